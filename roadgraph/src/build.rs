@@ -1,0 +1,454 @@
+//! Builds the routable [`GraphData`] from a [`RawNetwork`]:
+//!
+//! 1. ways are cut at junctions (nodes shared by several ways or used twice),
+//!    at their ends, at turn-restriction via nodes and where node coordinates
+//!    are missing, so every road piece carries exactly one OSM way id and all
+//!    degree-2 chains inside a way become one edge with a polyline;
+//! 2. closed loops are cut in two so no edge starts and ends at the same node;
+//! 3. only the largest strongly connected component survives (petgraph's
+//!    Tarjan), so every edge can reach every other;
+//! 4. nodes are renumbered along a Hilbert curve and edges sorted by tail, which
+//!    keeps graph searches cache-friendly;
+//! 5. turn restrictions are resolved from (way, via node, way) to edges.
+
+use petgraph::graph::{DiGraph, NodeIndex};
+
+use crate::geo::{LatLon, haversine_m};
+use crate::graph::{GraphData, GraphMeta, NO_EDGE, REVERSED, TurnRestriction};
+use crate::highway::expected_speed_kmh;
+use crate::network::{MISSING_COORD, RawNetwork};
+
+const NONE: u32 = u32::MAX;
+
+/// A road piece before filtering: a run of raw nodes of one way.
+struct Piece {
+    way: u32,
+    /// Range into the flat raw node list.
+    start: u32,
+    end: u32,
+}
+
+/// Builds the graph; `None` when no car-routable edge survives.
+pub fn build_graph(net: &RawNetwork, source: String) -> Option<GraphData> {
+    let n_raw = net.lat.len();
+    let has_coord = |v: u32| net.lat[v as usize] != MISSING_COORD;
+
+    // Junction detection: a node is a junction if it is used more than once
+    // (by several ways, or twice by one), ends a way run, or is a via node.
+    let mut uses = vec![0u8; n_raw];
+    let mut flat: Vec<u32> = Vec::new();
+    let mut runs: Vec<(u32, u32, u32)> = Vec::new(); // (way, start, end) into flat
+    for (w, way) in net.ways.iter().enumerate() {
+        let mut start = flat.len();
+        let mut close_run = |flat: &mut Vec<u32>, start: &mut usize| {
+            if flat.len() - *start >= 2 {
+                runs.push((w as u32, *start as u32, flat.len() as u32));
+            } else {
+                flat.truncate(*start);
+            }
+            *start = flat.len();
+        };
+        for &v in &way.nodes {
+            if (v as usize) >= n_raw || !has_coord(v) {
+                close_run(&mut flat, &mut start);
+                continue;
+            }
+            if flat.len() > start && *flat.last().unwrap() == v {
+                continue; // consecutive duplicate
+            }
+            flat.push(v);
+        }
+        close_run(&mut flat, &mut start);
+    }
+    for &(_, s, e) in &runs {
+        for &v in &flat[s as usize..e as usize] {
+            uses[v as usize] = uses[v as usize].saturating_add(1);
+        }
+        uses[flat[s as usize] as usize] = 2;
+        uses[flat[e as usize - 1] as usize] = 2;
+    }
+    for r in &net.restrictions {
+        if let Some(u) = uses.get_mut(r.via as usize)
+            && *u > 0
+        {
+            *u = 2;
+        }
+    }
+
+    // Cut runs at junctions into pieces; cut loops in the middle.
+    let mut pieces: Vec<Piece> = Vec::new();
+    for &(w, s, e) in &runs {
+        let mut piece_start = s;
+        for i in s + 1..e {
+            if uses[flat[i as usize] as usize] >= 2 {
+                push_piece(&mut pieces, &flat, w, piece_start, i + 1);
+                piece_start = i;
+            }
+        }
+    }
+
+    // Graph node ids for piece endpoints, and tentative directed edges.
+    let mut graph_id = vec![NONE; n_raw];
+    let mut node_raw: Vec<u32> = Vec::new();
+    let mut id_of = |v: u32| {
+        if graph_id[v as usize] == NONE {
+            graph_id[v as usize] = node_raw.len() as u32;
+            node_raw.push(v);
+        }
+        graph_id[v as usize]
+    };
+    // (tail, head, piece, reversed)
+    let mut edges: Vec<(u32, u32, u32, bool)> = Vec::new();
+    for (p, piece) in pieces.iter().enumerate() {
+        let a = id_of(flat[piece.start as usize]);
+        let b = id_of(flat[piece.end as usize - 1]);
+        let attrs = &net.ways[piece.way as usize].attrs;
+        if attrs.forward {
+            edges.push((a, b, p as u32, false));
+        }
+        if attrs.backward {
+            edges.push((b, a, p as u32, true));
+        }
+    }
+    let n_nodes = node_raw.len();
+
+    // Largest strongly connected component.
+    let mut dg: DiGraph<(), (), u32> = DiGraph::with_capacity(n_nodes, edges.len());
+    for _ in 0..n_nodes {
+        dg.add_node(());
+    }
+    for &(a, b, _, _) in &edges {
+        dg.add_edge(NodeIndex::new(a as usize), NodeIndex::new(b as usize), ());
+    }
+    let components = petgraph::algo::tarjan_scc(&dg);
+    drop(dg);
+    let largest = components.iter().max_by_key(|c| c.len())?;
+    let mut keep = vec![false; n_nodes];
+    for v in largest {
+        keep[v.index()] = true;
+    }
+    drop(components);
+    let kept_edges: Vec<_> = edges
+        .iter()
+        .copied()
+        .filter(|&(a, b, _, _)| keep[a as usize] && keep[b as usize])
+        .collect();
+    if kept_edges.is_empty() {
+        return None;
+    }
+    let dropped_nodes = keep.iter().filter(|k| !**k).count() as u64;
+    let dropped_edges = (edges.len() - kept_edges.len()) as u64;
+
+    // Renumber kept nodes along a Hilbert curve.
+    let coord = |g: u32| {
+        let r = node_raw[g as usize] as usize;
+        (net.lat[r], net.lon[r])
+    };
+    let (mut min_lat, mut min_lon, mut max_lat, mut max_lon) = (i32::MAX, i32::MAX, i32::MIN, i32::MIN);
+    for g in (0..n_nodes as u32).filter(|&g| keep[g as usize]) {
+        let (la, lo) = coord(g);
+        min_lat = min_lat.min(la);
+        max_lat = max_lat.max(la);
+        min_lon = min_lon.min(lo);
+        max_lon = max_lon.max(lo);
+    }
+    let scale = |v: i32, lo: i32, hi: i32| -> u32 {
+        let span = (i64::from(hi) - i64::from(lo)).max(1) as f64;
+        (((i64::from(v) - i64::from(lo)) as f64 / span) * 65535.0) as u32
+    };
+    let mut order: Vec<(u64, u32)> = (0..n_nodes as u32)
+        .filter(|&g| keep[g as usize])
+        .map(|g| {
+            let (la, lo) = coord(g);
+            (hilbert_index(scale(lo, min_lon, max_lon), scale(la, min_lat, max_lat)), g)
+        })
+        .collect();
+    order.sort_unstable();
+    let mut new_id = vec![NONE; n_nodes];
+    for (i, &(_, g)) in order.iter().enumerate() {
+        new_id[g as usize] = i as u32;
+    }
+    let n = order.len();
+
+    // Roads: pieces with at least one kept edge, ordered by their new endpoints.
+    let mut road_of_piece = vec![NONE; pieces.len()];
+    let mut road_pieces: Vec<u32> = kept_edges.iter().map(|e| e.2).collect();
+    road_pieces.sort_unstable();
+    road_pieces.dedup();
+    let piece_key = |p: u32| {
+        let pc = &pieces[p as usize];
+        let a = new_id[graph_id[flat[pc.start as usize] as usize] as usize];
+        let b = new_id[graph_id[flat[pc.end as usize - 1] as usize] as usize];
+        (a.min(b), a.max(b), p)
+    };
+    road_pieces.sort_unstable_by_key(|&p| piece_key(p));
+    for (r, &p) in road_pieces.iter().enumerate() {
+        road_of_piece[p as usize] = r as u32;
+    }
+
+    let mut data = GraphData {
+        meta: GraphMeta {
+            source,
+            dropped_nodes,
+            dropped_edges,
+            unresolved_restrictions: 0,
+        },
+        ..Default::default()
+    };
+    data.node_lat = vec![0; n];
+    data.node_lon = vec![0; n];
+    for &(_, g) in &order {
+        let (la, lo) = coord(g);
+        data.node_lat[new_id[g as usize] as usize] = la;
+        data.node_lon[new_id[g as usize] as usize] = lo;
+    }
+
+    // Road geometry and lengths.
+    data.road_first_point.push(0);
+    for &p in &road_pieces {
+        let pc = &pieces[p as usize];
+        let way = &net.ways[pc.way as usize];
+        let mut dist = 0.0f64;
+        let mut prev: Option<LatLon> = None;
+        for &v in &flat[pc.start as usize..pc.end as usize] {
+            let (la, lo) = (net.lat[v as usize], net.lon[v as usize]);
+            let here = LatLon::from_fixed(la, lo);
+            if let Some(prev) = prev {
+                dist += haversine_m(prev, here);
+            }
+            prev = Some(here);
+            data.point_lat.push(la);
+            data.point_lon.push(lo);
+            data.point_dist_m.push(dist as f32);
+        }
+        data.road_first_point.push(data.point_lat.len() as u32);
+        data.road_way.push(way.id);
+        data.road_class.push(way.attrs.class as u8);
+        data.road_length_cm.push((dist * 100.0).round().min(f64::from(u32::MAX)) as u32);
+    }
+
+    // Directed edges sorted by (tail, head, road).
+    let mut sorted: Vec<(u32, u32, u32, bool)> = kept_edges
+        .iter()
+        .map(|&(a, b, p, rev)| (new_id[a as usize], new_id[b as usize], road_of_piece[p as usize], rev))
+        .collect();
+    sorted.sort_unstable();
+    let m = sorted.len();
+    data.road_edge_fwd = vec![NO_EDGE; road_pieces.len()];
+    data.road_edge_bwd = vec![NO_EDGE; road_pieces.len()];
+    data.first_out = vec![0; n + 1];
+    for (e, &(a, b, r, rev)) in sorted.iter().enumerate() {
+        data.first_out[a as usize + 1] += 1;
+        data.tail.push(a);
+        data.head.push(b);
+        data.edge_road.push(if rev { r | REVERSED } else { r });
+        let way = &net.ways[pieces[road_pieces[r as usize] as usize].way as usize];
+        let limit = if rev { way.attrs.limit_backward } else { way.attrs.limit_forward };
+        data.speed_limit.push(limit.to_u8());
+        let metres = f64::from(data.road_length_cm[r as usize]) / 100.0;
+        let speed_ms = expected_speed_kmh(way.attrs.class, limit) / 3.6;
+        data.travel_time_ms.push(((metres / speed_ms) * 1000.0).round().clamp(1.0, f64::from(u32::MAX)) as u32);
+        if rev {
+            data.road_edge_bwd[r as usize] = e as u32;
+        } else {
+            data.road_edge_fwd[r as usize] = e as u32;
+        }
+    }
+    for v in 0..n {
+        data.first_out[v + 1] += data.first_out[v];
+    }
+
+    // Incoming adjacency (counting sort by head).
+    data.first_in = vec![0; n + 1];
+    for &h in &data.head {
+        data.first_in[h as usize + 1] += 1;
+    }
+    for v in 0..n {
+        data.first_in[v + 1] += data.first_in[v];
+    }
+    let mut fill = data.first_in.clone();
+    data.in_edge = vec![0; m];
+    for (e, &h) in data.head.iter().enumerate() {
+        data.in_edge[fill[h as usize] as usize] = e as u32;
+        fill[h as usize] += 1;
+    }
+
+    resolve_restrictions(net, &graph_id, &new_id, &mut data);
+    Some(data)
+}
+
+fn push_piece(pieces: &mut Vec<Piece>, flat: &[u32], way: u32, start: u32, end: u32) {
+    if flat[start as usize] == flat[end as usize - 1] {
+        // A closed loop between one junction and itself: cut it in the middle
+        // (dedup guarantees at least three nodes here).
+        let mid = start + (end - start) / 2;
+        pieces.push(Piece { way, start, end: mid + 1 });
+        pieces.push(Piece { way, start: mid, end });
+    } else {
+        pieces.push(Piece { way, start, end });
+    }
+}
+
+fn resolve_restrictions(net: &RawNetwork, graph_id: &[u32], new_id: &[u32], data: &mut GraphData) {
+    let road_way = &data.road_way;
+    let way_of = |e: u32| road_way[(data.edge_road[e as usize] & !REVERSED) as usize];
+    let mut out = Vec::new();
+    let mut unresolved = 0u64;
+    for r in &net.restrictions {
+        let g = graph_id.get(r.via as usize).copied().unwrap_or(NONE);
+        let via = if g == NONE { NONE } else { new_id[g as usize] };
+        if via == NONE {
+            unresolved += 1;
+            continue;
+        }
+        let v = via as usize;
+        let ins = &data.in_edge[data.first_in[v] as usize..data.first_in[v + 1] as usize];
+        let before = out.len();
+        for &from in ins.iter().filter(|&&e| way_of(e) == r.from_way) {
+            for to in (data.first_out[v]..data.first_out[v + 1]).filter(|&e| way_of(e) == r.to_way) {
+                out.push(TurnRestriction {
+                    kind: r.kind as u8,
+                    from_edge: from,
+                    via_node: via,
+                    to_edge: to,
+                });
+            }
+        }
+        if out.len() == before {
+            unresolved += 1;
+        }
+    }
+    out.sort_unstable_by_key(|t| (t.via_node, t.from_edge, t.to_edge, t.kind));
+    out.dedup();
+    data.restrictions = out;
+    data.meta.unresolved_restrictions = unresolved;
+}
+
+/// Position of `(x, y)` on a Hilbert curve over a 2^16 × 2^16 grid.
+fn hilbert_index(mut x: u32, mut y: u32) -> u64 {
+    let mut d = 0u64;
+    let mut s = 1u32 << 15;
+    while s > 0 {
+        let rx = u32::from(x & s > 0);
+        let ry = u32::from(y & s > 0);
+        d += u64::from(s) * u64::from(s) * u64::from((3 * rx) ^ ry);
+        if ry == 0 {
+            if rx == 1 {
+                x = 0xFFFF - x;
+                y = 0xFFFF - y;
+            }
+            std::mem::swap(&mut x, &mut y);
+        }
+        s >>= 1;
+    }
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::highway::{HighwayClass, SpeedLimit, WayAttributes};
+    use crate::network::{RawRestriction, RawWay, RestrictionKind};
+
+    fn attrs(forward: bool, backward: bool) -> WayAttributes {
+        WayAttributes {
+            class: HighwayClass::Residential,
+            forward,
+            backward,
+            limit_forward: SpeedLimit::Kmh(30),
+            limit_backward: SpeedLimit::Kmh(30),
+        }
+    }
+
+    /// A 3x3 grid of raw nodes about 100 m apart.
+    fn grid() -> RawNetwork {
+        let mut net = RawNetwork::default();
+        for i in 0..3 {
+            for j in 0..3 {
+                net.add_node(500_000_000 + i * 9_000, 100_000_000 + j * 14_000);
+            }
+        }
+        net
+    }
+
+    #[test]
+    fn hilbert_is_a_bijection_on_a_small_grid() {
+        let mut seen = std::collections::HashSet::new();
+        for x in 0..64u32 {
+            for y in 0..64u32 {
+                assert!(seen.insert(hilbert_index(x << 10, y << 10)));
+            }
+        }
+    }
+
+    #[test]
+    fn splits_at_junctions_and_keeps_way_ids() {
+        let mut net = grid();
+        // Row 0..2 through the middle row, and a column crossing it.
+        net.ways.push(RawWay { id: 10, nodes: vec![3, 4, 5], attrs: attrs(true, true) });
+        net.ways.push(RawWay { id: 11, nodes: vec![1, 4, 7], attrs: attrs(true, true) });
+        let g = build_graph(&net, "t".into()).unwrap();
+        assert_eq!(g.node_lat.len(), 5); // 4 ends + the crossing
+        assert_eq!(g.head.len(), 8);
+        assert_eq!(g.road_way.iter().filter(|&&w| w == 10).count(), 2);
+    }
+
+    #[test]
+    fn degree_two_chains_become_one_edge_with_geometry() {
+        let mut net = grid();
+        net.ways.push(RawWay { id: 1, nodes: vec![0, 1, 2, 5, 8], attrs: attrs(true, true) });
+        let g = build_graph(&net, "t".into()).unwrap();
+        assert_eq!(g.head.len(), 2);
+        assert_eq!(g.road_first_point, vec![0, 5]);
+        assert!(g.road_length_cm[0] > 40_000);
+    }
+
+    #[test]
+    fn one_way_dead_end_is_dropped_by_scc() {
+        let mut net = grid();
+        net.ways.push(RawWay { id: 1, nodes: vec![0, 1, 2], attrs: attrs(true, true) });
+        net.ways.push(RawWay { id: 2, nodes: vec![2, 5], attrs: attrs(true, false) });
+        let g = build_graph(&net, "t".into()).unwrap();
+        assert_eq!(g.meta.dropped_edges, 1);
+        assert_eq!(g.meta.dropped_nodes, 1);
+        assert!(g.road_way.iter().all(|&w| w == 1));
+    }
+
+    #[test]
+    fn loops_are_cut_and_missing_nodes_break_ways() {
+        let mut net = grid();
+        net.ways.push(RawWay { id: 1, nodes: vec![0, 1, 4, 3, 0], attrs: attrs(true, false) });
+        let g = build_graph(&net, "t".into()).unwrap();
+        assert_eq!(g.head.len(), 2);
+        assert!(g.tail.iter().zip(&g.head).all(|(a, b)| a != b));
+
+        let mut net = grid();
+        net.lat[1] = MISSING_COORD;
+        net.ways.push(RawWay { id: 1, nodes: vec![0, 1, 2, 5], attrs: attrs(true, true) });
+        let g = build_graph(&net, "t".into()).unwrap();
+        assert_eq!(g.head.len(), 2); // only 2-5 survives; 0 alone is not a run
+    }
+
+    #[test]
+    fn no_roads_gives_none() {
+        let net = grid();
+        assert!(build_graph(&net, "t".into()).is_none());
+    }
+
+    #[test]
+    fn restrictions_resolve_to_edges() {
+        let mut net = grid();
+        net.ways.push(RawWay { id: 10, nodes: vec![3, 4, 5], attrs: attrs(true, true) });
+        net.ways.push(RawWay { id: 11, nodes: vec![1, 4], attrs: attrs(true, true) });
+        net.restrictions.push(RawRestriction { kind: RestrictionKind::No, from_way: 11, via: 4, to_way: 10 });
+        net.restrictions.push(RawRestriction { kind: RestrictionKind::No, from_way: 99, via: 4, to_way: 10 });
+        let g = build_graph(&net, "t".into()).unwrap();
+        // Way 10 passes through the via node, so both of its outgoing edges match.
+        assert_eq!(g.restrictions.len(), 2);
+        assert_eq!(g.meta.unresolved_restrictions, 1);
+        for r in &g.restrictions {
+            assert_eq!(g.head[r.from_edge as usize], r.via_node);
+            assert_eq!(g.tail[r.to_edge as usize], r.via_node);
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! Edge spatial index: an R-tree (rstar) over every road segment, answering
+//! "which edges pass within R metres of this point" and "the K nearest edges",
+//! each with the projected point, its distance and its offset along the edge.
+//! This is the map matcher's candidate search.
+//!
+//! The tree holds degree-space boxes (f32, padded outward by more than f32's
+//! rounding error), so it is only a filter: every hit is measured exactly in a
+//! plane centred on the query point, and a radius query returns precisely the
+//! segments within the radius. K-nearest is a radius query with a growing
+//! radius, which keeps it exact under the same metric.
+
+use rstar::{AABB, RTree, RTreeObject};
+
+use crate::geo::{LatLon, LocalPlane, METRES_PER_DEGREE, project_origin_on_segment};
+use crate::graph::{Graph, NO_EDGE};
+
+/// Padding of each segment's box in degrees: f32 keeps about 1.5e-5 degree of
+/// precision near ±180°, so 3e-5 degree (about 3 m) keeps every box conservative.
+const PAD_DEG: f64 = 3e-5;
+
+/// One segment of one road's polyline.
+#[derive(Clone, Copy, Debug)]
+struct Segment {
+    min: [f32; 2],
+    max: [f32; 2],
+    road: u32,
+    /// Index of the segment's first point in the graph's point arrays.
+    point: u32,
+}
+
+impl RTreeObject for Segment {
+    type Envelope = AABB<[f32; 2]>;
+
+    fn envelope(&self) -> Self::Envelope {
+        AABB::from_corners(self.min, self.max)
+    }
+}
+
+/// One edge near a query point.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EdgeCandidate {
+    pub edge: u32,
+    /// Metres from the edge's tail to the projected point, along the edge.
+    pub offset_m: f64,
+    /// Metres from the query point to the projected point.
+    pub distance_m: f64,
+    /// The projected point on the edge's geometry.
+    pub point: LatLon,
+}
+
+/// The R-tree over all road segments of a graph; see [`Graph::edge_index`].
+pub struct EdgeIndex {
+    tree: RTree<Segment>,
+}
+
+impl EdgeIndex {
+    /// Bulk-loads the tree (sort-tile-recursive packing) from the graph.
+    pub fn build(graph: &Graph) -> Self {
+        let d = graph.data();
+        let mut segments = Vec::with_capacity(d.point_lat.len());
+        for road in 0..graph.num_roads() as u32 {
+            let pts = graph.road_points(road);
+            for i in pts.start..pts.end - 1 {
+                let (a, b) = (graph.point(i), graph.point(i + 1));
+                segments.push(Segment {
+                    min: [
+                        (a.lon.min(b.lon) - PAD_DEG) as f32,
+                        (a.lat.min(b.lat) - PAD_DEG) as f32,
+                    ],
+                    max: [
+                        (a.lon.max(b.lon) + PAD_DEG) as f32,
+                        (a.lat.max(b.lat) + PAD_DEG) as f32,
+                    ],
+                    road,
+                    point: i as u32,
+                });
+            }
+        }
+        Self {
+            tree: RTree::bulk_load(segments),
+        }
+    }
+
+    /// Number of indexed segments.
+    pub fn len(&self) -> usize {
+        self.tree.size()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tree.size() == 0
+    }
+
+    /// Every edge with some point within `radius_m` of `p`, closest first, each
+    /// at its closest point. `out` is cleared first and reused, so a caller that
+    /// keeps it allocates nothing in steady state.
+    pub fn within(&self, graph: &Graph, p: LatLon, radius_m: f64, out: &mut Vec<EdgeCandidate>) {
+        out.clear();
+        if !p.is_valid() || !(radius_m >= 0.0) {
+            return;
+        }
+        let plane = LocalPlane::new(p);
+        let dlat = radius_m / METRES_PER_DEGREE;
+        // The widest longitude span of the box is at the latitude nearest a pole.
+        let max_abs_lat = (p.lat.abs() + dlat).min(89.9);
+        let dlon = (radius_m / (METRES_PER_DEGREE * max_abs_lat.to_radians().cos())).min(360.0);
+        let query = AABB::from_corners(
+            [(p.lon - dlon) as f32, (p.lat - dlat) as f32],
+            [(p.lon + dlon) as f32, (p.lat + dlat) as f32],
+        );
+        let r2 = radius_m * radius_m;
+        let dist = &graph.data().point_dist_m;
+        // First pass: the closest segment hit per road. `edge` holds the road
+        // and `offset_m` the distance from the road's start until expansion.
+        for seg in self.tree.locate_in_envelope_intersecting(&query) {
+            let i = seg.point as usize;
+            let (a, b) = (plane.project(graph.point(i)), plane.project(graph.point(i + 1)));
+            let (t, d2) = project_origin_on_segment(a, b);
+            if d2 > r2 {
+                continue;
+            }
+            let (d0, d1) = (f64::from(dist[i].to_native()), f64::from(dist[i + 1].to_native()));
+            out.push(EdgeCandidate {
+                edge: seg.road,
+                offset_m: d0 + t * (d1 - d0),
+                distance_m: d2.sqrt(),
+                point: plane.unproject(a.0 + t * (b.0 - a.0), a.1 + t * (b.1 - a.1)),
+            });
+        }
+        out.sort_unstable_by(|x, y| x.edge.cmp(&y.edge).then(x.distance_m.total_cmp(&y.distance_m)));
+        out.dedup_by_key(|c| c.edge);
+        // Second pass: a road becomes one candidate per allowed direction.
+        let d = graph.data();
+        let roads = out.len();
+        for k in 0..roads {
+            let c = out[k];
+            let road = c.edge as usize;
+            let len = f64::from(d.road_length_cm[road].to_native()) / 100.0;
+            let along = c.offset_m.min(len);
+            let (fwd, bwd) = (d.road_edge_fwd[road].to_native(), d.road_edge_bwd[road].to_native());
+            if bwd != NO_EDGE {
+                out.push(EdgeCandidate { edge: bwd, offset_m: len - along, ..c });
+            }
+            out[k].edge = fwd;
+            out[k].offset_m = along;
+        }
+        out.retain(|c| c.edge != NO_EDGE);
+        out.sort_unstable_by(|x, y| x.distance_m.total_cmp(&y.distance_m).then(x.edge.cmp(&y.edge)));
+    }
+
+    /// The `k` nearest edges to `p` within `max_radius_m`, closest first.
+    pub fn nearest(&self, graph: &Graph, p: LatLon, k: usize, max_radius_m: f64, out: &mut Vec<EdgeCandidate>) {
+        out.clear();
+        if k == 0 || !(max_radius_m > 0.0) {
+            return;
+        }
+        let mut radius = max_radius_m.min(32.0);
+        loop {
+            self.within(graph, p, radius, out);
+            if out.len() >= k || radius >= max_radius_m {
+                break;
+            }
+            radius = (radius * 4.0).min(max_radius_m);
+        }
+        out.truncate(k);
+    }
+}
+
+impl Graph {
+    /// Every edge within `radius_m` of `p`; see [`EdgeIndex::within`].
+    pub fn edges_within(&self, p: LatLon, radius_m: f64, out: &mut Vec<EdgeCandidate>) {
+        self.edge_index().within(self, p, radius_m, out);
+    }
+
+    /// The `k` nearest edges within `max_radius_m`; see [`EdgeIndex::nearest`].
+    pub fn nearest_edges(&self, p: LatLon, k: usize, max_radius_m: f64, out: &mut Vec<EdgeCandidate>) {
+        self.edge_index().nearest(self, p, k, max_radius_m, out);
+    }
+}

@@ -1,0 +1,333 @@
+//! One function per subcommand: open inputs, call the library, print the
+//! human summary line or the `--json` object. No algorithms here.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use lastmile_roadgraph::{
+    CityParams, Dijkstra, EdgePos, Graph, HighwayClass, LatLon, Metric, Route, snapshot, synthetic,
+};
+use serde_json::json;
+
+use crate::progress::Bar;
+
+#[derive(Args)]
+pub struct ImportArgs {
+    /// OpenStreetMap extract (.osm.pbf).
+    input: PathBuf,
+    /// Snapshot to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct GenerateArgs {
+    /// Approximate number of directed edges.
+    #[arg(long, default_value_t = 100_000)]
+    edges: usize,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Snapshot to write.
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct InfoArgs {
+    /// Graph snapshot or .osm.pbf.
+    graph: PathBuf,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum MetricArg {
+    Time,
+    Distance,
+}
+
+#[derive(Args)]
+pub struct RouteArgs {
+    /// Graph snapshot or .osm.pbf.
+    graph: PathBuf,
+    /// Start as LAT,LON.
+    #[arg(long, value_parser = parse_lat_lon)]
+    from: LatLon,
+    /// Destination as LAT,LON.
+    #[arg(long, value_parser = parse_lat_lon)]
+    to: LatLon,
+    #[arg(long, value_enum, default_value = "time")]
+    metric: MetricArg,
+    /// Farthest a coordinate may be from a road to be snapped to it, metres.
+    #[arg(long, default_value_t = 1_000.0)]
+    max_snap_m: f64,
+    /// Print the route as a GeoJSON Feature.
+    #[arg(long, conflicts_with = "json")]
+    geojson: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Size of the synthetic city in directed edges.
+    #[arg(long, default_value_t = 200_000)]
+    edges: usize,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+fn parse_lat_lon(s: &str) -> Result<LatLon, String> {
+    let (lat, lon) = s.split_once(',').ok_or("expected LAT,LON")?;
+    let p = LatLon::new(
+        lat.trim().parse().map_err(|_| format!("bad latitude {lat:?}"))?,
+        lon.trim().parse().map_err(|_| format!("bad longitude {lon:?}"))?,
+    );
+    if !p.is_valid() {
+        return Err(format!("{s} is not a valid WGS84 position"));
+    }
+    Ok(p)
+}
+
+fn open_graph(path: &Path) -> Result<Graph> {
+    let bar = Bar::new();
+    let g = lastmile_roadgraph::open(path, &bar);
+    bar.finish();
+    Ok(g?)
+}
+
+fn road_km(g: &Graph) -> f64 {
+    g.data().road_length_cm.iter().map(|c| f64::from(c.to_native())).sum::<f64>() / 100_000.0
+}
+
+fn save(g: &Graph, out: &Path) -> Result<u64> {
+    Ok(snapshot::save(g, out)?)
+}
+
+pub fn import(a: ImportArgs) -> Result<()> {
+    let t0 = Instant::now();
+    let bar = Bar::new();
+    let imported = lastmile_roadgraph::import_pbf(&a.input, &bar);
+    bar.finish();
+    let (data, report) = imported?;
+    let g = Graph::from_data(&data);
+    let bytes = save(&g, &a.out)?;
+    let secs = t0.elapsed().as_secs_f64();
+    let m = g.meta();
+    if a.json {
+        println!(
+            "{}",
+            json!({
+                "nodes": g.num_nodes(), "edges": g.num_edges(), "roads": g.num_roads(),
+                "road_km": road_km(&g), "seconds": secs, "bytes": bytes,
+                "dropped_nodes": m.dropped_nodes.to_native(), "dropped_edges": m.dropped_edges.to_native(),
+                "turn_restrictions": g.restrictions().len(),
+                "unresolved_restrictions": m.unresolved_restrictions.to_native(),
+                "skipped_restrictions": report.skipped_restrictions,
+                "osm_nodes": report.osm_nodes, "osm_ways": report.osm_ways, "car_ways": report.car_ways,
+                "missing_nodes": report.missing_nodes,
+            })
+        );
+    } else {
+        println!(
+            "imported {}: {} nodes, {} edges, {:.1} km of road, {} turn restrictions in {:.2} s; \
+             dropped {} nodes / {} edges outside the largest strongly connected component; wrote {} ({:.1} MB)",
+            a.input.display(),
+            g.num_nodes(),
+            g.num_edges(),
+            road_km(&g),
+            g.restrictions().len(),
+            secs,
+            m.dropped_nodes,
+            m.dropped_edges,
+            a.out.display(),
+            bytes as f64 / 1e6
+        );
+    }
+    Ok(())
+}
+
+pub fn generate(a: GenerateArgs) -> Result<()> {
+    if a.edges < 100 {
+        bail!("--edges must be at least 100");
+    }
+    let t0 = Instant::now();
+    let bar = Bar::new();
+    bar.stage_spinner("generating");
+    let g = Graph::from_data(&synthetic::generate_city(&CityParams::new(a.edges, a.seed)));
+    bar.finish();
+    let bytes = save(&g, &a.out)?;
+    let secs = t0.elapsed().as_secs_f64();
+    if a.json {
+        println!(
+            "{}",
+            json!({"nodes": g.num_nodes(), "edges": g.num_edges(), "road_km": road_km(&g), "seconds": secs, "bytes": bytes})
+        );
+    } else {
+        println!(
+            "generated synthetic city (seed {}): {} nodes, {} edges, {:.1} km of road in {:.2} s; wrote {} ({:.1} MB)",
+            a.seed,
+            g.num_nodes(),
+            g.num_edges(),
+            road_km(&g),
+            secs,
+            a.out.display(),
+            bytes as f64 / 1e6
+        );
+    }
+    Ok(())
+}
+
+pub fn info(a: InfoArgs) -> Result<()> {
+    let t0 = Instant::now();
+    let g = open_graph(&a.graph)?;
+    let open_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let bytes = std::fs::metadata(&a.graph).with_context(|| a.graph.display().to_string())?.len();
+    let bbox = g.bbox();
+    let mut classes: Vec<(HighwayClass, usize, f64)> = HighwayClass::ALL.iter().map(|&c| (c, 0, 0.0)).collect();
+    for e in 0..g.num_edges() as u32 {
+        let row = &mut classes[g.class(e) as usize];
+        row.1 += 1;
+        row.2 += g.length_m(e) / 1000.0;
+    }
+    classes.retain(|c| c.1 > 0);
+    let m = g.meta();
+    if a.json {
+        let hist: serde_json::Map<String, serde_json::Value> = classes
+            .iter()
+            .map(|(c, n, km)| (c.as_str().to_string(), json!({"edges": n, "km": km})))
+            .collect();
+        println!(
+            "{}",
+            json!({
+                "source": m.source.as_str(), "nodes": g.num_nodes(), "edges": g.num_edges(), "roads": g.num_roads(),
+                "road_km": road_km(&g), "bbox": bbox, "bytes": bytes, "open_ms": open_ms,
+                "turn_restrictions": g.restrictions().len(),
+                "dropped_nodes": m.dropped_nodes.to_native(), "dropped_edges": m.dropped_edges.to_native(),
+                "classes": hist,
+            })
+        );
+        return Ok(());
+    }
+    println!("{} ({})", a.graph.display(), m.source.as_str());
+    println!("  nodes      {}", g.num_nodes());
+    println!("  edges      {} directed, over {} roads, {:.1} km of road", g.num_edges(), g.num_roads(), road_km(&g));
+    println!("  bbox       [{:.6}, {:.6}, {:.6}, {:.6}] (min lon, min lat, max lon, max lat)", bbox[0], bbox[1], bbox[2], bbox[3]);
+    println!("  bytes      {bytes}");
+    println!("  restrictions {} ({} unresolved)", g.restrictions().len(), m.unresolved_restrictions);
+    println!("  dropped    {} nodes, {} edges outside the largest strongly connected component", m.dropped_nodes, m.dropped_edges);
+    println!("  opened in  {open_ms:.1} ms");
+    println!("  {:<16} {:>9} {:>10}", "class", "edges", "km");
+    for (c, n, km) in &classes {
+        println!("  {:<16} {:>9} {:>10.1}", c.as_str(), n, km);
+    }
+    Ok(())
+}
+
+/// Both directions of the road nearest `p`, as route endpoints.
+fn snap(g: &Graph, p: LatLon, max_m: f64, what: &str) -> Result<Vec<EdgePos>> {
+    let mut near = Vec::new();
+    g.nearest_edges(p, 1, max_m, &mut near);
+    let Some(best) = near.first().copied() else {
+        bail!("no road within {max_m} m of the {what} point {:.6},{:.6}", p.lat, p.lon);
+    };
+    let mut out = vec![EdgePos { edge: best.edge, offset_m: best.offset_m }];
+    if let Some(rev) = g.reverse_edge(best.edge) {
+        out.push(EdgePos { edge: rev, offset_m: g.length_m(rev) - best.offset_m });
+    }
+    Ok(out)
+}
+
+fn find_route(g: &Graph, from: LatLon, to: LatLon, metric: Metric, max_snap_m: f64) -> Result<Route> {
+    let sources = snap(g, from, max_snap_m, "start")?;
+    let targets = snap(g, to, max_snap_m, "destination")?;
+    Dijkstra::new(g)
+        .route(g, metric, &sources, &targets)
+        .context("no route: the destination cannot be reached from the start")
+}
+
+fn describe(r: &Route) -> String {
+    let secs = r.duration_s.round() as u64;
+    format!(
+        "{:.2} km, {} min {:02} s ({:.1} s), {} edges",
+        r.distance_m / 1000.0,
+        secs / 60,
+        secs % 60,
+        r.duration_s,
+        r.edges.len()
+    )
+}
+
+pub fn route(a: RouteArgs) -> Result<()> {
+    let g = open_graph(&a.graph)?;
+    let metric = match a.metric {
+        MetricArg::Time => Metric::Time,
+        MetricArg::Distance => Metric::Distance,
+    };
+    let r = find_route(&g, a.from, a.to, metric, a.max_snap_m)?;
+    let way_ids: Vec<i64> = r.edges.iter().map(|&e| g.way_id(e)).collect();
+    if a.geojson {
+        let coords: Vec<[f64; 2]> = r.geometry(&g).iter().map(|p| [p.lon, p.lat]).collect();
+        println!(
+            "{}",
+            json!({
+                "type": "Feature",
+                "geometry": {"type": "LineString", "coordinates": coords},
+                "properties": {"distance_m": r.distance_m, "duration_s": r.duration_s, "edges": r.edges, "way_ids": way_ids},
+            })
+        );
+    } else if a.json {
+        println!("{}", json!({"distance_m": r.distance_m, "duration_s": r.duration_s, "edges": r.edges, "way_ids": way_ids}));
+    } else {
+        println!("{}", describe(&r));
+    }
+    Ok(())
+}
+
+pub fn demo(a: DemoArgs) -> Result<()> {
+    let t0 = Instant::now();
+    let bar = Bar::new();
+    bar.stage_spinner("generating city");
+    let data = synthetic::generate_city(&CityParams::new(a.edges, a.seed));
+    bar.finish();
+    let gen_s = t0.elapsed().as_secs_f64();
+    println!("generated a synthetic city of {} edges (seed {}) in {gen_s:.2} s", data.head.len(), a.seed);
+
+    let dir = std::env::temp_dir().join(format!("lastmile-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
+    let path = dir.join("city.graph");
+    let bytes = save(&Graph::from_data(&data), &path)?;
+    drop(data);
+    let t1 = Instant::now();
+    let g = snapshot::load(&path)?;
+    let load_ms = t1.elapsed().as_secs_f64() * 1e3;
+    println!("snapshot {} ({:.1} MB) mapped in {load_ms:.1} ms", path.display(), bytes as f64 / 1e6);
+
+    info(InfoArgs { graph: path.clone(), json: false })?;
+
+    // Across the city, corner to corner, 10% inside the bounding box.
+    let b = g.bbox();
+    let from = LatLon::new(b[1] + 0.1 * (b[3] - b[1]), b[0] + 0.1 * (b[2] - b[0]));
+    let to = LatLon::new(b[1] + 0.9 * (b[3] - b[1]), b[0] + 0.9 * (b[2] - b[0]));
+    let t2 = Instant::now();
+    let r = find_route(&g, from, to, Metric::Time, 1_000.0)?;
+    let route_ms = t2.elapsed().as_secs_f64() * 1e3;
+    println!(
+        "route {:.5},{:.5} -> {:.5},{:.5}: {} (Dijkstra, {route_ms:.1} ms including the spatial index build)",
+        from.lat,
+        from.lon,
+        to.lat,
+        to.lon,
+        describe(&r)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("demo done in {:.2} s", t0.elapsed().as_secs_f64());
+    Ok(())
+}

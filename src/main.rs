@@ -1,0 +1,64 @@
+//! The `lastmile` command line: argument parsing and wiring only. Every
+//! algorithm lives in the workspace crates (`roadgraph`, `engine`, `ingest`).
+
+mod commands;
+mod progress;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(name = "lastmile", version, about = "Last-mile delivery tracking engine")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Import an OpenStreetMap PBF into a graph snapshot.
+    Import(commands::ImportArgs),
+    /// Generate a synthetic city of about N edges.
+    Generate(commands::GenerateArgs),
+    /// Print counts, bounding box, size and road classes of a graph.
+    Info(commands::InfoArgs),
+    /// Shortest route between two coordinates.
+    Route(commands::RouteArgs),
+    /// The whole pipeline on the built-in synthetic city (no download needed).
+    Demo(commands::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    // Errors are reported as one line; a panic (a bug) must not print a
+    // backtrace either, so the hook keeps quiet and the message is printed
+    // once below. Panics that the importer catches never reach the user.
+    std::panic::set_hook(Box::new(|_| {}));
+    let cli = Cli::parse();
+    let outcome = std::panic::catch_unwind(|| match cli.command {
+        Command::Import(a) => commands::import(a),
+        Command::Generate(a) => commands::generate(a),
+        Command::Info(a) => commands::info(a),
+        Command::Route(a) => commands::route(a),
+        Command::Demo(a) => commands::demo(a),
+    });
+    match outcome {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown".into());
+            eprintln!("error: internal error (please report): {msg}");
+            ExitCode::from(101)
+        }
+    }
+}
