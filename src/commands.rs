@@ -192,17 +192,18 @@ pub fn info(a: InfoArgs) -> Result<()> {
     let bytes = std::fs::metadata(&a.graph).with_context(|| a.graph.display().to_string())?.len();
     let bbox = g.bbox();
     let mut classes: Vec<(HighwayClass, usize, f64)> = HighwayClass::ALL.iter().map(|&c| (c, 0, 0.0)).collect();
-    for e in 0..g.num_edges() as u32 {
-        let row = &mut classes[g.class(e) as usize];
+    let lengths = &g.data().road_length_cm;
+    for r in 0..g.num_roads() as u32 {
+        let row = &mut classes[g.road_class(r) as usize];
         row.1 += 1;
-        row.2 += g.length_m(e) / 1000.0;
+        row.2 += f64::from(lengths[r as usize].to_native()) / 100_000.0;
     }
     classes.retain(|c| c.1 > 0);
     let m = g.meta();
     if a.json {
         let hist: serde_json::Map<String, serde_json::Value> = classes
             .iter()
-            .map(|(c, n, km)| (c.as_str().to_string(), json!({"edges": n, "km": km})))
+            .map(|(c, n, km)| (c.as_str().to_string(), json!({"roads": n, "km": km})))
             .collect();
         println!(
             "{}",
@@ -224,7 +225,7 @@ pub fn info(a: InfoArgs) -> Result<()> {
     println!("  restrictions {} ({} unresolved)", g.restrictions().len(), m.unresolved_restrictions);
     println!("  dropped    {} nodes, {} edges outside the largest strongly connected component", m.dropped_nodes, m.dropped_edges);
     println!("  opened in  {open_ms:.1} ms");
-    println!("  {:<16} {:>9} {:>10}", "class", "edges", "km");
+    println!("  {:<16} {:>9} {:>10}", "class", "roads", "km");
     for (c, n, km) in &classes {
         println!("  {:<16} {:>9} {:>10.1}", c.as_str(), n, km);
     }

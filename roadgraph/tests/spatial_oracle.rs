@@ -1,0 +1,104 @@
+//! The edge spatial index against a brute-force scan of every segment, on real
+//! maps and a synthetic city, for thousands of random points.
+
+mod common;
+
+use lastmile_roadgraph::geo::{LocalPlane, project_origin_on_segment};
+use lastmile_roadgraph::rng::Rng;
+use lastmile_roadgraph::{CityParams, EdgeCandidate, Graph, LatLon, synthetic};
+
+/// Distance from `p` to each edge's closest point, by scanning every segment.
+fn brute_force(g: &Graph, p: LatLon, radius: f64) -> Vec<(u32, f64)> {
+    let plane = LocalPlane::new(p);
+    let mut out = Vec::new();
+    for e in 0..g.num_edges() as u32 {
+        let geom = g.edge_geometry(e);
+        let best = geom
+            .windows(2)
+            .map(|w| project_origin_on_segment(plane.project(w[0]), plane.project(w[1])).1.sqrt())
+            .fold(f64::INFINITY, f64::min);
+        if best <= radius {
+            out.push((e, best));
+        }
+    }
+    out.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+    out
+}
+
+fn random_point(g: &Graph, rng: &mut Rng) -> LatLon {
+    // Half near a node (where roads are dense), half anywhere in the box.
+    if rng.chance(0.5) {
+        let v = rng.below(g.num_nodes() as u64) as u32;
+        let p = g.node_pos(v);
+        LatLon::new(p.lat + rng.range_f64(-4e-4, 4e-4), p.lon + rng.range_f64(-4e-4, 4e-4))
+    } else {
+        let b = g.bbox();
+        LatLon::new(rng.range_f64(b[1], b[3]), rng.range_f64(b[0], b[2]))
+    }
+}
+
+fn check(g: &Graph, points: usize, seed: u64) {
+    let mut rng = Rng::seed(seed);
+    let mut got: Vec<EdgeCandidate> = Vec::new();
+    let mut nonempty = 0;
+    for _ in 0..points {
+        let p = random_point(g, &mut rng);
+        let radius = rng.range_f64(10.0, 120.0);
+        let expected = brute_force(g, p, radius);
+        g.edges_within(p, radius, &mut got);
+        let mut got_ids: Vec<u32> = got.iter().map(|c| c.edge).collect();
+        let mut want_ids: Vec<u32> = expected.iter().map(|c| c.0).collect();
+        got_ids.sort_unstable();
+        want_ids.sort_unstable();
+        assert_eq!(got_ids, want_ids, "within {radius} m of {p:?}");
+        nonempty += usize::from(!got.is_empty());
+        for c in &got {
+            let (_, d) = expected.iter().find(|x| x.0 == c.edge).unwrap();
+            assert!((c.distance_m - d).abs() < 1e-6, "distance {} vs {d}", c.distance_m);
+            // The projected point lies on the edge at the reported offset.
+            let on_edge = g.point_on_edge(c.edge, c.offset_m);
+            let gap = lastmile_roadgraph::geo::haversine_m(on_edge, c.point);
+            assert!(gap < 0.05, "offset {} of edge {} is {gap} m from the projection", c.offset_m, c.edge);
+            assert!(c.offset_m >= 0.0 && c.offset_m <= g.length_m(c.edge) + 1e-3);
+        }
+        // K nearest: the first k of the brute-force order (ties may swap).
+        let k = 1 + rng.below(8) as usize;
+        g.nearest_edges(p, k, 2_000.0, &mut got);
+        let all = brute_force(g, p, 2_000.0);
+        assert_eq!(got.len(), k.min(all.len()));
+        for (c, want) in got.iter().zip(&all) {
+            assert!((c.distance_m - want.1).abs() < 1e-6, "nearest {k}: {} vs {}", c.distance_m, want.1);
+        }
+    }
+    assert!(nonempty > points / 4, "too few points near roads: {nonempty}");
+}
+
+#[test]
+fn monaco_against_brute_force() {
+    let Some((_, g)) = common::imported("monaco.osm.pbf") else { return };
+    check(g, 2_000, 1);
+}
+
+#[test]
+fn andorra_against_brute_force() {
+    let Some((_, g)) = common::imported("andorra.osm.pbf") else { return };
+    check(g, 2_000, 2);
+}
+
+#[test]
+fn synthetic_city_against_brute_force() {
+    let g = Graph::from_data(&synthetic::generate_city(&CityParams::new(8_000, 5)));
+    check(&g, 1_500, 3);
+}
+
+#[test]
+fn invalid_points_find_nothing() {
+    let g = Graph::from_data(&synthetic::generate_city(&CityParams::new(2_000, 5)));
+    let mut out = Vec::new();
+    g.edges_within(LatLon::new(f64::NAN, 8.0), 50.0, &mut out);
+    assert!(out.is_empty());
+    g.nearest_edges(LatLon::new(47.0, f64::INFINITY), 3, 100.0, &mut out);
+    assert!(out.is_empty());
+    g.edges_within(LatLon::new(47.0, 8.0), f64::NAN, &mut out);
+    assert!(out.is_empty());
+}
