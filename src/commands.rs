@@ -87,8 +87,12 @@ pub struct DemoArgs {
 fn parse_lat_lon(s: &str) -> Result<LatLon, String> {
     let (lat, lon) = s.split_once(',').ok_or("expected LAT,LON")?;
     let p = LatLon::new(
-        lat.trim().parse().map_err(|_| format!("bad latitude {lat:?}"))?,
-        lon.trim().parse().map_err(|_| format!("bad longitude {lon:?}"))?,
+        lat.trim()
+            .parse()
+            .map_err(|_| format!("bad latitude {lat:?}"))?,
+        lon.trim()
+            .parse()
+            .map_err(|_| format!("bad longitude {lon:?}"))?,
     );
     if !p.is_valid() {
         return Err(format!("{s} is not a valid WGS84 position"));
@@ -104,7 +108,12 @@ fn open_graph(path: &Path) -> Result<Graph> {
 }
 
 fn road_km(g: &Graph) -> f64 {
-    g.data().road_length_cm.iter().map(|c| f64::from(c.to_native())).sum::<f64>() / 100_000.0
+    g.data()
+        .road_length_cm
+        .iter()
+        .map(|c| f64::from(c.to_native()))
+        .sum::<f64>()
+        / 100_000.0
 }
 
 fn save(g: &Graph, out: &Path) -> Result<u64> {
@@ -189,9 +198,12 @@ pub fn info(a: InfoArgs) -> Result<()> {
     let t0 = Instant::now();
     let g = open_graph(&a.graph)?;
     let open_ms = t0.elapsed().as_secs_f64() * 1e3;
-    let bytes = std::fs::metadata(&a.graph).with_context(|| a.graph.display().to_string())?.len();
+    let bytes = std::fs::metadata(&a.graph)
+        .with_context(|| a.graph.display().to_string())?
+        .len();
     let bbox = g.bbox();
-    let mut classes: Vec<(HighwayClass, usize, f64)> = HighwayClass::ALL.iter().map(|&c| (c, 0, 0.0)).collect();
+    let mut classes: Vec<(HighwayClass, usize, f64)> =
+        HighwayClass::ALL.iter().map(|&c| (c, 0, 0.0)).collect();
     let lengths = &g.data().road_length_cm;
     for r in 0..g.num_roads() as u32 {
         let row = &mut classes[g.road_class(r) as usize];
@@ -219,11 +231,26 @@ pub fn info(a: InfoArgs) -> Result<()> {
     }
     println!("{} ({})", a.graph.display(), m.source.as_str());
     println!("  nodes      {}", g.num_nodes());
-    println!("  edges      {} directed, over {} roads, {:.1} km of road", g.num_edges(), g.num_roads(), road_km(&g));
-    println!("  bbox       [{:.6}, {:.6}, {:.6}, {:.6}] (min lon, min lat, max lon, max lat)", bbox[0], bbox[1], bbox[2], bbox[3]);
+    println!(
+        "  edges      {} directed, over {} roads, {:.1} km of road",
+        g.num_edges(),
+        g.num_roads(),
+        road_km(&g)
+    );
+    println!(
+        "  bbox       [{:.6}, {:.6}, {:.6}, {:.6}] (min lon, min lat, max lon, max lat)",
+        bbox[0], bbox[1], bbox[2], bbox[3]
+    );
     println!("  bytes      {bytes}");
-    println!("  restrictions {} ({} unresolved)", g.restrictions().len(), m.unresolved_restrictions);
-    println!("  dropped    {} nodes, {} edges outside the largest strongly connected component", m.dropped_nodes, m.dropped_edges);
+    println!(
+        "  restrictions {} ({} unresolved)",
+        g.restrictions().len(),
+        m.unresolved_restrictions
+    );
+    println!(
+        "  dropped    {} nodes, {} edges outside the largest strongly connected component",
+        m.dropped_nodes, m.dropped_edges
+    );
     println!("  opened in  {open_ms:.1} ms");
     println!("  {:<16} {:>9} {:>10}", "class", "roads", "km");
     for (c, n, km) in &classes {
@@ -237,16 +264,32 @@ fn snap(g: &Graph, p: LatLon, max_m: f64, what: &str) -> Result<Vec<EdgePos>> {
     let mut near = Vec::new();
     g.nearest_edges(p, 1, max_m, &mut near);
     let Some(best) = near.first().copied() else {
-        bail!("no road within {max_m} m of the {what} point {:.6},{:.6}", p.lat, p.lon);
+        bail!(
+            "no road within {max_m} m of the {what} point {:.6},{:.6}",
+            p.lat,
+            p.lon
+        );
     };
-    let mut out = vec![EdgePos { edge: best.edge, offset_m: best.offset_m }];
+    let mut out = vec![EdgePos {
+        edge: best.edge,
+        offset_m: best.offset_m,
+    }];
     if let Some(rev) = g.reverse_edge(best.edge) {
-        out.push(EdgePos { edge: rev, offset_m: g.length_m(rev) - best.offset_m });
+        out.push(EdgePos {
+            edge: rev,
+            offset_m: g.length_m(rev) - best.offset_m,
+        });
     }
     Ok(out)
 }
 
-fn find_route(g: &Graph, from: LatLon, to: LatLon, metric: Metric, max_snap_m: f64) -> Result<Route> {
+fn find_route(
+    g: &Graph,
+    from: LatLon,
+    to: LatLon,
+    metric: Metric,
+    max_snap_m: f64,
+) -> Result<Route> {
     let sources = snap(g, from, max_snap_m, "start")?;
     let targets = snap(g, to, max_snap_m, "destination")?;
     Dijkstra::new(g)
@@ -285,7 +328,10 @@ pub fn route(a: RouteArgs) -> Result<()> {
             })
         );
     } else if a.json {
-        println!("{}", json!({"distance_m": r.distance_m, "duration_s": r.duration_s, "edges": r.edges, "way_ids": way_ids}));
+        println!(
+            "{}",
+            json!({"distance_m": r.distance_m, "duration_s": r.duration_s, "edges": r.edges, "way_ids": way_ids})
+        );
     } else {
         println!("{}", describe(&r));
     }
@@ -299,7 +345,11 @@ pub fn demo(a: DemoArgs) -> Result<()> {
     let data = synthetic::generate_city(&CityParams::new(a.edges, a.seed));
     bar.finish();
     let gen_s = t0.elapsed().as_secs_f64();
-    println!("generated a synthetic city of {} edges (seed {}) in {gen_s:.2} s", data.head.len(), a.seed);
+    println!(
+        "generated a synthetic city of {} edges (seed {}) in {gen_s:.2} s",
+        data.head.len(),
+        a.seed
+    );
 
     let dir = std::env::temp_dir().join(format!("lastmile-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
@@ -309,9 +359,16 @@ pub fn demo(a: DemoArgs) -> Result<()> {
     let t1 = Instant::now();
     let g = snapshot::load(&path)?;
     let load_ms = t1.elapsed().as_secs_f64() * 1e3;
-    println!("snapshot {} ({:.1} MB) mapped in {load_ms:.1} ms", path.display(), bytes as f64 / 1e6);
+    println!(
+        "snapshot {} ({:.1} MB) mapped in {load_ms:.1} ms",
+        path.display(),
+        bytes as f64 / 1e6
+    );
 
-    info(InfoArgs { graph: path.clone(), json: false })?;
+    info(InfoArgs {
+        graph: path.clone(),
+        json: false,
+    })?;
 
     // Across the city, corner to corner, 10% inside the bounding box.
     let b = g.bbox();

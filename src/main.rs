@@ -12,7 +12,11 @@ use clap::{Parser, Subcommand};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "lastmile", version, about = "Last-mile delivery tracking engine")]
+#[command(
+    name = "lastmile",
+    version,
+    about = "Last-mile delivery tracking engine"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -14,7 +14,9 @@ pub struct Bar {
 
 impl Bar {
     pub fn new() -> Self {
-        Self { bar: Mutex::new(None) }
+        Self {
+            bar: Mutex::new(None),
+        }
     }
 
     /// A spinner for work that reports no progress of its own.
@@ -36,12 +38,14 @@ impl Progress for Bar {
             old.finish_and_clear();
         }
         let bar = if total > 0 {
-            let style = ProgressStyle::with_template("{msg:>16} [{bar:40}] {bytes}/{total_bytes} ({eta})")
-                .expect("valid template")
-                .progress_chars("=> ");
+            let style =
+                ProgressStyle::with_template("{msg:>16} [{bar:40}] {bytes}/{total_bytes} ({eta})")
+                    .expect("valid template")
+                    .progress_chars("=> ");
             ProgressBar::new(total).with_style(style)
         } else {
-            let style = ProgressStyle::with_template("{msg:>16} {spinner} {elapsed}").expect("valid template");
+            let style = ProgressStyle::with_template("{msg:>16} {spinner} {elapsed}")
+                .expect("valid template");
             let bar = ProgressBar::new_spinner().with_style(style);
             bar.enable_steady_tick(Duration::from_millis(100));
             bar

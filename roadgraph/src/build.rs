@@ -144,7 +144,8 @@ pub fn build_graph(net: &RawNetwork, source: String) -> Option<GraphData> {
         let r = node_raw[g as usize] as usize;
         (net.lat[r], net.lon[r])
     };
-    let (mut min_lat, mut min_lon, mut max_lat, mut max_lon) = (i32::MAX, i32::MAX, i32::MIN, i32::MIN);
+    let (mut min_lat, mut min_lon, mut max_lat, mut max_lon) =
+        (i32::MAX, i32::MAX, i32::MIN, i32::MIN);
     for g in (0..n_nodes as u32).filter(|&g| keep[g as usize]) {
         let (la, lo) = coord(g);
         min_lat = min_lat.min(la);
@@ -160,7 +161,10 @@ pub fn build_graph(net: &RawNetwork, source: String) -> Option<GraphData> {
         .filter(|&g| keep[g as usize])
         .map(|g| {
             let (la, lo) = coord(g);
-            (hilbert_index(scale(lo, min_lon, max_lon), scale(la, min_lat, max_lat)), g)
+            (
+                hilbert_index(scale(lo, min_lon, max_lon), scale(la, min_lat, max_lat)),
+                g,
+            )
         })
         .collect();
     order.sort_unstable();
@@ -224,13 +228,21 @@ pub fn build_graph(net: &RawNetwork, source: String) -> Option<GraphData> {
         data.road_first_point.push(data.point_lat.len() as u32);
         data.road_way.push(way.id);
         data.road_class.push(way.attrs.class as u8);
-        data.road_length_cm.push((dist * 100.0).round().min(f64::from(u32::MAX)) as u32);
+        data.road_length_cm
+            .push((dist * 100.0).round().min(f64::from(u32::MAX)) as u32);
     }
 
     // Directed edges sorted by (tail, head, road).
     let mut sorted: Vec<(u32, u32, u32, bool)> = kept_edges
         .iter()
-        .map(|&(a, b, p, rev)| (new_id[a as usize], new_id[b as usize], road_of_piece[p as usize], rev))
+        .map(|&(a, b, p, rev)| {
+            (
+                new_id[a as usize],
+                new_id[b as usize],
+                road_of_piece[p as usize],
+                rev,
+            )
+        })
         .collect();
     sorted.sort_unstable();
     let m = sorted.len();
@@ -243,11 +255,19 @@ pub fn build_graph(net: &RawNetwork, source: String) -> Option<GraphData> {
         data.head.push(b);
         data.edge_road.push(if rev { r | REVERSED } else { r });
         let way = &net.ways[pieces[road_pieces[r as usize] as usize].way as usize];
-        let limit = if rev { way.attrs.limit_backward } else { way.attrs.limit_forward };
+        let limit = if rev {
+            way.attrs.limit_backward
+        } else {
+            way.attrs.limit_forward
+        };
         data.speed_limit.push(limit.to_u8());
         let metres = f64::from(data.road_length_cm[r as usize]) / 100.0;
         let speed_ms = expected_speed_kmh(way.attrs.class, limit) / 3.6;
-        data.travel_time_ms.push(((metres / speed_ms) * 1000.0).round().clamp(1.0, f64::from(u32::MAX)) as u32);
+        data.travel_time_ms.push(
+            ((metres / speed_ms) * 1000.0)
+                .round()
+                .clamp(1.0, f64::from(u32::MAX)) as u32,
+        );
         if rev {
             data.road_edge_bwd[r as usize] = e as u32;
         } else {
@@ -282,8 +302,16 @@ fn push_piece(pieces: &mut Vec<Piece>, flat: &[u32], way: u32, start: u32, end: 
         // A closed loop between one junction and itself: cut it in the middle
         // (dedup guarantees at least three nodes here).
         let mid = start + (end - start) / 2;
-        pieces.push(Piece { way, start, end: mid + 1 });
-        pieces.push(Piece { way, start: mid, end });
+        pieces.push(Piece {
+            way,
+            start,
+            end: mid + 1,
+        });
+        pieces.push(Piece {
+            way,
+            start: mid,
+            end,
+        });
     } else {
         pieces.push(Piece { way, start, end });
     }
@@ -305,7 +333,8 @@ fn resolve_restrictions(net: &RawNetwork, graph_id: &[u32], new_id: &[u32], data
         let ins = &data.in_edge[data.first_in[v] as usize..data.first_in[v + 1] as usize];
         let before = out.len();
         for &from in ins.iter().filter(|&&e| way_of(e) == r.from_way) {
-            for to in (data.first_out[v]..data.first_out[v + 1]).filter(|&e| way_of(e) == r.to_way) {
+            for to in (data.first_out[v]..data.first_out[v + 1]).filter(|&e| way_of(e) == r.to_way)
+            {
                 out.push(TurnRestriction {
                     kind: r.kind as u8,
                     from_edge: from,
@@ -385,8 +414,16 @@ mod tests {
     fn splits_at_junctions_and_keeps_way_ids() {
         let mut net = grid();
         // Row 0..2 through the middle row, and a column crossing it.
-        net.ways.push(RawWay { id: 10, nodes: vec![3, 4, 5], attrs: attrs(true, true) });
-        net.ways.push(RawWay { id: 11, nodes: vec![1, 4, 7], attrs: attrs(true, true) });
+        net.ways.push(RawWay {
+            id: 10,
+            nodes: vec![3, 4, 5],
+            attrs: attrs(true, true),
+        });
+        net.ways.push(RawWay {
+            id: 11,
+            nodes: vec![1, 4, 7],
+            attrs: attrs(true, true),
+        });
         let g = build_graph(&net, "t".into()).unwrap();
         assert_eq!(g.node_lat.len(), 5); // 4 ends + the crossing
         assert_eq!(g.head.len(), 8);
@@ -396,7 +433,11 @@ mod tests {
     #[test]
     fn degree_two_chains_become_one_edge_with_geometry() {
         let mut net = grid();
-        net.ways.push(RawWay { id: 1, nodes: vec![0, 1, 2, 5, 8], attrs: attrs(true, true) });
+        net.ways.push(RawWay {
+            id: 1,
+            nodes: vec![0, 1, 2, 5, 8],
+            attrs: attrs(true, true),
+        });
         let g = build_graph(&net, "t".into()).unwrap();
         assert_eq!(g.head.len(), 2);
         assert_eq!(g.road_first_point, vec![0, 5]);
@@ -406,8 +447,16 @@ mod tests {
     #[test]
     fn one_way_dead_end_is_dropped_by_scc() {
         let mut net = grid();
-        net.ways.push(RawWay { id: 1, nodes: vec![0, 1, 2], attrs: attrs(true, true) });
-        net.ways.push(RawWay { id: 2, nodes: vec![2, 5], attrs: attrs(true, false) });
+        net.ways.push(RawWay {
+            id: 1,
+            nodes: vec![0, 1, 2],
+            attrs: attrs(true, true),
+        });
+        net.ways.push(RawWay {
+            id: 2,
+            nodes: vec![2, 5],
+            attrs: attrs(true, false),
+        });
         let g = build_graph(&net, "t".into()).unwrap();
         assert_eq!(g.meta.dropped_edges, 1);
         assert_eq!(g.meta.dropped_nodes, 1);
@@ -417,14 +466,22 @@ mod tests {
     #[test]
     fn loops_are_cut_and_missing_nodes_break_ways() {
         let mut net = grid();
-        net.ways.push(RawWay { id: 1, nodes: vec![0, 1, 4, 3, 0], attrs: attrs(true, false) });
+        net.ways.push(RawWay {
+            id: 1,
+            nodes: vec![0, 1, 4, 3, 0],
+            attrs: attrs(true, false),
+        });
         let g = build_graph(&net, "t".into()).unwrap();
         assert_eq!(g.head.len(), 2);
         assert!(g.tail.iter().zip(&g.head).all(|(a, b)| a != b));
 
         let mut net = grid();
         net.lat[1] = MISSING_COORD;
-        net.ways.push(RawWay { id: 1, nodes: vec![0, 1, 2, 5], attrs: attrs(true, true) });
+        net.ways.push(RawWay {
+            id: 1,
+            nodes: vec![0, 1, 2, 5],
+            attrs: attrs(true, true),
+        });
         let g = build_graph(&net, "t".into()).unwrap();
         assert_eq!(g.head.len(), 2); // only 2-5 survives; 0 alone is not a run
     }
@@ -438,10 +495,28 @@ mod tests {
     #[test]
     fn restrictions_resolve_to_edges() {
         let mut net = grid();
-        net.ways.push(RawWay { id: 10, nodes: vec![3, 4, 5], attrs: attrs(true, true) });
-        net.ways.push(RawWay { id: 11, nodes: vec![1, 4], attrs: attrs(true, true) });
-        net.restrictions.push(RawRestriction { kind: RestrictionKind::No, from_way: 11, via: 4, to_way: 10 });
-        net.restrictions.push(RawRestriction { kind: RestrictionKind::No, from_way: 99, via: 4, to_way: 10 });
+        net.ways.push(RawWay {
+            id: 10,
+            nodes: vec![3, 4, 5],
+            attrs: attrs(true, true),
+        });
+        net.ways.push(RawWay {
+            id: 11,
+            nodes: vec![1, 4],
+            attrs: attrs(true, true),
+        });
+        net.restrictions.push(RawRestriction {
+            kind: RestrictionKind::No,
+            from_way: 11,
+            via: 4,
+            to_way: 10,
+        });
+        net.restrictions.push(RawRestriction {
+            kind: RestrictionKind::No,
+            from_way: 99,
+            via: 4,
+            to_way: 10,
+        });
         let g = build_graph(&net, "t".into()).unwrap();
         // Way 10 passes through the via node, so both of its outgoing edges match.
         assert_eq!(g.restrictions.len(), 2);

@@ -137,7 +137,13 @@ impl Dijkstra {
 
     /// Shortest route from any of `from` to any of `to` (several positions
     /// express "either direction of this street"). `None` if unreachable.
-    pub fn route(&mut self, g: &Graph, metric: Metric, from: &[EdgePos], to: &[EdgePos]) -> Option<Route> {
+    pub fn route(
+        &mut self,
+        g: &Graph,
+        metric: Metric,
+        from: &[EdgePos],
+        to: &[EdgePos],
+    ) -> Option<Route> {
         self.reset();
         let mut best: Option<(u64, usize, usize)> = None; // (cost, from index, to index)
         let consider = |best: &mut Option<(u64, usize, usize)>, cost: u64, i: usize, j: usize| {
@@ -154,7 +160,12 @@ impl Dijkstra {
             );
             for (j, t) in to.iter().enumerate() {
                 if t.edge == s.edge && t.offset_m >= s.offset_m {
-                    consider(&mut best, partial_weight(g, metric, s.edge, s.offset_m, t.offset_m), i, j);
+                    consider(
+                        &mut best,
+                        partial_weight(g, metric, s.edge, s.offset_m, t.offset_m),
+                        i,
+                        j,
+                    );
                 }
             }
         }
@@ -164,7 +175,11 @@ impl Dijkstra {
             if d > self.dist[v as usize] {
                 continue;
             }
-            let bound = best.map(|b| b.0).into_iter().chain(via_graph.map(|b| b.0)).min();
+            let bound = best
+                .map(|b| b.0)
+                .into_iter()
+                .chain(via_graph.map(|b| b.0))
+                .min();
             if bound.is_some_and(|b| d >= b) {
                 break;
             }
@@ -216,7 +231,11 @@ fn finish(g: &Graph, cost: u64, edges: Vec<u32>, start: EdgePos, end: EdgePos) -
         let len = g.length_m(e);
         let from = if k == 0 { start.offset_m } else { 0.0 };
         let to = if k == last { end.offset_m } else { len };
-        let frac = if len > 0.0 { ((to - from) / len).clamp(0.0, 1.0) } else { 0.0 };
+        let frac = if len > 0.0 {
+            ((to - from) / len).clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
         distance_m += frac * len;
         duration_ms += frac * f64::from(g.travel_time_ms(e));
     }
@@ -237,7 +256,11 @@ impl Route {
         let last = self.edges.len() - 1;
         for (k, &e) in self.edges.iter().enumerate() {
             let from = if k == 0 { self.start.offset_m } else { 0.0 };
-            let to = if k == last { self.end.offset_m } else { g.length_m(e) };
+            let to = if k == last {
+                self.end.offset_m
+            } else {
+                g.length_m(e)
+            };
             let piece = g.edge_geometry_between(e, from, to);
             let skip = usize::from(!out.is_empty());
             out.extend(piece.into_iter().skip(skip));

@@ -17,10 +17,20 @@ pub enum GraphError {
     CorruptPbf { path: PathBuf, reason: String },
     #[error("{path}: no car-routable roads found")]
     NoRoads { path: PathBuf },
-    #[error("{path}: snapshot format version {found}, this build reads version {expected}; re-run `lastmile import`")]
-    Version { path: PathBuf, found: u32, expected: u32 },
+    #[error(
+        "{path}: snapshot format version {found}, this build reads version {expected}; re-run `lastmile import`"
+    )]
+    Version {
+        path: PathBuf,
+        found: u32,
+        expected: u32,
+    },
     #[error("{path}: truncated snapshot: {found} bytes, the header promises {expected}")]
-    Truncated { path: PathBuf, found: u64, expected: u64 },
+    Truncated {
+        path: PathBuf,
+        found: u64,
+        expected: u64,
+    },
     #[error("{path}: snapshot checksum mismatch (file is corrupt)")]
     Checksum { path: PathBuf },
     #[error("{path}: snapshot is malformed: {reason}")]

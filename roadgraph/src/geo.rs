@@ -134,10 +134,16 @@ mod tests {
 
     #[test]
     fn segment_projection_clamps_to_ends() {
-        assert_eq!(project_origin_on_segment((1.0, 1.0), (3.0, 1.0)), (0.0, 2.0));
+        assert_eq!(
+            project_origin_on_segment((1.0, 1.0), (3.0, 1.0)),
+            (0.0, 2.0)
+        );
         let (t, d2) = project_origin_on_segment((-2.0, 1.0), (2.0, 1.0));
         assert_eq!((t, d2), (0.5, 1.0));
-        assert_eq!(project_origin_on_segment((1.0, 0.0), (1.0, 0.0)), (0.0, 1.0));
+        assert_eq!(
+            project_origin_on_segment((1.0, 0.0), (1.0, 0.0)),
+            (0.0, 1.0)
+        );
     }
 
     #[test]

@@ -182,7 +182,10 @@ impl Graph {
     #[inline]
     pub fn node_pos(&self, v: u32) -> LatLon {
         let d = self.data();
-        LatLon::from_fixed(d.node_lat[v as usize].to_native(), d.node_lon[v as usize].to_native())
+        LatLon::from_fixed(
+            d.node_lat[v as usize].to_native(),
+            d.node_lon[v as usize].to_native(),
+        )
     }
 
     /// Outgoing edge ids of `v` (a contiguous range).
@@ -196,7 +199,8 @@ impl Graph {
     #[inline]
     pub fn in_edges(&self, v: u32) -> impl ExactSizeIterator<Item = u32> + '_ {
         let d = self.data();
-        let r = d.first_in[v as usize].to_native() as usize..d.first_in[v as usize + 1].to_native() as usize;
+        let r = d.first_in[v as usize].to_native() as usize
+            ..d.first_in[v as usize + 1].to_native() as usize;
         d.in_edge[r].iter().map(|e| e.to_native())
     }
 
@@ -294,13 +298,24 @@ impl Graph {
         let len = self.data().road_length_cm[road as usize].to_native() as f64 / 100.0;
         let offset = offset_m.clamp(0.0, len);
         // Convert to a distance from the road's start.
-        let along = if self.is_reversed(e) { len - offset } else { offset };
+        let along = if self.is_reversed(e) {
+            len - offset
+        } else {
+            offset
+        };
         let pts = self.road_points(road);
         let dist = &self.data().point_dist_m;
         for i in pts.start..pts.end - 1 {
-            let (d0, d1) = (f64::from(dist[i].to_native()), f64::from(dist[i + 1].to_native()));
+            let (d0, d1) = (
+                f64::from(dist[i].to_native()),
+                f64::from(dist[i + 1].to_native()),
+            );
             if along <= d1 || i == pts.end - 2 {
-                let t = if d1 > d0 { ((along - d0) / (d1 - d0)).clamp(0.0, 1.0) } else { 0.0 };
+                let t = if d1 > d0 {
+                    ((along - d0) / (d1 - d0)).clamp(0.0, 1.0)
+                } else {
+                    0.0
+                };
                 let (a, b) = (self.point(i), self.point(i + 1));
                 return LatLon::new(a.lat + t * (b.lat - a.lat), a.lon + t * (b.lon - a.lon));
             }
@@ -314,7 +329,11 @@ impl Graph {
         let len = self.length_m(e);
         let (from_m, to_m) = (from_m.clamp(0.0, len), to_m.clamp(0.0, len));
         // Work in the road's own direction, then flip for reversed edges.
-        let (a, b) = if self.is_reversed(e) { (len - to_m, len - from_m) } else { (from_m, to_m) };
+        let (a, b) = if self.is_reversed(e) {
+            (len - to_m, len - from_m)
+        } else {
+            (from_m, to_m)
+        };
         let dist = &self.data().point_dist_m;
         let mut out = vec![self.point_on_edge(e, if self.is_reversed(e) { len - a } else { a })];
         for i in self.road_points(road) {
@@ -333,7 +352,12 @@ impl Graph {
     /// Bounding box `[min_lon, min_lat, max_lon, max_lat]` of all geometry.
     pub fn bbox(&self) -> [f64; 4] {
         let d = self.data();
-        let mut b = [f64::INFINITY, f64::INFINITY, f64::NEG_INFINITY, f64::NEG_INFINITY];
+        let mut b = [
+            f64::INFINITY,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NEG_INFINITY,
+        ];
         for (lat, lon) in d.point_lat.iter().zip(d.point_lon.iter()) {
             let p = LatLon::from_fixed(lat.to_native(), lon.to_native());
             b[0] = b[0].min(p.lon);

@@ -291,9 +291,10 @@ fn country_limit(country: &str, kind: &str) -> SpeedLimit {
         ("DE", "trunk") => SpeedLimit::Kmh(100),
         ("CH", "motorway") => SpeedLimit::Kmh(120),
         ("ES" | "PT" | "BE" | "NL" | "SE", "motorway") => SpeedLimit::Kmh(120),
-        ("FR" | "IT" | "AT" | "CZ" | "SK" | "PL" | "HU" | "SI" | "HR" | "DK" | "LU" | "GR", "motorway") => {
-            SpeedLimit::Kmh(130)
-        }
+        (
+            "FR" | "IT" | "AT" | "CZ" | "SK" | "PL" | "HU" | "SI" | "HR" | "DK" | "LU" | "GR",
+            "motorway",
+        ) => SpeedLimit::Kmh(130),
         ("RU" | "UA", "motorway") => SpeedLimit::Kmh(110),
         _ => SpeedLimit::Unknown,
     }
@@ -331,29 +332,76 @@ mod tests {
     #[test]
     fn classes_and_access() {
         assert_eq!(attrs(&[("building", "yes")]), Err(Rejection::NotHighway));
-        assert_eq!(attrs(&[("highway", "footway")]), Err(Rejection::NotCarClass));
-        assert_eq!(attrs(&[("highway", "construction")]), Err(Rejection::NotCarClass));
-        assert_eq!(attrs(&[("highway", "proposed")]), Err(Rejection::NotCarClass));
-        assert_eq!(attrs(&[("highway", "service"), ("access", "private")]), Err(Rejection::NoAccess));
-        assert_eq!(attrs(&[("highway", "primary"), ("motor_vehicle", "no")]), Err(Rejection::NoAccess));
-        assert_eq!(attrs(&[("highway", "pedestrian"), ("area", "yes")]), Err(Rejection::NotCarClass));
-        assert_eq!(attrs(&[("highway", "service"), ("area", "yes")]), Err(Rejection::Area));
+        assert_eq!(
+            attrs(&[("highway", "footway")]),
+            Err(Rejection::NotCarClass)
+        );
+        assert_eq!(
+            attrs(&[("highway", "construction")]),
+            Err(Rejection::NotCarClass)
+        );
+        assert_eq!(
+            attrs(&[("highway", "proposed")]),
+            Err(Rejection::NotCarClass)
+        );
+        assert_eq!(
+            attrs(&[("highway", "service"), ("access", "private")]),
+            Err(Rejection::NoAccess)
+        );
+        assert_eq!(
+            attrs(&[("highway", "primary"), ("motor_vehicle", "no")]),
+            Err(Rejection::NoAccess)
+        );
+        assert_eq!(
+            attrs(&[("highway", "pedestrian"), ("area", "yes")]),
+            Err(Rejection::NotCarClass)
+        );
+        assert_eq!(
+            attrs(&[("highway", "service"), ("area", "yes")]),
+            Err(Rejection::Area)
+        );
         // A more specific tag overrides the general one.
-        assert!(attrs(&[("highway", "residential"), ("access", "no"), ("motor_vehicle", "yes")]).is_ok());
+        assert!(
+            attrs(&[
+                ("highway", "residential"),
+                ("access", "no"),
+                ("motor_vehicle", "yes")
+            ])
+            .is_ok()
+        );
         assert!(attrs(&[("highway", "residential"), ("access", "destination")]).is_ok());
     }
 
     #[test]
     fn directions() {
-        let dir = |t: &[(&'static str, &'static str)]| attrs(t).map(|a| (a.forward, a.backward)).unwrap();
+        let dir =
+            |t: &[(&'static str, &'static str)]| attrs(t).map(|a| (a.forward, a.backward)).unwrap();
         assert_eq!(dir(&[("highway", "residential")]), (true, true));
-        assert_eq!(dir(&[("highway", "residential"), ("oneway", "yes")]), (true, false));
-        assert_eq!(dir(&[("highway", "residential"), ("oneway", "-1")]), (false, true));
-        assert_eq!(dir(&[("highway", "tertiary"), ("junction", "roundabout")]), (true, false));
-        assert_eq!(dir(&[("highway", "tertiary"), ("junction", "circular")]), (true, false));
+        assert_eq!(
+            dir(&[("highway", "residential"), ("oneway", "yes")]),
+            (true, false)
+        );
+        assert_eq!(
+            dir(&[("highway", "residential"), ("oneway", "-1")]),
+            (false, true)
+        );
+        assert_eq!(
+            dir(&[("highway", "tertiary"), ("junction", "roundabout")]),
+            (true, false)
+        );
+        assert_eq!(
+            dir(&[("highway", "tertiary"), ("junction", "circular")]),
+            (true, false)
+        );
         assert_eq!(dir(&[("highway", "motorway")]), (true, false));
-        assert_eq!(dir(&[("highway", "motorway"), ("oneway", "no")]), (true, true));
-        assert_eq!(dir(&[("highway", "primary"), ("oneway", "reversible")]), (true, false));
+        assert_eq!(
+            dir(&[("highway", "motorway"), ("oneway", "no")]),
+            (true, true)
+        );
+        assert_eq!(
+            dir(&[("highway", "primary"), ("oneway", "reversible")]),
+            (true, false)
+        );
     }
 
     #[test]
@@ -366,9 +414,18 @@ mod tests {
         .unwrap();
         assert_eq!(a.limit_forward, SpeedLimit::Kmh(70));
         assert_eq!(a.limit_backward, SpeedLimit::Kmh(50));
-        assert_eq!(expected_speed_kmh(HighwayClass::Primary, SpeedLimit::Kmh(70)), 63.0);
-        assert_eq!(expected_speed_kmh(HighwayClass::Residential, SpeedLimit::Kmh(50)), 25.0);
-        assert_eq!(expected_speed_kmh(HighwayClass::Motorway, SpeedLimit::None), 90.0);
+        assert_eq!(
+            expected_speed_kmh(HighwayClass::Primary, SpeedLimit::Kmh(70)),
+            63.0
+        );
+        assert_eq!(
+            expected_speed_kmh(HighwayClass::Residential, SpeedLimit::Kmh(50)),
+            25.0
+        );
+        assert_eq!(
+            expected_speed_kmh(HighwayClass::Motorway, SpeedLimit::None),
+            90.0
+        );
         for v in 0..=255u8 {
             assert_eq!(SpeedLimit::from_u8(v).to_u8(), v);
         }

@@ -68,7 +68,10 @@ impl<R: Read> Read for CountingReader<R> {
 }
 
 /// Reads a PBF into a raw network.
-pub fn read_pbf(path: &Path, progress: &dyn Progress) -> Result<(RawNetwork, ImportReport), GraphError> {
+pub fn read_pbf(
+    path: &Path,
+    progress: &dyn Progress,
+) -> Result<(RawNetwork, ImportReport), GraphError> {
     let file = std::fs::File::open(path).map_err(|e| GraphError::io(path, e))?;
     let size = file.metadata().map_err(|e| GraphError::io(path, e))?.len();
     let mut prefix = [0u8; 16];
@@ -76,9 +79,14 @@ pub fn read_pbf(path: &Path, progress: &dyn Progress) -> Result<(RawNetwork, Imp
         .and_then(|mut f| f.read(&mut prefix))
         .map_err(|e| GraphError::io(path, e))?;
     if !looks_like_pbf(&prefix[..got]) {
-        return Err(GraphError::UnknownFormat { path: path.to_path_buf() });
+        return Err(GraphError::UnknownFormat {
+            path: path.to_path_buf(),
+        });
     }
-    let corrupt = |reason: String| GraphError::CorruptPbf { path: path.to_path_buf(), reason };
+    let corrupt = |reason: String| GraphError::CorruptPbf {
+        path: path.to_path_buf(),
+        reason,
+    };
 
     progress.stage("decoding", size);
     let count = Arc::new(AtomicU64::new(0));
@@ -114,7 +122,10 @@ pub fn read_pbf(path: &Path, progress: &dyn Progress) -> Result<(RawNetwork, Imp
 }
 
 fn decode_blob(index: usize, blob: &osmpbf::Blob) -> Result<BlockOutput, String> {
-    let mut out = BlockOutput { index, ..Default::default() };
+    let mut out = BlockOutput {
+        index,
+        ..Default::default()
+    };
     match blob.decode().map_err(|e| e.to_string())? {
         BlobDecode::OsmData(block) => read_block(&block, &mut out),
         BlobDecode::OsmHeader(_) | BlobDecode::Unknown(_) => {}
@@ -151,11 +162,18 @@ fn read_restriction(r: &osmpbf::Relation<'_>, out: &mut BlockOutput) {
             "type" => is_restriction = v == "restriction",
             "restriction" => value = Some(v),
             "restriction:motorcar" => car_value = Some(v),
-            "except" => except_car = v.split(';').any(|x| matches!(x.trim(), "motorcar" | "motor_vehicle")),
+            "except" => {
+                except_car = v
+                    .split(';')
+                    .any(|x| matches!(x.trim(), "motorcar" | "motor_vehicle"))
+            }
             _ => {}
         }
     }
-    let Some(value) = car_value.or(value).filter(|_| is_restriction && !except_car) else {
+    let Some(value) = car_value
+        .or(value)
+        .filter(|_| is_restriction && !except_car)
+    else {
         return;
     };
     let kind = if value.starts_with("no_") {
@@ -195,7 +213,11 @@ fn assemble(blocks: Vec<BlockOutput>) -> (RawNetwork, ImportReport) {
     };
     // All node ids in file order; PBFs are sorted by id, but check.
     let total: usize = blocks.iter().map(|b| b.node_ids.len()).sum();
-    let (mut ids, mut lats, mut lons) = (Vec::with_capacity(total), Vec::with_capacity(total), Vec::with_capacity(total));
+    let (mut ids, mut lats, mut lons) = (
+        Vec::with_capacity(total),
+        Vec::with_capacity(total),
+        Vec::with_capacity(total),
+    );
     let mut ways = Vec::new();
     let mut relations = Vec::new();
     for b in blocks {
@@ -217,7 +239,10 @@ fn assemble(blocks: Vec<BlockOutput>) -> (RawNetwork, ImportReport) {
     }
 
     // Raw nodes: every id referenced by a kept way, sorted.
-    let mut needed: Vec<i64> = ways.iter().flat_map(|(_, refs, _)| refs.iter().copied()).collect();
+    let mut needed: Vec<i64> = ways
+        .iter()
+        .flat_map(|(_, refs, _)| refs.iter().copied())
+        .collect();
     needed.par_sort_unstable();
     needed.dedup();
     let mut net = RawNetwork {
@@ -243,7 +268,10 @@ fn assemble(blocks: Vec<BlockOutput>) -> (RawNetwork, ImportReport) {
         .into_iter()
         .map(|(id, refs, attrs)| RawWay {
             id,
-            nodes: refs.iter().map(|&r| raw(r).expect("every ref is in `needed`")).collect(),
+            nodes: refs
+                .iter()
+                .map(|&r| raw(r).expect("every ref is in `needed`"))
+                .collect(),
             attrs,
         })
         .collect();

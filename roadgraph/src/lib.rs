@@ -36,11 +36,19 @@ pub use spatial::EdgeCandidate;
 pub use synthetic::CityParams;
 
 /// Imports an OSM PBF into graph data (not yet serialised).
-pub fn import_pbf(path: &Path, progress: &dyn Progress) -> Result<(GraphData, ImportReport), GraphError> {
+pub fn import_pbf(
+    path: &Path,
+    progress: &dyn Progress,
+) -> Result<(GraphData, ImportReport), GraphError> {
     let (net, report) = import::read_pbf(path, progress)?;
     progress.stage("building graph", 0);
-    let source = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
-    let data = build::build_graph(&net, source).ok_or_else(|| GraphError::NoRoads { path: path.to_path_buf() })?;
+    let source = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let data = build::build_graph(&net, source).ok_or_else(|| GraphError::NoRoads {
+        path: path.to_path_buf(),
+    })?;
     Ok((data, report))
 }
 
@@ -56,7 +64,10 @@ pub fn file_kind(path: &Path) -> Result<FileKind, GraphError> {
     let mut f = std::fs::File::open(path).map_err(|e| GraphError::io(path, e))?;
     let mut got = 0;
     while got < prefix.len() {
-        match f.read(&mut prefix[got..]).map_err(|e| GraphError::io(path, e))? {
+        match f
+            .read(&mut prefix[got..])
+            .map_err(|e| GraphError::io(path, e))?
+        {
             0 => break,
             n => got += n,
         }
@@ -66,7 +77,9 @@ pub fn file_kind(path: &Path) -> Result<FileKind, GraphError> {
     } else if import::looks_like_pbf(&prefix[..got]) {
         Ok(FileKind::Pbf)
     } else {
-        Err(GraphError::UnknownFormat { path: path.to_path_buf() })
+        Err(GraphError::UnknownFormat {
+            path: path.to_path_buf(),
+        })
     }
 }
 

@@ -63,10 +63,12 @@ mod tests {
 
     #[test]
     fn deterministic_and_in_range() {
-        let a: Vec<u64> = (0..5).map({
-            let mut r = Rng::seed(7);
-            move |_| r.next_u64()
-        }).collect();
+        let a: Vec<u64> = (0..5)
+            .map({
+                let mut r = Rng::seed(7);
+                move |_| r.next_u64()
+            })
+            .collect();
         let mut r = Rng::seed(7);
         assert!(a.iter().all(|&x| x == r.next_u64()));
         let mut r = Rng::seed(1);

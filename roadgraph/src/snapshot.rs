@@ -100,9 +100,11 @@ pub fn load(path: &Path) -> Result<Graph, GraphError> {
     if xxhash_rust::xxh3::xxh3_64(payload) != word(24) {
         return Err(GraphError::Checksum { path: p() });
     }
-    rkyv::access::<ArchivedGraphData, rkyv::rancor::Error>(payload).map_err(|e| GraphError::Malformed {
-        path: p(),
-        reason: e.to_string(),
+    rkyv::access::<ArchivedGraphData, rkyv::rancor::Error>(payload).map_err(|e| {
+        GraphError::Malformed {
+            path: p(),
+            reason: e.to_string(),
+        }
     })?;
     check_invariants(path, payload)?;
     Ok(Graph::from_validated_mmap(mmap, HEADER_LEN))
@@ -117,16 +119,32 @@ fn check_invariants(path: &Path, payload: &[u8]) -> Result<(), GraphError> {
         path: path.to_path_buf(),
         reason: reason.to_string(),
     };
-    let (n, m, r, pts) = (d.node_lat.len(), d.head.len(), d.road_way.len(), d.point_lat.len());
+    let (n, m, r, pts) = (
+        d.node_lat.len(),
+        d.head.len(),
+        d.road_way.len(),
+        d.point_lat.len(),
+    );
     let lens_ok = d.node_lon.len() == n
         && d.first_out.len() == n + 1
         && d.first_in.len() == n + 1
-        && [d.tail.len(), d.travel_time_ms.len(), d.speed_limit.len(), d.edge_road.len(), d.in_edge.len()]
-            .iter()
-            .all(|&l| l == m)
-        && [d.road_class.len(), d.road_length_cm.len(), d.road_edge_fwd.len(), d.road_edge_bwd.len()]
-            .iter()
-            .all(|&l| l == r)
+        && [
+            d.tail.len(),
+            d.travel_time_ms.len(),
+            d.speed_limit.len(),
+            d.edge_road.len(),
+            d.in_edge.len(),
+        ]
+        .iter()
+        .all(|&l| l == m)
+        && [
+            d.road_class.len(),
+            d.road_length_cm.len(),
+            d.road_edge_fwd.len(),
+            d.road_edge_bwd.len(),
+        ]
+        .iter()
+        .all(|&l| l == r)
         && d.road_first_point.len() == r + 1
         && d.point_lon.len() == pts
         && d.point_dist_m.len() == pts;
@@ -138,10 +156,16 @@ fn check_invariants(path: &Path, payload: &[u8]) -> Result<(), GraphError> {
             && v.windows(2).all(|w| w[0].to_native() <= w[1].to_native())
             && v.last().is_none_or(|l| l.to_native() as usize == end)
     };
-    if !monotone(&d.first_out, m) || !monotone(&d.first_in, m) || !monotone(&d.road_first_point, pts) {
+    if !monotone(&d.first_out, m)
+        || !monotone(&d.first_in, m)
+        || !monotone(&d.road_first_point, pts)
+    {
         return Err(bad("offset arrays are not monotone"));
     }
-    if d.road_first_point.windows(2).any(|w| w[1].to_native() - w[0].to_native() < 2) {
+    if d.road_first_point
+        .windows(2)
+        .any(|w| w[1].to_native() - w[0].to_native() < 2)
+    {
         return Err(bad("a road has fewer than two points"));
     }
     let in_range = |v: u32, end: usize| (v as usize) < end;
@@ -152,12 +176,17 @@ fn check_invariants(path: &Path, payload: &[u8]) -> Result<(), GraphError> {
             && in_range(d.edge_road[e].to_native() & !crate::graph::REVERSED, r)
     });
     let roads_ok = (0..r).all(|i| {
-        [d.road_edge_fwd[i].to_native(), d.road_edge_bwd[i].to_native()]
-            .iter()
-            .all(|&e| e == crate::graph::NO_EDGE || in_range(e, m))
+        [
+            d.road_edge_fwd[i].to_native(),
+            d.road_edge_bwd[i].to_native(),
+        ]
+        .iter()
+        .all(|&e| e == crate::graph::NO_EDGE || in_range(e, m))
     });
     let restrictions_ok = d.restrictions.iter().all(|t| {
-        in_range(t.from_edge.to_native(), m) && in_range(t.to_edge.to_native(), m) && in_range(t.via_node.to_native(), n)
+        in_range(t.from_edge.to_native(), m)
+            && in_range(t.to_edge.to_native(), m)
+            && in_range(t.via_node.to_native(), n)
     });
     if !(edges_ok && roads_ok && restrictions_ok) {
         return Err(bad("an index is out of range"));

@@ -95,7 +95,8 @@ impl EdgeIndex {
     /// keeps it allocates nothing in steady state.
     pub fn within(&self, graph: &Graph, p: LatLon, radius_m: f64, out: &mut Vec<EdgeCandidate>) {
         out.clear();
-        if !p.is_valid() || !(radius_m >= 0.0) {
+        // Written to also reject a NaN radius.
+        if !p.is_valid() || radius_m.is_nan() || radius_m < 0.0 {
             return;
         }
         let plane = LocalPlane::new(p);
@@ -113,12 +114,18 @@ impl EdgeIndex {
         // and `offset_m` the distance from the road's start until expansion.
         for seg in self.tree.locate_in_envelope_intersecting(&query) {
             let i = seg.point as usize;
-            let (a, b) = (plane.project(graph.point(i)), plane.project(graph.point(i + 1)));
+            let (a, b) = (
+                plane.project(graph.point(i)),
+                plane.project(graph.point(i + 1)),
+            );
             let (t, d2) = project_origin_on_segment(a, b);
             if d2 > r2 {
                 continue;
             }
-            let (d0, d1) = (f64::from(dist[i].to_native()), f64::from(dist[i + 1].to_native()));
+            let (d0, d1) = (
+                f64::from(dist[i].to_native()),
+                f64::from(dist[i + 1].to_native()),
+            );
             out.push(EdgeCandidate {
                 edge: seg.road,
                 offset_m: d0 + t * (d1 - d0),
@@ -126,7 +133,11 @@ impl EdgeIndex {
                 point: plane.unproject(a.0 + t * (b.0 - a.0), a.1 + t * (b.1 - a.1)),
             });
         }
-        out.sort_unstable_by(|x, y| x.edge.cmp(&y.edge).then(x.distance_m.total_cmp(&y.distance_m)));
+        out.sort_unstable_by(|x, y| {
+            x.edge
+                .cmp(&y.edge)
+                .then(x.distance_m.total_cmp(&y.distance_m))
+        });
         out.dedup_by_key(|c| c.edge);
         // Second pass: a road becomes one candidate per allowed direction.
         let d = graph.data();
@@ -136,21 +147,39 @@ impl EdgeIndex {
             let road = c.edge as usize;
             let len = f64::from(d.road_length_cm[road].to_native()) / 100.0;
             let along = c.offset_m.min(len);
-            let (fwd, bwd) = (d.road_edge_fwd[road].to_native(), d.road_edge_bwd[road].to_native());
+            let (fwd, bwd) = (
+                d.road_edge_fwd[road].to_native(),
+                d.road_edge_bwd[road].to_native(),
+            );
             if bwd != NO_EDGE {
-                out.push(EdgeCandidate { edge: bwd, offset_m: len - along, ..c });
+                out.push(EdgeCandidate {
+                    edge: bwd,
+                    offset_m: len - along,
+                    ..c
+                });
             }
             out[k].edge = fwd;
             out[k].offset_m = along;
         }
         out.retain(|c| c.edge != NO_EDGE);
-        out.sort_unstable_by(|x, y| x.distance_m.total_cmp(&y.distance_m).then(x.edge.cmp(&y.edge)));
+        out.sort_unstable_by(|x, y| {
+            x.distance_m
+                .total_cmp(&y.distance_m)
+                .then(x.edge.cmp(&y.edge))
+        });
     }
 
     /// The `k` nearest edges to `p` within `max_radius_m`, closest first.
-    pub fn nearest(&self, graph: &Graph, p: LatLon, k: usize, max_radius_m: f64, out: &mut Vec<EdgeCandidate>) {
+    pub fn nearest(
+        &self,
+        graph: &Graph,
+        p: LatLon,
+        k: usize,
+        max_radius_m: f64,
+        out: &mut Vec<EdgeCandidate>,
+    ) {
         out.clear();
-        if k == 0 || !(max_radius_m > 0.0) {
+        if k == 0 || max_radius_m.is_nan() || max_radius_m <= 0.0 {
             return;
         }
         let mut radius = max_radius_m.min(32.0);
@@ -172,7 +201,13 @@ impl Graph {
     }
 
     /// The `k` nearest edges within `max_radius_m`; see [`EdgeIndex::nearest`].
-    pub fn nearest_edges(&self, p: LatLon, k: usize, max_radius_m: f64, out: &mut Vec<EdgeCandidate>) {
+    pub fn nearest_edges(
+        &self,
+        p: LatLon,
+        k: usize,
+        max_radius_m: f64,
+        out: &mut Vec<EdgeCandidate>,
+    ) {
         self.edge_index().nearest(self, p, k, max_radius_m, out);
     }
 }

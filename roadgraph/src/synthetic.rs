@@ -45,7 +45,10 @@ impl CityParams {
 /// Generates and builds the city.
 pub fn generate_city(params: &CityParams) -> GraphData {
     let net = city_network(params);
-    let source = format!("synthetic:edges={},seed={}", params.target_edges, params.seed);
+    let source = format!(
+        "synthetic:edges={},seed={}",
+        params.target_edges, params.seed
+    );
     build_graph(&net, source).expect("a generated city always has a connected core")
 }
 
@@ -77,7 +80,10 @@ fn grid_lines(rng: &mut Rng, count: usize) -> (Vec<f64>, Vec<usize>) {
 /// The raw network of the city (before the builder).
 pub fn city_network(params: &CityParams) -> RawNetwork {
     let mut rng = Rng::seed(params.seed);
-    let side = ((params.target_edges as f64 / EDGES_PER_GRID_NODE).sqrt().ceil() as usize).max(6);
+    let side = ((params.target_edges as f64 / EDGES_PER_GRID_NODE)
+        .sqrt()
+        .ceil() as usize)
+        .max(6);
     let (xs, x_district) = grid_lines(&mut rng, side);
     let (ys, y_district) = grid_lines(&mut rng, side);
     let (width, height) = (xs[side - 1], ys[side - 1]);
@@ -114,12 +120,20 @@ pub fn city_network(params: &CityParams) -> RawNetwork {
         if arterial {
             let primary = rng.chance(0.5);
             LineKind::Arterial {
-                class: if primary { HighwayClass::Primary } else { HighwayClass::Secondary },
-                limit: if primary { [60, 70][rng.below(2) as usize] } else { 50 },
+                class: if primary {
+                    HighwayClass::Primary
+                } else {
+                    HighwayClass::Secondary
+                },
+                limit: if primary {
+                    [60, 70][rng.below(2) as usize]
+                } else {
+                    50
+                },
             }
         } else {
             LineKind::Residential {
-                limit: if zone % 3 == 0 { 30 } else { 50 },
+                limit: if zone.is_multiple_of(3) { 30 } else { 50 },
             }
         }
     };
@@ -150,16 +164,25 @@ pub fn city_network(params: &CityParams) -> RawNetwork {
         let centre_along = if horizontal { cx } else { cy };
         let along_positions = if horizontal { &xs } else { &ys };
         for along in [centre_along - half, centre_along + half] {
-            let k = along_positions.partition_point(|&p| p <= along).clamp(1, side - 1) - 1;
+            let k = along_positions
+                .partition_point(|&p| p <= along)
+                .clamp(1, side - 1)
+                - 1;
             let (n0, n1) = (lines[l].0[k].1, lines[l].0[k + 1].1);
             let (p0, p1) = (metres[n0 as usize], metres[n1 as usize]);
-            let t = ((along - along_positions[k]) / (along_positions[k + 1] - along_positions[k])).clamp(0.0, 1.0);
+            let t = ((along - along_positions[k]) / (along_positions[k + 1] - along_positions[k]))
+                .clamp(0.0, 1.0);
             let junction = if t < 0.15 {
                 n0
             } else if t > 0.85 {
                 n1
             } else {
-                let v = add(&mut net, &mut metres, p0.0 + t * (p1.0 - p0.0), p0.1 + t * (p1.1 - p0.1));
+                let v = add(
+                    &mut net,
+                    &mut metres,
+                    p0.0 + t * (p1.0 - p0.0),
+                    p0.1 + t * (p1.1 - p0.1),
+                );
                 lines[l].0.push((k as f64 + t, v));
                 v
             };
@@ -175,14 +198,25 @@ pub fn city_network(params: &CityParams) -> RawNetwork {
 
     // Emit ways.
     let mut way_id = 1_000i64;
-    let mut emit = |net: &mut RawNetwork, nodes: Vec<u32>, class: HighwayClass, limit: u8, fwd: bool, bwd: bool| {
+    let mut emit = |net: &mut RawNetwork,
+                    nodes: Vec<u32>,
+                    class: HighwayClass,
+                    limit: u8,
+                    fwd: bool,
+                    bwd: bool| {
         if nodes.len() >= 2 {
             way_id += 1;
             let limit = SpeedLimit::Kmh(limit);
             net.ways.push(RawWay {
                 id: way_id,
                 nodes,
-                attrs: WayAttributes { class, forward: fwd, backward: bwd, limit_forward: limit, limit_backward: limit },
+                attrs: WayAttributes {
+                    class,
+                    forward: fwd,
+                    backward: bwd,
+                    limit_forward: limit,
+                    limit_backward: limit,
+                },
             });
         }
     };
@@ -233,7 +267,12 @@ pub fn city_network(params: &CityParams) -> RawNetwork {
         let mut nodes = vec![n0];
         for s in 1..steps {
             let a = a0 + (a1 - a0) * s as f64 / steps as f64;
-            nodes.push(add(&mut net, &mut metres, cx + radius * a.cos(), cy + radius * a.sin()));
+            nodes.push(add(
+                &mut net,
+                &mut metres,
+                cx + radius * a.cos(),
+                cy + radius * a.sin(),
+            ));
         }
         nodes.push(n1);
         emit(&mut net, nodes, HighwayClass::Trunk, 80, true, true);
@@ -277,7 +316,10 @@ mod tests {
         for target in [3_000usize, 20_000, 100_000] {
             let g = generate_city(&CityParams::new(target, 1));
             let m = g.head.len() as f64;
-            assert!((m / target as f64 - 1.0).abs() < 0.15, "target {target}: {m} edges");
+            assert!(
+                (m / target as f64 - 1.0).abs() < 0.15,
+                "target {target}: {m} edges"
+            );
         }
     }
 
@@ -286,12 +328,21 @@ mod tests {
         let g = generate_city(&CityParams::new(40_000, 3));
         let count = |c: HighwayClass| g.road_class.iter().filter(|&&x| x == c as u8).count();
         assert!(count(HighwayClass::Trunk) > 10, "ring road");
-        assert!(count(HighwayClass::Primary) + count(HighwayClass::Secondary) > 100, "arterials");
+        assert!(
+            count(HighwayClass::Primary) + count(HighwayClass::Secondary) > 100,
+            "arterials"
+        );
         assert!(count(HighwayClass::Service) > 20, "spurs");
-        let one_way = (0..g.road_way.len()).filter(|&r| (g.road_edge_fwd[r] == u32::MAX) != (g.road_edge_bwd[r] == u32::MAX)).count();
+        let one_way = (0..g.road_way.len())
+            .filter(|&r| (g.road_edge_fwd[r] == u32::MAX) != (g.road_edge_bwd[r] == u32::MAX))
+            .count();
         assert!(one_way > 200, "one-way streets: {one_way}");
         // Dead ends: nodes with a single neighbour.
-        let dead_ends = (0..g.node_lat.len()).filter(|&v| g.first_out[v + 1] - g.first_out[v] == 1 && g.first_in[v + 1] - g.first_in[v] == 1).count();
+        let dead_ends = (0..g.node_lat.len())
+            .filter(|&v| {
+                g.first_out[v + 1] - g.first_out[v] == 1 && g.first_in[v + 1] - g.first_in[v] == 1
+            })
+            .count();
         assert!(dead_ends > 50, "dead ends: {dead_ends}");
         // Polyline geometry on the ring: more points than roads.
         assert!(g.point_lat.len() > 2 * g.road_way.len());

@@ -15,7 +15,11 @@ fn petgraph_of(g: &Graph, metric: Metric) -> DiGraph<(), u64, u32> {
         pg.add_node(());
     }
     for e in 0..g.num_edges() as u32 {
-        pg.add_edge(NodeIndex::new(g.tail(e) as usize), NodeIndex::new(g.head(e) as usize), metric.weight(g, e));
+        pg.add_edge(
+            NodeIndex::new(g.tail(e) as usize),
+            NodeIndex::new(g.head(e) as usize),
+            metric.weight(g, e),
+        );
     }
     pg
 }
@@ -27,11 +31,21 @@ fn against_petgraph(g: &Graph, sources: usize, seed: u64) {
         let pg = petgraph_of(g, metric);
         for _ in 0..sources {
             let s = rng.below(g.num_nodes() as u64) as u32;
-            let theirs = petgraph::algo::dijkstra(&pg, NodeIndex::new(s as usize), None, |e| *e.weight());
+            let theirs =
+                petgraph::algo::dijkstra(&pg, NodeIndex::new(s as usize), None, |e| *e.weight());
             ours.one_to_all(g, metric, &[(s, 0)]);
-            assert_eq!(theirs.len(), g.num_nodes(), "strongly connected graph: all reached");
+            assert_eq!(
+                theirs.len(),
+                g.num_nodes(),
+                "strongly connected graph: all reached"
+            );
             for (v, d) in theirs {
-                assert_eq!(ours.distance(v.index() as u32), Some(d), "{metric:?} {s} -> {}", v.index());
+                assert_eq!(
+                    ours.distance(v.index() as u32),
+                    Some(d),
+                    "{metric:?} {s} -> {}",
+                    v.index()
+                );
             }
         }
     }
@@ -52,7 +66,13 @@ fn path_cost(g: &Graph, metric: Metric, edges: &[u32], start: EdgePos, end: Edge
     if edges.len() == 1 {
         return partial_weight(g, metric, start.edge, start.offset_m, end.offset_m);
     }
-    let mut c = partial_weight(g, metric, start.edge, start.offset_m, g.length_m(start.edge));
+    let mut c = partial_weight(
+        g,
+        metric,
+        start.edge,
+        start.offset_m,
+        g.length_m(start.edge),
+    );
     for &e in &edges[1..edges.len() - 1] {
         c += metric.weight(g, e);
     }
@@ -64,15 +84,24 @@ fn routes_between_positions(g: &Graph, queries: usize, seed: u64) {
     let mut router = Dijkstra::new(g);
     let mut oracle = Dijkstra::new(g);
     for q in 0..queries {
-        let metric = if q % 2 == 0 { Metric::Time } else { Metric::Distance };
+        let metric = if q % 2 == 0 {
+            Metric::Time
+        } else {
+            Metric::Distance
+        };
         let s = random_pos(g, &mut rng);
         // Every tenth query stays on the same edge, ahead of or behind the start.
         let t = if q % 10 == 0 {
-            EdgePos { edge: s.edge, offset_m: rng.unit() * g.length_m(s.edge) }
+            EdgePos {
+                edge: s.edge,
+                offset_m: rng.unit() * g.length_m(s.edge),
+            }
         } else {
             random_pos(g, &mut rng)
         };
-        let r = router.route(g, metric, &[s], &[t]).expect("strongly connected: always a route");
+        let r = router
+            .route(g, metric, &[s], &[t])
+            .expect("strongly connected: always a route");
 
         oracle.one_to_all(g, metric, &[(g.head(s.edge), 0)]);
         let through_graph = partial_weight(g, metric, s.edge, s.offset_m, g.length_m(s.edge))
@@ -87,23 +116,35 @@ fn routes_between_positions(g: &Graph, queries: usize, seed: u64) {
         assert_eq!(r.edges[0], s.edge);
         assert_eq!(*r.edges.last().unwrap(), t.edge);
         for w in r.edges.windows(2) {
-            assert_eq!(g.head(w[0]), g.tail(w[1]), "query {q}: path is not connected");
+            assert_eq!(
+                g.head(w[0]),
+                g.tail(w[1]),
+                "query {q}: path is not connected"
+            );
         }
-        assert_eq!(path_cost(g, metric, &r.edges, s, t), r.cost, "query {q}: path does not cost what the route claims");
+        assert_eq!(
+            path_cost(g, metric, &r.edges, s, t),
+            r.cost,
+            "query {q}: path does not cost what the route claims"
+        );
         assert!(r.distance_m >= 0.0 && r.duration_s >= 0.0);
     }
 }
 
 #[test]
 fn monaco_matches_petgraph_and_routes_are_exact() {
-    let Some((_, g)) = common::imported("monaco.osm.pbf") else { return };
+    let Some((_, g)) = common::imported("monaco.osm.pbf") else {
+        return;
+    };
     against_petgraph(g, 30, 1);
     routes_between_positions(g, 2_000, 2);
 }
 
 #[test]
 fn andorra_matches_petgraph_and_routes_are_exact() {
-    let Some((_, g)) = common::imported("andorra.osm.pbf") else { return };
+    let Some((_, g)) = common::imported("andorra.osm.pbf") else {
+        return;
+    };
     against_petgraph(g, 30, 3);
     routes_between_positions(g, 2_000, 4);
 }
@@ -127,7 +168,10 @@ fn either_direction_of_a_street_is_a_valid_endpoint() {
         let t = random_pos(&g, &mut rng);
         let mut targets = vec![t];
         if let Some(rev) = g.reverse_edge(t.edge) {
-            targets.push(EdgePos { edge: rev, offset_m: g.length_m(rev) - t.offset_m });
+            targets.push(EdgePos {
+                edge: rev,
+                offset_m: g.length_m(rev) - t.offset_m,
+            });
         }
         let both = router.route(&g, Metric::Time, &[s], &targets).unwrap();
         let best_single = targets

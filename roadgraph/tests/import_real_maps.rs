@@ -60,7 +60,9 @@ fn reachable_count(g: &Graph, forward: bool) -> usize {
 }
 
 fn check_map(name: &str, bbox: [f64; 4], min_edges: usize, max_edges: usize) {
-    let Some((data, g)) = imported(name) else { return };
+    let Some((data, g)) = imported(name) else {
+        return;
+    };
     let (n, m) = (g.num_nodes(), g.num_edges());
     assert!((min_edges..=max_edges).contains(&m), "{name}: {m} edges");
     assert!(n * 2 > m / 2 && n < m, "{name}: {n} nodes for {m} edges");
@@ -69,15 +71,26 @@ fn check_map(name: &str, bbox: [f64; 4], min_edges: usize, max_edges: usize) {
     let eps = 2e-7;
     let b = g.bbox();
     assert!(
-        b[0] >= bbox[0] - eps && b[1] >= bbox[1] - eps && b[2] <= bbox[2] + eps && b[3] <= bbox[3] + eps,
+        b[0] >= bbox[0] - eps
+            && b[1] >= bbox[1] - eps
+            && b[2] <= bbox[2] + eps
+            && b[3] <= bbox[3] + eps,
         "{name}: geometry bbox {b:?} outside {bbox:?}"
     );
     // Every edge's geometry starts at its tail and ends at its head.
     for e in 0..m as u32 {
         let geom = g.edge_geometry(e);
         assert!(geom.len() >= 2);
-        assert_eq!(geom[0], g.node_pos(g.tail(e)), "{name}: edge {e} starts off its tail");
-        assert_eq!(*geom.last().unwrap(), g.node_pos(g.head(e)), "{name}: edge {e} ends off its head");
+        assert_eq!(
+            geom[0],
+            g.node_pos(g.tail(e)),
+            "{name}: edge {e} starts off its tail"
+        );
+        assert_eq!(
+            *geom.last().unwrap(),
+            g.node_pos(g.head(e)),
+            "{name}: edge {e} ends off its head"
+        );
         assert!(g.travel_time_ms(e) >= 1);
         assert_ne!(g.tail(e), g.head(e), "{name}: self-loop {e}");
     }
@@ -89,15 +102,31 @@ fn check_map(name: &str, bbox: [f64; 4], min_edges: usize, max_edges: usize) {
         let way = g.way_id(e);
         if oneway.contains(&way) || reverse.contains(&way) {
             checked += 1;
-            assert_eq!(g.reverse_edge(e), None, "{name}: one-way way {way} has a reverse edge");
-            assert_eq!(g.is_reversed(e), reverse.contains(&way), "{name}: way {way} runs the wrong way");
+            assert_eq!(
+                g.reverse_edge(e),
+                None,
+                "{name}: one-way way {way} has a reverse edge"
+            );
+            assert_eq!(
+                g.is_reversed(e),
+                reverse.contains(&way),
+                "{name}: way {way} runs the wrong way"
+            );
         }
     }
     assert!(checked > 0, "{name}: no one-way edge checked");
 
     // Strongly connected: everything reaches node 0 and node 0 reaches everything.
-    assert_eq!(reachable_count(g, true), n, "{name}: not all nodes reachable");
-    assert_eq!(reachable_count(g, false), n, "{name}: not all nodes reach back");
+    assert_eq!(
+        reachable_count(g, true),
+        n,
+        "{name}: not all nodes reachable"
+    );
+    assert_eq!(
+        reachable_count(g, false),
+        n,
+        "{name}: not all nodes reach back"
+    );
 
     // CSR consistency.
     for v in 0..n as u32 {
@@ -115,7 +144,11 @@ fn check_map(name: &str, bbox: [f64; 4], min_edges: usize, max_edges: usize) {
     let path = dir.join("g.graph");
     snapshot::save(g, &path).unwrap();
     let loaded = snapshot::load(&path).unwrap();
-    assert_eq!(&loaded.to_data(), data, "{name}: snapshot round trip differs");
+    assert_eq!(
+        &loaded.to_data(),
+        data,
+        "{name}: snapshot round trip differs"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -146,14 +179,22 @@ fn porto() {
 
 #[test]
 fn monaco_turn_restrictions_are_parsed() {
-    let Some((_, g)) = imported("monaco.osm.pbf") else { return };
+    let Some((_, g)) = imported("monaco.osm.pbf") else {
+        return;
+    };
     assert!(g.restrictions().len() >= 10, "{}", g.restrictions().len());
 }
 
 #[test]
 fn import_is_deterministic() {
-    let Some(path) = map_path("andorra.osm.pbf") else { return };
-    let a = lastmile_roadgraph::import_pbf(&path, &lastmile_roadgraph::NoProgress).unwrap().0;
-    let b = lastmile_roadgraph::import_pbf(&path, &lastmile_roadgraph::NoProgress).unwrap().0;
+    let Some(path) = map_path("andorra.osm.pbf") else {
+        return;
+    };
+    let a = lastmile_roadgraph::import_pbf(&path, &lastmile_roadgraph::NoProgress)
+        .unwrap()
+        .0;
+    let b = lastmile_roadgraph::import_pbf(&path, &lastmile_roadgraph::NoProgress)
+        .unwrap()
+        .0;
     assert_eq!(a, b);
 }

@@ -15,7 +15,11 @@ fn brute_force(g: &Graph, p: LatLon, radius: f64) -> Vec<(u32, f64)> {
         let geom = g.edge_geometry(e);
         let best = geom
             .windows(2)
-            .map(|w| project_origin_on_segment(plane.project(w[0]), plane.project(w[1])).1.sqrt())
+            .map(|w| {
+                project_origin_on_segment(plane.project(w[0]), plane.project(w[1]))
+                    .1
+                    .sqrt()
+            })
             .fold(f64::INFINITY, f64::min);
         if best <= radius {
             out.push((e, best));
@@ -30,7 +34,10 @@ fn random_point(g: &Graph, rng: &mut Rng) -> LatLon {
     if rng.chance(0.5) {
         let v = rng.below(g.num_nodes() as u64) as u32;
         let p = g.node_pos(v);
-        LatLon::new(p.lat + rng.range_f64(-4e-4, 4e-4), p.lon + rng.range_f64(-4e-4, 4e-4))
+        LatLon::new(
+            p.lat + rng.range_f64(-4e-4, 4e-4),
+            p.lon + rng.range_f64(-4e-4, 4e-4),
+        )
     } else {
         let b = g.bbox();
         LatLon::new(rng.range_f64(b[1], b[3]), rng.range_f64(b[0], b[2]))
@@ -54,11 +61,20 @@ fn check(g: &Graph, points: usize, seed: u64) {
         nonempty += usize::from(!got.is_empty());
         for c in &got {
             let (_, d) = expected.iter().find(|x| x.0 == c.edge).unwrap();
-            assert!((c.distance_m - d).abs() < 1e-6, "distance {} vs {d}", c.distance_m);
+            assert!(
+                (c.distance_m - d).abs() < 1e-6,
+                "distance {} vs {d}",
+                c.distance_m
+            );
             // The projected point lies on the edge at the reported offset.
             let on_edge = g.point_on_edge(c.edge, c.offset_m);
             let gap = lastmile_roadgraph::geo::haversine_m(on_edge, c.point);
-            assert!(gap < 0.05, "offset {} of edge {} is {gap} m from the projection", c.offset_m, c.edge);
+            assert!(
+                gap < 0.05,
+                "offset {} of edge {} is {gap} m from the projection",
+                c.offset_m,
+                c.edge
+            );
             assert!(c.offset_m >= 0.0 && c.offset_m <= g.length_m(c.edge) + 1e-3);
         }
         // K nearest: the first k of the brute-force order (ties may swap).
@@ -67,21 +83,33 @@ fn check(g: &Graph, points: usize, seed: u64) {
         let all = brute_force(g, p, 2_000.0);
         assert_eq!(got.len(), k.min(all.len()));
         for (c, want) in got.iter().zip(&all) {
-            assert!((c.distance_m - want.1).abs() < 1e-6, "nearest {k}: {} vs {}", c.distance_m, want.1);
+            assert!(
+                (c.distance_m - want.1).abs() < 1e-6,
+                "nearest {k}: {} vs {}",
+                c.distance_m,
+                want.1
+            );
         }
     }
-    assert!(nonempty > points / 4, "too few points near roads: {nonempty}");
+    assert!(
+        nonempty > points / 4,
+        "too few points near roads: {nonempty}"
+    );
 }
 
 #[test]
 fn monaco_against_brute_force() {
-    let Some((_, g)) = common::imported("monaco.osm.pbf") else { return };
+    let Some((_, g)) = common::imported("monaco.osm.pbf") else {
+        return;
+    };
     check(g, 2_000, 1);
 }
 
 #[test]
 fn andorra_against_brute_force() {
-    let Some((_, g)) = common::imported("andorra.osm.pbf") else { return };
+    let Some((_, g)) = common::imported("andorra.osm.pbf") else {
+        return;
+    };
     check(g, 2_000, 2);
 }
 

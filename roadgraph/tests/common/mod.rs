@@ -10,10 +10,22 @@ use lastmile_roadgraph::{Graph, GraphData, NoProgress, testdata};
 /// `osmium fileinfo -e` reports for each (SOURCES.md): min lon, min lat, max lon, max lat.
 pub const MAPS: [(&str, [f64; 4]); 5] = [
     ("monaco.osm.pbf", [7.3490007, 43.7147967, 7.490996, 43.77]),
-    ("andorra.osm.pbf", [1.0366421, 41.7369089, 1.8252606, 42.7883379]),
-    ("heidelberg.test.osm.pbf", [7.7084693, 49.3073228, 9.1046216, 49.5168325]),
-    ("malta-latest-2018.osm.pbf", [12.8099806, 35.6029696, 18.5697336, 39.6618056]),
-    ("porto_portugal.osm.pbf", [-8.7781794, 40.9810002, -8.3580007, 41.3989987]),
+    (
+        "andorra.osm.pbf",
+        [1.0366421, 41.7369089, 1.8252606, 42.7883379],
+    ),
+    (
+        "heidelberg.test.osm.pbf",
+        [7.7084693, 49.3073228, 9.1046216, 49.5168325],
+    ),
+    (
+        "malta-latest-2018.osm.pbf",
+        [12.8099806, 35.6029696, 18.5697336, 39.6618056],
+    ),
+    (
+        "porto_portugal.osm.pbf",
+        [-8.7781794, 40.9810002, -8.3580007, 41.3989987],
+    ),
 ];
 
 pub fn map_path(name: &str) -> Option<PathBuf> {
@@ -22,7 +34,8 @@ pub fn map_path(name: &str) -> Option<PathBuf> {
 
 /// Imports a map once per test binary.
 pub fn imported(name: &str) -> Option<&'static (GraphData, Graph)> {
-    static CACHE: OnceLock<std::sync::Mutex<Vec<(String, &'static (GraphData, Graph))>>> = OnceLock::new();
+    static CACHE: OnceLock<std::sync::Mutex<Vec<(String, &'static (GraphData, Graph))>>> =
+        OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     let path = map_path(name)?;
     let mut c = cache.lock().unwrap();

@@ -1,0 +1,482 @@
+//! End-to-end tests of the `lastmile` binary: import, info, route and
+//! generate on real and hand-made maps, and every bad-input case exiting
+//! non-zero with a one-line error that names the file, never a panic.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use lastmile_roadgraph::testdata;
+
+fn lastmile(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lastmile"))
+        .args(args)
+        .output()
+        .expect("run lastmile")
+}
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("lastmile-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Asserts a clean failure: non-zero exit, exactly one line on stderr that
+/// starts with `error:`, names the file and says `what`.
+fn assert_clean_error(o: &Output, file: &Path, what: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "expected failure, got success: {err}");
+    assert_eq!(o.status.code(), Some(1), "exit code: {err}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "one line expected: {err}"
+    );
+    assert!(err.starts_with("error: "), "{err}");
+    let name = file.file_name().unwrap().to_string_lossy();
+    assert!(
+        err.contains(name.as_ref()),
+        "error does not name {name}: {err}"
+    );
+    assert!(err.contains(what), "error does not say {what:?}: {err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err}"
+    );
+}
+
+/// A minimal OSM PBF writer (uncompressed blobs, plain nodes) for hand-made maps.
+mod pbf {
+    fn varint(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+    fn zigzag(v: i64) -> u64 {
+        ((v << 1) ^ (v >> 63)) as u64
+    }
+    fn key(out: &mut Vec<u8>, field: u64, wire: u64) {
+        varint(out, (field << 3) | wire);
+    }
+    fn bytes(out: &mut Vec<u8>, field: u64, b: &[u8]) {
+        key(out, field, 2);
+        varint(out, b.len() as u64);
+        out.extend_from_slice(b);
+    }
+    fn uint(out: &mut Vec<u8>, field: u64, v: u64) {
+        key(out, field, 0);
+        varint(out, v);
+    }
+    fn packed(out: &mut Vec<u8>, field: u64, vals: impl IntoIterator<Item = u64>) {
+        let mut p = Vec::new();
+        for v in vals {
+            varint(&mut p, v);
+        }
+        bytes(out, field, &p);
+    }
+
+    fn blob(file: &mut Vec<u8>, kind: &str, payload: &[u8]) {
+        let mut b = Vec::new();
+        bytes(&mut b, 1, payload); // raw
+        uint(&mut b, 2, payload.len() as u64); // raw_size
+        let mut h = Vec::new();
+        bytes(&mut h, 1, kind.as_bytes());
+        uint(&mut h, 3, b.len() as u64);
+        file.extend_from_slice(&(h.len() as u32).to_be_bytes());
+        file.extend_from_slice(&h);
+        file.extend_from_slice(&b);
+    }
+
+    pub struct Way<'a> {
+        pub id: i64,
+        pub refs: Vec<i64>,
+        pub tags: Vec<(&'a str, &'a str)>,
+    }
+
+    /// Nodes as (id, lat, lon) in degrees.
+    pub fn write(nodes: &[(i64, f64, f64)], ways: &[Way]) -> Vec<u8> {
+        let mut file = Vec::new();
+        let mut header = Vec::new();
+        bytes(&mut header, 4, b"OsmSchema-V0.6");
+        blob(&mut file, "OSMHeader", &header);
+
+        let mut strings: Vec<&str> = vec![""];
+        let sid = |s: &str, strings: &mut Vec<&str>| -> u64 {
+            if let Some(i) = strings.iter().position(|x| *x == s) {
+                return i as u64;
+            }
+            strings.push(Box::leak(s.to_string().into_boxed_str()));
+            (strings.len() - 1) as u64
+        };
+        let mut group = Vec::new();
+        for &(id, lat, lon) in nodes {
+            let mut n = Vec::new();
+            key(&mut n, 1, 0);
+            varint(&mut n, zigzag(id));
+            key(&mut n, 8, 0);
+            varint(&mut n, zigzag((lat * 1e7).round() as i64));
+            key(&mut n, 9, 0);
+            varint(&mut n, zigzag((lon * 1e7).round() as i64));
+            bytes(&mut group, 1, &n);
+        }
+        let mut node_group = Vec::new();
+        bytes(&mut node_group, 2, &group);
+        let mut way_group = Vec::new();
+        for w in ways {
+            let mut m = Vec::new();
+            uint(&mut m, 1, w.id as u64);
+            let keys: Vec<u64> = w.tags.iter().map(|t| sid(t.0, &mut strings)).collect();
+            let vals: Vec<u64> = w.tags.iter().map(|t| sid(t.1, &mut strings)).collect();
+            packed(&mut m, 2, keys);
+            packed(&mut m, 3, vals);
+            let mut prev = 0;
+            packed(
+                &mut m,
+                8,
+                w.refs.iter().map(|&r| {
+                    let d = zigzag(r - prev);
+                    prev = r;
+                    d
+                }),
+            );
+            bytes(&mut way_group, 3, &m);
+        }
+        let mut block = Vec::new();
+        let mut table = Vec::new();
+        for s in &strings {
+            bytes(&mut table, 1, s.as_bytes());
+        }
+        bytes(&mut block, 1, &table);
+        block.extend_from_slice(&node_group);
+        if !ways.is_empty() {
+            bytes(&mut block, 2, &way_group);
+        }
+        blob(&mut file, "OSMData", &block);
+        file
+    }
+}
+
+/// A 3x3 grid of nodes about 110 m apart around (50.0, 8.0).
+fn grid_nodes() -> Vec<(i64, f64, f64)> {
+    (0..9)
+        .map(|i| {
+            (
+                100 + i,
+                50.0 + (i / 3) as f64 * 0.001,
+                8.0 + (i % 3) as f64 * 0.0015,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn hand_made_pbf_imports_with_the_right_attributes() {
+    let dir = tmpdir("handmade");
+    let ways = vec![
+        pbf::Way {
+            id: 1,
+            refs: vec![100, 101, 102, 105, 108, 107, 106, 103, 100],
+            tags: vec![("highway", "residential"), ("maxspeed", "20 mph")],
+        },
+        pbf::Way {
+            id: 2,
+            refs: vec![101, 104, 107],
+            tags: vec![("highway", "primary"), ("oneway", "yes")],
+        },
+        pbf::Way {
+            id: 3,
+            refs: vec![103, 104],
+            tags: vec![("highway", "footway")],
+        },
+        pbf::Way {
+            id: 4,
+            refs: vec![104, 105],
+            tags: vec![("highway", "service"), ("access", "private")],
+        },
+    ];
+    let input = dir.join("grid.osm.pbf");
+    std::fs::write(&input, pbf::write(&grid_nodes(), &ways)).unwrap();
+    let out = dir.join("grid.graph");
+    let o = lastmile(&[
+        "import",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    // Junctions 101, 107 (shared with way 2) and the ring's closing node 100
+    // split way 1 into three roads (six edges); way 2 is one one-way edge.
+    assert_eq!(report["car_ways"], 2);
+    assert_eq!(report["nodes"], 3);
+    assert_eq!(report["edges"], 7);
+
+    let g = lastmile_roadgraph::open(&out, &lastmile_roadgraph::NoProgress).unwrap();
+    for e in 0..g.num_edges() as u32 {
+        match g.way_id(e) {
+            1 => assert_eq!(g.speed_limit(e), lastmile_roadgraph::SpeedLimit::Kmh(32)),
+            2 => {
+                assert_eq!(g.reverse_edge(e), None);
+                assert_eq!(g.class(e), lastmile_roadgraph::HighwayClass::Primary);
+            }
+            w => panic!("unexpected way {w}"),
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn missing_file() {
+    let p = PathBuf::from("/nonexistent/nowhere.osm.pbf");
+    assert_clean_error(
+        &lastmile(&["info", p.to_str().unwrap()]),
+        &p,
+        "No such file",
+    );
+    assert_clean_error(
+        &lastmile(&["import", p.to_str().unwrap(), "--out", "/tmp/x.graph"]),
+        &p,
+        "No such file",
+    );
+}
+
+#[test]
+fn not_a_pbf() {
+    let dir = tmpdir("notpbf");
+    let p = dir.join("notes.osm.pbf");
+    std::fs::write(&p, "vehicle_id,timestamp,lat,lon\n1,0,50,8\n").unwrap();
+    assert_clean_error(
+        &lastmile(&["info", p.to_str().unwrap()]),
+        &p,
+        "not an OSM PBF file or a lastmile graph snapshot",
+    );
+    let empty = dir.join("empty.osm.pbf");
+    std::fs::write(&empty, "").unwrap();
+    assert_clean_error(
+        &lastmile(&["import", empty.to_str().unwrap(), "--out", "/tmp/x.graph"]),
+        &empty,
+        "not an OSM PBF",
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn pbf_without_roads() {
+    let dir = tmpdir("noroads");
+    let p = dir.join("buildings.osm.pbf");
+    let ways = vec![pbf::Way {
+        id: 1,
+        refs: vec![100, 101, 104, 103, 100],
+        tags: vec![("building", "yes")],
+    }];
+    std::fs::write(&p, pbf::write(&grid_nodes(), &ways)).unwrap();
+    let out = dir.join("x.graph");
+    assert_clean_error(
+        &lastmile(&[
+            "import",
+            p.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]),
+        &p,
+        "no car-routable roads",
+    );
+    assert!(!out.exists(), "no snapshot may be written on failure");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn truncated_and_corrupt_pbf() {
+    let Some(src) = testdata::data_file("maps/andorra.osm.pbf") else {
+        return;
+    };
+    let bytes = std::fs::read(&src).unwrap();
+    let dir = tmpdir("corrupt");
+    let truncated = dir.join("truncated.osm.pbf");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    assert_clean_error(
+        &lastmile(&[
+            "import",
+            truncated.to_str().unwrap(),
+            "--out",
+            "/tmp/x.graph",
+        ]),
+        &truncated,
+        "corrupt or truncated OSM PBF",
+    );
+    let corrupt = dir.join("corrupt.osm.pbf");
+    let mut flipped = bytes.clone();
+    for i in (bytes.len() / 3..bytes.len() / 3 + 64).step_by(3) {
+        flipped[i] ^= 0x5A;
+    }
+    std::fs::write(&corrupt, &flipped).unwrap();
+    assert_clean_error(
+        &lastmile(&["import", corrupt.to_str().unwrap(), "--out", "/tmp/x.graph"]),
+        &corrupt,
+        "corrupt or truncated OSM PBF",
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_snapshots() {
+    let dir = tmpdir("snap");
+    let good = dir.join("city.graph");
+    let o = lastmile(&[
+        "generate",
+        "--edges",
+        "2000",
+        "--seed",
+        "3",
+        "--out",
+        good.to_str().unwrap(),
+    ]);
+    assert!(o.status.success());
+    let bytes = std::fs::read(&good).unwrap();
+
+    let version = dir.join("old.graph");
+    let mut v = bytes.clone();
+    v[8] = 99;
+    std::fs::write(&version, &v).unwrap();
+    assert_clean_error(
+        &lastmile(&["info", version.to_str().unwrap()]),
+        &version,
+        "snapshot format version 99",
+    );
+
+    let truncated = dir.join("short.graph");
+    std::fs::write(&truncated, &bytes[..bytes.len() - 100]).unwrap();
+    assert_clean_error(
+        &lastmile(&["info", truncated.to_str().unwrap()]),
+        &truncated,
+        "truncated snapshot",
+    );
+    let header_only = dir.join("header.graph");
+    std::fs::write(&header_only, &bytes[..20]).unwrap();
+    assert_clean_error(
+        &lastmile(&["info", header_only.to_str().unwrap()]),
+        &header_only,
+        "truncated snapshot",
+    );
+
+    let corrupt = dir.join("corrupt.graph");
+    let mut c = bytes.clone();
+    let mid = c.len() / 2;
+    c[mid] ^= 0xFF;
+    std::fs::write(&corrupt, &c).unwrap();
+    assert_clean_error(
+        &lastmile(&[
+            "route",
+            corrupt.to_str().unwrap(),
+            "--from",
+            "47,8",
+            "--to",
+            "47.01,8.01",
+        ]),
+        &corrupt,
+        "checksum mismatch",
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_coordinates_and_points_off_the_map() {
+    let dir = tmpdir("coords");
+    let g = dir.join("city.graph");
+    assert!(
+        lastmile(&["generate", "--edges", "2000", "--out", g.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let gs = g.to_str().unwrap();
+    for bad in ["NaN,8", "91,8", "47;8", "47,abc"] {
+        let o = lastmile(&["route", gs, "--from", bad, "--to", "47,8"]);
+        assert_eq!(o.status.code(), Some(2), "clap rejects {bad}");
+        assert!(!String::from_utf8_lossy(&o.stderr).contains("panicked"));
+    }
+    let o = lastmile(&["route", gs, "--from", "10,10", "--to", "47,8"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        err.contains("no road within 1000 m of the start point"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn import_info_route_on_real_maps() {
+    // Places on either side of each map, as a person would type them.
+    let cases = [
+        ("monaco.osm.pbf", "43.7384,7.4246", "43.7311,7.4197"),
+        ("andorra.osm.pbf", "42.5078,1.5211", "42.4637,1.4913"),
+    ];
+    for (map, from, to) in cases {
+        let Some(src) = testdata::data_file(&format!("maps/{map}")) else {
+            return;
+        };
+        let dir = tmpdir(map);
+        let g = dir.join("map.graph");
+        let o = lastmile(&[
+            "import",
+            src.to_str().unwrap(),
+            "--out",
+            g.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let summary = stdout(&o);
+        assert_eq!(summary.lines().count(), 1, "one-line summary: {summary}");
+        assert!(summary.contains("km of road"), "{summary}");
+
+        let o = lastmile(&["info", g.to_str().unwrap(), "--json"]);
+        let info: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+        assert!(info["nodes"].as_u64().unwrap() > 1000);
+        assert_eq!(info["bbox"].as_array().unwrap().len(), 4);
+
+        for input in [g.to_str().unwrap(), src.to_str().unwrap()] {
+            let o = lastmile(&["route", input, "--from", from, "--to", to, "--json"]);
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            let r: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+            let (d, t) = (
+                r["distance_m"].as_f64().unwrap(),
+                r["duration_s"].as_f64().unwrap(),
+            );
+            assert!(d > 500.0 && d < 20_000.0 && t > 30.0, "{map}: {d} m, {t} s");
+            let by_distance = lastmile(&[
+                "route", input, "--from", from, "--to", to, "--metric", "distance", "--json",
+            ]);
+            let rd: serde_json::Value = serde_json::from_str(&stdout(&by_distance)).unwrap();
+            assert!(
+                rd["distance_m"].as_f64().unwrap() <= d + 0.01,
+                "shortest is never longer than fastest"
+            );
+        }
+        let o = lastmile(&[
+            "route",
+            g.to_str().unwrap(),
+            "--from",
+            from,
+            "--to",
+            to,
+            "--geojson",
+        ]);
+        let f: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+        assert_eq!(f["geometry"]["type"], "LineString");
+        assert!(f["geometry"]["coordinates"].as_array().unwrap().len() >= 2);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[test]
+fn demo_runs() {
+    let o = lastmile(&["demo", "--edges", "20000"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = stdout(&o);
+    assert!(out.contains("route ") && out.contains("demo done"), "{out}");
+}
