@@ -38,7 +38,7 @@ fn dijkstra(c: &mut Criterion) {
             b.iter(|| {
                 i = (i + 1) % queries.len();
                 let (s, t) = queries[i];
-                d.route(g, Metric::Time, &[s], &[t]).map(|r| r.cost)
+                d.route(g, &Metric::Time, &[s], &[t]).map(|r| r.cost)
             })
         });
     }

@@ -293,7 +293,7 @@ fn find_route(
     let sources = snap(g, from, max_snap_m, "start")?;
     let targets = snap(g, to, max_snap_m, "destination")?;
     Dijkstra::new(g)
-        .route(g, metric, &sources, &targets)
+        .route(g, &metric, &sources, &targets)
         .context("no route: the destination cannot be reached from the start")
 }
 

@@ -294,6 +294,7 @@ pub fn build_graph(net: &RawNetwork, source: String) -> Option<GraphData> {
     }
 
     resolve_restrictions(net, &graph_id, &new_id, &mut data);
+    data.cch = crate::cch::preprocess(&data);
     Some(data)
 }
 

@@ -23,15 +23,40 @@ pub enum Metric {
     Distance,
 }
 
-impl Metric {
+/// Integer weights of graph edges: a built-in [`Metric`], an explicit vector
+/// (one weight per edge), or a customized CCH metric.
+pub trait EdgeWeight {
+    fn weight(&self, g: &Graph, e: u32) -> u64;
+}
+
+impl EdgeWeight for Metric {
     #[inline]
-    pub fn weight(self, g: &Graph, e: u32) -> u64 {
+    fn weight(&self, g: &Graph, e: u32) -> u64 {
         match self {
             Metric::Time => u64::from(g.travel_time_ms(e)),
             Metric::Distance => u64::from(g.length_cm(e)),
         }
     }
 }
+
+impl EdgeWeight for [u32] {
+    #[inline]
+    fn weight(&self, _: &Graph, e: u32) -> u64 {
+        u64::from(self[e as usize])
+    }
+}
+
+impl Metric {
+    /// This metric's weight of every edge, e.g. to customize a CCH with.
+    pub fn weights(self, g: &Graph) -> Vec<u32> {
+        (0..g.num_edges() as u32)
+            .map(|e| u32::try_from(self.weight(g, e)).unwrap_or(u32::MAX - 1))
+            .collect()
+    }
+}
+
+/// An edge weight of `u32::MAX` means the edge is closed (in every engine).
+pub const CLOSED: u64 = u32::MAX as u64;
 
 /// A position on a directed edge, `offset_m` metres from its tail.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -55,7 +80,13 @@ pub struct Route {
 
 /// Weight of the part of `e` between offsets `from_m` and `to_m`.
 #[inline]
-pub fn partial_weight(g: &Graph, metric: Metric, e: u32, from_m: f64, to_m: f64) -> u64 {
+pub fn partial_weight<W: EdgeWeight + ?Sized>(
+    g: &Graph,
+    metric: &W,
+    e: u32,
+    from_m: f64,
+    to_m: f64,
+) -> u64 {
     let len = g.length_m(e);
     let frac = if len > 0.0 {
         ((to_m - from_m) / len).clamp(0.0, 1.0)
@@ -120,7 +151,12 @@ impl Dijkstra {
     }
 
     /// Full search from nodes with initial costs; read results with [`Self::distance`].
-    pub fn one_to_all(&mut self, g: &Graph, metric: Metric, sources: &[(u32, u64)]) {
+    pub fn one_to_all<W: EdgeWeight + ?Sized>(
+        &mut self,
+        g: &Graph,
+        metric: &W,
+        sources: &[(u32, u64)],
+    ) {
         self.reset();
         for &(v, c) in sources {
             self.relax(v, c, u32::MAX);
@@ -130,17 +166,20 @@ impl Dijkstra {
                 continue;
             }
             for e in g.out_edges(v) {
-                self.relax(g.head(e), d + metric.weight(g, e), e);
+                let w = metric.weight(g, e);
+                if w < CLOSED {
+                    self.relax(g.head(e), d + w, e);
+                }
             }
         }
     }
 
     /// Shortest route from any of `from` to any of `to` (several positions
     /// express "either direction of this street"). `None` if unreachable.
-    pub fn route(
+    pub fn route<W: EdgeWeight + ?Sized>(
         &mut self,
         g: &Graph,
-        metric: Metric,
+        metric: &W,
         from: &[EdgePos],
         to: &[EdgePos],
     ) -> Option<Route> {
@@ -152,6 +191,9 @@ impl Dijkstra {
             }
         };
         for (i, s) in from.iter().enumerate() {
+            if metric.weight(g, s.edge) >= CLOSED {
+                continue;
+            }
             let len = g.length_m(s.edge);
             self.relax(
                 g.head(s.edge),
@@ -184,7 +226,7 @@ impl Dijkstra {
                 break;
             }
             for (j, t) in to.iter().enumerate() {
-                if g.tail(t.edge) == v {
+                if g.tail(t.edge) == v && metric.weight(g, t.edge) < CLOSED {
                     let c = d + partial_weight(g, metric, t.edge, 0.0, t.offset_m);
                     if via_graph.is_none_or(|(b, _)| c < b) {
                         via_graph = Some((c, j));
@@ -192,7 +234,10 @@ impl Dijkstra {
                 }
             }
             for e in g.out_edges(v) {
-                self.relax(g.head(e), d + metric.weight(g, e), e);
+                let w = metric.weight(g, e);
+                if w < CLOSED {
+                    self.relax(g.head(e), d + w, e);
+                }
             }
         }
         let direct = best;
@@ -216,15 +261,21 @@ impl Dijkstra {
             };
             edges.push(start.edge);
             edges.reverse();
-            Some(finish(g, cost, edges, start, end))
+            Some(finish_route(g, cost, edges, start, end))
         } else {
             let (cost, i, j) = direct?;
-            Some(finish(g, cost, vec![from[i].edge], from[i], to[j]))
+            Some(finish_route(g, cost, vec![from[i].edge], from[i], to[j]))
         }
     }
 }
 
-fn finish(g: &Graph, cost: u64, edges: Vec<u32>, start: EdgePos, end: EdgePos) -> Route {
+pub(crate) fn finish_route(
+    g: &Graph,
+    cost: u64,
+    edges: Vec<u32>,
+    start: EdgePos,
+    end: EdgePos,
+) -> Route {
     let (mut distance_m, mut duration_ms) = (0.0, 0.0);
     let last = edges.len() - 1;
     for (k, &e) in edges.iter().enumerate() {

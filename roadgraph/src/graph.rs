@@ -13,6 +13,7 @@ use std::sync::OnceLock;
 
 use rkyv::util::AlignedVec;
 
+use crate::cch::CchData;
 use crate::geo::LatLon;
 use crate::highway::{HighwayClass, SpeedLimit};
 use crate::network::RestrictionKind;
@@ -59,6 +60,8 @@ pub struct GraphData {
     /// Distance from the start of the road to each point, metres.
     pub point_dist_m: Vec<f32>,
     pub restrictions: Vec<TurnRestriction>,
+    /// Metric-independent CCH preprocessing (order, shortcut topology, elimination tree).
+    pub cch: CchData,
     pub meta: GraphMeta,
 }
 

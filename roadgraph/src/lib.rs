@@ -8,6 +8,7 @@
 //! milliseconds) or an `.osm.pbf` (imported in memory).
 
 pub mod build;
+pub mod cch;
 pub mod dijkstra;
 pub mod error;
 pub mod geo;
@@ -25,6 +26,7 @@ pub mod testdata;
 use std::io::Read;
 use std::path::Path;
 
+pub use cch::{Cch, CchMetric, CchQuery};
 pub use dijkstra::{Dijkstra, EdgePos, Metric, Route};
 pub use error::GraphError;
 pub use geo::LatLon;

@@ -4,7 +4,7 @@
 
 mod common;
 
-use lastmile_roadgraph::dijkstra::partial_weight;
+use lastmile_roadgraph::dijkstra::{EdgeWeight, partial_weight};
 use lastmile_roadgraph::rng::Rng;
 use lastmile_roadgraph::{CityParams, Dijkstra, EdgePos, Graph, Metric, synthetic};
 use petgraph::graph::{DiGraph, NodeIndex};
@@ -33,7 +33,7 @@ fn against_petgraph(g: &Graph, sources: usize, seed: u64) {
             let s = rng.below(g.num_nodes() as u64) as u32;
             let theirs =
                 petgraph::algo::dijkstra(&pg, NodeIndex::new(s as usize), None, |e| *e.weight());
-            ours.one_to_all(g, metric, &[(s, 0)]);
+            ours.one_to_all(g, &metric, &[(s, 0)]);
             assert_eq!(
                 theirs.len(),
                 g.num_nodes(),
@@ -64,7 +64,7 @@ fn random_pos(g: &Graph, rng: &mut Rng) -> EdgePos {
 /// Cost of a path with partial first and last edges, recomputed independently.
 fn path_cost(g: &Graph, metric: Metric, edges: &[u32], start: EdgePos, end: EdgePos) -> u64 {
     if edges.len() == 1 {
-        return partial_weight(g, metric, start.edge, start.offset_m, end.offset_m);
+        return partial_weight(g, &metric, start.edge, start.offset_m, end.offset_m);
     }
     let mut c = partial_weight(
         g,
@@ -76,7 +76,7 @@ fn path_cost(g: &Graph, metric: Metric, edges: &[u32], start: EdgePos, end: Edge
     for &e in &edges[1..edges.len() - 1] {
         c += metric.weight(g, e);
     }
-    c + partial_weight(g, metric, end.edge, 0.0, end.offset_m)
+    c + partial_weight(g, &metric, end.edge, 0.0, end.offset_m)
 }
 
 fn routes_between_positions(g: &Graph, queries: usize, seed: u64) {
@@ -100,16 +100,16 @@ fn routes_between_positions(g: &Graph, queries: usize, seed: u64) {
             random_pos(g, &mut rng)
         };
         let r = router
-            .route(g, metric, &[s], &[t])
+            .route(g, &metric, &[s], &[t])
             .expect("strongly connected: always a route");
 
-        oracle.one_to_all(g, metric, &[(g.head(s.edge), 0)]);
-        let through_graph = partial_weight(g, metric, s.edge, s.offset_m, g.length_m(s.edge))
+        oracle.one_to_all(g, &metric, &[(g.head(s.edge), 0)]);
+        let through_graph = partial_weight(g, &metric, s.edge, s.offset_m, g.length_m(s.edge))
             + oracle.distance(g.tail(t.edge)).unwrap()
-            + partial_weight(g, metric, t.edge, 0.0, t.offset_m);
+            + partial_weight(g, &metric, t.edge, 0.0, t.offset_m);
         let mut want = through_graph;
         if s.edge == t.edge && t.offset_m >= s.offset_m {
-            want = want.min(partial_weight(g, metric, s.edge, s.offset_m, t.offset_m));
+            want = want.min(partial_weight(g, &metric, s.edge, s.offset_m, t.offset_m));
         }
         assert_eq!(r.cost, want, "query {q}: {s:?} -> {t:?}");
 
@@ -173,10 +173,10 @@ fn either_direction_of_a_street_is_a_valid_endpoint() {
                 offset_m: g.length_m(rev) - t.offset_m,
             });
         }
-        let both = router.route(&g, Metric::Time, &[s], &targets).unwrap();
+        let both = router.route(&g, &Metric::Time, &[s], &targets).unwrap();
         let best_single = targets
             .iter()
-            .map(|t| router.route(&g, Metric::Time, &[s], &[*t]).unwrap().cost)
+            .map(|t| router.route(&g, &Metric::Time, &[s], &[*t]).unwrap().cost)
             .min()
             .unwrap();
         assert_eq!(both.cost, best_single);

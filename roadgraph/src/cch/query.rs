@@ -1,0 +1,398 @@
+//! CCH queries by elimination-tree search (Bauer et al.): the upward search
+//! space of a node is exactly its ancestors in the elimination tree, so a
+//! query walks them in rank order and relaxes their upward arcs, with no
+//! priority queue. The forward search from the source and the backward search
+//! from the target meet at common ancestors.
+//!
+//! Endpoints are positions on edges: a source on edge `s` at offset `o`
+//! starts at `head(s)` having paid the rest of `s`; a target on `t` is
+//! reached from `tail(t)` plus the part of `t` up to its offset; a target
+//! ahead on the source's own edge is reached directly. Paths are unpacked by
+//! finding, for each shortcut, the lower triangle whose weights sum to it.
+
+use super::customize::{CchMetric, INFINITY};
+use super::{Cch, NONE};
+use crate::dijkstra::{CLOSED, EdgePos, EdgeWeight, Route, finish_route, partial_weight};
+
+/// Predecessor tag: reached directly from the endpoint whose index is in the low bits.
+const ENDPOINT: u32 = 1 << 31;
+
+/// Per-thread query scratch space; reuse it, queries then allocate only their
+/// results.
+pub struct CchQuery {
+    df: Vec<u64>,
+    db: Vec<u64>,
+    pf: Vec<u32>,
+    pb: Vec<u32>,
+    mark_f: Vec<u32>,
+    mark_b: Vec<u32>,
+    epoch: u32,
+    list_f: Vec<u32>,
+    list_b: Vec<u32>,
+    unpack: Vec<(u32, bool)>,
+    /// Backward search spaces of table targets: (rank, cost) sorted by rank.
+    spaces: Vec<Vec<(u32, u64)>>,
+}
+
+impl CchQuery {
+    pub fn new(cch: &Cch) -> Self {
+        let n = cch.graph.num_nodes();
+        Self {
+            df: vec![u64::MAX; n],
+            db: vec![u64::MAX; n],
+            pf: vec![NONE; n],
+            pb: vec![NONE; n],
+            mark_f: vec![0; n],
+            mark_b: vec![0; n],
+            epoch: 0,
+            list_f: Vec::new(),
+            list_b: Vec::new(),
+            unpack: Vec::new(),
+            spaces: Vec::new(),
+        }
+    }
+
+    fn next_epoch(&mut self) {
+        self.epoch = self.epoch.wrapping_add(1);
+        if self.epoch == 0 {
+            self.mark_f.fill(0);
+            self.mark_b.fill(0);
+            self.epoch = 1;
+        }
+    }
+
+    /// Forward search from `(rank, cost, tag)` starts over the upward arcs.
+    fn forward(
+        &mut self,
+        cch: &Cch,
+        m: &CchMetric,
+        starts: impl Iterator<Item = (u32, u64, u32)> + Clone,
+    ) {
+        self.list_f.clear();
+        for (r, _, _) in starts.clone() {
+            let mut x = r;
+            while x != NONE && self.mark_f[x as usize] != self.epoch {
+                self.mark_f[x as usize] = self.epoch;
+                self.df[x as usize] = u64::MAX;
+                self.list_f.push(x);
+                x = cch.parent(x);
+            }
+        }
+        for (r, c, tag) in starts {
+            if c < self.df[r as usize] {
+                self.df[r as usize] = c;
+                self.pf[r as usize] = tag;
+            }
+        }
+        self.list_f.sort_unstable();
+        for &x in &self.list_f {
+            let dx = self.df[x as usize];
+            if dx == u64::MAX {
+                continue;
+            }
+            for a in cch.up_arcs(x) {
+                let w = m.up[a as usize];
+                if w == INFINITY {
+                    continue;
+                }
+                let y = cch.up_head(a) as usize;
+                let d = dx + u64::from(w);
+                if d < self.df[y] {
+                    self.df[y] = d;
+                    self.pf[y] = a;
+                }
+            }
+        }
+    }
+
+    /// Backward search: costs to reach the targets, over downward arcs.
+    fn backward(
+        &mut self,
+        cch: &Cch,
+        m: &CchMetric,
+        starts: impl Iterator<Item = (u32, u64, u32)> + Clone,
+    ) {
+        self.list_b.clear();
+        for (r, _, _) in starts.clone() {
+            let mut x = r;
+            while x != NONE && self.mark_b[x as usize] != self.epoch {
+                self.mark_b[x as usize] = self.epoch;
+                self.db[x as usize] = u64::MAX;
+                self.list_b.push(x);
+                x = cch.parent(x);
+            }
+        }
+        for (r, c, tag) in starts {
+            if c < self.db[r as usize] {
+                self.db[r as usize] = c;
+                self.pb[r as usize] = tag;
+            }
+        }
+        self.list_b.sort_unstable();
+        for &x in &self.list_b {
+            let dx = self.db[x as usize];
+            if dx == u64::MAX {
+                continue;
+            }
+            for a in cch.up_arcs(x) {
+                let w = m.down[a as usize];
+                if w == INFINITY {
+                    continue;
+                }
+                let y = cch.up_head(a) as usize;
+                let d = dx + u64::from(w);
+                if d < self.db[y] {
+                    self.db[y] = d;
+                    self.pb[y] = a;
+                }
+            }
+        }
+    }
+
+    /// Best meeting rank and cost of the last forward and backward searches.
+    fn meet(&self) -> Option<(u64, u32)> {
+        let mut best: Option<(u64, u32)> = None;
+        for &x in &self.list_b {
+            if self.mark_f[x as usize] != self.epoch {
+                continue;
+            }
+            let (f, b) = (self.df[x as usize], self.db[x as usize]);
+            if f == u64::MAX || b == u64::MAX {
+                continue;
+            }
+            if best.is_none_or(|(c, _)| f + b < c) {
+                best = Some((f + b, x));
+            }
+        }
+        best
+    }
+
+    fn source_starts<'a>(
+        cch: &'a Cch,
+        w: &'a CchMetric,
+        from: &'a [EdgePos],
+    ) -> impl Iterator<Item = (u32, u64, u32)> + Clone + 'a {
+        let g = cch.graph;
+        from.iter()
+            .enumerate()
+            .filter(move |(_, s)| w.weight(g, s.edge) < CLOSED)
+            .map(move |(i, s)| {
+                let c = partial_weight(g, w, s.edge, s.offset_m, g.length_m(s.edge));
+                (cch.rank(g.head(s.edge)), c, ENDPOINT | i as u32)
+            })
+    }
+
+    fn target_starts<'a>(
+        cch: &'a Cch,
+        w: &'a CchMetric,
+        to: &'a [EdgePos],
+    ) -> impl Iterator<Item = (u32, u64, u32)> + Clone + 'a {
+        let g = cch.graph;
+        to.iter()
+            .enumerate()
+            .filter(move |(_, t)| w.weight(g, t.edge) < CLOSED)
+            .map(move |(j, t)| {
+                let c = partial_weight(g, w, t.edge, 0.0, t.offset_m);
+                (cch.rank(g.tail(t.edge)), c, ENDPOINT | j as u32)
+            })
+    }
+
+    /// Cheapest direct way along one edge from a source to a target, if any.
+    fn direct(
+        cch: &Cch,
+        w: &CchMetric,
+        from: &[EdgePos],
+        to: &[EdgePos],
+    ) -> Option<(u64, usize, usize)> {
+        let mut best: Option<(u64, usize, usize)> = None;
+        for (i, s) in from.iter().enumerate() {
+            for (j, t) in to.iter().enumerate() {
+                if s.edge == t.edge
+                    && t.offset_m >= s.offset_m
+                    && w.weight(cch.graph, s.edge) < CLOSED
+                {
+                    let c = partial_weight(cch.graph, w, s.edge, s.offset_m, t.offset_m);
+                    if best.is_none_or(|b| c < b.0) {
+                        best = Some((c, i, j));
+                    }
+                }
+            }
+        }
+        best
+    }
+
+    /// Shortest route from any of `from` to any of `to`, with its edges.
+    pub fn route(
+        &mut self,
+        cch: &Cch,
+        w: &CchMetric,
+        from: &[EdgePos],
+        to: &[EdgePos],
+    ) -> Option<Route> {
+        let g = cch.graph;
+        self.next_epoch();
+        self.forward(cch, w, Self::source_starts(cch, w, from));
+        self.backward(cch, w, Self::target_starts(cch, w, to));
+        let through = self.meet();
+        let direct = Self::direct(cch, w, from, to);
+        match (through, direct) {
+            (_, Some((dc, i, j))) if through.is_none_or(|(tc, _)| dc <= tc) => {
+                Some(finish_route(g, dc, vec![from[i].edge], from[i], to[j]))
+            }
+            (Some((cost, m)), _) => {
+                // Arcs from the source up to the meeting rank, then down to the target.
+                let mut arcs: Vec<(u32, bool)> = Vec::new();
+                let mut x = m;
+                let start = loop {
+                    let p = self.pf[x as usize];
+                    if p & ENDPOINT != 0 {
+                        break from[(p & !ENDPOINT) as usize];
+                    }
+                    arcs.push((p, false));
+                    x = cch.arc_tail(p);
+                };
+                arcs.reverse();
+                let mut x = m;
+                let end = loop {
+                    let p = self.pb[x as usize];
+                    if p & ENDPOINT != 0 {
+                        break to[(p & !ENDPOINT) as usize];
+                    }
+                    arcs.push((p, true));
+                    x = cch.arc_tail(p);
+                };
+                let mut edges = vec![start.edge];
+                for (a, downwards) in arcs {
+                    self.unpack_arc(cch, w, a, downwards, &mut edges);
+                }
+                edges.push(end.edge);
+                Some(finish_route(g, cost, edges, start, end))
+            }
+            (None, _) => None,
+        }
+    }
+
+    /// Appends the graph edges of arc `a` (travelled downwards or upwards).
+    fn unpack_arc(
+        &mut self,
+        cch: &Cch,
+        m: &CchMetric,
+        a: u32,
+        downwards: bool,
+        out: &mut Vec<u32>,
+    ) {
+        self.unpack.clear();
+        self.unpack.push((a, downwards));
+        while let Some((a, downwards)) = self.unpack.pop() {
+            let w = if downwards {
+                m.down[a as usize]
+            } else {
+                m.up[a as usize]
+            };
+            if let Some(e) = m.arc_edge_with_weight(cch, a, downwards, w) {
+                out.push(e);
+                continue;
+            }
+            let (x, y) = (cch.arc_tail(a), cch.up_head(a));
+            let mut via = None;
+            cch.lower_triangles(x, y, |_, a_vx, a_vy| {
+                if via.is_some() {
+                    return;
+                }
+                let sum = if downwards {
+                    u64::from(m.down[a_vy as usize]) + u64::from(m.up[a_vx as usize])
+                } else {
+                    u64::from(m.down[a_vx as usize]) + u64::from(m.up[a_vy as usize])
+                };
+                if sum == u64::from(w) {
+                    via = Some((a_vx, a_vy));
+                }
+            });
+            let (a_vx, a_vy) =
+                via.expect("a shortcut's weight is realised by an edge or a lower triangle");
+            // Pushed in reverse so the first half is unpacked first.
+            if downwards {
+                // y -> v -> x
+                self.unpack.push((a_vx, false));
+                self.unpack.push((a_vy, true));
+            } else {
+                // x -> v -> y
+                self.unpack.push((a_vy, false));
+                self.unpack.push((a_vx, true));
+            }
+        }
+    }
+
+    /// Cost from `from` to each target place (each a set of positions, e.g.
+    /// both directions of a street); `None` where unreachable.
+    pub fn one_to_many(
+        &mut self,
+        cch: &Cch,
+        w: &CchMetric,
+        from: &[EdgePos],
+        to: &[Vec<EdgePos>],
+    ) -> Vec<Option<u64>> {
+        self.next_epoch();
+        self.forward(cch, w, Self::source_starts(cch, w, from));
+        let mut out = Vec::with_capacity(to.len());
+        for t in to {
+            // Backward marks must not leak between targets.
+            self.bump_backward_epoch();
+            self.backward(cch, w, Self::target_starts(cch, w, t));
+            let through = self.meet().map(|(c, _)| c);
+            let direct = Self::direct(cch, w, from, t).map(|(c, _, _)| c);
+            out.push(through.into_iter().chain(direct).min());
+        }
+        out
+    }
+
+    /// Invalidates backward marks only (forward results stay usable).
+    fn bump_backward_epoch(&mut self) {
+        for &x in &self.list_b {
+            self.mark_b[x as usize] = 0;
+        }
+        self.list_b.clear();
+    }
+
+    /// Row-major matrix of costs from every source place to every target place.
+    pub fn table(
+        &mut self,
+        cch: &Cch,
+        w: &CchMetric,
+        from: &[Vec<EdgePos>],
+        to: &[Vec<EdgePos>],
+    ) -> Vec<Option<u64>> {
+        // Backward search spaces once per target.
+        self.spaces.resize_with(to.len(), Vec::new);
+        for (j, t) in to.iter().enumerate() {
+            self.next_epoch();
+            self.backward(cch, w, Self::target_starts(cch, w, t));
+            let space = &mut self.spaces[j];
+            space.clear();
+            space.extend(
+                self.list_b
+                    .iter()
+                    .map(|&x| (x, self.db[x as usize]))
+                    .filter(|&(_, d)| d != u64::MAX),
+            );
+        }
+        let mut out = Vec::with_capacity(from.len() * to.len());
+        for s in from {
+            self.next_epoch();
+            self.forward(cch, w, Self::source_starts(cch, w, s));
+            for (j, t) in to.iter().enumerate() {
+                let mut best = Self::direct(cch, w, s, t).map(|(c, _, _)| c);
+                for &(x, db) in &self.spaces[j] {
+                    if self.mark_f[x as usize] == self.epoch && self.df[x as usize] != u64::MAX {
+                        let c = self.df[x as usize] + db;
+                        if best.is_none_or(|b| c < b) {
+                            best = Some(c);
+                        }
+                    }
+                }
+                out.push(best);
+            }
+        }
+        out
+    }
+}

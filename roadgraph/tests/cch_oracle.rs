@@ -1,0 +1,235 @@
+//! The CCH against Dijkstra on the same integer weights: exact costs for
+//! thousands of random edge-position queries (travel time, distance, random
+//! weights), valid unpacked paths that cost what they claim, one-to-many and
+//! table equal to pairwise queries, and partial customization equal to a fresh
+//! full customization after many rounds of random changes.
+
+mod common;
+
+use lastmile_roadgraph::dijkstra::{EdgeWeight, partial_weight};
+use lastmile_roadgraph::rng::Rng;
+use lastmile_roadgraph::{
+    Cch, CchMetric, CchQuery, CityParams, Dijkstra, EdgePos, Graph, Metric, synthetic,
+};
+
+fn random_pos(g: &Graph, rng: &mut Rng) -> EdgePos {
+    let edge = rng.below(g.num_edges() as u64) as u32;
+    let offset_m = match rng.below(4) {
+        0 => 0.0,
+        1 => g.length_m(edge),
+        _ => rng.unit() * g.length_m(edge),
+    };
+    EdgePos { edge, offset_m }
+}
+
+/// Both directions of the street under a random position.
+fn random_place(g: &Graph, rng: &mut Rng) -> Vec<EdgePos> {
+    let p = random_pos(g, rng);
+    let mut place = vec![p];
+    if let Some(rev) = g.reverse_edge(p.edge) {
+        place.push(EdgePos {
+            edge: rev,
+            offset_m: g.length_m(rev) - p.offset_m,
+        });
+    }
+    place
+}
+
+fn path_cost<W: EdgeWeight + ?Sized>(
+    g: &Graph,
+    w: &W,
+    edges: &[u32],
+    start: EdgePos,
+    end: EdgePos,
+) -> u64 {
+    if edges.len() == 1 {
+        return partial_weight(g, w, start.edge, start.offset_m, end.offset_m);
+    }
+    let mut c = partial_weight(g, w, start.edge, start.offset_m, g.length_m(start.edge));
+    for &e in &edges[1..edges.len() - 1] {
+        c += w.weight(g, e);
+    }
+    c + partial_weight(g, w, end.edge, 0.0, end.offset_m)
+}
+
+/// Point-to-point, one-to-many and table queries against Dijkstra on `weights`.
+fn check_queries(g: &Graph, cch: &Cch, m: &CchMetric, weights: &[u32], queries: usize, seed: u64) {
+    let mut rng = Rng::seed(seed);
+    let mut q = CchQuery::new(cch);
+    let mut dijkstra = Dijkstra::new(g);
+    for i in 0..queries {
+        let s = random_pos(g, &mut rng);
+        let t = if i % 10 == 0 {
+            EdgePos {
+                edge: s.edge,
+                offset_m: rng.unit() * g.length_m(s.edge),
+            }
+        } else {
+            random_pos(g, &mut rng)
+        };
+        let want = dijkstra.route(g, weights, &[s], &[t]);
+        let got = q.route(cch, m, &[s], &[t]);
+        assert_eq!(
+            got.as_ref().map(|r| r.cost),
+            want.as_ref().map(|r| r.cost),
+            "query {i}: {s:?} -> {t:?}"
+        );
+        let Some(r) = got else { continue };
+        assert_eq!(
+            (r.edges[0], *r.edges.last().unwrap()),
+            (s.edge, t.edge),
+            "query {i}: endpoints"
+        );
+        for w in r.edges.windows(2) {
+            assert_eq!(
+                g.head(w[0]),
+                g.tail(w[1]),
+                "query {i}: unpacked path is not connected"
+            );
+        }
+        assert_eq!(
+            path_cost(g, weights, &r.edges, s, t),
+            r.cost,
+            "query {i}: path does not cost its claim"
+        );
+    }
+
+    // One source to 20 stops, and a small table of places.
+    for _ in 0..(queries / 100).max(3) {
+        let s = random_pos(g, &mut rng);
+        let stops: Vec<Vec<EdgePos>> = (0..20).map(|_| vec![random_pos(g, &mut rng)]).collect();
+        let many = q.one_to_many(cch, m, &[s], &stops);
+        for (j, t) in stops.iter().enumerate() {
+            assert_eq!(
+                many[j],
+                dijkstra.route(g, weights, &[s], t).map(|r| r.cost),
+                "one-to-many target {j}"
+            );
+        }
+        let sources: Vec<Vec<EdgePos>> = (0..4).map(|_| random_place(g, &mut rng)).collect();
+        let targets: Vec<Vec<EdgePos>> = (0..5).map(|_| random_place(g, &mut rng)).collect();
+        let table = q.table(cch, m, &sources, &targets);
+        for (i, src) in sources.iter().enumerate() {
+            for (j, dst) in targets.iter().enumerate() {
+                let want = dijkstra.route(g, weights, src, dst).map(|r| r.cost);
+                assert_eq!(table[i * targets.len() + j], want, "table {i},{j}");
+            }
+        }
+    }
+}
+
+fn random_weights(g: &Graph, rng: &mut Rng) -> Vec<u32> {
+    (0..g.num_edges())
+        .map(|_| {
+            let span = if rng.chance(0.1) { 1_000_000 } else { 50_000 };
+            1 + rng.below(span) as u32
+        })
+        .collect()
+}
+
+fn check_graph(g: &Graph, queries: usize, partial_rounds: usize, seed: u64) {
+    let cch = Cch::new(g);
+    for metric in [Metric::Time, Metric::Distance] {
+        let m = CchMetric::for_metric(&cch, metric);
+        check_queries(g, &cch, &m, &metric.weights(g), queries, seed);
+    }
+    let mut rng = Rng::seed(seed ^ 0xABCD);
+    let mut w = random_weights(g, &mut rng);
+    let mut m = CchMetric::new(&cch, w.clone());
+    check_queries(g, &cch, &m, &w, queries / 2, seed + 1);
+
+    // Partial customization: random subsets, increases and decreases.
+    for round in 0..partial_rounds {
+        let k = 1 + rng.below(if round % 5 == 0 { 200 } else { 10 }) as usize;
+        let changes: Vec<(u32, u32)> = (0..k)
+            .map(|_| {
+                let e = rng.below(g.num_edges() as u64) as u32;
+                let old = w[e as usize];
+                let new = match rng.below(3) {
+                    0 => (old / 2).max(1),
+                    1 => old.saturating_mul(3).min(5_000_000),
+                    _ => 1 + rng.below(60_000) as u32,
+                };
+                (e, new)
+            })
+            .collect();
+        for &(e, new) in &changes {
+            w[e as usize] = new;
+        }
+        m.update(&cch, &changes);
+        assert_eq!(
+            m,
+            CchMetric::new(&cch, w.clone()),
+            "round {round}: partial != full customization"
+        );
+        if round % 10 == 9 {
+            check_queries(g, &cch, &m, &w, queries / 10, seed + round as u64);
+        }
+    }
+}
+
+#[test]
+fn monaco() {
+    let Some((_, g)) = common::imported("monaco.osm.pbf") else {
+        return;
+    };
+    check_graph(g, 2_000, 60, 1);
+}
+
+#[test]
+fn andorra() {
+    let Some((_, g)) = common::imported("andorra.osm.pbf") else {
+        return;
+    };
+    check_graph(g, 2_000, 60, 2);
+}
+
+#[test]
+fn synthetic_cities_of_several_sizes() {
+    for (edges, seed) in [(1_000, 3), (10_000, 4), (60_000, 5)] {
+        let g = Graph::from_data(&synthetic::generate_city(&CityParams::new(edges, seed)));
+        check_graph(&g, 1_000, 30, seed);
+    }
+}
+
+#[test]
+fn porto_spot_check() {
+    let Some((_, g)) = common::imported("porto_portugal.osm.pbf") else {
+        return;
+    };
+    let cch = Cch::new(g);
+    let m = CchMetric::for_metric(&cch, Metric::Time);
+    check_queries(g, &cch, &m, &Metric::Time.weights(g), 300, 9);
+}
+
+#[test]
+fn unreachable_edges_and_infinite_weights() {
+    // Closing every edge into a node (weight "infinity") makes it unreachable
+    // for both engines alike.
+    let g = Graph::from_data(&synthetic::generate_city(&CityParams::new(2_000, 8)));
+    let cch = Cch::new(&g);
+    let mut w = Metric::Time.weights(&g);
+    let v = g.head(0);
+    let closed: Vec<u32> = g.in_edges(v).collect();
+    for &e in &closed {
+        w[e as usize] = u32::MAX;
+    }
+    let m = CchMetric::new(&cch, w.clone());
+    let mut q = CchQuery::new(&cch);
+    let mut d = Dijkstra::new(&g);
+    let out = g.out_edges(v).next().unwrap();
+    let target = EdgePos {
+        edge: out,
+        offset_m: 0.0,
+    };
+    let from = EdgePos {
+        edge: g.out_edges(g.head(out)).next().unwrap(),
+        offset_m: 0.0,
+    };
+    let got = q.route(&cch, &m, &[from], &[target]).map(|r| r.cost);
+    let want = d.route(&g, &w[..], &[from], &[target]).map(|r| r.cost);
+    assert_eq!(got, None, "a node behind closed edges is unreachable");
+    assert_eq!(want, None);
+    // Everything else still routes.
+    check_queries(&g, &cch, &m, &w, 300, 8);
+}
