@@ -7,7 +7,8 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use lastmile_roadgraph::{
-    CityParams, Dijkstra, EdgePos, Graph, HighwayClass, LatLon, Metric, Route, snapshot, synthetic,
+    Cch, CchMetric, CchQuery, CityParams, Dijkstra, EdgePos, Graph, HighwayClass, LatLon, Metric,
+    Route, snapshot, synthetic,
 };
 use serde_json::json;
 
@@ -71,6 +72,21 @@ pub struct RouteArgs {
     /// Print the route as a GeoJSON Feature.
     #[arg(long, conflicts_with = "json")]
     geojson: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct TableArgs {
+    /// Graph snapshot or .osm.pbf.
+    graph: PathBuf,
+    /// CSV of points with a header naming `lat` and `lon` columns (any order).
+    points: PathBuf,
+    #[arg(long, value_enum, default_value = "time")]
+    metric: MetricArg,
+    #[arg(long, default_value_t = 1_000.0)]
+    max_snap_m: f64,
+    /// Print the matrices as one JSON object (the only output format so far).
     #[arg(long)]
     json: bool,
 }
@@ -223,6 +239,7 @@ pub fn info(a: InfoArgs) -> Result<()> {
                 "source": m.source.as_str(), "nodes": g.num_nodes(), "edges": g.num_edges(), "roads": g.num_roads(),
                 "road_km": road_km(&g), "bbox": bbox, "bytes": bytes, "open_ms": open_ms,
                 "turn_restrictions": g.restrictions().len(),
+                "cch_arcs": Cch::new(&g).num_arcs(), "cch_levels": Cch::new(&g).levels(),
                 "dropped_nodes": m.dropped_nodes.to_native(), "dropped_edges": m.dropped_edges.to_native(),
                 "classes": hist,
             })
@@ -250,6 +267,13 @@ pub fn info(a: InfoArgs) -> Result<()> {
     println!(
         "  dropped    {} nodes, {} edges outside the largest strongly connected component",
         m.dropped_nodes, m.dropped_edges
+    );
+    let cch = Cch::new(&g);
+    println!(
+        "  cch        {} arcs ({:.2} per edge), elimination tree height {}",
+        cch.num_arcs(),
+        cch.num_arcs() as f64 / g.num_edges().max(1) as f64,
+        cch.levels()
     );
     println!("  opened in  {open_ms:.1} ms");
     println!("  {:<16} {:>9} {:>10}", "class", "roads", "km");
@@ -283,17 +307,34 @@ fn snap(g: &Graph, p: LatLon, max_m: f64, what: &str) -> Result<Vec<EdgePos>> {
     Ok(out)
 }
 
-fn find_route(
-    g: &Graph,
-    from: LatLon,
-    to: LatLon,
-    metric: Metric,
-    max_snap_m: f64,
-) -> Result<Route> {
+/// A customized CCH over one metric, ready for queries.
+struct Router<'g> {
+    cch: Cch<'g>,
+    metric: CchMetric,
+    query: CchQuery,
+}
+
+impl<'g> Router<'g> {
+    fn new(g: &'g Graph, metric: Metric) -> Self {
+        let cch = Cch::new(g);
+        Self {
+            metric: CchMetric::for_metric(&cch, metric),
+            query: CchQuery::new(&cch),
+            cch,
+        }
+    }
+
+    fn route(&mut self, from: &[EdgePos], to: &[EdgePos]) -> Option<Route> {
+        self.query.route(&self.cch, &self.metric, from, to)
+    }
+}
+
+fn find_route(router: &mut Router, from: LatLon, to: LatLon, max_snap_m: f64) -> Result<Route> {
+    let g = router.cch.graph();
     let sources = snap(g, from, max_snap_m, "start")?;
     let targets = snap(g, to, max_snap_m, "destination")?;
-    Dijkstra::new(g)
-        .route(g, &metric, &sources, &targets)
+    router
+        .route(&sources, &targets)
         .context("no route: the destination cannot be reached from the start")
 }
 
@@ -315,7 +356,7 @@ pub fn route(a: RouteArgs) -> Result<()> {
         MetricArg::Time => Metric::Time,
         MetricArg::Distance => Metric::Distance,
     };
-    let r = find_route(&g, a.from, a.to, metric, a.max_snap_m)?;
+    let r = find_route(&mut Router::new(&g, metric), a.from, a.to, a.max_snap_m)?;
     let way_ids: Vec<i64> = r.edges.iter().map(|&e| g.way_id(e)).collect();
     if a.geojson {
         let coords: Vec<[f64; 2]> = r.geometry(&g).iter().map(|p| [p.lon, p.lat]).collect();
@@ -375,10 +416,29 @@ pub fn demo(a: DemoArgs) -> Result<()> {
     let from = LatLon::new(b[1] + 0.1 * (b[3] - b[1]), b[0] + 0.1 * (b[2] - b[0]));
     let to = LatLon::new(b[1] + 0.9 * (b[3] - b[1]), b[0] + 0.9 * (b[2] - b[0]));
     let t2 = Instant::now();
-    let r = find_route(&g, from, to, Metric::Time, 1_000.0)?;
-    let route_ms = t2.elapsed().as_secs_f64() * 1e3;
+    let mut router = Router::new(&g, Metric::Time);
+    let custom_ms = t2.elapsed().as_secs_f64() * 1e3;
+    g.edge_index();
+    let sources = snap(&g, from, 1_000.0, "start")?;
+    let targets = snap(&g, to, 1_000.0, "destination")?;
+    let t3 = Instant::now();
+    let r = router
+        .route(&sources, &targets)
+        .context("no route across the city")?;
+    let cch_us = t3.elapsed().as_secs_f64() * 1e6;
+    let t4 = Instant::now();
+    let reference = Dijkstra::new(&g)
+        .route(&g, &Metric::Time, &sources, &targets)
+        .context("no route across the city")?;
+    let dijkstra_us = t4.elapsed().as_secs_f64() * 1e6;
+    anyhow::ensure!(
+        reference.cost == r.cost,
+        "CCH and Dijkstra disagree: {} vs {}",
+        r.cost,
+        reference.cost
+    );
     println!(
-        "route {:.5},{:.5} -> {:.5},{:.5}: {} (Dijkstra, {route_ms:.1} ms including the spatial index build)",
+        "route {:.5},{:.5} -> {:.5},{:.5}: {}; CCH customized in {custom_ms:.0} ms, query {cch_us:.0} µs (Dijkstra: {dijkstra_us:.0} µs, same cost)",
         from.lat,
         from.lon,
         to.lat,
@@ -387,5 +447,74 @@ pub fn demo(a: DemoArgs) -> Result<()> {
     );
     let _ = std::fs::remove_dir_all(&dir);
     println!("demo done in {:.2} s", t0.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Reads `lat`/`lon` columns of a CSV with a header.
+fn read_points(path: &Path) -> Result<Vec<LatLon>> {
+    let text = std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let header: Vec<&str> = lines
+        .next()
+        .with_context(|| format!("{}: empty file", path.display()))?
+        .split(',')
+        .map(str::trim)
+        .collect();
+    let col = |name: &str| header.iter().position(|h| h.eq_ignore_ascii_case(name));
+    let (Some(lat), Some(lon)) = (col("lat"), col("lon")) else {
+        bail!(
+            "{}: the header must name `lat` and `lon` columns",
+            path.display()
+        );
+    };
+    lines
+        .enumerate()
+        .map(|(i, line)| {
+            let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+            let field = |c: usize| fields.get(c).and_then(|f| f.parse::<f64>().ok());
+            let p = LatLon::new(
+                field(lat).unwrap_or(f64::NAN),
+                field(lon).unwrap_or(f64::NAN),
+            );
+            if !p.is_valid() {
+                bail!(
+                    "{}: line {}: not a valid lat,lon position: {line}",
+                    path.display(),
+                    i + 2
+                );
+            }
+            Ok(p)
+        })
+        .collect()
+}
+
+pub fn table(a: TableArgs) -> Result<()> {
+    let points = read_points(&a.points)?;
+    let g = open_graph(&a.graph)?;
+    let metric = match a.metric {
+        MetricArg::Time => Metric::Time,
+        MetricArg::Distance => Metric::Distance,
+    };
+    let places: Vec<Vec<EdgePos>> = points
+        .iter()
+        .enumerate()
+        .map(|(i, &p)| snap(&g, p, a.max_snap_m, &format!("#{}", i + 1)))
+        .collect::<Result<_>>()?;
+    let mut router = Router::new(&g, metric);
+    let n = places.len();
+    let (mut distances, mut durations) = (vec![vec![None; n]; n], vec![vec![None; n]; n]);
+    for (i, from) in places.iter().enumerate() {
+        for (j, to) in places.iter().enumerate() {
+            if let Some(r) = router.route(from, to) {
+                distances[i][j] = Some(r.distance_m);
+                durations[i][j] = Some(r.duration_s);
+            }
+        }
+    }
+    let _ = a.json;
+    println!(
+        "{}",
+        json!({"distances_m": distances, "durations_s": durations, "metric": match metric { Metric::Time => "time", Metric::Distance => "distance" }})
+    );
     Ok(())
 }

@@ -32,6 +32,8 @@ enum Command {
     Info(commands::InfoArgs),
     /// Shortest route between two coordinates.
     Route(commands::RouteArgs),
+    /// All-to-all matrix of distances and durations between points (JSON).
+    Table(commands::TableArgs),
     /// The whole pipeline on the built-in synthetic city (no download needed).
     Demo(commands::DemoArgs),
 }
@@ -47,6 +49,7 @@ fn main() -> ExitCode {
         Command::Generate(a) => commands::generate(a),
         Command::Info(a) => commands::info(a),
         Command::Route(a) => commands::route(a),
+        Command::Table(a) => commands::table(a),
         Command::Demo(a) => commands::demo(a),
     });
     match outcome {

@@ -14,6 +14,8 @@ const LEAF: usize = 24;
 const BALANCE: f64 = 0.25;
 const NONE: u32 = u32::MAX;
 
+use rayon::prelude::*;
+
 /// Undirected simple graph in CSR form with planar coordinates.
 pub struct UndirectedGraph<'a> {
     pub first: &'a [u32],
@@ -28,43 +30,68 @@ impl UndirectedGraph<'_> {
     }
 }
 
-/// Computes a contraction order: `order[rank] = node`.
+/// Computes a contraction order: `order[rank] = node`. Deterministic: each
+/// part owns a fixed range of ranks, so parallel recursion gives the same order.
 pub fn nested_dissection(g: &UndirectedGraph) -> Vec<u32> {
     let n = g.first.len() - 1;
     let mut order = vec![NONE; n];
-    let mut next_from_top = n;
-    // Local index of each node inside the part being processed.
-    let mut local = vec![NONE; n];
-    let mut flow = FlowScratch::default();
-    let mut stack: Vec<Vec<u32>> = vec![(0..n as u32).collect()];
-    while let Some(part) = stack.pop() {
-        for component in components(g, &part, &mut local) {
-            if component.len() <= LEAF {
-                let mut c = component;
-                // Highest degree last: it tends to be a junction many others reach.
-                c.sort_by_key(|&v| (std::cmp::Reverse(g.neighbours(v).len()), v));
-                for v in c {
-                    next_from_top -= 1;
-                    order[next_from_top] = v;
-                }
-                continue;
-            }
-            let separator = best_separator(g, &component, &mut local, &mut flow);
-            let mut in_sep = separator.clone();
-            in_sep.sort_unstable();
-            for &v in &separator {
-                next_from_top -= 1;
-                order[next_from_top] = v;
-            }
-            let rest: Vec<u32> = component
-                .into_iter()
-                .filter(|v| in_sep.binary_search(v).is_err())
-                .collect();
-            stack.push(rest);
-        }
-    }
-    debug_assert_eq!(next_from_top, 0);
+    dissect(g, (0..n as u32).collect(), &mut order);
     order
+}
+
+thread_local! {
+    /// Per-thread scratch: local index of each node of the part being cut
+    /// (all NONE between uses) and the max-flow buffers.
+    static SCRATCH: std::cell::RefCell<(Vec<u32>, FlowScratch)> = Default::default();
+}
+
+/// Orders `part` into `out` (its rank range, lowest first).
+fn dissect(g: &UndirectedGraph, part: Vec<u32>, out: &mut [u32]) {
+    debug_assert_eq!(part.len(), out.len());
+    if part.len() <= LEAF {
+        let mut c = part;
+        // Low degree first (minimum-degree style): contracting a node joins its
+        // neighbours, so leaving the hubs for last creates the least fill.
+        c.sort_by_key(|&v| (g.neighbours(v).len(), v));
+        out.copy_from_slice(&c);
+        return;
+    }
+    let n = g.first.len() - 1;
+    let (comps, separator) = SCRATCH.with(|s| {
+        let (local, flow) = &mut *s.borrow_mut();
+        if local.len() < n {
+            local.resize(n, NONE);
+        }
+        let comps = components(g, &part, local);
+        if comps.len() > 1 {
+            return (comps, Vec::new());
+        }
+        let sep = best_separator(g, &part, local, flow);
+        (comps, sep)
+    });
+    if comps.len() > 1 {
+        // Independent components: split the rank range by their sizes.
+        let mut rest: &mut [u32] = out;
+        let mut jobs = Vec::with_capacity(comps.len());
+        for c in comps {
+            let (head, tail) = rest.split_at_mut(c.len());
+            jobs.push((c, head));
+            rest = tail;
+        }
+        jobs.into_par_iter()
+            .for_each(|(c, slot)| dissect(g, c, slot));
+        return;
+    }
+    // The separator takes the top ranks; the rest recurses below it.
+    let mut in_sep = separator.clone();
+    in_sep.sort_unstable();
+    let rest: Vec<u32> = part
+        .into_iter()
+        .filter(|v| in_sep.binary_search(v).is_err())
+        .collect();
+    let (below, top) = out.split_at_mut(rest.len());
+    top.copy_from_slice(&separator);
+    dissect(g, rest, below);
 }
 
 /// Connected components of the subgraph induced by `part`.
@@ -116,6 +143,7 @@ fn best_separator(
         (0.707_106_8, -0.707_106_8),
     ];
     let mut best: Option<Vec<u32>> = None;
+    let mut fallback: Option<Vec<u32>> = None;
     let mut sorted: Vec<u32> = (0..part.len() as u32).collect();
     for (dx, dy) in directions {
         let key = |i: u32| {
@@ -124,18 +152,52 @@ fn best_separator(
         };
         sorted.sort_by(|&a, &b| key(a).total_cmp(&key(b)).then(a.cmp(&b)));
         let k = ((part.len() as f64 * BALANCE) as usize).max(1);
-        let cut = flow.min_vertex_cut(g, part, local, &sorted[..k], &sorted[part.len() - k..]);
-        if best.as_ref().is_none_or(|b| cut.len() < b.len()) {
+        // A direction whose flow reaches the best cut so far cannot win.
+        let bound = best.as_ref().map_or(usize::MAX, Vec::len);
+        if let Some(cut) = flow.min_vertex_cut(
+            g,
+            part,
+            local,
+            &sorted[..k],
+            &sorted[part.len() - k..],
+            bound,
+        ) {
             best = Some(cut);
+        }
+        if fallback.is_none() {
+            fallback = Some(boundary(g, part, local, &sorted[..k]));
         }
     }
     for &v in part {
         local[v as usize] = NONE;
     }
-    best.expect("four directions tried")
+    // Every direction had its sources touching its sinks (a narrow part):
+    // the boundary of one source set still separates it from the rest.
+    best.or(fallback)
+        .expect("four directions tried")
         .into_iter()
         .map(|i| part[i as usize])
         .collect()
+}
+
+/// Nodes outside `set` (local indices) adjacent to it.
+fn boundary(g: &UndirectedGraph, part: &[u32], local: &[u32], set: &[u32]) -> Vec<u32> {
+    let mut inside = vec![false; part.len()];
+    for &i in set {
+        inside[i as usize] = true;
+    }
+    let mut out: Vec<u32> = set
+        .iter()
+        .flat_map(|&i| {
+            g.neighbours(part[i as usize])
+                .iter()
+                .map(|&w| local[w as usize])
+        })
+        .filter(|&j| j != NONE && !inside[j as usize])
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 /// Dinic max-flow on the node-split graph, with buffers reused across calls.
@@ -154,7 +216,8 @@ const INF_CAP: i32 = i32::MAX / 2;
 
 impl FlowScratch {
     /// Minimum set of nodes (local indices) whose removal separates `sources`
-    /// from `sinks` in the subgraph induced by `part`.
+    /// from `sinks` in the subgraph induced by `part`; `None` once the flow
+    /// reaches `bound` (a cut at least that large is of no use).
     fn min_vertex_cut(
         &mut self,
         g: &UndirectedGraph,
@@ -162,7 +225,8 @@ impl FlowScratch {
         local: &[u32],
         sources: &[u32],
         sinks: &[u32],
-    ) -> Vec<u32> {
+        bound: usize,
+    ) -> Option<Vec<u32>> {
         let n = part.len();
         // Split node i into in = 2i and out = 2i + 1; super source 2n, sink 2n + 1.
         let (s, t) = (2 * n as u32, 2 * n as u32 + 1);
@@ -174,23 +238,44 @@ impl FlowScratch {
         for &i in sinks {
             terminal[i as usize] = 2;
         }
-        // Arcs come in pairs (a, a ^ 1); count per tail, then fill.
+        // Terminal sets are contracted into the super source and sink: only
+        // the middle of the part enters the flow network, and a node next to
+        // a source hangs off the source directly.
         let mut arcs: Vec<(u32, u32, i32)> = Vec::with_capacity(4 * n);
         for i in 0..n as u32 {
-            // Terminals may be cut too: with every inner capacity 1 the flow is
-            // bounded by `n` even when a source touches a sink.
-            arcs.push((2 * i, 2 * i + 1, 1));
-            match terminal[i as usize] {
-                1 => arcs.push((s, 2 * i, INF_CAP)),
-                2 => arcs.push((2 * i + 1, t, INF_CAP)),
-                _ => {}
+            if terminal[i as usize] != 0 {
+                continue;
             }
+            arcs.push((2 * i, 2 * i + 1, 1));
+            let (mut from_source, mut to_sink) = (false, false);
             for &w in g.neighbours(part[i as usize]) {
                 let j = local[w as usize];
-                if j != NONE && j != i {
-                    arcs.push((2 * i + 1, 2 * j, INF_CAP));
+                if j == NONE || j == i {
+                    continue;
+                }
+                match terminal[j as usize] {
+                    0 => arcs.push((2 * i + 1, 2 * j, INF_CAP)),
+                    1 => from_source = true,
+                    _ => to_sink = true,
                 }
             }
+            if from_source {
+                arcs.push((s, 2 * i, INF_CAP));
+            }
+            if to_sink {
+                arcs.push((2 * i + 1, t, INF_CAP));
+            }
+        }
+        // A source adjacent to a sink cannot be separated by middle nodes
+        // (rare: narrow parts); the caller falls back to another cut.
+        let touching = sources.iter().any(|&i| {
+            g.neighbours(part[i as usize]).iter().any(|&w| {
+                let j = local[w as usize];
+                j != NONE && terminal[j as usize] == 2
+            })
+        });
+        if touching {
+            return None;
         }
         self.first.clear();
         self.first.resize(nodes + 1, 0);
@@ -225,18 +310,27 @@ impl FlowScratch {
         // Dinic phases.
         self.level.resize(nodes, 0);
         self.iter.resize(nodes, 0);
+        let mut flow = 0usize;
         loop {
             if !self.bfs(s, t, nodes) {
                 break;
             }
             self.iter.copy_from_slice(&self.first[..nodes]);
-            while self.augment(s, t, &reverse) {}
+            while self.augment(s, t, &reverse) {
+                flow += 1;
+                if flow >= bound {
+                    return None;
+                }
+            }
         }
-        // Source side = reachable in the residual graph (levels from the last BFS).
+        // Source side = reachable in the residual graph (levels from the last,
+        // unsuccessful BFS, which explored everything reachable).
         let reach = |v: u32, level: &[u32]| level[v as usize] != NONE;
-        (0..n as u32)
-            .filter(|&i| reach(2 * i, &self.level) && !reach(2 * i + 1, &self.level))
-            .collect()
+        Some(
+            (0..n as u32)
+                .filter(|&i| reach(2 * i, &self.level) && !reach(2 * i + 1, &self.level))
+                .collect(),
+        )
     }
 
     fn bfs(&mut self, s: u32, t: u32, nodes: usize) -> bool {
@@ -248,6 +342,10 @@ impl FlowScratch {
         while i < self.queue.len() {
             let v = self.queue[i];
             i += 1;
+            // Nodes at or beyond the sink's level cannot be on a shortest path.
+            if self.level[t as usize] != NONE && self.level[v as usize] >= self.level[t as usize] {
+                break;
+            }
             for a in self.first[v as usize]..self.first[v as usize + 1] {
                 let w = self.head[a as usize];
                 if self.cap[a as usize] > 0 && self.level[w as usize] == NONE {
