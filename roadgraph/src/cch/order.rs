@@ -14,6 +14,8 @@ const LEAF: usize = 24;
 const BALANCE: f64 = 0.25;
 const NONE: u32 = u32::MAX;
 
+use std::f64::consts::FRAC_1_SQRT_2;
+
 use rayon::prelude::*;
 
 /// Undirected simple graph in CSR form with planar coordinates.
@@ -139,8 +141,8 @@ fn best_separator(
     let directions = [
         (1.0, 0.0),
         (0.0, 1.0),
-        (0.707_106_8, 0.707_106_8),
-        (0.707_106_8, -0.707_106_8),
+        (FRAC_1_SQRT_2, FRAC_1_SQRT_2),
+        (FRAC_1_SQRT_2, -FRAC_1_SQRT_2),
     ];
     let mut best: Option<Vec<u32>> = None;
     let mut fallback: Option<Vec<u32>> = None;
