@@ -68,7 +68,7 @@ fn path_cost(g: &Graph, metric: Metric, edges: &[u32], start: EdgePos, end: Edge
     }
     let mut c = partial_weight(
         g,
-        metric,
+        &metric,
         start.edge,
         start.offset_m,
         g.length_m(start.edge),
