@@ -1,25 +1,27 @@
-//! Point-to-point Dijkstra between random edge positions (the reference that
-//! the CCH will be measured against).
+//! Queries between random edge positions, travel-time metric, one thread:
+//! CCH point-to-point (with path unpacking) and one-to-20, and Dijkstra on the
+//! same pairs as the reference.
 
 mod common;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use lastmile_roadgraph::rng::Rng;
-use lastmile_roadgraph::{Dijkstra, EdgePos, Graph, Metric};
+use lastmile_roadgraph::{Cch, CchMetric, CchQuery, Dijkstra, EdgePos, Graph, Metric};
 
-fn pairs(g: &Graph, n: usize) -> Vec<(EdgePos, EdgePos)> {
-    let mut rng = Rng::seed(42);
-    let mut pos = || {
-        let edge = rng.below(g.num_edges() as u64) as u32;
-        EdgePos {
-            edge,
-            offset_m: rng.unit() * g.length_m(edge),
-        }
-    };
-    (0..n).map(|_| (pos(), pos())).collect()
+fn positions(g: &Graph, n: usize, seed: u64) -> Vec<EdgePos> {
+    let mut rng = Rng::seed(seed);
+    (0..n)
+        .map(|_| {
+            let edge = rng.below(g.num_edges() as u64) as u32;
+            EdgePos {
+                edge,
+                offset_m: rng.unit() * g.length_m(edge),
+            }
+        })
+        .collect()
 }
 
-fn dijkstra(c: &mut Criterion) {
+fn queries(c: &mut Criterion) {
     let mut graphs: Vec<(String, Graph)> = Vec::new();
     if let Some(g) = common::open_map("monaco.osm.pbf") {
         graphs.push(("monaco".into(), g));
@@ -27,23 +29,43 @@ fn dijkstra(c: &mut Criterion) {
     if let Some(g) = common::open_map("porto_portugal.osm.pbf") {
         graphs.push(("porto".into(), g));
     }
-    graphs.push(("city-1000k".into(), common::city(1_000_000).1));
+    for edges in [100_000usize, 1_000_000] {
+        graphs.push((format!("city-{}k", edges / 1000), common::city(edges).1));
+    }
     let mut group = c.benchmark_group("route");
-    group.sample_size(10);
     for (name, g) in &graphs {
-        let queries = pairs(g, 256);
-        let mut d = Dijkstra::new(g);
+        let cch = Cch::new(g);
+        let metric = CchMetric::for_metric(&cch, Metric::Time);
+        let mut q = CchQuery::new(&cch);
+        let from = positions(g, 1024, 1);
+        let to = positions(g, 1024, 2);
+        let stops: Vec<Vec<EdgePos>> = positions(g, 20, 3).into_iter().map(|p| vec![p]).collect();
         let mut i = 0;
-        group.bench_function(format!("dijkstra/{name}"), |b| {
+        group.bench_function(format!("cch/{name}"), |b| {
             b.iter(|| {
-                i = (i + 1) % queries.len();
-                let (s, t) = queries[i];
-                d.route(g, &Metric::Time, &[s], &[t]).map(|r| r.cost)
+                i = (i + 1) % from.len();
+                q.route(&cch, &metric, &[from[i]], &[to[i]]).map(|r| r.cost)
             })
         });
+        group.bench_function(format!("cch_one_to_20/{name}"), |b| {
+            b.iter(|| {
+                i = (i + 1) % from.len();
+                q.one_to_many(&cch, &metric, &[from[i]], &stops)
+            })
+        });
+        let mut d = Dijkstra::new(g);
+        group.sample_size(10);
+        group.bench_function(format!("dijkstra/{name}"), |b| {
+            b.iter(|| {
+                i = (i + 1) % from.len();
+                d.route(g, &Metric::Time, &[from[i]], &[to[i]])
+                    .map(|r| r.cost)
+            })
+        });
+        group.sample_size(100);
     }
     group.finish();
 }
 
-criterion_group!(benches, dijkstra);
+criterion_group!(benches, queries);
 criterion_main!(benches);

@@ -7,8 +7,8 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use lastmile_roadgraph::{
-    Cch, CchMetric, CchQuery, CityParams, Dijkstra, EdgePos, Graph, HighwayClass, LatLon, Metric,
-    Route, snapshot, synthetic,
+    Cch, CityParams, Dijkstra, EdgePos, Graph, HighwayClass, LatLon, Metric, Route, Router,
+    snapshot, synthetic,
 };
 use serde_json::json;
 
@@ -307,30 +307,8 @@ fn snap(g: &Graph, p: LatLon, max_m: f64, what: &str) -> Result<Vec<EdgePos>> {
     Ok(out)
 }
 
-/// A customized CCH over one metric, ready for queries.
-struct Router<'g> {
-    cch: Cch<'g>,
-    metric: CchMetric,
-    query: CchQuery,
-}
-
-impl<'g> Router<'g> {
-    fn new(g: &'g Graph, metric: Metric) -> Self {
-        let cch = Cch::new(g);
-        Self {
-            metric: CchMetric::for_metric(&cch, metric),
-            query: CchQuery::new(&cch),
-            cch,
-        }
-    }
-
-    fn route(&mut self, from: &[EdgePos], to: &[EdgePos]) -> Option<Route> {
-        self.query.route(&self.cch, &self.metric, from, to)
-    }
-}
-
 fn find_route(router: &mut Router, from: LatLon, to: LatLon, max_snap_m: f64) -> Result<Route> {
-    let g = router.cch.graph();
+    let g = router.graph();
     let sources = snap(g, from, max_snap_m, "start")?;
     let targets = snap(g, to, max_snap_m, "destination")?;
     router

@@ -331,21 +331,45 @@ fn resolve_restrictions(net: &RawNetwork, graph_id: &[u32], new_id: &[u32], data
             continue;
         }
         let v = via as usize;
-        let ins = &data.in_edge[data.first_in[v] as usize..data.first_in[v + 1] as usize];
-        let before = out.len();
-        for &from in ins.iter().filter(|&&e| way_of(e) == r.from_way) {
-            for to in (data.first_out[v]..data.first_out[v + 1]).filter(|&e| way_of(e) == r.to_way)
-            {
-                out.push(TurnRestriction {
-                    kind: r.kind as u8,
-                    from_edge: from,
-                    via_node: via,
-                    to_edge: to,
-                });
+        let ins: Vec<u32> = data.in_edge[data.first_in[v] as usize..data.first_in[v + 1] as usize]
+            .iter()
+            .copied()
+            .filter(|&e| way_of(e) == r.from_way)
+            .collect();
+        let outs: Vec<u32> = (data.first_out[v]..data.first_out[v + 1])
+            .filter(|&e| way_of(e) == r.to_way)
+            .collect();
+        let same_road = |a: u32, b: u32| {
+            data.edge_road[a as usize] & !REVERSED == data.edge_road[b as usize] & !REVERSED
+        };
+        let mut pairs: Vec<(u32, u32)> = Vec::new();
+        if r.u_turn {
+            // Back onto the road the vehicle came from: unambiguous even
+            // when the way runs on through the via node.
+            for &a in &ins {
+                pairs.extend(outs.iter().filter(|&&b| same_road(a, b)).map(|&b| (a, b)));
             }
+        } else if ins.len() == 1 && (outs.len() == 1 || r.from_way == r.to_way) {
+            // A way that runs on through the via node is ambiguous (which side
+            // is "from"? which direction is "to"?) and is left out: a wrongly
+            // applied `only_*` is worse than a missing rule. Turning back onto
+            // the same road is never what a non-U-turn rule names.
+            pairs.extend(
+                outs.iter()
+                    .filter(|&&b| !same_road(ins[0], b))
+                    .map(|&b| (ins[0], b)),
+            );
         }
-        if out.len() == before {
+        if pairs.is_empty() {
             unresolved += 1;
+        }
+        for (from_edge, to_edge) in pairs {
+            out.push(TurnRestriction {
+                kind: r.kind as u8,
+                from_edge,
+                via_node: via,
+                to_edge,
+            });
         }
     }
     out.sort_unstable_by_key(|t| (t.via_node, t.from_edge, t.to_edge, t.kind));
@@ -496,35 +520,42 @@ mod tests {
     #[test]
     fn restrictions_resolve_to_edges() {
         let mut net = grid();
-        net.ways.push(RawWay {
-            id: 10,
-            nodes: vec![3, 4, 5],
+        let way = |id, nodes: Vec<u32>| RawWay {
+            id,
+            nodes,
             attrs: attrs(true, true),
-        });
-        net.ways.push(RawWay {
-            id: 11,
-            nodes: vec![1, 4],
-            attrs: attrs(true, true),
-        });
-        net.restrictions.push(RawRestriction {
+        };
+        net.ways.push(way(10, vec![3, 4, 5]));
+        net.ways.push(way(11, vec![1, 4]));
+        net.ways.push(way(12, vec![4, 7]));
+        let no = |from_way, via, to_way, u_turn| RawRestriction {
             kind: RestrictionKind::No,
-            from_way: 11,
-            via: 4,
-            to_way: 10,
-        });
-        net.restrictions.push(RawRestriction {
-            kind: RestrictionKind::No,
-            from_way: 99,
-            via: 4,
-            to_way: 10,
-        });
+            u_turn,
+            from_way,
+            via,
+            to_way,
+        };
+        net.restrictions.push(no(11, 4, 12, false)); // 1-4 then 4-7: one pair
+        net.restrictions.push(no(99, 4, 12, false)); // unknown way
+        net.restrictions.push(no(11, 4, 10, false)); // way 10 runs through 4: ambiguous
+        net.restrictions.push(no(10, 4, 10, true)); // U-turns on both sides of 4
         let g = build_graph(&net, "t".into()).unwrap();
-        // Way 10 passes through the via node, so both of its outgoing edges match.
-        assert_eq!(g.restrictions.len(), 2);
-        assert_eq!(g.meta.unresolved_restrictions, 1);
+        assert_eq!(g.restrictions.len(), 3);
+        assert_eq!(g.meta.unresolved_restrictions, 2);
+        let road = |e: u32| g.edge_road[e as usize] & !REVERSED;
         for r in &g.restrictions {
             assert_eq!(g.head[r.from_edge as usize], r.via_node);
             assert_eq!(g.tail[r.to_edge as usize], r.via_node);
         }
+        let u_turns: Vec<_> = g
+            .restrictions
+            .iter()
+            .filter(|r| g.road_way[road(r.from_edge) as usize] == 10)
+            .collect();
+        assert_eq!(u_turns.len(), 2);
+        assert!(
+            u_turns.iter().all(|r| road(r.from_edge) == road(r.to_edge)),
+            "a U-turn stays on its road"
+        );
     }
 }

@@ -49,7 +49,7 @@ struct BlockOutput {
     node_lon: Vec<i32>,
     osm_ways: u64,
     ways: Vec<(i64, Vec<i64>, WayAttributes)>,
-    restrictions: Vec<(RestrictionKind, i64, i64, i64)>,
+    restrictions: Vec<(RestrictionKind, bool, i64, i64, i64)>,
     skipped_restrictions: u64,
 }
 
@@ -201,7 +201,10 @@ fn read_restriction(r: &osmpbf::Relation<'_>, out: &mut BlockOutput) {
         }
     }
     match (ok, from, via, to) {
-        (true, Some(f), Some(v), Some(t)) => out.restrictions.push((kind, f, v, t)),
+        (true, Some(f), Some(v), Some(t)) => {
+            out.restrictions
+                .push((kind, value.ends_with("u_turn"), f, v, t))
+        }
         _ => out.skipped_restrictions += 1,
     }
 }
@@ -279,8 +282,9 @@ fn assemble(blocks: Vec<BlockOutput>) -> (RawNetwork, ImportReport) {
     net.restrictions = relations
         .into_iter()
         // A via node on no car way cannot be resolved; the builder counts it.
-        .map(|(kind, from_way, via, to_way)| RawRestriction {
+        .map(|(kind, u_turn, from_way, via, to_way)| RawRestriction {
             kind,
+            u_turn,
             from_way,
             via: raw(via).unwrap_or(u32::MAX),
             to_way,

@@ -18,10 +18,12 @@ pub mod import;
 pub mod network;
 pub mod progress;
 pub mod rng;
+pub mod router;
 pub mod snapshot;
 pub mod spatial;
 pub mod synthetic;
 pub mod testdata;
+pub mod turns;
 
 use std::io::Read;
 use std::path::Path;
@@ -34,8 +36,10 @@ pub use graph::{Graph, GraphData, GraphMeta, TurnRestriction};
 pub use highway::{HighwayClass, SpeedLimit};
 pub use import::ImportReport;
 pub use progress::{NoProgress, Progress};
+pub use router::Router;
 pub use spatial::EdgeCandidate;
 pub use synthetic::CityParams;
+pub use turns::{TurnDijkstra, TurnRules};
 
 /// Imports an OSM PBF into graph data (not yet serialised).
 pub fn import_pbf(

@@ -44,6 +44,8 @@ pub enum RestrictionKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RawRestriction {
     pub kind: RestrictionKind,
+    /// `no_u_turn` / `only_u_turn`: the turn goes back onto the same road.
+    pub u_turn: bool,
     pub from_way: i64,
     /// Raw node index of the via node.
     pub via: u32,

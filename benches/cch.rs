@@ -1,0 +1,70 @@
+//! CCH preprocessing (nested dissection + chordal topology), full
+//! customization, and partial customization of 1, 10 and 100 changed edges.
+
+mod common;
+
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use lastmile_roadgraph::rng::Rng;
+use lastmile_roadgraph::{Cch, CchMetric, Graph, Metric, cch};
+
+fn graphs() -> Vec<(String, Graph)> {
+    let mut out = Vec::new();
+    if let Some(g) = common::open_map("porto_portugal.osm.pbf") {
+        out.push(("porto".to_string(), g));
+    }
+    for edges in [100_000usize, 1_000_000] {
+        out.push((format!("city-{}k", edges / 1000), common::city(edges).1));
+    }
+    out
+}
+
+fn preprocessing(c: &mut Criterion) {
+    let mut group = c.benchmark_group("cch_preprocess");
+    group.sample_size(10);
+    for (name, g) in graphs() {
+        let data = g.to_data();
+        group.bench_function(&name, |b| b.iter(|| cch::preprocess(&data)));
+    }
+    group.finish();
+}
+
+fn customization(c: &mut Criterion) {
+    let mut group = c.benchmark_group("cch_customize");
+    group.sample_size(10);
+    for (name, g) in graphs() {
+        let cch = Cch::new(&g);
+        let weights = Metric::Time.weights(&g);
+        group.bench_function(format!("full/{name}"), |b| {
+            b.iter_batched(
+                || weights.clone(),
+                |w| CchMetric::new(&cch, w),
+                BatchSize::LargeInput,
+            )
+        });
+        let mut metric = CchMetric::new(&cch, weights.clone());
+        let mut rng = Rng::seed(3);
+        for k in [1usize, 10, 100] {
+            group.bench_function(format!("partial_{k}/{name}"), |b| {
+                b.iter_batched(
+                    || {
+                        // Traffic-like changes: an edge's time scaled by 0.5..2.5.
+                        (0..k)
+                            .map(|_| {
+                                let e = rng.below(g.num_edges() as u64) as u32;
+                                let w = (f64::from(weights[e as usize]) * rng.range_f64(0.5, 2.5))
+                                    as u32;
+                                (e, w.max(1))
+                            })
+                            .collect::<Vec<_>>()
+                    },
+                    |changes| metric.update(&cch, &changes),
+                    BatchSize::SmallInput,
+                )
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, preprocessing, customization);
+criterion_main!(benches);
