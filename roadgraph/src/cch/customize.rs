@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 use rayon::prelude::*;
 
-use super::{Cch, DOWN};
+use super::{Cch, DOWN, NONE};
 use crate::dijkstra::{EdgeWeight, Metric};
 use crate::graph::Graph;
 
@@ -33,6 +33,10 @@ const PARALLEL_LEVEL: usize = 1024;
 pub struct CchMetric {
     pub(crate) up: Vec<u32>,
     pub(crate) down: Vec<u32>,
+    /// Middle rank of the lower triangle that gives each arc its weight, or
+    /// [`NONE`] when a graph edge does: path unpacking follows these.
+    pub(crate) up_via: Vec<u32>,
+    pub(crate) down_via: Vec<u32>,
     edge_weight: Vec<u32>,
 }
 
@@ -68,25 +72,36 @@ impl CchMetric {
         let arcs = cch.num_arcs();
         let up: Vec<AtomicU32> = (0..arcs).map(|_| AtomicU32::new(INFINITY)).collect();
         let down: Vec<AtomicU32> = (0..arcs).map(|_| AtomicU32::new(INFINITY)).collect();
-        for (e, &w) in edge_weight.iter().enumerate() {
+        let up_via: Vec<AtomicU32> = (0..arcs).map(|_| AtomicU32::new(NONE)).collect();
+        let down_via: Vec<AtomicU32> = (0..arcs).map(|_| AtomicU32::new(NONE)).collect();
+        for (e, &weight) in edge_weight.iter().enumerate() {
             let ea = cch.d.edge_arc[e].to_native();
             let slot = if ea & DOWN != 0 { &down } else { &up };
-            slot[(ea >> 1) as usize].fetch_min(w, Relaxed);
+            slot[(ea >> 1) as usize].fetch_min(weight, Relaxed);
         }
+        let w = Weights {
+            up: &up,
+            down: &down,
+            up_via: &up_via,
+            down_via: &down_via,
+        };
         let level_first = &cch.d.level_first;
         for l in 0..cch.levels() {
             let ranks = &cch.d.level_ranks
                 [level_first[l].to_native() as usize..level_first[l + 1].to_native() as usize];
-            let pull = |x: u32| pull_node(cch, x, &up, &down);
+            let pull = |x: u32| pull_node(cch, x, &w);
             if ranks.len() >= PARALLEL_LEVEL {
                 ranks.par_iter().for_each(|x| pull(x.to_native()));
             } else {
                 ranks.iter().for_each(|x| pull(x.to_native()));
             }
         }
+        let plain = |v: Vec<AtomicU32>| v.into_iter().map(AtomicU32::into_inner).collect();
         Self {
-            up: up.into_iter().map(AtomicU32::into_inner).collect(),
-            down: down.into_iter().map(AtomicU32::into_inner).collect(),
+            up: plain(up),
+            down: plain(down),
+            up_via: plain(up_via),
+            down_via: plain(down_via),
             edge_weight,
         }
     }
@@ -125,16 +140,32 @@ impl CchMetric {
             last = Some(a);
             let y = cch.up_head(a);
             let (mut up, mut down) = self.arc_input(cch, a);
-            cch.lower_triangles(x, y, |_, a_vx, a_vy| {
-                up = up.min(add(self.down[a_vx as usize], self.up[a_vy as usize]));
-                down = down.min(add(self.down[a_vy as usize], self.up[a_vx as usize]));
+            let (mut up_via, mut down_via) = (NONE, NONE);
+            // Same order and tie-breaking as full customization (ascending v,
+            // strict improvement), so both give identical arcs and vias.
+            cch.lower_triangles(x, y, |v, a_vx, a_vy| {
+                let cand_up = add(self.down[a_vx as usize], self.up[a_vy as usize]);
+                if cand_up < up {
+                    (up, up_via) = (cand_up, v);
+                }
+                let cand_down = add(self.down[a_vy as usize], self.up[a_vx as usize]);
+                if cand_down < down {
+                    (down, down_via) = (cand_down, v);
+                }
             });
             stats.arcs_recomputed += 1;
-            if up == self.up[a as usize] && down == self.down[a as usize] {
+            let i = a as usize;
+            if (up, down, up_via, down_via)
+                == (self.up[i], self.down[i], self.up_via[i], self.down_via[i])
+            {
                 continue;
             }
-            self.up[a as usize] = up;
-            self.down[a as usize] = down;
+            let weight_moved = up != self.up[i] || down != self.down[i];
+            (self.up[i], self.down[i], self.up_via[i], self.down_via[i]) =
+                (up, down, up_via, down_via);
+            if !weight_moved {
+                continue;
+            }
             stats.arcs_changed += 1;
             // Arc x–y is a lower side of triangle {x, y, z} for every other
             // upper neighbour z of x; the triangle's upper side is y–z.
@@ -189,8 +220,19 @@ impl CchMetric {
     }
 }
 
+/// Arc weights and vias during full customization. Each arc is written only
+/// by the node that owns it (its lower end), so relaxed atomics suffice; the
+/// level barrier orders writes before later levels read them.
+struct Weights<'a> {
+    up: &'a [AtomicU32],
+    down: &'a [AtomicU32],
+    up_via: &'a [AtomicU32],
+    down_via: &'a [AtomicU32],
+}
+
 /// Pulls the weights of node x's upward arcs from its lower triangles.
-fn pull_node(cch: &Cch, x: u32, up: &[AtomicU32], down: &[AtomicU32]) {
+fn pull_node(cch: &Cch, x: u32, w: &Weights) {
+    let (up, down) = (w.up, w.down);
     let d = cch.d;
     let x_arcs = cch.up_arcs(x);
     let x_heads = &d.up_head[x_arcs.start as usize..x_arcs.end as usize];
@@ -218,10 +260,12 @@ fn pull_node(cch: &Cch, x: u32, up: &[AtomicU32], down: &[AtomicU32]) {
             let cand_up = add(vx_down, up[a_vy as usize].load(Relaxed));
             if cand_up < up[a_xy].load(Relaxed) {
                 up[a_xy].store(cand_up, Relaxed);
+                w.up_via[a_xy].store(v, Relaxed);
             }
             let cand_down = add(down[a_vy as usize].load(Relaxed), vx_up);
             if cand_down < down[a_xy].load(Relaxed) {
                 down[a_xy].store(cand_down, Relaxed);
+                w.down_via[a_xy].store(v, Relaxed);
             }
         }
     }

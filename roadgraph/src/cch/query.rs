@@ -68,23 +68,7 @@ impl CchQuery {
         m: &CchMetric,
         starts: impl Iterator<Item = (u32, u64, u32)> + Clone,
     ) {
-        self.list_f.clear();
-        for (r, _, _) in starts.clone() {
-            let mut x = r;
-            while x != NONE && self.mark_f[x as usize] != self.epoch {
-                self.mark_f[x as usize] = self.epoch;
-                self.df[x as usize] = u64::MAX;
-                self.list_f.push(x);
-                x = cch.parent(x);
-            }
-        }
-        for (r, c, tag) in starts {
-            if c < self.df[r as usize] {
-                self.df[r as usize] = c;
-                self.pf[r as usize] = tag;
-            }
-        }
-        self.list_f.sort_unstable();
+        self.collect(cch, starts, true);
         for &x in &self.list_f {
             let dx = self.df[x as usize];
             if dx == u64::MAX {
@@ -112,23 +96,7 @@ impl CchQuery {
         m: &CchMetric,
         starts: impl Iterator<Item = (u32, u64, u32)> + Clone,
     ) {
-        self.list_b.clear();
-        for (r, _, _) in starts.clone() {
-            let mut x = r;
-            while x != NONE && self.mark_b[x as usize] != self.epoch {
-                self.mark_b[x as usize] = self.epoch;
-                self.db[x as usize] = u64::MAX;
-                self.list_b.push(x);
-                x = cch.parent(x);
-            }
-        }
-        for (r, c, tag) in starts {
-            if c < self.db[r as usize] {
-                self.db[r as usize] = c;
-                self.pb[r as usize] = tag;
-            }
-        }
-        self.list_b.sort_unstable();
+        self.collect(cch, starts, false);
         for &x in &self.list_b {
             let dx = self.db[x as usize];
             if dx == u64::MAX {
@@ -147,6 +115,110 @@ impl CchQuery {
                 }
             }
         }
+    }
+
+    /// Point-to-point search: both ancestor chains are walked together in
+    /// rank order; where they meet, the best total so far bounds the rest, and
+    /// a node whose distance already reaches it relaxes nothing (the top
+    /// separators, with the most arcs, sit above the meeting point).
+    fn bidirectional(
+        &mut self,
+        cch: &Cch,
+        w: &CchMetric,
+        from: &[EdgePos],
+        to: &[EdgePos],
+    ) -> Option<(u64, u32)> {
+        self.collect(cch, Self::source_starts(cch, w, from), true);
+        self.collect(cch, Self::target_starts(cch, w, to), false);
+        let mut best: Option<(u64, u32)> = None;
+        let (mut i, mut j) = (0, 0);
+        while i < self.list_f.len() || j < self.list_b.len() {
+            let xf = self.list_f.get(i).copied().unwrap_or(u32::MAX);
+            let xb = self.list_b.get(j).copied().unwrap_or(u32::MAX);
+            let x = xf.min(xb);
+            let (in_f, in_b) = (xf == x, xb == x);
+            i += usize::from(in_f);
+            j += usize::from(in_b);
+            let (df, db) = (self.df[x as usize], self.db[x as usize]);
+            if in_f
+                && in_b
+                && df != u64::MAX
+                && db != u64::MAX
+                && best.is_none_or(|(c, _)| df + db < c)
+            {
+                best = Some((df + db, x));
+            }
+            let bound = best.map_or(u64::MAX, |(c, _)| c);
+            if in_f && df < bound {
+                for a in cch.up_arcs(x) {
+                    let wa = w.up[a as usize];
+                    if wa != INFINITY {
+                        let y = cch.up_head(a) as usize;
+                        let d = df + u64::from(wa);
+                        if d < self.df[y] {
+                            self.df[y] = d;
+                            self.pf[y] = a;
+                        }
+                    }
+                }
+            }
+            if in_b && db < bound {
+                for a in cch.up_arcs(x) {
+                    let wa = w.down[a as usize];
+                    if wa != INFINITY {
+                        let y = cch.up_head(a) as usize;
+                        let d = db + u64::from(wa);
+                        if d < self.db[y] {
+                            self.db[y] = d;
+                            self.pb[y] = a;
+                        }
+                    }
+                }
+            }
+        }
+        best
+    }
+
+    /// Marks the ancestor chains of the starts for one direction, resets
+    /// their distances, applies the start costs and sorts the list by rank.
+    fn collect(
+        &mut self,
+        cch: &Cch,
+        starts: impl Iterator<Item = (u32, u64, u32)> + Clone,
+        forward: bool,
+    ) {
+        let (list, mark, dist, pred) = if forward {
+            (
+                &mut self.list_f,
+                &mut self.mark_f,
+                &mut self.df,
+                &mut self.pf,
+            )
+        } else {
+            (
+                &mut self.list_b,
+                &mut self.mark_b,
+                &mut self.db,
+                &mut self.pb,
+            )
+        };
+        list.clear();
+        for (r, _, _) in starts.clone() {
+            let mut x = r;
+            while x != NONE && mark[x as usize] != self.epoch {
+                mark[x as usize] = self.epoch;
+                dist[x as usize] = u64::MAX;
+                list.push(x);
+                x = cch.parent(x);
+            }
+        }
+        for (r, c, tag) in starts {
+            if c < dist[r as usize] {
+                dist[r as usize] = c;
+                pred[r as usize] = tag;
+            }
+        }
+        list.sort_unstable();
     }
 
     /// Best meeting rank and cost of the last forward and backward searches.
@@ -231,9 +303,7 @@ impl CchQuery {
     ) -> Option<Route> {
         let g = cch.graph;
         self.next_epoch();
-        self.forward(cch, w, Self::source_starts(cch, w, from));
-        self.backward(cch, w, Self::target_starts(cch, w, to));
-        let through = self.meet();
+        let through = self.bidirectional(cch, w, from, to);
         let direct = Self::direct(cch, w, from, to);
         match (through, direct) {
             (_, Some((dc, i, j))) if through.is_none_or(|(tc, _)| dc <= tc) => {
@@ -272,7 +342,8 @@ impl CchQuery {
         }
     }
 
-    /// Appends the graph edges of arc `a` (travelled downwards or upwards).
+    /// Appends the graph edges of arc `a` (travelled downwards or upwards),
+    /// following the middle nodes customization recorded.
     fn unpack_arc(
         &mut self,
         cch: &Cch,
@@ -284,32 +355,21 @@ impl CchQuery {
         self.unpack.clear();
         self.unpack.push((a, downwards));
         while let Some((a, downwards)) = self.unpack.pop() {
-            let w = if downwards {
-                m.down[a as usize]
+            let (w, via) = if downwards {
+                (m.down[a as usize], m.down_via[a as usize])
             } else {
-                m.up[a as usize]
+                (m.up[a as usize], m.up_via[a as usize])
             };
-            if let Some(e) = m.arc_edge_with_weight(cch, a, downwards, w) {
+            if via == NONE {
+                let e = m
+                    .arc_edge_with_weight(cch, a, downwards, w)
+                    .expect("an arc without a middle node is realised by a graph edge");
                 out.push(e);
                 continue;
             }
             let (x, y) = (cch.arc_tail(a), cch.up_head(a));
-            let mut via = None;
-            cch.lower_triangles(x, y, |_, a_vx, a_vy| {
-                if via.is_some() {
-                    return;
-                }
-                let sum = if downwards {
-                    u64::from(m.down[a_vy as usize]) + u64::from(m.up[a_vx as usize])
-                } else {
-                    u64::from(m.down[a_vx as usize]) + u64::from(m.up[a_vy as usize])
-                };
-                if sum == u64::from(w) {
-                    via = Some((a_vx, a_vy));
-                }
-            });
-            let (a_vx, a_vy) =
-                via.expect("a shortcut's weight is realised by an edge or a lower triangle");
+            let a_vx = cch.find_arc(via, x).expect("triangle arc v-x");
+            let a_vy = cch.find_arc(via, y).expect("triangle arc v-y");
             // Pushed in reverse so the first half is unpacked first.
             if downwards {
                 // y -> v -> x
