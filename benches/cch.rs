@@ -7,12 +7,19 @@ use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use lastmile_roadgraph::rng::Rng;
 use lastmile_roadgraph::{Cch, CchMetric, Graph, Metric, cch};
 
-fn graphs() -> Vec<(String, Graph)> {
+/// Porto and synthetic regions; the 5M-edge region only with `large`
+/// (its preprocessing takes about a minute per run, too long for criterion).
+fn graphs(large: bool) -> Vec<(String, Graph)> {
     let mut out = Vec::new();
     if let Some(g) = common::open_map("porto_portugal.osm.pbf") {
         out.push(("porto".to_string(), g));
     }
-    for edges in [100_000usize, 1_000_000] {
+    let sizes: &[usize] = if large {
+        &[100_000, 1_000_000, 5_000_000]
+    } else {
+        &[100_000, 1_000_000]
+    };
+    for &edges in sizes {
         out.push((format!("city-{}k", edges / 1000), common::city(edges).1));
     }
     out
@@ -21,7 +28,7 @@ fn graphs() -> Vec<(String, Graph)> {
 fn preprocessing(c: &mut Criterion) {
     let mut group = c.benchmark_group("cch_preprocess");
     group.sample_size(10);
-    for (name, g) in graphs() {
+    for (name, g) in graphs(false) {
         let data = g.to_data();
         group.bench_function(&name, |b| b.iter(|| cch::preprocess(&data)));
     }
@@ -31,7 +38,7 @@ fn preprocessing(c: &mut Criterion) {
 fn customization(c: &mut Criterion) {
     let mut group = c.benchmark_group("cch_customize");
     group.sample_size(10);
-    for (name, g) in graphs() {
+    for (name, g) in graphs(true) {
         let cch = Cch::new(&g);
         let weights = Metric::Time.weights(&g);
         group.bench_function(format!("full/{name}"), |b| {

@@ -29,7 +29,7 @@ fn queries(c: &mut Criterion) {
     if let Some(g) = common::open_map("porto_portugal.osm.pbf") {
         graphs.push(("porto".into(), g));
     }
-    for edges in [100_000usize, 1_000_000] {
+    for edges in [100_000usize, 1_000_000, 5_000_000] {
         graphs.push((format!("city-{}k", edges / 1000), common::city(edges).1));
     }
     let mut group = c.benchmark_group("route");

@@ -6,7 +6,7 @@
 //!    degree-2 chains inside a way become one edge with a polyline;
 //! 2. closed loops are cut in two so no edge starts and ends at the same node;
 //! 3. only the largest strongly connected component survives (petgraph's
-//!    Tarjan), so every edge can reach every other;
+//!    Kosaraju), so every edge can reach every other;
 //! 4. nodes are renumbered along a Hilbert curve and edges sorted by tail, which
 //!    keeps graph searches cache-friendly;
 //! 5. turn restrictions are resolved from (way, via node, way) to edges.
@@ -120,7 +120,9 @@ pub fn build_graph(net: &RawNetwork, source: String) -> Option<GraphData> {
     for &(a, b, _, _) in &edges {
         dg.add_edge(NodeIndex::new(a as usize), NodeIndex::new(b as usize), ());
     }
-    let components = petgraph::algo::tarjan_scc(&dg);
+    // Kosaraju: petgraph's Tarjan recurses once per node on a path and overflows
+    // the stack on long road chains; Kosaraju's DFS keeps an explicit stack.
+    let components = petgraph::algo::kosaraju_scc(&dg);
     drop(dg);
     let largest = components.iter().max_by_key(|c| c.len())?;
     let mut keep = vec![false; n_nodes];
@@ -509,6 +511,27 @@ mod tests {
         });
         let g = build_graph(&net, "t".into()).unwrap();
         assert_eq!(g.head.len(), 2); // only 2-5 survives; 0 alone is not a run
+    }
+
+    #[test]
+    fn a_very_long_road_chain_does_not_overflow_the_stack() {
+        // 200k junctions in a row: a recursive SCC or DFS would need one
+        // stack frame per node (test threads have 2 MiB of stack).
+        let mut net = RawNetwork::default();
+        let n = 200_000u32;
+        for i in 0..n {
+            net.add_node(500_000_000 + i as i32 * 100, 100_000_000);
+        }
+        for i in 0..n - 1 {
+            net.ways.push(RawWay {
+                id: i64::from(i),
+                nodes: vec![i, i + 1],
+                attrs: attrs(true, true),
+            });
+        }
+        let g = build_graph(&net, "chain".into()).unwrap();
+        assert_eq!(g.node_lat.len(), n as usize);
+        assert_eq!(g.head.len(), 2 * (n as usize - 1));
     }
 
     #[test]

@@ -233,3 +233,50 @@ fn unreachable_edges_and_infinite_weights() {
     // Everything else still routes.
     check_queries(&g, &cch, &m, &w, 300, 8);
 }
+
+#[test]
+fn one_way_corner_cases() {
+    // A target behind the start on a one-way street means going round the
+    // block; ahead of it, the route stays on the edge. Both equal Dijkstra.
+    let g = Graph::from_data(&synthetic::generate_city(&CityParams::new(6_000, 12)));
+    let cch = Cch::new(&g);
+    let m = CchMetric::for_metric(&cch, Metric::Time);
+    let mut q = CchQuery::new(&cch);
+    let mut d = Dijkstra::new(&g);
+    let one_way: Vec<u32> = (0..g.num_edges() as u32)
+        .filter(|&e| g.reverse_edge(e).is_none() && g.length_m(e) > 20.0)
+        .take(50)
+        .collect();
+    assert!(one_way.len() >= 20, "a city has one-way streets");
+    for e in one_way {
+        let len = g.length_m(e);
+        let (near, far) = (
+            EdgePos {
+                edge: e,
+                offset_m: 0.25 * len,
+            },
+            EdgePos {
+                edge: e,
+                offset_m: 0.75 * len,
+            },
+        );
+        let ahead = q.route(&cch, &m, &[near], &[far]).unwrap();
+        assert_eq!(ahead.edges, vec![e]);
+        assert_eq!(
+            Some(ahead.cost),
+            d.route(&g, &Metric::Time, &[near], &[far]).map(|r| r.cost)
+        );
+        let behind = q.route(&cch, &m, &[far], &[near]).unwrap();
+        assert!(
+            behind.edges.len() >= 3,
+            "must leave the street and come back: {:?}",
+            behind.edges
+        );
+        assert_eq!((behind.edges[0], *behind.edges.last().unwrap()), (e, e));
+        assert_eq!(
+            Some(behind.cost),
+            d.route(&g, &Metric::Time, &[far], &[near]).map(|r| r.cost)
+        );
+        assert!(behind.cost > ahead.cost);
+    }
+}

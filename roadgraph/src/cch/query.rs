@@ -30,6 +30,8 @@ pub struct CchQuery {
     list_f: Vec<u32>,
     list_b: Vec<u32>,
     unpack: Vec<(u32, bool)>,
+    /// The up-then-down arc path of the last route, before unpacking.
+    arcs: Vec<(u32, bool)>,
     /// Backward search spaces of table targets: (rank, cost) sorted by rank.
     spaces: Vec<Vec<(u32, u64)>>,
 }
@@ -48,6 +50,7 @@ impl CchQuery {
             list_f: Vec::new(),
             list_b: Vec::new(),
             unpack: Vec::new(),
+            arcs: Vec::new(),
             spaces: Vec::new(),
         }
     }
@@ -311,7 +314,8 @@ impl CchQuery {
             }
             (Some((cost, m)), _) => {
                 // Arcs from the source up to the meeting rank, then down to the target.
-                let mut arcs: Vec<(u32, bool)> = Vec::new();
+                let mut arcs = std::mem::take(&mut self.arcs);
+                arcs.clear();
                 let mut x = m;
                 let start = loop {
                     let p = self.pf[x as usize];
@@ -332,9 +336,10 @@ impl CchQuery {
                     x = cch.arc_tail(p);
                 };
                 let mut edges = vec![start.edge];
-                for (a, downwards) in arcs {
+                for &(a, downwards) in &arcs {
                     self.unpack_arc(cch, w, a, downwards, &mut edges);
                 }
+                self.arcs = arcs;
                 edges.push(end.edge);
                 Some(finish_route(g, cost, edges, start, end))
             }
