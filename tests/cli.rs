@@ -480,3 +480,95 @@ fn demo_runs() {
     let out = stdout(&o);
     assert!(out.contains("route ") && out.contains("demo done"), "{out}");
 }
+
+#[test]
+fn table_matches_routes_and_rejects_bad_points() {
+    let Some(src) = testdata::data_file("maps/monaco.osm.pbf") else {
+        return;
+    };
+    let dir = tmpdir("table");
+    let g = dir.join("monaco.graph");
+    assert!(
+        lastmile(&[
+            "import",
+            src.to_str().unwrap(),
+            "--out",
+            g.to_str().unwrap()
+        ])
+        .status
+        .success()
+    );
+    let points = dir.join("points.csv");
+    let coords = ["43.7384,7.4246", "43.7311,7.4197", "43.7402,7.4271"];
+    std::fs::write(
+        &points,
+        format!(
+            "name,lat,lon\na,{}\nb,{}\nc,{}\n",
+            coords[0], coords[1], coords[2]
+        ),
+    )
+    .unwrap();
+    let o = lastmile(&[
+        "table",
+        g.to_str().unwrap(),
+        points.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let t: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let (dist, dur) = (
+        t["distances_m"].as_array().unwrap(),
+        t["durations_s"].as_array().unwrap(),
+    );
+    assert_eq!((dist.len(), dur.len()), (3, 3));
+    for i in 0..3 {
+        assert_eq!(dist[i][i].as_f64().unwrap(), 0.0);
+        for j in 0..3 {
+            if i == j {
+                continue;
+            }
+            let o = lastmile(&[
+                "route",
+                g.to_str().unwrap(),
+                "--from",
+                coords[i],
+                "--to",
+                coords[j],
+                "--json",
+            ]);
+            let r: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+            assert!(
+                (r["duration_s"].as_f64().unwrap() - dur[i][j].as_f64().unwrap()).abs() < 1e-6,
+                "{i}->{j}"
+            );
+            assert!(
+                (r["distance_m"].as_f64().unwrap() - dist[i][j].as_f64().unwrap()).abs() < 1e-6,
+                "{i}->{j}"
+            );
+        }
+    }
+    let bad = dir.join("bad.csv");
+    std::fs::write(&bad, "x,y\n1,2\n").unwrap();
+    assert_clean_error(
+        &lastmile(&[
+            "table",
+            g.to_str().unwrap(),
+            bad.to_str().unwrap(),
+            "--json",
+        ]),
+        &bad,
+        "must name `lat` and `lon`",
+    );
+    std::fs::write(&bad, "lat,lon\n43.73,NaN\n").unwrap();
+    assert_clean_error(
+        &lastmile(&[
+            "table",
+            g.to_str().unwrap(),
+            bad.to_str().unwrap(),
+            "--json",
+        ]),
+        &bad,
+        "line 2",
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

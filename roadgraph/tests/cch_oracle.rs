@@ -136,6 +136,7 @@ fn check_graph(g: &Graph, queries: usize, partial_rounds: usize, seed: u64) {
     let mut rng = Rng::seed(seed ^ 0xABCD);
     let mut w = random_weights(g, &mut rng);
     let mut m = CchMetric::new(&cch, w.clone());
+    assert_eq!(m.check_vias(&cch), Ok(()));
     check_queries(g, &cch, &m, &w, queries / 2, seed + 1);
 
     // Partial customization: random subsets, increases and decreases.
@@ -161,6 +162,11 @@ fn check_graph(g: &Graph, queries: usize, partial_rounds: usize, seed: u64) {
             m,
             CchMetric::new(&cch, w.clone()),
             "round {round}: partial != full customization"
+        );
+        assert_eq!(
+            m.check_vias(&cch),
+            Ok(()),
+            "round {round}: an unpacking does not realise its arc's weight"
         );
         if round % 10 == 9 {
             check_queries(g, &cch, &m, &w, queries / 10, seed + round as u64);

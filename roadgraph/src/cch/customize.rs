@@ -14,7 +14,7 @@
 //! weight increase is handled as exactly as a decrease.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 use rayon::prelude::*;
@@ -28,8 +28,10 @@ pub const INFINITY: u32 = u32::MAX;
 /// Levels narrower than this are customized on one thread (not worth the fork).
 const PARALLEL_LEVEL: usize = 1024;
 
-/// Arc weights of one customization.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Arc weights of one customization. Two metrics are equal when their
+/// weights are; the recorded middle nodes may differ where several
+/// triangles give the same weight, and any of them unpacks correctly.
+#[derive(Clone)]
 pub struct CchMetric {
     pub(crate) up: Vec<u32>,
     pub(crate) down: Vec<u32>,
@@ -39,6 +41,29 @@ pub struct CchMetric {
     pub(crate) down_via: Vec<u32>,
     edge_weight: Vec<u32>,
 }
+
+impl std::fmt::Debug for CchMetric {
+    // A summary: the weight vectors have millions of entries.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let digest = |v: &[u32]| {
+            xxhash_rust::xxh3::xxh3_64(&v.iter().flat_map(|w| w.to_le_bytes()).collect::<Vec<u8>>())
+        };
+        f.debug_struct("CchMetric")
+            .field("arcs", &self.up.len())
+            .field("up_digest", &digest(&self.up))
+            .field("down_digest", &digest(&self.down))
+            .field("edges", &self.edge_weight.len())
+            .finish()
+    }
+}
+
+impl PartialEq for CchMetric {
+    fn eq(&self, other: &Self) -> bool {
+        self.up == other.up && self.down == other.down && self.edge_weight == other.edge_weight
+    }
+}
+
+impl Eq for CchMetric {}
 
 impl EdgeWeight for CchMetric {
     #[inline]
@@ -118,70 +143,177 @@ impl CchMetric {
 
     /// Partial customization: sets new weights for some edges and updates
     /// exactly the arcs that depend on them.
+    ///
+    /// Arcs are settled one lower rank at a time, bottom-up (an arc's weight
+    /// depends only on arcs of lower ranks). When an arc's weight moves, each
+    /// triangle it is a lower side of is re-evaluated for the triangle's upper
+    /// arc: a cheaper triangle simply lowers that arc; a dearer one forces a
+    /// full recomputation only if the triangle was what the arc's old weight
+    /// rested on. Decreases therefore cost O(1) per dependent arc, and only
+    /// increases that remove an arc's support pay for a lower-triangle scan.
     pub fn update(&mut self, cch: &Cch, changes: &[(u32, u32)]) -> UpdateStats {
         let mut stats = UpdateStats::default();
-        // (lower rank, arc): processing in rank order guarantees the arcs a
-        // recomputation reads are final.
-        let mut queue: BinaryHeap<Reverse<(u32, u32)>> = BinaryHeap::new();
-        let mut last: Option<u32> = None;
+        let mut state = UpdateState::default();
         for &(e, w) in changes {
             if self.edge_weight[e as usize] == w {
                 continue;
             }
             self.edge_weight[e as usize] = w;
             let a = cch.d.edge_arc[e as usize].to_native() >> 1;
-            queue.push(Reverse((cch.arc_tail(a), a)));
+            state.touch(self, cch, a, true);
         }
-        while let Some(Reverse((x, a))) = queue.pop() {
-            // Equal keys pop together, so a repeat is always the previous arc.
-            if last == Some(a) {
-                continue;
-            }
-            last = Some(a);
-            let y = cch.up_head(a);
-            let (mut up, mut down) = self.arc_input(cch, a);
-            let (mut up_via, mut down_via) = (NONE, NONE);
-            // Same order and tie-breaking as full customization (ascending v,
-            // strict improvement), so both give identical arcs and vias.
-            cch.lower_triangles(x, y, |v, a_vx, a_vy| {
-                let cand_up = add(self.down[a_vx as usize], self.up[a_vy as usize]);
-                if cand_up < up {
-                    (up, up_via) = (cand_up, v);
+        let mut batch: Vec<u32> = Vec::new();
+        while let Some(&Reverse((x, _))) = state.queue.peek() {
+            // All touched arcs of lower rank x: their inputs are final now.
+            batch.clear();
+            while let Some(&Reverse((rx, a))) = state.queue.peek() {
+                if rx != x {
+                    break;
                 }
-                let cand_down = add(self.down[a_vy as usize], self.up[a_vx as usize]);
-                if cand_down < down {
-                    (down, down_via) = (cand_down, v);
+                state.queue.pop();
+                batch.push(a);
+            }
+            for &a in &batch {
+                if state.recompute.remove(&a) {
+                    self.recompute_arc(cch, a);
+                    stats.arcs_recomputed += 1;
                 }
-            });
-            stats.arcs_recomputed += 1;
-            let i = a as usize;
-            if (up, down, up_via, down_via)
-                == (self.up[i], self.down[i], self.up_via[i], self.down_via[i])
-            {
-                continue;
             }
-            let weight_moved = up != self.up[i] || down != self.down[i];
-            (self.up[i], self.down[i], self.up_via[i], self.down_via[i]) =
-                (up, down, up_via, down_via);
-            if !weight_moved {
-                continue;
-            }
-            stats.arcs_changed += 1;
-            // Arc x–y is a lower side of triangle {x, y, z} for every other
-            // upper neighbour z of x; the triangle's upper side is y–z.
-            for b in cch.up_arcs(x) {
-                let z = cch.up_head(b);
-                if z == y {
+            for &a in &batch {
+                let old = state.old[&a];
+                let i = a as usize;
+                let new = (self.up[i], self.down[i]);
+                if new == (old.0, old.1) {
                     continue;
                 }
-                let (lo, hi) = if y < z { (y, z) } else { (z, y) };
-                let top = cch
-                    .find_arc(lo, hi)
-                    .expect("chordal graph: upper neighbours form a clique");
-                queue.push(Reverse((lo, top)));
+                stats.arcs_changed += 1;
+                self.propagate(cch, a, old, &mut state);
             }
         }
         stats
+    }
+
+    /// Recomputes arc `a` from its own edges and all its lower triangles.
+    fn recompute_arc(&mut self, cch: &Cch, a: u32) {
+        let (x, y) = (cch.arc_tail(a), cch.up_head(a));
+        let (mut up, mut down) = self.arc_input(cch, a);
+        let (mut up_via, mut down_via) = (NONE, NONE);
+        // Same order and tie-breaking as full customization (ascending v,
+        // strict improvement), so both give identical weights and vias.
+        cch.lower_triangles(x, y, |v, a_vx, a_vy| {
+            let cand_up = add(self.down[a_vx as usize], self.up[a_vy as usize]);
+            if cand_up < up {
+                (up, up_via) = (cand_up, v);
+            }
+            let cand_down = add(self.down[a_vy as usize], self.up[a_vx as usize]);
+            if cand_down < down {
+                (down, down_via) = (cand_down, v);
+            }
+        });
+        let i = a as usize;
+        (self.up[i], self.down[i], self.up_via[i], self.down_via[i]) = (up, down, up_via, down_via);
+    }
+
+    /// Arc `a` = x–y moved from `old`; re-evaluates every triangle {x, y, z}
+    /// (z another upper neighbour of x) for its upper arc y–z.
+    fn propagate(&mut self, cch: &Cch, a: u32, old: (u32, u32), state: &mut UpdateState) {
+        let (x, y) = (cch.arc_tail(a), cch.up_head(a));
+        for b in cch.up_arcs(x) {
+            let z = cch.up_head(b);
+            if z == y {
+                continue;
+            }
+            // The other lower side's weights before this update (it may have
+            // moved too, in the same batch) and now.
+            let b_old = state
+                .old
+                .get(&b)
+                .copied()
+                .unwrap_or((self.up[b as usize], self.down[b as usize]));
+            let b_new = (self.up[b as usize], self.down[b as usize]);
+            let a_new = (self.up[a as usize], self.down[a as usize]);
+            let (lo, hi, lo_arc_old, lo_arc_new, hi_arc_old, hi_arc_new) = if y < z {
+                (y, z, old, a_new, b_old, b_new)
+            } else {
+                (z, y, b_old, b_new, old, a_new)
+            };
+            let t = cch
+                .find_arc(lo, hi)
+                .expect("chordal graph: upper neighbours form a clique");
+            // lo -> x -> hi (t upwards) and hi -> x -> lo (t downwards).
+            let tri_old = (
+                add(lo_arc_old.1, hi_arc_old.0),
+                add(hi_arc_old.1, lo_arc_old.0),
+            );
+            let tri_new = (
+                add(lo_arc_new.1, hi_arc_new.0),
+                add(hi_arc_new.1, lo_arc_new.0),
+            );
+            let t_old = state
+                .old
+                .get(&t)
+                .copied()
+                .unwrap_or((self.up[t as usize], self.down[t as usize]));
+            let ti = t as usize;
+            let mut touched = false;
+            let mut recompute = false;
+            if tri_new.0 < self.up[ti] {
+                state.remember(t, (self.up[ti], self.down[ti]));
+                (self.up[ti], self.up_via[ti]) = (tri_new.0, x);
+                touched = true;
+            } else if tri_new.0 > tri_old.0 && tri_old.0 == t_old.0 {
+                recompute = true;
+            }
+            if tri_new.1 < self.down[ti] {
+                state.remember(t, (self.up[ti], self.down[ti]));
+                (self.down[ti], self.down_via[ti]) = (tri_new.1, x);
+                touched = true;
+            } else if tri_new.1 > tri_old.1 && tri_old.1 == t_old.1 {
+                recompute = true;
+            }
+            if recompute || touched {
+                state.touch(self, cch, t, recompute);
+            }
+        }
+    }
+
+    /// Checks that every finite arc weight is realised by what unpacking will
+    /// follow: a graph edge of that weight, or the recorded lower triangle.
+    /// Returns the first arc that is not (for tests and debugging).
+    pub fn check_vias(&self, cch: &Cch) -> Result<(), u32> {
+        for a in 0..cch.num_arcs() as u32 {
+            let i = a as usize;
+            let (x, y) = (cch.arc_tail(a), cch.up_head(a));
+            for downwards in [false, true] {
+                let (w, via) = if downwards {
+                    (self.down[i], self.down_via[i])
+                } else {
+                    (self.up[i], self.up_via[i])
+                };
+                if w == INFINITY {
+                    continue;
+                }
+                let ok = if via == NONE {
+                    self.arc_edge_with_weight(cch, a, downwards, w).is_some()
+                } else {
+                    match (cch.find_arc(via, x), cch.find_arc(via, y)) {
+                        (Some(a_vx), Some(a_vy)) => {
+                            let sum = if downwards {
+                                add(self.down[a_vy as usize], self.up[a_vx as usize])
+                            } else {
+                                add(self.down[a_vx as usize], self.up[a_vy as usize])
+                            };
+                            sum == w
+                        }
+                        _ => false,
+                    }
+                };
+                if !ok {
+                    return Err(a);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Cheapest graph edge on arc `a` in each direction, ignoring shortcuts.
@@ -217,6 +349,37 @@ impl CchMetric {
         let r = d.arc_first_edge[a as usize].to_native() as usize
             ..d.arc_first_edge[a as usize + 1].to_native() as usize;
         d.arc_edges[r].iter().map(|e| e.to_native())
+    }
+}
+
+/// Bookkeeping of one partial customization.
+#[derive(Default)]
+struct UpdateState {
+    /// (lower rank, arc) of every arc touched, popped one rank at a time.
+    queue: BinaryHeap<Reverse<(u32, u32)>>,
+    /// Weights of touched arcs before this update.
+    old: HashMap<u32, (u32, u32)>,
+    /// Touched arcs that must be recomputed from scratch.
+    recompute: HashSet<u32>,
+    /// Arcs already in the queue.
+    queued: HashSet<u32>,
+}
+
+impl UpdateState {
+    fn remember(&mut self, a: u32, weights: (u32, u32)) {
+        self.old.entry(a).or_insert(weights);
+    }
+
+    /// Queues arc `a` (once) for processing at its lower rank, remembering
+    /// its weights if this is the first time it is touched.
+    fn touch(&mut self, m: &CchMetric, cch: &Cch, a: u32, recompute: bool) {
+        self.remember(a, (m.up[a as usize], m.down[a as usize]));
+        if recompute {
+            self.recompute.insert(a);
+        }
+        if self.queued.insert(a) {
+            self.queue.push(Reverse((cch.arc_tail(a), a)));
+        }
     }
 }
 
