@@ -10,19 +10,12 @@ use lastmile_roadgraph::{Cch, CchMetric, Graph, Metric, cch};
 /// Porto and synthetic regions; the 5M-edge region only with `large`
 /// (its preprocessing takes about a minute per run, too long for criterion).
 fn graphs(large: bool) -> Vec<(String, Graph)> {
-    let mut out = Vec::new();
-    if let Some(g) = common::open_map("porto_portugal.osm.pbf") {
-        out.push(("porto".to_string(), g));
-    }
     let sizes: &[usize] = if large {
         &[100_000, 1_000_000, 5_000_000]
     } else {
         &[100_000, 1_000_000]
     };
-    for &edges in sizes {
-        out.push((format!("city-{}k", edges / 1000), common::city(edges).1));
-    }
-    out
+    common::graphs(&[("porto", "porto_portugal.osm.pbf")], sizes)
 }
 
 fn preprocessing(c: &mut Criterion) {

@@ -8,6 +8,25 @@ use std::path::PathBuf;
 use lastmile_roadgraph::rng::Rng;
 use lastmile_roadgraph::{CityParams, Graph, LatLon, NoProgress, snapshot, synthetic, testdata};
 
+/// Monaco and Porto, by the names the benchmarks report.
+pub const MONACO_PORTO: [(&str, &str); 2] = [
+    ("monaco", "monaco.osm.pbf"),
+    ("porto", "porto_portugal.osm.pbf"),
+];
+
+/// Named graphs for a benchmark: real maps `(name, file)` (skipped when the
+/// data is absent) and synthetic regions of the given sizes (`city-Nk`).
+pub fn graphs(maps: &[(&str, &str)], city_sizes: &[usize]) -> Vec<(String, Graph)> {
+    let mut out: Vec<(String, Graph)> = maps
+        .iter()
+        .filter_map(|&(name, file)| open_map(file).map(|g| (name.to_string(), g)))
+        .collect();
+    for &edges in city_sizes {
+        out.push((format!("city-{}k", edges / 1000), city(edges).1));
+    }
+    out
+}
+
 pub fn map(name: &str) -> Option<PathBuf> {
     testdata::data_file(&format!("maps/{name}"))
 }

@@ -22,16 +22,7 @@ fn positions(g: &Graph, n: usize, seed: u64) -> Vec<EdgePos> {
 }
 
 fn queries(c: &mut Criterion) {
-    let mut graphs: Vec<(String, Graph)> = Vec::new();
-    if let Some(g) = common::open_map("monaco.osm.pbf") {
-        graphs.push(("monaco".into(), g));
-    }
-    if let Some(g) = common::open_map("porto_portugal.osm.pbf") {
-        graphs.push(("porto".into(), g));
-    }
-    for edges in [100_000usize, 1_000_000, 5_000_000] {
-        graphs.push((format!("city-{}k", edges / 1000), common::city(edges).1));
-    }
+    let graphs = common::graphs(&common::MONACO_PORTO, &[100_000, 1_000_000, 5_000_000]);
     let mut group = c.benchmark_group("route");
     for (name, g) in &graphs {
         let cch = Cch::new(g);

@@ -4,17 +4,9 @@
 mod common;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use lastmile_roadgraph::Graph;
 
 fn queries(c: &mut Criterion) {
-    let mut graphs: Vec<(String, Graph)> = Vec::new();
-    if let Some(g) = common::open_map("monaco.osm.pbf") {
-        graphs.push(("monaco".into(), g));
-    }
-    if let Some(g) = common::open_map("porto_portugal.osm.pbf") {
-        graphs.push(("porto".into(), g));
-    }
-    graphs.push(("city-1000k".into(), common::city(1_000_000).1));
+    let graphs = common::graphs(&common::MONACO_PORTO, &[1_000_000]);
     let mut group = c.benchmark_group("spatial");
     for (name, g) in &graphs {
         let points = common::gps_points(g, 4096, 7);

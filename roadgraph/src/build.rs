@@ -247,7 +247,6 @@ pub fn build_graph(net: &RawNetwork, source: String) -> Option<GraphData> {
         })
         .collect();
     sorted.sort_unstable();
-    let m = sorted.len();
     data.road_edge_fwd = vec![NO_EDGE; road_pieces.len()];
     data.road_edge_bwd = vec![NO_EDGE; road_pieces.len()];
     data.first_out = vec![0; n + 1];
@@ -280,20 +279,8 @@ pub fn build_graph(net: &RawNetwork, source: String) -> Option<GraphData> {
         data.first_out[v + 1] += data.first_out[v];
     }
 
-    // Incoming adjacency (counting sort by head).
-    data.first_in = vec![0; n + 1];
-    for &h in &data.head {
-        data.first_in[h as usize + 1] += 1;
-    }
-    for v in 0..n {
-        data.first_in[v + 1] += data.first_in[v];
-    }
-    let mut fill = data.first_in.clone();
-    data.in_edge = vec![0; m];
-    for (e, &h) in data.head.iter().enumerate() {
-        data.in_edge[fill[h as usize] as usize] = e as u32;
-        fill[h as usize] += 1;
-    }
+    // Incoming adjacency: edges grouped by head.
+    (data.first_in, data.in_edge) = crate::csr::group_by_key(&data.head, n);
 
     resolve_restrictions(net, &graph_id, &new_id, &mut data);
     data.cch = crate::cch::preprocess(&data);

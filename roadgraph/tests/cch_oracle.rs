@@ -6,51 +6,12 @@
 
 mod common;
 
+use common::{path_cost, random_place, random_pos};
 use lastmile_roadgraph::dijkstra::{EdgeWeight, partial_weight};
 use lastmile_roadgraph::rng::Rng;
 use lastmile_roadgraph::{
     Cch, CchMetric, CchQuery, CityParams, Dijkstra, EdgePos, Graph, Metric, synthetic,
 };
-
-fn random_pos(g: &Graph, rng: &mut Rng) -> EdgePos {
-    let edge = rng.below(g.num_edges() as u64) as u32;
-    let offset_m = match rng.below(4) {
-        0 => 0.0,
-        1 => g.length_m(edge),
-        _ => rng.unit() * g.length_m(edge),
-    };
-    EdgePos { edge, offset_m }
-}
-
-/// Both directions of the street under a random position.
-fn random_place(g: &Graph, rng: &mut Rng) -> Vec<EdgePos> {
-    let p = random_pos(g, rng);
-    let mut place = vec![p];
-    if let Some(rev) = g.reverse_edge(p.edge) {
-        place.push(EdgePos {
-            edge: rev,
-            offset_m: g.length_m(rev) - p.offset_m,
-        });
-    }
-    place
-}
-
-fn path_cost<W: EdgeWeight + ?Sized>(
-    g: &Graph,
-    w: &W,
-    edges: &[u32],
-    start: EdgePos,
-    end: EdgePos,
-) -> u64 {
-    if edges.len() == 1 {
-        return partial_weight(g, w, start.edge, start.offset_m, end.offset_m);
-    }
-    let mut c = partial_weight(g, w, start.edge, start.offset_m, g.length_m(start.edge));
-    for &e in &edges[1..edges.len() - 1] {
-        c += w.weight(g, e);
-    }
-    c + partial_weight(g, w, end.edge, 0.0, end.offset_m)
-}
 
 /// Point-to-point, one-to-many and table queries against Dijkstra on `weights`.
 fn check_queries(g: &Graph, cch: &Cch, m: &CchMetric, weights: &[u32], queries: usize, seed: u64) {

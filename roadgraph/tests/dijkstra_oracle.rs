@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::{path_cost, random_pos};
 use lastmile_roadgraph::dijkstra::{EdgeWeight, partial_weight};
 use lastmile_roadgraph::rng::Rng;
 use lastmile_roadgraph::{CityParams, Dijkstra, EdgePos, Graph, Metric, synthetic};
@@ -51,34 +52,6 @@ fn against_petgraph(g: &Graph, sources: usize, seed: u64) {
     }
 }
 
-fn random_pos(g: &Graph, rng: &mut Rng) -> EdgePos {
-    let edge = rng.below(g.num_edges() as u64) as u32;
-    let offset_m = match rng.below(4) {
-        0 => 0.0,
-        1 => g.length_m(edge),
-        _ => rng.unit() * g.length_m(edge),
-    };
-    EdgePos { edge, offset_m }
-}
-
-/// Cost of a path with partial first and last edges, recomputed independently.
-fn path_cost(g: &Graph, metric: Metric, edges: &[u32], start: EdgePos, end: EdgePos) -> u64 {
-    if edges.len() == 1 {
-        return partial_weight(g, &metric, start.edge, start.offset_m, end.offset_m);
-    }
-    let mut c = partial_weight(
-        g,
-        &metric,
-        start.edge,
-        start.offset_m,
-        g.length_m(start.edge),
-    );
-    for &e in &edges[1..edges.len() - 1] {
-        c += metric.weight(g, e);
-    }
-    c + partial_weight(g, &metric, end.edge, 0.0, end.offset_m)
-}
-
 fn routes_between_positions(g: &Graph, queries: usize, seed: u64) {
     let mut rng = Rng::seed(seed);
     let mut router = Dijkstra::new(g);
@@ -123,7 +96,7 @@ fn routes_between_positions(g: &Graph, queries: usize, seed: u64) {
             );
         }
         assert_eq!(
-            path_cost(g, metric, &r.edges, s, t),
+            path_cost(g, &metric, &r.edges, s, t),
             r.cost,
             "query {q}: path does not cost what the route claims"
         );

@@ -5,18 +5,11 @@
 
 mod common;
 
+use common::random_pos;
 use lastmile_roadgraph::rng::Rng;
 use lastmile_roadgraph::{
     CityParams, EdgePos, Graph, Metric, Router, TurnDijkstra, TurnRestriction, TurnRules, synthetic,
 };
-
-fn random_pos(g: &Graph, rng: &mut Rng) -> EdgePos {
-    let edge = rng.below(g.num_edges() as u64) as u32;
-    EdgePos {
-        edge,
-        offset_m: rng.unit() * g.length_m(edge),
-    }
-}
 
 /// A junction with an incoming edge and at least three ways out.
 fn junction(g: &Graph) -> (u32, u32, Vec<u32>) {

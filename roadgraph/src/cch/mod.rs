@@ -25,6 +25,7 @@ pub mod query;
 pub use customize::{CchMetric, UpdateStats};
 pub use query::CchQuery;
 
+use crate::csr::group_by_key;
 use crate::geo::{LatLon, LocalPlane};
 use crate::graph::{Graph, GraphData};
 
@@ -264,25 +265,14 @@ pub fn preprocess(data: &GraphData) -> CchData {
     drop(up);
     let arcs = cch.up_head.len();
 
-    // Downward adjacency: counting sort of arcs by upper end (tails ascend
-    // within each bucket because arcs are numbered by tail).
-    cch.down_first = vec![0; n + 1];
-    for &h in &cch.up_head {
-        cch.down_first[h as usize + 1] += 1;
-    }
-    for r in 0..n {
-        cch.down_first[r + 1] += cch.down_first[r];
-    }
-    let mut fill = cch.down_first.clone();
-    cch.down_tail = vec![0; arcs];
-    cch.down_arc = vec![0; arcs];
-    for a in 0..arcs {
-        let h = cch.up_head[a] as usize;
-        let slot = fill[h] as usize;
-        fill[h] += 1;
-        cch.down_tail[slot] = cch.arc_tail[a];
-        cch.down_arc[slot] = a as u32;
-    }
+    // Downward adjacency: arcs grouped by upper end (tails ascend within
+    // each group because arcs are numbered by tail and the grouping is stable).
+    (cch.down_first, cch.down_arc) = group_by_key(&cch.up_head, n);
+    cch.down_tail = cch
+        .down_arc
+        .iter()
+        .map(|&a| cch.arc_tail[a as usize])
+        .collect();
 
     // Elimination tree heights: children have lower ranks than their parent.
     let mut height = vec![0u32; n];
@@ -293,19 +283,7 @@ pub fn preprocess(data: &GraphData) -> CchData {
         }
     }
     let levels = height.iter().max().map_or(0, |h| *h as usize + 1);
-    cch.level_first = vec![0; levels + 1];
-    for &h in &height {
-        cch.level_first[h as usize + 1] += 1;
-    }
-    for l in 0..levels {
-        cch.level_first[l + 1] += cch.level_first[l];
-    }
-    let mut fill = cch.level_first.clone();
-    cch.level_ranks = vec![0; n];
-    for (r, &h) in height.iter().enumerate() {
-        cch.level_ranks[fill[h as usize] as usize] = r as u32;
-        fill[h as usize] += 1;
-    }
+    (cch.level_first, cch.level_ranks) = group_by_key(&height, levels);
 
     // Graph edges onto arcs.
     let find = |lo: u32, hi: u32| -> u32 {
@@ -331,19 +309,7 @@ pub fn preprocess(data: &GraphData) -> CchData {
             }
         })
         .collect();
-    cch.arc_first_edge = vec![0; arcs + 1];
-    for &ea in &cch.edge_arc {
-        cch.arc_first_edge[(ea >> 1) as usize + 1] += 1;
-    }
-    for a in 0..arcs {
-        cch.arc_first_edge[a + 1] += cch.arc_first_edge[a];
-    }
-    let mut fill = cch.arc_first_edge.clone();
-    cch.arc_edges = vec![0; data.head.len()];
-    for (e, &ea) in cch.edge_arc.iter().enumerate() {
-        let a = (ea >> 1) as usize;
-        cch.arc_edges[fill[a] as usize] = e as u32;
-        fill[a] += 1;
-    }
+    let arc_of_edge: Vec<u32> = cch.edge_arc.iter().map(|ea| ea >> 1).collect();
+    (cch.arc_first_edge, cch.arc_edges) = group_by_key(&arc_of_edge, arcs);
     cch
 }

@@ -73,22 +73,7 @@ impl CchQuery {
     ) {
         self.collect(cch, starts, true);
         for &x in &self.list_f {
-            let dx = self.df[x as usize];
-            if dx == u64::MAX {
-                continue;
-            }
-            for a in cch.up_arcs(x) {
-                let w = m.up[a as usize];
-                if w == INFINITY {
-                    continue;
-                }
-                let y = cch.up_head(a) as usize;
-                let d = dx + u64::from(w);
-                if d < self.df[y] {
-                    self.df[y] = d;
-                    self.pf[y] = a;
-                }
-            }
+            relax_arcs(cch, x, &m.up, &mut self.df, &mut self.pf);
         }
     }
 
@@ -101,22 +86,7 @@ impl CchQuery {
     ) {
         self.collect(cch, starts, false);
         for &x in &self.list_b {
-            let dx = self.db[x as usize];
-            if dx == u64::MAX {
-                continue;
-            }
-            for a in cch.up_arcs(x) {
-                let w = m.down[a as usize];
-                if w == INFINITY {
-                    continue;
-                }
-                let y = cch.up_head(a) as usize;
-                let d = dx + u64::from(w);
-                if d < self.db[y] {
-                    self.db[y] = d;
-                    self.pb[y] = a;
-                }
-            }
+            relax_arcs(cch, x, &m.down, &mut self.db, &mut self.pb);
         }
     }
 
@@ -153,30 +123,10 @@ impl CchQuery {
             }
             let bound = best.map_or(u64::MAX, |(c, _)| c);
             if in_f && df < bound {
-                for a in cch.up_arcs(x) {
-                    let wa = w.up[a as usize];
-                    if wa != INFINITY {
-                        let y = cch.up_head(a) as usize;
-                        let d = df + u64::from(wa);
-                        if d < self.df[y] {
-                            self.df[y] = d;
-                            self.pf[y] = a;
-                        }
-                    }
-                }
+                relax_arcs(cch, x, &w.up, &mut self.df, &mut self.pf);
             }
             if in_b && db < bound {
-                for a in cch.up_arcs(x) {
-                    let wa = w.down[a as usize];
-                    if wa != INFINITY {
-                        let y = cch.up_head(a) as usize;
-                        let d = db + u64::from(wa);
-                        if d < self.db[y] {
-                            self.db[y] = d;
-                            self.pb[y] = a;
-                        }
-                    }
-                }
+                relax_arcs(cch, x, &w.down, &mut self.db, &mut self.pb);
             }
         }
         best
@@ -459,5 +409,27 @@ impl CchQuery {
             }
         }
         out
+    }
+}
+
+/// Relaxes the upward arcs of rank `x` (with the weights of one direction)
+/// into the distances and predecessor arcs of that direction's search.
+#[inline]
+fn relax_arcs(cch: &Cch, x: u32, weights: &[u32], dist: &mut [u64], pred: &mut [u32]) {
+    let dx = dist[x as usize];
+    if dx == u64::MAX {
+        return;
+    }
+    for a in cch.up_arcs(x) {
+        let w = weights[a as usize];
+        if w == INFINITY {
+            continue;
+        }
+        let y = cch.up_head(a) as usize;
+        let d = dx + u64::from(w);
+        if d < dist[y] {
+            dist[y] = d;
+            pred[y] = a;
+        }
     }
 }

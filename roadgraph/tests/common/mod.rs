@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use lastmile_roadgraph::{Graph, GraphData, NoProgress, testdata};
+use lastmile_roadgraph::dijkstra::{EdgeWeight, partial_weight};
+use lastmile_roadgraph::rng::Rng;
+use lastmile_roadgraph::{EdgePos, Graph, GraphData, NoProgress, testdata};
 
 /// The real maps in `../shared/data/maps` with the data bounding box that
 /// `osmium fileinfo -e` reports for each (SOURCES.md): min lon, min lat, max lon, max lat.
@@ -47,4 +49,44 @@ pub fn imported(name: &str) -> Option<&'static (GraphData, Graph)> {
     let leaked: &'static (GraphData, Graph) = Box::leak(Box::new((data, graph)));
     c.push((name.to_string(), leaked));
     Some(leaked)
+}
+
+pub fn random_pos(g: &Graph, rng: &mut Rng) -> EdgePos {
+    let edge = rng.below(g.num_edges() as u64) as u32;
+    let offset_m = match rng.below(4) {
+        0 => 0.0,
+        1 => g.length_m(edge),
+        _ => rng.unit() * g.length_m(edge),
+    };
+    EdgePos { edge, offset_m }
+}
+
+/// Both directions of the street under a random position.
+pub fn random_place(g: &Graph, rng: &mut Rng) -> Vec<EdgePos> {
+    let p = random_pos(g, rng);
+    let mut place = vec![p];
+    if let Some(rev) = g.reverse_edge(p.edge) {
+        place.push(EdgePos {
+            edge: rev,
+            offset_m: g.length_m(rev) - p.offset_m,
+        });
+    }
+    place
+}
+
+pub fn path_cost<W: EdgeWeight + ?Sized>(
+    g: &Graph,
+    w: &W,
+    edges: &[u32],
+    start: EdgePos,
+    end: EdgePos,
+) -> u64 {
+    if edges.len() == 1 {
+        return partial_weight(g, w, start.edge, start.offset_m, end.offset_m);
+    }
+    let mut c = partial_weight(g, w, start.edge, start.offset_m, g.length_m(start.edge));
+    for &e in &edges[1..edges.len() - 1] {
+        c += w.weight(g, e);
+    }
+    c + partial_weight(g, w, end.edge, 0.0, end.offset_m)
 }
