@@ -395,41 +395,49 @@ struct Weights<'a> {
 
 /// Pulls the weights of node x's upward arcs from its lower triangles.
 fn pull_node(cch: &Cch, x: u32, w: &Weights) {
+    thread_local! {
+        /// Arc x–y by rank y, for the node x being pulled. Never reset: by
+        /// chordality every lookup is for an upper neighbour of the current x,
+        /// whose entry was just written.
+        static ARC_TO: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
     let (up, down) = (w.up, w.down);
     let d = cch.d;
-    let x_arcs = cch.up_arcs(x);
-    let x_heads = &d.up_head[x_arcs.start as usize..x_arcs.end as usize];
-    for k in cch.down_range(x) {
-        let (v, a_vx) = (d.down_tail[k].to_native(), d.down_arc[k].to_native());
-        let (vx_down, vx_up) = (
-            down[a_vx as usize].load(Relaxed),
-            up[a_vx as usize].load(Relaxed),
-        );
-        if vx_down == INFINITY && vx_up == INFINITY {
-            continue;
+    ARC_TO.with(|slot| {
+        let mut arc_to = slot.borrow_mut();
+        if arc_to.len() < cch.graph.num_nodes() {
+            arc_to.resize(cch.graph.num_nodes(), NONE);
         }
-        // Upper neighbours of v above x are all upper neighbours of x: merge.
-        let v_arcs = cch.up_arcs(v);
-        let mut i = 0usize;
-        for a_vy in v_arcs {
-            let y = d.up_head[a_vy as usize].to_native();
-            if y <= x {
+        for a in cch.up_arcs(x) {
+            arc_to[d.up_head[a as usize].to_native() as usize] = a;
+        }
+        for k in cch.down_range(x) {
+            let (v, a_vx) = (d.down_tail[k].to_native(), d.down_arc[k].to_native());
+            let (vx_down, vx_up) = (
+                down[a_vx as usize].load(Relaxed),
+                up[a_vx as usize].load(Relaxed),
+            );
+            if vx_down == INFINITY && vx_up == INFINITY {
                 continue;
             }
-            while x_heads[i].to_native() < y {
-                i += 1;
-            }
-            let a_xy = x_arcs.start as usize + i;
-            let cand_up = add(vx_down, up[a_vy as usize].load(Relaxed));
-            if cand_up < up[a_xy].load(Relaxed) {
-                up[a_xy].store(cand_up, Relaxed);
-                w.up_via[a_xy].store(v, Relaxed);
-            }
-            let cand_down = add(down[a_vy as usize].load(Relaxed), vx_up);
-            if cand_down < down[a_xy].load(Relaxed) {
-                down[a_xy].store(cand_down, Relaxed);
-                w.down_via[a_xy].store(v, Relaxed);
+            // v's upper neighbours above x (all upper neighbours of x too).
+            let v_arcs = cch.up_arcs(v);
+            let heads = &d.up_head[v_arcs.start as usize..v_arcs.end as usize];
+            let above = v_arcs.start + heads.partition_point(|h| h.to_native() <= x) as u32;
+            for a_vy in above..v_arcs.end {
+                let y = d.up_head[a_vy as usize].to_native();
+                let a_xy = arc_to[y as usize] as usize;
+                let cand_up = add(vx_down, up[a_vy as usize].load(Relaxed));
+                if cand_up < up[a_xy].load(Relaxed) {
+                    up[a_xy].store(cand_up, Relaxed);
+                    w.up_via[a_xy].store(v, Relaxed);
+                }
+                let cand_down = add(down[a_vy as usize].load(Relaxed), vx_up);
+                if cand_down < down[a_xy].load(Relaxed) {
+                    down[a_xy].store(cand_down, Relaxed);
+                    w.down_via[a_xy].store(v, Relaxed);
+                }
             }
         }
-    }
+    });
 }
