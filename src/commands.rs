@@ -389,10 +389,20 @@ pub fn demo(a: DemoArgs) -> Result<()> {
         json: false,
     })?;
 
-    // Across the city, corner to corner, 10% inside the bounding box.
+    // Across the region: from the junction nearest its south-west corner to
+    // the one nearest its north-east corner (corners may be open country).
     let b = g.bbox();
-    let from = LatLon::new(b[1] + 0.1 * (b[3] - b[1]), b[0] + 0.1 * (b[2] - b[0]));
-    let to = LatLon::new(b[1] + 0.9 * (b[3] - b[1]), b[0] + 0.9 * (b[2] - b[0]));
+    let nearest_node = |lat: f64, lon: f64| {
+        (0..g.num_nodes() as u32)
+            .map(|v| g.node_pos(v))
+            .min_by(|p, q| {
+                let d = |x: &LatLon| (x.lat - lat).powi(2) + (x.lon - lon).powi(2);
+                d(p).total_cmp(&d(q))
+            })
+            .expect("a graph has nodes")
+    };
+    let from = nearest_node(b[1], b[0]);
+    let to = nearest_node(b[3], b[2]);
     let t2 = Instant::now();
     let mut router = Router::new(&g, Metric::Time);
     let custom_ms = t2.elapsed().as_secs_f64() * 1e3;

@@ -475,10 +475,20 @@ fn import_info_route_on_real_maps() {
 
 #[test]
 fn demo_runs() {
-    let o = lastmile(&["demo", "--edges", "20000"]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let out = stdout(&o);
-    assert!(out.contains("route ") && out.contains("demo done"), "{out}");
+    // One town, and a metropolitan region (towns and open country between).
+    for edges in ["20000", "60000"] {
+        let o = lastmile(&["demo", "--edges", edges]);
+        assert!(
+            o.status.success(),
+            "{edges}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let out = stdout(&o);
+        assert!(
+            out.contains("route ") && out.contains("same cost") && out.contains("demo done"),
+            "{out}"
+        );
+    }
 }
 
 #[test]
