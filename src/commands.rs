@@ -86,7 +86,8 @@ pub struct TableArgs {
     metric: MetricArg,
     #[arg(long, default_value_t = 1_000.0)]
     max_snap_m: f64,
-    /// Print the matrices as one JSON object (the only output format so far).
+    /// Print the matrices as one JSON object (`distances_m`, `durations_s`,
+    /// row-major over the points in file order) instead of a table.
     #[arg(long)]
     json: bool,
 }
@@ -499,10 +500,32 @@ pub fn table(a: TableArgs) -> Result<()> {
             }
         }
     }
-    let _ = a.json;
-    println!(
-        "{}",
-        json!({"distances_m": distances, "durations_s": durations, "metric": match metric { Metric::Time => "time", Metric::Distance => "distance" }})
-    );
+    if a.json {
+        let name = match metric {
+            Metric::Time => "time",
+            Metric::Distance => "distance",
+        };
+        println!(
+            "{}",
+            json!({"distances_m": distances, "durations_s": durations, "metric": name})
+        );
+        return Ok(());
+    }
+    // A readable matrix: duration (minutes) and distance (km) per cell.
+    print!("{:>6}", "from\\to");
+    for j in 0..n {
+        print!(" {:>19}", j + 1);
+    }
+    println!();
+    for i in 0..n {
+        print!("{:>6}", i + 1);
+        for j in 0..n {
+            match (durations[i][j], distances[i][j]) {
+                (Some(t), Some(d)) => print!(" {:>7.1} min {:>4.1} km", t / 60.0, d / 1000.0),
+                _ => print!(" {:>19}", "unreachable"),
+            }
+        }
+        println!();
+    }
     Ok(())
 }

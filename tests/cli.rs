@@ -557,6 +557,13 @@ fn table_matches_routes_and_rejects_bad_points() {
             );
         }
     }
+    let human = lastmile(&["table", g.to_str().unwrap(), points.to_str().unwrap()]);
+    assert!(human.status.success());
+    assert_eq!(
+        stdout(&human).lines().count(),
+        4,
+        "a header and one row per point"
+    );
     let bad = dir.join("bad.csv");
     std::fs::write(&bad, "x,y\n1,2\n").unwrap();
     assert_clean_error(
