@@ -229,6 +229,7 @@ pub fn info(a: InfoArgs) -> Result<()> {
     }
     classes.retain(|c| c.1 > 0);
     let m = g.meta();
+    let cch = Cch::new(&g);
     if a.json {
         let hist: serde_json::Map<String, serde_json::Value> = classes
             .iter()
@@ -240,7 +241,7 @@ pub fn info(a: InfoArgs) -> Result<()> {
                 "source": m.source.as_str(), "nodes": g.num_nodes(), "edges": g.num_edges(), "roads": g.num_roads(),
                 "road_km": road_km(&g), "bbox": bbox, "bytes": bytes, "open_ms": open_ms,
                 "turn_restrictions": g.restrictions().len(),
-                "cch_arcs": Cch::new(&g).num_arcs(), "cch_levels": Cch::new(&g).levels(),
+                "cch_arcs": cch.num_arcs(), "cch_levels": cch.levels(),
                 "dropped_nodes": m.dropped_nodes.to_native(), "dropped_edges": m.dropped_edges.to_native(),
                 "classes": hist,
             })
@@ -269,7 +270,6 @@ pub fn info(a: InfoArgs) -> Result<()> {
         "  dropped    {} nodes, {} edges outside the largest strongly connected component",
         m.dropped_nodes, m.dropped_edges
     );
-    let cch = Cch::new(&g);
     println!(
         "  cch        {} arcs ({:.2} per edge), elimination tree height {}",
         cch.num_arcs(),

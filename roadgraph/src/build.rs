@@ -403,6 +403,14 @@ mod tests {
         }
     }
 
+    fn way(id: i64, nodes: Vec<u32>, forward: bool, backward: bool) -> RawWay {
+        RawWay {
+            id,
+            nodes,
+            attrs: attrs(forward, backward),
+        }
+    }
+
     /// A 3x3 grid of raw nodes about 100 m apart.
     fn grid() -> RawNetwork {
         let mut net = RawNetwork::default();
@@ -428,16 +436,8 @@ mod tests {
     fn splits_at_junctions_and_keeps_way_ids() {
         let mut net = grid();
         // Row 0..2 through the middle row, and a column crossing it.
-        net.ways.push(RawWay {
-            id: 10,
-            nodes: vec![3, 4, 5],
-            attrs: attrs(true, true),
-        });
-        net.ways.push(RawWay {
-            id: 11,
-            nodes: vec![1, 4, 7],
-            attrs: attrs(true, true),
-        });
+        net.ways.push(way(10, vec![3, 4, 5], true, true));
+        net.ways.push(way(11, vec![1, 4, 7], true, true));
         let g = build_graph(&net, "t".into()).unwrap();
         assert_eq!(g.node_lat.len(), 5); // 4 ends + the crossing
         assert_eq!(g.head.len(), 8);
@@ -447,11 +447,7 @@ mod tests {
     #[test]
     fn degree_two_chains_become_one_edge_with_geometry() {
         let mut net = grid();
-        net.ways.push(RawWay {
-            id: 1,
-            nodes: vec![0, 1, 2, 5, 8],
-            attrs: attrs(true, true),
-        });
+        net.ways.push(way(1, vec![0, 1, 2, 5, 8], true, true));
         let g = build_graph(&net, "t".into()).unwrap();
         assert_eq!(g.head.len(), 2);
         assert_eq!(g.road_first_point, vec![0, 5]);
@@ -461,16 +457,8 @@ mod tests {
     #[test]
     fn one_way_dead_end_is_dropped_by_scc() {
         let mut net = grid();
-        net.ways.push(RawWay {
-            id: 1,
-            nodes: vec![0, 1, 2],
-            attrs: attrs(true, true),
-        });
-        net.ways.push(RawWay {
-            id: 2,
-            nodes: vec![2, 5],
-            attrs: attrs(true, false),
-        });
+        net.ways.push(way(1, vec![0, 1, 2], true, true));
+        net.ways.push(way(2, vec![2, 5], true, false));
         let g = build_graph(&net, "t".into()).unwrap();
         assert_eq!(g.meta.dropped_edges, 1);
         assert_eq!(g.meta.dropped_nodes, 1);
@@ -480,22 +468,14 @@ mod tests {
     #[test]
     fn loops_are_cut_and_missing_nodes_break_ways() {
         let mut net = grid();
-        net.ways.push(RawWay {
-            id: 1,
-            nodes: vec![0, 1, 4, 3, 0],
-            attrs: attrs(true, false),
-        });
+        net.ways.push(way(1, vec![0, 1, 4, 3, 0], true, false));
         let g = build_graph(&net, "t".into()).unwrap();
         assert_eq!(g.head.len(), 2);
         assert!(g.tail.iter().zip(&g.head).all(|(a, b)| a != b));
 
         let mut net = grid();
         net.lat[1] = MISSING_COORD;
-        net.ways.push(RawWay {
-            id: 1,
-            nodes: vec![0, 1, 2, 5],
-            attrs: attrs(true, true),
-        });
+        net.ways.push(way(1, vec![0, 1, 2, 5], true, true));
         let g = build_graph(&net, "t".into()).unwrap();
         assert_eq!(g.head.len(), 2); // only 2-5 survives; 0 alone is not a run
     }
@@ -510,11 +490,7 @@ mod tests {
             net.add_node(500_000_000 + i as i32 * 100, 100_000_000);
         }
         for i in 0..n - 1 {
-            net.ways.push(RawWay {
-                id: i64::from(i),
-                nodes: vec![i, i + 1],
-                attrs: attrs(true, true),
-            });
+            net.ways.push(way(i64::from(i), vec![i, i + 1], true, true));
         }
         let g = build_graph(&net, "chain".into()).unwrap();
         assert_eq!(g.node_lat.len(), n as usize);
@@ -530,14 +506,9 @@ mod tests {
     #[test]
     fn restrictions_resolve_to_edges() {
         let mut net = grid();
-        let way = |id, nodes: Vec<u32>| RawWay {
-            id,
-            nodes,
-            attrs: attrs(true, true),
-        };
-        net.ways.push(way(10, vec![3, 4, 5]));
-        net.ways.push(way(11, vec![1, 4]));
-        net.ways.push(way(12, vec![4, 7]));
+        net.ways.push(way(10, vec![3, 4, 5], true, true));
+        net.ways.push(way(11, vec![1, 4], true, true));
+        net.ways.push(way(12, vec![4, 7], true, true));
         let no = |from_way, via, to_way, u_turn| RawRestriction {
             kind: RestrictionKind::No,
             u_turn,
