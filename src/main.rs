@@ -3,6 +3,7 @@
 
 mod commands;
 mod progress;
+mod tracking;
 
 use std::process::ExitCode;
 
@@ -34,6 +35,12 @@ enum Command {
     Route(commands::RouteArgs),
     /// All-to-all matrix of distances and durations between points (JSON).
     Table(commands::TableArgs),
+    /// Drive simulated vehicles over a graph and write their noisy pings with ground truth.
+    Simulate(tracking::SimulateArgs),
+    /// Map-match a trace (CSV or GPX) and write the matched positions.
+    Match(tracking::MatchArgs),
+    /// Map-match a trace with ground truth and report accuracy (or the Kubička benchmark).
+    Evaluate(tracking::EvaluateArgs),
     /// The whole pipeline on the built-in synthetic city (no download needed).
     Demo(commands::DemoArgs),
 }
@@ -50,6 +57,9 @@ fn main() -> ExitCode {
         Command::Info(a) => commands::info(a),
         Command::Route(a) => commands::route(a),
         Command::Table(a) => commands::table(a),
+        Command::Simulate(a) => tracking::simulate_cmd(a),
+        Command::Match(a) => tracking::match_cmd(a),
+        Command::Evaluate(a) => tracking::evaluate_cmd(a),
         Command::Demo(a) => commands::demo(a),
     });
     match outcome {

@@ -28,8 +28,18 @@ struct Piece {
     end: u32,
 }
 
-/// Builds the graph; `None` when no car-routable edge survives.
+/// Builds the graph with its CCH preprocessing; `None` when no car-routable
+/// edge survives.
 pub fn build_graph(net: &RawNetwork, source: String) -> Option<GraphData> {
+    let mut data = build_graph_without_cch(net, source)?;
+    data.cch = crate::cch::preprocess(&data);
+    Some(data)
+}
+
+/// Builds the graph without the CCH preprocessing (empty CCH): for graphs
+/// that are only map-matched and searched by Dijkstra, such as the road
+/// networks that come with map-matching benchmarks, never saved as snapshots.
+pub fn build_graph_without_cch(net: &RawNetwork, source: String) -> Option<GraphData> {
     let n_raw = net.lat.len();
     let has_coord = |v: u32| net.lat[v as usize] != MISSING_COORD;
 
@@ -283,7 +293,6 @@ pub fn build_graph(net: &RawNetwork, source: String) -> Option<GraphData> {
     (data.first_in, data.in_edge) = crate::csr::group_by_key(&data.head, n);
 
     resolve_restrictions(net, &graph_id, &new_id, &mut data);
-    data.cch = crate::cch::preprocess(&data);
     Some(data)
 }
 

@@ -326,6 +326,17 @@ impl Graph {
         self.point(pts.start)
     }
 
+    /// Direction of travel on edge `e` at `offset_m`, degrees clockwise from
+    /// north (measured over a few metres either side, which is what a GPS
+    /// course over ground compares with).
+    pub fn edge_bearing(&self, e: u32, offset_m: f64) -> f64 {
+        let len = self.length_m(e);
+        let a = self.point_on_edge(e, (offset_m - 2.0).max(0.0));
+        let b = self.point_on_edge(e, (offset_m + 2.0).min(len));
+        let (x, y) = crate::geo::LocalPlane::new(a).project(b);
+        x.atan2(y).to_degrees().rem_euclid(360.0)
+    }
+
     /// The part of edge `e`'s polyline between two offsets from its tail.
     pub fn edge_geometry_between(&self, e: u32, from_m: f64, to_m: f64) -> Vec<LatLon> {
         let road = self.road_of(e);

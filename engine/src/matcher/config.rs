@@ -1,0 +1,93 @@
+//! Matcher parameters, with defaults measured on simulated and real traces
+//! (see BENCHMARKS.md, "Map matching").
+
+/// Parameters of the HMM matcher. Distances in metres, times in seconds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MatcherConfig {
+    /// Roads further than this from a ping are not candidates (widened to
+    /// three times a ping's reported accuracy when that is larger).
+    pub search_radius_m: f64,
+    /// At most this many candidate edges per ping, nearest first (the two
+    /// directions of a two-way street are two candidates).
+    pub max_candidates: usize,
+    /// GPS noise (Gaussian sigma) assumed when a ping carries no accuracy.
+    pub sigma_m: f64,
+    /// Scale of the transition probability exp(-|route - great circle| / beta)
+    /// for pings one second apart; it grows with the square root of the interval.
+    pub beta_m: f64,
+    /// A silence longer than this breaks the chain (tunnel, phone off).
+    pub max_gap_s: f64,
+    /// No transition may need a speed above this (the search bound).
+    pub max_speed_mps: f64,
+    /// Log-probability cost of turning around in the middle of a street.
+    pub u_turn_penalty: f64,
+    /// Weight of the reported heading against the road's direction (log scale,
+    /// applied as `weight * (1 - cos(angle))`); 0 disables it.
+    pub heading_weight: f64,
+    /// Reported headings count only above this speed (a parked phone's heading is noise).
+    pub heading_min_speed_mps: f64,
+    /// Pings that cannot be reached from the chain are dropped as outliers, up
+    /// to this many in a row; the next one restarts the chain (status `reset`).
+    pub max_outliers: u32,
+    /// Pings held before the oldest is finalised even if the candidates
+    /// have not converged (bounds memory and lag).
+    pub max_lag: usize,
+}
+
+impl Default for MatcherConfig {
+    fn default() -> Self {
+        Self {
+            search_radius_m: 50.0,
+            max_candidates: 8,
+            sigma_m: 5.0,
+            beta_m: 5.0,
+            max_gap_s: 180.0,
+            max_speed_mps: 60.0,
+            u_turn_penalty: 6.0,
+            heading_weight: 1.5,
+            heading_min_speed_mps: 3.0,
+            max_outliers: 2,
+            max_lag: 30,
+        }
+    }
+}
+
+impl MatcherConfig {
+    /// Checks the values are usable; the message names the offending field.
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("search_radius_m", self.search_radius_m),
+            ("sigma_m", self.sigma_m),
+            ("beta_m", self.beta_m),
+            ("max_gap_s", self.max_gap_s),
+            ("max_speed_mps", self.max_speed_mps),
+        ];
+        for (name, v) in positive {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(format!("matcher.{name} must be a positive number, got {v}"));
+            }
+        }
+        for (name, v) in [
+            ("u_turn_penalty", self.u_turn_penalty),
+            ("heading_weight", self.heading_weight),
+            ("heading_min_speed_mps", self.heading_min_speed_mps),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(format!("matcher.{name} must be zero or positive, got {v}"));
+            }
+        }
+        if !(1..=MAX_CANDIDATES_LIMIT).contains(&self.max_candidates) {
+            return Err(format!(
+                "matcher.max_candidates must be 1..={MAX_CANDIDATES_LIMIT}, got {}",
+                self.max_candidates
+            ));
+        }
+        if !(2..=1000).contains(&self.max_lag) {
+            return Err(format!("matcher.max_lag must be 2..=1000, got {}", self.max_lag));
+        }
+        Ok(())
+    }
+}
+
+/// Candidate sets are tracked as 64-bit masks during finalisation.
+pub const MAX_CANDIDATES_LIMIT: usize = 64;

@@ -1,0 +1,473 @@
+//! The online map matcher: Newson & Krumm's hidden Markov model, run one ping
+//! at a time per vehicle with a variable sliding window (Goh et al.).
+//!
+//! Each ping gets candidates (edges within a radius, nearest first) whose
+//! emission log-probability falls with the squared distance to the ping, and
+//! transitions from the previous ping's candidates scored by how far the route
+//! distance strays from the great-circle distance ([`transition`]). Viterbi
+//! scores and back-pointers are kept for a window of recent pings.
+//!
+//! Two outputs per ping ([`MatchOutput`]): at once, the best current estimate
+//! (feeds ETAs); and, as soon as every surviving hypothesis agrees on the past
+//! (or the window reaches `max_lag`), the finalised points and the connected
+//! path of edges driven between them, with timestamps (feeds history and
+//! traffic learning).
+//!
+//! The state is split the way a shard uses it: [`VehicleTrack`] is the small
+//! per-vehicle state (the window), [`Matcher`] the per-thread scratch and
+//! counters shared by all the vehicles a thread owns. Nothing allocates per
+//! ping in steady state: windows recycle their steps, outputs are cleared and
+//! refilled.
+
+mod config;
+mod search;
+mod transition;
+mod window;
+
+use std::collections::VecDeque;
+
+use lastmile_roadgraph::geo::haversine_m;
+use lastmile_roadgraph::graph::NO_EDGE;
+use lastmile_roadgraph::{EdgeCandidate, Graph, LatLon};
+
+pub use config::{MAX_CANDIDATES_LIMIT, MatcherConfig};
+use search::BoundedSearch;
+use transition::{beta_for, direct_move, log_transition, standstill_tolerance};
+use window::{Cand, NO_BACK, Step};
+
+use crate::ping::Ping;
+
+/// What became of one ping.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum MatchStatus {
+    /// On a road, continuing the chain.
+    #[default]
+    Matched,
+    /// On a road, but the chain was broken before it (gap, teleport) and restarts here.
+    Reset,
+    /// No road within the search radius: no position is given (never a wrong snap).
+    Unmatched,
+    /// Cannot be reached from the chain at any plausible speed: dropped.
+    Outlier,
+    /// Earlier than a ping already accepted for the vehicle: dropped.
+    OutOfOrder,
+    /// Same time as the previous accepted ping: dropped.
+    Duplicate,
+    /// Non-finite or out-of-range coordinates or time: dropped.
+    Invalid,
+}
+
+impl MatchStatus {
+    pub const ALL: [MatchStatus; 7] = [
+        Self::Matched,
+        Self::Reset,
+        Self::Unmatched,
+        Self::Outlier,
+        Self::OutOfOrder,
+        Self::Duplicate,
+        Self::Invalid,
+    ];
+
+    /// The name used in CSV output and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Matched => "matched",
+            Self::Reset => "reset",
+            Self::Unmatched => "unmatched",
+            Self::Outlier => "outlier",
+            Self::OutOfOrder => "out_of_order",
+            Self::Duplicate => "duplicate",
+            Self::Invalid => "invalid",
+        }
+    }
+
+    /// True when the ping was placed on a road.
+    pub fn is_on_road(self) -> bool {
+        matches!(self, Self::Matched | Self::Reset)
+    }
+}
+
+/// The live estimate for one ping, available as soon as it is pushed.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Estimate {
+    /// The ping's sequence number within its vehicle (0, 1, 2, … in push order).
+    pub seq: u64,
+    pub time: f64,
+    pub status: MatchStatus,
+    /// The matched edge ([`NO_EDGE`] unless the status is on a road).
+    pub edge: u32,
+    pub offset_m: f64,
+    pub point: LatLon,
+    /// Posterior probability of the matched road among the candidates, 0–1.
+    pub confidence: f32,
+}
+
+impl Default for Estimate {
+    fn default() -> Self {
+        Self {
+            seq: 0,
+            time: 0.0,
+            status: MatchStatus::Invalid,
+            edge: NO_EDGE,
+            offset_m: 0.0,
+            point: LatLon::new(f64::NAN, f64::NAN),
+            confidence: 0.0,
+        }
+    }
+}
+
+/// A finalised match of one ping: will not change any more.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FinalPoint {
+    pub seq: u64,
+    pub time: f64,
+    /// `Matched`, or `Reset` for the first point of a new chain.
+    pub status: MatchStatus,
+    pub edge: u32,
+    pub offset_m: f64,
+    pub point: LatLon,
+    /// Distance from the ping to the matched point, metres.
+    pub distance_m: f64,
+}
+
+/// A piece of the finalised path: part or all of one edge, driven between two
+/// times. Consecutive pieces of one chain are connected (each starts where
+/// the previous ended); whole-edge pieces carry observed traversal times.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Traversal {
+    pub edge: u32,
+    pub from_m: f64,
+    pub to_m: f64,
+    pub t_start: f64,
+    pub t_end: f64,
+}
+
+/// Everything one push produced. Reuse one per thread: `push` clears it.
+#[derive(Clone, Debug, Default)]
+pub struct MatchOutput {
+    pub immediate: Estimate,
+    pub finalized: Vec<FinalPoint>,
+    pub path: Vec<Traversal>,
+}
+
+impl MatchOutput {
+    fn clear(&mut self) {
+        self.immediate = Estimate::default();
+        self.finalized.clear();
+        self.path.clear();
+    }
+}
+
+/// Counters per thread (summed by whoever reports them).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MatcherStats {
+    pub pings: u64,
+    /// Pings per [`MatchStatus`], indexed as [`MatchStatus::ALL`].
+    pub by_status: [u64; 7],
+    /// Finalisations forced by `max_lag` before the hypotheses converged.
+    pub forced: u64,
+    pub searches: u64,
+    pub settled: u64,
+}
+
+impl MatcherStats {
+    pub fn count(&self, s: MatchStatus) -> u64 {
+        self.by_status[s as usize]
+    }
+}
+
+/// Where the finalised path of a chain has got to.
+#[derive(Clone, Copy, Debug)]
+struct Anchor {
+    edge: u32,
+    /// Where the finalised path stands (held back while standing still).
+    offset_m: f64,
+    /// The chosen candidate's own offset, which the scoring moved from.
+    raw_offset_m: f64,
+    time: f64,
+}
+
+/// One vehicle's matcher state: its window of recent pings. Small, and
+/// bounded by `max_lag` steps of at most `max_candidates` candidates.
+#[derive(Debug, Default)]
+pub struct VehicleTrack {
+    next_seq: u64,
+    /// Time of the last accepted ping.
+    last_time: Option<f64>,
+    /// Undecided steps; `window[0]` may be the last finalised step, kept as
+    /// the anchor transitions start from.
+    window: VecDeque<Step>,
+    spare: Vec<Step>,
+    last_final: Option<Anchor>,
+    /// Last immediate estimate of the current chain (edge, offset, point).
+    last_estimate: Option<(u32, f64, LatLon)>,
+    /// Consecutive pings rejected as outliers.
+    outliers: u32,
+    /// Whether any ping of this vehicle was ever on a road.
+    seen_road: bool,
+}
+
+impl VehicleTrack {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Steps currently held (for memory accounting and tests).
+    pub fn window_len(&self) -> usize {
+        self.window.len()
+    }
+
+    /// Bytes held by this vehicle's matcher state (allocated capacity).
+    pub fn heap_bytes(&self) -> usize {
+        let steps = self.window.capacity() + self.spare.capacity();
+        let cands: usize = self
+            .window
+            .iter()
+            .chain(&self.spare)
+            .map(|s| s.cands.capacity())
+            .sum();
+        steps * std::mem::size_of::<Step>() + cands * std::mem::size_of::<Cand>()
+    }
+}
+
+/// The per-thread matcher: graph, parameters, search scratch and counters.
+pub struct Matcher<'g> {
+    graph: &'g Graph,
+    config: MatcherConfig,
+    search: BoundedSearch,
+    near: Vec<EdgeCandidate>,
+    targets: Vec<u32>,
+    chosen: Vec<u8>,
+    path_edges: Vec<u32>,
+    stats: MatcherStats,
+}
+
+impl<'g> Matcher<'g> {
+    /// Panics if the configuration is invalid; check it with
+    /// [`MatcherConfig::validate`] where it comes from user input.
+    pub fn new(graph: &'g Graph, config: MatcherConfig) -> Self {
+        if let Err(e) = config.validate() {
+            panic!("invalid matcher configuration: {e}");
+        }
+        // Build the edge index now rather than on the first ping.
+        graph.edge_index();
+        Self {
+            graph,
+            search: BoundedSearch::new(graph),
+            near: Vec::new(),
+            targets: Vec::new(),
+            chosen: Vec::new(),
+            path_edges: Vec::new(),
+            stats: MatcherStats::default(),
+            config,
+        }
+    }
+
+    pub fn graph(&self) -> &'g Graph {
+        self.graph
+    }
+
+    pub fn config(&self) -> &MatcherConfig {
+        &self.config
+    }
+
+    pub fn stats(&self) -> MatcherStats {
+        MatcherStats {
+            searches: self.search.searches,
+            settled: self.search.settled,
+            ..self.stats.clone()
+        }
+    }
+
+    /// Feeds one ping of `track`'s vehicle; fills `out` and returns the ping's status.
+    pub fn push(&mut self, track: &mut VehicleTrack, ping: &Ping, out: &mut MatchOutput) -> MatchStatus {
+        out.clear();
+        let seq = track.next_seq;
+        track.next_seq += 1;
+        out.immediate.seq = seq;
+        out.immediate.time = ping.time;
+        let status = self.place(track, ping, seq, out);
+        out.immediate.status = status;
+        self.stats.pings += 1;
+        self.stats.by_status[status as usize] += 1;
+        status
+    }
+
+    /// Finalises everything still undecided (end of a trace, vehicle gone
+    /// offline) and ends the chain.
+    pub fn flush(&mut self, track: &mut VehicleTrack, out: &mut MatchOutput) {
+        out.finalized.clear();
+        out.path.clear();
+        self.finish_chain(track, out);
+    }
+
+    fn place(&mut self, track: &mut VehicleTrack, ping: &Ping, seq: u64, out: &mut MatchOutput) -> MatchStatus {
+        if !ping.pos.is_valid() || !ping.time.is_finite() {
+            return MatchStatus::Invalid;
+        }
+        match track.last_time {
+            Some(t) if ping.time < t => return MatchStatus::OutOfOrder,
+            Some(t) if ping.time == t => return MatchStatus::Duplicate,
+            _ => {}
+        }
+        track.last_time = Some(ping.time);
+
+        let sigma = ping
+            .valid_accuracy()
+            .map_or(self.config.sigma_m, |a| a.max(1.0));
+        let radius = self.config.search_radius_m.max((3.0 * sigma).min(300.0));
+        self.graph.edges_within(ping.pos, radius, &mut self.near);
+        self.near.truncate(self.config.max_candidates);
+        if self.near.is_empty() {
+            return MatchStatus::Unmatched;
+        }
+
+        let mut step = track.spare.pop().unwrap_or_default();
+        step.reset_for(seq, ping.time, ping.pos, sigma);
+        let heading = ping
+            .valid_heading()
+            .filter(|_| self.config.heading_weight > 0.0)
+            .filter(|_| ping.valid_speed().is_none_or(|s| s >= self.config.heading_min_speed_mps));
+        for c in &self.near {
+            let mut emission = -0.5 * (c.distance_m / sigma).powi(2);
+            if let Some(h) = heading {
+                let road = self.graph.edge_bearing(c.edge, c.offset_m);
+                let diff = (h - road).to_radians();
+                emission -= self.config.heading_weight * (1.0 - diff.cos());
+            }
+            step.cands.push(Cand {
+                edge: c.edge,
+                offset_m: c.offset_m,
+                point: c.point,
+                distance_m: c.distance_m,
+                emission,
+                score: f64::NEG_INFINITY,
+                back: NO_BACK,
+            });
+        }
+
+        let continues = match track.window.back() {
+            Some(prev) if ping.time - prev.time <= self.config.max_gap_s => {
+                self.score_transitions(prev, &mut step)
+            }
+            _ => false,
+        };
+        let status = if continues {
+            track.outliers = 0;
+            MatchStatus::Matched
+        } else if track.window.is_empty() || track.outliers >= self.config.max_outliers || {
+            // A chain that is broken by a long gap restarts at once.
+            track.window.back().is_some_and(|p| ping.time - p.time > self.config.max_gap_s)
+        } {
+            self.finish_chain(track, out);
+            track.outliers = 0;
+            for c in &mut step.cands {
+                c.score = c.emission;
+            }
+            if track.seen_road {
+                MatchStatus::Reset
+            } else {
+                MatchStatus::Matched
+            }
+        } else {
+            track.outliers += 1;
+            track.spare.push(step);
+            return MatchStatus::Outlier;
+        };
+        step.reset = status == MatchStatus::Reset;
+        step.normalise();
+        if std::env::var_os("LM_TRACE").is_some() {
+            let c: Vec<String> = step.cands.iter().map(|c| format!("e{}@{:.0}:{:.1} s{:.1} b{}", c.edge, c.offset_m, c.distance_m, c.score, c.back)).collect();
+            eprintln!("t {:.0} {}", ping.time - 1767225600.0, c.join(" | "));
+        }
+        track.seen_road = true;
+        self.estimate(track, &step, out);
+        track.window.push_back(step);
+        self.finalise_converged(track, out);
+        status
+    }
+
+    /// Viterbi step: the best predecessor of each of `step`'s candidates.
+    /// False when none is reachable (an outlier or a broken chain).
+    fn score_transitions(&mut self, prev: &Step, step: &mut Step) -> bool {
+        let g = self.graph;
+        let gc = haversine_m(prev.pos, step.pos);
+        let dt = step.time - prev.time;
+        let sigma = prev.sigma.max(step.sigma);
+        let beta = beta_for(self.config.beta_m, dt);
+        let tolerance = standstill_tolerance(sigma);
+        let limit_m = (gc + 10.0 * beta + 4.0 * sigma).min(self.config.max_speed_mps * dt + 4.0 * sigma);
+        self.targets.clear();
+        self.targets.extend(step.cands.iter().map(|c| g.tail(c.edge)));
+        let best_prev = prev.cands.iter().map(|c| c.score).fold(f64::NEG_INFINITY, f64::max);
+        let mut any = false;
+        for (i, a) in prev.cands.iter().enumerate() {
+            // Hypotheses this far behind the best cannot win any more.
+            if !(a.score > best_prev - PRUNE_LOG) {
+                continue;
+            }
+            let remaining_m = g.length_m(a.edge) - a.offset_m;
+            let budget_m = limit_m - remaining_m;
+            let searched = budget_m >= 0.0;
+            if searched {
+                self.search
+                    .run(g, g.head(a.edge), (budget_m * 100.0) as u32, &self.targets);
+            }
+            for (j, b) in step.cands.iter_mut().enumerate() {
+                let mut best = f64::NEG_INFINITY;
+                if let Some(m) = direct_move(g, (a.edge, a.offset_m), (b.edge, b.offset_m), tolerance)
+                    && m.distance_m <= limit_m
+                {
+                    let penalty = if m.u_turn { self.config.u_turn_penalty } else { 0.0 };
+                    best = log_transition(m.distance_m, gc, beta) - penalty;
+                }
+                if searched && let Some(cm) = self.search.dist(self.targets[j]) {
+                    let route = remaining_m + f64::from(cm) / 100.0 + b.offset_m;
+                    best = best.max(log_transition(route, gc, beta));
+                }
+                let s = a.score + best + b.emission;
+                if s > b.score {
+                    b.score = s;
+                    b.back = i as u8;
+                    any = true;
+                }
+            }
+        }
+        any
+    }
+
+    /// Fills the immediate estimate from the newest step.
+    fn estimate(&self, track: &mut VehicleTrack, step: &Step, out: &mut MatchOutput) {
+        let Some(best) = step.best() else { return };
+        let c = step.cands[best];
+        let road = self.graph.road_of(c.edge);
+        let (mut same, mut total) = (0.0, 0.0);
+        for x in &step.cands {
+            let p = x.score.exp();
+            total += p;
+            if self.graph.road_of(x.edge) == road {
+                same += p;
+            }
+        }
+        let (mut offset, mut point) = (c.offset_m, c.point);
+        // Jitter around a standing vehicle must not move it backwards.
+        if !step.reset
+            && let Some((e, o, p)) = track.last_estimate
+            && e == c.edge
+            && o > offset
+            && o - offset <= standstill_tolerance(step.sigma)
+        {
+            offset = o;
+            point = p;
+        }
+        track.last_estimate = Some((c.edge, offset, point));
+        let im = &mut out.immediate;
+        im.edge = c.edge;
+        im.offset_m = offset;
+        im.point = point;
+        im.confidence = if total > 0.0 { (same / total) as f32 } else { 0.0 };
+    }
+}
+
+/// Hypotheses more than this many log units behind the best are not extended.
+const PRUNE_LOG: f64 = 30.0;

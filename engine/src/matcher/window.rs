@@ -1,0 +1,318 @@
+//! The Viterbi window and its finalisation. A step is finalised as soon as
+//! every surviving hypothesis of the newest step descends from the same one of
+//! its candidates (the past can no longer change), or, when the window reaches
+//! `max_lag` undecided steps, by committing the oldest step to the current
+//! best path and dropping the hypotheses that disagree with it.
+//!
+//! Finalising a step emits its point and the path pieces that connect it to
+//! the previous finalised point, recomputed with the same move rules the
+//! scoring used, so the path is exactly the transition Viterbi chose.
+
+use lastmile_roadgraph::geo::haversine_m;
+use lastmile_roadgraph::LatLon;
+
+use super::transition::{beta_for, direct_move, log_transition, standstill_tolerance};
+use super::{Anchor, FinalPoint, MatchOutput, MatchStatus, Matcher, Traversal, VehicleTrack};
+
+/// No predecessor (first step of a chain, or not reachable).
+pub(super) const NO_BACK: u8 = u8::MAX;
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Cand {
+    pub edge: u32,
+    pub offset_m: f64,
+    pub point: LatLon,
+    pub distance_m: f64,
+    pub emission: f64,
+    /// Viterbi log-score (relative to the step's best); `-inf` when dead.
+    pub score: f64,
+    /// Index of the best predecessor in the previous step.
+    pub back: u8,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Step {
+    pub seq: u64,
+    pub time: f64,
+    pub pos: LatLon,
+    pub sigma: f64,
+    /// First step of a chain that followed a break.
+    pub reset: bool,
+    /// Already finalised (only ever `window[0]`, kept as the anchor).
+    pub done: bool,
+    pub cands: Vec<Cand>,
+}
+
+impl Step {
+    pub fn reset_for(&mut self, seq: u64, time: f64, pos: LatLon, sigma: f64) {
+        self.seq = seq;
+        self.time = time;
+        self.pos = pos;
+        self.sigma = sigma;
+        self.reset = false;
+        self.done = false;
+        self.cands.clear();
+    }
+
+    /// Index of the best live candidate.
+    pub fn best(&self) -> Option<usize> {
+        let mut best: Option<usize> = None;
+        for (i, c) in self.cands.iter().enumerate() {
+            if c.score > f64::NEG_INFINITY && best.is_none_or(|b| c.score > self.cands[b].score) {
+                best = Some(i);
+            }
+        }
+        best
+    }
+
+    /// Shifts scores so the best is 0 (keeps them in range over long chains).
+    pub fn normalise(&mut self) {
+        if let Some(b) = self.best() {
+            let top = self.cands[b].score;
+            for c in &mut self.cands {
+                c.score -= top;
+            }
+        }
+    }
+
+    fn alive_mask(&self) -> u64 {
+        self.cands
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.score > f64::NEG_INFINITY)
+            .fold(0, |m, (i, _)| m | 1 << i)
+    }
+}
+
+impl Matcher<'_> {
+    /// Finalises whatever the newest step has settled, then enforces `max_lag`.
+    pub(super) fn finalise_converged(&mut self, track: &mut VehicleTrack, out: &mut MatchOutput) {
+        let w = &track.window;
+        let mut mask = w.back().map_or(0, Step::alive_mask);
+        let mut k = w.len();
+        while k > 0 {
+            k -= 1;
+            if w[k].done {
+                break;
+            }
+            if mask.count_ones() == 1 {
+                let c = mask.trailing_zeros() as usize;
+                self.finalise_upto(track, k, c, out);
+                break;
+            }
+            if k == 0 {
+                break;
+            }
+            let mut up = 0u64;
+            for i in 0..w[k].cands.len() {
+                if mask & 1 << i != 0 && w[k].cands[i].back != NO_BACK {
+                    up |= 1 << w[k].cands[i].back;
+                }
+            }
+            mask = up;
+        }
+        loop {
+            let undecided = track.window.len() - usize::from(track.window.front().is_some_and(|s| s.done));
+            if undecided <= self.config.max_lag {
+                break;
+            }
+            self.stats.forced += 1;
+            let first = usize::from(track.window[0].done);
+            let Some(c) = self.trace_best(track, first) else { break };
+            self.finalise_upto(track, first, c, out);
+        }
+    }
+
+    /// Finalises every undecided step along the best path and ends the chain.
+    pub(super) fn finish_chain(&mut self, track: &mut VehicleTrack, out: &mut MatchOutput) {
+        if let Some(last) = track.window.len().checked_sub(1)
+            && !track.window[last].done
+            && let Some(c) = track.window[last].best()
+        {
+            self.finalise_upto(track, last, c, out);
+        }
+        while let Some(s) = track.window.pop_front() {
+            track.spare.push(s);
+        }
+        track.last_final = None;
+        track.last_estimate = None;
+    }
+
+    /// The candidate of step `k` on the best path of the newest step.
+    fn trace_best(&self, track: &VehicleTrack, k: usize) -> Option<usize> {
+        let w = &track.window;
+        let mut c = w.back()?.best()?;
+        for s in (k + 1..w.len()).rev() {
+            c = usize::from(w[s].cands[c].back);
+        }
+        Some(c)
+    }
+
+    /// Commits step `k` to candidate `c` and every undecided step before it to
+    /// its ancestors; emits their points and paths; drops hypotheses that
+    /// disagree; keeps step `k` as the new anchor.
+    fn finalise_upto(&mut self, track: &mut VehicleTrack, k: usize, c: usize, out: &mut MatchOutput) {
+        let first = usize::from(track.window[0].done);
+        self.chosen.clear();
+        self.chosen.resize(k + 1, NO_BACK);
+        let mut at = c;
+        for s in (first..=k).rev() {
+            self.chosen[s] = at as u8;
+            at = usize::from(track.window[s].cands[at].back);
+        }
+        for s in first..=k {
+            let step = &track.window[s];
+            let cand = step.cands[usize::from(self.chosen[s])];
+            let mut offset = cand.offset_m;
+            if let Some(a) = track.last_final {
+                let prev = &track.window[s - 1];
+                let (gc, dt) = (haversine_m(prev.pos, step.pos), step.time - prev.time);
+                let sigma = prev.sigma.max(step.sigma);
+                offset = self.connect(a, (cand.edge, offset), step.time, gc, dt, sigma, out);
+            }
+            out.finalized.push(FinalPoint {
+                seq: step.seq,
+                time: step.time,
+                status: if step.reset { MatchStatus::Reset } else { MatchStatus::Matched },
+                edge: cand.edge,
+                offset_m: offset,
+                point: if offset == cand.offset_m {
+                    cand.point
+                } else {
+                    self.graph.point_on_edge(cand.edge, offset)
+                },
+                distance_m: cand.distance_m,
+            });
+            track.last_final = Some(Anchor {
+                edge: cand.edge,
+                offset_m: offset,
+                raw_offset_m: cand.offset_m,
+                time: step.time,
+            });
+        }
+        // Keep only the chosen candidate at k, and whatever descends from it.
+        let w = &mut track.window;
+        for (i, x) in w[k].cands.iter_mut().enumerate() {
+            if i != c {
+                x.score = f64::NEG_INFINITY;
+            }
+        }
+        let mut dead_before = !(1u64 << c);
+        for s in k + 1..w.len() {
+            let mut dead = 0u64;
+            for (i, x) in w[s].cands.iter_mut().enumerate() {
+                if x.back == NO_BACK || dead_before & 1 << x.back != 0 {
+                    x.score = f64::NEG_INFINITY;
+                }
+                if x.score == f64::NEG_INFINITY {
+                    dead |= 1 << i;
+                }
+            }
+            dead_before = dead;
+        }
+        w[k].done = true;
+        for _ in 0..k {
+            if let Some(s) = w.pop_front() {
+                track.spare.push(s);
+            }
+        }
+    }
+
+    /// Emits the path from anchor `a` to position `b` (the most probable move,
+    /// as scored) and returns `b`'s offset, held back to the anchor's offset
+    /// when the move was standing still.
+    #[allow(clippy::too_many_arguments)]
+    fn connect(
+        &mut self,
+        a: Anchor,
+        b: (u32, f64),
+        time: f64,
+        gc: f64,
+        dt: f64,
+        sigma: f64,
+        out: &mut MatchOutput,
+    ) -> f64 {
+        let g = self.graph;
+        let beta = beta_for(self.config.beta_m, dt);
+        let tolerance = standstill_tolerance(sigma);
+        let mut best: Option<(f64, Move)> = None;
+        // Choose the move from the candidate's own offset, as the scoring did.
+        if let Some(m) = direct_move(g, (a.edge, a.raw_offset_m), b, tolerance) {
+            let penalty = if m.u_turn { self.config.u_turn_penalty } else { 0.0 };
+            best = Some((log_transition(m.distance_m, gc, beta) - penalty, Move::Direct(m.u_turn)));
+        }
+        // The search budget generous enough for any transition scoring allowed.
+        let limit_m = gc + 10.0 * beta + 4.0 * sigma + self.config.max_speed_mps * dt;
+        let remaining = g.length_m(a.edge) - a.raw_offset_m;
+        if limit_m > remaining {
+            let target = g.tail(b.0);
+            self.search
+                .run(g, g.head(a.edge), ((limit_m - remaining) * 100.0) as u32, &[target]);
+            if let Some(cm) = self.search.dist(target) {
+                let route = remaining + f64::from(cm) / 100.0 + b.1;
+                let lt = log_transition(route, gc, beta);
+                if best.is_none_or(|(l, _)| lt > l) {
+                    best = Some((lt, Move::Graph));
+                }
+            }
+        }
+        let t0 = a.time;
+        match best {
+            None => b.1,
+            Some((_, Move::Direct(false))) => {
+                let to = b.1.max(a.offset_m);
+                push_pieces(out, &[(a.edge, a.offset_m, to)], t0, time);
+                to
+            }
+            Some((_, Move::Direct(true))) => {
+                let len = g.length_m(a.edge);
+                let turn_at = len - b.1; // b's position in a's coordinates
+                if turn_at >= a.offset_m {
+                    push_pieces(out, &[(a.edge, a.offset_m, turn_at), (b.0, b.1, b.1)], t0, time);
+                } else {
+                    push_pieces(out, &[(a.edge, a.offset_m, a.offset_m), (b.0, len - a.offset_m, b.1)], t0, time);
+                }
+                b.1
+            }
+            Some((_, Move::Graph)) => {
+                self.path_edges.clear();
+                self.search.path_to(g, g.tail(b.0), &mut self.path_edges);
+                let mut pieces = Vec::with_capacity(self.path_edges.len() + 2);
+                pieces.push((a.edge, a.offset_m, g.length_m(a.edge)));
+                pieces.extend(self.path_edges.iter().map(|&e| (e, 0.0, g.length_m(e))));
+                pieces.push((b.0, 0.0, b.1));
+                push_pieces(out, &pieces, t0, time);
+                b.1
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Move {
+    /// Along the same edge, or a U-turn onto the opposite edge.
+    Direct(bool),
+    Graph,
+}
+
+/// Appends pieces with times spread over `[t0, t1]` in proportion to length.
+fn push_pieces(out: &mut MatchOutput, pieces: &[(u32, f64, f64)], t0: f64, t1: f64) {
+    let total: f64 = pieces.iter().map(|p| (p.2 - p.1).max(0.0)).sum();
+    let mut done = 0.0;
+    for &(edge, from, to) in pieces {
+        let len = (to - from).max(0.0);
+        if len == 0.0 {
+            continue;
+        }
+        let frac = |d: f64| if total > 0.0 { d / total } else { 0.0 };
+        let t_start = t0 + (t1 - t0) * frac(done);
+        done += len;
+        out.path.push(Traversal {
+            edge,
+            from_m: from,
+            to_m: to,
+            t_start,
+            t_end: t0 + (t1 - t0) * frac(done),
+        });
+    }
+}

@@ -1,0 +1,419 @@
+//! The trace simulator behind `lastmile simulate`: vehicles drive delivery
+//! tours over a graph and report noisy pings with ground truth.
+//!
+//! Each vehicle starts somewhere random and is given a tour of stops, each a
+//! random road position 0.5–4 km from the previous one, planned on the
+//! fastest route (CCH, turn restrictions honoured) until the planned day
+//! fills the duration. It drives the legs at speeds that vary around each
+//! road's expected speed (a per-driver style, a per-road factor, limited
+//! acceleration and braking, slowing for the stop ahead), waits at some
+//! junctions as if at lights, and serves each stop for 1–5 minutes.
+//!
+//! Pings come every `interval` seconds at a per-vehicle phase, with Gaussian
+//! noise of `noise` metres per axis, occasional outliers (60–250 m off),
+//! dropped pings and rarer longer silences. Each row carries the true position
+//! and the OSM way the vehicle was on. Vehicles are simulated in lockstep and
+//! rows come out in time order, so memory stays O(vehicles) for any duration.
+
+use std::io::Write;
+
+use lastmile_roadgraph::dijkstra::EdgePos;
+use lastmile_roadgraph::geo::LocalPlane;
+use lastmile_roadgraph::rng::Rng;
+use lastmile_roadgraph::{Graph, LatLon, Metric, Router};
+
+/// 2026-01-01T00:00:00Z: the default start of simulated days.
+pub const DEFAULT_START: f64 = 1_767_225_600.0;
+
+#[derive(Clone, Debug)]
+pub struct SimParams {
+    pub vehicles: usize,
+    pub duration_s: f64,
+    pub interval_s: f64,
+    /// Gaussian noise sigma per axis, metres.
+    pub noise_m: f64,
+    pub seed: u64,
+    pub start_time: f64,
+    /// Probability that a ping is an outlier.
+    pub outlier_rate: f64,
+    /// Probability that a ping is lost.
+    pub dropout_rate: f64,
+    /// Probability per ping that a silence of 20–300 s starts.
+    pub silence_rate: f64,
+    /// Write `speed,heading,accuracy` as a phone would.
+    pub motion_columns: bool,
+}
+
+impl Default for SimParams {
+    fn default() -> Self {
+        Self {
+            vehicles: 10,
+            duration_s: 3600.0,
+            interval_s: 1.0,
+            noise_m: 5.0,
+            seed: 1,
+            start_time: DEFAULT_START,
+            outlier_rate: 0.002,
+            dropout_rate: 0.01,
+            silence_rate: 0.0001,
+            motion_columns: true,
+        }
+    }
+}
+
+/// A planned stop and when the simulated vehicle really got there.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SimStop {
+    pub vehicle: String,
+    pub stop_id: String,
+    pub seq: u32,
+    pub pos: LatLon,
+    pub edge: u32,
+    pub offset_m: f64,
+    pub window_start: f64,
+    pub window_end: f64,
+    pub service_s: f64,
+    pub true_arrival: Option<f64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SimSummary {
+    pub pings: u64,
+    pub outliers: u64,
+    pub dropped: u64,
+    pub driven_m: f64,
+    pub stops: Vec<SimStop>,
+}
+
+struct Leg {
+    edges: Vec<u32>,
+    start_offset: f64,
+    end_offset: f64,
+}
+
+struct Vehicle {
+    id: String,
+    rng: Rng,
+    legs: Vec<Leg>,
+    leg: usize,
+    /// Index into the current leg's edges and offset along that edge.
+    idx: usize,
+    offset: f64,
+    speed: f64,
+    style: f64,
+    edge_factor: f64,
+    /// Stops a few metres before the end of the current edge (a red light
+    /// or a give-way), as cars do: before the junction, not on it.
+    light_ahead: bool,
+    /// Parked (serving a stop, at a light) until then.
+    wait_until: f64,
+    silent_until: f64,
+    /// Index of this vehicle's first stop in the summary's list.
+    first_stop: usize,
+    /// Sub-step phase of its clock, and the ping slot among the steps.
+    phase: f64,
+    slot: u64,
+    done: bool,
+}
+
+/// Where a car waits before a junction (red light, give-way), metres before it.
+const LIGHT_SETBACK_M: f64 = 4.0;
+
+/// Simulates the fleet and writes the trace CSV to `out`. `progress` gets the
+/// simulated seconds done.
+pub fn simulate<W: Write>(
+    graph: &Graph,
+    params: &SimParams,
+    out: W,
+    progress: &dyn Fn(f64),
+) -> Result<SimSummary, csv::Error> {
+    let mut router = Router::new(graph, Metric::Time);
+    let mut summary = SimSummary::default();
+    let steps_per_ping = params.interval_s.ceil().max(1.0) as u64;
+    let step = params.interval_s / steps_per_ping as f64;
+    let mut fleet: Vec<Vehicle> = (0..params.vehicles)
+        .map(|i| plan_vehicle(graph, &mut router, params, i, step, steps_per_ping, &mut summary))
+        .collect();
+
+    let mut w = csv::Writer::from_writer(out);
+    let mut header = vec!["vehicle_id", "timestamp", "lat", "lon"];
+    if params.motion_columns {
+        header.extend(["speed", "heading", "accuracy"]);
+    }
+    header.extend(["true_lat", "true_lon", "true_way_id"]);
+    w.write_record(&header)?;
+
+    let total_steps = (params.duration_s / step).floor() as u64;
+    let mut rows: Vec<(f64, Vec<String>)> = Vec::new();
+    for k in 0..=total_steps {
+        rows.clear();
+        for v in &mut fleet {
+            let now = params.start_time + v.phase + k as f64 * step;
+            if k > 0 {
+                summary.driven_m += advance(graph, v, now, step, &mut summary.stops);
+            }
+            if k % steps_per_ping == v.slot
+                && let Some(row) = ping_row(graph, v, now, params, &mut summary)
+            {
+                rows.push((now, row));
+            }
+        }
+        rows.sort_by(|a, b| a.0.total_cmp(&b.0));
+        for (_, r) in &rows {
+            w.write_record(r)?;
+        }
+        if k % 600 == 0 {
+            progress(k as f64 * step);
+        }
+    }
+    w.flush()?;
+    Ok(summary)
+}
+
+/// Plans a vehicle's tour of stops until its planned day fills the duration.
+fn plan_vehicle(
+    graph: &Graph,
+    router: &mut Router,
+    params: &SimParams,
+    i: usize,
+    step: f64,
+    steps_per_ping: u64,
+    summary: &mut SimSummary,
+) -> Vehicle {
+    let mut rng = Rng::seed(params.seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let id = format!("veh-{i:05}");
+    let first_stop = summary.stops.len();
+    let mut at = random_position(graph, &mut rng);
+    let mut planned = params.start_time;
+    let mut legs = Vec::new();
+    let mut seq = 0;
+    let mut attempts = 0;
+    while planned < params.start_time + params.duration_s && attempts < 10_000 {
+        attempts += 1;
+        let to = (0..10)
+            .find_map(|_| near_position(graph, &mut rng, graph_pos(graph, at), 500.0, 4000.0))
+            .unwrap_or_else(|| random_position(graph, &mut rng));
+        let Some(route) = router.route(&[at], &[to]) else { continue };
+        let service = rng.range_f64(60.0, 300.0);
+        planned += route.duration_s;
+        summary.stops.push(SimStop {
+            vehicle: id.clone(),
+            stop_id: format!("{id}-s{seq:03}"),
+            seq,
+            pos: graph.point_on_edge(to.edge, to.offset_m),
+            edge: to.edge,
+            offset_m: to.offset_m,
+            window_start: (planned - 600.0).floor(),
+            window_end: (planned + 1200.0).ceil(),
+            service_s: service.round(),
+            true_arrival: None,
+        });
+        planned += service;
+        seq += 1;
+        legs.push(Leg {
+            edges: route.edges,
+            start_offset: route.start.offset_m,
+            end_offset: route.end.offset_m,
+        });
+        at = to;
+    }
+    let offset = legs.first().map_or(0.0, |l| l.start_offset);
+    Vehicle {
+        id,
+        legs,
+        leg: 0,
+        idx: 0,
+        offset,
+        speed: 0.0,
+        style: rng.range_f64(0.8, 1.05),
+        edge_factor: rng.range_f64(0.75, 1.1),
+        light_ahead: false,
+        wait_until: 0.0,
+        silent_until: 0.0,
+        first_stop,
+        phase: rng.range_f64(0.0, step),
+        slot: rng.below(steps_per_ping),
+        done: false,
+        rng,
+    }
+}
+
+fn graph_pos(graph: &Graph, p: EdgePos) -> LatLon {
+    graph.point_on_edge(p.edge, p.offset_m)
+}
+
+fn random_position(graph: &Graph, rng: &mut Rng) -> EdgePos {
+    let edge = rng.below(graph.num_edges() as u64) as u32;
+    EdgePos {
+        edge,
+        offset_m: rng.range_f64(0.0, graph.length_m(edge)),
+    }
+}
+
+/// A road position at a random bearing and distance from `from`.
+fn near_position(graph: &Graph, rng: &mut Rng, from: LatLon, min_m: f64, max_m: f64) -> Option<EdgePos> {
+    let d = rng.range_f64(min_m, max_m);
+    let a = rng.range_f64(0.0, std::f64::consts::TAU);
+    let p = LocalPlane::new(from).unproject(d * a.sin(), d * a.cos());
+    let mut near = Vec::new();
+    graph.nearest_edges(p, 1, 300.0, &mut near);
+    near.first().map(|c| EdgePos {
+        edge: c.edge,
+        offset_m: c.offset_m,
+    })
+}
+
+/// Drives one time step; returns metres driven.
+fn advance(graph: &Graph, v: &mut Vehicle, now: f64, dt: f64, stops: &mut [SimStop]) -> f64 {
+    if v.done || now < v.wait_until {
+        v.speed = 0.0;
+        return 0.0;
+    }
+    let leg = &v.legs[v.leg];
+    let e = leg.edges[v.idx];
+    let last_edge = v.idx + 1 == leg.edges.len();
+    let edge_end = if last_edge { leg.end_offset } else { graph.length_m(e) };
+    let free = graph.length_m(e) / (f64::from(graph.travel_time_ms(e)) / 1000.0).max(0.001);
+    let mut target = free * v.style * v.edge_factor;
+    let stop_line = edge_end - LIGHT_SETBACK_M;
+    if v.light_ahead && !last_edge && v.offset >= stop_line - 0.5 {
+        v.light_ahead = false;
+        v.wait_until = now + v.rng.range_f64(5.0, 40.0);
+        v.speed = 0.0;
+        return 0.0;
+    }
+    // Brake for the stop or the light ahead: v² = 2·a·d with a comfortable 2 m/s².
+    let brake_to = if last_edge {
+        Some(edge_end)
+    } else {
+        v.light_ahead.then_some(stop_line)
+    };
+    if let Some(end) = brake_to {
+        target = target.min((2.0 * 2.0 * (end - v.offset).max(0.0)).sqrt() + 1.0);
+    }
+    v.speed += (target - v.speed).clamp(-3.0 * dt, 2.0 * dt);
+    let mut left = v.speed * dt;
+    let driven = left;
+    while left > 0.0 {
+        let leg = &v.legs[v.leg];
+        let e = leg.edges[v.idx];
+        let last_edge = v.idx + 1 == leg.edges.len();
+        let edge_end = if last_edge { leg.end_offset } else { graph.length_m(e) };
+        if v.light_ahead && !last_edge && v.offset + left >= edge_end - LIGHT_SETBACK_M {
+            // Creep up to the stop line; the wait starts on the next step.
+            v.offset = (edge_end - LIGHT_SETBACK_M).max(v.offset);
+            break;
+        }
+        if v.offset + left < edge_end {
+            v.offset += left;
+            break;
+        }
+        left -= (edge_end - v.offset).max(0.0);
+        if last_edge {
+            // Arrived: serve the stop, then start the next leg.
+            let stop = &mut stops[v.first_stop + v.leg];
+            stop.true_arrival = Some(now);
+            v.wait_until = now + stop.service_s;
+            v.speed = 0.0;
+            if v.leg + 1 == v.legs.len() {
+                v.done = true;
+                v.offset = edge_end;
+                return driven - left;
+            }
+            v.leg += 1;
+            v.idx = 0;
+            v.offset = v.legs[v.leg].start_offset;
+            return driven - left;
+        }
+        v.idx += 1;
+        v.offset = 0.0;
+        v.edge_factor = v.rng.range_f64(0.75, 1.1);
+        let next = v.legs[v.leg].edges[v.idx];
+        v.light_ahead = graph.length_m(next) > 3.0 * LIGHT_SETBACK_M && v.rng.chance(0.08);
+    }
+    driven
+}
+
+/// The row of one ping at `now`, or `None` when it is lost.
+fn ping_row(graph: &Graph, v: &mut Vehicle, now: f64, params: &SimParams, summary: &mut SimSummary) -> Option<Vec<String>> {
+    if now < v.silent_until {
+        summary.dropped += 1;
+        return None;
+    }
+    if v.rng.chance(params.silence_rate) {
+        v.silent_until = now + v.rng.range_f64(20.0, 300.0);
+        summary.dropped += 1;
+        return None;
+    }
+    if v.rng.chance(params.dropout_rate) {
+        summary.dropped += 1;
+        return None;
+    }
+    let leg = &v.legs[v.leg];
+    let e = leg.edges[v.idx];
+    let truth = graph.point_on_edge(e, v.offset);
+    let plane = LocalPlane::new(truth);
+    let (mut dx, mut dy) = (v.rng.normal() * params.noise_m, v.rng.normal() * params.noise_m);
+    if v.rng.chance(params.outlier_rate) {
+        let (d, a) = (v.rng.range_f64(60.0, 250.0), v.rng.range_f64(0.0, std::f64::consts::TAU));
+        dx += d * a.sin();
+        dy += d * a.cos();
+        summary.outliers += 1;
+    }
+    let seen = plane.unproject(dx, dy);
+    summary.pings += 1;
+    let mut row = vec![
+        v.id.clone(),
+        format!("{now:.3}"),
+        format!("{:.7}", seen.lat),
+        format!("{:.7}", seen.lon),
+    ];
+    if params.motion_columns {
+        let speed = (v.speed + v.rng.normal() * 0.3).max(0.0);
+        row.push(format!("{speed:.2}"));
+        // Phones report no course when standing still.
+        row.push(if v.speed > 1.0 {
+            let h = graph.edge_bearing(e, v.offset) + v.rng.normal() * 5.0;
+            format!("{:.1}", h.rem_euclid(360.0))
+        } else {
+            String::new()
+        });
+        row.push(format!("{:.1}", params.noise_m.max(1.0)));
+    }
+    row.push(format!("{:.7}", truth.lat));
+    row.push(format!("{:.7}", truth.lon));
+    row.push(graph.way_id(e).to_string());
+    Some(row)
+}
+
+/// Writes the stops CSV (`vehicle_id,stop_id,seq,lat,lon,window_start,
+/// window_end,service_s,true_arrival`).
+pub fn write_stops<W: Write>(stops: &[SimStop], out: W) -> Result<(), csv::Error> {
+    let mut w = csv::Writer::from_writer(out);
+    w.write_record([
+        "vehicle_id",
+        "stop_id",
+        "seq",
+        "lat",
+        "lon",
+        "window_start",
+        "window_end",
+        "service_s",
+        "true_arrival",
+    ])?;
+    for s in stops {
+        w.write_record([
+            s.vehicle.clone(),
+            s.stop_id.clone(),
+            s.seq.to_string(),
+            format!("{:.7}", s.pos.lat),
+            format!("{:.7}", s.pos.lon),
+            format!("{:.0}", s.window_start),
+            format!("{:.0}", s.window_end),
+            format!("{:.0}", s.service_s),
+            s.true_arrival.map_or_else(String::new, |t| format!("{t:.3}")),
+        ])?;
+    }
+    w.flush()?;
+    Ok(())
+}
