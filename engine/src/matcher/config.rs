@@ -15,6 +15,9 @@ pub struct MatcherConfig {
     /// Scale of the transition probability exp(-|route - great circle| / beta)
     /// for pings one second apart; it grows with the square root of the interval.
     pub beta_m: f64,
+    /// Added (in quadrature) to beta per metre of GPS sigma: the straight
+    /// line between two noisy fixes is itself uncertain by about sigma.
+    pub beta_per_sigma: f64,
     /// A silence longer than this breaks the chain (tunnel, phone off).
     pub max_gap_s: f64,
     /// No transition may need a speed above this (the search bound).
@@ -26,9 +29,16 @@ pub struct MatcherConfig {
     pub heading_weight: f64,
     /// Reported headings count only above this speed (a parked phone's heading is noise).
     pub heading_min_speed_mps: f64,
+    /// A ping whose most probable candidate scores this many log units below
+    /// the previous step's best is treated as an outlier (a typical fix costs
+    /// a few units: a 2-sigma emission and a modest route difference).
+    pub outlier_log_odds: f64,
     /// Pings that cannot be reached from the chain are dropped as outliers, up
     /// to this many in a row; the next one restarts the chain (status `reset`).
     pub max_outliers: u32,
+    /// The live estimate switches to a hypothesis that does not continue the
+    /// one it reported last only when that is this many log units better.
+    pub switch_margin: f64,
     /// Pings held before the oldest is finalised even if the candidates
     /// have not converged (bounds memory and lag).
     pub max_lag: usize,
@@ -38,15 +48,18 @@ impl Default for MatcherConfig {
     fn default() -> Self {
         Self {
             search_radius_m: 50.0,
-            max_candidates: 8,
+            max_candidates: 12,
             sigma_m: 5.0,
             beta_m: 5.0,
+            beta_per_sigma: 1.0,
             max_gap_s: 180.0,
             max_speed_mps: 60.0,
             u_turn_penalty: 6.0,
             heading_weight: 1.5,
             heading_min_speed_mps: 3.0,
+            outlier_log_odds: 18.0,
             max_outliers: 2,
+            switch_margin: 3.0,
             max_lag: 30,
         }
     }
@@ -69,8 +82,11 @@ impl MatcherConfig {
         }
         for (name, v) in [
             ("u_turn_penalty", self.u_turn_penalty),
+            ("beta_per_sigma", self.beta_per_sigma),
             ("heading_weight", self.heading_weight),
             ("heading_min_speed_mps", self.heading_min_speed_mps),
+            ("outlier_log_odds", self.outlier_log_odds),
+            ("switch_margin", self.switch_margin),
         ] {
             if !(v.is_finite() && v >= 0.0) {
                 return Err(format!("matcher.{name} must be zero or positive, got {v}"));

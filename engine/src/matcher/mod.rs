@@ -20,7 +20,9 @@
 //! refilled.
 
 mod config;
+mod noise;
 mod search;
+mod smooth;
 mod transition;
 mod window;
 
@@ -31,8 +33,10 @@ use lastmile_roadgraph::graph::NO_EDGE;
 use lastmile_roadgraph::{EdgeCandidate, Graph, LatLon};
 
 pub use config::{MAX_CANDIDATES_LIMIT, MatcherConfig};
+use noise::NoiseEstimate;
 use search::BoundedSearch;
-use transition::{beta_for, direct_move, log_transition, standstill_tolerance};
+use smooth::Smoother;
+use transition::{beta_for, direct_move, log_transition, standstill_tolerance, straight_travel};
 use window::{Cand, NO_BACK, Step};
 
 use crate::ping::Ping;
@@ -180,10 +184,8 @@ impl MatcherStats {
 #[derive(Clone, Copy, Debug)]
 struct Anchor {
     edge: u32,
-    /// Where the finalised path stands (held back while standing still).
+    /// Where the finalised path has got to on the edge.
     offset_m: f64,
-    /// The chosen candidate's own offset, which the scoring moved from.
-    raw_offset_m: f64,
     time: f64,
 }
 
@@ -199,12 +201,16 @@ pub struct VehicleTrack {
     window: VecDeque<Step>,
     spare: Vec<Step>,
     last_final: Option<Anchor>,
-    /// Last immediate estimate of the current chain (edge, offset, point).
-    last_estimate: Option<(u32, f64, LatLon)>,
+    /// Index of the last immediate estimate's candidate in the newest step.
+    last_choice: Option<u8>,
     /// Consecutive pings rejected as outliers.
     outliers: u32,
     /// Whether any ping of this vehicle was ever on a road.
     seen_road: bool,
+    /// GPS noise learnt from this vehicle's matches.
+    noise: NoiseEstimate,
+    /// Finalised points waiting for their neighbours.
+    smoother: Smoother,
 }
 
 impl VehicleTrack {
@@ -312,11 +318,12 @@ impl<'g> Matcher<'g> {
         }
         track.last_time = Some(ping.time);
 
-        let sigma = ping
-            .valid_accuracy()
-            .map_or(self.config.sigma_m, |a| a.max(1.0));
+        let sigma = ping.valid_accuracy().map_or_else(
+            || track.noise.sigma().unwrap_or(self.config.sigma_m),
+            |a| a.max(1.0),
+        );
         let radius = self.config.search_radius_m.max((3.0 * sigma).min(300.0));
-        self.graph.edges_within(ping.pos, radius, &mut self.near);
+        self.graph.edge_index().approaches_within(self.graph, ping.pos, radius, &mut self.near);
         self.near.truncate(self.config.max_candidates);
         if self.near.is_empty() {
             return MatchStatus::Unmatched;
@@ -338,6 +345,7 @@ impl<'g> Matcher<'g> {
             step.cands.push(Cand {
                 edge: c.edge,
                 offset_m: c.offset_m,
+                pos_m: c.offset_m,
                 point: c.point,
                 distance_m: c.distance_m,
                 emission,
@@ -348,7 +356,10 @@ impl<'g> Matcher<'g> {
 
         let continues = match track.window.back() {
             Some(prev) if ping.time - prev.time <= self.config.max_gap_s => {
+                // A ping whose best explanation is far less likely than a
+                // typical fix is an outlier, even if some road is reachable.
                 self.score_transitions(prev, &mut step)
+                    && step.cands.iter().any(|c| c.score > -self.config.outlier_log_odds)
             }
             _ => false,
         };
@@ -375,13 +386,13 @@ impl<'g> Matcher<'g> {
             return MatchStatus::Outlier;
         };
         step.reset = status == MatchStatus::Reset;
+        step.speed = ping.valid_speed();
         step.normalise();
-        if std::env::var_os("LM_TRACE").is_some() {
-            let c: Vec<String> = step.cands.iter().map(|c| format!("e{}@{:.0}:{:.1} s{:.1} b{}", c.edge, c.offset_m, c.distance_m, c.score, c.back)).collect();
-            eprintln!("t {:.0} {}", ping.time - 1767225600.0, c.join(" | "));
-        }
         track.seen_road = true;
         self.estimate(track, &step, out);
+        if let Some(b) = step.best() {
+            track.noise.add(step.cands[b].distance_m);
+        }
         track.window.push_back(step);
         self.finalise_converged(track, out);
         status
@@ -392,10 +403,18 @@ impl<'g> Matcher<'g> {
     fn score_transitions(&mut self, prev: &Step, step: &mut Step) -> bool {
         let g = self.graph;
         let gc = haversine_m(prev.pos, step.pos);
+        let straight = straight_travel(gc, prev.sigma, step.sigma);
         let dt = step.time - prev.time;
         let sigma = prev.sigma.max(step.sigma);
-        let beta = beta_for(self.config.beta_m, dt);
+        let beta = beta_for(self.config.beta_m, self.config.beta_per_sigma, dt, sigma);
         let tolerance = standstill_tolerance(sigma);
+        // Devices that report speed say how far they went; over short
+        // intervals that is a second, sharper witness of the route length.
+        let travelled = match (prev.speed, step.speed) {
+            (Some(a), Some(b)) if dt <= SPEED_WITNESS_MAX_DT => Some(0.5 * (a + b) * dt),
+            _ => None,
+        };
+        let witness = |route: f64| travelled.map_or(0.0, |t| -(route - t).abs() / beta);
         let limit_m = (gc + 10.0 * beta + 4.0 * sigma).min(self.config.max_speed_mps * dt + 4.0 * sigma);
         self.targets.clear();
         self.targets.extend(step.cands.iter().map(|c| g.tail(c.edge)));
@@ -406,7 +425,7 @@ impl<'g> Matcher<'g> {
             if !(a.score > best_prev - PRUNE_LOG) {
                 continue;
             }
-            let remaining_m = g.length_m(a.edge) - a.offset_m;
+            let remaining_m = g.length_m(a.edge) - a.pos_m;
             let budget_m = limit_m - remaining_m;
             let searched = budget_m >= 0.0;
             if searched {
@@ -414,21 +433,27 @@ impl<'g> Matcher<'g> {
                     .run(g, g.head(a.edge), (budget_m * 100.0) as u32, &self.targets);
             }
             for (j, b) in step.cands.iter_mut().enumerate() {
-                let mut best = f64::NEG_INFINITY;
-                if let Some(m) = direct_move(g, (a.edge, a.offset_m), (b.edge, b.offset_m), tolerance)
+                // (log-probability, position after the move)
+                let mut best = (f64::NEG_INFINITY, b.offset_m);
+                if let Some(m) = direct_move(g, (a.edge, a.pos_m), (b.edge, b.offset_m), tolerance)
                     && m.distance_m <= limit_m
                 {
                     let penalty = if m.u_turn { self.config.u_turn_penalty } else { 0.0 };
-                    best = log_transition(m.distance_m, gc, beta) - penalty;
+                    let lt = log_transition(m.distance_m, straight, beta) + witness(m.distance_m) - penalty;
+                    best = (lt, m.to_pos_m);
                 }
                 if searched && let Some(cm) = self.search.dist(self.targets[j]) {
                     let route = remaining_m + f64::from(cm) / 100.0 + b.offset_m;
-                    best = best.max(log_transition(route, gc, beta));
+                    let lt = log_transition(route, straight, beta) + witness(route);
+                    if lt > best.0 {
+                        best = (lt, b.offset_m);
+                    }
                 }
-                let s = a.score + best + b.emission;
+                let s = a.score + best.0 + b.emission;
                 if s > b.score {
                     b.score = s;
                     b.back = i as u8;
+                    b.pos_m = best.1;
                     any = true;
                 }
             }
@@ -438,7 +463,23 @@ impl<'g> Matcher<'g> {
 
     /// Fills the immediate estimate from the newest step.
     fn estimate(&self, track: &mut VehicleTrack, step: &Step, out: &mut MatchOutput) {
-        let Some(best) = step.best() else { return };
+        let Some(mut best) = step.best() else { return };
+        // Hysteresis: keep following the hypothesis reported last unless
+        // another is clearly better, so the live position does not flip
+        // between parallel roads or directions on every fix.
+        if !step.reset
+            && let Some(prev) = track.last_choice
+        {
+            let follow = (0..step.cands.len())
+                .filter(|&i| step.cands[i].back == prev)
+                .max_by(|&a, &b| step.cands[a].score.total_cmp(&step.cands[b].score));
+            if let Some(f) = follow
+                && step.cands[f].score >= step.cands[best].score - self.config.switch_margin
+            {
+                best = f;
+            }
+        }
+        track.last_choice = Some(best as u8);
         let c = step.cands[best];
         let road = self.graph.road_of(c.edge);
         let (mut same, mut total) = (0.0, 0.0);
@@ -449,21 +490,15 @@ impl<'g> Matcher<'g> {
                 same += p;
             }
         }
-        let (mut offset, mut point) = (c.offset_m, c.point);
-        // Jitter around a standing vehicle must not move it backwards.
-        if !step.reset
-            && let Some((e, o, p)) = track.last_estimate
-            && e == c.edge
-            && o > offset
-            && o - offset <= standstill_tolerance(step.sigma)
-        {
-            offset = o;
-            point = p;
-        }
-        track.last_estimate = Some((c.edge, offset, point));
+        // A standing vehicle keeps its position when the fix falls behind it.
+        let point = if c.pos_m == c.offset_m {
+            c.point
+        } else {
+            self.graph.point_on_edge(c.edge, c.pos_m)
+        };
         let im = &mut out.immediate;
         im.edge = c.edge;
-        im.offset_m = offset;
+        im.offset_m = c.pos_m;
         im.point = point;
         im.confidence = if total > 0.0 { (same / total) as f32 } else { 0.0 };
     }
@@ -471,3 +506,6 @@ impl<'g> Matcher<'g> {
 
 /// Hypotheses more than this many log units behind the best are not extended.
 const PRUNE_LOG: f64 = 30.0;
+/// Reported speeds bound the route length only over intervals this short
+/// (over longer ones the average of two spot speeds says little).
+const SPEED_WITNESS_MAX_DT: f64 = 10.0;

@@ -11,7 +11,7 @@
 use lastmile_roadgraph::geo::haversine_m;
 use lastmile_roadgraph::LatLon;
 
-use super::transition::{beta_for, direct_move, log_transition, standstill_tolerance};
+use super::transition::{beta_for, direct_move, log_transition, standstill_tolerance, straight_travel};
 use super::{Anchor, FinalPoint, MatchOutput, MatchStatus, Matcher, Traversal, VehicleTrack};
 
 /// No predecessor (first step of a chain, or not reachable).
@@ -20,7 +20,11 @@ pub(super) const NO_BACK: u8 = u8::MAX;
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Cand {
     pub edge: u32,
+    /// Where the ping projects onto the edge, metres from its tail.
     pub offset_m: f64,
+    /// Where this hypothesis puts the vehicle on the edge: the projection,
+    /// or further on when the vehicle is standing and the fix fell behind.
+    pub pos_m: f64,
     pub point: LatLon,
     pub distance_m: f64,
     pub emission: f64,
@@ -36,6 +40,8 @@ pub(crate) struct Step {
     pub time: f64,
     pub pos: LatLon,
     pub sigma: f64,
+    /// Speed reported with the ping, m/s.
+    pub speed: Option<f64>,
     /// First step of a chain that followed a break.
     pub reset: bool,
     /// Already finalised (only ever `window[0]`, kept as the anchor).
@@ -49,6 +55,7 @@ impl Step {
         self.time = time;
         self.pos = pos;
         self.sigma = sigma;
+        self.speed = None;
         self.reset = false;
         self.done = false;
         self.cands.clear();
@@ -134,8 +141,9 @@ impl Matcher<'_> {
         while let Some(s) = track.window.pop_front() {
             track.spare.push(s);
         }
+        track.smoother.flush(self.graph, &mut out.finalized);
         track.last_final = None;
-        track.last_estimate = None;
+        track.last_choice = None;
     }
 
     /// The candidate of step `k` on the best path of the newest step.
@@ -163,30 +171,35 @@ impl Matcher<'_> {
         for s in first..=k {
             let step = &track.window[s];
             let cand = step.cands[usize::from(self.chosen[s])];
-            let mut offset = cand.offset_m;
+            let offset = cand.pos_m;
             if let Some(a) = track.last_final {
                 let prev = &track.window[s - 1];
                 let (gc, dt) = (haversine_m(prev.pos, step.pos), step.time - prev.time);
+                let straight = straight_travel(gc, prev.sigma, step.sigma);
                 let sigma = prev.sigma.max(step.sigma);
-                offset = self.connect(a, (cand.edge, offset), step.time, gc, dt, sigma, out);
+                let before = out.path.len();
+                self.connect(a, &cand, step.time, gc, straight, dt, sigma, out);
+                for t in &out.path[before..] {
+                    track.smoother.add_piece(t);
+                }
             }
-            out.finalized.push(FinalPoint {
+            let point = FinalPoint {
                 seq: step.seq,
                 time: step.time,
                 status: if step.reset { MatchStatus::Reset } else { MatchStatus::Matched },
                 edge: cand.edge,
                 offset_m: offset,
-                point: if offset == cand.offset_m {
+                point: if cand.pos_m == cand.offset_m {
                     cand.point
                 } else {
                     self.graph.point_on_edge(cand.edge, offset)
                 },
                 distance_m: cand.distance_m,
-            });
+            };
+            track.smoother.add_point(self.graph, point, step.pos, &mut out.finalized);
             track.last_final = Some(Anchor {
                 edge: cand.edge,
                 offset_m: offset,
-                raw_offset_m: cand.offset_m,
                 time: step.time,
             });
         }
@@ -218,39 +231,38 @@ impl Matcher<'_> {
         }
     }
 
-    /// Emits the path from anchor `a` to position `b` (the most probable move,
-    /// as scored) and returns `b`'s offset, held back to the anchor's offset
-    /// when the move was standing still.
+    /// Emits the path from anchor `a` to candidate `b` by the most probable
+    /// move, chosen by the same rules as the scoring.
     #[allow(clippy::too_many_arguments)]
     fn connect(
         &mut self,
         a: Anchor,
-        b: (u32, f64),
+        b: &Cand,
         time: f64,
         gc: f64,
+        straight: f64,
         dt: f64,
         sigma: f64,
         out: &mut MatchOutput,
-    ) -> f64 {
+    ) {
         let g = self.graph;
-        let beta = beta_for(self.config.beta_m, dt);
+        let beta = beta_for(self.config.beta_m, self.config.beta_per_sigma, dt, sigma);
         let tolerance = standstill_tolerance(sigma);
         let mut best: Option<(f64, Move)> = None;
-        // Choose the move from the candidate's own offset, as the scoring did.
-        if let Some(m) = direct_move(g, (a.edge, a.raw_offset_m), b, tolerance) {
+        if let Some(m) = direct_move(g, (a.edge, a.offset_m), (b.edge, b.offset_m), tolerance) {
             let penalty = if m.u_turn { self.config.u_turn_penalty } else { 0.0 };
-            best = Some((log_transition(m.distance_m, gc, beta) - penalty, Move::Direct(m.u_turn)));
+            best = Some((log_transition(m.distance_m, straight, beta) - penalty, Move::Direct(m.u_turn)));
         }
-        // The search budget generous enough for any transition scoring allowed.
+        // A search budget generous enough for any transition the scoring allowed.
         let limit_m = gc + 10.0 * beta + 4.0 * sigma + self.config.max_speed_mps * dt;
-        let remaining = g.length_m(a.edge) - a.raw_offset_m;
+        let remaining = g.length_m(a.edge) - a.offset_m;
         if limit_m > remaining {
-            let target = g.tail(b.0);
+            let target = g.tail(b.edge);
             self.search
                 .run(g, g.head(a.edge), ((limit_m - remaining) * 100.0) as u32, &[target]);
             if let Some(cm) = self.search.dist(target) {
-                let route = remaining + f64::from(cm) / 100.0 + b.1;
-                let lt = log_transition(route, gc, beta);
+                let route = remaining + f64::from(cm) / 100.0 + b.offset_m;
+                let lt = log_transition(route, straight, beta);
                 if best.is_none_or(|(l, _)| lt > l) {
                     best = Some((lt, Move::Graph));
                 }
@@ -258,31 +270,27 @@ impl Matcher<'_> {
         }
         let t0 = a.time;
         match best {
-            None => b.1,
+            None => {}
             Some((_, Move::Direct(false))) => {
-                let to = b.1.max(a.offset_m);
-                push_pieces(out, &[(a.edge, a.offset_m, to)], t0, time);
-                to
+                push_pieces(out, &[(a.edge, a.offset_m, b.pos_m)], t0, time);
             }
             Some((_, Move::Direct(true))) => {
                 let len = g.length_m(a.edge);
-                let turn_at = len - b.1; // b's position in a's coordinates
+                let turn_at = len - b.pos_m; // b's position in a's coordinates
                 if turn_at >= a.offset_m {
-                    push_pieces(out, &[(a.edge, a.offset_m, turn_at), (b.0, b.1, b.1)], t0, time);
+                    push_pieces(out, &[(a.edge, a.offset_m, turn_at)], t0, time);
                 } else {
-                    push_pieces(out, &[(a.edge, a.offset_m, a.offset_m), (b.0, len - a.offset_m, b.1)], t0, time);
+                    push_pieces(out, &[(b.edge, len - a.offset_m, b.pos_m)], t0, time);
                 }
-                b.1
             }
             Some((_, Move::Graph)) => {
                 self.path_edges.clear();
-                self.search.path_to(g, g.tail(b.0), &mut self.path_edges);
+                self.search.path_to(g, g.tail(b.edge), &mut self.path_edges);
                 let mut pieces = Vec::with_capacity(self.path_edges.len() + 2);
                 pieces.push((a.edge, a.offset_m, g.length_m(a.edge)));
                 pieces.extend(self.path_edges.iter().map(|&e| (e, 0.0, g.length_m(e))));
-                pieces.push((b.0, 0.0, b.1));
+                pieces.push((b.edge, 0.0, b.pos_m));
                 push_pieces(out, &pieces, t0, time);
-                b.1
             }
         }
     }

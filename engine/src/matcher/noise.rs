@@ -1,0 +1,93 @@
+//! Per-vehicle estimate of GPS noise from the pings themselves, for devices
+//! that report no accuracy. Newson & Krumm estimate sigma as 1.4826 times the
+//! median distance from fixes to their matched road (the median absolute
+//! deviation of a Gaussian's perpendicular component); we keep that over a
+//! ring of recent matches, so the emission model follows a vehicle whose
+//! receiver is worse (or better) than the configured default.
+
+/// Recent matched distances, metres.
+const RING: usize = 32;
+/// Matches needed before the estimate replaces the configured sigma.
+const MIN_SAMPLES: usize = 12;
+/// The estimate is refreshed every this many matches.
+const REFRESH: usize = 4;
+
+#[derive(Clone, Debug)]
+pub(crate) struct NoiseEstimate {
+    ring: [f32; RING],
+    len: usize,
+    next: usize,
+    added: usize,
+    sigma: Option<f64>,
+}
+
+impl Default for NoiseEstimate {
+    fn default() -> Self {
+        Self {
+            ring: [0.0; RING],
+            len: 0,
+            next: 0,
+            added: 0,
+            sigma: None,
+        }
+    }
+}
+
+impl NoiseEstimate {
+    /// The current estimate, once enough matches were seen.
+    pub fn sigma(&self) -> Option<f64> {
+        self.sigma
+    }
+
+    /// Records the distance from a fix to its matched road.
+    pub fn add(&mut self, distance_m: f64) {
+        if !distance_m.is_finite() {
+            return;
+        }
+        self.ring[self.next] = distance_m as f32;
+        self.next = (self.next + 1) % RING;
+        self.len = (self.len + 1).min(RING);
+        self.added += 1;
+        if self.len >= MIN_SAMPLES && self.added.is_multiple_of(REFRESH) {
+            let mut v = self.ring;
+            let v = &mut v[..self.len];
+            let mid = v.len() / 2;
+            let (_, median, _) = v.select_nth_unstable_by(mid, f32::total_cmp);
+            self.sigma = Some((1.4826 * f64::from(*median)).clamp(MIN_SIGMA_M, MAX_SIGMA_M));
+        }
+    }
+}
+
+/// Bounds of the estimate: below 1.5 m the road geometry itself is less
+/// accurate than the fix; above 60 m nothing can be matched reliably anyway.
+const MIN_SIGMA_M: f64 = 1.5;
+const MAX_SIGMA_M: f64 = 60.0;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn estimate_follows_the_median_distance() {
+        let mut n = NoiseEstimate::default();
+        for _ in 0..MIN_SAMPLES - 1 {
+            n.add(10.0);
+        }
+        assert_eq!(n.sigma(), None);
+        for _ in 0..RING {
+            n.add(10.0);
+        }
+        let s = n.sigma().unwrap();
+        assert!((s - 14.826).abs() < 1e-3, "{s}");
+        // A few wild distances do not move a median.
+        for _ in 0..4 {
+            n.add(500.0);
+        }
+        assert!((n.sigma().unwrap() - 14.826).abs() < 1e-3);
+        n.add(f64::NAN);
+        for _ in 0..RING {
+            n.add(0.0);
+        }
+        assert_eq!(n.sigma(), Some(MIN_SIGMA_M));
+    }
+}

