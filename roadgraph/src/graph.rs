@@ -295,6 +295,52 @@ impl Graph {
         out
     }
 
+    /// The point of edge `e` between offsets `from_m` and `to_m` (from its
+    /// tail) nearest to `p`: its offset and distance in metres. Allocates
+    /// nothing, so the matcher can call it per ping.
+    pub fn project_onto_edge(&self, e: u32, p: LatLon, from_m: f64, to_m: f64) -> (f64, f64) {
+        let road = self.road_of(e);
+        let len = self.length_m(e);
+        let (from_m, to_m) = (from_m.clamp(0.0, len), to_m.clamp(0.0, len));
+        // Work in the road's own direction.
+        let (a, b) = if self.is_reversed(e) {
+            (len - to_m, len - from_m)
+        } else {
+            (from_m, to_m)
+        };
+        // Rounding may leave an empty range inverted by an ulp.
+        let b = b.max(a);
+        let plane = crate::geo::LocalPlane::new(p);
+        let dist = &self.data().point_dist_m;
+        let pts = self.road_points(road);
+        let mut best = (a, f64::INFINITY);
+        for i in pts.start..pts.end - 1 {
+            let (d0, d1) = (f64::from(dist[i].to_native()), f64::from(dist[i + 1].to_native()));
+            if d1 < a || d0 > b {
+                continue;
+            }
+            let (q0, q1) = (plane.project(self.point(i)), plane.project(self.point(i + 1)));
+            let (t, d2) = crate::geo::project_origin_on_segment(q0, q1);
+            let along = (d0 + t * (d1 - d0)).clamp(a, b);
+            let d2 = if along == d0 + t * (d1 - d0) {
+                d2
+            } else {
+                // Clamped to the range: measure at the clamped point.
+                let f = if d1 > d0 { (along - d0) / (d1 - d0) } else { 0.0 };
+                let (x, y) = (q0.0 + f * (q1.0 - q0.0), q0.1 + f * (q1.1 - q0.1));
+                x * x + y * y
+            };
+            if d2 < best.1 {
+                best = (along, d2);
+            }
+        }
+        let along = if self.is_reversed(e) { len - best.0 } else { best.0 };
+        if best.1.is_infinite() {
+            return (along, crate::geo::haversine_m(p, self.point_on_edge(e, along)));
+        }
+        (along, best.1.sqrt())
+    }
+
     /// The position `offset_m` metres from the tail of edge `e` along its geometry.
     pub fn point_on_edge(&self, e: u32, offset_m: f64) -> LatLon {
         let road = self.road_of(e);

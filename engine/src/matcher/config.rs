@@ -36,6 +36,11 @@ pub struct MatcherConfig {
     /// Pings that cannot be reached from the chain are dropped as outliers, up
     /// to this many in a row; the next one restarts the chain (status `reset`).
     pub max_outliers: u32,
+    /// A fix within this many sigma of the centroid of the fixes since the
+    /// last step is a standing vehicle's, and makes no step of its own ...
+    pub standstill_sigmas: f64,
+    /// ... for at most this long, after which a step is taken anyway.
+    pub standstill_max_s: f64,
     /// The live estimate switches to a hypothesis that does not continue the
     /// one it reported last only when that is this many log units better.
     pub switch_margin: f64,
@@ -59,6 +64,8 @@ impl Default for MatcherConfig {
             heading_min_speed_mps: 3.0,
             outlier_log_odds: 18.0,
             max_outliers: 2,
+            standstill_sigmas: 1.0,
+            standstill_max_s: 60.0,
             switch_margin: 3.0,
             max_lag: 30,
         }
@@ -87,6 +94,8 @@ impl MatcherConfig {
             ("heading_min_speed_mps", self.heading_min_speed_mps),
             ("outlier_log_odds", self.outlier_log_odds),
             ("switch_margin", self.switch_margin),
+            ("standstill_sigmas", self.standstill_sigmas),
+            ("standstill_max_s", self.standstill_max_s),
         ] {
             if !(v.is_finite() && v >= 0.0) {
                 return Err(format!("matcher.{name} must be zero or positive, got {v}"));

@@ -36,8 +36,8 @@ pub use config::{MAX_CANDIDATES_LIMIT, MatcherConfig};
 use noise::NoiseEstimate;
 use search::BoundedSearch;
 use smooth::Smoother;
-use transition::{beta_for, direct_move, log_transition, standstill_tolerance, straight_travel};
-use window::{Cand, NO_BACK, Step};
+use transition::{beta_for, direct_moves, log_direct, log_transition, standstill_tolerance, straight_travel};
+use window::{Cand, Held, NO_BACK, Step};
 
 use crate::ping::Ping;
 
@@ -211,6 +211,38 @@ pub struct VehicleTrack {
     noise: NoiseEstimate,
     /// Finalised points waiting for their neighbours.
     smoother: Smoother,
+    /// Fixes since the newest step, while they stay together (standing still).
+    still: Option<Still>,
+    /// The newest step's live estimate, repeated for held pings.
+    last_immediate: Option<Estimate>,
+}
+
+/// Running centroid of a standing vehicle's fixes.
+#[derive(Clone, Copy, Debug)]
+struct Still {
+    lat: f64,
+    lon: f64,
+    n: f64,
+}
+
+impl Still {
+    fn new(p: LatLon) -> Self {
+        Self {
+            lat: p.lat,
+            lon: p.lon,
+            n: 1.0,
+        }
+    }
+
+    fn centroid(&self) -> LatLon {
+        LatLon::new(self.lat / self.n, self.lon / self.n)
+    }
+
+    fn add(&mut self, p: LatLon) {
+        self.lat += p.lat;
+        self.lon += p.lon;
+        self.n += 1.0;
+    }
 }
 
 impl VehicleTrack {
@@ -322,6 +354,9 @@ impl<'g> Matcher<'g> {
             || track.noise.sigma().unwrap_or(self.config.sigma_m),
             |a| a.max(1.0),
         );
+        if self.hold(track, ping, seq, sigma, out) {
+            return MatchStatus::Matched;
+        }
         let radius = self.config.search_radius_m.max((3.0 * sigma).min(300.0));
         self.graph.edge_index().approaches_within(self.graph, ping.pos, radius, &mut self.near);
         self.near.truncate(self.config.max_candidates);
@@ -393,9 +428,50 @@ impl<'g> Matcher<'g> {
         if let Some(b) = step.best() {
             track.noise.add(step.cands[b].distance_m);
         }
+        track.still = Some(Still::new(step.pos));
+        track.last_immediate = Some(out.immediate);
         track.window.push_back(step);
         self.finalise_converged(track, out);
         status
+    }
+
+    /// A ping of a vehicle that is standing still (its fix stays within a few
+    /// sigma of the centroid of the fixes since the newest step, and it
+    /// reports no speed that says otherwise) makes no step of its own: it is
+    /// placed where the newest step is, and finalised on the path to the next
+    /// step (where its fix projects, never backwards). Stepping on every jittering fix would
+    /// let the chain follow the jitter along the street and round corners;
+    /// GraphHopper and Newson & Krumm thin standing fixes the same way.
+    fn hold(&mut self, track: &mut VehicleTrack, ping: &Ping, seq: u64, sigma: f64, out: &mut MatchOutput) -> bool {
+        let (Some(last), Some(still), Some(im)) = (track.window.back(), track.still.as_mut(), track.last_immediate)
+        else {
+            return false;
+        };
+        let off = haversine_m(still.centroid(), ping.pos);
+        // A reported speed decides; without one, the fixes must stay together.
+        let standing = ping.time - last.time <= self.config.standstill_max_s
+            && match ping.valid_speed() {
+                Some(v) => v < STANDING_SPEED_MPS && off <= 4.0 * sigma,
+                None => off <= self.config.standstill_sigmas * sigma,
+            };
+        if !standing {
+            return false;
+        }
+        still.add(ping.pos);
+        out.immediate = Estimate {
+            seq,
+            time: ping.time,
+            ..im
+        };
+        // Finalised with the next step, placed on the path towards it.
+        if let Some(step) = track.window.back_mut() {
+            step.held.push(Held {
+                seq,
+                time: ping.time,
+                pos: ping.pos,
+            });
+        }
+        true
     }
 
     /// Viterbi step: the best predecessor of each of `step`'s candidates.
@@ -435,12 +511,16 @@ impl<'g> Matcher<'g> {
             for (j, b) in step.cands.iter_mut().enumerate() {
                 // (log-probability, position after the move)
                 let mut best = (f64::NEG_INFINITY, b.offset_m);
-                if let Some(m) = direct_move(g, (a.edge, a.pos_m), (b.edge, b.offset_m), tolerance)
-                    && m.distance_m <= limit_m
+                for m in direct_moves(g, (a.edge, a.pos_m), (b.edge, b.offset_m), tolerance)
+                    .into_iter()
+                    .flatten()
+                    .filter(|m| m.distance_m <= limit_m)
                 {
-                    let penalty = if m.u_turn { self.config.u_turn_penalty } else { 0.0 };
-                    let lt = log_transition(m.distance_m, straight, beta) + witness(m.distance_m) - penalty;
-                    best = (lt, m.to_pos_m);
+                    let lt = log_direct(&m, straight, beta, sigma, self.config.u_turn_penalty)
+                        + witness(m.distance_m);
+                    if lt > best.0 {
+                        best = (lt, m.to_pos_m);
+                    }
                 }
                 if searched && let Some(cm) = self.search.dist(self.targets[j]) {
                     let route = remaining_m + f64::from(cm) / 100.0 + b.offset_m;
@@ -504,6 +584,8 @@ impl<'g> Matcher<'g> {
     }
 }
 
+/// A device reporting at least this speed is not standing still, wherever its fixes are.
+const STANDING_SPEED_MPS: f64 = 1.0;
 /// Hypotheses more than this many log units behind the best are not extended.
 const PRUNE_LOG: f64 = 30.0;
 /// Reported speeds bound the route length only over intervals this short

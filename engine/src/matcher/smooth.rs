@@ -61,13 +61,24 @@ impl Smoother {
         self.s += len;
     }
 
-    /// Records a finalised point (its path pieces already added) and releases
-    /// every point that now has its neighbours.
+    /// Records a finalised point at the end of the pieces added so far and
+    /// releases every point that now has its neighbours.
     pub fn add_point(&mut self, g: &Graph, point: FinalPoint, ping: LatLon, out: &mut Vec<FinalPoint>) {
+        self.add_point_at(g, point, ping, self.s, out);
+    }
+
+    /// Path distance where the pieces added so far end.
+    pub fn end(&self) -> f64 {
+        self.s
+    }
+
+    /// Records a finalised point at path distance `s` (not beyond the pieces
+    /// added so far, not behind the previous point).
+    pub fn add_point_at(&mut self, g: &Graph, point: FinalPoint, ping: LatLon, s: f64, out: &mut Vec<FinalPoint>) {
         self.points.push_back(Pending {
             point,
             ping,
-            s: self.s,
+            s,
             released: false,
         });
         while let Some(i) = self.points.iter().position(|p| !p.released) {

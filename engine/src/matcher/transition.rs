@@ -17,41 +17,57 @@ use lastmile_roadgraph::Graph;
 pub(crate) struct DirectMove {
     pub distance_m: f64,
     pub u_turn: bool,
-    /// Where the vehicle is after the move, metres along `b`'s edge: a
-    /// standing vehicle keeps its position when the fix lands behind it.
+    /// Where the vehicle is after the move, metres along `b`'s edge.
     pub to_pos_m: f64,
+    /// How far along the road the fix's projection is from that position
+    /// (non-zero when standing still): part of the emission, since the fix
+    /// is measured from where the vehicle is, not from where it projects.
+    pub along_m: f64,
 }
 
-/// The move along the same edge or by a U-turn onto its opposite edge, if the
-/// two positions allow one. `a` is where the vehicle is (edge, metres along
-/// it), `b` a candidate projection; `back_tolerance_m` is how far behind the
-/// vehicle's position a projection may land and still count as standing
-/// still. The tolerance is measured from the position held, not from the
-/// previous projection, so a hypothesis cannot creep backwards step by step.
+/// The moves along the same edge, or by a U-turn onto its opposite edge,
+/// from the vehicle's position `a` (edge, metres along it) to a candidate
+/// projection `b`: driving on to the projection, standing still when the
+/// projection is within `stand_m` of the position (either side), or turning
+/// round in the street.
 #[inline]
-pub(crate) fn direct_move(
-    g: &Graph,
-    a: (u32, f64),
-    b: (u32, f64),
-    back_tolerance_m: f64,
-) -> Option<DirectMove> {
+pub(crate) fn direct_moves(g: &Graph, a: (u32, f64), b: (u32, f64), stand_m: f64) -> [Option<DirectMove>; 2] {
     if a.0 == b.0 {
-        return (b.1 >= a.1 - back_tolerance_m).then_some(DirectMove {
-            distance_m: (b.1 - a.1).max(0.0),
+        let drive = (b.1 >= a.1).then_some(DirectMove {
+            distance_m: b.1 - a.1,
             u_turn: false,
-            to_pos_m: b.1.max(a.1),
+            to_pos_m: b.1,
+            along_m: 0.0,
         });
+        let stand = ((b.1 - a.1).abs() <= stand_m).then_some(DirectMove {
+            distance_m: 0.0,
+            u_turn: false,
+            to_pos_m: a.1,
+            along_m: b.1 - a.1,
+        });
+        return [drive, stand];
     }
     if g.road_of(a.0) == g.road_of(b.0) {
         // Opposite directions of one road: positions measured from opposite ends.
         let len = g.length_m(a.0);
-        return Some(DirectMove {
+        let turn = DirectMove {
             distance_m: (a.1 - (len - b.1)).abs(),
             u_turn: true,
             to_pos_m: b.1,
-        });
+            along_m: 0.0,
+        };
+        return [Some(turn), None];
     }
-    None
+    [None, None]
+}
+
+/// Log-probability of a direct move (transition plus the along-road part of
+/// the emission), given the straight-line travel, beta, sigma and the U-turn
+/// penalty.
+#[inline]
+pub(crate) fn log_direct(m: &DirectMove, straight: f64, beta: f64, sigma: f64, u_turn_penalty: f64) -> f64 {
+    let penalty = if m.u_turn { u_turn_penalty } else { 0.0 };
+    log_transition(m.distance_m, straight, beta) - 0.5 * (m.along_m / sigma).powi(2) - penalty
 }
 
 /// The straight-line distance the vehicle most likely covered between two
@@ -84,9 +100,8 @@ pub(crate) fn beta_for(beta_m: f64, beta_per_sigma: f64, dt_s: f64, sigma_m: f64
     (route * route + noise * noise).sqrt()
 }
 
-/// How far back along the same edge a position may move and still count as
-/// standing still: the along-road difference of two independent fixes has a
-/// spread of sqrt(2)·sigma, so about three of those.
+/// How far from a standing vehicle's position a fix may project and still
+/// be explained by standing still: about four sigma.
 #[inline]
 pub(crate) fn standstill_tolerance(sigma: f64) -> f64 {
     (4.0 * sigma).min(100.0)

@@ -11,7 +11,7 @@
 use lastmile_roadgraph::geo::haversine_m;
 use lastmile_roadgraph::LatLon;
 
-use super::transition::{beta_for, direct_move, log_transition, standstill_tolerance, straight_travel};
+use super::transition::{beta_for, direct_moves, log_direct, log_transition, standstill_tolerance, straight_travel};
 use super::{Anchor, FinalPoint, MatchOutput, MatchStatus, Matcher, Traversal, VehicleTrack};
 
 /// No predecessor (first step of a chain, or not reachable).
@@ -47,6 +47,16 @@ pub(crate) struct Step {
     /// Already finalised (only ever `window[0]`, kept as the anchor).
     pub done: bool,
     pub cands: Vec<Cand>,
+    /// Later pings of a standing vehicle, placed where this step is.
+    pub held: Vec<Held>,
+}
+
+/// A ping of a standing vehicle that made no step of its own.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Held {
+    pub seq: u64,
+    pub time: f64,
+    pub pos: LatLon,
 }
 
 impl Step {
@@ -59,6 +69,7 @@ impl Step {
         self.reset = false;
         self.done = false;
         self.cands.clear();
+        self.held.clear();
     }
 
     /// Index of the best live candidate.
@@ -138,12 +149,22 @@ impl Matcher<'_> {
         {
             self.finalise_upto(track, last, c, out);
         }
+        // The last step's held pings stay where it is.
+        if let Some(last) = track.window.len().checked_sub(1)
+            && track.window[last].done
+        {
+            let end = track.smoother.end();
+            let none = out.path.len();
+            self.emit_held(track, last, end, none, out);
+        }
         while let Some(s) = track.window.pop_front() {
             track.spare.push(s);
         }
         track.smoother.flush(self.graph, &mut out.finalized);
         track.last_final = None;
         track.last_choice = None;
+        track.still = None;
+        track.last_immediate = None;
     }
 
     /// The candidate of step `k` on the best path of the newest step.
@@ -170,23 +191,26 @@ impl Matcher<'_> {
         }
         for s in first..=k {
             let step = &track.window[s];
+            let (seq, time, pos, reset) = (step.seq, step.time, step.pos, step.reset);
             let cand = step.cands[usize::from(self.chosen[s])];
             let offset = cand.pos_m;
             if let Some(a) = track.last_final {
                 let prev = &track.window[s - 1];
-                let (gc, dt) = (haversine_m(prev.pos, step.pos), step.time - prev.time);
+                let (gc, dt) = (haversine_m(prev.pos, pos), time - prev.time);
                 let straight = straight_travel(gc, prev.sigma, step.sigma);
                 let sigma = prev.sigma.max(step.sigma);
                 let before = out.path.len();
-                self.connect(a, &cand, step.time, gc, straight, dt, sigma, out);
+                self.connect(a, &cand, time, gc, straight, dt, sigma, out);
+                let start = track.smoother.end();
                 for t in &out.path[before..] {
                     track.smoother.add_piece(t);
                 }
+                self.emit_held(track, s - 1, start, before, out);
             }
             let point = FinalPoint {
-                seq: step.seq,
-                time: step.time,
-                status: if step.reset { MatchStatus::Reset } else { MatchStatus::Matched },
+                seq,
+                time,
+                status: if reset { MatchStatus::Reset } else { MatchStatus::Matched },
                 edge: cand.edge,
                 offset_m: offset,
                 point: if cand.pos_m == cand.offset_m {
@@ -196,11 +220,11 @@ impl Matcher<'_> {
                 },
                 distance_m: cand.distance_m,
             };
-            track.smoother.add_point(self.graph, point, step.pos, &mut out.finalized);
+            track.smoother.add_point(self.graph, point, pos, &mut out.finalized);
             track.last_final = Some(Anchor {
                 edge: cand.edge,
                 offset_m: offset,
-                time: step.time,
+                time,
             });
         }
         // Keep only the chosen candidate at k, and whatever descends from it.
@@ -231,6 +255,51 @@ impl Matcher<'_> {
         }
     }
 
+    /// Finalises the held pings of step `h`: each where its fix projects onto
+    /// the path pieces `out.path[first_piece..]` (the path from step `h` to the
+    /// next, starting at path distance `start`), never behind the previous
+    /// one; with no pieces, where step `h` is.
+    fn emit_held(&mut self, track: &mut VehicleTrack, h: usize, start: f64, first_piece: usize, out: &mut MatchOutput) {
+        if track.window[h].held.is_empty() {
+            return;
+        }
+        let Some(anchor) = track.last_final.map(|a| (a.edge, a.offset_m)) else { return };
+        let g = self.graph;
+        let mut floor = 0.0;
+        let held = std::mem::take(&mut track.window[h].held);
+        for p in &held {
+            // (distance from the fix, along the pieces, edge, offset)
+            let mut best = (f64::INFINITY, 0.0, anchor.0, anchor.1);
+            let mut along = 0.0;
+            for t in &out.path[first_piece..] {
+                let len = (t.to_m - t.from_m).max(0.0);
+                if along + len >= floor {
+                    let lo = t.from_m + (floor - along).max(0.0);
+                    let (offset, d) = g.project_onto_edge(t.edge, p.pos, lo, t.to_m);
+                    if d < best.0 {
+                        best = (d, along + (offset - t.from_m), t.edge, offset);
+                    }
+                }
+                along += len;
+            }
+            floor = best.1;
+            let point = g.point_on_edge(best.2, best.3);
+            let fp = FinalPoint {
+                seq: p.seq,
+                time: p.time,
+                status: MatchStatus::Matched,
+                edge: best.2,
+                offset_m: best.3,
+                point,
+                distance_m: haversine_m(p.pos, point),
+            };
+            track.smoother.add_point_at(g, fp, p.pos, start + best.1, &mut out.finalized);
+        }
+        let mut held = held;
+        held.clear();
+        track.window[h].held = held;
+    }
+
     /// Emits the path from anchor `a` to candidate `b` by the most probable
     /// move, chosen by the same rules as the scoring.
     #[allow(clippy::too_many_arguments)]
@@ -249,9 +318,14 @@ impl Matcher<'_> {
         let beta = beta_for(self.config.beta_m, self.config.beta_per_sigma, dt, sigma);
         let tolerance = standstill_tolerance(sigma);
         let mut best: Option<(f64, Move)> = None;
-        if let Some(m) = direct_move(g, (a.edge, a.offset_m), (b.edge, b.offset_m), tolerance) {
-            let penalty = if m.u_turn { self.config.u_turn_penalty } else { 0.0 };
-            best = Some((log_transition(m.distance_m, straight, beta) - penalty, Move::Direct(m.u_turn)));
+        for m in direct_moves(g, (a.edge, a.offset_m), (b.edge, b.offset_m), tolerance)
+            .into_iter()
+            .flatten()
+        {
+            let lt = log_direct(&m, straight, beta, sigma, self.config.u_turn_penalty);
+            if best.is_none_or(|(l, _)| lt > l) {
+                best = Some((lt, Move::Direct(m.u_turn)));
+            }
         }
         // A search budget generous enough for any transition the scoring allowed.
         let limit_m = gc + 10.0 * beta + 4.0 * sigma + self.config.max_speed_mps * dt;
