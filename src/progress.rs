@@ -26,9 +26,10 @@ impl Bar {
 
     /// A bar counting items (pings, simulated seconds) rather than bytes.
     pub fn stage_count(&self, name: &str, total: u64) {
-        let style = ProgressStyle::with_template("{msg:>16} [{bar:40}] {human_pos}/{human_len} ({eta})")
-            .expect("valid template")
-            .progress_chars("=> ");
+        let style =
+            ProgressStyle::with_template("{msg:>16} [{bar:40}] {human_pos}/{human_len} ({eta})")
+                .expect("valid template")
+                .progress_chars("=> ");
         let bar = ProgressBar::new(total).with_style(style);
         bar.set_message(name.to_string());
         let mut slot = self.bar.lock().unwrap_or_else(|e| e.into_inner());

@@ -153,7 +153,9 @@ fn open_text(path: &Path) -> Result<Box<dyn BufRead>> {
 fn read_trace(path: &Path) -> Result<Trace> {
     let mut input = open_text(path)?;
     let is_gpx = {
-        let head = input.fill_buf().with_context(|| path.display().to_string())?;
+        let head = input
+            .fill_buf()
+            .with_context(|| path.display().to_string())?;
         let first = head.iter().find(|b| !b.is_ascii_whitespace());
         first == Some(&b'<')
     };
@@ -211,7 +213,8 @@ pub fn simulate_cmd(a: SimulateArgs) -> Result<()> {
     bar.finish();
     if let Some(path) = &a.stops_out {
         let f = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-        write_stops(&summary.stops, BufWriter::new(f)).with_context(|| path.display().to_string())?;
+        write_stops(&summary.stops, BufWriter::new(f))
+            .with_context(|| path.display().to_string())?;
     }
     let secs = t0.elapsed().as_secs_f64();
     if a.json {
@@ -248,14 +251,27 @@ pub fn match_cmd(a: MatchArgs) -> Result<()> {
     let f = File::create(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
     let mut w = csv::Writer::from_writer(BufWriter::new(f));
     let mut header = trace.header.clone();
-    for c in ["matched_lat", "matched_lon", "way_id", "edge_id", "offset_m", "status", "confidence"] {
+    for c in [
+        "matched_lat",
+        "matched_lon",
+        "way_id",
+        "edge_id",
+        "offset_m",
+        "status",
+        "confidence",
+    ] {
         header.push_field(c);
     }
     w.write_record(&header)?;
     for (i, row) in trace.rows.iter().enumerate() {
         let im = m.immediate[i];
         let (status, place) = if a.immediate {
-            (im.status, im.status.is_on_road().then_some((im.edge, im.offset_m, im.point)))
+            (
+                im.status,
+                im.status
+                    .is_on_road()
+                    .then_some((im.edge, im.offset_m, im.point)),
+            )
         } else if let Some(f) = m.finalized[i] {
             (f.status, Some((f.edge, f.offset_m, f.point)))
         } else {
@@ -273,7 +289,11 @@ pub fn match_cmd(a: MatchArgs) -> Result<()> {
             None => (0..5).for_each(|_| rec.push_field("")),
         }
         rec.push_field(status.as_str());
-        rec.push_field(&if a.immediate { format!("{:.3}", im.confidence) } else { String::new() });
+        rec.push_field(&if a.immediate {
+            format!("{:.3}", im.confidence)
+        } else {
+            String::new()
+        });
         w.write_record(&rec)?;
     }
     w.flush().with_context(|| a.out.display().to_string())?;
@@ -298,7 +318,9 @@ pub fn match_cmd(a: MatchArgs) -> Result<()> {
             m.stats.count(MatchStatus::Unmatched),
             m.stats.count(MatchStatus::Outlier),
             m.stats.count(MatchStatus::Reset),
-            m.stats.count(MatchStatus::OutOfOrder) + m.stats.count(MatchStatus::Duplicate) + m.stats.count(MatchStatus::Invalid),
+            m.stats.count(MatchStatus::OutOfOrder)
+                + m.stats.count(MatchStatus::Duplicate)
+                + m.stats.count(MatchStatus::Invalid),
             rate,
             a.out.display()
         );
@@ -385,7 +407,12 @@ pub fn evaluate_cmd(a: EvaluateArgs) -> Result<()> {
     Ok(())
 }
 
-fn evaluate_kubicka(dir: &Path, config: &MatcherConfig, per_track: bool, as_json: bool) -> Result<()> {
+fn evaluate_kubicka(
+    dir: &Path,
+    config: &MatcherConfig,
+    per_track: bool,
+    as_json: bool,
+) -> Result<()> {
     let mut tracks: Vec<String> = std::fs::read_dir(dir)
         .with_context(|| format!("cannot read {}", dir.display()))?
         .filter_map(|e| e.ok())
@@ -407,12 +434,14 @@ fn evaluate_kubicka(dir: &Path, config: &MatcherConfig, per_track: bool, as_json
             let gz = dir.join(id).join(format!("{id}.{kind}.gz"));
             open_text(if gz.is_file() { &gz } else { &plain })
         };
-        let net = kubicka::read_network(file("nodes")?, file("arcs")?).with_context(|| format!("track {id}"))?;
+        let net = kubicka::read_network(file("nodes")?, file("arcs")?)
+            .with_context(|| format!("track {id}"))?;
         let data = build::build_matching_graph(&net.net, format!("kubicka:{id}"))
             .with_context(|| format!("track {id}: no roads"))?;
         let g = Graph::from_data(&data);
         drop(data);
-        let trace = kubicka::read_track(file("track")?, id).with_context(|| format!("track {id}"))?;
+        let trace =
+            kubicka::read_track(file("track")?, id).with_context(|| format!("track {id}"))?;
         let route = kubicka::read_route(file("route")?).with_context(|| format!("track {id}"))?;
         g.edge_index();
         let t0 = Instant::now();
@@ -453,7 +482,11 @@ fn evaluate_kubicka(dir: &Path, config: &MatcherConfig, per_track: bool, as_json
         }
         println!("{}", line("finalized", &fin));
         println!("{}", line("immediate", &imm));
-        println!("evaluated {} Kubička tracks, {} pings at {rate:.0} pings/s (one thread)", tracks.len(), fin.pings);
+        println!(
+            "evaluated {} Kubička tracks, {} pings at {rate:.0} pings/s (one thread)",
+            tracks.len(),
+            fin.pings
+        );
     }
     Ok(())
 }

@@ -19,7 +19,10 @@ use std::collections::HashMap;
 use lastmile_roadgraph::dijkstra::{Dijkstra, EdgePos, Metric};
 use lastmile_roadgraph::{EdgeCandidate, Graph};
 
-use crate::matcher::{Estimate, FinalPoint, MatchOutput, Matcher, MatcherConfig, MatcherStats, Traversal, VehicleTrack};
+use crate::matcher::{
+    Estimate, FinalPoint, MatchOutput, Matcher, MatcherConfig, MatcherStats, Traversal,
+    VehicleTrack,
+};
 use crate::trace::Trace;
 
 /// The matcher's outputs for every row of a trace.
@@ -149,9 +152,16 @@ pub fn evaluate(graph: &Graph, trace: &Trace, m: &TraceMatch) -> Evaluation {
         let mut prev_truth: Option<Vec<EdgePos>> = None;
         let mut prev_imm: Option<EdgePos> = None;
         for &r in &rows {
-            let Some(truth) = trace.rows[r].truth else { continue };
+            let Some(truth) = trace.rows[r].truth else {
+                continue;
+            };
             let im = &m.immediate[r];
-            score_point(graph, truth, im.status.is_on_road().then_some((im.edge, im.point)), &mut ve.immediate);
+            score_point(
+                graph,
+                truth,
+                im.status.is_on_road().then_some((im.edge, im.point)),
+                &mut ve.immediate,
+            );
             let fin = m.finalized[r].map(|f| (f.edge, f.point));
             score_point(graph, truth, fin, &mut ve.finalized);
 
@@ -160,7 +170,14 @@ pub fn evaluate(graph: &Graph, trace: &Trace, m: &TraceMatch) -> Evaluation {
                 eval.truth_unplaced += 1;
             } else {
                 if let Some(prev) = &prev_truth {
-                    join(graph, &mut dijkstra, Metric::Time, prev, &placed, &mut truth_route);
+                    join(
+                        graph,
+                        &mut dijkstra,
+                        Metric::Time,
+                        prev,
+                        &placed,
+                        &mut truth_route,
+                    );
                 }
                 prev_truth = Some(placed);
             }
@@ -170,7 +187,14 @@ pub fn evaluate(graph: &Graph, trace: &Trace, m: &TraceMatch) -> Evaluation {
                     offset_m: im.offset_m,
                 };
                 if let Some(prev) = prev_imm {
-                    join(graph, &mut dijkstra, Metric::Distance, &[prev], &[here], &mut immediate_route);
+                    join(
+                        graph,
+                        &mut dijkstra,
+                        Metric::Distance,
+                        &[prev],
+                        &[here],
+                        &mut immediate_route,
+                    );
                 }
                 prev_imm = Some(here);
             }
@@ -188,7 +212,12 @@ pub fn evaluate(graph: &Graph, trace: &Trace, m: &TraceMatch) -> Evaluation {
     eval
 }
 
-fn score_point(graph: &Graph, truth: crate::trace::Truth, got: Option<(u32, lastmile_roadgraph::LatLon)>, acc: &mut Accuracy) {
+fn score_point(
+    graph: &Graph,
+    truth: crate::trace::Truth,
+    got: Option<(u32, lastmile_roadgraph::LatLon)>,
+    acc: &mut Accuracy,
+) {
     acc.pings += 1;
     if let Some((edge, point)) = got {
         if graph.way_id(edge) == truth.way_id {
@@ -201,9 +230,16 @@ fn score_point(graph: &Graph, truth: crate::trace::Truth, got: Option<(u32, last
 
 /// The positions on the true way nearest the true position (both directions
 /// of a two-way road).
-fn place_on_way(graph: &Graph, truth: crate::trace::Truth, near: &mut Vec<EdgeCandidate>) -> Vec<EdgePos> {
+fn place_on_way(
+    graph: &Graph,
+    truth: crate::trace::Truth,
+    near: &mut Vec<EdgeCandidate>,
+) -> Vec<EdgePos> {
     graph.edges_within(truth.pos, 25.0, near);
-    let on_way: Vec<&EdgeCandidate> = near.iter().filter(|c| graph.way_id(c.edge) == truth.way_id).collect();
+    let on_way: Vec<&EdgeCandidate> = near
+        .iter()
+        .filter(|c| graph.way_id(c.edge) == truth.way_id)
+        .collect();
     let Some(best) = on_way.first().map(|c| c.distance_m) else {
         return Vec::new();
     };
@@ -220,7 +256,14 @@ fn place_on_way(graph: &Graph, truth: crate::trace::Truth, near: &mut Vec<EdgeCa
 /// Appends the edges of the best route between two position sets as visits.
 /// A position behind the previous one on the same edge is standing still (a
 /// rounding or jitter step back), not a loop around the block.
-fn join(graph: &Graph, d: &mut Dijkstra, metric: Metric, from: &[EdgePos], to: &[EdgePos], route: &mut Vec<u32>) {
+fn join(
+    graph: &Graph,
+    d: &mut Dijkstra,
+    metric: Metric,
+    from: &[EdgePos],
+    to: &[EdgePos],
+    route: &mut Vec<u32>,
+) {
     for f in from {
         for t in to.iter().filter(|t| t.edge == f.edge) {
             if t.offset_m >= f.offset_m - 1.0 {
@@ -232,11 +275,17 @@ fn join(graph: &Graph, d: &mut Dijkstra, metric: Metric, from: &[EdgePos], to: &
     if from.len() == 1 && to.len() == 1 && from[0].edge == to[0].edge {
         return;
     }
-    let Some(r) = d.route(graph, &metric, from, to) else { return };
+    let Some(r) = d.route(graph, &metric, from, to) else {
+        return;
+    };
     let last = r.edges.len() - 1;
     for (k, &e) in r.edges.iter().enumerate() {
         let a = if k == 0 { r.start.offset_m } else { 0.0 };
-        let b = if k == last { r.end.offset_m } else { graph.length_m(e) };
+        let b = if k == last {
+            r.end.offset_m
+        } else {
+            graph.length_m(e)
+        };
         push_visit(route, e, b - a);
     }
 }

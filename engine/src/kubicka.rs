@@ -121,7 +121,13 @@ pub fn read_route<R: BufRead>(input: R) -> Result<Vec<i64>, TraceError> {
 
 /// Scores a match of a single-vehicle track against the true arc route:
 /// pings on a true arc, and the route mismatch over arcs (with multiplicity).
-pub fn score(graph: &Graph, arc_length_m: &[f64], route: &[i64], m: &TraceMatch, finalized: bool) -> Accuracy {
+pub fn score(
+    graph: &Graph,
+    arc_length_m: &[f64],
+    route: &[i64],
+    m: &TraceMatch,
+    finalized: bool,
+) -> Accuracy {
     let on_route: std::collections::HashSet<i64> = route.iter().copied().collect();
     let mut acc = Accuracy::default();
     let mut got: Vec<i64> = Vec::new();

@@ -132,7 +132,17 @@ pub fn simulate<W: Write>(
     let steps_per_ping = params.interval_s.ceil().max(1.0) as u64;
     let step = params.interval_s / steps_per_ping as f64;
     let mut fleet: Vec<Vehicle> = (0..params.vehicles)
-        .map(|i| plan_vehicle(graph, &mut router, params, i, step, steps_per_ping, &mut summary))
+        .map(|i| {
+            plan_vehicle(
+                graph,
+                &mut router,
+                params,
+                i,
+                step,
+                steps_per_ping,
+                &mut summary,
+            )
+        })
         .collect();
 
     let mut w = csv::Writer::from_writer(out);
@@ -193,7 +203,9 @@ fn plan_vehicle(
         let to = (0..10)
             .find_map(|_| near_position(graph, &mut rng, graph_pos(graph, at), 500.0, 4000.0))
             .unwrap_or_else(|| random_position(graph, &mut rng));
-        let Some(route) = router.route(&[at], &[to]) else { continue };
+        let Some(route) = router.route(&[at], &[to]) else {
+            continue;
+        };
         let service = rng.range_f64(60.0, 300.0);
         planned += route.duration_s;
         summary.stops.push(SimStop {
@@ -251,7 +263,13 @@ fn random_position(graph: &Graph, rng: &mut Rng) -> EdgePos {
 }
 
 /// A road position at a random bearing and distance from `from`.
-fn near_position(graph: &Graph, rng: &mut Rng, from: LatLon, min_m: f64, max_m: f64) -> Option<EdgePos> {
+fn near_position(
+    graph: &Graph,
+    rng: &mut Rng,
+    from: LatLon,
+    min_m: f64,
+    max_m: f64,
+) -> Option<EdgePos> {
     let d = rng.range_f64(min_m, max_m);
     let a = rng.range_f64(0.0, std::f64::consts::TAU);
     let p = LocalPlane::new(from).unproject(d * a.sin(), d * a.cos());
@@ -272,7 +290,11 @@ fn advance(graph: &Graph, v: &mut Vehicle, now: f64, dt: f64, stops: &mut [SimSt
     let leg = &v.legs[v.leg];
     let e = leg.edges[v.idx];
     let last_edge = v.idx + 1 == leg.edges.len();
-    let edge_end = if last_edge { leg.end_offset } else { graph.length_m(e) };
+    let edge_end = if last_edge {
+        leg.end_offset
+    } else {
+        graph.length_m(e)
+    };
     let free = graph.length_m(e) / (f64::from(graph.travel_time_ms(e)) / 1000.0).max(0.001);
     let mut target = free * v.style * v.edge_factor;
     let stop_line = edge_end - LIGHT_SETBACK_M;
@@ -298,7 +320,11 @@ fn advance(graph: &Graph, v: &mut Vehicle, now: f64, dt: f64, stops: &mut [SimSt
         let leg = &v.legs[v.leg];
         let e = leg.edges[v.idx];
         let last_edge = v.idx + 1 == leg.edges.len();
-        let edge_end = if last_edge { leg.end_offset } else { graph.length_m(e) };
+        let edge_end = if last_edge {
+            leg.end_offset
+        } else {
+            graph.length_m(e)
+        };
         if v.light_ahead && !last_edge && v.offset + left >= edge_end - LIGHT_SETBACK_M {
             // Creep up to the stop line; the wait starts on the next step.
             v.offset = (edge_end - LIGHT_SETBACK_M).max(v.offset);
@@ -335,7 +361,13 @@ fn advance(graph: &Graph, v: &mut Vehicle, now: f64, dt: f64, stops: &mut [SimSt
 }
 
 /// The row of one ping at `now`, or `None` when it is lost.
-fn ping_row(graph: &Graph, v: &mut Vehicle, now: f64, params: &SimParams, summary: &mut SimSummary) -> Option<Vec<String>> {
+fn ping_row(
+    graph: &Graph,
+    v: &mut Vehicle,
+    now: f64,
+    params: &SimParams,
+    summary: &mut SimSummary,
+) -> Option<Vec<String>> {
     if now < v.silent_until {
         summary.dropped += 1;
         return None;
@@ -353,9 +385,15 @@ fn ping_row(graph: &Graph, v: &mut Vehicle, now: f64, params: &SimParams, summar
     let e = leg.edges[v.idx];
     let truth = graph.point_on_edge(e, v.offset);
     let plane = LocalPlane::new(truth);
-    let (mut dx, mut dy) = (v.rng.normal() * params.noise_m, v.rng.normal() * params.noise_m);
+    let (mut dx, mut dy) = (
+        v.rng.normal() * params.noise_m,
+        v.rng.normal() * params.noise_m,
+    );
     if v.rng.chance(params.outlier_rate) {
-        let (d, a) = (v.rng.range_f64(60.0, 250.0), v.rng.range_f64(0.0, std::f64::consts::TAU));
+        let (d, a) = (
+            v.rng.range_f64(60.0, 250.0),
+            v.rng.range_f64(0.0, std::f64::consts::TAU),
+        );
         dx += d * a.sin();
         dy += d * a.cos();
         summary.outliers += 1;
@@ -411,7 +449,8 @@ pub fn write_stops<W: Write>(stops: &[SimStop], out: W) -> Result<(), csv::Error
             format!("{:.0}", s.window_start),
             format!("{:.0}", s.window_end),
             format!("{:.0}", s.service_s),
-            s.true_arrival.map_or_else(String::new, |t| format!("{t:.3}")),
+            s.true_arrival
+                .map_or_else(String::new, |t| format!("{t:.3}")),
         ])?;
     }
     w.flush()?;

@@ -99,7 +99,11 @@ struct Columns {
 
 impl Columns {
     fn find(header: &csv::StringRecord) -> Result<Self, TraceError> {
-        let col = |name: &str| header.iter().position(|h| h.trim().eq_ignore_ascii_case(name));
+        let col = |name: &str| {
+            header
+                .iter()
+                .position(|h| h.trim().eq_ignore_ascii_case(name))
+        };
         let need = |name: &'static str| col(name).ok_or(TraceError::MissingColumn(name));
         Ok(Self {
             vehicle: need("vehicle_id")?,
@@ -204,7 +208,9 @@ pub fn parse_time(s: &str) -> Option<f64> {
     }
     let int = |r: std::ops::Range<usize>| -> Option<i64> {
         let t = s.get(r)?;
-        t.bytes().all(|c| c.is_ascii_digit()).then(|| t.parse().ok())?
+        t.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| t.parse().ok())?
     };
     let (year, month, day) = (int(0..4)?, int(5..7)?, int(8..10)?);
     if b[13] != b':' || b[16] != b':' {
@@ -385,10 +391,22 @@ mod tests {
         assert_eq!(parse_time("1700000000.5"), Some(1_700_000_000.5));
         assert_eq!(parse_time("1970-01-01T00:00:00Z"), Some(0.0));
         assert_eq!(parse_time("2010-01-01T01:00:53Z"), Some(1_262_307_653.0));
-        assert_eq!(parse_time("2010-01-01T02:00:53+01:00"), Some(1_262_307_653.0));
-        assert_eq!(parse_time("2010-01-01T01:00:53.250Z"), Some(1_262_307_653.25));
+        assert_eq!(
+            parse_time("2010-01-01T02:00:53+01:00"),
+            Some(1_262_307_653.0)
+        );
+        assert_eq!(
+            parse_time("2010-01-01T01:00:53.250Z"),
+            Some(1_262_307_653.25)
+        );
         assert_eq!(parse_time("2024-02-29 12:00:00"), Some(1_709_208_000.0));
-        for bad in ["", "yesterday", "2010-13-01T00:00:00Z", "2010-01-01T00:00:00+0x:00", "2010-01-01T00:00:00."] {
+        for bad in [
+            "",
+            "yesterday",
+            "2010-13-01T00:00:00Z",
+            "2010-01-01T00:00:00+0x:00",
+            "2010-01-01T00:00:00.",
+        ] {
             assert_eq!(parse_time(bad), None, "{bad}");
         }
     }
@@ -429,8 +447,17 @@ mod tests {
         let t = read_gpx(untimed.as_bytes(), "g").unwrap();
         assert!(t.rows[1].ping.time > t.rows[0].ping.time);
         let wpt_only = r#"<gpx><wpt lat="1" lon="2"></wpt></gpx>"#;
-        assert!(matches!(read_gpx(wpt_only.as_bytes(), "g"), Err(TraceError::NoTracks)));
-        assert!(matches!(read_gpx("<gpx><trkpt lat=".as_bytes(), "g"), Err(TraceError::Gpx(..))));
-        assert!(matches!(read_gpx(r#"<trkpt lat="a" lon="1"/>"#.as_bytes(), "g"), Err(TraceError::Gpx(..))));
+        assert!(matches!(
+            read_gpx(wpt_only.as_bytes(), "g"),
+            Err(TraceError::NoTracks)
+        ));
+        assert!(matches!(
+            read_gpx("<gpx><trkpt lat=".as_bytes(), "g"),
+            Err(TraceError::Gpx(..))
+        ));
+        assert!(matches!(
+            read_gpx(r#"<trkpt lat="a" lon="1"/>"#.as_bytes(), "g"),
+            Err(TraceError::Gpx(..))
+        ));
     }
 }

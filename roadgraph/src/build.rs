@@ -44,7 +44,11 @@ pub fn build_matching_graph(net: &RawNetwork, source: String) -> Option<GraphDat
     build_graph_inner(net, source, false)
 }
 
-fn build_graph_inner(net: &RawNetwork, source: String, largest_scc_only: bool) -> Option<GraphData> {
+fn build_graph_inner(
+    net: &RawNetwork,
+    source: String,
+    largest_scc_only: bool,
+) -> Option<GraphData> {
     let n_raw = net.lat.len();
     let has_coord = |v: u32| net.lat[v as usize] != MISSING_COORD;
 

@@ -315,18 +315,28 @@ impl Graph {
         let pts = self.road_points(road);
         let mut best = (a, f64::INFINITY);
         for i in pts.start..pts.end - 1 {
-            let (d0, d1) = (f64::from(dist[i].to_native()), f64::from(dist[i + 1].to_native()));
+            let (d0, d1) = (
+                f64::from(dist[i].to_native()),
+                f64::from(dist[i + 1].to_native()),
+            );
             if d1 < a || d0 > b {
                 continue;
             }
-            let (q0, q1) = (plane.project(self.point(i)), plane.project(self.point(i + 1)));
+            let (q0, q1) = (
+                plane.project(self.point(i)),
+                plane.project(self.point(i + 1)),
+            );
             let (t, d2) = crate::geo::project_origin_on_segment(q0, q1);
             let along = (d0 + t * (d1 - d0)).clamp(a, b);
             let d2 = if along == d0 + t * (d1 - d0) {
                 d2
             } else {
                 // Clamped to the range: measure at the clamped point.
-                let f = if d1 > d0 { (along - d0) / (d1 - d0) } else { 0.0 };
+                let f = if d1 > d0 {
+                    (along - d0) / (d1 - d0)
+                } else {
+                    0.0
+                };
                 let (x, y) = (q0.0 + f * (q1.0 - q0.0), q0.1 + f * (q1.1 - q0.1));
                 x * x + y * y
             };
@@ -334,9 +344,16 @@ impl Graph {
                 best = (along, d2);
             }
         }
-        let along = if self.is_reversed(e) { len - best.0 } else { best.0 };
+        let along = if self.is_reversed(e) {
+            len - best.0
+        } else {
+            best.0
+        };
         if best.1.is_infinite() {
-            return (along, crate::geo::haversine_m(p, self.point_on_edge(e, along)));
+            return (
+                along,
+                crate::geo::haversine_m(p, self.point_on_edge(e, along)),
+            );
         }
         (along, best.1.sqrt())
     }

@@ -105,11 +105,24 @@ impl EdgeIndex {
     /// point), and two approaches if it is much longer (it went away and came
     /// back). This is what a map matcher needs; the closest point alone would
     /// jump between the legs of a hairpin as the fixes jitter.
-    pub fn approaches_within(&self, graph: &Graph, p: LatLon, radius_m: f64, out: &mut Vec<EdgeCandidate>) {
+    pub fn approaches_within(
+        &self,
+        graph: &Graph,
+        p: LatLon,
+        radius_m: f64,
+        out: &mut Vec<EdgeCandidate>,
+    ) {
         self.collect(graph, p, radius_m, true, out);
     }
 
-    fn collect(&self, graph: &Graph, p: LatLon, radius_m: f64, separate: bool, out: &mut Vec<EdgeCandidate>) {
+    fn collect(
+        &self,
+        graph: &Graph,
+        p: LatLon,
+        radius_m: f64,
+        separate: bool,
+        out: &mut Vec<EdgeCandidate>,
+    ) {
         out.clear();
         // Written to also reject a NaN radius.
         if !p.is_valid() || radius_m.is_nan() || radius_m < 0.0 {

@@ -82,21 +82,34 @@ fn check(g: &Graph, points: usize, seed: u64) {
         // the others of the same edge.
         let closest = got.clone();
         let mut approaches = Vec::new();
-        g.edge_index().approaches_within(g, p, radius, &mut approaches);
+        g.edge_index()
+            .approaches_within(g, p, radius, &mut approaches);
         for c in &closest {
-            assert!(approaches.contains(c), "closest point {c:?} missing from approaches");
+            assert!(
+                approaches.contains(c),
+                "closest point {c:?} missing from approaches"
+            );
         }
         for c in &approaches {
             assert!(c.distance_m <= radius + 1e-9);
             let on_edge = g.point_on_edge(c.edge, c.offset_m);
             assert!(lastmile_roadgraph::geo::haversine_m(on_edge, c.point) < 0.05);
             let (_, d) = expected.iter().find(|x| x.0 == c.edge).unwrap();
-            assert!(c.distance_m >= d - 1e-6, "an approach closer than the closest point");
+            assert!(
+                c.distance_m >= d - 1e-6,
+                "an approach closer than the closest point"
+            );
             for o in approaches.iter().filter(|o| o.edge == c.edge && *o != c) {
-                assert!((o.offset_m - c.offset_m).abs() > 1.5 * (o.distance_m + c.distance_m) + 2.0);
+                assert!(
+                    (o.offset_m - c.offset_m).abs() > 1.5 * (o.distance_m + c.distance_m) + 2.0
+                );
             }
         }
-        assert!(approaches.windows(2).all(|w| w[0].distance_m <= w[1].distance_m));
+        assert!(
+            approaches
+                .windows(2)
+                .all(|w| w[0].distance_m <= w[1].distance_m)
+        );
         // K nearest: the first k of the brute-force order (ties may swap).
         let k = 1 + rng.below(8) as usize;
         g.nearest_edges(p, k, 2_000.0, &mut got);

@@ -64,7 +64,7 @@ impl Default for MatcherConfig {
             heading_min_speed_mps: 3.0,
             outlier_log_odds: 18.0,
             max_outliers: 2,
-            standstill_sigmas: 1.0,
+            standstill_sigmas: 1.5,
             standstill_max_s: 60.0,
             switch_margin: 3.0,
             max_lag: 30,
@@ -108,7 +108,10 @@ impl MatcherConfig {
             ));
         }
         if !(2..=1000).contains(&self.max_lag) {
-            return Err(format!("matcher.max_lag must be 2..=1000, got {}", self.max_lag));
+            return Err(format!(
+                "matcher.max_lag must be 2..=1000, got {}",
+                self.max_lag
+            ));
         }
         Ok(())
     }

@@ -36,7 +36,9 @@ pub use config::{MAX_CANDIDATES_LIMIT, MatcherConfig};
 use noise::NoiseEstimate;
 use search::BoundedSearch;
 use smooth::Smoother;
-use transition::{beta_for, direct_moves, log_direct, log_transition, standstill_tolerance, straight_travel};
+use transition::{
+    beta_for, direct_moves, log_direct, log_transition, standstill_tolerance, straight_travel,
+};
 use window::{Cand, Held, NO_BACK, Step};
 
 use crate::ping::Ping;
@@ -217,12 +219,26 @@ pub struct VehicleTrack {
     last_immediate: Option<Estimate>,
 }
 
+/// What [`Matcher::hold`] decided for a ping.
+enum Hold {
+    /// Standing still: placed with the newest step, no step of its own.
+    Held,
+    /// A step of its own, at the fix.
+    Step,
+    /// A step of its own, at a standing vehicle's centroid with this sigma.
+    StepAt(LatLon, f64),
+}
+
 /// Running centroid of a standing vehicle's fixes.
 #[derive(Clone, Copy, Debug)]
 struct Still {
     lat: f64,
     lon: f64,
     n: f64,
+    /// Consecutive fixes outside a settled cluster (one is tolerated).
+    strays: u8,
+    /// Where the last held ping was placed live (edge, offset).
+    held_at: Option<(u32, f64)>,
 }
 
 impl Still {
@@ -231,6 +247,8 @@ impl Still {
             lat: p.lat,
             lon: p.lon,
             n: 1.0,
+            strays: 0,
+            held_at: None,
         }
     }
 
@@ -318,7 +336,12 @@ impl<'g> Matcher<'g> {
     }
 
     /// Feeds one ping of `track`'s vehicle; fills `out` and returns the ping's status.
-    pub fn push(&mut self, track: &mut VehicleTrack, ping: &Ping, out: &mut MatchOutput) -> MatchStatus {
+    pub fn push(
+        &mut self,
+        track: &mut VehicleTrack,
+        ping: &Ping,
+        out: &mut MatchOutput,
+    ) -> MatchStatus {
         out.clear();
         let seq = track.next_seq;
         track.next_seq += 1;
@@ -339,7 +362,13 @@ impl<'g> Matcher<'g> {
         self.finish_chain(track, out);
     }
 
-    fn place(&mut self, track: &mut VehicleTrack, ping: &Ping, seq: u64, out: &mut MatchOutput) -> MatchStatus {
+    fn place(
+        &mut self,
+        track: &mut VehicleTrack,
+        ping: &Ping,
+        seq: u64,
+        out: &mut MatchOutput,
+    ) -> MatchStatus {
         if !ping.pos.is_valid() || !ping.time.is_finite() {
             return MatchStatus::Invalid;
         }
@@ -354,22 +383,29 @@ impl<'g> Matcher<'g> {
             || track.noise.sigma().unwrap_or(self.config.sigma_m),
             |a| a.max(1.0),
         );
-        if self.hold(track, ping, seq, sigma, out) {
-            return MatchStatus::Matched;
-        }
+        let (pos, sigma, centroid_step) = match self.hold(track, ping, seq, sigma, out) {
+            Hold::Held => return MatchStatus::Matched,
+            Hold::Step => (ping.pos, sigma, false),
+            Hold::StepAt(p, s) => (p, s, true),
+        };
         let radius = self.config.search_radius_m.max((3.0 * sigma).min(300.0));
-        self.graph.edge_index().approaches_within(self.graph, ping.pos, radius, &mut self.near);
+        self.graph
+            .edge_index()
+            .approaches_within(self.graph, pos, radius, &mut self.near);
         self.near.truncate(self.config.max_candidates);
         if self.near.is_empty() {
             return MatchStatus::Unmatched;
         }
 
         let mut step = track.spare.pop().unwrap_or_default();
-        step.reset_for(seq, ping.time, ping.pos, sigma);
+        step.reset_for(seq, ping.time, pos, sigma);
         let heading = ping
             .valid_heading()
             .filter(|_| self.config.heading_weight > 0.0)
-            .filter(|_| ping.valid_speed().is_none_or(|s| s >= self.config.heading_min_speed_mps));
+            .filter(|_| {
+                ping.valid_speed()
+                    .is_none_or(|s| s >= self.config.heading_min_speed_mps)
+            });
         for c in &self.near {
             let mut emission = -0.5 * (c.distance_m / sigma).powi(2);
             if let Some(h) = heading {
@@ -394,7 +430,10 @@ impl<'g> Matcher<'g> {
                 // A ping whose best explanation is far less likely than a
                 // typical fix is an outlier, even if some road is reachable.
                 self.score_transitions(prev, &mut step)
-                    && step.cands.iter().any(|c| c.score > -self.config.outlier_log_odds)
+                    && step
+                        .cands
+                        .iter()
+                        .any(|c| c.score > -self.config.outlier_log_odds)
             }
             _ => false,
         };
@@ -403,7 +442,10 @@ impl<'g> Matcher<'g> {
             MatchStatus::Matched
         } else if track.window.is_empty() || track.outliers >= self.config.max_outliers || {
             // A chain that is broken by a long gap restarts at once.
-            track.window.back().is_some_and(|p| ping.time - p.time > self.config.max_gap_s)
+            track
+                .window
+                .back()
+                .is_some_and(|p| ping.time - p.time > self.config.max_gap_s)
         } {
             self.finish_chain(track, out);
             track.outliers = 0;
@@ -425,42 +467,89 @@ impl<'g> Matcher<'g> {
         step.normalise();
         track.seen_road = true;
         self.estimate(track, &step, out);
-        if let Some(b) = step.best() {
+        if let Some(b) = step.best()
+            && !centroid_step
+        {
             track.noise.add(step.cands[b].distance_m);
         }
-        track.still = Some(Still::new(step.pos));
         track.last_immediate = Some(out.immediate);
         track.window.push_back(step);
         self.finalise_converged(track, out);
         status
     }
 
-    /// A ping of a vehicle that is standing still (its fix stays within a few
-    /// sigma of the centroid of the fixes since the newest step, and it
-    /// reports no speed that says otherwise) makes no step of its own: it is
-    /// placed where the newest step is, and finalised on the path to the next
-    /// step (where its fix projects, never backwards). Stepping on every jittering fix would
-    /// let the chain follow the jitter along the street and round corners;
-    /// GraphHopper and Newson & Krumm thin standing fixes the same way.
-    fn hold(&mut self, track: &mut VehicleTrack, ping: &Ping, seq: u64, sigma: f64, out: &mut MatchOutput) -> bool {
-        let (Some(last), Some(still), Some(im)) = (track.window.back(), track.still.as_mut(), track.last_immediate)
+    /// A ping of a vehicle that is standing still makes no step of its own.
+    /// Standing is what the device says when it reports a speed; otherwise
+    /// the fixes must gather: a fix within `standstill_sigmas` of the
+    /// centroid of the recent fixes joins their cluster, and once a few have
+    /// joined, any fix within three sigma does (a single stray one is
+    /// tolerated). Held pings are placed where the cluster's centroid is:
+    /// live, on the current edge; finalised, on the path to the next step,
+    /// never backwards. Stepping on every jittering fix would let the chain
+    /// follow the jitter along the street, round corners and back; Newson &
+    /// Krumm and GraphHopper thin standing fixes too.
+    fn hold(
+        &mut self,
+        track: &mut VehicleTrack,
+        ping: &Ping,
+        seq: u64,
+        sigma: f64,
+        out: &mut MatchOutput,
+    ) -> Hold {
+        let (Some(last_time), Some(im)) =
+            (track.window.back().map(|s| s.time), track.last_immediate)
         else {
-            return false;
+            track.still = Some(Still::new(ping.pos));
+            return Hold::Step;
         };
+        let still = track.still.get_or_insert(Still::new(ping.pos));
         let off = haversine_m(still.centroid(), ping.pos);
-        // A reported speed decides; without one, the fixes must stay together.
-        let standing = ping.time - last.time <= self.config.standstill_max_s
-            && match ping.valid_speed() {
-                Some(v) => v < STANDING_SPEED_MPS && off <= 4.0 * sigma,
-                None => off <= self.config.standstill_sigmas * sigma,
-            };
-        if !standing {
-            return false;
+        let settled = still.n >= SETTLED_FIXES;
+        let radius = if settled {
+            SETTLED_SIGMAS
+        } else {
+            self.config.standstill_sigmas
+        } * sigma;
+        let member = match ping.valid_speed() {
+            Some(v) => v < STANDING_SPEED_MPS && off <= SETTLED_SIGMAS * sigma,
+            None => off <= radius,
+        };
+        if member {
+            still.add(ping.pos);
+            still.strays = 0;
+        } else if settled && still.strays == 0 && ping.valid_speed().is_none() {
+            still.strays = 1;
+        } else {
+            track.still = Some(Still::new(ping.pos));
+            return Hold::Step;
         }
-        still.add(ping.pos);
+        if still.n < FORMED_FIXES {
+            return Hold::Step;
+        }
+        if ping.time - last_time > self.config.standstill_max_s {
+            // A periodic step keeps the chain alive; the centroid of the
+            // cluster is a far better fix than this one.
+            let n = still.n;
+            return Hold::StepAt(
+                still.centroid(),
+                (sigma / n.sqrt()).max(MIN_CENTROID_SIGMA_M),
+            );
+        }
+        let centroid = still.centroid();
+        let len = self.graph.length_m(im.edge);
+        let (mut offset, _) = self.graph.project_onto_edge(im.edge, centroid, 0.0, len);
+        // The live position of a standing vehicle never steps back.
+        if let Some((e, o)) = still.held_at
+            && e == im.edge
+        {
+            offset = offset.max(o);
+        }
+        still.held_at = Some((im.edge, offset));
         out.immediate = Estimate {
             seq,
             time: ping.time,
+            offset_m: offset,
+            point: self.graph.point_on_edge(im.edge, offset),
             ..im
         };
         // Finalised with the next step, placed on the path towards it.
@@ -468,10 +557,10 @@ impl<'g> Matcher<'g> {
             step.held.push(Held {
                 seq,
                 time: ping.time,
-                pos: ping.pos,
+                pos: centroid,
             });
         }
-        true
+        Hold::Held
     }
 
     /// Viterbi step: the best predecessor of each of `step`'s candidates.
@@ -491,10 +580,16 @@ impl<'g> Matcher<'g> {
             _ => None,
         };
         let witness = |route: f64| travelled.map_or(0.0, |t| -(route - t).abs() / beta);
-        let limit_m = (gc + 10.0 * beta + 4.0 * sigma).min(self.config.max_speed_mps * dt + 4.0 * sigma);
+        let limit_m =
+            (gc + 10.0 * beta + 4.0 * sigma).min(self.config.max_speed_mps * dt + 4.0 * sigma);
         self.targets.clear();
-        self.targets.extend(step.cands.iter().map(|c| g.tail(c.edge)));
-        let best_prev = prev.cands.iter().map(|c| c.score).fold(f64::NEG_INFINITY, f64::max);
+        self.targets
+            .extend(step.cands.iter().map(|c| g.tail(c.edge)));
+        let best_prev = prev
+            .cands
+            .iter()
+            .map(|c| c.score)
+            .fold(f64::NEG_INFINITY, f64::max);
         let mut any = false;
         for (i, a) in prev.cands.iter().enumerate() {
             // Hypotheses this far behind the best cannot win any more.
@@ -580,10 +675,23 @@ impl<'g> Matcher<'g> {
         im.edge = c.edge;
         im.offset_m = c.pos_m;
         im.point = point;
-        im.confidence = if total > 0.0 { (same / total) as f32 } else { 0.0 };
+        im.confidence = if total > 0.0 {
+            (same / total) as f32
+        } else {
+            0.0
+        };
     }
 }
 
+/// The centroid of many fixes is not trusted beyond this (road geometry is
+/// not that exact either).
+const MIN_CENTROID_SIGMA_M: f64 = 2.0;
+/// A cluster of this many fixes holds the next ones ...
+const FORMED_FIXES: f64 = 3.0;
+/// ... and from this many on it is settled ...
+const SETTLED_FIXES: f64 = 5.0;
+/// ... taking any fix within this many sigma of its centroid.
+const SETTLED_SIGMAS: f64 = 3.0;
 /// A device reporting at least this speed is not standing still, wherever its fixes are.
 const STANDING_SPEED_MPS: f64 = 1.0;
 /// Hypotheses more than this many log units behind the best are not extended.

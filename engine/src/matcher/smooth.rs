@@ -63,7 +63,13 @@ impl Smoother {
 
     /// Records a finalised point at the end of the pieces added so far and
     /// releases every point that now has its neighbours.
-    pub fn add_point(&mut self, g: &Graph, point: FinalPoint, ping: LatLon, out: &mut Vec<FinalPoint>) {
+    pub fn add_point(
+        &mut self,
+        g: &Graph,
+        point: FinalPoint,
+        ping: LatLon,
+        out: &mut Vec<FinalPoint>,
+    ) {
         self.add_point_at(g, point, ping, self.s, out);
     }
 
@@ -74,7 +80,14 @@ impl Smoother {
 
     /// Records a finalised point at path distance `s` (not beyond the pieces
     /// added so far, not behind the previous point).
-    pub fn add_point_at(&mut self, g: &Graph, point: FinalPoint, ping: LatLon, s: f64, out: &mut Vec<FinalPoint>) {
+    pub fn add_point_at(
+        &mut self,
+        g: &Graph,
+        point: FinalPoint,
+        ping: LatLon,
+        s: f64,
+        out: &mut Vec<FinalPoint>,
+    ) {
         self.points.push_back(Pending {
             point,
             ping,
@@ -152,11 +165,16 @@ impl Smoother {
     /// Drops released points no longer needed as neighbours, and pieces
     /// entirely behind the oldest kept point.
     fn trim(&mut self) {
-        while self.points.len() > 2 * HALF + 1 && self.points[HALF].released && self.points[0].released {
+        while self.points.len() > 2 * HALF + 1
+            && self.points[HALF].released
+            && self.points[0].released
+        {
             self.points.pop_front();
         }
         let oldest = self.points.front().map_or(self.s, |p| p.s);
-        while self.pieces.len() > 1 && self.pieces[0].s0 + (self.pieces[0].to_m - self.pieces[0].from_m) < oldest {
+        while self.pieces.len() > 1
+            && self.pieces[0].s0 + (self.pieces[0].to_m - self.pieces[0].from_m) < oldest
+        {
             self.pieces.pop_front();
         }
     }

@@ -31,7 +31,12 @@ pub(crate) struct DirectMove {
 /// projection is within `stand_m` of the position (either side), or turning
 /// round in the street.
 #[inline]
-pub(crate) fn direct_moves(g: &Graph, a: (u32, f64), b: (u32, f64), stand_m: f64) -> [Option<DirectMove>; 2] {
+pub(crate) fn direct_moves(
+    g: &Graph,
+    a: (u32, f64),
+    b: (u32, f64),
+    stand_m: f64,
+) -> [Option<DirectMove>; 2] {
     if a.0 == b.0 {
         let drive = (b.1 >= a.1).then_some(DirectMove {
             distance_m: b.1 - a.1,
@@ -65,7 +70,13 @@ pub(crate) fn direct_moves(g: &Graph, a: (u32, f64), b: (u32, f64), stand_m: f64
 /// the emission), given the straight-line travel, beta, sigma and the U-turn
 /// penalty.
 #[inline]
-pub(crate) fn log_direct(m: &DirectMove, straight: f64, beta: f64, sigma: f64, u_turn_penalty: f64) -> f64 {
+pub(crate) fn log_direct(
+    m: &DirectMove,
+    straight: f64,
+    beta: f64,
+    sigma: f64,
+    u_turn_penalty: f64,
+) -> f64 {
     let penalty = if m.u_turn { u_turn_penalty } else { 0.0 };
     log_transition(m.distance_m, straight, beta) - 0.5 * (m.along_m / sigma).powi(2) - penalty
 }

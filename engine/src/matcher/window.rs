@@ -8,10 +8,12 @@
 //! the previous finalised point, recomputed with the same move rules the
 //! scoring used, so the path is exactly the transition Viterbi chose.
 
-use lastmile_roadgraph::geo::haversine_m;
 use lastmile_roadgraph::LatLon;
+use lastmile_roadgraph::geo::haversine_m;
 
-use super::transition::{beta_for, direct_moves, log_direct, log_transition, standstill_tolerance, straight_travel};
+use super::transition::{
+    beta_for, direct_moves, log_direct, log_transition, standstill_tolerance, straight_travel,
+};
 use super::{Anchor, FinalPoint, MatchOutput, MatchStatus, Matcher, Traversal, VehicleTrack};
 
 /// No predecessor (first step of a chain, or not reachable).
@@ -56,6 +58,7 @@ pub(crate) struct Step {
 pub(crate) struct Held {
     pub seq: u64,
     pub time: f64,
+    /// Centroid of the standing vehicle's fixes when the ping came.
     pub pos: LatLon,
 }
 
@@ -130,13 +133,16 @@ impl Matcher<'_> {
             mask = up;
         }
         loop {
-            let undecided = track.window.len() - usize::from(track.window.front().is_some_and(|s| s.done));
+            let undecided =
+                track.window.len() - usize::from(track.window.front().is_some_and(|s| s.done));
             if undecided <= self.config.max_lag {
                 break;
             }
             self.stats.forced += 1;
             let first = usize::from(track.window[0].done);
-            let Some(c) = self.trace_best(track, first) else { break };
+            let Some(c) = self.trace_best(track, first) else {
+                break;
+            };
             self.finalise_upto(track, first, c, out);
         }
     }
@@ -180,7 +186,13 @@ impl Matcher<'_> {
     /// Commits step `k` to candidate `c` and every undecided step before it to
     /// its ancestors; emits their points and paths; drops hypotheses that
     /// disagree; keeps step `k` as the new anchor.
-    fn finalise_upto(&mut self, track: &mut VehicleTrack, k: usize, c: usize, out: &mut MatchOutput) {
+    fn finalise_upto(
+        &mut self,
+        track: &mut VehicleTrack,
+        k: usize,
+        c: usize,
+        out: &mut MatchOutput,
+    ) {
         let first = usize::from(track.window[0].done);
         self.chosen.clear();
         self.chosen.resize(k + 1, NO_BACK);
@@ -210,7 +222,11 @@ impl Matcher<'_> {
             let point = FinalPoint {
                 seq,
                 time,
-                status: if reset { MatchStatus::Reset } else { MatchStatus::Matched },
+                status: if reset {
+                    MatchStatus::Reset
+                } else {
+                    MatchStatus::Matched
+                },
                 edge: cand.edge,
                 offset_m: offset,
                 point: if cand.pos_m == cand.offset_m {
@@ -220,7 +236,9 @@ impl Matcher<'_> {
                 },
                 distance_m: cand.distance_m,
             };
-            track.smoother.add_point(self.graph, point, pos, &mut out.finalized);
+            track
+                .smoother
+                .add_point(self.graph, point, pos, &mut out.finalized);
             track.last_final = Some(Anchor {
                 edge: cand.edge,
                 offset_m: offset,
@@ -259,11 +277,20 @@ impl Matcher<'_> {
     /// the path pieces `out.path[first_piece..]` (the path from step `h` to the
     /// next, starting at path distance `start`), never behind the previous
     /// one; with no pieces, where step `h` is.
-    fn emit_held(&mut self, track: &mut VehicleTrack, h: usize, start: f64, first_piece: usize, out: &mut MatchOutput) {
+    fn emit_held(
+        &mut self,
+        track: &mut VehicleTrack,
+        h: usize,
+        start: f64,
+        first_piece: usize,
+        out: &mut MatchOutput,
+    ) {
         if track.window[h].held.is_empty() {
             return;
         }
-        let Some(anchor) = track.last_final.map(|a| (a.edge, a.offset_m)) else { return };
+        let Some(anchor) = track.last_final.map(|a| (a.edge, a.offset_m)) else {
+            return;
+        };
         let g = self.graph;
         let mut floor = 0.0;
         let held = std::mem::take(&mut track.window[h].held);
@@ -293,7 +320,9 @@ impl Matcher<'_> {
                 point,
                 distance_m: haversine_m(p.pos, point),
             };
-            track.smoother.add_point_at(g, fp, p.pos, start + best.1, &mut out.finalized);
+            track
+                .smoother
+                .add_point_at(g, fp, p.pos, start + best.1, &mut out.finalized);
         }
         let mut held = held;
         held.clear();
@@ -332,8 +361,12 @@ impl Matcher<'_> {
         let remaining = g.length_m(a.edge) - a.offset_m;
         if limit_m > remaining {
             let target = g.tail(b.edge);
-            self.search
-                .run(g, g.head(a.edge), ((limit_m - remaining) * 100.0) as u32, &[target]);
+            self.search.run(
+                g,
+                g.head(a.edge),
+                ((limit_m - remaining) * 100.0) as u32,
+                &[target],
+            );
             if let Some(cm) = self.search.dist(target) {
                 let route = remaining + f64::from(cm) / 100.0 + b.offset_m;
                 let lt = log_transition(route, straight, beta);

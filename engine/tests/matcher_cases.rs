@@ -1,0 +1,515 @@
+//! The real-world cases an online matcher meets, each built by hand on a
+//! synthetic town (no data needed): a parked van, a U-turn, a long silence, a
+//! teleport, out-of-order and duplicate pings, a fix far from any road,
+//! invalid input, a dual carriageway, bounded memory, determinism, and the
+//! shape of the finalised path (connected, in time order).
+
+mod common;
+
+use lastmile_engine::evaluate::match_trace;
+use lastmile_engine::simulate::SimParams;
+use lastmile_engine::{
+    MatchOutput, MatchStatus, Matcher, MatcherConfig, Ping, Traversal, VehicleTrack,
+};
+use lastmile_roadgraph::geo::{LocalPlane, haversine_m};
+use lastmile_roadgraph::highway::{HighwayClass, SpeedLimit, WayAttributes};
+use lastmile_roadgraph::network::{RawNetwork, RawWay};
+use lastmile_roadgraph::rng::Rng;
+use lastmile_roadgraph::{Graph, LatLon, build};
+
+const T0: f64 = 1_767_225_600.0;
+
+/// A long two-way edge of the town (the U-turn and parking tests need both directions).
+fn long_two_way_edge(g: &Graph) -> u32 {
+    (0..g.num_edges() as u32)
+        .filter(|&e| g.reverse_edge(e).is_some())
+        .max_by(|&a, &b| g.length_m(a).total_cmp(&g.length_m(b)))
+        .expect("a two-way edge")
+}
+
+/// A fix near `p`: Gaussian noise of `sigma` metres per axis.
+fn noisy(p: LatLon, sigma: f64, rng: &mut Rng) -> LatLon {
+    LocalPlane::new(p).unproject(rng.normal() * sigma, rng.normal() * sigma)
+}
+
+/// Pushes pings one by one; returns the immediate estimates and collects
+/// the finalised points and path.
+struct Run<'g> {
+    matcher: Matcher<'g>,
+    track: VehicleTrack,
+    out: MatchOutput,
+    immediate: Vec<lastmile_engine::Estimate>,
+    finalized: Vec<lastmile_engine::FinalPoint>,
+    path: Vec<Traversal>,
+}
+
+impl<'g> Run<'g> {
+    fn new(g: &'g Graph) -> Self {
+        Self {
+            matcher: Matcher::new(g, MatcherConfig::default()),
+            track: VehicleTrack::new(),
+            out: MatchOutput::default(),
+            immediate: Vec::new(),
+            finalized: Vec::new(),
+            path: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, p: &Ping) -> MatchStatus {
+        let s = self.matcher.push(&mut self.track, p, &mut self.out);
+        self.immediate.push(self.out.immediate);
+        self.finalized.extend_from_slice(&self.out.finalized);
+        self.path.extend_from_slice(&self.out.path);
+        s
+    }
+
+    fn finish(&mut self) {
+        self.matcher.flush(&mut self.track, &mut self.out);
+        self.finalized.extend_from_slice(&self.out.finalized);
+        self.path.extend_from_slice(&self.out.path);
+    }
+
+    fn path_length(&self) -> f64 {
+        self.path.iter().map(|t| t.to_m - t.from_m).sum()
+    }
+}
+
+/// Consecutive pieces of one chain join up: the same edge continues where
+/// it stopped, the next edge starts at the previous one's head, or a U-turn
+/// flips onto the opposite edge at the same spot. Times never go backwards.
+fn assert_connected(g: &Graph, path: &[Traversal]) {
+    for w in path.windows(2) {
+        let (a, b) = (w[0], w[1]);
+        assert!(
+            b.t_start >= a.t_end - 1e-6,
+            "time goes back: {a:?} -> {b:?}"
+        );
+        assert!(a.to_m >= a.from_m && a.t_end >= a.t_start, "{a:?}");
+        if b.t_start > a.t_end + 1e-6 {
+            continue; // a new chain after a break
+        }
+        let ok = if a.edge == b.edge {
+            (b.from_m - a.to_m).abs() < 0.01
+        } else if g.road_of(a.edge) == g.road_of(b.edge) {
+            (b.from_m - (g.length_m(a.edge) - a.to_m)).abs() < 0.01
+        } else {
+            (a.to_m - g.length_m(a.edge)).abs() < 0.01
+                && b.from_m < 0.01
+                && g.head(a.edge) == g.tail(b.edge)
+        };
+        assert!(ok, "path breaks between {a:?} and {b:?}");
+    }
+}
+
+#[test]
+fn a_parked_van_does_not_move_or_turn() {
+    let g = common::town();
+    let e = long_two_way_edge(g);
+    let spot = g.point_on_edge(e, g.length_m(e) / 2.0);
+    let mut rng = Rng::seed(5);
+    for with_speed in [false, true] {
+        let mut run = Run::new(g);
+        for i in 0..600 {
+            let mut p = Ping::new(T0 + i as f64, noisy(spot, 5.0, &mut rng));
+            if with_speed {
+                p.speed = Some(0.0);
+            }
+            assert!(run.push(&p).is_on_road());
+        }
+        run.finish();
+        assert_eq!(run.finalized.len(), 600);
+        // Standing still: almost no path, on the right street, no U-turns.
+        assert!(
+            run.path_length() < 20.0,
+            "drifted {:.1} m (speed: {with_speed}) from edge {e} of {:.0} m: {:?}",
+            run.path_length(),
+            g.length_m(e),
+            &run.path[..run.path.len().min(12)]
+        );
+        let ways: std::collections::HashSet<i64> =
+            run.finalized.iter().map(|f| g.way_id(f.edge)).collect();
+        assert_eq!(ways.len(), 1, "{ways:?}");
+        let edges: std::collections::HashSet<u32> = run.path.iter().map(|t| t.edge).collect();
+        assert!(edges.len() <= 1, "turned round: {edges:?}");
+        // The live position does not wander: it stays within a few metres
+        // (the first fixes, before the cluster settles) and never jumps back.
+        for w in run.immediate.windows(2) {
+            if w[0].edge == w[1].edge {
+                assert!(
+                    w[1].offset_m >= w[0].offset_m - 2.0,
+                    "{:?} -> {:?}",
+                    w[0],
+                    w[1]
+                );
+            }
+        }
+        let live = run.immediate[10..]
+            .iter()
+            .map(|e| haversine_m(e.point, spot))
+            .fold(0.0, f64::max);
+        assert!(live < 10.0, "live position up to {live:.1} m from the van");
+        let worst = run
+            .finalized
+            .iter()
+            .map(|f| haversine_m(f.point, spot))
+            .fold(0.0, f64::max);
+        assert!(worst < 15.0, "finalised up to {worst:.1} m from the van");
+    }
+}
+
+#[test]
+fn a_u_turn_in_the_street_is_followed() {
+    let g = common::town();
+    let e = long_two_way_edge(g);
+    let back = g.reverse_edge(e).unwrap();
+    let len = g.length_m(e);
+    let mut rng = Rng::seed(6);
+    let mut run = Run::new(g);
+    let mut t = T0;
+    // Drive 80% of the street at 8 m/s, stop for 5 s, turn and drive back.
+    let turn_at = 0.8 * len;
+    let mut s = 0.1 * len;
+    while s < turn_at {
+        run.push(&Ping::new(t, noisy(g.point_on_edge(e, s), 3.0, &mut rng)));
+        s += 8.0;
+        t += 1.0;
+    }
+    for _ in 0..5 {
+        run.push(&Ping::new(
+            t,
+            noisy(g.point_on_edge(e, turn_at), 3.0, &mut rng),
+        ));
+        t += 1.0;
+    }
+    let mut s = len - turn_at;
+    while s < 0.9 * len {
+        run.push(&Ping::new(
+            t,
+            noisy(g.point_on_edge(back, s), 3.0, &mut rng),
+        ));
+        s += 8.0;
+        t += 1.0;
+    }
+    run.finish();
+    let n = run.finalized.len();
+    assert!(
+        run.finalized[..5].iter().all(|f| f.edge == e),
+        "{:?}",
+        &run.finalized[..5]
+    );
+    assert!(
+        run.finalized[n - 5..].iter().all(|f| f.edge == back),
+        "{:?}",
+        &run.finalized[n - 5..]
+    );
+    // Turned in the street, not round a block.
+    let driven = (turn_at - 0.1 * len) + (0.9 * len - (len - turn_at));
+    assert!(
+        (run.path_length() - driven).abs() < 30.0,
+        "path {:.0} m for {driven:.0} m driven",
+        run.path_length()
+    );
+    assert_connected(g, &run.path);
+}
+
+/// A drive along the fastest route between two far-apart places.
+fn drive(
+    g: &Graph,
+    from: u32,
+    to: u32,
+    start: f64,
+    speed: f64,
+    sigma: f64,
+    rng: &mut Rng,
+) -> Vec<Ping> {
+    let mut router = lastmile_roadgraph::Router::new(g, lastmile_roadgraph::Metric::Time);
+    let pos = |e: u32| lastmile_roadgraph::EdgePos {
+        edge: e,
+        offset_m: 0.0,
+    };
+    let r = router.route(&[pos(from)], &[pos(to)]).expect("route");
+    let mut pings = Vec::new();
+    let mut t = start;
+    for &e in &r.edges {
+        let mut s = 0.0;
+        while s < g.length_m(e) {
+            pings.push(Ping::new(t, noisy(g.point_on_edge(e, s), sigma, rng)));
+            s += speed;
+            t += 1.0;
+        }
+    }
+    pings
+}
+
+fn far_edges(g: &Graph) -> (u32, u32) {
+    let a = 0;
+    let b = (0..g.num_edges() as u32)
+        .max_by(|&x, &y| {
+            let d = |e: u32| haversine_m(g.node_pos(g.tail(a)), g.node_pos(g.tail(e)));
+            d(x).total_cmp(&d(y))
+        })
+        .unwrap();
+    (a, b)
+}
+
+#[test]
+fn a_long_silence_restarts_the_chain() {
+    let g = common::town();
+    let (a, b) = far_edges(g);
+    let mut rng = Rng::seed(7);
+    let first = drive(g, a, b, T0, 10.0, 4.0, &mut rng);
+    let mut run = Run::new(g);
+    let half = first.len() / 2;
+    for p in &first[..half] {
+        run.push(p);
+    }
+    // Ten minutes of silence (a tunnel, the phone off), then the rest.
+    let gap = 600.0;
+    let resumed: Vec<Ping> = first[half..]
+        .iter()
+        .map(|p| Ping::new(p.time + gap, p.pos))
+        .collect();
+    let statuses: Vec<MatchStatus> = resumed.iter().map(|p| run.push(p)).collect();
+    run.finish();
+    assert_eq!(statuses[0], MatchStatus::Reset);
+    assert!(statuses[1..].iter().all(|s| *s == MatchStatus::Matched));
+    let silence = (first[half - 1].time, resumed[0].time);
+    assert!(
+        run.path
+            .iter()
+            .all(|t| t.t_end <= silence.0 + 1e-6 || t.t_start >= silence.1 - 1e-6),
+        "a path piece spans the silence"
+    );
+    assert_eq!(run.matcher.stats().count(MatchStatus::Reset), 1);
+    assert_connected(g, &run.path);
+}
+
+#[test]
+fn a_teleport_is_outliers_then_a_reset() {
+    let g = common::town();
+    let (a, b) = far_edges(g);
+    let mut rng = Rng::seed(8);
+    let trip = drive(g, a, b, T0, 10.0, 4.0, &mut rng);
+    let mut run = Run::new(g);
+    for p in &trip[..60] {
+        assert!(run.push(p).is_on_road());
+    }
+    // The fixes jump to the far end of town one second later and stay there.
+    let far = drive(g, b, a, trip[59].time + 1.0, 10.0, 4.0, &mut rng);
+    let statuses: Vec<MatchStatus> = far[..10].iter().map(|p| run.push(p)).collect();
+    assert_eq!(
+        &statuses[..3],
+        &[
+            MatchStatus::Outlier,
+            MatchStatus::Outlier,
+            MatchStatus::Reset
+        ]
+    );
+    assert!(
+        statuses[3..].iter().all(|s| *s == MatchStatus::Matched),
+        "{statuses:?}"
+    );
+    // An outlier has no position: never a wrong snap.
+    assert!(!run.immediate[60].point.lat.is_finite());
+}
+
+#[test]
+fn out_of_order_and_duplicate_pings_are_dropped_and_counted() {
+    let g = common::town();
+    let (a, b) = far_edges(g);
+    let mut rng = Rng::seed(9);
+    let trip = drive(g, a, b, T0, 10.0, 4.0, &mut rng);
+    let clean = {
+        let mut run = Run::new(g);
+        trip.iter().for_each(|p| {
+            run.push(p);
+        });
+        run.finish();
+        run.finalized
+            .iter()
+            .map(|f| (f.time, f.edge))
+            .collect::<Vec<_>>()
+    };
+    let mut run = Run::new(g);
+    let mut bad = 0;
+    for (i, p) in trip.iter().enumerate() {
+        run.push(p);
+        if i % 25 == 10 {
+            assert_eq!(
+                run.push(&Ping::new(p.time - 3.0, p.pos)),
+                MatchStatus::OutOfOrder
+            );
+            assert_eq!(run.push(p), MatchStatus::Duplicate);
+            bad += 1;
+        }
+    }
+    run.finish();
+    let stats = run.matcher.stats();
+    assert_eq!(stats.count(MatchStatus::OutOfOrder), bad);
+    assert_eq!(stats.count(MatchStatus::Duplicate), bad);
+    let got: Vec<_> = run.finalized.iter().map(|f| (f.time, f.edge)).collect();
+    assert_eq!(got, clean, "dropped pings changed the match");
+}
+
+#[test]
+fn a_fix_far_from_any_road_is_unmatched_and_the_chain_goes_on() {
+    let g = common::town();
+    let (a, b) = far_edges(g);
+    let mut rng = Rng::seed(10);
+    let mut trip = drive(g, a, b, T0, 10.0, 4.0, &mut rng);
+    // Five kilometres south of the town.
+    let lost = trip[40].pos;
+    trip[40].pos = LocalPlane::new(lost).unproject(0.0, -5_000.0);
+    let mut run = Run::new(g);
+    let statuses: Vec<MatchStatus> = trip.iter().map(|p| run.push(p)).collect();
+    assert_eq!(statuses[40], MatchStatus::Unmatched);
+    assert!(!run.immediate[40].point.lat.is_finite());
+    assert_eq!(
+        statuses[41],
+        MatchStatus::Matched,
+        "the chain must not restart"
+    );
+    assert_eq!(run.matcher.stats().count(MatchStatus::Unmatched), 1);
+}
+
+#[test]
+fn invalid_pings_are_rejected() {
+    let g = common::town();
+    let mut run = Run::new(g);
+    let p = g.node_pos(0);
+    for bad in [
+        Ping::new(T0, LatLon::new(f64::NAN, p.lon)),
+        Ping::new(T0, LatLon::new(p.lat, f64::INFINITY)),
+        Ping::new(T0, LatLon::new(91.0, p.lon)),
+        Ping::new(f64::NAN, p),
+        Ping::new(f64::INFINITY, p),
+    ] {
+        assert_eq!(run.push(&bad), MatchStatus::Invalid);
+    }
+    // Garbage in the optional fields is ignored, not trusted.
+    let odd = Ping {
+        speed: Some(f32::NAN),
+        heading: Some(f32::INFINITY),
+        accuracy: Some(-3.0),
+        ..Ping::new(T0, p)
+    };
+    assert!(run.push(&odd).is_on_road());
+    assert_eq!(run.matcher.stats().count(MatchStatus::Invalid), 5);
+}
+
+/// Two one-way carriageways 14 m apart running north and south, joined at both
+/// ends, with a two-way frontage road 30 m east.
+fn dual_carriageway() -> Graph {
+    let mut net = RawNetwork::default();
+    let origin = LatLon::new(47.0, 8.0);
+    let plane = LocalPlane::new(origin);
+    let node = |net: &mut RawNetwork, x: f64, y: f64| {
+        let (lat, lon) = plane.unproject(x, y).to_fixed();
+        net.add_node(lat, lon)
+    };
+    let attrs = |forward: bool, backward: bool| WayAttributes {
+        class: HighwayClass::Primary,
+        forward,
+        backward,
+        limit_forward: SpeedLimit::Unknown,
+        limit_backward: SpeedLimit::Unknown,
+    };
+    let (w0, w1) = (node(&mut net, 0.0, 0.0), node(&mut net, 0.0, 2000.0));
+    let (e0, e1) = (node(&mut net, 14.0, 0.0), node(&mut net, 14.0, 2000.0));
+    let (f0, f1) = (node(&mut net, 44.0, 0.0), node(&mut net, 44.0, 2000.0));
+    let way = |id, nodes, a| RawWay {
+        id,
+        nodes,
+        attrs: a,
+    };
+    net.ways = vec![
+        way(1, vec![e0, e1], attrs(true, false)), // northbound (east side)
+        way(2, vec![w1, w0], attrs(true, false)), // southbound (west side)
+        way(3, vec![f0, f1], attrs(true, true)),  // frontage road
+        way(4, vec![w0, e0, f0], attrs(true, true)),
+        way(5, vec![w1, e1, f1], attrs(true, true)),
+    ];
+    Graph::from_data(&build::build_graph(&net, "dual".into()).expect("graph"))
+}
+
+#[test]
+fn the_right_carriageway_of_a_dual_road() {
+    let g = dual_carriageway();
+    let plane = LocalPlane::new(LatLon::new(47.0, 8.0));
+    let mut rng = Rng::seed(11);
+    for with_heading in [false, true] {
+        let mut run = Run::new(&g);
+        for i in 0..90 {
+            // Northbound at 20 m/s on the east carriageway, 10 m noise.
+            let truth = plane.unproject(14.0, 100.0 + 20.0 * i as f64);
+            let mut p = Ping::new(T0 + i as f64, noisy(truth, 10.0, &mut rng));
+            if with_heading {
+                p.speed = Some(20.0);
+                p.heading = Some(rng.normal() as f32 * 5.0);
+            }
+            run.push(&p);
+        }
+        run.finish();
+        let right = run
+            .finalized
+            .iter()
+            .filter(|f| g.way_id(f.edge) == 1)
+            .count();
+        assert!(
+            right >= 88,
+            "{right}/90 on the northbound carriageway (heading: {with_heading})"
+        );
+        let live = run
+            .immediate
+            .iter()
+            .filter(|e| e.status.is_on_road() && g.way_id(e.edge) == 1)
+            .count();
+        assert!(
+            live >= if with_heading { 88 } else { 80 },
+            "{live}/90 live (heading: {with_heading})"
+        );
+    }
+}
+
+#[test]
+fn memory_stays_bounded_and_matching_is_deterministic() {
+    let g = common::town();
+    let params = SimParams {
+        vehicles: 3,
+        duration_s: 2.0 * 3600.0,
+        interval_s: 1.0,
+        noise_m: 10.0,
+        seed: 4,
+        ..SimParams::default()
+    };
+    let trace = common::simulated(g, &params);
+    let cfg = MatcherConfig::default();
+    let mut matcher = Matcher::new(g, cfg.clone());
+    let mut out = MatchOutput::default();
+    for (_, rows) in trace.by_vehicle() {
+        let mut track = VehicleTrack::new();
+        let mut peak = 0;
+        for &r in &rows {
+            matcher.push(&mut track, &trace.rows[r].ping, &mut out);
+            assert!(track.window_len() <= cfg.max_lag + 1);
+            peak = peak.max(track.heap_bytes());
+        }
+        assert!(peak < 256 * 1024, "{peak} bytes for one vehicle");
+    }
+    let a = match_trace(g, &cfg, &trace);
+    let b = match_trace(g, &cfg, &trace);
+    assert_eq!(format!("{:?}", a.immediate), format!("{:?}", b.immediate));
+    assert_eq!(format!("{:?}", a.finalized), format!("{:?}", b.finalized));
+    assert_eq!(format!("{:?}", a.paths), format!("{:?}", b.paths));
+    for p in &a.paths {
+        assert_connected(g, p);
+    }
+    // Every ping placed on a road is finalised, exactly once, in time order.
+    for (i, im) in a.immediate.iter().enumerate() {
+        assert_eq!(
+            im.status.is_on_road(),
+            a.finalized[i].is_some(),
+            "row {i}: {im:?}"
+        );
+    }
+}
