@@ -399,6 +399,7 @@ impl<'g> Matcher<'g> {
 
         let mut step = track.spare.pop().unwrap_or_default();
         step.reset_for(seq, ping.time, pos, sigma);
+        step.settled = centroid_step;
         let heading = ping
             .valid_heading()
             .filter(|_| self.config.heading_weight > 0.0)
@@ -606,10 +607,16 @@ impl<'g> Matcher<'g> {
             for (j, b) in step.cands.iter_mut().enumerate() {
                 // (log-probability, position after the move)
                 let mut best = (f64::NEG_INFINITY, b.offset_m);
-                for m in direct_moves(g, (a.edge, a.pos_m), (b.edge, b.offset_m), tolerance)
-                    .into_iter()
-                    .flatten()
-                    .filter(|m| m.distance_m <= limit_m)
+                for m in direct_moves(
+                    g,
+                    (a.edge, a.pos_m),
+                    (b.edge, b.offset_m),
+                    tolerance,
+                    step.settled,
+                )
+                .into_iter()
+                .flatten()
+                .filter(|m| m.distance_m <= limit_m)
                 {
                     let lt = log_direct(&m, straight, beta, sigma, self.config.u_turn_penalty)
                         + witness(m.distance_m);

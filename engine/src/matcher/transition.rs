@@ -29,13 +29,17 @@ pub(crate) struct DirectMove {
 /// from the vehicle's position `a` (edge, metres along it) to a candidate
 /// projection `b`: driving on to the projection, standing still when the
 /// projection is within `stand_m` of the position (either side), or turning
-/// round in the street.
+/// round in the street. A `settled` projection (the centroid of a standing
+/// vehicle's fixes) is where the vehicle stands, so standing costs nothing
+/// along the road, and moves the position forward to it (never back, so the
+/// path stays continuous).
 #[inline]
 pub(crate) fn direct_moves(
     g: &Graph,
     a: (u32, f64),
     b: (u32, f64),
     stand_m: f64,
+    settled: bool,
 ) -> [Option<DirectMove>; 2] {
     if a.0 == b.0 {
         let drive = (b.1 >= a.1).then_some(DirectMove {
@@ -44,11 +48,20 @@ pub(crate) fn direct_moves(
             to_pos_m: b.1,
             along_m: 0.0,
         });
-        let stand = ((b.1 - a.1).abs() <= stand_m).then_some(DirectMove {
-            distance_m: 0.0,
-            u_turn: false,
-            to_pos_m: a.1,
-            along_m: b.1 - a.1,
+        let stand = ((b.1 - a.1).abs() <= stand_m).then_some(if settled {
+            DirectMove {
+                distance_m: 0.0,
+                u_turn: false,
+                to_pos_m: a.1.max(b.1),
+                along_m: 0.0,
+            }
+        } else {
+            DirectMove {
+                distance_m: 0.0,
+                u_turn: false,
+                to_pos_m: a.1,
+                along_m: b.1 - a.1,
+            }
         });
         return [drive, stand];
     }

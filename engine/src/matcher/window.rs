@@ -46,6 +46,8 @@ pub(crate) struct Step {
     pub speed: Option<f64>,
     /// First step of a chain that followed a break.
     pub reset: bool,
+    /// Placed at the centroid of a standing vehicle's fixes.
+    pub settled: bool,
     /// Already finalised (only ever `window[0]`, kept as the anchor).
     pub done: bool,
     pub cands: Vec<Cand>,
@@ -70,6 +72,7 @@ impl Step {
         self.sigma = sigma;
         self.speed = None;
         self.reset = false;
+        self.settled = false;
         self.done = false;
         self.cands.clear();
         self.held.clear();
@@ -212,7 +215,8 @@ impl Matcher<'_> {
                 let straight = straight_travel(gc, prev.sigma, step.sigma);
                 let sigma = prev.sigma.max(step.sigma);
                 let before = out.path.len();
-                self.connect(a, &cand, time, gc, straight, dt, sigma, out);
+                let settled = step.settled;
+                self.connect(a, &cand, settled, time, gc, straight, dt, sigma, out);
                 let start = track.smoother.end();
                 for t in &out.path[before..] {
                     track.smoother.add_piece(t);
@@ -336,6 +340,7 @@ impl Matcher<'_> {
         &mut self,
         a: Anchor,
         b: &Cand,
+        settled: bool,
         time: f64,
         gc: f64,
         straight: f64,
@@ -347,9 +352,15 @@ impl Matcher<'_> {
         let beta = beta_for(self.config.beta_m, self.config.beta_per_sigma, dt, sigma);
         let tolerance = standstill_tolerance(sigma);
         let mut best: Option<(f64, Move)> = None;
-        for m in direct_moves(g, (a.edge, a.offset_m), (b.edge, b.offset_m), tolerance)
-            .into_iter()
-            .flatten()
+        for m in direct_moves(
+            g,
+            (a.edge, a.offset_m),
+            (b.edge, b.offset_m),
+            tolerance,
+            settled,
+        )
+        .into_iter()
+        .flatten()
         {
             let lt = log_direct(&m, straight, beta, sigma, self.config.u_turn_penalty);
             if best.is_none_or(|(l, _)| lt > l) {
