@@ -168,6 +168,12 @@ fn read_trace(path: &Path) -> Result<Trace> {
         read_csv(input)
     }
     .with_context(|| format!("{}", path.display()))?;
+    if trace.times_synthesized {
+        eprintln!(
+            "warning: {}: no usable timestamps (missing or not increasing); times synthesised from distances",
+            path.display()
+        );
+    }
     if trace.skipped > 0 {
         eprintln!(
             "warning: {}: skipped {} unparseable row(s), first at line(s) {:?}",
@@ -187,7 +193,8 @@ fn open_graph(path: &Path) -> Result<Graph> {
 }
 
 pub fn simulate_cmd(a: SimulateArgs) -> Result<()> {
-    if !(a.interval > 0.0 && a.interval.is_finite()) || !(a.duration >= 0.0) || !(a.noise >= 0.0) {
+    let usable = a.interval > 0.0 && a.interval.is_finite() && a.duration >= 0.0 && a.noise >= 0.0;
+    if !usable {
         bail!("--interval must be positive, --duration and --noise zero or more");
     }
     let t0 = Instant::now();

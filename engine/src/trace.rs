@@ -21,7 +21,7 @@ pub enum TraceError {
     Empty,
     #[error("trace header lacks required column `{0}` (needs vehicle_id,timestamp,lat,lon)")]
     MissingColumn(&'static str),
-    #[error("no tracks found in GPX (only <trkpt> points are read)")]
+    #[error("No tracks found in GPX (only <trkpt> track points are read)")]
     NoTracks,
     #[error("malformed GPX near byte {0}: {1}")]
     Gpx(usize, &'static str),
@@ -56,6 +56,9 @@ pub struct Trace {
     /// Rows skipped as unparseable, and the first few line numbers.
     pub skipped: u64,
     pub skipped_lines: Vec<u64>,
+    /// GPX only: the file's timestamps were absent or unusable (not
+    /// increasing), so times were synthesised from the distances.
+    pub times_synthesized: bool,
 }
 
 impl Trace {
@@ -265,18 +268,29 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 }
 
 /// Reads the track points of a GPX file (1.0 or 1.1) as one vehicle's trace.
-/// Points without a `<time>` get times one second apart, or more when they
-/// are far apart (as if driven at 10 m/s), so the matcher's speed bounds hold.
+/// When the file has no usable timestamps (missing, or mostly not
+/// increasing: exporters that stamp every point with the same time exist),
+/// points get times one second apart, or more when they are far apart (as
+/// if driven at 10 m/s), so the matcher's speed bounds hold.
 pub fn read_gpx<R: Read>(mut input: R, vehicle: &str) -> Result<Trace, TraceError> {
     let mut text = String::new();
     input.read_to_string(&mut text)?;
-    let points = gpx_points(&text)?;
+    let mut points = gpx_points(&text)?;
     if points.is_empty() {
         return Err(TraceError::NoTracks);
+    }
+    let increasing = points
+        .windows(2)
+        .filter(|w| matches!((w[0].1, w[1].1), (Some(a), Some(b)) if b > a))
+        .count();
+    let synthesize = 2 * increasing < points.len() - 1 || points.iter().any(|p| p.1.is_none());
+    if synthesize {
+        points.iter_mut().for_each(|p| p.1 = None);
     }
     let header = csv::StringRecord::from(vec!["vehicle_id", "timestamp", "lat", "lon"]);
     let mut trace = Trace {
         header,
+        times_synthesized: synthesize,
         ..Trace::default()
     };
     let mut last: Option<(f64, LatLon)> = None;
@@ -443,9 +457,17 @@ mod tests {
         assert_eq!(t.rows.len(), 2);
         assert_eq!(t.rows[1].ping.pos, LatLon::new(45.2, 19.8));
         assert_eq!(t.rows[1].ping.time - t.rows[0].ping.time, 60.5);
+        assert!(!t.times_synthesized);
         let untimed = r#"<gpx><trk><trkseg><trkpt lat="0" lon="0"/><trkpt lat="0" lon="0.001"/></trkseg></trk></gpx>"#;
         let t = read_gpx(untimed.as_bytes(), "g").unwrap();
+        assert!(t.times_synthesized);
         assert!(t.rows[1].ping.time > t.rows[0].ping.time);
+        let same = r#"<gpx><trkpt lat="0" lon="0"><time>2015-01-01T11:35:02Z</time></trkpt>
+            <trkpt lat="0" lon="0.001"><time>2015-01-01T11:35:02Z</time></trkpt>
+            <trkpt lat="0" lon="0.002"><time>2015-01-01T11:35:02Z</time></trkpt></gpx>"#;
+        let t = read_gpx(same.as_bytes(), "g").unwrap();
+        assert!(t.times_synthesized);
+        assert!(t.rows.windows(2).all(|w| w[1].ping.time > w[0].ping.time));
         let wpt_only = r#"<gpx><wpt lat="1" lon="2"></wpt></gpx>"#;
         assert!(matches!(
             read_gpx(wpt_only.as_bytes(), "g"),

@@ -14,7 +14,8 @@ use lastmile_engine::simulate::SimParams;
 /// Records a failed floor instead of stopping, so one run shows every figure.
 macro_rules! check {
     ($failures:expr, $ok:expr, $($msg:tt)+) => {
-        if !$ok {
+        let ok: bool = $ok;
+        if !ok {
             $failures.push(format!($($msg)+));
         }
     };

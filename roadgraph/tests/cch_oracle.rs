@@ -7,7 +7,6 @@
 mod common;
 
 use common::{path_cost, random_place, random_pos};
-use lastmile_roadgraph::dijkstra::{EdgeWeight, partial_weight};
 use lastmile_roadgraph::rng::Rng;
 use lastmile_roadgraph::{
     Cch, CchMetric, CchQuery, CityParams, Dijkstra, EdgePos, Graph, Metric, synthetic,

@@ -594,7 +594,8 @@ impl<'g> Matcher<'g> {
         let mut any = false;
         for (i, a) in prev.cands.iter().enumerate() {
             // Hypotheses this far behind the best cannot win any more.
-            if !(a.score > best_prev - PRUNE_LOG) {
+            let alive = a.score > best_prev - PRUNE_LOG;
+            if !alive {
                 continue;
             }
             let remaining_m = g.length_m(a.edge) - a.pos_m;

@@ -257,9 +257,9 @@ impl Matcher<'_> {
             }
         }
         let mut dead_before = !(1u64 << c);
-        for s in k + 1..w.len() {
+        for step in w.iter_mut().skip(k + 1) {
             let mut dead = 0u64;
-            for (i, x) in w[s].cands.iter_mut().enumerate() {
+            for (i, x) in step.cands.iter_mut().enumerate() {
                 if x.back == NO_BACK || dead_before & 1 << x.back != 0 {
                     x.score = f64::NEG_INFINITY;
                 }

@@ -34,10 +34,12 @@ pub fn map_path(name: &str) -> Option<PathBuf> {
     testdata::data_file(&format!("maps/{name}"))
 }
 
+/// A map imported once: its name, data and graph.
+type Imported = (String, &'static (GraphData, Graph));
+
 /// Imports a map once per test binary.
 pub fn imported(name: &str) -> Option<&'static (GraphData, Graph)> {
-    static CACHE: OnceLock<std::sync::Mutex<Vec<(String, &'static (GraphData, Graph))>>> =
-        OnceLock::new();
+    static CACHE: OnceLock<std::sync::Mutex<Vec<Imported>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     let path = map_path(name)?;
     let mut c = cache.lock().unwrap();
