@@ -9,7 +9,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use lastmile_engine::evaluate::{Accuracy, Evaluation, evaluate, match_trace};
+use lastmile_engine::evaluate::{
+    Accuracy, Evaluation, PushEvent, evaluate, match_trace, match_trace_observed, percentile,
+};
 use lastmile_engine::simulate::{SimParams, simulate, write_stops};
 use lastmile_engine::trace::{Trace, read_csv, read_gpx};
 use lastmile_engine::{MatchStatus, MatcherConfig, kubicka};
@@ -251,9 +253,23 @@ pub fn match_cmd(a: MatchArgs) -> Result<()> {
     let g = open_graph(&a.graph)?;
     let trace = read_trace(&a.trace)?;
     g.edge_index(); // built once at load, as `serve` does; not part of matching
+    let bar = Bar::new();
+    bar.stage_count("pings", trace.rows.len() as u64);
+    // Per-ping latency, microseconds.
+    let mut latency_us = Vec::with_capacity(trace.rows.len());
+    let mut started = Instant::now();
     let t0 = Instant::now();
-    let m = match_trace(&g, &config, &trace);
+    let m = match_trace_observed(&g, &config, &trace, &mut |e| match e {
+        PushEvent::Before => started = Instant::now(),
+        PushEvent::After => {
+            latency_us.push(started.elapsed().as_secs_f64() * 1e6);
+            if latency_us.len() % 4096 == 0 {
+                lastmile_roadgraph::Progress::set(&bar, latency_us.len() as u64);
+            }
+        }
+    });
     let secs = t0.elapsed().as_secs_f64();
+    bar.finish();
 
     let f = File::create(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
     let mut w = csv::Writer::from_writer(BufWriter::new(f));
@@ -314,11 +330,16 @@ pub fn match_cmd(a: MatchArgs) -> Result<()> {
         println!(
             "{}",
             json!({"pings": trace.rows.len(), "on_road": on_road, "status": by,
-                   "seconds": secs, "pings_per_s": rate, "skipped_rows": trace.skipped})
+                   "seconds": secs, "pings_per_s": rate, "skipped_rows": trace.skipped,
+                   "latency_p50_us": percentile(&latency_us, 0.5),
+                   "latency_p99_us": percentile(&latency_us, 0.99),
+                   "latency_max_us": percentile(&latency_us, 1.0),
+                   "searches": m.stats.searches, "settled": m.stats.settled,
+                   "forced_finalisations": m.stats.forced})
         );
     } else {
         println!(
-            "matched {} pings of {} vehicle(s): {} on a road, {} unmatched, {} outliers, {} resets, {} dropped (order/duplicate/invalid); {:.0} pings/s -> {}",
+            "matched {} pings of {} vehicle(s): {} on a road, {} unmatched, {} outliers, {} resets, {} dropped (order/duplicate/invalid); {:.0} pings/s, latency p50 {:.1} us / p99 {:.1} us -> {}",
             trace.rows.len(),
             m.paths.len(),
             on_road,
@@ -329,6 +350,8 @@ pub fn match_cmd(a: MatchArgs) -> Result<()> {
                 + m.stats.count(MatchStatus::Duplicate)
                 + m.stats.count(MatchStatus::Invalid),
             rate,
+            percentile(&latency_us, 0.5),
+            percentile(&latency_us, 0.99),
             a.out.display()
         );
     }

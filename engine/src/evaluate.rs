@@ -38,6 +38,25 @@ pub struct TraceMatch {
 
 /// Matches every vehicle of a trace, each in time order.
 pub fn match_trace(graph: &Graph, config: &MatcherConfig, trace: &Trace) -> TraceMatch {
+    match_trace_observed(graph, config, trace, &mut |_| {})
+}
+
+/// Around each ping pushed by [`match_trace_observed`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PushEvent {
+    Before,
+    After,
+}
+
+/// [`match_trace`], calling `observe` just before and just after each ping
+/// is pushed, so a caller with a clock can measure per-ping latency (the
+/// engine itself never reads one).
+pub fn match_trace_observed(
+    graph: &Graph,
+    config: &MatcherConfig,
+    trace: &Trace,
+    observe: &mut dyn FnMut(PushEvent),
+) -> TraceMatch {
     let mut matcher = Matcher::new(graph, config.clone());
     let n = trace.rows.len();
     let mut result = TraceMatch {
@@ -56,7 +75,9 @@ pub fn match_trace(graph: &Graph, config: &MatcherConfig, trace: &Trace) -> Trac
             path.extend_from_slice(&out.path);
         };
         for &r in &rows {
+            observe(PushEvent::Before);
             matcher.push(&mut track, &trace.rows[r].ping, &mut out);
+            observe(PushEvent::After);
             result.immediate[r] = out.immediate;
             collect(&out, &mut result);
         }
