@@ -49,7 +49,11 @@ fn matching(c: &mut Criterion) {
             group.throughput(Throughput::Elements(order.len() as u64));
             group.bench_function(format!("pings_{interval}s/{name}"), |b| {
                 b.iter_batched_ref(
-                    || (0..vehicles).map(|_| VehicleTrack::new()).collect::<Vec<_>>(),
+                    || {
+                        (0..vehicles)
+                            .map(|_| VehicleTrack::new())
+                            .collect::<Vec<_>>()
+                    },
                     |tracks| {
                         for &(v, r) in &order {
                             matcher.push(&mut tracks[v], &trace.rows[r].ping, &mut out);
@@ -66,7 +70,8 @@ fn matching(c: &mut Criterion) {
         group.bench_function(format!("candidates_50m/{name}"), |b| {
             b.iter(|| {
                 i = (i + 1) % points.len();
-                g.edge_index().approaches_within(g, points[i], 50.0, &mut near);
+                g.edge_index()
+                    .approaches_within(g, points[i], 50.0, &mut near);
                 near.truncate(12);
                 near.len()
             })

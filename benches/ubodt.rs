@@ -46,7 +46,12 @@ fn ubodt(c: &mut Criterion) {
             let samples = 200;
             let mut reach = 0usize;
             for _ in 0..samples {
-                within(g, rng.below(g.num_nodes() as u64) as u32, delta_m * 100, &mut dist);
+                within(
+                    g,
+                    rng.below(g.num_nodes() as u64) as u32,
+                    delta_m * 100,
+                    &mut dist,
+                );
                 reach += dist.len();
             }
             let mean = reach as f64 / samples as f64;
@@ -76,7 +81,9 @@ fn ubodt(c: &mut Criterion) {
         // Random pairs from the table, in random order (the table's own
         // order would walk its memory sequentially and flatter it).
         let all: Vec<(u32, u32)> = table.keys().copied().collect();
-        let keys: Vec<(u32, u32)> = (0..100_000).map(|_| all[rng.below(all.len() as u64) as usize]).collect();
+        let keys: Vec<(u32, u32)> = (0..100_000)
+            .map(|_| all[rng.below(all.len() as u64) as usize])
+            .collect();
         let mut i = 0;
         group.throughput(Throughput::Elements(1));
         group.bench_function(format!("lookup_1km/{name}"), |b| {

@@ -434,6 +434,7 @@ pub fn demo(a: DemoArgs) -> Result<()> {
         to.lon,
         describe(&r)
     );
+    crate::tracking::demo_matching(&g)?;
     let _ = std::fs::remove_dir_all(&dir);
     println!("demo done in {:.2} s", t0.elapsed().as_secs_f64());
     Ok(())

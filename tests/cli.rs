@@ -447,7 +447,10 @@ fn demo_runs() {
         );
         let out = stdout(&o);
         assert!(
-            out.contains("route ") && out.contains("same cost") && out.contains("demo done"),
+            out.contains("route ")
+                && out.contains("same cost")
+                && out.contains("on the true road")
+                && out.contains("demo done"),
             "{out}"
         );
     }
