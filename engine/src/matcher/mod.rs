@@ -1,17 +1,20 @@
 //! The online map matcher: Newson & Krumm's hidden Markov model, run one ping
 //! at a time per vehicle with a variable sliding window (Goh et al.).
 //!
-//! Each ping gets candidates (edges within a radius, nearest first) whose
-//! emission log-probability falls with the squared distance to the ping, and
-//! transitions from the previous ping's candidates scored by how far the route
-//! distance strays from the great-circle distance ([`transition`]). Viterbi
-//! scores and back-pointers are kept for a window of recent pings.
+//! Each ping gets candidates (the approaches of roads within a radius,
+//! nearest first) whose emission log-probability falls with the squared
+//! distance to the fix ([`noise`] learns each vehicle's sigma when the device
+//! reports no accuracy), and transitions from the previous ping's candidates
+//! scored by how far the road distance strays from the straight line
+//! ([`transition`]; distances from bounded searches, [`search`]). Viterbi
+//! scores and back-pointers are kept for a window of recent pings
+//! ([`window`]); standing vehicles take no steps ([`standstill`]).
 //!
 //! Two outputs per ping ([`MatchOutput`]): at once, the best current estimate
 //! (feeds ETAs); and, as soon as every surviving hypothesis agrees on the past
-//! (or the window reaches `max_lag`), the finalised points and the connected
-//! path of edges driven between them, with timestamps (feeds history and
-//! traffic learning).
+//! (or the window reaches `max_lag`), the finalised points, smoothed along the
+//! path ([`smooth`]), and the connected path of edges driven between them,
+//! with timestamps (feeds history and traffic learning).
 //!
 //! The state is split the way a shard uses it: [`VehicleTrack`] is the small
 //! per-vehicle state (the window), [`Matcher`] the per-thread scratch and
@@ -21,166 +24,30 @@
 
 mod config;
 mod noise;
+mod output;
 mod search;
 mod smooth;
+mod standstill;
 mod transition;
 mod window;
 
 use std::collections::VecDeque;
 
 use lastmile_roadgraph::geo::haversine_m;
-use lastmile_roadgraph::graph::NO_EDGE;
-use lastmile_roadgraph::{EdgeCandidate, Graph, LatLon};
+use lastmile_roadgraph::{EdgeCandidate, Graph};
 
 pub use config::{MAX_CANDIDATES_LIMIT, MatcherConfig};
 use noise::NoiseEstimate;
+pub use output::{Estimate, FinalPoint, MatchOutput, MatchStatus, MatcherStats, Traversal};
 use search::BoundedSearch;
 use smooth::Smoother;
+use standstill::{Hold, Still};
 use transition::{
     beta_for, direct_moves, log_direct, log_transition, standstill_tolerance, straight_travel,
 };
-use window::{Cand, Held, NO_BACK, Step};
+use window::{Cand, NO_BACK, Step};
 
 use crate::ping::Ping;
-
-/// What became of one ping.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum MatchStatus {
-    /// On a road, continuing the chain.
-    #[default]
-    Matched,
-    /// On a road, but the chain was broken before it (gap, teleport) and restarts here.
-    Reset,
-    /// No road within the search radius: no position is given (never a wrong snap).
-    Unmatched,
-    /// Cannot be reached from the chain at any plausible speed: dropped.
-    Outlier,
-    /// Earlier than a ping already accepted for the vehicle: dropped.
-    OutOfOrder,
-    /// Same time as the previous accepted ping: dropped.
-    Duplicate,
-    /// Non-finite or out-of-range coordinates or time: dropped.
-    Invalid,
-}
-
-impl MatchStatus {
-    pub const ALL: [MatchStatus; 7] = [
-        Self::Matched,
-        Self::Reset,
-        Self::Unmatched,
-        Self::Outlier,
-        Self::OutOfOrder,
-        Self::Duplicate,
-        Self::Invalid,
-    ];
-
-    /// The name used in CSV output and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Matched => "matched",
-            Self::Reset => "reset",
-            Self::Unmatched => "unmatched",
-            Self::Outlier => "outlier",
-            Self::OutOfOrder => "out_of_order",
-            Self::Duplicate => "duplicate",
-            Self::Invalid => "invalid",
-        }
-    }
-
-    /// True when the ping was placed on a road.
-    pub fn is_on_road(self) -> bool {
-        matches!(self, Self::Matched | Self::Reset)
-    }
-}
-
-/// The live estimate for one ping, available as soon as it is pushed.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Estimate {
-    /// The ping's sequence number within its vehicle (0, 1, 2, … in push order).
-    pub seq: u64,
-    pub time: f64,
-    pub status: MatchStatus,
-    /// The matched edge ([`NO_EDGE`] unless the status is on a road).
-    pub edge: u32,
-    pub offset_m: f64,
-    pub point: LatLon,
-    /// Posterior probability of the matched road among the candidates, 0–1.
-    pub confidence: f32,
-}
-
-impl Default for Estimate {
-    fn default() -> Self {
-        Self {
-            seq: 0,
-            time: 0.0,
-            status: MatchStatus::Invalid,
-            edge: NO_EDGE,
-            offset_m: 0.0,
-            point: LatLon::new(f64::NAN, f64::NAN),
-            confidence: 0.0,
-        }
-    }
-}
-
-/// A finalised match of one ping: will not change any more.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct FinalPoint {
-    pub seq: u64,
-    pub time: f64,
-    /// `Matched`, or `Reset` for the first point of a new chain.
-    pub status: MatchStatus,
-    pub edge: u32,
-    pub offset_m: f64,
-    pub point: LatLon,
-    /// Distance from the ping to the matched point, metres.
-    pub distance_m: f64,
-}
-
-/// A piece of the finalised path: part or all of one edge, driven between two
-/// times. Consecutive pieces of one chain are connected (each starts where
-/// the previous ended); whole-edge pieces carry observed traversal times.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Traversal {
-    pub edge: u32,
-    pub from_m: f64,
-    pub to_m: f64,
-    pub t_start: f64,
-    pub t_end: f64,
-}
-
-/// Everything one push produced. Reuse one per thread: `push` clears it.
-#[derive(Clone, Debug, Default)]
-pub struct MatchOutput {
-    pub immediate: Estimate,
-    pub finalized: Vec<FinalPoint>,
-    pub path: Vec<Traversal>,
-}
-
-impl MatchOutput {
-    fn clear(&mut self) {
-        self.immediate = Estimate::default();
-        self.finalized.clear();
-        self.path.clear();
-    }
-}
-
-/// Counters per thread (summed by whoever reports them).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct MatcherStats {
-    pub pings: u64,
-    /// Pings per [`MatchStatus`], indexed as [`MatchStatus::ALL`].
-    pub by_status: [u64; 7],
-    /// Finalisations forced by `max_lag` before the hypotheses converged.
-    pub forced: u64,
-    pub searches: u64,
-    pub settled: u64,
-}
-
-impl MatcherStats {
-    pub fn count(&self, s: MatchStatus) -> u64 {
-        self.by_status[s as usize]
-    }
-}
 
 /// Where the finalised path of a chain has got to.
 #[derive(Clone, Copy, Debug)]
@@ -217,50 +84,6 @@ pub struct VehicleTrack {
     still: Option<Still>,
     /// The newest step's live estimate, repeated for held pings.
     last_immediate: Option<Estimate>,
-}
-
-/// What [`Matcher::hold`] decided for a ping.
-enum Hold {
-    /// Standing still: placed with the newest step, no step of its own.
-    Held,
-    /// A step of its own, at the fix.
-    Step,
-    /// A step of its own, at a standing vehicle's centroid with this sigma.
-    StepAt(LatLon, f64),
-}
-
-/// Running centroid of a standing vehicle's fixes.
-#[derive(Clone, Copy, Debug)]
-struct Still {
-    lat: f64,
-    lon: f64,
-    n: f64,
-    /// Consecutive fixes outside a settled cluster (one is tolerated).
-    strays: u8,
-    /// Where the last held ping was placed live (edge, offset).
-    held_at: Option<(u32, f64)>,
-}
-
-impl Still {
-    fn new(p: LatLon) -> Self {
-        Self {
-            lat: p.lat,
-            lon: p.lon,
-            n: 1.0,
-            strays: 0,
-            held_at: None,
-        }
-    }
-
-    fn centroid(&self) -> LatLon {
-        LatLon::new(self.lat / self.n, self.lon / self.n)
-    }
-
-    fn add(&mut self, p: LatLon) {
-        self.lat += p.lat;
-        self.lon += p.lon;
-        self.n += 1.0;
-    }
 }
 
 impl VehicleTrack {
@@ -479,91 +302,6 @@ impl<'g> Matcher<'g> {
         status
     }
 
-    /// A ping of a vehicle that is standing still makes no step of its own.
-    /// Standing is what the device says when it reports a speed; otherwise
-    /// the fixes must gather: a fix within `standstill_sigmas` of the
-    /// centroid of the recent fixes joins their cluster, and once a few have
-    /// joined, any fix within three sigma does (a single stray one is
-    /// tolerated). Held pings are placed where the cluster's centroid is:
-    /// live, on the current edge; finalised, on the path to the next step,
-    /// never backwards. Stepping on every jittering fix would let the chain
-    /// follow the jitter along the street, round corners and back; Newson &
-    /// Krumm and GraphHopper thin standing fixes too.
-    fn hold(
-        &mut self,
-        track: &mut VehicleTrack,
-        ping: &Ping,
-        seq: u64,
-        sigma: f64,
-        out: &mut MatchOutput,
-    ) -> Hold {
-        let (Some(last_time), Some(im)) =
-            (track.window.back().map(|s| s.time), track.last_immediate)
-        else {
-            track.still = Some(Still::new(ping.pos));
-            return Hold::Step;
-        };
-        let still = track.still.get_or_insert(Still::new(ping.pos));
-        let off = haversine_m(still.centroid(), ping.pos);
-        let settled = still.n >= SETTLED_FIXES;
-        let radius = if settled {
-            SETTLED_SIGMAS
-        } else {
-            self.config.standstill_sigmas
-        } * sigma;
-        let member = match ping.valid_speed() {
-            Some(v) => v < STANDING_SPEED_MPS && off <= SETTLED_SIGMAS * sigma,
-            None => off <= radius,
-        };
-        if member {
-            still.add(ping.pos);
-            still.strays = 0;
-        } else if settled && still.strays == 0 && ping.valid_speed().is_none() {
-            still.strays = 1;
-        } else {
-            track.still = Some(Still::new(ping.pos));
-            return Hold::Step;
-        }
-        if still.n < FORMED_FIXES {
-            return Hold::Step;
-        }
-        if ping.time - last_time > self.config.standstill_max_s {
-            // A periodic step keeps the chain alive; the centroid of the
-            // cluster is a far better fix than this one.
-            let n = still.n;
-            return Hold::StepAt(
-                still.centroid(),
-                (sigma / n.sqrt()).max(MIN_CENTROID_SIGMA_M),
-            );
-        }
-        let centroid = still.centroid();
-        let len = self.graph.length_m(im.edge);
-        let (mut offset, _) = self.graph.project_onto_edge(im.edge, centroid, 0.0, len);
-        // The live position of a standing vehicle never steps back.
-        if let Some((e, o)) = still.held_at
-            && e == im.edge
-        {
-            offset = offset.max(o);
-        }
-        still.held_at = Some((im.edge, offset));
-        out.immediate = Estimate {
-            seq,
-            time: ping.time,
-            offset_m: offset,
-            point: self.graph.point_on_edge(im.edge, offset),
-            ..im
-        };
-        // Finalised with the next step, placed on the path towards it.
-        if let Some(step) = track.window.back_mut() {
-            step.held.push(Held {
-                seq,
-                time: ping.time,
-                pos: centroid,
-            });
-        }
-        Hold::Held
-    }
-
     /// Viterbi step: the best predecessor of each of `step`'s candidates.
     /// False when none is reachable (an outlier or a broken chain).
     fn score_transitions(&mut self, prev: &Step, step: &mut Step) -> bool {
@@ -691,17 +429,6 @@ impl<'g> Matcher<'g> {
     }
 }
 
-/// The centroid of many fixes is not trusted beyond this (road geometry is
-/// not that exact either).
-const MIN_CENTROID_SIGMA_M: f64 = 2.0;
-/// A cluster of this many fixes holds the next ones ...
-const FORMED_FIXES: f64 = 3.0;
-/// ... and from this many on it is settled ...
-const SETTLED_FIXES: f64 = 5.0;
-/// ... taking any fix within this many sigma of its centroid.
-const SETTLED_SIGMAS: f64 = 3.0;
-/// A device reporting at least this speed is not standing still, wherever its fixes are.
-const STANDING_SPEED_MPS: f64 = 1.0;
 /// Hypotheses more than this many log units behind the best are not extended.
 const PRUNE_LOG: f64 = 30.0;
 /// Reported speeds bound the route length only over intervals this short
