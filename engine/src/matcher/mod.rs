@@ -3,17 +3,17 @@
 //!
 //! Each ping gets candidates (the approaches of roads within a radius,
 //! nearest first) whose emission log-probability falls with the squared
-//! distance to the fix ([`noise`] learns each vehicle's sigma when the device
+//! distance to the fix (`noise` learns each vehicle's sigma when the device
 //! reports no accuracy), and transitions from the previous ping's candidates
 //! scored by how far the road distance strays from the straight line
-//! ([`transition`]; distances from bounded searches, [`search`]). Viterbi
+//! (`transition`; distances from bounded searches, `search`). Viterbi
 //! scores and back-pointers are kept for a window of recent pings
-//! ([`window`]); standing vehicles take no steps ([`standstill`]).
+//! (`window`); standing vehicles take no steps (`standstill`).
 //!
 //! Two outputs per ping ([`MatchOutput`]): at once, the best current estimate
 //! (feeds ETAs); and, as soon as every surviving hypothesis agrees on the past
 //! (or the window reaches `max_lag`), the finalised points, smoothed along the
-//! path ([`smooth`]), and the connected path of edges driven between them,
+//! path (`smooth`), and the connected path of edges driven between them,
 //! with timestamps (feeds history and traffic learning).
 //!
 //! The state is split the way a shard uses it: [`VehicleTrack`] is the small
