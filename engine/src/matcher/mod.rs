@@ -80,6 +80,9 @@ pub struct VehicleTrack {
     noise: NoiseEstimate,
     /// Finalised points waiting for their neighbours.
     smoother: Smoother,
+    /// Pings of a standing vehicle held with their steps, oldest first; one
+    /// queue per vehicle, so its buffer is reused step after step.
+    held: VecDeque<window::Held>,
     /// Fixes since the newest step, while they stay together (standing still).
     still: Option<Still>,
     /// The newest step's live estimate, repeated for held pings.
@@ -105,7 +108,10 @@ impl VehicleTrack {
             .chain(&self.spare)
             .map(|s| s.cands.capacity())
             .sum();
-        steps * std::mem::size_of::<Step>() + cands * std::mem::size_of::<Cand>()
+        steps * std::mem::size_of::<Step>()
+            + cands * std::mem::size_of::<Cand>()
+            + self.held.capacity() * std::mem::size_of::<window::Held>()
+            + self.smoother.heap_bytes()
     }
 }
 
@@ -118,6 +124,8 @@ pub struct Matcher<'g> {
     targets: Vec<u32>,
     chosen: Vec<u8>,
     path_edges: Vec<u32>,
+    /// Scratch for the path pieces of one finalised transition.
+    pieces: Vec<(u32, f64, f64)>,
     stats: MatcherStats,
 }
 
@@ -137,6 +145,7 @@ impl<'g> Matcher<'g> {
             targets: Vec::new(),
             chosen: Vec::new(),
             path_edges: Vec::new(),
+            pieces: Vec::new(),
             stats: MatcherStats::default(),
             config,
         }
@@ -220,7 +229,10 @@ impl<'g> Matcher<'g> {
             return MatchStatus::Unmatched;
         }
 
-        let mut step = track.spare.pop().unwrap_or_default();
+        let mut step = track
+            .spare
+            .pop()
+            .unwrap_or_else(|| Step::with_capacity(self.config.max_candidates));
         step.reset_for(seq, ping.time, pos, sigma);
         step.settled = centroid_step;
         let heading = ping

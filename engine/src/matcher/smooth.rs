@@ -73,6 +73,12 @@ impl Smoother {
         self.add_point_at(g, point, ping, self.s, out);
     }
 
+    /// Bytes of buffers held.
+    pub fn heap_bytes(&self) -> usize {
+        self.points.capacity() * std::mem::size_of::<Pending>()
+            + self.pieces.capacity() * std::mem::size_of::<Piece>()
+    }
+
     /// Path distance where the pieces added so far end.
     pub fn end(&self) -> f64 {
         self.s
@@ -117,18 +123,21 @@ impl Smoother {
         let me = self.points[i];
         let lo = i.saturating_sub(HALF);
         let hi = (i + HALF).min(self.points.len() - 1);
-        let near: Vec<(f64, f64)> = (lo..=hi)
-            .map(|j| &self.points[j])
-            .filter(|p| (p.point.time - me.point.time).abs() <= MAX_SPAN_S)
-            .map(|p| (p.point.time - me.point.time, p.s))
-            .collect();
+        // (time from this point, path distance) of the neighbours in reach.
+        let near = || {
+            (lo..=hi)
+                .map(|j| &self.points[j])
+                .filter(|p| (p.point.time - me.point.time).abs() <= MAX_SPAN_S)
+                .map(|p| (p.point.time - me.point.time, p.s))
+        };
         let mut point = me.point;
-        if near.len() >= 3 {
-            let n = near.len() as f64;
-            let mt = near.iter().map(|p| p.0).sum::<f64>() / n;
-            let ms = near.iter().map(|p| p.1).sum::<f64>() / n;
-            let var: f64 = near.iter().map(|p| (p.0 - mt).powi(2)).sum();
-            let cov: f64 = near.iter().map(|p| (p.0 - mt) * (p.1 - ms)).sum();
+        let count = near().count();
+        if count >= 3 {
+            let n = count as f64;
+            let mt = near().map(|p| p.0).sum::<f64>() / n;
+            let ms = near().map(|p| p.1).sum::<f64>() / n;
+            let var: f64 = near().map(|p| (p.0 - mt).powi(2)).sum();
+            let cov: f64 = near().map(|p| (p.0 - mt) * (p.1 - ms)).sum();
             let slope = if var > 0.0 { cov / var } else { 0.0 };
             let mut s = ms - slope * mt;
             // Never behind the point released before, never past the next one.

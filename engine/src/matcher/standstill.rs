@@ -132,8 +132,9 @@ impl Matcher<'_> {
             ..im
         };
         // Finalised with the next step, placed on the path towards it.
-        if let Some(step) = track.window.back_mut() {
-            step.held.push(Held {
+        if let Some(step) = track.window.back() {
+            track.held.push_back(Held {
+                step: step.seq,
                 seq,
                 time: ping.time,
                 pos: centroid,

@@ -51,13 +51,13 @@ pub(crate) struct Step {
     /// Already finalised (only ever `window[0]`, kept as the anchor).
     pub done: bool,
     pub cands: Vec<Cand>,
-    /// Later pings of a standing vehicle, placed where this step is.
-    pub held: Vec<Held>,
 }
 
 /// A ping of a standing vehicle that made no step of its own.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Held {
+    /// Sequence number of the step it was held with (the newest step then).
+    pub step: u64,
     pub seq: u64,
     pub time: f64,
     /// Centroid of the standing vehicle's fixes when the ping came.
@@ -65,6 +65,15 @@ pub(crate) struct Held {
 }
 
 impl Step {
+    /// A new step with room for a full candidate list, so recycled steps
+    /// never grow it on the hot path.
+    pub fn with_capacity(candidates: usize) -> Self {
+        Self {
+            cands: Vec::with_capacity(candidates),
+            ..Self::default()
+        }
+    }
+
     pub fn reset_for(&mut self, seq: u64, time: f64, pos: LatLon, sigma: f64) {
         self.seq = seq;
         self.time = time;
@@ -75,7 +84,6 @@ impl Step {
         self.settled = false;
         self.done = false;
         self.cands.clear();
-        self.held.clear();
     }
 
     /// Index of the best live candidate.
@@ -169,6 +177,8 @@ impl Matcher<'_> {
         while let Some(s) = track.window.pop_front() {
             track.spare.push(s);
         }
+        // Nothing can be held for a step that is gone.
+        track.held.clear();
         track.smoother.flush(self.graph, &mut out.finalized);
         track.last_final = None;
         track.last_choice = None;
@@ -289,16 +299,14 @@ impl Matcher<'_> {
         first_piece: usize,
         out: &mut MatchOutput,
     ) {
-        if track.window[h].held.is_empty() {
-            return;
-        }
+        let step = track.window[h].seq;
         let Some(anchor) = track.last_final.map(|a| (a.edge, a.offset_m)) else {
             return;
         };
         let g = self.graph;
         let mut floor = 0.0;
-        let held = std::mem::take(&mut track.window[h].held);
-        for p in &held {
+        while let Some(p) = track.held.front().copied().filter(|p| p.step == step) {
+            track.held.pop_front();
             // (distance from the fix, along the pieces, edge, offset)
             let mut best = (f64::INFINITY, 0.0, anchor.0, anchor.1);
             let mut along = 0.0;
@@ -328,9 +336,6 @@ impl Matcher<'_> {
                 .smoother
                 .add_point_at(g, fp, p.pos, start + best.1, &mut out.finalized);
         }
-        let mut held = held;
-        held.clear();
-        track.window[h].held = held;
     }
 
     /// Emits the path from anchor `a` to candidate `b` by the most probable
@@ -404,11 +409,13 @@ impl Matcher<'_> {
             Some((_, Move::Graph)) => {
                 self.path_edges.clear();
                 self.search.path_to(g, g.tail(b.edge), &mut self.path_edges);
-                let mut pieces = Vec::with_capacity(self.path_edges.len() + 2);
+                let mut pieces = std::mem::take(&mut self.pieces);
+                pieces.clear();
                 pieces.push((a.edge, a.offset_m, g.length_m(a.edge)));
                 pieces.extend(self.path_edges.iter().map(|&e| (e, 0.0, g.length_m(e))));
                 pieces.push((b.edge, 0.0, b.pos_m));
                 push_pieces(out, &pieces, t0, time);
+                self.pieces = pieces;
             }
         }
     }
