@@ -1,0 +1,72 @@
+//! The 318 real Porto taxi trips (../shared/data/porto-taxi, 15 s sampling,
+//! no ground truth) on `maps/porto_portugal.osm.pbf`: every trip matches
+//! without errors, nearly every fix inside the map lands on a road, and the
+//! matched paths are about as long as the trips (no detours, no shortcuts).
+
+mod common;
+
+use lastmile_engine::MatcherConfig;
+use lastmile_engine::evaluate::match_trace;
+use lastmile_engine::trace::read_csv;
+use lastmile_roadgraph::geo::haversine_m;
+use lastmile_roadgraph::{LatLon, testdata};
+
+/// The file's trips as a trace CSV: `shape` is a WKT LINESTRING (lon lat),
+/// `timestamps` one epoch second per point.
+fn trips_as_trace(path: &std::path::Path) -> String {
+    let mut r = csv::Reader::from_path(path).unwrap();
+    let mut out = String::from("vehicle_id,timestamp,lat,lon\n");
+    for rec in r.records() {
+        let rec = rec.unwrap();
+        let coords = rec[0].trim_start_matches("LINESTRING (").trim_end_matches(')');
+        let times: Vec<&str> = rec[1].split(',').map(str::trim).collect();
+        let points: Vec<&str> = coords.split(',').map(str::trim).collect();
+        assert_eq!(points.len(), times.len(), "trip {}", &rec[2]);
+        for (p, t) in points.iter().zip(&times) {
+            let (lon, lat) = p.split_once(' ').unwrap();
+            out.push_str(&format!("{},{t},{lat},{lon}\n", &rec[2]));
+        }
+    }
+    out
+}
+
+#[test]
+fn porto_taxi_trips_match() {
+    let Some(path) = testdata::data_file("porto-taxi/porto_taxi_trips_318.csv") else { return };
+    let Some(g) = common::map("porto_portugal.osm.pbf") else { return };
+    let trace = read_csv(trips_as_trace(&path).as_bytes()).unwrap();
+    assert_eq!(trace.rows.len(), 14_436);
+    assert_eq!(trace.skipped, 0);
+    let m = match_trace(g, &MatcherConfig::default(), &trace);
+    assert_eq!(m.paths.len(), 318);
+
+    let b = g.bbox();
+    let inside = |p: LatLon| p.lon >= b[0] && p.lat >= b[1] && p.lon <= b[2] && p.lat <= b[3];
+    let (mut fixes, mut on_road) = (0, 0);
+    for (row, im) in trace.rows.iter().zip(&m.immediate) {
+        if inside(row.ping.pos) {
+            fixes += 1;
+            on_road += usize::from(im.status.is_on_road());
+        }
+    }
+    let share = on_road as f64 / fixes as f64;
+    eprintln!("{on_road}/{fixes} fixes inside the map on a road ({:.2}%)", 100.0 * share);
+    assert!(share > 0.97, "{share}");
+
+    // Matched length against the straight lines between consecutive fixes
+    // that were matched (a taxi's route is a little longer, never shorter
+    // by much, and never a maze of detours).
+    let (mut straight, mut matched) = (0.0, 0.0);
+    for (v, (_, rows)) in trace.by_vehicle().iter().enumerate() {
+        let placed: Vec<LatLon> = rows
+            .iter()
+            .filter(|&&r| m.finalized[r].is_some())
+            .map(|&r| trace.rows[r].ping.pos)
+            .collect();
+        straight += placed.windows(2).map(|w| haversine_m(w[0], w[1])).sum::<f64>();
+        matched += m.paths[v].iter().map(|t| t.to_m - t.from_m).sum::<f64>();
+    }
+    let ratio = matched / straight;
+    eprintln!("matched {:.0} km for {:.0} km of straight lines: {ratio:.3}", matched / 1e3, straight / 1e3);
+    assert!((0.9..1.5).contains(&ratio), "{ratio}");
+}
