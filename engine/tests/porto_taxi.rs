@@ -18,7 +18,9 @@ fn trips_as_trace(path: &std::path::Path) -> String {
     let mut out = String::from("vehicle_id,timestamp,lat,lon\n");
     for rec in r.records() {
         let rec = rec.unwrap();
-        let coords = rec[0].trim_start_matches("LINESTRING (").trim_end_matches(')');
+        let coords = rec[0]
+            .trim_start_matches("LINESTRING (")
+            .trim_end_matches(')');
         let times: Vec<&str> = rec[1].split(',').map(str::trim).collect();
         let points: Vec<&str> = coords.split(',').map(str::trim).collect();
         assert_eq!(points.len(), times.len(), "trip {}", &rec[2]);
@@ -32,8 +34,12 @@ fn trips_as_trace(path: &std::path::Path) -> String {
 
 #[test]
 fn porto_taxi_trips_match() {
-    let Some(path) = testdata::data_file("porto-taxi/porto_taxi_trips_318.csv") else { return };
-    let Some(g) = common::map("porto_portugal.osm.pbf") else { return };
+    let Some(path) = testdata::data_file("porto-taxi/porto_taxi_trips_318.csv") else {
+        return;
+    };
+    let Some(g) = common::map("porto_portugal.osm.pbf") else {
+        return;
+    };
     let trace = read_csv(trips_as_trace(&path).as_bytes()).unwrap();
     assert_eq!(trace.rows.len(), 14_436);
     assert_eq!(trace.skipped, 0);
@@ -50,7 +56,10 @@ fn porto_taxi_trips_match() {
         }
     }
     let share = on_road as f64 / fixes as f64;
-    eprintln!("{on_road}/{fixes} fixes inside the map on a road ({:.2}%)", 100.0 * share);
+    eprintln!(
+        "{on_road}/{fixes} fixes inside the map on a road ({:.2}%)",
+        100.0 * share
+    );
     assert!(share > 0.97, "{share}");
 
     // Matched length against the straight lines between consecutive fixes
@@ -63,10 +72,17 @@ fn porto_taxi_trips_match() {
             .filter(|&&r| m.finalized[r].is_some())
             .map(|&r| trace.rows[r].ping.pos)
             .collect();
-        straight += placed.windows(2).map(|w| haversine_m(w[0], w[1])).sum::<f64>();
+        straight += placed
+            .windows(2)
+            .map(|w| haversine_m(w[0], w[1]))
+            .sum::<f64>();
         matched += m.paths[v].iter().map(|t| t.to_m - t.from_m).sum::<f64>();
     }
     let ratio = matched / straight;
-    eprintln!("matched {:.0} km for {:.0} km of straight lines: {ratio:.3}", matched / 1e3, straight / 1e3);
+    eprintln!(
+        "matched {:.0} km for {:.0} km of straight lines: {ratio:.3}",
+        matched / 1e3,
+        straight / 1e3
+    );
     assert!((0.9..1.5).contains(&ratio), "{ratio}");
 }

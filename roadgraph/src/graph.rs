@@ -389,6 +389,20 @@ impl Graph {
         self.point(pts.start)
     }
 
+    /// Direction of travel on edge `e` along one segment of its road's
+    /// geometry (`segment` as in [`crate::EdgeCandidate::segment`]), degrees
+    /// clockwise from north. Two points read, no walk along the geometry.
+    pub fn segment_bearing(&self, e: u32, segment: u32) -> f64 {
+        let i = segment as usize;
+        let (a, b) = if self.is_reversed(e) {
+            (self.point(i + 1), self.point(i))
+        } else {
+            (self.point(i), self.point(i + 1))
+        };
+        let (x, y) = crate::geo::LocalPlane::new(a).project(b);
+        x.atan2(y).to_degrees().rem_euclid(360.0)
+    }
+
     /// Direction of travel on edge `e` at `offset_m`, degrees clockwise from
     /// north (measured over a few metres either side, which is what a GPS
     /// course over ground compares with).

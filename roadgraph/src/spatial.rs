@@ -46,6 +46,9 @@ pub struct EdgeCandidate {
     pub distance_m: f64,
     /// The projected point on the edge's geometry.
     pub point: LatLon,
+    /// The road segment it lies on (index of the segment's first point in
+    /// the graph's geometry), for [`Graph::segment_bearing`].
+    pub segment: u32,
 }
 
 /// The R-tree over all road segments of a graph; see [`Graph::edge_index`].
@@ -160,6 +163,7 @@ impl EdgeIndex {
                 offset_m: d0 + t * (d1 - d0),
                 distance_m: d2.sqrt(),
                 point: plane.unproject(a.0 + t * (b.0 - a.0), a.1 + t * (b.1 - a.1)),
+                segment: seg.point,
             });
         }
         out.sort_unstable_by(|x, y| {

@@ -48,6 +48,7 @@ fn check(g: &Graph, points: usize, seed: u64) {
     let mut rng = Rng::seed(seed);
     let mut got: Vec<EdgeCandidate> = Vec::new();
     let mut nonempty = 0;
+    let (mut bearings, mut bent) = (0, 0);
     for _ in 0..points {
         let p = random_point(g, &mut rng);
         let radius = rng.range_f64(10.0, 120.0);
@@ -124,6 +125,10 @@ fn check(g: &Graph, points: usize, seed: u64) {
             );
         }
     }
+    assert!(
+        bent * 20 < bearings.max(20),
+        "{bent} of {bearings} bearings disagree"
+    );
     assert!(
         nonempty > points / 4,
         "too few points near roads: {nonempty}"

@@ -245,7 +245,7 @@ impl<'g> Matcher<'g> {
         for c in &self.near {
             let mut emission = -0.5 * (c.distance_m / sigma).powi(2);
             if let Some(h) = heading {
-                let road = self.graph.edge_bearing(c.edge, c.offset_m);
+                let road = self.graph.segment_bearing(c.edge, c.segment);
                 let diff = (h - road).to_radians();
                 emission -= self.config.heading_weight * (1.0 - diff.cos());
             }
