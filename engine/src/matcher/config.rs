@@ -66,7 +66,7 @@ impl Default for MatcherConfig {
             max_outliers: 2,
             standstill_sigmas: 1.5,
             standstill_max_s: 60.0,
-            switch_margin: 3.0,
+            switch_margin: 1.5,
             max_lag: 30,
         }
     }
