@@ -281,20 +281,32 @@ fn near_position(
     })
 }
 
+impl Vehicle {
+    /// The edge driven now, whether it is the leg's last, and the offset at
+    /// which the vehicle leaves it (the stop on the last edge).
+    fn current_edge(&self, graph: &Graph) -> (u32, bool, f64) {
+        let leg = &self.legs[self.leg];
+        let e = leg.edges[self.idx];
+        let last = self.idx + 1 == leg.edges.len();
+        (
+            e,
+            last,
+            if last {
+                leg.end_offset
+            } else {
+                graph.length_m(e)
+            },
+        )
+    }
+}
+
 /// Drives one time step; returns metres driven.
 fn advance(graph: &Graph, v: &mut Vehicle, now: f64, dt: f64, stops: &mut [SimStop]) -> f64 {
     if v.done || now < v.wait_until {
         v.speed = 0.0;
         return 0.0;
     }
-    let leg = &v.legs[v.leg];
-    let e = leg.edges[v.idx];
-    let last_edge = v.idx + 1 == leg.edges.len();
-    let edge_end = if last_edge {
-        leg.end_offset
-    } else {
-        graph.length_m(e)
-    };
+    let (e, last_edge, edge_end) = v.current_edge(graph);
     let free = graph.length_m(e) / (f64::from(graph.travel_time_ms(e)) / 1000.0).max(0.001);
     let mut target = free * v.style * v.edge_factor;
     let stop_line = edge_end - LIGHT_SETBACK_M;
@@ -317,14 +329,7 @@ fn advance(graph: &Graph, v: &mut Vehicle, now: f64, dt: f64, stops: &mut [SimSt
     let mut left = v.speed * dt;
     let driven = left;
     while left > 0.0 {
-        let leg = &v.legs[v.leg];
-        let e = leg.edges[v.idx];
-        let last_edge = v.idx + 1 == leg.edges.len();
-        let edge_end = if last_edge {
-            leg.end_offset
-        } else {
-            graph.length_m(e)
-        };
+        let (_, last_edge, edge_end) = v.current_edge(graph);
         if v.light_ahead && !last_edge && v.offset + left >= edge_end - LIGHT_SETBACK_M {
             // Creep up to the stop line; the wait starts on the next step.
             v.offset = (edge_end - LIGHT_SETBACK_M).max(v.offset);

@@ -111,6 +111,16 @@ fn check(g: &Graph, points: usize, seed: u64) {
                 .windows(2)
                 .all(|w| w[0].distance_m <= w[1].distance_m)
         );
+        // The segment's bearing is the edge's direction there (never the
+        // opposite one), give or take a bend at a vertex.
+        for c in &approaches {
+            let sb = g.segment_bearing(c.edge, c.segment);
+            let eb = g.edge_bearing(c.edge, c.offset_m);
+            let diff = (sb - eb).rem_euclid(360.0).min((eb - sb).rem_euclid(360.0));
+            bearings += 1;
+            bent += usize::from(diff > 45.0);
+            assert!(diff < 150.0, "segment bearing {sb} vs edge bearing {eb}");
+        }
         // K nearest: the first k of the brute-force order (ties may swap).
         let k = 1 + rng.below(8) as usize;
         g.nearest_edges(p, k, 2_000.0, &mut got);
