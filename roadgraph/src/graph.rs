@@ -295,21 +295,27 @@ impl Graph {
         out
     }
 
-    /// The point of edge `e` between offsets `from_m` and `to_m` (from its
-    /// tail) nearest to `p`: its offset and distance in metres. Allocates
-    /// nothing, so the matcher can call it per ping.
-    pub fn project_onto_edge(&self, e: u32, p: LatLon, from_m: f64, to_m: f64) -> (f64, f64) {
-        let road = self.road_of(e);
+    /// Offsets `from_m..to_m` from edge `e`'s tail, clamped to the edge, as
+    /// distances from the start of its road's geometry (ordered, possibly empty).
+    fn road_range(&self, e: u32, from_m: f64, to_m: f64) -> (f64, f64) {
         let len = self.length_m(e);
         let (from_m, to_m) = (from_m.clamp(0.0, len), to_m.clamp(0.0, len));
-        // Work in the road's own direction.
         let (a, b) = if self.is_reversed(e) {
             (len - to_m, len - from_m)
         } else {
             (from_m, to_m)
         };
         // Rounding may leave an empty range inverted by an ulp.
-        let b = b.max(a);
+        (a, b.max(a))
+    }
+
+    /// The point of edge `e` between offsets `from_m` and `to_m` (from its
+    /// tail) nearest to `p`: its offset and distance in metres. Allocates
+    /// nothing, so the matcher can call it per ping.
+    pub fn project_onto_edge(&self, e: u32, p: LatLon, from_m: f64, to_m: f64) -> (f64, f64) {
+        let road = self.road_of(e);
+        let len = self.length_m(e);
+        let (a, b) = self.road_range(e, from_m, to_m);
         let plane = crate::geo::LocalPlane::new(p);
         let dist = &self.data().point_dist_m;
         let pts = self.road_points(road);
@@ -418,13 +424,8 @@ impl Graph {
     pub fn edge_geometry_between(&self, e: u32, from_m: f64, to_m: f64) -> Vec<LatLon> {
         let road = self.road_of(e);
         let len = self.length_m(e);
-        let (from_m, to_m) = (from_m.clamp(0.0, len), to_m.clamp(0.0, len));
         // Work in the road's own direction, then flip for reversed edges.
-        let (a, b) = if self.is_reversed(e) {
-            (len - to_m, len - from_m)
-        } else {
-            (from_m, to_m)
-        };
+        let (a, b) = self.road_range(e, from_m, to_m);
         let dist = &self.data().point_dist_m;
         let mut out = vec![self.point_on_edge(e, if self.is_reversed(e) { len - a } else { a })];
         for i in self.road_points(road) {

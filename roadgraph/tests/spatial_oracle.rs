@@ -111,6 +111,21 @@ fn check(g: &Graph, points: usize, seed: u64) {
                 .windows(2)
                 .all(|w| w[0].distance_m <= w[1].distance_m)
         );
+        // Projection onto a whole edge finds the same closest point as the
+        // index; onto the part beyond it, never anything closer.
+        for c in &closest {
+            let len = g.length_m(c.edge);
+            let (offset, d) = g.project_onto_edge(c.edge, p, 0.0, len);
+            assert!((d - c.distance_m).abs() < 0.02, "{d} vs {}", c.distance_m);
+            let gap =
+                lastmile_roadgraph::geo::haversine_m(g.point_on_edge(c.edge, offset), c.point);
+            assert!(gap < 0.05, "projection {gap} m from the index's point");
+            let (later, d2) = g.project_onto_edge(c.edge, p, c.offset_m + 1.0, len);
+            assert!(
+                d2 >= d - 0.02 && later >= (c.offset_m + 1.0).min(len) - 1e-3,
+                "{later} {d2} {c:?}"
+            );
+        }
         // The segment's bearing is the edge's direction there (never the
         // opposite one), give or take a bend at a vertex.
         for c in &approaches {
