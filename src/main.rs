@@ -74,6 +74,11 @@ fn main() -> ExitCode {
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown".into());
+            // The reader of our output went away (`lastmile ... | head`):
+            // stop quietly, as Unix tools do, with the SIGPIPE status.
+            if msg.contains("failed printing to stdout") && msg.contains("Broken pipe") {
+                return ExitCode::from(141);
+            }
             eprintln!("error: internal error (please report): {msg}");
             ExitCode::from(101)
         }

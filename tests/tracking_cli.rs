@@ -160,6 +160,32 @@ fn simulate_match_evaluate_round_trip() {
         assert!(a["route_mismatch"].as_f64().is_some());
     }
     assert_eq!(e["per_vehicle"].as_array().unwrap().len(), 4);
+
+    // A reader that goes away (`lastmile ... | head -1`) ends the command
+    // quietly, not with an internal error.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lastmile"))
+        .args([
+            "evaluate",
+            graph.to_str().unwrap(),
+            trace.to_str().unwrap(),
+            "--per-vehicle",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let done = child.wait_with_output().unwrap();
+    assert!(
+        matches!(done.status.code(), Some(0 | 141)),
+        "{:?}",
+        done.status
+    );
+    assert!(
+        done.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
     assert!(e["pings_per_s"].as_f64().unwrap() > 0.0);
 }
 

@@ -305,8 +305,18 @@ impl Matcher<'_> {
         };
         let g = self.graph;
         let mut floor = 0.0;
-        while let Some(p) = track.held.front().copied().filter(|p| p.step == step) {
+        // The group's last centroid is its best estimate of where it stood.
+        let settled = track
+            .held
+            .iter()
+            .take_while(|p| p.step == step)
+            .last()
+            .map(|p| p.pos);
+        while let Some(mut p) = track.held.front().copied().filter(|p| p.step == step) {
             track.held.pop_front();
+            if let Some(c) = settled {
+                p.pos = c;
+            }
             // (distance from the fix, along the pieces, edge, offset)
             let mut best = (f64::INFINITY, 0.0, anchor.0, anchor.1);
             let mut along = 0.0;
