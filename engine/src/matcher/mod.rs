@@ -285,8 +285,11 @@ impl<'g> Matcher<'g> {
         } {
             self.finish_chain(track, out);
             track.outliers = 0;
+            // A chain starts here: no predecessor, the vehicle where its fix projects.
             for c in &mut step.cands {
                 c.score = c.emission;
+                c.back = NO_BACK;
+                c.pos_m = c.offset_m;
             }
             if track.seen_road {
                 MatchStatus::Reset
