@@ -92,6 +92,10 @@ pub struct SimulateArgs {
     /// Share of pings lost.
     #[arg(long, default_value_t = 0.01)]
     dropouts: f64,
+    /// Share of edges (0-1) truly slower than their free-flow speed, hidden
+    /// from the trace (congestion for ETA learning to discover).
+    #[arg(long, default_value_t = 0.0)]
+    congestion: f64,
     /// Write only positions and truth, no `speed,heading,accuracy` columns.
     #[arg(long)]
     positions_only: bool,
@@ -195,9 +199,15 @@ fn open_graph(path: &Path) -> Result<Graph> {
 }
 
 pub fn simulate_cmd(a: SimulateArgs) -> Result<()> {
-    let usable = a.interval > 0.0 && a.interval.is_finite() && a.duration >= 0.0 && a.noise >= 0.0;
+    let usable = a.interval > 0.0
+        && a.interval.is_finite()
+        && a.duration >= 0.0
+        && a.noise >= 0.0
+        && (0.0..=1.0).contains(&a.congestion);
     if !usable {
-        bail!("--interval must be positive, --duration and --noise zero or more");
+        bail!(
+            "--interval must be positive, --duration and --noise zero or more, --congestion 0 to 1"
+        );
     }
     let t0 = Instant::now();
     let g = open_graph(&a.graph)?;
@@ -210,6 +220,7 @@ pub fn simulate_cmd(a: SimulateArgs) -> Result<()> {
         outlier_rate: a.outliers,
         dropout_rate: a.dropouts,
         motion_columns: !a.positions_only,
+        congestion: a.congestion,
         ..SimParams::default()
     };
     let out = File::create(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
@@ -230,7 +241,8 @@ pub fn simulate_cmd(a: SimulateArgs) -> Result<()> {
         println!(
             "{}",
             json!({"pings": summary.pings, "outliers": summary.outliers, "dropped": summary.dropped,
-                   "stops": summary.stops.len(), "driven_km": summary.driven_m / 1000.0, "seconds": secs})
+                   "stops": summary.stops.len(), "driven_km": summary.driven_m / 1000.0,
+                   "congested_edges": summary.congested_edges, "seconds": secs})
         );
     } else {
         println!(

@@ -12,7 +12,9 @@
 //! Pings come every `interval` seconds at a per-vehicle phase, with Gaussian
 //! noise of `noise` metres per axis, occasional outliers (60–250 m off),
 //! dropped pings and rarer longer silences. Each row carries the true position
-//! and the OSM way the vehicle was on. Vehicles are simulated in lockstep and
+//! and the OSM way the vehicle was on. Optional hidden congestion slows a
+//! share of the edges (in clusters) below the speeds the graph and the
+//! planned time windows assume, so ETA learning has something to learn. Vehicles are simulated in lockstep and
 //! rows come out in time order, so memory stays O(vehicles) for any duration.
 
 use std::io::Write;
@@ -42,6 +44,10 @@ pub struct SimParams {
     pub silence_rate: f64,
     /// Write `speed,heading,accuracy` as a phone would.
     pub motion_columns: bool,
+    /// Share of edges (0–1) that are truly slower than their free-flow speed
+    /// all day, unknown to whoever reads the trace: hidden congestion, in
+    /// clusters around random hotspots.
+    pub congestion: f64,
 }
 
 impl Default for SimParams {
@@ -57,6 +63,7 @@ impl Default for SimParams {
             dropout_rate: 0.01,
             silence_rate: 0.0001,
             motion_columns: true,
+            congestion: 0.0,
         }
     }
 }
@@ -82,6 +89,8 @@ pub struct SimSummary {
     pub outliers: u64,
     pub dropped: u64,
     pub driven_m: f64,
+    /// Edges slowed by hidden congestion.
+    pub congested_edges: usize,
     pub stops: Vec<SimStop>,
 }
 
@@ -131,6 +140,8 @@ pub fn simulate<W: Write>(
     let mut summary = SimSummary::default();
     let steps_per_ping = params.interval_s.ceil().max(1.0) as u64;
     let step = params.interval_s / steps_per_ping as f64;
+    let slowdown = congestion(graph, params.congestion, params.seed);
+    summary.congested_edges = slowdown.iter().filter(|&&f| f < 1.0).count();
     let mut fleet: Vec<Vehicle> = (0..params.vehicles)
         .map(|i| {
             plan_vehicle(
@@ -160,7 +171,7 @@ pub fn simulate<W: Write>(
         for v in &mut fleet {
             let now = params.start_time + v.phase + k as f64 * step;
             if k > 0 {
-                summary.driven_m += advance(graph, v, now, step, &mut summary.stops);
+                summary.driven_m += advance(graph, &slowdown, v, now, step, &mut summary.stops);
             }
             if k % steps_per_ping == v.slot
                 && let Some(row) = ping_row(graph, v, now, params, &mut summary)
@@ -300,14 +311,52 @@ impl Vehicle {
     }
 }
 
+/// Speed factor per edge: 1 for free-flowing edges, 0.35–0.7 for edges
+/// within 500 m of a congestion hotspot; hotspots are added at random nodes
+/// until `share` of the edges is slowed.
+fn congestion(graph: &Graph, share: f64, seed: u64) -> Vec<f32> {
+    let mut factor = vec![1.0f32; graph.num_edges()];
+    if share <= 0.0 || graph.num_edges() == 0 {
+        return factor;
+    }
+    let target = (share.min(1.0) * graph.num_edges() as f64) as usize;
+    let mut rng = Rng::seed(seed ^ 0xC0_4E_57_10);
+    let mut slowed = 0;
+    let mut near = Vec::new();
+    // Bounded: a share near 1 would otherwise hunt for the last few edges.
+    for _ in 0..4 * graph.num_nodes() {
+        if slowed >= target {
+            break;
+        }
+        let centre = graph.node_pos(rng.below(graph.num_nodes() as u64) as u32);
+        let slow = rng.range_f64(0.35, 0.7) as f32;
+        graph.edges_within(centre, 500.0, &mut near);
+        for c in &near {
+            if factor[c.edge as usize] == 1.0 && slowed < target {
+                factor[c.edge as usize] = slow;
+                slowed += 1;
+            }
+        }
+    }
+    factor
+}
+
 /// Drives one time step; returns metres driven.
-fn advance(graph: &Graph, v: &mut Vehicle, now: f64, dt: f64, stops: &mut [SimStop]) -> f64 {
+fn advance(
+    graph: &Graph,
+    slowdown: &[f32],
+    v: &mut Vehicle,
+    now: f64,
+    dt: f64,
+    stops: &mut [SimStop],
+) -> f64 {
     if v.done || now < v.wait_until {
         v.speed = 0.0;
         return 0.0;
     }
     let (e, last_edge, edge_end) = v.current_edge(graph);
-    let free = graph.length_m(e) / (f64::from(graph.travel_time_ms(e)) / 1000.0).max(0.001);
+    let free = graph.length_m(e) / (f64::from(graph.travel_time_ms(e)) / 1000.0).max(0.001)
+        * f64::from(slowdown[e as usize]);
     let mut target = free * v.style * v.edge_factor;
     let stop_line = edge_end - LIGHT_SETBACK_M;
     if v.light_ahead && !last_edge && v.offset >= stop_line - 0.5 {
