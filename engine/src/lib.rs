@@ -1,8 +1,9 @@
 //! `lastmile-engine` owns the sans-IO tracking core (see `../shared/DESIGN.md`):
 //! the online map matcher ([`matcher`]), and the tools that prove it — the
 //! trace format ([`trace`]), the trace simulator ([`simulate`]) and the
-//! accuracy evaluation ([`evaluate`]). Shards, vehicle/route/stop state, ETAs,
-//! traffic learning, detectors and the live-vehicle index come next.
+//! accuracy evaluation ([`evaluate`]); live traffic learnt from the matched
+//! paths ([`traffic`]). Shards, vehicle/route/stop state, ETAs, detectors and
+//! the live-vehicle index come next.
 //!
 //! Nothing here opens a file, a socket or reads the wall clock: inputs are
 //! pings with event times, readers and writers are passed in, so a replay of
@@ -14,6 +15,7 @@ pub mod matcher;
 pub mod ping;
 pub mod simulate;
 pub mod trace;
+pub mod traffic;
 
 pub use matcher::{
     Estimate, FinalPoint, MatchOutput, MatchStatus, Matcher, MatcherConfig, MatcherStats,

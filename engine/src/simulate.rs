@@ -89,8 +89,10 @@ pub struct SimSummary {
     pub outliers: u64,
     pub dropped: u64,
     pub driven_m: f64,
-    /// Edges slowed by hidden congestion.
+    /// Edges slowed by hidden congestion, and every edge's true speed factor
+    /// (1 when free-flowing): ground truth for traffic learning.
     pub congested_edges: usize,
+    pub slowdown: Vec<f32>,
     pub stops: Vec<SimStop>,
 }
 
@@ -142,6 +144,7 @@ pub fn simulate<W: Write>(
     let step = params.interval_s / steps_per_ping as f64;
     let slowdown = congestion(graph, params.congestion, params.seed);
     summary.congested_edges = slowdown.iter().filter(|&&f| f < 1.0).count();
+    summary.slowdown = slowdown.clone();
     let mut fleet: Vec<Vehicle> = (0..params.vehicles)
         .map(|i| {
             plan_vehicle(
