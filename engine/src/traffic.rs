@@ -168,7 +168,11 @@ impl TrafficModel {
     /// Takes one traversal into the edge's estimate.
     pub fn observe(&mut self, graph: &Graph, o: &EdgeObservation) {
         let e = o.edge as usize;
-        let usable = e < self.stats.len() && o.seconds > 0.0 && o.time.is_finite();
+        let usable = e < self.stats.len()
+            && o.seconds > 0.0
+            && o.seconds.is_finite()
+            && o.metres.is_finite()
+            && o.time.is_finite();
         if !usable {
             self.rejected += 1;
             return;

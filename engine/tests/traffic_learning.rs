@@ -133,3 +133,60 @@ fn congestion_is_learnt_and_forgotten() {
     model.changes(g, end + 4.0 * 3600.0, &mut changes);
     assert!(changes.is_empty());
 }
+
+#[test]
+fn absurd_observations_are_rejected_and_counted() {
+    let g = common::town();
+    let mut model = TrafficModel::new(g, TrafficConfig::default());
+    let e = 0;
+    let len = g.length_m(e);
+    let good = EdgeObservation {
+        edge: e,
+        metres: len,
+        seconds: 10.0,
+        time: 100.0,
+    };
+    for bad in [
+        EdgeObservation {
+            edge: u32::MAX,
+            ..good
+        },
+        EdgeObservation {
+            metres: f64::NAN,
+            ..good
+        },
+        EdgeObservation {
+            seconds: 0.0,
+            ..good
+        },
+        EdgeObservation {
+            seconds: f64::INFINITY,
+            ..good
+        },
+        EdgeObservation {
+            time: f64::NAN,
+            ..good
+        },
+        EdgeObservation {
+            metres: 0.1 * len,
+            ..good
+        }, // too little of the edge
+    ] {
+        model.observe(g, &bad);
+    }
+    assert_eq!((model.observations, model.rejected), (0, 6));
+    assert_eq!(model.travel_time_ms(g, e, 100.0), g.travel_time_ms(e));
+    // An absurd speed is kept within bounds of free flow.
+    for i in 0..5 {
+        model.observe(
+            g,
+            &EdgeObservation {
+                seconds: 1e-6,
+                time: 100.0 + f64::from(i),
+                ..good
+            },
+        );
+    }
+    let ms = model.travel_time_ms(g, e, 105.0);
+    assert!(ms >= g.travel_time_ms(e) / 4 - 1, "{ms}");
+}
