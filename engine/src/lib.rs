@@ -2,8 +2,8 @@
 //! the online map matcher ([`matcher`]), and the tools that prove it — the
 //! trace format ([`trace`]), the trace simulator ([`simulate`]) and the
 //! accuracy evaluation ([`evaluate`]); live traffic learnt from the matched
-//! paths ([`traffic`]). Shards, vehicle/route/stop state, ETAs, detectors and
-//! the live-vehicle index come next.
+//! paths ([`traffic`]); the live-vehicle index ([`live_index`]). Shards,
+//! vehicle/route/stop state, ETAs and detectors come next.
 //!
 //! Nothing here opens a file, a socket or reads the wall clock: inputs are
 //! pings with event times, readers and writers are passed in, so a replay of
@@ -11,6 +11,7 @@
 
 pub mod evaluate;
 pub mod kubicka;
+pub mod live_index;
 pub mod matcher;
 pub mod ping;
 pub mod simulate;
