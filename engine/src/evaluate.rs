@@ -320,20 +320,31 @@ fn push_visit(route: &mut Vec<u32>, edge: u32, covered_m: f64) {
 
 /// Length added and removed between two routes as multisets of edges.
 fn mismatch(graph: &Graph, truth: &[u32], got: &[u32], acc: &mut Accuracy) {
-    let mut count: HashMap<u32, i64> = HashMap::new();
+    route_mismatch(truth, got, |e| graph.length_m(e), acc);
+}
+
+/// Newson & Krumm's bookkeeping over any kind of route element (graph
+/// edges, benchmark arcs): each element counted with multiplicity, the true
+/// length, and the length erroneously added and removed.
+pub(crate) fn route_mismatch<K: std::hash::Hash + Eq + Copy>(
+    truth: &[K],
+    got: &[K],
+    length_m: impl Fn(K) -> f64,
+    acc: &mut Accuracy,
+) {
+    let mut count: HashMap<K, i64> = HashMap::new();
     for &e in truth {
         *count.entry(e).or_default() += 1;
-        acc.true_length_m += graph.length_m(e);
+        acc.true_length_m += length_m(e);
     }
     for &e in got {
         *count.entry(e).or_default() -= 1;
     }
     for (e, c) in count {
-        let len = graph.length_m(e);
         if c > 0 {
-            acc.removed_m += c as f64 * len;
+            acc.removed_m += c as f64 * length_m(e);
         } else {
-            acc.added_m += (-c) as f64 * len;
+            acc.added_m += (-c) as f64 * length_m(e);
         }
     }
 }

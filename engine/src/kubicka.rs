@@ -7,7 +7,6 @@
 //! edge names the arc it lies on. The score is the share of pings matched onto
 //! an arc of the true route and the route mismatch fraction over arcs.
 
-use std::collections::HashMap;
 use std::io::BufRead;
 
 use lastmile_roadgraph::geo::haversine_m;
@@ -15,7 +14,7 @@ use lastmile_roadgraph::highway::{HighwayClass, SpeedLimit, WayAttributes};
 use lastmile_roadgraph::network::{RawNetwork, RawWay};
 use lastmile_roadgraph::{Graph, LatLon};
 
-use crate::evaluate::{Accuracy, TraceMatch};
+use crate::evaluate::{Accuracy, TraceMatch, route_mismatch};
 use crate::ping::Ping;
 use crate::trace::{Trace, TraceError, TraceRow};
 
@@ -157,20 +156,6 @@ pub fn score(
         }
     }
     let len = |a: i64| arc_length_m.get(a as usize).copied().unwrap_or(0.0);
-    let mut count: HashMap<i64, i64> = HashMap::new();
-    for &a in route {
-        *count.entry(a).or_default() += 1;
-        acc.true_length_m += len(a);
-    }
-    for &a in &got {
-        *count.entry(a).or_default() -= 1;
-    }
-    for (a, c) in count {
-        if c > 0 {
-            acc.removed_m += c as f64 * len(a);
-        } else {
-            acc.added_m += (-c) as f64 * len(a);
-        }
-    }
+    route_mismatch(route, &got, len, &mut acc);
     acc
 }
