@@ -1,6 +1,7 @@
 //! The `lastmile` command line: argument parsing and wiring only. Every
 //! algorithm lives in the workspace crates (`roadgraph`, `engine`, `ingest`).
 
+mod bench;
 mod commands;
 mod progress;
 mod tracking;
@@ -41,6 +42,8 @@ enum Command {
     Match(tracking::MatchArgs),
     /// Map-match a trace with ground truth and report accuracy (or the Kubička benchmark).
     Evaluate(tracking::EvaluateArgs),
+    /// A simulated delivery day through the whole engine, in process: throughput, latency, memory, ETA error.
+    Bench(bench::BenchArgs),
     /// The whole pipeline on the built-in synthetic city (no download needed).
     Demo(commands::DemoArgs),
 }
@@ -60,6 +63,7 @@ fn main() -> ExitCode {
         Command::Simulate(a) => tracking::simulate_cmd(a),
         Command::Match(a) => tracking::match_cmd(a),
         Command::Evaluate(a) => tracking::evaluate_cmd(a),
+        Command::Bench(a) => bench::bench_cmd(a),
         Command::Demo(a) => commands::demo(a),
     });
     match outcome {

@@ -23,6 +23,9 @@ use lastmile_roadgraph::dijkstra::EdgePos;
 use lastmile_roadgraph::geo::LocalPlane;
 use lastmile_roadgraph::rng::Rng;
 use lastmile_roadgraph::{Graph, LatLon, Metric, Router};
+use rayon::prelude::*;
+
+use crate::Ping;
 
 /// 2026-01-01T00:00:00Z: the default start of simulated days.
 pub const DEFAULT_START: f64 = 1_767_225_600.0;
@@ -103,7 +106,6 @@ struct Leg {
 }
 
 struct Vehicle {
-    id: String,
     rng: Rng,
     legs: Vec<Leg>,
     leg: usize,
@@ -130,6 +132,16 @@ struct Vehicle {
 /// Where a car waits before a junction (red light, give-way), metres before it.
 const LIGHT_SETBACK_M: f64 = 4.0;
 
+/// One simulated ping: what the device reports and the truth behind it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SimPing {
+    /// Index of the vehicle (`veh-{index:05}` in the CSV).
+    pub vehicle: u32,
+    pub ping: Ping,
+    pub truth: LatLon,
+    pub true_edge: u32,
+}
+
 /// Simulates the fleet and writes the trace CSV to `out`. `progress` gets the
 /// simulated seconds done.
 pub fn simulate<W: Write>(
@@ -138,27 +150,6 @@ pub fn simulate<W: Write>(
     out: W,
     progress: &dyn Fn(f64),
 ) -> Result<SimSummary, csv::Error> {
-    let mut router = Router::new(graph, Metric::Time);
-    let mut summary = SimSummary::default();
-    let steps_per_ping = params.interval_s.ceil().max(1.0) as u64;
-    let step = params.interval_s / steps_per_ping as f64;
-    let slowdown = congestion(graph, params.congestion, params.seed);
-    summary.congested_edges = slowdown.iter().filter(|&&f| f < 1.0).count();
-    summary.slowdown = slowdown.clone();
-    let mut fleet: Vec<Vehicle> = (0..params.vehicles)
-        .map(|i| {
-            plan_vehicle(
-                graph,
-                &mut router,
-                params,
-                i,
-                step,
-                steps_per_ping,
-                &mut summary,
-            )
-        })
-        .collect();
-
     let mut w = csv::Writer::from_writer(out);
     let mut header = vec!["vehicle_id", "timestamp", "lat", "lon"];
     if params.motion_columns {
@@ -166,32 +157,100 @@ pub fn simulate<W: Write>(
     }
     header.extend(["true_lat", "true_lon", "true_way_id"]);
     w.write_record(&header)?;
+    let mut failed = None;
+    let summary = simulate_pings(graph, params, progress, &mut |p: &SimPing| {
+        if failed.is_none()
+            && let Err(e) = w.write_record(csv_row(graph, p, params.motion_columns))
+        {
+            failed = Some(e);
+        }
+    });
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    w.flush()?;
+    Ok(summary)
+}
+
+/// The CSV fields of one ping.
+fn csv_row(graph: &Graph, p: &SimPing, motion: bool) -> Vec<String> {
+    let mut row = vec![
+        vehicle_name(p.vehicle as usize),
+        format!("{:.3}", p.ping.time),
+        format!("{:.7}", p.ping.pos.lat),
+        format!("{:.7}", p.ping.pos.lon),
+    ];
+    if motion {
+        let opt =
+            |v: Option<f32>, digits: usize| v.map_or_else(String::new, |v| format!("{v:.digits$}"));
+        row.push(opt(p.ping.speed, 2));
+        row.push(opt(p.ping.heading, 1));
+        row.push(opt(p.ping.accuracy, 1));
+    }
+    row.push(format!("{:.7}", p.truth.lat));
+    row.push(format!("{:.7}", p.truth.lon));
+    row.push(graph.way_id(p.true_edge).to_string());
+    row
+}
+
+/// The name of simulated vehicle `i` in traces and stop files.
+pub fn vehicle_name(i: usize) -> String {
+    format!("veh-{i:05}")
+}
+
+/// Simulates the fleet, handing each ping to `sink` in time order.
+pub fn simulate_pings(
+    graph: &Graph,
+    params: &SimParams,
+    progress: &dyn Fn(f64),
+    sink: &mut dyn FnMut(&SimPing),
+) -> SimSummary {
+    let mut summary = SimSummary::default();
+    let steps_per_ping = params.interval_s.ceil().max(1.0) as u64;
+    let step = params.interval_s / steps_per_ping as f64;
+    let slowdown = congestion(graph, params.congestion, params.seed);
+    summary.congested_edges = slowdown.iter().filter(|&&f| f < 1.0).count();
+    summary.slowdown = slowdown.clone();
+    // Tours are planned in parallel (each vehicle has its own seeded random
+    // stream, so the result does not depend on the thread count).
+    let planned: Vec<(Vehicle, Vec<SimStop>)> = (0..params.vehicles)
+        .into_par_iter()
+        .map_init(
+            || Router::new(graph, Metric::Time),
+            |router, i| plan_vehicle(graph, router, params, i, step, steps_per_ping),
+        )
+        .collect();
+    let mut fleet = Vec::with_capacity(planned.len());
+    for (mut v, stops) in planned {
+        v.first_stop = summary.stops.len();
+        summary.stops.extend(stops);
+        fleet.push(v);
+    }
 
     let total_steps = (params.duration_s / step).floor() as u64;
-    let mut rows: Vec<(f64, Vec<String>)> = Vec::new();
+    let mut pings: Vec<SimPing> = Vec::new();
     for k in 0..=total_steps {
-        rows.clear();
-        for v in &mut fleet {
+        pings.clear();
+        for (i, v) in fleet.iter_mut().enumerate() {
             let now = params.start_time + v.phase + k as f64 * step;
             if k > 0 {
                 summary.driven_m += advance(graph, &slowdown, v, now, step, &mut summary.stops);
             }
             if k % steps_per_ping == v.slot
-                && let Some(row) = ping_row(graph, v, now, params, &mut summary)
+                && let Some(p) = sim_ping(graph, v, i as u32, now, params, &mut summary)
             {
-                rows.push((now, row));
+                pings.push(p);
             }
         }
-        rows.sort_by(|a, b| a.0.total_cmp(&b.0));
-        for (_, r) in &rows {
-            w.write_record(r)?;
+        pings.sort_by(|a, b| a.ping.time.total_cmp(&b.ping.time));
+        for p in &pings {
+            sink(p);
         }
         if k % 600 == 0 {
             progress(k as f64 * step);
         }
     }
-    w.flush()?;
-    Ok(summary)
+    summary
 }
 
 /// Plans a vehicle's tour of stops until its planned day fills the duration.
@@ -202,11 +261,10 @@ fn plan_vehicle(
     i: usize,
     step: f64,
     steps_per_ping: u64,
-    summary: &mut SimSummary,
-) -> Vehicle {
+) -> (Vehicle, Vec<SimStop>) {
     let mut rng = Rng::seed(params.seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let id = format!("veh-{i:05}");
-    let first_stop = summary.stops.len();
+    let id = vehicle_name(i);
+    let mut stops = Vec::new();
     let mut at = random_position(graph, &mut rng);
     let mut planned = params.start_time;
     let mut legs = Vec::new();
@@ -222,7 +280,7 @@ fn plan_vehicle(
         };
         let service = rng.range_f64(60.0, 300.0);
         planned += route.duration_s;
-        summary.stops.push(SimStop {
+        stops.push(SimStop {
             vehicle: id.clone(),
             stop_id: format!("{id}-s{seq:03}"),
             seq,
@@ -244,8 +302,7 @@ fn plan_vehicle(
         at = to;
     }
     let offset = legs.first().map_or(0.0, |l| l.start_offset);
-    Vehicle {
-        id,
+    let vehicle = Vehicle {
         legs,
         leg: 0,
         idx: 0,
@@ -256,12 +313,13 @@ fn plan_vehicle(
         light_ahead: false,
         wait_until: 0.0,
         silent_until: 0.0,
-        first_stop,
+        first_stop: 0,
         phase: rng.range_f64(0.0, step),
         slot: rng.below(steps_per_ping),
         done: false,
         rng,
-    }
+    };
+    (vehicle, stops)
 }
 
 fn graph_pos(graph: &Graph, p: EdgePos) -> LatLon {
@@ -417,14 +475,15 @@ fn advance(
     driven
 }
 
-/// The row of one ping at `now`, or `None` when it is lost.
-fn ping_row(
+/// The ping of vehicle `index` at `now`, or `None` when it is lost.
+fn sim_ping(
     graph: &Graph,
     v: &mut Vehicle,
+    index: u32,
     now: f64,
     params: &SimParams,
     summary: &mut SimSummary,
-) -> Option<Vec<String>> {
+) -> Option<SimPing> {
     if now < v.silent_until {
         summary.dropped += 1;
         return None;
@@ -455,30 +514,32 @@ fn ping_row(
         dy += d * a.cos();
         summary.outliers += 1;
     }
+    // Rounded to what the CSV keeps (1e-7 degrees), so in-memory and CSV
+    // runs see the same pings.
     let seen = plane.unproject(dx, dy);
+    let seen = LatLon::new(round7(seen.lat), round7(seen.lon));
     summary.pings += 1;
-    let mut row = vec![
-        v.id.clone(),
-        format!("{now:.3}"),
-        format!("{:.7}", seen.lat),
-        format!("{:.7}", seen.lon),
-    ];
+    let mut ping = Ping::new((now * 1000.0).round() / 1000.0, seen);
     if params.motion_columns {
         let speed = (v.speed + v.rng.normal() * 0.3).max(0.0);
-        row.push(format!("{speed:.2}"));
+        ping.speed = Some(((speed * 100.0).round() / 100.0) as f32);
         // Phones report no course when standing still.
-        row.push(if v.speed > 1.0 {
-            let h = graph.edge_bearing(e, v.offset) + v.rng.normal() * 5.0;
-            format!("{:.1}", h.rem_euclid(360.0))
-        } else {
-            String::new()
-        });
-        row.push(format!("{:.1}", params.noise_m.max(1.0)));
+        if v.speed > 1.0 {
+            let h = (graph.edge_bearing(e, v.offset) + v.rng.normal() * 5.0).rem_euclid(360.0);
+            ping.heading = Some(((h * 10.0).round() / 10.0) as f32);
+        }
+        ping.accuracy = Some(((params.noise_m.max(1.0) * 10.0).round() / 10.0) as f32);
     }
-    row.push(format!("{:.7}", truth.lat));
-    row.push(format!("{:.7}", truth.lon));
-    row.push(graph.way_id(e).to_string());
-    Some(row)
+    Some(SimPing {
+        vehicle: index,
+        ping,
+        truth: LatLon::new(round7(truth.lat), round7(truth.lon)),
+        true_edge: e,
+    })
+}
+
+fn round7(x: f64) -> f64 {
+    (x * 1e7).round() / 1e7
 }
 
 /// Writes the stops CSV (`vehicle_id,stop_id,seq,lat,lon,window_start,

@@ -2,6 +2,10 @@
 //! CCH for one metric plus turn restrictions. Point-to-point routes come from
 //! the CCH and are checked against the restrictions; the rare route that
 //! breaks one is recomputed exactly by the edge-based [`TurnDijkstra`].
+//! The metric is shared by `Arc`: the engine's shards route on one live
+//! traffic metric and swap in the next one when it is published.
+
+use std::sync::Arc;
 
 use crate::cch::{Cch, CchMetric, CchQuery};
 use crate::dijkstra::{EdgePos, Metric, Route};
@@ -10,7 +14,7 @@ use crate::turns::{TurnDijkstra, TurnRules};
 
 pub struct Router<'g> {
     cch: Cch<'g>,
-    metric: CchMetric,
+    metric: Arc<CchMetric>,
     query: CchQuery,
     rules: TurnRules,
     fallback: Option<TurnDijkstra>,
@@ -27,6 +31,11 @@ impl<'g> Router<'g> {
 
     /// Uses an existing customization (e.g. live traffic weights).
     pub fn with_metric(cch: Cch<'g>, metric: CchMetric) -> Self {
+        Self::shared(cch, Arc::new(metric))
+    }
+
+    /// Routes on a metric shared with other routers (one per thread).
+    pub fn shared(cch: Cch<'g>, metric: Arc<CchMetric>) -> Self {
         Self {
             query: CchQuery::new(&cch),
             rules: TurnRules::new(cch.graph()),
@@ -45,9 +54,20 @@ impl<'g> Router<'g> {
         &self.metric
     }
 
-    /// Partial customization, see [`CchMetric::update`].
+    /// The shared metric, to hand to another thread.
+    pub fn shared_metric(&self) -> &Arc<CchMetric> {
+        &self.metric
+    }
+
+    /// Routes on another metric from now on (a newer traffic customization).
+    pub fn set_metric(&mut self, metric: Arc<CchMetric>) {
+        self.metric = metric;
+    }
+
+    /// Partial customization, see [`CchMetric::update`]; copies the metric
+    /// first if another router shares it.
     pub fn update_weights(&mut self, changes: &[(u32, u32)]) {
-        self.metric.update(&self.cch, changes);
+        Arc::make_mut(&mut self.metric).update(&self.cch, changes);
     }
 
     /// The shortest route that obeys the turn restrictions, from any of
@@ -60,7 +80,7 @@ impl<'g> Router<'g> {
         self.restricted_routes += 1;
         let g = self.cch.graph();
         let fallback = self.fallback.get_or_insert_with(|| TurnDijkstra::new(g));
-        fallback.route(g, &self.metric, &self.rules, from, to)
+        fallback.route(g, &*self.metric, &self.rules, from, to)
     }
 
     /// The shortest route ignoring turn restrictions (CCH only).

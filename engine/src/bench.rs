@@ -1,0 +1,259 @@
+//! The pipeline driver behind `lastmile bench`: a simulated delivery day
+//! (routes with time windows, hidden congestion, ground-truth arrivals) fed
+//! through the whole engine in process as fast as it takes it, with the
+//! figures that matter: sustained pings per second, latency from a ping
+//! being accepted to its ETAs being updated, memory per vehicle, and ETA
+//! error against the true arrivals at fixed horizons before them.
+//!
+//! The day is simulated into memory first, so the measurement is the
+//! engine's work only. Pings go in in time order, in batches; every
+//! `tick_s` of trace time the driver ticks the engine (traffic learning,
+//! offline checks; a barrier) and samples the ETA of every stop whose true
+//! arrival is one of the horizons away.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use lastmile_roadgraph::Graph;
+
+use crate::Ping;
+use crate::fleet::{Admission, Command, Engine, EngineStats, FleetConfig, StopPlan, TimeWindow};
+use crate::simulate::{SimParams, SimStop, SimSummary, simulate_pings};
+
+/// Minutes before the true arrival at which ETAs are scored.
+pub const HORIZONS_MIN: [u32; 3] = [5, 15, 30];
+
+/// A simulated day held in memory.
+pub struct Day {
+    /// `(vehicle index, ping)` in time order.
+    pub pings: Vec<(u64, Ping)>,
+    pub summary: SimSummary,
+    pub start_time: f64,
+}
+
+impl Day {
+    pub fn simulate(graph: &Graph, params: &SimParams, progress: &dyn Fn(f64)) -> Self {
+        let mut pings = Vec::new();
+        let summary = simulate_pings(graph, params, progress, &mut |p| {
+            pings.push((u64::from(p.vehicle), p.ping));
+        });
+        Self {
+            pings,
+            summary,
+            start_time: params.start_time,
+        }
+    }
+
+    pub fn stops(&self) -> &[SimStop] {
+        &self.summary.stops
+    }
+
+    /// The vehicle index of a simulated stop (`veh-00042` → 42).
+    fn vehicle_of(s: &SimStop) -> u64 {
+        s.vehicle
+            .trim_start_matches("veh-")
+            .parse()
+            .unwrap_or(u64::MAX)
+    }
+
+    /// Each vehicle's route, as the dispatcher's commands.
+    pub fn routes(&self) -> Vec<Command> {
+        let mut routes: Vec<Command> = Vec::new();
+        for (i, s) in self.stops().iter().enumerate() {
+            let vehicle = Self::vehicle_of(s);
+            let plan = StopPlan {
+                id: i as u64,
+                pos: s.pos,
+                window: Some(TimeWindow {
+                    start: s.window_start,
+                    end: s.window_end,
+                }),
+                service_s: s.service_s,
+                customer_ref: None,
+            };
+            match routes.last_mut() {
+                Some(Command::AssignRoute { vehicle: v, stops }) if *v == vehicle => {
+                    stops.push(plan)
+                }
+                _ => routes.push(Command::AssignRoute {
+                    vehicle,
+                    stops: vec![plan],
+                }),
+            }
+        }
+        routes
+    }
+}
+
+/// ETA error at one horizon.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HorizonError {
+    pub minutes: u32,
+    pub samples: usize,
+    /// Mean absolute error, seconds.
+    pub mae_s: f64,
+    /// Mean absolute error over the time still to go.
+    pub mape: f64,
+    /// Mean signed error (ETA − truth), seconds: negative means optimistic.
+    pub bias_s: f64,
+}
+
+/// What one run of the day measured.
+#[derive(Clone, Debug, Default)]
+pub struct DayReport {
+    pub vehicles: usize,
+    pub shards: usize,
+    pub learning: bool,
+    pub pings: u64,
+    /// Wall time of the streaming phase (routes assigned beforehand).
+    pub seconds: f64,
+    pub pings_per_s: f64,
+    pub latency_p50_us: f64,
+    pub latency_p99_us: f64,
+    pub bytes_per_vehicle: f64,
+    /// Wall time to assign every vehicle its route (snapping, legs).
+    pub assign_s: f64,
+    pub eta: Vec<HorizonError>,
+    pub stats: EngineStats,
+}
+
+/// Driver settings.
+#[derive(Clone, Debug)]
+pub struct DriveParams {
+    /// Trace seconds between engine ticks.
+    pub tick_s: f64,
+    /// Pings per submitted batch.
+    pub batch: usize,
+}
+
+impl Default for DriveParams {
+    fn default() -> Self {
+        Self {
+            tick_s: 30.0,
+            batch: 2048,
+        }
+    }
+}
+
+/// Runs the day through a fresh engine. `progress` gets the pings done.
+pub fn run_day(
+    graph: Arc<Graph>,
+    day: &Day,
+    config: FleetConfig,
+    drive: &DriveParams,
+    progress: &dyn Fn(u64),
+) -> DayReport {
+    let learning = config.learning;
+    let engine = Engine::new(graph, config);
+    let assign_started = Instant::now();
+    let wait = Admission::Wait(std::time::Duration::from_secs(3600));
+    for cmd in day.routes() {
+        // A stop the simulator placed is always on a road; a refusal here
+        // would be a bug worth seeing.
+        engine
+            .command(cmd, day.start_time - 1.0, wait)
+            .expect("simulated routes are valid");
+    }
+    engine.sync();
+    let assign_s = assign_started.elapsed().as_secs_f64();
+
+    // Sample times: (time, stop index, true arrival, horizon index), sorted.
+    let mut samples: Vec<(f64, usize, f64, usize)> = Vec::new();
+    for (i, s) in day.stops().iter().enumerate() {
+        if let Some(arrival) = s.true_arrival {
+            for (h, m) in HORIZONS_MIN.iter().enumerate() {
+                let t = arrival - f64::from(*m) * 60.0;
+                if t > day.start_time {
+                    samples.push((t, i, arrival, h));
+                }
+            }
+        }
+    }
+    samples.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut errors: Vec<Vec<(f64, f64)>> = vec![Vec::new(); HORIZONS_MIN.len()];
+    let mut next_sample = 0;
+    let stops = day.stops();
+
+    let started = Instant::now();
+    let mut next_tick = day.start_time + drive.tick_s;
+    let mut batch: Vec<(u64, Ping)> = Vec::with_capacity(drive.batch);
+    let mut done = 0u64;
+    let mut tick = |t: f64, engine: &Engine, next_sample: &mut usize| {
+        engine.tick(t);
+        engine.refresh_index(t);
+        while *next_sample < samples.len() && samples[*next_sample].0 <= t {
+            let (_, i, arrival, h) = samples[*next_sample];
+            *next_sample += 1;
+            let vehicle = Day::vehicle_of(&stops[i]);
+            let eta = engine
+                .with_vehicle(vehicle, |v| {
+                    v.stop(i as u64)
+                        .filter(|s| s.status.is_remaining())
+                        .map(|s| s.eta)
+                })
+                .flatten();
+            if let Some(eta) = eta.filter(|e| e.is_finite()) {
+                errors[h].push((eta - arrival, arrival - t));
+            }
+        }
+    };
+    for &(v, p) in &day.pings {
+        while p.time >= next_tick {
+            if !batch.is_empty() {
+                engine.submit(&batch, wait);
+                done += batch.len() as u64;
+                batch.clear();
+                progress(done);
+            }
+            tick(next_tick, &engine, &mut next_sample);
+            next_tick += drive.tick_s;
+        }
+        batch.push((v, p));
+        if batch.len() == drive.batch {
+            engine.submit(&batch, wait);
+            done += batch.len() as u64;
+            batch.clear();
+            progress(done);
+        }
+    }
+    engine.submit(&batch, wait);
+    done += batch.len() as u64;
+    tick(next_tick, &engine, &mut next_sample);
+    engine.sync();
+    let seconds = started.elapsed().as_secs_f64();
+    progress(done);
+
+    let stats = engine.stats();
+    let eta = HORIZONS_MIN
+        .iter()
+        .zip(&errors)
+        .map(|(&minutes, e)| {
+            let n = e.len().max(1) as f64;
+            HorizonError {
+                minutes,
+                samples: e.len(),
+                mae_s: e.iter().map(|(err, _)| err.abs()).sum::<f64>() / n,
+                mape: e
+                    .iter()
+                    .map(|(err, to_go)| err.abs() / to_go.max(60.0))
+                    .sum::<f64>()
+                    / n,
+                bias_s: e.iter().map(|(err, _)| err).sum::<f64>() / n,
+            }
+        })
+        .collect();
+    DayReport {
+        vehicles: engine.vehicle_ids().len(),
+        shards: engine.shard_count(),
+        learning,
+        pings: done,
+        seconds,
+        pings_per_s: done as f64 / seconds.max(1e-9),
+        latency_p50_us: stats.latency.quantile(0.5).as_secs_f64() * 1e6,
+        latency_p99_us: stats.latency.quantile(0.99).as_secs_f64() * 1e6,
+        bytes_per_vehicle: engine.bytes_per_vehicle(),
+        assign_s,
+        eta,
+        stats,
+    }
+}

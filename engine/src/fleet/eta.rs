@@ -1,0 +1,64 @@
+//! When ETAs route again. A leg's path is computed once and advanced along
+//! per ping; it is searched again when the vehicle leaves it, when a new
+//! traffic metric moved its time by more than `reroute_change`, and on a
+//! periodic refresh every `refresh_s`, at a phase fixed per vehicle so the
+//! fleet's refreshes spread evenly over time.
+
+use super::VehicleId;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EtaConfig {
+    /// Seconds between periodic refreshes of a vehicle's leg (0: never).
+    pub refresh_s: f64,
+    /// A traffic change that moves a path's time by more than this fraction
+    /// routes it again (smaller changes only retime the same path).
+    pub reroute_change: f64,
+    /// Stops farther than this from any road are refused, metres.
+    pub stop_snap_m: f64,
+}
+
+impl Default for EtaConfig {
+    fn default() -> Self {
+        Self {
+            refresh_s: 600.0,
+            reroute_change: 0.05,
+            stop_snap_m: 250.0,
+        }
+    }
+}
+
+impl EtaConfig {
+    /// The vehicle's next refresh after `now`: its own phase within the
+    /// period, from a hash of its id.
+    pub fn next_refresh(&self, vehicle: VehicleId, now: f64) -> f64 {
+        if self.refresh_s <= 0.0 {
+            return f64::INFINITY;
+        }
+        let h = vehicle.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11;
+        let phase = (h as f64 / (1u64 << 53) as f64) * self.refresh_s;
+        let k = ((now - phase) / self.refresh_s).floor() + 1.0;
+        phase + k * self.refresh_s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refreshes_are_periodic_and_staggered() {
+        let c = EtaConfig::default();
+        let t = c.next_refresh(7, 1000.0);
+        assert!(t > 1000.0 && t <= 1600.0);
+        assert_eq!(c.next_refresh(7, t), t + 600.0);
+        // Phases spread over the period.
+        let mut phases: Vec<f64> = (0..1000).map(|v| c.next_refresh(v, 0.0)).collect();
+        phases.sort_by(f64::total_cmp);
+        assert!(
+            phases[100] < 90.0 && phases[900] > 510.0,
+            "{} {}",
+            phases[100],
+            phases[900]
+        );
+    }
+}

@@ -1,0 +1,344 @@
+//! Events (what the detectors found) and the bounded fan-out subscribers read
+//! them from.
+//!
+//! The bus is one ring of the most recent events, each with a global id in
+//! publication order. Shards publish a batch at a time (one lock per batch,
+//! not per event); subscribers keep a cursor (the next id they want) and
+//! read at their own pace. A subscriber that falls behind by more than the
+//! ring's capacity loses the oldest events and is told how many: the shards
+//! never wait for anyone.
+
+use std::collections::VecDeque;
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use lastmile_roadgraph::LatLon;
+
+use super::{StopId, VehicleId};
+
+/// What happened. The two figures of an [`Event`] (`value`, `reference`)
+/// mean, per kind:
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum EventKind {
+    /// The stop's ETA moved by more than the threshold: new ETA, ETA last announced.
+    EtaChanged = 1,
+    /// The stop's ETA is past its window end: ETA, window end.
+    Late = 2,
+    /// A late stop's ETA is back inside its window (with margin): ETA, window end.
+    BackOnTime = 3,
+    /// The vehicle left the planned path to its next stop: seconds off it, threshold seconds.
+    OffRoute = 4,
+    /// Back on the planned path (or arrived): seconds it was off, 0.
+    BackOnRoute = 5,
+    /// Inside the stop's geofence and slow: distance to the stop m, geofence radius m.
+    Arrived = 6,
+    /// Left the geofence of a stop it had arrived at: dwell seconds, departure radius m.
+    Departed = 7,
+    /// The stop was completed (proof of delivery in the stop record): distance m from the stop (NaN unknown), dwell s (NaN if never arrived).
+    Completed = 8,
+    /// The stop failed (reason in the stop record): distance m, dwell s, as for completed.
+    Failed = 9,
+    /// Not moving for a while with a stop due: seconds stationary, threshold seconds.
+    Stalled = 10,
+    /// Above the road's legal limit by more than the margin for long enough: top speed m/s, limit m/s.
+    Speeding = 11,
+    /// Deceleration above the threshold: m/s², threshold m/s².
+    HarshBraking = 12,
+    /// No ping for the configured time: seconds since the last ping, threshold seconds.
+    Offline = 13,
+    /// Pings again after being offline: seconds of silence, 0.
+    Online = 14,
+    /// The matcher rejected a ping as a GPS outlier: metres from the last position, 0.
+    GpsOutlier = 15,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 15] = [
+        Self::EtaChanged,
+        Self::Late,
+        Self::BackOnTime,
+        Self::OffRoute,
+        Self::BackOnRoute,
+        Self::Arrived,
+        Self::Departed,
+        Self::Completed,
+        Self::Failed,
+        Self::Stalled,
+        Self::Speeding,
+        Self::HarshBraking,
+        Self::Offline,
+        Self::Online,
+        Self::GpsOutlier,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::EtaChanged => "eta_changed",
+            Self::Late => "late",
+            Self::BackOnTime => "back_on_time",
+            Self::OffRoute => "off_route",
+            Self::BackOnRoute => "back_on_route",
+            Self::Arrived => "arrived",
+            Self::Departed => "departed",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Stalled => "stalled",
+            Self::Speeding => "speeding",
+            Self::HarshBraking => "harsh_braking",
+            Self::Offline => "offline",
+            Self::Online => "online",
+            Self::GpsOutlier => "gps_outlier",
+        }
+    }
+
+    /// The bit of this kind in an [`EventFilter`] kind mask.
+    pub fn bit(self) -> u32 {
+        1 << (self as u8)
+    }
+}
+
+/// One detected event. `seq` numbers a vehicle's events (0, 1, 2, …): events
+/// are ordered per vehicle, and identical input gives identical events
+/// whatever the shard count.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Event {
+    pub vehicle: VehicleId,
+    pub seq: u64,
+    /// Event time (of the ping, command or tick that caused it), seconds.
+    pub time: f64,
+    pub kind: EventKind,
+    pub stop: Option<StopId>,
+    /// The vehicle's last matched (or reported) position.
+    pub pos: LatLon,
+    /// The figures that triggered it; see [`EventKind`] for their meaning.
+    pub value: f64,
+    pub reference: f64,
+}
+
+/// Which events a subscriber wants; empty fields match everything.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EventFilter {
+    pub vehicles: Vec<VehicleId>,
+    pub stops: Vec<StopId>,
+    /// OR of [`EventKind::bit`]; 0 means every kind.
+    pub kinds: u32,
+}
+
+impl EventFilter {
+    pub fn matches(&self, e: &Event) -> bool {
+        (self.kinds == 0 || self.kinds & e.kind.bit() != 0)
+            && (self.vehicles.is_empty() || self.vehicles.contains(&e.vehicle))
+            && (self.stops.is_empty() || e.stop.is_some_and(|s| self.stops.contains(&s)))
+    }
+}
+
+struct Ring {
+    events: VecDeque<Event>,
+    /// Id of `events[0]`.
+    first_id: u64,
+    capacity: usize,
+}
+
+impl Ring {
+    fn next_id(&self) -> u64 {
+        self.first_id + self.events.len() as u64
+    }
+}
+
+/// The bounded fan-out of events; share it by `Arc`.
+pub struct EventBus {
+    ring: Mutex<Ring>,
+    published: Condvar,
+}
+
+/// What one read returned.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReadReport {
+    /// Events the subscriber missed because it fell behind the ring.
+    pub lost: u64,
+    /// Events appended to the output.
+    pub read: usize,
+}
+
+impl EventBus {
+    /// A bus that keeps the latest `capacity` events (at least 1).
+    pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        Self {
+            ring: Mutex::new(Ring {
+                events: VecDeque::with_capacity(capacity),
+                first_id: 0,
+                capacity,
+            }),
+            published: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Ring> {
+        // A panic elsewhere while holding the lock leaves the ring valid.
+        self.ring.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends a batch (draining it), dropping the oldest events beyond the capacity.
+    pub fn publish(&self, batch: &mut Vec<Event>) {
+        if batch.is_empty() {
+            return;
+        }
+        let mut ring = self.lock();
+        for e in batch.drain(..) {
+            if ring.events.len() == ring.capacity {
+                ring.events.pop_front();
+                ring.first_id += 1;
+            }
+            ring.events.push_back(e);
+        }
+        drop(ring);
+        self.published.notify_all();
+    }
+
+    /// The id the next published event will get (a new subscriber's cursor
+    /// when it wants only what comes next).
+    pub fn next_id(&self) -> u64 {
+        self.lock().next_id()
+    }
+
+    /// The id of the oldest event still held.
+    pub fn oldest_id(&self) -> u64 {
+        self.lock().first_id
+    }
+
+    /// Reads up to `max` events matching `filter` from `*cursor` on, as
+    /// `(id, event)`, and moves the cursor past what it examined.
+    pub fn read(
+        &self,
+        cursor: &mut u64,
+        filter: &EventFilter,
+        max: usize,
+        out: &mut Vec<(u64, Event)>,
+    ) -> ReadReport {
+        let ring = self.lock();
+        let mut report = ReadReport::default();
+        if *cursor < ring.first_id {
+            report.lost = ring.first_id - *cursor;
+            *cursor = ring.first_id;
+        }
+        while *cursor < ring.next_id() && report.read < max {
+            let e = ring.events[(*cursor - ring.first_id) as usize];
+            if filter.matches(&e) {
+                out.push((*cursor, e));
+                report.read += 1;
+            }
+            *cursor += 1;
+        }
+        report
+    }
+
+    /// Waits until an event with id `>= cursor` exists or the timeout passes;
+    /// true when there is something to read.
+    pub fn wait(&self, cursor: u64, timeout: Duration) -> bool {
+        let ring = self.lock();
+        let (ring, _) = self
+            .published
+            .wait_timeout_while(ring, timeout, |r| r.next_id() <= cursor)
+            .unwrap_or_else(|p| p.into_inner());
+        ring.next_id() > cursor
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(vehicle: u64, seq: u64, kind: EventKind) -> Event {
+        Event {
+            vehicle,
+            seq,
+            time: seq as f64,
+            kind,
+            stop: Some(vehicle * 10),
+            pos: LatLon::new(0.0, 0.0),
+            value: 0.0,
+            reference: 0.0,
+        }
+    }
+
+    #[test]
+    fn slow_subscriber_loses_the_oldest_and_is_told_how_many() {
+        let bus = EventBus::new(4);
+        let mut cursor = bus.next_id();
+        let mut batch: Vec<Event> = (0..10).map(|i| ev(1, i, EventKind::EtaChanged)).collect();
+        bus.publish(&mut batch);
+        assert!(batch.is_empty());
+        let mut out = Vec::new();
+        let r = bus.read(&mut cursor, &EventFilter::default(), 100, &mut out);
+        assert_eq!(r.lost, 6);
+        assert_eq!(r.read, 4);
+        assert_eq!(
+            out.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+            [6, 7, 8, 9]
+        );
+        assert_eq!(out[0].1.seq, 6);
+        assert_eq!(cursor, 10);
+        // Nothing new: nothing read, nothing lost.
+        out.clear();
+        assert_eq!(
+            bus.read(&mut cursor, &EventFilter::default(), 100, &mut out),
+            ReadReport::default()
+        );
+    }
+
+    #[test]
+    fn filters_by_vehicle_stop_and_kind_and_reads_in_pages() {
+        let bus = EventBus::new(100);
+        let mut batch = vec![
+            ev(1, 0, EventKind::Late),
+            ev(2, 0, EventKind::Late),
+            ev(1, 1, EventKind::Arrived),
+            ev(3, 0, EventKind::Arrived),
+        ];
+        bus.publish(&mut batch);
+        let mut out = Vec::new();
+        let mut cursor = 0;
+        let only_1 = EventFilter {
+            vehicles: vec![1],
+            ..EventFilter::default()
+        };
+        bus.read(&mut cursor, &only_1, 10, &mut out);
+        assert_eq!(out.len(), 2);
+        assert!(out.iter().all(|(_, e)| e.vehicle == 1));
+        let (mut cursor, mut out) = (0, Vec::new());
+        let arrivals = EventFilter {
+            kinds: EventKind::Arrived.bit(),
+            stops: vec![30],
+            ..EventFilter::default()
+        };
+        bus.read(&mut cursor, &arrivals, 10, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].1.vehicle, 3);
+        // Pages: one at a time, the cursor resumes where it stopped.
+        let (mut cursor, mut out) = (0, Vec::new());
+        assert_eq!(
+            bus.read(&mut cursor, &EventFilter::default(), 1, &mut out)
+                .read,
+            1
+        );
+        assert_eq!(
+            bus.read(&mut cursor, &EventFilter::default(), 1, &mut out)
+                .read,
+            1
+        );
+        assert_eq!(out[1].0, 1);
+    }
+
+    #[test]
+    fn wait_returns_when_something_is_published() {
+        let bus = std::sync::Arc::new(EventBus::new(8));
+        assert!(!bus.wait(0, Duration::from_millis(1)));
+        let b = bus.clone();
+        let t = std::thread::spawn(move || b.wait(0, Duration::from_secs(10)));
+        std::thread::sleep(Duration::from_millis(20));
+        bus.publish(&mut vec![ev(1, 0, EventKind::Online)]);
+        assert!(t.join().unwrap());
+    }
+}

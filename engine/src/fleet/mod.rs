@@ -1,0 +1,858 @@
+//! The live fleet: [`Engine`] runs N shard threads (each owning the vehicles
+//! whose id hashes to it, fed by a bounded queue), keeps the stop registry
+//! dispatchers' commands are checked against, learns traffic from the
+//! shards' matched paths and publishes it as a new routing metric at ticks,
+//! and answers queries from what the shards publish (vehicle snapshots, the
+//! live-vehicle index, the event bus) without entering a shard.
+//!
+//! Sans-IO: time is the event time of pings, commands and ticks. The caller
+//! decides when to [`Engine::tick`] (the server every few seconds of wall
+//! time, a replay every 30 s of trace time). Given the same inputs in the
+//! same order, the events and ETAs are the same whatever the shard count:
+//! vehicles share nothing but the metric, and the metric changes only at
+//! ticks, which every shard sees at the same point of its queue.
+
+pub mod detect;
+pub mod eta;
+pub mod events;
+pub mod latency;
+mod legs;
+mod shard;
+pub mod snapshot;
+pub mod stops;
+mod vehicle;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
+use dashmap::DashMap;
+use lastmile_roadgraph::{Cch, CchMetric, Graph, LatLon, Metric};
+
+pub use detect::DetectConfig;
+pub use eta::EtaConfig;
+pub use events::{Event, EventBus, EventFilter, EventKind, ReadReport};
+pub use latency::Histogram;
+pub use shard::ShardCounters;
+pub use snapshot::{StopEta, VehicleSnapshot};
+pub use stops::{Command, ProofOfDelivery, StopOutcome, StopPlan, StopStatus, TimeWindow};
+
+use crate::Ping;
+use crate::live_index::{Found, LiveIndex};
+use crate::matcher::MatcherConfig;
+use crate::traffic::{EdgeObservation, TrafficConfig, TrafficModel};
+use shard::{Msg, Outlets, ShardReport};
+
+pub type VehicleId = u64;
+pub type StopId = u64;
+
+/// Everything the fleet engine can be tuned with.
+#[derive(Clone, Debug)]
+pub struct FleetConfig {
+    /// Worker threads (0: one per available core).
+    pub shards: usize,
+    /// Ping batches (or commands) each shard's queue holds.
+    pub queue_capacity: usize,
+    pub matcher: MatcherConfig,
+    pub detect: DetectConfig,
+    pub eta: EtaConfig,
+    pub traffic: TrafficConfig,
+    /// Learn traffic from the fleet's matched paths and route on it.
+    pub learning: bool,
+    /// Events the bus keeps for subscribers.
+    pub events_capacity: usize,
+    /// Traffic observations a shard keeps between two ticks.
+    pub max_observations_per_tick: usize,
+    /// Completed and failed stops stay queryable this long (event time, s);
+    /// the durable record is the store's.
+    pub closed_retention_s: f64,
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        Self {
+            shards: 0,
+            queue_capacity: 1024,
+            matcher: MatcherConfig::default(),
+            detect: DetectConfig::default(),
+            eta: EtaConfig::default(),
+            traffic: TrafficConfig::default(),
+            learning: true,
+            events_capacity: 1 << 16,
+            max_observations_per_tick: 1 << 20,
+            closed_retention_s: 86_400.0,
+        }
+    }
+}
+
+/// A set of edges (the ones a metric update changed), as a bitset.
+#[derive(Clone, Debug, Default)]
+pub struct EdgeSet {
+    bits: Vec<u64>,
+}
+
+impl EdgeSet {
+    pub fn new(edges: usize) -> Self {
+        Self {
+            bits: vec![0; edges.div_ceil(64)],
+        }
+    }
+
+    pub fn insert(&mut self, e: u32) {
+        let i = e as usize / 64;
+        if i < self.bits.len() {
+            self.bits[i] |= 1 << (e % 64);
+        }
+    }
+
+    #[inline]
+    pub fn contains(&self, e: u32) -> bool {
+        self.bits
+            .get(e as usize / 64)
+            .is_some_and(|w| w & (1 << (e % 64)) != 0)
+    }
+}
+
+/// How a submission treats a full shard queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Drop (and count) what does not fit now: datagrams, overload.
+    Shed,
+    /// Wait up to this long for room, then shed.
+    Wait(Duration),
+}
+
+/// What became of a submitted batch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Submitted {
+    pub accepted: usize,
+    pub shed: usize,
+}
+
+/// Why a command was refused.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum CommandError {
+    #[error("stop {0} is unknown")]
+    UnknownStop(StopId),
+    #[error("stop {stop} belongs to vehicle {vehicle}")]
+    WrongVehicle { stop: StopId, vehicle: VehicleId },
+    #[error("stop {0} already exists")]
+    DuplicateStop(StopId),
+    #[error("stop {0} is already completed or failed")]
+    StopClosed(StopId),
+    #[error("stop {stop} is not within {max_m} m of a road")]
+    OffRoad { stop: StopId, max_m: f64 },
+    #[error("the new order must name each open stop of the vehicle exactly once")]
+    BadOrder,
+    #[error("time or coordinates are not finite numbers")]
+    NotFinite,
+    #[error("the engine is overloaded: the shard queue stayed full")]
+    Overloaded,
+}
+
+/// A stop as the registry knows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StopRecord {
+    pub vehicle: VehicleId,
+    pub plan: StopPlan,
+    pub outcome: Option<StopOutcome>,
+    /// When it was completed or failed (event time).
+    pub closed_at: Option<f64>,
+}
+
+/// The authority on which stops exist and who has them.
+#[derive(Default)]
+struct Registry {
+    stops: HashMap<StopId, StopRecord>,
+    /// Each vehicle's open stops, in route order.
+    routes: HashMap<VehicleId, Vec<StopId>>,
+}
+
+/// A stop's live view: its record, ETA and the vehicle's position.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StopView {
+    pub record: StopRecord,
+    pub eta: Option<StopEta>,
+    pub vehicle_pos: LatLon,
+    pub vehicle_time: f64,
+}
+
+/// Figures of the whole engine.
+#[derive(Clone, Debug, Default)]
+pub struct EngineStats {
+    pub shards: ShardCounters,
+    pub latency: Histogram,
+    pub submitted: u64,
+    pub shed: u64,
+    pub queue_full: u64,
+    pub ticks: u64,
+    pub metric_updates: u64,
+    pub edges_changed: u64,
+    pub customization_ms: f64,
+    pub traffic_tracked: usize,
+    pub metric_copies: u64,
+}
+
+/// Learnt traffic and the metrics built from it.
+struct Coordinator {
+    traffic: TrafficModel,
+    current: Arc<CchMetric>,
+    /// The metric before `current`, recycled at the next update once no
+    /// shard holds it; `pending` are the changes it lacks.
+    spare: Option<Arc<CchMetric>>,
+    pending: Vec<(u32, u32)>,
+    stats: EngineStats,
+}
+
+struct ShardHandle {
+    inbox: Sender<Msg>,
+    report: Arc<Mutex<ShardReport>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// The fleet engine; share it by `Arc` (every method takes `&self`).
+pub struct Engine {
+    graph: Arc<Graph>,
+    config: FleetConfig,
+    shards: Vec<ShardHandle>,
+    snapshots: Arc<DashMap<VehicleId, VehicleSnapshot>>,
+    live: Arc<LiveIndex>,
+    events: Arc<EventBus>,
+    registry: RwLock<Registry>,
+    coordinator: Mutex<Coordinator>,
+    recycle: Receiver<Vec<(VehicleId, Ping)>>,
+    submitted: std::sync::atomic::AtomicU64,
+    shed: std::sync::atomic::AtomicU64,
+    queue_full: std::sync::atomic::AtomicU64,
+}
+
+/// The shard a vehicle lives on.
+fn shard_of(vehicle: VehicleId, shards: usize) -> usize {
+    let h = vehicle.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (vehicle >> 31);
+    ((h >> 32) * shards as u64 >> 32) as usize
+}
+
+impl Engine {
+    /// Starts the shards on `graph` with its free-flow travel-time metric.
+    /// Panics if the configuration is invalid (check it where it comes from
+    /// user input with [`FleetConfig::validate`]).
+    pub fn new(graph: Arc<Graph>, mut config: FleetConfig) -> Self {
+        if let Err(e) = config.validate() {
+            panic!("invalid fleet configuration: {e}");
+        }
+        if config.shards == 0 {
+            config.shards = std::thread::available_parallelism().map_or(1, |n| n.get());
+        }
+        graph.edge_index();
+        let metric = Arc::new(CchMetric::for_metric(&Cch::new(&graph), Metric::Time));
+        let snapshots = Arc::new(DashMap::new());
+        let live = Arc::new(LiveIndex::new());
+        let events = Arc::new(EventBus::new(config.events_capacity));
+        let (recycle_tx, recycle) = bounded(4 * config.shards * config.queue_capacity.min(64));
+        let shards = (0..config.shards)
+            .map(|i| {
+                let (tx, rx) = bounded(config.queue_capacity);
+                let report = Arc::new(Mutex::new(ShardReport::default()));
+                let outlets = Outlets {
+                    snapshots: snapshots.clone(),
+                    live: live.clone(),
+                    events: events.clone(),
+                    report: report.clone(),
+                    recycle: recycle_tx.clone(),
+                };
+                let (g, c, m) = (graph.clone(), config.clone(), metric.clone());
+                let thread = std::thread::Builder::new()
+                    .name(format!("shard-{i}"))
+                    .spawn(move || shard::run(&g, &c, m, rx, outlets))
+                    .expect("spawn a shard thread");
+                ShardHandle {
+                    inbox: tx,
+                    report,
+                    thread: Some(thread),
+                }
+            })
+            .collect();
+        let traffic = TrafficModel::new(&graph, config.traffic.clone());
+        Self {
+            coordinator: Mutex::new(Coordinator {
+                traffic,
+                current: metric,
+                spare: None,
+                pending: Vec::new(),
+                stats: EngineStats::default(),
+            }),
+            graph,
+            config,
+            shards,
+            snapshots,
+            live,
+            events,
+            registry: RwLock::new(Registry::default()),
+            recycle,
+            submitted: 0.into(),
+            shed: 0.into(),
+            queue_full: 0.into(),
+        }
+    }
+
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    pub fn config(&self) -> &FleetConfig {
+        &self.config
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    pub fn events(&self) -> &Arc<EventBus> {
+        &self.events
+    }
+
+    /// Sends one message to a shard under an admission policy.
+    fn send(&self, shard: usize, msg: Msg, admission: Admission) -> Result<(), Msg> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let inbox = &self.shards[shard].inbox;
+        match inbox.try_send(msg) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Disconnected(m)) => Err(m),
+            Err(TrySendError::Full(m)) => {
+                self.queue_full.fetch_add(1, Relaxed);
+                match admission {
+                    Admission::Shed => Err(m),
+                    Admission::Wait(t) => inbox.send_timeout(m, t).map_err(|e| e.into_inner()),
+                }
+            }
+        }
+    }
+
+    /// Control messages must arrive: wait for room (the shards always drain).
+    fn send_control(&self, shard: usize, msg: Msg) {
+        let _ = self.shards[shard].inbox.send(msg);
+    }
+
+    /// Hands pings to their shards. A shard whose queue stays full gets
+    /// nothing of this batch (counted as shed); the others are unaffected.
+    pub fn submit(&self, pings: &[(VehicleId, Ping)], admission: Admission) -> Submitted {
+        use std::sync::atomic::Ordering::Relaxed;
+        let n = self.shards.len();
+        let mut parts: Vec<Vec<(VehicleId, Ping)>> = (0..n)
+            .map(|_| {
+                let mut v = self.recycle.try_recv().unwrap_or_default();
+                v.clear();
+                v
+            })
+            .collect();
+        for &(id, p) in pings {
+            parts[shard_of(id, n)].push((id, p));
+        }
+        let accepted_at = Instant::now();
+        let mut result = Submitted::default();
+        for (i, part) in parts.into_iter().enumerate() {
+            if part.is_empty() {
+                continue;
+            }
+            let len = part.len();
+            let msg = Msg::Pings {
+                pings: part,
+                accepted_at,
+            };
+            match self.send(i, msg, admission) {
+                Ok(()) => result.accepted += len,
+                Err(_) => result.shed += len,
+            }
+        }
+        self.submitted.fetch_add(result.accepted as u64, Relaxed);
+        self.shed.fetch_add(result.shed as u64, Relaxed);
+        result
+    }
+
+    /// Checks a dispatcher's command against the registry, records it, and
+    /// queues it for the vehicle's shard. Completing or failing a stop, and
+    /// every route change, is visible to [`Engine::stop`] on return.
+    pub fn command(
+        &self,
+        cmd: Command,
+        time: f64,
+        admission: Admission,
+    ) -> Result<(), CommandError> {
+        if !time.is_finite() {
+            return Err(CommandError::NotFinite);
+        }
+        let mut reg = self.registry.write().unwrap_or_else(|p| p.into_inner());
+        self.validate(&reg, &cmd)?;
+        let shard = shard_of(cmd.vehicle(), self.shards.len());
+        let applied = cmd.clone();
+        self.send(shard, Msg::Command { cmd, time }, admission)
+            .map_err(|_| CommandError::Overloaded)?;
+        apply(&mut reg, &applied, time);
+        Ok(())
+    }
+
+    /// Moves an open stop to another vehicle (at `index` among its open
+    /// stops, or last).
+    pub fn reassign(
+        &self,
+        stop: StopId,
+        to: VehicleId,
+        index: Option<usize>,
+        time: f64,
+    ) -> Result<(), CommandError> {
+        let (from, plan) = {
+            let reg = self.registry.read().unwrap_or_else(|p| p.into_inner());
+            let r = reg
+                .stops
+                .get(&stop)
+                .ok_or(CommandError::UnknownStop(stop))?;
+            if r.outcome.is_some() {
+                return Err(CommandError::StopClosed(stop));
+            }
+            (r.vehicle, r.plan.clone())
+        };
+        let wait = Admission::Wait(Duration::from_secs(5));
+        self.command(
+            Command::RemoveStop {
+                vehicle: from,
+                stop,
+            },
+            time,
+            wait,
+        )?;
+        self.command(
+            Command::AddStop {
+                vehicle: to,
+                stop: plan,
+                index,
+            },
+            time,
+            wait,
+        )
+    }
+
+    fn validate(&self, reg: &Registry, cmd: &Command) -> Result<(), CommandError> {
+        let owned_open = |stop: StopId, vehicle: VehicleId| -> Result<(), CommandError> {
+            let r = reg
+                .stops
+                .get(&stop)
+                .ok_or(CommandError::UnknownStop(stop))?;
+            if r.vehicle != vehicle {
+                return Err(CommandError::WrongVehicle {
+                    stop,
+                    vehicle: r.vehicle,
+                });
+            }
+            if r.outcome.is_some() {
+                return Err(CommandError::StopClosed(stop));
+            }
+            Ok(())
+        };
+        let snaps = |plan: &StopPlan| -> Result<(), CommandError> {
+            let mut near = Vec::new();
+            let max_m = self.config.eta.stop_snap_m;
+            legs::StopPlace::snap(&self.graph, plan.pos, max_m, &mut near)
+                .map(|_| ())
+                .ok_or(CommandError::OffRoad {
+                    stop: plan.id,
+                    max_m,
+                })
+        };
+        match cmd {
+            Command::AssignRoute { vehicle, stops } => {
+                let mut seen = std::collections::HashSet::new();
+                for s in stops {
+                    if !seen.insert(s.id) {
+                        return Err(CommandError::DuplicateStop(s.id));
+                    }
+                    if let Some(r) = reg.stops.get(&s.id) {
+                        if r.vehicle != *vehicle {
+                            return Err(CommandError::WrongVehicle {
+                                stop: s.id,
+                                vehicle: r.vehicle,
+                            });
+                        }
+                        if r.outcome.is_some() {
+                            return Err(CommandError::StopClosed(s.id));
+                        }
+                    }
+                    snaps(s)?;
+                }
+                Ok(())
+            }
+            Command::AddStop { stop, .. } => {
+                if reg.stops.contains_key(&stop.id) {
+                    return Err(CommandError::DuplicateStop(stop.id));
+                }
+                snaps(stop)
+            }
+            Command::RemoveStop { vehicle, stop } => owned_open(*stop, *vehicle),
+            Command::Complete { vehicle, stop, .. } | Command::Fail { vehicle, stop, .. } => {
+                owned_open(*stop, *vehicle)
+            }
+            Command::Reorder { vehicle, order } => {
+                let mut want = reg.routes.get(vehicle).cloned().unwrap_or_default();
+                let mut got = order.clone();
+                want.sort_unstable();
+                got.sort_unstable();
+                if want == got {
+                    Ok(())
+                } else {
+                    Err(CommandError::BadOrder)
+                }
+            }
+        }
+    }
+
+    /// A barrier: returns once every shard has processed everything queued
+    /// before the call.
+    pub fn sync(&self) {
+        let replies: Vec<Receiver<()>> = (0..self.shards.len())
+            .map(|i| {
+                let (tx, rx) = bounded(1);
+                self.send_control(i, Msg::Sync(tx));
+                rx
+            })
+            .collect();
+        for r in replies {
+            let _ = r.recv();
+        }
+    }
+
+    /// The periodic step at event time `now`: vehicles silent for too long
+    /// go offline; traffic learnt since the last tick becomes a new metric
+    /// (partial customization of the changed edges), installed in every
+    /// shard, which refresh the ETAs whose paths cross them. Returns the
+    /// number of edges whose travel time changed.
+    pub fn tick(&self, now: f64) -> usize {
+        let replies: Vec<Receiver<Vec<EdgeObservation>>> = (0..self.shards.len())
+            .map(|i| {
+                let (tx, rx) = bounded(1);
+                self.send_control(i, Msg::Tick { now, reply: tx });
+                rx
+            })
+            .collect();
+        let mut observations: Vec<EdgeObservation> = Vec::new();
+        for r in replies {
+            if let Ok(mut o) = r.recv() {
+                observations.append(&mut o);
+            }
+        }
+        {
+            let mut reg = self.registry.write().unwrap_or_else(|p| p.into_inner());
+            let horizon = now - self.config.closed_retention_s;
+            reg.stops
+                .retain(|_, r| r.closed_at.is_none_or(|t| t >= horizon));
+        }
+        let mut co = self.coordinator.lock().unwrap_or_else(|p| p.into_inner());
+        co.stats.ticks += 1;
+        if !self.config.learning {
+            return 0;
+        }
+        // The same observations in the same order whatever the shard count.
+        observations.sort_by(|a, b| {
+            a.time
+                .total_cmp(&b.time)
+                .then(a.edge.cmp(&b.edge))
+                .then(a.metres.total_cmp(&b.metres))
+                .then(a.seconds.total_cmp(&b.seconds))
+        });
+        for o in &observations {
+            co.traffic.observe(&self.graph, o);
+        }
+        let mut changes = Vec::new();
+        co.traffic.changes(&self.graph, now, &mut changes);
+        co.stats.traffic_tracked = co.traffic.tracked();
+        if changes.is_empty() {
+            return 0;
+        }
+        let started = Instant::now();
+        let cch = Cch::new(&self.graph);
+        // Reuse the previous metric when no shard holds it any more (every
+        // shard took the newer one before answering this tick).
+        let pending = std::mem::take(&mut co.pending);
+        let mut next = match co.spare.take().map(Arc::try_unwrap) {
+            Some(Ok(mut spare)) => {
+                spare.update(&cch, &pending);
+                Arc::new(spare)
+            }
+            _ => {
+                co.stats.metric_copies += 1;
+                Arc::new((*co.current).clone())
+            }
+        };
+        Arc::get_mut(&mut next)
+            .expect("unique")
+            .update(&cch, &changes);
+        co.stats.customization_ms += started.elapsed().as_secs_f64() * 1e3;
+        co.stats.metric_updates += 1;
+        co.stats.edges_changed += changes.len() as u64;
+        let mut changed = EdgeSet::new(self.graph.num_edges());
+        for &(e, _) in &changes {
+            changed.insert(e);
+        }
+        let changed = Arc::new(changed);
+        let previous = std::mem::replace(&mut co.current, next.clone());
+        co.spare = Some(previous);
+        co.pending = changes;
+        let count = co.pending.len();
+        drop(co);
+        for i in 0..self.shards.len() {
+            self.send_control(
+                i,
+                Msg::Metric {
+                    metric: next.clone(),
+                    changed: changed.clone(),
+                    now,
+                },
+            );
+        }
+        count
+    }
+
+    /// The current routing metric (free flow plus learnt traffic).
+    pub fn metric(&self) -> Arc<CchMetric> {
+        self.coordinator
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .current
+            .clone()
+    }
+
+    /// The learnt travel time of an edge at `now`, ms.
+    pub fn learnt_travel_time_ms(&self, edge: u32, now: f64) -> u32 {
+        let co = self.coordinator.lock().unwrap_or_else(|p| p.into_inner());
+        co.traffic.travel_time_ms(&self.graph, edge, now)
+    }
+
+    /// Rebuilds the live-vehicle R-tree from the latest positions (call it
+    /// about once a second for nearest/box answers that fresh).
+    pub fn refresh_index(&self, now: f64) {
+        self.live.rebuild(now);
+    }
+
+    // ---------------------------------------------------------------- queries
+
+    /// A vehicle's latest state.
+    pub fn vehicle(&self, id: VehicleId) -> Option<VehicleSnapshot> {
+        self.snapshots.get(&id).map(|s| s.clone())
+    }
+
+    /// Reads a vehicle's latest state in place (no copy).
+    pub fn with_vehicle<R>(
+        &self,
+        id: VehicleId,
+        f: impl FnOnce(&VehicleSnapshot) -> R,
+    ) -> Option<R> {
+        self.snapshots.get(&id).map(|s| f(&s))
+    }
+
+    /// Every vehicle's id (any order).
+    pub fn vehicle_ids(&self) -> Vec<VehicleId> {
+        self.snapshots.iter().map(|e| *e.key()).collect()
+    }
+
+    /// One stop: its record, ETA and "stops before yours", and where its vehicle is.
+    pub fn stop(&self, id: StopId) -> Option<StopView> {
+        let record = {
+            let reg = self.registry.read().unwrap_or_else(|p| p.into_inner());
+            reg.stops.get(&id)?.clone()
+        };
+        let (eta, vehicle_pos, vehicle_time) = self
+            .with_vehicle(record.vehicle, |v| {
+                (v.stop(id).copied(), v.pos, v.matched_time)
+            })
+            .unwrap_or((None, LatLon::new(f64::NAN, f64::NAN), f64::NAN));
+        Some(StopView {
+            record,
+            eta,
+            vehicle_pos,
+            vehicle_time,
+        })
+    }
+
+    /// The vehicle's open stops in route order, as the registry has them.
+    pub fn route(&self, vehicle: VehicleId) -> Vec<StopId> {
+        let reg = self.registry.read().unwrap_or_else(|p| p.into_inner());
+        reg.routes.get(&vehicle).cloned().unwrap_or_default()
+    }
+
+    /// The `k` vehicles nearest to `p` (as of the last index refresh).
+    pub fn nearest(&self, p: LatLon, k: usize, out: &mut Vec<Found>) {
+        self.live.nearest(p, k, out);
+    }
+
+    /// Vehicles in `[min_lon, min_lat, max_lon, max_lat]`.
+    pub fn in_box(&self, b: [f64; 4], out: &mut Vec<Found>) {
+        self.live.in_box(b, out);
+    }
+
+    /// Counters and latency so far.
+    pub fn stats(&self) -> EngineStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut s = self
+            .coordinator
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .stats
+            .clone();
+        for h in &self.shards {
+            let r = h.report.lock().unwrap_or_else(|p| p.into_inner());
+            s.shards.add(&r.counters);
+            s.latency.merge_from(&mut r.latency.clone());
+        }
+        s.submitted = self.submitted.load(Relaxed);
+        s.shed = self.shed.load(Relaxed);
+        s.queue_full = self.queue_full.load(Relaxed);
+        s
+    }
+
+    /// Bytes of live state per vehicle: the shards' vehicles (as of the last
+    /// tick or sync), their snapshots and their live-index entries.
+    pub fn bytes_per_vehicle(&self) -> f64 {
+        let vehicles = self.snapshots.len().max(1);
+        let shard_bytes: u64 = self
+            .shards
+            .iter()
+            .map(|h| {
+                h.report
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .counters
+                    .vehicle_bytes
+            })
+            .sum();
+        let snap_bytes: usize = self
+            .snapshots
+            .iter()
+            .map(|s| {
+                std::mem::size_of::<(VehicleId, VehicleSnapshot)>()
+                    + s.stops.capacity() * std::mem::size_of::<StopEta>()
+            })
+            .sum();
+        let live =
+            self.live.len() * (std::mem::size_of::<crate::live_index::LivePosition>() + 8 + 48);
+        (shard_bytes as f64 + snap_bytes as f64 + live as f64) / vehicles as f64
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        for h in &self.shards {
+            let _ = h.inbox.send(Msg::Stop);
+        }
+        for h in &mut self.shards {
+            if let Some(t) = h.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// Records an accepted command in the registry.
+fn apply(reg: &mut Registry, cmd: &Command, time: f64) {
+    match cmd {
+        Command::AssignRoute { vehicle, stops } => {
+            let old = reg.routes.remove(vehicle).unwrap_or_default();
+            for id in old {
+                reg.stops.remove(&id);
+            }
+            for s in stops {
+                reg.stops.insert(
+                    s.id,
+                    StopRecord {
+                        vehicle: *vehicle,
+                        plan: s.clone(),
+                        outcome: None,
+                        closed_at: None,
+                    },
+                );
+            }
+            reg.routes
+                .insert(*vehicle, stops.iter().map(|s| s.id).collect());
+        }
+        Command::AddStop {
+            vehicle,
+            stop,
+            index,
+        } => {
+            reg.stops.insert(
+                stop.id,
+                StopRecord {
+                    vehicle: *vehicle,
+                    plan: stop.clone(),
+                    outcome: None,
+                    closed_at: None,
+                },
+            );
+            let route = reg.routes.entry(*vehicle).or_default();
+            let at = index.unwrap_or(route.len()).min(route.len());
+            route.insert(at, stop.id);
+        }
+        Command::RemoveStop { vehicle, stop } => {
+            reg.stops.remove(stop);
+            if let Some(r) = reg.routes.get_mut(vehicle) {
+                r.retain(|s| s != stop);
+            }
+        }
+        Command::Reorder { vehicle, order } => {
+            reg.routes.insert(*vehicle, order.clone());
+        }
+        Command::Complete {
+            vehicle,
+            stop,
+            proof,
+        } => {
+            close(
+                reg,
+                *vehicle,
+                *stop,
+                StopOutcome::Completed(proof.clone()),
+                time,
+            );
+        }
+        Command::Fail {
+            vehicle,
+            stop,
+            reason,
+        } => {
+            close(
+                reg,
+                *vehicle,
+                *stop,
+                StopOutcome::Failed {
+                    reason: reason.clone(),
+                },
+                time,
+            );
+        }
+    }
+}
+
+fn close(reg: &mut Registry, vehicle: VehicleId, stop: StopId, outcome: StopOutcome, time: f64) {
+    if let Some(r) = reg.stops.get_mut(&stop) {
+        r.outcome = Some(outcome);
+        r.closed_at = Some(time);
+    }
+    if let Some(r) = reg.routes.get_mut(&vehicle) {
+        r.retain(|s| *s != stop);
+    }
+}
+
+impl FleetConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        self.matcher.validate().map_err(|e| e.to_string())?;
+        self.detect.validate()?;
+        if self.queue_capacity == 0 {
+            return Err("queue_capacity must be at least 1".into());
+        }
+        if !(self.eta.stop_snap_m > 0.0) || !(self.eta.reroute_change >= 0.0) {
+            return Err(
+                "eta.stop_snap_m must be positive and eta.reroute_change not negative".into(),
+            );
+        }
+        Ok(())
+    }
+}

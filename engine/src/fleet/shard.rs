@@ -1,0 +1,305 @@
+//! A shard: one worker thread owning the vehicles whose id hashes to it,
+//! fed by one bounded queue. Messages are taken strictly in queue order, so
+//! a vehicle's pings, commands and ticks are processed in the order they
+//! were submitted; vehicles never share state, and the routing metric
+//! changes only at ticks, which is what makes the results independent of
+//! the shard count.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender};
+use dashmap::DashMap;
+use lastmile_roadgraph::{Cch, CchMetric, EdgeCandidate, Graph, Router};
+
+use super::detect::DetectConfig;
+use super::eta::EtaConfig;
+use super::events::{Event, EventBus, EventKind};
+use super::latency::Histogram;
+use super::snapshot::VehicleSnapshot;
+use super::stops::Command;
+use super::vehicle::Vehicle;
+use super::{EdgeSet, FleetConfig, VehicleId};
+use crate::Ping;
+use crate::live_index::LiveIndex;
+use crate::matcher::{MatchOutput, Matcher, MatcherStats};
+use crate::traffic::{EdgeObservation, TrafficConfig};
+
+/// What a shard is asked to do.
+pub(crate) enum Msg {
+    Pings {
+        pings: Vec<(VehicleId, Ping)>,
+        accepted_at: Instant,
+    },
+    Command {
+        cmd: Command,
+        time: f64,
+    },
+    /// Offline checks at `now`; the traffic observations gathered since the
+    /// last tick go back on `reply`.
+    Tick {
+        now: f64,
+        reply: Sender<Vec<EdgeObservation>>,
+    },
+    /// Route on this metric from now on; refresh the ETAs whose paths cross
+    /// the changed edges.
+    Metric {
+        metric: Arc<CchMetric>,
+        changed: Arc<EdgeSet>,
+        now: f64,
+    },
+    /// Answered once everything queued before it is done.
+    Sync(Sender<()>),
+    Stop,
+}
+
+/// Counters of one shard (summed by the engine).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ShardCounters {
+    pub pings: u64,
+    pub batches: u64,
+    pub commands: u64,
+    pub commands_rejected: u64,
+    pub ticks: u64,
+    pub vehicles: u64,
+    /// Events by [`EventKind`] (indexed by its number).
+    pub events: [u64; 16],
+    /// Searches for the leg to the next stop: first time, after leaving the
+    /// path, periodic refresh, traffic.
+    pub leg_routes: u64,
+    pub stop_leg_routes: u64,
+    pub reroutes: u64,
+    pub refreshes: u64,
+    pub retimes: u64,
+    pub traffic_reroutes: u64,
+    pub unroutable: u64,
+    pub unsnappable_stops: u64,
+    pub metric_updates: u64,
+    /// Observations dropped because a tick's buffer was full.
+    pub observations_dropped: u64,
+    /// Heap bytes held by the shard's vehicles (as of the last tick or sync).
+    pub vehicle_bytes: u64,
+    pub matcher: MatcherStats,
+}
+
+impl ShardCounters {
+    pub fn event_count(&self, k: EventKind) -> u64 {
+        self.events[k as usize]
+    }
+
+    pub(crate) fn add(&mut self, o: &ShardCounters) {
+        self.pings += o.pings;
+        self.batches += o.batches;
+        self.commands += o.commands;
+        self.commands_rejected += o.commands_rejected;
+        self.ticks += o.ticks;
+        self.vehicles += o.vehicles;
+        for (a, b) in self.events.iter_mut().zip(o.events) {
+            *a += b;
+        }
+        self.leg_routes += o.leg_routes;
+        self.stop_leg_routes += o.stop_leg_routes;
+        self.reroutes += o.reroutes;
+        self.refreshes += o.refreshes;
+        self.retimes += o.retimes;
+        self.traffic_reroutes += o.traffic_reroutes;
+        self.unroutable += o.unroutable;
+        self.unsnappable_stops += o.unsnappable_stops;
+        self.metric_updates += o.metric_updates;
+        self.observations_dropped += o.observations_dropped;
+        self.vehicle_bytes += o.vehicle_bytes;
+        let m = &mut self.matcher;
+        m.pings += o.matcher.pings;
+        for (a, b) in m.by_status.iter_mut().zip(o.matcher.by_status) {
+            *a += b;
+        }
+        m.forced += o.matcher.forced;
+        m.searches += o.matcher.searches;
+        m.settled += o.matcher.settled;
+    }
+}
+
+/// What a shard publishes for the engine to read: counters and the latency
+/// from a ping being accepted to its ETAs being updated.
+#[derive(Default)]
+pub(crate) struct ShardReport {
+    pub counters: ShardCounters,
+    pub latency: Histogram,
+}
+
+/// Everything a vehicle needs from its shard while it processes an input.
+pub(crate) struct Ctx<'g> {
+    pub graph: &'g Graph,
+    pub matcher: Matcher<'g>,
+    pub router: Router<'g>,
+    pub out: MatchOutput,
+    pub detect: DetectConfig,
+    pub eta: EtaConfig,
+    pub traffic: TrafficConfig,
+    pub events: Vec<Event>,
+    pub observations: Vec<EdgeObservation>,
+    pub changed: Arc<EdgeSet>,
+    pub near: Vec<EdgeCandidate>,
+    pub counters: ShardCounters,
+}
+
+/// Vehicle ids are already well spread by the caller or not at all; a
+/// multiplicative hash is enough and much cheaper than SipHash.
+#[derive(Default)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x100_0000_01B3);
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (v ^ (v >> 29)).wrapping_mul(0xBF58_476D_1CE4_E5B9) ^ (v >> 32);
+    }
+}
+
+pub(crate) type IdMap<V> = HashMap<VehicleId, V, BuildHasherDefault<IdHasher>>;
+
+/// The shared things a shard writes to.
+pub(crate) struct Outlets {
+    pub snapshots: Arc<DashMap<VehicleId, VehicleSnapshot>>,
+    pub live: Arc<LiveIndex>,
+    pub events: Arc<EventBus>,
+    pub report: Arc<Mutex<ShardReport>>,
+    pub recycle: Sender<Vec<(VehicleId, Ping)>>,
+}
+
+/// The shard's thread body: runs until `Stop` or until the engine is gone.
+pub(crate) fn run(
+    graph: &Graph,
+    config: &FleetConfig,
+    metric: Arc<CchMetric>,
+    inbox: Receiver<Msg>,
+    outlets: Outlets,
+) {
+    let mut ctx = Ctx {
+        graph,
+        matcher: Matcher::new(graph, config.matcher.clone()),
+        router: Router::shared(Cch::new(graph), metric),
+        out: MatchOutput::default(),
+        detect: config.detect,
+        eta: config.eta,
+        traffic: config.traffic.clone(),
+        events: Vec::new(),
+        observations: Vec::new(),
+        changed: Arc::new(EdgeSet::new(0)),
+        near: Vec::new(),
+        counters: ShardCounters::default(),
+    };
+    let mut vehicles: IdMap<Vehicle> = IdMap::default();
+    let mut latency = Histogram::default();
+    let max_observations = config.max_observations_per_tick;
+    while let Ok(msg) = inbox.recv() {
+        match msg {
+            Msg::Pings {
+                mut pings,
+                accepted_at,
+            } => {
+                ctx.counters.batches += 1;
+                for (id, ping) in pings.drain(..) {
+                    ctx.counters.pings += 1;
+                    let v = vehicles.entry(id).or_insert_with(|| Vehicle::new(id));
+                    v.on_ping(&mut ctx, &ping);
+                    publish(v, &outlets);
+                    latency.record(accepted_at.elapsed());
+                }
+                let _ = outlets.recycle.try_send(pings);
+            }
+            Msg::Command { cmd, time } => {
+                ctx.counters.commands += 1;
+                let id = cmd.vehicle();
+                let v = vehicles.entry(id).or_insert_with(|| Vehicle::new(id));
+                if !v.on_command(&mut ctx, &cmd, time) {
+                    ctx.counters.commands_rejected += 1;
+                }
+                publish(v, &outlets);
+            }
+            Msg::Tick { now, reply } => {
+                ctx.counters.ticks += 1;
+                for v in vehicles.values_mut() {
+                    if v.check_offline(&mut ctx, now) {
+                        publish(v, &outlets);
+                    }
+                }
+                ctx.counters.vehicle_bytes = vehicle_bytes(&vehicles);
+                let mut obs = std::mem::take(&mut ctx.observations);
+                if obs.len() > max_observations {
+                    ctx.counters.observations_dropped += (obs.len() - max_observations) as u64;
+                    obs.truncate(max_observations);
+                }
+                let _ = reply.send(obs);
+            }
+            Msg::Metric {
+                metric,
+                changed,
+                now,
+            } => {
+                ctx.counters.metric_updates += 1;
+                ctx.router.set_metric(metric);
+                ctx.changed = changed;
+                // A deterministic order: the events of a refresh do not depend
+                // on how the map happens to iterate.
+                let mut ids: Vec<VehicleId> = vehicles.keys().copied().collect();
+                ids.sort_unstable();
+                for id in ids {
+                    let v = vehicles.get_mut(&id).expect("listed");
+                    v.on_metric(&mut ctx, now);
+                    publish(v, &outlets);
+                }
+            }
+            Msg::Sync(reply) => {
+                ctx.counters.vehicle_bytes = vehicle_bytes(&vehicles);
+                let _ = reply.send(());
+            }
+            Msg::Stop => break,
+        }
+        // Observations beyond twice the per-tick allowance are dropped here
+        // too, so a tick that never comes cannot grow them without bound.
+        if ctx.observations.len() > 2 * max_observations {
+            let extra = ctx.observations.len() - 2 * max_observations;
+            ctx.counters.observations_dropped += extra as u64;
+            ctx.observations.drain(..extra);
+        }
+        outlets.events.publish(&mut ctx.events);
+        ctx.counters.vehicles = vehicles.len() as u64;
+        let mut report = outlets.report.lock().unwrap_or_else(|p| p.into_inner());
+        report.counters = ShardCounters {
+            matcher: ctx.matcher.stats(),
+            ..ctx.counters.clone()
+        };
+        report.latency.merge_from(&mut latency);
+    }
+}
+
+fn vehicle_bytes(vehicles: &IdMap<Vehicle>) -> u64 {
+    let table = vehicles.capacity() * (std::mem::size_of::<(VehicleId, Vehicle)>() + 1);
+    (table + vehicles.values().map(Vehicle::heap_bytes).sum::<usize>()) as u64
+}
+
+/// Writes a vehicle's state where queries read it.
+fn publish(v: &Vehicle, outlets: &Outlets) {
+    match outlets.snapshots.get_mut(&v.id) {
+        Some(mut s) => v.fill_snapshot(&mut s),
+        None => {
+            let mut s = VehicleSnapshot::new(v.id);
+            v.fill_snapshot(&mut s);
+            outlets.snapshots.insert(v.id, s);
+        }
+    }
+    if let Some(p) = v.live_position() {
+        outlets.live.update(v.id, p);
+    }
+}

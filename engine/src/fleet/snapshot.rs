@@ -1,0 +1,81 @@
+//! What queries read without entering a shard: each vehicle's latest state
+//! (position, motion, next stop, every remaining stop's ETA), written by its
+//! shard after each ping, command or tick, in place (no allocation once a
+//! vehicle's entry exists).
+
+use lastmile_roadgraph::LatLon;
+
+use super::stops::StopStatus;
+use super::{StopId, VehicleId};
+use crate::MatchStatus;
+
+/// One stop as the vehicle's snapshot shows it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StopEta {
+    pub stop: StopId,
+    pub status: StopStatus,
+    /// Expected arrival (event time, s) for a remaining stop, the arrival
+    /// time for an arrived or closed one; NaN when unknown (no route).
+    pub eta: f64,
+    /// Road metres still to drive to it (0 once arrived; NaN unknown).
+    pub remaining_m: f64,
+    /// Remaining stops the vehicle serves before this one.
+    pub stops_before: u32,
+    /// The ETA is past the promised window.
+    pub late: bool,
+    pub window_end: f64,
+}
+
+/// A vehicle's latest state.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VehicleSnapshot {
+    pub vehicle: VehicleId,
+    /// Event time of the last ping taken (of any status).
+    pub time: f64,
+    /// Status of the last ping.
+    pub status: MatchStatus,
+    /// Last matched position (NaN before the first match).
+    pub pos: LatLon,
+    pub edge: u32,
+    pub offset_m: f64,
+    /// Time of the last matched position.
+    pub matched_time: f64,
+    pub speed_mps: f64,
+    /// Degrees clockwise from north (NaN unknown).
+    pub heading_deg: f64,
+    pub moving: bool,
+    pub online: bool,
+    /// Metres driven on the matched path since the start of the (UTC) day.
+    pub odometer_m: f64,
+    pub next_stop: Option<StopId>,
+    pub off_route: bool,
+    /// The vehicle's stops in route order: closed ones it still holds, then
+    /// the arrived and remaining ones.
+    pub stops: Vec<StopEta>,
+}
+
+impl VehicleSnapshot {
+    pub fn new(vehicle: VehicleId) -> Self {
+        Self {
+            vehicle,
+            time: f64::NAN,
+            status: MatchStatus::Invalid,
+            pos: LatLon::new(f64::NAN, f64::NAN),
+            edge: u32::MAX,
+            offset_m: 0.0,
+            matched_time: f64::NAN,
+            speed_mps: 0.0,
+            heading_deg: f64::NAN,
+            moving: false,
+            online: false,
+            odometer_m: 0.0,
+            next_stop: None,
+            off_route: false,
+            stops: Vec::new(),
+        }
+    }
+
+    pub fn stop(&self, id: StopId) -> Option<&StopEta> {
+        self.stops.iter().find(|s| s.stop == id)
+    }
+}

@@ -1,0 +1,143 @@
+//! Delivery stops as a dispatcher describes them, their lifecycle, and the
+//! commands that change a vehicle's route.
+//!
+//! A stop goes `pending` → `next` (the first stop of the route still to be
+//! reached) → `arrived` (inside its geofence and slow) → `completed` (with
+//! optional proof of delivery) or `failed` (with a reason). A driver may
+//! complete or fail a stop without the geofence ever seeing them there, and
+//! may reach stops out of order; both are accepted as they happen.
+
+use lastmile_roadgraph::LatLon;
+
+use super::{StopId, VehicleId};
+
+/// The promised time window of a stop (event time, seconds).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TimeWindow {
+    pub start: f64,
+    pub end: f64,
+}
+
+/// A stop as planned by the dispatcher.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StopPlan {
+    pub id: StopId,
+    pub pos: LatLon,
+    pub window: Option<TimeWindow>,
+    /// Expected time spent at the stop, seconds.
+    pub service_s: f64,
+    pub customer_ref: Option<String>,
+}
+
+impl StopPlan {
+    pub fn new(id: StopId, pos: LatLon) -> Self {
+        Self {
+            id,
+            pos,
+            window: None,
+            service_s: 0.0,
+            customer_ref: None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum StopStatus {
+    #[default]
+    Pending = 0,
+    Next = 1,
+    Arrived = 2,
+    Completed = 3,
+    Failed = 4,
+}
+
+impl StopStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Next => "next",
+            Self::Arrived => "arrived",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// Still to be reached: ETAs are kept for these.
+    pub fn is_remaining(self) -> bool {
+        matches!(self, Self::Pending | Self::Next)
+    }
+
+    /// Completed or failed: nothing will change it any more.
+    pub fn is_closed(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed)
+    }
+}
+
+/// Proof of delivery attached to a completed stop. References point to
+/// wherever the platform keeps photos and signatures.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ProofOfDelivery {
+    pub photo_refs: Vec<String>,
+    pub signature_ref: Option<String>,
+    pub note: Option<String>,
+    /// Where the device says it was completed.
+    pub pos: Option<LatLon>,
+}
+
+/// How a closed stop ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StopOutcome {
+    Completed(ProofOfDelivery),
+    Failed { reason: String },
+}
+
+/// A change to routes and stops. Every command carries the event time it
+/// was issued at, so replays give the same events.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    /// Replaces the vehicle's open stops (closed ones stay in its history).
+    AssignRoute {
+        vehicle: VehicleId,
+        stops: Vec<StopPlan>,
+    },
+    /// Inserts a stop at `index` among the vehicle's open stops (the end if
+    /// `None` or past it).
+    AddStop {
+        vehicle: VehicleId,
+        stop: StopPlan,
+        index: Option<usize>,
+    },
+    RemoveStop {
+        vehicle: VehicleId,
+        stop: StopId,
+    },
+    /// New order of the vehicle's open stops; must name each exactly once.
+    Reorder {
+        vehicle: VehicleId,
+        order: Vec<StopId>,
+    },
+    Complete {
+        vehicle: VehicleId,
+        stop: StopId,
+        proof: ProofOfDelivery,
+    },
+    Fail {
+        vehicle: VehicleId,
+        stop: StopId,
+        reason: String,
+    },
+}
+
+impl Command {
+    pub fn vehicle(&self) -> VehicleId {
+        match self {
+            Self::AssignRoute { vehicle, .. }
+            | Self::AddStop { vehicle, .. }
+            | Self::RemoveStop { vehicle, .. }
+            | Self::Reorder { vehicle, .. }
+            | Self::Complete { vehicle, .. }
+            | Self::Fail { vehicle, .. } => *vehicle,
+        }
+    }
+}

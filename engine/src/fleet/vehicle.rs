@@ -1,0 +1,878 @@
+//! One vehicle's live state and what each ping, command and tick does to it:
+//! match, motion and odometer, stop lifecycle (geofence arrival and
+//! departure), incremental ETAs along the leg to the next stop and the legs
+//! between stops, and the detectors. Everything runs inside the vehicle's
+//! shard, in event time.
+
+use lastmile_roadgraph::geo::haversine_m;
+use lastmile_roadgraph::{EdgePos, LatLon, SpeedLimit};
+
+use super::detect::{Braking, Motion, OffRoute, RouteChange, Speeding, lateness};
+use super::events::{Event, EventKind};
+use super::legs::{Leg, StopLeg, StopPlace};
+use super::shard::Ctx;
+use super::snapshot::{StopEta, VehicleSnapshot};
+use super::stops::{Command, ProofOfDelivery, StopOutcome, StopPlan, StopStatus};
+use super::{StopId, VehicleId};
+use crate::Ping;
+use crate::matcher::{MatchStatus, VehicleTrack};
+use crate::traffic::TraversalAccumulator;
+
+/// Closed stops a vehicle keeps for its snapshot (the durable history is
+/// the store's job); older ones are forgotten so memory stays bounded.
+const KEEP_CLOSED: usize = 16;
+/// Time constant of the speed estimate when the device reports none, s.
+const SPEED_TAU_S: f64 = 5.0;
+
+/// One stop of a vehicle's route.
+#[derive(Clone, Debug)]
+pub(crate) struct StopState {
+    pub plan: StopPlan,
+    pub place: StopPlace,
+    /// The snapped road position (where the vehicle will stand).
+    pub road_pos: LatLon,
+    pub status: StopStatus,
+    pub eta: f64,
+    pub remaining_m: f64,
+    /// ETA last announced by `eta_changed` (NaN: none yet).
+    pub announced: f64,
+    pub late: bool,
+    pub arrived_at: Option<f64>,
+    pub outcome: Option<StopOutcome>,
+}
+
+/// Where the vehicle was last placed on a road.
+#[derive(Clone, Copy, Debug)]
+struct Placed {
+    time: f64,
+    edge: u32,
+    offset_m: f64,
+    point: LatLon,
+}
+
+pub(crate) struct Vehicle {
+    pub id: VehicleId,
+    track: VehicleTrack,
+    traversals: TraversalAccumulator,
+    /// Time of the last ping taken (any status), and its position.
+    last_seen: Option<(f64, LatLon)>,
+    placed: Option<Placed>,
+    speed_mps: f64,
+    heading_deg: f64,
+    motion: Motion,
+    online: bool,
+    odometer_m: f64,
+    odometer_day: i64,
+    event_seq: u64,
+    last_status: MatchStatus,
+    /// Route order: closed stops first (at most [`KEEP_CLOSED`]), then the rest.
+    stops: Vec<StopState>,
+    /// The path to the next remaining stop, and which stop that is.
+    leg: Option<(StopId, Leg)>,
+    /// The path planned when the leg began, kept when the vehicle left it
+    /// and the ETA path was rerouted: off-route is judged against it.
+    planned: Option<Vec<u32>>,
+    /// Paths between consecutive remaining stops, keyed by the stop pair.
+    stop_legs: Vec<((StopId, StopId), Option<StopLeg>)>,
+    /// Remaining seconds and metres to the next stop from the last position.
+    to_next: Option<(f64, f64)>,
+    refresh_at: f64,
+    /// Inside the geofence of this arrived stop, since.
+    at_stop: Option<(StopId, f64)>,
+    off_route: OffRoute,
+    speeding: Speeding,
+    braking: Braking,
+    stalled: bool,
+}
+
+impl Vehicle {
+    pub fn new(id: VehicleId) -> Self {
+        Self {
+            id,
+            track: VehicleTrack::new(),
+            traversals: TraversalAccumulator::default(),
+            last_seen: None,
+            placed: None,
+            speed_mps: 0.0,
+            heading_deg: f64::NAN,
+            motion: Motion::default(),
+            online: false,
+            odometer_m: 0.0,
+            odometer_day: i64::MIN,
+            event_seq: 0,
+            last_status: MatchStatus::Invalid,
+            stops: Vec::new(),
+            leg: None,
+            planned: None,
+            stop_legs: Vec::new(),
+            to_next: None,
+            refresh_at: f64::NEG_INFINITY,
+            at_stop: None,
+            off_route: OffRoute::default(),
+            speeding: Speeding::default(),
+            braking: Braking::default(),
+            stalled: false,
+        }
+    }
+
+    fn pos(&self) -> LatLon {
+        self.placed
+            .map(|p| p.point)
+            .or(self.last_seen.map(|s| s.1))
+            .unwrap_or(LatLon::new(f64::NAN, f64::NAN))
+    }
+
+    fn emit(
+        &mut self,
+        ctx: &mut Ctx,
+        kind: EventKind,
+        time: f64,
+        stop: Option<StopId>,
+        value: f64,
+        reference: f64,
+    ) {
+        ctx.events.push(Event {
+            vehicle: self.id,
+            seq: self.event_seq,
+            time,
+            kind,
+            stop,
+            pos: self.pos(),
+            value,
+            reference,
+        });
+        self.event_seq += 1;
+        ctx.counters.events[kind as usize] += 1;
+    }
+
+    /// Heap bytes held by this vehicle (allocated capacity).
+    pub fn heap_bytes(&self) -> usize {
+        self.track.heap_bytes()
+            + self.stops.capacity() * std::mem::size_of::<StopState>()
+            + self
+                .stops
+                .iter()
+                .map(|s| s.plan.customer_ref.as_ref().map_or(0, String::capacity))
+                .sum::<usize>()
+            + self.leg.as_ref().map_or(0, |(_, l)| l.heap_bytes())
+            + self.planned.as_ref().map_or(0, |p| p.capacity() * 4)
+            + self.stop_legs.capacity() * std::mem::size_of::<((StopId, StopId), Option<StopLeg>)>()
+            + self
+                .stop_legs
+                .iter()
+                .map(|(_, l)| l.as_ref().map_or(0, StopLeg::heap_bytes))
+                .sum::<usize>()
+    }
+
+    // ----------------------------------------------------------------- pings
+
+    /// Takes one ping through the whole pipeline.
+    pub fn on_ping(&mut self, ctx: &mut Ctx, ping: &Ping) {
+        let status = ctx.matcher.push(&mut self.track, ping, &mut ctx.out);
+        match status {
+            MatchStatus::Invalid | MatchStatus::OutOfOrder | MatchStatus::Duplicate => return,
+            _ => {}
+        }
+        self.last_status = status;
+        let now = ping.time;
+        if !self.online {
+            let silence = self.last_seen.map_or(0.0, |(t, _)| now - t);
+            self.online = true;
+            self.emit(ctx, EventKind::Online, now, None, silence, 0.0);
+        }
+        self.last_seen = Some((now, ping.pos));
+        self.take_path(ctx, status);
+        match status {
+            MatchStatus::Outlier => {
+                let d = self
+                    .placed
+                    .map_or(f64::NAN, |p| haversine_m(p.point, ping.pos));
+                self.emit(ctx, EventKind::GpsOutlier, now, None, d, 0.0);
+                return;
+            }
+            MatchStatus::Unmatched => return,
+            _ => {}
+        }
+        let est = ctx.out.immediate;
+        let here = Placed {
+            time: now,
+            edge: est.edge,
+            offset_m: est.offset_m,
+            point: est.point,
+        };
+        let prev = self.placed.replace(here);
+        self.update_motion(ctx, ping, prev, here, status);
+        self.check_stops(ctx, now);
+        self.update_etas(ctx, now, true);
+        self.check_stall(ctx, now);
+    }
+
+    /// The finalised path: odometer and traffic observations.
+    fn take_path(&mut self, ctx: &mut Ctx, status: MatchStatus) {
+        if status == MatchStatus::Reset {
+            self.traversals.close(&mut ctx.observations);
+        }
+        let out = &ctx.out;
+        for t in &out.path {
+            let day = (t.t_end / 86_400.0).floor() as i64;
+            if day != self.odometer_day {
+                self.odometer_day = day;
+                self.odometer_m = 0.0;
+            }
+            self.odometer_m += (t.to_m - t.from_m).max(0.0);
+            self.traversals.push(t, &ctx.traffic, &mut ctx.observations);
+        }
+    }
+
+    fn update_motion(
+        &mut self,
+        ctx: &mut Ctx,
+        ping: &Ping,
+        prev: Option<Placed>,
+        here: Placed,
+        status: MatchStatus,
+    ) {
+        let now = here.time;
+        let reported = ping.valid_speed();
+        self.speed_mps = match (reported, prev) {
+            (Some(v), _) => v,
+            (None, Some(prev)) if status == MatchStatus::Matched && now > prev.time => {
+                // Matched points of a standing vehicle do not move (the
+                // matcher holds them), so their displacement is a fair speed;
+                // smoothed, since single steps carry the GPS noise.
+                let v = haversine_m(prev.point, here.point) / (now - prev.time);
+                let a = 1.0 - (-(now - prev.time) / SPEED_TAU_S).exp();
+                self.speed_mps + a * (v - self.speed_mps)
+            }
+            _ => 0.0,
+        };
+        let g = ctx.graph;
+        self.heading_deg = ping
+            .valid_heading()
+            .unwrap_or_else(|| g.edge_bearing(here.edge, here.offset_m));
+        if self.motion.observe(&ctx.detect, now, self.speed_mps) && self.motion.moving {
+            self.stalled = false;
+        }
+        let limit = match g.speed_limit(here.edge) {
+            SpeedLimit::Kmh(k) => Some(f64::from(k) / 3.6),
+            SpeedLimit::Unknown | SpeedLimit::None => None,
+        };
+        if self
+            .speeding
+            .observe(&ctx.detect, now, self.speed_mps, limit)
+        {
+            let (top, lim) = (self.speeding.top_mps, limit.unwrap_or(f64::NAN));
+            self.emit(ctx, EventKind::Speeding, now, None, top, lim);
+        }
+        // Braking needs the device's own speeds: speeds from positions are
+        // too noisy over one or two seconds.
+        if let Some(v) = reported
+            && let Some(decel) = self.braking.observe(&ctx.detect, now, v)
+        {
+            let threshold = ctx.detect.harsh_braking_mps2;
+            self.emit(ctx, EventKind::HarshBraking, now, None, decel, threshold);
+        }
+    }
+
+    // ----------------------------------------------------------------- stops
+
+    fn next_index(&self) -> Option<usize> {
+        self.stops.iter().position(|s| s.status.is_remaining())
+    }
+
+    /// Marks the first remaining stop `next`, the other remaining ones `pending`.
+    fn mark_next(&mut self) {
+        let mut first = true;
+        for s in self.stops.iter_mut().filter(|s| s.status.is_remaining()) {
+            s.status = if first {
+                StopStatus::Next
+            } else {
+                StopStatus::Pending
+            };
+            first = false;
+        }
+    }
+
+    fn check_stops(&mut self, ctx: &mut Ctx, now: f64) {
+        let Some(p) = self.placed else { return };
+        if let Some((id, since)) = self.at_stop {
+            let away = self
+                .stops
+                .iter()
+                .find(|s| s.plan.id == id)
+                .map_or(f64::INFINITY, |s| haversine_m(s.road_pos, p.point));
+            if away > ctx.detect.depart_radius_m {
+                self.at_stop = None;
+                let r = ctx.detect.depart_radius_m;
+                self.emit(ctx, EventKind::Departed, now, Some(id), now - since, r);
+            }
+        }
+        if self.at_stop.is_some() || self.speed_mps >= ctx.detect.arrive_speed_mps {
+            return;
+        }
+        // The nearest remaining stop within the geofence: stops may be
+        // reached out of order.
+        let radius = ctx.detect.arrive_radius_m;
+        let hit = self
+            .stops
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.status.is_remaining())
+            .map(|(i, s)| (i, haversine_m(s.road_pos, p.point)))
+            .filter(|&(_, d)| d <= radius)
+            .min_by(|a, b| a.1.total_cmp(&b.1));
+        if let Some((i, d)) = hit {
+            let id = self.stops[i].plan.id;
+            let s = &mut self.stops[i];
+            s.status = StopStatus::Arrived;
+            s.arrived_at = Some(now);
+            s.eta = now;
+            s.remaining_m = 0.0;
+            self.at_stop = Some((id, now));
+            self.emit(ctx, EventKind::Arrived, now, Some(id), d, radius);
+            if self.stops[i].late {
+                // Arrived: lateness is settled, no more late/back_on_time.
+                self.stops[i].late = false;
+            }
+            self.end_leg(ctx, now);
+            self.mark_next();
+        }
+    }
+
+    /// The leg to the next stop is over (arrived, route changed).
+    fn end_leg(&mut self, ctx: &mut Ctx, now: f64) {
+        if let Some(off_for) = self.off_route.reset(now) {
+            self.emit(ctx, EventKind::BackOnRoute, now, None, off_for, 0.0);
+        }
+        self.leg = None;
+        self.planned = None;
+        self.to_next = None;
+    }
+
+    fn check_stall(&mut self, ctx: &mut Ctx, now: f64) {
+        if self.motion.moving
+            || self.stalled
+            || self.at_stop.is_some()
+            || self.next_index().is_none()
+        {
+            return;
+        }
+        let still = now - self.motion.since;
+        if still >= ctx.detect.stall_s {
+            self.stalled = true;
+            let next = self.next_index().map(|i| self.stops[i].plan.id);
+            let threshold = ctx.detect.stall_s;
+            self.emit(ctx, EventKind::Stalled, now, next, still, threshold);
+        }
+    }
+
+    // ------------------------------------------------------------------ ETAs
+
+    /// Routes from the vehicle's position to the next stop.
+    fn route_leg(&mut self, ctx: &mut Ctx, i: usize) -> bool {
+        let Some(p) = self.placed else { return false };
+        let from = EdgePos {
+            edge: p.edge,
+            offset_m: p.offset_m,
+        };
+        ctx.counters.leg_routes += 1;
+        let id = self.stops[i].plan.id;
+        match ctx.router.route(&[from], self.stops[i].place.positions()) {
+            Some(r) => {
+                let leg = Leg::from_route(ctx.graph, ctx.router.metric(), r);
+                self.leg = Some((id, leg));
+                true
+            }
+            None => {
+                ctx.counters.unroutable += 1;
+                self.leg = None;
+                false
+            }
+        }
+    }
+
+    /// Where the vehicle is on its leg: advance along the path, reroute when
+    /// it left it (or for the periodic refresh), and judge off-route.
+    fn advance_leg(&mut self, ctx: &mut Ctx, now: f64, from_ping: bool) {
+        self.to_next = None;
+        let (Some(i), Some(p)) = (self.next_index(), self.placed) else {
+            return;
+        };
+        let id = self.stops[i].plan.id;
+        if self.leg.as_ref().is_none_or(|(to, _)| *to != id) {
+            self.leg = None;
+            self.planned = None;
+            self.off_route.reset(now);
+            self.refresh_at = ctx.eta.next_refresh(self.id, now);
+            self.route_leg(ctx, i);
+        } else if from_ping && now >= self.refresh_at {
+            // The periodic refresh: a better path may exist now. Staggered
+            // per vehicle so the work is even over time.
+            self.refresh_at = ctx.eta.next_refresh(self.id, now);
+            ctx.counters.refreshes += 1;
+            self.reroute(ctx, i);
+        }
+        let Some((_, leg)) = self.leg.as_mut() else {
+            return;
+        };
+        let mut progress = leg.advance(ctx.graph, p.edge, p.offset_m);
+        if progress.is_none() {
+            // Left the ETA path: a new one from here.
+            ctx.counters.reroutes += 1;
+            self.reroute(ctx, i);
+            progress = self
+                .leg
+                .as_mut()
+                .and_then(|(_, l)| l.advance(ctx.graph, p.edge, p.offset_m));
+        }
+        self.to_next = progress.map(|pr| (pr.remaining_s, pr.remaining_m));
+        if from_ping {
+            self.judge_off_route(ctx, now, p.edge);
+        }
+    }
+
+    /// A new ETA path to stop `i`; the path planned at the leg's start is
+    /// kept for the off-route judgement.
+    fn reroute(&mut self, ctx: &mut Ctx, i: usize) {
+        let old = self.leg.take();
+        if self.planned.is_none()
+            && let Some((_, l)) = old
+        {
+            self.planned = Some(l.edges().to_vec());
+        }
+        self.route_leg(ctx, i);
+    }
+
+    fn judge_off_route(&mut self, ctx: &mut Ctx, now: f64, edge: u32) {
+        let g = ctx.graph;
+        let rev = g.reverse_edge(edge);
+        let planned: &[u32] = match (&self.planned, &self.leg) {
+            (Some(p), _) => p,
+            (None, Some((_, l))) => l.edges(),
+            (None, None) => return,
+        };
+        let on = planned.iter().any(|&e| e == edge || Some(e) == rev);
+        match self.off_route.observe(&ctx.detect, now, on) {
+            Some(RouteChange::Left(s)) => {
+                let next = self.next_index().map(|i| self.stops[i].plan.id);
+                let threshold = ctx.detect.off_route_s;
+                self.emit(ctx, EventKind::OffRoute, now, next, s, threshold);
+            }
+            Some(RouteChange::Rejoined(s)) => {
+                let next = self.next_index().map(|i| self.stops[i].plan.id);
+                self.emit(ctx, EventKind::BackOnRoute, now, next, s, 0.0);
+            }
+            None => {}
+        }
+    }
+
+    /// Makes `stop_legs` follow the remaining stops, reusing the paths of
+    /// pairs that did not change and routing the new ones.
+    fn sync_stop_legs(&mut self, ctx: &mut Ctx) {
+        let remaining: Vec<usize> = (0..self.stops.len())
+            .filter(|&i| self.stops[i].status.is_remaining())
+            .collect();
+        let pairs = remaining
+            .windows(2)
+            .map(|w| (self.stops[w[0]].plan.id, self.stops[w[1]].plan.id));
+        if self.stop_legs.len() == remaining.len().saturating_sub(1)
+            && pairs
+                .clone()
+                .zip(&self.stop_legs)
+                .all(|(p, (k, _))| p == *k)
+        {
+            return;
+        }
+        let mut old = std::mem::take(&mut self.stop_legs);
+        for w in remaining.windows(2) {
+            let key = (self.stops[w[0]].plan.id, self.stops[w[1]].plan.id);
+            let leg = match old.iter().position(|(k, _)| *k == key) {
+                Some(j) => old.swap_remove(j).1,
+                None => {
+                    ctx.counters.stop_leg_routes += 1;
+                    let (a, b) = (&self.stops[w[0]].place, &self.stops[w[1]].place);
+                    ctx.router
+                        .route(a.positions(), b.positions())
+                        .map(|r| StopLeg::from_route(ctx.graph, ctx.router.metric(), r))
+                }
+            };
+            self.stop_legs.push((key, leg));
+        }
+    }
+
+    /// Recomputes every remaining stop's ETA from the position on the leg
+    /// and runs the ETA detectors.
+    fn update_etas(&mut self, ctx: &mut Ctx, now: f64, from_ping: bool) {
+        self.advance_leg(ctx, now, from_ping);
+        self.sync_stop_legs(ctx);
+        let base_time = self.placed.map_or(now, |p| p.time);
+        // Still serving the stop it stands at.
+        let serving = self
+            .at_stop
+            .and_then(|(id, since)| {
+                self.stops
+                    .iter()
+                    .find(|s| s.plan.id == id)
+                    .map(|s| (since, s))
+            })
+            .filter(|(_, s)| s.status == StopStatus::Arrived)
+            .map_or(0.0, |(since, s)| {
+                (since + s.plan.service_s - base_time).max(0.0)
+            });
+        let (mut t, mut m) = match self.to_next {
+            Some((s, m)) => (base_time + serving + s, m),
+            None => (f64::NAN, f64::NAN),
+        };
+        let mut k = 0;
+        let mut prev: Option<usize> = None;
+        let c = ctx.detect;
+        let eta_change = c.eta_change_s;
+        for i in 0..self.stops.len() {
+            if !self.stops[i].status.is_remaining() {
+                continue;
+            }
+            if let Some(p) = prev {
+                let leg = self.stop_legs.get(k - 1).and_then(|(_, l)| l.as_ref());
+                match leg {
+                    Some(l) => {
+                        t += self.stops[p].plan.service_s + l.seconds;
+                        m += l.metres;
+                    }
+                    None => (t, m) = (f64::NAN, f64::NAN),
+                }
+            }
+            let s = &mut self.stops[i];
+            s.eta = t;
+            s.remaining_m = m;
+            let id = s.plan.id;
+            let announced = s.announced;
+            if t.is_finite() && (announced.is_nan() || (t - announced).abs() > eta_change) {
+                s.announced = t;
+                if !announced.is_nan() {
+                    self.emit(ctx, EventKind::EtaChanged, now, Some(id), t, announced);
+                }
+            }
+            let s = &mut self.stops[i];
+            if let (Some(w), true) = (s.plan.window, t.is_finite())
+                && let Some(late) = lateness(&c, s.late, t, w.end)
+            {
+                s.late = late;
+                let kind = if late {
+                    EventKind::Late
+                } else {
+                    EventKind::BackOnTime
+                };
+                self.emit(ctx, kind, now, Some(id), t, w.end);
+            }
+            prev = Some(i);
+            k += 1;
+        }
+    }
+
+    // ------------------------------------------------------------- commands
+
+    /// Applies a route command; `false` when it does not fit this vehicle's
+    /// stops (the engine validated it against its registry, so this only
+    /// happens when commands raced).
+    pub fn on_command(&mut self, ctx: &mut Ctx, cmd: &Command, time: f64) -> bool {
+        let ok = match cmd {
+            Command::AssignRoute { stops, .. } => {
+                let mut open: Vec<StopState> = Vec::new();
+                let mut kept: Vec<StopState> = self.stops.drain(..).collect();
+                for plan in stops {
+                    match kept
+                        .iter()
+                        .position(|s| s.plan.id == plan.id && !s.status.is_closed())
+                    {
+                        Some(j) => {
+                            let mut s = kept.remove(j);
+                            s.plan = plan.clone();
+                            open.push(s);
+                        }
+                        None => {
+                            if let Some(s) = new_stop(ctx, plan) {
+                                open.push(s);
+                            }
+                        }
+                    }
+                }
+                self.stops = kept.into_iter().filter(|s| s.status.is_closed()).collect();
+                self.stops.extend(open);
+                true
+            }
+            Command::AddStop { stop, index, .. } => match new_stop(ctx, stop) {
+                Some(s) if self.stops.iter().all(|x| x.plan.id != stop.id) => {
+                    let closed = self.stops.iter().filter(|s| s.status.is_closed()).count();
+                    let at = index.map_or(self.stops.len(), |i| (closed + i).min(self.stops.len()));
+                    self.stops.insert(at, s);
+                    true
+                }
+                _ => false,
+            },
+            Command::RemoveStop { stop, .. } => {
+                match self
+                    .stops
+                    .iter()
+                    .position(|s| s.plan.id == *stop && !s.status.is_closed())
+                {
+                    Some(i) => {
+                        self.stops.remove(i);
+                        if self.at_stop.is_some_and(|(id, _)| id == *stop) {
+                            self.at_stop = None;
+                        }
+                        true
+                    }
+                    None => false,
+                }
+            }
+            Command::Reorder { order, .. } => {
+                let open: Vec<StopId> = self
+                    .stops
+                    .iter()
+                    .filter(|s| !s.status.is_closed())
+                    .map(|s| s.plan.id)
+                    .collect();
+                let mut sorted = order.clone();
+                sorted.sort_unstable();
+                let mut want = open.clone();
+                want.sort_unstable();
+                if sorted != want {
+                    false
+                } else {
+                    let closed = self.stops.iter().filter(|s| s.status.is_closed()).count();
+                    self.stops[closed..]
+                        .sort_by_key(|s| order.iter().position(|&id| id == s.plan.id));
+                    true
+                }
+            }
+            Command::Complete { stop, proof, .. } => {
+                self.close_stop(ctx, *stop, time, StopOutcome::Completed(proof.clone()))
+            }
+            Command::Fail { stop, reason, .. } => self.close_stop(
+                ctx,
+                *stop,
+                time,
+                StopOutcome::Failed {
+                    reason: reason.clone(),
+                },
+            ),
+        };
+        if ok {
+            self.trim_closed();
+            self.mark_next();
+            if self.leg.as_ref().is_some_and(|(to, _)| {
+                self.next_index()
+                    .is_none_or(|i| self.stops[i].plan.id != *to)
+            }) {
+                self.end_leg(ctx, time);
+            }
+            self.update_etas(ctx, time, false);
+        }
+        ok
+    }
+
+    fn close_stop(&mut self, ctx: &mut Ctx, stop: StopId, time: f64, outcome: StopOutcome) -> bool {
+        let Some(i) = self
+            .stops
+            .iter()
+            .position(|s| s.plan.id == stop && !s.status.is_closed())
+        else {
+            return false;
+        };
+        let completed = matches!(outcome, StopOutcome::Completed(_));
+        let where_ = match &outcome {
+            StopOutcome::Completed(ProofOfDelivery { pos: Some(p), .. }) => Some(*p),
+            _ => self.placed.map(|p| p.point),
+        };
+        let s = &mut self.stops[i];
+        let distance = where_.map_or(f64::NAN, |p| haversine_m(p, s.road_pos));
+        let dwell = s.arrived_at.map_or(f64::NAN, |a| time - a);
+        s.status = if completed {
+            StopStatus::Completed
+        } else {
+            StopStatus::Failed
+        };
+        s.outcome = Some(outcome);
+        s.late = false;
+        if s.arrived_at.is_none() {
+            s.eta = f64::NAN;
+        }
+        // Closed stops move in front of the open ones, in closing order.
+        let s = self.stops.remove(i);
+        let closed = self.stops.iter().filter(|s| s.status.is_closed()).count();
+        self.stops.insert(closed, s);
+        let kind = if completed {
+            EventKind::Completed
+        } else {
+            EventKind::Failed
+        };
+        self.emit(ctx, kind, time, Some(stop), distance, dwell);
+        true
+    }
+
+    fn trim_closed(&mut self) {
+        let closed = self.stops.iter().filter(|s| s.status.is_closed()).count();
+        if closed > KEEP_CLOSED {
+            self.stops.drain(..closed - KEEP_CLOSED);
+        }
+    }
+
+    // ----------------------------------------------------------------- ticks
+
+    /// No ping for too long: offline, and the matcher's window is finalised
+    /// (its path feeds traffic; memory is released until the next ping).
+    /// True when the vehicle went offline.
+    pub fn check_offline(&mut self, ctx: &mut Ctx, now: f64) -> bool {
+        let Some((last, _)) = self.last_seen else {
+            return false;
+        };
+        if !self.online || now - last < ctx.detect.offline_s {
+            return false;
+        }
+        self.online = false;
+        ctx.matcher.flush(&mut self.track, &mut ctx.out);
+        self.take_path(ctx, MatchStatus::Matched);
+        self.traversals.close(&mut ctx.observations);
+        self.track = VehicleTrack::new();
+        let threshold = ctx.detect.offline_s;
+        self.emit(ctx, EventKind::Offline, now, None, now - last, threshold);
+        true
+    }
+
+    /// A new metric was installed: retime the paths that cross changed
+    /// edges, route again those whose time moved by more than the
+    /// threshold, and refresh the ETAs.
+    pub fn on_metric(&mut self, ctx: &mut Ctx, now: f64) {
+        let changed = ctx.changed.clone();
+        let touched = |edges: &[u32]| edges.iter().any(|&e| changed.contains(e));
+        let mut any = false;
+        let threshold = ctx.eta.reroute_change;
+        if let Some((_, leg)) = self.leg.as_mut()
+            && touched(leg.ahead())
+        {
+            any = true;
+            let before = leg.total_s();
+            let after = leg.retime(ctx.graph, ctx.router.metric());
+            ctx.counters.retimes += 1;
+            if (after - before).abs() > threshold * before.max(1.0)
+                && let Some(i) = self.next_index()
+            {
+                ctx.counters.traffic_reroutes += 1;
+                self.reroute(ctx, i);
+            }
+        }
+        for j in 0..self.stop_legs.len() {
+            let Some(leg) = self.stop_legs[j].1.as_mut() else {
+                continue;
+            };
+            if !touched(&leg.edges) {
+                continue;
+            }
+            any = true;
+            let before = leg.seconds;
+            let after = leg.retime(ctx.graph, ctx.router.metric());
+            ctx.counters.retimes += 1;
+            if (after - before).abs() > threshold * before.max(1.0) {
+                let (a, b) = self.stop_legs[j].0;
+                let place = |id| self.stops.iter().find(|s| s.plan.id == id).map(|s| s.place);
+                if let (Some(pa), Some(pb)) = (place(a), place(b)) {
+                    ctx.counters.traffic_reroutes += 1;
+                    self.stop_legs[j].1 = ctx
+                        .router
+                        .route(pa.positions(), pb.positions())
+                        .map(|r| StopLeg::from_route(ctx.graph, ctx.router.metric(), r));
+                }
+            }
+        }
+        if any {
+            self.update_etas(ctx, now, false);
+        }
+    }
+
+    // -------------------------------------------------------------- snapshot
+
+    pub fn fill_snapshot(&self, s: &mut VehicleSnapshot) {
+        s.vehicle = self.id;
+        s.time = self.last_seen.map_or(f64::NAN, |l| l.0);
+        s.status = self.last_status;
+        match self.placed {
+            Some(p) => {
+                s.pos = p.point;
+                s.edge = p.edge;
+                s.offset_m = p.offset_m;
+                s.matched_time = p.time;
+            }
+            None => {
+                s.pos = LatLon::new(f64::NAN, f64::NAN);
+                s.edge = u32::MAX;
+                s.matched_time = f64::NAN;
+            }
+        }
+        s.speed_mps = self.speed_mps;
+        s.heading_deg = self.heading_deg;
+        s.moving = self.motion.moving;
+        s.online = self.online;
+        s.odometer_m = self.odometer_m;
+        s.next_stop = self.next_index().map(|i| self.stops[i].plan.id);
+        s.off_route = self.off_route.off;
+        s.stops.clear();
+        let mut before = 0;
+        for st in &self.stops {
+            s.stops.push(StopEta {
+                stop: st.plan.id,
+                status: st.status,
+                eta: st.eta,
+                remaining_m: st.remaining_m,
+                stops_before: if st.status.is_remaining() { before } else { 0 },
+                late: st.late,
+                window_end: st.plan.window.map_or(f64::NAN, |w| w.end),
+            });
+            if st.status.is_remaining() {
+                before += 1;
+            }
+        }
+    }
+
+    /// The live-index record, when the vehicle has been placed.
+    pub fn live_position(&self) -> Option<crate::live_index::LivePosition> {
+        self.placed.map(|p| crate::live_index::LivePosition {
+            time: p.time,
+            pos: p.point,
+            edge: p.edge,
+            offset_m: p.offset_m,
+            speed_mps: self.speed_mps as f32,
+        })
+    }
+
+    /// The stop's outcome, if closed.
+    #[cfg(test)]
+    pub fn outcome(&self, stop: StopId) -> Option<&StopOutcome> {
+        self.stops
+            .iter()
+            .find(|s| s.plan.id == stop)?
+            .outcome
+            .as_ref()
+    }
+}
+
+/// A stop snapped to its road; `None` (counted) when no road is near.
+fn new_stop(ctx: &mut Ctx, plan: &StopPlan) -> Option<StopState> {
+    let Some(place) = StopPlace::snap(ctx.graph, plan.pos, ctx.eta.stop_snap_m, &mut ctx.near)
+    else {
+        ctx.counters.unsnappable_stops += 1;
+        return None;
+    };
+    let p = place.positions()[0];
+    Some(StopState {
+        plan: plan.clone(),
+        place,
+        road_pos: ctx.graph.point_on_edge(p.edge, p.offset_m),
+        status: StopStatus::Pending,
+        eta: f64::NAN,
+        remaining_m: f64::NAN,
+        announced: f64::NAN,
+        late: false,
+        arrived_at: None,
+        outcome: None,
+    })
+}

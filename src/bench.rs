@@ -1,0 +1,211 @@
+//! `lastmile bench`: a simulated delivery day through the whole engine, in
+//! process, with traffic learning off and on; prints the figures (or one
+//! JSON object with the keys DESIGN.md promises).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use clap::{Args, ValueEnum};
+use lastmile_engine::bench::{Day, DayReport, DriveParams, run_day};
+use lastmile_engine::fleet::FleetConfig;
+use lastmile_engine::simulate::SimParams;
+use serde_json::{Value, json};
+
+use crate::progress::Bar;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Learning {
+    Off,
+    On,
+    Both,
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Graph snapshot or .osm.pbf.
+    graph: PathBuf,
+    #[arg(long, default_value_t = 10_000)]
+    vehicles: usize,
+    /// Shards (worker threads); 0 = one per core.
+    #[arg(long, default_value_t = 0)]
+    shards: usize,
+    /// Simulated seconds of the day.
+    #[arg(long, default_value_t = 3600.0)]
+    duration: f64,
+    /// Seconds between a vehicle's pings.
+    #[arg(long, default_value_t = 5.0)]
+    interval: f64,
+    /// GPS noise sigma per axis, metres.
+    #[arg(long, default_value_t = 5.0)]
+    noise: f64,
+    /// Share of edges truly slower than the graph says (hidden congestion).
+    #[arg(long, default_value_t = 0.15)]
+    congestion: f64,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Trace seconds between engine ticks (traffic metric updates).
+    #[arg(long, default_value_t = 30.0)]
+    tick: f64,
+    /// Run with traffic learning off, on, or both (the ETA comparison).
+    #[arg(long, value_enum, default_value_t = Learning::Both)]
+    learning: Learning,
+    #[arg(long)]
+    json: bool,
+}
+
+fn report_json(r: &DayReport) -> Value {
+    let horizons: serde_json::Map<String, Value> = r
+        .eta
+        .iter()
+        .map(|h| (h.minutes.to_string(), json!(h.mae_s)))
+        .collect();
+    let mape: serde_json::Map<String, Value> = r
+        .eta
+        .iter()
+        .map(|h| (h.minutes.to_string(), json!(h.mape)))
+        .collect();
+    let s = &r.stats.shards;
+    json!({
+        "pings": r.pings, "seconds": r.seconds, "pings_per_s": r.pings_per_s,
+        "latency_p50_us": r.latency_p50_us, "latency_p99_us": r.latency_p99_us,
+        "bytes_per_vehicle": r.bytes_per_vehicle, "assign_s": r.assign_s,
+        "eta_mae_s": horizons, "eta_mape": mape,
+        "eta_samples": r.eta.iter().map(|h| h.samples).collect::<Vec<_>>(),
+        "eta_bias_s": r.eta.iter().map(|h| h.bias_s).collect::<Vec<_>>(),
+        "leg_routes": s.leg_routes, "stop_leg_routes": s.stop_leg_routes,
+        "reroutes": s.reroutes, "refreshes": s.refreshes, "traffic_reroutes": s.traffic_reroutes,
+        "metric_updates": r.stats.metric_updates, "edges_changed": r.stats.edges_changed,
+        "customization_ms": r.stats.customization_ms, "shed": r.stats.shed,
+        "events": lastmile_engine::fleet::EventKind::ALL.iter()
+            .map(|k| (k.as_str().to_string(), json!(s.event_count(*k))))
+            .collect::<serde_json::Map<String, Value>>(),
+    })
+}
+
+pub fn bench_cmd(a: BenchArgs) -> Result<()> {
+    let usable = a.interval > 0.0
+        && a.duration > 0.0
+        && a.tick > 0.0
+        && a.noise >= 0.0
+        && (0.0..=1.0).contains(&a.congestion)
+        && a.vehicles > 0;
+    if !usable {
+        bail!(
+            "--vehicles, --interval, --duration and --tick must be positive, --congestion 0 to 1"
+        );
+    }
+    let t0 = Instant::now();
+    let bar = Bar::new();
+    let g = Arc::new(lastmile_roadgraph::open(&a.graph, &bar)?);
+    bar.finish();
+    g.edge_index();
+    let params = SimParams {
+        vehicles: a.vehicles,
+        duration_s: a.duration,
+        interval_s: a.interval,
+        noise_m: a.noise,
+        seed: a.seed,
+        congestion: a.congestion,
+        ..SimParams::default()
+    };
+    bar.stage_count("simulating s", a.duration as u64);
+    let day = Day::simulate(&g, &params, &|s| {
+        lastmile_roadgraph::Progress::set(&bar, s as u64)
+    });
+    bar.finish();
+    let modes: &[bool] = match a.learning {
+        Learning::Off => &[false],
+        Learning::On => &[true],
+        Learning::Both => &[false, true],
+    };
+    let mut reports = Vec::new();
+    for &learning in modes {
+        let config = FleetConfig {
+            shards: a.shards,
+            learning,
+            ..FleetConfig::default()
+        };
+        bar.stage_count(
+            if learning {
+                "pings (learning)"
+            } else {
+                "pings"
+            },
+            day.pings.len() as u64,
+        );
+        let drive = DriveParams {
+            tick_s: a.tick,
+            ..DriveParams::default()
+        };
+        let r = run_day(g.clone(), &day, config, &drive, &|n| {
+            lastmile_roadgraph::Progress::set(&bar, n)
+        });
+        bar.finish();
+        reports.push(r);
+    }
+    let main = reports.last().expect("at least one mode");
+    let secs = t0.elapsed().as_secs_f64();
+    if a.json {
+        let by_mode = |learning: bool| {
+            reports
+                .iter()
+                .find(|r| r.learning == learning)
+                .map(report_json)
+                .unwrap_or(Value::Null)
+        };
+        let mae = |learning: bool| by_mode(learning)["eta_mae_s"].clone();
+        let mape = |learning: bool| by_mode(learning)["eta_mape"].clone();
+        println!(
+            "{}",
+            json!({
+                "vehicles": a.vehicles, "shards": main.shards, "graph_edges": g.num_edges(),
+                "pings": main.pings, "pings_per_s": main.pings_per_s,
+                "latency_p50_us": main.latency_p50_us, "latency_p99_us": main.latency_p99_us,
+                "bytes_per_vehicle": main.bytes_per_vehicle,
+                "eta_mae_s": {"learning_off": mae(false), "learning_on": mae(true)},
+                "eta_mape": {"learning_off": mape(false), "learning_on": mape(true)},
+                "stops": day.stops().len(), "congested_edges": day.summary.congested_edges,
+                "runs": {"learning_off": by_mode(false), "learning_on": by_mode(true)},
+                "seconds": secs,
+            })
+        );
+    } else {
+        for r in &reports {
+            let eta: Vec<String> = r
+                .eta
+                .iter()
+                .map(|h| {
+                    format!(
+                        "{} min {:.0} s / {:.1}%",
+                        h.minutes,
+                        h.mae_s,
+                        h.mape * 100.0
+                    )
+                })
+                .collect();
+            println!(
+                "learning {}: {} pings in {:.1} s = {:.0} pings/s on {} shards; latency p50 {:.0} us p99 {:.0} us; {:.0} B/vehicle; ETA error {}",
+                if r.learning { "on " } else { "off" },
+                r.pings,
+                r.seconds,
+                r.pings_per_s,
+                r.shards,
+                r.latency_p50_us,
+                r.latency_p99_us,
+                r.bytes_per_vehicle,
+                eta.join(", ")
+            );
+        }
+        println!(
+            "bench: {} vehicles, {} stops, {} congested edges, {:.0} pings/s, p99 {:.0} us, in {secs:.1} s",
+            a.vehicles,
+            day.stops().len(),
+            day.summary.congested_edges,
+            main.pings_per_s,
+            main.latency_p99_us
+        );
+    }
+    Ok(())
+}
