@@ -49,7 +49,7 @@ impl Day {
     }
 
     /// The vehicle index of a simulated stop (`veh-00042` → 42).
-    fn vehicle_of(s: &SimStop) -> u64 {
+    pub fn vehicle_of(s: &SimStop) -> u64 {
         s.vehicle
             .trim_start_matches("veh-")
             .parse()
@@ -135,17 +135,18 @@ impl Default for DriveParams {
     }
 }
 
-/// Runs the day through a fresh engine. `progress` gets the pings done.
-pub fn run_day(
-    graph: Arc<Graph>,
-    day: &Day,
-    config: FleetConfig,
-    drive: &DriveParams,
-    progress: &dyn Fn(u64),
-) -> DayReport {
-    let learning = config.learning;
-    let engine = Engine::new(graph, config);
-    let assign_started = Instant::now();
+/// What feeding a day measured.
+#[derive(Clone, Debug, Default)]
+pub struct Fed {
+    pub pings: u64,
+    /// Wall time of the feeding.
+    pub seconds: f64,
+    /// ETA errors per horizon: `(eta - truth, truth - sample time)`, seconds.
+    pub errors: Vec<Vec<(f64, f64)>>,
+}
+
+/// Assigns every vehicle its route (at the day's start).
+pub fn assign_routes(engine: &Engine, day: &Day) {
     let wait = Admission::Wait(std::time::Duration::from_secs(3600));
     for cmd in day.routes() {
         // A stop the simulator placed is always on a road; a refusal here
@@ -155,8 +156,13 @@ pub fn run_day(
             .expect("simulated routes are valid");
     }
     engine.sync();
-    let assign_s = assign_started.elapsed().as_secs_f64();
+}
 
+/// Feeds the day's pings in time order, ticking every `tick_s` of trace
+/// time and sampling the ETAs of stops at the horizons before their true
+/// arrival. `progress` gets the pings done.
+pub fn feed_day(engine: &Engine, day: &Day, drive: &DriveParams, progress: &dyn Fn(u64)) -> Fed {
+    let wait = Admission::Wait(std::time::Duration::from_secs(3600));
     // Sample times: (time, stop index, true arrival, horizon index), sorted.
     let mut samples: Vec<(f64, usize, f64, usize)> = Vec::new();
     for (i, s) in day.stops().iter().enumerate() {
@@ -173,17 +179,12 @@ pub fn run_day(
     let mut errors: Vec<Vec<(f64, f64)>> = vec![Vec::new(); HORIZONS_MIN.len()];
     let mut next_sample = 0;
     let stops = day.stops();
-
-    let started = Instant::now();
-    let mut next_tick = day.start_time + drive.tick_s;
-    let mut batch: Vec<(u64, Ping)> = Vec::with_capacity(drive.batch);
-    let mut done = 0u64;
-    let mut tick = |t: f64, engine: &Engine, next_sample: &mut usize| {
+    let mut tick = |t: f64| {
         engine.tick(t);
         engine.refresh_index(t);
-        while *next_sample < samples.len() && samples[*next_sample].0 <= t {
-            let (_, i, arrival, h) = samples[*next_sample];
-            *next_sample += 1;
+        while next_sample < samples.len() && samples[next_sample].0 <= t {
+            let (_, i, arrival, h) = samples[next_sample];
+            next_sample += 1;
             let vehicle = Day::vehicle_of(&stops[i]);
             let eta = engine
                 .with_vehicle(vehicle, |v| {
@@ -197,63 +198,88 @@ pub fn run_day(
             }
         }
     };
+
+    let started = Instant::now();
+    let mut next_tick = day.start_time + drive.tick_s;
+    let mut batch: Vec<(u64, Ping)> = Vec::with_capacity(drive.batch);
+    let mut done = 0u64;
+    let flush = |batch: &mut Vec<(u64, Ping)>, done: &mut u64| {
+        if !batch.is_empty() {
+            engine.submit(batch, wait);
+            *done += batch.len() as u64;
+            batch.clear();
+            progress(*done);
+        }
+    };
     for &(v, p) in &day.pings {
         while p.time >= next_tick {
-            if !batch.is_empty() {
-                engine.submit(&batch, wait);
-                done += batch.len() as u64;
-                batch.clear();
-                progress(done);
-            }
-            tick(next_tick, &engine, &mut next_sample);
+            flush(&mut batch, &mut done);
+            tick(next_tick);
             next_tick += drive.tick_s;
         }
         batch.push((v, p));
         if batch.len() == drive.batch {
-            engine.submit(&batch, wait);
-            done += batch.len() as u64;
-            batch.clear();
-            progress(done);
+            flush(&mut batch, &mut done);
         }
     }
-    engine.submit(&batch, wait);
-    done += batch.len() as u64;
-    tick(next_tick, &engine, &mut next_sample);
+    flush(&mut batch, &mut done);
+    tick(next_tick);
     engine.sync();
-    let seconds = started.elapsed().as_secs_f64();
-    progress(done);
+    Fed {
+        pings: done,
+        seconds: started.elapsed().as_secs_f64(),
+        errors,
+    }
+}
 
+/// Runs the day through a fresh engine. `progress` gets the pings done.
+pub fn run_day(
+    graph: Arc<Graph>,
+    day: &Day,
+    config: FleetConfig,
+    drive: &DriveParams,
+    progress: &dyn Fn(u64),
+) -> DayReport {
+    let learning = config.learning;
+    let engine = Engine::new(graph, config);
+    let assign_started = Instant::now();
+    assign_routes(&engine, day);
+    let assign_s = assign_started.elapsed().as_secs_f64();
+    let fed = feed_day(&engine, day, drive, progress);
     let stats = engine.stats();
     let eta = HORIZONS_MIN
         .iter()
-        .zip(&errors)
-        .map(|(&minutes, e)| {
-            let n = e.len().max(1) as f64;
-            HorizonError {
-                minutes,
-                samples: e.len(),
-                mae_s: e.iter().map(|(err, _)| err.abs()).sum::<f64>() / n,
-                mape: e
-                    .iter()
-                    .map(|(err, to_go)| err.abs() / to_go.max(60.0))
-                    .sum::<f64>()
-                    / n,
-                bias_s: e.iter().map(|(err, _)| err).sum::<f64>() / n,
-            }
-        })
+        .zip(&fed.errors)
+        .map(|(&minutes, e)| horizon_error(minutes, e))
         .collect();
     DayReport {
         vehicles: engine.vehicle_ids().len(),
         shards: engine.shard_count(),
         learning,
-        pings: done,
-        seconds,
-        pings_per_s: done as f64 / seconds.max(1e-9),
+        pings: fed.pings,
+        seconds: fed.seconds,
+        pings_per_s: fed.pings as f64 / fed.seconds.max(1e-9),
         latency_p50_us: stats.latency.quantile(0.5).as_secs_f64() * 1e6,
         latency_p99_us: stats.latency.quantile(0.99).as_secs_f64() * 1e6,
         bytes_per_vehicle: engine.bytes_per_vehicle(),
         assign_s,
         eta,
         stats,
+    }
+}
+
+/// Error figures of one horizon's samples `(eta - truth, time to go)`.
+pub fn horizon_error(minutes: u32, e: &[(f64, f64)]) -> HorizonError {
+    let n = e.len().max(1) as f64;
+    HorizonError {
+        minutes,
+        samples: e.len(),
+        mae_s: e.iter().map(|(err, _)| err.abs()).sum::<f64>() / n,
+        mape: e
+            .iter()
+            .map(|(err, to_go)| err.abs() / to_go.max(60.0))
+            .sum::<f64>()
+            / n,
+        bias_s: e.iter().map(|(err, _)| err).sum::<f64>() / n,
     }
 }

@@ -275,9 +275,19 @@ fn plan_vehicle(
         let to = (0..10)
             .find_map(|_| near_position(graph, &mut rng, graph_pos(graph, at), 500.0, 4000.0))
             .unwrap_or_else(|| random_position(graph, &mut rng));
-        let Some(route) = router.route(&[at], &[to]) else {
+        // A delivery on a two-way street is made from whichever side the
+        // way in reaches first, as drivers (and the engine's ETAs) do.
+        let mut ends = vec![to];
+        if let Some(r) = graph.reverse_edge(to.edge) {
+            ends.push(EdgePos {
+                edge: r,
+                offset_m: (graph.length_m(r) - to.offset_m).max(0.0),
+            });
+        }
+        let Some(route) = router.route(&[at], &ends) else {
             continue;
         };
+        let to = route.end;
         let service = rng.range_f64(60.0, 300.0);
         planned += route.duration_s;
         stops.push(SimStop {
@@ -426,14 +436,32 @@ fn advance(
         v.speed = 0.0;
         return 0.0;
     }
-    // Brake for the stop or the light ahead: v² = 2·a·d with a comfortable 2 m/s².
-    let brake_to = if last_edge {
-        Some(edge_end)
-    } else {
-        v.light_ahead.then_some(stop_line)
+    // Brake for the stop or the light ahead: v² = 2·a·d, planned at 1.5 m/s²
+    // so that one-second steps still end gently. The stop may lie a few
+    // short edges ahead.
+    let to_stop = {
+        let leg = &v.legs[v.leg];
+        let mut d = edge_end - v.offset;
+        for (j, &e) in leg.edges.iter().enumerate().skip(v.idx + 1) {
+            if d > 80.0 {
+                break;
+            }
+            d += if j + 1 == leg.edges.len() {
+                leg.end_offset
+            } else {
+                graph.length_m(e)
+            };
+        }
+        d
     };
-    if let Some(end) = brake_to {
-        target = target.min((2.0 * 2.0 * (end - v.offset).max(0.0)).sqrt() + 1.0);
+    let to_light = if v.light_ahead && !last_edge {
+        stop_line - v.offset
+    } else {
+        f64::INFINITY
+    };
+    let brake = to_stop.min(to_light);
+    if brake.is_finite() {
+        target = target.min((2.0 * 1.5 * brake.max(0.0)).sqrt() + 0.3);
     }
     v.speed += (target - v.speed).clamp(-3.0 * dt, 2.0 * dt);
     let mut left = v.speed * dt;
@@ -470,7 +498,11 @@ fn advance(
         v.offset = 0.0;
         v.edge_factor = v.rng.range_f64(0.75, 1.1);
         let next = v.legs[v.leg].edges[v.idx];
-        v.light_ahead = graph.length_m(next) > 3.0 * LIGHT_SETBACK_M && v.rng.chance(0.08);
+        // A light the driver can stop for comfortably (2 m/s²): a red light
+        // just round the corner of a short edge would be a hard stop no
+        // driver makes, since they see it coming.
+        let room = graph.length_m(next) - LIGHT_SETBACK_M;
+        v.light_ahead = room > v.speed * v.speed / 4.0 + 5.0 && v.rng.chance(0.08);
     }
     driven
 }

@@ -1,19 +1,31 @@
-//! Live traffic learnt from the fleet itself: observed traversal speeds per
+//! Live traffic learnt from the fleet itself: observed traversal times per
 //! edge from the matcher's finalised paths, turned into travel-time changes
 //! for the routing metric (CCH partial customization takes them as they are).
 //!
 //! Per vehicle, [`TraversalAccumulator`] joins the consecutive path pieces of
 //! one edge into one traversal, keeping short waits (lights, queues) and
-//! dropping long standing (a van parked for a delivery is not a traffic jam). Per edge, [`TrafficModel`] keeps an
-//! exponentially weighted mean speed in event time: each observation counts
-//! one, and older weight fades with a time constant, so the estimate follows
-//! the traffic of the last quarter hour or so and, once nobody has driven the
-//! edge for a while, fades back to the free-flow speed. An edge's learnt
-//! speed is used only once enough recent observations back it, and
-//! [`TrafficModel::changes`] reports only edges whose travel time moved by
-//! more than a threshold since last published, so customization stays small.
+//! dropping long standing (a van parked for a delivery is not a traffic jam).
+//!
+//! [`TrafficModel`] learns the ratio of observed to free-flow time, as
+//! exponentially weighted means in event time (each observation counts one,
+//! older weight fades with a time constant, so estimates follow the last
+//! quarter hour or so and fade back to free flow when nobody drives there),
+//! at two levels: each edge, and each cell of a grid (about 500 m) over the
+//! map. A fleet drives few of a city's edges often enough to learn them
+//! alone, but congestion and the way people really drive are shared by the
+//! streets around; so an edge's estimate is its own mean shrunk towards its
+//! cell's, and the cell's towards free flow, each by a prior weight
+//! (empirical-Bayes style): a well-observed edge speaks for itself, an
+//! unobserved one in a busy cell takes the cell's, and nothing is invented
+//! where nobody drove. [`TrafficModel::changes`] reports only edges whose
+//! believed time moved by more than a threshold since last published, so
+//! customization stays small once the estimates settle.
+
+use std::collections::HashMap;
 
 use lastmile_roadgraph::Graph;
+use lastmile_roadgraph::csr::group_by_key;
+use lastmile_roadgraph::geo::LocalPlane;
 
 use crate::matcher::Traversal;
 
@@ -22,8 +34,13 @@ use crate::matcher::Traversal;
 pub struct TrafficConfig {
     /// Time constant of the fading of old observations.
     pub memory_s: f64,
-    /// Recent observations (faded weight) needed before an edge's speed is used.
+    /// Prior weight of an edge's cell in its estimate, in observations: an
+    /// edge with this many recent observations is half its own, half its cell.
     pub min_observations: f64,
+    /// Side of the grid cells, metres, and the prior weight of free flow in a
+    /// cell's estimate, in observations.
+    pub cell_m: f64,
+    pub cell_prior: f64,
     /// A traversal must cover this share of its edge to count (the ends of
     /// a trip accelerate and brake).
     pub min_coverage: f64,
@@ -34,7 +51,7 @@ pub struct TrafficConfig {
     pub max_wait_s: f64,
     /// Travel-time changes smaller than this fraction are not published.
     pub change_threshold: f64,
-    /// Learnt speeds are kept within this factor of free flow, both ways.
+    /// Learnt times are kept within this factor of free flow, both ways.
     pub max_factor: f64,
 }
 
@@ -43,6 +60,8 @@ impl Default for TrafficConfig {
         Self {
             memory_s: 900.0,
             min_observations: 3.0,
+            cell_m: 500.0,
+            cell_prior: 10.0,
             min_coverage: 0.5,
             standing_speed_mps: 1.0,
             max_wait_s: 90.0,
@@ -123,52 +142,99 @@ impl TraversalAccumulator {
     }
 }
 
-/// Faded statistics of one edge.
+/// A faded mean of time ratios (observed / free flow).
 #[derive(Clone, Copy, Debug, Default)]
-struct EdgeStats {
-    /// Faded observation weight, as of `last`.
+struct Faded {
+    /// Observation weight as of `last`.
     weight: f32,
-    /// Weighted mean speed, m/s.
-    speed: f32,
-    /// Time of the last observation.
+    ratio: f32,
     last: f64,
-    /// Travel time last published, ms (0 = the free-flow time).
-    published_ms: u32,
 }
 
-/// Learnt speeds of every edge of a graph.
+/// Most recent observations an edge's and a cell's estimates rest on.
+const EDGE_CAP: f64 = 10.0;
+const CELL_CAP: f64 = 50.0;
+/// Faded evidence below half an observation is stale: ignored.
+const STALE_WEIGHT: f64 = 0.5;
+
+impl Faded {
+    fn weight_at(&self, now: f64, memory_s: f64) -> f64 {
+        if self.weight <= 0.0 {
+            return 0.0;
+        }
+        let w = f64::from(self.weight) * (-(now - self.last).max(0.0) / memory_s).exp();
+        if w < STALE_WEIGHT { 0.0 } else { w }
+    }
+
+    /// Adds an observation; the weight is capped so that, however busy the
+    /// place, old evidence fades within a few time constants.
+    fn add(&mut self, ratio: f64, time: f64, memory_s: f64, cap: f64) {
+        let w = (self.weight_at(time, memory_s) + 1.0).min(cap);
+        self.ratio = (f64::from(self.ratio) + (ratio - f64::from(self.ratio)) / w) as f32;
+        self.weight = w as f32;
+        self.last = self.last.max(time);
+    }
+
+    /// The mean shrunk towards `prior` with `prior_weight`.
+    fn shrunk(&self, now: f64, memory_s: f64, prior: f64, prior_weight: f64) -> f64 {
+        let w = self.weight_at(now, memory_s);
+        (w * f64::from(self.ratio) + prior_weight * prior) / (w + prior_weight)
+    }
+}
+
+/// Learnt travel times of every edge of a graph.
 pub struct TrafficModel {
     config: TrafficConfig,
-    stats: Vec<EdgeStats>,
-    /// Edges with an observation or a published change, to scan in `changes`.
+    edges: Vec<Faded>,
+    /// Travel time last published per edge, ms (0 = the free-flow time).
+    published_ms: Vec<u32>,
+    /// Cell of each edge, and the edges of each cell (CSR).
+    cell_of: Vec<u32>,
+    cell_first: Vec<u32>,
+    cell_edges: Vec<u32>,
+    cells: Vec<Faded>,
+    /// Cells with recent observations or published edges, to scan in `changes`.
     active: Vec<u32>,
     in_active: Vec<bool>,
-    /// Observations taken and rejected (too short a coverage).
+    /// Observations taken and rejected (too short a coverage, not finite).
     pub observations: u64,
     pub rejected: u64,
 }
 
 impl TrafficModel {
     pub fn new(graph: &Graph, config: TrafficConfig) -> Self {
+        let plane =
+            LocalPlane::new(graph.node_pos(0.min(graph.num_nodes().saturating_sub(1) as u32)));
+        let mut ids: HashMap<(i64, i64), u32> = HashMap::new();
+        let cell_m = config.cell_m.max(1.0);
+        let cell_of: Vec<u32> = (0..graph.num_edges() as u32)
+            .map(|e| {
+                let (x, y) = plane.project(graph.node_pos(graph.tail(e)));
+                let key = ((x / cell_m).floor() as i64, (y / cell_m).floor() as i64);
+                let next = ids.len() as u32;
+                *ids.entry(key).or_insert(next)
+            })
+            .collect();
+        let (cell_first, cell_edges) = group_by_key(&cell_of, ids.len());
         Self {
-            stats: vec![EdgeStats::default(); graph.num_edges()],
-            in_active: vec![false; graph.num_edges()],
+            edges: vec![Faded::default(); graph.num_edges()],
+            published_ms: vec![0; graph.num_edges()],
+            cells: vec![Faded::default(); ids.len()],
+            in_active: vec![false; ids.len()],
             active: Vec::new(),
+            cell_of,
+            cell_first,
+            cell_edges,
             observations: 0,
             rejected: 0,
             config,
         }
     }
 
-    /// Free-flow speed of an edge, m/s.
-    fn free_speed(graph: &Graph, e: u32) -> f64 {
-        graph.length_m(e) / (f64::from(graph.travel_time_ms(e)) / 1000.0).max(0.001)
-    }
-
-    /// Takes one traversal into the edge's estimate.
+    /// Takes one traversal into the edge's and its cell's estimates.
     pub fn observe(&mut self, graph: &Graph, o: &EdgeObservation) {
         let e = o.edge as usize;
-        let usable = e < self.stats.len()
+        let usable = e < self.edges.len()
             && o.seconds > 0.0
             && o.seconds.is_finite()
             && o.metres.is_finite()
@@ -177,82 +243,93 @@ impl TrafficModel {
             self.rejected += 1;
             return;
         }
-        if o.metres < self.config.min_coverage * graph.length_m(o.edge) {
+        let len = graph.length_m(o.edge);
+        if o.metres < self.config.min_coverage * len {
             self.rejected += 1;
             return;
         }
-        let free = Self::free_speed(graph, o.edge);
-        let speed = (o.metres / o.seconds)
-            .clamp(free / self.config.max_factor, free * self.config.max_factor);
-        let s = &mut self.stats[e];
-        let faded = if s.weight > 0.0 {
-            f64::from(s.weight) * (-(o.time - s.last).max(0.0) / self.config.memory_s).exp()
-        } else {
-            0.0
-        };
-        let weight = faded + 1.0;
-        s.speed = (f64::from(s.speed) + (speed - f64::from(s.speed)) / weight) as f32;
-        s.weight = weight as f32;
-        s.last = s.last.max(o.time);
+        let free_s = f64::from(graph.travel_time_ms(o.edge)) / 1000.0 * (o.metres / len.max(0.1));
+        let f = self.config.max_factor;
+        let ratio = (o.seconds / free_s.max(0.001)).clamp(1.0 / f, f);
+        let memory = self.config.memory_s;
+        self.edges[e].add(ratio, o.time, memory, EDGE_CAP);
+        let c = self.cell_of[e];
+        self.cells[c as usize].add(ratio, o.time, memory, CELL_CAP);
         self.observations += 1;
-        if !self.in_active[e] {
-            self.in_active[e] = true;
-            self.active.push(o.edge);
+        if !self.in_active[c as usize] {
+            self.in_active[c as usize] = true;
+            self.active.push(c);
         }
     }
 
     /// The travel time the model believes for edge `e` at time `now`, ms.
     pub fn travel_time_ms(&self, graph: &Graph, e: u32, now: f64) -> u32 {
-        let s = &self.stats[e as usize];
         let free_ms = graph.travel_time_ms(e);
-        let weight = f64::from(s.weight) * (-(now - s.last).max(0.0) / self.config.memory_s).exp();
-        if weight < self.config.min_observations {
+        let (cell, edge) = (
+            &self.cells[self.cell_of[e as usize] as usize],
+            &self.edges[e as usize],
+        );
+        let memory = self.config.memory_s;
+        if cell.weight_at(now, memory) == 0.0 {
             return free_ms;
         }
-        let speed = f64::from(s.speed);
-        ((graph.length_m(e) / speed) * 1000.0)
+        let cell_ratio = cell.shrunk(now, memory, 1.0, self.config.cell_prior);
+        let ratio = edge.shrunk(now, memory, cell_ratio, self.config.min_observations);
+        (f64::from(free_ms) * ratio)
             .round()
             .clamp(1.0, f64::from(u32::MAX - 1)) as u32
     }
 
     /// Edges whose believed travel time at `now` differs from the one last
     /// published by more than the threshold, as `(edge, travel_time_ms)` for
-    /// partial customization; they are marked published. Edges that faded
+    /// partial customization; they are marked published. Cells that faded
     /// back to free flow are reported once more and then forgotten.
     pub fn changes(&mut self, graph: &Graph, now: f64, out: &mut Vec<(u32, u32)>) {
         out.clear();
         let threshold = self.config.change_threshold;
+        let memory = self.config.memory_s;
         let mut keep = 0;
         for i in 0..self.active.len() {
-            let e = self.active[i];
-            let believed = self.travel_time_ms(graph, e, now);
-            let free = graph.travel_time_ms(e);
-            let s = &mut self.stats[e as usize];
-            let published = if s.published_ms == 0 {
-                free
-            } else {
-                s.published_ms
-            };
-            let moved = (f64::from(believed) - f64::from(published)).abs()
-                > threshold * f64::from(published);
-            if moved || (believed == free && published != free) {
-                out.push((e, believed));
-                s.published_ms = if believed == free { 0 } else { believed };
+            let c = self.active[i];
+            let range =
+                self.cell_first[c as usize] as usize..self.cell_first[c as usize + 1] as usize;
+            let mut published_any = false;
+            for k in range {
+                let e = self.cell_edges[k];
+                let free = graph.travel_time_ms(e);
+                let mut believed = self.travel_time_ms(graph, e, now);
+                // Close to free flow is free flow: what fades back gets there.
+                if (f64::from(believed) - f64::from(free)).abs() <= threshold * f64::from(free) {
+                    believed = free;
+                }
+                let p = &mut self.published_ms[e as usize];
+                let published = if *p == 0 { free } else { *p };
+                let moved = (f64::from(believed) - f64::from(published)).abs()
+                    > threshold * f64::from(published);
+                let back_to_free = believed == free && published != free;
+                if moved || back_to_free {
+                    out.push((e, believed));
+                    *p = if believed == free { 0 } else { believed };
+                }
+                published_any |= *p != 0;
             }
-            let faded =
-                f64::from(s.weight) * (-(now - s.last).max(0.0) / self.config.memory_s).exp();
-            if s.published_ms == 0 && faded < self.config.min_observations {
-                self.in_active[e as usize] = false;
-                *s = EdgeStats::default();
+            if !published_any && self.cells[c as usize].weight_at(now, memory) == 0.0 {
+                self.in_active[c as usize] = false;
+                self.cells[c as usize] = Faded::default();
+                let range =
+                    self.cell_first[c as usize] as usize..self.cell_first[c as usize + 1] as usize;
+                for k in range {
+                    self.edges[self.cell_edges[k] as usize] = Faded::default();
+                }
             } else {
-                self.active[keep] = e;
+                self.active[keep] = c;
                 keep += 1;
             }
         }
         self.active.truncate(keep);
     }
 
-    /// Edges currently tracked (observed recently or published).
+    /// Grid cells currently tracked (observed recently or with published edges).
     pub fn tracked(&self) -> usize {
         self.active.len()
     }

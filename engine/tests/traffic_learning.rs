@@ -89,12 +89,16 @@ fn congestion_is_learnt_and_forgotten() {
         model.observations
     );
 
-    // Learnt speed over free-flow speed, on every edge the fleet drove enough
-    // (an edge still at its free-flow time was not learnt).
+    // Learnt speed over free-flow speed, on every edge the fleet drove often
+    // enough to speak for itself (the others lean on their grid cell).
+    let mut seen = vec![0u32; g.num_edges()];
+    for o in &observations {
+        seen[o.edge as usize] += 1;
+    }
     let (mut slow, mut free) = (Vec::new(), Vec::new());
     for e in 0..g.num_edges() as u32 {
         let ms = model.travel_time_ms(g, e, end);
-        if ms == g.travel_time_ms(e) {
+        if seen[e as usize] < 5 {
             continue;
         }
         let ratio = f64::from(g.travel_time_ms(e)) / f64::from(ms);
@@ -123,14 +127,14 @@ fn congestion_is_learnt_and_forgotten() {
     );
     assert!(ms < 0.75 * mf);
 
-    // Three hours later, with nobody driving, everything is free flow again.
-    let tracked = model.tracked();
-    model.changes(g, end + 3.0 * 3600.0, &mut changes);
+    // Five time constants later, with nobody driving, everything is free flow again.
+    let published = changes.len();
+    model.changes(g, end + 5.0 * 3600.0, &mut changes);
     assert!(changes.iter().all(|&(e, ms)| ms == g.travel_time_ms(e)));
-    assert!(changes.len() <= tracked);
+    assert!(!changes.is_empty() && changes.len() <= published);
     assert_eq!(model.tracked(), 0);
     // Nothing left to publish.
-    model.changes(g, end + 4.0 * 3600.0, &mut changes);
+    model.changes(g, end + 6.0 * 3600.0, &mut changes);
     assert!(changes.is_empty());
 }
 

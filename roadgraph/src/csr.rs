@@ -3,7 +3,7 @@
 /// Groups items `0..keys.len()` by their key (a stable counting sort):
 /// returns offsets (one per key, plus one) and the item indices in key order,
 /// so the items with key `k` are `items[offsets[k]..offsets[k + 1]]`.
-pub(crate) fn group_by_key(keys: &[u32], key_count: usize) -> (Vec<u32>, Vec<u32>) {
+pub fn group_by_key(keys: &[u32], key_count: usize) -> (Vec<u32>, Vec<u32>) {
     let mut offsets = vec![0u32; key_count + 1];
     for &k in keys {
         offsets[k as usize + 1] += 1;

@@ -9,7 +9,7 @@
 
 pub mod build;
 pub mod cch;
-mod csr;
+pub mod csr;
 pub mod dijkstra;
 pub mod error;
 pub mod geo;

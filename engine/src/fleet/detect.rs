@@ -12,11 +12,19 @@ pub struct DetectConfig {
     pub late_margin_s: f64,
     /// …and `back_on_time` only once it is this far back inside the window.
     pub on_time_margin_s: f64,
-    /// `off_route` after this long and this many pings off the planned path…
-    pub off_route_s: f64,
+    /// `off_route` after driving this far and this many pings off the
+    /// planned path (standing off it, e.g. at a light whose fix lands on
+    /// the cross street, does not count) on a way that costs at least
+    /// `off_route_detour_s` more than the plan (an equally fast street is
+    /// not a deviation)…
+    pub off_route_m: f64,
     pub off_route_pings: u32,
-    /// …`back_on_route` after this many consecutive pings on it.
+    pub off_route_detour_s: f64,
+    /// …`back_on_route` after this many consecutive pings on it. The plan
+    /// is the path the vehicle had once it had been moving this long on
+    /// the leg (a leg begun standing may start facing either way).
     pub on_route_pings: u32,
+    pub plan_settle_s: f64,
     /// `arrived` inside this radius of a stop while slower than `arrive_speed`;
     /// `departed` once beyond `depart_radius` (larger: hysteresis).
     pub arrive_radius_m: f64,
@@ -29,13 +37,19 @@ pub struct DetectConfig {
     pub speeding_margin_kmh: f64,
     pub speeding_for_s: f64,
     /// `harsh_braking` on a deceleration above this between two speed
-    /// readings at most `braking_max_interval_s` apart; then quiet for
+    /// readings `braking_min_span_s` to `braking_max_interval_s` apart (a
+    /// span of one second would judge the speed noise); then quiet for
     /// `braking_refractory_s`.
     pub harsh_braking_mps2: f64,
+    pub braking_min_span_s: f64,
     pub braking_max_interval_s: f64,
     pub braking_refractory_s: f64,
     /// `offline` after this long without a ping.
     pub offline_s: f64,
+    /// `gps_outlier` for a fix the matcher rejected at least this far from
+    /// the vehicle's position (a rejected fix a few metres off, e.g. behind
+    /// a car standing on a one-way street, is noise, not news).
+    pub outlier_min_m: f64,
     /// Moving above `moving_mps`, stopped below `stopped_mps` (hysteresis).
     pub moving_mps: f64,
     pub stopped_mps: f64,
@@ -47,19 +61,23 @@ impl Default for DetectConfig {
             eta_change_s: 120.0,
             late_margin_s: 0.0,
             on_time_margin_s: 120.0,
-            off_route_s: 15.0,
+            off_route_m: 100.0,
+            off_route_detour_s: 60.0,
             off_route_pings: 2,
             on_route_pings: 2,
+            plan_settle_s: 30.0,
             arrive_radius_m: 50.0,
             arrive_speed_mps: 2.0,
             depart_radius_m: 100.0,
             stall_s: 300.0,
             speeding_margin_kmh: 10.0,
             speeding_for_s: 10.0,
-            harsh_braking_mps2: 3.5,
-            braking_max_interval_s: 3.0,
+            harsh_braking_mps2: 4.5,
+            braking_min_span_s: 1.5,
+            braking_max_interval_s: 4.0,
             braking_refractory_s: 10.0,
             offline_s: 120.0,
+            outlier_min_m: 50.0,
             moving_mps: 2.0,
             stopped_mps: 1.0,
         }
@@ -71,11 +89,13 @@ impl DetectConfig {
     pub fn validate(&self) -> Result<(), String> {
         let positive = [
             ("eta_change_s", self.eta_change_s),
-            ("off_route_s", self.off_route_s),
+            ("off_route_m", self.off_route_m),
+            ("off_route_detour_s", self.off_route_detour_s),
             ("arrive_radius_m", self.arrive_radius_m),
             ("stall_s", self.stall_s),
             ("speeding_for_s", self.speeding_for_s),
             ("harsh_braking_mps2", self.harsh_braking_mps2),
+            ("braking_min_span_s", self.braking_min_span_s),
             ("braking_max_interval_s", self.braking_max_interval_s),
             ("offline_s", self.offline_s),
         ];
@@ -103,8 +123,19 @@ pub struct Motion {
 }
 
 impl Motion {
+    /// Not yet observed: stopped since the first reading.
+    pub fn new() -> Self {
+        Self {
+            moving: false,
+            since: f64::NAN,
+        }
+    }
+
     /// Takes a speed reading; true when the state changed.
     pub fn observe(&mut self, c: &DetectConfig, time: f64, speed: f64) -> bool {
+        if self.since.is_nan() {
+            self.since = time;
+        }
         let flip = if self.moving {
             speed < c.stopped_mps
         } else {
@@ -156,24 +187,32 @@ impl Speeding {
     }
 }
 
-/// `harsh_braking`: the drop between two close speed readings.
+/// `harsh_braking`: the speed drop over the last few seconds of readings.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Braking {
-    last: Option<(f64, f64)>,
+    /// The latest readings `(time, speed)`, oldest first.
+    recent: [(f64, f64); 4],
+    len: usize,
     quiet_until: f64,
 }
 
 impl Braking {
     /// Returns the deceleration (m/s²) when it should fire.
     pub fn observe(&mut self, c: &DetectConfig, time: f64, speed: f64) -> Option<f64> {
-        let prev = self.last.replace((time, speed));
-        let (t0, v0) = prev?;
-        let dt = time - t0;
-        if dt <= 0.0 || dt > c.braking_max_interval_s || time < self.quiet_until {
-            return None;
+        let decel = self.recent[..self.len]
+            .iter()
+            .filter(|(t, _)| {
+                (c.braking_min_span_s..=c.braking_max_interval_s).contains(&(time - t))
+            })
+            .map(|(t, v)| (v - speed) / (time - t))
+            .fold(f64::NEG_INFINITY, f64::max);
+        if self.len == self.recent.len() {
+            self.recent.rotate_left(1);
+            self.len -= 1;
         }
-        let decel = (v0 - speed) / dt;
-        (decel > c.harsh_braking_mps2).then(|| {
+        self.recent[self.len] = (time, speed);
+        self.len += 1;
+        (decel > c.harsh_braking_mps2 && time >= self.quiet_until).then(|| {
             self.quiet_until = time + c.braking_refractory_s;
             decel
         })
@@ -184,6 +223,7 @@ impl Braking {
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct OffRoute {
     off_since: Option<f64>,
+    off_m: f64,
     off_pings: u32,
     on_pings: u32,
     pub off: bool,
@@ -192,14 +232,23 @@ pub struct OffRoute {
 /// What [`OffRoute::observe`] decided.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum RouteChange {
-    /// Seconds off so far.
+    /// The detour's cost so far, seconds.
     Left(f64),
     /// Seconds it was off.
     Rejoined(f64),
 }
 
 impl OffRoute {
-    pub fn observe(&mut self, c: &DetectConfig, time: f64, on_path: bool) -> Option<RouteChange> {
+    /// `moved_m`: how far the vehicle moved since the last observation;
+    /// `detour_s`: what being off the path costs so far (NaN: unknown).
+    pub fn observe(
+        &mut self,
+        c: &DetectConfig,
+        time: f64,
+        on_path: bool,
+        moved_m: f64,
+        detour_s: f64,
+    ) -> Option<RouteChange> {
         if on_path {
             self.off_pings = 0;
             self.on_pings += 1;
@@ -210,15 +259,21 @@ impl OffRoute {
             }
             if !self.off {
                 self.off_since = None;
+                self.off_m = 0.0;
             }
             return None;
         }
         self.on_pings = 0;
         self.off_pings += 1;
-        let since = *self.off_since.get_or_insert(time);
-        if !self.off && self.off_pings >= c.off_route_pings && time - since >= c.off_route_s {
+        self.off_since.get_or_insert(time);
+        self.off_m += moved_m.max(0.0);
+        if !self.off
+            && self.off_pings >= c.off_route_pings
+            && self.off_m >= c.off_route_m
+            && detour_s >= c.off_route_detour_s
+        {
             self.off = true;
-            return Some(RouteChange::Left(time - since));
+            return Some(RouteChange::Left(detour_s));
         }
         None
     }
@@ -249,8 +304,9 @@ mod tests {
     #[test]
     fn motion_has_hysteresis() {
         let c = DetectConfig::default();
-        let mut m = Motion::default();
+        let mut m = Motion::new();
         assert!(!m.observe(&c, 0.0, 1.5));
+        assert_eq!(m.since, 0.0);
         assert!(m.observe(&c, 1.0, 2.5));
         assert!(m.moving);
         // Between the thresholds: no flap.
@@ -286,11 +342,21 @@ mod tests {
         let c = DetectConfig::default();
         let mut b = Braking::default();
         assert_eq!(b.observe(&c, 0.0, 15.0), None);
-        assert_eq!(b.observe(&c, 1.0, 10.0), Some(5.0));
-        assert_eq!(b.observe(&c, 2.0, 4.0), None, "refractory");
-        // A gentle stop never fires, nor a drop across a long gap.
+        assert_eq!(
+            b.observe(&c, 1.0, 10.0),
+            None,
+            "one second is too short a span"
+        );
+        assert_eq!(b.observe(&c, 2.0, 4.0), Some(5.5));
+        assert_eq!(b.observe(&c, 3.0, 0.0), None, "refractory");
+        // A firm but normal stop (3 m/s²) with noisy readings never fires,
+        // nor a drop across a long gap.
         let mut b = Braking::default();
-        assert!((0..8).all(|t| b.observe(&c, t as f64, 14.0 - 2.0 * t as f64).is_none()));
+        let noise = [0.3, -0.3, 0.25, -0.2, 0.3, -0.3, 0.1, 0.0];
+        assert!((0..8).all(|t| {
+            b.observe(&c, t as f64, 21.0 - 3.0 * t as f64 + noise[t])
+                .is_none()
+        }));
         let mut b = Braking::default();
         b.observe(&c, 0.0, 15.0);
         assert_eq!(b.observe(&c, 10.0, 0.0), None);
@@ -300,15 +366,28 @@ mod tests {
     fn off_route_needs_time_and_pings_and_rejoins_with_hysteresis() {
         let c = DetectConfig::default();
         let mut o = OffRoute::default();
-        // One stray ping off the path, then back: nothing.
-        assert_eq!(o.observe(&c, 0.0, false), None);
-        assert_eq!(o.observe(&c, 20.0, true), None);
-        assert_eq!(o.observe(&c, 21.0, false), None);
-        assert_eq!(o.observe(&c, 30.0, false), None);
-        assert_eq!(o.observe(&c, 36.0, false), Some(RouteChange::Left(15.0)));
-        assert_eq!(o.observe(&c, 40.0, false), None);
-        assert_eq!(o.observe(&c, 41.0, true), None);
-        assert_eq!(o.observe(&c, 42.0, true), Some(RouteChange::Rejoined(21.0)));
+        // A stray ping off the path, then back: nothing.
+        assert_eq!(o.observe(&c, 0.0, false, 80.0, 100.0), None);
+        assert_eq!(o.observe(&c, 20.0, true, 10.0, 0.0), None);
+        // Standing off the path (a fix on the cross street at a light): nothing.
+        assert!((21..60).all(|t| o.observe(&c, f64::from(t), false, 0.5, 100.0).is_none()));
+        assert_eq!(o.observe(&c, 61.0, true, 0.0, 0.0), None);
+        // A parallel street as fast as the plan: nothing however far.
+        assert!((62..100).all(|t| o.observe(&c, f64::from(t), false, 30.0, 5.0).is_none()));
+        assert_eq!(o.observe(&c, 101.0, true, 0.0, 0.0), None);
+        // A real detour.
+        assert_eq!(o.observe(&c, 102.0, false, 60.0, 20.0), None);
+        assert_eq!(o.observe(&c, 103.0, false, 30.0, 50.0), None);
+        assert_eq!(
+            o.observe(&c, 104.0, false, 30.0, 70.0),
+            Some(RouteChange::Left(70.0))
+        );
+        assert_eq!(o.observe(&c, 110.0, false, 30.0, 90.0), None);
+        assert_eq!(o.observe(&c, 111.0, true, 10.0, 0.0), None);
+        assert_eq!(
+            o.observe(&c, 112.0, true, 10.0, 0.0),
+            Some(RouteChange::Rejoined(10.0))
+        );
         assert!(!o.off);
     }
 

@@ -27,7 +27,7 @@ pub enum EventKind {
     Late = 2,
     /// A late stop's ETA is back inside its window (with margin): ETA, window end.
     BackOnTime = 3,
-    /// The vehicle left the planned path to its next stop: seconds off it, threshold seconds.
+    /// The vehicle left the planned path to its next stop on a slower way: the detour's cost so far s, threshold s.
     OffRoute = 4,
     /// Back on the planned path (or arrived): seconds it was off, 0.
     BackOnRoute = 5,
@@ -49,7 +49,7 @@ pub enum EventKind {
     Offline = 13,
     /// Pings again after being offline: seconds of silence, 0.
     Online = 14,
-    /// The matcher rejected a ping as a GPS outlier: metres from the last position, 0.
+    /// The matcher rejected a fix far from the vehicle: metres from its last position, the minimum distance reported.
     GpsOutlier = 15,
 }
 

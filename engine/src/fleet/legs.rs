@@ -153,7 +153,9 @@ impl Leg {
             return None;
         }
         self.cursor = i;
-        let o = offset_m.clamp(a, b);
+        // Behind the leg's start on its first edge (the match stepped back
+        // a little) counts the extra way; past the end of an edge never does.
+        let o = offset_m.min(b);
         let left = if b > a { (b - o) / (b - a) } else { 0.0 };
         let (before_ms, before_m) = if i == 0 {
             (0.0, 0.0)

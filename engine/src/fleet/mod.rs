@@ -191,8 +191,10 @@ pub struct EngineStats {
     pub metric_updates: u64,
     pub edges_changed: u64,
     pub customization_ms: f64,
+    /// Grid cells the traffic model tracks.
     pub traffic_tracked: usize,
     pub metric_copies: u64,
+    pub full_customizations: u64,
 }
 
 /// Learnt traffic and the metrics built from it.
@@ -570,22 +572,35 @@ impl Engine {
         }
         let started = Instant::now();
         let cch = Cch::new(&self.graph);
-        // Reuse the previous metric when no shard holds it any more (every
-        // shard took the newer one before answering this tick).
         let pending = std::mem::take(&mut co.pending);
-        let mut next = match co.spare.take().map(Arc::try_unwrap) {
-            Some(Ok(mut spare)) => {
-                spare.update(&cch, &pending);
-                Arc::new(spare)
+        // Partial customization costs about 0.2 ms per changed edge on a
+        // city graph, a full pass about 0.4 µs per edge (BENCHMARKS.md): past
+        // one change in 500 edges the full pass is cheaper.
+        let next = if changes.len() > self.graph.num_edges() / 500 {
+            let mut weights: Vec<u32> = (0..self.graph.num_edges() as u32)
+                .map(|e| co.current.edge_weight(e))
+                .collect();
+            for &(e, w) in &changes {
+                weights[e as usize] = w;
             }
-            _ => {
-                co.stats.metric_copies += 1;
-                Arc::new((*co.current).clone())
-            }
+            co.stats.full_customizations += 1;
+            Arc::new(CchMetric::new(&cch, weights))
+        } else {
+            // Reuse the previous metric when no shard holds it any more (every
+            // shard took the newer one before answering this tick).
+            let mut next = match co.spare.take().map(Arc::try_unwrap) {
+                Some(Ok(mut spare)) => {
+                    spare.update(&cch, &pending);
+                    spare
+                }
+                _ => {
+                    co.stats.metric_copies += 1;
+                    (*co.current).clone()
+                }
+            };
+            next.update(&cch, &changes);
+            Arc::new(next)
         };
-        Arc::get_mut(&mut next)
-            .expect("unique")
-            .update(&cch, &changes);
         co.stats.customization_ms += started.elapsed().as_secs_f64() * 1e3;
         co.stats.metric_updates += 1;
         co.stats.edges_changed += changes.len() as u64;

@@ -58,6 +58,8 @@ pub(crate) struct Vehicle {
     last_seen: Option<(f64, LatLon)>,
     placed: Option<Placed>,
     speed_mps: f64,
+    /// Metres between the last two matched points.
+    moved_m: f64,
     heading_deg: f64,
     motion: Motion,
     online: bool,
@@ -76,6 +78,10 @@ pub(crate) struct Vehicle {
     stop_legs: Vec<((StopId, StopId), Option<StopLeg>)>,
     /// Remaining seconds and metres to the next stop from the last position.
     to_next: Option<(f64, f64)>,
+    /// Time the plan had left where the vehicle was last on it, and the
+    /// time (live metric) driven since off it: the detour's two halves.
+    plan_left_s: f64,
+    off_driven_s: f64,
     refresh_at: f64,
     /// Inside the geofence of this arrived stop, since.
     at_stop: Option<(StopId, f64)>,
@@ -94,8 +100,9 @@ impl Vehicle {
             last_seen: None,
             placed: None,
             speed_mps: 0.0,
+            moved_m: 0.0,
             heading_deg: f64::NAN,
-            motion: Motion::default(),
+            motion: Motion::new(),
             online: false,
             odometer_m: 0.0,
             odometer_day: i64::MIN,
@@ -106,6 +113,8 @@ impl Vehicle {
             planned: None,
             stop_legs: Vec::new(),
             to_next: None,
+            plan_left_s: f64::NAN,
+            off_driven_s: 0.0,
             refresh_at: f64::NEG_INFINITY,
             at_stop: None,
             off_route: OffRoute::default(),
@@ -187,7 +196,10 @@ impl Vehicle {
                 let d = self
                     .placed
                     .map_or(f64::NAN, |p| haversine_m(p.point, ping.pos));
-                self.emit(ctx, EventKind::GpsOutlier, now, None, d, 0.0);
+                if !(d < ctx.detect.outlier_min_m) {
+                    let min = ctx.detect.outlier_min_m;
+                    self.emit(ctx, EventKind::GpsOutlier, now, None, d, min);
+                }
                 return;
             }
             MatchStatus::Unmatched => return,
@@ -233,6 +245,7 @@ impl Vehicle {
         status: MatchStatus,
     ) {
         let now = here.time;
+        self.moved_m = prev.map_or(0.0, |p| haversine_m(p.point, here.point));
         let reported = ping.valid_speed();
         self.speed_mps = match (reported, prev) {
             (Some(v), _) => v,
@@ -347,6 +360,8 @@ impl Vehicle {
         self.leg = None;
         self.planned = None;
         self.to_next = None;
+        self.plan_left_s = f64::NAN;
+        self.off_driven_s = 0.0;
     }
 
     fn check_stall(&mut self, ctx: &mut Ctx, now: f64) {
@@ -410,7 +425,7 @@ impl Vehicle {
             // per vehicle so the work is even over time.
             self.refresh_at = ctx.eta.next_refresh(self.id, now);
             ctx.counters.refreshes += 1;
-            self.reroute(ctx, i);
+            self.reroute(ctx, i, now);
         }
         let Some((_, leg)) = self.leg.as_mut() else {
             return;
@@ -419,7 +434,7 @@ impl Vehicle {
         if progress.is_none() {
             // Left the ETA path: a new one from here.
             ctx.counters.reroutes += 1;
-            self.reroute(ctx, i);
+            self.reroute(ctx, i, now);
             progress = self
                 .leg
                 .as_mut()
@@ -431,11 +446,15 @@ impl Vehicle {
         }
     }
 
-    /// A new ETA path to stop `i`; the path planned at the leg's start is
-    /// kept for the off-route judgement.
-    fn reroute(&mut self, ctx: &mut Ctx, i: usize) {
+    /// A new ETA path to stop `i`. The plan the vehicle is judged against
+    /// is the path it had once under way: a leg computed while standing
+    /// (at a stop, facing whichever way the fix says) is provisional until
+    /// the vehicle has driven off, so its first reroutes replace it.
+    fn reroute(&mut self, ctx: &mut Ctx, i: usize, now: f64) {
         let old = self.leg.take();
-        if self.planned.is_none()
+        let under_way = self.motion.moving && now - self.motion.since >= ctx.detect.plan_settle_s;
+        if under_way
+            && self.planned.is_none()
             && let Some((_, l)) = old
         {
             self.planned = Some(l.edges().to_vec());
@@ -443,6 +462,11 @@ impl Vehicle {
         self.route_leg(ctx, i);
     }
 
+    /// Judges the vehicle against the planned path. Leaving it costs
+    /// nothing when the way taken is as fast (a grid offers many equal
+    /// paths), so what counts is the detour: the time driven off the plan
+    /// plus the time still to go from here, against the time the plan had
+    /// left where the vehicle left it (all on the live metric).
     fn judge_off_route(&mut self, ctx: &mut Ctx, now: f64, edge: u32) {
         let g = ctx.graph;
         let rev = g.reverse_edge(edge);
@@ -452,11 +476,24 @@ impl Vehicle {
             (None, None) => return,
         };
         let on = planned.iter().any(|&e| e == edge || Some(e) == rev);
-        match self.off_route.observe(&ctx.detect, now, on) {
-            Some(RouteChange::Left(s)) => {
+        let remaining = self.to_next.map_or(f64::NAN, |r| r.0);
+        let detour = if on {
+            self.plan_left_s = remaining;
+            self.off_driven_s = 0.0;
+            0.0
+        } else {
+            let per_m = f64::from(ctx.router.metric().edge_weight(edge))
+                / 1000.0
+                / g.length_m(edge).max(0.1);
+            self.off_driven_s += self.moved_m * per_m;
+            self.off_driven_s + remaining - self.plan_left_s
+        };
+        let moved = self.moved_m;
+        match self.off_route.observe(&ctx.detect, now, on, moved, detour) {
+            Some(RouteChange::Left(d)) => {
                 let next = self.next_index().map(|i| self.stops[i].plan.id);
-                let threshold = ctx.detect.off_route_s;
-                self.emit(ctx, EventKind::OffRoute, now, next, s, threshold);
+                let threshold = ctx.detect.off_route_detour_s;
+                self.emit(ctx, EventKind::OffRoute, now, next, d, threshold);
             }
             Some(RouteChange::Rejoined(s)) => {
                 let next = self.next_index().map(|i| self.stops[i].plan.id);
@@ -733,7 +770,7 @@ impl Vehicle {
         ctx.matcher.flush(&mut self.track, &mut ctx.out);
         self.take_path(ctx, MatchStatus::Matched);
         self.traversals.close(&mut ctx.observations);
-        self.track = VehicleTrack::new();
+        self.track.release_buffers();
         let threshold = ctx.detect.offline_s;
         self.emit(ctx, EventKind::Offline, now, None, now - last, threshold);
         true
@@ -758,7 +795,7 @@ impl Vehicle {
                 && let Some(i) = self.next_index()
             {
                 ctx.counters.traffic_reroutes += 1;
-                self.reroute(ctx, i);
+                self.reroute(ctx, i, now);
             }
         }
         for j in 0..self.stop_legs.len() {

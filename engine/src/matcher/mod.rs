@@ -99,6 +99,18 @@ impl VehicleTrack {
         self.window.len()
     }
 
+    /// Gives back the buffers of a vehicle whose chain was flushed (gone
+    /// offline), keeping what orders its next pings (sequence numbers, the
+    /// last time, the learnt noise).
+    pub fn release_buffers(&mut self) {
+        if self.window.is_empty() {
+            self.window = VecDeque::new();
+            self.spare = Vec::new();
+            self.held = VecDeque::new();
+            self.smoother = Smoother::default();
+        }
+    }
+
     /// Bytes held by this vehicle's matcher state (allocated capacity).
     pub fn heap_bytes(&self) -> usize {
         let steps = self.window.capacity() + self.spare.capacity();
