@@ -38,7 +38,8 @@ pub(crate) struct StopState {
     pub announced: f64,
     pub late: bool,
     pub arrived_at: Option<f64>,
-    pub outcome: Option<StopOutcome>,
+    /// Boxed: rare, and large next to the rest.
+    pub outcome: Option<Box<StopOutcome>>,
 }
 
 /// Where the vehicle was last placed on a road.
@@ -729,7 +730,7 @@ impl Vehicle {
         } else {
             StopStatus::Failed
         };
-        s.outcome = Some(outcome);
+        s.outcome = Some(Box::new(outcome));
         s.late = false;
         if s.arrived_at.is_none() {
             s.eta = f64::NAN;

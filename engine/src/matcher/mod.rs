@@ -19,8 +19,9 @@
 //! The state is split the way a shard uses it: [`VehicleTrack`] is the small
 //! per-vehicle state (the window), [`Matcher`] the per-thread scratch and
 //! counters shared by all the vehicles a thread owns. Nothing allocates per
-//! ping in steady state: windows recycle their steps, outputs are cleared and
-//! refilled.
+//! ping in steady state: finished steps go back to the thread's pool (so a
+//! vehicle holds only its current window, however long it once grew), and
+//! outputs are cleared and refilled.
 
 mod config;
 mod noise;
@@ -58,6 +59,11 @@ struct Anchor {
     time: f64,
 }
 
+/// Finished steps a thread keeps for reuse by any of its vehicles.
+const POOL_STEPS: usize = 4096;
+/// A window's ring is shrunk once its capacity is this many times what it holds.
+const SHRINK_FACTOR: usize = 4;
+
 /// One vehicle's matcher state: its window of recent pings. Small, and
 /// bounded by `max_lag` steps of at most `max_candidates` candidates.
 #[derive(Debug, Default)]
@@ -68,7 +74,6 @@ pub struct VehicleTrack {
     /// Undecided steps; `window[0]` may be the last finalised step, kept as
     /// the anchor transitions start from.
     window: VecDeque<Step>,
-    spare: Vec<Step>,
     last_final: Option<Anchor>,
     /// Index of the last immediate estimate's candidate in the newest step.
     last_choice: Option<u8>,
@@ -105,7 +110,6 @@ impl VehicleTrack {
     pub fn release_buffers(&mut self) {
         if self.window.is_empty() {
             self.window = VecDeque::new();
-            self.spare = Vec::new();
             self.held = VecDeque::new();
             self.smoother = Smoother::default();
         }
@@ -113,13 +117,8 @@ impl VehicleTrack {
 
     /// Bytes held by this vehicle's matcher state (allocated capacity).
     pub fn heap_bytes(&self) -> usize {
-        let steps = self.window.capacity() + self.spare.capacity();
-        let cands: usize = self
-            .window
-            .iter()
-            .chain(&self.spare)
-            .map(|s| s.cands.capacity())
-            .sum();
+        let steps = self.window.capacity();
+        let cands: usize = self.window.iter().map(|s| s.cands.capacity()).sum();
         steps * std::mem::size_of::<Step>()
             + cands * std::mem::size_of::<Cand>()
             + self.held.capacity() * std::mem::size_of::<window::Held>()
@@ -138,6 +137,8 @@ pub struct Matcher<'g> {
     path_edges: Vec<u32>,
     /// Scratch for the path pieces of one finalised transition.
     pieces: Vec<(u32, f64, f64)>,
+    /// Finished steps of this thread's vehicles, for their next pings.
+    pool: Vec<Step>,
     stats: MatcherStats,
 }
 
@@ -158,6 +159,7 @@ impl<'g> Matcher<'g> {
             chosen: Vec::new(),
             path_edges: Vec::new(),
             pieces: Vec::new(),
+            pool: Vec::new(),
             stats: MatcherStats::default(),
             config,
         }
@@ -196,6 +198,14 @@ impl<'g> Matcher<'g> {
         self.stats.pings += 1;
         self.stats.by_status[status as usize] += 1;
         status
+    }
+
+    /// Takes a finished step back into the pool (bounded: a burst of long
+    /// windows gives its excess back to the allocator).
+    pub(crate) fn recycle(&mut self, step: Step) {
+        if self.pool.len() < POOL_STEPS {
+            self.pool.push(step);
+        }
     }
 
     /// Finalises everything still undecided (end of a trace, vehicle gone
@@ -241,8 +251,8 @@ impl<'g> Matcher<'g> {
             return MatchStatus::Unmatched;
         }
 
-        let mut step = track
-            .spare
+        let mut step = self
+            .pool
             .pop()
             .unwrap_or_else(|| Step::with_capacity(self.config.max_candidates));
         step.reset_for(seq, ping.time, pos, sigma);
@@ -310,7 +320,7 @@ impl<'g> Matcher<'g> {
             }
         } else {
             track.outliers += 1;
-            track.spare.push(step);
+            self.recycle(step);
             return MatchStatus::Outlier;
         };
         step.reset = status == MatchStatus::Reset;

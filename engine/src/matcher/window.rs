@@ -175,7 +175,7 @@ impl Matcher<'_> {
             self.emit_held(track, last, end, none, out);
         }
         while let Some(s) = track.window.pop_front() {
-            track.spare.push(s);
+            self.recycle(s);
         }
         // Nothing can be held for a step that is gone.
         track.held.clear();
@@ -281,9 +281,14 @@ impl Matcher<'_> {
         }
         w[k].done = true;
         for _ in 0..k {
-            if let Some(s) = w.pop_front() {
-                track.spare.push(s);
+            if let Some(s) = track.window.pop_front() {
+                self.recycle(s);
             }
+        }
+        // A window that once grew long gives its ring back.
+        let len = track.window.len().max(4);
+        if track.window.capacity() > super::SHRINK_FACTOR * len {
+            track.window.shrink_to(2 * len);
         }
     }
 
