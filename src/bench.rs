@@ -125,6 +125,9 @@ pub fn bench_cmd(a: BenchArgs) -> Result<()> {
         let config = FleetConfig {
             shards: a.shards,
             learning,
+            // Little in flight, as behind a server whose ingest pushes back:
+            // the latency measured is the engine's, not a deep queue's.
+            queue_capacity: 4,
             ..FleetConfig::default()
         };
         bar.stage_count(

@@ -130,7 +130,7 @@ impl Default for DriveParams {
     fn default() -> Self {
         Self {
             tick_s: 30.0,
-            batch: 2048,
+            batch: 512,
         }
     }
 }

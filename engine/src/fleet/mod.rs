@@ -61,6 +61,9 @@ pub struct FleetConfig {
     pub traffic: TrafficConfig,
     /// Learn traffic from the fleet's matched paths and route on it.
     pub learning: bool,
+    /// Event seconds between two publications of learnt traffic as a new
+    /// routing metric (observations are taken at every tick).
+    pub traffic_every_s: f64,
     /// Events the bus keeps for subscribers.
     pub events_capacity: usize,
     /// Traffic observations a shard keeps between two ticks.
@@ -80,6 +83,7 @@ impl Default for FleetConfig {
             eta: EtaConfig::default(),
             traffic: TrafficConfig::default(),
             learning: true,
+            traffic_every_s: 120.0,
             events_capacity: 1 << 16,
             max_observations_per_tick: 1 << 20,
             closed_retention_s: 86_400.0,
@@ -205,6 +209,8 @@ struct Coordinator {
     /// shard holds it; `pending` are the changes it lacks.
     spare: Option<Arc<CchMetric>>,
     pending: Vec<(u32, u32)>,
+    /// Event time of the last publication.
+    published_at: f64,
     stats: EngineStats,
 }
 
@@ -283,6 +289,7 @@ impl Engine {
                 current: metric,
                 spare: None,
                 pending: Vec::new(),
+                published_at: f64::NEG_INFINITY,
                 stats: EngineStats::default(),
             }),
             graph,
@@ -524,10 +531,11 @@ impl Engine {
     }
 
     /// The periodic step at event time `now`: vehicles silent for too long
-    /// go offline; traffic learnt since the last tick becomes a new metric
-    /// (partial customization of the changed edges), installed in every
-    /// shard, which refresh the ETAs whose paths cross them. Returns the
-    /// number of edges whose travel time changed.
+    /// go offline; the traffic observed since the last tick is learnt, and
+    /// every `traffic_every_s` what changed becomes a new metric (partial
+    /// customization of the changed edges, or a full pass when many
+    /// changed), installed in every shard, which refresh the ETAs whose
+    /// paths cross them. Returns the number of edges whose time changed.
     pub fn tick(&self, now: f64) -> usize {
         let replies: Vec<Receiver<Vec<EdgeObservation>>> = (0..self.shards.len())
             .map(|i| {
@@ -564,6 +572,10 @@ impl Engine {
         for o in &observations {
             co.traffic.observe(&self.graph, o);
         }
+        if now - co.published_at < self.config.traffic_every_s {
+            return 0;
+        }
+        co.published_at = now;
         let mut changes = Vec::new();
         co.traffic.changes(&self.graph, now, &mut changes);
         co.stats.traffic_tracked = co.traffic.tracked();

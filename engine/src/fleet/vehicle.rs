@@ -83,6 +83,8 @@ pub(crate) struct Vehicle {
     /// time (live metric) driven since off it: the detour's two halves.
     plan_left_s: f64,
     off_driven_s: f64,
+    /// Consecutive pings matched off the ETA path (one is tolerated).
+    off_path_pings: u8,
     refresh_at: f64,
     /// Inside the geofence of this arrived stop, since.
     at_stop: Option<(StopId, f64)>,
@@ -116,6 +118,7 @@ impl Vehicle {
             to_next: None,
             plan_left_s: f64::NAN,
             off_driven_s: 0.0,
+            off_path_pings: 0,
             refresh_at: f64::NEG_INFINITY,
             at_stop: None,
             off_route: OffRoute::default(),
@@ -410,7 +413,7 @@ impl Vehicle {
     /// Where the vehicle is on its leg: advance along the path, reroute when
     /// it left it (or for the periodic refresh), and judge off-route.
     fn advance_leg(&mut self, ctx: &mut Ctx, now: f64, from_ping: bool) {
-        self.to_next = None;
+        let prev = self.to_next.take();
         let (Some(i), Some(p)) = (self.next_index(), self.placed) else {
             return;
         };
@@ -432,8 +435,19 @@ impl Vehicle {
             return;
         };
         let mut progress = leg.advance(ctx.graph, p.edge, p.offset_m);
-        if progress.is_none() {
+        if progress.is_some() {
+            self.off_path_pings = 0;
+        } else if from_ping && self.off_path_pings == 0 && prev.is_some() {
+            // One ping off the path is often the live match wavering at a
+            // junction: keep the last figures, and route again only if the
+            // next ping is off the path too.
+            self.off_path_pings = 1;
+            self.to_next = prev;
+            self.judge_off_route(ctx, now, p.edge);
+            return;
+        } else {
             // Left the ETA path: a new one from here.
+            self.off_path_pings = 0;
             ctx.counters.reroutes += 1;
             self.reroute(ctx, i, now);
             progress = self
