@@ -124,6 +124,12 @@ pub struct DriveParams {
     pub tick_s: f64,
     /// Pings per submitted batch.
     pub batch: usize,
+    /// Offered load, pings per wall-clock second (`None`: as fast as the
+    /// engine takes them). Latency is measured under a paced load below
+    /// capacity; at saturation it only measures the queue.
+    pub rate: Option<f64>,
+    /// Feed only the first this many pings of the day.
+    pub max_pings: Option<usize>,
 }
 
 impl Default for DriveParams {
@@ -131,6 +137,8 @@ impl Default for DriveParams {
         Self {
             tick_s: 30.0,
             batch: 512,
+            rate: None,
+            max_pings: None,
         }
     }
 }
@@ -205,13 +213,22 @@ pub fn feed_day(engine: &Engine, day: &Day, drive: &DriveParams, progress: &dyn 
     let mut done = 0u64;
     let flush = |batch: &mut Vec<(u64, Ping)>, done: &mut u64| {
         if !batch.is_empty() {
+            if let Some(rate) = drive.rate {
+                // Offer the batch when its last ping is due at this rate.
+                let due = (*done + batch.len() as u64) as f64 / rate;
+                let ahead = due - started.elapsed().as_secs_f64();
+                if ahead > 0.0 {
+                    std::thread::sleep(std::time::Duration::from_secs_f64(ahead));
+                }
+            }
             engine.submit(batch, wait);
             *done += batch.len() as u64;
             batch.clear();
             progress(*done);
         }
     };
-    for &(v, p) in &day.pings {
+    let pings = &day.pings[..drive.max_pings.unwrap_or(usize::MAX).min(day.pings.len())];
+    for &(v, p) in pings {
         while p.time >= next_tick {
             flush(&mut batch, &mut done);
             tick(next_tick);

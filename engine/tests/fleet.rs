@@ -1000,6 +1000,7 @@ fn same_events_and_etas_whatever_the_shard_count() {
         let drive = DriveParams {
             tick_s: 20.0,
             batch: 97,
+            ..DriveParams::default()
         };
         feed_day(&e, &day, &drive, &|_| {});
         let mut events = all_events(&e);
@@ -1020,5 +1021,49 @@ fn same_events_and_etas_whatever_the_shard_count() {
         let other = run(shards);
         assert!(one.0 == other.0, "events differ with {shards} shards");
         assert_eq!(one.1, other.1, "ETAs differ with {shards} shards");
+    }
+}
+
+// -------------------------------------------------------------- learning
+
+#[test]
+fn traffic_learning_lowers_eta_error_on_a_congested_day() {
+    let g = town();
+    let params = SimParams {
+        vehicles: 150,
+        duration_s: 5400.0,
+        interval_s: 5.0,
+        noise_m: 5.0,
+        congestion: 0.3,
+        seed: 29,
+        ..SimParams::default()
+    };
+    let day = Day::simulate(&g, &params, &|_| {});
+    let run = |learning: bool| {
+        let r = lastmile_engine::bench::run_day(
+            g.clone(),
+            &day,
+            FleetConfig {
+                shards: 2,
+                learning,
+                ..FleetConfig::default()
+            },
+            &DriveParams::default(),
+            &|_| {},
+        );
+        assert_eq!(r.pings as usize, day.pings.len());
+        r
+    };
+    let (off, on) = (run(false), run(true));
+    assert!(on.stats.metric_updates > 10);
+    for (a, b) in off.eta.iter().zip(&on.eta) {
+        eprintln!(
+            "{} min: MAE {:.0} s -> {:.0} s ({} samples)",
+            a.minutes, a.mae_s, b.mae_s, a.samples
+        );
+        assert!(a.samples > 100, "{a:?}");
+        // Without learning, ETAs trust free flow and come out early.
+        assert!(a.bias_s < 0.0);
+        assert!(b.mae_s < 0.6 * a.mae_s, "{a:?} vs {b:?}");
     }
 }

@@ -188,6 +188,8 @@ pub struct StopLeg {
     end_m: f64,
     pub seconds: f64,
     pub metres: f64,
+    /// A new metric moved its time enough to search it again.
+    pub stale: bool,
 }
 
 impl StopLeg {
@@ -198,6 +200,7 @@ impl StopLeg {
             metres: route.distance_m,
             edges: route.edges,
             seconds: 0.0,
+            stale: false,
         };
         leg.edges.shrink_to_fit();
         leg.retime(graph, metric);

@@ -197,18 +197,16 @@ pub struct EngineStats {
     pub customization_ms: f64,
     /// Grid cells the traffic model tracks.
     pub traffic_tracked: usize,
-    pub metric_copies: u64,
     pub full_customizations: u64,
+    pub customization_failures: u64,
 }
 
 /// Learnt traffic and the metrics built from it.
 struct Coordinator {
     traffic: TrafficModel,
     current: Arc<CchMetric>,
-    /// The metric before `current`, recycled at the next update once no
-    /// shard holds it; `pending` are the changes it lacks.
-    spare: Option<Arc<CchMetric>>,
-    pending: Vec<(u32, u32)>,
+    /// The customization under way, installed at the next tick.
+    job: Option<JoinHandle<Customized>>,
     /// Event time of the last publication.
     published_at: f64,
     stats: EngineStats,
@@ -234,6 +232,49 @@ pub struct Engine {
     submitted: std::sync::atomic::AtomicU64,
     shed: std::sync::atomic::AtomicU64,
     queue_full: std::sync::atomic::AtomicU64,
+}
+
+/// A new metric and what changed in it.
+struct Customized {
+    metric: Arc<CchMetric>,
+    changed: Arc<EdgeSet>,
+    changed_edges: usize,
+    full: bool,
+    millis: f64,
+}
+
+/// `base` with the travel times of `changes` applied.
+fn customize(graph: &Graph, base: &CchMetric, changes: Vec<(u32, u32)>) -> Customized {
+    let started = Instant::now();
+    let cch = Cch::new(graph);
+    // Partial customization costs about 0.2 ms per changed edge on a city
+    // graph, a full pass about 0.4 µs per edge (BENCHMARKS.md): past one
+    // change in 500 edges the full pass is cheaper.
+    let full = changes.len() > graph.num_edges() / 500;
+    let metric = if full {
+        let mut weights: Vec<u32> = (0..graph.num_edges() as u32)
+            .map(|e| base.edge_weight(e))
+            .collect();
+        for &(e, w) in &changes {
+            weights[e as usize] = w;
+        }
+        CchMetric::new(&cch, weights)
+    } else {
+        let mut next = base.clone();
+        next.update(&cch, &changes);
+        next
+    };
+    let mut changed = EdgeSet::new(graph.num_edges());
+    for &(e, _) in &changes {
+        changed.insert(e);
+    }
+    Customized {
+        metric: Arc::new(metric),
+        changed: Arc::new(changed),
+        changed_edges: changes.len(),
+        full,
+        millis: started.elapsed().as_secs_f64() * 1e3,
+    }
 }
 
 /// The shard a vehicle lives on.
@@ -287,8 +328,7 @@ impl Engine {
             coordinator: Mutex::new(Coordinator {
                 traffic,
                 current: metric,
-                spare: None,
-                pending: Vec::new(),
+                job: None,
                 published_at: f64::NEG_INFINITY,
                 stats: EngineStats::default(),
             }),
@@ -558,8 +598,12 @@ impl Engine {
         }
         let mut co = self.coordinator.lock().unwrap_or_else(|p| p.into_inner());
         co.stats.ticks += 1;
+        // The metric customized since the last publication goes in now:
+        // every shard takes it at this tick's place in its queue, so the
+        // results do not depend on how long the customization took.
+        let installed = self.install_customized(&mut co, now);
         if !self.config.learning {
-            return 0;
+            return installed;
         }
         // The same observations in the same order whatever the shard count.
         observations.sort_by(|a, b| {
@@ -573,70 +617,48 @@ impl Engine {
             co.traffic.observe(&self.graph, o);
         }
         if now - co.published_at < self.config.traffic_every_s {
-            return 0;
+            return installed;
         }
         co.published_at = now;
         let mut changes = Vec::new();
         co.traffic.changes(&self.graph, now, &mut changes);
         co.stats.traffic_tracked = co.traffic.tracked();
-        if changes.is_empty() {
+        if !changes.is_empty() {
+            // Customized off the ingest path, installed at the next tick.
+            let (graph, base) = (self.graph.clone(), co.current.clone());
+            co.job = Some(std::thread::spawn(move || {
+                customize(&graph, &base, changes)
+            }));
+        }
+        installed
+    }
+
+    /// Installs the metric a background customization finished (waiting
+    /// for it if need be); returns the number of edges it changed.
+    fn install_customized(&self, co: &mut Coordinator, now: f64) -> usize {
+        let Some(job) = co.job.take() else { return 0 };
+        let Ok(done) = job.join() else {
+            // A panic in customization is a bug; routing carries on with the
+            // metric it has rather than taking the engine down.
+            co.stats.customization_failures += 1;
             return 0;
-        }
-        let started = Instant::now();
-        let cch = Cch::new(&self.graph);
-        let pending = std::mem::take(&mut co.pending);
-        // Partial customization costs about 0.2 ms per changed edge on a
-        // city graph, a full pass about 0.4 µs per edge (BENCHMARKS.md): past
-        // one change in 500 edges the full pass is cheaper.
-        let next = if changes.len() > self.graph.num_edges() / 500 {
-            let mut weights: Vec<u32> = (0..self.graph.num_edges() as u32)
-                .map(|e| co.current.edge_weight(e))
-                .collect();
-            for &(e, w) in &changes {
-                weights[e as usize] = w;
-            }
-            co.stats.full_customizations += 1;
-            Arc::new(CchMetric::new(&cch, weights))
-        } else {
-            // Reuse the previous metric when no shard holds it any more (every
-            // shard took the newer one before answering this tick).
-            let mut next = match co.spare.take().map(Arc::try_unwrap) {
-                Some(Ok(mut spare)) => {
-                    spare.update(&cch, &pending);
-                    spare
-                }
-                _ => {
-                    co.stats.metric_copies += 1;
-                    (*co.current).clone()
-                }
-            };
-            next.update(&cch, &changes);
-            Arc::new(next)
         };
-        co.stats.customization_ms += started.elapsed().as_secs_f64() * 1e3;
+        co.stats.customization_ms += done.millis;
         co.stats.metric_updates += 1;
-        co.stats.edges_changed += changes.len() as u64;
-        let mut changed = EdgeSet::new(self.graph.num_edges());
-        for &(e, _) in &changes {
-            changed.insert(e);
-        }
-        let changed = Arc::new(changed);
-        let previous = std::mem::replace(&mut co.current, next.clone());
-        co.spare = Some(previous);
-        co.pending = changes;
-        let count = co.pending.len();
-        drop(co);
+        co.stats.edges_changed += done.changed_edges as u64;
+        co.stats.full_customizations += u64::from(done.full);
+        co.current = done.metric.clone();
         for i in 0..self.shards.len() {
             self.send_control(
                 i,
                 Msg::Metric {
-                    metric: next.clone(),
-                    changed: changed.clone(),
+                    metric: done.metric.clone(),
+                    changed: done.changed.clone(),
                     now,
                 },
             );
         }
-        count
+        done.changed_edges
     }
 
     /// The current routing metric (free flow plus learnt traffic).

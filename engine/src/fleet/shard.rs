@@ -141,6 +141,8 @@ pub(crate) struct Ctx<'g> {
     pub events: Vec<Event>,
     pub observations: Vec<EdgeObservation>,
     pub changed: Arc<EdgeSet>,
+    /// Counts metric installs, so a leg knows whether it is out of date.
+    pub metric_version: u64,
     pub near: Vec<EdgeCandidate>,
     pub counters: ShardCounters,
 }
@@ -196,6 +198,7 @@ pub(crate) fn run(
         events: Vec::new(),
         observations: Vec::new(),
         changed: Arc::new(EdgeSet::new(0)),
+        metric_version: 0,
         near: Vec::new(),
         counters: ShardCounters::default(),
     };
@@ -248,6 +251,7 @@ pub(crate) fn run(
                 now,
             } => {
                 ctx.counters.metric_updates += 1;
+                ctx.metric_version += 1;
                 ctx.router.set_metric(metric);
                 ctx.changed = changed;
                 // A deterministic order: the events of a refresh do not depend

@@ -85,6 +85,10 @@ pub(crate) struct Vehicle {
     off_driven_s: f64,
     /// Consecutive pings matched off the ETA path (one is tolerated).
     off_path_pings: u8,
+    /// The metric version the leg was routed on, and whether a new metric
+    /// moved its time enough to search it again at the next ping.
+    leg_metric: u64,
+    leg_stale: bool,
     refresh_at: f64,
     /// Inside the geofence of this arrived stop, since.
     at_stop: Option<(StopId, f64)>,
@@ -119,6 +123,8 @@ impl Vehicle {
             plan_left_s: f64::NAN,
             off_driven_s: 0.0,
             off_path_pings: 0,
+            leg_metric: 0,
+            leg_stale: false,
             refresh_at: f64::NEG_INFINITY,
             at_stop: None,
             off_route: OffRoute::default(),
@@ -396,6 +402,7 @@ impl Vehicle {
         };
         ctx.counters.leg_routes += 1;
         let id = self.stops[i].plan.id;
+        self.leg_metric = ctx.metric_version;
         match ctx.router.route(&[from], self.stops[i].place.positions()) {
             Some(r) => {
                 let leg = Leg::from_route(ctx.graph, ctx.router.metric(), r);
@@ -425,11 +432,15 @@ impl Vehicle {
             self.refresh_at = ctx.eta.next_refresh(self.id, now);
             self.route_leg(ctx, i);
         } else if from_ping && now >= self.refresh_at {
-            // The periodic refresh: a better path may exist now. Staggered
-            // per vehicle so the work is even over time.
+            // The periodic refresh: a better path may exist now, but only if
+            // the metric changed since the leg was routed (on the same
+            // metric, the rest of a shortest path is still shortest).
+            // Staggered per vehicle so the work is even over time.
             self.refresh_at = ctx.eta.next_refresh(self.id, now);
-            ctx.counters.refreshes += 1;
-            self.reroute(ctx, i, now);
+            if self.leg_metric != ctx.metric_version {
+                ctx.counters.refreshes += 1;
+                self.reroute(ctx, i, now);
+            }
         }
         let Some((_, leg)) = self.leg.as_mut() else {
             return;
@@ -555,6 +566,9 @@ impl Vehicle {
     /// Recomputes every remaining stop's ETA from the position on the leg
     /// and runs the ETA detectors.
     fn update_etas(&mut self, ctx: &mut Ctx, now: f64, from_ping: bool) {
+        if from_ping {
+            self.reroute_stale(ctx, now);
+        }
         self.advance_leg(ctx, now, from_ping);
         self.sync_stop_legs(ctx);
         let base_time = self.placed.map_or(now, |p| p.time);
@@ -792,8 +806,10 @@ impl Vehicle {
     }
 
     /// A new metric was installed: retime the paths that cross changed
-    /// edges, route again those whose time moved by more than the
-    /// threshold, and refresh the ETAs.
+    /// edges (cheap: the same edges, new times) and refresh the ETAs at
+    /// once; paths whose time moved by more than the threshold are searched
+    /// again at the vehicle's next ping, so a metric update spreads its
+    /// searches over a ping interval instead of stalling the shard.
     pub fn on_metric(&mut self, ctx: &mut Ctx, now: f64) {
         let changed = ctx.changed.clone();
         let touched = |edges: &[u32]| edges.iter().any(|&e| changed.contains(e));
@@ -806,17 +822,12 @@ impl Vehicle {
             let before = leg.total_s();
             let after = leg.retime(ctx.graph, ctx.router.metric());
             ctx.counters.retimes += 1;
-            if (after - before).abs() > threshold * before.max(1.0)
-                && let Some(i) = self.next_index()
-            {
-                ctx.counters.traffic_reroutes += 1;
-                self.reroute(ctx, i, now);
+            if (after - before).abs() > threshold * before.max(1.0) {
+                self.leg_stale = true;
             }
         }
-        for j in 0..self.stop_legs.len() {
-            let Some(leg) = self.stop_legs[j].1.as_mut() else {
-                continue;
-            };
+        for (_, leg) in &mut self.stop_legs {
+            let Some(leg) = leg.as_mut() else { continue };
             if !touched(&leg.edges) {
                 continue;
             }
@@ -825,19 +836,36 @@ impl Vehicle {
             let after = leg.retime(ctx.graph, ctx.router.metric());
             ctx.counters.retimes += 1;
             if (after - before).abs() > threshold * before.max(1.0) {
-                let (a, b) = self.stop_legs[j].0;
-                let place = |id| self.stops.iter().find(|s| s.plan.id == id).map(|s| s.place);
-                if let (Some(pa), Some(pb)) = (place(a), place(b)) {
-                    ctx.counters.traffic_reroutes += 1;
-                    self.stop_legs[j].1 = ctx
-                        .router
-                        .route(pa.positions(), pb.positions())
-                        .map(|r| StopLeg::from_route(ctx.graph, ctx.router.metric(), r));
-                }
+                leg.stale = true;
             }
         }
         if any {
             self.update_etas(ctx, now, false);
+        }
+    }
+
+    /// Searches again the legs a metric update made stale.
+    fn reroute_stale(&mut self, ctx: &mut Ctx, now: f64) {
+        if std::mem::take(&mut self.leg_stale)
+            && let Some(i) = self.next_index()
+            && self.leg.is_some()
+        {
+            ctx.counters.traffic_reroutes += 1;
+            self.reroute(ctx, i, now);
+        }
+        for j in 0..self.stop_legs.len() {
+            if !self.stop_legs[j].1.as_ref().is_some_and(|l| l.stale) {
+                continue;
+            }
+            let (a, b) = self.stop_legs[j].0;
+            let place = |id| self.stops.iter().find(|s| s.plan.id == id).map(|s| s.place);
+            if let (Some(pa), Some(pb)) = (place(a), place(b)) {
+                ctx.counters.traffic_reroutes += 1;
+                self.stop_legs[j].1 = ctx
+                    .router
+                    .route(pa.positions(), pb.positions())
+                    .map(|r| StopLeg::from_route(ctx.graph, ctx.router.metric(), r));
+            }
         }
     }
 
