@@ -170,7 +170,6 @@ pub fn assign_routes(engine: &Engine, day: &Day) {
 /// time and sampling the ETAs of stops at the horizons before their true
 /// arrival. `progress` gets the pings done.
 pub fn feed_day(engine: &Engine, day: &Day, drive: &DriveParams, progress: &dyn Fn(u64)) -> Fed {
-    let wait = Admission::Wait(std::time::Duration::from_secs(3600));
     // Sample times: (time, stop index, true arrival, horizon index), sorted.
     let mut samples: Vec<(f64, usize, f64, usize)> = Vec::new();
     for (i, s) in day.stops().iter().enumerate() {
@@ -187,7 +186,19 @@ pub fn feed_day(engine: &Engine, day: &Day, drive: &DriveParams, progress: &dyn 
     let mut errors: Vec<Vec<(f64, f64)>> = vec![Vec::new(); HORIZONS_MIN.len()];
     let mut next_sample = 0;
     let stops = day.stops();
+    // Paced, ticks run beside the feeding, as a server's timer does (the
+    // feeding must not stall while a tick waits for a customization).
+    let (ticks_tx, ticks_rx) = crossbeam_channel::bounded::<f64>(1024);
+    let paced = drive.rate.is_some();
+    // `tick(NaN)` says the feeding is over.
     let mut tick = |t: f64| {
+        if paced {
+            let _ = ticks_tx.send(t);
+            return;
+        }
+        if t.is_nan() {
+            return;
+        }
         engine.tick(t);
         engine.refresh_index(t);
         while next_sample < samples.len() && samples[next_sample].0 <= t {
@@ -207,6 +218,29 @@ pub fn feed_day(engine: &Engine, day: &Day, drive: &DriveParams, progress: &dyn 
         }
     };
 
+    std::thread::scope(|scope| {
+        if paced {
+            scope.spawn(move || {
+                for t in ticks_rx.iter().take_while(|t| !t.is_nan()) {
+                    engine.tick(t);
+                    engine.refresh_index(t);
+                }
+            });
+        }
+        feed(engine, day, drive, progress, &mut tick)
+    })
+    .with_errors(errors)
+}
+
+/// The feeding loop of [`feed_day`].
+fn feed(
+    engine: &Engine,
+    day: &Day,
+    drive: &DriveParams,
+    progress: &dyn Fn(u64),
+    tick: &mut dyn FnMut(f64),
+) -> Fed {
+    let wait = Admission::Wait(std::time::Duration::from_secs(3600));
     let started = Instant::now();
     let mut next_tick = day.start_time + drive.tick_s;
     let mut batch: Vec<(u64, Ping)> = Vec::with_capacity(drive.batch);
@@ -241,11 +275,18 @@ pub fn feed_day(engine: &Engine, day: &Day, drive: &DriveParams, progress: &dyn 
     }
     flush(&mut batch, &mut done);
     tick(next_tick);
+    tick(f64::NAN);
     engine.sync();
     Fed {
         pings: done,
         seconds: started.elapsed().as_secs_f64(),
-        errors,
+        errors: Vec::new(),
+    }
+}
+
+impl Fed {
+    fn with_errors(self, errors: Vec<Vec<(f64, f64)>>) -> Self {
+        Self { errors, ..self }
     }
 }
 
