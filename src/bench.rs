@@ -53,7 +53,8 @@ pub struct BenchArgs {
     learning: Learning,
     /// Latency is measured in a last run offered this share of the measured
     /// throughput (paced, so it measures the engine, not a queue) over the
-    /// first `--latency-share` of the day's pings.
+    /// first `--latency-share` of the day's pings, the first tenth of them
+    /// (every vehicle's first route at once) not counted.
     #[arg(long, default_value_t = 0.5)]
     latency_load: f64,
     #[arg(long, default_value_t = 0.2)]
@@ -162,6 +163,7 @@ pub fn bench_cmd(a: BenchArgs) -> Result<()> {
         tick_s: a.tick,
         rate: Some(rate),
         max_pings: Some(((day.pings.len() as f64 * a.latency_share) as usize).max(1)),
+        warmup_pings: (day.pings.len() as f64 * a.latency_share / 10.0) as usize,
         ..DriveParams::default()
     };
     bar.stage_count("pings (paced)", drive.max_pings.unwrap_or(0) as u64);

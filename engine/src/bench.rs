@@ -130,6 +130,10 @@ pub struct DriveParams {
     pub rate: Option<f64>,
     /// Feed only the first this many pings of the day.
     pub max_pings: Option<usize>,
+    /// Latency recorded before this many pings is forgotten: the day's
+    /// start routes every vehicle's first leg at once, a burst no steady
+    /// state has.
+    pub warmup_pings: usize,
 }
 
 impl Default for DriveParams {
@@ -139,6 +143,7 @@ impl Default for DriveParams {
             batch: 512,
             rate: None,
             max_pings: None,
+            warmup_pings: 0,
         }
     }
 }
@@ -262,7 +267,13 @@ fn feed(
         }
     };
     let pings = &day.pings[..drive.max_pings.unwrap_or(usize::MAX).min(day.pings.len())];
+    let mut warm = drive.warmup_pings == 0;
     for &(v, p) in pings {
+        if !warm && done as usize >= drive.warmup_pings {
+            engine.sync();
+            engine.reset_latency();
+            warm = true;
+        }
         while p.time >= next_tick {
             flush(&mut batch, &mut done);
             tick(next_tick);

@@ -758,6 +758,13 @@ impl Engine {
         s
     }
 
+    /// Forgets the latency recorded so far (a benchmark's warm-up).
+    pub fn reset_latency(&self) {
+        for h in &self.shards {
+            h.report.lock().unwrap_or_else(|p| p.into_inner()).latency = Histogram::default();
+        }
+    }
+
     /// Bytes of live state per vehicle: the shards' vehicles (as of the last
     /// tick or sync), their snapshots and their live-index entries.
     pub fn bytes_per_vehicle(&self) -> f64 {
