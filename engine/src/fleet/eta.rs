@@ -15,6 +15,9 @@ pub struct EtaConfig {
     pub reroute_change: f64,
     /// Stops farther than this from any road are refused, metres.
     pub stop_snap_m: f64,
+    /// The searches a metric update calls for are spread over this many
+    /// seconds (retimed ETAs are right at once; a better path can wait).
+    pub reroute_spread_s: f64,
 }
 
 impl Default for EtaConfig {
@@ -23,6 +26,7 @@ impl Default for EtaConfig {
             refresh_s: 600.0,
             reroute_change: 0.05,
             stop_snap_m: 250.0,
+            reroute_spread_s: 60.0,
         }
     }
 }
@@ -34,11 +38,21 @@ impl EtaConfig {
         if self.refresh_s <= 0.0 {
             return f64::INFINITY;
         }
-        let h = vehicle.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11;
-        let phase = (h as f64 / (1u64 << 53) as f64) * self.refresh_s;
+        let phase = phase(vehicle) * self.refresh_s;
         let k = ((now - phase) / self.refresh_s).floor() + 1.0;
         phase + k * self.refresh_s
     }
+
+    /// The vehicle's delay before searching paths a metric update made stale.
+    pub fn spread(&self, vehicle: VehicleId) -> f64 {
+        phase(vehicle) * self.reroute_spread_s
+    }
+}
+
+/// A fixed fraction 0–1 per vehicle, from a hash of its id.
+fn phase(vehicle: VehicleId) -> f64 {
+    let h = vehicle.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11;
+    h as f64 / (1u64 << 53) as f64
 }
 
 #[cfg(test)]

@@ -135,11 +135,6 @@ impl Leg {
         &self.edges
     }
 
-    /// The edges still ahead of the vehicle (from the one it is on).
-    pub fn ahead(&self) -> &[u32] {
-        &self.edges[self.cursor.min(self.edges.len())..]
-    }
-
     /// Locates the vehicle at `edge`/`offset_m` on the path, scanning forward
     /// from where it last was (sparse pings skip edges); one edge back is
     /// accepted too (a match that steps back along the road). `None` when

@@ -91,34 +91,6 @@ impl Default for FleetConfig {
     }
 }
 
-/// A set of edges (the ones a metric update changed), as a bitset.
-#[derive(Clone, Debug, Default)]
-pub struct EdgeSet {
-    bits: Vec<u64>,
-}
-
-impl EdgeSet {
-    pub fn new(edges: usize) -> Self {
-        Self {
-            bits: vec![0; edges.div_ceil(64)],
-        }
-    }
-
-    pub fn insert(&mut self, e: u32) {
-        let i = e as usize / 64;
-        if i < self.bits.len() {
-            self.bits[i] |= 1 << (e % 64);
-        }
-    }
-
-    #[inline]
-    pub fn contains(&self, e: u32) -> bool {
-        self.bits
-            .get(e as usize / 64)
-            .is_some_and(|w| w & (1 << (e % 64)) != 0)
-    }
-}
-
 /// How a submission treats a full shard queue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Admission {
@@ -234,10 +206,9 @@ pub struct Engine {
     queue_full: std::sync::atomic::AtomicU64,
 }
 
-/// A new metric and what changed in it.
+/// A new metric and how much changed in it.
 struct Customized {
     metric: Arc<CchMetric>,
-    changed: Arc<EdgeSet>,
     changed_edges: usize,
     full: bool,
     millis: f64,
@@ -258,19 +229,18 @@ fn customize(graph: &Graph, base: &CchMetric, changes: Vec<(u32, u32)>) -> Custo
         for &(e, w) in &changes {
             weights[e as usize] = w;
         }
-        CchMetric::new(&cch, weights)
+        // One thread: the shards keep the other core while it runs.
+        match rayon::ThreadPoolBuilder::new().num_threads(1).build() {
+            Ok(pool) => pool.install(|| CchMetric::new(&cch, weights)),
+            Err(_) => CchMetric::new(&cch, weights),
+        }
     } else {
         let mut next = base.clone();
         next.update(&cch, &changes);
         next
     };
-    let mut changed = EdgeSet::new(graph.num_edges());
-    for &(e, _) in &changes {
-        changed.insert(e);
-    }
     Customized {
         metric: Arc::new(metric),
-        changed: Arc::new(changed),
         changed_edges: changes.len(),
         full,
         millis: started.elapsed().as_secs_f64() * 1e3,
@@ -601,7 +571,7 @@ impl Engine {
         // The metric customized since the last publication goes in now:
         // every shard takes it at this tick's place in its queue, so the
         // results do not depend on how long the customization took.
-        let installed = self.install_customized(&mut co, now);
+        let installed = self.install_customized(&mut co);
         if !self.config.learning {
             return installed;
         }
@@ -635,7 +605,7 @@ impl Engine {
 
     /// Installs the metric a background customization finished (waiting
     /// for it if need be); returns the number of edges it changed.
-    fn install_customized(&self, co: &mut Coordinator, now: f64) -> usize {
+    fn install_customized(&self, co: &mut Coordinator) -> usize {
         let Some(job) = co.job.take() else { return 0 };
         let Ok(done) = job.join() else {
             // A panic in customization is a bug; routing carries on with the
@@ -649,14 +619,7 @@ impl Engine {
         co.stats.full_customizations += u64::from(done.full);
         co.current = done.metric.clone();
         for i in 0..self.shards.len() {
-            self.send_control(
-                i,
-                Msg::Metric {
-                    metric: done.metric.clone(),
-                    changed: done.changed.clone(),
-                    now,
-                },
-            );
+            self.send_control(i, Msg::Metric(done.metric.clone()));
         }
         done.changed_edges
     }

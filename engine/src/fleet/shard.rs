@@ -21,7 +21,7 @@ use super::latency::Histogram;
 use super::snapshot::VehicleSnapshot;
 use super::stops::Command;
 use super::vehicle::Vehicle;
-use super::{EdgeSet, FleetConfig, VehicleId};
+use super::{FleetConfig, VehicleId};
 use crate::Ping;
 use crate::live_index::LiveIndex;
 use crate::matcher::{MatchOutput, Matcher, MatcherStats};
@@ -43,13 +43,8 @@ pub(crate) enum Msg {
         now: f64,
         reply: Sender<Vec<EdgeObservation>>,
     },
-    /// Route on this metric from now on; refresh the ETAs whose paths cross
-    /// the changed edges.
-    Metric {
-        metric: Arc<CchMetric>,
-        changed: Arc<EdgeSet>,
-        now: f64,
-    },
+    /// Route on this metric from now on.
+    Metric(Arc<CchMetric>),
     /// Answered once everything queued before it is done.
     Sync(Sender<()>),
     Stop,
@@ -140,7 +135,6 @@ pub(crate) struct Ctx<'g> {
     pub traffic: TrafficConfig,
     pub events: Vec<Event>,
     pub observations: Vec<EdgeObservation>,
-    pub changed: Arc<EdgeSet>,
     /// Counts metric installs, so a leg knows whether it is out of date.
     pub metric_version: u64,
     pub near: Vec<EdgeCandidate>,
@@ -197,7 +191,6 @@ pub(crate) fn run(
         traffic: config.traffic.clone(),
         events: Vec::new(),
         observations: Vec::new(),
-        changed: Arc::new(EdgeSet::new(0)),
         metric_version: 0,
         near: Vec::new(),
         counters: ShardCounters::default(),
@@ -245,24 +238,11 @@ pub(crate) fn run(
                 }
                 let _ = reply.send(obs);
             }
-            Msg::Metric {
-                metric,
-                changed,
-                now,
-            } => {
+            Msg::Metric(metric) => {
+                // Vehicles retime their paths at their next ping.
                 ctx.counters.metric_updates += 1;
                 ctx.metric_version += 1;
                 ctx.router.set_metric(metric);
-                ctx.changed = changed;
-                // A deterministic order: the events of a refresh do not depend
-                // on how the map happens to iterate.
-                let mut ids: Vec<VehicleId> = vehicles.keys().copied().collect();
-                ids.sort_unstable();
-                for id in ids {
-                    let v = vehicles.get_mut(&id).expect("listed");
-                    v.on_metric(&mut ctx, now);
-                    publish(v, &outlets);
-                }
             }
             Msg::Sync(reply) => {
                 ctx.counters.vehicle_bytes = vehicle_bytes(&vehicles);

@@ -89,6 +89,11 @@ pub(crate) struct Vehicle {
     /// moved its time enough to search it again at the next ping.
     leg_metric: u64,
     leg_stale: bool,
+    /// The metric version the paths were last timed on.
+    metric_seen: u64,
+    /// Stale paths are searched again from this time on: a metric update
+    /// spreads its searches over the fleet by a phase per vehicle.
+    stale_from: f64,
     refresh_at: f64,
     /// Inside the geofence of this arrived stop, since.
     at_stop: Option<(StopId, f64)>,
@@ -125,6 +130,8 @@ impl Vehicle {
             off_path_pings: 0,
             leg_metric: 0,
             leg_stale: false,
+            metric_seen: 0,
+            stale_from: f64::INFINITY,
             refresh_at: f64::NEG_INFINITY,
             at_stop: None,
             off_route: OffRoute::default(),
@@ -567,6 +574,7 @@ impl Vehicle {
     /// and runs the ETA detectors.
     fn update_etas(&mut self, ctx: &mut Ctx, now: f64, from_ping: bool) {
         if from_ping {
+            self.catch_up_metric(ctx, now);
             self.reroute_stale(ctx, now);
         }
         self.advance_leg(ctx, now, from_ping);
@@ -805,47 +813,52 @@ impl Vehicle {
         true
     }
 
-    /// A new metric was installed: retime the paths that cross changed
-    /// edges (cheap: the same edges, new times) and refresh the ETAs at
-    /// once; paths whose time moved by more than the threshold are searched
-    /// again at the vehicle's next ping, so a metric update spreads its
-    /// searches over a ping interval instead of stalling the shard.
-    pub fn on_metric(&mut self, ctx: &mut Ctx, now: f64) {
-        let changed = ctx.changed.clone();
-        let touched = |edges: &[u32]| edges.iter().any(|&e| changed.contains(e));
-        let mut any = false;
+    /// Catches up with a metric installed since the vehicle's last ping:
+    /// its paths are retimed (the same edges, new times: cheap, and the
+    /// ETAs are right at once), and those whose time moved by more than
+    /// the threshold are searched again a little later, at a phase per
+    /// vehicle, so one metric update does not make the whole fleet search
+    /// at the same moment. Done at the next ping rather than when the
+    /// metric arrives, so installing it never stalls the shard.
+    fn catch_up_metric(&mut self, ctx: &mut Ctx, now: f64) {
+        if self.metric_seen == ctx.metric_version {
+            return;
+        }
+        self.metric_seen = ctx.metric_version;
         let threshold = ctx.eta.reroute_change;
-        if let Some((_, leg)) = self.leg.as_mut()
-            && touched(leg.ahead())
-        {
-            any = true;
+        let moved = |before: f64, after: f64| (after - before).abs() > threshold * before.max(1.0);
+        let metric = ctx.router.metric();
+        if let Some((_, leg)) = self.leg.as_mut() {
             let before = leg.total_s();
-            let after = leg.retime(ctx.graph, ctx.router.metric());
             ctx.counters.retimes += 1;
-            if (after - before).abs() > threshold * before.max(1.0) {
+            if moved(before, leg.retime(ctx.graph, metric)) {
                 self.leg_stale = true;
             }
         }
         for (_, leg) in &mut self.stop_legs {
             let Some(leg) = leg.as_mut() else { continue };
-            if !touched(&leg.edges) {
-                continue;
-            }
-            any = true;
             let before = leg.seconds;
-            let after = leg.retime(ctx.graph, ctx.router.metric());
             ctx.counters.retimes += 1;
-            if (after - before).abs() > threshold * before.max(1.0) {
+            if moved(before, leg.retime(ctx.graph, metric)) {
                 leg.stale = true;
             }
         }
-        if any {
-            self.update_etas(ctx, now, false);
+        let any_stale = self.leg_stale
+            || self
+                .stop_legs
+                .iter()
+                .any(|(_, l)| l.as_ref().is_some_and(|l| l.stale));
+        if any_stale && !self.stale_from.is_finite() {
+            self.stale_from = now + ctx.eta.spread(self.id);
         }
     }
 
     /// Searches again the legs a metric update made stale.
     fn reroute_stale(&mut self, ctx: &mut Ctx, now: f64) {
+        if now < self.stale_from {
+            return;
+        }
+        self.stale_from = f64::INFINITY;
         if std::mem::take(&mut self.leg_stale)
             && let Some(i) = self.next_index()
             && self.leg.is_some()
