@@ -9,8 +9,9 @@ use std::time::Instant;
 use anyhow::{Result, bail};
 use clap::{Args, ValueEnum};
 use lastmile_engine::bench::{Day, DayReport, DriveParams, run_day};
-use lastmile_engine::fleet::FleetConfig;
+use lastmile_engine::fleet::{EventKind, FleetConfig};
 use lastmile_engine::simulate::SimParams;
+use lastmile_roadgraph::Graph;
 use serde_json::{Value, json};
 
 use crate::progress::Bar;
@@ -90,6 +91,80 @@ fn report_json(r: &DayReport) -> Value {
             .map(|k| (k.as_str().to_string(), json!(s.event_count(*k))))
             .collect::<serde_json::Map<String, Value>>(),
     })
+}
+
+/// The demo's last step: a simulated delivery day through the whole
+/// engine, with traffic learning off and on.
+pub fn demo_fleet(g: &Arc<Graph>) -> Result<()> {
+    let params = SimParams {
+        vehicles: 400,
+        duration_s: 2400.0,
+        interval_s: 5.0,
+        noise_m: 6.0,
+        congestion: 0.2,
+        seed: 2,
+        ..SimParams::default()
+    };
+    let bar = Bar::new();
+    bar.stage_spinner("simulating day");
+    let day = Day::simulate(g, &params, &|_| {});
+    bar.finish();
+    let mut reports = Vec::new();
+    for learning in [false, true] {
+        bar.stage_count(
+            if learning {
+                "pings (learning)"
+            } else {
+                "pings"
+            },
+            day.pings.len() as u64,
+        );
+        let config = FleetConfig {
+            learning,
+            ..FleetConfig::default()
+        };
+        reports.push(run_day(
+            g.clone(),
+            &day,
+            config,
+            &DriveParams::default(),
+            &|n| lastmile_roadgraph::Progress::set(&bar, n),
+        ));
+        bar.finish();
+    }
+    let (off, on) = (&reports[0], &reports[1]);
+    let s = &on.stats.shards;
+    let count = |k: EventKind| s.event_count(k);
+    println!(
+        "fleet: {} vehicles, {} stops, {} pings through match + state + ETA + detectors at {:.0} pings/s on {} shards; events: {} arrived, {} departed, {} late, {} off route, {} stalled, {} ETA changes",
+        params.vehicles,
+        day.stops().len(),
+        on.pings,
+        on.pings_per_s,
+        on.shards,
+        count(EventKind::Arrived),
+        count(EventKind::Departed),
+        count(EventKind::Late),
+        count(EventKind::OffRoute),
+        count(EventKind::Stalled),
+        count(EventKind::EtaChanged),
+    );
+    let eta: Vec<String> = off
+        .eta
+        .iter()
+        .zip(&on.eta)
+        .map(|(a, b)| {
+            format!(
+                "{} min before: {:.0} s -> {:.0} s",
+                a.minutes, a.mae_s, b.mae_s
+            )
+        })
+        .collect();
+    println!(
+        "ETA mean absolute error on a day with hidden congestion, without -> with traffic learnt from the fleet: {}",
+        eta.join(", ")
+    );
+    Ok(())
 }
 
 pub fn bench_cmd(a: BenchArgs) -> Result<()> {

@@ -435,6 +435,7 @@ pub fn demo(a: DemoArgs) -> Result<()> {
         describe(&r)
     );
     crate::tracking::demo_matching(&g)?;
+    crate::bench::demo_fleet(&std::sync::Arc::new(g))?;
     let _ = std::fs::remove_dir_all(&dir);
     println!("demo done in {:.2} s", t0.elapsed().as_secs_f64());
     Ok(())

@@ -10,7 +10,7 @@ use super::VehicleId;
 pub struct EtaConfig {
     /// Seconds between periodic refreshes of a vehicle's leg (0: never).
     pub refresh_s: f64,
-    /// A traffic change that moves a path's time by more than this fraction
+    /// A traffic change that makes a path slower by more than this fraction
     /// routes it again (smaller changes only retime the same path).
     pub reroute_change: f64,
     /// Stops farther than this from any road are refused, metres.
@@ -24,9 +24,9 @@ impl Default for EtaConfig {
     fn default() -> Self {
         Self {
             refresh_s: 600.0,
-            reroute_change: 0.05,
+            reroute_change: 0.1,
             stop_snap_m: 250.0,
-            reroute_spread_s: 60.0,
+            reroute_spread_s: 300.0,
         }
     }
 }

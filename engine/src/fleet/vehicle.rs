@@ -815,7 +815,7 @@ impl Vehicle {
 
     /// Catches up with a metric installed since the vehicle's last ping:
     /// its paths are retimed (the same edges, new times: cheap, and the
-    /// ETAs are right at once), and those whose time moved by more than
+    /// ETAs are right at once), and those that got slower by more than
     /// the threshold are searched again a little later, at a phase per
     /// vehicle, so one metric update does not make the whole fleet search
     /// at the same moment. Done at the next ping rather than when the
@@ -826,7 +826,9 @@ impl Vehicle {
         }
         self.metric_seen = ctx.metric_version;
         let threshold = ctx.eta.reroute_change;
-        let moved = |before: f64, after: f64| (after - before).abs() > threshold * before.max(1.0);
+        // Only a path that got slower can have a better alternative now (one
+        // that got faster is still at least as good as it was).
+        let moved = |before: f64, after: f64| after - before > threshold * before.max(1.0);
         let metric = ctx.router.metric();
         if let Some((_, leg)) = self.leg.as_mut() {
             let before = leg.total_s();
