@@ -23,9 +23,9 @@
 
 use std::collections::HashMap;
 
-use lastmile_roadgraph::Graph;
 use lastmile_roadgraph::csr::group_by_key;
 use lastmile_roadgraph::geo::LocalPlane;
+use lastmile_roadgraph::{Graph, LatLon};
 
 use crate::matcher::Traversal;
 
@@ -203,8 +203,12 @@ pub struct TrafficModel {
 
 impl TrafficModel {
     pub fn new(graph: &Graph, config: TrafficConfig) -> Self {
-        let plane =
-            LocalPlane::new(graph.node_pos(0.min(graph.num_nodes().saturating_sub(1) as u32)));
+        // Grid cells in a plane around the map's centre.
+        let bbox = graph.bbox();
+        let plane = LocalPlane::new(LatLon::new(
+            (bbox[1] + bbox[3]) / 2.0,
+            (bbox[0] + bbox[2]) / 2.0,
+        ));
         let mut ids: HashMap<(i64, i64), u32> = HashMap::new();
         let cell_m = config.cell_m.max(1.0);
         let cell_of: Vec<u32> = (0..graph.num_edges() as u32)

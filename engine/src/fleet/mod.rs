@@ -250,7 +250,7 @@ fn customize(graph: &Graph, base: &CchMetric, changes: Vec<(u32, u32)>) -> Custo
 /// The shard a vehicle lives on.
 fn shard_of(vehicle: VehicleId, shards: usize) -> usize {
     let h = vehicle.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (vehicle >> 31);
-    ((h >> 32) * shards as u64 >> 32) as usize
+    (((h >> 32) * shards as u64) >> 32) as usize
 }
 
 impl Engine {
@@ -867,7 +867,9 @@ impl FleetConfig {
         if self.queue_capacity == 0 {
             return Err("queue_capacity must be at least 1".into());
         }
-        if !(self.eta.stop_snap_m > 0.0) || !(self.eta.reroute_change >= 0.0) {
+        let snap_ok = self.eta.stop_snap_m.is_finite() && self.eta.stop_snap_m > 0.0;
+        let change_ok = self.eta.reroute_change.is_finite() && self.eta.reroute_change >= 0.0;
+        if !snap_ok || !change_ok {
             return Err(
                 "eta.stop_snap_m must be positive and eta.reroute_change not negative".into(),
             );

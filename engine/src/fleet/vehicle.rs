@@ -213,7 +213,8 @@ impl Vehicle {
                 let d = self
                     .placed
                     .map_or(f64::NAN, |p| haversine_m(p.point, ping.pos));
-                if !(d < ctx.detect.outlier_min_m) {
+                // Unknown distance (never placed yet) is reported too.
+                if d.is_nan() || d >= ctx.detect.outlier_min_m {
                     let min = ctx.detect.outlier_min_m;
                     self.emit(ctx, EventKind::GpsOutlier, now, None, d, min);
                 }
@@ -937,16 +938,6 @@ impl Vehicle {
             offset_m: p.offset_m,
             speed_mps: self.speed_mps as f32,
         })
-    }
-
-    /// The stop's outcome, if closed.
-    #[cfg(test)]
-    pub fn outcome(&self, stop: StopId) -> Option<&StopOutcome> {
-        self.stops
-            .iter()
-            .find(|s| s.plan.id == stop)?
-            .outcome
-            .as_ref()
     }
 }
 
