@@ -130,6 +130,25 @@ fn some_route(g: &Graph, seed: u64, min_m: f64, max_m: f64) -> Route {
     }
 }
 
+/// Where the engine reaches a stop: the nearest road within 250 m and, on a
+/// two-way street, the same point on the other direction.
+fn stop_place(g: &Graph, p: LatLon) -> Vec<EdgePos> {
+    let mut near = Vec::new();
+    g.nearest_edges(p, 1, 250.0, &mut near);
+    let c = near[0];
+    let mut at = vec![EdgePos {
+        edge: c.edge,
+        offset_m: c.offset_m,
+    }];
+    if let Some(r) = g.reverse_edge(c.edge) {
+        at.push(EdgePos {
+            edge: r,
+            offset_m: (g.length_m(r) - c.offset_m).max(0.0),
+        });
+    }
+    at
+}
+
 fn feed(e: &Engine, vehicle: u64, pings: &[Ping]) {
     let batch: Vec<(u64, Ping)> = pings.iter().map(|&p| (vehicle, p)).collect();
     assert_eq!(e.submit(&batch, WAIT).shed, 0);
@@ -287,22 +306,7 @@ fn etas_equal_fresh_shortest_paths_after_every_ping() {
     let e = engine(&g, 2, false);
     assign_routes(&e, &day);
     let mut router = Router::new(&g, Metric::Time);
-    let place = |p: LatLon| {
-        let mut near = Vec::new();
-        g.nearest_edges(p, 1, 250.0, &mut near);
-        let c = near[0];
-        let mut at = vec![EdgePos {
-            edge: c.edge,
-            offset_m: c.offset_m,
-        }];
-        if let Some(r) = g.reverse_edge(c.edge) {
-            at.push(EdgePos {
-                edge: r,
-                offset_m: (g.length_m(r) - c.offset_m).max(0.0),
-            });
-        }
-        at
-    };
+    let place = |p: LatLon| stop_place(&g, p);
     let mut checked = 0;
     let (mut stale, mut stale_last) = (0, vec![false; params.vehicles]);
     let mut seen_cursor = 0;
@@ -565,19 +569,7 @@ fn off_route_detour_reroutes_the_eta_and_comes_back_on_route() {
             edge: snap.edge,
             offset_m: snap.offset_m,
         };
-        let mut near = Vec::new();
-        g.nearest_edges(end, 1, 250.0, &mut near);
-        let mut to = vec![EdgePos {
-            edge: near[0].edge,
-            offset_m: near[0].offset_m,
-        }];
-        if let Some(r) = g.reverse_edge(near[0].edge) {
-            to.push(EdgePos {
-                edge: r,
-                offset_m: g.length_m(r) - near[0].offset_m,
-            });
-        }
-        let fresh = router.route(&[here], &to).unwrap();
+        let fresh = router.route(&[here], &stop_place(&g, end)).unwrap();
         let exact = (s.eta - (snap.matched_time + fresh.cost as f64 / 1000.0)).abs() <= 1.0;
         // The first ping off the path keeps the last figures, never two.
         assert!(exact || !std::mem::replace(&mut stale_last, true));
