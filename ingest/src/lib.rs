@@ -1,5 +1,12 @@
-//! `lastmile-ingest` will own the QUIC front end: the wire protocol codec,
-//! authentication, backpressure, the server behind `lastmile serve` and the
-//! client behind `lastmile replay` (see `../shared/DESIGN.md`).
+//! `lastmile-ingest` is the QUIC front end of lastmile: the wire protocol
+//! codec ([`protocol`], specified in PROTOCOL.md), authentication and
+//! scope ([`auth`]), TLS set-up and certificate pinning ([`tls`]), the
+//! server behind `lastmile serve` ([`server`]) with its backpressure onto
+//! the engine's queues, and the async client ([`client`]) behind `lastmile
+//! replay`, `eta`, `watch` and the route commands ([`replay`]).
 //!
-//! Nothing is built here yet; it holds no tracking logic and never will.
+//! It holds no tracking logic: pings, commands and queries are decoded,
+//! checked against the caller's token and handed to
+//! `lastmile_engine::fleet::Engine`, and its answers are encoded back.
+
+pub mod protocol;

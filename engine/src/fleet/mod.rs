@@ -358,6 +358,34 @@ impl Engine {
     /// nothing of this batch (counted as shed); the others are unaffected.
     pub fn submit(&self, pings: &[(VehicleId, Ping)], admission: Admission) -> Submitted {
         use std::sync::atomic::Ordering::Relaxed;
+        let result = self.dispatch(pings, admission, None);
+        self.submitted.fetch_add(result.accepted as u64, Relaxed);
+        self.shed.fetch_add(result.shed as u64, Relaxed);
+        result
+    }
+
+    /// The reliable path: hands pings to their shards without waiting, and
+    /// gives back in `refused` (in their original order per vehicle) the
+    /// pings of shards whose queue is full, for the caller to offer again
+    /// later. Nothing is shed; a network front end stops reading its
+    /// sender meanwhile, so the pressure reaches the device.
+    pub fn offer(
+        &self,
+        pings: &[(VehicleId, Ping)],
+        refused: &mut Vec<(VehicleId, Ping)>,
+    ) -> usize {
+        use std::sync::atomic::Ordering::Relaxed;
+        let result = self.dispatch(pings, Admission::Shed, Some(refused));
+        self.submitted.fetch_add(result.accepted as u64, Relaxed);
+        result.accepted
+    }
+
+    fn dispatch(
+        &self,
+        pings: &[(VehicleId, Ping)],
+        admission: Admission,
+        mut refused: Option<&mut Vec<(VehicleId, Ping)>>,
+    ) -> Submitted {
         let n = self.shards.len();
         let mut parts: Vec<Vec<(VehicleId, Ping)>> = (0..n)
             .map(|_| {
@@ -382,11 +410,14 @@ impl Engine {
             };
             match self.send(i, msg, admission) {
                 Ok(()) => result.accepted += len,
+                Err(Msg::Pings { pings, .. }) if refused.is_some() => {
+                    if let Some(r) = refused.as_mut() {
+                        r.extend_from_slice(&pings);
+                    }
+                }
                 Err(_) => result.shed += len,
             }
         }
-        self.submitted.fetch_add(result.accepted as u64, Relaxed);
-        self.shed.fetch_add(result.shed as u64, Relaxed);
         result
     }
 

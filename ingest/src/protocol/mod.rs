@@ -1,0 +1,281 @@
+//! The wire protocol (PROTOCOL.md is its specification): constants, frame
+//! types, error codes and roles, the fixed-size ping record, and every
+//! message's encoder and decoder. Sans-IO: frames in, frames out, so the
+//! server, the Rust client and the tests share one codec, and a decoder
+//! bug is found on bytes, not on sockets.
+
+pub mod codec;
+pub mod messages;
+pub mod ping;
+
+pub use codec::{DecodeError, FrameHeader, Reader, Writer, split_frame, write_frame};
+pub use messages::*;
+pub use ping::{PING_RECORD_LEN, PingBatch, PingError, PingRecord};
+
+/// ALPN identifier; a server refuses a handshake that does not offer it.
+pub const ALPN: &[u8] = b"lastmile/1";
+/// Protocol version carried in HELLO / WELCOME.
+pub const VERSION: u16 = 1;
+/// Bytes of the header in front of every frame.
+pub const FRAME_HEADER_LEN: usize = 8;
+/// Default (and the largest a server may announce) frame payload size.
+pub const MAX_FRAME_LEN: usize = 1 << 20;
+/// Longest token, stop customer reference, proof reference or reason.
+pub const MAX_STR_LEN: usize = 4096;
+/// Most stops in one route, vehicles or stops in one subscription filter.
+pub const MAX_LIST_LEN: usize = 10_000;
+/// Most vehicles one NEAREST query may ask for.
+pub const MAX_NEAREST: usize = 1000;
+/// Most vehicles returned by one IN_BOX query (the reply says if cut).
+pub const MAX_IN_BOX: usize = 10_000;
+
+/// Frame types (the `type` field of the header).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum FrameType {
+    Hello = 0x0001,
+    Welcome = 0x0002,
+    Pings = 0x0010,
+    Ack = 0x0011,
+    GetVehicle = 0x0020,
+    Vehicle = 0x0021,
+    GetStop = 0x0022,
+    Stop = 0x0023,
+    Nearest = 0x0024,
+    InBox = 0x0025,
+    Vehicles = 0x0026,
+    AssignRoute = 0x0030,
+    AddStop = 0x0031,
+    RemoveStop = 0x0032,
+    Reorder = 0x0033,
+    Complete = 0x0034,
+    Fail = 0x0035,
+    Reassign = 0x0036,
+    CreateTrackingToken = 0x0037,
+    TrackingToken = 0x0038,
+    Ok = 0x003F,
+    Subscribe = 0x0040,
+    Subscribed = 0x0041,
+    Events = 0x0042,
+    Lost = 0x0043,
+    GetStats = 0x0050,
+    Stats = 0x0051,
+    Error = 0x007F,
+}
+
+impl FrameType {
+    pub const ALL: [FrameType; 28] = [
+        Self::Hello,
+        Self::Welcome,
+        Self::Pings,
+        Self::Ack,
+        Self::GetVehicle,
+        Self::Vehicle,
+        Self::GetStop,
+        Self::Stop,
+        Self::Nearest,
+        Self::InBox,
+        Self::Vehicles,
+        Self::AssignRoute,
+        Self::AddStop,
+        Self::RemoveStop,
+        Self::Reorder,
+        Self::Complete,
+        Self::Fail,
+        Self::Reassign,
+        Self::CreateTrackingToken,
+        Self::TrackingToken,
+        Self::Ok,
+        Self::Subscribe,
+        Self::Subscribed,
+        Self::Events,
+        Self::Lost,
+        Self::GetStats,
+        Self::Stats,
+        Self::Error,
+    ];
+
+    pub fn from_u16(v: u16) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| *t as u16 == v)
+    }
+}
+
+/// Error codes: in ERROR frames, and as QUIC application close / stream
+/// reset codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum ErrorCode {
+    NoError = 0,
+    /// A frame that is not allowed where it was sent (wrong stream, HELLO
+    /// twice, unknown type): the connection is closed.
+    ProtocolViolation = 1,
+    UnsupportedVersion = 2,
+    /// Missing or wrong token: the connection is closed.
+    Unauthenticated = 3,
+    /// The token's role or fleet does not cover the request.
+    Forbidden = 4,
+    FrameTooLarge = 5,
+    /// The payload does not decode: the stream is closed.
+    Malformed = 6,
+    NotFound = 7,
+    /// The engine's queue stayed full: try again later.
+    Overloaded = 8,
+    /// Too many connections or streams.
+    LimitExceeded = 9,
+    Internal = 10,
+    /// No HELLO within the server's handshake time.
+    HelloTimeout = 11,
+    ShuttingDown = 12,
+    UnknownStop = 20,
+    WrongVehicle = 21,
+    DuplicateStop = 22,
+    StopClosed = 23,
+    OffRoad = 24,
+    BadOrder = 25,
+    /// A field out of range (NaN, latitude 91°, a window ending before it starts).
+    BadValue = 26,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 20] = [
+        Self::NoError,
+        Self::ProtocolViolation,
+        Self::UnsupportedVersion,
+        Self::Unauthenticated,
+        Self::Forbidden,
+        Self::FrameTooLarge,
+        Self::Malformed,
+        Self::NotFound,
+        Self::Overloaded,
+        Self::LimitExceeded,
+        Self::Internal,
+        Self::HelloTimeout,
+        Self::ShuttingDown,
+        Self::UnknownStop,
+        Self::WrongVehicle,
+        Self::DuplicateStop,
+        Self::StopClosed,
+        Self::OffRoad,
+        Self::BadOrder,
+        Self::BadValue,
+    ];
+
+    pub fn from_u16(v: u16) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| *c as u16 == v)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NoError => "no_error",
+            Self::ProtocolViolation => "protocol_violation",
+            Self::UnsupportedVersion => "unsupported_version",
+            Self::Unauthenticated => "unauthenticated",
+            Self::Forbidden => "forbidden",
+            Self::FrameTooLarge => "frame_too_large",
+            Self::Malformed => "malformed",
+            Self::NotFound => "not_found",
+            Self::Overloaded => "overloaded",
+            Self::LimitExceeded => "limit_exceeded",
+            Self::Internal => "internal",
+            Self::HelloTimeout => "hello_timeout",
+            Self::ShuttingDown => "shutting_down",
+            Self::UnknownStop => "unknown_stop",
+            Self::WrongVehicle => "wrong_vehicle",
+            Self::DuplicateStop => "duplicate_stop",
+            Self::StopClosed => "stop_closed",
+            Self::OffRoad => "off_road",
+            Self::BadOrder => "bad_order",
+            Self::BadValue => "bad_value",
+        }
+    }
+
+    /// The error code a decoding failure is answered with.
+    pub fn of_decode(e: &DecodeError) -> Self {
+        match e {
+            DecodeError::FrameTooLarge { .. } => Self::FrameTooLarge,
+            DecodeError::UnknownType(_) | DecodeError::ReservedBits => Self::ProtocolViolation,
+            _ => Self::Malformed,
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a token may do (WELCOME tells the client which it got).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+#[repr(u8)]
+pub enum Role {
+    /// Sends pings for the vehicles of its fleet; nothing else.
+    Device = 1,
+    /// Queries and events of its fleet.
+    Reader = 2,
+    /// Reader, plus routes, stops and tracking tokens.
+    Dispatcher = 3,
+    /// A customer's tracking link: one stop's ETA and status, the vehicle's
+    /// position when it is on its way to that stop, that stop's events.
+    Tracking = 4,
+    /// Everything, every fleet (operators, benchmark replays, dev mode).
+    Admin = 5,
+}
+
+impl Role {
+    pub fn from_u8(v: u8) -> Option<Self> {
+        [
+            Self::Device,
+            Self::Reader,
+            Self::Dispatcher,
+            Self::Tracking,
+            Self::Admin,
+        ]
+        .into_iter()
+        .find(|r| *r as u8 == v)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Device => "device",
+            Self::Reader => "reader",
+            Self::Dispatcher => "dispatcher",
+            Self::Tracking => "tracking",
+            Self::Admin => "admin",
+        }
+    }
+
+    pub fn may_send_pings(self) -> bool {
+        matches!(self, Self::Device | Self::Admin)
+    }
+
+    pub fn may_read(self) -> bool {
+        matches!(self, Self::Reader | Self::Dispatcher | Self::Admin)
+    }
+
+    pub fn may_dispatch(self) -> bool {
+        matches!(self, Self::Dispatcher | Self::Admin)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_and_round_trip() {
+        for t in FrameType::ALL {
+            assert_eq!(FrameType::from_u16(t as u16), Some(t));
+        }
+        let mut seen = std::collections::HashSet::new();
+        assert!(FrameType::ALL.iter().all(|t| seen.insert(*t as u16)));
+        for c in ErrorCode::ALL {
+            assert_eq!(ErrorCode::from_u16(c as u16), Some(c));
+        }
+        assert_eq!(FrameType::from_u16(0xBEEF), None);
+        for r in 1..=5 {
+            assert_eq!(Role::from_u8(r).unwrap() as u8, r);
+        }
+    }
+}
