@@ -30,7 +30,8 @@ use lastmile_roadgraph::{Graph, LatLon};
 use crate::matcher::Traversal;
 
 /// Parameters of traffic learning. Times in seconds, speeds in m/s.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct TrafficConfig {
     /// Time constant of the fading of old observations.
     pub memory_s: f64,

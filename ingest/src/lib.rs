@@ -9,4 +9,12 @@
 //! checked against the caller's token and handed to
 //! `lastmile_engine::fleet::Engine`, and its answers are encoded back.
 
+pub mod auth;
+pub mod client;
+pub mod config;
+pub mod convert;
+pub mod io;
 pub mod protocol;
+pub mod replay;
+pub mod server;
+pub mod tls;

@@ -4,7 +4,8 @@
 //! the vehicle turns that into an [`Event`](super::Event).
 
 /// Detector thresholds. Times in seconds, speeds in m/s, distances in metres.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct DetectConfig {
     /// `eta_changed` when a stop's ETA moved this far from the last one announced.
     pub eta_change_s: f64,

@@ -6,7 +6,8 @@
 
 use super::VehicleId;
 
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct EtaConfig {
     /// Seconds between periodic refreshes of a vehicle's leg (0: never).
     pub refresh_s: f64,

@@ -2,7 +2,8 @@
 //! (see BENCHMARKS.md, "Map matching").
 
 /// Parameters of the HMM matcher. Distances in metres, times in seconds.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct MatcherConfig {
     /// Roads further than this from a ping are not candidates (widened to
     /// three times a ping's reported accuracy when that is larger).

@@ -1,0 +1,307 @@
+//! `lastmile.toml`: everything `lastmile serve` can be told, with the
+//! defaults a platform team would pick. Unknown keys are errors (a typo
+//! must not silently fall back to a default). The engine's own parameter
+//! blocks (`[matcher]`, `[detect]`, `[eta]`, `[traffic]`) are the engine's
+//! config structs, read as they are.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use lastmile_engine::fleet::{DetectConfig, EtaConfig, FleetConfig};
+use lastmile_engine::matcher::MatcherConfig;
+use lastmile_engine::traffic::TrafficConfig;
+use serde::Deserialize;
+
+use crate::protocol::{MAX_FRAME_LEN, Role};
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// UDP address to listen on.
+    pub listen: SocketAddr,
+    /// Where dev certificates and tokens are written (and, later, the store).
+    pub data_dir: PathBuf,
+    pub tls: TlsConfig,
+    pub limits: Limits,
+    pub engine: EngineConfig,
+    pub matcher: MatcherConfig,
+    pub detect: DetectConfig,
+    pub eta: EtaConfig,
+    pub traffic: TrafficConfig,
+    pub fleets: Vec<FleetEntry>,
+    pub tokens: Vec<TokenEntry>,
+}
+
+/// Certificate chain and key (PEM). Both or neither; neither needs `--dev`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    pub max_connections: usize,
+    /// Concurrent bidirectional (query) streams per connection.
+    pub max_bidi_streams: u32,
+    /// Concurrent unidirectional (ping) streams per connection.
+    pub max_uni_streams: u32,
+    /// Largest frame payload accepted, bytes (at most 1 MiB).
+    pub max_frame_bytes: usize,
+    /// A connection with no traffic for this long is closed.
+    pub idle_timeout_s: u64,
+    /// Time a new connection has to present its HELLO.
+    pub hello_timeout_s: u64,
+    /// Pings stamped further in the future than this (wall clock) are refused.
+    pub max_future_s: f64,
+    /// Event subscriptions open at once, server-wide.
+    pub max_subscribers: usize,
+    /// Events per EVENTS frame.
+    pub events_per_frame: usize,
+    /// Per-stream receive window, bytes (how far a ping sender may run
+    /// ahead of the engine before QUIC flow control stops it).
+    pub stream_window_bytes: u32,
+    /// Received datagrams QUIC buffers per connection, bytes.
+    pub datagram_buffer_bytes: usize,
+    /// Tracking tokens held at once (oldest expire first when full).
+    pub max_tracking_tokens: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            max_bidi_streams: 64,
+            max_uni_streams: 16,
+            max_frame_bytes: MAX_FRAME_LEN,
+            idle_timeout_s: 60,
+            hello_timeout_s: 5,
+            max_future_s: 300.0,
+            max_subscribers: 1_000,
+            events_per_frame: 256,
+            stream_window_bytes: 4 << 20,
+            datagram_buffer_bytes: 1 << 20,
+            max_tracking_tokens: 1_000_000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Shard threads (0: one per core).
+    pub shards: usize,
+    /// Ping batches each shard's queue holds.
+    pub queue_capacity: usize,
+    /// Learn traffic from the fleet and route on it.
+    pub learning: bool,
+    pub traffic_every_s: f64,
+    pub events_capacity: usize,
+    /// Wall-clock milliseconds between two engine ticks (offline checks,
+    /// traffic publication, live index refresh).
+    pub tick_ms: u64,
+    /// Replace the engine by a sink that only counts pings: measures the
+    /// front end's own ceiling (`lastmile serve --sink`).
+    pub counting_sink: bool,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        let f = FleetConfig::default();
+        Self {
+            shards: f.shards,
+            queue_capacity: f.queue_capacity,
+            learning: f.learning,
+            traffic_every_s: f.traffic_every_s,
+            events_capacity: f.events_capacity,
+            tick_ms: 1000,
+            counting_sink: false,
+        }
+    }
+}
+
+/// A fleet and the vehicle ids it owns (inclusive ranges).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetEntry {
+    pub name: String,
+    pub vehicles: Vec<[u64; 2]>,
+}
+
+/// A token: given in clear (`token`) or, better, as the hex SHA-256 of the
+/// token (`token_sha256`), so the config file does not hold secrets.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenEntry {
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub token_sha256: Option<String>,
+    pub role: Role,
+    /// The fleet it acts for (not for `admin`).
+    #[serde(default)]
+    pub fleet: Option<String>,
+    /// A label for logs (never the token itself).
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:4433".parse().expect("literal address"),
+            data_dir: PathBuf::from("lastmile-data"),
+            tls: TlsConfig::default(),
+            limits: Limits::default(),
+            engine: EngineConfig::default(),
+            matcher: MatcherConfig::default(),
+            detect: DetectConfig::default(),
+            eta: EtaConfig::default(),
+            traffic: TrafficConfig::default(),
+            fleets: Vec::new(),
+            tokens: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+        let c: Self = toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
+        c.validate()
+            .with_context(|| format!("{}", path.display()))?;
+        Ok(c)
+    }
+
+    /// Checks what serde cannot: ranges, references between sections.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let l = &self.limits;
+        if l.max_frame_bytes < 1024 || l.max_frame_bytes > MAX_FRAME_LEN {
+            bail!("limits.max_frame_bytes must be within 1024..={MAX_FRAME_LEN}");
+        }
+        if l.max_connections == 0 || l.max_bidi_streams == 0 || l.max_uni_streams == 0 {
+            bail!("limits: connections and streams must be at least 1");
+        }
+        if l.idle_timeout_s == 0 || l.hello_timeout_s == 0 {
+            bail!("limits: timeouts must be at least 1 s");
+        }
+        if !(l.max_future_s >= 0.0) || l.events_per_frame == 0 {
+            bail!("limits: max_future_s must be >= 0 and events_per_frame >= 1");
+        }
+        if self.engine.tick_ms == 0 || self.engine.queue_capacity == 0 {
+            bail!("engine: tick_ms and queue_capacity must be at least 1");
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            bail!("tls: give both cert and key, or neither");
+        }
+        let mut names = std::collections::HashSet::new();
+        for f in &self.fleets {
+            if !names.insert(f.name.as_str()) {
+                bail!("fleet {:?} defined twice", f.name);
+            }
+            if f.vehicles.iter().any(|[a, b]| a > b) {
+                bail!("fleet {:?}: a vehicle range ends before it starts", f.name);
+            }
+        }
+        for (i, t) in self.tokens.iter().enumerate() {
+            let label = t.name.clone().unwrap_or_else(|| format!("tokens[{i}]"));
+            match (&t.token, &t.token_sha256) {
+                (Some(tok), None) if tok.len() >= 16 => {}
+                (Some(_), None) => bail!("{label}: tokens must be at least 16 characters"),
+                (None, Some(h)) if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => {}
+                (None, Some(_)) => bail!("{label}: token_sha256 must be 64 hex digits"),
+                _ => bail!("{label}: give exactly one of token and token_sha256"),
+            }
+            match (t.role, &t.fleet) {
+                (Role::Admin, None) => {}
+                (Role::Admin, Some(_)) => bail!("{label}: admin tokens have no fleet"),
+                (Role::Tracking, _) => {
+                    bail!("{label}: tracking tokens are created by dispatchers, not configured")
+                }
+                (_, None) => bail!("{label}: role {} needs a fleet", t.role.as_str()),
+                (_, Some(f)) if !names.contains(f.as_str()) => {
+                    bail!("{label}: unknown fleet {f:?}")
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The engine's configuration.
+    pub fn fleet_config(&self) -> FleetConfig {
+        FleetConfig {
+            shards: self.engine.shards,
+            queue_capacity: self.engine.queue_capacity,
+            matcher: self.matcher.clone(),
+            detect: self.detect,
+            eta: self.eta,
+            traffic: self.traffic.clone(),
+            learning: self.engine.learning,
+            traffic_every_s: self.engine.traffic_every_s,
+            events_capacity: self.engine.events_capacity,
+            ..FleetConfig::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_config_parses_and_bad_ones_say_why() {
+        let text = r#"
+            listen = "0.0.0.0:5000"
+            [limits]
+            max_connections = 10
+            [engine]
+            shards = 2
+            [matcher]
+            sigma_m = 7.0
+            [detect]
+            offline_s = 600.0
+            [[fleets]]
+            name = "acme"
+            vehicles = [[1, 100], [500, 600]]
+            [[tokens]]
+            token = "device-token-0123456789"
+            role = "device"
+            fleet = "acme"
+            [[tokens]]
+            token_sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+            role = "admin"
+        "#;
+        let c: Config = toml::from_str(text).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.listen.port(), 5000);
+        assert_eq!(c.fleet_config().shards, 2);
+        assert_eq!(c.fleet_config().matcher.sigma_m, 7.0);
+        assert_eq!(c.fleet_config().detect.offline_s, 600.0);
+        assert_eq!(c.limits.max_uni_streams, Limits::default().max_uni_streams);
+
+        assert!(toml::from_str::<Config>("listn = \"1.2.3.4:5\"").is_err());
+        assert!(toml::from_str::<Config>("[matcher]\nsigma = 3.0").is_err());
+        let bad = |extra: &str| {
+            let c: Config = toml::from_str(&format!("{text}\n{extra}")).unwrap();
+            c.validate().unwrap_err().to_string()
+        };
+        assert!(
+            bad("[[tokens]]\ntoken = \"short\"\nrole = \"reader\"\nfleet = \"acme\"")
+                .contains("16")
+        );
+        assert!(
+            bad("[[tokens]]\ntoken = \"0123456789abcdefg\"\nrole = \"reader\"\nfleet = \"nope\"")
+                .contains("unknown fleet")
+        );
+        assert!(
+            bad("[[tokens]]\ntoken = \"0123456789abcdefg\"\nrole = \"reader\"")
+                .contains("needs a fleet")
+        );
+        assert!(bad("[[fleets]]\nname = \"acme\"\nvehicles = []").contains("twice"));
+        assert!(bad("[[fleets]]\nname = \"b\"\nvehicles = [[5, 1]]").contains("ends before"));
+    }
+}

@@ -1,0 +1,272 @@
+//! Between the engine's types and their wire form: units (seconds ↔ ms,
+//! degrees ↔ 1e-7 degrees), optional values, and checking what a client
+//! sent before it reaches the engine (a stop at latitude 91° is a
+//! `bad_value` error here, not a surprise later).
+
+use lastmile_engine::MatchStatus;
+use lastmile_engine::fleet::{
+    CommandError, Event, EventKind, ProofOfDelivery, StopEta, StopOutcome, StopPlan, StopStatus,
+    StopView, TimeWindow, VehicleSnapshot,
+};
+use lastmile_roadgraph::{Graph, LatLon};
+
+use crate::protocol::{
+    ErrorCode, NO_TIME, StopStatusCode, WireEvent, WireProof, WireStop, WireStopEta, WireStopView,
+    WireVehicle,
+};
+
+pub fn ms(t: f64) -> i64 {
+    if t.is_finite() {
+        (t * 1000.0).round() as i64
+    } else {
+        NO_TIME
+    }
+}
+
+pub fn secs(ms: i64) -> f64 {
+    ms as f64 / 1000.0
+}
+
+pub fn e7(deg: f64) -> i32 {
+    if deg.is_finite() {
+        (deg * 1e7).round() as i32
+    } else {
+        0
+    }
+}
+
+/// A position from 1e-7 degrees, if in range.
+pub fn latlon(lat_e7: i32, lon_e7: i32) -> Option<LatLon> {
+    ((-900_000_000..=900_000_000).contains(&lat_e7)
+        && (-1_800_000_000..=1_800_000_000).contains(&lon_e7))
+    .then(|| LatLon::new(lat_e7 as f64 * 1e-7, lon_e7 as f64 * 1e-7))
+}
+
+pub fn status_code(s: StopStatus) -> StopStatusCode {
+    match s {
+        StopStatus::Pending => StopStatusCode::Pending,
+        StopStatus::Next => StopStatusCode::Next,
+        StopStatus::Arrived => StopStatusCode::Arrived,
+        StopStatus::Completed => StopStatusCode::Completed,
+        StopStatus::Failed => StopStatusCode::Failed,
+    }
+}
+
+fn match_code(s: MatchStatus) -> u8 {
+    match s {
+        MatchStatus::Matched => 1,
+        MatchStatus::Reset => 2,
+        MatchStatus::Unmatched => 3,
+        MatchStatus::Outlier => 4,
+        MatchStatus::OutOfOrder => 5,
+        MatchStatus::Duplicate => 6,
+        MatchStatus::Invalid => 7,
+    }
+}
+
+fn stop_eta(s: &StopEta) -> WireStopEta {
+    WireStopEta {
+        stop: s.stop,
+        eta_ms: ms(s.eta),
+        window_end_ms: ms(s.window_end),
+        remaining_m: s.remaining_m as f32,
+        stops_before: s.stops_before,
+        status: status_code(s.status),
+        late: s.late,
+    }
+}
+
+pub fn vehicle(v: &VehicleSnapshot, graph: &Graph) -> WireVehicle {
+    let has_position = v.pos.lat.is_finite() && v.pos.lon.is_finite();
+    let on_edge = (v.edge as usize) < graph.num_edges();
+    WireVehicle {
+        vehicle: v.vehicle,
+        time_ms: ms(v.time),
+        matched_time_ms: ms(v.matched_time),
+        lat_e7: e7(v.pos.lat),
+        lon_e7: e7(v.pos.lon),
+        has_position,
+        edge: v.edge,
+        way_id: if on_edge { graph.way_id(v.edge) } else { 0 },
+        offset_m: v.offset_m as f32,
+        speed_mps: v.speed_mps as f32,
+        heading_deg: v.heading_deg as f32,
+        odometer_m: v.odometer_m,
+        match_status: if v.time.is_finite() {
+            match_code(v.status)
+        } else {
+            0
+        },
+        moving: v.moving,
+        online: v.online,
+        off_route: v.off_route,
+        next_stop: v.next_stop,
+        stops: v.stops.iter().map(stop_eta).collect(),
+    }
+}
+
+/// A stop's view; the vehicle's position only when `reveal_vehicle`.
+pub fn stop_view(id: u64, s: &StopView, reveal_vehicle: bool) -> WireStopView {
+    let plan = &s.record.plan;
+    let (status, late, stops_before, eta, remaining) = match &s.eta {
+        Some(e) => (
+            status_code(e.status),
+            e.late,
+            e.stops_before,
+            e.eta,
+            e.remaining_m,
+        ),
+        None => {
+            let status = match &s.record.outcome {
+                Some(StopOutcome::Completed(_)) => StopStatusCode::Completed,
+                Some(StopOutcome::Failed { .. }) => StopStatusCode::Failed,
+                None => StopStatusCode::Pending,
+            };
+            (status, false, 0, f64::NAN, f64::NAN)
+        }
+    };
+    let outcome_text = match &s.record.outcome {
+        Some(StopOutcome::Failed { reason }) => reason.clone(),
+        Some(StopOutcome::Completed(p)) => p.note.clone().unwrap_or_default(),
+        None => String::new(),
+    };
+    let vehicle_known = s.vehicle_pos.lat.is_finite() && s.vehicle_pos.lon.is_finite();
+    WireStopView {
+        stop: id,
+        vehicle: s.record.vehicle,
+        status,
+        late,
+        stops_before,
+        eta_ms: ms(eta),
+        remaining_m: remaining as f32,
+        lat_e7: e7(plan.pos.lat),
+        lon_e7: e7(plan.pos.lon),
+        window_start_ms: plan.window.map_or(NO_TIME, |w| ms(w.start)),
+        window_end_ms: plan.window.map_or(NO_TIME, |w| ms(w.end)),
+        service_s: plan.service_s as f32,
+        vehicle_pos: (reveal_vehicle && vehicle_known).then(|| {
+            (
+                e7(s.vehicle_pos.lat),
+                e7(s.vehicle_pos.lon),
+                ms(s.vehicle_time),
+            )
+        }),
+        closed_ms: s.record.closed_at.map_or(NO_TIME, ms),
+        customer_ref: plan.customer_ref.clone().unwrap_or_default(),
+        outcome_text,
+    }
+}
+
+/// A dispatcher's stop, checked.
+pub fn stop_plan(s: &WireStop) -> Result<StopPlan, (ErrorCode, String)> {
+    let bad = |why: &str| (ErrorCode::BadValue, format!("stop {}: {why}", s.id));
+    let pos = latlon(s.lat_e7, s.lon_e7).ok_or_else(|| bad("position out of range"))?;
+    let window = match (s.window_start_ms, s.window_end_ms) {
+        (NO_TIME, NO_TIME) => None,
+        (a, b) if a <= b => Some(TimeWindow {
+            start: secs(a),
+            end: secs(b),
+        }),
+        _ => return Err(bad("window ends before it starts")),
+    };
+    if !(s.service_s.is_finite() && (0.0..=86_400.0).contains(&s.service_s)) {
+        return Err(bad("service time must be 0..=86400 s"));
+    }
+    Ok(StopPlan {
+        id: s.id,
+        pos,
+        window,
+        service_s: f64::from(s.service_s),
+        customer_ref: (!s.customer_ref.is_empty()).then(|| s.customer_ref.clone()),
+    })
+}
+
+pub fn proof(p: &WireProof) -> Result<ProofOfDelivery, (ErrorCode, String)> {
+    let pos = match p.pos_e7 {
+        Some((lat, lon)) => Some(latlon(lat, lon).ok_or((
+            ErrorCode::BadValue,
+            "proof position out of range".to_string(),
+        ))?),
+        None => None,
+    };
+    let opt = |s: &String| (!s.is_empty()).then(|| s.clone());
+    Ok(ProofOfDelivery {
+        photo_refs: p.photo_refs.clone(),
+        signature_ref: opt(&p.signature_ref),
+        note: opt(&p.note),
+        pos,
+    })
+}
+
+pub fn event(id: u64, e: &Event) -> WireEvent {
+    WireEvent {
+        id,
+        vehicle: e.vehicle,
+        seq: e.seq,
+        stop: e.stop,
+        time_ms: ms(e.time),
+        kind: e.kind as u8,
+        lat_e7: e7(e.pos.lat),
+        lon_e7: e7(e.pos.lon),
+        value: e.value,
+        reference: e.reference,
+    }
+}
+
+/// The name of an event kind code (for CLIs; `None` for codes this build
+/// does not know).
+pub fn event_kind_name(code: u8) -> Option<&'static str> {
+    EventKind::ALL
+        .into_iter()
+        .find(|k| *k as u8 == code)
+        .map(EventKind::as_str)
+}
+
+pub fn command_error(e: &CommandError) -> ErrorCode {
+    match e {
+        CommandError::UnknownStop(_) => ErrorCode::UnknownStop,
+        CommandError::WrongVehicle { .. } => ErrorCode::WrongVehicle,
+        CommandError::DuplicateStop(_) => ErrorCode::DuplicateStop,
+        CommandError::StopClosed(_) => ErrorCode::StopClosed,
+        CommandError::OffRoad { .. } => ErrorCode::OffRoad,
+        CommandError::BadOrder => ErrorCode::BadOrder,
+        CommandError::NotFinite => ErrorCode::BadValue,
+        CommandError::Overloaded => ErrorCode::Overloaded,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stops_are_checked_before_the_engine_sees_them() {
+        let good = WireStop {
+            id: 1,
+            lat_e7: 437_300_000,
+            lon_e7: 74_200_000,
+            window_start_ms: 1_000_000,
+            window_end_ms: 2_000_000,
+            service_s: 60.0,
+            customer_ref: "A-1".into(),
+        };
+        let p = stop_plan(&good).unwrap();
+        assert_eq!(p.window.unwrap().end, 2_000.0);
+        assert_eq!(p.customer_ref.as_deref(), Some("A-1"));
+        let bad = |f: fn(&mut WireStop)| {
+            let mut s = good.clone();
+            f(&mut s);
+            stop_plan(&s).unwrap_err().0
+        };
+        assert_eq!(bad(|s| s.lat_e7 = 910_000_000), ErrorCode::BadValue);
+        assert_eq!(bad(|s| s.window_end_ms = 1), ErrorCode::BadValue);
+        assert_eq!(bad(|s| s.service_s = f32::NAN), ErrorCode::BadValue);
+        assert_eq!(bad(|s| s.service_s = -1.0), ErrorCode::BadValue);
+        let mut open = good.clone();
+        open.window_start_ms = NO_TIME;
+        open.window_end_ms = NO_TIME;
+        assert!(stop_plan(&open).unwrap().window.is_none());
+        assert_eq!(ms(f64::NAN), NO_TIME);
+        assert_eq!(e7(f64::INFINITY), 0);
+    }
+}

@@ -1,0 +1,498 @@
+//! The replay driver behind `lastmile replay`: a trace's pings, in time
+//! order, sent to a server over C connections (a vehicle always on the same
+//! connection, so its pings stay in order), on acknowledged streams or as
+//! datagrams, as fast as possible, at a fixed rate, or at a multiple of
+//! real time. Measures what a benchmarker needs: pings sent, accepted,
+//! rejected and shed, throughput, and acknowledgement latency.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use lastmile_engine::fleet::Histogram;
+use lastmile_engine::trace::{Trace, parse_time};
+use tokio::sync::Semaphore;
+
+use crate::client::{Client, Control, Target};
+use crate::protocol::{PingRecord, Request, Response, WireStop};
+
+/// Maps the string ids of CSV files to the wire's integer ids: a decimal
+/// integer is itself; any other string is the number its digits spell
+/// (`veh-00042` → 42, `veh-00042-s003` → 42003). Two different strings
+/// that map to the same id are an error, never a silent merge.
+#[derive(Default)]
+pub struct IdMap {
+    seen: HashMap<u64, String>,
+}
+
+impl IdMap {
+    pub fn id(&mut self, s: &str, what: &str) -> anyhow::Result<u64> {
+        let s = s.trim();
+        let id = match s.parse::<u64>() {
+            Ok(v) => v,
+            Err(_) => {
+                let digits: String = s.chars().filter(char::is_ascii_digit).collect();
+                digits
+                    .trim_start_matches('0')
+                    .parse::<u64>()
+                    .or_else(|e| {
+                        if digits.chars().all(|c| c == '0') && !digits.is_empty() {
+                            Ok(0)
+                        } else {
+                            Err(e)
+                        }
+                    })
+                    .with_context(|| format!("{what} {s:?} holds no integer id"))?
+            }
+        };
+        match self.seen.get(&id) {
+            Some(prev) if prev != s => bail!("{what}s {prev:?} and {s:?} both map to id {id}"),
+            Some(_) => {}
+            None => {
+                self.seen.insert(id, s.to_string());
+            }
+        }
+        Ok(id)
+    }
+}
+
+/// The trace's pings as wire records, sorted by time (stable: equal times
+/// keep file order).
+pub fn pings_from_trace(trace: &Trace) -> anyhow::Result<Vec<PingRecord>> {
+    let mut ids = IdMap::default();
+    let mut cache: HashMap<&str, u64> = HashMap::new();
+    let mut out = Vec::with_capacity(trace.rows.len());
+    for r in &trace.rows {
+        let id = match cache.get(r.vehicle.as_str()) {
+            Some(id) => *id,
+            None => {
+                let id = ids.id(&r.vehicle, "vehicle")?;
+                cache.insert(&r.vehicle, id);
+                id
+            }
+        };
+        out.push(PingRecord::from_ping(id, &r.ping));
+    }
+    out.sort_by_key(|p| p.time_ms);
+    Ok(out)
+}
+
+/// Routes from a stops CSV (`vehicle_id,stop_id,seq,lat,lon` and optional
+/// `window_start,window_end,service_s,customer_ref`), per vehicle in `seq` order.
+pub fn routes_from_stops<R: Read>(input: R) -> anyhow::Result<Vec<(u64, Vec<WireStop>)>> {
+    let mut rdr = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(input);
+    let header = rdr.headers().context("stops CSV header")?.clone();
+    let col = |name: &str| header.iter().position(|h| h == name);
+    let need = |name: &str| col(name).with_context(|| format!("stops CSV: no {name} column"));
+    let (cv, cs, cq, clat, clon) = (
+        need("vehicle_id")?,
+        need("stop_id")?,
+        need("seq")?,
+        need("lat")?,
+        need("lon")?,
+    );
+    let (cws, cwe, csv_s, cref) = (
+        col("window_start"),
+        col("window_end"),
+        col("service_s"),
+        col("customer_ref"),
+    );
+    let (mut vids, mut sids) = (IdMap::default(), IdMap::default());
+    let mut routes: HashMap<u64, Vec<(u32, WireStop)>> = HashMap::new();
+    for (line, rec) in rdr.records().enumerate() {
+        let rec = rec.context("stops CSV")?;
+        let at = || format!("stops CSV line {}", line + 2);
+        let get = |i: usize| rec.get(i).unwrap_or("");
+        let opt = |c: Option<usize>| c.map(get).filter(|s| !s.is_empty());
+        let num = |s: &str| s.parse::<f64>().ok().filter(|v| v.is_finite());
+        let vehicle = vids.id(get(cv), "vehicle").with_context(at)?;
+        let id = sids.id(get(cs), "stop").with_context(at)?;
+        let seq: u32 = get(cq).parse().with_context(at)?;
+        let (lat, lon) = (
+            num(get(clat)).with_context(at)?,
+            num(get(clon)).with_context(at)?,
+        );
+        let time = |c| -> anyhow::Result<i64> {
+            Ok(match opt(c) {
+                Some(s) => (parse_time(s).with_context(|| format!("{}: bad time {s:?}", at()))?
+                    * 1000.0)
+                    .round() as i64,
+                None => 0,
+            })
+        };
+        let stop = WireStop {
+            id,
+            lat_e7: (lat * 1e7).round() as i32,
+            lon_e7: (lon * 1e7).round() as i32,
+            window_start_ms: time(cws)?,
+            window_end_ms: time(cwe)?,
+            service_s: opt(csv_s).and_then(num).unwrap_or(0.0) as f32,
+            customer_ref: opt(cref).unwrap_or("").to_string(),
+        };
+        routes.entry(vehicle).or_default().push((seq, stop));
+    }
+    let mut out: Vec<(u64, Vec<WireStop>)> = routes
+        .into_iter()
+        .map(|(v, mut stops)| {
+            stops.sort_by_key(|(seq, _)| *seq);
+            (v, stops.into_iter().map(|(_, s)| s).collect())
+        })
+        .collect();
+    out.sort_by_key(|(v, _)| *v);
+    Ok(out)
+}
+
+/// How to replay.
+#[derive(Clone, Debug)]
+pub struct ReplayOptions {
+    pub connections: usize,
+    /// Total pings per second (None: as fast as possible).
+    pub rate: Option<f64>,
+    /// Multiple of real time (trace seconds per wall second); ignored with `rate`.
+    pub speedup: Option<f64>,
+    pub datagrams: bool,
+    /// Pings per PINGS frame on streams (capped by the server's limit).
+    pub batch: usize,
+    /// Unacknowledged batches one connection may have in flight.
+    pub window: usize,
+}
+
+impl Default for ReplayOptions {
+    fn default() -> Self {
+        Self {
+            connections: 1,
+            rate: None,
+            speedup: None,
+            datagrams: false,
+            batch: 1024,
+            window: 32,
+        }
+    }
+}
+
+/// The figures a replay ends with (`replay --json` keys).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct ReplayReport {
+    pub mode: &'static str,
+    pub connections: usize,
+    pub sent: u64,
+    /// Pings the server handed to the engine (acks on streams; the
+    /// server's counters for datagrams, when the token may read them).
+    pub accepted: u64,
+    pub rejected: u64,
+    /// Pings the server dropped for lack of room (datagrams only: streams
+    /// are pushed back instead).
+    pub shed: u64,
+    pub elapsed_s: f64,
+    pub pings_per_s: f64,
+    pub ack_p50_us: f64,
+    pub ack_p99_us: f64,
+    pub ack_max_us: f64,
+    pub batches: u64,
+    /// Errors the server reported on control streams.
+    pub server_errors: u64,
+}
+
+struct Totals {
+    sent: AtomicU64,
+    accepted: AtomicU64,
+    rejected: AtomicU64,
+    batches: AtomicU64,
+    errors: AtomicU64,
+    acks: Mutex<Histogram>,
+}
+
+/// Assigns routes (before a replay) at the given event time; returns the count.
+pub async fn assign_routes(
+    client: &Client,
+    routes: &[(u64, Vec<WireStop>)],
+    time_ms: i64,
+) -> anyhow::Result<usize> {
+    for (vehicle, stops) in routes {
+        client
+            .call(&Request::AssignRoute {
+                vehicle: *vehicle,
+                time_ms,
+                stops: stops.clone(),
+            })
+            .await
+            .with_context(|| format!("assigning the route of vehicle {vehicle}"))?;
+    }
+    Ok(routes.len())
+}
+
+/// The server's counters (empty if the token may not read them).
+pub async fn server_stats(client: &Client) -> HashMap<String, u64> {
+    match client.request(&Request::GetStats).await {
+        Ok(Response::Stats(s)) => s.into_iter().collect(),
+        _ => HashMap::new(),
+    }
+}
+
+/// Replays `pings` (sorted by time) against the target. `progress` counts
+/// pings sent as they go.
+pub async fn replay(
+    target: &Target,
+    pings: Arc<Vec<PingRecord>>,
+    opts: &ReplayOptions,
+    progress: Arc<AtomicU64>,
+) -> anyhow::Result<ReplayReport> {
+    let c = opts.connections.max(1);
+    let probe = Client::connect(target).await?;
+    let before = server_stats(&probe).await;
+    let totals = Arc::new(Totals {
+        sent: AtomicU64::new(0),
+        accepted: AtomicU64::new(0),
+        rejected: AtomicU64::new(0),
+        batches: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        acks: Mutex::new(Histogram::default()),
+    });
+    // Connect everyone first, so the clock measures sending, not handshakes.
+    let mut clients = Vec::with_capacity(c);
+    for _ in 0..c {
+        clients.push(Client::connect(target).await?);
+    }
+    let start = Instant::now();
+    let t0 = pings.first().map_or(0, |p| p.time_ms);
+    let mut tasks = Vec::new();
+    for (i, client) in clients.into_iter().enumerate() {
+        let share: Vec<PingRecord> = pings
+            .iter()
+            .filter(|p| (p.vehicle % c as u64) as usize == i)
+            .copied()
+            .collect();
+        let (opts, totals, progress) = (opts.clone(), totals.clone(), progress.clone());
+        let per_conn_rate = opts.rate.map(|r| r / c as f64);
+        tasks.push(tokio::spawn(async move {
+            let due = |k: usize, p: &PingRecord| -> f64 {
+                match (per_conn_rate, opts.speedup) {
+                    (Some(r), _) => k as f64 / r,
+                    (None, Some(s)) => (p.time_ms - t0) as f64 / 1000.0 / s,
+                    (None, None) => 0.0,
+                }
+            };
+            if opts.datagrams {
+                send_datagrams(client, share, start, &due, &totals, &progress).await
+            } else {
+                send_streams(client, share, start, &due, &opts, &totals, &progress).await
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.context("replay task")??;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let after = server_stats(&probe).await;
+    probe.close();
+    let delta = |k: &str| {
+        after
+            .get(k)
+            .copied()
+            .unwrap_or(0)
+            .saturating_sub(before.get(k).copied().unwrap_or(0))
+    };
+    let acks = totals.acks.lock().unwrap_or_else(|p| p.into_inner());
+    let sent = totals.sent.load(Relaxed);
+    let (accepted, shed) = if opts.datagrams {
+        (delta("pings_accepted"), delta("pings_shed"))
+    } else {
+        (totals.accepted.load(Relaxed), 0)
+    };
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    Ok(ReplayReport {
+        mode: if opts.datagrams {
+            "datagrams"
+        } else {
+            "streams"
+        },
+        connections: c,
+        sent,
+        accepted,
+        rejected: if opts.datagrams {
+            delta("pings_invalid") + delta("pings_out_of_scope")
+        } else {
+            totals.rejected.load(Relaxed)
+        },
+        shed,
+        elapsed_s: elapsed,
+        pings_per_s: accepted as f64 / elapsed.max(1e-9),
+        ack_p50_us: us(acks.quantile(0.5)),
+        ack_p99_us: us(acks.quantile(0.99)),
+        ack_max_us: us(acks.quantile(1.0)),
+        batches: totals.batches.load(Relaxed),
+        server_errors: totals.errors.load(Relaxed),
+    })
+}
+
+/// Waits until the schedule allows the ping `due` seconds after `start`.
+async fn pace(start: Instant, due: f64) {
+    let at = start + Duration::from_secs_f64(due.max(0.0));
+    if at > Instant::now() + Duration::from_millis(1) {
+        tokio::time::sleep_until(at.into()).await;
+    }
+}
+
+/// How many of `share[from..]` are due now (with a few ms of look-ahead,
+/// so slow rates still send small batches, not single pings).
+fn due_now(
+    share: &[PingRecord],
+    from: usize,
+    max: usize,
+    start: Instant,
+    due: &(dyn Fn(usize, &PingRecord) -> f64 + Sync),
+) -> usize {
+    let now = start.elapsed().as_secs_f64() + 0.005;
+    let mut n = 0;
+    while n < max && from + n < share.len() && due(from + n, &share[from + n]) <= now {
+        n += 1;
+    }
+    n.max(1).min(share.len() - from)
+}
+
+async fn send_streams(
+    mut client: Client,
+    share: Vec<PingRecord>,
+    start: Instant,
+    due: &(dyn Fn(usize, &PingRecord) -> f64 + Sync),
+    opts: &ReplayOptions,
+    totals: &Arc<Totals>,
+    progress: &AtomicU64,
+) -> anyhow::Result<()> {
+    let batch = opts
+        .batch
+        .clamp(1, client.welcome.max_batch.max(1) as usize);
+    let window = Arc::new(Semaphore::new(opts.window.max(1)));
+    let in_flight: Arc<Mutex<VecDeque<(u64, Instant)>>> = Arc::default();
+    let mut control = client.take_control();
+    let collector = {
+        let (window, in_flight, totals) = (window.clone(), in_flight.clone(), totals.clone());
+        tokio::spawn(async move {
+            while let Some(msg) = control.recv().await {
+                match msg {
+                    Control::Ack(a) => {
+                        let sent_at = {
+                            let mut f = in_flight.lock().unwrap_or_else(|p| p.into_inner());
+                            let pos = f.iter().position(|(id, _)| *id == a.batch_id);
+                            pos.and_then(|i| f.remove(i)).map(|(_, t)| t)
+                        };
+                        if let Some(t) = sent_at {
+                            totals
+                                .acks
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .record(t.elapsed());
+                        }
+                        totals.accepted.fetch_add(u64::from(a.accepted), Relaxed);
+                        totals.rejected.fetch_add(u64::from(a.rejected), Relaxed);
+                        window.add_permits(1);
+                    }
+                    Control::Error(_) => {
+                        totals.errors.fetch_add(1, Relaxed);
+                    }
+                }
+            }
+        })
+    };
+    let mut stream = client.ping_stream().await?;
+    let mut i = 0;
+    let mut batch_id = 0u64;
+    while i < share.len() {
+        pace(start, due(i, &share[i])).await;
+        let n = due_now(&share, i, batch, start, due);
+        window.acquire().await?.forget();
+        in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back((batch_id, Instant::now()));
+        stream.send(batch_id, &share[i..i + n]).await?;
+        batch_id += 1;
+        i += n;
+        totals.sent.fetch_add(n as u64, Relaxed);
+        totals.batches.fetch_add(1, Relaxed);
+        progress.fetch_add(n as u64, Relaxed);
+    }
+    // Every batch acknowledged (or the server gone) before we report.
+    let all = opts.window.max(1) as u32;
+    let _ = tokio::time::timeout(Duration::from_secs(120), window.acquire_many(all)).await;
+    stream.finish().await?;
+    collector.abort();
+    client.close();
+    Ok(())
+}
+
+async fn send_datagrams(
+    client: Client,
+    share: Vec<PingRecord>,
+    start: Instant,
+    due: &(dyn Fn(usize, &PingRecord) -> f64 + Sync),
+    totals: &Arc<Totals>,
+    progress: &AtomicU64,
+) -> anyhow::Result<()> {
+    let per = client.datagram_capacity();
+    if per == 0 {
+        bail!("the server does not take datagrams on this path");
+    }
+    let mut i = 0;
+    while i < share.len() {
+        pace(start, due(i, &share[i])).await;
+        let n = due_now(&share, i, per, start, due);
+        client.send_datagram(&share[i..i + n]).await?;
+        i += n;
+        totals.sent.fetch_add(n as u64, Relaxed);
+        totals.batches.fetch_add(1, Relaxed);
+        progress.fetch_add(n as u64, Relaxed);
+    }
+    // Let the last datagrams leave before the connection closes.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    client.close();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_map_digits_and_refuse_collisions() {
+        let mut m = IdMap::default();
+        assert_eq!(m.id("17", "vehicle").unwrap(), 17);
+        assert_eq!(m.id("veh-00042", "vehicle").unwrap(), 42);
+        assert_eq!(m.id("veh-00042", "vehicle").unwrap(), 42);
+        assert_eq!(m.id("veh-00042-s003", "stop").unwrap(), 42003);
+        assert!(
+            m.id("van-42", "vehicle").is_err(),
+            "collides with veh-00042"
+        );
+        assert!(m.id("depot", "vehicle").is_err());
+        assert_eq!(m.id("car-000", "vehicle").unwrap(), 0);
+    }
+
+    #[test]
+    fn stops_csv_becomes_ordered_routes() {
+        let csv = "vehicle_id,stop_id,seq,lat,lon,window_start,window_end,service_s\n\
+                   veh-00001,veh-00001-s002,2,43.73,7.42,1767225600,1767229200,120\n\
+                   veh-00001,veh-00001-s001,1,43.74,7.41,,,60\n\
+                   veh-00002,veh-00002-s001,1,43.72,7.40,2026-01-01T01:00:00Z,2026-01-01T02:00:00Z,\n";
+        let routes = routes_from_stops(csv.as_bytes()).unwrap();
+        assert_eq!(routes.len(), 2);
+        let (v, stops) = &routes[0];
+        assert_eq!(*v, 1);
+        assert_eq!(
+            stops.iter().map(|s| s.id).collect::<Vec<_>>(),
+            vec![1001, 1002]
+        );
+        assert_eq!(stops[0].window_start_ms, 0);
+        assert_eq!(stops[1].window_end_ms, 1_767_229_200_000);
+        assert_eq!(routes[1].1[0].window_start_ms, 1_767_229_200_000);
+        assert!(routes_from_stops("vehicle_id,stop_id\n1,2\n".as_bytes()).is_err());
+        assert!(
+            routes_from_stops("vehicle_id,stop_id,seq,lat,lon\n1,2,x,1,1\n".as_bytes()).is_err()
+        );
+    }
+}

@@ -1,0 +1,220 @@
+//! The QUIC server behind `lastmile serve`: accepts connections (bounded),
+//! authenticates each with its HELLO, then serves its ping streams,
+//! datagrams and request streams ([`connection`]). Two background threads
+//! drive the engine in wall time: the ticker (offline checks, traffic
+//! publication, live index refresh, at the event-time [`clock::Clock`]) and
+//! the event pump that wakes subscribers when the event bus grows.
+
+pub mod clock;
+mod connection;
+mod pings;
+mod requests;
+pub mod sink;
+pub mod stats;
+mod subscribe;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::watch;
+
+use crate::auth::Auth;
+use crate::config::Config;
+use crate::protocol::ErrorCode;
+use crate::tls::Identity;
+pub use clock::Clock;
+pub use sink::Sink;
+pub use stats::ServerStats;
+
+/// What every connection task shares.
+pub struct Shared {
+    pub config: Config,
+    pub auth: Auth,
+    pub sink: Sink,
+    pub stats: ServerStats,
+    pub clock: Clock,
+    /// The event bus's next id, bumped by the pump thread.
+    events: watch::Receiver<u64>,
+    connections: AtomicUsize,
+    subscribers: AtomicUsize,
+}
+
+impl Shared {
+    /// Counters of the front end followed by the engine's, for STATS.
+    pub fn stats_snapshot(&self) -> Vec<(String, u64)> {
+        let mut out: Vec<(String, u64)> = self
+            .stats
+            .snapshot()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        out.push((
+            "connections_open".into(),
+            self.connections.load(Relaxed) as u64,
+        ));
+        out.push((
+            "subscribers_open".into(),
+            self.subscribers.load(Relaxed) as u64,
+        ));
+        match &self.sink {
+            Sink::Engine(e) => {
+                let s = e.stats();
+                out.push(("engine_submitted".into(), s.submitted));
+                out.push(("engine_shed".into(), s.shed));
+                out.push(("engine_queue_full".into(), s.queue_full));
+                out.push(("engine_pings_processed".into(), s.shards.pings));
+                out.push(("engine_ticks".into(), s.ticks));
+                out.push(("engine_metric_updates".into(), s.metric_updates));
+                out.push(("engine_vehicles".into(), s.shards.vehicles));
+                out.push(("engine_events".into(), e.events().next_id()));
+                out.push((
+                    "engine_latency_p50_us".into(),
+                    s.latency.quantile(0.5).as_micros() as u64,
+                ));
+                out.push((
+                    "engine_latency_p99_us".into(),
+                    s.latency.quantile(0.99).as_micros() as u64,
+                ));
+            }
+            Sink::Counting(n) => out.push(("sink_counted".into(), n.load(Relaxed))),
+        }
+        out
+    }
+}
+
+/// Background threads; stopped and joined on drop.
+struct Background {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.stop.store(true, Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+pub struct Server {
+    endpoint: quinn::Endpoint,
+    shared: Arc<Shared>,
+    fingerprint: String,
+    _background: Background,
+}
+
+impl Server {
+    /// Binds the endpoint and starts the background threads. Call inside a
+    /// tokio runtime.
+    pub fn bind(
+        config: Config,
+        sink: Sink,
+        auth: Auth,
+        identity: Identity,
+    ) -> anyhow::Result<Self> {
+        let fingerprint = identity.fingerprint();
+        let server_config = crate::tls::server_config(identity, &config.limits)?;
+        let endpoint = quinn::Endpoint::server(server_config, config.listen)
+            .with_context(|| format!("listening on {}", config.listen))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        let (events_tx, events_rx) = watch::channel(0u64);
+        let shared = Arc::new(Shared {
+            config,
+            auth,
+            sink,
+            stats: ServerStats::default(),
+            clock: Clock::default(),
+            events: events_rx,
+            connections: AtomicUsize::new(0),
+            subscribers: AtomicUsize::new(0),
+        });
+        if let Some(engine) = shared.sink.engine().cloned() {
+            let (s, st) = (shared.clone(), stop.clone());
+            let tick = Duration::from_millis(shared.config.engine.tick_ms);
+            threads.push(
+                std::thread::Builder::new()
+                    .name("lastmile-ticker".into())
+                    .spawn(move || {
+                        while !st.load(Relaxed) {
+                            std::thread::sleep(tick);
+                            let now = s.clock.now();
+                            engine.tick(now);
+                            engine.refresh_index(now);
+                        }
+                    })?,
+            );
+            let engine = shared.sink.engine().cloned().expect("checked above");
+            let st = stop.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("lastmile-events".into())
+                    .spawn(move || {
+                        let bus = engine.events().clone();
+                        let mut cursor = bus.next_id();
+                        while !st.load(Relaxed) {
+                            if bus.wait(cursor, Duration::from_millis(100)) {
+                                cursor = bus.next_id();
+                                let _ = events_tx.send(cursor);
+                            }
+                        }
+                    })?,
+            );
+        }
+        Ok(Self {
+            endpoint,
+            shared,
+            fingerprint,
+            _background: Background { stop, threads },
+        })
+    }
+
+    pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.endpoint.local_addr()?)
+    }
+
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Serves until `shutdown` resolves, then closes every connection with
+    /// `shutting_down` and waits (briefly) for the peers to be told.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                incoming = self.endpoint.accept() => {
+                    let Some(incoming) = incoming else { break };
+                    let shared = self.shared.clone();
+                    if shared.connections.load(Relaxed) >= shared.config.limits.max_connections {
+                        ServerStats::add(&shared.stats.connections_refused, 1);
+                        incoming.refuse();
+                        continue;
+                    }
+                    shared.connections.fetch_add(1, Relaxed);
+                    tokio::spawn(async move {
+                        connection::serve(shared.clone(), incoming).await;
+                        shared.connections.fetch_sub(1, Relaxed);
+                    });
+                }
+            }
+        }
+        self.endpoint
+            .close((ErrorCode::ShuttingDown as u32).into(), b"shutting down");
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+        if let Some(e) = self.shared.sink.engine() {
+            e.sync();
+        }
+        Ok(())
+    }
+}

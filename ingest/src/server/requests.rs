@@ -1,0 +1,421 @@
+//! Request streams: each bidirectional stream after the control stream
+//! carries requests, answered in order (a client may open one stream per
+//! request or pipeline several). SUBSCRIBE turns the stream into an event
+//! stream. Every request is checked against the caller's role and fleet
+//! first; what is refused gets an ERROR frame and a counter, and the
+//! stream stays usable. A frame that does not decode closes the stream; a
+//! frame type that has no business here closes the connection.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lastmile_engine::fleet::{Admission, Command, Engine, StopId, VehicleId};
+use quinn::{Connection, RecvStream, SendStream};
+
+use super::connection::close;
+use super::{ServerStats, Shared, subscribe};
+use crate::auth::{Principal, epoch_ms};
+use crate::convert;
+use crate::io::{ReadFrame, read_frame};
+use crate::protocol::{
+    AT_END, DecodeError, ErrorCode, MAX_IN_BOX, MAX_NEAREST, NO_TIME, Request, Response, WireFound,
+};
+
+type Refusal = (ErrorCode, String);
+
+pub async fn stream(
+    shared: Arc<Shared>,
+    who: Arc<Principal>,
+    conn: Connection,
+    mut send: SendStream,
+    mut recv: RecvStream,
+) {
+    let stats = &shared.stats;
+    let max_frame = shared.config.limits.max_frame_bytes;
+    let (mut buf, mut out) = (Vec::new(), Vec::new());
+    loop {
+        let h = match read_frame(&mut recv, max_frame, &mut buf).await {
+            ReadFrame::Frame(h) => h,
+            ReadFrame::End | ReadFrame::Failed(_) => break,
+            ReadFrame::Truncated => {
+                ServerStats::add(&stats.partial_frames, 1);
+                break;
+            }
+            ReadFrame::Bad(e) => {
+                let code = ErrorCode::of_decode(&e);
+                let counter = if code == ErrorCode::FrameTooLarge {
+                    &stats.oversized_frames
+                } else {
+                    &stats.malformed_frames
+                };
+                ServerStats::add(counter, 1);
+                end_with_error(&mut send, &mut recv, code, &e.to_string()).await;
+                return;
+            }
+        };
+        let req = match Request::decode(h.kind, &buf) {
+            Ok(r) => r,
+            Err(DecodeError::UnknownType(t)) => {
+                ServerStats::add(&stats.protocol_violations, 1);
+                close(
+                    &conn,
+                    ErrorCode::ProtocolViolation,
+                    &format!("frame type 0x{t:04x} is not a request"),
+                );
+                return;
+            }
+            Err(e) => {
+                ServerStats::add(&stats.malformed_frames, 1);
+                end_with_error(&mut send, &mut recv, ErrorCode::Malformed, &e.to_string()).await;
+                return;
+            }
+        };
+        ServerStats::add(&stats.requests, 1);
+        if let Request::Subscribe {
+            from,
+            kinds,
+            vehicles,
+            stops,
+        } = req
+        {
+            subscribe::run(&shared, &who, send, recv, from, kinds, vehicles, stops).await;
+            return;
+        }
+        let resp = match answer(&shared, &who, req).await {
+            Ok(r) => r,
+            Err((code, message)) => {
+                ServerStats::add(&stats.request_errors, 1);
+                if code == ErrorCode::Forbidden {
+                    ServerStats::add(&stats.forbidden, 1);
+                }
+                Response::error(code, message)
+            }
+        };
+        out.clear();
+        resp.encode(&mut out);
+        if send.write_all(&out).await.is_err() {
+            return;
+        }
+    }
+    let _ = send.finish();
+}
+
+async fn end_with_error(
+    send: &mut SendStream,
+    recv: &mut RecvStream,
+    code: ErrorCode,
+    message: &str,
+) {
+    let mut out = Vec::new();
+    Response::error(code, message).encode(&mut out);
+    let _ = send.write_all(&out).await;
+    let _ = send.finish();
+    let _ = recv.stop((code as u32).into());
+}
+
+fn forbidden(what: impl std::fmt::Display) -> Refusal {
+    (ErrorCode::Forbidden, what.to_string())
+}
+
+fn engine(shared: &Shared) -> Result<&Arc<Engine>, Refusal> {
+    shared.sink.engine().ok_or((
+        ErrorCode::NotFound,
+        "this server counts pings only (no engine)".into(),
+    ))
+}
+
+fn require(ok: bool, who: &Principal, what: &str) -> Result<(), Refusal> {
+    if ok {
+        Ok(())
+    } else {
+        Err(forbidden(format!(
+            "role {} may not {what}",
+            who.role.as_str()
+        )))
+    }
+}
+
+fn covers(shared: &Shared, who: &Principal, vehicle: VehicleId) -> Result<(), Refusal> {
+    if shared.auth.covers(who, vehicle) {
+        Ok(())
+    } else {
+        Err(forbidden(format!(
+            "vehicle {vehicle} is not in fleet {:?}",
+            shared.auth.fleet_name(who.fleet)
+        )))
+    }
+}
+
+/// The vehicle a stop belongs to, if the caller may act on it.
+fn stop_owner(shared: &Shared, who: &Principal, stop: StopId) -> Result<VehicleId, Refusal> {
+    let e = engine(shared)?;
+    let v = e
+        .stop(stop)
+        .ok_or((ErrorCode::UnknownStop, format!("no stop {stop}")))?
+        .record
+        .vehicle;
+    covers(shared, who, v)?;
+    Ok(v)
+}
+
+/// Command time: the client's, or the server's clock.
+fn time_of(shared: &Shared, ms: i64) -> f64 {
+    if ms == NO_TIME {
+        shared.clock.now()
+    } else {
+        convert::secs(ms)
+    }
+}
+
+async fn answer(shared: &Arc<Shared>, who: &Principal, req: Request) -> Result<Response, Refusal> {
+    match req {
+        Request::GetStats => {
+            require(who.role.may_read(), who, "read statistics")?;
+            Ok(Response::Stats(shared.stats_snapshot()))
+        }
+        Request::GetVehicle { vehicle } => {
+            require(who.role.may_read(), who, "query vehicles")?;
+            covers(shared, who, vehicle)?;
+            let e = engine(shared)?;
+            let v = e
+                .vehicle(vehicle)
+                .ok_or((ErrorCode::NotFound, format!("no vehicle {vehicle}")))?;
+            Ok(Response::Vehicle(convert::vehicle(&v, e.graph())))
+        }
+        Request::GetStop { stop } => {
+            let e = engine(shared)?;
+            if who.stop.is_some() {
+                if who.stop != Some(stop) {
+                    return Err(forbidden("a tracking token covers one stop only"));
+                }
+            } else {
+                require(who.role.may_read(), who, "query stops")?;
+            }
+            let view = e
+                .stop(stop)
+                .ok_or((ErrorCode::UnknownStop, format!("no stop {stop}")))?;
+            covers(shared, who, view.record.vehicle)?;
+            // A customer sees the vehicle only while it is on its way to
+            // them (their stop is next) or there.
+            let reveal = who.stop.is_none()
+                || view
+                    .eta
+                    .is_some_and(|s| s.stops_before == 0 && s.status.is_remaining());
+            Ok(Response::Stop(convert::stop_view(stop, &view, reveal)))
+        }
+        Request::Nearest { lat_e7, lon_e7, k } => {
+            require(who.role.may_read(), who, "query positions")?;
+            let p = convert::latlon(lat_e7, lon_e7)
+                .ok_or((ErrorCode::BadValue, "position out of range".into()))?;
+            let k = (k as usize).min(MAX_NEAREST);
+            let e = engine(shared)?;
+            let mut found = Vec::new();
+            // Fleet tokens see their own vehicles only: ask for more and
+            // filter, widening until k are found or the index is exhausted.
+            let mut ask = k;
+            loop {
+                found.clear();
+                e.nearest(p, ask, &mut found);
+                let got = found.len();
+                found.retain(|f| shared.auth.covers(who, f.vehicle));
+                if found.len() >= k || got < ask || ask >= 64 * MAX_NEAREST {
+                    break;
+                }
+                ask *= 4;
+            }
+            found.truncate(k);
+            Ok(Response::Vehicles {
+                truncated: false,
+                found: found.iter().map(wire_found).collect(),
+            })
+        }
+        Request::InBox {
+            min_lat_e7,
+            min_lon_e7,
+            max_lat_e7,
+            max_lon_e7,
+        } => {
+            require(who.role.may_read(), who, "query positions")?;
+            let (Some(lo), Some(hi)) = (
+                convert::latlon(min_lat_e7, min_lon_e7),
+                convert::latlon(max_lat_e7, max_lon_e7),
+            ) else {
+                return Err((ErrorCode::BadValue, "box corner out of range".into()));
+            };
+            if lo.lat > hi.lat {
+                return Err((
+                    ErrorCode::BadValue,
+                    "box minimum latitude above its maximum".into(),
+                ));
+            }
+            let e = engine(shared)?;
+            let mut found = Vec::new();
+            e.in_box([lo.lon, lo.lat, hi.lon, hi.lat], &mut found);
+            found.retain(|f| shared.auth.covers(who, f.vehicle));
+            let truncated = found.len() > MAX_IN_BOX;
+            found.truncate(MAX_IN_BOX);
+            Ok(Response::Vehicles {
+                truncated,
+                found: found.iter().map(wire_found).collect(),
+            })
+        }
+        Request::CreateTrackingToken { stop, ttl_s } => {
+            require(who.role.may_dispatch(), who, "create tracking tokens")?;
+            stop_owner(shared, who, stop)?;
+            let ttl = Duration::from_secs(u64::from(ttl_s.clamp(60, 30 * 86_400)));
+            let (token, expires) = shared
+                .auth
+                .mint_tracking(who, stop, ttl)
+                .map_err(|e| (ErrorCode::Internal, e.to_string()))?;
+            ServerStats::add(&shared.stats.tracking_tokens_minted, 1);
+            Ok(Response::TrackingToken {
+                token,
+                expires_ms: epoch_ms(expires),
+            })
+        }
+        Request::Subscribe { .. } => Err((ErrorCode::Internal, "handled by the stream".into())),
+        Request::Reassign {
+            stop,
+            to_vehicle,
+            time_ms,
+            index,
+        } => {
+            require(who.role.may_dispatch(), who, "change routes")?;
+            stop_owner(shared, who, stop)?;
+            covers(shared, who, to_vehicle)?;
+            let e = engine(shared)?.clone();
+            let time = time_of(shared, time_ms);
+            let index = (index != AT_END).then_some(index as usize);
+            blocking(move || e.reassign(stop, to_vehicle, index, time)).await?;
+            ServerStats::add(&shared.stats.commands_applied, 1);
+            Ok(Response::Ok)
+        }
+        cmd => {
+            require(who.role.may_dispatch(), who, "change routes and stops")?;
+            let (command, time) = command(shared, who, cmd)?;
+            let e = engine(shared)?.clone();
+            blocking(move || e.command(command, time, Admission::Wait(Duration::from_secs(5))))
+                .await?;
+            ServerStats::add(&shared.stats.commands_applied, 1);
+            Ok(Response::Ok)
+        }
+    }
+}
+
+/// Runs an engine command off the async threads (it may wait for room in
+/// a shard queue) and maps its refusal to an error code.
+async fn blocking(
+    f: impl FnOnce() -> Result<(), lastmile_engine::fleet::CommandError> + Send + 'static,
+) -> Result<(), Refusal> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err((convert::command_error(&e), e.to_string())),
+        Err(_) => Err((ErrorCode::Internal, "command task failed".into())),
+    }
+}
+
+/// The engine command for a route/stop request, checked.
+fn command(shared: &Shared, who: &Principal, req: Request) -> Result<(Command, f64), Refusal> {
+    Ok(match req {
+        Request::AssignRoute {
+            vehicle,
+            time_ms,
+            stops,
+        } => {
+            covers(shared, who, vehicle)?;
+            let stops = stops
+                .iter()
+                .map(convert::stop_plan)
+                .collect::<Result<_, _>>()?;
+            (
+                Command::AssignRoute { vehicle, stops },
+                time_of(shared, time_ms),
+            )
+        }
+        Request::AddStop {
+            vehicle,
+            time_ms,
+            index,
+            stop,
+        } => {
+            covers(shared, who, vehicle)?;
+            let stop = convert::stop_plan(&stop)?;
+            let index = (index != AT_END).then_some(index as usize);
+            (
+                Command::AddStop {
+                    vehicle,
+                    stop,
+                    index,
+                },
+                time_of(shared, time_ms),
+            )
+        }
+        Request::RemoveStop {
+            vehicle,
+            time_ms,
+            stop,
+        } => {
+            covers(shared, who, vehicle)?;
+            (
+                Command::RemoveStop { vehicle, stop },
+                time_of(shared, time_ms),
+            )
+        }
+        Request::Reorder {
+            vehicle,
+            time_ms,
+            order,
+        } => {
+            covers(shared, who, vehicle)?;
+            (
+                Command::Reorder { vehicle, order },
+                time_of(shared, time_ms),
+            )
+        }
+        Request::Complete {
+            vehicle,
+            time_ms,
+            stop,
+            proof,
+        } => {
+            covers(shared, who, vehicle)?;
+            let proof = convert::proof(&proof)?;
+            (
+                Command::Complete {
+                    vehicle,
+                    stop,
+                    proof,
+                },
+                time_of(shared, time_ms),
+            )
+        }
+        Request::Fail {
+            vehicle,
+            time_ms,
+            stop,
+            reason,
+        } => {
+            covers(shared, who, vehicle)?;
+            (
+                Command::Fail {
+                    vehicle,
+                    stop,
+                    reason,
+                },
+                time_of(shared, time_ms),
+            )
+        }
+        _ => return Err((ErrorCode::Internal, "not a command".into())),
+    })
+}
+
+fn wire_found(f: &lastmile_engine::live_index::Found) -> WireFound {
+    WireFound {
+        vehicle: f.vehicle,
+        lat_e7: convert::e7(f.at.pos.lat),
+        lon_e7: convert::e7(f.at.pos.lon),
+        time_ms: convert::ms(f.at.time),
+        distance_m: f.distance_m as f32,
+        speed_mps: f.at.speed_mps,
+    }
+}

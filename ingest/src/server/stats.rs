@@ -1,0 +1,76 @@
+//! The front end's own counters: every refusal, drop and shed has one, so an
+//! operator can tell a misbehaving client from an overloaded engine. Read
+//! by the STATS request (and, with issue 7, exported to Prometheus).
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+macro_rules! counters {
+    ($( $(#[$doc:meta])* $name:ident ),* $(,)?) => {
+        /// Monotonic counters since start.
+        #[derive(Default, Debug)]
+        pub struct ServerStats {
+            $( $(#[$doc])* pub $name: AtomicU64, )*
+        }
+
+        impl ServerStats {
+            /// Every counter by name, in declaration order.
+            pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+                vec![ $( (stringify!($name), self.$name.load(Relaxed)), )* ]
+            }
+        }
+    };
+}
+
+counters! {
+    /// Connections that completed HELLO.
+    connections_accepted,
+    /// Refused before the handshake: too many connections.
+    connections_refused,
+    /// Handshakes that failed (TLS, ALPN, timeout).
+    handshakes_failed,
+    /// HELLO with an unknown or expired token.
+    auth_failures,
+    /// Requests, pings or subscriptions outside the token's role or fleet.
+    forbidden,
+    /// Frames that did not decode (stream closed).
+    malformed_frames,
+    /// Frame types not allowed where they came (connection closed).
+    protocol_violations,
+    /// Frames above the size limit.
+    oversized_frames,
+    /// Ping frames whose stream ended mid-frame (nothing of them applied).
+    partial_frames,
+    /// PINGS frames received on streams, and their records.
+    ping_frames,
+    pings_received,
+    /// Records handed to the engine (streams and datagrams).
+    pings_accepted,
+    /// Records refused as invalid (range, reserved bits, far future).
+    pings_invalid,
+    /// Records for a vehicle outside the token's fleet.
+    pings_out_of_scope,
+    /// Datagram records dropped because a shard queue was full.
+    pings_shed,
+    /// Times a ping stream waited for room in the engine's queues.
+    backpressure_waits,
+    datagrams_received,
+    /// Datagrams dropped whole (malformed, or not allowed for the role).
+    datagrams_dropped,
+    acks_sent,
+    requests,
+    /// Requests answered with an ERROR frame.
+    request_errors,
+    commands_applied,
+    subscriptions_opened,
+    subscriptions_refused,
+    events_sent,
+    /// Events a slow subscriber missed (told with a LOST frame).
+    events_lost,
+    tracking_tokens_minted,
+}
+
+impl ServerStats {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+}

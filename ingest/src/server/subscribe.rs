@@ -1,0 +1,140 @@
+//! Event subscriptions. A subscriber keeps a cursor into the engine's
+//! event ring and is woken by the event pump; it reads a frame's worth at a
+//! time and writes it, so a slow reader is held back by QUIC flow control
+//! while the ring moves on. When it falls behind the ring it is sent a
+//! LOST frame with the count it missed, then continues: the shards never
+//! wait for a subscriber, and a subscriber costs one frame of memory.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use lastmile_engine::fleet::{EventFilter, StopId, VehicleId};
+use quinn::{RecvStream, SendStream};
+
+use super::{ServerStats, Shared};
+use crate::auth::Principal;
+use crate::convert;
+use crate::protocol::{ErrorCode, FROM_NOW, Response};
+
+struct Slot<'a>(&'a Shared);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.subscribers.fetch_sub(1, Relaxed);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub async fn run(
+    shared: &Shared,
+    who: &Principal,
+    mut send: SendStream,
+    mut recv: RecvStream,
+    from: u64,
+    kinds: u32,
+    vehicles: Vec<VehicleId>,
+    mut stops: Vec<StopId>,
+) {
+    let stats = &shared.stats;
+    let mut out = Vec::new();
+    let refusal = if let Some(stop) = who.stop {
+        // A tracking token hears about its own stop only.
+        if stops.iter().any(|s| *s != stop) || !vehicles.is_empty() {
+            Some((
+                ErrorCode::Forbidden,
+                "a tracking token covers one stop only".to_string(),
+            ))
+        } else {
+            stops = vec![stop];
+            None
+        }
+    } else if !who.role.may_read() {
+        Some((
+            ErrorCode::Forbidden,
+            format!("role {} may not subscribe", who.role.as_str()),
+        ))
+    } else if let Some(v) = vehicles.iter().find(|v| !shared.auth.covers(who, **v)) {
+        Some((
+            ErrorCode::Forbidden,
+            format!("vehicle {v} is not in your fleet"),
+        ))
+    } else if shared.sink.engine().is_none() {
+        Some((
+            ErrorCode::NotFound,
+            "this server counts pings only (no engine)".to_string(),
+        ))
+    } else {
+        None
+    };
+    if let Some((code, message)) = refusal {
+        ServerStats::add(&stats.request_errors, 1);
+        if code == ErrorCode::Forbidden {
+            ServerStats::add(&stats.forbidden, 1);
+        }
+        Response::error(code, message).encode(&mut out);
+        let _ = send.write_all(&out).await;
+        let _ = send.finish();
+        return;
+    }
+    if shared.subscribers.fetch_add(1, Relaxed) >= shared.config.limits.max_subscribers {
+        shared.subscribers.fetch_sub(1, Relaxed);
+        ServerStats::add(&stats.subscriptions_refused, 1);
+        Response::error(ErrorCode::LimitExceeded, "too many subscribers").encode(&mut out);
+        let _ = send.write_all(&out).await;
+        let _ = send.finish();
+        return;
+    }
+    let _slot = Slot(shared);
+    ServerStats::add(&stats.subscriptions_opened, 1);
+    let Some(engine) = shared.sink.engine() else {
+        return;
+    };
+    let bus = engine.events().clone();
+    let filter = EventFilter {
+        vehicles,
+        stops,
+        kinds,
+    };
+    let mut cursor = if from == FROM_NOW {
+        bus.next_id()
+    } else {
+        from
+    };
+    Response::Subscribed { next_id: cursor }.encode(&mut out);
+    if send.write_all(&out).await.is_err() {
+        return;
+    }
+    let per_frame = shared.config.limits.events_per_frame;
+    let mut wake = shared.events.clone();
+    let mut got = Vec::with_capacity(per_frame);
+    let mut scratch = [0u8; 64];
+    loop {
+        got.clear();
+        let report = bus.read(&mut cursor, &filter, per_frame, &mut got);
+        out.clear();
+        if report.lost > 0 {
+            ServerStats::add(&stats.events_lost, report.lost);
+            Response::Lost { count: report.lost }.encode(&mut out);
+        }
+        got.retain(|(_, e)| who.fleet.is_none() || shared.auth.covers(who, e.vehicle));
+        if !got.is_empty() {
+            ServerStats::add(&stats.events_sent, got.len() as u64);
+            Response::Events(got.iter().map(|(id, e)| convert::event(*id, e)).collect())
+                .encode(&mut out);
+        }
+        if !out.is_empty() && send.write_all(&out).await.is_err() {
+            return;
+        }
+        if report.read == per_frame {
+            continue;
+        }
+        // Caught up: sleep until the pump says the bus grew, or the client
+        // ends the subscription (finishes or resets its side).
+        tokio::select! {
+            changed = wake.changed() => if changed.is_err() { return },
+            r = recv.read(&mut scratch) => match r {
+                Ok(Some(_)) => {}
+                _ => { let _ = send.finish(); return }
+            },
+        }
+    }
+}
