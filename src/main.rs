@@ -4,6 +4,7 @@
 mod bench;
 mod commands;
 mod progress;
+mod service;
 mod tracking;
 
 use std::process::ExitCode;
@@ -44,6 +45,20 @@ enum Command {
     Evaluate(tracking::EvaluateArgs),
     /// A simulated delivery day through the whole engine, in process: throughput, latency, memory, ETA error.
     Bench(bench::BenchArgs),
+    /// Run the QUIC service: pings in, ETAs, positions and events out.
+    Serve(service::ServeArgs),
+    /// Replay a trace against a server and report throughput and ack latency.
+    Replay(service::ReplayArgs),
+    /// Assign routes (a stops CSV) to vehicles on a server.
+    Assign(service::AssignArgs),
+    /// A vehicle's position, status and stop ETAs, or one stop's ETA.
+    Eta(service::EtaArgs),
+    /// Follow the event stream (optionally filtered).
+    Watch(service::WatchArgs),
+    /// Dispatcher commands on stops: complete, fail, remove, reassign, track.
+    Dispatch(service::DispatchArgs),
+    /// A server's counters as JSON.
+    Stats(service::StatsArgs),
     /// The whole pipeline on the built-in synthetic city (no download needed).
     Demo(commands::DemoArgs),
 }
@@ -64,6 +79,13 @@ fn main() -> ExitCode {
         Command::Match(a) => tracking::match_cmd(a),
         Command::Evaluate(a) => tracking::evaluate_cmd(a),
         Command::Bench(a) => bench::bench_cmd(a),
+        Command::Serve(a) => service::serve(a),
+        Command::Replay(a) => service::replay(a),
+        Command::Assign(a) => service::assign(a),
+        Command::Eta(a) => service::eta(a),
+        Command::Watch(a) => service::watch(a),
+        Command::Dispatch(a) => service::dispatch(a),
+        Command::Stats(a) => service::stats(a),
         Command::Demo(a) => commands::demo(a),
     });
     match outcome {

@@ -47,6 +47,9 @@ pub struct Target {
     pub server_name: String,
     pub trust: Trust,
     pub token: String,
+    /// Per-stream receive window, bytes: how far the server may run ahead
+    /// of a reader (an event subscriber) before flow control holds it.
+    pub stream_window: u32,
 }
 
 impl Target {
@@ -75,6 +78,7 @@ impl Target {
             server_name,
             trust,
             token,
+            stream_window: 8 << 20,
         })
     }
 }
@@ -97,7 +101,7 @@ impl Client {
         .parse()
         .expect("literal address");
         let mut endpoint = Endpoint::client(bind).context("opening a UDP socket")?;
-        endpoint.set_default_client_config(client_config(&t.trust)?);
+        endpoint.set_default_client_config(client_config(&t.trust, t.stream_window)?);
         let conn = endpoint
             .connect(t.addr, &t.server_name)?
             .await

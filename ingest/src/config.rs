@@ -188,7 +188,7 @@ impl Config {
         if l.idle_timeout_s == 0 || l.hello_timeout_s == 0 {
             bail!("limits: timeouts must be at least 1 s");
         }
-        if !(l.max_future_s >= 0.0) || l.events_per_frame == 0 {
+        if l.max_future_s.is_nan() || l.max_future_s < 0.0 || l.events_per_frame == 0 {
             bail!("limits: max_future_s must be >= 0 and events_per_frame >= 1");
         }
         if self.engine.tick_ms == 0 || self.engine.queue_capacity == 0 {

@@ -18,3 +18,6 @@ pub mod protocol;
 pub mod replay;
 pub mod server;
 pub mod tls;
+
+/// The QUIC implementation, for callers that need its connection types.
+pub use quinn;

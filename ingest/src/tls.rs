@@ -223,7 +223,7 @@ impl ServerCertVerifier for Pinned {
 }
 
 /// The QUIC client configuration for a trust choice.
-pub fn client_config(trust: &Trust) -> anyhow::Result<quinn::ClientConfig> {
+pub fn client_config(trust: &Trust, stream_window: u32) -> anyhow::Result<quinn::ClientConfig> {
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?;
     let mut tls = match trust {
@@ -261,7 +261,7 @@ pub fn client_config(trust: &Trust) -> anyhow::Result<quinn::ClientConfig> {
     t.max_idle_timeout(Some(
         quinn::IdleTimeout::try_from(Duration::from_secs(60)).expect("small constant"),
     ));
-    t.stream_receive_window((8u32 << 20).into());
+    t.stream_receive_window(stream_window.into());
     t.datagram_receive_buffer_size(Some(1 << 20));
     config.transport_config(Arc::new(t));
     Ok(config)

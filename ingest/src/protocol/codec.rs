@@ -58,12 +58,12 @@ impl FrameHeader {
     }
 }
 
+/// A whole frame found at the front of a buffer: header, payload, bytes used.
+pub type SplitFrame<'a> = (FrameHeader, &'a [u8], usize);
+
 /// Splits complete frames off the front of a byte buffer (datagrams, and
 /// tests that feed arbitrary bytes): `Ok(None)` when more bytes are needed.
-pub fn split_frame(
-    buf: &[u8],
-    max: usize,
-) -> Result<Option<(FrameHeader, &[u8], usize)>, DecodeError> {
+pub fn split_frame(buf: &[u8], max: usize) -> Result<Option<SplitFrame<'_>>, DecodeError> {
     let Some(head) = buf.first_chunk::<FRAME_HEADER_LEN>() else {
         return Ok(None);
     };

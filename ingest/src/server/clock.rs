@@ -29,7 +29,7 @@ impl Clock {
 
     /// Moves the watermark forward to `t` (never back).
     pub fn observe(&self, t: f64) {
-        if !(t > 0.0) {
+        if t.is_nan() || t <= 0.0 {
             return;
         }
         let _ = self.watermark.fetch_update(Relaxed, Relaxed, |cur| {

@@ -1,0 +1,681 @@
+//! The service commands: `serve` (the QUIC server), and the client commands
+//! built on `lastmile_ingest::client` — `replay`, `assign`, `eta`, `watch`,
+//! `dispatch …` and `stats`. Wiring only: flags, files, output.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use lastmile_engine::fleet::{Engine, EventKind};
+use lastmile_ingest::auth::Auth;
+use lastmile_ingest::client::{Client, Target};
+use lastmile_ingest::config::Config;
+use lastmile_ingest::convert::event_kind_name;
+use lastmile_ingest::protocol::{
+    AT_END, FROM_NOW, MATCH_STATUS_NAMES, NO_TIME, Request, Response, Role, WireProof,
+};
+use lastmile_ingest::replay::{self, ReplayOptions};
+use lastmile_ingest::server::{Server, Sink};
+use lastmile_ingest::tls::{Identity, Trust};
+use serde_json::{Value, json};
+
+use crate::progress::Bar;
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Graph snapshot or .osm.pbf.
+    #[arg(long)]
+    graph: PathBuf,
+    /// UDP address to listen on (overrides the config; port 0 picks one).
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Directory for dev certificates and tokens (overrides the config).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Development mode: self-signed certificate and an admin token,
+    /// written to the data directory.
+    #[arg(long)]
+    dev: bool,
+    /// Shards (overrides the config; 0 = one per core).
+    #[arg(long)]
+    shards: Option<usize>,
+    /// Count pings instead of running the engine (the front end's ceiling).
+    #[arg(long)]
+    sink: bool,
+}
+
+pub fn serve(a: ServeArgs) -> Result<()> {
+    let started = Instant::now();
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LASTMILE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .try_init();
+    let mut config = match &a.config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    if let Some(l) = a.listen {
+        config.listen = l;
+    }
+    if let Some(d) = &a.data_dir {
+        config.data_dir = d.clone();
+    }
+    if let Some(s) = a.shards {
+        config.engine.shards = s;
+    }
+    config.engine.counting_sink |= a.sink;
+    config.validate()?;
+    let mut auth = Auth::new(
+        &config.fleets,
+        &config.tokens,
+        config.limits.max_tracking_tokens,
+    )?;
+    let identity = match (&config.tls.cert, &config.tls.key, a.dev) {
+        (Some(c), Some(k), _) => Identity::load(c, k)?,
+        (_, _, true) => Identity::dev(&config.data_dir)?.0,
+        _ => bail!("no certificate: set [tls] cert and key in the config, or run with --dev"),
+    };
+    let mut dev_token_file = None;
+    if a.dev {
+        let path = config.data_dir.join("dev-token");
+        let token = match std::fs::read_to_string(&path) {
+            Ok(t) if t.trim().len() >= 16 => t.trim().to_string(),
+            _ => {
+                let t = auth.random_token("dev")?;
+                std::fs::write(&path, &t).with_context(|| format!("{}", path.display()))?;
+                t
+            }
+        };
+        auth.add_token(&token, Role::Admin, None, "dev admin");
+        dev_token_file = Some(path);
+    } else if config.tokens.is_empty() {
+        bail!("no tokens configured: add [[tokens]] to the config, or run with --dev");
+    }
+    let bar = Bar::new();
+    let graph = Arc::new(lastmile_roadgraph::open(&a.graph, &bar)?);
+    bar.finish();
+    let sink = if config.engine.counting_sink {
+        Sink::Counting(AtomicU64::new(0))
+    } else {
+        graph.edge_index();
+        Sink::Engine(Arc::new(Engine::new(graph.clone(), config.fleet_config())))
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("lastmile-io")
+        .build()?;
+    runtime.block_on(async move {
+        let server = Server::bind(config, sink, auth, identity)?;
+        let shared = server.shared().clone();
+        println!(
+            "listening on {} (QUIC, ALPN lastmile/1), certificate sha256 {}, ready in {:.0} ms",
+            server.local_addr()?,
+            server.fingerprint(),
+            started.elapsed().as_secs_f64() * 1e3
+        );
+        if let Some(p) = &dev_token_file {
+            println!("dev admin token in {} (clients: --token \"$(cat {})\" --fingerprint {})", p.display(), p.display(), server.fingerprint());
+        }
+        server.run(shutdown_signal()).await?;
+        let s: std::collections::HashMap<String, u64> = shared.stats_snapshot().into_iter().collect();
+        let g = |k: &str| s.get(k).copied().unwrap_or(0);
+        eprintln!(
+            "served {:.0} s: {} connections, {} pings accepted ({} invalid, {} out of scope, {} shed), {} requests, {} events sent",
+            started.elapsed().as_secs_f64(),
+            g("connections_accepted"),
+            g("pings_accepted"),
+            g("pings_invalid"),
+            g("pings_out_of_scope"),
+            g("pings_shed"),
+            g("requests"),
+            g("events_sent")
+        );
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// How every client command reaches the server.
+#[derive(Args, Clone)]
+pub struct Conn {
+    /// Server address, HOST:PORT.
+    #[arg(long, global = true, default_value = "127.0.0.1:4433")]
+    server: String,
+    /// Access token (or set LASTMILE_TOKEN).
+    #[arg(long, global = true, env = "LASTMILE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Trust server certificates signed by the CAs in this PEM file.
+    #[arg(long, global = true)]
+    ca: Option<PathBuf>,
+    /// Trust exactly this certificate (PEM), e.g. the dev server's.
+    #[arg(long, global = true)]
+    cert: Option<PathBuf>,
+    /// Trust exactly the certificate with this SHA-256 fingerprint.
+    #[arg(long, global = true)]
+    fingerprint: Option<String>,
+    /// Trust any certificate (development only).
+    #[arg(long, global = true)]
+    insecure_dev: bool,
+}
+
+impl Conn {
+    fn target(&self) -> Result<Target> {
+        let trust = Trust::from_flags(
+            self.ca.as_deref(),
+            self.cert.as_deref(),
+            self.fingerprint.as_deref(),
+            self.insecure_dev,
+        )?;
+        let token = self
+            .token
+            .clone()
+            .context("no token: give --token or set LASTMILE_TOKEN")?;
+        Target::new(&self.server, trust, token)
+    }
+}
+
+fn block_on<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(f)
+}
+
+#[derive(Args)]
+pub struct ReplayArgs {
+    /// Trace CSV (or GPX) to replay.
+    trace: PathBuf,
+    #[command(flatten)]
+    conn: Conn,
+    /// Total pings per second (default: as fast as the server takes them).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Replay at this multiple of real time instead.
+    #[arg(long, conflicts_with = "rate")]
+    speedup: Option<f64>,
+    #[arg(long, default_value_t = 1)]
+    connections: usize,
+    /// Send pings as QUIC datagrams (no acknowledgement, loss tolerated).
+    #[arg(long)]
+    datagrams: bool,
+    /// Pings per PINGS frame on streams.
+    #[arg(long, default_value_t = 1024)]
+    batch: usize,
+    /// Assign these routes first (stops CSV), at the trace's first time.
+    #[arg(long)]
+    stops: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+}
+
+fn read_trace(path: &Path) -> Result<lastmile_engine::trace::Trace> {
+    let file = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
+    let reader: Box<dyn std::io::Read> = if path.extension().is_some_and(|e| e == "gz") {
+        Box::new(flate2::read::GzDecoder::new(file))
+    } else {
+        Box::new(file)
+    };
+    let is_gpx = path
+        .to_string_lossy()
+        .to_ascii_lowercase()
+        .trim_end_matches(".gz")
+        .ends_with(".gpx");
+    let trace = if is_gpx {
+        let name = path
+            .file_stem()
+            .map_or("1".into(), |s| s.to_string_lossy().to_string());
+        lastmile_engine::trace::read_gpx(reader, &name)
+    } else {
+        lastmile_engine::trace::read_csv(std::io::BufReader::new(reader))
+    };
+    trace.with_context(|| format!("{}", path.display()))
+}
+
+pub fn replay(a: ReplayArgs) -> Result<()> {
+    if a.connections == 0
+        || a.rate.is_some_and(|r| r.is_nan() || r <= 0.0)
+        || a.speedup.is_some_and(|s| s.is_nan() || s <= 0.0)
+        || a.batch == 0
+    {
+        bail!("--connections, --rate, --speedup and --batch must be positive");
+    }
+    let target = a.conn.target()?;
+    let trace = read_trace(&a.trace)?;
+    let pings = Arc::new(
+        replay::pings_from_trace(&trace).with_context(|| format!("{}", a.trace.display()))?,
+    );
+    drop(trace);
+    if pings.is_empty() {
+        bail!("{}: no pings", a.trace.display());
+    }
+    let routes = match &a.stops {
+        Some(p) => replay::routes_from_stops(
+            std::fs::File::open(p).with_context(|| format!("{}", p.display()))?,
+        )
+        .with_context(|| format!("{}", p.display()))?,
+        None => Vec::new(),
+    };
+    let opts = ReplayOptions {
+        connections: a.connections,
+        rate: a.rate,
+        speedup: a.speedup,
+        datagrams: a.datagrams,
+        batch: a.batch,
+        ..ReplayOptions::default()
+    };
+    let bar = Bar::new();
+    let total = pings.len() as u64;
+    let report = block_on(async {
+        if !routes.is_empty() {
+            let c = Client::connect(&target).await?;
+            replay::assign_routes(&c, &routes, pings[0].time_ms).await?;
+            c.close();
+        }
+        bar.stage_count("replaying pings", total);
+        let progress = Arc::new(AtomicU64::new(0));
+        let watcher = {
+            let p = progress.clone();
+            let bar = &bar;
+            async move {
+                loop {
+                    lastmile_roadgraph::Progress::set(bar, p.load(Relaxed));
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        };
+        tokio::select! {
+            r = replay::replay(&target, pings.clone(), &opts, progress.clone()) => r,
+            _ = watcher => unreachable!("the progress loop never ends"),
+        }
+    })?;
+    bar.finish();
+    if a.json {
+        let mut v = serde_json::to_value(&report)?;
+        v["routes_assigned"] = json!(routes.len());
+        println!("{v}");
+    } else {
+        println!(
+            "replayed {} pings over {} {} connection(s) in {:.2} s: {} accepted, {} rejected, {} shed, {:.0} pings/s, ack p50 {:.0} µs p99 {:.0} µs{}",
+            report.sent,
+            report.connections,
+            report.mode,
+            report.elapsed_s,
+            report.accepted,
+            report.rejected,
+            report.shed,
+            report.pings_per_s,
+            report.ack_p50_us,
+            report.ack_p99_us,
+            if routes.is_empty() {
+                String::new()
+            } else {
+                format!(", {} routes assigned", routes.len())
+            }
+        );
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct AssignArgs {
+    /// Stops CSV: vehicle_id,stop_id,seq,lat,lon[,window_start,window_end,service_s,customer_ref].
+    stops: PathBuf,
+    #[command(flatten)]
+    conn: Conn,
+    /// Event time of the assignment (epoch seconds or RFC 3339; default: the server's clock).
+    #[arg(long)]
+    time: Option<String>,
+}
+
+fn parse_time_ms(s: Option<&str>) -> Result<i64> {
+    match s {
+        None => Ok(NO_TIME),
+        Some(s) => Ok((lastmile_engine::trace::parse_time(s)
+            .with_context(|| format!("bad time {s:?}"))?
+            * 1000.0)
+            .round() as i64),
+    }
+}
+
+pub fn assign(a: AssignArgs) -> Result<()> {
+    let target = a.conn.target()?;
+    let file = std::fs::File::open(&a.stops).with_context(|| format!("{}", a.stops.display()))?;
+    let routes =
+        replay::routes_from_stops(file).with_context(|| format!("{}", a.stops.display()))?;
+    let time = parse_time_ms(a.time.as_deref())?;
+    let n = block_on(async {
+        let c = Client::connect(&target).await?;
+        let n = replay::assign_routes(&c, &routes, time).await?;
+        c.close();
+        Ok(n)
+    })?;
+    let stops: usize = routes.iter().map(|(_, s)| s.len()).sum();
+    println!("assigned {n} routes ({stops} stops)");
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct EtaArgs {
+    #[command(flatten)]
+    conn: Conn,
+    #[arg(long, conflicts_with = "stop", required_unless_present = "stop")]
+    vehicle: Option<u64>,
+    #[arg(long)]
+    stop: Option<u64>,
+    #[arg(long)]
+    json: bool,
+}
+
+fn iso(ms: i64) -> Value {
+    if ms == NO_TIME {
+        Value::Null
+    } else {
+        json!(ms as f64 / 1000.0)
+    }
+}
+
+fn nan_null(x: f32) -> Value {
+    if x.is_finite() { json!(x) } else { Value::Null }
+}
+
+pub fn eta(a: EtaArgs) -> Result<()> {
+    let target = a.conn.target()?;
+    let req = match (a.vehicle, a.stop) {
+        (Some(vehicle), _) => Request::GetVehicle { vehicle },
+        (None, Some(stop)) => Request::GetStop { stop },
+        (None, None) => bail!("give --vehicle or --stop"),
+    };
+    let resp = block_on(async {
+        let c = Client::connect(&target).await?;
+        let r = c.call(&req).await;
+        c.close();
+        r
+    })?;
+    let v = match &resp {
+        Response::Vehicle(v) => json!({
+            "vehicle": v.vehicle,
+            "time": iso(v.time_ms),
+            "position": v.has_position.then(|| json!([v.lat_e7 as f64 * 1e-7, v.lon_e7 as f64 * 1e-7])),
+            "way_id": v.way_id,
+            "speed_mps": v.speed_mps,
+            "moving": v.moving, "online": v.online, "off_route": v.off_route,
+            "match_status": MATCH_STATUS_NAMES.get(v.match_status as usize),
+            "odometer_m": v.odometer_m,
+            "next_stop": v.next_stop,
+            "stops": v.stops.iter().map(|s| json!({
+                "stop": s.stop, "status": s.status.as_str(), "eta": iso(s.eta_ms),
+                "window_end": iso(s.window_end_ms), "late": s.late,
+                "stops_before": s.stops_before, "remaining_m": nan_null(s.remaining_m),
+            })).collect::<Vec<_>>(),
+        }),
+        Response::Stop(s) => json!({
+            "stop": s.stop, "vehicle": s.vehicle, "status": s.status.as_str(), "late": s.late,
+            "eta": iso(s.eta_ms), "stops_before": s.stops_before, "remaining_m": nan_null(s.remaining_m),
+            "window": [iso(s.window_start_ms), iso(s.window_end_ms)],
+            "vehicle_position": s.vehicle_pos.map(|(la, lo, t)| json!([la as f64 * 1e-7, lo as f64 * 1e-7, iso(t)])),
+            "closed": iso(s.closed_ms), "customer_ref": s.customer_ref, "outcome": s.outcome_text,
+        }),
+        other => bail!("unexpected answer {other:?}"),
+    };
+    if a.json {
+        println!("{v}");
+    } else {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    conn: Conn,
+    #[arg(long)]
+    vehicle: Vec<u64>,
+    #[arg(long)]
+    stop: Vec<u64>,
+    /// Event kinds (comma-separated names, e.g. late,off_route).
+    #[arg(long, value_delimiter = ',')]
+    kind: Vec<String>,
+    /// Start at this event id (default: only new events).
+    #[arg(long)]
+    from: Option<u64>,
+    /// Stop after this many events.
+    #[arg(long)]
+    count: Option<u64>,
+    /// One JSON object per event.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn watch(a: WatchArgs) -> Result<()> {
+    let target = a.conn.target()?;
+    let mut kinds = 0u32;
+    for k in &a.kind {
+        let kind = EventKind::ALL
+            .into_iter()
+            .find(|e| e.as_str() == k)
+            .with_context(|| format!("unknown event kind {k:?}"))?;
+        kinds |= kind.bit();
+    }
+    let req = Request::Subscribe {
+        from: a.from.unwrap_or(FROM_NOW),
+        kinds,
+        vehicles: a.vehicle.clone(),
+        stops: a.stop.clone(),
+    };
+    block_on(async {
+        let c = Client::connect(&target).await?;
+        let mut sub = c.subscribe(&req).await?;
+        let mut seen = 0u64;
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        while let Some(frame) = sub.next().await? {
+            match frame {
+                Response::Events(events) => {
+                    for e in events {
+                        let kind = event_kind_name(e.kind).unwrap_or("unknown");
+                        if a.json {
+                            writeln!(
+                                out,
+                                "{}",
+                                json!({
+                                    "id": e.id, "vehicle": e.vehicle, "seq": e.seq, "stop": e.stop,
+                                    "time": e.time_ms as f64 / 1000.0, "kind": kind,
+                                    "lat": e.lat_e7 as f64 * 1e-7, "lon": e.lon_e7 as f64 * 1e-7,
+                                    "value": e.value, "reference": e.reference,
+                                })
+                            )?;
+                        } else {
+                            let stop = e.stop.map_or(String::new(), |s| format!(" stop {s}"));
+                            writeln!(
+                                out,
+                                "#{} t={:.0} vehicle {}{stop} {kind} {:.1} / {:.1}",
+                                e.id,
+                                e.time_ms as f64 / 1000.0,
+                                e.vehicle,
+                                e.value,
+                                e.reference
+                            )?;
+                        }
+                        out.flush()?;
+                        seen += 1;
+                        if a.count.is_some_and(|n| seen >= n) {
+                            c.close();
+                            return Ok(());
+                        }
+                    }
+                }
+                Response::Lost { count } => eprintln!("lost {count} events (reading too slowly)"),
+                other => bail!("unexpected frame {other:?}"),
+            }
+        }
+        Ok(())
+    })
+}
+
+#[derive(Subcommand)]
+pub enum DispatchCmd {
+    /// Mark a stop completed, with proof of delivery.
+    Complete {
+        #[arg(long)]
+        vehicle: u64,
+        #[arg(long)]
+        stop: u64,
+        #[arg(long)]
+        note: Option<String>,
+        #[arg(long)]
+        photo: Vec<String>,
+        #[arg(long)]
+        signature: Option<String>,
+    },
+    /// Mark a stop failed, with a reason.
+    Fail {
+        #[arg(long)]
+        vehicle: u64,
+        #[arg(long)]
+        stop: u64,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Remove an open stop from a vehicle's route.
+    Remove {
+        #[arg(long)]
+        vehicle: u64,
+        #[arg(long)]
+        stop: u64,
+    },
+    /// Move an open stop to another vehicle (at the end of its route, or at --index).
+    Reassign {
+        #[arg(long)]
+        stop: u64,
+        #[arg(long)]
+        to: u64,
+        #[arg(long)]
+        index: Option<u32>,
+    },
+    /// Mint a customer's tracking token for one stop.
+    Track {
+        #[arg(long)]
+        stop: u64,
+        /// Validity in seconds.
+        #[arg(long, default_value_t = 86_400)]
+        ttl: u32,
+    },
+}
+
+#[derive(Args)]
+pub struct DispatchArgs {
+    #[command(subcommand)]
+    cmd: DispatchCmd,
+    #[command(flatten)]
+    conn: Conn,
+    /// Event time of the command (default: the server's clock).
+    #[arg(long, global = true)]
+    time: Option<String>,
+}
+
+pub fn dispatch(a: DispatchArgs) -> Result<()> {
+    let target = a.conn.target()?;
+    let time_ms = parse_time_ms(a.time.as_deref())?;
+    let req = match a.cmd {
+        DispatchCmd::Complete {
+            vehicle,
+            stop,
+            note,
+            photo,
+            signature,
+        } => Request::Complete {
+            vehicle,
+            time_ms,
+            stop,
+            proof: WireProof {
+                pos_e7: None,
+                signature_ref: signature.unwrap_or_default(),
+                note: note.unwrap_or_default(),
+                photo_refs: photo,
+            },
+        },
+        DispatchCmd::Fail {
+            vehicle,
+            stop,
+            reason,
+        } => Request::Fail {
+            vehicle,
+            time_ms,
+            stop,
+            reason,
+        },
+        DispatchCmd::Remove { vehicle, stop } => Request::RemoveStop {
+            vehicle,
+            time_ms,
+            stop,
+        },
+        DispatchCmd::Reassign { stop, to, index } => Request::Reassign {
+            stop,
+            to_vehicle: to,
+            time_ms,
+            index: index.unwrap_or(AT_END),
+        },
+        DispatchCmd::Track { stop, ttl } => Request::CreateTrackingToken { stop, ttl_s: ttl },
+    };
+    let resp = block_on(async {
+        let c = Client::connect(&target).await?;
+        let r = c.call(&req).await;
+        c.close();
+        r
+    })?;
+    match resp {
+        Response::TrackingToken { token, expires_ms } => {
+            println!(
+                "{}",
+                json!({"token": token, "expires": expires_ms as f64 / 1000.0})
+            )
+        }
+        _ => println!("ok"),
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct StatsArgs {
+    #[command(flatten)]
+    conn: Conn,
+}
+
+pub fn stats(a: StatsArgs) -> Result<()> {
+    let target = a.conn.target()?;
+    let resp = block_on(async {
+        let c = Client::connect(&target).await?;
+        let r = c.call(&Request::GetStats).await;
+        c.close();
+        r
+    })?;
+    let Response::Stats(pairs) = resp else {
+        bail!("unexpected answer")
+    };
+    let map: serde_json::Map<String, Value> =
+        pairs.into_iter().map(|(k, v)| (k, json!(v))).collect();
+    println!("{}", Value::Object(map));
+    Ok(())
+}

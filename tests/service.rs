@@ -1,0 +1,867 @@
+//! End-to-end tests of `lastmile serve` on loopback: the real binary as the
+//! server; the CLI and the Rust client library as clients. Each test starts
+//! its own server (one shard, a small synthetic town) and checks both what
+//! the client saw and the server's own counters.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{lastmile, stdout, tmpdir};
+use lastmile_ingest::client::{Client, Control, ServerError, Target};
+use lastmile_ingest::protocol::{
+    ErrorCode, FROM_NOW, FrameType, NO_TIME, PingBatch, PingRecord, Request, Response, WireStop,
+    write_frame,
+};
+use lastmile_ingest::tls::Trust;
+
+const T0_MS: i64 = 1_767_225_600_000;
+
+struct Server {
+    child: Child,
+    addr: String,
+    fingerprint: String,
+    token: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A small town, simulated once per test directory.
+fn town(dir: &Path) -> PathBuf {
+    let g = dir.join("town.graph");
+    if !g.exists() {
+        let o = lastmile(&[
+            "generate",
+            "--edges",
+            "20000",
+            "--seed",
+            "3",
+            "--out",
+            g.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    g
+}
+
+fn simulate(dir: &Path, vehicles: usize, duration: u32) -> (PathBuf, PathBuf) {
+    let (trace, stops) = (dir.join("trace.csv"), dir.join("stops.csv"));
+    let o = lastmile(&[
+        "simulate",
+        town(dir).to_str().unwrap(),
+        "--vehicles",
+        &vehicles.to_string(),
+        "--duration",
+        &duration.to_string(),
+        "--interval",
+        "5",
+        "--noise",
+        "5",
+        "--seed",
+        "1",
+        "--out",
+        trace.to_str().unwrap(),
+        "--stops-out",
+        stops.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    (trace, stops)
+}
+
+const FLEETS: &str = r#"
+[engine]
+shards = 1
+tick_ms = 200
+
+[[fleets]]
+name = "acme"
+vehicles = [[0, 999]]
+
+[[fleets]]
+name = "globex"
+vehicles = [[1000, 1999]]
+
+[[tokens]]
+token = "acme-device-token-000001"
+role = "device"
+fleet = "acme"
+
+[[tokens]]
+token = "acme-reader-token-000001"
+role = "reader"
+fleet = "acme"
+
+[[tokens]]
+token = "acme-dispatcher-token-01"
+role = "dispatcher"
+fleet = "acme"
+"#;
+
+/// Starts a dev-mode server on the town with the fleets above, plus
+/// `engine_extra` lines in `[engine]` and `extra` sections after.
+fn serve(dir: &Path, engine_extra: &str, extra: &str) -> Server {
+    let fleets = FLEETS.replace("tick_ms = 200\n", &format!("tick_ms = 200\n{engine_extra}"));
+    let config = dir.join("lastmile.toml");
+    std::fs::write(&config, format!("{fleets}\n{extra}")).unwrap();
+    let data = dir.join("data");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lastmile"))
+        .args([
+            "serve",
+            "--graph",
+            town(dir).to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--dev",
+        ])
+        .args([
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ])
+        .env("LASTMILE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start lastmile serve");
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("server ready line");
+    assert!(line.starts_with("listening on "), "{line}");
+    let addr = line.split_whitespace().nth(2).unwrap().to_string();
+    let fingerprint = line
+        .split("sha256 ")
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .to_string();
+    let token = std::fs::read_to_string(data.join("dev-token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    Server {
+        child,
+        addr,
+        fingerprint,
+        token,
+    }
+}
+
+impl Server {
+    fn target(&self, token: &str) -> Target {
+        Target::new(
+            &self.addr,
+            Trust::Pin(self.fingerprint.clone()),
+            token.to_string(),
+        )
+        .unwrap()
+    }
+
+    /// CLI client arguments for this server.
+    fn cli<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
+        let mut v = args.to_vec();
+        v.extend([
+            "--server",
+            &self.addr,
+            "--fingerprint",
+            &self.fingerprint,
+            "--token",
+            &self.token,
+        ]);
+        v
+    }
+
+    async fn admin(&self) -> Client {
+        Client::connect(&self.target(&self.token)).await.unwrap()
+    }
+
+    async fn stats(&self) -> std::collections::HashMap<String, u64> {
+        let c = self.admin().await;
+        let Response::Stats(s) = c.call(&Request::GetStats).await.unwrap() else {
+            panic!()
+        };
+        c.close();
+        s.into_iter().collect()
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn ping(vehicle: u64, k: i64) -> PingRecord {
+    PingRecord {
+        vehicle,
+        time_ms: T0_MS + k * 1000,
+        lat_e7: 470_000_000,
+        lon_e7: 80_000_000,
+        speed_cms: u16::MAX,
+        heading_cdeg: u16::MAX,
+        accuracy_dm: u16::MAX,
+        flags: 0,
+    }
+}
+
+fn code_of(e: &anyhow::Error) -> Option<ErrorCode> {
+    e.downcast_ref::<ServerError>().and_then(ServerError::code)
+}
+
+async fn next_control(rx: &mut tokio::sync::mpsc::Receiver<Control>) -> Control {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("control frame in time")
+        .expect("control open")
+}
+
+/// Polls until `f` holds (the engine works asynchronously).
+async fn eventually<F: AsyncFnMut() -> bool>(what: &str, mut f: F) {
+    let t = Instant::now();
+    while !f().await {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[test]
+fn a_replayed_day_gives_etas_and_an_expected_late_event() {
+    let dir = tmpdir("svc-day");
+    let (trace, stops) = simulate(&dir, 30, 1800);
+    let s = serve(&dir, "", "");
+    let o = lastmile(&s.cli(&[
+        "replay",
+        trace.to_str().unwrap(),
+        "--stops",
+        stops.to_str().unwrap(),
+        "--connections",
+        "3",
+        "--json",
+    ]));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let pings = std::fs::read_to_string(&trace).unwrap().lines().count() as u64 - 1;
+    assert_eq!(r["sent"], pings);
+    assert_eq!(r["accepted"], pings, "{r}");
+    assert_eq!(r["shed"], 0);
+    assert_eq!(r["routes_assigned"], 30);
+    assert!(r["ack_p99_us"].as_f64().unwrap() > 0.0);
+
+    rt().block_on(async {
+        let c = s.admin().await;
+        eventually("every ping processed", async || {
+            let st = s.stats().await;
+            st["engine_pings_processed"] == pings
+        })
+        .await;
+        // Every vehicle has a position; those with open stops have ETAs
+        // after the vehicle's last ping.
+        let mut with_eta = 0;
+        for v in 0..30u64 {
+            let Response::Vehicle(snap) =
+                c.call(&Request::GetVehicle { vehicle: v }).await.unwrap()
+            else {
+                panic!()
+            };
+            assert!(snap.has_position, "vehicle {v}");
+            for st in snap.stops.iter().filter(|st| st.status as u8 <= 1) {
+                assert!(
+                    st.eta_ms >= snap.time_ms - 1000,
+                    "vehicle {v} stop {}: eta before now",
+                    st.stop
+                );
+                with_eta += 1;
+            }
+        }
+        assert!(with_eta > 0, "no remaining stop has an ETA");
+
+        // A stop promised for a minute from now, kilometres away: `late`.
+        let Response::Vehicle(v3) = c.call(&Request::GetVehicle { vehicle: 3 }).await.unwrap()
+        else {
+            panic!()
+        };
+        let mut sub = c
+            .subscribe(&Request::Subscribe {
+                from: FROM_NOW,
+                kinds: 1 << 2,
+                vehicles: vec![3],
+                stops: vec![],
+            })
+            .await
+            .unwrap();
+        let far = WireStop {
+            id: 999_001,
+            lat_e7: v3.lat_e7 + 200_000 * if v3.lat_e7 > 470_000_000 { -1 } else { 1 },
+            lon_e7: v3.lon_e7,
+            window_start_ms: v3.time_ms,
+            window_end_ms: v3.time_ms + 60_000,
+            service_s: 60.0,
+            customer_ref: "late-order".into(),
+        };
+        c.call(&Request::AssignRoute {
+            vehicle: 3,
+            time_ms: v3.time_ms,
+            stops: vec![far],
+        })
+        .await
+        .unwrap();
+        let frame = tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .expect("late event in time")
+            .unwrap()
+            .unwrap();
+        let Response::Events(evs) = frame else {
+            panic!("{frame:?}")
+        };
+        assert_eq!(evs[0].kind, 2, "late");
+        assert_eq!(evs[0].stop, Some(999_001));
+        assert!(evs[0].value > evs[0].reference, "ETA after window end");
+
+        // The stop's own view says so too, and the CLI reads it.
+        let Response::Stop(view) = c.call(&Request::GetStop { stop: 999_001 }).await.unwrap()
+        else {
+            panic!()
+        };
+        assert!(view.late && view.eta_ms > view.window_end_ms);
+        assert_eq!(view.customer_ref, "late-order");
+    });
+    let o = lastmile(&s.cli(&["eta", "--stop", "999001", "--json"]));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["late"], true);
+    let o = lastmile(&s.cli(&[
+        "watch", "--from", "0", "--kind", "late", "--count", "1", "--json",
+    ]));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["kind"], "late");
+}
+
+#[test]
+fn wrong_tokens_are_refused_with_a_code_and_counted() {
+    let dir = tmpdir("svc-auth");
+    let s = serve(&dir, "", "");
+    rt().block_on(async {
+        for bad in [
+            "",
+            "nope",
+            "acme-device-token-000002",
+            &format!("{}x", s.token),
+        ] {
+            let e = Client::connect(&s.target(bad))
+                .await
+                .err()
+                .expect("refused");
+            assert_eq!(code_of(&e), Some(ErrorCode::Unauthenticated), "{e:#}");
+        }
+        // Pinning: a server with another certificate is not trusted.
+        let mut t = s.target(&s.token);
+        t.trust = Trust::Pin("00".repeat(32));
+        assert!(Client::connect(&t).await.is_err());
+        let st = s.stats().await;
+        assert_eq!(st["auth_failures"], 4);
+    });
+    let o = lastmile(&[
+        "eta",
+        "--vehicle",
+        "1",
+        "--server",
+        &s.addr,
+        "--fingerprint",
+        &s.fingerprint,
+        "--token",
+        "wrong",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unauthenticated"));
+}
+
+#[test]
+fn roles_and_fleets_scope_every_request() {
+    let dir = tmpdir("svc-scope");
+    let s = serve(&dir, "", "");
+    rt().block_on(async {
+        let device = Client::connect(&s.target("acme-device-token-000001"))
+            .await
+            .unwrap();
+        let reader = Client::connect(&s.target("acme-reader-token-000001"))
+            .await
+            .unwrap();
+        let dispatcher = Client::connect(&s.target("acme-dispatcher-token-01"))
+            .await
+            .unwrap();
+        assert_eq!(dispatcher.welcome.fleet, "acme");
+
+        // A device sending for another fleet's vehicle: that record refused
+        // and counted, its own accepted.
+        let mut device = device;
+        let mut control = device.take_control();
+        let mut st = device.ping_stream().await.unwrap();
+        st.send(7, &[ping(5, 0), ping(1500, 0), ping(6, 0)])
+            .await
+            .unwrap();
+        let Control::Ack(ack) = next_control(&mut control).await else {
+            panic!()
+        };
+        assert_eq!((ack.batch_id, ack.accepted, ack.rejected), (7, 2, 1));
+        let Control::Error(err) = next_control(&mut control).await else {
+            panic!()
+        };
+        assert_eq!(err.code(), Some(ErrorCode::Forbidden));
+        assert!(err.message.contains("1500"), "{}", err.message);
+
+        let forbidden = |r: anyhow::Result<Response>| {
+            assert_eq!(
+                code_of(&r.expect_err("refused")),
+                Some(ErrorCode::Forbidden)
+            )
+        };
+        forbidden(device.call(&Request::GetVehicle { vehicle: 5 }).await);
+        forbidden(reader.call(&Request::GetVehicle { vehicle: 1500 }).await);
+        let stop = WireStop {
+            id: 42,
+            lat_e7: 470_000_000,
+            lon_e7: 80_000_000,
+            window_start_ms: NO_TIME,
+            window_end_ms: NO_TIME,
+            service_s: 60.0,
+            customer_ref: String::new(),
+        };
+        forbidden(
+            reader
+                .call(&Request::AssignRoute {
+                    vehicle: 5,
+                    time_ms: NO_TIME,
+                    stops: vec![stop.clone()],
+                })
+                .await,
+        );
+        forbidden(
+            dispatcher
+                .call(&Request::AssignRoute {
+                    vehicle: 1500,
+                    time_ms: NO_TIME,
+                    stops: vec![stop.clone()],
+                })
+                .await,
+        );
+        assert!(
+            reader
+                .subscribe(&Request::Subscribe {
+                    from: FROM_NOW,
+                    kinds: 0,
+                    vehicles: vec![1500],
+                    stops: vec![]
+                })
+                .await
+                .is_err()
+        );
+
+        // Readers see their own vehicles only.
+        eventually("vehicle 5 known", async || {
+            reader
+                .call(&Request::GetVehicle { vehicle: 5 })
+                .await
+                .is_ok()
+        })
+        .await;
+        let all_of_it = Request::InBox {
+            min_lat_e7: -900_000_000,
+            min_lon_e7: -1_800_000_000,
+            max_lat_e7: 900_000_000,
+            max_lon_e7: 1_800_000_000,
+        };
+        // The admin's device adds a globex vehicle; the acme reader must not see it.
+        let admin = s.admin().await;
+        let mut adm_stream = admin.ping_stream().await.unwrap();
+        adm_stream.send(1, &[ping(1500, 0)]).await.unwrap();
+        eventually("both fleets indexed", async || {
+            match admin.call(&all_of_it).await {
+                Ok(Response::Vehicles { found, .. }) => found.len() == 3,
+                _ => false,
+            }
+        })
+        .await;
+        let Response::Vehicles { found, .. } = reader.call(&all_of_it).await.unwrap() else {
+            panic!()
+        };
+        let mut seen: Vec<u64> = found.iter().map(|f| f.vehicle).collect();
+        seen.sort_unstable();
+        assert_eq!(seen, vec![5, 6]);
+        let Response::Vehicles { found, .. } = reader
+            .call(&Request::Nearest {
+                lat_e7: 470_000_000,
+                lon_e7: 80_000_000,
+                k: 3,
+            })
+            .await
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert!(found.iter().all(|f| f.vehicle < 1000) && found.len() == 2);
+
+        // A dispatcher's stop, and a customer's tracking token for it.
+        dispatcher
+            .call(&Request::AssignRoute {
+                vehicle: 5,
+                time_ms: NO_TIME,
+                stops: vec![
+                    stop.clone(),
+                    WireStop {
+                        id: 43,
+                        ..stop.clone()
+                    },
+                ],
+            })
+            .await
+            .unwrap();
+        let Response::TrackingToken { token, .. } = dispatcher
+            .call(&Request::CreateTrackingToken {
+                stop: 42,
+                ttl_s: 3600,
+            })
+            .await
+            .unwrap()
+        else {
+            panic!()
+        };
+        let customer = Client::connect(&s.target(&token)).await.unwrap();
+        let Response::Stop(view) = customer.call(&Request::GetStop { stop: 42 }).await.unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(view.vehicle, 5);
+        forbidden(customer.call(&Request::GetStop { stop: 43 }).await);
+        forbidden(customer.call(&Request::GetVehicle { vehicle: 5 }).await);
+        forbidden(
+            customer
+                .call(&Request::Nearest {
+                    lat_e7: 470_000_000,
+                    lon_e7: 80_000_000,
+                    k: 5,
+                })
+                .await,
+        );
+        assert!(
+            customer
+                .subscribe(&Request::Subscribe {
+                    from: FROM_NOW,
+                    kinds: 0,
+                    vehicles: vec![],
+                    stops: vec![42]
+                })
+                .await
+                .is_ok()
+        );
+
+        // Command errors carry their own codes.
+        let e = dispatcher
+            .call(&Request::RemoveStop {
+                vehicle: 5,
+                time_ms: NO_TIME,
+                stop: 77,
+            })
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(code_of(&e), Some(ErrorCode::UnknownStop));
+        let e = dispatcher
+            .call(&Request::AddStop {
+                vehicle: 5,
+                time_ms: NO_TIME,
+                index: 0,
+                stop: WireStop {
+                    lat_e7: 950_000_000,
+                    ..stop.clone()
+                },
+            })
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(code_of(&e), Some(ErrorCode::BadValue));
+
+        let st = s.stats().await;
+        assert_eq!(st["pings_out_of_scope"], 1);
+        assert!(st["forbidden"] >= 8, "{st:?}");
+    });
+}
+
+#[test]
+fn malformed_frames_close_the_stream_or_connection_and_nothing_else() {
+    let dir = tmpdir("svc-malformed");
+    let s = serve(&dir, "", "");
+    rt().block_on(async {
+        let mut c = s.admin().await;
+        let mut control = c.take_control();
+        // Accepted before the damage: must survive it.
+        let mut good = c.ping_stream().await.unwrap();
+        good.send(1, &[ping(10, 0), ping(10, 5)]).await.unwrap();
+        assert!(matches!(next_control(&mut control).await, Control::Ack(a) if a.accepted == 2));
+
+        // A PINGS frame whose count disagrees with its length.
+        let mut frame = Vec::new();
+        write_frame(&mut frame, FrameType::Pings, |w| PingBatch::encode(2, &[ping(11, 0)], w));
+        frame[8 + 8] = 5;
+        let mut st = c.ping_stream().await.unwrap();
+        st.send_raw(&frame).await.unwrap();
+        let Control::Error(e) = next_control(&mut control).await else { panic!() };
+        assert_eq!(e.code(), Some(ErrorCode::Malformed));
+        // Reserved header bits.
+        let mut st = c.ping_stream().await.unwrap();
+        st.send_raw(&[16, 0, 0, 0, 0x10, 0, 1, 0]).await.unwrap();
+        let Control::Error(e) = next_control(&mut control).await else { panic!() };
+        assert_eq!(e.code(), Some(ErrorCode::ProtocolViolation));
+        // A frame above the limit on a request stream.
+        let (mut send, mut recv) = c.connection().open_bi().await.unwrap();
+        send.write_all(&[0, 0, 0, 2, 0x20, 0, 0, 0]).await.unwrap();
+        let resp = recv.read_to_end(1 << 16).await.unwrap();
+        let Response::Error { code, .. } = Response::decode(u16::from_le_bytes([resp[4], resp[5]]), &resp[8..]).unwrap() else { panic!() };
+        assert_eq!(code, ErrorCode::FrameTooLarge as u16);
+        // A request whose payload is cut short.
+        let (mut send, mut recv) = c.connection().open_bi().await.unwrap();
+        send.write_all(&[3, 0, 0, 0, 0x20, 0, 0, 0, 1, 2, 3]).await.unwrap();
+        let resp = recv.read_to_end(1 << 16).await.unwrap();
+        assert_eq!(u16::from_le_bytes([resp[8], resp[9]]), ErrorCode::Malformed as u16);
+        // Garbage datagrams are dropped and counted.
+        c.connection().send_datagram(vec![1u8, 2, 3].into()).unwrap();
+        // The connection still works after all that.
+        let mut good = c.ping_stream().await.unwrap();
+        good.send(3, &[ping(10, 10)]).await.unwrap();
+        assert!(matches!(next_control(&mut control).await, Control::Ack(a) if a.batch_id == 3 && a.accepted == 1));
+
+        // A frame type that is not a request: protocol violation, the
+        // connection is closed with that code.
+        let (mut send, _recv) = c.connection().open_bi().await.unwrap();
+        send.write_all(&[0, 0, 0, 0, 0x11, 0, 0, 0]).await.unwrap();
+        let reason = tokio::time::timeout(Duration::from_secs(10), c.connection().closed()).await.unwrap();
+        assert!(matches!(reason, lastmile_ingest::quinn::ConnectionError::ApplicationClosed(ref a) if a.error_code == (ErrorCode::ProtocolViolation as u32).into()), "{reason:?}");
+
+        // A connection whose first frame is not HELLO.
+        let ep = {
+            let mut ep = lastmile_ingest::quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+            ep.set_default_client_config(lastmile_ingest::tls::client_config(&Trust::Pin(s.fingerprint.clone()), 1 << 20).unwrap());
+            ep
+        };
+        let raw = ep.connect(s.addr.parse().unwrap(), "localhost").unwrap().await.unwrap();
+        let (mut send, mut recv) = raw.open_bi().await.unwrap();
+        let mut buf = Vec::new();
+        Request::GetStats.encode(&mut buf);
+        send.write_all(&buf).await.unwrap();
+        let resp = recv.read_to_end(1 << 16).await.unwrap();
+        assert_eq!(u16::from_le_bytes([resp[8], resp[9]]), ErrorCode::ProtocolViolation as u16);
+
+        // The server is up, counted everything, and lost nothing accepted.
+        eventually("pings processed", async || s.stats().await["engine_pings_processed"] == 3).await;
+        let st = s.stats().await;
+        assert_eq!(st["pings_accepted"], 3);
+        // Count mismatch, reserved bits, cut request, garbage datagram.
+        assert_eq!(st["malformed_frames"], 4, "{st:?}");
+        assert_eq!(st["oversized_frames"], 1);
+        assert_eq!(st["protocol_violations"], 2);
+        assert_eq!(st["datagrams_dropped"], 1);
+        let Response::Vehicle(v) = s.admin().await.call(&Request::GetVehicle { vehicle: 10 }).await.unwrap() else { panic!() };
+        assert_eq!(v.time_ms, T0_MS + 10_000);
+    });
+}
+
+#[test]
+fn a_client_gone_mid_batch_leaves_nothing_half_applied() {
+    let dir = tmpdir("svc-midbatch");
+    let s = serve(&dir, "", "");
+    rt().block_on(async {
+        let pings: Vec<PingRecord> = (0..500).map(|k| ping(20, k)).collect();
+        let mut frame = Vec::new();
+        write_frame(&mut frame, FrameType::Pings, |w| {
+            PingBatch::encode(1, &pings, w)
+        });
+        // Stream finished mid-frame.
+        let c = s.admin().await;
+        let mut st = c.ping_stream().await.unwrap();
+        st.send_raw(&frame[..frame.len() / 2]).await.unwrap();
+        st.finish().await.unwrap();
+        // Connection dropped mid-frame.
+        let c2 = s.admin().await;
+        let mut st = c2.ping_stream().await.unwrap();
+        let other: Vec<PingRecord> = (0..500).map(|k| ping(21, k)).collect();
+        let mut frame2 = Vec::new();
+        write_frame(&mut frame2, FrameType::Pings, |w| {
+            PingBatch::encode(1, &other, w)
+        });
+        st.send_raw(&frame2[..frame2.len() - 10]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        c2.connection().close(0u32.into(), b"gone");
+        drop(c2);
+        // A complete batch after both; once it is processed, the others
+        // would have been too (one shard, in order).
+        let mut c3 = s.admin().await;
+        let mut control = c3.take_control();
+        let mut st = c3.ping_stream().await.unwrap();
+        st.send(9, &[ping(22, 0)]).await.unwrap();
+        assert!(matches!(next_control(&mut control).await, Control::Ack(a) if a.accepted == 1));
+        eventually("vehicle 22", async || {
+            c3.call(&Request::GetVehicle { vehicle: 22 }).await.is_ok()
+        })
+        .await;
+        for v in [20, 21] {
+            let e = c3
+                .call(&Request::GetVehicle { vehicle: v })
+                .await
+                .expect_err("never applied");
+            assert_eq!(code_of(&e), Some(ErrorCode::NotFound));
+        }
+        let st = s.stats().await;
+        assert_eq!(st["pings_received"], 1);
+        assert_eq!(st["partial_frames"], 1);
+    });
+}
+
+#[test]
+fn a_slow_subscriber_is_told_what_it_lost_and_hurts_no_one() {
+    let dir = tmpdir("svc-slowsub");
+    let (trace, stops) = simulate(&dir, 30, 1800);
+    let s = serve(
+        &dir,
+        "events_capacity = 64\n",
+        "[limits]\nevents_per_frame = 8\n",
+    );
+    rt().block_on(async {
+        let mut t = s.target(&s.token);
+        t.stream_window = 1024;
+        let slow = Client::connect(&t).await.unwrap();
+        let mut sub = slow
+            .subscribe(&Request::Subscribe {
+                from: FROM_NOW,
+                kinds: 0,
+                vehicles: vec![],
+                stops: vec![],
+            })
+            .await
+            .unwrap();
+        let fast = s.admin().await;
+        let mut fast_sub = fast
+            .subscribe(&Request::Subscribe {
+                from: FROM_NOW,
+                kinds: 0,
+                vehicles: vec![],
+                stops: vec![],
+            })
+            .await
+            .unwrap();
+        let reader = tokio::spawn(async move {
+            let mut n = 0u64;
+            let mut lost = 0u64;
+            while let Ok(Ok(Some(f))) =
+                tokio::time::timeout(Duration::from_secs(3), fast_sub.next()).await
+            {
+                match f {
+                    Response::Events(e) => n += e.len() as u64,
+                    Response::Lost { count } => lost += count,
+                    _ => {}
+                }
+            }
+            (n, lost)
+        });
+        let o = lastmile(&s.cli(&[
+            "replay",
+            trace.to_str().unwrap(),
+            "--stops",
+            stops.to_str().unwrap(),
+            "--json",
+        ]));
+        assert!(o.status.success());
+        eventually("engine done", async || {
+            let st = s.stats().await;
+            st["engine_pings_processed"] == st["pings_accepted"]
+        })
+        .await;
+        // Now the slow one reads: a LOST frame, then events again.
+        let (mut got, mut lost) = (0u64, 0u64);
+        while let Ok(Ok(Some(f))) = tokio::time::timeout(Duration::from_secs(2), sub.next()).await {
+            match f {
+                Response::Events(e) => got += e.len() as u64,
+                Response::Lost { count } => lost += count,
+                other => panic!("{other:?}"),
+            }
+        }
+        let (fast_got, fast_lost) = reader.await.unwrap();
+        let total = s.stats().await["engine_events"];
+        assert!(total > 200, "{total} events");
+        assert!(lost > 0, "the slow subscriber lost nothing ({got} read)");
+        assert_eq!(
+            got + lost,
+            total,
+            "every event either read or reported lost"
+        );
+        assert_eq!(
+            (fast_got, fast_lost),
+            (total, 0),
+            "the fast subscriber saw everything"
+        );
+    });
+}
+
+#[test]
+fn overload_is_shed_on_datagrams_pushed_back_on_streams_and_survived() {
+    let dir = tmpdir("svc-overload");
+    let (trace, _) = simulate(&dir, 200, 1800);
+    let s = serve(&dir, "queue_capacity = 2\n", "");
+    let pings = std::fs::read_to_string(&trace).unwrap().lines().count() as u64 - 1;
+    // Datagrams as fast as possible over 4 connections: more than one
+    // shard with a two-batch queue can take.
+    let o = lastmile(&s.cli(&[
+        "replay",
+        trace.to_str().unwrap(),
+        "--datagrams",
+        "--connections",
+        "4",
+        "--json",
+    ]));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(r["sent"], pings);
+    let (accepted, shed) = (r["accepted"].as_u64().unwrap(), r["shed"].as_u64().unwrap());
+    assert!(shed > 0, "nothing shed: {r}");
+    assert!(accepted + shed <= pings);
+    // Streams: pushed back, nothing lost.
+    let o = lastmile(&s.cli(&[
+        "replay",
+        trace.to_str().unwrap(),
+        "--connections",
+        "4",
+        "--batch",
+        "256",
+        "--json",
+    ]));
+    let r: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(r["accepted"], pings, "{r}");
+    rt().block_on(async {
+        let st = s.stats().await;
+        assert!(st["backpressure_waits"] > 0, "{st:?}");
+        assert_eq!(st["pings_shed"], shed);
+        // Still answering.
+        let c = s.admin().await;
+        assert!(c.call(&Request::GetVehicle { vehicle: 1 }).await.is_ok());
+    });
+}
