@@ -262,4 +262,58 @@ mod tests {
         assert_eq!(bad(|r| r.heading_cdeg = 36_000), PingError::BadHeading);
         assert_eq!(bad(|r| r.flags = 1), PingError::ReservedFlags);
     }
+
+    /// The worked example of PROTOCOL.md, byte for byte.
+    #[test]
+    fn protocol_md_example_bytes() {
+        let hex = |s: &str| -> Vec<u8> {
+            s.split_whitespace()
+                .map(|b| u8::from_str_radix(b, 16).unwrap())
+                .collect()
+        };
+        let mut hello = Vec::new();
+        crate::protocol::Hello {
+            version: 1,
+            token: "t0ken-of-16-chars".into(),
+        }
+        .encode(&mut hello);
+        assert_eq!(
+            hello,
+            hex(
+                "17 00 00 00 01 00 00 00 01 00 00 00 11 00 74 30 6b 65 6e 2d 6f 66 2d 31 36 2d 63 68 61 72 73"
+            )
+        );
+        let rec = PingRecord {
+            vehicle: 7,
+            time_ms: 1_767_225_600_000,
+            lat_e7: 437_300_000,
+            lon_e7: 74_200_000,
+            speed_cms: 1250,
+            heading_cdeg: 9000,
+            accuracy_dm: ABSENT,
+            flags: 0,
+        };
+        let mut pings = Vec::new();
+        write_frame(&mut pings, FrameType::Pings, |w| {
+            PingBatch::encode(1, &[rec], w)
+        });
+        assert_eq!(
+            pings,
+            hex(
+                "30 00 00 00 10 00 00 00 01 00 00 00 00 00 00 00 01 00 00 00 00 00 00 00 \
+            07 00 00 00 00 00 00 00 00 a8 da 76 9b 01 00 00 20 ab 10 1a c0 33 6c 04 e2 04 28 23 ff ff 00 00"
+            )
+        );
+        let mut ack = Vec::new();
+        crate::protocol::Ack {
+            batch_id: 1,
+            accepted: 1,
+            rejected: 0,
+        }
+        .encode(&mut ack);
+        assert_eq!(
+            ack,
+            hex("10 00 00 00 11 00 00 00 01 00 00 00 00 00 00 00 01 00 00 00 00 00 00 00")
+        );
+    }
 }
