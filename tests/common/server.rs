@@ -1,0 +1,161 @@
+//! A `lastmile serve` child process for end-to-end tests: a small synthetic
+//! town, simulated days on it, and a dev-mode server with two fleets and a
+//! token per role, killed when dropped.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use super::lastmile;
+
+pub struct Server {
+    child: Child,
+    /// HOST:PORT it listens on.
+    pub addr: String,
+    /// SHA-256 of its dev certificate.
+    pub fingerprint: String,
+    /// Its dev admin token.
+    pub token: String,
+    /// Its data directory (dev certificate and token).
+    pub data: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A small town, simulated once per test directory.
+pub fn town(dir: &Path) -> PathBuf {
+    let g = dir.join("town.graph");
+    if !g.exists() {
+        let o = lastmile(&[
+            "generate",
+            "--edges",
+            "20000",
+            "--seed",
+            "3",
+            "--out",
+            g.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    g
+}
+
+pub fn simulate(dir: &Path, vehicles: usize, duration: u32) -> (PathBuf, PathBuf) {
+    let (trace, stops) = (dir.join("trace.csv"), dir.join("stops.csv"));
+    let o = lastmile(&[
+        "simulate",
+        town(dir).to_str().unwrap(),
+        "--vehicles",
+        &vehicles.to_string(),
+        "--duration",
+        &duration.to_string(),
+        "--interval",
+        "5",
+        "--noise",
+        "5",
+        "--seed",
+        "1",
+        "--out",
+        trace.to_str().unwrap(),
+        "--stops-out",
+        stops.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    (trace, stops)
+}
+
+pub const FLEETS: &str = r#"
+[engine]
+shards = 1
+tick_ms = 200
+
+[[fleets]]
+name = "acme"
+vehicles = [[0, 999]]
+
+[[fleets]]
+name = "globex"
+vehicles = [[1000, 1999]]
+
+[[tokens]]
+token = "acme-device-token-000001"
+role = "device"
+fleet = "acme"
+
+[[tokens]]
+token = "acme-reader-token-000001"
+role = "reader"
+fleet = "acme"
+
+[[tokens]]
+token = "acme-dispatcher-token-01"
+role = "dispatcher"
+fleet = "acme"
+"#;
+
+/// Starts a dev-mode server on the town with the fleets above, plus
+/// `engine_extra` lines in `[engine]` and `extra` sections after.
+pub fn serve(dir: &Path, engine_extra: &str, extra: &str) -> Server {
+    let fleets = FLEETS.replace("tick_ms = 200\n", &format!("tick_ms = 200\n{engine_extra}"));
+    let config = dir.join("lastmile.toml");
+    std::fs::write(&config, format!("{fleets}\n{extra}")).unwrap();
+    let data = dir.join("data");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lastmile"))
+        .args([
+            "serve",
+            "--graph",
+            town(dir).to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--dev",
+        ])
+        .args([
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ])
+        .env("LASTMILE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start lastmile serve");
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("server ready line");
+    assert!(line.starts_with("listening on "), "{line}");
+    let addr = line.split_whitespace().nth(2).unwrap().to_string();
+    let fingerprint = line
+        .split("sha256 ")
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .to_string();
+    let token = std::fs::read_to_string(data.join("dev-token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    Server {
+        child,
+        addr,
+        fingerprint,
+        token,
+        data,
+    }
+}
