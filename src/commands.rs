@@ -99,6 +99,16 @@ pub struct DemoArgs {
     edges: usize,
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Vehicles in the live service stage.
+    #[arg(long, default_value_t = 300)]
+    vehicles: usize,
+    /// Trace seconds per wall second in the live service stage.
+    #[arg(long, default_value_t = 60.0)]
+    speedup: f64,
+    /// End the live service stage after this many seconds (default: at the
+    /// end of the simulated day, or Ctrl-C).
+    #[arg(long)]
+    seconds: Option<f64>,
 }
 
 fn parse_lat_lon(s: &str) -> Result<LatLon, String> {
@@ -435,7 +445,18 @@ pub fn demo(a: DemoArgs) -> Result<()> {
         describe(&r)
     );
     crate::tracking::demo_matching(&g)?;
-    crate::bench::demo_fleet(&std::sync::Arc::new(g))?;
+    let g = std::sync::Arc::new(g);
+    crate::bench::demo_fleet(&g)?;
+    crate::live_demo::run(
+        &g,
+        &dir,
+        &crate::live_demo::LiveParams {
+            vehicles: a.vehicles,
+            day_s: 2.0 * 3600.0,
+            speedup: a.speedup,
+            seconds: a.seconds,
+        },
+    )?;
     let _ = std::fs::remove_dir_all(&dir);
     println!("demo done in {:.2} s", t0.elapsed().as_secs_f64());
     Ok(())

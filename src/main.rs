@@ -3,6 +3,7 @@
 
 mod bench;
 mod commands;
+mod live_demo;
 mod progress;
 mod service;
 mod tracking;

@@ -439,7 +439,15 @@ fn import_info_route_on_real_maps() {
 fn demo_runs() {
     // One town, and a metropolitan region (towns and open country between).
     for edges in ["20000", "60000"] {
-        let o = lastmile(&["demo", "--edges", edges]);
+        let o = lastmile(&[
+            "demo",
+            "--edges",
+            edges,
+            "--vehicles",
+            "100",
+            "--seconds",
+            "4",
+        ]);
         assert!(
             o.status.success(),
             "{edges}: {}",
@@ -450,6 +458,9 @@ fn demo_runs() {
             out.contains("route ")
                 && out.contains("same cost")
                 && out.contains("on the true road")
+                && out.contains("service: lastmile/1 on 127.0.0.1:")
+                && out.contains("pings accepted over QUIC")
+                && !out.contains("service: 0 pings accepted")
                 && out.contains("demo done"),
             "{out}"
         );
