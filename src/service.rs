@@ -222,6 +222,10 @@ pub struct ReplayArgs {
     /// Pings per PINGS frame on streams.
     #[arg(long, default_value_t = 1024)]
     batch: usize,
+    /// Also ask for this many vehicle ETAs per second during the replay
+    /// (on a connection of their own) and report their latency.
+    #[arg(long)]
+    queries: Option<f64>,
     /// Assign these routes first (stops CSV), at the trace's first time.
     #[arg(long)]
     stops: Option<PathBuf>,
@@ -282,6 +286,7 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
         speedup: a.speedup,
         datagrams: a.datagrams,
         batch: a.batch,
+        queries_per_s: a.queries,
         ..ReplayOptions::default()
     };
     let bar = Bar::new();

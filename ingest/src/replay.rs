@@ -160,6 +160,9 @@ pub struct ReplayOptions {
     pub batch: usize,
     /// Unacknowledged batches one connection may have in flight.
     pub window: usize,
+    /// ETA queries (GET_VEHICLE of a random replayed vehicle) per second on
+    /// a connection of their own while the pings flow: their latency under load.
+    pub queries_per_s: Option<f64>,
 }
 
 impl Default for ReplayOptions {
@@ -171,6 +174,7 @@ impl Default for ReplayOptions {
             datagrams: false,
             batch: 1024,
             window: 32,
+            queries_per_s: None,
         }
     }
 }
@@ -196,6 +200,12 @@ pub struct ReplayReport {
     pub batches: u64,
     /// Errors the server reported on control streams.
     pub server_errors: u64,
+    /// ETA queries made during the replay and their latency.
+    pub queries: u64,
+    pub query_p50_us: f64,
+    pub query_p99_us: f64,
+    /// The server's peak resident memory (0 if it does not say).
+    pub server_peak_rss_mb: f64,
 }
 
 struct Totals {
@@ -284,10 +294,31 @@ pub async fn replay(
             }
         }));
     }
+    let querying = match opts.queries_per_s {
+        Some(rate) if rate > 0.0 => {
+            let client = Client::connect(target).await?;
+            let vehicles: Vec<u64> = {
+                let mut v: Vec<u64> = pings.iter().map(|p| p.vehicle).collect();
+                v.sort_unstable();
+                v.dedup();
+                v
+            };
+            let hist = Arc::new(Mutex::new(Histogram::default()));
+            Some((
+                tokio::spawn(query_load(client, vehicles, rate, hist.clone())),
+                hist,
+            ))
+        }
+        _ => None,
+    };
     for t in tasks {
         t.await.context("replay task")??;
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let queries = querying.map(|(task, hist)| {
+        task.abort();
+        hist
+    });
     let after = server_stats(&probe).await;
     probe.close();
     let delta = |k: &str| {
@@ -327,7 +358,47 @@ pub async fn replay(
         ack_max_us: us(acks.quantile(1.0)),
         batches: totals.batches.load(Relaxed),
         server_errors: totals.errors.load(Relaxed),
+        queries: 0,
+        query_p50_us: 0.0,
+        query_p99_us: 0.0,
+        server_peak_rss_mb: after.get("process_peak_rss_bytes").copied().unwrap_or(0) as f64 / 1e6,
     })
+    .map(|mut r| {
+        if let Some(h) = queries
+            .as_ref()
+            .map(|h| h.lock().unwrap_or_else(|p| p.into_inner()))
+        {
+            r.queries = h.count();
+            r.query_p50_us = us(h.quantile(0.5));
+            r.query_p99_us = us(h.quantile(0.99));
+        }
+        r
+    })
+}
+
+/// Asks for random vehicles' ETAs at a steady rate until aborted,
+/// recording each answer's latency in `hist`.
+async fn query_load(client: Client, vehicles: Vec<u64>, rate: f64, hist: Arc<Mutex<Histogram>>) {
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let start = Instant::now();
+    for k in 0u64.. {
+        pace(start, k as f64 / rate).await;
+        // xorshift: a cheap, fixed sequence of vehicles.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let v = vehicles[(state % vehicles.len().max(1) as u64) as usize];
+        let t = Instant::now();
+        if client
+            .request(&Request::GetVehicle { vehicle: v })
+            .await
+            .is_ok()
+        {
+            hist.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .record(t.elapsed());
+        }
+    }
 }
 
 /// Waits until the schedule allows the ping `due` seconds after `start`.

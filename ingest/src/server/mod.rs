@@ -60,6 +60,10 @@ impl Shared {
             "subscribers_open".into(),
             self.subscribers.load(Relaxed) as u64,
         ));
+        if let Some((now, peak)) = rss_bytes() {
+            out.push(("process_rss_bytes".into(), now));
+            out.push(("process_peak_rss_bytes".into(), peak));
+        }
         match &self.sink {
             Sink::Engine(e) => {
                 let s = e.stats();
@@ -84,6 +88,17 @@ impl Shared {
         }
         out
     }
+}
+
+/// The process's resident memory now and at its peak (Linux; None elsewhere).
+fn rss_bytes() -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb * 1024)
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
 /// Background threads; stopped and joined on drop.
