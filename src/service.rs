@@ -102,12 +102,19 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     let bar = Bar::new();
     let graph = Arc::new(lastmile_roadgraph::open(&a.graph, &bar)?);
     bar.finish();
+    let mapped_ms = started.elapsed().as_secs_f64() * 1e3;
     let sink = if config.engine.counting_sink {
         Sink::Counting(AtomicU64::new(0))
     } else {
-        graph.edge_index();
         Sink::Engine(Arc::new(Engine::new(graph.clone(), config.fleet_config())))
     };
+    tracing::info!(
+        graph = %a.graph.display(),
+        edges = graph.num_edges(),
+        mapped_ms = format!("{mapped_ms:.0}"),
+        engine_ms = format!("{:.0}", started.elapsed().as_secs_f64() * 1e3 - mapped_ms),
+        "graph loaded"
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("lastmile-io")

@@ -68,6 +68,8 @@ pub struct Limits {
     pub datagram_buffer_bytes: usize,
     /// Tracking tokens held at once (oldest expire first when full).
     pub max_tracking_tokens: usize,
+    /// Kernel UDP socket buffers, bytes (capped by net.core.rmem_max/wmem_max).
+    pub udp_buffer_bytes: usize,
 }
 
 impl Default for Limits {
@@ -85,6 +87,7 @@ impl Default for Limits {
             stream_window_bytes: 4 << 20,
             datagram_buffer_bytes: 1 << 20,
             max_tracking_tokens: 1_000_000,
+            udp_buffer_bytes: 8 << 20,
         }
     }
 }

@@ -192,7 +192,14 @@ pub struct ReplayReport {
     /// Pings the server dropped for lack of room (datagrams only: streams
     /// are pushed back instead).
     pub shed: u64,
+    /// Datagram pings that never reached the server (dropped by the
+    /// network or the kernel's socket buffers).
+    pub lost: u64,
+    /// Until every accepted ping was processed by the engine (when the
+    /// token may read the server's counters; else until the last ack).
     pub elapsed_s: f64,
+    /// Until the last ping was sent (and, on streams, acknowledged).
+    pub send_s: f64,
     pub pings_per_s: f64,
     pub ack_p50_us: f64,
     pub ack_p99_us: f64,
@@ -314,12 +321,53 @@ pub async fn replay(
     for t in tasks {
         t.await.context("replay task")??;
     }
+    let send_s = start.elapsed().as_secs_f64();
+    // Acknowledged means queued, not processed: the figure that counts is
+    // the time until the engine has worked through everything (when the
+    // token may read the server's counters).
+    let processed = |s: &HashMap<String, u64>| {
+        s.get("engine_pings_processed")
+            .or_else(|| s.get("sink_counted"))
+            .copied()
+    };
+    let base = processed(&before).unwrap_or(0);
+    let mut after = server_stats(&probe).await;
+    let accepted_now = |after: &HashMap<String, u64>| {
+        if opts.datagrams {
+            let k = "pings_accepted";
+            after
+                .get(k)
+                .copied()
+                .unwrap_or(0)
+                .saturating_sub(before.get(k).copied().unwrap_or(0))
+        } else {
+            totals.accepted.load(Relaxed)
+        }
+    };
+    if opts.datagrams {
+        // Datagrams are not acknowledged: wait until the server has
+        // stopped receiving (two equal readings 20 ms apart).
+        loop {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let next = server_stats(&probe).await;
+            let settled = next.get("datagrams_received") == after.get("datagrams_received");
+            after = next;
+            if settled {
+                break;
+            }
+        }
+    }
+    let target_done = base + accepted_now(&after);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while processed(&after).is_some_and(|p| p < target_done) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        after = server_stats(&probe).await;
+    }
     let elapsed = start.elapsed().as_secs_f64();
     let queries = querying.map(|(task, hist)| {
         task.abort();
         hist
     });
-    let after = server_stats(&probe).await;
     probe.close();
     let delta = |k: &str| {
         after
@@ -351,7 +399,13 @@ pub async fn replay(
             totals.rejected.load(Relaxed)
         },
         shed,
+        lost: if opts.datagrams {
+            sent.saturating_sub(delta("pings_received"))
+        } else {
+            0
+        },
         elapsed_s: elapsed,
+        send_s,
         pings_per_s: accepted as f64 / elapsed.max(1e-9),
         ack_p50_us: us(acks.quantile(0.5)),
         ack_p99_us: us(acks.quantile(0.99)),
@@ -506,6 +560,7 @@ async fn send_datagrams(
     progress: &AtomicU64,
 ) -> anyhow::Result<()> {
     let per = client.datagram_capacity();
+    let empty_buffer = client.connection().datagram_send_buffer_space();
     if per == 0 {
         bail!("the server does not take datagrams on this path");
     }
@@ -519,8 +574,14 @@ async fn send_datagrams(
         totals.batches.fetch_add(1, Relaxed);
         progress.fetch_add(n as u64, Relaxed);
     }
-    // Let the last datagrams leave before the connection closes.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Closing drops datagrams still queued (waiting for congestion
+    // window): wait until the send buffer is empty again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while client.connection().datagram_send_buffer_space() < empty_buffer
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     client.close();
     Ok(())
 }

@@ -264,8 +264,14 @@ impl Engine {
         if config.shards == 0 {
             config.shards = std::thread::available_parallelism().map_or(1, |n| n.get());
         }
-        graph.edge_index();
-        let metric = Arc::new(CchMetric::for_metric(&Cch::new(&graph), Metric::Time));
+        // The edge R-tree and the free-flow customization are the two costs
+        // of starting; they share nothing, so they overlap.
+        let ((), metric) = rayon::join(
+            || {
+                graph.edge_index();
+            },
+            || Arc::new(CchMetric::for_metric(&Cch::new(&graph), Metric::Time)),
+        );
         let snapshots = Arc::new(DashMap::new());
         let live = Arc::new(LiveIndex::new());
         let events = Arc::new(EventBus::new(config.events_capacity));

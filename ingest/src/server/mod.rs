@@ -90,6 +90,32 @@ impl Shared {
     }
 }
 
+/// The server's endpoint on a UDP socket with large kernel buffers: bursts
+/// from many connections at once (datagrams above all) would otherwise
+/// overflow the default ~200 KB and be dropped before anyone sees them.
+/// The kernel caps the size at `net.core.rmem_max` / `wmem_max`.
+fn bind_endpoint(
+    config: quinn::ServerConfig,
+    addr: SocketAddr,
+    buffer: usize,
+) -> anyhow::Result<quinn::Endpoint> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        let _ = socket.set_only_v6(false);
+    }
+    let _ = socket.set_recv_buffer_size(buffer);
+    let _ = socket.set_send_buffer_size(buffer);
+    socket.bind(&addr.into())?;
+    let runtime = quinn::default_runtime().context("no async runtime")?;
+    Ok(quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(config),
+        socket.into(),
+        runtime,
+    )?)
+}
+
 /// The process's resident memory now and at its peak (Linux; None elsewhere).
 fn rss_bytes() -> Option<(u64, u64)> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -134,7 +160,7 @@ impl Server {
     ) -> anyhow::Result<Self> {
         let fingerprint = identity.fingerprint();
         let server_config = crate::tls::server_config(identity, &config.limits)?;
-        let endpoint = quinn::Endpoint::server(server_config, config.listen)
+        let endpoint = bind_endpoint(server_config, config.listen, config.limits.udp_buffer_bytes)
             .with_context(|| format!("listening on {}", config.listen))?;
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
