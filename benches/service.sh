@@ -6,6 +6,8 @@
 #
 #   benches/service.sh CITY.graph TRACE.csv STOPS.csv [QUERIES_PER_S] > results.jsonl
 #
+# Environment: SINKS ("engine counting"), MODES ("streams datagrams"),
+# CONNS ("1 16 256") narrow the matrix; RATE paces the replay (pings/s).
 # Each run starts a fresh server (one JSON line per run on stdout: the replay
 # report plus `sink` and `connections`). Build with `cargo build --release` first.
 set -euo pipefail
@@ -14,9 +16,9 @@ bin="$(cd "$(dirname "$0")/.." && pwd)/target/release/lastmile"
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
-for sink in engine counting; do
-  for mode in streams datagrams; do
-    for conns in 1 16 256; do
+for sink in ${SINKS:-engine counting}; do
+  for mode in ${MODES:-streams datagrams}; do
+    for conns in ${CONNS:-1 16 256}; do
       flags=(--graph "$graph" --listen 127.0.0.1:0 --dev --data-dir "$work/data")
       [ "$sink" = counting ] && flags+=(--sink)
       "$bin" serve "${flags[@]}" > "$work/serve.out" 2> "$work/serve.err" &
@@ -27,8 +29,9 @@ for sink in engine counting; do
       args=(replay "$trace" --server "$addr" --fingerprint "$fp" --token "$(cat "$work/data/dev-token")"
             --connections "$conns" --queries "$queries" --json)
       [ "$mode" = datagrams ] && args+=(--datagrams)
+      [ -n "${RATE:-}" ] && args+=(--rate "$RATE")
       [ "$sink" = engine ] && args+=(--stops "$stops")
-      "$bin" "${args[@]}" | sed "s/^{/{\"sink\":\"$sink\",/"
+      "$bin" "${args[@]}" | sed "s/^{/{\"sink\":\"$sink\",\"rate\":\"${RATE:-max}\",/"
       kill -TERM $pid; wait $pid 2>/dev/null || true
     done
   done

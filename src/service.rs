@@ -47,17 +47,24 @@ pub struct ServeArgs {
     /// Count pings instead of running the engine (the front end's ceiling).
     #[arg(long)]
     sink: bool,
+    /// Logs as JSON lines (for log shippers) instead of text. Level from
+    /// LASTMILE_LOG (default info).
+    #[arg(long)]
+    log_json: bool,
 }
 
 pub fn serve(a: ServeArgs) -> Result<()> {
     let started = Instant::now();
-    let _ = tracing_subscriber::fmt()
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LASTMILE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("LASTMILE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .try_init();
+        .with_env_filter(filter);
+    let _ = if a.log_json {
+        logs.json().try_init()
+    } else {
+        logs.try_init()
+    };
     let mut config = match &a.config {
         Some(p) => Config::load(p)?,
         None => Config::default(),

@@ -724,3 +724,55 @@ fn overload_is_shed_on_datagrams_pushed_back_on_streams_and_survived() {
         assert!(c.call(&Request::GetVehicle { vehicle: 1 }).await.is_ok());
     });
 }
+
+#[test]
+fn connections_idle_time_and_handshakes_are_bounded() {
+    let dir = tmpdir("svc-limits");
+    let s = serve(
+        &dir,
+        "",
+        "[limits]\nmax_connections = 2\nidle_timeout_s = 1\nhello_timeout_s = 1\n",
+    );
+    rt().block_on(async {
+        // A third connection is refused during the handshake.
+        let a = s.admin().await;
+        let b = s.admin().await;
+        assert!(Client::connect(&s.target(&s.token)).await.is_err());
+        b.close();
+        drop(b);
+        b_gone(&a).await;
+        // A connection that never says HELLO is closed with hello_timeout.
+        let mut ep = lastmile_ingest::quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        ep.set_default_client_config(lastmile_ingest::tls::client_config(&Trust::Pin(s.fingerprint.clone()), 1 << 20).unwrap());
+        let silent = ep.connect(s.addr.parse().unwrap(), "localhost").unwrap().await.unwrap();
+        let reason = tokio::time::timeout(Duration::from_secs(10), silent.closed()).await.unwrap();
+        assert!(
+            matches!(reason, lastmile_ingest::quinn::ConnectionError::ApplicationClosed(ref c) if c.error_code == (ErrorCode::HelloTimeout as u32).into()),
+            "{reason:?}"
+        );
+        // An idle connection is closed after idle_timeout (1 s; the
+        // client's keep-alive is 10 s).
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert!(a.request(&Request::GetStats).await.is_err(), "idle connection still open");
+        let st = s.stats().await;
+        assert_eq!(st["connections_refused"], 1, "{st:?}");
+        assert!(st["handshakes_failed"] >= 1, "{st:?}");
+    });
+}
+
+/// Waits until the server has noticed a closed connection (its slot is free).
+async fn b_gone(a: &Client) {
+    let t = Instant::now();
+    loop {
+        if let Ok(Response::Stats(s)) = a.call(&Request::GetStats).await
+            && s.iter().any(|(k, v)| k == "connections_open" && *v == 1)
+        {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "closed connection never freed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

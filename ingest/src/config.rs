@@ -109,6 +109,9 @@ pub struct EngineConfig {
     /// Replace the engine by a sink that only counts pings: measures the
     /// front end's own ceiling (`lastmile serve --sink`).
     pub counting_sink: bool,
+    /// Niceness of the engine's threads (Linux), so queries and acks run
+    /// first on a saturated machine; 0 leaves them alone.
+    pub nice: i32,
 }
 
 impl Default for EngineConfig {
@@ -122,6 +125,7 @@ impl Default for EngineConfig {
             events_capacity: f.events_capacity,
             tick_ms: 1000,
             counting_sink: false,
+            nice: 5,
         }
     }
 }
@@ -193,6 +197,9 @@ impl Config {
         }
         if l.max_future_s.is_nan() || l.max_future_s < 0.0 || l.events_per_frame == 0 {
             bail!("limits: max_future_s must be >= 0 and events_per_frame >= 1");
+        }
+        if !(0..=19).contains(&self.engine.nice) {
+            bail!("engine.nice must be within 0..=19");
         }
         if self.engine.tick_ms == 0 || self.engine.queue_capacity == 0 {
             bail!("engine: tick_ms and queue_capacity must be at least 1");

@@ -213,6 +213,9 @@ pub struct ReplayReport {
     pub query_p99_us: f64,
     /// The server's peak resident memory (0 if it does not say).
     pub server_peak_rss_mb: f64,
+    /// Share of the server's CPU time during the replay spent in its QUIC
+    /// front end (the rest: engine shards, ticks, customization).
+    pub server_io_cpu_share: f64,
 }
 
 struct Totals {
@@ -416,6 +419,13 @@ pub async fn replay(
         query_p50_us: 0.0,
         query_p99_us: 0.0,
         server_peak_rss_mb: after.get("process_peak_rss_bytes").copied().unwrap_or(0) as f64 / 1e6,
+        server_io_cpu_share: {
+            let (io, all) = (
+                delta("cpu_ms_io"),
+                delta("cpu_ms_io") + delta("cpu_ms_engine") + delta("cpu_ms_other"),
+            );
+            if all > 0 { io as f64 / all as f64 } else { 0.0 }
+        },
     })
     .map(|mut r| {
         if let Some(h) = queries

@@ -230,7 +230,11 @@ fn customize(graph: &Graph, base: &CchMetric, changes: Vec<(u32, u32)>) -> Custo
             weights[e as usize] = w;
         }
         // One thread: the shards keep the other core while it runs.
-        match rayon::ThreadPoolBuilder::new().num_threads(1).build() {
+        match rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .thread_name(|_| "traffic-customize".into())
+            .build()
+        {
             Ok(pool) => pool.install(|| CchMetric::new(&cch, weights)),
             Err(_) => CchMetric::new(&cch, weights),
         }
@@ -633,9 +637,12 @@ impl Engine {
         if !changes.is_empty() {
             // Customized off the ingest path, installed at the next tick.
             let (graph, base) = (self.graph.clone(), co.current.clone());
-            co.job = Some(std::thread::spawn(move || {
-                customize(&graph, &base, changes)
-            }));
+            co.job = Some(
+                std::thread::Builder::new()
+                    .name("traffic-customize".into())
+                    .spawn(move || customize(&graph, &base, changes))
+                    .expect("spawn the customization thread"),
+            );
         }
         installed
     }
