@@ -731,7 +731,7 @@ fn connections_idle_time_and_handshakes_are_bounded() {
     let s = serve(
         &dir,
         "",
-        "[limits]\nmax_connections = 2\nidle_timeout_s = 1\nhello_timeout_s = 1\n",
+        "[limits]\nmax_connections = 2\nidle_timeout_s = 3\nhello_timeout_s = 1\n",
     );
     rt().block_on(async {
         // A third connection is refused during the handshake.
@@ -750,9 +750,10 @@ fn connections_idle_time_and_handshakes_are_bounded() {
             matches!(reason, lastmile_ingest::quinn::ConnectionError::ApplicationClosed(ref c) if c.error_code == (ErrorCode::HelloTimeout as u32).into()),
             "{reason:?}"
         );
-        // An idle connection is closed after idle_timeout (1 s; the
-        // client's keep-alive is 10 s).
-        tokio::time::sleep(Duration::from_millis(2500)).await;
+        // An idle connection is closed after idle_timeout (3 s; the
+        // client's keep-alive is 10 s). The HELLO timeout (1 s) is shorter,
+        // so the silent connection above was closed for the right reason.
+        tokio::time::sleep(Duration::from_millis(4500)).await;
         assert!(a.request(&Request::GetStats).await.is_err(), "idle connection still open");
         let st = s.stats().await;
         assert_eq!(st["connections_refused"], 1, "{st:?}");

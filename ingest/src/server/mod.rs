@@ -132,11 +132,21 @@ fn yield_engine_threads(nice: i32) {
         if nice == 0 {
             return;
         }
-        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return };
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return;
+        };
         for task in tasks.flatten() {
-            let Ok(comm) = std::fs::read_to_string(task.path().join("comm")) else { continue };
+            let Ok(comm) = std::fs::read_to_string(task.path().join("comm")) else {
+                continue;
+            };
             let engine = comm.starts_with("shard-") || comm.starts_with("traffic-customize");
-            let Some(tid) = task.file_name().to_str().and_then(|t| t.parse::<libc::id_t>().ok()) else { continue };
+            let Some(tid) = task
+                .file_name()
+                .to_str()
+                .and_then(|t| t.parse::<libc::id_t>().ok())
+            else {
+                continue;
+            };
             if engine {
                 // SAFETY: setpriority only reads its integer arguments; a
                 // thread that ended meanwhile makes it fail, harmlessly.
