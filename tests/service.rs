@@ -608,40 +608,18 @@ fn a_slow_subscriber_is_told_what_it_lost_and_hurts_no_one() {
     rt().block_on(async {
         let mut t = s.target(&s.token);
         t.stream_window = 1024;
+        let everything = Request::Subscribe {
+            from: FROM_NOW,
+            kinds: 0,
+            vehicles: vec![],
+            stops: vec![],
+        };
         let slow = Client::connect(&t).await.unwrap();
-        let mut sub = slow
-            .subscribe(&Request::Subscribe {
-                from: FROM_NOW,
-                kinds: 0,
-                vehicles: vec![],
-                stops: vec![],
-            })
-            .await
-            .unwrap();
+        let mut sub = slow.subscribe(&everything).await.unwrap();
         let fast = s.admin().await;
-        let mut fast_sub = fast
-            .subscribe(&Request::Subscribe {
-                from: FROM_NOW,
-                kinds: 0,
-                vehicles: vec![],
-                stops: vec![],
-            })
-            .await
-            .unwrap();
-        let reader = tokio::spawn(async move {
-            let mut n = 0u64;
-            let mut lost = 0u64;
-            while let Ok(Ok(Some(f))) =
-                tokio::time::timeout(Duration::from_secs(3), fast_sub.next()).await
-            {
-                match f {
-                    Response::Events(e) => n += e.len() as u64,
-                    Response::Lost { count } => lost += count,
-                    _ => {}
-                }
-            }
-            (n, lost)
-        });
+        let mut fast_sub = fast.subscribe(&everything).await.unwrap();
+        let reader =
+            tokio::spawn(async move { drain(&mut fast_sub, Duration::from_secs(3)).await });
         let o = lastmile(&s.cli(&[
             "replay",
             trace.to_str().unwrap(),
@@ -656,14 +634,7 @@ fn a_slow_subscriber_is_told_what_it_lost_and_hurts_no_one() {
         })
         .await;
         // Now the slow one reads: a LOST frame, then events again.
-        let (mut got, mut lost) = (0u64, 0u64);
-        while let Ok(Ok(Some(f))) = tokio::time::timeout(Duration::from_secs(2), sub.next()).await {
-            match f {
-                Response::Events(e) => got += e.len() as u64,
-                Response::Lost { count } => lost += count,
-                other => panic!("{other:?}"),
-            }
-        }
+        let (got, lost) = drain(&mut sub, Duration::from_secs(2)).await;
         let (fast_got, fast_lost) = reader.await.unwrap();
         let total = s.stats().await["engine_events"];
         assert!(total > 200, "{total} events");
@@ -679,6 +650,20 @@ fn a_slow_subscriber_is_told_what_it_lost_and_hurts_no_one() {
             "the fast subscriber saw everything"
         );
     });
+}
+
+/// Reads a subscription until it is quiet for `quiet`: (events read, events
+/// reported lost).
+async fn drain(sub: &mut lastmile_ingest::client::Subscription, quiet: Duration) -> (u64, u64) {
+    let (mut got, mut lost) = (0u64, 0u64);
+    while let Ok(Ok(Some(f))) = tokio::time::timeout(quiet, sub.next()).await {
+        match f {
+            Response::Events(e) => got += e.len() as u64,
+            Response::Lost { count } => lost += count,
+            other => panic!("{other:?}"),
+        }
+    }
+    (got, lost)
 }
 
 #[test]

@@ -103,13 +103,7 @@ pub async fn stream(
                 return;
             }
             ReadFrame::Bad(e) => {
-                let code = ErrorCode::of_decode(&e);
-                let counter = if code == ErrorCode::FrameTooLarge {
-                    &stats.oversized_frames
-                } else {
-                    &stats.malformed_frames
-                };
-                ServerStats::add(counter, 1);
+                let code = stats.bad_frame(&e);
                 let _ = recv.stop((code as u32).into());
                 let _ = control
                     .send(error_frame(code, format!("ping stream: {e}")))

@@ -42,13 +42,7 @@ pub async fn stream(
                 break;
             }
             ReadFrame::Bad(e) => {
-                let code = ErrorCode::of_decode(&e);
-                let counter = if code == ErrorCode::FrameTooLarge {
-                    &stats.oversized_frames
-                } else {
-                    &stats.malformed_frames
-                };
-                ServerStats::add(counter, 1);
+                let code = stats.bad_frame(&e);
                 end_with_error(&mut send, &mut recv, code, &e.to_string()).await;
                 return;
             }

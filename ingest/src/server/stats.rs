@@ -73,4 +73,16 @@ impl ServerStats {
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Relaxed);
     }
+
+    /// Counts a frame whose header was refused; returns its error code.
+    pub fn bad_frame(&self, e: &crate::protocol::DecodeError) -> crate::protocol::ErrorCode {
+        let code = crate::protocol::ErrorCode::of_decode(e);
+        let counter = if code == crate::protocol::ErrorCode::FrameTooLarge {
+            &self.oversized_frames
+        } else {
+            &self.malformed_frames
+        };
+        Self::add(counter, 1);
+        code
+    }
 }
