@@ -716,7 +716,7 @@ fn connections_idle_time_and_handshakes_are_bounded() {
     let s = serve(
         &dir,
         "",
-        "[limits]\nmax_connections = 2\nidle_timeout_s = 3\nhello_timeout_s = 1\n",
+        "[limits]\nmax_connections = 2\nmax_bidi_streams = 4\nidle_timeout_s = 3\nhello_timeout_s = 1\n",
     );
     rt().block_on(async {
         // A third connection is refused during the handshake.
@@ -726,6 +726,19 @@ fn connections_idle_time_and_handshakes_are_bounded() {
         b.close();
         drop(b);
         b_gone(&a).await;
+        // Request streams per connection are capped (4 here, the control
+        // stream included): a fifth concurrent one waits for a free slot.
+        let mut open = Vec::new();
+        for _ in 0..3 {
+            let (mut send, recv) = a.connection().open_bi().await.unwrap();
+            send.write_all(&[0]).await.unwrap();
+            open.push((send, recv));
+        }
+        let fifth = tokio::time::timeout(Duration::from_millis(500), a.connection().open_bi()).await;
+        assert!(fifth.is_err(), "a fifth concurrent stream was allowed");
+        for (mut send, _) in open.drain(..) {
+            send.reset(0u32.into()).unwrap();
+        }
         // A connection that never says HELLO is closed with hello_timeout.
         let mut ep = lastmile_ingest::quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
         ep.set_default_client_config(lastmile_ingest::tls::client_config(&Trust::Pin(s.fingerprint.clone()), 1 << 20).unwrap());
