@@ -971,6 +971,57 @@ fn a_full_queue_sheds_and_counts_and_loses_nothing_accepted() {
     assert_eq!(r.shed, 0);
 }
 
+#[test]
+fn the_ping_budget_bounds_a_queue_of_small_batches_and_offer_gives_back_the_rest() {
+    let g = town();
+    // Room for a thousand batches but only 300 pings.
+    let e = Engine::new(
+        g.clone(),
+        FleetConfig {
+            shards: 1,
+            queue_capacity: 1000,
+            queue_pings: 300,
+            learning: false,
+            ..FleetConfig::default()
+        },
+    );
+    let base = g.node_pos(10);
+    let plane = LocalPlane::new(base);
+    let (mut accepted, mut refused_total) = (0usize, 0usize);
+    let mut refused = Vec::new();
+    for k in 0..400u64 {
+        // Batches of 100 pings for 100 vehicles, offered faster than one
+        // shard matches them.
+        let b: Vec<(u64, Ping)> = (0..100u64)
+            .map(|v| {
+                (
+                    v,
+                    Ping::new(T0 + k as f64, plane.unproject(0.0, (v % 50) as f64)),
+                )
+            })
+            .collect();
+        refused.clear();
+        let n = e.offer(&b, &mut refused);
+        assert_eq!(n + refused.len(), b.len());
+        // Never more than 300 pings waiting (a batch enters whole or not).
+        accepted += n;
+        refused_total += refused.len();
+    }
+    assert!(
+        refused_total > 0,
+        "a 300-ping budget must refuse some of 40,000 pings"
+    );
+    e.sync();
+    let s = e.stats();
+    assert_eq!(s.shed, 0, "offer never sheds: it gives back");
+    assert_eq!(s.submitted as usize, accepted);
+    assert_eq!(
+        s.shards.pings as usize, accepted,
+        "everything accepted was processed"
+    );
+    assert!(s.queue_full > 0);
+}
+
 // ---------------------------------------------------------- determinism
 
 #[test]

@@ -99,6 +99,9 @@ pub struct EngineConfig {
     pub shards: usize,
     /// Ping batches each shard's queue holds.
     pub queue_capacity: usize,
+    /// Pings each shard's queue holds (whatever the batch sizes): bounds
+    /// memory and how long an acknowledged ping waits for the engine.
+    pub queue_pings: usize,
     /// Learn traffic from the fleet and route on it.
     pub learning: bool,
     pub traffic_every_s: f64,
@@ -120,6 +123,7 @@ impl Default for EngineConfig {
         Self {
             shards: f.shards,
             queue_capacity: f.queue_capacity,
+            queue_pings: f.queue_pings,
             learning: f.learning,
             traffic_every_s: f.traffic_every_s,
             events_capacity: f.events_capacity,
@@ -201,8 +205,11 @@ impl Config {
         if !(0..=19).contains(&self.engine.nice) {
             bail!("engine.nice must be within 0..=19");
         }
-        if self.engine.tick_ms == 0 || self.engine.queue_capacity == 0 {
-            bail!("engine: tick_ms and queue_capacity must be at least 1");
+        if self.engine.tick_ms == 0
+            || self.engine.queue_capacity == 0
+            || self.engine.queue_pings == 0
+        {
+            bail!("engine: tick_ms, queue_capacity and queue_pings must be at least 1");
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             bail!("tls: give both cert and key, or neither");
@@ -246,6 +253,7 @@ impl Config {
         FleetConfig {
             shards: self.engine.shards,
             queue_capacity: self.engine.queue_capacity,
+            queue_pings: self.engine.queue_pings,
             matcher: self.matcher.clone(),
             detect: self.detect,
             eta: self.eta,

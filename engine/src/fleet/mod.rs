@@ -23,6 +23,7 @@ pub mod stops;
 mod vehicle;
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -55,6 +56,10 @@ pub struct FleetConfig {
     pub shards: usize,
     /// Ping batches (or commands) each shard's queue holds.
     pub queue_capacity: usize,
+    /// Pings each shard's queue holds at most, whatever the batch sizes:
+    /// bounds the memory and the time a ping waits (a batch larger than
+    /// this still enters an empty queue).
+    pub queue_pings: usize,
     pub matcher: MatcherConfig,
     pub detect: DetectConfig,
     pub eta: EtaConfig,
@@ -78,6 +83,7 @@ impl Default for FleetConfig {
         Self {
             shards: 0,
             queue_capacity: 1024,
+            queue_pings: 65_536,
             matcher: MatcherConfig::default(),
             detect: DetectConfig::default(),
             eta: EtaConfig::default(),
@@ -186,6 +192,8 @@ struct Coordinator {
 
 struct ShardHandle {
     inbox: Sender<Msg>,
+    /// Pings in `inbox` (the shard subtracts what it takes).
+    queued: Arc<AtomicUsize>,
     report: Arc<Mutex<ShardReport>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -284,12 +292,14 @@ impl Engine {
             .map(|i| {
                 let (tx, rx) = bounded(config.queue_capacity);
                 let report = Arc::new(Mutex::new(ShardReport::default()));
+                let queued = Arc::new(AtomicUsize::new(0));
                 let outlets = Outlets {
                     snapshots: snapshots.clone(),
                     live: live.clone(),
                     events: events.clone(),
                     report: report.clone(),
                     recycle: recycle_tx.clone(),
+                    queued: queued.clone(),
                 };
                 let (g, c, m) = (graph.clone(), config.clone(), metric.clone());
                 let thread = std::thread::Builder::new()
@@ -298,6 +308,7 @@ impl Engine {
                     .expect("spawn a shard thread");
                 ShardHandle {
                     inbox: tx,
+                    queued,
                     report,
                     thread: Some(thread),
                 }
@@ -342,19 +353,43 @@ impl Engine {
         &self.events
     }
 
-    /// Sends one message to a shard under an admission policy.
-    fn send(&self, shard: usize, msg: Msg, admission: Admission) -> Result<(), Msg> {
+    /// Sends one message to a shard under an admission policy. Ping batches
+    /// also need room in the shard's ping budget (`queue_pings`).
+    fn send(&self, shard: usize, mut msg: Msg, admission: Admission) -> Result<(), Msg> {
         use std::sync::atomic::Ordering::Relaxed;
-        let inbox = &self.shards[shard].inbox;
-        match inbox.try_send(msg) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Disconnected(m)) => Err(m),
-            Err(TrySendError::Full(m)) => {
-                self.queue_full.fetch_add(1, Relaxed);
-                match admission {
-                    Admission::Shed => Err(m),
-                    Admission::Wait(t) => inbox.send_timeout(m, t).map_err(|e| e.into_inner()),
+        let h = &self.shards[shard];
+        let n = match &msg {
+            Msg::Pings { pings, .. } => pings.len(),
+            _ => 0,
+        };
+        let deadline = match admission {
+            Admission::Shed => None,
+            Admission::Wait(t) => Some(Instant::now() + t),
+        };
+        let mut counted = false;
+        loop {
+            let queued = h.queued.load(Relaxed);
+            if n == 0 || queued == 0 || queued + n <= self.config.queue_pings {
+                h.queued.fetch_add(n, Relaxed);
+                match h.inbox.try_send(msg) {
+                    Ok(()) => return Ok(()),
+                    Err(TrySendError::Disconnected(m)) => {
+                        h.queued.fetch_sub(n, Relaxed);
+                        return Err(m);
+                    }
+                    Err(TrySendError::Full(m)) => {
+                        h.queued.fetch_sub(n, Relaxed);
+                        msg = m;
+                    }
                 }
+            }
+            if !counted {
+                self.queue_full.fetch_add(1, Relaxed);
+                counted = true;
+            }
+            match deadline {
+                Some(d) if Instant::now() < d => std::thread::sleep(Duration::from_micros(200)),
+                _ => return Err(msg),
             }
         }
     }
@@ -908,8 +943,8 @@ impl FleetConfig {
     pub fn validate(&self) -> Result<(), String> {
         self.matcher.validate().map_err(|e| e.to_string())?;
         self.detect.validate()?;
-        if self.queue_capacity == 0 {
-            return Err("queue_capacity must be at least 1".into());
+        if self.queue_capacity == 0 || self.queue_pings == 0 {
+            return Err("queue_capacity and queue_pings must be at least 1".into());
         }
         let snap_ok = self.eta.stop_snap_m.is_finite() && self.eta.stop_snap_m > 0.0;
         let change_ok = self.eta.reroute_change.is_finite() && self.eta.reroute_change >= 0.0;

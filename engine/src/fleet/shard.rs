@@ -171,6 +171,8 @@ pub(crate) struct Outlets {
     pub events: Arc<EventBus>,
     pub report: Arc<Mutex<ShardReport>>,
     pub recycle: Sender<Vec<(VehicleId, Ping)>>,
+    /// Pings waiting in this shard's queue (the engine adds, we subtract).
+    pub queued: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// The shard's thread body: runs until `Stop` or until the engine is gone.
@@ -205,6 +207,9 @@ pub(crate) fn run(
                 accepted_at,
             } => {
                 ctx.counters.batches += 1;
+                outlets
+                    .queued
+                    .fetch_sub(pings.len(), std::sync::atomic::Ordering::Relaxed);
                 for (id, ping) in pings.drain(..) {
                     ctx.counters.pings += 1;
                     let v = vehicles.entry(id).or_insert_with(|| Vehicle::new(id));

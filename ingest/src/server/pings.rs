@@ -30,14 +30,13 @@ struct Checked {
     latest: f64,
 }
 
-/// Keeps the acceptable records of `batch` in `out`.
+/// Appends the acceptable records of `batch` to `out`.
 fn check(
     shared: &Shared,
     who: &Principal,
     batch: &PingBatch<'_>,
     out: &mut Vec<(VehicleId, Ping)>,
 ) -> Checked {
-    out.clear();
     let mut c = Checked::default();
     let horizon = super::clock::wall_s() + shared.config.limits.max_future_s;
     let everyone = who.fleet.is_none();
@@ -132,6 +131,7 @@ pub async fn stream(
             }
         };
         ServerStats::add(&stats.ping_frames, 1);
+        pings.clear();
         let checked = check(&shared, &who, &batch, &mut pings);
         let mut accepted = shared.sink.offer(&pings, &mut refused);
         let mut wait = Duration::from_micros(500);
@@ -170,39 +170,76 @@ pub async fn stream(
     }
 }
 
-/// Serves the connection's datagrams until it closes.
+/// Pings of datagrams already received are handed to the engine together,
+/// up to this many: the engine's queues count batches, and a datagram holds
+/// at most a few dozen pings.
+const DATAGRAM_COALESCE: usize = 2048;
+
+/// Serves the connection's datagrams until it closes. Whatever has arrived
+/// by the time one is read is taken with it, as one batch (no waiting: a
+/// lone datagram goes straight through).
 pub async fn datagrams(shared: Arc<Shared>, who: Arc<Principal>, conn: Connection) {
-    let stats = &shared.stats;
-    let max_frame = shared.config.limits.max_frame_bytes;
     let mut pings = Vec::new();
-    while let Ok(d) = conn.read_datagram().await {
-        ServerStats::add(&stats.datagrams_received, 1);
-        if !who.role.may_send_pings() {
-            ServerStats::add(&stats.forbidden, 1);
-            ServerStats::add(&stats.datagrams_dropped, 1);
-            continue;
+    let mut next = conn.read_datagram().await;
+    while let Ok(first) = next {
+        pings.clear();
+        let mut latest = take_datagram(&shared, &who, &first, &mut pings);
+        let mut closed = false;
+        while pings.len() < DATAGRAM_COALESCE {
+            match poll_now(conn.read_datagram()) {
+                Some(Ok(d)) => latest = latest.max(take_datagram(&shared, &who, &d, &mut pings)),
+                Some(Err(_)) => {
+                    closed = true;
+                    break;
+                }
+                None => break,
+            }
         }
-        let batch = match split_frame(&d, max_frame) {
-            Ok(Some((h, payload, used)))
-                if h.kind == FrameType::Pings as u16 && used == d.len() =>
-            {
-                PingBatch::decode(payload)
-            }
-            _ => {
-                ServerStats::add(&stats.malformed_frames, 1);
-                ServerStats::add(&stats.datagrams_dropped, 1);
-                continue;
-            }
-        };
-        let Ok(batch) = batch else {
-            ServerStats::add(&stats.malformed_frames, 1);
-            ServerStats::add(&stats.datagrams_dropped, 1);
-            continue;
-        };
-        let checked = check(&shared, &who, &batch, &mut pings);
         let (accepted, shed) = shared.sink.submit_lossy(&pings);
-        ServerStats::add(&stats.pings_accepted, accepted as u64);
-        ServerStats::add(&stats.pings_shed, shed as u64);
-        shared.clock.observe(checked.latest);
+        ServerStats::add(&shared.stats.pings_accepted, accepted as u64);
+        ServerStats::add(&shared.stats.pings_shed, shed as u64);
+        shared.clock.observe(latest);
+        if closed {
+            return;
+        }
+        next = conn.read_datagram().await;
+    }
+}
+
+/// Checks one datagram's pings into `out`; returns the latest ping time.
+fn take_datagram(
+    shared: &Shared,
+    who: &Principal,
+    d: &[u8],
+    out: &mut Vec<(VehicleId, Ping)>,
+) -> f64 {
+    let stats = &shared.stats;
+    ServerStats::add(&stats.datagrams_received, 1);
+    if !who.role.may_send_pings() {
+        ServerStats::add(&stats.forbidden, 1);
+        ServerStats::add(&stats.datagrams_dropped, 1);
+        return 0.0;
+    }
+    let batch = match split_frame(d, shared.config.limits.max_frame_bytes) {
+        Ok(Some((h, payload, used))) if h.kind == FrameType::Pings as u16 && used == d.len() => {
+            PingBatch::decode(payload).ok()
+        }
+        _ => None,
+    };
+    let Some(batch) = batch else {
+        ServerStats::add(&stats.malformed_frames, 1);
+        ServerStats::add(&stats.datagrams_dropped, 1);
+        return 0.0;
+    };
+    check(shared, who, &batch, out).latest
+}
+
+/// Polls a future once: its output if it is ready now.
+fn poll_now<F: std::future::Future>(f: F) -> Option<F::Output> {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
     }
 }
