@@ -278,15 +278,16 @@ pub async fn replay(
     for _ in 0..c {
         clients.push(Client::connect(target).await?);
     }
+    // Each connection's share, in one pass (a vehicle always on the same
+    // connection, in time order), before the clock starts.
+    let mut shares: Vec<Vec<PingRecord>> = vec![Vec::new(); c];
+    for p in pings.iter() {
+        shares[(p.vehicle % c as u64) as usize].push(*p);
+    }
     let start = Instant::now();
     let t0 = pings.first().map_or(0, |p| p.time_ms);
     let mut tasks = Vec::new();
-    for (i, client) in clients.into_iter().enumerate() {
-        let share: Vec<PingRecord> = pings
-            .iter()
-            .filter(|p| (p.vehicle % c as u64) as usize == i)
-            .copied()
-            .collect();
+    for (client, share) in clients.into_iter().zip(shares) {
         let (opts, totals, progress) = (opts.clone(), totals.clone(), progress.clone());
         let per_conn_rate = opts.rate.map(|r| r / c as f64);
         tasks.push(tokio::spawn(async move {
