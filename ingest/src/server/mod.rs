@@ -121,8 +121,9 @@ fn bind_endpoint(
     )?)
 }
 
-/// Lowers the scheduling priority of the engine's threads (shards and the
-/// traffic customization, which comes and goes, hence at every tick) so
+/// Lowers the scheduling priority of the engine's threads (shards, the
+/// ticker with its traffic learning and live-index rebuilds, and the traffic
+/// customization, which comes and goes, hence at every tick) so
 /// that on a saturated machine the front end — acknowledgements, queries —
 /// runs first and answers within its budget, while the engine, which has
 /// queues, absorbs the wait. Linux only; a no-op elsewhere or at 0.
@@ -139,7 +140,9 @@ fn yield_engine_threads(nice: i32) {
             let Ok(comm) = std::fs::read_to_string(task.path().join("comm")) else {
                 continue;
             };
-            let engine = comm.starts_with("shard-") || comm.starts_with("traffic-customize");
+            let engine = comm.starts_with("shard-")
+                || comm.starts_with("traffic-customize")
+                || comm.starts_with("lastmile-ticker");
             let Some(tid) = task
                 .file_name()
                 .to_str()
