@@ -41,6 +41,9 @@ pub struct ServeArgs {
     /// written to the data directory.
     #[arg(long)]
     dev: bool,
+    /// Serve Prometheus /metrics and /health on this TCP address (overrides the config).
+    #[arg(long)]
+    metrics: Option<std::net::SocketAddr>,
     /// Shards (overrides the config; 0 = one per core).
     #[arg(long)]
     shards: Option<usize>,
@@ -74,6 +77,9 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     }
     if let Some(d) = &a.data_dir {
         config.data_dir = d.clone();
+    }
+    if let Some(m) = a.metrics {
+        config.metrics_listen = Some(m);
     }
     if let Some(s) = a.shards {
         config.engine.shards = s;
@@ -130,10 +136,13 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         let server = Server::bind(config, sink, auth, identity)?;
         let shared = server.shared().clone();
         println!(
-            "listening on {} (QUIC, ALPN lastmile/1), certificate sha256 {}, ready in {:.0} ms",
+            "listening on {} (QUIC, ALPN lastmile/1), certificate sha256 {}, ready in {:.0} ms{}",
             server.local_addr()?,
             server.fingerprint(),
-            started.elapsed().as_secs_f64() * 1e3
+            started.elapsed().as_secs_f64() * 1e3,
+            server
+                .metrics_addr()
+                .map_or(String::new(), |m| format!(", metrics on http://{m}/metrics"))
         );
         if let Some(p) = &dev_token_file {
             println!("dev admin token in {} (clients: --token \"$(cat {})\" --fingerprint {})", p.display(), p.display(), server.fingerprint());

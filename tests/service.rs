@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::server::{Server, serve, simulate};
+use common::server::{Server, serve, serve_with, simulate};
 use common::{lastmile, stdout, tmpdir};
 use lastmile_ingest::client::{Client, Control, ServerError, Target};
 use lastmile_ingest::protocol::{
@@ -774,4 +774,83 @@ async fn b_gone(a: &Client) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// One HTTP GET on the metrics port: (status line, body).
+fn http_get(addr: &str, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_string(), body.to_string())
+}
+
+fn metric(page: &str, name: &str) -> f64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("{name} missing"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn prometheus_metrics_and_health_are_served_and_move() {
+    let dir = tmpdir("svc-metrics");
+    let (trace, stops) = simulate(&dir, 10, 600);
+    let s = serve_with(&dir, "", "", &["--metrics", "127.0.0.1:0"]);
+    let m = s.metrics.clone().expect("metrics address printed");
+    let (status, body) = http_get(&m, "/health");
+    assert!(status.contains("200"), "{status}");
+    let health: serde_json::Value = serde_json::from_str(body.trim()).unwrap();
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["graph_loaded"], true);
+    assert_eq!(health["shards_alive"], health["shards"]);
+
+    let (status, before) = http_get(&m, "/metrics");
+    assert!(status.contains("200"));
+    assert!(
+        before.contains("# TYPE lastmile_pings_accepted_total counter"),
+        "{before}"
+    );
+    assert_eq!(metric(&before, "lastmile_up"), 1.0);
+    assert_eq!(metric(&before, "lastmile_pings_accepted_total"), 0.0);
+    let o = lastmile(&s.cli(&[
+        "replay",
+        trace.to_str().unwrap(),
+        "--stops",
+        stops.to_str().unwrap(),
+        "--json",
+    ]));
+    assert!(o.status.success());
+    let (_, after) = http_get(&m, "/metrics");
+    let pings = std::fs::read_to_string(&trace).unwrap().lines().count() as f64 - 1.0;
+    assert_eq!(metric(&after, "lastmile_pings_accepted_total"), pings);
+    assert!(
+        metric(&after, "lastmile_requests_total") >= 10.0,
+        "routes assigned"
+    );
+    assert!(metric(&after, "lastmile_request_seconds_count") >= 10.0);
+    assert!(metric(&after, "lastmile_engine_events_total") > 0.0);
+    assert!(metric(&after, "lastmile_connections_accepted_total") >= 2.0);
+    assert!(after.contains("# TYPE lastmile_process_rss_bytes gauge"));
+    assert!(after.contains("lastmile_engine_queue_depth_pings "));
+
+    assert!(http_get(&m, "/nope").0.contains("404"));
+    // Anything but a GET, and oversized requests, are refused without harm.
+    {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(&m).unwrap();
+        c.write_all(b"POST /metrics HTTP/1.1\r\n\r\n").unwrap();
+        let mut t = String::new();
+        c.read_to_string(&mut t).unwrap();
+        assert!(t.starts_with("HTTP/1.1 405"), "{t}");
+        let mut c = std::net::TcpStream::connect(&m).unwrap();
+        let _ = c.write_all(&vec![b'a'; 64 * 1024]);
+        let mut t = String::new();
+        let _ = c.read_to_string(&mut t);
+        assert!(t.is_empty(), "an endless request line gets no answer");
+    }
+    assert!(http_get(&m, "/health").0.contains("200"), "still serving");
 }

@@ -22,6 +22,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Where dev certificates and tokens are written (and, later, the store).
     pub data_dir: PathBuf,
+    /// TCP address of the Prometheus `/metrics` and `/health` endpoint
+    /// (none by default).
+    pub metrics_listen: Option<SocketAddr>,
     pub tls: TlsConfig,
     pub limits: Limits,
     pub engine: EngineConfig,
@@ -165,6 +168,7 @@ impl Default for Config {
         Self {
             listen: "127.0.0.1:4433".parse().expect("literal address"),
             data_dir: PathBuf::from("lastmile-data"),
+            metrics_listen: None,
             tls: TlsConfig::default(),
             limits: Limits::default(),
             engine: EngineConfig::default(),

@@ -20,6 +20,8 @@ pub struct Server {
     pub token: String,
     /// Its data directory (dev certificate and token).
     pub data: PathBuf,
+    /// HOST:PORT of its metrics endpoint, if started with `--metrics`.
+    pub metrics: Option<String>,
 }
 
 impl Drop for Server {
@@ -103,6 +105,11 @@ fleet = "acme"
 /// Starts a dev-mode server on the town with the fleets above, plus
 /// `engine_extra` lines in `[engine]` and `extra` sections after.
 pub fn serve(dir: &Path, engine_extra: &str, extra: &str) -> Server {
+    serve_with(dir, engine_extra, extra, &[])
+}
+
+/// [`serve`] with more `lastmile serve` arguments.
+pub fn serve_with(dir: &Path, engine_extra: &str, extra: &str, args: &[&str]) -> Server {
     let fleets = FLEETS.replace("tick_ms = 200\n", &format!("tick_ms = 200\n{engine_extra}"));
     let config = dir.join("lastmile.toml");
     std::fs::write(&config, format!("{fleets}\n{extra}")).unwrap();
@@ -122,6 +129,7 @@ pub fn serve(dir: &Path, engine_extra: &str, extra: &str) -> Server {
             "--config",
             config.to_str().unwrap(),
         ])
+        .args(args)
         .env("LASTMILE_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -139,6 +147,10 @@ pub fn serve(dir: &Path, engine_extra: &str, extra: &str) -> Server {
         .expect("server ready line");
     assert!(line.starts_with("listening on "), "{line}");
     let addr = line.split_whitespace().nth(2).unwrap().to_string();
+    let metrics = line
+        .split("metrics on http://")
+        .nth(1)
+        .map(|m| m.trim_end_matches("/metrics").to_string());
     let fingerprint = line
         .split("sha256 ")
         .nth(1)
@@ -157,5 +169,6 @@ pub fn serve(dir: &Path, engine_extra: &str, extra: &str) -> Server {
         fingerprint,
         token,
         data,
+        metrics,
     }
 }

@@ -349,6 +349,21 @@ impl Engine {
         self.shards.len()
     }
 
+    /// Pings waiting in the shards' queues now.
+    pub fn queued_pings(&self) -> usize {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.shards.iter().map(|h| h.queued.load(Relaxed)).sum()
+    }
+
+    /// Shard threads still running (fewer than [`Engine::shard_count`] only
+    /// if one died: a bug, reported by the health check).
+    pub fn shards_alive(&self) -> usize {
+        self.shards
+            .iter()
+            .filter(|h| h.thread.as_ref().is_some_and(|t| !t.is_finished()))
+            .count()
+    }
+
     pub fn events(&self) -> &Arc<EventBus> {
         &self.events
     }

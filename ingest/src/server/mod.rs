@@ -7,6 +7,7 @@
 
 pub mod clock;
 mod connection;
+pub mod metrics;
 mod pings;
 mod requests;
 pub mod sink;
@@ -20,6 +21,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::Context;
+use lastmile_engine::fleet::Histogram;
 use tokio::sync::watch;
 
 use crate::auth::Auth;
@@ -41,9 +43,26 @@ pub struct Shared {
     events: watch::Receiver<u64>,
     connections: AtomicUsize,
     subscribers: AtomicUsize,
+    /// Time to answer a request (queries and commands), for the metrics.
+    request_latency: std::sync::Mutex<Histogram>,
 }
 
 impl Shared {
+    pub fn record_request(&self, d: Duration) {
+        self.request_latency
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record(d);
+    }
+
+    /// A copy of the request latency histogram.
+    pub fn request_latency(&self) -> Histogram {
+        self.request_latency
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Counters of the front end followed by the engine's, for STATS.
     pub fn stats_snapshot(&self) -> Vec<(String, u64)> {
         let mut out: Vec<(String, u64)> = self
@@ -74,6 +93,7 @@ impl Shared {
                 let s = e.stats();
                 out.push(("engine_submitted".into(), s.submitted));
                 out.push(("engine_shed".into(), s.shed));
+                out.push(("engine_queue_depth_pings".into(), e.queued_pings() as u64));
                 out.push(("engine_queue_full".into(), s.queue_full));
                 out.push(("engine_pings_processed".into(), s.shards.pings));
                 out.push(("engine_ticks".into(), s.ticks));
@@ -227,6 +247,8 @@ impl Drop for Background {
 
 pub struct Server {
     endpoint: quinn::Endpoint,
+    /// The metrics and health port, when configured.
+    metrics: Option<std::net::TcpListener>,
     shared: Arc<Shared>,
     fingerprint: String,
     _background: Background,
@@ -257,6 +279,7 @@ impl Server {
             events: events_rx,
             connections: AtomicUsize::new(0),
             subscribers: AtomicUsize::new(0),
+            request_latency: std::sync::Mutex::new(Histogram::default()),
         });
         if let Some(engine) = shared.sink.engine().cloned() {
             let (s, st) = (shared.clone(), stop.clone());
@@ -291,8 +314,18 @@ impl Server {
                     })?,
             );
         }
+        let metrics = match shared.config.metrics_listen {
+            Some(addr) => {
+                let l = std::net::TcpListener::bind(addr)
+                    .with_context(|| format!("metrics listener on {addr}"))?;
+                l.set_nonblocking(true)?;
+                Some(l)
+            }
+            None => None,
+        };
         Ok(Self {
             endpoint,
+            metrics,
             shared,
             fingerprint,
             _background: Background { stop, threads },
@@ -301,6 +334,11 @@ impl Server {
 
     pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
         Ok(self.endpoint.local_addr()?)
+    }
+
+    /// Where `/metrics` and `/health` are served, if configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn fingerprint(&self) -> &str {
@@ -313,8 +351,18 @@ impl Server {
 
     /// Serves until `shutdown` resolves, then closes every connection with
     /// `shutting_down` and waits (briefly) for the peers to be told.
-    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    pub async fn run(
+        mut self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
         tokio::pin!(shutdown);
+        let metrics = match self.metrics.take() {
+            Some(l) => Some(tokio::spawn(metrics::serve(
+                tokio::net::TcpListener::from_std(l)?,
+                self.shared.clone(),
+            ))),
+            None => None,
+        };
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
@@ -333,6 +381,9 @@ impl Server {
                     });
                 }
             }
+        }
+        if let Some(m) = metrics {
+            m.abort();
         }
         self.endpoint
             .close((ErrorCode::ShuttingDown as u32).into(), b"shutting down");

@@ -75,6 +75,7 @@ pub async fn stream(
             subscribe::run(&shared, &who, send, recv, from, kinds, vehicles, stops).await;
             return;
         }
+        let asked = std::time::Instant::now();
         let resp = match answer(&shared, &who, req).await {
             Ok(r) => r,
             Err((code, message)) => {
@@ -85,6 +86,7 @@ pub async fn stream(
                 Response::error(code, message)
             }
         };
+        shared.record_request(asked.elapsed());
         out.clear();
         resp.encode(&mut out);
         if send.write_all(&out).await.is_err() {
