@@ -73,7 +73,7 @@ impl Default for TrafficConfig {
 }
 
 /// One vehicle's traversal of one edge, being put together from path pieces.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Copy, Debug, Default)]
 struct Open {
     edge: u32,
     metres: f64,
@@ -82,13 +82,13 @@ struct Open {
 }
 
 /// Joins a vehicle's finalised path pieces into whole-edge traversals.
-#[derive(Clone, Debug, Default)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, Default)]
 pub struct TraversalAccumulator {
     open: Option<Open>,
 }
 
 /// A finished traversal of one edge: distance covered, time moving, end time.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Copy, Debug, PartialEq)]
 pub struct EdgeObservation {
     pub edge: u32,
     pub metres: f64,
@@ -144,8 +144,10 @@ impl TraversalAccumulator {
 }
 
 /// A faded mean of time ratios (observed / free flow).
-#[derive(Clone, Copy, Debug, Default)]
-struct Faded {
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+pub struct Faded {
     /// Observation weight as of `last`.
     weight: f32,
     ratio: f32,
@@ -181,6 +183,23 @@ impl Faded {
         let w = self.weight_at(now, memory_s);
         (w * f64::from(self.ratio) + prior_weight * prior) / (w + prior_weight)
     }
+}
+
+/// A tracked cell's estimate and those of its edges that hold anything:
+/// `(edge, estimate, published travel time ms or 0)`.
+#[derive(Clone, Debug, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct LearntCell {
+    pub cell: u32,
+    pub faded: Faded,
+    pub edges: Vec<(u32, Faded, u32)>,
+}
+
+/// What a [`TrafficModel`] has learnt, as saved in a checkpoint.
+#[derive(Clone, Debug, Default, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct LearntTraffic {
+    pub cells: Vec<LearntCell>,
+    pub observations: u64,
+    pub rejected: u64,
 }
 
 /// Learnt travel times of every edge of a graph.
@@ -332,6 +351,63 @@ impl TrafficModel {
             }
         }
         self.active.truncate(keep);
+    }
+
+    /// What the model has learnt, for a checkpoint: the tracked cells with
+    /// their estimates and their edges' (untracked cells hold nothing).
+    pub fn learnt(&self) -> LearntTraffic {
+        let cells = self
+            .active
+            .iter()
+            .map(|&c| {
+                let range =
+                    self.cell_first[c as usize] as usize..self.cell_first[c as usize + 1] as usize;
+                let edges = self.cell_edges[range]
+                    .iter()
+                    .map(|&e| (e, self.edges[e as usize], self.published_ms[e as usize]))
+                    .filter(|(_, f, p)| f.weight > 0.0 || *p != 0)
+                    .collect();
+                LearntCell {
+                    cell: c,
+                    faded: self.cells[c as usize],
+                    edges,
+                }
+            })
+            .collect();
+        LearntTraffic {
+            cells,
+            observations: self.observations,
+            rejected: self.rejected,
+        }
+    }
+
+    /// Takes back what [`TrafficModel::learnt`] saved from a model of the
+    /// same graph and cell size; false (and nothing changed) if it does not
+    /// fit this model.
+    pub fn restore(&mut self, learnt: &LearntTraffic) -> bool {
+        let fits = learnt.cells.iter().all(|c| {
+            (c.cell as usize) < self.cells.len()
+                && c.edges
+                    .iter()
+                    .all(|(e, _, _)| self.cell_of.get(*e as usize) == Some(&c.cell))
+        });
+        if !fits {
+            return false;
+        }
+        for c in &learnt.cells {
+            self.cells[c.cell as usize] = c.faded;
+            for &(e, f, p) in &c.edges {
+                self.edges[e as usize] = f;
+                self.published_ms[e as usize] = p;
+            }
+            if !self.in_active[c.cell as usize] {
+                self.in_active[c.cell as usize] = true;
+                self.active.push(c.cell);
+            }
+        }
+        self.observations = learnt.observations;
+        self.rejected = learnt.rejected;
+        true
     }
 
     /// Grid cells currently tracked (observed recently or with published edges).

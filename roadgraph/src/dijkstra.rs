@@ -59,7 +59,7 @@ impl Metric {
 pub const CLOSED: u64 = u32::MAX as u64;
 
 /// A position on a directed edge, `offset_m` metres from its tail.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct EdgePos {
     pub edge: u32,
     pub offset_m: f64,

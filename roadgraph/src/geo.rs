@@ -15,7 +15,9 @@ pub const METRES_PER_DEGREE: f64 = EARTH_RADIUS_M * std::f64::consts::PI / 180.0
 pub const FIXED_PER_DEGREE: f64 = 1e7;
 
 /// A WGS84 position in degrees.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
 pub struct LatLon {
     pub lat: f64,
     pub lon: f64,

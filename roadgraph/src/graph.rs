@@ -110,6 +110,7 @@ pub struct Graph {
     /// Byte offset of the archive inside `storage`.
     start: usize,
     index: OnceLock<EdgeIndex>,
+    fingerprint: OnceLock<u64>,
 }
 
 impl std::fmt::Debug for Graph {
@@ -128,6 +129,7 @@ impl Graph {
             storage: Storage::Mapped(mmap),
             start,
             index: OnceLock::new(),
+            fingerprint: OnceLock::new(),
         }
     }
 
@@ -139,6 +141,7 @@ impl Graph {
             storage: Storage::Owned(bytes),
             start: 0,
             index: OnceLock::new(),
+            fingerprint: OnceLock::new(),
         }
     }
 
@@ -148,6 +151,15 @@ impl Graph {
             Storage::Mapped(m) => &m[self.start..],
             Storage::Owned(v) => &v[self.start..],
         }
+    }
+
+    /// A 64-bit fingerprint of the graph's contents (xxh3 of its archive):
+    /// state saved against one graph (a checkpoint) is only restored onto
+    /// the same graph. Computed once, on first use.
+    pub fn fingerprint(&self) -> u64 {
+        *self
+            .fingerprint
+            .get_or_init(|| xxhash_rust::xxh3::xxh3_64(self.archive_bytes()))
     }
 
     /// The archived data. Every constructor validated the bytes once, so this

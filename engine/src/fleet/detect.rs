@@ -116,7 +116,9 @@ impl DetectConfig {
 }
 
 /// Moving or stopped, with hysteresis, and since when.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(
+    rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Copy, Debug, Default, PartialEq,
+)]
 pub struct Motion {
     pub moving: bool,
     /// When the current state began (event time).
@@ -152,7 +154,9 @@ impl Motion {
 
 /// `speeding`: above limit + margin for long enough; over once back under
 /// the limit itself. Fires once per episode, with the top speed seen so far.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(
+    rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Copy, Debug, Default, PartialEq,
+)]
 pub struct Speeding {
     over_since: Option<f64>,
     fired: bool,
@@ -189,7 +193,9 @@ impl Speeding {
 }
 
 /// `harsh_braking`: the speed drop over the last few seconds of readings.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(
+    rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Copy, Debug, Default, PartialEq,
+)]
 pub struct Braking {
     /// The latest readings `(time, speed)`, oldest first.
     recent: [(f64, f64); 4],
@@ -221,7 +227,9 @@ impl Braking {
 }
 
 /// `off_route` / `back_on_route` against the planned path.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(
+    rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Copy, Debug, Default, PartialEq,
+)]
 pub struct OffRoute {
     off_since: Option<f64>,
     off_m: f64,

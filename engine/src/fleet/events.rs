@@ -18,7 +18,19 @@ use super::{StopId, VehicleId};
 
 /// What happened. The two figures of an [`Event`] (`value`, `reference`)
 /// mean, per kind:
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
 #[repr(u8)]
 pub enum EventKind {
     /// The stop's ETA moved by more than the threshold: new ETA, ETA last announced.
@@ -72,6 +84,11 @@ impl EventKind {
         Self::GpsOutlier,
     ];
 
+    /// The kind numbered `code` (its wire and storage number).
+    pub fn from_code(code: u8) -> Option<Self> {
+        Self::ALL.get(usize::from(code).checked_sub(1)?).copied()
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::EtaChanged => "eta_changed",
@@ -101,7 +118,7 @@ impl EventKind {
 /// One detected event. `seq` numbers a vehicle's events (0, 1, 2, …): events
 /// are ordered per vehicle, and identical input gives identical events
 /// whatever the shard count.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Event {
     pub vehicle: VehicleId,
     pub seq: u64,
@@ -138,11 +155,21 @@ struct Ring {
     /// Id of `events[0]`.
     first_id: u64,
     capacity: usize,
+    /// Subscribers read ids below this only: when a durable log backs the
+    /// bus, an event is delivered once it is persisted, so no id a
+    /// subscriber saw is ever lost or reused after a crash. `u64::MAX`
+    /// when nothing holds events back.
+    durable: u64,
 }
 
 impl Ring {
     fn next_id(&self) -> u64 {
         self.first_id + self.events.len() as u64
+    }
+
+    /// The end of what subscribers may read.
+    fn readable(&self) -> u64 {
+        self.next_id().min(self.durable)
     }
 }
 
@@ -170,6 +197,7 @@ impl EventBus {
                 events: VecDeque::with_capacity(capacity),
                 first_id: 0,
                 capacity,
+                durable: u64::MAX,
             }),
             published: Condvar::new(),
         }
@@ -197,10 +225,63 @@ impl EventBus {
         self.published.notify_all();
     }
 
-    /// The id the next published event will get (a new subscriber's cursor
-    /// when it wants only what comes next).
+    /// The id the next published event will get.
     pub fn next_id(&self) -> u64 {
         self.lock().next_id()
+    }
+
+    /// The id after the last event subscribers may read now (a new
+    /// subscriber's cursor when it wants only what comes next).
+    pub fn readable_id(&self) -> u64 {
+        self.lock().readable()
+    }
+
+    /// Numbers events from `next_id` on (ids continue across a restart);
+    /// only before anything is published.
+    pub fn resume_at(&self, next_id: u64) {
+        let mut ring = self.lock();
+        if ring.events.is_empty() {
+            ring.first_id = next_id;
+        }
+    }
+
+    /// From now on subscribers see an event only once [`EventBus::mark_durable`]
+    /// has covered it.
+    pub fn hold_until_durable(&self) {
+        let mut ring = self.lock();
+        ring.durable = ring.durable.min(ring.next_id());
+    }
+
+    /// Events below `upto` are persisted: subscribers may read them.
+    pub fn mark_durable(&self, upto: u64) {
+        let mut ring = self.lock();
+        if ring.durable != u64::MAX && upto > ring.durable {
+            ring.durable = upto;
+            drop(ring);
+            self.published.notify_all();
+        }
+    }
+
+    /// Reads up to `max` events from `*cursor` on whether or not they are
+    /// durable yet (the persister's view), and moves the cursor.
+    pub fn read_pending(
+        &self,
+        cursor: &mut u64,
+        max: usize,
+        out: &mut Vec<(u64, Event)>,
+    ) -> ReadReport {
+        let ring = self.lock();
+        let mut report = ReadReport::default();
+        if *cursor < ring.first_id {
+            report.lost = ring.first_id - *cursor;
+            *cursor = ring.first_id;
+        }
+        while *cursor < ring.next_id() && report.read < max {
+            out.push((*cursor, ring.events[(*cursor - ring.first_id) as usize]));
+            report.read += 1;
+            *cursor += 1;
+        }
+        report
     }
 
     /// The id of the oldest event still held.
@@ -223,7 +304,7 @@ impl EventBus {
             report.lost = ring.first_id - *cursor;
             *cursor = ring.first_id;
         }
-        while *cursor < ring.next_id() && report.read < max {
+        while *cursor < ring.readable() && report.read < max {
             let e = ring.events[(*cursor - ring.first_id) as usize];
             if filter.matches(&e) {
                 out.push((*cursor, e));
@@ -234,9 +315,20 @@ impl EventBus {
         report
     }
 
-    /// Waits until an event with id `>= cursor` exists or the timeout passes;
-    /// true when there is something to read.
+    /// Waits until a readable event with id `>= cursor` exists or the
+    /// timeout passes; true when there is something to read.
     pub fn wait(&self, cursor: u64, timeout: Duration) -> bool {
+        let ring = self.lock();
+        let (ring, _) = self
+            .published
+            .wait_timeout_while(ring, timeout, |r| r.readable() <= cursor)
+            .unwrap_or_else(|p| p.into_inner());
+        ring.readable() > cursor
+    }
+
+    /// Waits until an event with id `>= cursor` is published, durable or
+    /// not (the persister's wait).
+    pub fn wait_published(&self, cursor: u64, timeout: Duration) -> bool {
         let ring = self.lock();
         let (ring, _) = self
             .published
@@ -329,6 +421,48 @@ mod tests {
             1
         );
         assert_eq!(out[1].0, 1);
+    }
+
+    #[test]
+    fn held_events_reach_subscribers_once_durable() {
+        let bus = EventBus::new(16);
+        bus.resume_at(100);
+        bus.hold_until_durable();
+        bus.publish(&mut (0..5).map(|i| ev(1, i, EventKind::Late)).collect());
+        let (mut cursor, mut out) = (bus.readable_id(), Vec::new());
+        assert_eq!(cursor, 100);
+        assert_eq!(
+            bus.read(&mut cursor, &EventFilter::default(), 10, &mut out)
+                .read,
+            0
+        );
+        assert!(!bus.wait(cursor, Duration::from_millis(1)));
+        // The persister sees them all at once.
+        let (mut pc, mut pending) = (100, Vec::new());
+        assert_eq!(bus.read_pending(&mut pc, 10, &mut pending).read, 5);
+        assert_eq!(pending[0].0, 100);
+        bus.mark_durable(103);
+        assert!(bus.wait(cursor, Duration::from_millis(1)));
+        bus.read(&mut cursor, &EventFilter::default(), 10, &mut out);
+        assert_eq!(
+            out.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+            [100, 101, 102]
+        );
+        bus.mark_durable(105);
+        assert_eq!(
+            bus.read(&mut cursor, &EventFilter::default(), 10, &mut out)
+                .read,
+            2
+        );
+    }
+
+    #[test]
+    fn kinds_round_trip_their_codes() {
+        for k in EventKind::ALL {
+            assert_eq!(EventKind::from_code(k as u8), Some(k));
+        }
+        assert_eq!(EventKind::from_code(0), None);
+        assert_eq!(EventKind::from_code(16), None);
     }
 
     #[test]

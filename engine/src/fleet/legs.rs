@@ -13,7 +13,7 @@ use lastmile_roadgraph::{CchMetric, EdgePos, Graph, LatLon, Route};
 
 /// Where a stop can be reached: the nearest road position and, on a two-way
 /// street, the same point on the other direction.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Copy, Debug, PartialEq)]
 pub struct StopPlace {
     at: [EdgePos; 2],
     n: u8,
@@ -78,7 +78,7 @@ fn path_ms(graph: &Graph, metric: &CchMetric, edges: &[u32], start_m: f64, end_m
 }
 
 /// The path from the vehicle to its next stop.
-#[derive(Clone, Debug, Default)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, Default)]
 pub struct Leg {
     edges: Vec<u32>,
     /// Time (ms) and distance (m) from the leg start to the end of the
@@ -92,7 +92,7 @@ pub struct Leg {
 }
 
 /// Where the vehicle is on its leg, and what is left.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Copy, Debug, PartialEq)]
 pub struct Progress {
     pub remaining_s: f64,
     pub remaining_m: f64,
@@ -176,7 +176,7 @@ impl Leg {
 }
 
 /// The path between two consecutive stops.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct StopLeg {
     pub edges: Vec<u32>,
     start_m: f64,

@@ -12,9 +12,11 @@
 //! vehicles share nothing but the metric, and the metric changes only at
 //! ticks, which every shard sees at the same point of its queue.
 
+pub mod checkpoint;
 pub mod detect;
 pub mod eta;
 pub mod events;
+pub mod journal;
 pub mod latency;
 mod legs;
 mod shard;
@@ -23,8 +25,8 @@ pub mod stops;
 mod vehicle;
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -32,9 +34,11 @@ use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 use dashmap::DashMap;
 use lastmile_roadgraph::{Cch, CchMetric, Graph, LatLon, Metric};
 
+pub use checkpoint::{Checkpoint, CheckpointError};
 pub use detect::DetectConfig;
 pub use eta::EtaConfig;
 pub use events::{Event, EventBus, EventFilter, EventKind, ReadReport};
+pub use journal::Journal;
 pub use latency::Histogram;
 pub use shard::ShardCounters;
 pub use snapshot::{StopEta, VehicleSnapshot};
@@ -132,10 +136,12 @@ pub enum CommandError {
     NotFinite,
     #[error("the engine is overloaded: the shard queue stayed full")]
     Overloaded,
+    #[error("the command could not be made durable: {0}")]
+    Journal(String),
 }
 
 /// A stop as the registry knows it.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq)]
 pub struct StopRecord {
     pub vehicle: VehicleId,
     pub plan: StopPlan,
@@ -183,8 +189,10 @@ pub struct EngineStats {
 struct Coordinator {
     traffic: TrafficModel,
     current: Arc<CchMetric>,
-    /// The customization under way, installed at the next tick.
+    /// The customization under way, installed at the next tick, and the
+    /// changes it applies (a checkpoint saves them).
     job: Option<JoinHandle<Customized>>,
+    job_changes: Vec<(u32, u32)>,
     /// Event time of the last publication.
     published_at: f64,
     stats: EngineStats,
@@ -209,9 +217,24 @@ pub struct Engine {
     registry: RwLock<Registry>,
     coordinator: Mutex<Coordinator>,
     recycle: Receiver<Vec<(VehicleId, Ping)>>,
-    submitted: std::sync::atomic::AtomicU64,
-    shed: std::sync::atomic::AtomicU64,
-    queue_full: std::sync::atomic::AtomicU64,
+    submitted: AtomicU64,
+    shed: AtomicU64,
+    queue_full: AtomicU64,
+    /// Where accepted commands are made durable, if anywhere.
+    journal: OnceLock<Arc<dyn Journal>>,
+    /// Sequence number of the last journalled command.
+    journal_seq: AtomicU64,
+}
+
+/// What [`Engine::restore`] put back.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Restored {
+    pub vehicles: usize,
+    pub stops: usize,
+    /// Vehicles whose record did not decode (the rest are restored).
+    pub failed: Vec<String>,
+    /// Edges of learnt traffic the new metric carries.
+    pub traffic_edges: usize,
 }
 
 /// A new metric and how much changed in it.
@@ -320,6 +343,7 @@ impl Engine {
                 traffic,
                 current: metric,
                 job: None,
+                job_changes: Vec::new(),
                 published_at: f64::NEG_INFINITY,
                 stats: EngineStats::default(),
             }),
@@ -334,7 +358,15 @@ impl Engine {
             submitted: 0.into(),
             shed: 0.into(),
             queue_full: 0.into(),
+            journal: OnceLock::new(),
+            journal_seq: 0.into(),
         }
+    }
+
+    /// Makes every accepted command durable in `journal` before it is
+    /// applied (once; false if a journal was already set).
+    pub fn set_journal(&self, journal: Arc<dyn Journal>) -> bool {
+        self.journal.set(journal).is_ok()
     }
 
     pub fn graph(&self) -> &Graph {
@@ -481,9 +513,10 @@ impl Engine {
         result
     }
 
-    /// Checks a dispatcher's command against the registry, records it, and
-    /// queues it for the vehicle's shard. Completing or failing a stop, and
-    /// every route change, is visible to [`Engine::stop`] on return.
+    /// Checks a dispatcher's command against the registry, makes it durable
+    /// (when a journal is set), records it, and queues it for the vehicle's
+    /// shard. Completing or failing a stop, and every route change, is
+    /// visible to [`Engine::stop`] on return.
     pub fn command(
         &self,
         cmd: Command,
@@ -495,16 +528,11 @@ impl Engine {
         }
         let mut reg = self.registry.write().unwrap_or_else(|p| p.into_inner());
         self.validate(&reg, &cmd)?;
-        let shard = shard_of(cmd.vehicle(), self.shards.len());
-        let applied = cmd.clone();
-        self.send(shard, Msg::Command { cmd, time }, admission)
-            .map_err(|_| CommandError::Overloaded)?;
-        apply(&mut reg, &applied, time);
-        Ok(())
+        self.execute(&mut reg, vec![cmd], time, admission)
     }
 
     /// Moves an open stop to another vehicle (at `index` among its open
-    /// stops, or last).
+    /// stops, or last): its removal and addition are one journal entry.
     pub fn reassign(
         &self,
         stop: StopId,
@@ -512,35 +540,262 @@ impl Engine {
         index: Option<usize>,
         time: f64,
     ) -> Result<(), CommandError> {
-        let (from, plan) = {
-            let reg = self.registry.read().unwrap_or_else(|p| p.into_inner());
-            let r = reg
-                .stops
-                .get(&stop)
-                .ok_or(CommandError::UnknownStop(stop))?;
-            if r.outcome.is_some() {
-                return Err(CommandError::StopClosed(stop));
-            }
-            (r.vehicle, r.plan.clone())
+        if !time.is_finite() {
+            return Err(CommandError::NotFinite);
+        }
+        let mut reg = self.registry.write().unwrap_or_else(|p| p.into_inner());
+        let r = reg
+            .stops
+            .get(&stop)
+            .ok_or(CommandError::UnknownStop(stop))?;
+        if r.outcome.is_some() {
+            return Err(CommandError::StopClosed(stop));
+        }
+        let remove = Command::RemoveStop {
+            vehicle: r.vehicle,
+            stop,
         };
+        // The plan was checked when it was added; the stop is free for the
+        // other vehicle once removed.
+        let add = Command::AddStop {
+            vehicle: to,
+            stop: r.plan.clone(),
+            index,
+        };
+        self.validate(&reg, &remove)?;
         let wait = Admission::Wait(Duration::from_secs(5));
-        self.command(
-            Command::RemoveStop {
-                vehicle: from,
-                stop,
+        self.execute(&mut reg, vec![remove, add], time, wait)
+    }
+
+    /// Applies validated commands: room in their shards' queues first (so
+    /// a journalled command is never refused afterwards), then the journal,
+    /// then the registry and the shards. The registry lock is held
+    /// throughout, so the journal's order is the shards' order.
+    fn execute(
+        &self,
+        reg: &mut Registry,
+        cmds: Vec<Command>,
+        time: f64,
+        admission: Admission,
+    ) -> Result<(), CommandError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let n = self.shards.len();
+        for c in &cmds {
+            self.wait_for_room(shard_of(c.vehicle(), n), admission)?;
+        }
+        if let Some(j) = self.journal.get() {
+            let seq = j.record(&cmds, time).map_err(CommandError::Journal)?;
+            self.journal_seq.store(seq, Relaxed);
+        }
+        for cmd in cmds {
+            apply(reg, &cmd, time);
+            self.send_control(shard_of(cmd.vehicle(), n), Msg::Command { cmd, time });
+        }
+        Ok(())
+    }
+
+    /// Waits (per the admission) until a shard's queue has room for a message.
+    fn wait_for_room(&self, shard: usize, admission: Admission) -> Result<(), CommandError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let inbox = &self.shards[shard].inbox;
+        let deadline = match admission {
+            Admission::Shed => None,
+            Admission::Wait(t) => Some(Instant::now() + t),
+        };
+        let mut counted = false;
+        while inbox.is_full() {
+            if !counted {
+                self.queue_full.fetch_add(1, Relaxed);
+                counted = true;
+            }
+            match deadline {
+                Some(d) if Instant::now() < d => std::thread::sleep(Duration::from_micros(200)),
+                _ => return Err(CommandError::Overloaded),
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-applies commands read back from the journal after a restore (those
+    /// after the checkpoint's [`Checkpoint::journal_seq`], in order). Their
+    /// events were published before the restart and are not repeated. A
+    /// command the registry no longer accepts is skipped; the number of those
+    /// is returned.
+    pub fn replay(&self, cmds: &[Command], time: f64) -> usize {
+        let mut reg = self.registry.write().unwrap_or_else(|p| p.into_inner());
+        let n = self.shards.len();
+        let mut skipped = 0;
+        for cmd in cmds {
+            let valid = match cmd {
+                // The second half of a reassignment names a stop that the
+                // first half has just freed; its plan was checked when added.
+                Command::AddStop { stop, .. } => !reg.stops.contains_key(&stop.id),
+                c => self.validate(&reg, c).is_ok(),
+            };
+            if !valid {
+                skipped += 1;
+                continue;
+            }
+            apply(&mut reg, cmd, time);
+            let msg = Msg::Replay {
+                cmd: cmd.clone(),
+                time,
+            };
+            self.send_control(shard_of(cmd.vehicle(), n), msg);
+        }
+        skipped
+    }
+
+    /// Notes the journal position a restored engine continues from.
+    pub fn set_journal_seq(&self, seq: u64) {
+        self.journal_seq
+            .store(seq, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Takes a consistent checkpoint: every shard saves its vehicles at the
+    /// same point of the command order (commands are held meanwhile, pings
+    /// are not), with the registry and the learnt traffic as of then. The
+    /// shards pause their pings while they serialise.
+    pub fn checkpoint(&self) -> Checkpoint {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (replies, journal_seq, stops, routes) = {
+            let reg = self.registry.write().unwrap_or_else(|p| p.into_inner());
+            let replies: Vec<Receiver<shard::Saved>> = (0..self.shards.len())
+                .map(|i| {
+                    let (tx, rx) = bounded(1);
+                    self.send_control(i, Msg::Checkpoint(tx));
+                    rx
+                })
+                .collect();
+            let stops: Vec<(StopId, StopRecord)> =
+                reg.stops.iter().map(|(k, v)| (*k, v.clone())).collect();
+            let routes: Vec<(VehicleId, Vec<StopId>)> =
+                reg.routes.iter().map(|(k, v)| (*k, v.clone())).collect();
+            (replies, self.journal_seq.load(Relaxed), stops, routes)
+        };
+        let (traffic, metric_version, published_at, installed, pending) = {
+            let co = self.coordinator.lock().unwrap_or_else(|p| p.into_inner());
+            let installed: Vec<(u32, u32)> = (0..self.graph.num_edges() as u32)
+                .filter_map(|e| {
+                    let w = co.current.edge_weight(e);
+                    (w != self.graph.travel_time_ms(e)).then_some((e, w))
+                })
+                .collect();
+            let pending = if co.job.is_some() {
+                co.job_changes.clone()
+            } else {
+                Vec::new()
+            };
+            (
+                co.traffic.learnt(),
+                co.stats.metric_updates,
+                co.published_at,
+                installed,
+                pending,
+            )
+        };
+        let mut blobs = Vec::with_capacity(replies.len());
+        let (mut vehicles, mut observations) = (0, Vec::new());
+        for r in replies {
+            if let Ok(mut saved) = r.recv() {
+                vehicles += saved.vehicles;
+                blobs.push(saved.blob);
+                observations.append(&mut saved.observations);
+            }
+        }
+        Checkpoint {
+            meta: checkpoint::Meta {
+                graph_fingerprint: self.graph.fingerprint(),
+                journal_seq,
+                metric_version,
+                published_at,
+                installed,
+                pending,
+                observations,
+                stops,
+                routes,
+                traffic,
             },
-            time,
-            wait,
-        )?;
-        self.command(
-            Command::AddStop {
-                vehicle: to,
-                stop: plan,
-                index,
-            },
-            time,
-            wait,
-        )
+            blobs,
+            vehicles,
+        }
+    }
+
+    /// Puts a checkpoint's state into this freshly started engine: the
+    /// registry, the learnt traffic (and the metric it implies), and every
+    /// vehicle, published at once so queries answer before the next ping.
+    /// Refused whole if the checkpoint was taken on another graph.
+    pub fn restore(&self, ckpt: Checkpoint) -> Result<Restored, CheckpointError> {
+        if ckpt.meta.graph_fingerprint != self.graph.fingerprint() {
+            return Err(CheckpointError::GraphMismatch);
+        }
+        let meta = ckpt.meta;
+        let mut report = Restored {
+            stops: meta.stops.len(),
+            ..Restored::default()
+        };
+        {
+            let mut co = self.coordinator.lock().unwrap_or_else(|p| p.into_inner());
+            if !co.traffic.restore(&meta.traffic) {
+                return Err(CheckpointError::Traffic);
+            }
+            co.published_at = meta.published_at;
+            report.traffic_edges = meta.installed.len();
+            if !meta.installed.is_empty() {
+                let done = customize(&self.graph, &co.current, meta.installed);
+                co.current = done.metric.clone();
+                for i in 0..self.shards.len() {
+                    self.send_control(i, Msg::Metric(done.metric.clone()));
+                }
+            }
+            // A customization that was under way is under way again, and
+            // goes in at the next tick as it would have.
+            if !meta.pending.is_empty() {
+                self.start_customization(&mut co, meta.pending);
+            }
+            co.stats.metric_updates = meta.metric_version;
+        }
+        {
+            let mut reg = self.registry.write().unwrap_or_else(|p| p.into_inner());
+            reg.stops = meta.stops.into_iter().collect();
+            reg.routes = meta.routes.into_iter().collect();
+        }
+        self.set_journal_seq(meta.journal_seq);
+        // Records go to the shard each vehicle lives on now.
+        let n = self.shards.len();
+        let mut parts: Vec<Vec<u8>> = vec![Vec::new(); n];
+        for blob in &ckpt.blobs {
+            for r in checkpoint::Records(blob) {
+                let (id, record) = r?;
+                parts[shard_of(id, n)].extend_from_slice(record);
+            }
+        }
+        // The next tick sorts observations, so which shard holds them is moot.
+        let mut observations = Some(meta.observations);
+        let replies: Vec<Receiver<(usize, Vec<String>)>> = parts
+            .into_iter()
+            .enumerate()
+            .map(|(i, records)| {
+                let (tx, rx) = bounded(1);
+                self.send_control(
+                    i,
+                    Msg::Restore {
+                        records,
+                        observations: observations.take().unwrap_or_default(),
+                        metric_version: meta.metric_version,
+                        reply: tx,
+                    },
+                );
+                rx
+            })
+            .collect();
+        for r in replies {
+            if let Ok((n, mut errors)) = r.recv() {
+                report.vehicles += n;
+                report.failed.append(&mut errors);
+            }
+        }
+        Ok(report)
     }
 
     fn validate(&self, reg: &Registry, cmd: &Command) -> Result<(), CommandError> {
@@ -685,16 +940,22 @@ impl Engine {
         co.traffic.changes(&self.graph, now, &mut changes);
         co.stats.traffic_tracked = co.traffic.tracked();
         if !changes.is_empty() {
-            // Customized off the ingest path, installed at the next tick.
-            let (graph, base) = (self.graph.clone(), co.current.clone());
-            co.job = Some(
-                std::thread::Builder::new()
-                    .name("traffic-customize".into())
-                    .spawn(move || customize(&graph, &base, changes))
-                    .expect("spawn the customization thread"),
-            );
+            self.start_customization(&mut co, changes);
         }
         installed
+    }
+
+    /// Customizes `changes` into the current metric off the ingest path;
+    /// installed at the next tick.
+    fn start_customization(&self, co: &mut Coordinator, changes: Vec<(u32, u32)>) {
+        let (graph, base) = (self.graph.clone(), co.current.clone());
+        co.job_changes = changes.clone();
+        co.job = Some(
+            std::thread::Builder::new()
+                .name("traffic-customize".into())
+                .spawn(move || customize(&graph, &base, changes))
+                .expect("spawn the customization thread"),
+        );
     }
 
     /// Installs the metric a background customization finished (waiting

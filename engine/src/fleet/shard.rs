@@ -14,6 +14,7 @@ use crossbeam_channel::{Receiver, Sender};
 use dashmap::DashMap;
 use lastmile_roadgraph::{Cch, CchMetric, EdgeCandidate, Graph, Router};
 
+use super::checkpoint;
 use super::detect::DetectConfig;
 use super::eta::EtaConfig;
 use super::events::{Event, EventBus, EventKind};
@@ -47,7 +48,34 @@ pub(crate) enum Msg {
     Metric(Arc<CchMetric>),
     /// Answered once everything queued before it is done.
     Sync(Sender<()>),
+    /// A command from the journal, replayed after a restore: applied like
+    /// any other, but its events were published before the restart.
+    Replay {
+        cmd: Command,
+        time: f64,
+    },
+    /// Every vehicle as checkpoint records (see [`super::checkpoint`]), with
+    /// the number of vehicles and of those that failed to serialise.
+    Checkpoint(Sender<Saved>),
+    /// Vehicles from a checkpoint's records (all of this shard's), and the
+    /// version of the metric just installed; the reply is the number restored and
+    /// the errors of those that were not.
+    Restore {
+        records: Vec<u8>,
+        observations: Vec<EdgeObservation>,
+        metric_version: u64,
+        reply: Sender<(usize, Vec<String>)>,
+    },
     Stop,
+}
+
+/// A shard's part of a checkpoint.
+pub(crate) struct Saved {
+    pub blob: Vec<u8>,
+    /// Traffic observations not yet taken by a tick.
+    pub observations: Vec<EdgeObservation>,
+    pub vehicles: usize,
+    pub failed: usize,
 }
 
 /// Counters of one shard (summed by the engine).
@@ -227,6 +255,53 @@ pub(crate) fn run(
                     ctx.counters.commands_rejected += 1;
                 }
                 publish(v, &outlets);
+            }
+            Msg::Replay { cmd, time } => {
+                let id = cmd.vehicle();
+                let v = vehicles.entry(id).or_insert_with(|| Vehicle::new(id));
+                v.on_command(&mut ctx, &cmd, time);
+                ctx.events.clear();
+                publish(v, &outlets);
+            }
+            Msg::Checkpoint(reply) => {
+                let mut saved = Saved {
+                    blob: Vec::new(),
+                    observations: ctx.observations.clone(),
+                    vehicles: 0,
+                    failed: 0,
+                };
+                for v in vehicles.values() {
+                    match checkpoint::push_record(&mut saved.blob, v) {
+                        Ok(()) => saved.vehicles += 1,
+                        Err(_) => saved.failed += 1,
+                    }
+                }
+                let _ = reply.send(saved);
+            }
+            Msg::Restore {
+                records,
+                mut observations,
+                metric_version,
+                reply,
+            } => {
+                ctx.observations.append(&mut observations);
+                // The metric installed at restore is the one the checkpoint
+                // was taken with, weight for weight: it keeps its version, so
+                // restored paths are exactly as current as they were.
+                ctx.metric_version = metric_version;
+                let (mut restored, mut errors) = (0, Vec::new());
+                for r in checkpoint::Records(&records) {
+                    match r.and_then(|(_, rec)| checkpoint::vehicle_from(rec)) {
+                        Ok(v) => {
+                            publish(&v, &outlets);
+                            vehicles.insert(v.id, v);
+                            restored += 1;
+                        }
+                        Err(e) => errors.push(e.to_string()),
+                    }
+                }
+                ctx.counters.vehicle_bytes = vehicle_bytes(&vehicles);
+                let _ = reply.send((restored, errors));
             }
             Msg::Tick { now, reply } => {
                 ctx.counters.ticks += 1;

@@ -12,14 +12,14 @@ use lastmile_roadgraph::LatLon;
 use super::{StopId, VehicleId};
 
 /// The promised time window of a stop (event time, seconds).
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Copy, Debug, PartialEq)]
 pub struct TimeWindow {
     pub start: f64,
     pub end: f64,
 }
 
 /// A stop as planned by the dispatcher.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq)]
 pub struct StopPlan {
     pub id: StopId,
     pub pos: LatLon,
@@ -41,7 +41,18 @@ impl StopPlan {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+)]
 #[repr(u8)]
 pub enum StopStatus {
     #[default]
@@ -76,7 +87,7 @@ impl StopStatus {
 
 /// Proof of delivery attached to a completed stop. References point to
 /// wherever the platform keeps photos and signatures.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct ProofOfDelivery {
     pub photo_refs: Vec<String>,
     pub signature_ref: Option<String>,
@@ -86,7 +97,7 @@ pub struct ProofOfDelivery {
 }
 
 /// How a closed stop ended.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq)]
 pub enum StopOutcome {
     Completed(ProofOfDelivery),
     Failed { reason: String },
@@ -94,7 +105,7 @@ pub enum StopOutcome {
 
 /// A change to routes and stops. Every command carries the event time it
 /// was issued at, so replays give the same events.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq)]
 pub enum Command {
     /// Replaces the vehicle's open stops (closed ones stay in its history).
     AssignRoute {

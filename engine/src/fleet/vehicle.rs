@@ -25,7 +25,7 @@ const KEEP_CLOSED: usize = 16;
 const SPEED_TAU_S: f64 = 5.0;
 
 /// One stop of a vehicle's route.
-#[derive(Clone, Debug)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug)]
 pub(crate) struct StopState {
     pub plan: StopPlan,
     pub place: StopPlace,
@@ -43,7 +43,7 @@ pub(crate) struct StopState {
 }
 
 /// Where the vehicle was last placed on a road.
-#[derive(Clone, Copy, Debug)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Copy, Debug)]
 struct Placed {
     time: f64,
     edge: u32,
@@ -51,6 +51,7 @@ struct Placed {
     point: LatLon,
 }
 
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub(crate) struct Vehicle {
     pub id: VehicleId,
     track: VehicleTrack,

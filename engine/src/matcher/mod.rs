@@ -51,7 +51,7 @@ use window::{Cand, NO_BACK, Step};
 use crate::ping::Ping;
 
 /// Where the finalised path of a chain has got to.
-#[derive(Clone, Copy, Debug)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Copy, Debug)]
 struct Anchor {
     edge: u32,
     /// Where the finalised path has got to on the edge.
@@ -66,7 +66,7 @@ const SHRINK_FACTOR: usize = 4;
 
 /// One vehicle's matcher state: its window of recent pings. Small, and
 /// bounded by `max_lag` steps of at most `max_candidates` candidates.
-#[derive(Debug, Default)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Default)]
 pub struct VehicleTrack {
     next_seq: u64,
     /// Time of the last accepted ping.

@@ -12,7 +12,7 @@ const MIN_SAMPLES: usize = 12;
 /// The estimate is refreshed every this many matches.
 const REFRESH: usize = 4;
 
-#[derive(Clone, Debug)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug)]
 pub(crate) struct NoiseEstimate {
     ring: [f32; RING],
     len: usize,

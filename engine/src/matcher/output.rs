@@ -5,7 +5,18 @@ use lastmile_roadgraph::LatLon;
 use lastmile_roadgraph::graph::NO_EDGE;
 
 /// What became of one ping.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+)]
 pub enum MatchStatus {
     /// On a road, continuing the chain.
     #[default]
@@ -55,7 +66,7 @@ impl MatchStatus {
 }
 
 /// The live estimate for one ping, available as soon as it is pushed.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Copy, Debug, PartialEq)]
 pub struct Estimate {
     /// The ping's sequence number within its vehicle (0, 1, 2, … in push order).
     pub seq: u64,
@@ -84,7 +95,7 @@ impl Default for Estimate {
 }
 
 /// A finalised match of one ping: will not change any more.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Copy, Debug, PartialEq)]
 pub struct FinalPoint {
     pub seq: u64,
     pub time: f64,
@@ -100,7 +111,7 @@ pub struct FinalPoint {
 /// A piece of the finalised path: part or all of one edge, driven between two
 /// times. Consecutive pieces of one chain are connected (each starts where
 /// the previous ended); whole-edge pieces carry observed traversal times.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Copy, Debug, PartialEq)]
 pub struct Traversal {
     pub edge: u32,
     pub from_m: f64,

@@ -23,7 +23,7 @@ const HALF: usize = 2;
 /// says nothing about speed between fixes).
 const MAX_SPAN_S: f64 = 3.5;
 
-#[derive(Clone, Copy, Debug)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Copy, Debug)]
 struct Pending {
     point: FinalPoint,
     ping: LatLon,
@@ -33,7 +33,7 @@ struct Pending {
 }
 
 /// A piece of path with its starting path distance.
-#[derive(Clone, Copy, Debug)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Copy, Debug)]
 struct Piece {
     edge: u32,
     from_m: f64,
@@ -41,7 +41,7 @@ struct Piece {
     s0: f64,
 }
 
-#[derive(Debug, Default)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Default)]
 pub(crate) struct Smoother {
     points: VecDeque<Pending>,
     pieces: VecDeque<Piece>,

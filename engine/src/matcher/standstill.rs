@@ -23,7 +23,7 @@ pub(super) enum Hold {
 }
 
 /// Running centroid of a standing vehicle's fixes.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub(super) struct Still {
     pub(super) lat: f64,
     pub(super) lon: f64,

@@ -19,7 +19,7 @@ use super::{Anchor, FinalPoint, MatchOutput, MatchStatus, Matcher, Traversal, Ve
 /// No predecessor (first step of a chain, or not reachable).
 pub(super) const NO_BACK: u8 = u8::MAX;
 
-#[derive(Clone, Copy, Debug)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Copy, Debug)]
 pub(crate) struct Cand {
     pub edge: u32,
     /// Where the ping projects onto the edge, metres from its tail.
@@ -36,7 +36,7 @@ pub(crate) struct Cand {
     pub back: u8,
 }
 
-#[derive(Debug, Default)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Default)]
 pub(crate) struct Step {
     pub seq: u64,
     pub time: f64,
@@ -54,7 +54,7 @@ pub(crate) struct Step {
 }
 
 /// A ping of a standing vehicle that made no step of its own.
-#[derive(Clone, Copy, Debug)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Copy, Debug)]
 pub(crate) struct Held {
     /// Sequence number of the step it was held with (the newest step then).
     pub step: u64,

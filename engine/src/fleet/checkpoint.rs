@@ -1,0 +1,239 @@
+//! Checkpoints: the live engine's state in one file, so a restarted server
+//! answers ETAs at once instead of after the next pings. It holds every
+//! vehicle as its shard had it (matcher window, position, stops with ETAs
+//! and paths, detector state), the stop registry, the learnt traffic, and
+//! the sequence number of the last journalled command it includes; commands
+//! after that are replayed from the journal on restore.
+//!
+//! Vehicles are rkyv archives, one record each, written by their own shard
+//! (no copy of the fleet is made) and read back by the shards they land on
+//! now, whatever the shard count was. The file is checked whole (xxh3) and
+//! bound to the graph it was taken on (its fingerprint): a checkpoint from
+//! another map is refused, never half-applied.
+//!
+//! Layout (little-endian):
+//!
+//! ```text
+//! 0   8  magic "LMCKPT\0\x01"
+//! 8   4  format version (1)
+//! 12  4  reserved, 0
+//! 16  …  body: meta length u64, meta (rkyv), vehicle count u64,
+//!            records length u64, records
+//! end-16 8  xxh3-64 of the body
+//! end-8  8  body length
+//! record: vehicle id u64, archive length u32, 0u32, archive, zero
+//!         padding to a multiple of 16
+//! ```
+
+use std::io::{self, Write};
+
+use rkyv::rancor;
+use rkyv::util::AlignedVec;
+
+use super::vehicle::Vehicle;
+use super::{StopId, StopRecord, VehicleId};
+use crate::traffic::{EdgeObservation, LearntTraffic};
+
+const MAGIC: &[u8; 8] = b"LMCKPT\0\x01";
+const FORMAT: u32 = 1;
+const HEADER: usize = 16;
+const TRAILER: usize = 16;
+
+/// Why a checkpoint could not be read or restored.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("not a lastmile checkpoint")]
+    BadMagic,
+    #[error("checkpoint format {0} is not supported (this build reads {FORMAT})")]
+    Format(u32),
+    #[error("checkpoint is truncated or its layout is damaged")]
+    Truncated,
+    #[error("checkpoint checksum mismatch (file is corrupt)")]
+    Checksum,
+    #[error("checkpoint was taken on another graph")]
+    GraphMismatch,
+    #[error("checkpoint does not fit this graph's traffic model")]
+    Traffic,
+    #[error("checkpoint record is invalid: {0}")]
+    Record(String),
+}
+
+/// The engine-wide part of a checkpoint.
+#[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub(crate) struct Meta {
+    pub graph_fingerprint: u64,
+    pub journal_seq: u64,
+    /// Metric installs so far: restored paths are timed on older metrics.
+    pub metric_version: u64,
+    pub published_at: f64,
+    /// The routing metric's travel times that differ from free flow, ms.
+    pub installed: Vec<(u32, u32)>,
+    /// The changes of a customization under way (installed at the next tick).
+    pub pending: Vec<(u32, u32)>,
+    /// Traffic observations the shards held for the next tick.
+    pub observations: Vec<EdgeObservation>,
+    pub stops: Vec<(StopId, StopRecord)>,
+    pub routes: Vec<(VehicleId, Vec<StopId>)>,
+    pub traffic: LearntTraffic,
+}
+
+/// A checkpoint in memory: taken by [`super::Engine::checkpoint`], written
+/// with [`Checkpoint::write_to`], read back with [`Checkpoint::read`] and
+/// given to [`super::Engine::restore`].
+pub struct Checkpoint {
+    pub(crate) meta: Meta,
+    /// Vehicle records, in blobs (one per shard when taken).
+    pub(crate) blobs: Vec<Vec<u8>>,
+    pub(crate) vehicles: usize,
+}
+
+impl Checkpoint {
+    /// The last journalled command this checkpoint includes.
+    pub fn journal_seq(&self) -> u64 {
+        self.meta.journal_seq
+    }
+
+    /// Vehicles it holds.
+    pub fn vehicles(&self) -> usize {
+        self.vehicles
+    }
+
+    /// Stops it holds (open, and closed within the retention).
+    pub fn stops(&self) -> usize {
+        self.meta.stops.len()
+    }
+
+    /// Writes the file format; returns the bytes written.
+    pub fn write_to(&self, w: &mut impl Write) -> io::Result<u64> {
+        let meta = rkyv::to_bytes::<rancor::Error>(&self.meta).map_err(io::Error::other)?;
+        let records: usize = self.blobs.iter().map(Vec::len).sum();
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        let mut body_len = 0u64;
+        let mut put = |w: &mut dyn Write, bytes: &[u8]| -> io::Result<()> {
+            hasher.update(bytes);
+            body_len += bytes.len() as u64;
+            w.write_all(bytes)
+        };
+        let mut header = [0u8; HEADER];
+        header[..8].copy_from_slice(MAGIC);
+        header[8..12].copy_from_slice(&FORMAT.to_le_bytes());
+        w.write_all(&header)?;
+        put(w, &(meta.len() as u64).to_le_bytes())?;
+        put(w, &meta)?;
+        put(w, &(self.vehicles as u64).to_le_bytes())?;
+        put(w, &(records as u64).to_le_bytes())?;
+        for b in &self.blobs {
+            put(w, b)?;
+        }
+        let digest = hasher.digest();
+        w.write_all(&digest.to_le_bytes())?;
+        w.write_all(&body_len.to_le_bytes())?;
+        Ok(HEADER as u64 + body_len + TRAILER as u64)
+    }
+
+    /// Reads and checks a checkpoint file's bytes (the vehicles are
+    /// validated when restored).
+    pub fn read(bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
+        if bytes.len() < HEADER + TRAILER || &bytes[..8] != MAGIC {
+            return Err(CheckpointError::BadMagic);
+        }
+        let format = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+        if format != FORMAT {
+            return Err(CheckpointError::Format(format));
+        }
+        let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+        let (digest, body_len) = (word(bytes.len() - 16), word(bytes.len() - 8));
+        let body = &bytes[HEADER..bytes.len() - TRAILER];
+        if body_len != body.len() as u64 {
+            return Err(CheckpointError::Truncated);
+        }
+        if xxhash_rust::xxh3::xxh3_64(body) != digest {
+            return Err(CheckpointError::Checksum);
+        }
+        let mut at = 0usize;
+        let mut take = |n: usize| -> Result<&[u8], CheckpointError> {
+            let end = at.checked_add(n).filter(|&e| e <= body.len());
+            let end = end.ok_or(CheckpointError::Truncated)?;
+            let s = &body[at..end];
+            at = end;
+            Ok(s)
+        };
+        let len = |s: &[u8]| u64::from_le_bytes(s.try_into().expect("8 bytes")) as usize;
+        let meta_len = len(take(8)?);
+        let meta = aligned(take(meta_len)?);
+        let meta = rkyv::from_bytes::<Meta, rancor::Error>(&meta)
+            .map_err(|e| CheckpointError::Record(format!("meta: {e}")))?;
+        let vehicles = len(take(8)?);
+        let records_len = len(take(8)?);
+        let records = take(records_len)?.to_vec();
+        let found = Records(&records).try_fold(0usize, |n, r| r.map(|_| n + 1))?;
+        if found != vehicles {
+            return Err(CheckpointError::Truncated);
+        }
+        Ok(Checkpoint {
+            meta,
+            blobs: vec![records],
+            vehicles,
+        })
+    }
+}
+
+fn aligned(bytes: &[u8]) -> AlignedVec {
+    let mut v = AlignedVec::with_capacity(bytes.len());
+    v.extend_from_slice(bytes);
+    v
+}
+
+/// Appends one vehicle's record to a blob.
+pub(crate) fn push_record(blob: &mut Vec<u8>, v: &Vehicle) -> Result<(), rancor::Error> {
+    let archive = rkyv::to_bytes::<rancor::Error>(v)?;
+    blob.extend_from_slice(&v.id.to_le_bytes());
+    blob.extend_from_slice(&(archive.len() as u32).to_le_bytes());
+    blob.extend_from_slice(&[0; 4]);
+    blob.extend_from_slice(&archive);
+    blob.resize(blob.len().next_multiple_of(16), 0);
+    Ok(())
+}
+
+/// The records of a blob, as `(vehicle id, record bytes)`.
+pub(crate) struct Records<'a>(pub &'a [u8]);
+
+impl<'a> Iterator for Records<'a> {
+    type Item = Result<(VehicleId, &'a [u8]), CheckpointError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.0.is_empty() {
+            return None;
+        }
+        if self.0.len() < 16 {
+            self.0 = &[];
+            return Some(Err(CheckpointError::Truncated));
+        }
+        let id = u64::from_le_bytes(self.0[..8].try_into().expect("8 bytes"));
+        let len = u32::from_le_bytes(self.0[8..12].try_into().expect("4 bytes")) as usize;
+        let end = 16 + len.next_multiple_of(16);
+        if end > self.0.len() {
+            self.0 = &[];
+            return Some(Err(CheckpointError::Truncated));
+        }
+        let (record, rest) = self.0.split_at(end);
+        self.0 = rest;
+        Some(Ok((id, record)))
+    }
+}
+
+impl<'a> Records<'a> {
+    /// The whole record of the vehicle whose record starts the slice
+    /// (header included), for handing to another blob.
+    pub fn archive(record: &[u8]) -> &[u8] {
+        let len = u32::from_le_bytes(record[8..12].try_into().expect("4 bytes")) as usize;
+        &record[16..16 + len]
+    }
+}
+
+/// Rebuilds a vehicle from its record, validating the archive.
+pub(crate) fn vehicle_from(record: &[u8]) -> Result<Vehicle, CheckpointError> {
+    let archive = aligned(Records::archive(record));
+    rkyv::from_bytes::<Vehicle, rancor::Error>(&archive)
+        .map_err(|e| CheckpointError::Record(e.to_string()))
+}

@@ -1,0 +1,228 @@
+//! Checkpoint and restore: an engine restored from a checkpoint (through
+//! its file format, onto a different shard count) holds exactly what the
+//! original held, and given the same pings, ticks and journalled commands
+//! afterwards produces exactly the same events and ETAs. Damaged files and
+//! checkpoints of another map are refused whole.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lastmile_engine::Ping;
+use lastmile_engine::bench::{Day, assign_routes};
+use lastmile_engine::fleet::{
+    Admission, Checkpoint, CheckpointError, Command, Engine, Event, EventFilter, FleetConfig,
+    Journal, ProofOfDelivery, StopId,
+};
+use lastmile_engine::simulate::SimParams;
+use lastmile_roadgraph::Graph;
+use lastmile_roadgraph::synthetic::{CityParams, generate_city};
+
+const WAIT: Admission = Admission::Wait(Duration::from_secs(60));
+
+fn town() -> Arc<Graph> {
+    Arc::new(Graph::from_data(&common::town().to_data()))
+}
+
+fn engine(g: &Arc<Graph>, shards: usize) -> Engine {
+    Engine::new(
+        g.clone(),
+        FleetConfig {
+            shards,
+            events_capacity: 1 << 20,
+            traffic_every_s: 60.0,
+            ..FleetConfig::default()
+        },
+    )
+}
+
+/// A journal in memory: what was recorded, with sequence numbers.
+#[derive(Default)]
+struct MemJournal(Mutex<Vec<(u64, Vec<Command>, f64)>>);
+
+impl Journal for MemJournal {
+    fn record(&self, commands: &[Command], time: f64) -> Result<u64, String> {
+        let mut j = self.0.lock().unwrap();
+        let seq = j.len() as u64 + 1;
+        j.push((seq, commands.to_vec(), time));
+        Ok(seq)
+    }
+}
+
+/// Feeds pings in batches of 97, ticking every 20 s of event time.
+fn feed(e: &Engine, pings: &[(u64, Ping)], next_tick: &mut f64) {
+    for chunk in pings.chunks(97) {
+        let t = chunk[0].1.time;
+        while t >= *next_tick {
+            e.tick(*next_tick);
+            *next_tick += 20.0;
+        }
+        assert_eq!(e.submit(chunk, WAIT).shed, 0);
+    }
+    e.sync();
+}
+
+fn events_from(e: &Engine, from: u64) -> Vec<Event> {
+    let (mut cursor, mut out) = (from, Vec::new());
+    e.events()
+        .read(&mut cursor, &EventFilter::default(), usize::MAX, &mut out);
+    let mut ev: Vec<Event> = out.into_iter().map(|(_, ev)| ev).collect();
+    ev.sort_by_key(|ev| (ev.vehicle, ev.seq));
+    ev
+}
+
+fn state(e: &Engine, stops: usize) -> (Vec<String>, Vec<String>) {
+    let mut ids = e.vehicle_ids();
+    ids.sort_unstable();
+    let vehicles = ids
+        .iter()
+        .map(|&v| format!("{:?} {:?}", e.vehicle(v).unwrap(), e.route(v)))
+        .collect();
+    let stops = (0..stops as StopId)
+        .map(|s| format!("{:?}", e.stop(s).map(|v| (v.record, v.eta))))
+        .collect();
+    (vehicles, stops)
+}
+
+#[test]
+fn a_restored_engine_continues_exactly_as_the_original() {
+    let g = town();
+    let params = SimParams {
+        vehicles: 30,
+        duration_s: 2400.0,
+        interval_s: 3.0,
+        noise_m: 6.0,
+        congestion: 0.3,
+        seed: 31,
+        ..SimParams::default()
+    };
+    let day = Day::simulate(&g, &params, &|_| {});
+    let a = engine(&g, 2);
+    let journal = Arc::new(MemJournal::default());
+    assert!(a.set_journal(journal.clone()));
+    assign_routes(&a, &day);
+    let half = day.pings.len() / 2;
+    let mut tick_a = day.start_time;
+    feed(&a, &day.pings[..half], &mut tick_a);
+    assert!(
+        a.stats().metric_updates > 0,
+        "traffic must have been learnt"
+    );
+
+    let ckpt = a.checkpoint();
+    let mut file = Vec::new();
+    let written = ckpt.write_to(&mut file).unwrap();
+    assert_eq!(written, file.len() as u64);
+    let read = Checkpoint::read(&file).unwrap();
+    assert_eq!(read.vehicles(), params.vehicles);
+    assert_eq!(read.journal_seq(), params.vehicles as u64);
+
+    // After the checkpoint: a stop completed and a route reordered.
+    let t = day.pings[half].1.time;
+    let v0 = a.route(0);
+    a.command(
+        Command::Complete {
+            vehicle: 0,
+            stop: v0[0],
+            proof: ProofOfDelivery {
+                note: Some("left at the door".into()),
+                ..ProofOfDelivery::default()
+            },
+        },
+        t,
+        WAIT,
+    )
+    .unwrap();
+    let mut order = a.route(1);
+    order.reverse();
+    a.command(Command::Reorder { vehicle: 1, order }, t, WAIT)
+        .unwrap();
+    a.sync();
+    let events_at_checkpoint = a.events().next_id();
+
+    let b = engine(&g, 3);
+    let restored = b.restore(read).unwrap();
+    assert_eq!(restored.vehicles, params.vehicles);
+    assert!(restored.failed.is_empty(), "{:?}", restored.failed);
+    assert!(restored.traffic_edges > 0);
+    for (seq, cmds, time) in journal.0.lock().unwrap().iter() {
+        if *seq > ckpt.journal_seq() {
+            assert_eq!(b.replay(cmds, *time), 0);
+        }
+    }
+    b.sync();
+    let stops = day.stops().len();
+    assert_eq!(
+        state(&a, stops),
+        state(&b, stops),
+        "state right after restore"
+    );
+    assert!(
+        b.events().next_id() == 0,
+        "replayed commands publish nothing"
+    );
+
+    let mut tick_b = tick_a;
+    feed(&a, &day.pings[half..], &mut tick_a);
+    feed(&b, &day.pings[half..], &mut tick_b);
+    let (ea, eb) = (events_from(&a, events_at_checkpoint), events_from(&b, 0));
+    assert!(ea.len() > 50, "{} events after the checkpoint", ea.len());
+    if let Some(i) = (0..ea.len().min(eb.len())).find(|&i| ea[i] != eb[i]) {
+        panic!(
+            "events differ after the restore: {:?}\n vs {:?}",
+            ea[i], eb[i]
+        );
+    }
+    assert_eq!(ea.len(), eb.len(), "event counts differ after the restore");
+    assert_eq!(state(&a, stops), state(&b, stops), "state at the end");
+}
+
+#[test]
+fn damaged_or_foreign_checkpoints_are_refused_whole() {
+    let g = town();
+    let params = SimParams {
+        vehicles: 4,
+        duration_s: 600.0,
+        seed: 5,
+        ..SimParams::default()
+    };
+    let day = Day::simulate(&g, &params, &|_| {});
+    let a = engine(&g, 1);
+    assign_routes(&a, &day);
+    let mut tick = day.start_time;
+    feed(&a, &day.pings, &mut tick);
+    let mut file = Vec::new();
+    a.checkpoint().write_to(&mut file).unwrap();
+
+    assert!(matches!(
+        Checkpoint::read(b"not a checkpoint at all, clearly"),
+        Err(CheckpointError::BadMagic)
+    ));
+    let mut future = file.clone();
+    future[8] = 9;
+    assert!(matches!(
+        Checkpoint::read(&future),
+        Err(CheckpointError::Format(9))
+    ));
+    for at in [20, file.len() / 2, file.len() - 20] {
+        let mut bad = file.clone();
+        bad[at] ^= 0x40;
+        assert!(
+            matches!(Checkpoint::read(&bad), Err(CheckpointError::Checksum)),
+            "flip at {at}"
+        );
+    }
+    for cut in [0, 10, 17, file.len() / 3, file.len() - 1] {
+        assert!(Checkpoint::read(&file[..cut]).is_err(), "cut at {cut}");
+    }
+
+    // Another map: refused before anything is touched.
+    let other = Arc::new(Graph::from_data(&generate_city(&CityParams::new(
+        2_000, 99,
+    ))));
+    let c = engine(&other, 1);
+    let err = c.restore(Checkpoint::read(&file).unwrap());
+    assert!(matches!(err, Err(CheckpointError::GraphMismatch)));
+    assert!(c.vehicle_ids().is_empty());
+}
