@@ -18,7 +18,7 @@ use lastmile_ingest::protocol::{
     AT_END, FROM_NOW, MATCH_STATUS_NAMES, NO_TIME, Request, Response, Role, WireProof,
 };
 use lastmile_ingest::replay::{self, ReplayOptions};
-use lastmile_ingest::server::{Server, Sink};
+use lastmile_ingest::server::{Durable, Server, Sink};
 use lastmile_ingest::tls::{Identity, Trust};
 use serde_json::{Value, json};
 
@@ -116,10 +116,33 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     let graph = Arc::new(lastmile_roadgraph::open(&a.graph, &bar)?);
     bar.finish();
     let mapped_ms = started.elapsed().as_secs_f64() * 1e3;
+    let mut durable = None;
     let sink = if config.engine.counting_sink {
         Sink::Counting(AtomicU64::new(0))
     } else {
-        Sink::Engine(Arc::new(Engine::new(graph.clone(), config.fleet_config())))
+        let engine = Arc::new(Engine::new(graph.clone(), config.fleet_config()));
+        if config.store.enabled {
+            let (d, rec) = Durable::recover(&config.data_dir, &engine, &auth)?;
+            tracing::info!(
+                store = %d.store.path().display(),
+                checkpoint = rec.checkpoint.as_ref().map_or("none".to_string(), |p| p.display().to_string()),
+                vehicles = rec.vehicles,
+                stops = rec.stops,
+                journal_replayed = rec.replayed,
+                journal_skipped = rec.skipped,
+                tracking_tokens = rec.tracking_tokens,
+                ms = format!("{:.0}", rec.millis),
+                "state recovered"
+            );
+            for r in &rec.rejected {
+                tracing::warn!(reason = %r, "checkpoint not used");
+            }
+            if rec.journal_gap {
+                tracing::error!("the journal does not reach back to the checkpoint restored: routes and stops changed since may be missing");
+            }
+            durable = Some(d);
+        }
+        Sink::Engine(engine)
     };
     tracing::info!(
         graph = %a.graph.display(),
@@ -133,7 +156,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         .thread_name("lastmile-io")
         .build()?;
     runtime.block_on(async move {
-        let server = Server::bind(config, sink, auth, identity)?;
+        let server = Server::bind(config, sink, auth, identity, durable)?;
         let shared = server.shared().clone();
         println!(
             "listening on {} (QUIC, ALPN lastmile/1), certificate sha256 {}, ready in {:.0} ms{}",

@@ -596,14 +596,16 @@ fn a_client_gone_mid_batch_leaves_nothing_half_applied() {
     });
 }
 
-#[test]
-fn a_slow_subscriber_is_told_what_it_lost_and_hurts_no_one() {
-    let dir = tmpdir("svc-slowsub");
+/// A 64-event ring, a subscriber with a 1 KB window that reads only after
+/// a whole day was replayed, and a fast one: (slow read, slow lost, events
+/// published, fast read, fast lost).
+fn slow_subscriber(name: &str, store: bool) -> (u64, u64, u64, u64, u64) {
+    let dir = tmpdir(name);
     let (trace, stops) = simulate(&dir, 30, 1800);
     let s = serve(
         &dir,
         "events_capacity = 64\n",
-        "[limits]\nevents_per_frame = 8\n",
+        &format!("[limits]\nevents_per_frame = 8\n[store]\nenabled = {store}\n"),
     );
     rt().block_on(async {
         let mut t = s.target(&s.token);
@@ -633,23 +635,30 @@ fn a_slow_subscriber_is_told_what_it_lost_and_hurts_no_one() {
             st["engine_pings_processed"] == st["pings_accepted"]
         })
         .await;
-        // Now the slow one reads: a LOST frame, then events again.
         let (got, lost) = drain(&mut sub, Duration::from_secs(2)).await;
         let (fast_got, fast_lost) = reader.await.unwrap();
         let total = s.stats().await["engine_events"];
-        assert!(total > 200, "{total} events");
-        assert!(lost > 0, "the slow subscriber lost nothing ({got} read)");
-        assert_eq!(
-            got + lost,
-            total,
-            "every event either read or reported lost"
-        );
-        assert_eq!(
-            (fast_got, fast_lost),
-            (total, 0),
-            "the fast subscriber saw everything"
-        );
-    });
+        (got, lost, total, fast_got, fast_lost)
+    })
+}
+
+#[test]
+fn a_slow_subscriber_is_told_what_it_lost_and_hurts_no_one() {
+    // From memory only: what left the ring is gone, and said to be.
+    let (got, lost, total, fast_got, fast_lost) = slow_subscriber("svc-slowsub", false);
+    assert!(total > 200, "{total} events");
+    assert!(lost > 0, "the slow subscriber lost nothing ({got} read)");
+    assert_eq!(got + lost, total, "every event either read or reported lost");
+    assert_eq!((fast_got, fast_lost), (total, 0), "the fast subscriber saw everything");
+}
+
+#[test]
+fn with_a_store_a_slow_subscriber_misses_nothing() {
+    // The same, durable: what left the ring is read from the event log.
+    let (got, lost, total, fast_got, fast_lost) = slow_subscriber("svc-slowsub-store", true);
+    assert!(total > 200, "{total} events");
+    assert_eq!((got, lost), (total, 0), "the slow subscriber read everything");
+    assert_eq!((fast_got, fast_lost), (total, 0));
 }
 
 /// Reads a subscription until it is quiet for `quiet`: (events read, events

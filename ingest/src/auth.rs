@@ -191,6 +191,20 @@ impl Auth {
             .map_err(|_| anyhow::anyhow!("no system randomness"))?;
         let token = format!("trk_{}", hex(&raw));
         let expires = SystemTime::now() + ttl;
+        self.insert_grant(
+            digest(&token),
+            TrackingGrant {
+                fleet: issuer.fleet,
+                stop,
+                expires,
+            },
+        );
+        Ok((token, expires))
+    }
+
+    /// Adds a grant, keeping the table bounded: when full, expired grants
+    /// go first, then the one expiring soonest.
+    fn insert_grant(&self, key: [u8; 32], grant: TrackingGrant) {
         let mut tracking = self.tracking.lock().unwrap_or_else(|p| p.into_inner());
         if tracking.len() >= self.max_tracking {
             let now = SystemTime::now();
@@ -204,15 +218,32 @@ impl Auth {
                 tracking.remove(&k);
             }
         }
-        tracking.insert(
-            digest(&token),
+        tracking.insert(key, grant);
+    }
+
+    /// Takes back a tracking grant kept by the store; false if it expired
+    /// or names a fleet the configuration no longer has.
+    pub fn restore_tracking(&self, g: &crate::store::StoredGrant) -> bool {
+        let fleet = match &g.fleet {
+            None => None,
+            Some(name) => match self.fleets.iter().position(|f| &f.name == name) {
+                Some(i) => Some(i as FleetId),
+                None => return false,
+            },
+        };
+        let expires = UNIX_EPOCH + Duration::from_millis(g.expires_ms.max(0) as u64);
+        if expires <= SystemTime::now() {
+            return false;
+        }
+        self.insert_grant(
+            g.digest,
             TrackingGrant {
-                fleet: issuer.fleet,
-                stop,
+                fleet,
+                stop: g.stop,
                 expires,
             },
         );
-        Ok((token, expires))
+        true
     }
 
     /// A fresh random token for dev mode.

@@ -20,7 +20,7 @@ use crate::protocol::{MAX_FRAME_LEN, Role};
 pub struct Config {
     /// UDP address to listen on.
     pub listen: SocketAddr,
-    /// Where dev certificates and tokens are written (and, later, the store).
+    /// Where the store, the checkpoints and dev certificates and tokens live.
     pub data_dir: PathBuf,
     /// TCP address of the Prometheus `/metrics` and `/health` endpoint
     /// (none by default).
@@ -28,6 +28,7 @@ pub struct Config {
     pub tls: TlsConfig,
     pub limits: Limits,
     pub engine: EngineConfig,
+    pub store: StoreConfig,
     pub matcher: MatcherConfig,
     pub detect: DetectConfig,
     pub eta: EtaConfig,
@@ -137,6 +138,34 @@ impl Default for EngineConfig {
     }
 }
 
+/// Durable state in `data_dir` (see the `store` module).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Keep routes, stops, outcomes, events, tracking tokens and history in
+    /// `data_dir/lastmile.redb` and checkpoint the engine; false runs from
+    /// memory only (a restart forgets everything).
+    pub enabled: bool,
+    /// Wall-clock seconds between two checkpoints of the live engine (the
+    /// most pings a kill -9 can lose); one is also written at shutdown.
+    pub checkpoint_every_s: f64,
+    /// Events are kept (and can be resumed from) this long, seconds.
+    pub event_retention_s: f64,
+    /// Matched paths are kept this long, seconds.
+    pub history_retention_s: f64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            checkpoint_every_s: 60.0,
+            event_retention_s: 7.0 * 86_400.0,
+            history_retention_s: 30.0 * 86_400.0,
+        }
+    }
+}
+
 /// A fleet and the vehicle ids it owns (inclusive ranges).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -172,6 +201,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             limits: Limits::default(),
             engine: EngineConfig::default(),
+            store: StoreConfig::default(),
             matcher: MatcherConfig::default(),
             detect: DetectConfig::default(),
             eta: EtaConfig::default(),
@@ -214,6 +244,14 @@ impl Config {
             || self.engine.queue_pings == 0
         {
             bail!("engine: tick_ms, queue_capacity and queue_pings must be at least 1");
+        }
+        let st = &self.store;
+        let positive = |x: f64| x.is_finite() && x > 0.0;
+        if !positive(st.checkpoint_every_s)
+            || !positive(st.event_retention_s)
+            || !positive(st.history_retention_s)
+        {
+            bail!("store: checkpoint_every_s and the retentions must be positive");
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             bail!("tls: give both cert and key, or neither");

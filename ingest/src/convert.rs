@@ -232,6 +232,9 @@ pub fn command_error(e: &CommandError) -> ErrorCode {
         CommandError::BadOrder => ErrorCode::BadOrder,
         CommandError::NotFinite => ErrorCode::BadValue,
         CommandError::Overloaded => ErrorCode::Overloaded,
+        // The store refused the write (disk full, I/O error): nothing was
+        // applied, the client may retry.
+        CommandError::Journal(_) => ErrorCode::Internal,
     }
 }
 

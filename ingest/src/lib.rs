@@ -17,6 +17,7 @@ pub mod io;
 pub mod protocol;
 pub mod replay;
 pub mod server;
+pub mod store;
 pub mod tls;
 
 /// The QUIC implementation, for callers that need its connection types.

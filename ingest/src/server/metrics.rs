@@ -25,6 +25,8 @@ fn is_gauge(name: &str) -> bool {
         || name.starts_with("engine_latency")
         || name == "engine_vehicles"
         || name.starts_with("engine_queue_depth")
+        || name.starts_with("checkpoint_") && name != "checkpoint_failures"
+        || name == "store_commit_p99_us"
 }
 
 /// The metrics page for the server's current counters.

@@ -7,6 +7,7 @@
 
 pub mod clock;
 mod connection;
+pub mod durable;
 pub mod metrics;
 mod pings;
 mod requests;
@@ -29,6 +30,7 @@ use crate::config::Config;
 use crate::protocol::ErrorCode;
 use crate::tls::Identity;
 pub use clock::Clock;
+pub use durable::Durable;
 pub use sink::Sink;
 pub use stats::ServerStats;
 
@@ -39,6 +41,8 @@ pub struct Shared {
     pub sink: Sink,
     pub stats: ServerStats,
     pub clock: Clock,
+    /// The store and checkpoints, unless running from memory only.
+    pub durable: Option<Arc<Durable>>,
     /// The event bus's next id, bumped by the pump thread.
     events: watch::Receiver<u64>,
     connections: AtomicUsize,
@@ -87,6 +91,24 @@ impl Shared {
             out.push(("cpu_ms_engine".into(), cpu[0]));
             out.push(("cpu_ms_io".into(), cpu[1]));
             out.push(("cpu_ms_other".into(), cpu[2]));
+        }
+        if let Some(d) = &self.durable {
+            let c = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed);
+            out.push(("events_persisted".into(), c(&d.events_persisted)));
+            out.push(("events_unpersisted".into(), c(&d.events_unpersisted)));
+            out.push(("store_failures".into(), c(&d.store_failures)));
+            out.push(("checkpoints_written".into(), c(&d.checkpoints_written)));
+            out.push(("checkpoint_failures".into(), c(&d.checkpoint_failures)));
+            let w = *d.last_checkpoint.lock().unwrap_or_else(|p| p.into_inner());
+            out.push(("checkpoint_bytes".into(), w.bytes));
+            out.push(("checkpoint_vehicles".into(), w.vehicles as u64));
+            out.push(("checkpoint_ms".into(), w.total_ms as u64));
+            let l = d.store.commit_latency();
+            out.push(("store_commits".into(), l.count()));
+            out.push((
+                "store_commit_p99_us".into(),
+                l.quantile(0.99).as_micros() as u64,
+            ));
         }
         match &self.sink {
             Sink::Engine(e) => {
@@ -262,6 +284,7 @@ impl Server {
         sink: Sink,
         auth: Auth,
         identity: Identity,
+        durable: Option<Arc<Durable>>,
     ) -> anyhow::Result<Self> {
         let fingerprint = identity.fingerprint();
         let server_config = crate::tls::server_config(identity, &config.limits)?;
@@ -276,6 +299,7 @@ impl Server {
             sink,
             stats: ServerStats::default(),
             clock: Clock::default(),
+            durable,
             events: events_rx,
             connections: AtomicUsize::new(0),
             subscribers: AtomicUsize::new(0),
@@ -298,21 +322,61 @@ impl Server {
                     })?,
             );
             let engine = shared.sink.engine().cloned().expect("checked above");
-            let st = stop.clone();
+            let (st, durable) = (stop.clone(), shared.durable.clone());
+            let retention_s = shared.config.store.event_retention_s;
             threads.push(
                 std::thread::Builder::new()
                     .name("lastmile-events".into())
                     .spawn(move || {
+                        // Persists what the shards publish (when durable),
+                        // then wakes the subscribers.
                         let bus = engine.events().clone();
-                        let mut cursor = bus.next_id();
+                        let mut cursor = bus.readable_id();
+                        let mut expired_at = std::time::Instant::now();
                         while !st.load(Relaxed) {
-                            if bus.wait(cursor, Duration::from_millis(100)) {
-                                cursor = bus.next_id();
+                            let waiting = match &durable {
+                                Some(_) => bus.wait_published(bus.readable_id(), Duration::from_millis(100)),
+                                None => bus.wait(cursor, Duration::from_millis(100)),
+                            };
+                            if let Some(d) = &durable {
+                                if waiting && d.persist_events(&engine) == 0 {
+                                    // The store refused: retry shortly, not in a spin.
+                                    std::thread::sleep(Duration::from_millis(50));
+                                }
+                                if expired_at.elapsed() >= Duration::from_secs(60) {
+                                    expired_at = std::time::Instant::now();
+                                    d.expire_events(retention_s);
+                                }
+                            }
+                            let readable = bus.readable_id();
+                            if readable != cursor {
+                                cursor = readable;
                                 let _ = events_tx.send(cursor);
                             }
                         }
                     })?,
             );
+            if let Some(durable) = shared.durable.clone() {
+                let engine = shared.sink.engine().cloned().expect("checked above");
+                let st = stop.clone();
+                let every = Duration::from_secs_f64(shared.config.store.checkpoint_every_s);
+                threads.push(
+                    std::thread::Builder::new()
+                        .name("lastmile-checkpoint".into())
+                        .spawn(move || {
+                            let mut last = std::time::Instant::now();
+                            while !st.load(Relaxed) {
+                                std::thread::sleep(Duration::from_millis(100));
+                                if last.elapsed() >= every {
+                                    last = std::time::Instant::now();
+                                    if let Ok(w) = durable.checkpoint(&engine) {
+                                        tracing::debug!(bytes = w.bytes, vehicles = w.vehicles, ms = format!("{:.0}", w.total_ms), "checkpoint written");
+                                    }
+                                }
+                            }
+                        })?,
+                );
+            }
         }
         let metrics = match shared.config.metrics_listen {
             Some(addr) => {
@@ -388,8 +452,26 @@ impl Server {
         self.endpoint
             .close((ErrorCode::ShuttingDown as u32).into(), b"shutting down");
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+        // Drain: everything accepted is processed, its events persisted, and
+        // the state checkpointed, so a restart resumes exactly here.
         if let Some(e) = self.shared.sink.engine() {
-            e.sync();
+            let (e, durable) = (e.clone(), self.shared.durable.clone());
+            tokio::task::spawn_blocking(move || {
+                e.sync();
+                if let Some(d) = durable {
+                    d.persist_events(&e);
+                    match d.checkpoint(&e) {
+                        Ok(w) => tracing::info!(
+                            bytes = w.bytes,
+                            vehicles = w.vehicles,
+                            ms = format!("{:.0}", w.total_ms),
+                            "final checkpoint written"
+                        ),
+                        Err(err) => tracing::error!(error = %err, "final checkpoint failed"),
+                    }
+                }
+            })
+            .await?;
         }
         Ok(())
     }

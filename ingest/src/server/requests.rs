@@ -263,6 +263,19 @@ async fn answer(shared: &Arc<Shared>, who: &Principal, req: Request) -> Result<R
                 .auth
                 .mint_tracking(who, stop, ttl)
                 .map_err(|e| (ErrorCode::Internal, e.to_string()))?;
+            if let Some(d) = shared.durable.clone() {
+                // The customer's link must survive a restart: stored before it is handed out.
+                let grant = crate::store::StoredGrant {
+                    digest: crate::auth::digest(&token),
+                    fleet: who.fleet.map(|f| shared.auth.fleet_name(Some(f)).to_string()),
+                    stop,
+                    expires_ms: epoch_ms(expires),
+                };
+                tokio::task::spawn_blocking(move || d.store.save_grant(&grant))
+                    .await
+                    .map_err(|e| (ErrorCode::Internal, e.to_string()))?
+                    .map_err(|e| (ErrorCode::Internal, format!("storing the token: {e}")))?;
+            }
             ServerStats::add(&shared.stats.tracking_tokens_minted, 1);
             Ok(Response::TrackingToken {
                 token,

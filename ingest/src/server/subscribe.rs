@@ -1,9 +1,12 @@
 //! Event subscriptions. A subscriber keeps a cursor into the engine's
 //! event ring and is woken by the event pump; it reads a frame's worth at a
 //! time and writes it, so a slow reader is held back by QUIC flow control
-//! while the ring moves on. When it falls behind the ring it is sent a
-//! LOST frame with the count it missed, then continues: the shards never
-//! wait for a subscriber, and a subscriber costs one frame of memory.
+//! while the ring moves on. With a store, what has left the ring is read
+//! from the event log instead, so a subscriber that reconnects with the
+//! last id it saw (or falls far behind) misses nothing still retained.
+//! Events gone from everywhere are announced in a LOST frame with their
+//! count. The shards never wait for a subscriber, and a subscriber costs
+//! one frame of memory.
 
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -95,7 +98,7 @@ pub async fn run(
         kinds,
     };
     let mut cursor = if from == FROM_NOW {
-        bus.next_id()
+        bus.readable_id()
     } else {
         from
     };
@@ -109,11 +112,40 @@ pub async fn run(
     let mut scratch = [0u8; 64];
     loop {
         got.clear();
-        let report = bus.read(&mut cursor, &filter, per_frame, &mut got);
         out.clear();
-        if report.lost > 0 {
-            ServerStats::add(&stats.events_lost, report.lost);
-            Response::Lost { count: report.lost }.encode(&mut out);
+        let mut lost = 0;
+        let full;
+        match &shared.durable {
+            Some(d) if cursor < bus.oldest_id() => {
+                // Behind the ring: the event log has it, unless expired.
+                let until = bus.oldest_id();
+                let first = d.store.first_event_id().ok().flatten().unwrap_or(until);
+                if cursor < first.min(until) {
+                    lost = first.min(until) - cursor;
+                    cursor = first.min(until);
+                }
+                if let Err(e) = d.store.read_events(&mut cursor, until, &filter, per_frame, &mut got) {
+                    tracing::error!(error = %e, "reading the event log");
+                    lost += until.saturating_sub(cursor);
+                    cursor = until;
+                }
+                full = true;
+            }
+            durable => {
+                let before = cursor;
+                let report = bus.read(&mut cursor, &filter, per_frame, &mut got);
+                if report.lost > 0 && durable.is_some() {
+                    // The ring moved on meanwhile: take it from the log.
+                    cursor = before;
+                    continue;
+                }
+                lost = report.lost;
+                full = report.read == per_frame;
+            }
+        }
+        if lost > 0 {
+            ServerStats::add(&stats.events_lost, lost);
+            Response::Lost { count: lost }.encode(&mut out);
         }
         got.retain(|(_, e)| who.fleet.is_none() || shared.auth.covers(who, e.vehicle));
         if !got.is_empty() {
@@ -124,7 +156,7 @@ pub async fn run(
         if !out.is_empty() && send.write_all(&out).await.is_err() {
             return;
         }
-        if report.read == per_frame {
+        if full {
             continue;
         }
         // Caught up: sleep until the pump says the bus grew, or the client
