@@ -116,7 +116,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     let graph = Arc::new(lastmile_roadgraph::open(&a.graph, &bar)?);
     bar.finish();
     let mapped_ms = started.elapsed().as_secs_f64() * 1e3;
-    let mut durable = None;
+    let (mut durable, mut resume_clock) = (None, f64::NAN);
     let sink = if config.engine.counting_sink {
         Sink::Counting(AtomicU64::new(0))
     } else {
@@ -138,9 +138,12 @@ pub fn serve(a: ServeArgs) -> Result<()> {
                 tracing::warn!(reason = %r, "checkpoint not used");
             }
             if rec.journal_gap {
-                tracing::error!("the journal does not reach back to the checkpoint restored: routes and stops changed since may be missing");
+                tracing::error!(
+                    "the journal does not reach back to the checkpoint restored: routes and stops changed since may be missing"
+                );
             }
             durable = Some(d);
+            resume_clock = rec.event_time;
         }
         Sink::Engine(engine)
     };
@@ -158,6 +161,8 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     runtime.block_on(async move {
         let server = Server::bind(config, sink, auth, identity, durable)?;
         let shared = server.shared().clone();
+        // Event time goes on from where the engine was, not from the wall clock.
+        shared.clock.observe(resume_clock);
         println!(
             "listening on {} (QUIC, ALPN lastmile/1), certificate sha256 {}, ready in {:.0} ms{}",
             server.local_addr()?,

@@ -7,9 +7,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::server::{Server, serve, serve_with, simulate};
+use common::server::{ServerExt, eventually, rt, serve, serve_with, simulate};
 use common::{lastmile, stdout, tmpdir};
-use lastmile_ingest::client::{Client, Control, ServerError, Target};
+use lastmile_ingest::client::{Client, Control, ServerError};
 use lastmile_ingest::protocol::{
     ErrorCode, FROM_NOW, FrameType, NO_TIME, PingBatch, PingRecord, Request, Response, WireStop,
     write_frame,
@@ -17,58 +17,6 @@ use lastmile_ingest::protocol::{
 use lastmile_ingest::tls::Trust;
 
 const T0_MS: i64 = 1_767_225_600_000;
-
-trait ServerExt {
-    fn target(&self, token: &str) -> Target;
-    fn cli<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str>;
-    async fn admin(&self) -> Client;
-    async fn stats(&self) -> std::collections::HashMap<String, u64>;
-}
-
-impl ServerExt for Server {
-    fn target(&self, token: &str) -> Target {
-        Target::new(
-            &self.addr,
-            Trust::Pin(self.fingerprint.clone()),
-            token.to_string(),
-        )
-        .unwrap()
-    }
-
-    fn cli<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
-        let mut v = args.to_vec();
-        v.extend([
-            "--server",
-            &self.addr,
-            "--fingerprint",
-            &self.fingerprint,
-            "--token",
-            &self.token,
-        ]);
-        v
-    }
-
-    async fn admin(&self) -> Client {
-        Client::connect(&self.target(&self.token)).await.unwrap()
-    }
-
-    async fn stats(&self) -> std::collections::HashMap<String, u64> {
-        let c = self.admin().await;
-        let Response::Stats(s) = c.call(&Request::GetStats).await.unwrap() else {
-            panic!()
-        };
-        c.close();
-        s.into_iter().collect()
-    }
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn ping(vehicle: u64, k: i64) -> PingRecord {
     PingRecord {
@@ -92,18 +40,6 @@ async fn next_control(rx: &mut tokio::sync::mpsc::Receiver<Control>) -> Control 
         .await
         .expect("control frame in time")
         .expect("control open")
-}
-
-/// Polls until `f` holds (the engine works asynchronously).
-async fn eventually<F: AsyncFnMut() -> bool>(what: &str, mut f: F) {
-    let t = Instant::now();
-    while !f().await {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[test]
@@ -648,8 +584,16 @@ fn a_slow_subscriber_is_told_what_it_lost_and_hurts_no_one() {
     let (got, lost, total, fast_got, fast_lost) = slow_subscriber("svc-slowsub", false);
     assert!(total > 200, "{total} events");
     assert!(lost > 0, "the slow subscriber lost nothing ({got} read)");
-    assert_eq!(got + lost, total, "every event either read or reported lost");
-    assert_eq!((fast_got, fast_lost), (total, 0), "the fast subscriber saw everything");
+    assert_eq!(
+        got + lost,
+        total,
+        "every event either read or reported lost"
+    );
+    assert_eq!(
+        (fast_got, fast_lost),
+        (total, 0),
+        "the fast subscriber saw everything"
+    );
 }
 
 #[test]
@@ -657,7 +601,11 @@ fn with_a_store_a_slow_subscriber_misses_nothing() {
     // The same, durable: what left the ring is read from the event log.
     let (got, lost, total, fast_got, fast_lost) = slow_subscriber("svc-slowsub-store", true);
     assert!(total > 200, "{total} events");
-    assert_eq!((got, lost), (total, 0), "the slow subscriber read everything");
+    assert_eq!(
+        (got, lost),
+        (total, 0),
+        "the slow subscriber read everything"
+    );
     assert_eq!((fast_got, fast_lost), (total, 0));
 }
 

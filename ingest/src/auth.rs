@@ -168,7 +168,8 @@ impl Auth {
     /// Whether `p` acts for the fleet owning `vehicle` (admins: always).
     pub fn covers(&self, p: &Principal, vehicle: VehicleId) -> bool {
         match p.fleet {
-            None => p.role == Role::Admin,
+            // Admins, and tracking links an admin minted (scoped to their stop).
+            None => p.role == Role::Admin || p.stop.is_some(),
             Some(f) => self.fleets.get(f as usize).is_some_and(|fl| {
                 let i = fl.ranges.partition_point(|r| r[1] < vehicle);
                 fl.ranges.get(i).is_some_and(|r| r[0] <= vehicle)

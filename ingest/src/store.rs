@@ -367,8 +367,9 @@ impl Journal for Store {
                     time,
                     outcome,
                 };
-                let b = rkyv::to_bytes::<rancor::Error>(&record)
-                    .map_err(|e| redb::Error::from(redb::StorageError::Io(std::io::Error::other(e))))?;
+                let b = rkyv::to_bytes::<rancor::Error>(&record).map_err(|e| {
+                    redb::Error::from(redb::StorageError::Io(std::io::Error::other(e)))
+                })?;
                 outcomes.insert(stop, &b[..])?;
             }
             Ok(seq)
@@ -432,7 +433,7 @@ mod tests {
             seq,
             time: 1000.0 + seq as f64,
             kind,
-            stop: (seq % 2 == 0).then_some(seq),
+            stop: seq.is_multiple_of(2).then_some(seq),
             pos: LatLon::new(43.7, 7.4),
             value: 1.5,
             reference: f64::NAN,

@@ -6,7 +6,11 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use lastmile_ingest::client::{Client, Target};
+use lastmile_ingest::protocol::{Request, Response};
+use lastmile_ingest::tls::Trust;
 
 use super::lastmile;
 
@@ -22,6 +26,32 @@ pub struct Server {
     pub data: PathBuf,
     /// HOST:PORT of its metrics endpoint, if started with `--metrics`.
     pub metrics: Option<String>,
+}
+
+impl Server {
+    /// Stops it as a service manager would (SIGTERM) and waits: it drains,
+    /// checkpoints and exits. Returns whether it exited successfully.
+    pub fn terminate(mut self) -> bool {
+        let pid = self.child.id().to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return sent && status.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Kills it outright (SIGKILL): no drain, no checkpoint.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Drop for Server {
@@ -170,5 +200,70 @@ pub fn serve_with(dir: &Path, engine_extra: &str, extra: &str, args: &[&str]) ->
         token,
         data,
         metrics,
+    }
+}
+
+/// What the tests do with a running server.
+pub trait ServerExt {
+    fn target(&self, token: &str) -> Target;
+    fn cli<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str>;
+    async fn admin(&self) -> Client;
+    async fn stats(&self) -> std::collections::HashMap<String, u64>;
+}
+
+impl ServerExt for Server {
+    fn target(&self, token: &str) -> Target {
+        Target::new(
+            &self.addr,
+            Trust::Pin(self.fingerprint.clone()),
+            token.to_string(),
+        )
+        .unwrap()
+    }
+
+    fn cli<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
+        let mut v = args.to_vec();
+        v.extend([
+            "--server",
+            &self.addr,
+            "--fingerprint",
+            &self.fingerprint,
+            "--token",
+            &self.token,
+        ]);
+        v
+    }
+
+    async fn admin(&self) -> Client {
+        Client::connect(&self.target(&self.token)).await.unwrap()
+    }
+
+    async fn stats(&self) -> std::collections::HashMap<String, u64> {
+        let c = self.admin().await;
+        let Response::Stats(s) = c.call(&Request::GetStats).await.unwrap() else {
+            panic!()
+        };
+        c.close();
+        s.into_iter().collect()
+    }
+}
+
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Polls until `f` holds (the engine works asynchronously).
+pub async fn eventually<F: AsyncFnMut() -> bool>(what: &str, mut f: F) {
+    let t = Instant::now();
+    while !f().await {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

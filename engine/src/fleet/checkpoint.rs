@@ -63,6 +63,8 @@ pub enum CheckpointError {
 pub(crate) struct Meta {
     pub graph_fingerprint: u64,
     pub journal_seq: u64,
+    /// The last tick's event time.
+    pub event_time: f64,
     /// Metric installs so far: restored paths are timed on older metrics.
     pub metric_version: u64,
     pub published_at: f64,

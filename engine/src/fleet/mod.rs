@@ -195,6 +195,8 @@ struct Coordinator {
     job_changes: Vec<(u32, u32)>,
     /// Event time of the last publication.
     published_at: f64,
+    /// Event time of the last tick (the engine's "now").
+    last_tick: f64,
     stats: EngineStats,
 }
 
@@ -235,6 +237,9 @@ pub struct Restored {
     pub failed: Vec<String>,
     /// Edges of learnt traffic the new metric carries.
     pub traffic_edges: usize,
+    /// The event time the engine had reached (its last tick): a server's
+    /// clock resumes from here rather than jumping to the wall clock.
+    pub event_time: f64,
 }
 
 /// A new metric and how much changed in it.
@@ -345,6 +350,7 @@ impl Engine {
                 job: None,
                 job_changes: Vec::new(),
                 published_at: f64::NEG_INFINITY,
+                last_tick: f64::NEG_INFINITY,
                 stats: EngineStats::default(),
             }),
             graph,
@@ -673,7 +679,7 @@ impl Engine {
                 reg.routes.iter().map(|(k, v)| (*k, v.clone())).collect();
             (replies, self.journal_seq.load(Relaxed), stops, routes)
         };
-        let (traffic, metric_version, published_at, installed, pending) = {
+        let (traffic, metric_version, published_at, installed, pending, event_time) = {
             let co = self.coordinator.lock().unwrap_or_else(|p| p.into_inner());
             let installed: Vec<(u32, u32)> = (0..self.graph.num_edges() as u32)
                 .filter_map(|e| {
@@ -692,6 +698,7 @@ impl Engine {
                 co.published_at,
                 installed,
                 pending,
+                co.last_tick,
             )
         };
         let mut blobs = Vec::with_capacity(replies.len());
@@ -707,6 +714,7 @@ impl Engine {
             meta: checkpoint::Meta {
                 graph_fingerprint: self.graph.fingerprint(),
                 journal_seq,
+                event_time,
                 metric_version,
                 published_at,
                 installed,
@@ -740,6 +748,8 @@ impl Engine {
                 return Err(CheckpointError::Traffic);
             }
             co.published_at = meta.published_at;
+            co.last_tick = meta.event_time;
+            report.event_time = meta.event_time;
             report.traffic_edges = meta.installed.len();
             if !meta.installed.is_empty() {
                 let done = customize(&self.graph, &co.current, meta.installed);
@@ -914,6 +924,7 @@ impl Engine {
         }
         let mut co = self.coordinator.lock().unwrap_or_else(|p| p.into_inner());
         co.stats.ticks += 1;
+        co.last_tick = co.last_tick.max(now);
         // The metric customized since the last publication goes in now:
         // every shard takes it at this tick's place in its queue, so the
         // results do not depend on how long the customization took.

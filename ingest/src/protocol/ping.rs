@@ -185,7 +185,7 @@ mod tests {
             time_ms: 1_767_225_600_000 + i as i64 * 1000,
             lat_e7: 437_300_000 + i as i32,
             lon_e7: 74_200_000 - i as i32,
-            speed_cms: if i % 3 == 0 { ABSENT } else { 1234 },
+            speed_cms: if i.is_multiple_of(3) { ABSENT } else { 1234 },
             heading_cdeg: (i * 100 % 36_000) as u16,
             accuracy_dm: 50,
             flags: 0,

@@ -42,6 +42,8 @@ pub struct Recovery {
     /// checkpoints lost): routes may be missing.
     pub journal_gap: bool,
     pub tracking_tokens: usize,
+    /// Event time the restored engine had reached (NaN: nothing restored).
+    pub event_time: f64,
     pub millis: f64,
 }
 
@@ -91,7 +93,10 @@ impl Durable {
     ) -> anyhow::Result<(Arc<Durable>, Recovery)> {
         let started = Instant::now();
         let store = Arc::new(Store::open(dir)?);
-        let mut rec = Recovery::default();
+        let mut rec = Recovery {
+            event_time: f64::NAN,
+            ..Recovery::default()
+        };
         let mut base_seq = 0;
         let mut covered = (0, 0);
         for name in [LATEST, PREVIOUS] {
@@ -111,6 +116,7 @@ impl Durable {
             match engine.restore(ckpt) {
                 Ok(r) => {
                     rec.vehicles = r.vehicles;
+                    rec.event_time = r.event_time;
                     rec.stops = r.stops;
                     if !r.failed.is_empty() {
                         rec.rejected.push(format!(
@@ -195,8 +201,7 @@ impl Durable {
                     *cursor = next;
                     bus.mark_durable(next);
                     total += batch.len();
-                    self.events_persisted
-                        .fetch_add(batch.len() as u64, Relaxed);
+                    self.events_persisted.fetch_add(batch.len() as u64, Relaxed);
                 }
                 Err(e) => {
                     // Held back, retried at the next call.

@@ -335,7 +335,8 @@ impl Server {
                         let mut expired_at = std::time::Instant::now();
                         while !st.load(Relaxed) {
                             let waiting = match &durable {
-                                Some(_) => bus.wait_published(bus.readable_id(), Duration::from_millis(100)),
+                                Some(_) => bus
+                                    .wait_published(bus.readable_id(), Duration::from_millis(100)),
                                 None => bus.wait(cursor, Duration::from_millis(100)),
                             };
                             if let Some(d) = &durable {
@@ -370,7 +371,12 @@ impl Server {
                                 if last.elapsed() >= every {
                                     last = std::time::Instant::now();
                                     if let Ok(w) = durable.checkpoint(&engine) {
-                                        tracing::debug!(bytes = w.bytes, vehicles = w.vehicles, ms = format!("{:.0}", w.total_ms), "checkpoint written");
+                                        tracing::debug!(
+                                            bytes = w.bytes,
+                                            vehicles = w.vehicles,
+                                            ms = format!("{:.0}", w.total_ms),
+                                            "checkpoint written"
+                                        );
                                     }
                                 }
                             }

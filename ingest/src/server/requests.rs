@@ -267,7 +267,9 @@ async fn answer(shared: &Arc<Shared>, who: &Principal, req: Request) -> Result<R
                 // The customer's link must survive a restart: stored before it is handed out.
                 let grant = crate::store::StoredGrant {
                     digest: crate::auth::digest(&token),
-                    fleet: who.fleet.map(|f| shared.auth.fleet_name(Some(f)).to_string()),
+                    fleet: who
+                        .fleet
+                        .map(|f| shared.auth.fleet_name(Some(f)).to_string()),
                     stop,
                     expires_ms: epoch_ms(expires),
                 };

@@ -124,7 +124,10 @@ pub async fn run(
                     lost = first.min(until) - cursor;
                     cursor = first.min(until);
                 }
-                if let Err(e) = d.store.read_events(&mut cursor, until, &filter, per_frame, &mut got) {
+                if let Err(e) =
+                    d.store
+                        .read_events(&mut cursor, until, &filter, per_frame, &mut got)
+                {
                     tracing::error!(error = %e, "reading the event log");
                     lost += until.saturating_sub(cursor);
                     cursor = until;

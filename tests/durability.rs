@@ -1,0 +1,291 @@
+//! Durability end to end, with the real binary: a SIGTERM drains and
+//! checkpoints, and the restarted server answers ETAs before any new ping;
+//! a kill -9 at random moments under load never loses an acknowledged
+//! command nor an event a subscriber saw; subscribers resume across
+//! restarts without gaps; tracking links survive.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::server::{Server, ServerExt, eventually, rt, serve, simulate};
+use common::{lastmile, tmpdir};
+use lastmile_ingest::client::{Client, Subscription};
+use lastmile_ingest::protocol::{
+    AT_END, FROM_NOW, NO_TIME, Request, Response, StopStatusCode, WireEvent, WireProof, WireStop,
+};
+
+/// On-road positions: the simulated stops' (lat, lon) in 1e-7 degrees.
+fn road_points(stops_csv: &Path) -> Vec<(i32, i32)> {
+    let mut rdr = csv::Reader::from_path(stops_csv).unwrap();
+    rdr.records()
+        .map(|r| {
+            let r = r.unwrap();
+            let d = |i: usize| (r[i].parse::<f64>().unwrap() * 1e7).round() as i32;
+            (d(3), d(4))
+        })
+        .collect()
+}
+
+fn stop(id: u64, (lat_e7, lon_e7): (i32, i32)) -> WireStop {
+    WireStop {
+        id,
+        lat_e7,
+        lon_e7,
+        window_start_ms: NO_TIME,
+        window_end_ms: NO_TIME,
+        service_s: 60.0,
+        customer_ref: format!("order-{id}"),
+    }
+}
+
+/// Events compared bit for bit (their figures may be NaN).
+fn same(a: Option<&WireEvent>, b: &WireEvent) -> bool {
+    a.is_some_and(|a| format!("{a:?}") == format!("{b:?}"))
+}
+
+/// Reads a subscription until quiet for `quiet`: every event by id.
+async fn collect(sub: &mut Subscription, quiet: Duration, into: &mut BTreeMap<u64, WireEvent>) {
+    while let Ok(Ok(Some(f))) = tokio::time::timeout(quiet, sub.next()).await {
+        match f {
+            Response::Events(evs) => {
+                for e in evs {
+                    into.insert(e.id, e);
+                }
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+fn everything_from(from: u64) -> Request {
+    Request::Subscribe {
+        from,
+        kinds: 0,
+        vehicles: vec![],
+        stops: vec![],
+    }
+}
+
+async fn vehicles(c: &Client, n: u64) -> Vec<Response> {
+    let mut out = Vec::new();
+    for v in 0..n {
+        out.push(c.call(&Request::GetVehicle { vehicle: v }).await.unwrap());
+    }
+    out
+}
+
+#[test]
+fn sigterm_checkpoints_and_the_restarted_server_answers_at_once() {
+    let dir = tmpdir("dur-sigterm");
+    let (trace, stops) = simulate(&dir, 30, 1800);
+    let s = serve(&dir, "", "");
+    let o = lastmile(&s.cli(&[
+        "replay",
+        trace.to_str().unwrap(),
+        "--stops",
+        stops.to_str().unwrap(),
+    ]));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (before, events, done_stop, tracking) = rt().block_on(async {
+        eventually("every ping processed", async || {
+            let st = s.stats().await;
+            st["engine_pings_processed"] == st["pings_accepted"]
+        })
+        .await;
+        let c = s.admin().await;
+        // A delivery completed with its proof, and a customer's link.
+        let points = road_points(&stops);
+        let open = [7_000_001u64, 7_000_002];
+        for (i, id) in open.iter().enumerate() {
+            c.call(&Request::AddStop {
+                vehicle: 0,
+                time_ms: NO_TIME,
+                index: AT_END,
+                stop: stop(*id, points[i]),
+            })
+            .await
+            .unwrap();
+        }
+        let proof = WireProof {
+            photo_refs: vec!["s3://pod/0.jpg".into()],
+            note: "left with the neighbour".into(),
+            ..WireProof::default()
+        };
+        c.call(&Request::Complete {
+            vehicle: 0,
+            time_ms: NO_TIME,
+            stop: open[0],
+            proof,
+        })
+        .await
+        .unwrap();
+        let Response::TrackingToken { token, .. } = c
+            .call(&Request::CreateTrackingToken {
+                stop: open[1],
+                ttl_s: 3600,
+            })
+            .await
+            .unwrap()
+        else {
+            panic!()
+        };
+        let mut events = BTreeMap::new();
+        let mut sub = c.subscribe(&everything_from(0)).await.unwrap();
+        collect(&mut sub, Duration::from_secs(1), &mut events).await;
+        (vehicles(&c, 30).await, events, open[0], (token, open[1]))
+    });
+    assert!(events.len() > 100, "{} events", events.len());
+    let ids: Vec<u64> = events.keys().copied().collect();
+    assert_eq!(ids, (0..ids.len() as u64).collect::<Vec<_>>(), "no gaps");
+    assert!(s.terminate(), "SIGTERM: clean exit");
+
+    let s = serve(&dir, "", "");
+    rt().block_on(async {
+        let c = s.admin().await;
+        // Before any ping: every vehicle's position and ETAs as they were.
+        assert_eq!(vehicles(&c, 30).await, before, "state after restart");
+        let Response::Stop(view) = c.call(&Request::GetStop { stop: done_stop }).await.unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(view.status, StopStatusCode::Completed);
+        // The customer's link still works, for its stop only.
+        let t = Client::connect(&s.target(&tracking.0)).await.unwrap();
+        let Response::Stop(view) = t
+            .call(&Request::GetStop { stop: tracking.1 })
+            .await
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(view.stop, tracking.1);
+        assert!(t.call(&Request::GetStop { stop: done_stop }).await.is_err());
+        // A subscriber resuming from 0 gets the same log, and new events
+        // continue its numbering.
+        let mut again = BTreeMap::new();
+        let mut sub = c.subscribe(&everything_from(0)).await.unwrap();
+        collect(&mut sub, Duration::from_secs(1), &mut again).await;
+        for (id, e) in &events {
+            assert!(same(again.get(id), e), "event {id} after restart");
+        }
+        let st = s.stats().await;
+        assert_eq!(st["engine_events"], again.len() as u64, "ids continue");
+    });
+}
+
+/// The replay CLI pushing a trace at the server in the background.
+fn load(s: &Server, trace: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_lastmile"))
+        .args(s.cli(&["replay", trace.to_str().unwrap(), "--connections", "2"]))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn kill_9_at_random_moments_loses_no_acknowledged_command_nor_seen_event() {
+    let dir = tmpdir("dur-kill9");
+    let (trace, stops) = simulate(&dir, 30, 1800);
+    let points = road_points(&stops);
+    let rounds = if std::env::var_os("CI").is_some() {
+        6
+    } else {
+        12
+    };
+    // Acknowledged: stop id -> (vehicle, completed).
+    let mut acked: BTreeMap<u64, (u64, bool)> = BTreeMap::new();
+    let mut seen: BTreeMap<u64, WireEvent> = BTreeMap::new();
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next_id = 5_000_000u64;
+    for round in 0..rounds {
+        let s = serve(&dir, "", "[store]\ncheckpoint_every_s = 0.3\n");
+        let mut pusher = load(&s, &trace);
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let kill_after = Duration::from_millis(150 + rng % 900);
+        rt().block_on(async {
+            let c = s.admin().await;
+            // Everything acknowledged before is still there.
+            for (&id, &(vehicle, completed)) in &acked {
+                let r = c.call(&Request::GetStop { stop: id }).await;
+                let Ok(Response::Stop(view)) = r else {
+                    panic!("round {round}: acknowledged stop {id} lost: {r:?}")
+                };
+                assert_eq!(view.vehicle, vehicle, "round {round}: stop {id}");
+                if completed {
+                    assert_eq!(view.status, StopStatusCode::Completed, "stop {id}");
+                }
+            }
+            // Every event a subscriber saw is in the log, unchanged.
+            let mut log = BTreeMap::new();
+            let mut sub = c.subscribe(&everything_from(0)).await.unwrap();
+            collect(&mut sub, Duration::from_millis(300), &mut log).await;
+            for (id, e) in &seen {
+                assert!(same(log.get(id), e), "round {round}: event {id}");
+            }
+            // Commands and a subscriber, until the kill.
+            let mut live = c.subscribe(&everything_from(FROM_NOW)).await.unwrap();
+            let started = std::time::Instant::now();
+            let mut k = 0u64;
+            while started.elapsed() < kill_after {
+                let vehicle = k % 30;
+                let id = next_id;
+                next_id += 1;
+                let add = Request::AddStop {
+                    vehicle,
+                    time_ms: NO_TIME,
+                    index: AT_END,
+                    stop: stop(id, points[(id as usize) % points.len()]),
+                };
+                if c.call(&add).await.is_ok() {
+                    acked.insert(id, (vehicle, false));
+                    if k.is_multiple_of(3) {
+                        let done = Request::Complete {
+                            vehicle,
+                            time_ms: NO_TIME,
+                            stop: id,
+                            proof: WireProof::default(),
+                        };
+                        if c.call(&done).await.is_ok() {
+                            acked.insert(id, (vehicle, true));
+                        }
+                    }
+                }
+                k += 1;
+                let _ = tokio::time::timeout(Duration::from_millis(5), async {
+                    collect(&mut live, Duration::from_millis(5), &mut seen).await
+                })
+                .await;
+            }
+            collect(&mut live, Duration::from_millis(20), &mut seen).await;
+        });
+        s.kill9();
+        let _ = pusher.kill();
+        let _ = pusher.wait();
+    }
+    assert!(
+        acked.len() > 20 * rounds / 2,
+        "{} commands acknowledged",
+        acked.len()
+    );
+    // A last start checks the last round.
+    let s = serve(&dir, "", "");
+    rt().block_on(async {
+        let c = s.admin().await;
+        for (&id, &(vehicle, completed)) in &acked {
+            let Ok(Response::Stop(view)) = c.call(&Request::GetStop { stop: id }).await else {
+                panic!("acknowledged stop {id} lost")
+            };
+            assert_eq!(view.vehicle, vehicle);
+            if completed {
+                assert_eq!(view.status, StopStatusCode::Completed);
+            }
+        }
+    });
+}
