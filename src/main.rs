@@ -3,6 +3,7 @@
 
 mod bench;
 mod commands;
+mod history;
 mod live_demo;
 mod progress;
 mod service;
@@ -56,6 +57,8 @@ enum Command {
     Eta(service::EtaArgs),
     /// Follow the event stream (optionally filtered).
     Watch(service::WatchArgs),
+    /// A vehicle's matched path over a time range, from a server's store (GeoJSON or CSV).
+    History(history::HistoryArgs),
     /// Dispatcher commands on stops: complete, fail, remove, reassign, track.
     Dispatch(service::DispatchArgs),
     /// A server's counters as JSON.
@@ -85,6 +88,7 @@ fn main() -> ExitCode {
         Command::Assign(a) => service::assign(a),
         Command::Eta(a) => service::eta(a),
         Command::Watch(a) => service::watch(a),
+        Command::History(a) => history::history(a),
         Command::Dispatch(a) => service::dispatch(a),
         Command::Stats(a) => service::stats(a),
         Command::Demo(a) => commands::demo(a),

@@ -231,7 +231,7 @@ pub struct Conn {
 }
 
 impl Conn {
-    fn target(&self) -> Result<Target> {
+    pub(crate) fn target(&self) -> Result<Target> {
         let trust = Trust::from_flags(
             self.ca.as_deref(),
             self.cert.as_deref(),
@@ -246,7 +246,7 @@ impl Conn {
     }
 }
 
-fn block_on<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+pub(crate) fn block_on<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?

@@ -175,6 +175,68 @@ fn sigterm_checkpoints_and_the_restarted_server_answers_at_once() {
         let st = s.stats().await;
         assert_eq!(st["engine_events"], again.len() as u64, "ids continue");
     });
+    // The day's matched path, from the store, as GeoJSON: as long as the
+    // vehicle's odometer says it drove, and in time order.
+    for v in [3u64, 17] {
+        let o = lastmile(&s.cli(&["history", "--vehicle", &v.to_string()]));
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let g: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let features = g["features"].as_array().unwrap();
+        assert!(!features.is_empty(), "vehicle {v} has no history");
+        let (mut length, mut last_t) = (0.0, 0.0);
+        for f in features {
+            let c = f["geometry"]["coordinates"].as_array().unwrap();
+            let times = f["properties"]["times"].as_array().unwrap();
+            assert_eq!(c.len(), times.len());
+            for w in c.windows(2) {
+                length += metres(&w[0], &w[1]);
+            }
+            for t in times {
+                let t = t.as_f64().unwrap();
+                assert!(
+                    t >= last_t - 1e-3,
+                    "vehicle {v}: times go back: {last_t} -> {t} in {}",
+                    f["properties"]
+                );
+                last_t = t;
+            }
+        }
+        let Response::Vehicle(snap) = &before[v as usize] else {
+            panic!()
+        };
+        let odo = snap.odometer_m;
+        assert!(
+            (length - odo).abs() < 0.05 * odo + 50.0,
+            "vehicle {v}: history {length:.0} m, odometer {odo:.0} m"
+        );
+        // A range picks the part inside it.
+        let mid = last_t - 300.0;
+        let o = lastmile(&s.cli(&[
+            "history",
+            "--vehicle",
+            &v.to_string(),
+            "--from",
+            &mid.to_string(),
+            "--csv",
+        ]));
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        let times: Vec<f64> = text
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').next().unwrap().parse().unwrap())
+            .collect();
+        assert!(!times.is_empty() && times.iter().all(|&t| t >= mid - 600.0));
+    }
+}
+
+/// Great-circle metres between two GeoJSON [lon, lat] positions.
+fn metres(a: &serde_json::Value, b: &serde_json::Value) -> f64 {
+    let (lo1, la1) = (a[0].as_f64().unwrap(), a[1].as_f64().unwrap());
+    let (lo2, la2) = (b[0].as_f64().unwrap(), b[1].as_f64().unwrap());
+    let (p1, p2) = (la1.to_radians(), la2.to_radians());
+    let h = ((p2 - p1) / 2.0).sin().powi(2)
+        + p1.cos() * p2.cos() * ((lo2 - lo1).to_radians() / 2.0).sin().powi(2);
+    2.0 * 6_371_008.8 * h.sqrt().asin()
 }
 
 /// The replay CLI pushing a trace at the server in the background.

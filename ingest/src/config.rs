@@ -303,6 +303,7 @@ impl Config {
             learning: self.engine.learning,
             traffic_every_s: self.engine.traffic_every_s,
             events_capacity: self.engine.events_capacity,
+            history: self.store.enabled,
             ..FleetConfig::default()
         }
     }

@@ -5,14 +5,14 @@
 
 use lastmile_engine::MatchStatus;
 use lastmile_engine::fleet::{
-    CommandError, Event, EventKind, ProofOfDelivery, StopEta, StopOutcome, StopPlan, StopStatus,
-    StopView, TimeWindow, VehicleSnapshot,
+    CommandError, Event, EventKind, PathPiece, ProofOfDelivery, StopEta, StopOutcome, StopPlan,
+    StopStatus, StopView, TimeWindow, VehicleSnapshot,
 };
 use lastmile_roadgraph::{Graph, LatLon};
 
 use crate::protocol::{
-    ErrorCode, NO_TIME, StopStatusCode, WireEvent, WireProof, WireStop, WireStopEta, WireStopView,
-    WireVehicle,
+    ErrorCode, NO_TIME, PATH_BREAK, StopStatusCode, WireEvent, WirePathPoint, WireProof, WireStop,
+    WireStopEta, WireStopView, WireVehicle,
 };
 
 pub fn ms(t: f64) -> i64 {
@@ -196,6 +196,51 @@ pub fn proof(p: &WireProof) -> Result<ProofOfDelivery, (ErrorCode, String)> {
         note: opt(&p.note),
         pos,
     })
+}
+
+/// A matched path as timed points along the road geometry, at most `max`
+/// points (whole pieces only); returns the points and how many pieces they
+/// cover. A piece that does not continue the previous one (another edge
+/// not joined to it, or a jump) starts with [`PATH_BREAK`].
+pub fn path_points(graph: &Graph, pieces: &[PathPiece], max: usize) -> (Vec<WirePathPoint>, usize) {
+    let mut out: Vec<WirePathPoint> = Vec::new();
+    let mut prev: Option<&PathPiece> = None;
+    for (used, p) in pieces.iter().enumerate() {
+        if p.edge as usize >= graph.num_edges() {
+            continue;
+        }
+        let joined = prev.is_some_and(|q| {
+            let same_edge = q.edge == p.edge && (p.from_m - q.to_m).abs() < 1.0;
+            let next_edge = graph.head(q.edge) == graph.tail(p.edge)
+                && q.to_m >= graph.length_m(q.edge) - 1.0
+                && p.from_m < 1.0;
+            same_edge || next_edge
+        });
+        let geometry = graph.edge_geometry_between(p.edge, p.from_m, p.to_m.max(p.from_m));
+        let skip = usize::from(joined);
+        if out.len() + geometry.len() - skip > max {
+            return (out, used);
+        }
+        // Times along the piece in proportion to the distance driven.
+        let mut along = vec![0.0];
+        for w in geometry.windows(2) {
+            let d = along.last().copied().unwrap_or(0.0);
+            along.push(d + lastmile_roadgraph::geo::haversine_m(w[0], w[1]));
+        }
+        let total = along.last().copied().unwrap_or(0.0).max(1e-9);
+        for (i, (pt, d)) in geometry.iter().zip(&along).enumerate().skip(skip) {
+            let t = p.t_start + (p.t_end - p.t_start) * d / total;
+            out.push(WirePathPoint {
+                time_ms: ms(t),
+                lat_e7: e7(pt.lat),
+                lon_e7: e7(pt.lon),
+                edge: p.edge,
+                flags: if i == 0 && !joined { PATH_BREAK } else { 0 },
+            });
+        }
+        prev = Some(p);
+    }
+    (out, pieces.len())
 }
 
 pub fn event(id: u64, e: &Event) -> WireEvent {

@@ -25,7 +25,8 @@ use std::time::Instant;
 
 use anyhow::Context;
 use lastmile_engine::fleet::{
-    Command, Event, EventFilter, EventKind, Histogram, Journal, StopId, StopOutcome, VehicleId,
+    Command, Event, EventFilter, EventKind, Histogram, Journal, PathPiece, StopId, StopOutcome,
+    VehicleId,
 };
 use lastmile_roadgraph::LatLon;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
@@ -283,6 +284,90 @@ impl Store {
         })
     }
 
+    // ---------------------------------------------------------------- history
+
+    /// Writes each vehicle's pieces (in time order) as one chunk. Not synced
+    /// on its own: the next durable commit (events, commands) carries it,
+    /// and a crash may lose the last seconds, like the pings they came from.
+    pub fn append_history(
+        &self,
+        chunks: &[(VehicleId, Vec<PathPiece>)],
+    ) -> Result<(), redb::Error> {
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        self.write(Durability::None, |txn| {
+            let mut t = txn.open_table(HISTORY)?;
+            for (vehicle, pieces) in chunks {
+                let Some(last) = pieces.last() else { continue };
+                let key = (*vehicle, (last.t_end * 1e3).round() as i64);
+                // Two chunks ending at the same millisecond become one.
+                let merged;
+                let pieces = match t.get(key)? {
+                    Some(old) => {
+                        let mut all = decode_chunk(*vehicle, old.value());
+                        all.extend_from_slice(pieces);
+                        all.sort_by(|a, b| a.t_start.total_cmp(&b.t_start));
+                        merged = all;
+                        &merged
+                    }
+                    None => pieces,
+                };
+                t.insert(key, &encode_chunk(pieces)[..])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// A vehicle's path pieces overlapping `[from, to]` (event time, s), in
+    /// time order, at most `max` (then `true`: more remain).
+    pub fn history(
+        &self,
+        vehicle: VehicleId,
+        from: f64,
+        to: f64,
+        max: usize,
+        out: &mut Vec<PathPiece>,
+    ) -> anyhow::Result<bool> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(HISTORY)?;
+        // Chunks are keyed by their end: the first one that can overlap is
+        // the first ending at or after `from`.
+        let lo = ((from * 1e3).floor() as i64).max(i64::MIN + 1);
+        for row in t.range((vehicle, lo)..=(vehicle, i64::MAX))? {
+            let (_, v) = row?;
+            let chunk = decode_chunk(vehicle, v.value());
+            if chunk.first().is_some_and(|p| p.t_start > to) {
+                break;
+            }
+            for p in chunk {
+                if p.t_end >= from && p.t_start <= to {
+                    if out.len() == max {
+                        return Ok(true);
+                    }
+                    out.push(p);
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// Drops history chunks that ended before `before` (event time, s);
+    /// returns how many.
+    pub fn expire_history(&self, before: f64) -> Result<u64, redb::Error> {
+        let cutoff = (before * 1e3) as i64;
+        self.write(Durability::Immediate, |txn| {
+            let mut t = txn.open_table(HISTORY)?;
+            let mut n = 0;
+            t.retain(|(_, end), _| {
+                let keep = end >= cutoff;
+                n += u64::from(!keep);
+                keep
+            })?;
+            Ok(n)
+        })
+    }
+
     // --------------------------------------------------------- tracking tokens
 
     pub fn save_grant(&self, g: &StoredGrant) -> Result<(), redb::Error> {
@@ -376,6 +461,58 @@ impl Journal for Store {
         })
         .map_err(|e| e.to_string())
     }
+}
+
+/// Bytes of one history piece in a chunk.
+const PIECE_BYTES: usize = 20;
+
+/// A chunk: its start (ms, i64), then per piece: edge u32, from and to
+/// metres f32, start offset from the chunk's start ms u32, duration ms u32.
+fn encode_chunk(pieces: &[PathPiece]) -> Vec<u8> {
+    let start = pieces
+        .first()
+        .map_or(0, |p| (p.t_start * 1e3).round() as i64);
+    let mut b = Vec::with_capacity(8 + pieces.len() * PIECE_BYTES);
+    b.extend_from_slice(&start.to_le_bytes());
+    for p in pieces {
+        // Both ends rounded to the millisecond on their own, so a piece
+        // that starts where the previous ended still does after decoding.
+        let (t0, t1) = (
+            (p.t_start * 1e3).round() as i64,
+            (p.t_end * 1e3).round() as i64,
+        );
+        let s = (t0 - start).clamp(0, i64::from(u32::MAX)) as u32;
+        let d = (t1 - t0).clamp(0, i64::from(u32::MAX)) as u32;
+        b.extend_from_slice(&p.edge.to_le_bytes());
+        b.extend_from_slice(&(p.from_m as f32).to_le_bytes());
+        b.extend_from_slice(&(p.to_m as f32).to_le_bytes());
+        b.extend_from_slice(&s.to_le_bytes());
+        b.extend_from_slice(&d.to_le_bytes());
+    }
+    b
+}
+
+fn decode_chunk(vehicle: VehicleId, b: &[u8]) -> Vec<PathPiece> {
+    if b.len() < 8 {
+        return Vec::new();
+    }
+    let start = i64::from_le_bytes(b[..8].try_into().expect("8 bytes"));
+    b[8..]
+        .chunks_exact(PIECE_BYTES)
+        .map(|c| {
+            let u = |i: usize| u32::from_le_bytes(c[i..i + 4].try_into().expect("4 bytes"));
+            let f = |i: usize| f64::from(f32::from_bits(u(i)));
+            let t_start = (start + i64::from(u(12))) as f64 / 1e3;
+            PathPiece {
+                vehicle,
+                edge: u(0),
+                from_m: f(4),
+                to_m: f(8),
+                t_start,
+                t_end: t_start + f64::from(u(16)) / 1e3,
+            }
+        })
+        .collect()
 }
 
 /// An event in 80 bytes: vehicle, seq, time, stop (u64::MAX: none), lat,
@@ -518,6 +655,63 @@ mod tests {
         assert_eq!(s.expire_events(1_500).unwrap(), 6);
         assert_eq!(s.first_event_id().unwrap(), Some(6));
         assert_eq!(s.next_event_id().unwrap(), 10);
+    }
+
+    #[test]
+    fn history_is_read_back_by_vehicle_and_time_range() {
+        let dir = tempdir();
+        let s = Store::open(&dir).unwrap();
+        let piece = |vehicle, edge, t: f64| PathPiece {
+            vehicle,
+            edge,
+            from_m: 0.0,
+            to_m: 12.5,
+            t_start: t,
+            t_end: t + 2.0,
+        };
+        // Vehicle 1 in two chunks, vehicle 2 in one.
+        s.append_history(&[
+            (
+                1,
+                (0..10)
+                    .map(|i| piece(1, i, 1000.0 + 2.0 * f64::from(i)))
+                    .collect(),
+            ),
+            (2, vec![piece(2, 99, 1005.0)]),
+        ])
+        .unwrap();
+        s.append_history(&[(
+            1,
+            (10..20)
+                .map(|i| piece(1, i, 1000.0 + 2.0 * f64::from(i)))
+                .collect(),
+        )])
+        .unwrap();
+        let mut out = Vec::new();
+        assert!(!s.history(1, 0.0, 1e12, 100, &mut out).unwrap());
+        assert_eq!(out.len(), 20);
+        assert_eq!(
+            out.iter().map(|p| p.edge).collect::<Vec<_>>(),
+            (0..20).collect::<Vec<_>>()
+        );
+        assert_eq!(out[3], piece(1, 3, 1006.0), "exact at ms and f32 metres");
+        out.clear();
+        s.history(1, 1015.0, 1025.0, 100, &mut out).unwrap();
+        assert_eq!(out.first().unwrap().edge, 7, "overlaps 1014..1016");
+        assert_eq!(out.last().unwrap().edge, 12);
+        out.clear();
+        assert!(s.history(1, 0.0, 1e12, 5, &mut out).unwrap(), "more remain");
+        out.clear();
+        s.history(2, 0.0, 1e12, 100, &mut out).unwrap();
+        assert_eq!(out, [piece(2, 99, 1005.0)]);
+        assert_eq!(
+            s.expire_history(1030.0).unwrap(),
+            2,
+            "vehicle 1's first chunk and vehicle 2's"
+        );
+        out.clear();
+        s.history(1, 0.0, 1e12, 100, &mut out).unwrap();
+        assert_eq!(out.len(), 10);
     }
 
     #[test]

@@ -44,6 +44,18 @@ pub use shard::ShardCounters;
 pub use snapshot::{StopEta, VehicleSnapshot};
 pub use stops::{Command, ProofOfDelivery, StopOutcome, StopPlan, StopStatus, TimeWindow};
 
+/// A piece of a vehicle's finalised matched path: part or all of one edge,
+/// driven between two event times (see [`crate::matcher::Traversal`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PathPiece {
+    pub vehicle: VehicleId,
+    pub edge: u32,
+    pub from_m: f64,
+    pub to_m: f64,
+    pub t_start: f64,
+    pub t_end: f64,
+}
+
 use crate::Ping;
 use crate::live_index::{Found, LiveIndex};
 use crate::matcher::MatcherConfig;
@@ -80,6 +92,12 @@ pub struct FleetConfig {
     /// Completed and failed stops stay queryable this long (event time, s);
     /// the durable record is the store's.
     pub closed_retention_s: f64,
+    /// Keep every vehicle's finalised matched path for
+    /// [`Engine::take_history`] (a store writes it down).
+    pub history: bool,
+    /// Path pieces held for `take_history` at most; beyond, the oldest are
+    /// dropped and counted (`history_dropped`).
+    pub max_history_pieces: usize,
 }
 
 impl Default for FleetConfig {
@@ -97,6 +115,8 @@ impl Default for FleetConfig {
             events_capacity: 1 << 16,
             max_observations_per_tick: 1 << 20,
             closed_retention_s: 86_400.0,
+            history: false,
+            max_history_pieces: 1 << 22,
         }
     }
 }
@@ -183,6 +203,8 @@ pub struct EngineStats {
     pub traffic_tracked: usize,
     pub full_customizations: u64,
     pub customization_failures: u64,
+    /// Path pieces dropped because nobody took the history in time.
+    pub history_dropped: u64,
 }
 
 /// Learnt traffic and the metrics built from it.
@@ -226,6 +248,8 @@ pub struct Engine {
     journal: OnceLock<Arc<dyn Journal>>,
     /// Sequence number of the last journalled command.
     journal_seq: AtomicU64,
+    /// Finalised path pieces gathered at ticks, for [`Engine::take_history`].
+    history: Mutex<Vec<PathPiece>>,
 }
 
 /// What [`Engine::restore`] put back.
@@ -366,6 +390,7 @@ impl Engine {
             queue_full: 0.into(),
             journal: OnceLock::new(),
             journal_seq: 0.into(),
+            history: Mutex::new(Vec::new()),
         }
     }
 
@@ -903,7 +928,7 @@ impl Engine {
     /// changed), installed in every shard, which refresh the ETAs whose
     /// paths cross them. Returns the number of edges whose time changed.
     pub fn tick(&self, now: f64) -> usize {
-        let replies: Vec<Receiver<Vec<EdgeObservation>>> = (0..self.shards.len())
+        let replies: Vec<Receiver<shard::Gathered>> = (0..self.shards.len())
             .map(|i| {
                 let (tx, rx) = bounded(1);
                 self.send_control(i, Msg::Tick { now, reply: tx });
@@ -911,9 +936,20 @@ impl Engine {
             })
             .collect();
         let mut observations: Vec<EdgeObservation> = Vec::new();
+        let mut dropped = 0;
         for r in replies {
-            if let Ok(mut o) = r.recv() {
-                observations.append(&mut o);
+            if let Ok(mut g) = r.recv() {
+                observations.append(&mut g.observations);
+                if self.config.history {
+                    let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+                    h.append(&mut g.history);
+                    let cap = self.config.max_history_pieces;
+                    if h.len() > cap {
+                        let extra = h.len() - cap;
+                        dropped += extra as u64;
+                        h.drain(..extra);
+                    }
+                }
             }
         }
         {
@@ -924,6 +960,7 @@ impl Engine {
         }
         let mut co = self.coordinator.lock().unwrap_or_else(|p| p.into_inner());
         co.stats.ticks += 1;
+        co.stats.history_dropped += dropped;
         co.last_tick = co.last_tick.max(now);
         // The metric customized since the last publication goes in now:
         // every shard takes it at this tick's place in its queue, so the
@@ -988,6 +1025,13 @@ impl Engine {
             self.send_control(i, Msg::Metric(done.metric.clone()));
         }
         done.changed_edges
+    }
+
+    /// Moves the finalised path pieces gathered so far (as of the last
+    /// tick; each vehicle's in time order) into `out`. Empty unless
+    /// [`FleetConfig::history`] is on.
+    pub fn take_history(&self, out: &mut Vec<PathPiece>) {
+        out.append(&mut self.history.lock().unwrap_or_else(|p| p.into_inner()));
     }
 
     /// The current routing metric (free flow plus learnt traffic).

@@ -22,7 +22,7 @@ use super::latency::Histogram;
 use super::snapshot::VehicleSnapshot;
 use super::stops::Command;
 use super::vehicle::Vehicle;
-use super::{FleetConfig, VehicleId};
+use super::{FleetConfig, PathPiece, VehicleId};
 use crate::Ping;
 use crate::live_index::LiveIndex;
 use crate::matcher::{MatchOutput, Matcher, MatcherStats};
@@ -38,11 +38,11 @@ pub(crate) enum Msg {
         cmd: Command,
         time: f64,
     },
-    /// Offline checks at `now`; the traffic observations gathered since the
-    /// last tick go back on `reply`.
+    /// Offline checks at `now`; the traffic observations and path pieces
+    /// gathered since the last tick go back on `reply`.
     Tick {
         now: f64,
-        reply: Sender<Vec<EdgeObservation>>,
+        reply: Sender<Gathered>,
     },
     /// Route on this metric from now on.
     Metric(Arc<CchMetric>),
@@ -67,6 +67,12 @@ pub(crate) enum Msg {
         reply: Sender<(usize, Vec<String>)>,
     },
     Stop,
+}
+
+/// What a shard gathered between two ticks.
+pub(crate) struct Gathered {
+    pub observations: Vec<EdgeObservation>,
+    pub history: Vec<PathPiece>,
 }
 
 /// A shard's part of a checkpoint.
@@ -102,6 +108,8 @@ pub struct ShardCounters {
     pub metric_updates: u64,
     /// Observations dropped because a tick's buffer was full.
     pub observations_dropped: u64,
+    /// Path pieces dropped because no tick took them in time.
+    pub history_dropped: u64,
     /// Heap bytes held by the shard's vehicles (as of the last tick or sync).
     pub vehicle_bytes: u64,
     pub matcher: MatcherStats,
@@ -132,6 +140,7 @@ impl ShardCounters {
         self.unsnappable_stops += o.unsnappable_stops;
         self.metric_updates += o.metric_updates;
         self.observations_dropped += o.observations_dropped;
+        self.history_dropped += o.history_dropped;
         self.vehicle_bytes += o.vehicle_bytes;
         let m = &mut self.matcher;
         m.pings += o.matcher.pings;
@@ -163,6 +172,8 @@ pub(crate) struct Ctx<'g> {
     pub traffic: TrafficConfig,
     pub events: Vec<Event>,
     pub observations: Vec<EdgeObservation>,
+    /// Finalised path pieces, when the engine keeps history.
+    pub history: Option<Vec<PathPiece>>,
     /// Counts metric installs, so a leg knows whether it is out of date.
     pub metric_version: u64,
     pub near: Vec<EdgeCandidate>,
@@ -221,6 +232,7 @@ pub(crate) fn run(
         traffic: config.traffic.clone(),
         events: Vec::new(),
         observations: Vec::new(),
+        history: config.history.then(Vec::new),
         metric_version: 0,
         near: Vec::new(),
         counters: ShardCounters::default(),
@@ -228,6 +240,7 @@ pub(crate) fn run(
     let mut vehicles: IdMap<Vehicle> = IdMap::default();
     let mut latency = Histogram::default();
     let max_observations = config.max_observations_per_tick;
+    let max_history = config.max_history_pieces;
     while let Ok(msg) = inbox.recv() {
         match msg {
             Msg::Pings {
@@ -311,12 +324,17 @@ pub(crate) fn run(
                     }
                 }
                 ctx.counters.vehicle_bytes = vehicle_bytes(&vehicles);
-                let mut obs = std::mem::take(&mut ctx.observations);
-                if obs.len() > max_observations {
-                    ctx.counters.observations_dropped += (obs.len() - max_observations) as u64;
-                    obs.truncate(max_observations);
+                let mut observations = std::mem::take(&mut ctx.observations);
+                if observations.len() > max_observations {
+                    let extra = observations.len() - max_observations;
+                    ctx.counters.observations_dropped += extra as u64;
+                    observations.truncate(max_observations);
                 }
-                let _ = reply.send(obs);
+                let history = ctx.history.as_mut().map(std::mem::take).unwrap_or_default();
+                let _ = reply.send(Gathered {
+                    observations,
+                    history,
+                });
             }
             Msg::Metric(metric) => {
                 // Vehicles retime their paths at their next ping.
@@ -336,6 +354,13 @@ pub(crate) fn run(
             let extra = ctx.observations.len() - 2 * max_observations;
             ctx.counters.observations_dropped += extra as u64;
             ctx.observations.drain(..extra);
+        }
+        if let Some(h) = ctx.history.as_mut()
+            && h.len() > max_history
+        {
+            let extra = h.len() - max_history;
+            ctx.counters.history_dropped += extra as u64;
+            h.drain(..extra);
         }
         outlets.events.publish(&mut ctx.events);
         ctx.counters.vehicles = vehicles.len() as u64;

@@ -13,7 +13,7 @@ use super::legs::{Leg, StopLeg, StopPlace};
 use super::shard::Ctx;
 use super::snapshot::{StopEta, VehicleSnapshot};
 use super::stops::{Command, ProofOfDelivery, StopOutcome, StopPlan, StopStatus};
-use super::{StopId, VehicleId};
+use super::{PathPiece, StopId, VehicleId};
 use crate::Ping;
 use crate::matcher::{MatchStatus, VehicleTrack};
 use crate::traffic::TraversalAccumulator;
@@ -238,7 +238,7 @@ impl Vehicle {
         self.check_stall(ctx, now);
     }
 
-    /// The finalised path: odometer and traffic observations.
+    /// The finalised path: odometer, traffic observations and history.
     fn take_path(&mut self, ctx: &mut Ctx, status: MatchStatus) {
         if status == MatchStatus::Reset {
             self.traversals.close(&mut ctx.observations);
@@ -252,6 +252,16 @@ impl Vehicle {
             }
             self.odometer_m += (t.to_m - t.from_m).max(0.0);
             self.traversals.push(t, &ctx.traffic, &mut ctx.observations);
+            if let Some(h) = ctx.history.as_mut() {
+                h.push(PathPiece {
+                    vehicle: self.id,
+                    edge: t.edge,
+                    from_m: t.from_m,
+                    to_m: t.to_m,
+                    t_start: t.t_start,
+                    t_end: t.t_end,
+                });
+            }
         }
     }
 

@@ -5,7 +5,9 @@
 //! truncation and random bytes to the decoders.
 
 use super::codec::{DecodeError, Reader, Writer, write_frame};
-use super::{ErrorCode, FrameType, MAX_IN_BOX, MAX_LIST_LEN, MAX_STR_LEN, Role};
+use super::{
+    ErrorCode, FrameType, MAX_HISTORY_POINTS, MAX_IN_BOX, MAX_LIST_LEN, MAX_STR_LEN, Role,
+};
 
 /// Stand-in for "no time" in `*_ms` fields.
 pub const NO_TIME: i64 = 0;
@@ -279,6 +281,12 @@ pub enum Request {
         stops: Vec<u64>,
     },
     GetStats,
+    /// A vehicle's matched path between two times (ms; [`NO_TIME`]: open).
+    GetHistory {
+        vehicle: u64,
+        from_ms: i64,
+        to_ms: i64,
+    },
 }
 
 /// Replies, on the request's stream (server → client).
@@ -289,6 +297,11 @@ pub enum Response {
     Vehicles {
         truncated: bool,
         found: Vec<WireFound>,
+    },
+    /// The path as points in time order; `truncated`: more follow the last.
+    History {
+        truncated: bool,
+        points: Vec<WirePathPoint>,
     },
     Ok,
     TrackingToken {
@@ -512,6 +525,44 @@ impl WireFound {
     }
 }
 
+/// One vertex of a vehicle's matched path.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct WirePathPoint {
+    pub time_ms: i64,
+    pub lat_e7: i32,
+    pub lon_e7: i32,
+    /// The road graph edge it lies on.
+    pub edge: u32,
+    /// [`PATH_BREAK`]: not connected to the previous point (the match
+    /// restarted after a gap).
+    pub flags: u32,
+}
+
+/// Flag of a path point that starts a new piece of path.
+pub const PATH_BREAK: u32 = 1;
+const PATH_POINT_LEN: usize = 24;
+
+impl WirePathPoint {
+    fn encode(&self, w: &mut Writer<'_>) {
+        w.i64(self.time_ms).i32(self.lat_e7).i32(self.lon_e7);
+        w.u32(self.edge).u32(self.flags);
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let p = Self {
+            time_ms: r.i64()?,
+            lat_e7: r.i32()?,
+            lon_e7: r.i32()?,
+            edge: r.u32()?,
+            flags: r.u32()?,
+        };
+        if p.flags & !PATH_BREAK != 0 {
+            return Err(DecodeError::BadValue("path point flags"));
+        }
+        Ok(p)
+    }
+}
+
 /// Bytes per event record.
 pub const EVENT_LEN: usize = 72;
 
@@ -568,6 +619,7 @@ impl Request {
             Self::CreateTrackingToken { .. } => FrameType::CreateTrackingToken,
             Self::Subscribe { .. } => FrameType::Subscribe,
             Self::GetStats => FrameType::GetStats,
+            Self::GetHistory { .. } => FrameType::GetHistory,
         }
     }
 
@@ -575,6 +627,13 @@ impl Request {
         write_frame(out, self.frame_type(), |w| match self {
             Self::GetVehicle { vehicle } => {
                 w.u64(*vehicle);
+            }
+            Self::GetHistory {
+                vehicle,
+                from_ms,
+                to_ms,
+            } => {
+                w.u64(*vehicle).i64(*from_ms).i64(*to_ms);
             }
             Self::GetStop { stop } => {
                 w.u64(*stop);
@@ -686,6 +745,11 @@ impl Request {
         let req = match t {
             FrameType::GetVehicle => Self::GetVehicle { vehicle: r.u64()? },
             FrameType::GetStop => Self::GetStop { stop: r.u64()? },
+            FrameType::GetHistory => Self::GetHistory {
+                vehicle: r.u64()?,
+                from_ms: r.i64()?,
+                to_ms: r.i64()?,
+            },
             FrameType::Nearest => Self::Nearest {
                 lat_e7: r.i32()?,
                 lon_e7: r.i32()?,
@@ -769,6 +833,7 @@ impl Response {
             Self::Vehicle(_) => FrameType::Vehicle,
             Self::Stop(_) => FrameType::Stop,
             Self::Vehicles { .. } => FrameType::Vehicles,
+            Self::History { .. } => FrameType::History,
             Self::Ok => FrameType::Ok,
             Self::TrackingToken { .. } => FrameType::TrackingToken,
             Self::Subscribed { .. } => FrameType::Subscribed,
@@ -819,6 +884,12 @@ impl Response {
                 w.u8(*truncated as u8).u8(0).u16(0).count(found.len());
                 for f in found {
                     f.encode(w);
+                }
+            }
+            Self::History { truncated, points } => {
+                w.u8(*truncated as u8).u8(0).u16(0).count(points.len());
+                for p in points {
+                    p.encode(w);
                 }
             }
             Self::Ok => {}
@@ -928,6 +999,16 @@ impl Response {
                     .map(|_| WireFound::decode(&mut r))
                     .collect::<Result<_, _>>()?;
                 Self::Vehicles { truncated, found }
+            }
+            FrameType::History => {
+                let truncated = flag(r.u8()?, "truncated flag")?;
+                r.u8()?;
+                r.u16()?;
+                let n = r.count("path points", MAX_HISTORY_POINTS, PATH_POINT_LEN)?;
+                let points = (0..n)
+                    .map(|_| WirePathPoint::decode(&mut r))
+                    .collect::<Result<_, _>>()?;
+                Self::History { truncated, points }
             }
             FrameType::Ok => Self::Ok,
             FrameType::TrackingToken => Self::TrackingToken {
@@ -1050,6 +1131,11 @@ mod tests {
                 stops: vec![],
             },
             Request::GetStats,
+            Request::GetHistory {
+                vehicle: 4,
+                from_ms: NO_TIME,
+                to_ms: 1_767_225_600_000,
+            },
         ]
     }
 
@@ -1133,6 +1219,25 @@ mod tests {
             }]),
             Response::Lost { count: 12 },
             Response::Stats(vec![("pings_accepted".into(), 5)]),
+            Response::History {
+                truncated: true,
+                points: vec![
+                    WirePathPoint {
+                        time_ms: 1_767_225_600_000,
+                        lat_e7: 437_000_000,
+                        lon_e7: 74_000_000,
+                        edge: 12,
+                        flags: PATH_BREAK,
+                    },
+                    WirePathPoint {
+                        time_ms: 1_767_225_601_500,
+                        lat_e7: 437_000_100,
+                        lon_e7: 74_000_050,
+                        edge: 12,
+                        flags: 0,
+                    },
+                ],
+            },
             Response::error(ErrorCode::Forbidden, "not your fleet"),
         ]
     }

@@ -28,6 +28,8 @@ pub const MAX_LIST_LEN: usize = 10_000;
 pub const MAX_NEAREST: usize = 1000;
 /// Most vehicles returned by one IN_BOX query (the reply says if cut).
 pub const MAX_IN_BOX: usize = 10_000;
+/// Points in one HISTORY reply at most (the rest: ask again from the last).
+pub const MAX_HISTORY_POINTS: usize = 20_000;
 
 /// Frame types (the `type` field of the header).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -44,6 +46,8 @@ pub enum FrameType {
     Nearest = 0x0024,
     InBox = 0x0025,
     Vehicles = 0x0026,
+    GetHistory = 0x0027,
+    History = 0x0028,
     AssignRoute = 0x0030,
     AddStop = 0x0031,
     RemoveStop = 0x0032,
@@ -64,7 +68,7 @@ pub enum FrameType {
 }
 
 impl FrameType {
-    pub const ALL: [FrameType; 28] = [
+    pub const ALL: [FrameType; 30] = [
         Self::Hello,
         Self::Welcome,
         Self::Pings,
@@ -76,6 +80,8 @@ impl FrameType {
         Self::Nearest,
         Self::InBox,
         Self::Vehicles,
+        Self::GetHistory,
+        Self::History,
         Self::AssignRoute,
         Self::AddStop,
         Self::RemoveStop,

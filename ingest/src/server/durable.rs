@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use anyhow::Context;
-use lastmile_engine::fleet::{Checkpoint, Engine};
+use lastmile_engine::fleet::{Checkpoint, Engine, PathPiece, VehicleId};
 
 use crate::auth::{Auth, epoch_ms};
 use crate::store::Store;
@@ -57,6 +57,59 @@ pub struct Written {
     pub total_ms: f64,
 }
 
+/// Matched path pieces waiting to be written, per vehicle, merged where
+/// one continues the previous on the same edge (a 1 Hz drive gives a piece
+/// per ping; the history keeps one per edge driven).
+#[derive(Default)]
+struct HistoryBuffer {
+    by_vehicle: std::collections::HashMap<VehicleId, Vec<PathPiece>>,
+    pieces: usize,
+    since: Option<Instant>,
+}
+
+/// Pieces buffered before a write is forced whatever the time.
+const HISTORY_BUFFER_PIECES: usize = 1 << 20;
+/// Wall time a piece may wait in the buffer.
+const HISTORY_FLUSH_S: u64 = 30;
+
+impl HistoryBuffer {
+    fn add(&mut self, pieces: &[PathPiece]) {
+        for p in pieces {
+            let v = self.by_vehicle.entry(p.vehicle).or_default();
+            match v.last_mut() {
+                Some(last)
+                    if last.edge == p.edge
+                        && (p.from_m - last.to_m).abs() < 0.5
+                        && p.t_start - last.t_end < 1.0 =>
+                {
+                    last.to_m = p.to_m;
+                    last.t_end = p.t_end;
+                }
+                _ => {
+                    v.push(*p);
+                    self.pieces += 1;
+                }
+            }
+        }
+        if !pieces.is_empty() && self.since.is_none() {
+            self.since = Some(Instant::now());
+        }
+    }
+
+    fn due(&self) -> bool {
+        self.pieces >= HISTORY_BUFFER_PIECES
+            || self
+                .since
+                .is_some_and(|t| t.elapsed().as_secs() >= HISTORY_FLUSH_S)
+    }
+
+    fn take(&mut self) -> Vec<(VehicleId, Vec<PathPiece>)> {
+        self.pieces = 0;
+        self.since = None;
+        self.by_vehicle.drain().collect()
+    }
+}
+
 /// The durability state the server's threads share.
 pub struct Durable {
     pub store: Arc<Store>,
@@ -74,6 +127,8 @@ pub struct Durable {
     pub checkpoints_written: AtomicU64,
     pub checkpoint_failures: AtomicU64,
     pub last_checkpoint: Mutex<Written>,
+    history: Mutex<HistoryBuffer>,
+    pub history_pieces_written: AtomicU64,
 }
 
 fn read_checkpoint(path: &Path) -> anyhow::Result<Checkpoint> {
@@ -172,6 +227,8 @@ impl Durable {
             checkpoints_written: 0.into(),
             checkpoint_failures: 0.into(),
             last_checkpoint: Mutex::new(Written::default()),
+            history: Mutex::new(HistoryBuffer::default()),
+            history_pieces_written: 0.into(),
         });
         Ok((durable, rec))
     }
@@ -209,6 +266,43 @@ impl Durable {
                     tracing::error!(error = %e, "persisting events failed");
                     return total;
                 }
+            }
+        }
+    }
+
+    /// Takes the engine's finalised path pieces into the buffer, and writes
+    /// the buffer when due (or when `force`).
+    pub fn gather_history(&self, engine: &Engine, force: bool) {
+        let mut pieces = Vec::new();
+        engine.take_history(&mut pieces);
+        let chunks = {
+            let mut buf = self.history.lock().unwrap_or_else(|p| p.into_inner());
+            buf.add(&pieces);
+            if !(force || buf.due()) {
+                return;
+            }
+            buf.take()
+        };
+        let n: usize = chunks.iter().map(|(_, p)| p.len()).sum();
+        match self.store.append_history(&chunks) {
+            Ok(()) => {
+                self.history_pieces_written.fetch_add(n as u64, Relaxed);
+            }
+            Err(e) => {
+                self.store_failures.fetch_add(1, Relaxed);
+                tracing::error!(error = %e, pieces = n, "writing history failed");
+            }
+        }
+    }
+
+    /// Drops history that ended before `before` (event time); returns how many chunks.
+    pub fn expire_history(&self, before: f64) -> u64 {
+        match self.store.expire_history(before) {
+            Ok(n) => n,
+            Err(e) => {
+                self.store_failures.fetch_add(1, Relaxed);
+                tracing::error!(error = %e, "expiring history failed");
+                0
             }
         }
     }

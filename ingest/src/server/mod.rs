@@ -98,6 +98,10 @@ impl Shared {
             out.push(("events_unpersisted".into(), c(&d.events_unpersisted)));
             out.push(("store_failures".into(), c(&d.store_failures)));
             out.push(("checkpoints_written".into(), c(&d.checkpoints_written)));
+            out.push((
+                "history_pieces_written".into(),
+                c(&d.history_pieces_written),
+            ));
             out.push(("checkpoint_failures".into(), c(&d.checkpoint_failures)));
             let w = *d.last_checkpoint.lock().unwrap_or_else(|p| p.into_inner());
             out.push(("checkpoint_bytes".into(), w.bytes));
@@ -318,6 +322,9 @@ impl Server {
                             let now = s.clock.now();
                             engine.tick(now);
                             engine.refresh_index(now);
+                            if let Some(d) = &s.durable {
+                                d.gather_history(&engine, false);
+                            }
                         }
                     })?,
             );
@@ -359,15 +366,23 @@ impl Server {
             );
             if let Some(durable) = shared.durable.clone() {
                 let engine = shared.sink.engine().cloned().expect("checked above");
-                let st = stop.clone();
+                let (st, s) = (stop.clone(), shared.clone());
                 let every = Duration::from_secs_f64(shared.config.store.checkpoint_every_s);
                 threads.push(
                     std::thread::Builder::new()
                         .name("lastmile-checkpoint".into())
                         .spawn(move || {
                             let mut last = std::time::Instant::now();
+                            let mut expired = None::<std::time::Instant>;
                             while !st.load(Relaxed) {
                                 std::thread::sleep(Duration::from_millis(100));
+                                if expired.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600))
+                                {
+                                    expired = Some(std::time::Instant::now());
+                                    durable.expire_history(
+                                        s.clock.now() - s.config.store.history_retention_s,
+                                    );
+                                }
                                 if last.elapsed() >= every {
                                     last = std::time::Instant::now();
                                     if let Ok(w) = durable.checkpoint(&engine) {
@@ -461,10 +476,13 @@ impl Server {
         // Drain: everything accepted is processed, its events persisted, and
         // the state checkpointed, so a restart resumes exactly here.
         if let Some(e) = self.shared.sink.engine() {
-            let (e, durable) = (e.clone(), self.shared.durable.clone());
+            let (e, shared) = (e.clone(), self.shared.clone());
             tokio::task::spawn_blocking(move || {
                 e.sync();
-                if let Some(d) = durable {
+                if let Some(d) = &shared.durable {
+                    // A last tick hands over the path driven since the one before.
+                    e.tick(shared.clock.now());
+                    d.gather_history(&e, true);
                     d.persist_events(&e);
                     match d.checkpoint(&e) {
                         Ok(w) => tracing::info!(

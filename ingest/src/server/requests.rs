@@ -18,7 +18,8 @@ use crate::auth::{Principal, epoch_ms};
 use crate::convert;
 use crate::io::{ReadFrame, read_frame};
 use crate::protocol::{
-    AT_END, DecodeError, ErrorCode, MAX_IN_BOX, MAX_NEAREST, NO_TIME, Request, Response, WireFound,
+    AT_END, DecodeError, ErrorCode, MAX_HISTORY_POINTS, MAX_IN_BOX, MAX_NEAREST, NO_TIME, Request,
+    Response, WireFound,
 };
 
 type Refusal = (ErrorCode, String);
@@ -285,6 +286,45 @@ async fn answer(shared: &Arc<Shared>, who: &Principal, req: Request) -> Result<R
             })
         }
         Request::Subscribe { .. } => Err((ErrorCode::Internal, "handled by the stream".into())),
+        Request::GetHistory {
+            vehicle,
+            from_ms,
+            to_ms,
+        } => {
+            require(who.role.may_read(), who, "read history")?;
+            covers(shared, who, vehicle)?;
+            let e = engine(shared)?.clone();
+            let d = shared.durable.clone().ok_or((
+                ErrorCode::NotFound,
+                "this server keeps no history (its store is disabled)".to_string(),
+            ))?;
+            let bound = |ms: i64, open: f64| {
+                if ms == NO_TIME {
+                    open
+                } else {
+                    convert::secs(ms)
+                }
+            };
+            let (from, to) = (
+                bound(from_ms, f64::NEG_INFINITY),
+                bound(to_ms, f64::INFINITY),
+            );
+            let answer = tokio::task::spawn_blocking(move || {
+                // A piece is at least two points: this many pieces fill a reply.
+                let mut pieces = Vec::new();
+                let more =
+                    d.store
+                        .history(vehicle, from, to, MAX_HISTORY_POINTS / 2, &mut pieces)?;
+                let (points, used) = convert::path_points(e.graph(), &pieces, MAX_HISTORY_POINTS);
+                anyhow::Ok(Response::History {
+                    truncated: more || used < pieces.len(),
+                    points,
+                })
+            })
+            .await
+            .map_err(|e| (ErrorCode::Internal, e.to_string()))?;
+            answer.map_err(|e| (ErrorCode::Internal, format!("reading history: {e}")))
+        }
         Request::Reassign {
             stop,
             to_vehicle,
