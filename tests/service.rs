@@ -792,6 +792,17 @@ fn prometheus_metrics_and_health_are_served_and_move() {
     assert!(metric(&after, "lastmile_engine_events_total") > 0.0);
     assert!(metric(&after, "lastmile_connections_accepted_total") >= 2.0);
     assert!(after.contains("# TYPE lastmile_process_rss_bytes gauge"));
+    // Refused pings are one family, by reason.
+    assert_eq!(
+        after
+            .matches("# TYPE lastmile_pings_rejected_total counter")
+            .count(),
+        1
+    );
+    for reason in ["position", "time", "future", "past", "speed", "field"] {
+        let name = format!("lastmile_pings_rejected_total{{reason=\"{reason}\"}}");
+        assert_eq!(metric(&after, &name), 0.0, "{reason}");
+    }
     assert!(after.contains("lastmile_engine_queue_depth_pings "));
 
     assert!(http_get(&m, "/nope").0.contains("404"));

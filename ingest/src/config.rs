@@ -49,6 +49,12 @@ pub struct TlsConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
     pub max_connections: usize,
+    /// Connections one source address may hold at once.
+    pub max_connections_per_address: u32,
+    /// Wrong tokens an address may present before it is refused...
+    pub auth_failures_burst: u32,
+    /// ...and how many of them are forgiven per minute after that.
+    pub auth_failures_per_minute: f64,
     /// Concurrent bidirectional (query) streams per connection.
     pub max_bidi_streams: u32,
     /// Concurrent unidirectional (ping) streams per connection.
@@ -61,6 +67,14 @@ pub struct Limits {
     pub hello_timeout_s: u64,
     /// Pings stamped further in the future than this (wall clock) are refused.
     pub max_future_s: f64,
+    /// Pings older than this behind the latest accepted ping time (the
+    /// event-time watermark) are refused: they say nothing about where a
+    /// vehicle is now, and the matcher would drop them as out of order
+    /// anyway. Relative to event time, so a replay of an old trace passes.
+    pub max_past_s: f64,
+    /// Pings reporting a speed above this (m/s) are refused: no road
+    /// vehicle drives that fast, so the device's fix is not to be trusted.
+    pub max_speed_mps: f64,
     /// Event subscriptions open at once, server-wide.
     pub max_subscribers: usize,
     /// Events per EVENTS frame.
@@ -80,12 +94,17 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_connections: 10_000,
+            max_connections_per_address: 1_000,
+            auth_failures_burst: 10,
+            auth_failures_per_minute: 6.0,
             max_bidi_streams: 64,
             max_uni_streams: 16,
             max_frame_bytes: MAX_FRAME_LEN,
             idle_timeout_s: 60,
             hello_timeout_s: 5,
             max_future_s: 300.0,
+            max_past_s: 86_400.0,
+            max_speed_mps: 100.0,
             max_subscribers: 1_000,
             events_per_frame: 256,
             stream_window_bytes: 4 << 20,
@@ -227,6 +246,14 @@ impl Config {
         if l.max_frame_bytes < 1024 || l.max_frame_bytes > MAX_FRAME_LEN {
             bail!("limits.max_frame_bytes must be within 1024..={MAX_FRAME_LEN}");
         }
+        if l.max_connections_per_address == 0
+            || l.auth_failures_burst == 0
+            || !(l.auth_failures_per_minute > 0.0)
+        {
+            bail!(
+                "limits: per-address connections, auth_failures_burst and _per_minute must be > 0"
+            );
+        }
         if l.max_connections == 0 || l.max_bidi_streams == 0 || l.max_uni_streams == 0 {
             bail!("limits: connections and streams must be at least 1");
         }
@@ -235,6 +262,9 @@ impl Config {
         }
         if l.max_future_s.is_nan() || l.max_future_s < 0.0 || l.events_per_frame == 0 {
             bail!("limits: max_future_s must be >= 0 and events_per_frame >= 1");
+        }
+        if !(l.max_past_s > 0.0 && l.max_speed_mps > 0.0) {
+            bail!("limits: max_past_s and max_speed_mps must be > 0");
         }
         if !(0..=19).contains(&self.engine.nice) {
             bail!("engine.nice must be within 0..=19");

@@ -27,6 +27,12 @@ impl Clock {
         if w > 0.0 { w.min(wall) } else { wall }
     }
 
+    /// The latest accepted ping time, if any ping came yet.
+    pub fn watermark(&self) -> Option<f64> {
+        let w = f64::from_bits(self.watermark.load(Relaxed));
+        (w > 0.0).then_some(w)
+    }
+
     /// Moves the watermark forward to `t` (never back).
     pub fn observe(&self, t: f64) {
         if t.is_nan() || t <= 0.0 {

@@ -126,6 +126,7 @@ pub async fn serve(shared: Arc<Shared>, incoming: quinn::Incoming) {
     }
     let Some(principal) = shared.auth.authenticate(&hello.token) else {
         ServerStats::add(&shared.stats.auth_failures, 1);
+        shared.guard.auth_failed(remote.ip());
         warn!(%remote, "refused: unknown token");
         refuse(
             &conn,

@@ -32,7 +32,18 @@ fn is_gauge(name: &str) -> bool {
 /// The metrics page for the server's current counters.
 pub fn render(shared: &Shared) -> String {
     let mut out = String::new();
+    let mut rejected_typed = false;
     for (name, value) in shared.stats_snapshot() {
+        // Refused pings form one family, labelled by reason.
+        if let Some(reason) = name.strip_prefix("pings_rejected_") {
+            if !std::mem::replace(&mut rejected_typed, true) {
+                out.push_str("# TYPE lastmile_pings_rejected_total counter\n");
+            }
+            out.push_str(&format!(
+                "lastmile_pings_rejected_total{{reason=\"{reason}\"}} {value}\n"
+            ));
+            continue;
+        }
         let (metric, kind) = if is_gauge(&name) {
             (format!("lastmile_{name}"), "gauge")
         } else {

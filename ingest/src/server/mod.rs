@@ -8,12 +8,15 @@
 pub mod clock;
 mod connection;
 pub mod durable;
+pub mod guard;
 pub mod metrics;
 mod pings;
 mod requests;
 pub mod sink;
 pub mod stats;
 mod subscribe;
+
+use guard::{AddressGuard, Refusal};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -46,6 +49,8 @@ pub struct Shared {
     /// The event bus's next id, bumped by the pump thread.
     events: watch::Receiver<u64>,
     connections: AtomicUsize,
+    /// Per-address connection and failed-login limits.
+    guard: AddressGuard,
     subscribers: AtomicUsize,
     /// Time to answer a request (queries and commands), for the metrics.
     request_latency: std::sync::Mutex<Histogram>,
@@ -297,6 +302,11 @@ impl Server {
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         let (events_tx, events_rx) = watch::channel(0u64);
+        let guard = AddressGuard::new(
+            config.limits.max_connections_per_address,
+            config.limits.auth_failures_burst,
+            config.limits.auth_failures_per_minute,
+        );
         let shared = Arc::new(Shared {
             config,
             auth,
@@ -306,6 +316,7 @@ impl Server {
             durable,
             events: events_rx,
             connections: AtomicUsize::new(0),
+            guard,
             subscribers: AtomicUsize::new(0),
             request_latency: std::sync::Mutex::new(Histogram::default()),
         });
@@ -459,10 +470,21 @@ impl Server {
                         incoming.refuse();
                         continue;
                     }
+                    let ip = incoming.remote_address().ip();
+                    if let Err(why) = shared.guard.admit(ip) {
+                        let counter = match why {
+                            Refusal::TooManyConnections => &shared.stats.connections_refused_address,
+                            Refusal::TooManyAuthFailures => &shared.stats.connections_refused_auth,
+                        };
+                        ServerStats::add(counter, 1);
+                        incoming.refuse();
+                        continue;
+                    }
                     shared.connections.fetch_add(1, Relaxed);
                     tokio::spawn(async move {
                         connection::serve(shared.clone(), incoming).await;
                         shared.connections.fetch_sub(1, Relaxed);
+                        shared.guard.release(ip);
                     });
                 }
             }

@@ -1,5 +1,6 @@
 //! Pings in. On a stream, each PINGS frame is checked record by record
-//! (range, reserved bits, far future, the token's fleet), offered to the
+//! (range, reserved bits, time far ahead of the wall clock or behind the
+//! event-time watermark, absurd speed, the token's fleet), offered to the
 //! engine, and acknowledged on the control stream once every good record
 //! is in a shard queue. While a shard queue is full the stream is simply
 //! not read: QUIC flow control then stops the sender, so nothing is shed on
@@ -18,13 +19,73 @@ use super::connection::{ControlTx, close};
 use super::{ServerStats, Shared};
 use crate::auth::Principal;
 use crate::io::{ReadFrame, read_frame};
-use crate::protocol::{Ack, ErrorCode, FrameType, PingBatch, Response, split_frame};
+use crate::protocol::{
+    Ack, ErrorCode, FrameType, PingBatch, PingError, PingRecord, Response, split_frame,
+};
+
+/// Why a record was refused, one counter each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reject {
+    Position,
+    Time,
+    Future,
+    Past,
+    Speed,
+    Field,
+}
+
+/// Pings stamped before 2000-01-01 come from a device whose clock was
+/// never set (1970, 1980) or rolled over (GPS week rollover lands in 1999).
+const MIN_PING_TIME_S: f64 = 946_684_800.0;
+
+/// The bounds a ping's time and speed must keep, fixed for one batch.
+struct Bounds {
+    earliest: f64,
+    latest: f64,
+    max_speed: f32,
+}
+
+impl Bounds {
+    fn now(shared: &Shared) -> Self {
+        let l = &shared.config.limits;
+        let earliest = shared
+            .clock
+            .watermark()
+            .map_or(MIN_PING_TIME_S, |w| (w - l.max_past_s).max(MIN_PING_TIME_S));
+        Self {
+            earliest,
+            latest: super::clock::wall_s() + l.max_future_s,
+            max_speed: l.max_speed_mps as f32,
+        }
+    }
+
+    fn check(&self, rec: &PingRecord) -> Result<(VehicleId, Ping), Reject> {
+        let (v, p) = rec.to_ping().map_err(|e| match e {
+            PingError::BadPosition => Reject::Position,
+            PingError::BadTime => Reject::Time,
+            PingError::BadHeading | PingError::ReservedFlags => Reject::Field,
+        })?;
+        if p.time < MIN_PING_TIME_S {
+            Err(Reject::Time)
+        } else if p.time > self.latest {
+            Err(Reject::Future)
+        } else if p.time < self.earliest {
+            Err(Reject::Past)
+        } else if p.speed.is_some_and(|s| s > self.max_speed) {
+            Err(Reject::Speed)
+        } else {
+            Ok((v, p))
+        }
+    }
+}
 
 /// What checking a batch found.
 #[derive(Default)]
 struct Checked {
     invalid: u32,
     out_of_scope: u32,
+    /// Refusals by reason, in [`Reject`] order.
+    reasons: [u32; 6],
     /// First vehicle refused for scope (for the error message).
     stranger: Option<VehicleId>,
     latest: f64,
@@ -38,11 +99,11 @@ fn check(
     out: &mut Vec<(VehicleId, Ping)>,
 ) -> Checked {
     let mut c = Checked::default();
-    let horizon = super::clock::wall_s() + shared.config.limits.max_future_s;
+    let bounds = Bounds::now(shared);
     let everyone = who.fleet.is_none();
     for rec in batch.iter() {
-        match rec.to_ping() {
-            Ok((v, p)) if p.time <= horizon => {
+        match bounds.check(&rec) {
+            Ok((v, p)) => {
                 if everyone || shared.auth.covers(who, v) {
                     c.latest = c.latest.max(p.time);
                     out.push((v, p));
@@ -51,12 +112,28 @@ fn check(
                     c.stranger.get_or_insert(v);
                 }
             }
-            _ => c.invalid += 1,
+            Err(why) => {
+                c.invalid += 1;
+                c.reasons[why as usize] += 1;
+            }
         }
     }
     let stats = &shared.stats;
     ServerStats::add(&stats.pings_received, batch.len() as u64);
-    ServerStats::add(&stats.pings_invalid, u64::from(c.invalid));
+    if c.invalid > 0 {
+        ServerStats::add(&stats.pings_invalid, u64::from(c.invalid));
+        let by_reason = [
+            &stats.pings_rejected_position,
+            &stats.pings_rejected_time,
+            &stats.pings_rejected_future,
+            &stats.pings_rejected_past,
+            &stats.pings_rejected_speed,
+            &stats.pings_rejected_field,
+        ];
+        for (counter, n) in by_reason.into_iter().zip(c.reasons) {
+            ServerStats::add(counter, u64::from(n));
+        }
+    }
     if c.out_of_scope > 0 {
         ServerStats::add(&stats.pings_out_of_scope, u64::from(c.out_of_scope));
         ServerStats::add(&stats.forbidden, 1);

@@ -26,6 +26,10 @@ counters! {
     connections_accepted,
     /// Refused before the handshake: too many connections.
     connections_refused,
+    /// Refused before the handshake: the address holds too many connections.
+    connections_refused_address,
+    /// Refused before the handshake: the address presented too many wrong tokens.
+    connections_refused_auth,
     /// Handshakes that failed (TLS, ALPN, timeout).
     handshakes_failed,
     /// HELLO with an unknown or expired token.
@@ -45,8 +49,20 @@ counters! {
     pings_received,
     /// Records handed to the engine (streams and datagrams).
     pings_accepted,
-    /// Records refused as invalid (range, reserved bits, far future).
+    /// Records refused as invalid, all reasons (the six below).
     pings_invalid,
+    /// Latitude or longitude out of range.
+    pings_rejected_position,
+    /// Time not positive or before 2000-01-01 (an unset device clock).
+    pings_rejected_time,
+    /// Further in the future than `limits.max_future_s`.
+    pings_rejected_future,
+    /// Further behind the watermark than `limits.max_past_s`.
+    pings_rejected_past,
+    /// Reported speed above `limits.max_speed_mps`.
+    pings_rejected_speed,
+    /// Heading out of range or reserved flags set.
+    pings_rejected_field,
     /// Records for a vehicle outside the token's fleet.
     pings_out_of_scope,
     /// Datagram records dropped because a shard queue was full.
