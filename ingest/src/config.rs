@@ -248,7 +248,7 @@ impl Config {
         }
         if l.max_connections_per_address == 0
             || l.auth_failures_burst == 0
-            || !(l.auth_failures_per_minute > 0.0)
+            || !positive(l.auth_failures_per_minute)
         {
             bail!(
                 "limits: per-address connections, auth_failures_burst and _per_minute must be > 0"
@@ -263,7 +263,7 @@ impl Config {
         if l.max_future_s.is_nan() || l.max_future_s < 0.0 || l.events_per_frame == 0 {
             bail!("limits: max_future_s must be >= 0 and events_per_frame >= 1");
         }
-        if !(l.max_past_s > 0.0 && l.max_speed_mps > 0.0) {
+        if !(positive(l.max_past_s) && positive(l.max_speed_mps)) {
             bail!("limits: max_past_s and max_speed_mps must be > 0");
         }
         if !(0..=19).contains(&self.engine.nice) {
@@ -337,6 +337,11 @@ impl Config {
             ..FleetConfig::default()
         }
     }
+}
+
+/// Above zero (and so not NaN).
+fn positive(x: f64) -> bool {
+    x > 0.0
 }
 
 #[cfg(test)]
