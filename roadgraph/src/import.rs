@@ -67,7 +67,7 @@ impl<R: Read> Read for CountingReader<R> {
     }
 }
 
-/// Reads a PBF into a raw network.
+/// Reads a PBF file into a raw network.
 pub fn read_pbf(
     path: &Path,
     progress: &dyn Progress,
@@ -78,7 +78,31 @@ pub fn read_pbf(
     let got = std::fs::File::open(path)
         .and_then(|mut f| f.read(&mut prefix))
         .map_err(|e| GraphError::io(path, e))?;
-    if !looks_like_pbf(&prefix[..got]) {
+    let input = std::io::BufReader::with_capacity(1 << 20, file);
+    read_pbf_from(path, &prefix[..got], input, size, progress)
+}
+
+/// Reads PBF bytes already in memory (tests and fuzzing); `name` only
+/// labels errors.
+pub fn read_pbf_bytes(
+    name: &Path,
+    bytes: &[u8],
+    progress: &dyn Progress,
+) -> Result<(RawNetwork, ImportReport), GraphError> {
+    let prefix = &bytes[..bytes.len().min(16)];
+    read_pbf_from(name, prefix, bytes, bytes.len() as u64, progress)
+}
+
+/// The import proper: `prefix` is the input's first bytes (to recognise
+/// the format before decoding anything), `size` its length for progress.
+fn read_pbf_from<R: Read + Send>(
+    path: &Path,
+    prefix: &[u8],
+    input: R,
+    size: u64,
+    progress: &dyn Progress,
+) -> Result<(RawNetwork, ImportReport), GraphError> {
+    if !looks_like_pbf(prefix) {
         return Err(GraphError::UnknownFormat {
             path: path.to_path_buf(),
         });
@@ -91,7 +115,7 @@ pub fn read_pbf(
     progress.stage("decoding", size);
     let count = Arc::new(AtomicU64::new(0));
     let reader = BlobReader::new(CountingReader {
-        inner: std::io::BufReader::with_capacity(1 << 20, file),
+        inner: input,
         count: Arc::clone(&count),
     });
     let outputs: Vec<Result<BlockOutput, String>> = reader

@@ -49,14 +49,28 @@ pub fn import_pbf(
 ) -> Result<(GraphData, ImportReport), GraphError> {
     let (net, report) = import::read_pbf(path, progress)?;
     progress.stage("building graph", 0);
+    Ok((build_roads(&net, path)?, report))
+}
+
+/// The graph of an imported network, named after its file.
+fn build_roads(net: &network::RawNetwork, path: &Path) -> Result<GraphData, GraphError> {
     let source = path.file_name().map_or_else(
         || path.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
     );
-    let data = build::build_graph(&net, source).ok_or_else(|| GraphError::NoRoads {
+    build::build_graph(net, source).ok_or_else(|| GraphError::NoRoads {
         path: path.to_path_buf(),
-    })?;
-    Ok((data, report))
+    })
+}
+
+/// Imports PBF bytes already in memory (fuzzing, tests); `name` labels errors.
+pub fn import_pbf_bytes(
+    name: &Path,
+    bytes: &[u8],
+    progress: &dyn Progress,
+) -> Result<(GraphData, ImportReport), GraphError> {
+    let (net, report) = import::read_pbf_bytes(name, bytes, progress)?;
+    Ok((build_roads(&net, name)?, report))
 }
 
 /// What kind of file a path holds, judged by its first bytes.
