@@ -49,6 +49,10 @@ pub struct TlsConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
     pub max_connections: usize,
+    /// Resident memory the server keeps under, MiB: above it, new pings
+    /// wait (streams) or are shed (datagrams). 0: 90 % of the container's
+    /// (cgroup's) memory limit if there is one, else no bound.
+    pub max_memory_mb: u64,
     /// Connections one source address may hold at once.
     pub max_connections_per_address: u32,
     /// Wrong tokens an address may present before it is refused...
@@ -94,6 +98,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_connections: 10_000,
+            max_memory_mb: 0,
             max_connections_per_address: 1_000,
             auth_failures_burst: 10,
             auth_failures_per_minute: 6.0,

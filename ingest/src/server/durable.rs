@@ -273,10 +273,12 @@ impl Durable {
     /// Takes the engine's finalised path pieces into the buffer, and writes
     /// the buffer when due (or when `force`).
     pub fn gather_history(&self, engine: &Engine, force: bool) {
-        let mut pieces = Vec::new();
-        engine.take_history(&mut pieces);
         let chunks = {
+            // Taken under the buffer's lock, so two callers cannot add a
+            // vehicle's pieces out of order.
             let mut buf = self.history.lock().unwrap_or_else(|p| p.into_inner());
+            let mut pieces = Vec::new();
+            engine.take_history(&mut pieces);
             buf.add(&pieces);
             if !(force || buf.due()) {
                 return;

@@ -27,6 +27,8 @@ fn is_gauge(name: &str) -> bool {
         || name.starts_with("engine_queue_depth")
         || name.starts_with("checkpoint_") && name != "checkpoint_failures"
         || name == "store_commit_p99_us"
+        || name == "memory_bound_bytes"
+        || name == "memory_over"
 }
 
 /// The metrics page for the server's current counters.
@@ -77,10 +79,11 @@ pub fn health(shared: &Shared) -> (bool, String) {
             (
                 ok,
                 format!(
-                    "{{\"status\":\"{}\",\"graph_loaded\":true,\"edges\":{},\"shards\":{},\"shards_alive\":{alive}}}",
+                    "{{\"status\":\"{}\",\"graph_loaded\":true,\"edges\":{},\"shards\":{},\"shards_alive\":{alive},\"memory_over\":{}}}",
                     if ok { "ok" } else { "degraded" },
                     e.graph().num_edges(),
-                    e.shard_count()
+                    e.shard_count(),
+                    shared.memory.over()
                 ),
             )
         }

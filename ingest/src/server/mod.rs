@@ -9,6 +9,7 @@ pub mod clock;
 mod connection;
 pub mod durable;
 pub mod guard;
+pub mod memory;
 pub mod metrics;
 mod pings;
 mod requests;
@@ -17,6 +18,7 @@ pub mod stats;
 mod subscribe;
 
 use guard::{AddressGuard, Refusal};
+use memory::MemoryGuard;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -51,6 +53,8 @@ pub struct Shared {
     connections: AtomicUsize,
     /// Per-address connection and failed-login limits.
     guard: AddressGuard,
+    /// Holds new pings while memory is over the configured bound.
+    pub memory: MemoryGuard,
     subscribers: AtomicUsize,
     /// Time to answer a request (queries and commands), for the metrics.
     request_latency: std::sync::Mutex<Histogram>,
@@ -92,6 +96,10 @@ impl Shared {
             out.push(("process_rss_bytes".into(), now));
             out.push(("process_peak_rss_bytes".into(), peak));
         }
+        let m = &self.memory;
+        out.push(("memory_bound_bytes".into(), m.bound_bytes().unwrap_or(0)));
+        out.push(("memory_over".into(), u64::from(m.over())));
+        out.push(("memory_episodes".into(), m.episodes.load(Relaxed)));
         if let Some(cpu) = cpu_ms_by_role() {
             out.push(("cpu_ms_engine".into(), cpu[0]));
             out.push(("cpu_ms_io".into(), cpu[1]));
@@ -307,6 +315,7 @@ impl Server {
             config.limits.auth_failures_burst,
             config.limits.auth_failures_per_minute,
         );
+        let memory = MemoryGuard::new(config.limits.max_memory_mb);
         let shared = Arc::new(Shared {
             config,
             auth,
@@ -317,9 +326,25 @@ impl Server {
             events: events_rx,
             connections: AtomicUsize::new(0),
             guard,
+            memory,
             subscribers: AtomicUsize::new(0),
             request_latency: std::sync::Mutex::new(Histogram::default()),
         });
+        if shared.memory.bound_bytes().is_some() {
+            let (s, st) = (shared.clone(), stop.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name("lastmile-memory".into())
+                    .spawn(move || {
+                        while !st.load(Relaxed) {
+                            if let Some((rss, _)) = rss_bytes() {
+                                s.memory.observe(rss);
+                            }
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
+                    })?,
+            );
+        }
         if let Some(engine) = shared.sink.engine().cloned() {
             let (s, st) = (shared.clone(), stop.clone());
             let tick = Duration::from_millis(shared.config.engine.tick_ms);

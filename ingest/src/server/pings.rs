@@ -210,8 +210,15 @@ pub async fn stream(
         ServerStats::add(&stats.ping_frames, 1);
         pings.clear();
         let checked = check(&shared, &who, &batch, &mut pings);
-        let mut accepted = shared.sink.offer(&pings, &mut refused);
         let mut wait = Duration::from_micros(500);
+        // Over the memory bound: hold the stream (its sender's flow-control
+        // window closes) until memory is back under it.
+        while shared.memory.over() {
+            ServerStats::add(&stats.backpressure_waits, 1);
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_millis(20));
+        }
+        let mut accepted = shared.sink.offer(&pings, &mut refused);
         while !refused.is_empty() {
             // A shard queue is full: stop reading this stream until the
             // engine has room (the sender's flow-control window closes).
@@ -272,7 +279,12 @@ pub async fn datagrams(shared: Arc<Shared>, who: Arc<Principal>, conn: Connectio
                 None => break,
             }
         }
-        let (accepted, shed) = shared.sink.submit_lossy(&pings);
+        let (accepted, shed) = if shared.memory.over() {
+            ServerStats::add(&shared.stats.pings_shed_memory, pings.len() as u64);
+            (0, pings.len())
+        } else {
+            shared.sink.submit_lossy(&pings)
+        };
         ServerStats::add(&shared.stats.pings_accepted, accepted as u64);
         ServerStats::add(&shared.stats.pings_shed, shed as u64);
         shared.clock.observe(latest);

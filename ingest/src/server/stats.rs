@@ -65,8 +65,11 @@ counters! {
     pings_rejected_field,
     /// Records for a vehicle outside the token's fleet.
     pings_out_of_scope,
-    /// Datagram records dropped because a shard queue was full.
+    /// Datagram records dropped because a shard queue was full or memory
+    /// was over the bound.
     pings_shed,
+    /// Of those, dropped for memory.
+    pings_shed_memory,
     /// Times a ping stream waited for room in the engine's queues.
     backpressure_waits,
     datagrams_received,
