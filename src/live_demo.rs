@@ -115,7 +115,7 @@ pub fn run(g: &Arc<Graph>, dir: &std::path::Path, p: &LiveParams) -> Result<()> 
         }));
 
         let client = Client::connect(&target).await?;
-        replay::assign_routes(&client, &routes, pings.first().map_or(0, |p| p.time_ms)).await?;
+        replay::assign_routes(&client, &routes, pings.first().map_or(0, |p| p.time_ms), 32).await?;
         let log = Arc::new(Mutex::new(EventLog::default()));
         let mut sub = client.subscribe(&Request::Subscribe { from: FROM_NOW, kinds: 0, vehicles: vec![], stops: vec![] }).await?;
         let collector = {

@@ -9,11 +9,13 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::server::{Server, ServerExt, eventually, rt, serve, simulate};
 use common::{lastmile, tmpdir};
-use lastmile_ingest::client::{Client, Subscription};
+use lastmile_ingest::client::{Client, Subscription, call_on};
 use lastmile_ingest::protocol::{
     AT_END, FROM_NOW, NO_TIME, Request, Response, StopStatusCode, WireEvent, WireProof, WireStop,
 };
@@ -249,6 +251,9 @@ fn load(s: &Server, trace: &Path) -> Child {
         .unwrap()
 }
 
+/// Dispatchers sending commands at once in the kill -9 test.
+const DISPATCHERS: usize = 6;
+
 #[test]
 fn kill_9_at_random_moments_loses_no_acknowledged_command_nor_seen_event() {
     let dir = tmpdir("dur-kill9");
@@ -291,41 +296,77 @@ fn kill_9_at_random_moments_loses_no_acknowledged_command_nor_seen_event() {
             for (id, e) in &seen {
                 assert!(same(log.get(id), e), "round {round}: event {id}");
             }
-            // Commands and a subscriber, until the kill.
+            // Dispatchers issuing commands concurrently (so the server
+            // journals several per flush) and a subscriber, while a thread
+            // kills the server: commands are in flight at the kill.
             let mut live = c.subscribe(&everything_from(FROM_NOW)).await.unwrap();
-            let started = std::time::Instant::now();
-            let mut k = 0u64;
-            while started.elapsed() < kill_after {
-                let vehicle = k % 30;
-                let id = next_id;
-                next_id += 1;
-                let add = Request::AddStop {
-                    vehicle,
-                    time_ms: NO_TIME,
-                    index: AT_END,
-                    stop: stop(id, points[(id as usize) % points.len()]),
-                };
-                if c.call(&add).await.is_ok() {
-                    acked.insert(id, (vehicle, false));
-                    if k.is_multiple_of(3) {
+            let killed = Arc::new(AtomicBool::new(false));
+            let killer = {
+                let (killed, pid) = (killed.clone(), s.pid());
+                std::thread::spawn(move || {
+                    std::thread::sleep(kill_after);
+                    let status = Command::new("kill").args(["-9", &pid.to_string()]).status();
+                    killed.store(true, Relaxed);
+                    assert!(status.unwrap().success(), "kill -9 {pid}");
+                })
+            };
+            let acked_now = Arc::new(Mutex::new(Vec::new()));
+            let next = Arc::new(AtomicU64::new(next_id));
+            let mut dispatchers = tokio::task::JoinSet::new();
+            for _ in 0..DISPATCHERS {
+                let (conn, killed, next) = (c.connection().clone(), killed.clone(), next.clone());
+                let (acked_now, points) = (acked_now.clone(), points.clone());
+                dispatchers.spawn(async move {
+                    // A request the dead server never answers times out.
+                    let call = |req: Request| {
+                        let conn = conn.clone();
+                        async move {
+                            let answer = tokio::time::timeout(
+                                Duration::from_millis(500),
+                                call_on(&conn, &req),
+                            );
+                            matches!(answer.await, Ok(Ok(_)))
+                        }
+                    };
+                    while !killed.load(Relaxed) {
+                        let id = next.fetch_add(1, Relaxed);
+                        let vehicle = id % 30;
+                        let add = Request::AddStop {
+                            vehicle,
+                            time_ms: NO_TIME,
+                            index: AT_END,
+                            stop: stop(id, points[(id as usize) % points.len()]),
+                        };
+                        if !call(add).await {
+                            continue;
+                        }
+                        acked_now.lock().unwrap().push((id, vehicle, false));
                         let done = Request::Complete {
                             vehicle,
                             time_ms: NO_TIME,
                             stop: id,
                             proof: WireProof::default(),
                         };
-                        if c.call(&done).await.is_ok() {
-                            acked.insert(id, (vehicle, true));
+                        if id.is_multiple_of(3) && call(done).await {
+                            acked_now.lock().unwrap().push((id, vehicle, true));
                         }
                     }
-                }
-                k += 1;
-                let _ = tokio::time::timeout(Duration::from_millis(5), async {
-                    collect(&mut live, Duration::from_millis(5), &mut seen).await
-                })
-                .await;
+                });
             }
-            collect(&mut live, Duration::from_millis(20), &mut seen).await;
+            // Events until the server is gone (the stream then fails, or
+            // goes quiet).
+            let until = tokio::time::Instant::now() + kill_after + Duration::from_millis(600);
+            let _ = tokio::time::timeout_at(until, async {
+                collect(&mut live, Duration::from_secs(5), &mut seen).await
+            })
+            .await;
+            while dispatchers.join_next().await.is_some() {}
+            killer.join().unwrap();
+            next_id = next.load(Relaxed);
+            for (id, vehicle, completed) in acked_now.lock().unwrap().drain(..) {
+                let e = acked.entry(id).or_insert((vehicle, completed));
+                e.1 |= completed;
+            }
         });
         s.kill9();
         let _ = pusher.kill();

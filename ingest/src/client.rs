@@ -173,20 +173,12 @@ impl Client {
 
     /// One request on its own stream, one response.
     pub async fn request(&self, req: &Request) -> anyhow::Result<Response> {
-        let (mut send, mut recv) = self.conn.open_bi().await?;
-        let mut buf = Vec::new();
-        req.encode(&mut buf);
-        send.write_all(&buf).await?;
-        send.finish()?;
-        read_response(&mut recv, &mut buf).await
+        request_on(&self.conn, req).await
     }
 
     /// A request whose answer must not be an error.
     pub async fn call(&self, req: &Request) -> anyhow::Result<Response> {
-        match self.request(req).await? {
-            Response::Error { code, message } => Err(ServerError { code, message }.into()),
-            r => Ok(r),
-        }
+        call_on(&self.conn, req).await
     }
 
     /// Opens an event subscription (the SUBSCRIBE request is in `req`).
@@ -240,6 +232,25 @@ async fn read_control(mut recv: RecvStream, tx: mpsc::Sender<Control>, _send: Se
         if tx.send(item).await.is_err() {
             break;
         }
+    }
+}
+
+/// One request on its own stream of `conn`, one response (for tasks that
+/// share a client's connection).
+pub async fn request_on(conn: &Connection, req: &Request) -> anyhow::Result<Response> {
+    let (mut send, mut recv) = conn.open_bi().await?;
+    let mut buf = Vec::new();
+    req.encode(&mut buf);
+    send.write_all(&buf).await?;
+    send.finish()?;
+    read_response(&mut recv, &mut buf).await
+}
+
+/// [`request_on`] whose answer must not be an error.
+pub async fn call_on(conn: &Connection, req: &Request) -> anyhow::Result<Response> {
+    match request_on(conn, req).await? {
+        Response::Error { code, message } => Err(ServerError { code, message }.into()),
+        r => Ok(r),
     }
 }
 

@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::Read;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,7 +16,7 @@ use lastmile_engine::fleet::Histogram;
 use lastmile_engine::trace::{Trace, parse_time};
 use tokio::sync::Semaphore;
 
-use crate::client::{Client, Control, Target};
+use crate::client::{Client, Control, Target, call_on};
 use crate::protocol::{PingRecord, Request, Response, WireStop};
 
 /// Maps the string ids of CSV files to the wire's integer ids: a decimal
@@ -227,23 +227,71 @@ struct Totals {
     acks: Mutex<Histogram>,
 }
 
-/// Assigns routes (before a replay) at the given event time; returns the count.
+/// What assigning routes took. Each route is acknowledged only once the
+/// server holds it durably, so the latency is the durable command's.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct AssignReport {
+    pub routes: usize,
+    /// Requests in flight at once.
+    pub in_flight: usize,
+    pub elapsed_s: f64,
+    pub per_s: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub max_us: f64,
+}
+
+/// Assigns routes (before a replay) at the given event time, `in_flight`
+/// requests at a time on the client's connection (the server journals
+/// concurrent commands together).
 pub async fn assign_routes(
     client: &Client,
     routes: &[(u64, Vec<WireStop>)],
     time_ms: i64,
-) -> anyhow::Result<usize> {
-    for (vehicle, stops) in routes {
-        client
-            .call(&Request::AssignRoute {
-                vehicle: *vehicle,
-                time_ms,
-                stops: stops.clone(),
-            })
-            .await
-            .with_context(|| format!("assigning the route of vehicle {vehicle}"))?;
+    in_flight: usize,
+) -> anyhow::Result<AssignReport> {
+    let started = Instant::now();
+    let routes: Arc<Vec<(u64, Vec<WireStop>)>> = Arc::new(routes.to_vec());
+    let next = Arc::new(AtomicUsize::new(0));
+    let workers = in_flight.clamp(1, routes.len().max(1));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..workers {
+        let (conn, routes, next) = (client.connection().clone(), routes.clone(), next.clone());
+        tasks.spawn(async move {
+            let mut latency = Histogram::default();
+            loop {
+                let i = next.fetch_add(1, Relaxed);
+                let Some((vehicle, stops)) = routes.get(i) else {
+                    return anyhow::Ok(latency);
+                };
+                let t = Instant::now();
+                let req = Request::AssignRoute {
+                    vehicle: *vehicle,
+                    time_ms,
+                    stops: stops.clone(),
+                };
+                call_on(&conn, &req)
+                    .await
+                    .with_context(|| format!("assigning the route of vehicle {vehicle}"))?;
+                latency.record(t.elapsed());
+            }
+        });
     }
-    Ok(routes.len())
+    let mut latency = Histogram::default();
+    while let Some(done) = tasks.join_next().await {
+        latency.merge_from(&mut done??);
+    }
+    let elapsed_s = started.elapsed().as_secs_f64();
+    let us = |q: f64| latency.quantile(q).as_secs_f64() * 1e6;
+    Ok(AssignReport {
+        routes: routes.len(),
+        in_flight: workers,
+        elapsed_s,
+        per_s: routes.len() as f64 / elapsed_s.max(1e-9),
+        p50_us: us(0.5),
+        p99_us: us(0.99),
+        max_us: us(1.0),
+    })
 }
 
 /// The server's counters (empty if the token may not read them).

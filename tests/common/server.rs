@@ -47,6 +47,11 @@ impl Server {
         false
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills it outright (SIGKILL): no drain, no checkpoint.
     pub fn kill9(mut self) {
         let _ = self.child.kill();

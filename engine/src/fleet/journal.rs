@@ -1,17 +1,28 @@
 //! The seam between the engine and durable storage for dispatchers'
-//! commands. The engine stays free of I/O: it calls a [`Journal`] with each
-//! accepted command (after validating it, before applying it), and applies
-//! it only if the journal says it is durable. On a restart the caller reads
-//! its journal back and hands the commands after the checkpoint's
-//! [`crate::fleet::Checkpoint::journal_seq`] to [`crate::fleet::Engine::replay`].
+//! commands. The engine stays free of I/O: it appends each accepted command
+//! to a [`Journal`] (after validating it, in the order it applies them),
+//! applies it, and only then waits for the journal to make it durable, so
+//! that concurrent dispatchers share one disk flush (group commit) instead
+//! of queueing for one each. A command is acknowledged only once durable.
+//! On a restart the caller reads its journal back and hands the commands
+//! after the checkpoint's [`crate::fleet::Checkpoint::journal_seq`] to
+//! [`crate::fleet::Engine::replay`].
 
 use super::Command;
 
 /// A durable, ordered log of commands.
 pub trait Journal: Send + Sync {
-    /// Makes `commands` durable as one unit (all or none; a reassignment is
-    /// a removal and an addition) issued at event time `time`, and returns
-    /// the unit's sequence number (increasing). An error refuses the
-    /// commands: the engine does not apply them.
-    fn record(&self, commands: &[Command], time: f64) -> Result<u64, String>;
+    /// Appends `commands` as one unit (all or none; a reassignment is a
+    /// removal and an addition) issued at event time `time`, and returns the
+    /// unit's sequence number (increasing). Called in the engine's command
+    /// order, under its registry lock: it must not wait for the disk. An
+    /// error refuses the commands: the engine does not apply them.
+    fn append(&self, commands: &[Command], time: f64) -> Result<u64, String>;
+
+    /// Returns once every unit up to `seq` is durable; units appended
+    /// meanwhile may be made durable together with it. An error means the
+    /// journal failed: those units may not survive a crash, and a journal
+    /// that failed refuses every later [`Journal::append`] (like a database
+    /// after a failed fsync, it cannot know what reached the disk).
+    fn sync(&self, seq: u64) -> Result<(), String>;
 }

@@ -394,8 +394,8 @@ impl Engine {
         }
     }
 
-    /// Makes every accepted command durable in `journal` before it is
-    /// applied (once; false if a journal was already set).
+    /// Journals every accepted command in `journal`, and acknowledges it
+    /// only once durable there (once; false if a journal was already set).
     pub fn set_journal(&self, journal: Arc<dyn Journal>) -> bool {
         self.journal.set(journal).is_ok()
     }
@@ -544,10 +544,11 @@ impl Engine {
         result
     }
 
-    /// Checks a dispatcher's command against the registry, makes it durable
-    /// (when a journal is set), records it, and queues it for the vehicle's
-    /// shard. Completing or failing a stop, and every route change, is
-    /// visible to [`Engine::stop`] on return.
+    /// Checks a dispatcher's command against the registry, journals it
+    /// (when a journal is set), records it, queues it for the vehicle's
+    /// shard, and returns once the journal holds it durably. Completing or
+    /// failing a stop, and every route change, is visible to
+    /// [`Engine::stop`] on return.
     pub fn command(
         &self,
         cmd: Command,
@@ -557,9 +558,12 @@ impl Engine {
         if !time.is_finite() {
             return Err(CommandError::NotFinite);
         }
-        let mut reg = self.registry.write().unwrap_or_else(|p| p.into_inner());
-        self.validate(&reg, &cmd)?;
-        self.execute(&mut reg, vec![cmd], time, admission)
+        let seq = {
+            let mut reg = self.registry.write().unwrap_or_else(|p| p.into_inner());
+            self.validate(&reg, &cmd)?;
+            self.execute(&mut reg, vec![cmd], time, admission)?
+        };
+        self.durable(seq)
     }
 
     /// Moves an open stop to another vehicle (at `index` among its open
@@ -574,55 +578,71 @@ impl Engine {
         if !time.is_finite() {
             return Err(CommandError::NotFinite);
         }
-        let mut reg = self.registry.write().unwrap_or_else(|p| p.into_inner());
-        let r = reg
-            .stops
-            .get(&stop)
-            .ok_or(CommandError::UnknownStop(stop))?;
-        if r.outcome.is_some() {
-            return Err(CommandError::StopClosed(stop));
-        }
-        let remove = Command::RemoveStop {
-            vehicle: r.vehicle,
-            stop,
+        let seq = {
+            let mut reg = self.registry.write().unwrap_or_else(|p| p.into_inner());
+            let r = reg
+                .stops
+                .get(&stop)
+                .ok_or(CommandError::UnknownStop(stop))?;
+            if r.outcome.is_some() {
+                return Err(CommandError::StopClosed(stop));
+            }
+            let remove = Command::RemoveStop {
+                vehicle: r.vehicle,
+                stop,
+            };
+            // The plan was checked when it was added; the stop is free for
+            // the other vehicle once removed.
+            let add = Command::AddStop {
+                vehicle: to,
+                stop: r.plan.clone(),
+                index,
+            };
+            self.validate(&reg, &remove)?;
+            let wait = Admission::Wait(Duration::from_secs(5));
+            self.execute(&mut reg, vec![remove, add], time, wait)?
         };
-        // The plan was checked when it was added; the stop is free for the
-        // other vehicle once removed.
-        let add = Command::AddStop {
-            vehicle: to,
-            stop: r.plan.clone(),
-            index,
-        };
-        self.validate(&reg, &remove)?;
-        let wait = Admission::Wait(Duration::from_secs(5));
-        self.execute(&mut reg, vec![remove, add], time, wait)
+        self.durable(seq)
     }
 
     /// Applies validated commands: room in their shards' queues first (so
     /// a journalled command is never refused afterwards), then the journal,
-    /// then the registry and the shards. The registry lock is held
-    /// throughout, so the journal's order is the shards' order.
+    /// then the registry and the shards. The caller holds the registry lock
+    /// throughout, so the journal's order is the shards' order. Returns the
+    /// journal's sequence number for [`Engine::durable`] (0 without one).
     fn execute(
         &self,
         reg: &mut Registry,
         cmds: Vec<Command>,
         time: f64,
         admission: Admission,
-    ) -> Result<(), CommandError> {
+    ) -> Result<u64, CommandError> {
         use std::sync::atomic::Ordering::Relaxed;
         let n = self.shards.len();
         for c in &cmds {
             self.wait_for_room(shard_of(c.vehicle(), n), admission)?;
         }
+        let mut seq = 0;
         if let Some(j) = self.journal.get() {
-            let seq = j.record(&cmds, time).map_err(CommandError::Journal)?;
+            seq = j.append(&cmds, time).map_err(CommandError::Journal)?;
             self.journal_seq.store(seq, Relaxed);
         }
         for cmd in cmds {
             apply(reg, &cmd, time);
             self.send_control(shard_of(cmd.vehicle(), n), Msg::Command { cmd, time });
         }
-        Ok(())
+        Ok(seq)
+    }
+
+    /// Waits, outside the registry lock, until the journal holds a command
+    /// durably: dispatchers arriving meanwhile are flushed together. The
+    /// command is already applied; if the journal fails it refuses every
+    /// later command, and a restart recovers what was durable.
+    fn durable(&self, seq: u64) -> Result<(), CommandError> {
+        match self.journal.get() {
+            Some(j) if seq > 0 => j.sync(seq).map_err(CommandError::Journal),
+            _ => Ok(()),
+        }
     }
 
     /// Waits (per the admission) until a shard's queue has room for a message.

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use anyhow::Context;
-use lastmile_engine::fleet::{Checkpoint, Engine, PathPiece, VehicleId};
+use lastmile_engine::fleet::{Checkpoint, Engine, Journal, PathPiece, VehicleId};
 
 use crate::auth::{Auth, epoch_ms};
 use crate::store::Store;
@@ -346,6 +346,12 @@ impl Durable {
 
     fn write_checkpoint(&self, engine: &Engine, started: Instant) -> anyhow::Result<Written> {
         let ckpt = engine.checkpoint();
+        // The checkpoint includes every command journalled so far, some
+        // perhaps still waiting for their flush: they must be on disk first,
+        // or a crash would leave a checkpoint ahead of the journal.
+        self.store
+            .sync(ckpt.journal_seq())
+            .map_err(|e| anyhow::anyhow!("the journal failed: {e}"))?;
         let engine_ms = started.elapsed().as_secs_f64() * 1e3;
         let tmp = self.dir.join(WRITING);
         let file = std::fs::File::create(&tmp).with_context(|| format!("{}", tmp.display()))?;

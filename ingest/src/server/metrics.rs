@@ -27,6 +27,7 @@ fn is_gauge(name: &str) -> bool {
         || name.starts_with("engine_queue_depth")
         || name.starts_with("checkpoint_") && name != "checkpoint_failures"
         || name == "store_commit_p99_us"
+        || name == "store_failed"
         || name == "memory_bound_bytes"
         || name == "memory_over"
 }
@@ -75,11 +76,16 @@ pub fn health(shared: &Shared) -> (bool, String) {
     match shared.sink.engine() {
         Some(e) => {
             let alive = e.shards_alive();
-            let ok = alive == e.shard_count();
+            // A failed journal commit refuses every command until a restart.
+            let store_ok = shared
+                .durable
+                .as_ref()
+                .is_none_or(|d| d.store.failure().is_none());
+            let ok = alive == e.shard_count() && store_ok;
             (
                 ok,
                 format!(
-                    "{{\"status\":\"{}\",\"graph_loaded\":true,\"edges\":{},\"shards\":{},\"shards_alive\":{alive},\"memory_over\":{}}}",
+                    "{{\"status\":\"{}\",\"graph_loaded\":true,\"edges\":{},\"shards\":{},\"shards_alive\":{alive},\"store_ok\":{store_ok},\"memory_over\":{}}}",
                     if ok { "ok" } else { "degraded" },
                     e.graph().num_edges(),
                     e.shard_count(),

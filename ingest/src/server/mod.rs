@@ -120,6 +120,13 @@ impl Shared {
             out.push(("checkpoint_bytes".into(), w.bytes));
             out.push(("checkpoint_vehicles".into(), w.vehicles as u64));
             out.push(("checkpoint_ms".into(), w.total_ms as u64));
+            let (units, flushes) = d.store.journal_flushes();
+            out.push(("journal_commands".into(), units));
+            out.push(("journal_flushes".into(), flushes));
+            out.push((
+                "store_failed".into(),
+                u64::from(d.store.failure().is_some()),
+            ));
             let l = d.store.commit_latency();
             out.push(("store_commits".into(), l.count()));
             out.push((

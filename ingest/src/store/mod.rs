@@ -17,16 +17,20 @@
 //!
 //! Every write is one transaction committed with `Durability::Immediate`
 //! (fsync), except the history, which may lose its last seconds to a crash
-//! like the pings it comes from. Commit times are recorded for the metrics.
+//! like the pings it comes from; journal entries arriving together share
+//! one (group commit, [`journal`]). Commit times are recorded for the
+//! metrics.
+
+mod journal;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
 use anyhow::Context;
 use lastmile_engine::fleet::{
-    Command, Event, EventFilter, EventKind, Histogram, Journal, PathPiece, StopId, StopOutcome,
-    VehicleId,
+    Command, Event, EventFilter, EventKind, Histogram, PathPiece, StopId, StopOutcome, VehicleId,
 };
 use lastmile_roadgraph::LatLon;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
@@ -78,6 +82,10 @@ pub struct Store {
     path: PathBuf,
     /// Commit latency of durable writes.
     commits: Mutex<Histogram>,
+    group: journal::GroupCommit,
+    /// Journal units committed, and the flushes that committed them.
+    journal_units: AtomicU64,
+    journal_flushes: AtomicU64,
 }
 
 fn aligned(bytes: &[u8]) -> AlignedVec {
@@ -101,15 +109,42 @@ impl Store {
         txn.open_table(HISTORY)?;
         txn.open_table(META)?;
         txn.commit()?;
+        let last = {
+            let txn = db.begin_read()?;
+            let meta = txn.open_table(META)?;
+            meta.get(JOURNAL_SEQ)?.map_or(0, |v| v.value())
+        };
         Ok(Self {
             db,
             path,
             commits: Mutex::new(Histogram::default()),
+            group: journal::GroupCommit::new(last),
+            journal_units: 0.into(),
+            journal_flushes: 0.into(),
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Journal units committed and the flushes that committed them (their
+    /// ratio: how many commands one flush served on average).
+    pub fn journal_flushes(&self) -> (u64, u64) {
+        (
+            self.journal_units.load(Relaxed),
+            self.journal_flushes.load(Relaxed),
+        )
+    }
+
+    fn note_flush(&self, units: usize) {
+        self.journal_units.fetch_add(units as u64, Relaxed);
+        self.journal_flushes.fetch_add(1, Relaxed);
+    }
+
+    /// Why the store refuses commands, if a journal commit failed.
+    pub fn failure(&self) -> Option<String> {
+        self.group.failed()
     }
 
     /// A copy of the commit-latency histogram.
@@ -166,7 +201,7 @@ impl Store {
         Ok(table.first()?.map(|(k, _)| k.value()))
     }
 
-    /// The last journal sequence number handed out (0: none yet).
+    /// The last journal sequence number on disk (0: none yet).
     pub fn journal_seq(&self) -> anyhow::Result<u64> {
         let txn = self.db.begin_read()?;
         let meta = txn.open_table(META)?;
@@ -413,56 +448,6 @@ impl Store {
     }
 }
 
-impl Journal for Store {
-    fn record(&self, commands: &[Command], time: f64) -> Result<u64, String> {
-        let entry = Entry {
-            time,
-            commands: commands.to_vec(),
-        };
-        let bytes = rkyv::to_bytes::<rancor::Error>(&entry).map_err(|e| e.to_string())?;
-        self.write(Durability::Immediate, |txn| {
-            let mut meta = txn.open_table(META)?;
-            let seq = meta.get(JOURNAL_SEQ)?.map_or(0, |v| v.value()) + 1;
-            meta.insert(JOURNAL_SEQ, seq)?;
-            txn.open_table(JOURNAL)?.insert(seq, &bytes[..])?;
-            let mut outcomes = txn.open_table(OUTCOMES)?;
-            for c in commands {
-                let (vehicle, stop, outcome) = match c {
-                    Command::Complete {
-                        vehicle,
-                        stop,
-                        proof,
-                    } => (*vehicle, *stop, StopOutcome::Completed(proof.clone())),
-                    Command::Fail {
-                        vehicle,
-                        stop,
-                        reason,
-                    } => (
-                        *vehicle,
-                        *stop,
-                        StopOutcome::Failed {
-                            reason: reason.clone(),
-                        },
-                    ),
-                    _ => continue,
-                };
-                let record = OutcomeRecord {
-                    vehicle,
-                    stop,
-                    time,
-                    outcome,
-                };
-                let b = rkyv::to_bytes::<rancor::Error>(&record).map_err(|e| {
-                    redb::Error::from(redb::StorageError::Io(std::io::Error::other(e)))
-                })?;
-                outcomes.insert(stop, &b[..])?;
-            }
-            Ok(seq)
-        })
-        .map_err(|e| e.to_string())
-    }
-}
-
 /// Bytes of one history piece in a chunk.
 const PIECE_BYTES: usize = 20;
 
@@ -562,7 +547,7 @@ fn decode_event(b: &[u8]) -> Option<(Event, i64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lastmile_engine::fleet::{ProofOfDelivery, StopPlan};
+    use lastmile_engine::fleet::{Journal, ProofOfDelivery, StopPlan};
 
     fn ev(vehicle: u64, seq: u64, kind: EventKind) -> Event {
         Event {
@@ -577,6 +562,13 @@ mod tests {
         }
     }
 
+    /// Appends and waits until durable, as the engine does.
+    fn record(s: &Store, commands: &[Command], time: f64) -> u64 {
+        let seq = s.append(commands, time).unwrap();
+        s.sync(seq).unwrap();
+        seq
+    }
+
     #[test]
     fn journal_survives_reopening_and_truncation_keeps_the_sequence() {
         let dir = tempdir();
@@ -587,7 +579,7 @@ mod tests {
                 vehicle: 3,
                 stops: vec![plan.clone()],
             };
-            assert_eq!(s.record(std::slice::from_ref(&assign), 10.0), Ok(1));
+            assert_eq!(record(&s, std::slice::from_ref(&assign), 10.0), 1);
             let done = Command::Complete {
                 vehicle: 3,
                 stop: 7,
@@ -596,7 +588,7 @@ mod tests {
                     ..ProofOfDelivery::default()
                 },
             };
-            assert_eq!(s.record(std::slice::from_ref(&done), 20.0), Ok(2));
+            assert_eq!(record(&s, std::slice::from_ref(&done), 20.0), 2);
         }
         let s = Store::open(&dir).unwrap();
         let j = s.journal_after(0).unwrap();
@@ -617,7 +609,7 @@ mod tests {
             stop: 8,
             reason: "nobody home".into(),
         };
-        assert_eq!(s.record(&[fail], 30.0), Ok(3));
+        assert_eq!(record(&s, &[fail], 30.0), 3);
         assert_eq!(s.journal_seq().unwrap(), 3);
     }
 
