@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# The overload figures of BENCHMARKS.md (issue 7): a fleet's day offered as
-# datagrams as fast as the client can send (many times the engine's
-# capacity) to `lastmile serve` under a memory bound, with ETA queries on
-# the side; then the same day again over streams at a pace the engine
-# keeps up with, to show it recovers (nothing shed, queries fast again).
+# The overload figures of BENCHMARKS.md (issue 7): the first 90% of a
+# fleet's day offered as datagrams at OVERLOAD_RATE (default: as fast as the
+# client can send), many times the engine's capacity, to `lastmile serve`
+# under a memory bound, with ETA queries on the side; then the rest of the
+# day over streams at a pace the engine keeps up with, to show it recovers
+# (nothing shed, queries fast again).
 #
 #   benches/overload.sh CITY.graph TRACE.csv STOPS.csv [BOUND_MB] > overload.jsonl
 #
-# Environment: CONNS (16) connections; RECOVER_RATE (20000) pings/s of the
-# second replay. One JSON line per phase on stdout (the replay report plus
-# the server's memory figures). Build with `cargo build --release` first.
+# Environment: CONNS (16) connections; OVERLOAD_RATE; RECOVER_RATE (20000)
+# pings/s of the second replay. One JSON line per phase on stdout (the
+# replay report plus the server's memory figures). Build with
+# `cargo build --release` first.
 set -euo pipefail
 graph=$1 trace=$2 stops=$3 bound=${4:-1024}
 bin="$(cd "$(dirname "$0")/.." && pwd)/target/release/lastmile"
@@ -25,10 +27,14 @@ conn=(--server "$(grep -o '127.0.0.1:[0-9]*' "$work/serve.out")"
       --fingerprint "$(grep -o 'sha256 [0-9a-f]*' "$work/serve.out" | cut -d' ' -f2)"
       --token "$(cat "$work/data/dev-token")")
 
+lines=$(wc -l < "$trace")
+head -n $((lines * 9 / 10)) "$trace" > "$work/overload.csv"
+{ head -n 1 "$trace"; tail -n +$((lines * 9 / 10 + 1)) "$trace"; } > "$work/recovery.csv"
+
 phase() { # $1: name; rest: replay flags
   local name=$1; shift
   echo "$name" >&2
-  "$bin" replay "$trace" "${conn[@]}" --connections "${CONNS:-16}" --queries 200 --json "$@" \
+  "$bin" replay "$work/$name.csv" "${conn[@]}" --connections "${CONNS:-16}" --queries 200 --json "$@" \
     > "$work/replay.json"
   "$bin" stats "${conn[@]}" > "$work/stats.json"
   python3 - "$name" "$bound" "$work" <<'EOF'
@@ -45,7 +51,9 @@ print(json.dumps(r))
 EOF
 }
 
-phase overload --stops "$stops" --datagrams
+over=(--stops "$stops" --datagrams)
+[ -n "${OVERLOAD_RATE:-}" ] && over+=(--rate "$OVERLOAD_RATE")
+phase overload "${over[@]}"
 phase recovery --rate "${RECOVER_RATE:-20000}"
 kill -TERM "$pid"
 wait "$pid" || true

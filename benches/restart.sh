@@ -16,7 +16,7 @@ set -euo pipefail
 graph=$1 trace=$2 stops=$3
 bin="$(cd "$(dirname "$0")/.." && pwd)/target/release/lastmile"
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; [ -n "${KEEP:-}" ] && echo "kept $work" >&2 || rm -rf "$work"' EXIT
 
 start_server() { # $1: log name; sets pid, addr, fp, token
   "$bin" serve --graph "$graph" --listen 127.0.0.1:0 --dev --data-dir "$work/data" \
@@ -68,8 +68,8 @@ import json, re, sys
 work, stop_ms, listen_ms, eta_ms, ckpt_bytes, single, eta = sys.argv[1:]
 replay = json.load(open(f"{work}/replay.json"))
 stats = json.load(open(f"{work}/stats.json"))
-err = open(f"{work}/second.err").read()
-rec = re.search(r"state recovered.*?vehicles=(\d+).*?ms=(\d+)", err)
+err = re.sub(r"\x1b\[[0-9;]*m", "", open(f"{work}/second.err").read())
+rec = re.search(r"state recovered.*?vehicles=(\d+).*? ms=\"?(\d+)", err)
 ready = re.search(r"ready in (\d+) ms", open(f"{work}/second.out").read())
 lone = re.search(r"p50 (\d+) µs, p99 (\d+) µs", single)
 etas = json.loads(eta)

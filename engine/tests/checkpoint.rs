@@ -55,6 +55,29 @@ impl Journal for MemJournal {
     }
 }
 
+/// Rewrites a checkpoint file in the first format (as the module's layout
+/// describes both): meta, vehicle count, records length, records.
+fn as_format_1(file: &[u8]) -> Vec<u8> {
+    let body = &file[16..file.len() - 16];
+    let word = |at: usize| u64::from_le_bytes(body[at..at + 8].try_into().unwrap());
+    let footer = body.len() - 24;
+    let (vehicles, records_len, meta_len) = (word(footer), word(footer + 8), word(footer + 16));
+    let (records, meta) = body[..footer].split_at(records_len as usize);
+    assert_eq!(meta.len() as u64, meta_len);
+    let mut old = Vec::new();
+    old.extend_from_slice(&meta_len.to_le_bytes());
+    old.extend_from_slice(meta);
+    old.extend_from_slice(&vehicles.to_le_bytes());
+    old.extend_from_slice(&records_len.to_le_bytes());
+    old.extend_from_slice(records);
+    let mut out = file[..16].to_vec();
+    out[8..12].copy_from_slice(&1u32.to_le_bytes());
+    out.extend_from_slice(&old);
+    out.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(&old).to_le_bytes());
+    out.extend_from_slice(&(old.len() as u64).to_le_bytes());
+    out
+}
+
 /// Feeds pings in batches of 97, ticking every 20 s of event time.
 fn feed(e: &Engine, pings: &[(u64, Ping)], next_tick: &mut f64) {
     for chunk in pings.chunks(97) {
@@ -115,13 +138,32 @@ fn a_restored_engine_continues_exactly_as_the_original() {
         "traffic must have been learnt"
     );
 
-    let ckpt = a.checkpoint();
+    // Streamed as a server writes it: the shards' records in chunks.
     let mut file = Vec::new();
-    let written = ckpt.write_to(&mut file).unwrap();
-    assert_eq!(written, file.len() as u64);
+    let saved = a.write_checkpoint(&mut file).unwrap();
+    assert_eq!(saved.bytes, file.len() as u64);
+    assert!(file.len() > 4 * (64 << 10), "several chunks per shard");
+    assert_eq!((saved.vehicles, saved.failed), (params.vehicles, 0));
     let read = Checkpoint::read(&file).unwrap();
     assert_eq!(read.vehicles(), params.vehicles);
     assert_eq!(read.journal_seq(), params.vehicles as u64);
+    assert_eq!(saved.journal_seq, read.journal_seq());
+    // In memory, the same state (the engine has not moved since).
+    let mut again = Vec::new();
+    a.checkpoint().write_to(&mut again).unwrap();
+    assert_eq!(again.len(), file.len());
+    assert_eq!(
+        Checkpoint::read(&again).unwrap().vehicles(),
+        params.vehicles
+    );
+    // Files of the first format (meta first) are still read.
+    let old = Checkpoint::read(&as_format_1(&file)).unwrap();
+    assert_eq!(old.vehicles(), params.vehicles);
+    assert_eq!(old.journal_seq(), saved.journal_seq);
+    assert_eq!(
+        engine(&g, 1).restore(old).unwrap().vehicles,
+        params.vehicles
+    );
 
     // After the checkpoint: a stop completed and a route reordered.
     let t = day.pings[half].1.time;
@@ -152,7 +194,7 @@ fn a_restored_engine_continues_exactly_as_the_original() {
     assert!(restored.failed.is_empty(), "{:?}", restored.failed);
     assert!(restored.traffic_edges > 0);
     for (seq, cmds, time) in journal.0.lock().unwrap().iter() {
-        if *seq > ckpt.journal_seq() {
+        if *seq > saved.journal_seq {
             assert_eq!(b.replay(cmds, *time), 0);
         }
     }

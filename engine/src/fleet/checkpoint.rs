@@ -11,14 +11,18 @@
 //! bound to the graph it was taken on (its fingerprint): a checkpoint from
 //! another map is refused, never half-applied.
 //!
+//! Vehicles are streamed to the file in chunks as their shards serialise
+//! them, so taking a checkpoint needs a few megabytes, not a second copy
+//! of the fleet; the engine-wide part follows them.
+//!
 //! Layout (little-endian):
 //!
 //! ```text
 //! 0   8  magic "LMCKPT\0\x01"
-//! 8   4  format version (1)
+//! 8   4  format version (2; version 1, meta first, is still read)
 //! 12  4  reserved, 0
-//! 16  …  body: meta length u64, meta (rkyv), vehicle count u64,
-//!            records length u64, records
+//! 16  …  body: records, meta (rkyv), vehicle count u64, records length
+//!            u64, meta length u64
 //! end-16 8  xxh3-64 of the body
 //! end-8  8  body length
 //! record: vehicle id u64, archive length u32, 0u32, archive, zero
@@ -35,7 +39,9 @@ use super::{StopId, StopRecord, VehicleId};
 use crate::traffic::{EdgeObservation, LearntTraffic};
 
 const MAGIC: &[u8; 8] = b"LMCKPT\0\x01";
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
+/// The first format: meta, vehicle count, records length, then records.
+const FORMAT_META_FIRST: u32 = 1;
 const HEADER: usize = 16;
 const TRAILER: usize = 16;
 
@@ -44,7 +50,7 @@ const TRAILER: usize = 16;
 pub enum CheckpointError {
     #[error("not a lastmile checkpoint")]
     BadMagic,
-    #[error("checkpoint format {0} is not supported (this build reads {FORMAT})")]
+    #[error("checkpoint format {0} is not supported (this build reads 1 and {FORMAT})")]
     Format(u32),
     #[error("checkpoint is truncated or its layout is damaged")]
     Truncated,
@@ -107,30 +113,11 @@ impl Checkpoint {
 
     /// Writes the file format; returns the bytes written.
     pub fn write_to(&self, w: &mut impl Write) -> io::Result<u64> {
-        let meta = rkyv::to_bytes::<rancor::Error>(&self.meta).map_err(io::Error::other)?;
-        let records: usize = self.blobs.iter().map(Vec::len).sum();
-        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-        let mut body_len = 0u64;
-        let mut put = |w: &mut dyn Write, bytes: &[u8]| -> io::Result<()> {
-            hasher.update(bytes);
-            body_len += bytes.len() as u64;
-            w.write_all(bytes)
-        };
-        let mut header = [0u8; HEADER];
-        header[..8].copy_from_slice(MAGIC);
-        header[8..12].copy_from_slice(&FORMAT.to_le_bytes());
-        w.write_all(&header)?;
-        put(w, &(meta.len() as u64).to_le_bytes())?;
-        put(w, &meta)?;
-        put(w, &(self.vehicles as u64).to_le_bytes())?;
-        put(w, &(records as u64).to_le_bytes())?;
+        let mut out = Writer::start(w)?;
         for b in &self.blobs {
-            put(w, b)?;
+            out.records(b)?;
         }
-        let digest = hasher.digest();
-        w.write_all(&digest.to_le_bytes())?;
-        w.write_all(&body_len.to_le_bytes())?;
-        Ok(HEADER as u64 + body_len + TRAILER as u64)
+        out.finish(&self.meta, self.vehicles)
     }
 
     /// Reads and checks a checkpoint file's bytes (the vehicles are
@@ -140,7 +127,7 @@ impl Checkpoint {
             return Err(CheckpointError::BadMagic);
         }
         let format = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-        if format != FORMAT {
+        if format != FORMAT && format != FORMAT_META_FIRST {
             return Err(CheckpointError::Format(format));
         }
         let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
@@ -152,22 +139,38 @@ impl Checkpoint {
         if xxhash_rust::xxh3::xxh3_64(body) != digest {
             return Err(CheckpointError::Checksum);
         }
-        let mut at = 0usize;
-        let mut take = |n: usize| -> Result<&[u8], CheckpointError> {
-            let end = at.checked_add(n).filter(|&e| e <= body.len());
-            let end = end.ok_or(CheckpointError::Truncated)?;
-            let s = &body[at..end];
-            at = end;
-            Ok(s)
+        let word_at = |at: usize| u64::from_le_bytes(body[at..at + 8].try_into().expect("8 bytes"));
+        let (meta, vehicles, records) = if format == FORMAT_META_FIRST {
+            let mut at = 0usize;
+            let mut take = |n: usize| -> Result<&[u8], CheckpointError> {
+                let end = at.checked_add(n).filter(|&e| e <= body.len());
+                let end = end.ok_or(CheckpointError::Truncated)?;
+                let s = &body[at..end];
+                at = end;
+                Ok(s)
+            };
+            let len = |s: &[u8]| u64::from_le_bytes(s.try_into().expect("8 bytes")) as usize;
+            let meta_len = len(take(8)?);
+            let meta = take(meta_len)?;
+            let vehicles = len(take(8)?);
+            let records_len = len(take(8)?);
+            (meta, vehicles, take(records_len)?)
+        } else {
+            if body.len() < 24 {
+                return Err(CheckpointError::Truncated);
+            }
+            let footer = body.len() - 24;
+            let vehicles = word_at(footer) as usize;
+            let (records_len, meta_len) = (word_at(footer + 8), word_at(footer + 16));
+            if records_len.checked_add(meta_len) != Some(footer as u64) {
+                return Err(CheckpointError::Truncated);
+            }
+            let records_len = records_len as usize;
+            (&body[records_len..footer], vehicles, &body[..records_len])
         };
-        let len = |s: &[u8]| u64::from_le_bytes(s.try_into().expect("8 bytes")) as usize;
-        let meta_len = len(take(8)?);
-        let meta = aligned(take(meta_len)?);
-        let meta = rkyv::from_bytes::<Meta, rancor::Error>(&meta)
+        let meta = rkyv::from_bytes::<Meta, rancor::Error>(&aligned(meta))
             .map_err(|e| CheckpointError::Record(format!("meta: {e}")))?;
-        let vehicles = len(take(8)?);
-        let records_len = len(take(8)?);
-        let records = take(records_len)?.to_vec();
+        let records = records.to_vec();
         let found = Records(&records).try_fold(0usize, |n, r| r.map(|_| n + 1))?;
         if found != vehicles {
             return Err(CheckpointError::Truncated);
@@ -177,6 +180,55 @@ impl Checkpoint {
             blobs: vec![records],
             vehicles,
         })
+    }
+}
+
+/// Writes the file format as the parts come: vehicle records in chunks,
+/// then the engine-wide part.
+pub(crate) struct Writer<'w, W: Write> {
+    w: &'w mut W,
+    hasher: xxhash_rust::xxh3::Xxh3,
+    body_len: u64,
+    records_len: u64,
+}
+
+impl<'w, W: Write> Writer<'w, W> {
+    pub fn start(w: &'w mut W) -> io::Result<Self> {
+        let mut header = [0u8; HEADER];
+        header[..8].copy_from_slice(MAGIC);
+        header[8..12].copy_from_slice(&FORMAT.to_le_bytes());
+        w.write_all(&header)?;
+        Ok(Self {
+            w,
+            hasher: xxhash_rust::xxh3::Xxh3::new(),
+            body_len: 0,
+            records_len: 0,
+        })
+    }
+
+    fn put(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.hasher.update(bytes);
+        self.body_len += bytes.len() as u64;
+        self.w.write_all(bytes)
+    }
+
+    /// Whole records (as [`push_record`] lays them out), in any order.
+    pub fn records(&mut self, records: &[u8]) -> io::Result<()> {
+        self.records_len += records.len() as u64;
+        self.put(records)
+    }
+
+    /// Writes the engine-wide part and the trailer; returns the file's size.
+    pub fn finish(mut self, meta: &Meta, vehicles: usize) -> io::Result<u64> {
+        let meta = rkyv::to_bytes::<rancor::Error>(meta).map_err(io::Error::other)?;
+        self.put(&meta)?;
+        self.put(&(vehicles as u64).to_le_bytes())?;
+        self.put(&self.records_len.to_le_bytes())?;
+        self.put(&(meta.len() as u64).to_le_bytes())?;
+        let digest = self.hasher.digest();
+        self.w.write_all(&digest.to_le_bytes())?;
+        self.w.write_all(&self.body_len.to_le_bytes())?;
+        Ok(HEADER as u64 + self.body_len + TRAILER as u64)
     }
 }
 

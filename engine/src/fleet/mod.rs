@@ -252,6 +252,17 @@ pub struct Engine {
     history: Mutex<Vec<PathPiece>>,
 }
 
+/// What [`Engine::write_checkpoint`] wrote.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Saving {
+    pub bytes: u64,
+    pub vehicles: usize,
+    /// Vehicles that could not be serialised (left out).
+    pub failed: usize,
+    /// The last journalled command it includes.
+    pub journal_seq: u64,
+}
+
 /// What [`Engine::restore`] put back.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Restored {
@@ -703,27 +714,62 @@ impl Engine {
             .store(seq, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Takes a consistent checkpoint in memory (for tests and small fleets;
+    /// a server streams it to disk with [`Engine::write_checkpoint`]).
+    pub fn checkpoint(&self) -> Checkpoint {
+        let mut blob = Vec::new();
+        let (meta, vehicles, _) = self
+            .save(|chunk| {
+                blob.extend_from_slice(chunk);
+                Ok(())
+            })
+            .expect("writing to memory does not fail");
+        Checkpoint {
+            meta,
+            blobs: vec![blob],
+            vehicles,
+        }
+    }
+
+    /// Streams a consistent checkpoint in the file format to `w`, holding
+    /// no more than a few chunks of it in memory at a time.
+    pub fn write_checkpoint(&self, w: &mut impl std::io::Write) -> std::io::Result<Saving> {
+        let mut out = checkpoint::Writer::start(w)?;
+        let (meta, vehicles, failed) = self.save(|chunk| out.records(chunk))?;
+        Ok(Saving {
+            bytes: out.finish(&meta, vehicles)?,
+            vehicles,
+            failed,
+            journal_seq: meta.journal_seq,
+        })
+    }
+
     /// Takes a consistent checkpoint: every shard saves its vehicles at the
     /// same point of the command order (commands are held meanwhile, pings
     /// are not), with the registry and the learnt traffic as of then. The
-    /// shards pause their pings while they serialise.
-    pub fn checkpoint(&self) -> Checkpoint {
+    /// shards pause their pings while they serialise, handing their records
+    /// to `records` in chunks; an error there abandons the checkpoint.
+    fn save(
+        &self,
+        mut records: impl FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> std::io::Result<(checkpoint::Meta, usize, usize)> {
         use std::sync::atomic::Ordering::Relaxed;
-        let (replies, journal_seq, stops, routes) = {
+        // A few chunks per shard in flight: enough to keep the shards
+        // serialising while one is written.
+        let (parts_tx, parts) = bounded::<shard::Saved>(2 * self.shards.len());
+        let (journal_seq, stops, routes) = {
             let reg = self.registry.write().unwrap_or_else(|p| p.into_inner());
-            let replies: Vec<Receiver<shard::Saved>> = (0..self.shards.len())
-                .map(|i| {
-                    let (tx, rx) = bounded(1);
-                    self.send_control(i, Msg::Checkpoint(tx));
-                    rx
-                })
-                .collect();
+            for i in 0..self.shards.len() {
+                self.send_control(i, Msg::Checkpoint(parts_tx.clone()));
+            }
             let stops: Vec<(StopId, StopRecord)> =
                 reg.stops.iter().map(|(k, v)| (*k, v.clone())).collect();
             let routes: Vec<(VehicleId, Vec<StopId>)> =
                 reg.routes.iter().map(|(k, v)| (*k, v.clone())).collect();
-            (replies, self.journal_seq.load(Relaxed), stops, routes)
+            (self.journal_seq.load(Relaxed), stops, routes)
         };
+        // Only the shards hold senders now: the stream ends when all are done.
+        drop(parts_tx);
         let (traffic, metric_version, published_at, installed, pending, event_time) = {
             let co = self.coordinator.lock().unwrap_or_else(|p| p.into_inner());
             let installed: Vec<(u32, u32)> = (0..self.graph.num_edges() as u32)
@@ -746,32 +792,35 @@ impl Engine {
                 co.last_tick,
             )
         };
-        let mut blobs = Vec::with_capacity(replies.len());
-        let (mut vehicles, mut observations) = (0, Vec::new());
-        for r in replies {
-            if let Ok(mut saved) = r.recv() {
-                vehicles += saved.vehicles;
-                blobs.push(saved.blob);
-                observations.append(&mut saved.observations);
+        let (mut vehicles, mut failed, mut observations) = (0, 0, Vec::new());
+        for part in &parts {
+            match part {
+                shard::Saved::Records(chunk) => records(&chunk)?,
+                shard::Saved::Done {
+                    observations: mut o,
+                    vehicles: v,
+                    failed: f,
+                } => {
+                    vehicles += v;
+                    failed += f;
+                    observations.append(&mut o);
+                }
             }
         }
-        Checkpoint {
-            meta: checkpoint::Meta {
-                graph_fingerprint: self.graph.fingerprint(),
-                journal_seq,
-                event_time,
-                metric_version,
-                published_at,
-                installed,
-                pending,
-                observations,
-                stops,
-                routes,
-                traffic,
-            },
-            blobs,
-            vehicles,
-        }
+        let meta = checkpoint::Meta {
+            graph_fingerprint: self.graph.fingerprint(),
+            journal_seq,
+            event_time,
+            metric_version,
+            published_at,
+            installed,
+            pending,
+            observations,
+            stops,
+            routes,
+            traffic,
+        };
+        Ok((meta, vehicles, failed))
     }
 
     /// Puts a checkpoint's state into this freshly started engine: the

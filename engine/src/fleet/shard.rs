@@ -75,14 +75,20 @@ pub(crate) struct Gathered {
     pub history: Vec<PathPiece>,
 }
 
-/// A shard's part of a checkpoint.
-pub(crate) struct Saved {
-    pub blob: Vec<u8>,
-    /// Traffic observations not yet taken by a tick.
-    pub observations: Vec<EdgeObservation>,
-    pub vehicles: usize,
-    pub failed: usize,
+/// A shard's part of a checkpoint, streamed: its vehicles' records in
+/// chunks, then what else it holds.
+pub(crate) enum Saved {
+    Records(Vec<u8>),
+    Done {
+        /// Traffic observations not yet taken by a tick.
+        observations: Vec<EdgeObservation>,
+        vehicles: usize,
+        failed: usize,
+    },
 }
+
+/// Bytes of vehicle records a shard hands over at a time while saving.
+const SAVE_CHUNK: usize = 64 << 10;
 
 /// Counters of one shard (summed by the engine).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -276,20 +282,31 @@ pub(crate) fn run(
                 ctx.events.clear();
                 publish(v, &outlets);
             }
-            Msg::Checkpoint(reply) => {
-                let mut saved = Saved {
-                    blob: Vec::new(),
-                    observations: ctx.observations.clone(),
-                    vehicles: 0,
-                    failed: 0,
-                };
+            Msg::Checkpoint(parts) => {
+                // The writer takes chunks as it writes them (this shard waits
+                // meanwhile); gone, it abandoned the checkpoint.
+                let (mut chunk, mut saved, mut failed) = (Vec::new(), 0, 0);
                 for v in vehicles.values() {
-                    match checkpoint::push_record(&mut saved.blob, v) {
-                        Ok(()) => saved.vehicles += 1,
-                        Err(_) => saved.failed += 1,
+                    match checkpoint::push_record(&mut chunk, v) {
+                        Ok(()) => saved += 1,
+                        Err(_) => failed += 1,
+                    }
+                    if chunk.len() >= SAVE_CHUNK
+                        && parts
+                            .send(Saved::Records(std::mem::take(&mut chunk)))
+                            .is_err()
+                    {
+                        break;
                     }
                 }
-                let _ = reply.send(saved);
+                if !chunk.is_empty() {
+                    let _ = parts.send(Saved::Records(chunk));
+                }
+                let _ = parts.send(Saved::Done {
+                    observations: ctx.observations.clone(),
+                    vehicles: saved,
+                    failed,
+                });
             }
             Msg::Restore {
                 records,

@@ -52,8 +52,9 @@ pub struct Recovery {
 pub struct Written {
     pub bytes: u64,
     pub vehicles: usize,
-    /// Time the engine spent producing it (shards paused), and in all.
-    pub engine_ms: f64,
+    /// Time to stream it from the shards to the file (each shard's pings
+    /// wait while its vehicles are saved), and in all (with the fsync).
+    pub streamed_ms: f64,
     pub total_ms: f64,
 }
 
@@ -345,21 +346,29 @@ impl Durable {
     }
 
     fn write_checkpoint(&self, engine: &Engine, started: Instant) -> anyhow::Result<Written> {
-        let ckpt = engine.checkpoint();
-        // The checkpoint includes every command journalled so far, some
-        // perhaps still waiting for their flush: they must be on disk first,
-        // or a crash would leave a checkpoint ahead of the journal.
-        self.store
-            .sync(ckpt.journal_seq())
-            .map_err(|e| anyhow::anyhow!("the journal failed: {e}"))?;
-        let engine_ms = started.elapsed().as_secs_f64() * 1e3;
         let tmp = self.dir.join(WRITING);
         let file = std::fs::File::create(&tmp).with_context(|| format!("{}", tmp.display()))?;
         let mut w = BufWriter::with_capacity(1 << 20, file);
-        let bytes = ckpt.write_to(&mut w)?;
+        let saved = engine
+            .write_checkpoint(&mut w)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        if saved.failed > 0 {
+            tracing::error!(
+                vehicles = saved.failed,
+                "vehicles could not be serialised and are missing from the checkpoint"
+            );
+        }
         w.flush()?;
+        let streamed_ms = started.elapsed().as_secs_f64() * 1e3;
         w.get_ref().sync_all()?;
         drop(w);
+        // The checkpoint includes every command journalled so far, some
+        // perhaps still waiting for their flush: they must be on disk before
+        // it becomes the one a restart reads, or it would run ahead of the
+        // journal.
+        self.store
+            .sync(saved.journal_seq)
+            .map_err(|e| anyhow::anyhow!("the journal failed: {e}"))?;
         let (latest, previous) = (self.dir.join(LATEST), self.dir.join(PREVIOUS));
         if latest.exists() {
             std::fs::rename(&latest, &previous)?;
@@ -368,7 +377,7 @@ impl Durable {
         if let Ok(d) = std::fs::File::open(&self.dir) {
             let _ = d.sync_all();
         }
-        let seq = ckpt.journal_seq();
+        let seq = saved.journal_seq;
         let older = {
             let mut c = self.covered.lock().unwrap_or_else(|p| p.into_inner());
             *c = (seq, c.0);
@@ -378,9 +387,9 @@ impl Durable {
             self.store.truncate_journal(older)?;
         }
         Ok(Written {
-            bytes,
-            vehicles: ckpt.vehicles(),
-            engine_ms,
+            bytes: saved.bytes,
+            vehicles: saved.vehicles,
+            streamed_ms,
             total_ms: started.elapsed().as_secs_f64() * 1e3,
         })
     }
