@@ -804,6 +804,16 @@ fn prometheus_metrics_and_health_are_served_and_move() {
         assert_eq!(metric(&after, &name), 0.0, "{reason}");
     }
     assert!(after.contains("lastmile_engine_queue_depth_pings "));
+    // Matcher outcomes and events by kind are labelled families too; ETA
+    // work is counted by cause.
+    assert!(metric(&after, "lastmile_matcher_pings_total{status=\"matched\"}") > 0.0);
+    assert!(after.contains("lastmile_matcher_pings_total{status=\"out_of_order\"} "));
+    let arrived = metric(&after, "lastmile_events_total{kind=\"arrived\"}");
+    assert!(arrived > 0.0, "arrivals counted");
+    assert!(metric(&after, "lastmile_engine_leg_searches_total") > 0.0);
+    assert!(after.contains("lastmile_engine_refreshes_total "));
+    assert!(after.contains("lastmile_store_commit_p99_us "));
+    assert!(metric(&after, "lastmile_journal_commands_total") >= 10.0);
 
     assert!(http_get(&m, "/nope").0.contains("404"));
     // Anything but a GET, and oversized requests, are refused without harm.

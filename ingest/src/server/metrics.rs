@@ -32,18 +32,31 @@ fn is_gauge(name: &str) -> bool {
         || name == "memory_over"
 }
 
+/// Counters shown as one labelled family: the stats prefix, the metric, the
+/// label (e.g. `pings_rejected_speed` is
+/// `lastmile_pings_rejected_total{reason="speed"}`).
+const FAMILIES: [(&str, &str, &str); 3] = [
+    ("pings_rejected_", "pings_rejected_total", "reason"),
+    ("matcher_pings_", "matcher_pings_total", "status"),
+    ("events_kind_", "events_total", "kind"),
+];
+
 /// The metrics page for the server's current counters.
 pub fn render(shared: &Shared) -> String {
     let mut out = String::new();
-    let mut rejected_typed = false;
+    let mut typed = [false; FAMILIES.len()];
     for (name, value) in shared.stats_snapshot() {
-        // Refused pings form one family, labelled by reason.
-        if let Some(reason) = name.strip_prefix("pings_rejected_") {
-            if !std::mem::replace(&mut rejected_typed, true) {
-                out.push_str("# TYPE lastmile_pings_rejected_total counter\n");
+        // Some counters form one family, labelled.
+        let family = FAMILIES
+            .iter()
+            .enumerate()
+            .find_map(|(i, f)| Some((i, f, name.strip_prefix(f.0)?)));
+        if let Some((i, (_, metric, label), value_label)) = family {
+            if !std::mem::replace(&mut typed[i], true) {
+                out.push_str(&format!("# TYPE lastmile_{metric} counter\n"));
             }
             out.push_str(&format!(
-                "lastmile_pings_rejected_total{{reason=\"{reason}\"}} {value}\n"
+                "lastmile_{metric}{{{label}=\"{value_label}\"}} {value}\n"
             ));
             continue;
         }

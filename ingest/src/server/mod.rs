@@ -27,7 +27,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::Context;
-use lastmile_engine::fleet::Histogram;
+use lastmile_engine::MatchStatus;
+use lastmile_engine::fleet::{EventKind, Histogram};
 use tokio::sync::watch;
 
 use crate::auth::Auth;
@@ -146,6 +147,28 @@ impl Shared {
                 out.push(("engine_metric_updates".into(), s.metric_updates));
                 out.push(("engine_vehicles".into(), s.shards.vehicles));
                 out.push(("engine_events".into(), e.events().next_id()));
+                let c = &s.shards;
+                // ETA work: path searches for the leg to the next stop (and
+                // between later stops), by cause, and re-timings on a new
+                // metric without a search.
+                out.push(("engine_leg_searches".into(), c.leg_routes));
+                out.push(("engine_stop_leg_searches".into(), c.stop_leg_routes));
+                out.push(("engine_reroutes_off_path".into(), c.reroutes));
+                out.push(("engine_refreshes".into(), c.refreshes));
+                out.push(("engine_traffic_reroutes".into(), c.traffic_reroutes));
+                out.push(("engine_retimes".into(), c.retimes));
+                out.push(("engine_unroutable".into(), c.unroutable));
+                out.push(("engine_matcher_forced".into(), c.matcher.forced));
+                for status in MatchStatus::ALL {
+                    let name = format!("matcher_pings_{}", status.as_str());
+                    out.push((name, c.matcher.count(status)));
+                }
+                for kind in EventKind::ALL {
+                    out.push((
+                        format!("events_kind_{}", kind.as_str()),
+                        c.event_count(kind),
+                    ));
+                }
                 out.push((
                     "engine_latency_p50_us".into(),
                     s.latency.quantile(0.5).as_micros() as u64,
@@ -546,6 +569,9 @@ impl Server {
                             "final checkpoint written"
                         ),
                         Err(err) => tracing::error!(error = %err, "final checkpoint failed"),
+                    }
+                    if let Err(err) = d.store.flush() {
+                        tracing::error!(error = %err, "flushing the store failed");
                     }
                 }
             })

@@ -319,6 +319,13 @@ impl Store {
         })
     }
 
+    /// Makes every write so far durable, those committed without a sync
+    /// (history) included: redb persists them only with a later synced
+    /// commit, and a clean shutdown must not leave them to chance.
+    pub fn flush(&self) -> Result<(), redb::Error> {
+        self.write(Durability::Immediate, |_| Ok(()))
+    }
+
     // ---------------------------------------------------------------- history
 
     /// Writes each vehicle's pieces (in time order) as one chunk. Not synced
