@@ -392,3 +392,75 @@ fn kill_9_at_random_moments_loses_no_acknowledged_command_nor_seen_event() {
         }
     });
 }
+
+/// A stop closed longer ago than the engine keeps closed stops is answered
+/// from the store's record: its outcome, note and what was planned. With no
+/// store the engine has forgotten it (the check that the fallback is what
+/// answers).
+#[test]
+fn stops_closed_long_ago_are_answered_from_the_store() {
+    let dir = tmpdir("dur-archive");
+    let (_, stops) = simulate(&dir, 2, 600);
+    let point = road_points(&stops)[0];
+    // Closed at this (event) time, an hour before the server's clock.
+    let closed_ms = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64)
+        - 3_600_000;
+    for store in [false, true] {
+        let extra = if store {
+            ""
+        } else {
+            "[store]\nenabled = false\n"
+        };
+        let s = serve(&dir, "closed_retention_s = 60\n", extra);
+        rt().block_on(async {
+            let c = s.admin().await;
+            let mut plan = stop(42, point);
+            plan.window_end_ms = closed_ms + 600_000;
+            c.call(&Request::AddStop {
+                vehicle: 7,
+                time_ms: closed_ms - 60_000,
+                index: AT_END,
+                stop: plan.clone(),
+            })
+            .await
+            .unwrap();
+            let proof = WireProof {
+                note: "signed by J. Doe".into(),
+                ..WireProof::default()
+            };
+            c.call(&Request::Complete {
+                vehicle: 7,
+                time_ms: closed_ms,
+                stop: 42,
+                proof,
+            })
+            .await
+            .unwrap();
+            // The next ticks (on the server's clock) drop it from memory.
+            eventually("the engine to forget the stop", async || {
+                let r = c.request(&Request::GetStop { stop: 42 }).await.unwrap();
+                match r {
+                    Response::Stop(v) => {
+                        store && v.lat_e7 == plan.lat_e7 && {
+                            // Answered by the store once the engine forgot it:
+                            // the same record as the engine's.
+                            assert_eq!(v.vehicle, 7);
+                            assert_eq!(v.status, StopStatusCode::Completed);
+                            assert_eq!(v.closed_ms, closed_ms);
+                            assert_eq!(v.outcome_text, "signed by J. Doe");
+                            assert_eq!(v.customer_ref, plan.customer_ref);
+                            assert_eq!(v.window_end_ms, plan.window_end_ms);
+                            s.stats().await["engine_stops_forgotten"] > 0
+                        }
+                    }
+                    Response::Error { .. } => !store,
+                    other => panic!("{other:?}"),
+                }
+            })
+            .await;
+        });
+    }
+}

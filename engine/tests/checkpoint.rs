@@ -13,7 +13,7 @@ use lastmile_engine::Ping;
 use lastmile_engine::bench::{Day, assign_routes};
 use lastmile_engine::fleet::{
     Admission, Checkpoint, CheckpointError, Command, Engine, Event, EventFilter, FleetConfig,
-    Journal, ProofOfDelivery, StopId,
+    Journal, ProofOfDelivery, StopId, StopPlan,
 };
 use lastmile_engine::simulate::SimParams;
 use lastmile_roadgraph::Graph;
@@ -42,7 +42,7 @@ fn engine(g: &Arc<Graph>, shards: usize) -> Engine {
 struct MemJournal(Mutex<Vec<(u64, Vec<Command>, f64)>>);
 
 impl Journal for MemJournal {
-    fn append(&self, commands: &[Command], time: f64) -> Result<u64, String> {
+    fn append(&self, commands: &[Command], _: &[StopPlan], time: f64) -> Result<u64, String> {
         let mut j = self.0.lock().unwrap();
         let seq = j.len() as u64 + 1;
         j.push((seq, commands.to_vec(), time));

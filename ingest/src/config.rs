@@ -134,6 +134,9 @@ pub struct EngineConfig {
     pub learning: bool,
     pub traffic_every_s: f64,
     pub events_capacity: usize,
+    /// Completed and failed stops stay in memory this long (event time,
+    /// seconds); afterwards GET_STOP answers them from the store.
+    pub closed_retention_s: f64,
     /// Wall-clock milliseconds between two engine ticks (offline checks,
     /// traffic publication, live index refresh).
     pub tick_ms: u64,
@@ -155,6 +158,7 @@ impl Default for EngineConfig {
             learning: f.learning,
             traffic_every_s: f.traffic_every_s,
             events_capacity: f.events_capacity,
+            closed_retention_s: f.closed_retention_s,
             tick_ms: 1000,
             counting_sink: false,
             nice: 5,
@@ -247,6 +251,9 @@ impl Config {
 
     /// Checks what serde cannot: ranges, references between sections.
     pub fn validate(&self) -> anyhow::Result<()> {
+        if !positive(self.engine.closed_retention_s) {
+            bail!("engine.closed_retention_s must be above 0");
+        }
         let l = &self.limits;
         if l.max_frame_bytes < 1024 || l.max_frame_bytes > MAX_FRAME_LEN {
             bail!("limits.max_frame_bytes must be within 1024..={MAX_FRAME_LEN}");
@@ -338,6 +345,7 @@ impl Config {
             learning: self.engine.learning,
             traffic_every_s: self.engine.traffic_every_s,
             events_capacity: self.engine.events_capacity,
+            closed_retention_s: self.engine.closed_retention_s,
             history: self.store.enabled,
             ..FleetConfig::default()
         }

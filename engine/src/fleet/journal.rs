@@ -8,16 +8,18 @@
 //! after the checkpoint's [`crate::fleet::Checkpoint::journal_seq`] to
 //! [`crate::fleet::Engine::replay`].
 
-use super::Command;
+use super::{Command, StopPlan};
 
 /// A durable, ordered log of commands.
 pub trait Journal: Send + Sync {
     /// Appends `commands` as one unit (all or none; a reassignment is a
     /// removal and an addition) issued at event time `time`, and returns the
-    /// unit's sequence number (increasing). Called in the engine's command
-    /// order, under its registry lock: it must not wait for the disk. An
-    /// error refuses the commands: the engine does not apply them.
-    fn append(&self, commands: &[Command], time: f64) -> Result<u64, String>;
+    /// unit's sequence number (increasing). `closed` holds the plans of the
+    /// stops the unit completes or fails, so the journal can keep a whole
+    /// record of each outcome. Called in the engine's command order, under
+    /// its registry lock: it must not wait for the disk. An error refuses
+    /// the commands: the engine does not apply them.
+    fn append(&self, commands: &[Command], closed: &[StopPlan], time: f64) -> Result<u64, String>;
 
     /// Returns once every unit up to `seq` is durable; units appended
     /// meanwhile may be made durable together with it. An error means the

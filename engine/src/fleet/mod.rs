@@ -205,6 +205,9 @@ pub struct EngineStats {
     pub customization_failures: u64,
     /// Path pieces dropped because nobody took the history in time.
     pub history_dropped: u64,
+    /// Closed stops dropped from memory after `closed_retention_s` (their
+    /// durable record is the store's).
+    pub stops_forgotten: u64,
 }
 
 /// Learnt traffic and the metrics built from it.
@@ -635,7 +638,18 @@ impl Engine {
         }
         let mut seq = 0;
         if let Some(j) = self.journal.get() {
-            seq = j.append(&cmds, time).map_err(CommandError::Journal)?;
+            let closed: Vec<StopPlan> = cmds
+                .iter()
+                .filter_map(|c| match c {
+                    Command::Complete { stop, .. } | Command::Fail { stop, .. } => {
+                        reg.stops.get(stop).map(|r| r.plan.clone())
+                    }
+                    _ => None,
+                })
+                .collect();
+            seq = j
+                .append(&cmds, &closed, time)
+                .map_err(CommandError::Journal)?;
             self.journal_seq.store(seq, Relaxed);
         }
         for cmd in cmds {
@@ -1021,14 +1035,17 @@ impl Engine {
                 }
             }
         }
-        {
+        let forgotten = {
             let mut reg = self.registry.write().unwrap_or_else(|p| p.into_inner());
             let horizon = now - self.config.closed_retention_s;
+            let before = reg.stops.len();
             reg.stops
                 .retain(|_, r| r.closed_at.is_none_or(|t| t >= horizon));
-        }
+            (before - reg.stops.len()) as u64
+        };
         let mut co = self.coordinator.lock().unwrap_or_else(|p| p.into_inner());
         co.stats.ticks += 1;
+        co.stats.stops_forgotten += forgotten;
         co.stats.history_dropped += dropped;
         co.last_tick = co.last_tick.max(now);
         // The metric customized since the last publication goes in now:

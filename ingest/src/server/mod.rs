@@ -145,6 +145,7 @@ impl Shared {
                 out.push(("engine_pings_processed".into(), s.shards.pings));
                 out.push(("engine_ticks".into(), s.ticks));
                 out.push(("engine_metric_updates".into(), s.metric_updates));
+                out.push(("engine_stops_forgotten".into(), s.stops_forgotten));
                 out.push(("engine_vehicles".into(), s.shards.vehicles));
                 out.push(("engine_events".into(), e.events().next_id()));
                 let c = &s.shards;

@@ -9,7 +9,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use lastmile_engine::fleet::{Admission, Command, Engine, StopId, VehicleId};
+use lastmile_engine::fleet::{
+    Admission, Command, Engine, StopId, StopPlan, StopRecord, StopView, VehicleId,
+};
+use lastmile_roadgraph::LatLon;
 use quinn::{Connection, RecvStream, SendStream};
 
 use super::connection::close;
@@ -188,9 +191,10 @@ async fn answer(shared: &Arc<Shared>, who: &Principal, req: Request) -> Result<R
             } else {
                 require(who.role.may_read(), who, "query stops")?;
             }
-            let view = e
-                .stop(stop)
-                .ok_or((ErrorCode::UnknownStop, format!("no stop {stop}")))?;
+            let view = match e.stop(stop) {
+                Some(v) => v,
+                None => archived_stop(shared, stop).await?,
+            };
             covers(shared, who, view.record.vehicle)?;
             // A customer sees the vehicle only while it is on its way to
             // them (their stop is next) or there.
@@ -354,6 +358,33 @@ async fn answer(shared: &Arc<Shared>, who: &Principal, req: Request) -> Result<R
             Ok(Response::Ok)
         }
     }
+}
+
+/// A stop the engine no longer holds (closed longer ago than its
+/// `closed_retention_s`), from the store's record of its outcome.
+async fn archived_stop(shared: &Arc<Shared>, stop: StopId) -> Result<StopView, Refusal> {
+    let unknown = || (ErrorCode::UnknownStop, format!("no stop {stop}"));
+    let Some(d) = shared.durable.clone() else {
+        return Err(unknown());
+    };
+    let record = tokio::task::spawn_blocking(move || d.store.outcome(stop))
+        .await
+        .map_err(|_| (ErrorCode::Internal, "store task failed".to_string()))?
+        .map_err(|e| (ErrorCode::Internal, format!("{e:#}")))?
+        .ok_or_else(unknown)?;
+    let nowhere = LatLon::new(f64::NAN, f64::NAN);
+    Ok(StopView {
+        record: StopRecord {
+            vehicle: record.vehicle,
+            // Records written before plans were kept have none.
+            plan: record.plan.unwrap_or_else(|| StopPlan::new(stop, nowhere)),
+            outcome: Some(record.outcome),
+            closed_at: Some(record.time),
+        },
+        eta: None,
+        vehicle_pos: nowhere,
+        vehicle_time: f64::NAN,
+    })
 }
 
 /// Runs an engine command off the async threads (it may wait for room in

@@ -14,7 +14,7 @@
 
 use std::sync::{Condvar, Mutex};
 
-use lastmile_engine::fleet::{Command, Journal, StopId, StopOutcome};
+use lastmile_engine::fleet::{Command, Journal, StopId, StopOutcome, StopPlan};
 use redb::Durability;
 use rkyv::rancor;
 
@@ -71,7 +71,7 @@ impl GroupCommit {
 }
 
 /// Encodes a unit (its sequence number is given when queued).
-fn encode(commands: &[Command], time: f64) -> Result<Staged, String> {
+fn encode(commands: &[Command], closed: &[StopPlan], time: f64) -> Result<Staged, String> {
     let entry = Entry {
         time,
         commands: commands.to_vec(),
@@ -103,6 +103,7 @@ fn encode(commands: &[Command], time: f64) -> Result<Staged, String> {
             stop,
             time,
             outcome,
+            plan: closed.iter().find(|p| p.id == stop).cloned(),
         };
         let b = rkyv::to_bytes::<rancor::Error>(&record).map_err(|e| e.to_string())?;
         outcomes.push((stop, b.to_vec()));
@@ -137,10 +138,10 @@ impl Store {
 }
 
 impl Journal for Store {
-    fn append(&self, commands: &[Command], time: f64) -> Result<u64, String> {
+    fn append(&self, commands: &[Command], closed: &[StopPlan], time: f64) -> Result<u64, String> {
         // Encoded before taking the lock: the lock is the journal's order,
         // kept short.
-        let mut unit = encode(commands, time)?;
+        let mut unit = encode(commands, closed, time)?;
         let mut st = self.group.lock();
         if let Some(e) = &st.failed {
             return Err(format!(
@@ -219,7 +220,7 @@ mod tests {
                             let v = (t * per_thread + i) as u64;
                             let seq = {
                                 let _held = order.lock().unwrap();
-                                s.append(&[assign(v)], v as f64).unwrap()
+                                s.append(&[assign(v)], &[], v as f64).unwrap()
                             };
                             s.sync(seq).unwrap();
                         }
@@ -257,10 +258,10 @@ mod tests {
     fn a_failed_commit_refuses_later_commands() {
         let dir = tempdir();
         let s = Store::open(&dir).unwrap();
-        let seq = s.append(&[assign(1)], 1.0).unwrap();
+        let seq = s.append(&[assign(1)], &[], 1.0).unwrap();
         s.sync(seq).unwrap();
         s.group.lock().failed = Some("disk full".into());
-        let e = s.append(&[assign(2)], 2.0).unwrap_err();
+        let e = s.append(&[assign(2)], &[], 2.0).unwrap_err();
         assert!(e.contains("disk full"), "{e}");
         assert_eq!(s.group.failed().as_deref(), Some("disk full"));
         // What was durable before stays readable.

@@ -30,7 +30,8 @@ use std::time::Instant;
 
 use anyhow::Context;
 use lastmile_engine::fleet::{
-    Command, Event, EventFilter, EventKind, Histogram, PathPiece, StopId, StopOutcome, VehicleId,
+    Command, Event, EventFilter, EventKind, Histogram, PathPiece, StopId, StopOutcome, StopPlan,
+    VehicleId,
 };
 use lastmile_roadgraph::LatLon;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
@@ -54,7 +55,8 @@ struct Entry {
     commands: Vec<Command>,
 }
 
-/// A closed stop as the store keeps it.
+/// A closed stop as the store keeps it: the business record, answered
+/// from here once the engine has forgotten the stop.
 #[derive(Clone, Debug, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct OutcomeRecord {
     pub vehicle: VehicleId,
@@ -62,6 +64,17 @@ pub struct OutcomeRecord {
     /// Event time it was closed.
     pub time: f64,
     pub outcome: StopOutcome,
+    /// What was planned (position, window, service time, customer).
+    pub plan: Option<StopPlan>,
+}
+
+/// The first layout of [`OutcomeRecord`], without the plan (still read).
+#[derive(rkyv::Archive, rkyv::Deserialize)]
+struct OutcomeRecordV1 {
+    vehicle: VehicleId,
+    stop: StopId,
+    time: f64,
+    outcome: StopOutcome,
 }
 
 /// A minted tracking token as stored (the token itself is never stored).
@@ -229,9 +242,19 @@ impl Store {
         let Some(v) = table.get(stop)? else {
             return Ok(None);
         };
-        let r = rkyv::from_bytes::<OutcomeRecord, rancor::Error>(&aligned(v.value()))
+        let bytes = aligned(v.value());
+        if let Ok(r) = rkyv::from_bytes::<OutcomeRecord, rancor::Error>(&bytes) {
+            return Ok(Some(r));
+        }
+        let r = rkyv::from_bytes::<OutcomeRecordV1, rancor::Error>(&bytes)
             .with_context(|| format!("outcome of stop {stop} is damaged"))?;
-        Ok(Some(r))
+        Ok(Some(OutcomeRecord {
+            vehicle: r.vehicle,
+            stop: r.stop,
+            time: r.time,
+            outcome: r.outcome,
+            plan: None,
+        }))
     }
 
     // ----------------------------------------------------------------- events
@@ -570,8 +593,8 @@ mod tests {
     }
 
     /// Appends and waits until durable, as the engine does.
-    fn record(s: &Store, commands: &[Command], time: f64) -> u64 {
-        let seq = s.append(commands, time).unwrap();
+    fn record(s: &Store, commands: &[Command], closed: &[StopPlan], time: f64) -> u64 {
+        let seq = s.append(commands, closed, time).unwrap();
         s.sync(seq).unwrap();
         seq
     }
@@ -586,7 +609,7 @@ mod tests {
                 vehicle: 3,
                 stops: vec![plan.clone()],
             };
-            assert_eq!(record(&s, std::slice::from_ref(&assign), 10.0), 1);
+            assert_eq!(record(&s, std::slice::from_ref(&assign), &[], 10.0), 1);
             let done = Command::Complete {
                 vehicle: 3,
                 stop: 7,
@@ -595,7 +618,8 @@ mod tests {
                     ..ProofOfDelivery::default()
                 },
             };
-            assert_eq!(record(&s, std::slice::from_ref(&done), 20.0), 2);
+            let closed = std::slice::from_ref(&plan);
+            assert_eq!(record(&s, std::slice::from_ref(&done), closed, 20.0), 2);
         }
         let s = Store::open(&dir).unwrap();
         let j = s.journal_after(0).unwrap();
@@ -604,6 +628,11 @@ mod tests {
         assert!(matches!(&j[0].2[0], Command::AssignRoute { stops, .. } if stops[0] == plan));
         let o = s.outcome(7).unwrap().unwrap();
         assert_eq!(o.time, 20.0);
+        assert_eq!(
+            o.plan.as_ref(),
+            Some(&plan),
+            "the outcome keeps what was planned"
+        );
         assert!(
             matches!(&o.outcome, StopOutcome::Completed(p) if p.photo_refs == ["s3://pod/7.jpg"])
         );
@@ -616,8 +645,43 @@ mod tests {
             stop: 8,
             reason: "nobody home".into(),
         };
-        assert_eq!(record(&s, &[fail], 30.0), 3);
+        assert_eq!(record(&s, &[fail], &[], 30.0), 3);
         assert_eq!(s.journal_seq().unwrap(), 3);
+    }
+
+    #[test]
+    fn outcomes_of_the_first_layout_are_still_read() {
+        #[derive(rkyv::Archive, rkyv::Serialize)]
+        struct V1 {
+            vehicle: VehicleId,
+            stop: StopId,
+            time: f64,
+            outcome: StopOutcome,
+        }
+        let dir = tempdir();
+        let s = Store::open(&dir).unwrap();
+        for stop in 0..50u64 {
+            let old = V1 {
+                vehicle: 9,
+                stop,
+                time: 5.0 + stop as f64,
+                outcome: StopOutcome::Failed {
+                    reason: "x".repeat(stop as usize),
+                },
+            };
+            let b = rkyv::to_bytes::<rancor::Error>(&old).unwrap();
+            s.write(Durability::Immediate, |txn| {
+                txn.open_table(OUTCOMES)?.insert(stop, &b[..])?;
+                Ok(())
+            })
+            .unwrap();
+            let o = s.outcome(stop).unwrap().unwrap();
+            assert_eq!(
+                (o.vehicle, o.stop, o.time, o.plan),
+                (9, stop, old.time, None)
+            );
+            assert_eq!(o.outcome, old.outcome);
+        }
     }
 
     #[test]
