@@ -17,7 +17,8 @@ use common::server::{Server, ServerExt, eventually, rt, serve, simulate};
 use common::{lastmile, tmpdir};
 use lastmile_ingest::client::{Client, Subscription, call_on};
 use lastmile_ingest::protocol::{
-    AT_END, FROM_NOW, NO_TIME, Request, Response, StopStatusCode, WireEvent, WireProof, WireStop,
+    AT_END, FROM_NOW, NO_TIME, PingRecord, Request, Response, StopStatusCode, WireEvent, WireProof,
+    WireStop,
 };
 
 /// On-road positions: the simulated stops' (lat, lon) in 1e-7 degrees.
@@ -85,6 +86,10 @@ fn sigterm_checkpoints_and_the_restarted_server_answers_at_once() {
     let dir = tmpdir("dur-sigterm");
     let (trace, stops) = simulate(&dir, 30, 1800);
     let s = serve(&dir, "", "");
+    // Ticks come and go before the first ping: the engine's event time must
+    // still be the replayed day's, or the restart below resumes on the wall
+    // clock and expires the day's history as a month old.
+    std::thread::sleep(Duration::from_millis(600));
     let o = lastmile(&s.cli(&[
         "replay",
         trace.to_str().unwrap(),
@@ -439,7 +444,22 @@ fn stops_closed_long_ago_are_answered_from_the_store() {
             })
             .await
             .unwrap();
-            // The next ticks (on the server's clock) drop it from memory.
+            // A ping gives the server its event time (now); the next ticks
+            // drop the stop, closed an hour before, from memory.
+            let mut ping_client = s.admin().await;
+            let _acks = ping_client.take_control();
+            let mut pings = ping_client.ping_stream().await.unwrap();
+            let ping = PingRecord {
+                vehicle: 7,
+                time_ms: closed_ms + 3_590_000,
+                lat_e7: point.0,
+                lon_e7: point.1,
+                speed_cms: u16::MAX,
+                heading_cdeg: u16::MAX,
+                accuracy_dm: u16::MAX,
+                flags: 0,
+            };
+            pings.send(1, &[ping]).await.unwrap();
             eventually("the engine to forget the stop", async || {
                 let r = c.request(&Request::GetStop { stop: 42 }).await.unwrap();
                 match r {

@@ -30,6 +30,8 @@
 //! ```
 
 use std::io::{self, Write};
+use std::ops::Range;
+use std::sync::Arc;
 
 use rkyv::rancor;
 use rkyv::util::AlignedVec;
@@ -90,9 +92,31 @@ pub(crate) struct Meta {
 /// given to [`super::Engine::restore`].
 pub struct Checkpoint {
     pub(crate) meta: Meta,
-    /// Vehicle records, in blobs (one per shard when taken).
-    pub(crate) blobs: Vec<Vec<u8>>,
+    /// The vehicle records: a range of the file read (or of the blob
+    /// taken), shared with the shards that restore them, not copied.
+    pub(crate) records: RecordsBuf,
     pub(crate) vehicles: usize,
+}
+
+/// Vehicle records inside a shared buffer.
+#[derive(Clone)]
+pub(crate) struct RecordsBuf {
+    bytes: Arc<Vec<u8>>,
+    range: Range<usize>,
+}
+
+impl RecordsBuf {
+    pub fn new(bytes: Vec<u8>) -> Self {
+        let range = 0..bytes.len();
+        Self {
+            bytes: Arc::new(bytes),
+            range,
+        }
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        &self.bytes[self.range.clone()]
+    }
 }
 
 impl Checkpoint {
@@ -114,15 +138,19 @@ impl Checkpoint {
     /// Writes the file format; returns the bytes written.
     pub fn write_to(&self, w: &mut impl Write) -> io::Result<u64> {
         let mut out = Writer::start(w)?;
-        for b in &self.blobs {
-            out.records(b)?;
-        }
+        out.records(self.records.as_slice())?;
         out.finish(&self.meta, self.vehicles)
     }
 
     /// Reads and checks a checkpoint file's bytes (the vehicles are
     /// validated when restored).
     pub fn read(bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
+        Self::from_file(bytes.to_vec())
+    }
+
+    /// [`Checkpoint::read`] keeping the file's bytes as they are: the
+    /// records stay where they are and are restored from there.
+    pub fn from_file(bytes: Vec<u8>) -> Result<Checkpoint, CheckpointError> {
         if bytes.len() < HEADER + TRAILER || &bytes[..8] != MAGIC {
             return Err(CheckpointError::BadMagic);
         }
@@ -170,14 +198,19 @@ impl Checkpoint {
         };
         let meta = rkyv::from_bytes::<Meta, rancor::Error>(&aligned(meta))
             .map_err(|e| CheckpointError::Record(format!("meta: {e}")))?;
-        let records = records.to_vec();
-        let found = Records(&records).try_fold(0usize, |n, r| r.map(|_| n + 1))?;
+        let found = Records(records).try_fold(0usize, |n, r| r.map(|_| n + 1))?;
         if found != vehicles {
             return Err(CheckpointError::Truncated);
         }
+        // Where the records sit in the file (a sub-slice of it).
+        let start = records.as_ptr() as usize - bytes.as_ptr() as usize;
+        let range = start..start + records.len();
         Ok(Checkpoint {
             meta,
-            blobs: vec![records],
+            records: RecordsBuf {
+                bytes: Arc::new(bytes),
+                range,
+            },
             vehicles,
         })
     }

@@ -25,6 +25,7 @@ pub mod stops;
 mod vehicle;
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::thread::JoinHandle;
@@ -740,7 +741,7 @@ impl Engine {
             .expect("writing to memory does not fail");
         Checkpoint {
             meta,
-            blobs: vec![blob],
+            records: checkpoint::RecordsBuf::new(blob),
             vehicles,
         }
     }
@@ -879,26 +880,28 @@ impl Engine {
             reg.routes = meta.routes.into_iter().collect();
         }
         self.set_journal_seq(meta.journal_seq);
-        // Records go to the shard each vehicle lives on now.
+        // Records go to the shard each vehicle lives on now: where each
+        // one is in the shared buffer, not a copy.
         let n = self.shards.len();
-        let mut parts: Vec<Vec<u8>> = vec![Vec::new(); n];
-        for blob in &ckpt.blobs {
-            for r in checkpoint::Records(blob) {
-                let (id, record) = r?;
-                parts[shard_of(id, n)].extend_from_slice(record);
-            }
+        let mut parts: Vec<Vec<Range<usize>>> = vec![Vec::new(); n];
+        let all = ckpt.records.as_slice();
+        for r in checkpoint::Records(all) {
+            let (id, record) = r?;
+            let at = record.as_ptr() as usize - all.as_ptr() as usize;
+            parts[shard_of(id, n)].push(at..at + record.len());
         }
         // The next tick sorts observations, so which shard holds them is moot.
         let mut observations = Some(meta.observations);
         let replies: Vec<Receiver<(usize, Vec<String>)>> = parts
             .into_iter()
             .enumerate()
-            .map(|(i, records)| {
+            .map(|(i, ranges)| {
                 let (tx, rx) = bounded(1);
                 self.send_control(
                     i,
                     Msg::Restore {
-                        records,
+                        records: ckpt.records.clone(),
+                        ranges,
                         observations: observations.take().unwrap_or_default(),
                         metric_version: meta.metric_version,
                         reply: tx,

@@ -61,7 +61,9 @@ pub(crate) enum Msg {
     /// version of the metric just installed; the reply is the number restored and
     /// the errors of those that were not.
     Restore {
-        records: Vec<u8>,
+        /// The checkpoint's records, and where this shard's are in them.
+        records: checkpoint::RecordsBuf,
+        ranges: Vec<std::ops::Range<usize>>,
         observations: Vec<EdgeObservation>,
         metric_version: u64,
         reply: Sender<(usize, Vec<String>)>,
@@ -310,6 +312,7 @@ pub(crate) fn run(
             }
             Msg::Restore {
                 records,
+                ranges,
                 mut observations,
                 metric_version,
                 reply,
@@ -320,8 +323,9 @@ pub(crate) fn run(
                 // restored paths are exactly as current as they were.
                 ctx.metric_version = metric_version;
                 let (mut restored, mut errors) = (0, Vec::new());
-                for r in checkpoint::Records(&records) {
-                    match r.and_then(|(_, rec)| checkpoint::vehicle_from(rec)) {
+                let all = records.as_slice();
+                for range in ranges {
+                    match checkpoint::vehicle_from(&all[range]) {
                         Ok(v) => {
                             publish(&v, &outlets);
                             vehicles.insert(v.id, v);

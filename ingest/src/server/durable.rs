@@ -133,8 +133,9 @@ pub struct Durable {
 }
 
 fn read_checkpoint(path: &Path) -> anyhow::Result<Checkpoint> {
+    // Read once and restored from where it lies: the file is the only copy.
     let bytes = std::fs::read(path)?;
-    Ok(Checkpoint::read(&bytes)?)
+    Ok(Checkpoint::from_file(bytes)?)
 }
 
 impl Durable {

@@ -386,6 +386,13 @@ impl Server {
                         while !st.load(Relaxed) {
                             std::thread::sleep(tick);
                             yield_engine_threads(s.config.engine.nice);
+                            // Event time starts with the first ping (or the
+                            // restored state): a tick on the wall clock
+                            // before it would put the engine's time ahead of
+                            // a replayed day, and a restart would resume there.
+                            if s.clock.watermark().is_none() {
+                                continue;
+                            }
                             let now = s.clock.now();
                             engine.tick(now);
                             engine.refresh_index(now);
@@ -443,12 +450,15 @@ impl Server {
                             let mut expired = None::<std::time::Instant>;
                             while !st.load(Relaxed) {
                                 std::thread::sleep(Duration::from_millis(100));
-                                if expired.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600))
+                                // History is kept by event time: none is
+                                // known before the first ping.
+                                if let Some(now) = s.clock.watermark()
+                                    && expired
+                                        .is_none_or(|t| t.elapsed() >= Duration::from_secs(3600))
                                 {
                                     expired = Some(std::time::Instant::now());
-                                    durable.expire_history(
-                                        s.clock.now() - s.config.store.history_retention_s,
-                                    );
+                                    durable
+                                        .expire_history(now - s.config.store.history_retention_s);
                                 }
                                 if last.elapsed() >= every {
                                     last = std::time::Instant::now();
@@ -559,7 +569,9 @@ impl Server {
                 e.sync();
                 if let Some(d) = &shared.durable {
                     // A last tick hands over the path driven since the one before.
-                    e.tick(shared.clock.now());
+                    if shared.clock.watermark().is_some() {
+                        e.tick(shared.clock.now());
+                    }
                     d.gather_history(&e, true);
                     d.persist_events(&e);
                     match d.checkpoint(&e) {
