@@ -13,12 +13,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::server::{Server, ServerExt, eventually, rt, serve, simulate};
+use common::server::{Server, ServerExt, eventually, ping_at, rt, serve, simulate};
 use common::{lastmile, tmpdir};
 use lastmile_ingest::client::{Client, Subscription, call_on};
 use lastmile_ingest::protocol::{
-    AT_END, FROM_NOW, NO_TIME, PingRecord, Request, Response, StopStatusCode, WireEvent, WireProof,
-    WireStop,
+    AT_END, FROM_NOW, NO_TIME, Request, Response, StopStatusCode, WireEvent, WireProof, WireStop,
 };
 
 /// On-road positions: the simulated stops' (lat, lon) in 1e-7 degrees.
@@ -449,17 +448,8 @@ fn stops_closed_long_ago_are_answered_from_the_store() {
             let mut ping_client = s.admin().await;
             let _acks = ping_client.take_control();
             let mut pings = ping_client.ping_stream().await.unwrap();
-            let ping = PingRecord {
-                vehicle: 7,
-                time_ms: closed_ms + 3_590_000,
-                lat_e7: point.0,
-                lon_e7: point.1,
-                speed_cms: u16::MAX,
-                heading_cdeg: u16::MAX,
-                accuracy_dm: u16::MAX,
-                flags: 0,
-            };
-            pings.send(1, &[ping]).await.unwrap();
+            let now = ping_at(7, closed_ms + 3_590_000, point);
+            pings.send(1, &[now]).await.unwrap();
             eventually("the engine to forget the stop", async || {
                 let r = c.request(&Request::GetStop { stop: 42 }).await.unwrap();
                 match r {

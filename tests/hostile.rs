@@ -7,25 +7,10 @@ mod common;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::server::{ServerExt, eventually, rt, serve};
+use common::server::{ServerExt, T0_MS, eventually, ping, rt, serve};
 use common::tmpdir;
 use lastmile_ingest::client::{Client, Control, ServerError};
 use lastmile_ingest::protocol::{ErrorCode, PingRecord, Request, Response};
-
-const T0_MS: i64 = 1_767_225_600_000;
-
-fn ping(vehicle: u64, k: i64) -> PingRecord {
-    PingRecord {
-        vehicle,
-        time_ms: T0_MS + k * 1000,
-        lat_e7: 470_000_000,
-        lon_e7: 80_000_000,
-        speed_cms: 1_000,
-        heading_cdeg: u16::MAX,
-        accuracy_dm: u16::MAX,
-        flags: 0,
-    }
-}
 
 /// One record of each refused class, with the counter that must move.
 fn hostile(vehicle: u64) -> Vec<(PingRecord, &'static str)> {

@@ -9,25 +9,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::server::{ServerExt, eventually, rt, serve, simulate};
+use common::server::{ServerExt, T0_MS, eventually, ping, rt, serve, simulate};
 use common::{lastmile, stdout, tmpdir};
 use lastmile_ingest::client::Control;
-use lastmile_ingest::protocol::{PingRecord, Request, Response};
-
-const T0_MS: i64 = 1_767_225_600_000;
-
-fn ping(vehicle: u64, k: i64) -> PingRecord {
-    PingRecord {
-        vehicle,
-        time_ms: T0_MS + k * 1000,
-        lat_e7: 470_000_000,
-        lon_e7: 80_000_000,
-        speed_cms: u16::MAX,
-        heading_cdeg: u16::MAX,
-        accuracy_dm: u16::MAX,
-        flags: 0,
-    }
-}
+use lastmile_ingest::protocol::{Request, Response};
 
 const BOUND_MB: u64 = 1024;
 

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::server::{ServerExt, eventually, rt, serve, serve_with, simulate};
+use common::server::{ServerExt, T0_MS, eventually, ping, rt, serve, serve_with, simulate};
 use common::{lastmile, stdout, tmpdir};
 use lastmile_ingest::client::{Client, Control, ServerError};
 use lastmile_ingest::protocol::{
@@ -15,21 +15,6 @@ use lastmile_ingest::protocol::{
     write_frame,
 };
 use lastmile_ingest::tls::Trust;
-
-const T0_MS: i64 = 1_767_225_600_000;
-
-fn ping(vehicle: u64, k: i64) -> PingRecord {
-    PingRecord {
-        vehicle,
-        time_ms: T0_MS + k * 1000,
-        lat_e7: 470_000_000,
-        lon_e7: 80_000_000,
-        speed_cms: u16::MAX,
-        heading_cdeg: u16::MAX,
-        accuracy_dm: u16::MAX,
-        flags: 0,
-    }
-}
 
 fn code_of(e: &anyhow::Error) -> Option<ErrorCode> {
     e.downcast_ref::<ServerError>().and_then(ServerError::code)

@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use lastmile_ingest::client::{Client, Target};
-use lastmile_ingest::protocol::{Request, Response};
+use lastmile_ingest::protocol::{PingRecord, Request, Response};
 use lastmile_ingest::tls::Trust;
 
 use super::lastmile;
@@ -106,6 +106,29 @@ pub fn simulate(dir: &Path, vehicles: usize, duration: u32) -> (PathBuf, PathBuf
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     (trace, stops)
+}
+
+/// 2026-01-01T00:00:00Z in ms: where the tests' hand-made pings start.
+pub const T0_MS: i64 = 1_767_225_600_000;
+
+/// A position-only ping of `vehicle` at `time_ms`, at (lat, lon) in 1e-7
+/// degrees.
+pub fn ping_at(vehicle: u64, time_ms: i64, (lat_e7, lon_e7): (i32, i32)) -> PingRecord {
+    PingRecord {
+        vehicle,
+        time_ms,
+        lat_e7,
+        lon_e7,
+        speed_cms: u16::MAX,
+        heading_cdeg: u16::MAX,
+        accuracy_dm: u16::MAX,
+        flags: 0,
+    }
+}
+
+/// A ping of `vehicle` `k` seconds after [`T0_MS`], in the test town.
+pub fn ping(vehicle: u64, k: i64) -> PingRecord {
+    ping_at(vehicle, T0_MS + k * 1000, (470_000_000, 80_000_000))
 }
 
 pub const FLEETS: &str = r#"
