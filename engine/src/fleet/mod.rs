@@ -293,9 +293,9 @@ struct Customized {
 fn customize(graph: &Graph, base: &CchMetric, changes: Vec<(u32, u32)>) -> Customized {
     let started = Instant::now();
     let cch = Cch::new(graph);
-    // Partial customization costs about 0.2 ms per changed edge on a city
-    // graph, a full pass about 0.4 µs per edge (BENCHMARKS.md): past one
-    // change in 500 edges the full pass is cheaper.
+    // Partial customization costs about 0.2 ms per changed edge on the 1M-edge
+    // city, a full pass on one thread about 0.3 µs per edge (BENCHMARKS.md):
+    // past about one change in 500 edges the full pass is cheaper.
     let full = changes.len() > graph.num_edges() / 500;
     let metric = if full {
         let mut weights: Vec<u32> = (0..graph.num_edges() as u32)

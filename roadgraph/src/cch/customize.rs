@@ -4,8 +4,12 @@
 //! then, bottom-up over the elimination tree, lets each node *pull* its arcs'
 //! weights from its lower triangles: for arc x–y and a common lower neighbour
 //! v, going x→v→y may be cheaper than x→y. A node writes only its own arcs
-//! and reads only arcs of its descendants, so all nodes of one tree level are
-//! independent and wide levels run on all cores.
+//! and reads only arcs of its descendants, so disjoint subtrees are
+//! independent: they run as parallel tasks (ranks are a post-order, so each
+//! subtree is a contiguous rank block), and a node runs once its children's
+//! subtrees are done. Most of the work sits in the top separators, but they
+//! are spread over many branches; the chain from the root to the deepest
+//! leaf is under a tenth of it on the synthetic 1M-edge city.
 //!
 //! Partial customization re-derives only arcs whose inputs changed: each
 //! changed edge's arc is recomputed from scratch (its own edges plus all its
@@ -14,8 +18,9 @@
 //! weight increase is handled as exactly as a decrease.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
-use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::collections::{BinaryHeap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
 use rayon::prelude::*;
 
@@ -25,8 +30,9 @@ use crate::graph::Graph;
 
 /// Unreachable: no path in that direction.
 pub const INFINITY: u32 = u32::MAX;
-/// Levels narrower than this are customized on one thread (not worth the fork).
-const PARALLEL_LEVEL: usize = 1024;
+/// Elimination subtrees of at most this many ranks are customized on one
+/// thread, in rank order (not worth handing to another core).
+const SERIAL_SUBTREE: u32 = 2048;
 
 /// Arc weights of one customization. Two metrics are equal when their
 /// weights are; the recorded middle nodes may differ where several
@@ -35,10 +41,11 @@ const PARALLEL_LEVEL: usize = 1024;
 pub struct CchMetric {
     pub(crate) up: Vec<u32>,
     pub(crate) down: Vec<u32>,
-    /// Middle rank of the lower triangle that gives each arc its weight, or
-    /// [`NONE`] when a graph edge does: path unpacking follows these.
-    pub(crate) up_via: Vec<u32>,
-    pub(crate) down_via: Vec<u32>,
+    /// What gives each arc its weight in each direction (a graph edge or a
+    /// lower triangle's two arcs): path unpacking follows these without a
+    /// search.
+    pub(crate) up_via: Vec<Via>,
+    pub(crate) down_via: Vec<Via>,
     edge_weight: Vec<u32>,
 }
 
@@ -97,36 +104,27 @@ impl CchMetric {
         let arcs = cch.num_arcs();
         let up: Vec<AtomicU32> = (0..arcs).map(|_| AtomicU32::new(INFINITY)).collect();
         let down: Vec<AtomicU32> = (0..arcs).map(|_| AtomicU32::new(INFINITY)).collect();
-        let up_via: Vec<AtomicU32> = (0..arcs).map(|_| AtomicU32::new(NONE)).collect();
-        let down_via: Vec<AtomicU32> = (0..arcs).map(|_| AtomicU32::new(NONE)).collect();
-        for (e, &weight) in edge_weight.iter().enumerate() {
-            let ea = cch.d.edge_arc[e].to_native();
-            let slot = if ea & DOWN != 0 { &down } else { &up };
-            slot[(ea >> 1) as usize].fetch_min(weight, Relaxed);
-        }
+        let unset = || AtomicU64::new(Via::UNREACHABLE.0);
+        let up_via: Vec<AtomicU64> = (0..arcs).map(|_| unset()).collect();
+        let down_via: Vec<AtomicU64> = (0..arcs).map(|_| unset()).collect();
         let w = Weights {
             up: &up,
             down: &down,
             up_via: &up_via,
             down_via: &down_via,
+            edge_weight: &edge_weight,
         };
-        let level_first = &cch.d.level_first;
-        for l in 0..cch.levels() {
-            let ranks = &cch.d.level_ranks
-                [level_first[l].to_native() as usize..level_first[l + 1].to_native() as usize];
-            let pull = |x: u32| pull_node(cch, x, &w);
-            if ranks.len() >= PARALLEL_LEVEL {
-                ranks.par_iter().for_each(|x| pull(x.to_native()));
-            } else {
-                ranks.iter().for_each(|x| pull(x.to_native()));
-            }
-        }
+        let roots: Vec<u32> = cch.roots().collect();
+        roots
+            .par_iter()
+            .for_each(|&root| customize_subtree(cch, root, &w));
         let plain = |v: Vec<AtomicU32>| v.into_iter().map(AtomicU32::into_inner).collect();
+        let vias = |v: Vec<AtomicU64>| v.into_iter().map(|a| Via(a.into_inner())).collect();
         Self {
             up: plain(up),
             down: plain(down),
-            up_via: plain(up_via),
-            down_via: plain(down_via),
+            up_via: vias(up_via),
+            down_via: vias(down_via),
             edge_weight,
         }
     }
@@ -162,7 +160,8 @@ impl CchMetric {
             let a = cch.d.edge_arc[e as usize].to_native() >> 1;
             state.touch(self, cch, a, true);
         }
-        let mut batch: Vec<u32> = Vec::new();
+        let mut batch: Vec<(u32, (u32, u32))> = Vec::new();
+        let mut before: Vec<(u32, u32)> = Vec::new();
         while let Some(&Reverse((x, _))) = state.queue.peek() {
             // All touched arcs of lower rank x: their inputs are final now.
             batch.clear();
@@ -171,23 +170,32 @@ impl CchMetric {
                     break;
                 }
                 state.queue.pop();
-                batch.push(a);
-            }
-            for &a in &batch {
-                if state.recompute.remove(&a) {
+                let touched = state.touched.remove(&a).expect("queued arcs are touched");
+                if touched.recompute {
                     self.recompute_arc(cch, a);
                     stats.arcs_recomputed += 1;
                 }
+                batch.push((a, touched.old));
             }
-            for &a in &batch {
-                let old = state.old[&a];
-                let i = a as usize;
-                let new = (self.up[i], self.down[i]);
-                if new == (old.0, old.1) {
-                    continue;
-                }
-                stats.arcs_changed += 1;
-                self.propagate(cch, a, old, &mut state);
+            // Arcs of x that moved, ascending, with their weights before.
+            batch.retain(|&(a, old)| (self.up[a as usize], self.down[a as usize]) != old);
+            batch.sort_unstable_by_key(|&(a, _)| a);
+            stats.arcs_changed += batch.len();
+            if batch.is_empty() {
+                continue;
+            }
+            // Every arc of x with its weights before the update.
+            let arcs = cch.up_arcs(x);
+            before.clear();
+            before.extend(
+                arcs.clone()
+                    .map(|b| (self.up[b as usize], self.down[b as usize])),
+            );
+            for &(a, old) in &batch {
+                before[(a - arcs.start) as usize] = old;
+            }
+            for &(a, old) in &batch {
+                self.propagate(cch, a, old, &before, &mut state);
             }
         }
         stats
@@ -196,18 +204,17 @@ impl CchMetric {
     /// Recomputes arc `a` from its own edges and all its lower triangles.
     fn recompute_arc(&mut self, cch: &Cch, a: u32) {
         let (x, y) = (cch.arc_tail(a), cch.up_head(a));
-        let (mut up, mut down) = self.arc_input(cch, a);
-        let (mut up_via, mut down_via) = (NONE, NONE);
+        let ((mut up, mut up_via), (mut down, mut down_via)) = arc_input(cch, &self.edge_weight, a);
         // Same order and tie-breaking as full customization (ascending v,
         // strict improvement), so both give identical weights and vias.
-        cch.lower_triangles(x, y, |v, a_vx, a_vy| {
+        cch.lower_triangles(x, y, |_, a_vx, a_vy| {
             let cand_up = add(self.down[a_vx as usize], self.up[a_vy as usize]);
             if cand_up < up {
-                (up, up_via) = (cand_up, v);
+                (up, up_via) = (cand_up, Via::triangle(a_vx, a_vy));
             }
             let cand_down = add(self.down[a_vy as usize], self.up[a_vx as usize]);
             if cand_down < down {
-                (down, down_via) = (cand_down, v);
+                (down, down_via) = (cand_down, Via::triangle(a_vx, a_vy));
             }
         });
         let i = a as usize;
@@ -215,71 +222,84 @@ impl CchMetric {
     }
 
     /// Arc `a` = x–y moved from `old`; re-evaluates every triangle {x, y, z}
-    /// (z another upper neighbour of x) for its upper arc y–z.
-    fn propagate(&mut self, cch: &Cch, a: u32, old: (u32, u32), state: &mut UpdateState) {
+    /// (z another upper neighbour of x) for its upper arc y–z. `before` holds
+    /// the weights every arc of x had before this update.
+    fn propagate(
+        &mut self,
+        cch: &Cch,
+        a: u32,
+        old: (u32, u32),
+        before: &[(u32, u32)],
+        state: &mut UpdateState,
+    ) {
         let (x, y) = (cch.arc_tail(a), cch.up_head(a));
-        for b in cch.up_arcs(x) {
+        let a_new = (self.up[a as usize], self.down[a as usize]);
+        // Arcs y–z for z above y, found by walking y's sorted arc list along
+        // x's (by chordality x's heads above y are all heads of y).
+        let mut above_y = cch.up_arcs(y);
+        let x_arcs = cch.up_arcs(x);
+        for b in x_arcs.clone() {
             let z = cch.up_head(b);
             if z == y {
                 continue;
             }
-            // The other lower side's weights before this update (it may have
-            // moved too, in the same batch) and now.
-            let b_old = state
-                .old
-                .get(&b)
-                .copied()
-                .unwrap_or((self.up[b as usize], self.down[b as usize]));
-            let b_new = (self.up[b as usize], self.down[b as usize]);
-            let a_new = (self.up[a as usize], self.down[a as usize]);
-            let (lo, hi, lo_arc_old, lo_arc_new, hi_arc_old, hi_arc_new) = if y < z {
-                (y, z, old, a_new, b_old, b_new)
+            let t = if z > y {
+                let t = above_y
+                    .find(|&t| cch.up_head(t) == z)
+                    .expect("chordal graph: upper neighbours form a clique");
+                Some(t)
             } else {
-                (z, y, b_old, b_new, old, a_new)
-            };
-            let t = cch
-                .find_arc(lo, hi)
-                .expect("chordal graph: upper neighbours form a clique");
-            // lo -> x -> hi (t upwards) and hi -> x -> lo (t downwards).
-            let tri_old = (
-                add(lo_arc_old.1, hi_arc_old.0),
-                add(hi_arc_old.1, lo_arc_old.0),
-            );
-            let tri_new = (
-                add(lo_arc_new.1, hi_arc_new.0),
-                add(hi_arc_new.1, lo_arc_new.0),
-            );
-            let t_old = state
-                .old
-                .get(&t)
-                .copied()
-                .unwrap_or((self.up[t as usize], self.down[t as usize]));
+                cch.find_arc(z, y)
+            }
+            .expect("chordal graph: upper neighbours form a clique");
+            let b_new = (self.up[b as usize], self.down[b as usize]);
             let ti = t as usize;
-            let mut touched = false;
-            let mut recompute = false;
-            if tri_new.0 < self.up[ti] {
-                state.remember(t, (self.up[ti], self.down[ti]));
-                (self.up[ti], self.up_via[ti]) = (tri_new.0, x);
-                touched = true;
-            } else if tri_new.0 > tri_old.0 && tri_old.0 == t_old.0 {
-                recompute = true;
-            }
-            if tri_new.1 < self.down[ti] {
-                state.remember(t, (self.up[ti], self.down[ti]));
-                (self.down[ti], self.down_via[ti]) = (tri_new.1, x);
-                touched = true;
-            } else if tri_new.1 > tri_old.1 && tri_old.1 == t_old.1 {
-                recompute = true;
-            }
-            if recompute || touched {
+            // The triangle x, lo, hi: arcs x–lo and x–hi, which unpacking follows.
+            let via = if y < z {
+                Via::triangle(a, b)
+            } else {
+                Via::triangle(b, a)
+            };
+            // Through x: lo -> x -> hi is t upwards, hi -> x -> lo downwards.
+            let through = |lo_arc: (u32, u32), hi_arc: (u32, u32)| {
+                (add(lo_arc.1, hi_arc.0), add(hi_arc.1, lo_arc.0))
+            };
+            let orient = |a_w: (u32, u32), b_w: (u32, u32)| {
+                if y < z {
+                    through(a_w, b_w)
+                } else {
+                    through(b_w, a_w)
+                }
+            };
+            let tri_new = orient(a_new, b_new);
+            let (lower_up, lower_down) = (tri_new.0 < self.up[ti], tri_new.1 < self.down[ti]);
+            // Only a dearer triangle can take away an arc's support: whether
+            // it was that support needs both sides' and t's old weights.
+            let recompute = (!lower_up || !lower_down) && {
+                let tri_old = orient(old, before[(b - x_arcs.start) as usize]);
+                let dearer = (tri_new.0 > tri_old.0, tri_new.1 > tri_old.1);
+                (dearer.0 || dearer.1) && {
+                    let t_old = state.old_weights(t, (self.up[ti], self.down[ti]));
+                    (!lower_up && dearer.0 && tri_old.0 == t_old.0)
+                        || (!lower_down && dearer.1 && tri_old.1 == t_old.1)
+                }
+            };
+            if lower_up || lower_down || recompute {
                 state.touch(self, cch, t, recompute);
+            }
+            if lower_up {
+                (self.up[ti], self.up_via[ti]) = (tri_new.0, via);
+            }
+            if lower_down {
+                (self.down[ti], self.down_via[ti]) = (tri_new.1, via);
             }
         }
     }
 
     /// Checks that every finite arc weight is realised by what unpacking will
-    /// follow: a graph edge of that weight, or the recorded lower triangle.
-    /// Returns the first arc that is not (for tests and debugging).
+    /// follow: a graph edge of that weight on the arc, or a lower triangle of
+    /// the arc whose two sides sum to it. Returns the first arc that is not
+    /// (for tests and debugging).
     pub fn check_vias(&self, cch: &Cch) -> Result<(), u32> {
         for a in 0..cch.num_arcs() as u32 {
             let i = a as usize;
@@ -290,22 +310,24 @@ impl CchMetric {
                 } else {
                     (self.up[i], self.up_via[i])
                 };
-                if w == INFINITY {
-                    continue;
-                }
-                let ok = if via == NONE {
-                    self.arc_edge_with_weight(cch, a, downwards, w).is_some()
-                } else {
-                    match (cch.find_arc(via, x), cch.find_arc(via, y)) {
-                        (Some(a_vx), Some(a_vy)) => {
-                            let sum = if downwards {
-                                add(self.down[a_vy as usize], self.up[a_vx as usize])
-                            } else {
-                                add(self.down[a_vx as usize], self.up[a_vy as usize])
-                            };
-                            sum == w
-                        }
-                        _ => false,
+                let ok = match via.get() {
+                    Realised::Unreachable => w == INFINITY,
+                    Realised::Edge(e) => {
+                        let ea = cch.d.edge_arc.get(e as usize).map(|ea| ea.to_native());
+                        ea == Some((a << 1) | if downwards { DOWN } else { 0 })
+                            && self.edge_weight[e as usize] == w
+                    }
+                    Realised::Triangle { a_vx, a_vy } => {
+                        let valid = [a_vx, a_vy].iter().all(|&b| (b as usize) < cch.num_arcs())
+                            && cch.arc_tail(a_vx) == cch.arc_tail(a_vy)
+                            && cch.up_head(a_vx) == x
+                            && cch.up_head(a_vy) == y;
+                        let sum = if downwards {
+                            add(self.down[a_vy as usize], self.up[a_vx as usize])
+                        } else {
+                            add(self.down[a_vx as usize], self.up[a_vy as usize])
+                        };
+                        valid && sum == w
                     }
                 };
                 if !ok {
@@ -315,71 +337,121 @@ impl CchMetric {
         }
         Ok(())
     }
+}
 
-    /// Cheapest graph edge on arc `a` in each direction, ignoring shortcuts.
-    pub(crate) fn arc_input(&self, cch: &Cch, a: u32) -> (u32, u32) {
-        let (mut up, mut down) = (INFINITY, INFINITY);
-        for e in self.arc_edge_ids(cch, a) {
-            let w = self.edge_weight[e as usize];
-            if cch.d.edge_arc[e as usize].to_native() & DOWN != 0 {
-                down = down.min(w);
-            } else {
-                up = up.min(w);
-            }
+/// The cheapest graph edge on arc `a` in each direction, ignoring shortcuts:
+/// `((up weight, its via), (down weight, its via))`.
+fn arc_input(cch: &Cch, edge_weight: &[u32], a: u32) -> ((u32, Via), (u32, Via)) {
+    let d = cch.d;
+    let mut up = (INFINITY, Via::UNREACHABLE);
+    let mut down = (INFINITY, Via::UNREACHABLE);
+    let r = d.arc_first_edge[a as usize].to_native() as usize
+        ..d.arc_first_edge[a as usize + 1].to_native() as usize;
+    for e in d.arc_edges[r].iter().map(|e| e.to_native()) {
+        let w = edge_weight[e as usize];
+        let best = if d.edge_arc[e as usize].to_native() & DOWN != 0 {
+            &mut down
+        } else {
+            &mut up
+        };
+        if w < best.0 {
+            *best = (w, Via::edge(e));
         }
-        (up, down)
+    }
+    (up, down)
+}
+
+/// How an arc gets its weight in one direction, in one word: a graph edge,
+/// or a lower triangle {v, x, y} of arc x–y as its arcs v–x and v–y.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Via(u64);
+
+/// [`Via`] unpacked.
+pub(crate) enum Realised {
+    Unreachable,
+    Edge(u32),
+    Triangle { a_vx: u32, a_vy: u32 },
+}
+
+impl Via {
+    const UNREACHABLE: Via = Via(u64::MAX);
+
+    fn edge(e: u32) -> Via {
+        Via(u64::from(e) | (u64::from(NONE) << 32))
     }
 
-    /// The graph edge that realises arc `a` in one direction with weight `w`, if any.
-    pub(crate) fn arc_edge_with_weight(
-        &self,
-        cch: &Cch,
-        a: u32,
-        downwards: bool,
-        w: u32,
-    ) -> Option<u32> {
-        self.arc_edge_ids(cch, a).find(|&e| {
-            (cch.d.edge_arc[e as usize].to_native() & DOWN != 0) == downwards
-                && self.edge_weight[e as usize] == w
-        })
+    fn triangle(a_vx: u32, a_vy: u32) -> Via {
+        Via(u64::from(a_vx) | (u64::from(a_vy) << 32))
     }
 
-    fn arc_edge_ids<'c>(&self, cch: &Cch<'c>, a: u32) -> impl Iterator<Item = u32> + 'c {
-        let d = cch.d;
-        let r = d.arc_first_edge[a as usize].to_native() as usize
-            ..d.arc_first_edge[a as usize + 1].to_native() as usize;
-        d.arc_edges[r].iter().map(|e| e.to_native())
+    #[inline]
+    pub(crate) fn get(self) -> Realised {
+        let (lo, hi) = (self.0 as u32, (self.0 >> 32) as u32);
+        match (lo, hi) {
+            (NONE, NONE) => Realised::Unreachable,
+            (e, NONE) => Realised::Edge(e),
+            (a_vx, a_vy) => Realised::Triangle { a_vx, a_vy },
+        }
     }
+}
+
+/// What a partial customization remembers about an arc it touched.
+#[derive(Clone, Copy)]
+struct Touched {
+    /// Weights before this update.
+    old: (u32, u32),
+    /// Recompute from all lower triangles (its support may be gone).
+    recompute: bool,
 }
 
 /// Bookkeeping of one partial customization.
 #[derive(Default)]
 struct UpdateState {
-    /// (lower rank, arc) of every arc touched, popped one rank at a time.
+    /// (lower rank, arc) of every touched arc, popped one rank at a time.
     queue: BinaryHeap<Reverse<(u32, u32)>>,
-    /// Weights of touched arcs before this update.
-    old: HashMap<u32, (u32, u32)>,
-    /// Touched arcs that must be recomputed from scratch.
-    recompute: HashSet<u32>,
-    /// Arcs already in the queue.
-    queued: HashSet<u32>,
+    /// Touched arcs not yet processed: an arc is in the queue exactly while
+    /// it is here.
+    touched: HashMap<u32, Touched, BuildHasherDefault<ArcIdHasher>>,
 }
 
 impl UpdateState {
-    fn remember(&mut self, a: u32, weights: (u32, u32)) {
-        self.old.entry(a).or_insert(weights);
+    /// Weights arc `a` had before this update (`current` if untouched).
+    fn old_weights(&self, a: u32, current: (u32, u32)) -> (u32, u32) {
+        self.touched.get(&a).map_or(current, |t| t.old)
     }
 
     /// Queues arc `a` (once) for processing at its lower rank, remembering
     /// its weights if this is the first time it is touched.
     fn touch(&mut self, m: &CchMetric, cch: &Cch, a: u32, recompute: bool) {
-        self.remember(a, (m.up[a as usize], m.down[a as usize]));
-        if recompute {
-            self.recompute.insert(a);
-        }
-        if self.queued.insert(a) {
+        let entry = self.touched.entry(a).or_insert_with(|| {
             self.queue.push(Reverse((cch.arc_tail(a), a)));
+            Touched {
+                old: (m.up[a as usize], m.down[a as usize]),
+                recompute: false,
+            }
+        });
+        entry.recompute |= recompute;
+    }
+}
+
+/// Hashes arc ids (dense `u32`s, never attacker-chosen) with one multiply:
+/// SipHash was an eighth of a partial customization.
+#[derive(Default)]
+struct ArcIdHasher(u64);
+
+impl Hasher for ArcIdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0 = u64::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 
@@ -389,55 +461,190 @@ impl UpdateState {
 struct Weights<'a> {
     up: &'a [AtomicU32],
     down: &'a [AtomicU32],
-    up_via: &'a [AtomicU32],
-    down_via: &'a [AtomicU32],
+    up_via: &'a [AtomicU64],
+    down_via: &'a [AtomicU64],
+    edge_weight: &'a [u32],
+}
+
+/// Customizes the elimination subtree rooted at `root`: the single-child
+/// chain below it is walked down to the first branching (or small) subtree,
+/// the branches run as parallel tasks, then the chain's nodes are pulled
+/// bottom-up. Walking chains instead of recursing keeps the stack shallow
+/// however tall the tree.
+fn customize_subtree(cch: &Cch, root: u32, w: &Weights) {
+    let mut chain: Vec<u32> = Vec::new();
+    let mut x = root;
+    loop {
+        let size = cch.subtree_size(x);
+        if size <= SERIAL_SUBTREE {
+            for r in x + 1 - size..=x {
+                pull_node(cch, r, w);
+            }
+            break;
+        }
+        chain.push(x);
+        let mut children = cch.children(x);
+        match (children.next(), children.next()) {
+            (Some(only), None) => x = only,
+            (Some(a), Some(b)) => {
+                let rest: Vec<u32> = children.collect();
+                rayon::join(
+                    || customize_subtree(cch, a, w),
+                    || {
+                        rayon::join(
+                            || customize_subtree(cch, b, w),
+                            || rest.par_iter().for_each(|&c| customize_subtree(cch, c, w)),
+                        )
+                    },
+                );
+                break;
+            }
+            (None, _) => break,
+        }
+    }
+    for &x in chain.iter().rev() {
+        pull_node(cch, x, w);
+    }
+}
+
+/// One of x's arcs while x is pulled: weights and middle nodes.
+#[derive(Clone, Copy)]
+struct ArcState {
+    up: u32,
+    down: u32,
+    up_via: Via,
+    down_via: Via,
+}
+
+impl ArcState {
+    const UNREACHED: Self = Self {
+        up: INFINITY,
+        down: INFINITY,
+        up_via: Via::UNREACHABLE,
+        down_via: Via::UNREACHABLE,
+    };
+}
+
+/// Per-thread working set of [`pull_node`].
+#[derive(Default)]
+struct PullScratch {
+    /// Position of arc x–y in x's arc list, by rank y. Never reset: by
+    /// chordality every lookup is for an upper neighbour of the current x,
+    /// whose entry was just written. Every value ever stored is below
+    /// `arcs.len()` (which never shrinks), so a lookup is always in bounds
+    /// of `arcs`, whatever the data.
+    slot: Vec<u32>,
+    /// x's arcs while x is pulled (the first `up degree` entries): a few
+    /// hundred at most, so the triangle loop reads and writes L1, not the
+    /// shared arrays.
+    arcs: Vec<ArcState>,
 }
 
 /// Pulls the weights of node x's upward arcs from its lower triangles.
 fn pull_node(cch: &Cch, x: u32, w: &Weights) {
     thread_local! {
-        /// Arc x–y by rank y, for the node x being pulled. Never reset: by
-        /// chordality every lookup is for an upper neighbour of the current x,
-        /// whose entry was just written.
-        static ARC_TO: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
+        static SCRATCH: std::cell::RefCell<PullScratch> = std::cell::RefCell::default();
     }
-    let (up, down) = (w.up, w.down);
     let d = cch.d;
-    ARC_TO.with(|slot| {
-        let mut arc_to = slot.borrow_mut();
-        if arc_to.len() < cch.graph.num_nodes() {
-            arc_to.resize(cch.graph.num_nodes(), NONE);
+    let arcs = cch.up_arcs(x);
+    let (first, last) = (arcs.start as usize, arcs.end as usize);
+    if first == last {
+        return;
+    }
+    SCRATCH.with(|scratch| {
+        let s = &mut *scratch.borrow_mut();
+        if s.slot.len() < cch.graph.num_nodes() {
+            s.slot.resize(cch.graph.num_nodes(), 0);
         }
-        for a in cch.up_arcs(x) {
-            arc_to[d.up_head[a as usize].to_native() as usize] = a;
+        if s.arcs.len() < last - first {
+            s.arcs.resize(last - first, ArcState::UNREACHED);
         }
+        for (i, a) in (first..last).enumerate() {
+            s.slot[d.up_head[a].to_native() as usize] = i as u32;
+            let ((up, up_via), (down, down_via)) = arc_input(cch, w.edge_weight, a as u32);
+            s.arcs[i] = ArcState {
+                up,
+                down,
+                up_via,
+                down_via,
+            };
+        }
+        let (slot, mine) = (&s.slot[..], &mut s.arcs[..]);
         for k in cch.down_range(x) {
-            let (v, a_vx) = (d.down_tail[k].to_native(), d.down_arc[k].to_native());
-            let (vx_down, vx_up) = (
-                down[a_vx as usize].load(Relaxed),
-                up[a_vx as usize].load(Relaxed),
+            let a_vx = d.down_arc[k].to_native();
+            let (vx_up, vx_down) = (
+                w.up[a_vx as usize].load(Relaxed),
+                w.down[a_vx as usize].load(Relaxed),
             );
             if vx_down == INFINITY && vx_up == INFINITY {
                 continue;
             }
-            // v's upper neighbours above x (all upper neighbours of x too).
-            let v_arcs = cch.up_arcs(v);
-            let heads = &d.up_head[v_arcs.start as usize..v_arcs.end as usize];
-            let above = v_arcs.start + heads.partition_point(|h| h.to_native() <= x) as u32;
-            for a_vy in above..v_arcs.end {
-                let y = d.up_head[a_vy as usize].to_native();
-                let a_xy = arc_to[y as usize] as usize;
-                let cand_up = add(vx_down, up[a_vy as usize].load(Relaxed));
-                if cand_up < up[a_xy].load(Relaxed) {
-                    up[a_xy].store(cand_up, Relaxed);
-                    w.up_via[a_xy].store(v, Relaxed);
-                }
-                let cand_down = add(down[a_vy as usize].load(Relaxed), vx_up);
-                if cand_down < down[a_xy].load(Relaxed) {
-                    down[a_xy].store(cand_down, Relaxed);
-                    w.down_via[a_xy].store(v, Relaxed);
-                }
+            // v's upper neighbours above x (all upper neighbours of x too):
+            // v's arcs are sorted by head, so they follow v–x itself.
+            let v = d.down_tail[k].to_native();
+            let (above, end) = (a_vx as usize + 1, cch.up_arcs(v).end as usize);
+            let triangles = d.up_head[above..end]
+                .iter()
+                .zip(&w.up[above..end])
+                .zip(&w.down[above..end]);
+            for (a_vy, ((y, vy_up), vy_down)) in (above as u32..).zip(triangles) {
+                let (vy_up, vy_down) = (vy_up.load(Relaxed), vy_down.load(Relaxed));
+                let i = slot[y.to_native() as usize] as usize;
+                // SAFETY: every value stored in `slot` is below `arcs.len()`
+                // (see `PullScratch`); the unchecked index is worth a fifth
+                // of the customization time.
+                let arc = unsafe { mine.get_unchecked_mut(i) };
+                // Selects, not branches: whether a triangle improves an arc is
+                // data-dependent and mispredicts often.
+                let cand_up = add(vx_down, vy_up);
+                let better = cand_up < arc.up;
+                arc.up = if better { cand_up } else { arc.up };
+                let via = Via::triangle(a_vx, a_vy);
+                arc.up_via = if better { via } else { arc.up_via };
+                let cand_down = add(vy_down, vx_up);
+                let better = cand_down < arc.down;
+                arc.down = if better { cand_down } else { arc.down };
+                arc.down_via = if better { via } else { arc.down_via };
             }
         }
+        for (arc, a) in mine[..last - first].iter().zip(first..last) {
+            w.up[a].store(arc.up, Relaxed);
+            w.down[a].store(arc.down, Relaxed);
+            w.up_via[a].store(arc.up_via.0, Relaxed);
+            w.down_via[a].store(arc.down_via.0, Relaxed);
+        }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Metric;
+    use crate::synthetic::{CityParams, generate_city};
+
+    /// Each node is pulled by one task, after its subtree and in the same
+    /// triangle order, so the thread count changes neither weights nor the
+    /// triangles unpacking follows.
+    #[test]
+    fn customization_is_the_same_on_any_number_of_threads() {
+        let g = Graph::from_data(&generate_city(&CityParams::new(60_000, 3)));
+        let cch = Cch::new(&g);
+        let weights = Metric::Time.weights(&g);
+        let on = |threads: usize| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| CchMetric::new(&cch, weights.clone()))
+        };
+        let one = on(1);
+        assert!(cch.subtree_size(cch.roots().next().unwrap()) > 4 * SERIAL_SUBTREE);
+        for threads in [2, 4] {
+            let many = on(threads);
+            assert_eq!(one, many);
+            assert_eq!(one.up_via, many.up_via);
+            assert_eq!(one.down_via, many.down_via);
+        }
+        assert_eq!(one.check_vias(&cch), Ok(()));
+    }
 }

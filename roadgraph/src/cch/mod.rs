@@ -51,10 +51,13 @@ pub struct CchData {
     pub down_arc: Vec<u32>,
     /// Elimination tree parent of each rank ([`NONE`] at a root).
     pub parent: Vec<u32>,
-    /// Ranks grouped by height in the elimination tree (leaves first): the
-    /// ranks of one level can be customized independently.
-    pub level_first: Vec<u32>,
-    pub level_ranks: Vec<u32>,
+    /// Ranks in each rank's elimination subtree, itself included. Ranks are a
+    /// post-order of the elimination tree, so the subtree of `x` is exactly
+    /// the ranks `x + 1 - subtree_size[x] ..= x`: independent subtrees are
+    /// contiguous blocks that customization hands to different cores.
+    pub subtree_size: Vec<u32>,
+    /// Height of the elimination tree (longest root-to-leaf chain, in nodes).
+    pub tree_height: u32,
     /// Per graph edge: `arc << 1 | DOWN?`.
     pub edge_arc: Vec<u32>,
     /// Graph edges grouped by arc (CSR, arc + 1 offsets).
@@ -87,7 +90,42 @@ impl<'g> Cch<'g> {
 
     /// Height of the elimination tree.
     pub fn levels(&self) -> usize {
-        self.d.level_first.len().saturating_sub(1)
+        self.d.tree_height.to_native() as usize
+    }
+
+    /// Number of ranks in the elimination subtree rooted at `r`.
+    #[inline]
+    pub(crate) fn subtree_size(&self, r: u32) -> u32 {
+        self.d.subtree_size[r as usize].to_native()
+    }
+
+    /// Children of rank `r` in the elimination tree, highest first: with
+    /// post-order ranks the last child is `r - 1` and each earlier one ends
+    /// just below the subtree of the next.
+    pub(crate) fn children(&self, r: u32) -> impl Iterator<Item = u32> + '_ {
+        let first = r + 1 - self.subtree_size(r);
+        let mut next = r;
+        std::iter::from_fn(move || {
+            if next == first {
+                return None;
+            }
+            let child = next - 1;
+            next = child + 1 - self.subtree_size(child);
+            Some(child)
+        })
+    }
+
+    /// Roots of the elimination forest (one per connected component), highest first.
+    pub(crate) fn roots(&self) -> impl Iterator<Item = u32> + '_ {
+        let mut next = self.d.subtree_size.len() as u32;
+        std::iter::from_fn(move || {
+            if next == 0 {
+                return None;
+            }
+            let root = next - 1;
+            next = root + 1 - self.subtree_size(root);
+            Some(root)
+        })
     }
 
     #[inline]
@@ -248,6 +286,19 @@ pub fn preprocess(data: &GraphData) -> CchData {
         up[r] = list;
     }
 
+    // Renumber ranks in a post-order of the elimination tree. Any order that
+    // keeps every node below its tree ancestors has the same chordal graph and
+    // tree (Liu 1990); a post-order also makes every subtree a contiguous rank
+    // block, which parallel customization relies on.
+    let (order, up, parent) = post_order(order, up, &parent);
+    let rank = {
+        let mut rank = vec![0u32; n];
+        for (r, &v) in order.iter().enumerate() {
+            rank[v as usize] = r as u32;
+        }
+        rank
+    };
+
     let mut cch = CchData {
         rank,
         order,
@@ -274,16 +325,17 @@ pub fn preprocess(data: &GraphData) -> CchData {
         .map(|&a| cch.arc_tail[a as usize])
         .collect();
 
-    // Elimination tree heights: children have lower ranks than their parent.
-    let mut height = vec![0u32; n];
+    // Subtree sizes and heights: children have lower ranks than their parent.
+    cch.subtree_size = vec![1u32; n];
+    let mut height = vec![1u32; n];
     for r in 0..n {
         let p = cch.parent[r];
         if p != NONE {
+            cch.subtree_size[p as usize] += cch.subtree_size[r];
             height[p as usize] = height[p as usize].max(height[r] + 1);
         }
     }
-    let levels = height.iter().max().map_or(0, |h| *h as usize + 1);
-    (cch.level_first, cch.level_ranks) = group_by_key(&height, levels);
+    cch.tree_height = height.iter().copied().max().unwrap_or(0);
 
     // Graph edges onto arcs.
     let find = |lo: u32, hi: u32| -> u32 {
@@ -312,4 +364,122 @@ pub fn preprocess(data: &GraphData) -> CchData {
     let arc_of_edge: Vec<u32> = cch.edge_arc.iter().map(|ea| ea >> 1).collect();
     (cch.arc_first_edge, cch.arc_edges) = group_by_key(&arc_of_edge, arcs);
     cch
+}
+
+/// Renumbers ranks in a post-order of the elimination forest (children in
+/// ascending rank, roots in ascending rank): returns the new node order, the
+/// upward neighbour lists and the parents, all in the new ranks.
+fn post_order(
+    order: Vec<u32>,
+    up: Vec<Vec<u32>>,
+    parent: &[u32],
+) -> (Vec<u32>, Vec<Vec<u32>>, Vec<u32>) {
+    let n = order.len();
+    let mut child_count = vec![0u32; n + 1];
+    for &p in parent {
+        if p != NONE {
+            child_count[p as usize + 1] += 1;
+        }
+    }
+    for r in 0..n {
+        child_count[r + 1] += child_count[r];
+    }
+    let first_child = child_count;
+    let mut fill = first_child.clone();
+    let mut children = vec![0u32; n - parent.iter().filter(|&&p| p == NONE).count()];
+    for (r, &p) in parent.iter().enumerate() {
+        if p != NONE {
+            children[fill[p as usize] as usize] = r as u32;
+            fill[p as usize] += 1;
+        }
+    }
+    let mut new_rank = vec![NONE; n];
+    let mut next = 0u32;
+    let mut stack: Vec<(u32, u32)> = Vec::new();
+    for root in (0..n as u32).filter(|&r| parent[r as usize] == NONE) {
+        stack.push((root, first_child[root as usize]));
+        while let Some(&mut (x, ref mut k)) = stack.last_mut() {
+            if *k < first_child[x as usize + 1] {
+                let c = children[*k as usize];
+                *k += 1;
+                stack.push((c, first_child[c as usize]));
+            } else {
+                new_rank[x as usize] = next;
+                next += 1;
+                stack.pop();
+            }
+        }
+    }
+    let mut new_order = vec![0u32; n];
+    let mut new_up = vec![Vec::new(); n];
+    let mut new_parent = vec![NONE; n];
+    for (old, list) in up.into_iter().enumerate() {
+        let r = new_rank[old] as usize;
+        new_order[r] = order[old];
+        let mut list: Vec<u32> = list.into_iter().map(|h| new_rank[h as usize]).collect();
+        list.sort_unstable();
+        new_up[r] = list;
+        let p = parent[old];
+        new_parent[r] = if p == NONE {
+            NONE
+        } else {
+            new_rank[p as usize]
+        };
+    }
+    (new_order, new_up, new_parent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synthetic::{CityParams, generate_city};
+
+    /// Ranks are a post-order of the elimination tree: every subtree is the
+    /// contiguous block customization hands to one task, and `children` and
+    /// `roots` enumerate exactly the tree's edges and roots.
+    #[test]
+    fn ranks_are_a_post_order_of_the_elimination_tree() {
+        for (edges, seed) in [(3_000, 1), (20_000, 7)] {
+            let g = Graph::from_data(&generate_city(&CityParams::new(edges, seed)));
+            let cch = Cch::new(&g);
+            let n = g.num_nodes() as u32;
+            let is_ancestor = |mut x: u32, a: u32| {
+                while x != NONE && x < a {
+                    x = cch.parent(x);
+                }
+                x == a
+            };
+            for x in 0..n {
+                let size = cch.subtree_size(x);
+                let block = x + 1 - size..x;
+                assert!(block.clone().all(|r| is_ancestor(r, x)), "subtree of {x}");
+                // Nothing just below the block hangs under x.
+                if block.start > 0 {
+                    assert!(!is_ancestor(block.start - 1, x));
+                }
+                let mut children: Vec<u32> = cch.children(x).collect();
+                children.sort_unstable();
+                let expected: Vec<u32> = block.filter(|&r| cch.parent(r) == x).collect();
+                assert_eq!(children, expected, "children of {x}");
+                for a in cch.up_arcs(x) {
+                    assert!(is_ancestor(x, cch.up_head(a)), "arc heads are ancestors");
+                }
+            }
+            let mut roots: Vec<u32> = cch.roots().collect();
+            roots.sort_unstable();
+            let expected: Vec<u32> = (0..n).filter(|&r| cch.parent(r) == NONE).collect();
+            assert_eq!(roots, expected);
+            let height = (0..n)
+                .map(|mut x| {
+                    let mut h = 0;
+                    while x != NONE {
+                        h += 1;
+                        x = cch.parent(x);
+                    }
+                    h
+                })
+                .max();
+            assert_eq!(Some(cch.levels()), height);
+        }
+    }
 }

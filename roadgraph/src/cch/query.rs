@@ -8,9 +8,10 @@
 //! starts at `head(s)` having paid the rest of `s`; a target on `t` is
 //! reached from `tail(t)` plus the part of `t` up to its offset; a target
 //! ahead on the source's own edge is reached directly. Paths are unpacked by
-//! finding, for each shortcut, the lower triangle whose weights sum to it.
+//! following, for each shortcut, the lower triangle customization recorded
+//! as its weight's origin.
 
-use super::customize::{CchMetric, INFINITY};
+use super::customize::{CchMetric, INFINITY, Realised};
 use super::{Cch, NONE};
 use crate::dijkstra::{CLOSED, EdgePos, EdgeWeight, Route, finish_route, partial_weight};
 
@@ -287,7 +288,7 @@ impl CchQuery {
                 };
                 let mut edges = vec![start.edge];
                 for &(a, downwards) in &arcs {
-                    self.unpack_arc(cch, w, a, downwards, &mut edges);
+                    self.unpack_arc(w, a, downwards, &mut edges);
                 }
                 self.arcs = arcs;
                 edges.push(end.edge);
@@ -298,42 +299,32 @@ impl CchQuery {
     }
 
     /// Appends the graph edges of arc `a` (travelled downwards or upwards),
-    /// following the middle nodes customization recorded.
-    fn unpack_arc(
-        &mut self,
-        cch: &Cch,
-        m: &CchMetric,
-        a: u32,
-        downwards: bool,
-        out: &mut Vec<u32>,
-    ) {
+    /// following the lower triangles customization recorded.
+    fn unpack_arc(&mut self, m: &CchMetric, a: u32, downwards: bool, out: &mut Vec<u32>) {
         self.unpack.clear();
         self.unpack.push((a, downwards));
         while let Some((a, downwards)) = self.unpack.pop() {
-            let (w, via) = if downwards {
-                (m.down[a as usize], m.down_via[a as usize])
+            let via = if downwards {
+                m.down_via[a as usize]
             } else {
-                (m.up[a as usize], m.up_via[a as usize])
+                m.up_via[a as usize]
             };
-            if via == NONE {
-                let e = m
-                    .arc_edge_with_weight(cch, a, downwards, w)
-                    .expect("an arc without a middle node is realised by a graph edge");
-                out.push(e);
-                continue;
-            }
-            let (x, y) = (cch.arc_tail(a), cch.up_head(a));
-            let a_vx = cch.find_arc(via, x).expect("triangle arc v-x");
-            let a_vy = cch.find_arc(via, y).expect("triangle arc v-y");
-            // Pushed in reverse so the first half is unpacked first.
-            if downwards {
-                // y -> v -> x
-                self.unpack.push((a_vx, false));
-                self.unpack.push((a_vy, true));
-            } else {
-                // x -> v -> y
-                self.unpack.push((a_vy, false));
-                self.unpack.push((a_vx, true));
+            match via.get() {
+                Realised::Edge(e) => out.push(e),
+                // Pushed in reverse so the first half is unpacked first.
+                Realised::Triangle { a_vx, a_vy } if downwards => {
+                    // y -> v -> x
+                    self.unpack.push((a_vx, false));
+                    self.unpack.push((a_vy, true));
+                }
+                Realised::Triangle { a_vx, a_vy } => {
+                    // x -> v -> y
+                    self.unpack.push((a_vy, false));
+                    self.unpack.push((a_vx, true));
+                }
+                Realised::Unreachable => {
+                    unreachable!("a route only follows arcs of finite weight")
+                }
             }
         }
     }
@@ -420,16 +411,20 @@ fn relax_arcs(cch: &Cch, x: u32, weights: &[u32], dist: &mut [u64], pred: &mut [
     if dx == u64::MAX {
         return;
     }
-    for a in cch.up_arcs(x) {
-        let w = weights[a as usize];
+    let arcs = cch.up_arcs(x);
+    let arcs = arcs.start as usize..arcs.end as usize;
+    // Slices taken once: indexing the archive per arc re-reads its relative
+    // pointer and length on every iteration.
+    let (heads, ws) = (&cch.d.up_head[arcs.clone()], &weights[arcs.clone()]);
+    for (a, (&w, head)) in arcs.zip(ws.iter().zip(heads)) {
         if w == INFINITY {
             continue;
         }
-        let y = cch.up_head(a) as usize;
+        let y = head.to_native() as usize;
         let d = dx + u64::from(w);
         if d < dist[y] {
             dist[y] = d;
-            pred[y] = a;
+            pred[y] = a as u32;
         }
     }
 }
