@@ -177,9 +177,8 @@ impl CchMetric {
                 }
                 batch.push((a, touched.old));
             }
-            // Arcs of x that moved, ascending, with their weights before.
+            // Arcs of x that moved, with their weights before.
             batch.retain(|&(a, old)| (self.up[a as usize], self.down[a as usize]) != old);
-            batch.sort_unstable_by_key(|&(a, _)| a);
             stats.arcs_changed += batch.len();
             if batch.is_empty() {
                 continue;
@@ -244,10 +243,7 @@ impl CchMetric {
                 continue;
             }
             let t = if z > y {
-                let t = above_y
-                    .find(|&t| cch.up_head(t) == z)
-                    .expect("chordal graph: upper neighbours form a clique");
-                Some(t)
+                above_y.find(|&t| cch.up_head(t) == z)
             } else {
                 cch.find_arc(z, y)
             }
