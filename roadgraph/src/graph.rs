@@ -9,6 +9,7 @@
 //! form is the in-memory form: opening a snapshot is an mmap, not a parse.
 
 use std::ops::Range;
+use std::ptr::NonNull;
 use std::sync::OnceLock;
 
 use rkyv::util::AlignedVec;
@@ -109,9 +110,20 @@ pub struct Graph {
     storage: Storage,
     /// Byte offset of the archive inside `storage`.
     start: usize,
+    /// The archive's root inside `storage`, located once: every accessor
+    /// reads through it, and finding the root per call was a measurable
+    /// share of the hot loops.
+    root: NonNull<ArchivedGraphData>,
     index: OnceLock<EdgeIndex>,
     fingerprint: OnceLock<u64>,
 }
+
+// SAFETY: `root` points into `storage`, which the graph owns, never mutates
+// and never reallocates (an mmap or a heap buffer, neither moves when the
+// `Graph` does); the archived data is plain immutable bytes, so sharing and
+// sending the graph is as safe as sharing and sending `storage` itself.
+unsafe impl Send for Graph {}
+unsafe impl Sync for Graph {}
 
 impl std::fmt::Debug for Graph {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -125,9 +137,22 @@ impl std::fmt::Debug for Graph {
 impl Graph {
     /// Wraps bytes that [`rkyv::access`] has already validated.
     pub(crate) fn from_validated_mmap(mmap: memmap2::Mmap, start: usize) -> Self {
+        Self::with_storage(Storage::Mapped(mmap), start)
+    }
+
+    fn with_storage(storage: Storage, start: usize) -> Self {
+        let bytes = match &storage {
+            Storage::Mapped(m) => &m[start..],
+            Storage::Owned(v) => &v[start..],
+        };
+        // SAFETY: both constructors pass bytes rkyv produced or validated
+        // (`from_data` serialised them itself, `from_validated_mmap` is only
+        // called after `rkyv::access` succeeded on exactly this range).
+        let root = NonNull::from(unsafe { rkyv::access_unchecked::<ArchivedGraphData>(bytes) });
         Self {
-            storage: Storage::Mapped(mmap),
+            storage,
             start,
+            root,
             index: OnceLock::new(),
             fingerprint: OnceLock::new(),
         }
@@ -137,12 +162,7 @@ impl Graph {
     pub fn from_data(data: &GraphData) -> Self {
         let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(data)
             .expect("serialising plain vectors into memory cannot fail");
-        Self {
-            storage: Storage::Owned(bytes),
-            start: 0,
-            index: OnceLock::new(),
-            fingerprint: OnceLock::new(),
-        }
+        Self::with_storage(Storage::Owned(bytes), 0)
     }
 
     /// The serialised bytes of the archive (what a snapshot stores).
@@ -162,14 +182,13 @@ impl Graph {
             .get_or_init(|| xxhash_rust::xxh3::xxh3_64(self.archive_bytes()))
     }
 
-    /// The archived data. Every constructor validated the bytes once, so this
-    /// is a pointer computation, not a check.
+    /// The archived data. Every constructor validated the bytes once and
+    /// located the root, so this is a pointer read, not a check.
     #[inline]
     pub fn data(&self) -> &ArchivedGraphData {
-        // SAFETY: `from_data` produced these bytes with rkyv itself, and
-        // `from_validated_mmap` is only called after `rkyv::access` succeeded
-        // on exactly this byte range; the mapping is read-only and private.
-        unsafe { rkyv::access_unchecked::<ArchivedGraphData>(self.archive_bytes()) }
+        // SAFETY: `root` was located in `storage` at construction (see
+        // `with_storage`) and lives as long as `self`.
+        unsafe { self.root.as_ref() }
     }
 
     /// A deserialised, owned copy (for tests and tools that modify a graph).
