@@ -191,5 +191,102 @@ fn check_invariants(path: &Path, payload: &[u8]) -> Result<(), GraphError> {
     if !(edges_ok && roads_ok && restrictions_ok) {
         return Err(bad("an index is out of range"));
     }
+    check_cch(&d.cch, n, m).map_err(bad)
+}
+
+/// The CCH's cross-array invariants: lengths, ranges, arcs pointing upwards,
+/// the downward lists naming their arcs, and ranks forming a post-order of
+/// the elimination tree with exact subtree sizes (customization walks the
+/// tree by those sizes). Chordality itself is not checked (that costs a
+/// customization); without it routes may be wrong, never out of bounds.
+fn check_cch(c: &crate::cch::ArchivedCchData, n: usize, m: usize) -> Result<(), &'static str> {
+    let arcs = c.up_head.len();
+    let lens_ok = [
+        c.rank.len(),
+        c.order.len(),
+        c.parent.len(),
+        c.subtree_size.len(),
+    ]
+    .iter()
+    .all(|&l| l == n)
+        && c.up_first.len() == n + 1
+        && c.down_first.len() == n + 1
+        && [c.arc_tail.len(), c.down_tail.len(), c.down_arc.len()]
+            .iter()
+            .all(|&l| l == arcs)
+        && c.edge_arc.len() == m
+        && c.arc_first_edge.len() == arcs + 1
+        && c.arc_edges.len() == m
+        && arcs < crate::cch::NONE as usize;
+    if !lens_ok {
+        return Err("CCH array lengths disagree");
+    }
+    let monotone = |v: &rkyv::vec::ArchivedVec<rkyv::rend::u32_le>, end: usize| {
+        v.first().is_none_or(|f| f.to_native() == 0)
+            && v.windows(2).all(|w| w[0].to_native() <= w[1].to_native())
+            && v.last().is_none_or(|l| l.to_native() as usize == end)
+    };
+    if !monotone(&c.up_first, arcs)
+        || !monotone(&c.down_first, arcs)
+        || !monotone(&c.arc_first_edge, m)
+    {
+        return Err("CCH offset arrays are not monotone");
+    }
+    let permutation = (0..n).all(|v| {
+        let r = c.rank[v].to_native() as usize;
+        r < n && c.order[r].to_native() as usize == v
+    });
+    // Each rank's arcs name it as their tail and head strictly upwards, sorted.
+    let arcs_up = (0..n).all(|r| {
+        let range = c.up_first[r].to_native() as usize..c.up_first[r + 1].to_native() as usize;
+        let heads = &c.up_head[range.clone()];
+        range
+            .into_iter()
+            .all(|a| c.arc_tail[a].to_native() as usize == r)
+            && heads.first().is_none_or(|h| h.to_native() as usize > r)
+            && heads.last().is_none_or(|h| (h.to_native() as usize) < n)
+            && heads
+                .windows(2)
+                .all(|w| w[0].to_native() < w[1].to_native())
+    });
+    let down_ok = (0..n).all(|x| {
+        let range = c.down_first[x].to_native() as usize..c.down_first[x + 1].to_native() as usize;
+        range.into_iter().all(|k| {
+            let a = c.down_arc[k].to_native() as usize;
+            a < arcs
+                && c.up_head[a].to_native() as usize == x
+                && c.arc_tail[a].to_native() == c.down_tail[k].to_native()
+        })
+    });
+    let edges_ok = c
+        .edge_arc
+        .iter()
+        .all(|ea| ((ea.to_native() >> 1) as usize) < arcs)
+        && c.arc_edges.iter().all(|e| (e.to_native() as usize) < m);
+    if !(permutation && arcs_up && down_ok && edges_ok) {
+        return Err("a CCH index is out of range");
+    }
+    // Post-order: subtree sizes recomputed from the parents must match, and
+    // each subtree must be the block of ranks just below its root.
+    let mut size = vec![1u32; n];
+    let mut lowest: Vec<u32> = (0..n as u32).collect();
+    for r in 0..n {
+        let p = c.parent[r].to_native();
+        if p == crate::cch::NONE {
+            continue;
+        }
+        if (p as usize) <= r || (p as usize) >= n {
+            return Err("a CCH tree parent is not above its child");
+        }
+        size[p as usize] += size[r];
+        lowest[p as usize] = lowest[p as usize].min(lowest[r]);
+    }
+    let post_order = (0..n).all(|r| {
+        let stored = c.subtree_size[r].to_native();
+        stored == size[r] && lowest[r] as usize + stored as usize == r + 1
+    });
+    if !post_order || c.tree_height.to_native() as usize > n {
+        return Err("CCH ranks are not a post-order of the elimination tree");
+    }
     Ok(())
 }

@@ -8,7 +8,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use lastmile_roadgraph::rng::Rng;
 use lastmile_roadgraph::snapshot::HEADER_LEN;
-use lastmile_roadgraph::{CityParams, Graph, NoProgress, snapshot, synthetic};
+use lastmile_roadgraph::{
+    Cch, CchMetric, CchQuery, CityParams, EdgePos, Graph, Metric, NoProgress, snapshot, synthetic,
+};
 
 fn tmp(name: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("lastmile-hostile-{}-{name}", std::process::id()));
@@ -95,6 +97,19 @@ fn damaged_snapshot_payload_with_valid_checksum_does_not_panic() {
                 let _ = g.edge_geometry(e);
                 let _ = g.point_on_edge(e, 1.0);
                 let _ = g.reverse_edge(e);
+            }
+            // And to customize and route on (the CCH is walked by its
+            // stored tree; damage there must be caught at load).
+            let cch = Cch::new(&g);
+            let metric = CchMetric::for_metric(&cch, Metric::Time);
+            let mut q = CchQuery::new(&cch);
+            let m = g.num_edges() as u64;
+            for k in 0..20 {
+                let at = |i: u64| EdgePos {
+                    edge: (i % m) as u32,
+                    offset_m: 0.0,
+                };
+                let _ = q.route(&cch, &metric, &[at(k * 7919)], &[at(k * 104_729 + 1)]);
             }
             true
         }));
