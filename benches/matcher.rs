@@ -3,11 +3,17 @@
 //! region, at 1 s and 10 s sampling; and the candidate search alone (the
 //! approaches of roads within 50 m, as the matcher asks for them).
 //! Per-ping latency percentiles come from `lastmile match --json`.
+//!
+//! `fleet_order` feeds a large fleet's pings in time order, interleaved
+//! across vehicles, as a shard of a running engine receives them: every
+//! ping then meets its vehicle's window and its part of the graph cold in
+//! the cache, which the one-vehicle-after-another runs above never show.
 
 mod common;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use lastmile_engine::simulate::{SimParams, simulate};
+use lastmile_engine::Ping;
+use lastmile_engine::simulate::{SimParams, simulate, simulate_pings};
 use lastmile_engine::trace::{Trace, read_csv};
 use lastmile_engine::{MatchOutput, Matcher, MatcherConfig, VehicleTrack};
 
@@ -80,5 +86,46 @@ fn matching(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, matching);
+/// Pings of a large fleet in time order, as a running engine's shard sees them.
+fn fleet_order(c: &mut Criterion) {
+    let (_, g) = common::city(1_000_000);
+    g.edge_index();
+    let params = SimParams {
+        vehicles: 20_000,
+        duration_s: 300.0,
+        interval_s: 10.0,
+        noise_m: 5.0,
+        seed: 5,
+        motion_columns: false,
+        ..SimParams::default()
+    };
+    let mut pings: Vec<(usize, Ping)> = Vec::new();
+    simulate_pings(&g, &params, &|_| {}, &mut |p| {
+        pings.push((p.vehicle as usize, p.ping))
+    });
+    pings.sort_by(|a, b| a.1.time.total_cmp(&b.1.time).then(a.0.cmp(&b.0)));
+    let mut matcher = Matcher::new(&g, MatcherConfig::default());
+    let mut out = MatchOutput::default();
+    let mut group = c.benchmark_group("matcher");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(pings.len() as u64));
+    group.bench_function("fleet_order_10s/city-1000k/20k-vehicles", |b| {
+        b.iter_batched_ref(
+            || {
+                (0..params.vehicles)
+                    .map(|_| VehicleTrack::new())
+                    .collect::<Vec<_>>()
+            },
+            |tracks| {
+                for (v, p) in &pings {
+                    matcher.push(&mut tracks[*v], p, &mut out);
+                }
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, matching, fleet_order);
 criterion_main!(benches);

@@ -115,7 +115,21 @@ pub struct Graph {
     /// share of the hot loops.
     root: NonNull<ArchivedGraphData>,
     index: OnceLock<EdgeIndex>,
+    /// Head and length of every edge side by side, built on first use.
+    length_arcs: OnceLock<Box<[LengthArc]>>,
     fingerprint: OnceLock<u64>,
+}
+
+/// An edge as a search by road length reads it: head node and length, 8
+/// bytes side by side, indexed by edge id. A node's out-edges are one
+/// contiguous run of these, where the archive spreads the same facts over
+/// three arrays (`head`, `edge_road`, `road_length_cm`); a search over a
+/// graph far larger than the cache pays a miss per array it reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub struct LengthArc {
+    pub head: u32,
+    pub length_cm: u32,
 }
 
 // SAFETY: `root` points into `storage`, which the graph owns, never mutates
@@ -154,6 +168,7 @@ impl Graph {
             start,
             root,
             index: OnceLock::new(),
+            length_arcs: OnceLock::new(),
             fingerprint: OnceLock::new(),
         }
     }
@@ -426,20 +441,6 @@ impl Graph {
         self.point(pts.start)
     }
 
-    /// Direction of travel on edge `e` along one segment of its road's
-    /// geometry (`segment` as in [`crate::EdgeCandidate::segment`]), degrees
-    /// clockwise from north. Two points read, no walk along the geometry.
-    pub fn segment_bearing(&self, e: u32, segment: u32) -> f64 {
-        let i = segment as usize;
-        let (a, b) = if self.is_reversed(e) {
-            (self.point(i + 1), self.point(i))
-        } else {
-            (self.point(i), self.point(i + 1))
-        };
-        let (x, y) = crate::geo::LocalPlane::new(a).project(b);
-        x.atan2(y).to_degrees().rem_euclid(360.0)
-    }
-
     /// Direction of travel on edge `e` at `offset_m`, degrees clockwise from
     /// north (measured over a few metres either side, which is what a GPS
     /// course over ground compares with).
@@ -498,6 +499,19 @@ impl Graph {
             from_edge: r.from_edge.to_native(),
             via_node: r.via_node.to_native(),
             to_edge: r.to_edge.to_native(),
+        })
+    }
+
+    /// Every edge's head and length, indexed by edge id (see [`LengthArc`]);
+    /// built on first use (8 bytes per edge), so a snapshot opens without it.
+    pub fn length_arcs(&self) -> &[LengthArc] {
+        self.length_arcs.get_or_init(|| {
+            (0..self.num_edges() as u32)
+                .map(|e| LengthArc {
+                    head: self.head(e),
+                    length_cm: self.length_cm(e),
+                })
+                .collect()
         })
     }
 

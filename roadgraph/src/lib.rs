@@ -33,7 +33,7 @@ pub use cch::{Cch, CchMetric, CchQuery};
 pub use dijkstra::{Dijkstra, EdgePos, Metric, Route};
 pub use error::GraphError;
 pub use geo::LatLon;
-pub use graph::{Graph, GraphData, GraphMeta, TurnRestriction};
+pub use graph::{Graph, GraphData, GraphMeta, LengthArc, TurnRestriction};
 pub use highway::{HighwayClass, SpeedLimit};
 pub use import::ImportReport;
 pub use progress::{NoProgress, Progress};

@@ -126,10 +126,22 @@ fn check(g: &Graph, points: usize, seed: u64) {
                 "{later} {d2} {c:?}"
             );
         }
-        // The segment's bearing is the edge's direction there (never the
+        // The candidate's direction is the edge's direction there (never the
         // opposite one), give or take a bend at a vertex.
         for c in &approaches {
-            let sb = g.segment_bearing(c.edge, c.segment);
+            let [east, north] = c.direction;
+            let norm = f64::from(east).hypot(f64::from(north));
+            if norm == 0.0 {
+                continue;
+            }
+            assert!(
+                (norm - 1.0).abs() < 1e-5,
+                "direction not a unit vector: {norm}"
+            );
+            let sb = f64::from(east)
+                .atan2(f64::from(north))
+                .to_degrees()
+                .rem_euclid(360.0);
             let eb = g.edge_bearing(c.edge, c.offset_m);
             let diff = (sb - eb).rem_euclid(360.0).min((eb - sb).rem_euclid(360.0));
             bearings += 1;

@@ -40,7 +40,7 @@ use lastmile_roadgraph::{EdgeCandidate, Graph};
 pub use config::{MAX_CANDIDATES_LIMIT, MatcherConfig};
 use noise::NoiseEstimate;
 pub use output::{Estimate, FinalPoint, MatchOutput, MatchStatus, MatcherStats, Traversal};
-use search::BoundedSearch;
+use search::{BoundedSearch, Goal};
 use smooth::Smoother;
 use standstill::{Hold, Still};
 use transition::{
@@ -132,7 +132,11 @@ pub struct Matcher<'g> {
     config: MatcherConfig,
     search: BoundedSearch,
     near: Vec<EdgeCandidate>,
-    targets: Vec<u32>,
+    /// Goals of one predecessor's search, and the candidate each stands for.
+    goals: Vec<Goal>,
+    goal_cand: Vec<u8>,
+    /// Predecessors in the order their transitions are scored.
+    order: Vec<usize>,
     chosen: Vec<u8>,
     path_edges: Vec<u32>,
     /// Scratch for the path pieces of one finalised transition.
@@ -155,7 +159,9 @@ impl<'g> Matcher<'g> {
             graph,
             search: BoundedSearch::new(graph),
             near: Vec::new(),
-            targets: Vec::new(),
+            goals: Vec::new(),
+            goal_cand: Vec::new(),
+            order: Vec::new(),
             chosen: Vec::new(),
             path_edges: Vec::new(),
             pieces: Vec::new(),
@@ -264,12 +270,17 @@ impl<'g> Matcher<'g> {
                 ping.valid_speed()
                     .is_none_or(|s| s >= self.config.heading_min_speed_mps)
             });
+        // The reported heading as a unit vector [east, north]: its dot
+        // product with a candidate's direction is the cosine between them.
+        let heading = heading.map(|h| {
+            let (east, north) = h.to_radians().sin_cos();
+            [east, north]
+        });
         for c in &self.near {
             let mut emission = -0.5 * (c.distance_m / sigma).powi(2);
-            if let Some(h) = heading {
-                let road = self.graph.segment_bearing(c.edge, c.segment);
-                let diff = (h - road).to_radians();
-                emission -= self.config.heading_weight * (1.0 - diff.cos());
+            if let Some([east, north]) = heading {
+                let cos = east * f64::from(c.direction[0]) + north * f64::from(c.direction[1]);
+                emission -= self.config.heading_weight * (1.0 - cos);
             }
             step.cands.push(Cand {
                 edge: c.edge,
@@ -358,29 +369,29 @@ impl<'g> Matcher<'g> {
         let witness = |route: f64| travelled.map_or(0.0, |t| -(route - t).abs() / beta);
         let limit_m =
             (gc + 10.0 * beta + 4.0 * sigma).min(self.config.max_speed_mps * dt + 4.0 * sigma);
-        self.targets.clear();
-        self.targets
-            .extend(step.cands.iter().map(|c| g.tail(c.edge)));
         let best_prev = prev
             .cands
             .iter()
             .map(|c| c.score)
             .fold(f64::NEG_INFINITY, f64::max);
+        // Predecessors best first: once the strong hypotheses have scored the
+        // new candidates, a weaker one's search need only reach as far as it
+        // could still win, which is usually almost nowhere.
+        let mut order = std::mem::take(&mut self.order);
+        order.clear();
+        // Hypotheses this far behind the best cannot win any more.
+        order
+            .extend((0..prev.cands.len()).filter(|&i| prev.cands[i].score > best_prev - PRUNE_LOG));
+        order.sort_by(|&x, &y| {
+            prev.cands[y]
+                .score
+                .total_cmp(&prev.cands[x].score)
+                .then(x.cmp(&y))
+        });
         let mut any = false;
-        for (i, a) in prev.cands.iter().enumerate() {
-            // Hypotheses this far behind the best cannot win any more.
-            let alive = a.score > best_prev - PRUNE_LOG;
-            if !alive {
-                continue;
-            }
-            let remaining_m = g.length_m(a.edge) - a.pos_m;
-            let budget_m = limit_m - remaining_m;
-            let searched = budget_m >= 0.0;
-            if searched {
-                self.search
-                    .run(g, g.head(a.edge), (budget_m * 100.0) as u32, &self.targets);
-            }
-            for (j, b) in step.cands.iter_mut().enumerate() {
+        for &i in &order {
+            let a = &prev.cands[i];
+            for b in step.cands.iter_mut() {
                 // (log-probability, position after the move)
                 let mut best = (f64::NEG_INFINITY, b.offset_m);
                 for m in direct_moves(
@@ -400,13 +411,6 @@ impl<'g> Matcher<'g> {
                         best = (lt, m.to_pos_m);
                     }
                 }
-                if searched && let Some(cm) = self.search.dist(self.targets[j]) {
-                    let route = remaining_m + f64::from(cm) / 100.0 + b.offset_m;
-                    let lt = log_transition(route, straight, beta) + witness(route);
-                    if lt > best.0 {
-                        best = (lt, b.offset_m);
-                    }
-                }
                 let s = a.score + best.0 + b.emission;
                 if s > b.score {
                     b.score = s;
@@ -415,7 +419,64 @@ impl<'g> Matcher<'g> {
                     any = true;
                 }
             }
+            let remaining_m = g.length_m(a.edge) - a.pos_m;
+            let budget_m = limit_m - remaining_m;
+            if budget_m < 0.0 {
+                continue;
+            }
+            // Each candidate is a goal only as far as a route could still
+            // beat its score so far: |route - straight| / beta must stay
+            // under the slack between this hypothesis and that score.
+            // Candidates too far behind the step's best to be extended next
+            // time need not be reached at all.
+            let floor = step
+                .cands
+                .iter()
+                .map(|c| c.score)
+                .fold(f64::NEG_INFINITY, f64::max)
+                - PRUNE_LOG;
+            self.goals.clear();
+            self.goal_cand.clear();
+            for (j, b) in step.cands.iter().enumerate() {
+                let slack = a.score + b.emission - b.score.max(floor);
+                if slack <= 0.0 {
+                    continue;
+                }
+                let useful_m = straight + beta * slack - remaining_m - b.offset_m;
+                let limit_cm = if useful_m < budget_m {
+                    if useful_m < 0.0 {
+                        continue;
+                    }
+                    (useful_m * 100.0).ceil() as u32
+                } else {
+                    (budget_m * 100.0) as u32
+                };
+                self.goals.push(Goal {
+                    node: g.tail(b.edge),
+                    limit_cm,
+                    found: None,
+                });
+                self.goal_cand.push(j as u8);
+            }
+            if self.goals.is_empty() {
+                continue;
+            }
+            self.search.run(g, g.head(a.edge), &mut self.goals);
+            for (t, &j) in self.goals.iter().zip(&self.goal_cand) {
+                let Some(cm) = t.found else { continue };
+                let b = &mut step.cands[usize::from(j)];
+                let route = remaining_m + f64::from(cm) / 100.0 + b.offset_m;
+                let s =
+                    a.score + log_transition(route, straight, beta) + witness(route) + b.emission;
+                if s > b.score {
+                    b.score = s;
+                    b.back = i as u8;
+                    b.pos_m = b.offset_m;
+                    any = true;
+                }
+            }
         }
+        self.order = order;
         any
     }
 

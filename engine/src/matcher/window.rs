@@ -11,6 +11,7 @@
 use lastmile_roadgraph::LatLon;
 use lastmile_roadgraph::geo::haversine_m;
 
+use super::search::Goal;
 use super::transition::{
     beta_for, direct_moves, log_direct, log_transition, standstill_tolerance, straight_travel,
 };
@@ -392,13 +393,13 @@ impl Matcher<'_> {
         let remaining = g.length_m(a.edge) - a.offset_m;
         if limit_m > remaining {
             let target = g.tail(b.edge);
-            self.search.run(
-                g,
-                g.head(a.edge),
-                ((limit_m - remaining) * 100.0) as u32,
-                &[target],
-            );
-            if let Some(cm) = self.search.dist(target) {
+            let mut goal = [Goal {
+                node: target,
+                limit_cm: ((limit_m - remaining) * 100.0) as u32,
+                found: None,
+            }];
+            self.search.run(g, g.head(a.edge), &mut goal);
+            if let Some(cm) = goal[0].found {
                 let route = remaining + f64::from(cm) / 100.0 + b.offset_m;
                 let lt = log_transition(route, straight, beta);
                 if best.is_none_or(|(l, _)| lt > l) {

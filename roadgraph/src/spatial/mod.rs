@@ -1,40 +1,21 @@
-//! Edge spatial index: an R-tree (rstar) over every road segment, answering
-//! "which edges pass within R metres of this point" and "the K nearest edges",
-//! each with the projected point, its distance and its offset along the edge.
-//! This is the map matcher's candidate search.
+//! Edge spatial index: a static packed R-tree over every road segment
+//! (`packed`), answering "which edges pass within R metres of this point" and
+//! "the K nearest edges", each with the projected point, its distance and its
+//! offset along the edge. This is the map matcher's candidate search.
 //!
-//! The tree holds degree-space boxes (f32, padded outward by more than f32's
-//! rounding error), so it is only a filter: every hit is measured exactly in a
-//! plane centred on the query point, and a radius query returns precisely the
-//! segments within the radius. K-nearest is a radius query with a growing
-//! radius, which keeps it exact under the same metric.
+//! The tree's boxes are exact (the graph's fixed-point coordinates), and it is
+//! only a filter: every hit is measured exactly in a plane centred on the
+//! query point, and a radius query returns precisely the segments within the
+//! radius. K-nearest is a radius query with a growing radius, which keeps it
+//! exact under the same metric.
 
-use rstar::{AABB, RTree, RTreeObject};
+mod packed;
 
-use crate::geo::{LatLon, LocalPlane, METRES_PER_DEGREE, project_origin_on_segment};
+use crate::geo::{
+    FIXED_PER_DEGREE, LatLon, LocalPlane, METRES_PER_DEGREE, project_origin_on_segment,
+};
 use crate::graph::{Graph, NO_EDGE};
-
-/// Padding of each segment's box in degrees: f32 keeps about 1.5e-5 degree of
-/// precision near ±180°, so 3e-5 degree (about 3 m) keeps every box conservative.
-const PAD_DEG: f64 = 3e-5;
-
-/// One segment of one road's polyline.
-#[derive(Clone, Copy, Debug)]
-struct Segment {
-    min: [f32; 2],
-    max: [f32; 2],
-    road: u32,
-    /// Index of the segment's first point in the graph's point arrays.
-    point: u32,
-}
-
-impl RTreeObject for Segment {
-    type Envelope = AABB<[f32; 2]>;
-
-    fn envelope(&self) -> Self::Envelope {
-        AABB::from_corners(self.min, self.max)
-    }
-}
+use packed::{PackedTree, SegmentItem};
 
 /// One edge near a query point.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -47,50 +28,58 @@ pub struct EdgeCandidate {
     /// The projected point on the edge's geometry.
     pub point: LatLon,
     /// The road segment it lies on (index of the segment's first point in
-    /// the graph's geometry), for [`Graph::segment_bearing`].
+    /// the graph's geometry).
     pub segment: u32,
+    /// Unit vector `[east, north]` of the direction of travel along the
+    /// edge on that segment (zero for a segment of no length): what a
+    /// device's reported heading is compared with, without a trigonometric
+    /// call per candidate.
+    pub direction: [f32; 2],
 }
 
-/// The R-tree over all road segments of a graph; see [`Graph::edge_index`].
+/// The packed R-tree over all road segments of a graph; see [`Graph::edge_index`].
 pub struct EdgeIndex {
-    tree: RTree<Segment>,
+    tree: PackedTree,
 }
 
 impl EdgeIndex {
-    /// Bulk-loads the tree (sort-tile-recursive packing) from the graph.
+    /// Packs the tree (Hilbert order) from the graph.
     pub fn build(graph: &Graph) -> Self {
         let d = graph.data();
         let mut segments = Vec::with_capacity(d.point_lat.len());
         for road in 0..graph.num_roads() as u32 {
             let pts = graph.road_points(road);
             for i in pts.start..pts.end - 1 {
-                let (a, b) = (graph.point(i), graph.point(i + 1));
-                segments.push(Segment {
-                    min: [
-                        (a.lon.min(b.lon) - PAD_DEG) as f32,
-                        (a.lat.min(b.lat) - PAD_DEG) as f32,
+                segments.push(SegmentItem {
+                    a: [d.point_lat[i].to_native(), d.point_lon[i].to_native()],
+                    b: [
+                        d.point_lat[i + 1].to_native(),
+                        d.point_lon[i + 1].to_native(),
                     ],
-                    max: [
-                        (a.lon.max(b.lon) + PAD_DEG) as f32,
-                        (a.lat.max(b.lat) + PAD_DEG) as f32,
-                    ],
+                    d0: d.point_dist_m[i].to_native(),
+                    d1: d.point_dist_m[i + 1].to_native(),
                     road,
                     point: i as u32,
                 });
             }
         }
         Self {
-            tree: RTree::bulk_load(segments),
+            tree: PackedTree::build(segments),
         }
     }
 
     /// Number of indexed segments.
     pub fn len(&self) -> usize {
-        self.tree.size()
+        self.tree.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.tree.size() == 0
+        self.tree.len() == 0
+    }
+
+    /// Bytes the index holds in memory.
+    pub fn heap_bytes(&self) -> usize {
+        self.tree.heap_bytes()
     }
 
     /// Every edge with some point within `radius_m` of `p`, closest first, each
@@ -136,40 +125,53 @@ impl EdgeIndex {
         // The widest longitude span of the box is at the latitude nearest a pole.
         let max_abs_lat = (p.lat.abs() + dlat).min(89.9);
         let dlon = (radius_m / (METRES_PER_DEGREE * max_abs_lat.to_radians().cos())).min(360.0);
-        let query = AABB::from_corners(
-            [(p.lon - dlon) as f32, (p.lat - dlat) as f32],
-            [(p.lon + dlon) as f32, (p.lat + dlat) as f32],
-        );
+        // The box in the graph's fixed-point degrees, rounded outward and
+        // kept inside the range of valid coordinates.
+        let fixed = |deg: f64, round: fn(f64) -> f64| {
+            round(deg * FIXED_PER_DEGREE).clamp(f64::from(i32::MIN), f64::from(i32::MAX)) as i32
+        };
+        let query = [
+            fixed((p.lat - dlat).max(-90.0), f64::floor),
+            fixed((p.lon - dlon).max(-180.0), f64::floor),
+            fixed((p.lat + dlat).min(90.0), f64::ceil),
+            fixed((p.lon + dlon).min(180.0), f64::ceil),
+        ];
         let r2 = radius_m * radius_m;
-        let dist = &graph.data().point_dist_m;
-        // First pass: the closest segment hit per road. `edge` holds the road
-        // and `offset_m` the distance from the road's start until expansion.
-        for seg in self.tree.locate_in_envelope_intersecting(&query) {
-            let i = seg.point as usize;
+        // First pass: every segment hit. `edge` holds the road and
+        // `offset_m` the distance from the road's start until expansion.
+        self.tree.for_each_intersecting(&query, |seg| {
             let (a, b) = (
-                plane.project(graph.point(i)),
-                plane.project(graph.point(i + 1)),
+                plane.project(LatLon::from_fixed(seg.a[0], seg.a[1])),
+                plane.project(LatLon::from_fixed(seg.b[0], seg.b[1])),
             );
             let (t, d2) = project_origin_on_segment(a, b);
             if d2 > r2 {
-                continue;
+                return;
             }
-            let (d0, d1) = (
-                f64::from(dist[i].to_native()),
-                f64::from(dist[i + 1].to_native()),
-            );
+            let (d0, d1) = (f64::from(seg.d0), f64::from(seg.d1));
+            let (dx, dy) = (b.0 - a.0, b.1 - a.1);
+            let len = (dx * dx + dy * dy).sqrt();
+            let direction = if len > 0.0 {
+                [(dx / len) as f32, (dy / len) as f32]
+            } else {
+                [0.0, 0.0]
+            };
             out.push(EdgeCandidate {
                 edge: seg.road,
                 offset_m: d0 + t * (d1 - d0),
                 distance_m: d2.sqrt(),
-                point: plane.unproject(a.0 + t * (b.0 - a.0), a.1 + t * (b.1 - a.1)),
+                point: plane.unproject(a.0 + t * dx, a.1 + t * dy),
                 segment: seg.point,
+                direction,
             });
-        }
+        });
+        // Segment order breaks ties (two segments meeting at the closest
+        // point), so the result does not depend on the tree's layout.
         out.sort_unstable_by(|x, y| {
             x.edge
                 .cmp(&y.edge)
                 .then(x.distance_m.total_cmp(&y.distance_m))
+                .then(x.segment.cmp(&y.segment))
         });
         if separate {
             // Keep a hit only if it is far along the road from every closer
@@ -208,6 +210,7 @@ impl EdgeIndex {
                 out.push(EdgeCandidate {
                     edge: bwd,
                     offset_m: len - along,
+                    direction: [-c.direction[0], -c.direction[1]],
                     ..c
                 });
             }
