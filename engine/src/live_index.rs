@@ -1,10 +1,11 @@
-//! The live-vehicle index: every vehicle's latest matched position, for
-//! point reads (a concurrent map, written by the shards as pings are
-//! matched) and for spatial queries (nearest K vehicles to a point, all
-//! vehicles in a box) against an R-tree that is rebuilt from the map, say
-//! once a second, and swapped in whole. Queries hold the tree they started
-//! with, so they never wait for the shards and the shards never wait for
-//! them; answers are as fresh as the last rebuild.
+//! The live-vehicle index: spatial queries (nearest K vehicles to a point,
+//! all vehicles in a box) against an R-tree of the vehicles' latest matched
+//! positions, rebuilt from them, say once a second, and swapped in whole.
+//! The positions themselves live where the shards publish each vehicle's
+//! state (the engine's snapshot table, read point by point without this
+//! index); a rebuild takes them from there. Queries hold the tree they
+//! started with, so they never wait for the shards and the shards never
+//! wait for them; answers are as fresh as the last rebuild.
 //!
 //! Points are kept on a sphere in 3-D (metres), where straight-line distance
 //! grows with great-circle distance, so "nearest" is exact anywhere on Earth,
@@ -12,7 +13,6 @@
 
 use std::sync::{Arc, RwLock};
 
-use dashmap::DashMap;
 use lastmile_roadgraph::LatLon;
 use lastmile_roadgraph::geo::{EARTH_RADIUS_M, haversine_m};
 use rstar::{AABB, PointDistance, RTree, RTreeObject};
@@ -74,9 +74,8 @@ struct Published {
     built_at: f64,
 }
 
-/// Latest positions and the spatial index over them; share it by `Arc`.
+/// The spatial index over the vehicles' positions; share it by `Arc`.
 pub struct LiveIndex {
-    latest: DashMap<u64, LivePosition>,
     published: RwLock<Arc<Published>>,
 }
 
@@ -89,7 +88,6 @@ impl Default for LiveIndex {
 impl LiveIndex {
     pub fn new() -> Self {
         Self {
-            latest: DashMap::new(),
             published: RwLock::new(Arc::new(Published {
                 tree: RTree::new(),
                 built_at: f64::NEG_INFINITY,
@@ -97,47 +95,26 @@ impl LiveIndex {
         }
     }
 
-    /// Records a vehicle's latest position (a later one wins; an older one
-    /// arriving late is ignored). Invalid positions are refused.
-    pub fn update(&self, vehicle: u64, at: LivePosition) -> bool {
-        if !at.pos.is_valid() || !at.time.is_finite() {
-            return false;
-        }
-        let mut slot = self.latest.entry(vehicle).or_insert(at);
-        if at.time >= slot.time {
-            *slot = at;
-        }
-        true
-    }
-
-    /// Forgets a vehicle (gone offline, deregistered).
-    pub fn remove(&self, vehicle: u64) {
-        self.latest.remove(&vehicle);
-    }
-
-    /// The latest position of one vehicle, fresh.
-    pub fn get(&self, vehicle: u64) -> Option<LivePosition> {
-        self.latest.get(&vehicle).map(|v| *v)
-    }
-
+    /// Vehicles in the index (as of the last rebuild).
     pub fn len(&self) -> usize {
-        self.latest.len()
+        self.current().tree.size()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.latest.is_empty()
+        self.len() == 0
     }
 
-    /// Rebuilds the spatial index from the latest positions (bulk load) and
-    /// swaps it in; `now` is recorded as its age.
-    pub fn rebuild(&self, now: f64) {
-        let entries: Vec<Entry> = self
-            .latest
-            .iter()
-            .map(|kv| Entry {
-                xyz: xyz(kv.value().pos),
-                vehicle: *kv.key(),
-                at: *kv.value(),
+    /// Rebuilds the spatial index from the vehicles' latest positions (bulk
+    /// load) and swaps it in; `now` is recorded as its age. Positions that
+    /// are not valid coordinates at a finite time are left out.
+    pub fn rebuild(&self, now: f64, positions: impl IntoIterator<Item = (u64, LivePosition)>) {
+        let entries: Vec<Entry> = positions
+            .into_iter()
+            .filter(|(_, at)| at.pos.is_valid() && at.time.is_finite())
+            .map(|(vehicle, at)| Entry {
+                xyz: xyz(at.pos),
+                vehicle,
+                at,
             })
             .collect();
         let fresh = Arc::new(Published {

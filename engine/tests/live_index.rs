@@ -1,7 +1,7 @@
 //! The live-vehicle index against brute force: nearest K by great-circle
 //! distance and vehicles in a box, on a town and across the antimeridian and
-//! a pole; latest-wins updates, removals, refused invalid positions; and
-//! queries answered while another thread keeps updating and rebuilding.
+//! a pole; invalid positions left out; answers as of the last rebuild; and
+//! queries answered while another thread keeps rebuilding.
 
 use std::sync::Arc;
 
@@ -20,7 +20,8 @@ fn at(time: f64, lat: f64, lon: f64) -> LivePosition {
     }
 }
 
-/// `n` vehicles at random in the box (longitudes past 180 wrap round).
+/// `n` vehicles at random in the box (longitudes past 180 wrap round),
+/// indexed; returns their positions.
 fn fleet(
     index: &LiveIndex,
     rng: &mut Rng,
@@ -28,17 +29,18 @@ fn fleet(
     lat: (f64, f64),
     lon: (f64, f64),
 ) -> Vec<(u64, LatLon)> {
-    (0..n)
+    let positions: Vec<(u64, LivePosition)> = (0..n)
         .map(|v| {
             let mut x = rng.range_f64(lon.0, lon.1);
             if x > 180.0 {
                 x -= 360.0;
             }
-            let p = at(1.0, rng.range_f64(lat.0, lat.1), x);
-            assert!(index.update(v, p));
-            (v, p.pos)
+            (v, at(1.0, rng.range_f64(lat.0, lat.1), x))
         })
-        .collect()
+        .collect();
+    index.rebuild(1.0, positions.iter().copied());
+    assert_eq!(index.len(), n as usize);
+    positions.into_iter().map(|(v, p)| (v, p.pos)).collect()
 }
 
 fn check(
@@ -89,7 +91,6 @@ fn nearest_and_box_equal_brute_force() {
     ] {
         let index = LiveIndex::new();
         let all = fleet(&index, &mut rng, 3000, lat, lon);
-        index.rebuild(2.0);
         // Query points and boxes over the whole longitude range when it wraps.
         let q_lon = if lon.1 > 180.0 { (-180.0, 180.0) } else { lon };
         check(&index, &all, &mut rng, lat, q_lon);
@@ -99,10 +100,14 @@ fn nearest_and_box_equal_brute_force() {
 #[test]
 fn a_box_across_the_antimeridian() {
     let index = LiveIndex::new();
-    index.update(1, at(1.0, 0.0, 179.9));
-    index.update(2, at(1.0, 0.0, -179.9));
-    index.update(3, at(1.0, 0.0, 0.0));
-    index.rebuild(1.0);
+    index.rebuild(
+        1.0,
+        [
+            (1, at(1.0, 0.0, 179.9)),
+            (2, at(1.0, 0.0, -179.9)),
+            (3, at(1.0, 0.0, 0.0)),
+        ],
+    );
     let mut got = Vec::new();
     index.in_box([179.0, -1.0, -179.0, 1.0], &mut got);
     let mut ids: Vec<u64> = got.iter().map(|f| f.vehicle).collect();
@@ -113,29 +118,27 @@ fn a_box_across_the_antimeridian() {
 }
 
 #[test]
-fn latest_wins_removals_and_invalid_positions() {
+fn invalid_positions_are_left_out_and_answers_are_as_of_the_last_rebuild() {
     let index = LiveIndex::new();
-    assert!(index.update(7, at(10.0, 47.0, 8.0)));
-    assert!(
-        index.update(7, at(5.0, 48.0, 8.0)),
-        "an older position is accepted but ignored"
-    );
-    assert_eq!(index.get(7).unwrap().pos, LatLon::new(47.0, 8.0));
-    assert!(index.update(7, at(11.0, 47.5, 8.0)));
-    assert_eq!(index.get(7).unwrap().time, 11.0);
-    assert!(!index.update(8, at(1.0, f64::NAN, 8.0)));
-    assert!(!index.update(8, at(f64::INFINITY, 47.0, 8.0)));
-    assert!(index.get(8).is_none());
-    // Spatial answers are as of the last rebuild.
     let mut got = Vec::new();
     index.nearest(LatLon::new(47.5, 8.0), 1, &mut got);
-    assert!(got.is_empty());
-    index.rebuild(12.0);
+    assert!(got.is_empty() && index.is_empty());
+    index.rebuild(
+        12.0,
+        [
+            (7, at(11.0, 47.5, 8.0)),
+            (8, at(1.0, f64::NAN, 8.0)),
+            (9, at(f64::INFINITY, 47.0, 8.0)),
+            (10, at(1.0, 91.0, 8.0)),
+        ],
+    );
     assert_eq!(index.built_at(), 12.0);
-    index.nearest(LatLon::new(47.5, 8.0), 1, &mut got);
-    assert_eq!(got[0].vehicle, 7);
-    index.remove(7);
-    index.rebuild(13.0);
+    assert_eq!(index.len(), 1, "only the valid position is indexed");
+    index.nearest(LatLon::new(47.5, 8.0), 3, &mut got);
+    assert_eq!(got.len(), 1);
+    assert_eq!((got[0].vehicle, got[0].at.time), (7, 11.0));
+    // A vehicle gone from the positions is gone after the next rebuild.
+    index.rebuild(13.0, []);
     index.nearest(LatLon::new(47.5, 8.0), 1, &mut got);
     assert!(got.is_empty() && index.is_empty());
     index.nearest(LatLon::new(f64::NAN, 0.0), 3, &mut got);
@@ -144,27 +147,26 @@ fn latest_wins_removals_and_invalid_positions() {
 }
 
 #[test]
-fn queries_run_while_shards_update_and_rebuild() {
+fn queries_run_while_another_thread_rebuilds() {
     let index = Arc::new(LiveIndex::new());
-    for v in 0..1000 {
-        index.update(v, at(0.0, 47.0 + v as f64 * 1e-4, 8.0));
-    }
-    index.rebuild(0.0);
+    let positions = |round: u32| {
+        (0..1000u64).map(move |v| {
+            (
+                v,
+                at(
+                    f64::from(round),
+                    47.0 + v as f64 * 1e-4,
+                    8.0 + f64::from(round) * 1e-4,
+                ),
+            )
+        })
+    };
+    index.rebuild(0.0, positions(0));
     let writer = {
         let index = index.clone();
         std::thread::spawn(move || {
             for round in 1..=50 {
-                for v in 0..1000 {
-                    index.update(
-                        v,
-                        at(
-                            f64::from(round),
-                            47.0 + v as f64 * 1e-4,
-                            8.0 + f64::from(round) * 1e-4,
-                        ),
-                    );
-                }
-                index.rebuild(f64::from(round));
+                index.rebuild(f64::from(round), positions(round));
             }
         })
     };

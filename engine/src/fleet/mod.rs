@@ -32,7 +32,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
-use dashmap::DashMap;
 use lastmile_roadgraph::{Cch, CchMetric, Graph, LatLon, Metric};
 
 pub use checkpoint::{Checkpoint, CheckpointError};
@@ -62,6 +61,7 @@ use crate::live_index::{Found, LiveIndex};
 use crate::matcher::MatcherConfig;
 use crate::traffic::{EdgeObservation, TrafficConfig, TrafficModel};
 use shard::{Msg, Outlets, ShardReport};
+use snapshot::{SnapshotCell, SnapshotTable};
 
 pub type VehicleId = u64;
 pub type StopId = u64;
@@ -239,8 +239,8 @@ pub struct Engine {
     graph: Arc<Graph>,
     config: FleetConfig,
     shards: Vec<ShardHandle>,
-    snapshots: Arc<DashMap<VehicleId, VehicleSnapshot>>,
-    live: Arc<LiveIndex>,
+    snapshots: Arc<SnapshotTable>,
+    live: LiveIndex,
     events: Arc<EventBus>,
     registry: RwLock<Registry>,
     coordinator: Mutex<Coordinator>,
@@ -351,8 +351,8 @@ impl Engine {
             },
             || Arc::new(CchMetric::for_metric(&Cch::new(&graph), Metric::Time)),
         );
-        let snapshots = Arc::new(DashMap::new());
-        let live = Arc::new(LiveIndex::new());
+        let snapshots = Arc::new(SnapshotTable::new());
+        let live = LiveIndex::new();
         let events = Arc::new(EventBus::new(config.events_capacity));
         let (recycle_tx, recycle) = bounded(4 * config.shards * config.queue_capacity.min(64));
         let shards = (0..config.shards)
@@ -362,7 +362,6 @@ impl Engine {
                 let queued = Arc::new(AtomicUsize::new(0));
                 let outlets = Outlets {
                     snapshots: snapshots.clone(),
-                    live: live.clone(),
                     events: events.clone(),
                     report: report.clone(),
                     recycle: recycle_tx.clone(),
@@ -1141,14 +1140,25 @@ impl Engine {
     /// Rebuilds the live-vehicle R-tree from the latest positions (call it
     /// about once a second for nearest/box answers that fresh).
     pub fn refresh_index(&self, now: f64) {
-        self.live.rebuild(now);
+        let positions: Vec<_> = self
+            .snapshots
+            .iter()
+            .filter_map(|e| {
+                snapshot::read(e.value())
+                    .live_position()
+                    .map(|p| (*e.key(), p))
+            })
+            .collect();
+        self.live.rebuild(now, positions);
     }
 
     // ---------------------------------------------------------------- queries
 
     /// A vehicle's latest state.
     pub fn vehicle(&self, id: VehicleId) -> Option<VehicleSnapshot> {
-        self.snapshots.get(&id).map(|s| s.clone())
+        let cell = self.snapshots.get(&id)?.clone();
+        let snapshot = snapshot::read(&cell).clone();
+        Some(snapshot)
     }
 
     /// Reads a vehicle's latest state in place (no copy).
@@ -1157,7 +1167,9 @@ impl Engine {
         id: VehicleId,
         f: impl FnOnce(&VehicleSnapshot) -> R,
     ) -> Option<R> {
-        self.snapshots.get(&id).map(|s| f(&s))
+        let cell = self.snapshots.get(&id)?.clone();
+        let snapshot = snapshot::read(&cell);
+        Some(f(&snapshot))
     }
 
     /// Every vehicle's id (any order).
@@ -1245,9 +1257,11 @@ impl Engine {
         let snap_bytes: usize = self
             .snapshots
             .iter()
-            .map(|s| {
-                std::mem::size_of::<(VehicleId, VehicleSnapshot)>()
-                    + s.stops.capacity() * std::mem::size_of::<StopEta>()
+            .map(|e| {
+                std::mem::size_of::<(VehicleId, SnapshotCell)>()
+                    + std::mem::size_of::<Mutex<VehicleSnapshot>>()
+                    + 16
+                    + snapshot::read(e.value()).stops.capacity() * std::mem::size_of::<StopEta>()
             })
             .sum();
         let live =

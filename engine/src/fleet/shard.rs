@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
-use dashmap::DashMap;
 use lastmile_roadgraph::{Cch, CchMetric, EdgeCandidate, Graph, Router};
 
 use super::checkpoint;
@@ -19,12 +18,11 @@ use super::detect::DetectConfig;
 use super::eta::EtaConfig;
 use super::events::{Event, EventBus, EventKind};
 use super::latency::Histogram;
-use super::snapshot::VehicleSnapshot;
+use super::snapshot::{self, SnapshotCell, SnapshotTable, VehicleSnapshot};
 use super::stops::Command;
 use super::vehicle::Vehicle;
 use super::{FleetConfig, PathPiece, VehicleId};
 use crate::Ping;
-use crate::live_index::LiveIndex;
 use crate::matcher::{MatchOutput, Matcher, MatcherStats};
 use crate::traffic::{EdgeObservation, TrafficConfig};
 
@@ -213,8 +211,7 @@ pub(crate) type IdMap<V> = HashMap<VehicleId, V, BuildHasherDefault<IdHasher>>;
 
 /// The shared things a shard writes to.
 pub(crate) struct Outlets {
-    pub snapshots: Arc<DashMap<VehicleId, VehicleSnapshot>>,
-    pub live: Arc<LiveIndex>,
+    pub snapshots: Arc<SnapshotTable>,
     pub events: Arc<EventBus>,
     pub report: Arc<Mutex<ShardReport>>,
     pub recycle: Sender<Vec<(VehicleId, Ping)>>,
@@ -245,9 +242,7 @@ pub(crate) fn run(
         near: Vec::new(),
         counters: ShardCounters::default(),
     };
-    // Boxed: a vehicle is about 1.1 KB, and a table of them inline carries
-    // its load-factor slack at that size (about 470 B per vehicle).
-    let mut vehicles: IdMap<Box<Vehicle>> = IdMap::default();
+    let mut vehicles: IdMap<Slot> = IdMap::default();
     let mut latency = Histogram::default();
     let max_observations = config.max_observations_per_tick;
     let max_history = config.max_history_pieces;
@@ -263,41 +258,33 @@ pub(crate) fn run(
                     .fetch_sub(pings.len(), std::sync::atomic::Ordering::Relaxed);
                 for (id, ping) in pings.drain(..) {
                     ctx.counters.pings += 1;
-                    let v = vehicles
-                        .entry(id)
-                        .or_insert_with(|| Box::new(Vehicle::new(id)));
-                    v.on_ping(&mut ctx, &ping);
-                    publish(v, &outlets);
+                    let slot = Slot::of(&mut vehicles, id, &outlets);
+                    slot.vehicle.on_ping(&mut ctx, &ping);
+                    slot.publish();
                     latency.record(accepted_at.elapsed());
                 }
                 let _ = outlets.recycle.try_send(pings);
             }
             Msg::Command { cmd, time } => {
                 ctx.counters.commands += 1;
-                let id = cmd.vehicle();
-                let v = vehicles
-                    .entry(id)
-                    .or_insert_with(|| Box::new(Vehicle::new(id)));
-                if !v.on_command(&mut ctx, &cmd, time) {
+                let slot = Slot::of(&mut vehicles, cmd.vehicle(), &outlets);
+                if !slot.vehicle.on_command(&mut ctx, &cmd, time) {
                     ctx.counters.commands_rejected += 1;
                 }
-                publish(v, &outlets);
+                slot.publish();
             }
             Msg::Replay { cmd, time } => {
-                let id = cmd.vehicle();
-                let v = vehicles
-                    .entry(id)
-                    .or_insert_with(|| Box::new(Vehicle::new(id)));
-                v.on_command(&mut ctx, &cmd, time);
+                let slot = Slot::of(&mut vehicles, cmd.vehicle(), &outlets);
+                slot.vehicle.on_command(&mut ctx, &cmd, time);
                 ctx.events.clear();
-                publish(v, &outlets);
+                slot.publish();
             }
             Msg::Checkpoint(parts) => {
                 // The writer takes chunks as it writes them (this shard waits
                 // meanwhile); gone, it abandoned the checkpoint.
                 let (mut chunk, mut saved, mut failed) = (Vec::new(), 0, 0);
-                for v in vehicles.values() {
-                    match checkpoint::push_record(&mut chunk, v) {
+                for slot in vehicles.values() {
+                    match checkpoint::push_record(&mut chunk, &slot.vehicle) {
                         Ok(()) => saved += 1,
                         Err(_) => failed += 1,
                     }
@@ -335,8 +322,9 @@ pub(crate) fn run(
                 for range in ranges {
                     match checkpoint::vehicle_from(&all[range]) {
                         Ok(v) => {
-                            publish(&v, &outlets);
-                            vehicles.insert(v.id, Box::new(v));
+                            let slot = Slot::new(Box::new(v), &outlets);
+                            slot.publish();
+                            vehicles.insert(slot.vehicle.id, slot);
                             restored += 1;
                         }
                         Err(e) => errors.push(e.to_string()),
@@ -347,9 +335,9 @@ pub(crate) fn run(
             }
             Msg::Tick { now, reply } => {
                 ctx.counters.ticks += 1;
-                for v in vehicles.values_mut() {
-                    if v.check_offline(&mut ctx, now) {
-                        publish(v, &outlets);
+                for slot in vehicles.values_mut() {
+                    if slot.vehicle.check_offline(&mut ctx, now) {
+                        slot.publish();
                     }
                 }
                 ctx.counters.vehicle_bytes = vehicle_bytes(&vehicles);
@@ -402,23 +390,43 @@ pub(crate) fn run(
     }
 }
 
-fn vehicle_bytes(vehicles: &IdMap<Box<Vehicle>>) -> u64 {
-    let table = vehicles.capacity() * (std::mem::size_of::<(VehicleId, Box<Vehicle>)>() + 1);
-    let boxes = vehicles.len() * std::mem::size_of::<Vehicle>();
-    (table + boxes + vehicles.values().map(|v| v.heap_bytes()).sum::<usize>()) as u64
+/// A shard's vehicle and the cell it publishes its state to.
+struct Slot {
+    /// Boxed: a vehicle is about 1.1 KB, and a table of them inline carries
+    /// its load-factor slack at that size (about 470 B per vehicle).
+    vehicle: Box<Vehicle>,
+    snapshot: SnapshotCell,
 }
 
-/// Writes a vehicle's state where queries read it.
-fn publish(v: &Vehicle, outlets: &Outlets) {
-    match outlets.snapshots.get_mut(&v.id) {
-        Some(mut s) => v.fill_snapshot(&mut s),
-        None => {
-            let mut s = VehicleSnapshot::new(v.id);
-            v.fill_snapshot(&mut s);
-            outlets.snapshots.insert(v.id, s);
-        }
+impl Slot {
+    /// A vehicle new to this shard, its cell entered in the snapshot table.
+    fn new(vehicle: Box<Vehicle>, outlets: &Outlets) -> Self {
+        let snapshot = Arc::new(Mutex::new(VehicleSnapshot::new(vehicle.id)));
+        outlets.snapshots.insert(vehicle.id, snapshot.clone());
+        Self { vehicle, snapshot }
     }
-    if let Some(p) = v.live_position() {
-        outlets.live.update(v.id, p);
+
+    /// The vehicle's slot, created on its first input.
+    fn of<'a>(vehicles: &'a mut IdMap<Slot>, id: VehicleId, outlets: &Outlets) -> &'a mut Slot {
+        vehicles
+            .entry(id)
+            .or_insert_with(|| Slot::new(Box::new(Vehicle::new(id)), outlets))
     }
+
+    /// Writes the vehicle's state where queries read it.
+    fn publish(&self) {
+        self.vehicle
+            .fill_snapshot(&mut snapshot::read(&self.snapshot));
+    }
+}
+
+fn vehicle_bytes(vehicles: &IdMap<Slot>) -> u64 {
+    let table = vehicles.capacity() * (std::mem::size_of::<(VehicleId, Slot)>() + 1);
+    let boxes = vehicles.len() * std::mem::size_of::<Vehicle>();
+    (table
+        + boxes
+        + vehicles
+            .values()
+            .map(|s| s.vehicle.heap_bytes())
+            .sum::<usize>()) as u64
 }

@@ -2,12 +2,35 @@
 //! (position, motion, next stop, every remaining stop's ETA), written by its
 //! shard after each ping, command or tick, in place (no allocation once a
 //! vehicle's entry exists).
+//!
+//! Each vehicle's snapshot is a cell of its own, entered in the table by id
+//! once, when the vehicle first appears. The shard keeps its vehicles'
+//! cells beside them and writes through them: a ping costs one uncontended
+//! lock of that vehicle's cell, not a lookup in a map both shards write
+//! (whose locks and buckets would bounce between their cores).
 
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use dashmap::DashMap;
 use lastmile_roadgraph::LatLon;
 
 use super::stops::StopStatus;
 use super::{StopId, VehicleId};
 use crate::MatchStatus;
+use crate::live_index::LivePosition;
+
+/// One vehicle's published state.
+pub(crate) type SnapshotCell = Arc<Mutex<VehicleSnapshot>>;
+
+/// Every vehicle's cell, by id.
+pub(crate) type SnapshotTable = DashMap<VehicleId, SnapshotCell>;
+
+/// Locks a cell; a writer that panicked left a whole snapshot behind (they
+/// are filled field by field from a consistent vehicle), so poisoning is
+/// ignored.
+pub(crate) fn read(cell: &Mutex<VehicleSnapshot>) -> MutexGuard<'_, VehicleSnapshot> {
+    cell.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// One stop as the vehicle's snapshot shows it.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -77,5 +100,16 @@ impl VehicleSnapshot {
 
     pub fn stop(&self, id: StopId) -> Option<&StopEta> {
         self.stops.iter().find(|s| s.stop == id)
+    }
+
+    /// Where the live-vehicle index puts the vehicle, once it was matched.
+    pub fn live_position(&self) -> Option<LivePosition> {
+        (self.pos.is_valid() && self.matched_time.is_finite()).then_some(LivePosition {
+            time: self.matched_time,
+            pos: self.pos,
+            edge: self.edge,
+            offset_m: self.offset_m,
+            speed_mps: self.speed_mps as f32,
+        })
     }
 }

@@ -939,17 +939,6 @@ impl Vehicle {
             }
         }
     }
-
-    /// The live-index record, when the vehicle has been placed.
-    pub fn live_position(&self) -> Option<crate::live_index::LivePosition> {
-        self.placed.map(|p| crate::live_index::LivePosition {
-            time: p.time,
-            pos: p.point,
-            edge: p.edge,
-            offset_m: p.offset_m,
-            speed_mps: self.speed_mps as f32,
-        })
-    }
 }
 
 /// A stop snapped to its road; `None` (counted) when no road is near.

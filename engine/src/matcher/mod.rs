@@ -528,7 +528,7 @@ impl<'g> Matcher<'g> {
 }
 
 /// Hypotheses more than this many log units behind the best are not extended.
-const PRUNE_LOG: f64 = 30.0;
+pub(crate) const PRUNE_LOG: f64 = 30.0;
 /// Reported speeds bound the route length only over intervals this short
 /// (over longer ones the average of two spot speeds says little).
 const SPEED_WITNESS_MAX_DT: f64 = 10.0;

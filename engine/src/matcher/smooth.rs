@@ -100,8 +100,13 @@ impl Smoother {
             s,
             released: false,
         });
+        let newest = point.time;
         while let Some(i) = self.points.iter().position(|p| !p.released) {
-            if self.points.len() - 1 - i < HALF {
+            // A point is released once its neighbours have come, or once a
+            // point beyond its time span has (none can join its fit later):
+            // at sparse sampling that is at once.
+            let complete = self.points.len() - 1 - i >= HALF;
+            if !complete && newest - self.points[i].point.time <= MAX_SPAN_S {
                 break;
             }
             self.release(g, i, out);
@@ -171,15 +176,24 @@ impl Smoother {
             .map(|p| (p.edge, p.from_m + (s - p.s0)))
     }
 
-    /// Drops released points no longer needed as neighbours, and pieces
-    /// entirely behind the oldest kept point.
+    /// Drops released points no longer needed, and pieces entirely behind
+    /// the oldest kept point. A released point is needed as a neighbour of
+    /// the oldest unreleased one (within `HALF` places and `MAX_SPAN_S`),
+    /// and the last released one bounds the next from behind.
     fn trim(&mut self) {
-        while self.points.len() > 2 * HALF + 1
-            && self.points[HALF].released
-            && self.points[0].released
-        {
-            self.points.pop_front();
+        let first_open = self.points.iter().position(|p| !p.released);
+        let released = first_open.unwrap_or(self.points.len());
+        let needed = |p: &Pending, place_before: usize| match first_open {
+            Some(i) => {
+                place_before <= HALF && self.points[i].point.time - p.point.time <= MAX_SPAN_S
+            }
+            None => false,
+        };
+        let mut drop = 0;
+        while drop + 1 < released && !needed(&self.points[drop], released - drop) {
+            drop += 1;
         }
+        self.points.drain(..drop);
         let oldest = self.points.front().map_or(self.s, |p| p.s);
         while self.pieces.len() > 1
             && self.pieces[0].s0 + (self.pieces[0].to_m - self.pieces[0].from_m) < oldest

@@ -11,6 +11,7 @@
 use lastmile_roadgraph::LatLon;
 use lastmile_roadgraph::geo::haversine_m;
 
+use super::PRUNE_LOG;
 use super::search::Goal;
 use super::transition::{
     beta_for, direct_moves, log_direct, log_transition, standstill_tolerance, straight_travel,
@@ -108,11 +109,14 @@ impl Step {
         }
     }
 
+    /// The candidates that can still be extended: a hypothesis more than
+    /// [`PRUNE_LOG`] behind the step's best (scores are normalised, best 0)
+    /// will not be, so it cannot hold the past open.
     fn alive_mask(&self) -> u64 {
         self.cands
             .iter()
             .enumerate()
-            .filter(|(_, c)| c.score > f64::NEG_INFINITY)
+            .filter(|(_, c)| c.score > -PRUNE_LOG)
             .fold(0, |m, (i, _)| m | 1 << i)
     }
 }
