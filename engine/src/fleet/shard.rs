@@ -116,7 +116,8 @@ pub struct ShardCounters {
     pub observations_dropped: u64,
     /// Path pieces dropped because no tick took them in time.
     pub history_dropped: u64,
-    /// Heap bytes held by the shard's vehicles (as of the last tick or sync).
+    /// Heap bytes held by the shard's vehicles (exact at the last sync,
+    /// estimated from a sample at each tick).
     pub vehicle_bytes: u64,
     pub matcher: MatcherStats,
 }
@@ -330,7 +331,7 @@ pub(crate) fn run(
                         Err(e) => errors.push(e.to_string()),
                     }
                 }
-                ctx.counters.vehicle_bytes = vehicle_bytes(&vehicles);
+                ctx.counters.vehicle_bytes = vehicle_bytes(&vehicles, usize::MAX);
                 let _ = reply.send((restored, errors));
             }
             Msg::Tick { now, reply } => {
@@ -340,7 +341,10 @@ pub(crate) fn run(
                         slot.publish();
                     }
                 }
-                ctx.counters.vehicle_bytes = vehicle_bytes(&vehicles);
+                // An estimate from a sample: walking every vehicle's buffers
+                // cost 11 ms per 50k vehicles, a stall of every ping queued
+                // behind the tick. Sync counts exactly.
+                ctx.counters.vehicle_bytes = vehicle_bytes(&vehicles, TICK_SAMPLE);
                 let mut observations = std::mem::take(&mut ctx.observations);
                 if observations.len() > max_observations {
                     let extra = observations.len() - max_observations;
@@ -360,7 +364,7 @@ pub(crate) fn run(
                 ctx.router.set_metric(metric);
             }
             Msg::Sync(reply) => {
-                ctx.counters.vehicle_bytes = vehicle_bytes(&vehicles);
+                ctx.counters.vehicle_bytes = vehicle_bytes(&vehicles, usize::MAX);
                 let _ = reply.send(());
             }
             Msg::Stop => break,
@@ -420,13 +424,25 @@ impl Slot {
     }
 }
 
-fn vehicle_bytes(vehicles: &IdMap<Slot>) -> u64 {
+/// Vehicles whose buffers a tick measures for the memory estimate.
+const TICK_SAMPLE: usize = 1024;
+
+/// Bytes the shard's vehicles hold: the table and the vehicles exactly, their
+/// buffers measured on at most `sample` of them (evenly spread) and scaled.
+fn vehicle_bytes(vehicles: &IdMap<Slot>, sample: usize) -> u64 {
     let table = vehicles.capacity() * (std::mem::size_of::<(VehicleId, Slot)>() + 1);
     let boxes = vehicles.len() * std::mem::size_of::<Vehicle>();
-    (table
-        + boxes
-        + vehicles
-            .values()
-            .map(|s| s.vehicle.heap_bytes())
-            .sum::<usize>()) as u64
+    let step = vehicles.len().div_ceil(sample.max(1)).max(1);
+    let (measured, heap) = vehicles
+        .values()
+        .step_by(step)
+        .fold((0usize, 0usize), |(n, b), s| {
+            (n + 1, b + s.vehicle.heap_bytes())
+        });
+    let heap = if measured == 0 {
+        0
+    } else {
+        (heap as f64 * vehicles.len() as f64 / measured as f64) as usize
+    };
+    (table + boxes + heap) as u64
 }
