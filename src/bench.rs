@@ -60,6 +60,11 @@ pub struct BenchArgs {
     latency_load: f64,
     #[arg(long, default_value_t = 0.2)]
     latency_share: f64,
+    /// Pings handed to the engine together in the latency run, as a front
+    /// end hands over what arrived together (a datagram burst, a frame); the
+    /// throughput runs hand over 512 at a time.
+    #[arg(long, default_value_t = 32)]
+    latency_batch: usize,
     #[arg(long)]
     json: bool,
 }
@@ -175,10 +180,11 @@ pub fn bench_cmd(a: BenchArgs) -> Result<()> {
         && (0.0..=1.0).contains(&a.congestion)
         && a.latency_load > 0.0
         && (0.0..=1.0).contains(&a.latency_share)
+        && a.latency_batch > 0
         && a.vehicles > 0;
     if !usable {
         bail!(
-            "--vehicles, --interval, --duration and --tick must be positive, --congestion 0 to 1"
+            "--vehicles, --interval, --duration, --tick, --latency-load and --latency-batch must be positive, --congestion and --latency-share 0 to 1"
         );
     }
     let t0 = Instant::now();
@@ -239,7 +245,7 @@ pub fn bench_cmd(a: BenchArgs) -> Result<()> {
         rate: Some(rate),
         max_pings: Some(((day.pings.len() as f64 * a.latency_share) as usize).max(1)),
         warmup_pings: (day.pings.len() as f64 * a.latency_share / 10.0) as usize,
-        ..DriveParams::default()
+        batch: a.latency_batch,
     };
     bar.stage_count("pings (paced)", drive.max_pings.unwrap_or(0) as u64);
     let config = FleetConfig {

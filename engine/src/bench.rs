@@ -226,6 +226,7 @@ pub fn feed_day(engine: &Engine, day: &Day, drive: &DriveParams, progress: &dyn 
     std::thread::scope(|scope| {
         if paced {
             scope.spawn(move || {
+                crate::fleet::background_priority();
                 for t in ticks_rx.iter().take_while(|t| !t.is_nan()) {
                     engine.tick(t);
                     engine.refresh_index(t);

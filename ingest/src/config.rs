@@ -143,8 +143,10 @@ pub struct EngineConfig {
     /// Replace the engine by a sink that only counts pings: measures the
     /// front end's own ceiling (`lastmile serve --sink`).
     pub counting_sink: bool,
-    /// Niceness of the engine's threads (Linux), so queries and acks run
-    /// first on a saturated machine; 0 leaves them alone.
+    /// Niceness of the engine's shard threads (Linux), so queries and acks
+    /// run first on a saturated machine; 0 leaves them alone. The engine's
+    /// background work (ticker, traffic customization) always runs at 19,
+    /// below the shards.
     pub nice: i32,
 }
 

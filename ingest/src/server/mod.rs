@@ -211,9 +211,8 @@ fn bind_endpoint(
     )?)
 }
 
-/// Lowers the scheduling priority of the engine's threads (shards, the
-/// ticker with its traffic learning and live-index rebuilds, and the traffic
-/// customization, which comes and goes, hence at every tick) so
+/// Lowers the scheduling priority of the engine's shards (called at every
+/// tick, for threads that came since) so
 /// that on a saturated machine the front end — acknowledgements, queries —
 /// runs first and answers within its budget, while the engine, which has
 /// queues, absorbs the wait. Linux only; a no-op elsewhere or at 0.
@@ -230,9 +229,9 @@ fn yield_engine_threads(nice: i32) {
             let Ok(comm) = std::fs::read_to_string(task.path().join("comm")) else {
                 continue;
             };
-            let engine = comm.starts_with("shard-")
-                || comm.starts_with("traffic-customize")
-                || comm.starts_with("lastmile-ticker");
+            // The ticker and traffic customizations lower themselves further
+            // (to 19, see `background_priority`).
+            let engine = comm.starts_with("shard-");
             let Some(tid) = task
                 .file_name()
                 .to_str()
@@ -383,6 +382,9 @@ impl Server {
                 std::thread::Builder::new()
                     .name("lastmile-ticker".into())
                     .spawn(move || {
+                        // Learning, index rebuilds and ticks are background
+                        // work: the shards and the front end come first.
+                        lastmile_engine::fleet::background_priority();
                         while !st.load(Relaxed) {
                             std::thread::sleep(tick);
                             yield_engine_threads(s.config.engine.nice);
