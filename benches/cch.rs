@@ -41,6 +41,25 @@ fn customization(c: &mut Criterion) {
                 BatchSize::LargeInput,
             )
         });
+        // The two passes of a full customization, apart.
+        group.bench_function(format!("basic/{name}"), |b| {
+            b.iter_batched(
+                || weights.clone(),
+                |w| CchMetric::basic(&cch, w),
+                BatchSize::LargeInput,
+            )
+        });
+        let basic = CchMetric::basic(&cch, weights.clone());
+        group.bench_function(format!("perfect/{name}"), |b| {
+            b.iter_batched(
+                || basic.clone(),
+                |mut m| {
+                    m.perfect(&cch);
+                    m
+                },
+                BatchSize::LargeInput,
+            )
+        });
         let mut metric = CchMetric::new(&cch, weights.clone());
         let mut rng = Rng::seed(3);
         for k in [1usize, 10, 100] {

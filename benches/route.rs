@@ -1,6 +1,7 @@
 //! Queries between random edge positions, travel-time metric, one thread:
-//! CCH point-to-point (with path unpacking) and one-to-20, and Dijkstra on the
-//! same pairs as the reference.
+//! CCH point-to-point (with path unpacking; also its cost alone, and on a
+//! metric without perfect customization's pruning) and one-to-20, and
+//! Dijkstra on the same pairs as the reference.
 
 mod common;
 
@@ -36,6 +37,19 @@ fn queries(c: &mut Criterion) {
             b.iter(|| {
                 i = (i + 1) % from.len();
                 q.route(&cch, &metric, &[from[i]], &[to[i]]).map(|r| r.cost)
+            })
+        });
+        group.bench_function(format!("cch_cost/{name}"), |b| {
+            b.iter(|| {
+                i = (i + 1) % from.len();
+                q.cost(&cch, &metric, &[from[i]], &[to[i]])
+            })
+        });
+        let basic = CchMetric::basic(&cch, Metric::Time.weights(g));
+        group.bench_function(format!("cch_unpruned/{name}"), |b| {
+            b.iter(|| {
+                i = (i + 1) % from.len();
+                q.route(&cch, &basic, &[from[i]], &[to[i]]).map(|r| r.cost)
             })
         });
         group.bench_function(format!("cch_one_to_20/{name}"), |b| {

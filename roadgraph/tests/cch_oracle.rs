@@ -34,6 +34,11 @@ fn check_queries(g: &Graph, cch: &Cch, m: &CchMetric, weights: &[u32], queries: 
             want.as_ref().map(|r| r.cost),
             "query {i}: {s:?} -> {t:?}"
         );
+        assert_eq!(
+            q.cost(cch, m, &[s], &[t]),
+            want.as_ref().map(|r| r.cost),
+            "query {i}: cost alone"
+        );
         let Some(r) = got else { continue };
         assert_eq!(
             (r.edges[0], *r.edges.last().unwrap()),
@@ -92,6 +97,17 @@ fn check_graph(g: &Graph, queries: usize, partial_rounds: usize, seed: u64) {
     for metric in [Metric::Time, Metric::Distance] {
         let m = CchMetric::for_metric(&cch, metric);
         check_queries(g, &cch, &m, &metric.weights(g), queries, seed);
+        // Perfect customization prunes arcs (a road graph always has some
+        // a detour through higher ranks beats); without it, every arc.
+        let (fwd, bwd) = m.search_arcs().expect("full customization prunes");
+        assert!(
+            fwd < cch.num_arcs() && bwd < cch.num_arcs(),
+            "{metric:?}: nothing pruned"
+        );
+        let basic = CchMetric::basic(&cch, metric.weights(g));
+        assert_eq!(basic.search_arcs(), None);
+        assert_eq!(basic, m);
+        check_queries(g, &cch, &basic, &metric.weights(g), queries / 4, seed + 7);
     }
     let mut rng = Rng::seed(seed ^ 0xABCD);
     let mut w = random_weights(g, &mut rng);
@@ -129,7 +145,12 @@ fn check_graph(g: &Graph, queries: usize, partial_rounds: usize, seed: u64) {
             "round {round}: an unpacking does not realise its arc's weight"
         );
         if round % 10 == 9 {
+            // As updated (every arc relaxed), then pruned again.
             check_queries(g, &cch, &m, &w, queries / 10, seed + round as u64);
+            let mut pruned = m.clone();
+            pruned.perfect(&cch);
+            assert!(pruned.search_arcs().is_some());
+            check_queries(g, &cch, &pruned, &w, queries / 10, seed + round as u64 + 1);
         }
     }
 }

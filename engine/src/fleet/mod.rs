@@ -316,27 +316,35 @@ fn customize(graph: &Graph, base: &CchMetric, changes: Vec<(u32, u32)>) -> Custo
     // city, a full pass on one thread about 0.3 µs per edge (BENCHMARKS.md):
     // past about one change in 500 edges the full pass is cheaper.
     let full = changes.len() > graph.num_edges() / 500;
-    let metric = if full {
-        let mut weights: Vec<u32> = (0..graph.num_edges() as u32)
-            .map(|e| base.edge_weight(e))
-            .collect();
-        for &(e, w) in &changes {
-            weights[e as usize] = w;
+    let run = || {
+        if full {
+            let mut weights: Vec<u32> = (0..graph.num_edges() as u32)
+                .map(|e| base.edge_weight(e))
+                .collect();
+            for &(e, w) in &changes {
+                weights[e as usize] = w;
+            }
+            CchMetric::new(&cch, weights)
+        } else {
+            let mut next = base.clone();
+            next.update(&cch, &changes);
+            // A partial update drops the pruned search arcs; the shards'
+            // queries are worth the perfect pass (in the background).
+            if next.search_arcs().is_none() {
+                next.perfect(&cch);
+            }
+            next
         }
-        // One thread: the shards keep the other core while it runs.
-        match rayon::ThreadPoolBuilder::new()
-            .num_threads(1)
-            .thread_name(|_| "traffic-customize".into())
-            .start_handler(|_| background_priority())
-            .build()
-        {
-            Ok(pool) => pool.install(|| CchMetric::new(&cch, weights)),
-            Err(_) => CchMetric::new(&cch, weights),
-        }
-    } else {
-        let mut next = base.clone();
-        next.update(&cch, &changes);
-        next
+    };
+    // One thread: the shards keep the other core while it runs.
+    let metric = match rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .thread_name(|_| "traffic-customize".into())
+        .start_handler(|_| background_priority())
+        .build()
+    {
+        Ok(pool) => pool.install(run),
+        Err(_) => run(),
     };
     Customized {
         metric: Arc::new(metric),

@@ -20,10 +20,12 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
 use rayon::prelude::*;
 
+use super::perfect::Search;
 use super::{Cch, DOWN, NONE};
 use crate::dijkstra::{EdgeWeight, Metric};
 use crate::graph::Graph;
@@ -47,6 +49,11 @@ pub struct CchMetric {
     pub(crate) up_via: Vec<Via>,
     pub(crate) down_via: Vec<Via>,
     edge_weight: Vec<u32>,
+    /// The arcs queries relax, pruned by perfect customization; `None`
+    /// after a partial customization until [`CchMetric::perfect`] runs again
+    /// (queries then relax every arc: slower, the same answers). Shared, so
+    /// cloning a metric to update it does not copy them.
+    pub(crate) search: Option<Arc<Search>>,
 }
 
 impl std::fmt::Debug for CchMetric {
@@ -60,6 +67,7 @@ impl std::fmt::Debug for CchMetric {
             .field("up_digest", &digest(&self.up))
             .field("down_digest", &digest(&self.down))
             .field("edges", &self.edge_weight.len())
+            .field("search_arcs", &self.search_arcs())
             .finish()
     }
 }
@@ -94,8 +102,18 @@ fn add(a: u32, b: u32) -> u32 {
 }
 
 impl CchMetric {
-    /// Full customization for one weight per graph edge (e.g. milliseconds).
+    /// Full customization for one weight per graph edge (e.g. milliseconds):
+    /// basic customization, then [`CchMetric::perfect`] for fast queries.
     pub fn new(cch: &Cch, edge_weight: Vec<u32>) -> Self {
+        let mut m = Self::basic(cch, edge_weight);
+        m.perfect(cch);
+        m
+    }
+
+    /// Basic customization only: every arc weighed through its lower
+    /// triangles. Queries are exact on it; [`CchMetric::perfect`] makes them
+    /// faster.
+    pub fn basic(cch: &Cch, edge_weight: Vec<u32>) -> Self {
         assert_eq!(
             edge_weight.len(),
             cch.graph.num_edges(),
@@ -126,7 +144,30 @@ impl CchMetric {
             up_via: vias(up_via),
             down_via: vias(down_via),
             edge_weight,
+            search: None,
         }
+    }
+
+    /// Perfect customization (see [`super::perfect`]): prunes the arcs
+    /// queries relax to those a shortest path can use, about half of them.
+    /// Both cores where the elimination tree branches.
+    pub fn perfect(&mut self, cch: &Cch) {
+        self.search = Some(Arc::new(Search::new(cch, &self.up, &self.down)));
+    }
+
+    /// Arc directions queries relax (forward, backward) when pruned.
+    pub fn search_arcs(&self) -> Option<(usize, usize)> {
+        self.search.as_ref().map(|s| (s.up.len(), s.down.len()))
+    }
+
+    /// Bytes of the metric's arrays (weights, vias, edge weights, pruned
+    /// search arcs).
+    pub fn heap_bytes(&self) -> usize {
+        self.up.capacity() * 4
+            + self.down.capacity() * 4
+            + (self.up_via.capacity() + self.down_via.capacity()) * std::mem::size_of::<Via>()
+            + self.edge_weight.capacity() * 4
+            + self.search.as_ref().map_or(0, |s| s.heap_bytes())
     }
 
     /// Full customization for a built-in metric of the graph.
@@ -149,6 +190,10 @@ impl CchMetric {
     /// full recomputation only if the triangle was what the arc's old weight
     /// rested on. Decreases therefore cost O(1) per dependent arc, and only
     /// increases that remove an arc's support pay for a lower-triangle scan.
+    ///
+    /// When an arc's weight moved, the pruned search arcs no longer hold and
+    /// are dropped: queries relax every arc until [`CchMetric::perfect`]
+    /// runs again.
     pub fn update(&mut self, cch: &Cch, changes: &[(u32, u32)]) -> UpdateStats {
         let mut stats = UpdateStats::default();
         let mut state = UpdateState::default();
@@ -196,6 +241,9 @@ impl CchMetric {
             for &(a, old) in &batch {
                 self.propagate(cch, a, old, &before, &mut state);
             }
+        }
+        if stats.arcs_changed > 0 {
+            self.search = None;
         }
         stats
     }
@@ -620,7 +668,8 @@ mod tests {
 
     /// Each node is pulled by one task, after its subtree and in the same
     /// triangle order, so the thread count changes neither weights nor the
-    /// triangles unpacking follows.
+    /// triangles unpacking follows, nor the arcs perfect customization
+    /// keeps.
     #[test]
     fn customization_is_the_same_on_any_number_of_threads() {
         let g = Graph::from_data(&generate_city(&CityParams::new(60_000, 3)));
@@ -640,6 +689,8 @@ mod tests {
             assert_eq!(one, many);
             assert_eq!(one.up_via, many.up_via);
             assert_eq!(one.down_via, many.down_via);
+            // Perfect weights are true distances, whatever the task order.
+            assert_eq!(one.search, many.search);
         }
         assert_eq!(one.check_vias(&cch), Ok(()));
     }

@@ -10,6 +10,8 @@
 //!    a bottom-up pass over the elimination tree (both cores on wide levels),
 //!    and partial customization that re-derives only the arcs that depend on a
 //!    set of changed edges. Weights reach the hierarchy only through this API.
+//!    A top-down perfect customization ([`perfect`]) then prunes the arcs
+//!    queries relax to those a shortest path can use.
 //! 3. **Queries** ([`CchQuery`]): elimination-tree searches from positions on
 //!    edges (point-to-point with path unpacking, one-to-many, many-to-many),
 //!    with per-thread reusable scratch space.
@@ -20,6 +22,7 @@
 
 pub mod customize;
 pub mod order;
+pub mod perfect;
 pub mod query;
 
 pub use customize::{CchMetric, UpdateStats};

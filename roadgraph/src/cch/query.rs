@@ -4,6 +4,11 @@
 //! priority queue. The forward search from the source and the backward search
 //! from the target meet at common ancestors.
 //!
+//! Searches relax the metric's pruned arc lists when it has them (see
+//! [`super::perfect`]), every arc otherwise. A node's predecessor is the rank
+//! it was reached from; the arc between them is looked up only for the
+//! route's own arcs.
+//!
 //! Endpoints are positions on edges: a source on edge `s` at offset `o`
 //! starts at `head(s)` having paid the rest of `s`; a target on `t` is
 //! reached from `tail(t)` plus the part of `t` up to its offset; a target
@@ -12,6 +17,7 @@
 //! as its weight's origin.
 
 use super::customize::{CchMetric, INFINITY, Realised};
+use super::perfect::SearchArcs;
 use super::{Cch, NONE};
 use crate::dijkstra::{CLOSED, EdgePos, EdgeWeight, Route, finish_route, partial_weight};
 
@@ -73,8 +79,9 @@ impl CchQuery {
         starts: impl Iterator<Item = (u32, u64, u32)> + Clone,
     ) {
         self.collect(cch, starts, true);
+        let up = Arcs::up(m);
         for &x in &self.list_f {
-            relax_arcs(cch, x, &m.up, &mut self.df, &mut self.pf);
+            relax(cch, x, up, &mut self.df, &mut self.pf);
         }
     }
 
@@ -86,8 +93,9 @@ impl CchQuery {
         starts: impl Iterator<Item = (u32, u64, u32)> + Clone,
     ) {
         self.collect(cch, starts, false);
+        let down = Arcs::down(m);
         for &x in &self.list_b {
-            relax_arcs(cch, x, &m.down, &mut self.db, &mut self.pb);
+            relax(cch, x, down, &mut self.db, &mut self.pb);
         }
     }
 
@@ -104,6 +112,7 @@ impl CchQuery {
     ) -> Option<(u64, u32)> {
         self.collect(cch, Self::source_starts(cch, w, from), true);
         self.collect(cch, Self::target_starts(cch, w, to), false);
+        let (up, down) = (Arcs::up(w), Arcs::down(w));
         let mut best: Option<(u64, u32)> = None;
         let (mut i, mut j) = (0, 0);
         while i < self.list_f.len() || j < self.list_b.len() {
@@ -124,10 +133,10 @@ impl CchQuery {
             }
             let bound = best.map_or(u64::MAX, |(c, _)| c);
             if in_f && df < bound {
-                relax_arcs(cch, x, &w.up, &mut self.df, &mut self.pf);
+                relax(cch, x, up, &mut self.df, &mut self.pf);
             }
             if in_b && db < bound {
-                relax_arcs(cch, x, &w.down, &mut self.db, &mut self.pb);
+                relax(cch, x, down, &mut self.db, &mut self.pb);
             }
         }
         best
@@ -247,6 +256,21 @@ impl CchQuery {
         best
     }
 
+    /// Cost of the shortest route from any of `from` to any of `to`, without
+    /// unpacking it (ETAs that need no path).
+    pub fn cost(
+        &mut self,
+        cch: &Cch,
+        w: &CchMetric,
+        from: &[EdgePos],
+        to: &[EdgePos],
+    ) -> Option<u64> {
+        self.next_epoch();
+        let through = self.bidirectional(cch, w, from, to).map(|(c, _)| c);
+        let direct = Self::direct(cch, w, from, to).map(|(c, _, _)| c);
+        through.into_iter().chain(direct).min()
+    }
+
     /// Shortest route from any of `from` to any of `to`, with its edges.
     pub fn route(
         &mut self,
@@ -273,8 +297,8 @@ impl CchQuery {
                     if p & ENDPOINT != 0 {
                         break from[(p & !ENDPOINT) as usize];
                     }
-                    arcs.push((p, false));
-                    x = cch.arc_tail(p);
+                    arcs.push((arc_between(cch, p, x), false));
+                    x = p;
                 };
                 arcs.reverse();
                 let mut x = m;
@@ -283,8 +307,8 @@ impl CchQuery {
                     if p & ENDPOINT != 0 {
                         break to[(p & !ENDPOINT) as usize];
                     }
-                    arcs.push((p, true));
-                    x = cch.arc_tail(p);
+                    arcs.push((arc_between(cch, p, x), true));
+                    x = p;
                 };
                 let mut edges = vec![start.edge];
                 for &(a, downwards) in &arcs {
@@ -403,28 +427,69 @@ impl CchQuery {
     }
 }
 
-/// Relaxes the upward arcs of rank `x` (with the weights of one direction)
-/// into the distances and predecessor arcs of that direction's search.
+/// One direction's arcs as a search relaxes them.
+#[derive(Clone, Copy)]
+enum Arcs<'a> {
+    /// Pruned by perfect customization: only arcs that can matter.
+    Pruned(&'a SearchArcs),
+    /// Every arc, with this direction's weights (after a partial update).
+    All(&'a [u32]),
+}
+
+impl<'a> Arcs<'a> {
+    fn up(m: &'a CchMetric) -> Self {
+        m.search
+            .as_ref()
+            .map_or(Arcs::All(&m.up), |s| Arcs::Pruned(&s.up))
+    }
+
+    fn down(m: &'a CchMetric) -> Self {
+        m.search
+            .as_ref()
+            .map_or(Arcs::All(&m.down), |s| Arcs::Pruned(&s.down))
+    }
+}
+
+/// Relaxes the upward arcs of rank `x` (in one direction's weights) into
+/// that direction's distances, recording `x` as the predecessor.
 #[inline]
-fn relax_arcs(cch: &Cch, x: u32, weights: &[u32], dist: &mut [u64], pred: &mut [u32]) {
+fn relax(cch: &Cch, x: u32, arcs: Arcs, dist: &mut [u64], pred: &mut [u32]) {
     let dx = dist[x as usize];
     if dx == u64::MAX {
         return;
     }
-    let arcs = cch.up_arcs(x);
-    let arcs = arcs.start as usize..arcs.end as usize;
-    // Slices taken once: indexing the archive per arc re-reads its relative
-    // pointer and length on every iteration.
-    let (heads, ws) = (&cch.d.up_head[arcs.clone()], &weights[arcs.clone()]);
-    for (a, (&w, head)) in arcs.zip(ws.iter().zip(heads)) {
-        if w == INFINITY {
-            continue;
+    match arcs {
+        Arcs::Pruned(search) => {
+            for arc in search.of(x) {
+                let (y, d) = (arc.head as usize, dx + u64::from(arc.weight));
+                if d < dist[y] {
+                    dist[y] = d;
+                    pred[y] = x;
+                }
+            }
         }
-        let y = head.to_native() as usize;
-        let d = dx + u64::from(w);
-        if d < dist[y] {
-            dist[y] = d;
-            pred[y] = a as u32;
+        Arcs::All(weights) => {
+            let arcs = cch.up_arcs(x);
+            let arcs = arcs.start as usize..arcs.end as usize;
+            // Slices taken once: indexing the archive per arc re-reads its
+            // relative pointer and length on every iteration.
+            let (heads, ws) = (&cch.d.up_head[arcs.clone()], &weights[arcs]);
+            for (&w, head) in ws.iter().zip(heads) {
+                if w == INFINITY {
+                    continue;
+                }
+                let (y, d) = (head.to_native() as usize, dx + u64::from(w));
+                if d < dist[y] {
+                    dist[y] = d;
+                    pred[y] = x;
+                }
+            }
         }
     }
+}
+
+/// The arc joining rank `lo` to its ancestor `hi`, which a search relaxed.
+fn arc_between(cch: &Cch, lo: u32, hi: u32) -> u32 {
+    cch.find_arc(lo, hi)
+        .expect("a search reaches a rank only over an arc from its predecessor")
 }
