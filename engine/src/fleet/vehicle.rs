@@ -566,6 +566,10 @@ impl Vehicle {
             return;
         }
         let mut old = std::mem::take(&mut self.stop_legs);
+        // Exactly one per pair: every vehicle keeps its list, so doubling's
+        // slack would be paid fleet-wide.
+        self.stop_legs
+            .reserve_exact(remaining.len().saturating_sub(1));
         for w in remaining.windows(2) {
             let key = (self.stops[w[0]].plan.id, self.stops[w[1]].plan.id);
             let leg = match old.iter().position(|(k, _)| *k == key) {
