@@ -33,8 +33,9 @@ use crate::graph::Graph;
 /// Unreachable: no path in that direction.
 pub const INFINITY: u32 = u32::MAX;
 /// Elimination subtrees of at most this many ranks are customized on one
-/// thread, in rank order (not worth handing to another core).
-const SERIAL_SUBTREE: u32 = 2048;
+/// thread, in rank order (not worth handing to another core); perfect
+/// customization uses the same grain.
+pub(crate) const SERIAL_SUBTREE: u32 = 2048;
 
 /// Arc weights of one customization. Two metrics are equal when their
 /// weights are; the recorded middle nodes may differ where several

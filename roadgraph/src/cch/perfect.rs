@@ -23,10 +23,7 @@ use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use rayon::prelude::*;
 
 use super::Cch;
-use super::customize::INFINITY;
-
-/// Elimination subtrees of at most this many ranks run on one thread.
-const SERIAL_SUBTREE: u32 = 2048;
+use super::customize::{INFINITY, SERIAL_SUBTREE};
 
 /// One arc a search relaxes: the upper rank it leads to and its weight in
 /// the search's direction.
