@@ -543,11 +543,17 @@ fn slow_subscriber(name: &str, store: bool) -> (u64, u64, u64, u64, u64) {
         let mut fast_sub = fast.subscribe(&everything).await.unwrap();
         let reader =
             tokio::spawn(async move { drain(&mut fast_sub, Duration::from_secs(3)).await });
+        // Paced (about 3 s for the day): a subscriber that keeps up is one
+        // that reads as events come, and as fast as possible on a loaded
+        // two-core machine a burst could outrun the 64-event ring before its
+        // task was scheduled at all.
         let o = lastmile(&s.cli(&[
             "replay",
             trace.to_str().unwrap(),
             "--stops",
             stops.to_str().unwrap(),
+            "--rate",
+            "20000",
             "--json",
         ]));
         assert!(o.status.success());
