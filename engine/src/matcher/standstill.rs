@@ -6,10 +6,10 @@
 //! at the centroid itself, a far better fix than any single one.
 
 use lastmile_roadgraph::LatLon;
-use lastmile_roadgraph::geo::haversine_m;
+use lastmile_roadgraph::geo::{METRES_PER_DEGREE, haversine_m};
 
 use super::window::Held;
-use super::{Estimate, MatchOutput, Matcher, VehicleTrack};
+use super::{Estimate, MatchOutput, MatchStatus, Matcher, VehicleTrack};
 use crate::ping::Ping;
 
 /// What [`Matcher::hold`] decided for a ping.
@@ -22,12 +22,22 @@ pub(super) enum Hold {
     StepAt(LatLon, f64),
 }
 
-/// Running centroid of a standing vehicle's fixes.
+/// Running centroid of a standing vehicle's fixes, and their recent drift:
+/// fixes a few metres apart at high noise may as well be a vehicle creeping
+/// along, and only the trend over several of them tells.
 #[derive(Clone, Copy, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub(super) struct Still {
-    pub(super) lat: f64,
-    pub(super) lon: f64,
+    /// The first fix and its time: positions are in metres east/north of it,
+    /// times in seconds after it.
+    origin: LatLon,
+    t0: f64,
     pub(super) n: f64,
+    sx: f64,
+    sy: f64,
+    /// Exponentially forgotten sums (weight, t, t², x, y, xt, yt) for the
+    /// least-squares velocity of the recent fixes.
+    drift: [f64; 7],
+    last_t: f64,
     /// Consecutive fixes outside a settled cluster (one is tolerated).
     pub(super) strays: u8,
     /// Where the last held ping was placed live (edge, offset).
@@ -35,24 +45,71 @@ pub(super) struct Still {
 }
 
 impl Still {
-    pub(super) fn new(p: LatLon) -> Self {
+    pub(super) fn new(p: LatLon, time: f64) -> Self {
         Self {
-            lat: p.lat,
-            lon: p.lon,
+            origin: p,
+            t0: time,
             n: 1.0,
+            sx: 0.0,
+            sy: 0.0,
+            drift: [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+            last_t: 0.0,
             strays: 0,
             held_at: None,
         }
     }
 
-    pub(super) fn centroid(&self) -> LatLon {
-        LatLon::new(self.lat / self.n, self.lon / self.n)
+    /// Metres east and north of the origin (a cluster spans metres, so the
+    /// plane is exact enough).
+    fn local(&self, p: LatLon) -> (f64, f64) {
+        let k = METRES_PER_DEGREE;
+        (
+            (p.lon - self.origin.lon) * k * self.origin.lat.to_radians().cos(),
+            (p.lat - self.origin.lat) * k,
+        )
     }
 
-    pub(super) fn add(&mut self, p: LatLon) {
-        self.lat += p.lat;
-        self.lon += p.lon;
+    pub(super) fn centroid(&self) -> LatLon {
+        let k = METRES_PER_DEGREE;
+        LatLon::new(
+            self.origin.lat + self.sy / self.n / k,
+            self.origin.lon + self.sx / self.n / (k * self.origin.lat.to_radians().cos()),
+        )
+    }
+
+    /// Adds a fix, unless the recent fixes then drift: their least-squares
+    /// velocity is at least walking pace and significant at the 99.9% level
+    /// for independent fixes of noise `sigma` (its squared norm times the
+    /// spread of the times is chi-square with two degrees of freedom over
+    /// sigma squared). Real GPS wanders slowly around a parked vehicle, far
+    /// below walking pace; the memory of the trend is short so that a vehicle
+    /// moving off after a long stand shows at once.
+    pub(super) fn add(&mut self, p: LatLon, time: f64, sigma: f64) -> bool {
+        let (x, y) = self.local(p);
+        let t = time - self.t0;
+        let keep = (-(t - self.last_t) / DRIFT_MEMORY_S).exp();
+        let mut d = self.drift.map(|v| v * keep);
+        for (v, add) in d.iter_mut().zip([1.0, t, t * t, x, y, x * t, y * t]) {
+            *v += add;
+        }
+        let [w, st, stt, sx, sy, sxt, syt] = d;
+        let spread = stt - st * st / w;
+        if spread > 0.0 {
+            let vx = (sxt - sx * st / w) / spread;
+            let vy = (syt - sy * st / w) / spread;
+            let v2 = vx * vx + vy * vy;
+            if v2 >= STANDING_SPEED_MPS * STANDING_SPEED_MPS
+                && v2 * spread > DRIFT_CHI2 * sigma * sigma
+            {
+                return false;
+            }
+        }
+        self.drift = d;
+        self.last_t = t;
         self.n += 1.0;
+        self.sx += x;
+        self.sy += y;
+        true
     }
 }
 
@@ -62,7 +119,9 @@ impl Matcher<'_> {
     /// the fixes must gather: a fix within `standstill_sigmas` of the
     /// centroid of the recent fixes joins their cluster, and once a few have
     /// joined, any fix within three sigma does (a single stray one is
-    /// tolerated). Held pings are placed where the cluster's centroid is:
+    /// tolerated), as long as the fixes do not drift ([`Still::add`]: a van
+    /// creeping along behind 20 m of noise stays within those radii for
+    /// many seconds). Held pings are placed where the cluster's centroid is:
     /// live, on the current edge; finalised, on the path to the next step,
     /// never backwards. Stepping on every jittering fix would let the chain
     /// follow the jitter along the street, round corners and back; Newson &
@@ -75,13 +134,11 @@ impl Matcher<'_> {
         sigma: f64,
         out: &mut MatchOutput,
     ) -> Hold {
-        let (Some(last_time), Some(im)) =
-            (track.window.back().map(|s| s.time), track.last_immediate)
-        else {
-            track.still = Some(Still::new(ping.pos));
+        if track.window.is_empty() || track.last_immediate.is_none() {
+            track.still = Some(Still::new(ping.pos, ping.time));
             return Hold::Step;
-        };
-        let still = track.still.get_or_insert(Still::new(ping.pos));
+        }
+        let still = track.still.get_or_insert(Still::new(ping.pos, ping.time));
         let off = haversine_m(still.centroid(), ping.pos);
         let settled = still.n >= SETTLED_FIXES;
         let radius = if settled {
@@ -94,17 +151,42 @@ impl Matcher<'_> {
             None => off <= radius,
         };
         if member {
-            still.add(ping.pos);
+            // A device that reports standing is believed; fixes alone must
+            // not drift.
+            let drift_sigma = if ping.valid_speed().is_some() {
+                f64::INFINITY
+            } else {
+                sigma
+            };
+            if !still.add(ping.pos, ping.time, drift_sigma) {
+                track.still = Some(Still::new(ping.pos, ping.time));
+                return Hold::Step;
+            }
             still.strays = 0;
         } else if settled && still.strays == 0 && ping.valid_speed().is_none() {
             still.strays = 1;
         } else {
-            track.still = Some(Still::new(ping.pos));
+            track.still = Some(Still::new(ping.pos, ping.time));
             return Hold::Step;
         }
         if still.n < FORMED_FIXES {
             return Hold::Step;
         }
+        if still.n == FORMED_FIXES {
+            // The cluster has just formed: the fixes that formed it made
+            // steps of their own, and a standing vehicle's steps wander
+            // (along the street and back, round a corner and back). Those
+            // still undecided become held pings of the step before them.
+            self.unstep(track, (FORMED_FIXES - 1.0) as usize);
+        }
+        let (Some(last_time), Some(im)) =
+            (track.window.back().map(|s| s.time), track.last_immediate)
+        else {
+            return Hold::Step;
+        };
+        let Some(still) = track.still.as_mut() else {
+            return Hold::Step;
+        };
         if ping.time - last_time > self.config.standstill_max_s {
             // A periodic step keeps the chain alive; the centroid of the
             // cluster is a far better fix than this one.
@@ -144,6 +226,56 @@ impl Matcher<'_> {
     }
 }
 
+impl Matcher<'_> {
+    /// Turns the newest `count` steps (the fixes a standing cluster formed
+    /// from) back into held pings of the step before them, as far as they are
+    /// undecided: not finalised, not the start of a chain, and not the only
+    /// step. The live estimate goes back to that step.
+    fn unstep(&mut self, track: &mut VehicleTrack, count: usize) {
+        let mut taken = 0;
+        while taken < count && track.window.len() >= 2 {
+            let back = track.window.back().expect("two steps");
+            if back.done || back.reset {
+                break;
+            }
+            // Pings already held with this step would be orphaned.
+            if track.held.back().is_some_and(|h| h.step == back.seq) {
+                break;
+            }
+            let step = track.window.pop_back().expect("two steps");
+            taken += 1;
+            let before = track.window.back().expect("a step before it").seq;
+            let at = track.held.partition_point(|h| h.seq < step.seq);
+            track.held.insert(
+                at,
+                Held {
+                    step: before,
+                    seq: step.seq,
+                    time: step.time,
+                    pos: step.pos,
+                },
+            );
+            self.recycle(step);
+        }
+        if taken == 0 {
+            return;
+        }
+        // The held pings of a group are placed where its last one stood
+        // (`emit_held`), so the order of the queue is all that matters.
+        let newest = track.window.pop_back().expect("a step is left");
+        track.last_choice = None;
+        let mut scratch = MatchOutput::default();
+        self.estimate(track, &newest, &mut scratch);
+        track.last_immediate = Some(Estimate {
+            seq: newest.seq,
+            time: newest.time,
+            status: MatchStatus::Matched,
+            ..scratch.immediate
+        });
+        track.window.push_back(newest);
+    }
+}
+
 /// The centroid of many fixes is not trusted beyond this (road geometry is
 /// not that exact either).
 const MIN_CENTROID_SIGMA_M: f64 = 2.0;
@@ -153,5 +285,98 @@ const FORMED_FIXES: f64 = 3.0;
 const SETTLED_FIXES: f64 = 5.0;
 /// ... taking any fix within this many sigma of its centroid.
 const SETTLED_SIGMAS: f64 = 3.0;
+/// The drift of a cluster's fixes is judged over about this many seconds ...
+const DRIFT_MEMORY_S: f64 = 20.0;
+/// ... and significant beyond this chi-square (two degrees of freedom, 99.9%).
+const DRIFT_CHI2: f64 = 13.8;
 /// A device reporting at least this speed is not standing still, wherever its fixes are.
 const STANDING_SPEED_MPS: f64 = 1.0;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lastmile_roadgraph::geo::LocalPlane;
+    use lastmile_roadgraph::rng::Rng;
+
+    const SPOT: LatLon = LatLon::new(43.7384, 7.4246);
+
+    /// Feeds fixes `(x, y)` metres from SPOT, one a second; returns how many
+    /// the cluster refused (each refusal starts a new cluster, as `hold` does).
+    fn refusals(fixes: impl Iterator<Item = (f64, f64)>, sigma: f64) -> usize {
+        let plane = LocalPlane::new(SPOT);
+        let mut still: Option<Still> = None;
+        let mut refused = 0;
+        for (i, (x, y)) in fixes.enumerate() {
+            let (p, t) = (plane.unproject(x, y), i as f64);
+            match still.as_mut() {
+                None => still = Some(Still::new(p, t)),
+                Some(s) => {
+                    if !s.add(p, t, sigma) {
+                        refused += 1;
+                        still = Some(Still::new(p, t));
+                    }
+                }
+            }
+        }
+        refused
+    }
+
+    #[test]
+    fn a_parked_vans_jitter_is_one_cluster() {
+        let mut rng = Rng::seed(11);
+        let jitter = (0..600).map(|_| (5.0 * rng.normal(), 5.0 * rng.normal()));
+        assert!(refusals(jitter, 5.0) <= 1);
+        // Real fixes wander slowly (here 10 m in two minutes, to and fro):
+        // still standing.
+        let mut rng = Rng::seed(12);
+        let wander = (0..600).map(|i| {
+            let w = 10.0 * (f64::from(i) / 120.0 * std::f64::consts::PI).sin();
+            (w + 2.0 * rng.normal(), 2.0 * rng.normal())
+        });
+        assert!(refusals(wander, 5.0) <= 1);
+    }
+
+    #[test]
+    fn a_creeping_van_is_not_a_cluster() {
+        // 2 m/s behind heavy noise: a cluster by distance alone for a while,
+        // but its drift shows within a quarter of a minute.
+        let mut rng = Rng::seed(13);
+        let mut first = None;
+        let plane = LocalPlane::new(SPOT);
+        let mut still = Still::new(SPOT, 0.0);
+        for i in 1..120 {
+            let t = f64::from(i);
+            let p = plane.unproject(2.0 * t + 20.0 * rng.normal(), 20.0 * rng.normal());
+            if !still.add(p, t, 20.0) {
+                first = Some(i);
+                break;
+            }
+        }
+        let first = first.expect("the drift is never noticed");
+        assert!(first <= 40, "noticed after {first} s");
+        // At 5 m noise, 1.5 m/s shows within a quarter of a minute (the
+        // least-squares speed of n fixes a second apart has a standard
+        // error of sigma·sqrt(12/n³): about 0.15 m/s after 12).
+        let mut rng = Rng::seed(14);
+        let mut still = Still::new(SPOT, 0.0);
+        let noticed = (1..60).find(|&i| {
+            let t = f64::from(i);
+            let p = plane.unproject(1.5 * t + 5.0 * rng.normal(), 5.0 * rng.normal());
+            !still.add(p, t, 5.0)
+        });
+        assert!(noticed.is_some_and(|i| i <= 15), "{noticed:?}");
+    }
+
+    #[test]
+    fn the_centroid_is_the_mean_of_the_fixes() {
+        let plane = LocalPlane::new(SPOT);
+        let mut still = Still::new(plane.unproject(-3.0, 1.0), 0.0);
+        assert!(still.add(plane.unproject(3.0, -1.0), 1.0, 5.0));
+        assert!(still.add(plane.unproject(0.0, 3.0), 2.0, 5.0));
+        let c = plane.project(still.centroid());
+        assert!(
+            (c.0 - 0.0).abs() < 0.01 && (c.1 - 1.0).abs() < 0.01,
+            "{c:?}"
+        );
+    }
+}
