@@ -24,6 +24,7 @@
 //! outputs are cleared and refilled.
 
 mod config;
+mod jitter;
 mod noise;
 mod output;
 mod search;
@@ -83,6 +84,8 @@ pub struct VehicleTrack {
     seen_road: bool,
     /// GPS noise learnt from this vehicle's matches.
     noise: NoiseEstimate,
+    /// How much its fixes jump from one to the next.
+    jitter: jitter::JitterEstimate,
     /// Finalised points waiting for their neighbours.
     smoother: Smoother,
     /// Pings of a standing vehicle held with their steps, oldest first; one
@@ -238,6 +241,7 @@ impl<'g> Matcher<'g> {
             _ => {}
         }
         track.last_time = Some(ping.time);
+        track.jitter.add(ping.pos, ping.time);
 
         let sigma = ping.valid_accuracy().map_or_else(
             || track.noise.sigma().unwrap_or(self.config.sigma_m),
@@ -254,6 +258,8 @@ impl<'g> Matcher<'g> {
             .approaches_within(self.graph, pos, radius, &mut self.near);
         self.near.truncate(self.config.max_candidates);
         if self.near.is_empty() {
+            // A fix the chain refuses cannot start a standing cluster.
+            track.still = None;
             return MatchStatus::Unmatched;
         }
 
@@ -331,6 +337,7 @@ impl<'g> Matcher<'g> {
             }
         } else {
             track.outliers += 1;
+            track.still = None;
             self.recycle(step);
             return MatchStatus::Outlier;
         };

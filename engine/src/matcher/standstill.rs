@@ -141,11 +141,18 @@ impl Matcher<'_> {
         let still = track.still.get_or_insert(Still::new(ping.pos, ping.time));
         let off = haversine_m(still.centroid(), ping.pos);
         let settled = still.n >= SETTLED_FIXES;
+        // Forming, a fix must be near the others by the vehicle's noise, or
+        // by how far its fixes jump from one to the next if that is more (a
+        // receiver whose every fix is independent scatters a standing van's
+        // fixes over twice its sigma; the 95% radius of a fix around the
+        // mean of n others is 2.45·sigma·sqrt(1 + 1/n)).
         let radius = if settled {
-            SETTLED_SIGMAS
+            SETTLED_SIGMAS * sigma
         } else {
-            self.config.standstill_sigmas
-        } * sigma;
+            let jitter = track.jitter.sigma().unwrap_or(0.0);
+            (self.config.standstill_sigmas * sigma)
+                .max(JITTER_RADIUS * jitter * (1.0 + 1.0 / still.n).sqrt())
+        };
         let member = match ping.valid_speed() {
             Some(v) => v < STANDING_SPEED_MPS && off <= SETTLED_SIGMAS * sigma,
             None => off <= radius,
@@ -177,7 +184,8 @@ impl Matcher<'_> {
             // steps of their own, and a standing vehicle's steps wander
             // (along the street and back, round a corner and back). Those
             // still undecided become held pings of the step before them.
-            self.unstep(track, (FORMED_FIXES - 1.0) as usize);
+            let since = still.t0;
+            self.unstep(track, (FORMED_FIXES - 1.0) as usize, since);
         }
         let (Some(last_time), Some(im)) =
             (track.window.back().map(|s| s.time), track.last_immediate)
@@ -229,13 +237,14 @@ impl Matcher<'_> {
 impl Matcher<'_> {
     /// Turns the newest `count` steps (the fixes a standing cluster formed
     /// from) back into held pings of the step before them, as far as they are
-    /// undecided: not finalised, not the start of a chain, and not the only
-    /// step. The live estimate goes back to that step.
-    fn unstep(&mut self, track: &mut VehicleTrack, count: usize) {
+    /// undecided and made by fixes of the cluster (at or after `since`): not
+    /// finalised, not the start of a chain, and not the only step. The live estimate goes back to that step.
+    fn unstep(&mut self, track: &mut VehicleTrack, count: usize, since: f64) {
         let mut taken = 0;
         while taken < count && track.window.len() >= 2 {
             let back = track.window.back().expect("two steps");
-            if back.done || back.reset {
+            // Only the cluster's own fixes' steps.
+            if back.done || back.reset || back.time < since {
                 break;
             }
             // Pings already held with this step would be orphaned.
@@ -285,6 +294,8 @@ const FORMED_FIXES: f64 = 3.0;
 const SETTLED_FIXES: f64 = 5.0;
 /// ... taking any fix within this many sigma of its centroid.
 const SETTLED_SIGMAS: f64 = 3.0;
+/// The 95% radius of a 2-D Gaussian, in sigmas.
+const JITTER_RADIUS: f64 = 2.45;
 /// The drift of a cluster's fixes is judged over about this many seconds ...
 const DRIFT_MEMORY_S: f64 = 20.0;
 /// ... and significant beyond this chi-square (two degrees of freedom, 99.9%).
