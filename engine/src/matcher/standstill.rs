@@ -6,7 +6,7 @@
 //! at the centroid itself, a far better fix than any single one.
 
 use lastmile_roadgraph::LatLon;
-use lastmile_roadgraph::geo::{METRES_PER_DEGREE, haversine_m};
+use lastmile_roadgraph::geo::{LocalPlane, haversine_m};
 
 use super::window::Held;
 use super::{Estimate, MatchOutput, MatchStatus, Matcher, VehicleTrack};
@@ -62,19 +62,11 @@ impl Still {
     /// Metres east and north of the origin (a cluster spans metres, so the
     /// plane is exact enough).
     fn local(&self, p: LatLon) -> (f64, f64) {
-        let k = METRES_PER_DEGREE;
-        (
-            (p.lon - self.origin.lon) * k * self.origin.lat.to_radians().cos(),
-            (p.lat - self.origin.lat) * k,
-        )
+        LocalPlane::new(self.origin).project(p)
     }
 
     pub(super) fn centroid(&self) -> LatLon {
-        let k = METRES_PER_DEGREE;
-        LatLon::new(
-            self.origin.lat + self.sy / self.n / k,
-            self.origin.lon + self.sx / self.n / (k * self.origin.lat.to_radians().cos()),
-        )
+        LocalPlane::new(self.origin).unproject(self.sx / self.n, self.sy / self.n)
     }
 
     /// Adds a fix, unless the recent fixes then drift: their least-squares
@@ -306,7 +298,6 @@ const STANDING_SPEED_MPS: f64 = 1.0;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lastmile_roadgraph::geo::LocalPlane;
     use lastmile_roadgraph::rng::Rng;
 
     const SPOT: LatLon = LatLon::new(43.7384, 7.4246);
