@@ -110,47 +110,85 @@ fn check_graph(g: &Graph, queries: usize, partial_rounds: usize, seed: u64) {
         check_queries(g, &cch, &basic, &metric.weights(g), queries / 4, seed + 7);
     }
     let mut rng = Rng::seed(seed ^ 0xABCD);
-    let mut w = random_weights(g, &mut rng);
-    let mut m = CchMetric::new(&cch, w.clone());
-    assert_eq!(m.check_vias(&cch), Ok(()));
-    check_queries(g, &cch, &m, &w, queries / 2, seed + 1);
+    let w = random_weights(g, &mut rng);
+    check_partial(
+        g,
+        &cch,
+        w,
+        partial_rounds,
+        queries,
+        seed,
+        &mut rng,
+        |old, rng| match rng.below(3) {
+            0 => (old / 2).max(1),
+            1 => old.saturating_mul(3).min(5_000_000),
+            _ => 1 + rng.below(60_000) as u32,
+        },
+    );
+    // Tiny weights: most arcs have several equally cheap supports, the case
+    // where an update must tell the support it recorded from an equal one.
+    let w = (0..g.num_edges())
+        .map(|_| 1 + rng.below(3) as u32)
+        .collect();
+    check_partial(
+        g,
+        &cch,
+        w,
+        partial_rounds / 2,
+        queries,
+        seed + 3,
+        &mut rng,
+        |_, rng| 1 + rng.below(3) as u32,
+    );
+}
 
-    // Partial customization: random subsets, increases and decreases.
-    for round in 0..partial_rounds {
+/// Rounds of partial customization of random edge subsets (new weight from
+/// `reweigh(old)`), each compared with a fresh full customization, with
+/// queries against Dijkstra every tenth round.
+#[allow(clippy::too_many_arguments)]
+fn check_partial(
+    g: &Graph,
+    cch: &Cch,
+    mut w: Vec<u32>,
+    rounds: usize,
+    queries: usize,
+    seed: u64,
+    rng: &mut Rng,
+    reweigh: impl Fn(u32, &mut Rng) -> u32,
+) {
+    let mut m = CchMetric::new(cch, w.clone());
+    assert_eq!(m.check_vias(cch), Ok(()));
+    check_queries(g, cch, &m, &w, queries / 2, seed + 1);
+    for round in 0..rounds {
         let k = 1 + rng.below(if round % 5 == 0 { 200 } else { 10 }) as usize;
         let changes: Vec<(u32, u32)> = (0..k)
             .map(|_| {
                 let e = rng.below(g.num_edges() as u64) as u32;
-                let old = w[e as usize];
-                let new = match rng.below(3) {
-                    0 => (old / 2).max(1),
-                    1 => old.saturating_mul(3).min(5_000_000),
-                    _ => 1 + rng.below(60_000) as u32,
-                };
+                let new = reweigh(w[e as usize], rng);
                 (e, new)
             })
             .collect();
         for &(e, new) in &changes {
             w[e as usize] = new;
         }
-        m.update(&cch, &changes);
+        m.update(cch, &changes);
         assert_eq!(
             m,
-            CchMetric::new(&cch, w.clone()),
+            CchMetric::new(cch, w.clone()),
             "round {round}: partial != full customization"
         );
         assert_eq!(
-            m.check_vias(&cch),
+            m.check_vias(cch),
             Ok(()),
             "round {round}: an unpacking does not realise its arc's weight"
         );
         if round % 10 == 9 {
             // As updated (every arc relaxed), then pruned again.
-            check_queries(g, &cch, &m, &w, queries / 10, seed + round as u64);
+            check_queries(g, cch, &m, &w, queries / 10, seed + round as u64);
             let mut pruned = m.clone();
-            pruned.perfect(&cch);
+            pruned.perfect(cch);
             assert!(pruned.search_arcs().is_some());
-            check_queries(g, &cch, &pruned, &w, queries / 10, seed + round as u64 + 1);
+            check_queries(g, cch, &pruned, &w, queries / 10, seed + round as u64 + 1);
         }
     }
 }

@@ -202,12 +202,25 @@ impl CchMetric {
             if self.edge_weight[e as usize] == w {
                 continue;
             }
-            self.edge_weight[e as usize] = w;
-            let a = cch.d.edge_arc[e as usize].to_native() >> 1;
-            state.touch(self, cch, a, true);
+            let was = std::mem::replace(&mut self.edge_weight[e as usize], w);
+            let ea = cch.d.edge_arc[e as usize].to_native();
+            let (a, i) = (ea >> 1, (ea >> 1) as usize);
+            let current = (self.up[i], self.down[i]);
+            let (arc_w, arc_via) = if ea & DOWN != 0 {
+                (&mut self.down[i], &mut self.down_via[i])
+            } else {
+                (&mut self.up[i], &mut self.up_via[i])
+            };
+            // As for triangles below: a cheaper edge lowers its arc, a dearer
+            // one matters only if the arc's weight rests on it.
+            if w < *arc_w {
+                state.touch(cch, a, current, false);
+                (*arc_w, *arc_via) = (w, Via::edge(e));
+            } else if *arc_via == Via::edge(e) && w > was {
+                state.touch(cch, a, current, true);
+            }
         }
         let mut batch: Vec<(u32, (u32, u32))> = Vec::new();
-        let mut before: Vec<(u32, u32)> = Vec::new();
         while let Some(&Reverse((x, _))) = state.queue.peek() {
             // All touched arcs of lower rank x: their inputs are final now.
             batch.clear();
@@ -229,18 +242,8 @@ impl CchMetric {
             if batch.is_empty() {
                 continue;
             }
-            // Every arc of x with its weights before the update.
-            let arcs = cch.up_arcs(x);
-            before.clear();
-            before.extend(
-                arcs.clone()
-                    .map(|b| (self.up[b as usize], self.down[b as usize])),
-            );
-            for &(a, old) in &batch {
-                before[(a - arcs.start) as usize] = old;
-            }
-            for &(a, old) in &batch {
-                self.propagate(cch, a, old, &before, &mut state);
+            for &(a, _) in &batch {
+                self.propagate(cch, a, &mut state);
             }
         }
         if stats.arcs_changed > 0 {
@@ -269,17 +272,9 @@ impl CchMetric {
         (self.up[i], self.down[i], self.up_via[i], self.down_via[i]) = (up, down, up_via, down_via);
     }
 
-    /// Arc `a` = x–y moved from `old`; re-evaluates every triangle {x, y, z}
-    /// (z another upper neighbour of x) for its upper arc y–z. `before` holds
-    /// the weights every arc of x had before this update.
-    fn propagate(
-        &mut self,
-        cch: &Cch,
-        a: u32,
-        old: (u32, u32),
-        before: &[(u32, u32)],
-        state: &mut UpdateState,
-    ) {
+    /// Arc `a` = x–y moved; re-evaluates every triangle {x, y, z} (z another
+    /// upper neighbour of x) for its upper arc y–z.
+    fn propagate(&mut self, cch: &Cch, a: u32, state: &mut UpdateState) {
         let (x, y) = (cch.arc_tail(a), cch.up_head(a));
         let a_new = (self.up[a as usize], self.down[a as usize]);
         // Arcs y–z for z above y, found by walking y's sorted arc list along
@@ -309,28 +304,22 @@ impl CchMetric {
             let through = |lo_arc: (u32, u32), hi_arc: (u32, u32)| {
                 (add(lo_arc.1, hi_arc.0), add(hi_arc.1, lo_arc.0))
             };
-            let orient = |a_w: (u32, u32), b_w: (u32, u32)| {
-                if y < z {
-                    through(a_w, b_w)
-                } else {
-                    through(b_w, a_w)
-                }
+            let tri_new = if y < z {
+                through(a_new, b_new)
+            } else {
+                through(b_new, a_new)
             };
-            let tri_new = orient(a_new, b_new);
             let (lower_up, lower_down) = (tri_new.0 < self.up[ti], tri_new.1 < self.down[ti]);
-            // Only a dearer triangle can take away an arc's support: whether
-            // it was that support needs both sides' and t's old weights.
-            let recompute = (!lower_up || !lower_down) && {
-                let tri_old = orient(old, before[(b - x_arcs.start) as usize]);
-                let dearer = (tri_new.0 > tri_old.0, tri_new.1 > tri_old.1);
-                (dearer.0 || dearer.1) && {
-                    let t_old = state.old_weights(t, (self.up[ti], self.down[ti]));
-                    (!lower_up && dearer.0 && tri_old.0 == t_old.0)
-                        || (!lower_down && dearer.1 && tri_old.1 == t_old.1)
-                }
-            };
+            // Only a dearer triangle can take away an arc's support, and only
+            // if it is the support t records: t's weight rests on its via
+            // alone (whose sides, if they move, re-evaluate it for t
+            // themselves), so a dearer triangle that is not t's via changes
+            // nothing. Going by equal weights instead re-scans every tie,
+            // and street grids are full of them.
+            let recompute = (self.up_via[ti] == via && tri_new.0 > self.up[ti])
+                || (self.down_via[ti] == via && tri_new.1 > self.down[ti]);
             if lower_up || lower_down || recompute {
-                state.touch(self, cch, t, recompute);
+                state.touch(cch, t, (self.up[ti], self.down[ti]), recompute);
             }
             if lower_up {
                 (self.up[ti], self.up_via[ti]) = (tri_new.0, via);
@@ -460,18 +449,13 @@ struct UpdateState {
 }
 
 impl UpdateState {
-    /// Weights arc `a` had before this update (`current` if untouched).
-    fn old_weights(&self, a: u32, current: (u32, u32)) -> (u32, u32) {
-        self.touched.get(&a).map_or(current, |t| t.old)
-    }
-
     /// Queues arc `a` (once) for processing at its lower rank, remembering
-    /// its weights if this is the first time it is touched.
-    fn touch(&mut self, m: &CchMetric, cch: &Cch, a: u32, recompute: bool) {
+    /// its `current` weights if this is the first time it is touched.
+    fn touch(&mut self, cch: &Cch, a: u32, current: (u32, u32), recompute: bool) {
         let entry = self.touched.entry(a).or_insert_with(|| {
             self.queue.push(Reverse((cch.arc_tail(a), a)));
             Touched {
-                old: (m.up[a as usize], m.down[a as usize]),
+                old: current,
                 recompute: false,
             }
         });
