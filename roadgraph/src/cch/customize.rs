@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use rayon::prelude::*;
 
 use super::perfect::Search;
-use super::{Cch, DOWN, NONE};
+use super::{Cch, DOWN, NONE, gallop};
 use crate::dijkstra::{EdgeWeight, Metric};
 use crate::graph::Graph;
 
@@ -280,6 +280,12 @@ impl CchMetric {
         // Arcs y–z for z above y, found by walking y's sorted arc list along
         // x's (by chordality x's heads above y are all heads of y).
         let mut above_y = cch.up_arcs(y);
+        // Arcs z–y for x < z < y, found the same way in y's lower neighbours
+        // (sorted by tail), by galloping: a binary search per z in z's own
+        // arc list was a fifth of an update, mostly cache misses.
+        let ry = cch.down_range(y);
+        let below_y = &cch.d.down_tail[ry.clone()];
+        let mut k = 0;
         let x_arcs = cch.up_arcs(x);
         for b in x_arcs.clone() {
             let z = cch.up_head(b);
@@ -287,11 +293,14 @@ impl CchMetric {
                 continue;
             }
             let t = if z > y {
-                above_y.find(|&t| cch.up_head(t) == z)
+                above_y
+                    .find(|&t| cch.up_head(t) == z)
+                    .expect("chordal graph: upper neighbours form a clique")
             } else {
-                cch.find_arc(z, y)
-            }
-            .expect("chordal graph: upper neighbours form a clique");
+                k += gallop(&below_y[k..], z);
+                debug_assert_eq!(below_y[k].to_native(), z, "chordal graph");
+                cch.d.down_arc[ry.start + k].to_native()
+            };
             let b_new = (self.up[b as usize], self.down[b as usize]);
             let ti = t as usize;
             // The triangle x, lo, hi: arcs x–lo and x–hi, which unpacking follows.

@@ -195,6 +195,19 @@ impl<'g> Cch<'g> {
     }
 }
 
+/// The index of the first element of `sorted` not below `target`
+/// (`sorted.len()` if none), by exponential then binary search: O(log d)
+/// for a target d places on.
+pub(crate) fn gallop(sorted: &[rkyv::rend::u32_le], target: u32) -> usize {
+    let mut bound = 1;
+    while bound < sorted.len() && sorted[bound].to_native() < target {
+        bound *= 2;
+    }
+    let lo = bound / 2;
+    let hi = (bound + 1).min(sorted.len());
+    lo + sorted[lo..hi].partition_point(|v| v.to_native() < target)
+}
+
 /// Runs the metric-independent preprocessing for a built graph.
 pub fn preprocess(data: &GraphData) -> CchData {
     let n = data.node_lat.len();
@@ -436,6 +449,25 @@ fn post_order(
 mod tests {
     use super::*;
     use crate::synthetic::{CityParams, generate_city};
+
+    /// Galloping finds what a plain partition point finds, for every target
+    /// in and around sorted lists of every length up to 70 (duplicates too).
+    #[test]
+    fn gallop_is_a_partition_point() {
+        let mut rng = crate::rng::Rng::seed(11);
+        for len in 0..70 {
+            let mut v: Vec<u32> = (0..len).map(|_| rng.below(100) as u32).collect();
+            v.sort_unstable();
+            let le: Vec<rkyv::rend::u32_le> = v.iter().map(|&x| x.into()).collect();
+            for target in 0..=101 {
+                assert_eq!(
+                    gallop(&le, target),
+                    v.partition_point(|&x| x < target),
+                    "len {len} target {target}"
+                );
+            }
+        }
+    }
 
     /// Ranks are a post-order of the elimination tree: every subtree is the
     /// contiguous block customization hands to one task, and `children` and
