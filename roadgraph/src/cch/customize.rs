@@ -11,11 +11,13 @@
 //! are spread over many branches; the chain from the root to the deepest
 //! leaf is under a tenth of it on the synthetic 1M-edge city.
 //!
-//! Partial customization re-derives only arcs whose inputs changed: each
-//! changed edge's arc is recomputed from scratch (its own edges plus all its
-//! lower triangles), and when its weight moves, the arcs it supports (upper
-//! sides of triangles it is a lower side of) are queued, in rank order, so a
-//! weight increase is handled as exactly as a decrease.
+//! Partial customization re-derives only arcs whose inputs changed: a
+//! cheaper edge or triangle lowers its arc in place, a dearer one has the
+//! arc recomputed from scratch (its own edges plus all its lower triangles)
+//! only if it was the support the arc records; when an arc's weight moves,
+//! the arcs it supports (upper sides of triangles it is a lower side of) are
+//! queued, in rank order, so a weight increase is handled as exactly as a
+//! decrease.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
