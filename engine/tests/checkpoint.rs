@@ -55,8 +55,8 @@ impl Journal for MemJournal {
     }
 }
 
-/// Rewrites a checkpoint file in the first format (as the module's layout
-/// describes both): meta, vehicle count, records length, records.
+/// Rewrites a checkpoint file in the first format, as the earliest builds
+/// wrote it: meta, vehicle count, records length, records.
 fn as_format_1(file: &[u8]) -> Vec<u8> {
     let body = &file[16..file.len() - 16];
     let word = |at: usize| u64::from_le_bytes(body[at..at + 8].try_into().unwrap());
@@ -156,14 +156,12 @@ fn a_restored_engine_continues_exactly_as_the_original() {
         Checkpoint::read(&again).unwrap().vehicles(),
         params.vehicles
     );
-    // Files of the first format (meta first) are still read.
-    let old = Checkpoint::read(&as_format_1(&file)).unwrap();
-    assert_eq!(old.vehicles(), params.vehicles);
-    assert_eq!(old.journal_seq(), saved.journal_seq);
-    assert_eq!(
-        engine(&g, 1).restore(old).unwrap().vehicles,
-        params.vehicles
-    );
+    // A whole, checksummed file of the first format (meta first, and
+    // vehicle records of an older layout) is refused, not misread.
+    assert!(matches!(
+        Checkpoint::read(&as_format_1(&file)),
+        Err(CheckpointError::Format(1))
+    ));
 
     // After the checkpoint: a stop completed and a route reordered.
     let t = day.pings[half].1.time;
@@ -246,12 +244,16 @@ fn damaged_or_foreign_checkpoints_are_refused_whole() {
         Checkpoint::read(b"not a checkpoint at all, clearly"),
         Err(CheckpointError::BadMagic)
     ));
-    let mut future = file.clone();
-    future[8] = 9;
-    assert!(matches!(
-        Checkpoint::read(&future),
-        Err(CheckpointError::Format(9))
-    ));
+    // A newer build's file, and an older one's (format 2 vehicle records
+    // have another layout): refused whole, never misread.
+    for version in [9, 2] {
+        let mut other = file.clone();
+        other[8] = version;
+        assert!(matches!(
+            Checkpoint::read(&other),
+            Err(CheckpointError::Format(v)) if v == u32::from(version)
+        ));
+    }
     for at in [20, file.len() / 2, file.len() - 20] {
         let mut bad = file.clone();
         bad[at] ^= 0x40;

@@ -53,6 +53,31 @@ impl LatLon {
     }
 }
 
+/// A position as 1e-7 degree integers: half the size of [`LatLon`], for
+/// state held per vehicle or per candidate by the million. Exact for any
+/// position given to 7 decimals (the trace and wire formats); about 1 cm
+/// of rounding otherwise.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+pub struct LatLonE7 {
+    pub lat: i32,
+    pub lon: i32,
+}
+
+impl LatLonE7 {
+    pub fn latlon(self) -> LatLon {
+        LatLon::from_fixed(self.lat, self.lon)
+    }
+}
+
+impl From<LatLon> for LatLonE7 {
+    fn from(p: LatLon) -> Self {
+        let (lat, lon) = p.to_fixed();
+        Self { lat, lon }
+    }
+}
+
 /// Great-circle distance in metres (haversine).
 pub fn haversine_m(a: LatLon, b: LatLon) -> f64 {
     let (la1, la2) = (a.lat.to_radians(), b.lat.to_radians());
@@ -156,5 +181,23 @@ mod tests {
         assert!((q.lat - p.lat).abs() < 1e-7 && (q.lon - p.lon).abs() < 1e-7);
         assert!(!LatLon::new(f64::NAN, 0.0).is_valid());
         assert!(!LatLon::new(91.0, 0.0).is_valid());
+    }
+
+    #[test]
+    fn e7_positions_are_exact_for_seven_decimals() {
+        // As a trace or the wire gives them: parsed from 7 decimals.
+        let mut rng = crate::rng::Rng::seed(11);
+        for _ in 0..10_000 {
+            let lat = rng.range_f64(-90.0, 90.0) * 1e7;
+            let lon = rng.range_f64(-180.0, 180.0) * 1e7;
+            let text = format!("{:.7} {:.7}", lat.round() / 1e7, lon.round() / 1e7);
+            let (a, b) = text.split_once(' ').unwrap();
+            let p = LatLon::new(a.parse().unwrap(), b.parse().unwrap());
+            assert_eq!(LatLonE7::from(p).latlon(), p, "{text}");
+        }
+        // Anything else is rounded to the nearest 1e-7 degree (about 1 cm).
+        let p = LatLon::new(48.856_613_37, 2.352_221_91);
+        let q = LatLonE7::from(p).latlon();
+        assert!((q.lat - p.lat).abs() <= 0.5e-7 && (q.lon - p.lon).abs() <= 0.5e-7);
     }
 }

@@ -32,7 +32,7 @@ use std::path::Path;
 pub use cch::{Cch, CchMetric, CchQuery};
 pub use dijkstra::{Dijkstra, EdgePos, Metric, Route};
 pub use error::GraphError;
-pub use geo::LatLon;
+pub use geo::{LatLon, LatLonE7};
 pub use graph::{Graph, GraphData, GraphMeta, LengthArc, TurnRestriction};
 pub use highway::{HighwayClass, SpeedLimit};
 pub use import::ImportReport;

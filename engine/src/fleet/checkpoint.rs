@@ -19,7 +19,7 @@
 //!
 //! ```text
 //! 0   8  magic "LMCKPT\0\x01"
-//! 8   4  format version (2; version 1, meta first, is still read)
+//! 8   4  format version (3)
 //! 12  4  reserved, 0
 //! 16  …  body: records, meta (rkyv), vehicle count u64, records length
 //!            u64, meta length u64
@@ -28,6 +28,12 @@
 //! record: vehicle id u64, archive length u32, 0u32, archive, zero
 //!         padding to a multiple of 16
 //! ```
+//!
+//! The format version also names the layout of the vehicle archives, which
+//! follow the engine's structs: a build that changes them bumps it, and a
+//! file of another version is refused whole (the server then replays the
+//! journal instead). Format 3 made the matcher's candidates and steps
+//! compact; formats 1 and 2 are no longer read.
 
 use std::io::{self, Write};
 use std::ops::Range;
@@ -41,9 +47,7 @@ use super::{StopId, StopRecord, VehicleId};
 use crate::traffic::{EdgeObservation, LearntTraffic};
 
 const MAGIC: &[u8; 8] = b"LMCKPT\0\x01";
-const FORMAT: u32 = 2;
-/// The first format: meta, vehicle count, records length, then records.
-const FORMAT_META_FIRST: u32 = 1;
+const FORMAT: u32 = 3;
 const HEADER: usize = 16;
 const TRAILER: usize = 16;
 
@@ -52,7 +56,7 @@ const TRAILER: usize = 16;
 pub enum CheckpointError {
     #[error("not a lastmile checkpoint")]
     BadMagic,
-    #[error("checkpoint format {0} is not supported (this build reads 1 and {FORMAT})")]
+    #[error("checkpoint format {0} is not supported (this build reads format {FORMAT} only)")]
     Format(u32),
     #[error("checkpoint is truncated or its layout is damaged")]
     Truncated,
@@ -155,7 +159,7 @@ impl Checkpoint {
             return Err(CheckpointError::BadMagic);
         }
         let format = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-        if format != FORMAT && format != FORMAT_META_FIRST {
+        if format != FORMAT {
             return Err(CheckpointError::Format(format));
         }
         let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
@@ -168,34 +172,17 @@ impl Checkpoint {
             return Err(CheckpointError::Checksum);
         }
         let word_at = |at: usize| u64::from_le_bytes(body[at..at + 8].try_into().expect("8 bytes"));
-        let (meta, vehicles, records) = if format == FORMAT_META_FIRST {
-            let mut at = 0usize;
-            let mut take = |n: usize| -> Result<&[u8], CheckpointError> {
-                let end = at.checked_add(n).filter(|&e| e <= body.len());
-                let end = end.ok_or(CheckpointError::Truncated)?;
-                let s = &body[at..end];
-                at = end;
-                Ok(s)
-            };
-            let len = |s: &[u8]| u64::from_le_bytes(s.try_into().expect("8 bytes")) as usize;
-            let meta_len = len(take(8)?);
-            let meta = take(meta_len)?;
-            let vehicles = len(take(8)?);
-            let records_len = len(take(8)?);
-            (meta, vehicles, take(records_len)?)
-        } else {
-            if body.len() < 24 {
-                return Err(CheckpointError::Truncated);
-            }
-            let footer = body.len() - 24;
-            let vehicles = word_at(footer) as usize;
-            let (records_len, meta_len) = (word_at(footer + 8), word_at(footer + 16));
-            if records_len.checked_add(meta_len) != Some(footer as u64) {
-                return Err(CheckpointError::Truncated);
-            }
-            let records_len = records_len as usize;
-            (&body[records_len..footer], vehicles, &body[..records_len])
-        };
+        if body.len() < 24 {
+            return Err(CheckpointError::Truncated);
+        }
+        let footer = body.len() - 24;
+        let vehicles = word_at(footer) as usize;
+        let (records_len, meta_len) = (word_at(footer + 8), word_at(footer + 16));
+        if records_len.checked_add(meta_len) != Some(footer as u64) {
+            return Err(CheckpointError::Truncated);
+        }
+        let records_len = records_len as usize;
+        let (meta, records) = (&body[records_len..footer], &body[..records_len]);
         let meta = rkyv::from_bytes::<Meta, rancor::Error>(&aligned(meta))
             .map_err(|e| CheckpointError::Record(format!("meta: {e}")))?;
         let found = Records(records).try_fold(0usize, |n, r| r.map(|_| n + 1))?;

@@ -288,16 +288,7 @@ impl<'g> Matcher<'g> {
                 let cos = east * f64::from(c.direction[0]) + north * f64::from(c.direction[1]);
                 emission -= self.config.heading_weight * (1.0 - cos);
             }
-            step.cands.push(Cand {
-                edge: c.edge,
-                offset_m: c.offset_m,
-                pos_m: c.offset_m,
-                point: c.point,
-                distance_m: c.distance_m,
-                emission,
-                score: f64::NEG_INFINITY,
-                back: NO_BACK,
-            });
+            step.cands.push(Cand::new(c.edge, c.offset_m, emission));
         }
 
         let continues = match track.window.back() {
@@ -328,7 +319,7 @@ impl<'g> Matcher<'g> {
             for c in &mut step.cands {
                 c.score = c.emission;
                 c.back = NO_BACK;
-                c.pos_m = c.offset_m;
+                c.reset_pos();
             }
             if track.seen_road {
                 MatchStatus::Reset
@@ -342,14 +333,15 @@ impl<'g> Matcher<'g> {
             return MatchStatus::Outlier;
         };
         step.reset = status == MatchStatus::Reset;
-        step.speed = ping.valid_speed();
+        step.set_speed(ping.valid_speed());
         step.normalise();
         track.seen_road = true;
         self.estimate(track, &step, out);
         if let Some(b) = step.best()
             && !centroid_step
         {
-            track.noise.add(step.cands[b].distance_m);
+            // `near` still lists this step's candidates in order.
+            track.noise.add(self.near[b].distance_m);
         }
         track.last_immediate = Some(out.immediate);
         track.window.push_back(step);
@@ -361,15 +353,15 @@ impl<'g> Matcher<'g> {
     /// False when none is reachable (an outlier or a broken chain).
     fn score_transitions(&mut self, prev: &Step, step: &mut Step) -> bool {
         let g = self.graph;
-        let gc = haversine_m(prev.pos, step.pos);
-        let straight = straight_travel(gc, prev.sigma, step.sigma);
+        let gc = haversine_m(prev.pos(), step.pos());
+        let straight = straight_travel(gc, prev.sigma(), step.sigma());
         let dt = step.time - prev.time;
-        let sigma = prev.sigma.max(step.sigma);
+        let sigma = prev.sigma().max(step.sigma());
         let beta = beta_for(self.config.beta_m, self.config.beta_per_sigma, dt, sigma);
         let tolerance = standstill_tolerance(sigma);
         // Devices that report speed say how far they went; over short
         // intervals that is a second, sharper witness of the route length.
-        let travelled = match (prev.speed, step.speed) {
+        let travelled = match (prev.speed(), step.speed()) {
             (Some(a), Some(b)) if dt <= SPEED_WITNESS_MAX_DT => Some(0.5 * (a + b) * dt),
             _ => None,
         };
@@ -400,11 +392,11 @@ impl<'g> Matcher<'g> {
             let a = &prev.cands[i];
             for b in step.cands.iter_mut() {
                 // (log-probability, position after the move)
-                let mut best = (f64::NEG_INFINITY, b.offset_m);
+                let mut best = (f64::NEG_INFINITY, b.offset());
                 for m in direct_moves(
                     g,
-                    (a.edge, a.pos_m),
-                    (b.edge, b.offset_m),
+                    (a.edge, a.pos()),
+                    (b.edge, b.offset()),
                     tolerance,
                     step.settled,
                 )
@@ -422,11 +414,11 @@ impl<'g> Matcher<'g> {
                 if s > b.score {
                     b.score = s;
                     b.back = i as u8;
-                    b.pos_m = best.1;
+                    b.set_pos(best.1);
                     any = true;
                 }
             }
-            let remaining_m = g.length_m(a.edge) - a.pos_m;
+            let remaining_m = g.length_m(a.edge) - a.pos();
             let budget_m = limit_m - remaining_m;
             if budget_m < 0.0 {
                 continue;
@@ -449,7 +441,7 @@ impl<'g> Matcher<'g> {
                 if slack <= 0.0 {
                     continue;
                 }
-                let useful_m = straight + beta * slack - remaining_m - b.offset_m;
+                let useful_m = straight + beta * slack - remaining_m - b.offset();
                 let limit_cm = if useful_m < budget_m {
                     if useful_m < 0.0 {
                         continue;
@@ -472,13 +464,13 @@ impl<'g> Matcher<'g> {
             for (t, &j) in self.goals.iter().zip(&self.goal_cand) {
                 let Some(cm) = t.found else { continue };
                 let b = &mut step.cands[usize::from(j)];
-                let route = remaining_m + f64::from(cm) / 100.0 + b.offset_m;
+                let route = remaining_m + f64::from(cm) / 100.0 + b.offset();
                 let s =
                     a.score + log_transition(route, straight, beta) + witness(route) + b.emission;
                 if s > b.score {
                     b.score = s;
                     b.back = i as u8;
-                    b.pos_m = b.offset_m;
+                    b.reset_pos();
                     any = true;
                 }
             }
@@ -517,14 +509,10 @@ impl<'g> Matcher<'g> {
             }
         }
         // A standing vehicle keeps its position when the fix falls behind it.
-        let point = if c.pos_m == c.offset_m {
-            c.point
-        } else {
-            self.graph.point_on_edge(c.edge, c.pos_m)
-        };
+        let point = self.graph.point_on_edge(c.edge, c.pos());
         let im = &mut out.immediate;
         im.edge = c.edge;
-        im.offset_m = c.pos_m;
+        im.offset_m = c.pos();
         im.point = point;
         im.confidence = if total > 0.0 {
             (same / total) as f32

@@ -215,12 +215,9 @@ impl Matcher<'_> {
         };
         // Finalised with the next step, placed on the path towards it.
         if let Some(step) = track.window.back() {
-            track.held.push_back(Held {
-                step: step.seq,
-                seq,
-                time: ping.time,
-                pos: centroid,
-            });
+            track
+                .held
+                .push_back(Held::new(step.seq, seq, ping.time, centroid));
         }
         Hold::Held
     }
@@ -247,15 +244,9 @@ impl Matcher<'_> {
             taken += 1;
             let before = track.window.back().expect("a step before it").seq;
             let at = track.held.partition_point(|h| h.seq < step.seq);
-            track.held.insert(
-                at,
-                Held {
-                    step: before,
-                    seq: step.seq,
-                    time: step.time,
-                    pos: step.pos,
-                },
-            );
+            track
+                .held
+                .insert(at, Held::new(before, step.seq, step.time, step.pos()));
             self.recycle(step);
         }
         if taken == 0 {

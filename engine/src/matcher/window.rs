@@ -8,8 +8,8 @@
 //! the previous finalised point, recomputed with the same move rules the
 //! scoring used, so the path is exactly the transition Viterbi chose.
 
-use lastmile_roadgraph::LatLon;
 use lastmile_roadgraph::geo::haversine_m;
+use lastmile_roadgraph::{LatLon, LatLonE7};
 
 use super::PRUNE_LOG;
 use super::search::Goal;
@@ -21,31 +21,77 @@ use super::{Anchor, FinalPoint, MatchOutput, MatchStatus, Matcher, Traversal, Ve
 /// No predecessor (first step of a chain, or not reachable).
 pub(super) const NO_BACK: u8 = u8::MAX;
 
+/// One hypothesis of a step: 32 bytes, since a fleet holds millions of
+/// them. Scores stay `f64` (they are compared across long chains); positions
+/// along an edge are `f32` (sub-millimetre on any road edge), and the snapped
+/// point and its distance from the fix are recomputed from the edge and
+/// offset where they are needed (the estimate, finalisation), not stored.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Copy, Debug)]
 pub(crate) struct Cand {
-    pub edge: u32,
-    /// Where the ping projects onto the edge, metres from its tail.
-    pub offset_m: f64,
-    /// Where this hypothesis puts the vehicle on the edge: the projection,
-    /// or further on when the vehicle is standing and the fix fell behind.
-    pub pos_m: f64,
-    pub point: LatLon,
-    pub distance_m: f64,
     pub emission: f64,
     /// Viterbi log-score (relative to the step's best); `-inf` when dead.
     pub score: f64,
+    pub edge: u32,
+    /// Where the ping projects onto the edge, metres from its tail.
+    offset_m: f32,
+    /// Where this hypothesis puts the vehicle on the edge: the projection,
+    /// or further on when the vehicle is standing and the fix fell behind.
+    pos_m: f32,
     /// Index of the best predecessor in the previous step.
     pub back: u8,
 }
 
+// A fleet holds millions of these: a layout change that grows them is a
+// memory regression, caught here rather than in a benchmark.
+const _: () = assert!(std::mem::size_of::<Cand>() == 32);
+const _: () = assert!(std::mem::size_of::<Step>() == 64);
+
+impl Cand {
+    pub fn new(edge: u32, offset_m: f64, emission: f64) -> Self {
+        Self {
+            emission,
+            score: f64::NEG_INFINITY,
+            edge,
+            offset_m: offset_m as f32,
+            pos_m: offset_m as f32,
+            back: NO_BACK,
+        }
+    }
+
+    /// Where the fix projects onto the edge, metres from its tail.
+    pub fn offset(&self) -> f64 {
+        f64::from(self.offset_m)
+    }
+
+    /// Where this hypothesis puts the vehicle, metres from the edge's tail.
+    pub fn pos(&self) -> f64 {
+        f64::from(self.pos_m)
+    }
+
+    pub fn set_pos(&mut self, pos_m: f64) {
+        self.pos_m = pos_m as f32;
+    }
+
+    /// Puts the vehicle back where the fix projects.
+    pub fn reset_pos(&mut self) {
+        self.pos_m = self.offset_m;
+    }
+
+    /// Whether the vehicle stands where the fix projects.
+    pub fn at_projection(&self) -> bool {
+        self.pos_m == self.offset_m
+    }
+}
+
+/// One ping's step in the window: 64 bytes, its candidates apart.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Default)]
 pub(crate) struct Step {
     pub seq: u64,
     pub time: f64,
-    pub pos: LatLon,
-    pub sigma: f64,
-    /// Speed reported with the ping, m/s.
-    pub speed: Option<f64>,
+    pos: LatLonE7,
+    sigma: f64,
+    /// Speed reported with the ping, m/s (NaN: none).
+    speed: f32,
     /// First step of a chain that followed a break.
     pub reset: bool,
     /// Placed at the centroid of a standing vehicle's fixes.
@@ -62,8 +108,24 @@ pub(crate) struct Held {
     pub step: u64,
     pub seq: u64,
     pub time: f64,
-    /// Centroid of the standing vehicle's fixes when the ping came.
-    pub pos: LatLon,
+    /// Centroid of the standing vehicle's fixes when the ping came (kept
+    /// exact: a whole group of held pings is placed by it).
+    pos: LatLon,
+}
+
+impl Held {
+    pub fn new(step: u64, seq: u64, time: f64, pos: LatLon) -> Self {
+        Self {
+            step,
+            seq,
+            time,
+            pos,
+        }
+    }
+
+    pub fn pos(&self) -> LatLon {
+        self.pos
+    }
 }
 
 impl Step {
@@ -79,13 +141,32 @@ impl Step {
     pub fn reset_for(&mut self, seq: u64, time: f64, pos: LatLon, sigma: f64) {
         self.seq = seq;
         self.time = time;
-        self.pos = pos;
+        self.pos = pos.into();
         self.sigma = sigma;
-        self.speed = None;
+        self.speed = f32::NAN;
         self.reset = false;
         self.settled = false;
         self.done = false;
         self.cands.clear();
+    }
+
+    /// Where the step places the fix (the ping, or a standing cluster's centroid).
+    pub fn pos(&self) -> LatLon {
+        self.pos.latlon()
+    }
+
+    /// GPS noise assumed for the fix, metres.
+    pub fn sigma(&self) -> f64 {
+        self.sigma
+    }
+
+    /// Speed reported with the ping, m/s.
+    pub fn speed(&self) -> Option<f64> {
+        (!self.speed.is_nan()).then_some(f64::from(self.speed))
+    }
+
+    pub fn set_speed(&mut self, speed: Option<f64>) {
+        self.speed = speed.map_or(f32::NAN, |s| s as f32);
     }
 
     /// Index of the best live candidate.
@@ -221,14 +302,14 @@ impl Matcher<'_> {
         }
         for s in first..=k {
             let step = &track.window[s];
-            let (seq, time, pos, reset) = (step.seq, step.time, step.pos, step.reset);
+            let (seq, time, pos, reset) = (step.seq, step.time, step.pos(), step.reset);
             let cand = step.cands[usize::from(self.chosen[s])];
-            let offset = cand.pos_m;
+            let offset = cand.pos();
             if let Some(a) = track.last_final {
                 let prev = &track.window[s - 1];
-                let (gc, dt) = (haversine_m(prev.pos, pos), time - prev.time);
-                let straight = straight_travel(gc, prev.sigma, step.sigma);
-                let sigma = prev.sigma.max(step.sigma);
+                let (gc, dt) = (haversine_m(prev.pos(), pos), time - prev.time);
+                let straight = straight_travel(gc, prev.sigma(), step.sigma());
+                let sigma = prev.sigma().max(step.sigma());
                 let before = out.path.len();
                 let settled = step.settled;
                 self.connect(a, &cand, settled, time, gc, straight, dt, sigma, out);
@@ -238,6 +319,7 @@ impl Matcher<'_> {
                 }
                 self.emit_held(track, s - 1, start, before, out);
             }
+            let projection = self.graph.point_on_edge(cand.edge, cand.offset());
             let point = FinalPoint {
                 seq,
                 time,
@@ -248,12 +330,12 @@ impl Matcher<'_> {
                 },
                 edge: cand.edge,
                 offset_m: offset,
-                point: if cand.pos_m == cand.offset_m {
-                    cand.point
+                point: if cand.at_projection() {
+                    projection
                 } else {
                     self.graph.point_on_edge(cand.edge, offset)
                 },
-                distance_m: cand.distance_m,
+                distance_m: haversine_m(pos, projection),
             };
             track
                 .smoother
@@ -316,17 +398,17 @@ impl Matcher<'_> {
         let g = self.graph;
         let mut floor = 0.0;
         // The group's last centroid is its best estimate of where it stood.
-        let settled = track
+        let Some(pos) = track
             .held
             .iter()
             .take_while(|p| p.step == step)
             .last()
-            .map(|p| p.pos);
-        while let Some(mut p) = track.held.front().copied().filter(|p| p.step == step) {
+            .map(Held::pos)
+        else {
+            return;
+        };
+        while let Some(p) = track.held.front().copied().filter(|p| p.step == step) {
             track.held.pop_front();
-            if let Some(c) = settled {
-                p.pos = c;
-            }
             // (distance from the fix, along the pieces, edge, offset)
             let mut best = (f64::INFINITY, 0.0, anchor.0, anchor.1);
             let mut along = 0.0;
@@ -334,7 +416,7 @@ impl Matcher<'_> {
                 let len = (t.to_m - t.from_m).max(0.0);
                 if along + len >= floor {
                     let lo = t.from_m + (floor - along).max(0.0);
-                    let (offset, d) = g.project_onto_edge(t.edge, p.pos, lo, t.to_m);
+                    let (offset, d) = g.project_onto_edge(t.edge, pos, lo, t.to_m);
                     if d < best.0 {
                         best = (d, along + (offset - t.from_m), t.edge, offset);
                     }
@@ -350,11 +432,11 @@ impl Matcher<'_> {
                 edge: best.2,
                 offset_m: best.3,
                 point,
-                distance_m: haversine_m(p.pos, point),
+                distance_m: haversine_m(pos, point),
             };
             track
                 .smoother
-                .add_point_at(g, fp, p.pos, start + best.1, &mut out.finalized);
+                .add_point_at(g, fp, pos, start + best.1, &mut out.finalized);
         }
     }
 
@@ -380,7 +462,7 @@ impl Matcher<'_> {
         for m in direct_moves(
             g,
             (a.edge, a.offset_m),
-            (b.edge, b.offset_m),
+            (b.edge, b.offset()),
             tolerance,
             settled,
         )
@@ -404,7 +486,7 @@ impl Matcher<'_> {
             }];
             self.search.run(g, g.head(a.edge), &mut goal);
             if let Some(cm) = goal[0].found {
-                let route = remaining + f64::from(cm) / 100.0 + b.offset_m;
+                let route = remaining + f64::from(cm) / 100.0 + b.offset();
                 let lt = log_transition(route, straight, beta);
                 if best.is_none_or(|(l, _)| lt > l) {
                     best = Some((lt, Move::Graph));
@@ -415,15 +497,15 @@ impl Matcher<'_> {
         match best {
             None => {}
             Some((_, Move::Direct(false))) => {
-                push_pieces(out, &[(a.edge, a.offset_m, b.pos_m)], t0, time);
+                push_pieces(out, &[(a.edge, a.offset_m, b.pos())], t0, time);
             }
             Some((_, Move::Direct(true))) => {
                 let len = g.length_m(a.edge);
-                let turn_at = len - b.pos_m; // b's position in a's coordinates
+                let turn_at = len - b.pos(); // b's position in a's coordinates
                 if turn_at >= a.offset_m {
                     push_pieces(out, &[(a.edge, a.offset_m, turn_at)], t0, time);
                 } else {
-                    push_pieces(out, &[(b.edge, len - a.offset_m, b.pos_m)], t0, time);
+                    push_pieces(out, &[(b.edge, len - a.offset_m, b.pos())], t0, time);
                 }
             }
             Some((_, Move::Graph)) => {
@@ -433,7 +515,7 @@ impl Matcher<'_> {
                 pieces.clear();
                 pieces.push((a.edge, a.offset_m, g.length_m(a.edge)));
                 pieces.extend(self.path_edges.iter().map(|&e| (e, 0.0, g.length_m(e))));
-                pieces.push((b.edge, 0.0, b.pos_m));
+                pieces.push((b.edge, 0.0, b.pos()));
                 push_pieces(out, &pieces, t0, time);
                 self.pieces = pieces;
             }
