@@ -829,6 +829,12 @@ impl Vehicle {
         true
     }
 
+    /// Gives back buffer room the matcher's window no longer needs (a tick
+    /// does it, so no ping pays for a reallocation).
+    pub fn trim_buffers(&mut self) {
+        self.track.trim_buffers();
+    }
+
     /// Catches up with a metric installed since the vehicle's last ping:
     /// its paths are retimed (the same edges, new times: cheap, and the
     /// ETAs are right at once), and those that got slower by more than

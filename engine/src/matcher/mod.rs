@@ -19,21 +19,22 @@
 //! The state is split the way a shard uses it: [`VehicleTrack`] is the small
 //! per-vehicle state (the window), [`Matcher`] the per-thread scratch and
 //! counters shared by all the vehicles a thread owns. Nothing allocates per
-//! ping in steady state: finished steps go back to the thread's pool (so a
-//! vehicle holds only its current window, however long it once grew), and
-//! outputs are cleared and refilled.
+//! ping in steady state: a vehicle's steps and candidates sit in two
+//! buffers of its own (`steps`) that grow to its window's high-water mark
+//! and are trimmed by the shard's tick, not on the ping path, and outputs
+//! are cleared and refilled.
 
 mod config;
+mod held;
 mod jitter;
 mod noise;
 mod output;
 mod search;
 mod smooth;
 mod standstill;
+mod steps;
 mod transition;
 mod window;
-
-use std::collections::VecDeque;
 
 use lastmile_roadgraph::geo::haversine_m;
 use lastmile_roadgraph::{EdgeCandidate, Graph};
@@ -44,10 +45,10 @@ pub use output::{Estimate, FinalPoint, MatchOutput, MatchStatus, MatcherStats, T
 use search::{BoundedSearch, Goal};
 use smooth::Smoother;
 use standstill::{Hold, Still};
+use steps::{Cand, NO_BACK, Step, Window, best, normalise};
 use transition::{
     beta_for, direct_moves, log_direct, log_transition, standstill_tolerance, straight_travel,
 };
-use window::{Cand, NO_BACK, Step};
 
 use crate::ping::Ping;
 
@@ -60,11 +61,6 @@ struct Anchor {
     time: f64,
 }
 
-/// Finished steps a thread keeps for reuse by any of its vehicles.
-const POOL_STEPS: usize = 4096;
-/// A window's ring is shrunk once its capacity is this many times what it holds.
-const SHRINK_FACTOR: usize = 4;
-
 /// One vehicle's matcher state: its window of recent pings. Small, and
 /// bounded by `max_lag` steps of at most `max_candidates` candidates.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Default)]
@@ -74,7 +70,7 @@ pub struct VehicleTrack {
     last_time: Option<f64>,
     /// Undecided steps; `window[0]` may be the last finalised step, kept as
     /// the anchor transitions start from.
-    window: VecDeque<Step>,
+    window: Window,
     last_final: Option<Anchor>,
     /// Index of the last immediate estimate's candidate in the newest step.
     last_choice: Option<u8>,
@@ -90,7 +86,7 @@ pub struct VehicleTrack {
     smoother: Smoother,
     /// Pings of a standing vehicle held with their steps, oldest first; one
     /// queue per vehicle, so its buffer is reused step after step.
-    held: VecDeque<window::Held>,
+    held: held::Held,
     /// Fixes since the newest step, while they stay together (standing still).
     still: Option<Still>,
     /// The newest step's live estimate, repeated for held pings.
@@ -112,20 +108,24 @@ impl VehicleTrack {
     /// last time, the learnt noise).
     pub fn release_buffers(&mut self) {
         if self.window.is_empty() {
-            self.window = VecDeque::new();
-            self.held = VecDeque::new();
+            self.window = Window::default();
+            self.held = held::Held::default();
             self.smoother = Smoother::default();
         }
     }
 
+    /// Gives back buffer room a long window once needed. For a periodic
+    /// tick, not the ping path: between trims, a vehicle's buffers only
+    /// grow to its window's high-water mark (bounded by `max_lag` steps of
+    /// `max_candidates`), so no ping reallocates once they have.
+    pub fn trim_buffers(&mut self) {
+        self.window.shrink();
+        self.held.shrink();
+    }
+
     /// Bytes held by this vehicle's matcher state (allocated capacity).
     pub fn heap_bytes(&self) -> usize {
-        let steps = self.window.capacity();
-        let cands: usize = self.window.iter().map(|s| s.cands.capacity()).sum();
-        steps * std::mem::size_of::<Step>()
-            + cands * std::mem::size_of::<Cand>()
-            + self.held.capacity() * std::mem::size_of::<window::Held>()
-            + self.smoother.heap_bytes()
+        self.window.heap_bytes() + self.held.heap_bytes() + self.smoother.heap_bytes()
     }
 }
 
@@ -144,8 +144,6 @@ pub struct Matcher<'g> {
     path_edges: Vec<u32>,
     /// Scratch for the path pieces of one finalised transition.
     pieces: Vec<(u32, f64, f64)>,
-    /// Finished steps of this thread's vehicles, for their next pings.
-    pool: Vec<Step>,
     stats: MatcherStats,
 }
 
@@ -168,7 +166,6 @@ impl<'g> Matcher<'g> {
             chosen: Vec::new(),
             path_edges: Vec::new(),
             pieces: Vec::new(),
-            pool: Vec::new(),
             stats: MatcherStats::default(),
             config,
         }
@@ -207,14 +204,6 @@ impl<'g> Matcher<'g> {
         self.stats.pings += 1;
         self.stats.by_status[status as usize] += 1;
         status
-    }
-
-    /// Takes a finished step back into the pool (bounded: a burst of long
-    /// windows gives its excess back to the allocator).
-    pub(crate) fn recycle(&mut self, step: Step) {
-        if self.pool.len() < POOL_STEPS {
-            self.pool.push(step);
-        }
     }
 
     /// Finalises everything still undecided (end of a trace, vehicle gone
@@ -263,12 +252,9 @@ impl<'g> Matcher<'g> {
             return MatchStatus::Unmatched;
         }
 
-        let mut step = self
-            .pool
-            .pop()
-            .unwrap_or_else(|| Step::with_capacity(self.config.max_candidates));
-        step.reset_for(seq, ping.time, pos, sigma);
+        let mut step = Step::new(seq, ping.time, pos, sigma);
         step.settled = centroid_step;
+        track.window.clear_staged();
         let heading = ping
             .valid_heading()
             .filter(|_| self.config.heading_weight > 0.0)
@@ -288,16 +274,15 @@ impl<'g> Matcher<'g> {
                 let cos = east * f64::from(c.direction[0]) + north * f64::from(c.direction[1]);
                 emission -= self.config.heading_weight * (1.0 - cos);
             }
-            step.cands.push(Cand::new(c.edge, c.offset_m, emission));
+            track.window.stage(Cand::new(c.edge, c.offset_m, emission));
         }
 
-        let continues = match track.window.back() {
-            Some(prev) if ping.time - prev.time <= self.config.max_gap_s => {
+        let continues = match track.window.newest_and_staged() {
+            Some((prev, prev_cands, cands)) if ping.time - prev.time <= self.config.max_gap_s => {
                 // A ping whose best explanation is far less likely than a
                 // typical fix is an outlier, even if some road is reachable.
-                self.score_transitions(prev, &mut step)
-                    && step
-                        .cands
+                self.score_transitions(prev, prev_cands, &step, cands)
+                    && cands
                         .iter()
                         .any(|c| c.score > -self.config.outlier_log_odds)
             }
@@ -316,7 +301,7 @@ impl<'g> Matcher<'g> {
             self.finish_chain(track, out);
             track.outliers = 0;
             // A chain starts here: no predecessor, the vehicle where its fix projects.
-            for c in &mut step.cands {
+            for c in track.window.staged_mut() {
                 c.score = c.emission;
                 c.back = NO_BACK;
                 c.reset_pos();
@@ -329,29 +314,36 @@ impl<'g> Matcher<'g> {
         } else {
             track.outliers += 1;
             track.still = None;
-            self.recycle(step);
+            track.window.clear_staged();
             return MatchStatus::Outlier;
         };
         step.reset = status == MatchStatus::Reset;
         step.set_speed(ping.valid_speed());
-        step.normalise();
+        normalise(track.window.staged_mut());
         track.seen_road = true;
-        self.estimate(track, &step, out);
-        if let Some(b) = step.best()
+        track.window.commit(step);
+        let newest = track.window.len() - 1;
+        self.estimate(&track.window, newest, &mut track.last_choice, out);
+        if let Some(b) = best(track.window.cands(newest))
             && !centroid_step
         {
             // `near` still lists this step's candidates in order.
             track.noise.add(self.near[b].distance_m);
         }
         track.last_immediate = Some(out.immediate);
-        track.window.push_back(step);
         self.finalise_converged(track, out);
         status
     }
 
     /// Viterbi step: the best predecessor of each of `step`'s candidates.
     /// False when none is reachable (an outlier or a broken chain).
-    fn score_transitions(&mut self, prev: &Step, step: &mut Step) -> bool {
+    fn score_transitions(
+        &mut self,
+        prev: &Step,
+        prev_cands: &[Cand],
+        step: &Step,
+        cands: &mut [Cand],
+    ) -> bool {
         let g = self.graph;
         let gc = haversine_m(prev.pos(), step.pos());
         let straight = straight_travel(gc, prev.sigma(), step.sigma());
@@ -368,8 +360,7 @@ impl<'g> Matcher<'g> {
         let witness = |route: f64| travelled.map_or(0.0, |t| -(route - t).abs() / beta);
         let limit_m =
             (gc + 10.0 * beta + 4.0 * sigma).min(self.config.max_speed_mps * dt + 4.0 * sigma);
-        let best_prev = prev
-            .cands
+        let best_prev = prev_cands
             .iter()
             .map(|c| c.score)
             .fold(f64::NEG_INFINITY, f64::max);
@@ -380,17 +371,17 @@ impl<'g> Matcher<'g> {
         order.clear();
         // Hypotheses this far behind the best cannot win any more.
         order
-            .extend((0..prev.cands.len()).filter(|&i| prev.cands[i].score > best_prev - PRUNE_LOG));
+            .extend((0..prev_cands.len()).filter(|&i| prev_cands[i].score > best_prev - PRUNE_LOG));
         order.sort_by(|&x, &y| {
-            prev.cands[y]
+            prev_cands[y]
                 .score
-                .total_cmp(&prev.cands[x].score)
+                .total_cmp(&prev_cands[x].score)
                 .then(x.cmp(&y))
         });
         let mut any = false;
         for &i in &order {
-            let a = &prev.cands[i];
-            for b in step.cands.iter_mut() {
+            let a = &prev_cands[i];
+            for b in cands.iter_mut() {
                 // (log-probability, position after the move)
                 let mut best = (f64::NEG_INFINITY, b.offset());
                 for m in direct_moves(
@@ -428,15 +419,14 @@ impl<'g> Matcher<'g> {
             // under the slack between this hypothesis and that score.
             // Candidates too far behind the step's best to be extended next
             // time need not be reached at all.
-            let floor = step
-                .cands
+            let floor = cands
                 .iter()
                 .map(|c| c.score)
                 .fold(f64::NEG_INFINITY, f64::max)
                 - PRUNE_LOG;
             self.goals.clear();
             self.goal_cand.clear();
-            for (j, b) in step.cands.iter().enumerate() {
+            for (j, b) in cands.iter().enumerate() {
                 let slack = a.score + b.emission - b.score.max(floor);
                 if slack <= 0.0 {
                     continue;
@@ -463,7 +453,7 @@ impl<'g> Matcher<'g> {
             self.search.run(g, g.head(a.edge), &mut self.goals);
             for (t, &j) in self.goals.iter().zip(&self.goal_cand) {
                 let Some(cm) = t.found else { continue };
-                let b = &mut step.cands[usize::from(j)];
+                let b = &mut cands[usize::from(j)];
                 let route = remaining_m + f64::from(cm) / 100.0 + b.offset();
                 let s =
                     a.score + log_transition(route, straight, beta) + witness(route) + b.emission;
@@ -479,29 +469,37 @@ impl<'g> Matcher<'g> {
         any
     }
 
-    /// Fills the immediate estimate from the newest step.
-    fn estimate(&self, track: &mut VehicleTrack, step: &Step, out: &mut MatchOutput) {
-        let Some(mut best) = step.best() else { return };
+    /// Fills the immediate estimate from step `k` (the newest) and records
+    /// the candidate chosen in `last_choice`.
+    fn estimate(
+        &self,
+        window: &Window,
+        k: usize,
+        last_choice: &mut Option<u8>,
+        out: &mut MatchOutput,
+    ) {
+        let (step, cands) = (&window[k], window.cands(k));
+        let Some(mut best) = best(cands) else { return };
         // Hysteresis: keep following the hypothesis reported last unless
         // another is clearly better, so the live position does not flip
         // between parallel roads or directions on every fix.
         if !step.reset
-            && let Some(prev) = track.last_choice
+            && let Some(prev) = *last_choice
         {
-            let follow = (0..step.cands.len())
-                .filter(|&i| step.cands[i].back == prev)
-                .max_by(|&a, &b| step.cands[a].score.total_cmp(&step.cands[b].score));
+            let follow = (0..cands.len())
+                .filter(|&i| cands[i].back == prev)
+                .max_by(|&a, &b| cands[a].score.total_cmp(&cands[b].score));
             if let Some(f) = follow
-                && step.cands[f].score >= step.cands[best].score - self.config.switch_margin
+                && cands[f].score >= cands[best].score - self.config.switch_margin
             {
                 best = f;
             }
         }
-        track.last_choice = Some(best as u8);
-        let c = step.cands[best];
+        *last_choice = Some(best as u8);
+        let c = cands[best];
         let road = self.graph.road_of(c.edge);
         let (mut same, mut total) = (0.0, 0.0);
-        for x in &step.cands {
+        for x in cands {
             let p = x.score.exp();
             total += p;
             if self.graph.road_of(x.edge) == road {

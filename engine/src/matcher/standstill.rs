@@ -8,7 +8,6 @@
 use lastmile_roadgraph::LatLon;
 use lastmile_roadgraph::geo::{LocalPlane, haversine_m};
 
-use super::window::Held;
 use super::{Estimate, MatchOutput, MatchStatus, Matcher, VehicleTrack};
 use crate::ping::Ping;
 
@@ -215,9 +214,7 @@ impl Matcher<'_> {
         };
         // Finalised with the next step, placed on the path towards it.
         if let Some(step) = track.window.back() {
-            track
-                .held
-                .push_back(Held::new(step.seq, seq, ping.time, centroid));
+            track.held.push(step.seq, seq, ping.time, centroid);
         }
         Hold::Held
     }
@@ -237,34 +234,32 @@ impl Matcher<'_> {
                 break;
             }
             // Pings already held with this step would be orphaned.
-            if track.held.back().is_some_and(|h| h.step == back.seq) {
+            if track.held.newest_step() == Some(back.seq) {
                 break;
             }
             let step = track.window.pop_back().expect("two steps");
             taken += 1;
             let before = track.window.back().expect("a step before it").seq;
-            let at = track.held.partition_point(|h| h.seq < step.seq);
-            track
-                .held
-                .insert(at, Held::new(before, step.seq, step.time, step.pos()));
-            self.recycle(step);
+            // Every ping held so far came before this step (any later one
+            // would be held with it), so it joins the queue's end.
+            track.held.push(before, step.seq, step.time, step.pos());
         }
         if taken == 0 {
             return;
         }
         // The held pings of a group are placed where its last one stood
         // (`emit_held`), so the order of the queue is all that matters.
-        let newest = track.window.pop_back().expect("a step is left");
+        let newest = track.window.len() - 1;
         track.last_choice = None;
         let mut scratch = MatchOutput::default();
-        self.estimate(track, &newest, &mut scratch);
+        self.estimate(&track.window, newest, &mut track.last_choice, &mut scratch);
+        let step = &track.window[newest];
         track.last_immediate = Some(Estimate {
-            seq: newest.seq,
-            time: newest.time,
+            seq: step.seq,
+            time: step.time,
             status: MatchStatus::Matched,
             ..scratch.immediate
         });
-        track.window.push_back(newest);
     }
 }
 

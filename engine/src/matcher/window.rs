@@ -9,204 +9,19 @@
 //! scoring used, so the path is exactly the transition Viterbi chose.
 
 use lastmile_roadgraph::geo::haversine_m;
-use lastmile_roadgraph::{LatLon, LatLonE7};
 
-use super::PRUNE_LOG;
 use super::search::Goal;
+use super::steps::{Cand, NO_BACK, alive_mask, best};
 use super::transition::{
     beta_for, direct_moves, log_direct, log_transition, standstill_tolerance, straight_travel,
 };
 use super::{Anchor, FinalPoint, MatchOutput, MatchStatus, Matcher, Traversal, VehicleTrack};
 
-/// No predecessor (first step of a chain, or not reachable).
-pub(super) const NO_BACK: u8 = u8::MAX;
-
-/// One hypothesis of a step: 32 bytes, since a fleet holds millions of
-/// them. Scores stay `f64` (they are compared across long chains); positions
-/// along an edge are `f32` (sub-millimetre on any road edge), and the snapped
-/// point and its distance from the fix are recomputed from the edge and
-/// offset where they are needed (the estimate, finalisation), not stored.
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Copy, Debug)]
-pub(crate) struct Cand {
-    pub emission: f64,
-    /// Viterbi log-score (relative to the step's best); `-inf` when dead.
-    pub score: f64,
-    pub edge: u32,
-    /// Where the ping projects onto the edge, metres from its tail.
-    offset_m: f32,
-    /// Where this hypothesis puts the vehicle on the edge: the projection,
-    /// or further on when the vehicle is standing and the fix fell behind.
-    pos_m: f32,
-    /// Index of the best predecessor in the previous step.
-    pub back: u8,
-}
-
-// A fleet holds millions of these: a layout change that grows them is a
-// memory regression, caught here rather than in a benchmark.
-const _: () = assert!(std::mem::size_of::<Cand>() == 32);
-const _: () = assert!(std::mem::size_of::<Step>() == 64);
-
-impl Cand {
-    pub fn new(edge: u32, offset_m: f64, emission: f64) -> Self {
-        Self {
-            emission,
-            score: f64::NEG_INFINITY,
-            edge,
-            offset_m: offset_m as f32,
-            pos_m: offset_m as f32,
-            back: NO_BACK,
-        }
-    }
-
-    /// Where the fix projects onto the edge, metres from its tail.
-    pub fn offset(&self) -> f64 {
-        f64::from(self.offset_m)
-    }
-
-    /// Where this hypothesis puts the vehicle, metres from the edge's tail.
-    pub fn pos(&self) -> f64 {
-        f64::from(self.pos_m)
-    }
-
-    pub fn set_pos(&mut self, pos_m: f64) {
-        self.pos_m = pos_m as f32;
-    }
-
-    /// Puts the vehicle back where the fix projects.
-    pub fn reset_pos(&mut self) {
-        self.pos_m = self.offset_m;
-    }
-
-    /// Whether the vehicle stands where the fix projects.
-    pub fn at_projection(&self) -> bool {
-        self.pos_m == self.offset_m
-    }
-}
-
-/// One ping's step in the window: 64 bytes, its candidates apart.
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Default)]
-pub(crate) struct Step {
-    pub seq: u64,
-    pub time: f64,
-    pos: LatLonE7,
-    sigma: f64,
-    /// Speed reported with the ping, m/s (NaN: none).
-    speed: f32,
-    /// First step of a chain that followed a break.
-    pub reset: bool,
-    /// Placed at the centroid of a standing vehicle's fixes.
-    pub settled: bool,
-    /// Already finalised (only ever `window[0]`, kept as the anchor).
-    pub done: bool,
-    pub cands: Vec<Cand>,
-}
-
-/// A ping of a standing vehicle that made no step of its own.
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Copy, Debug)]
-pub(crate) struct Held {
-    /// Sequence number of the step it was held with (the newest step then).
-    pub step: u64,
-    pub seq: u64,
-    pub time: f64,
-    /// Centroid of the standing vehicle's fixes when the ping came (kept
-    /// exact: a whole group of held pings is placed by it).
-    pos: LatLon,
-}
-
-impl Held {
-    pub fn new(step: u64, seq: u64, time: f64, pos: LatLon) -> Self {
-        Self {
-            step,
-            seq,
-            time,
-            pos,
-        }
-    }
-
-    pub fn pos(&self) -> LatLon {
-        self.pos
-    }
-}
-
-impl Step {
-    /// A new step with room for a full candidate list, so recycled steps
-    /// never grow it on the hot path.
-    pub fn with_capacity(candidates: usize) -> Self {
-        Self {
-            cands: Vec::with_capacity(candidates),
-            ..Self::default()
-        }
-    }
-
-    pub fn reset_for(&mut self, seq: u64, time: f64, pos: LatLon, sigma: f64) {
-        self.seq = seq;
-        self.time = time;
-        self.pos = pos.into();
-        self.sigma = sigma;
-        self.speed = f32::NAN;
-        self.reset = false;
-        self.settled = false;
-        self.done = false;
-        self.cands.clear();
-    }
-
-    /// Where the step places the fix (the ping, or a standing cluster's centroid).
-    pub fn pos(&self) -> LatLon {
-        self.pos.latlon()
-    }
-
-    /// GPS noise assumed for the fix, metres.
-    pub fn sigma(&self) -> f64 {
-        self.sigma
-    }
-
-    /// Speed reported with the ping, m/s.
-    pub fn speed(&self) -> Option<f64> {
-        (!self.speed.is_nan()).then_some(f64::from(self.speed))
-    }
-
-    pub fn set_speed(&mut self, speed: Option<f64>) {
-        self.speed = speed.map_or(f32::NAN, |s| s as f32);
-    }
-
-    /// Index of the best live candidate.
-    pub fn best(&self) -> Option<usize> {
-        let mut best: Option<usize> = None;
-        for (i, c) in self.cands.iter().enumerate() {
-            if c.score > f64::NEG_INFINITY && best.is_none_or(|b| c.score > self.cands[b].score) {
-                best = Some(i);
-            }
-        }
-        best
-    }
-
-    /// Shifts scores so the best is 0 (keeps them in range over long chains).
-    pub fn normalise(&mut self) {
-        if let Some(b) = self.best() {
-            let top = self.cands[b].score;
-            for c in &mut self.cands {
-                c.score -= top;
-            }
-        }
-    }
-
-    /// The candidates that can still be extended: a hypothesis more than
-    /// [`PRUNE_LOG`] behind the step's best (scores are normalised, best 0)
-    /// will not be, so it cannot hold the past open.
-    fn alive_mask(&self) -> u64 {
-        self.cands
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.score > -PRUNE_LOG)
-            .fold(0, |m, (i, _)| m | 1 << i)
-    }
-}
-
 impl Matcher<'_> {
     /// Finalises whatever the newest step has settled, then enforces `max_lag`.
     pub(super) fn finalise_converged(&mut self, track: &mut VehicleTrack, out: &mut MatchOutput) {
         let w = &track.window;
-        let mut mask = w.back().map_or(0, Step::alive_mask);
+        let mut mask = w.len().checked_sub(1).map_or(0, |k| alive_mask(w.cands(k)));
         let mut k = w.len();
         while k > 0 {
             k -= 1;
@@ -222,9 +37,9 @@ impl Matcher<'_> {
                 break;
             }
             let mut up = 0u64;
-            for i in 0..w[k].cands.len() {
-                if mask & 1 << i != 0 && w[k].cands[i].back != NO_BACK {
-                    up |= 1 << w[k].cands[i].back;
+            for (i, c) in w.cands(k).iter().enumerate() {
+                if mask & 1 << i != 0 && c.back != NO_BACK {
+                    up |= 1 << c.back;
                 }
             }
             mask = up;
@@ -248,7 +63,7 @@ impl Matcher<'_> {
     pub(super) fn finish_chain(&mut self, track: &mut VehicleTrack, out: &mut MatchOutput) {
         if let Some(last) = track.window.len().checked_sub(1)
             && !track.window[last].done
-            && let Some(c) = track.window[last].best()
+            && let Some(c) = best(track.window.cands(last))
         {
             self.finalise_upto(track, last, c, out);
         }
@@ -260,9 +75,8 @@ impl Matcher<'_> {
             let none = out.path.len();
             self.emit_held(track, last, end, none, out);
         }
-        while let Some(s) = track.window.pop_front() {
-            self.recycle(s);
-        }
+        // What is staged (a new chain's first step) stays.
+        track.window.clear_steps();
         // Nothing can be held for a step that is gone.
         track.held.clear();
         track.smoother.flush(self.graph, &mut out.finalized);
@@ -275,9 +89,9 @@ impl Matcher<'_> {
     /// The candidate of step `k` on the best path of the newest step.
     fn trace_best(&self, track: &VehicleTrack, k: usize) -> Option<usize> {
         let w = &track.window;
-        let mut c = w.back()?.best()?;
+        let mut c = best(w.cands(w.len().checked_sub(1)?))?;
         for s in (k + 1..w.len()).rev() {
-            c = usize::from(w[s].cands[c].back);
+            c = usize::from(w.cands(s)[c].back);
         }
         Some(c)
     }
@@ -298,12 +112,12 @@ impl Matcher<'_> {
         let mut at = c;
         for s in (first..=k).rev() {
             self.chosen[s] = at as u8;
-            at = usize::from(track.window[s].cands[at].back);
+            at = usize::from(track.window.cands(s)[at].back);
         }
         for s in first..=k {
             let step = &track.window[s];
             let (seq, time, pos, reset) = (step.seq, step.time, step.pos(), step.reset);
-            let cand = step.cands[usize::from(self.chosen[s])];
+            let cand = track.window.cands(s)[usize::from(self.chosen[s])];
             let offset = cand.pos();
             if let Some(a) = track.last_final {
                 let prev = &track.window[s - 1];
@@ -348,15 +162,15 @@ impl Matcher<'_> {
         }
         // Keep only the chosen candidate at k, and whatever descends from it.
         let w = &mut track.window;
-        for (i, x) in w[k].cands.iter_mut().enumerate() {
+        for (i, x) in w.cands_mut(k).iter_mut().enumerate() {
             if i != c {
                 x.score = f64::NEG_INFINITY;
             }
         }
         let mut dead_before = !(1u64 << c);
-        for step in w.iter_mut().skip(k + 1) {
+        for s in k + 1..w.len() {
             let mut dead = 0u64;
-            for (i, x) in step.cands.iter_mut().enumerate() {
+            for (i, x) in w.cands_mut(s).iter_mut().enumerate() {
                 if x.back == NO_BACK || dead_before & 1 << x.back != 0 {
                     x.score = f64::NEG_INFINITY;
                 }
@@ -368,14 +182,7 @@ impl Matcher<'_> {
         }
         w[k].done = true;
         for _ in 0..k {
-            if let Some(s) = track.window.pop_front() {
-                self.recycle(s);
-            }
-        }
-        // A window that once grew long gives its ring back.
-        let len = track.window.len().max(4);
-        if track.window.capacity() > super::SHRINK_FACTOR * len {
-            track.window.shrink_to(2 * len);
+            w.pop_front();
         }
     }
 
@@ -398,17 +205,10 @@ impl Matcher<'_> {
         let g = self.graph;
         let mut floor = 0.0;
         // The group's last centroid is its best estimate of where it stood.
-        let Some(pos) = track
-            .held
-            .iter()
-            .take_while(|p| p.step == step)
-            .last()
-            .map(Held::pos)
-        else {
+        let Some((pos, pings)) = track.held.take(step) else {
             return;
         };
-        while let Some(p) = track.held.front().copied().filter(|p| p.step == step) {
-            track.held.pop_front();
+        for p in pings {
             // (distance from the fix, along the pieces, edge, offset)
             let mut best = (f64::INFINITY, 0.0, anchor.0, anchor.1);
             let mut along = 0.0;

@@ -1,0 +1,126 @@
+//! The pings of a standing vehicle that made no step of their own: each is
+//! finalised with the step it was held with, at the place that step's
+//! group of held pings stood last (its latest centroid).
+//!
+//! A vehicle parked for half an hour holds dozens of them, so a ping costs
+//! only its sequence number and time (16 bytes); the position is kept once
+//! per group, as the one that placing the group uses.
+
+use std::collections::VecDeque;
+
+use lastmile_roadgraph::LatLon;
+
+/// The held pings of one step, in arrival order.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Copy, Debug)]
+struct Group {
+    /// Sequence number of the step they are held with.
+    step: u64,
+    /// Where the group's newest ping placed the standing vehicle.
+    pos: LatLon,
+    len: u32,
+}
+
+/// A held ping: what its finalised point needs of it.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Copy, Debug, PartialEq)]
+pub(crate) struct HeldPing {
+    pub seq: u64,
+    pub time: f64,
+}
+
+/// Held pings, oldest first, grouped by the step they are held with.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Default)]
+pub(crate) struct Held {
+    groups: VecDeque<Group>,
+    pings: VecDeque<HeldPing>,
+}
+
+impl Held {
+    /// Holds a ping with step `step` (at least as new as any held so far),
+    /// the standing vehicle at `pos`.
+    pub fn push(&mut self, step: u64, seq: u64, time: f64, pos: LatLon) {
+        match self.groups.back_mut() {
+            Some(g) if g.step == step => {
+                g.pos = pos;
+                g.len += 1;
+            }
+            _ => {
+                debug_assert!(self.groups.back().is_none_or(|g| g.step < step));
+                self.groups.push_back(Group { step, pos, len: 1 });
+            }
+        }
+        self.pings.push_back(HeldPing { seq, time });
+    }
+
+    /// The step the newest held pings belong to.
+    pub fn newest_step(&self) -> Option<u64> {
+        self.groups.back().map(|g| g.step)
+    }
+
+    /// Takes the pings held with `step` if they are the oldest held, with
+    /// the place of the group; `None` when none are.
+    pub fn take(&mut self, step: u64) -> Option<(LatLon, impl Iterator<Item = HeldPing> + '_)> {
+        let g = self.groups.front().filter(|g| g.step == step).copied()?;
+        self.groups.pop_front();
+        Some((g.pos, self.pings.drain(..g.len as usize)))
+    }
+
+    pub fn clear(&mut self) {
+        self.groups.clear();
+        self.pings.clear();
+    }
+
+    /// Gives back room a long stand once needed.
+    pub fn shrink(&mut self) {
+        let len = self.pings.len().max(8);
+        if self.pings.capacity() > 4 * len {
+            self.pings.shrink_to(2 * len);
+        }
+        let len = self.groups.len().max(4);
+        if self.groups.capacity() > 4 * len {
+            self.groups.shrink_to(2 * len);
+        }
+    }
+
+    /// Heap bytes held (allocated capacity).
+    pub fn heap_bytes(&self) -> usize {
+        self.pings.capacity() * std::mem::size_of::<HeldPing>()
+            + self.groups.capacity() * std::mem::size_of::<Group>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_come_back_in_order_with_their_newest_place() {
+        let mut h = Held::default();
+        let (a, b, c) = (
+            LatLon::new(1.0, 1.0),
+            LatLon::new(2.0, 2.0),
+            LatLon::new(3.0, 3.0),
+        );
+        h.push(4, 5, 50.0, a);
+        h.push(4, 6, 60.0, b);
+        h.push(7, 8, 80.0, c);
+        assert_eq!(h.newest_step(), Some(7));
+        // Only the oldest group can be taken.
+        assert!(h.take(7).is_none());
+        let (pos, pings) = h.take(4).unwrap();
+        let pings: Vec<_> = pings.collect();
+        assert_eq!(pos, b);
+        assert_eq!(
+            pings,
+            [
+                HeldPing { seq: 5, time: 50.0 },
+                HeldPing { seq: 6, time: 60.0 }
+            ]
+        );
+        let (pos, pings) = h.take(7).unwrap();
+        assert_eq!((pos, pings.count()), (c, 1));
+        assert!(h.take(7).is_none() && h.newest_step().is_none());
+        h.push(9, 10, 100.0, a);
+        h.clear();
+        assert!(h.newest_step().is_none() && h.take(9).is_none());
+    }
+}
