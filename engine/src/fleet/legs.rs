@@ -12,11 +12,24 @@ use lastmile_roadgraph::dijkstra::partial_weight;
 use lastmile_roadgraph::{CchMetric, EdgePos, Graph, LatLon, Route};
 
 /// Where a stop can be reached: the nearest road position and, on a two-way
-/// street, the same point on the other direction.
+/// street, the same point on the other direction. Offsets are kept as `f32`
+/// (sub-millimetre along any edge): every vehicle holds a few of these.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Copy, Debug, PartialEq)]
 pub struct StopPlace {
-    at: [EdgePos; 2],
+    edges: [u32; 2],
+    offsets_m: [f32; 2],
     n: u8,
+}
+
+/// A stop's road positions, as the router takes them.
+pub struct Positions([EdgePos; 2], usize);
+
+impl std::ops::Deref for Positions {
+    type Target = [EdgePos];
+
+    fn deref(&self) -> &[EdgePos] {
+        &self.0[..self.1]
+    }
 }
 
 impl StopPlace {
@@ -32,26 +45,26 @@ impl StopPlace {
         }
         graph.nearest_edges(pos, 1, max_m, scratch);
         let c = scratch.first()?;
-        let first = EdgePos {
-            edge: c.edge,
-            offset_m: c.offset_m,
-        };
+        let offset = c.offset_m as f32;
         let mut place = Self {
-            at: [first, first],
+            edges: [c.edge; 2],
+            offsets_m: [offset; 2],
             n: 1,
         };
         if let Some(r) = graph.reverse_edge(c.edge) {
-            place.at[1] = EdgePos {
-                edge: r,
-                offset_m: (graph.length_m(r) - c.offset_m).max(0.0),
-            };
+            place.edges[1] = r;
+            place.offsets_m[1] = (graph.length_m(r) - c.offset_m).max(0.0) as f32;
             place.n = 2;
         }
         Some(place)
     }
 
-    pub fn positions(&self) -> &[EdgePos] {
-        &self.at[..self.n as usize]
+    pub fn positions(&self) -> Positions {
+        let at = |i: usize| EdgePos {
+            edge: self.edges[i],
+            offset_m: f64::from(self.offsets_m[i]),
+        };
+        Positions([at(0), at(1)], usize::from(self.n))
     }
 }
 
@@ -81,14 +94,17 @@ fn path_ms(graph: &Graph, metric: &CchMetric, edges: &[u32], start_m: f64, end_m
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, Default)]
 pub struct Leg {
     edges: Vec<u32>,
-    /// Time (ms) and distance (m) from the leg start to the end of the
-    /// covered part of each edge.
+    /// Time (ms) from the leg start to the end of the covered part of each
+    /// edge (it depends on the metric; distances do not, and are summed
+    /// from the graph's lengths as the vehicle advances).
     cum_ms: Vec<u32>,
-    cum_m: Vec<f32>,
     start_m: f64,
     end_m: f64,
-    /// Index of the edge the vehicle was last located on.
+    total_m: f64,
+    /// Index of the edge the vehicle was last located on, and the distance
+    /// from the leg start to where that edge's covered part begins.
     cursor: usize,
+    cursor_m: f64,
 }
 
 /// Where the vehicle is on its leg, and what is left.
@@ -107,6 +123,7 @@ impl Leg {
             end_m: route.end.offset_m,
             ..Self::default()
         };
+        leg.total_m = (0..leg.edges.len()).map(|i| leg.covered_m(graph, i)).sum();
         leg.retime(graph, metric);
         leg
     }
@@ -115,14 +132,11 @@ impl Leg {
     /// returns the new total, seconds.
     pub fn retime(&mut self, graph: &Graph, metric: &CchMetric) -> f64 {
         self.cum_ms.clear();
-        self.cum_m.clear();
-        let (mut ms, mut m) = (0u64, 0f64);
+        let mut ms = 0u64;
         for i in 0..self.edges.len() {
             let (a, b) = covered(graph, &self.edges, self.start_m, self.end_m, i);
             ms += partial_weight(graph, metric, self.edges[i], a, b);
-            m += b - a;
             self.cum_ms.push(ms.min(u64::from(u32::MAX)) as u32);
-            self.cum_m.push(m as f32);
         }
         self.total_s()
     }
@@ -135,43 +149,57 @@ impl Leg {
         &self.edges
     }
 
+    /// Metres of edge `i` the leg covers.
+    fn covered_m(&self, graph: &Graph, i: usize) -> f64 {
+        let (a, b) = covered(graph, &self.edges, self.start_m, self.end_m, i);
+        b - a
+    }
+
     /// Locates the vehicle at `edge`/`offset_m` on the path, scanning forward
     /// from where it last was (sparse pings skip edges); one edge back is
     /// accepted too (a match that steps back along the road). `None` when
     /// the edge is not on the path ahead: the vehicle left it.
     pub fn advance(&mut self, graph: &Graph, edge: u32, offset_m: f64) -> Option<Progress> {
         let from = self.cursor.saturating_sub(1);
-        let i = (from..self.edges.len()).find(|&i| self.edges[i] == edge)?;
+        // Distance from the leg start to where edge `i` begins, summed on.
+        let mut at_m = if from < self.cursor {
+            self.cursor_m - self.covered_m(graph, from)
+        } else {
+            self.cursor_m
+        };
+        let mut i = from;
+        while *self.edges.get(i)? != edge {
+            at_m += self.covered_m(graph, i);
+            i += 1;
+        }
         let (a, b) = covered(graph, &self.edges, self.start_m, self.end_m, i);
         // Past the stop on its own edge: overshot; the caller decides.
         if i + 1 == self.edges.len() && offset_m > b + 1.0 {
             return None;
         }
         self.cursor = i;
+        self.cursor_m = at_m;
         // Behind the leg's start on its first edge (the match stepped back
         // a little) counts the extra way; past the end of an edge never does.
         let o = offset_m.min(b);
         let left = if b > a { (b - o) / (b - a) } else { 0.0 };
-        let (before_ms, before_m) = if i == 0 {
-            (0.0, 0.0)
+        let before_ms = if i == 0 {
+            0.0
         } else {
-            (f64::from(self.cum_ms[i - 1]), f64::from(self.cum_m[i - 1]))
+            f64::from(self.cum_ms[i - 1])
         };
-        let (edge_ms, edge_m) = (
-            f64::from(self.cum_ms[i]) - before_ms,
-            f64::from(self.cum_m[i]) - before_m,
-        );
+        let edge_ms = f64::from(self.cum_ms[i]) - before_ms;
+        let edge_m = b - a;
         let total_ms = f64::from(*self.cum_ms.last()?);
-        let total_m = f64::from(*self.cum_m.last()?);
         Some(Progress {
             remaining_s: ((total_ms - f64::from(self.cum_ms[i])) + edge_ms * left) / 1000.0,
-            remaining_m: (total_m - f64::from(self.cum_m[i])) + edge_m * left,
+            remaining_m: (self.total_m - (at_m + edge_m)) + edge_m * left,
         })
     }
 
     /// Heap bytes held.
     pub fn heap_bytes(&self) -> usize {
-        self.edges.capacity() * 4 + self.cum_ms.capacity() * 4 + self.cum_m.capacity() * 4
+        self.edges.capacity() * 4 + self.cum_ms.capacity() * 4
     }
 }
 

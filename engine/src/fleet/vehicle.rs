@@ -5,7 +5,7 @@
 //! shard, in event time.
 
 use lastmile_roadgraph::geo::haversine_m;
-use lastmile_roadgraph::{EdgePos, LatLon, SpeedLimit};
+use lastmile_roadgraph::{EdgePos, LatLon, LatLonE7, SpeedLimit};
 
 use super::detect::{Braking, Motion, OffRoute, RouteChange, Speeding, lateness};
 use super::events::{Event, EventKind};
@@ -30,7 +30,7 @@ pub(crate) struct StopState {
     pub plan: StopPlan,
     pub place: StopPlace,
     /// The snapped road position (where the vehicle will stand).
-    pub road_pos: LatLon,
+    road_pos: LatLonE7,
     pub status: StopStatus,
     pub eta: f64,
     pub remaining_m: f64,
@@ -40,6 +40,13 @@ pub(crate) struct StopState {
     pub arrived_at: Option<f64>,
     /// Boxed: rare, and large next to the rest.
     pub outcome: Option<Box<StopOutcome>>,
+}
+
+impl StopState {
+    /// Where the vehicle will stand to serve it.
+    pub fn road_pos(&self) -> LatLon {
+        self.road_pos.latlon()
+    }
 }
 
 /// Where the vehicle was last placed on a road.
@@ -342,7 +349,7 @@ impl Vehicle {
                 .stops
                 .iter()
                 .find(|s| s.plan.id == id)
-                .map_or(f64::INFINITY, |s| haversine_m(s.road_pos, p.point));
+                .map_or(f64::INFINITY, |s| haversine_m(s.road_pos(), p.point));
             if away > ctx.detect.depart_radius_m {
                 self.at_stop = None;
                 let r = ctx.detect.depart_radius_m;
@@ -360,7 +367,7 @@ impl Vehicle {
             .iter()
             .enumerate()
             .filter(|(_, s)| s.status.is_remaining())
-            .map(|(i, s)| (i, haversine_m(s.road_pos, p.point)))
+            .map(|(i, s)| (i, haversine_m(s.road_pos(), p.point)))
             .filter(|&(_, d)| d <= radius)
             .min_by(|a, b| a.1.total_cmp(&b.1));
         if let Some((i, d)) = hit {
@@ -422,7 +429,7 @@ impl Vehicle {
         ctx.counters.leg_routes += 1;
         let id = self.stops[i].plan.id;
         self.leg_metric = ctx.metric_version;
-        match ctx.router.route(&[from], self.stops[i].place.positions()) {
+        match ctx.router.route(&[from], &self.stops[i].place.positions()) {
             Some(r) => {
                 let leg = Leg::from_route(ctx.graph, ctx.router.metric(), r);
                 self.leg = Some((id, leg));
@@ -578,7 +585,7 @@ impl Vehicle {
                     ctx.counters.stop_leg_routes += 1;
                     let (a, b) = (&self.stops[w[0]].place, &self.stops[w[1]].place);
                     ctx.router
-                        .route(a.positions(), b.positions())
+                        .route(&a.positions(), &b.positions())
                         .map(|r| StopLeg::from_route(ctx.graph, ctx.router.metric(), r))
                 }
             };
@@ -775,7 +782,7 @@ impl Vehicle {
             _ => self.placed.map(|p| p.point),
         };
         let s = &mut self.stops[i];
-        let distance = where_.map_or(f64::NAN, |p| haversine_m(p, s.road_pos));
+        let distance = where_.map_or(f64::NAN, |p| haversine_m(p, s.road_pos()));
         let dwell = s.arrived_at.map_or(f64::NAN, |a| time - a);
         s.status = if completed {
             StopStatus::Completed
@@ -900,7 +907,7 @@ impl Vehicle {
                 ctx.counters.traffic_reroutes += 1;
                 self.stop_legs[j].1 = ctx
                     .router
-                    .route(pa.positions(), pb.positions())
+                    .route(&pa.positions(), &pb.positions())
                     .map(|r| StopLeg::from_route(ctx.graph, ctx.router.metric(), r));
             }
         }
@@ -962,7 +969,7 @@ fn new_stop(ctx: &mut Ctx, plan: &StopPlan) -> Option<StopState> {
     Some(StopState {
         plan: plan.clone(),
         place,
-        road_pos: ctx.graph.point_on_edge(p.edge, p.offset_m),
+        road_pos: ctx.graph.point_on_edge(p.edge, p.offset_m).into(),
         status: StopStatus::Pending,
         eta: f64::NAN,
         remaining_m: f64::NAN,

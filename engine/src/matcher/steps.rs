@@ -380,7 +380,12 @@ mod tests {
             for _ in 0..12 {
                 w.stage(Cand::new(i, 0.0, 0.0));
             }
-            w.commit(Step::new(u64::from(i), f64::from(i), LatLon::new(0.0, 0.0), 5.0));
+            w.commit(Step::new(
+                u64::from(i),
+                f64::from(i),
+                LatLon::new(0.0, 0.0),
+                5.0,
+            ));
         }
         while w.len() > 1 {
             w.pop_front();
