@@ -377,6 +377,8 @@ fn accuracy_json(a: &Accuracy) -> Value {
         "distance_median_m": a.distance_percentile(0.5),
         "distance_p95_m": a.distance_percentile(0.95),
         "route_mismatch": a.route_mismatch(),
+        "added_km": a.added_m / 1000.0,
+        "removed_km": a.removed_m / 1000.0,
         "true_length_km": a.true_length_m / 1000.0,
     })
 }

@@ -201,6 +201,102 @@ fn a_u_turn_in_the_street_is_followed() {
     assert_connected(g, &run.path);
 }
 
+/// At 1 Hz, fixes scattered across a two-way street read as turns round
+/// onto the opposite direction and back; a device that reports driving at
+/// speed cannot have made them between fixes a second apart. The test
+/// compares the same drives with and without speeds.
+#[test]
+fn a_vehicle_at_speed_does_not_turn_round_on_noise() {
+    let g = common::town();
+    let e = long_two_way_edge(g);
+    let back = g.reverse_edge(e).unwrap();
+    let len = g.length_m(e);
+    let mut turns = Vec::new();
+    for with_speed in [false, true] {
+        let mut turned = 0;
+        for seed in 0..40 {
+            let mut rng = Rng::seed(100 + seed);
+            let mut run = Run::new(g);
+            let (mut s, mut t) = (0.05 * len, T0);
+            while s < 0.95 * len {
+                let mut p = Ping::new(t, noisy(g.point_on_edge(e, s), 12.0, &mut rng));
+                if with_speed {
+                    p.speed = Some((6.0 + rng.normal() * 0.3) as f32);
+                }
+                run.push(&p);
+                s += 6.0;
+                t += 1.0;
+            }
+            run.finish();
+            assert_connected(g, &run.path);
+            turned += usize::from(run.path.iter().any(|t| t.edge == back));
+        }
+        turns.push(turned);
+    }
+    // Without speeds most drives turn round somewhere (27 of 40 when this
+    // was written); with them, only where outliers left a gap long enough
+    // to stop and turn in (5).
+    let [without, with] = turns[..] else {
+        unreachable!()
+    };
+    assert!(
+        without >= 10,
+        "only {without} of 40 drives tempted a turn: the case tests nothing"
+    );
+    assert!(
+        with * 4 <= without,
+        "turned round at speed in {with} of 40 drives ({without} without speeds)"
+    );
+}
+
+/// The same U-turn as above, from a device that reports its speed: the
+/// stop before turning makes it a move the vehicle can make.
+#[test]
+fn a_u_turn_with_reported_speeds_is_followed() {
+    let g = common::town();
+    let e = long_two_way_edge(g);
+    let back = g.reverse_edge(e).unwrap();
+    let len = g.length_m(e);
+    let mut rng = Rng::seed(6);
+    let mut run = Run::new(g);
+    let mut t = T0;
+    let ping = |t: f64, p: LatLon, v: f64| Ping {
+        speed: Some(v as f32),
+        ..Ping::new(t, p)
+    };
+    let turn_at = 0.8 * len;
+    let mut s = 0.1 * len;
+    while s < turn_at {
+        run.push(&ping(t, noisy(g.point_on_edge(e, s), 3.0, &mut rng), 8.0));
+        s += 8.0;
+        t += 1.0;
+    }
+    for _ in 0..5 {
+        run.push(&ping(
+            t,
+            noisy(g.point_on_edge(e, turn_at), 3.0, &mut rng),
+            0.0,
+        ));
+        t += 1.0;
+    }
+    let (mut s, mut v) = (len - turn_at, 2.0);
+    while s < 0.9 * len {
+        run.push(&ping(t, noisy(g.point_on_edge(back, s), 3.0, &mut rng), v));
+        s += v;
+        v = (v + 2.0).min(8.0);
+        t += 1.0;
+    }
+    run.finish();
+    let n = run.finalized.len();
+    assert!(run.finalized[..5].iter().all(|f| f.edge == e));
+    assert!(
+        run.finalized[n - 5..].iter().all(|f| f.edge == back),
+        "{:?}",
+        &run.finalized[n - 5..]
+    );
+    assert_connected(g, &run.path);
+}
+
 /// A drive along the fastest route between two far-apart places.
 fn drive(
     g: &Graph,

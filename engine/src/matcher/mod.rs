@@ -47,7 +47,8 @@ use smooth::Smoother;
 use standstill::{Hold, Still};
 use steps::{Cand, NO_BACK, Step, Window, best, normalise};
 use transition::{
-    beta_for, direct_moves, log_direct, log_transition, standstill_tolerance, straight_travel,
+    ReportedSpeeds, beta_for, direct_moves, log_direct, log_transition, standstill_tolerance,
+    straight_travel,
 };
 
 use crate::ping::Ping;
@@ -254,6 +255,8 @@ impl<'g> Matcher<'g> {
 
         let mut step = Step::new(seq, ping.time, pos, sigma);
         step.settled = centroid_step;
+        // Before scoring: a reported speed is a witness of the route length.
+        step.set_speed(ping.valid_speed());
         track.window.clear_staged();
         let heading = ping
             .valid_heading()
@@ -318,12 +321,12 @@ impl<'g> Matcher<'g> {
             return MatchStatus::Outlier;
         };
         step.reset = status == MatchStatus::Reset;
-        step.set_speed(ping.valid_speed());
         normalise(track.window.staged_mut());
         track.seen_road = true;
         track.window.commit(step);
         let newest = track.window.len() - 1;
-        self.estimate(&track.window, newest, &mut track.last_choice, out);
+        let near = &self.near;
+        self.estimate(&track.window, newest, near, &mut track.last_choice, out);
         if let Some(b) = best(track.window.cands(newest))
             && !centroid_step
         {
@@ -351,13 +354,8 @@ impl<'g> Matcher<'g> {
         let sigma = prev.sigma().max(step.sigma());
         let beta = beta_for(self.config.beta_m, self.config.beta_per_sigma, dt, sigma);
         let tolerance = standstill_tolerance(sigma);
-        // Devices that report speed say how far they went; over short
-        // intervals that is a second, sharper witness of the route length.
-        let travelled = match (prev.speed(), step.speed()) {
-            (Some(a), Some(b)) if dt <= SPEED_WITNESS_MAX_DT => Some(0.5 * (a + b) * dt),
-            _ => None,
-        };
-        let witness = |route: f64| travelled.map_or(0.0, |t| -(route - t).abs() / beta);
+        let speeds = ReportedSpeeds::new(prev.speed(), step.speed(), dt);
+        let witness = |route: f64| speeds.witness(route, beta);
         let limit_m =
             (gc + 10.0 * beta + 4.0 * sigma).min(self.config.max_speed_mps * dt + 4.0 * sigma);
         let best_prev = prev_cands
@@ -393,7 +391,7 @@ impl<'g> Matcher<'g> {
                 )
                 .into_iter()
                 .flatten()
-                .filter(|m| m.distance_m <= limit_m)
+                .filter(|m| m.distance_m <= limit_m && (!m.u_turn || speeds.allows_u_turn()))
                 {
                     let lt = log_direct(&m, straight, beta, sigma, self.config.u_turn_penalty)
                         + witness(m.distance_m);
@@ -470,11 +468,14 @@ impl<'g> Matcher<'g> {
     }
 
     /// Fills the immediate estimate from step `k` (the newest) and records
-    /// the candidate chosen in `last_choice`.
+    /// the candidate chosen in `last_choice`. `near` is the step's candidate
+    /// search in candidate order when it was just made (its snapped points
+    /// save walking the edge geometry again), else empty.
     fn estimate(
         &self,
         window: &Window,
         k: usize,
+        near: &[EdgeCandidate],
         last_choice: &mut Option<u8>,
         out: &mut MatchOutput,
     ) {
@@ -507,7 +508,10 @@ impl<'g> Matcher<'g> {
             }
         }
         // A standing vehicle keeps its position when the fix falls behind it.
-        let point = self.graph.point_on_edge(c.edge, c.pos());
+        let point = match near.get(best) {
+            Some(n) if c.at_projection() => n.point,
+            _ => self.graph.point_on_edge(c.edge, c.pos()),
+        };
         let im = &mut out.immediate;
         im.edge = c.edge;
         im.offset_m = c.pos();
@@ -522,6 +526,3 @@ impl<'g> Matcher<'g> {
 
 /// Hypotheses more than this many log units behind the best are not extended.
 pub(crate) const PRUNE_LOG: f64 = 30.0;
-/// Reported speeds bound the route length only over intervals this short
-/// (over longer ones the average of two spot speeds says little).
-const SPEED_WITNESS_MAX_DT: f64 = 10.0;

@@ -252,7 +252,13 @@ impl Matcher<'_> {
         let newest = track.window.len() - 1;
         track.last_choice = None;
         let mut scratch = MatchOutput::default();
-        self.estimate(&track.window, newest, &mut track.last_choice, &mut scratch);
+        self.estimate(
+            &track.window,
+            newest,
+            &[],
+            &mut track.last_choice,
+            &mut scratch,
+        );
         let step = &track.window[newest];
         track.last_immediate = Some(Estimate {
             seq: step.seq,

@@ -13,7 +13,8 @@ use lastmile_roadgraph::geo::haversine_m;
 use super::search::Goal;
 use super::steps::{Cand, NO_BACK, alive_mask, best};
 use super::transition::{
-    beta_for, direct_moves, log_direct, log_transition, standstill_tolerance, straight_travel,
+    ReportedSpeeds, beta_for, direct_moves, log_direct, log_transition, standstill_tolerance,
+    straight_travel,
 };
 use super::{Anchor, FinalPoint, MatchOutput, MatchStatus, Matcher, Traversal, VehicleTrack};
 
@@ -126,7 +127,16 @@ impl Matcher<'_> {
                 let sigma = prev.sigma().max(step.sigma());
                 let before = out.path.len();
                 let settled = step.settled;
-                self.connect(a, &cand, settled, time, gc, straight, dt, sigma, out);
+                let speeds = ReportedSpeeds::new(prev.speed(), step.speed(), dt);
+                let moved = Moved {
+                    time,
+                    gc,
+                    straight,
+                    dt,
+                    sigma,
+                    speeds,
+                };
+                self.connect(a, &cand, settled, &moved, out);
                 let start = track.smoother.end();
                 for t in &out.path[before..] {
                     track.smoother.add_piece(t);
@@ -242,19 +252,22 @@ impl Matcher<'_> {
 
     /// Emits the path from anchor `a` to candidate `b` by the most probable
     /// move, chosen by the same rules as the scoring.
-    #[allow(clippy::too_many_arguments)]
     fn connect(
         &mut self,
         a: Anchor,
         b: &Cand,
         settled: bool,
-        time: f64,
-        gc: f64,
-        straight: f64,
-        dt: f64,
-        sigma: f64,
+        moved: &Moved,
         out: &mut MatchOutput,
     ) {
+        let Moved {
+            time,
+            gc,
+            straight,
+            dt,
+            sigma,
+            speeds,
+        } = *moved;
         let g = self.graph;
         let beta = beta_for(self.config.beta_m, self.config.beta_per_sigma, dt, sigma);
         let tolerance = standstill_tolerance(sigma);
@@ -268,8 +281,10 @@ impl Matcher<'_> {
         )
         .into_iter()
         .flatten()
+        .filter(|m| !m.u_turn || speeds.allows_u_turn())
         {
-            let lt = log_direct(&m, straight, beta, sigma, self.config.u_turn_penalty);
+            let lt = log_direct(&m, straight, beta, sigma, self.config.u_turn_penalty)
+                + speeds.witness(m.distance_m, beta);
             if best.is_none_or(|(l, _)| lt > l) {
                 best = Some((lt, Move::Direct(m.u_turn)));
             }
@@ -287,7 +302,7 @@ impl Matcher<'_> {
             self.search.run(g, g.head(a.edge), &mut goal);
             if let Some(cm) = goal[0].found {
                 let route = remaining + f64::from(cm) / 100.0 + b.offset();
-                let lt = log_transition(route, straight, beta);
+                let lt = log_transition(route, straight, beta) + speeds.witness(route, beta);
                 if best.is_none_or(|(l, _)| lt > l) {
                     best = Some((lt, Move::Graph));
                 }
@@ -321,6 +336,19 @@ impl Matcher<'_> {
             }
         }
     }
+}
+
+/// The transition between two finalised steps, as the scoring saw it.
+#[derive(Clone, Copy, Debug)]
+struct Moved {
+    /// Time of the later step.
+    time: f64,
+    /// Great-circle distance between the fixes, and the travel it implies.
+    gc: f64,
+    straight: f64,
+    dt: f64,
+    sigma: f64,
+    speeds: ReportedSpeeds,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
