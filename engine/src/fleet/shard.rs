@@ -245,6 +245,7 @@ pub(crate) fn run(
     };
     let mut vehicles: IdMap<Slot> = IdMap::default();
     let mut latency = Histogram::default();
+    let mut trim_at = f64::NEG_INFINITY;
     let max_observations = config.max_observations_per_tick;
     let max_history = config.max_history_pieces;
     while let Ok(msg) = inbox.recv() {
@@ -336,11 +337,17 @@ pub(crate) fn run(
             }
             Msg::Tick { now, reply } => {
                 ctx.counters.ticks += 1;
+                let trim = now >= trim_at;
+                if trim {
+                    trim_at = now + TRIM_EVERY_S;
+                }
                 for slot in vehicles.values_mut() {
                     if slot.vehicle.check_offline(&mut ctx, now) {
                         slot.publish();
                     }
-                    slot.vehicle.trim_buffers();
+                    if trim {
+                        slot.vehicle.trim_buffers();
+                    }
                 }
                 // An estimate from a sample: walking every vehicle's buffers
                 // cost 11 ms per 50k vehicles, a stall of every ping queued
@@ -424,6 +431,12 @@ impl Slot {
             .fill_snapshot(&mut snapshot::read(&self.snapshot));
     }
 }
+
+/// How often (event time) the vehicles' buffers are trimmed to what they
+/// used since the last trim: long enough that a buffer in steady use keeps
+/// its room (a vehicle pinging every 10 s fills its window six times over),
+/// short enough that a stand's room goes back soon after it ends.
+const TRIM_EVERY_S: f64 = 60.0;
 
 /// Vehicles whose buffers a tick measures for the memory estimate.
 const TICK_SAMPLE: usize = 1024;

@@ -840,6 +840,15 @@ impl Vehicle {
     /// does it, so no ping pays for a reallocation).
     pub fn trim_buffers(&mut self) {
         self.track.trim_buffers();
+        // Routes only grow by commands (a stop added), so the room of stops
+        // that closed and were dropped can go back at once.
+        let trim = |cap: usize, len: usize| cap > len + len / 2 + 1;
+        if trim(self.stops.capacity(), self.stops.len()) {
+            self.stops.shrink_to_fit();
+        }
+        if trim(self.stop_legs.capacity(), self.stop_legs.len()) {
+            self.stop_legs.shrink_to_fit();
+        }
     }
 
     /// Catches up with a metric installed since the vehicle's last ping:

@@ -10,6 +10,8 @@ use std::collections::VecDeque;
 
 use lastmile_roadgraph::LatLon;
 
+use super::high_water::HighWater;
+
 /// The held pings of one step, in arrival order.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Copy, Debug)]
 struct Group {
@@ -32,6 +34,8 @@ pub(crate) struct HeldPing {
 pub(crate) struct Held {
     groups: VecDeque<Group>,
     pings: VecDeque<HeldPing>,
+    peak_groups: HighWater,
+    peak_pings: HighWater,
 }
 
 impl Held {
@@ -46,9 +50,11 @@ impl Held {
             _ => {
                 debug_assert!(self.groups.back().is_none_or(|g| g.step < step));
                 self.groups.push_back(Group { step, pos, len: 1 });
+                self.peak_groups.saw(self.groups.len());
             }
         }
         self.pings.push_back(HeldPing { seq, time });
+        self.peak_pings.saw(self.pings.len());
     }
 
     /// The step the newest held pings belong to.
@@ -69,16 +75,11 @@ impl Held {
         self.pings.clear();
     }
 
-    /// Gives back room a long stand once needed.
+    /// Gives back the room of stands that ended: a moving vehicle holds
+    /// nothing, and its next stand grows the queues again.
     pub fn shrink(&mut self) {
-        let len = self.pings.len().max(8);
-        if self.pings.capacity() > 4 * len {
-            self.pings.shrink_to(2 * len);
-        }
-        let len = self.groups.len().max(4);
-        if self.groups.capacity() > 4 * len {
-            self.groups.shrink_to(2 * len);
-        }
+        self.peak_pings.trim(&mut self.pings, 0);
+        self.peak_groups.trim(&mut self.groups, 0);
     }
 
     /// Heap bytes held (allocated capacity).

@@ -26,6 +26,7 @@
 
 mod config;
 mod held;
+mod high_water;
 mod jitter;
 mod noise;
 mod output;
@@ -122,6 +123,7 @@ impl VehicleTrack {
     pub fn trim_buffers(&mut self) {
         self.window.shrink();
         self.held.shrink();
+        self.smoother.shrink();
     }
 
     /// Bytes held by this vehicle's matcher state (allocated capacity).

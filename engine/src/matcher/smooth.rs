@@ -15,6 +15,7 @@ use std::collections::VecDeque;
 use lastmile_roadgraph::geo::haversine_m;
 use lastmile_roadgraph::{Graph, LatLon};
 
+use super::high_water::HighWater;
 use super::{FinalPoint, Traversal};
 
 /// Finalised points each side used by the fit.
@@ -46,6 +47,8 @@ pub(crate) struct Smoother {
     points: VecDeque<Pending>,
     pieces: VecDeque<Piece>,
     s: f64,
+    peak_points: HighWater,
+    peak_pieces: HighWater,
 }
 
 impl Smoother {
@@ -58,6 +61,7 @@ impl Smoother {
             to_m: t.to_m,
             s0: self.s,
         });
+        self.peak_pieces.saw(self.pieces.len());
         self.s += len;
     }
 
@@ -71,6 +75,12 @@ impl Smoother {
         out: &mut Vec<FinalPoint>,
     ) {
         self.add_point_at(g, point, ping, self.s, out);
+    }
+
+    /// Gives back room not used since the last trim (a dense burst's).
+    pub fn shrink(&mut self) {
+        self.peak_points.trim(&mut self.points, 0);
+        self.peak_pieces.trim(&mut self.pieces, 0);
     }
 
     /// Bytes of buffers held.
@@ -100,6 +110,7 @@ impl Smoother {
             s,
             released: false,
         });
+        self.peak_points.saw(self.points.len());
         let newest = point.time;
         while let Some(i) = self.points.iter().position(|p| !p.released) {
             // A point is released once its neighbours have come, or once a

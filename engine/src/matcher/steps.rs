@@ -14,6 +14,7 @@ use std::ops::{Index, IndexMut};
 use lastmile_roadgraph::{LatLon, LatLonE7};
 
 use super::PRUNE_LOG;
+use super::high_water::HighWater;
 
 /// No predecessor (first step of a chain, or not reachable).
 pub(super) const NO_BACK: u8 = u8::MAX;
@@ -181,8 +182,8 @@ pub(crate) struct Window {
     /// Every step's candidates in step order, then the staged ones.
     cands: Vec<Cand>,
     /// The most steps and candidates held since the last trim.
-    peak_steps: u32,
-    peak_cands: u32,
+    peak_steps: HighWater,
+    peak_cands: HighWater,
 }
 
 impl Window {
@@ -249,8 +250,8 @@ impl Window {
         step.start = at as u32;
         step.n = u8::try_from(self.cands.len() - at).expect("at most MAX_CANDIDATES_LIMIT");
         self.steps.push_back(step);
-        self.peak_steps = self.peak_steps.max(self.steps.len() as u32);
-        self.peak_cands = self.peak_cands.max(self.cands.len() as u32);
+        self.peak_steps.saw(self.steps.len());
+        self.peak_cands.saw(self.cands.len());
     }
 
     /// Drops the oldest step and its candidates.
@@ -283,18 +284,8 @@ impl Window {
     /// buffers keep their recent high-water mark (so the next pings rarely
     /// grow them again) and lose the rest of what a long window once took.
     pub fn shrink(&mut self) {
-        // Half as much again as needed is left alone.
-        let excess = |capacity: usize, want: usize| capacity > want + want / 2;
-        let want = (self.peak_steps as usize).max(MIN_STEPS);
-        if excess(self.steps.capacity(), want) {
-            self.steps.shrink_to(want);
-        }
-        let want = (self.peak_cands as usize).max(MIN_CANDS);
-        if excess(self.cands.capacity(), want) {
-            self.cands.shrink_to(want);
-        }
-        self.peak_steps = self.steps.len() as u32;
-        self.peak_cands = self.cands.len() as u32;
+        self.peak_steps.trim(&mut self.steps, MIN_STEPS);
+        self.peak_cands.trim(&mut self.cands, MIN_CANDS);
     }
 
     /// Heap bytes held (allocated capacity).
