@@ -33,7 +33,7 @@
 //! follow the engine's structs: a build that changes them bumps it, and a
 //! file of another version is refused whole (the server then replays the
 //! journal instead). Format 3 made the matcher's candidates and steps
-//! compact, format 4 added the buffers' high-water marks; formats 1 to 3
+//! compact, format 4 the paths and added the buffers' high-water marks; formats 1 to 3
 //! are no longer read.
 
 use std::io::{self, Write};

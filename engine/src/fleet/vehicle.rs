@@ -10,6 +10,7 @@ use lastmile_roadgraph::{EdgePos, LatLon, LatLonE7, SpeedLimit};
 use super::detect::{Braking, Motion, OffRoute, RouteChange, Speeding, lateness};
 use super::events::{Event, EventKind};
 use super::legs::{Leg, StopLeg, StopPlace};
+use super::path_code::PathCode;
 use super::shard::Ctx;
 use super::snapshot::{StopEta, VehicleSnapshot};
 use super::stops::{Command, ProofOfDelivery, StopOutcome, StopPlan, StopStatus};
@@ -82,7 +83,7 @@ pub(crate) struct Vehicle {
     leg: Option<(StopId, Leg)>,
     /// The path planned when the leg began, kept when the vehicle left it
     /// and the ETA path was rerouted: off-route is judged against it.
-    planned: Option<Vec<u32>>,
+    planned: Option<PathCode>,
     /// Paths between consecutive remaining stops, keyed by the stop pair.
     stop_legs: Vec<((StopId, StopId), Option<StopLeg>)>,
     /// Remaining seconds and metres to the next stop from the last position.
@@ -189,7 +190,7 @@ impl Vehicle {
                 .map(|s| s.plan.customer_ref.as_ref().map_or(0, String::capacity))
                 .sum::<usize>()
             + self.leg.as_ref().map_or(0, |(_, l)| l.heap_bytes())
-            + self.planned.as_ref().map_or(0, |p| p.capacity() * 4)
+            + self.planned.as_ref().map_or(0, PathCode::heap_bytes)
             + self.stop_legs.capacity() * std::mem::size_of::<((StopId, StopId), Option<StopLeg>)>()
             + self
                 .stop_legs
@@ -471,7 +472,7 @@ impl Vehicle {
         let Some((_, leg)) = self.leg.as_mut() else {
             return;
         };
-        let mut progress = leg.advance(ctx.graph, p.edge, p.offset_m);
+        let mut progress = leg.advance(ctx.graph, ctx.router.metric(), p.edge, p.offset_m);
         if progress.is_some() {
             self.off_path_pings = 0;
         } else if from_ping && self.off_path_pings == 0 && prev.is_some() {
@@ -480,7 +481,7 @@ impl Vehicle {
             // next ping is off the path too.
             self.off_path_pings = 1;
             self.to_next = prev;
-            self.judge_off_route(ctx, now, p.edge);
+            self.judge_off_route(ctx, now, p.edge, false);
             return;
         } else {
             // Left the ETA path: a new one from here.
@@ -490,11 +491,12 @@ impl Vehicle {
             progress = self
                 .leg
                 .as_mut()
-                .and_then(|(_, l)| l.advance(ctx.graph, p.edge, p.offset_m));
+                .and_then(|(_, l)| l.advance(ctx.graph, ctx.router.metric(), p.edge, p.offset_m));
         }
         self.to_next = progress.map(|pr| (pr.remaining_s, pr.remaining_m));
         if from_ping {
-            self.judge_off_route(ctx, now, p.edge);
+            let on_leg = progress.is_some();
+            self.judge_off_route(ctx, now, p.edge, on_leg);
         }
     }
 
@@ -509,7 +511,7 @@ impl Vehicle {
             && self.planned.is_none()
             && let Some((_, l)) = old
         {
-            self.planned = Some(l.edges().to_vec());
+            self.planned = Some(l.path().clone());
         }
         self.route_leg(ctx, i);
     }
@@ -519,15 +521,17 @@ impl Vehicle {
     /// paths), so what counts is the detour: the time driven off the plan
     /// plus the time still to go from here, against the time the plan had
     /// left where the vehicle left it (all on the live metric).
-    fn judge_off_route(&mut self, ctx: &mut Ctx, now: f64, edge: u32) {
+    /// `on_leg`: the edge was just found on the ETA path.
+    fn judge_off_route(&mut self, ctx: &mut Ctx, now: f64, edge: u32, on_leg: bool) {
         let g = ctx.graph;
         let rev = g.reverse_edge(edge);
-        let planned: &[u32] = match (&self.planned, &self.leg) {
-            (Some(p), _) => p,
-            (None, Some((_, l))) => l.edges(),
+        let on = match (&self.planned, &self.leg) {
+            (Some(p), _) => p.iter().any(|e| e == edge || Some(e) == rev),
+            // The plan is the ETA path: found on it ahead, it is on.
+            (None, Some(_)) if on_leg => true,
+            (None, Some((_, l))) => l.path().iter().any(|e| e == edge || Some(e) == rev),
             (None, None) => return,
         };
-        let on = planned.iter().any(|&e| e == edge || Some(e) == rev);
         let remaining = self.to_next.map_or(f64::NAN, |r| r.0);
         let detour = if on {
             self.plan_left_s = remaining;
@@ -596,8 +600,10 @@ impl Vehicle {
     /// Recomputes every remaining stop's ETA from the position on the leg
     /// and runs the ETA detectors.
     fn update_etas(&mut self, ctx: &mut Ctx, now: f64, from_ping: bool) {
+        // Legs are advanced on the current metric, so they are timed on it
+        // first (a command can come before the first ping since it changed).
+        self.catch_up_metric(ctx, now);
         if from_ping {
-            self.catch_up_metric(ctx, now);
             self.reroute_stale(ctx, now);
         }
         self.advance_leg(ctx, now, from_ping);
