@@ -54,7 +54,7 @@ fn wire_stop(p: &lastmile_engine::fleet::StopPlan) -> WireStop {
         window_start_ms: p.window.map_or(0, |w| ms(w.start)),
         window_end_ms: p.window.map_or(0, |w| ms(w.end)),
         service_s: p.service_s as f32,
-        customer_ref: p.customer_ref.clone().unwrap_or_default(),
+        customer_ref: p.customer_ref.as_deref().unwrap_or_default().to_string(),
     }
 }
 

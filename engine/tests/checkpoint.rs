@@ -244,9 +244,9 @@ fn damaged_or_foreign_checkpoints_are_refused_whole() {
         Checkpoint::read(b"not a checkpoint at all, clearly"),
         Err(CheckpointError::BadMagic)
     ));
-    // A newer build's file, and older ones' (format 2 and 3 vehicle records
+    // A newer build's file, and older ones' (format 2 to 4 vehicle records
     // have other layouts): refused whole, never misread.
-    for version in [9, 2, 3] {
+    for version in [9, 2, 3, 4] {
         let mut other = file.clone();
         other[8] = version;
         assert!(matches!(

@@ -152,7 +152,7 @@ pub fn stop_view(id: u64, s: &StopView, reveal_vehicle: bool) -> WireStopView {
             )
         }),
         closed_ms: s.record.closed_at.map_or(NO_TIME, ms),
-        customer_ref: plan.customer_ref.clone().unwrap_or_default(),
+        customer_ref: plan.customer_ref.as_deref().unwrap_or_default().to_string(),
         outcome_text,
     }
 }
@@ -177,7 +177,7 @@ pub fn stop_plan(s: &WireStop) -> Result<StopPlan, (ErrorCode, String)> {
         pos,
         window,
         service_s: f64::from(s.service_s),
-        customer_ref: (!s.customer_ref.is_empty()).then(|| s.customer_ref.clone()),
+        customer_ref: (!s.customer_ref.is_empty()).then(|| s.customer_ref.as_str().into()),
     })
 }
 

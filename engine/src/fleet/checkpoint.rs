@@ -33,8 +33,9 @@
 //! follow the engine's structs: a build that changes them bumps it, and a
 //! file of another version is refused whole (the server then replays the
 //! journal instead). Format 3 made the matcher's candidates and steps
-//! compact, format 4 the paths and added the buffers' high-water marks; formats 1 to 3
-//! are no longer read.
+//! compact, format 4 the paths and added the buffers' high-water marks,
+//! format 5 narrowed the matcher's estimators, the detectors, the stops and
+//! their legs; formats 1 to 4 are no longer read.
 
 use std::io::{self, Write};
 use std::ops::Range;
@@ -48,7 +49,7 @@ use super::{StopId, StopRecord, VehicleId};
 use crate::traffic::{EdgeObservation, LearntTraffic};
 
 const MAGIC: &[u8; 8] = b"LMCKPT\0\x01";
-const FORMAT: u32 = 4;
+const FORMAT: u32 = 5;
 const HEADER: usize = 16;
 const TRAILER: usize = 16;
 

@@ -197,28 +197,35 @@ impl Speeding {
     rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Copy, Debug, Default, PartialEq,
 )]
 pub struct Braking {
-    /// The latest readings `(time, speed)`, oldest first.
-    recent: [(f64, f64); 4],
-    len: usize,
+    /// The latest readings, oldest first: their times, and their speeds
+    /// (`f32` is a micrometre per second, and this is per vehicle).
+    times: [f64; 4],
+    speeds: [f32; 4],
+    len: u8,
     quiet_until: f64,
 }
 
 impl Braking {
     /// Returns the deceleration (m/s²) when it should fire.
     pub fn observe(&mut self, c: &DetectConfig, time: f64, speed: f64) -> Option<f64> {
-        let decel = self.recent[..self.len]
+        let len = usize::from(self.len);
+        let decel = self.times[..len]
             .iter()
-            .filter(|(t, _)| {
+            .zip(&self.speeds[..len])
+            .filter(|&(t, _)| {
                 (c.braking_min_span_s..=c.braking_max_interval_s).contains(&(time - t))
             })
-            .map(|(t, v)| (v - speed) / (time - t))
+            .map(|(t, &v)| (f64::from(v) - speed) / (time - t))
             .fold(f64::NEG_INFINITY, f64::max);
-        if self.len == self.recent.len() {
-            self.recent.rotate_left(1);
-            self.len -= 1;
+        let mut len = len;
+        if len == self.times.len() {
+            self.times.rotate_left(1);
+            self.speeds.rotate_left(1);
+            len -= 1;
         }
-        self.recent[self.len] = (time, speed);
-        self.len += 1;
+        self.times[len] = time;
+        self.speeds[len] = speed as f32;
+        self.len = (len + 1) as u8;
         (decel > c.harsh_braking_mps2 && time >= self.quiet_until).then(|| {
             self.quiet_until = time + c.braking_refractory_s;
             decel

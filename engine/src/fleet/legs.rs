@@ -95,6 +95,10 @@ fn path_ms(graph: &Graph, metric: &CchMetric, path: &PathCode, start_m: f64, end
         .sum()
 }
 
+fn saturate(ms: u64) -> u32 {
+    u32::try_from(ms).unwrap_or(u32::MAX)
+}
+
 /// The path from the vehicle to its next stop.
 ///
 /// Only the path and its totals are kept (about two bytes per edge): the
@@ -118,7 +122,7 @@ pub struct Leg {
     cursor_m: f64,
     cursor_ms: u64,
     /// The time of the cursor's edge (most pings stay on it).
-    cursor_edge_ms: u64,
+    cursor_edge_ms: u32,
 }
 
 /// Where the vehicle is on its leg, and what is left.
@@ -174,7 +178,7 @@ impl Leg {
         }
         self.total_ms = total;
         self.cursor_ms = to_cursor;
-        self.cursor_edge_ms = cursor_edge;
+        self.cursor_edge_ms = saturate(cursor_edge);
         self.total_s()
     }
 
@@ -226,7 +230,7 @@ impl Leg {
                     self.cursor = i as u32;
                     self.at = pos;
                     self.before = before;
-                    self.cursor_edge_ms = self.edge_ms(graph, metric, i, edge);
+                    self.cursor_edge_ms = saturate(self.edge_ms(graph, metric, i, edge));
                 }
                 (i, self.cursor_m, self.cursor_ms)
             }
@@ -247,7 +251,7 @@ impl Leg {
             return None;
         }
         let edge_ms = if i == cursor {
-            self.cursor_edge_ms
+            u64::from(self.cursor_edge_ms)
         } else {
             self.edge_ms(graph, metric, i, edge)
         } as f64;
@@ -273,8 +277,10 @@ impl Leg {
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct StopLeg {
     path: PathCode,
-    start_m: f64,
-    end_m: f64,
+    /// Where it starts and ends on its first and last edge: stops' places,
+    /// which are `f32` already.
+    start_m: f32,
+    end_m: f32,
     pub seconds: f64,
     pub metres: f64,
     /// A new metric moved its time enough to search it again.
@@ -284,8 +290,8 @@ pub struct StopLeg {
 impl StopLeg {
     pub fn from_route(graph: &Graph, metric: &CchMetric, route: Route) -> Self {
         let mut leg = Self {
-            start_m: route.start.offset_m,
-            end_m: route.end.offset_m,
+            start_m: route.start.offset_m as f32,
+            end_m: route.end.offset_m as f32,
             metres: route.distance_m,
             path: PathCode::encode(&route.edges),
             seconds: 0.0,
@@ -297,7 +303,8 @@ impl StopLeg {
 
     /// Recomputes the time along the same path under another metric.
     pub fn retime(&mut self, graph: &Graph, metric: &CchMetric) -> f64 {
-        self.seconds = path_ms(graph, metric, &self.path, self.start_m, self.end_m) as f64 / 1000.0;
+        let (start_m, end_m) = (f64::from(self.start_m), f64::from(self.end_m));
+        self.seconds = path_ms(graph, metric, &self.path, start_m, end_m) as f64 / 1000.0;
         self.seconds
     }
 

@@ -10,7 +10,7 @@
 /// An encoded path of edge ids.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct PathCode {
-    bytes: Vec<u8>,
+    bytes: Box<[u8]>,
     len: u32,
 }
 
@@ -39,9 +39,8 @@ impl PathCode {
             bytes.push(z as u8);
             before = e;
         }
-        bytes.shrink_to_fit();
         Self {
-            bytes,
+            bytes: bytes.into_boxed_slice(),
             len: u32::try_from(edges.len()).expect("a path of fewer than 2^32 edges"),
         }
     }
@@ -92,7 +91,7 @@ impl PathCode {
 
     /// Heap bytes held.
     pub fn heap_bytes(&self) -> usize {
-        self.bytes.capacity()
+        self.bytes.len()
     }
 }
 

@@ -38,7 +38,8 @@ pub(crate) struct StopState {
     /// ETA last announced by `eta_changed` (NaN: none yet).
     pub announced: f64,
     pub late: bool,
-    pub arrived_at: Option<f64>,
+    /// When it arrived (NaN: not yet).
+    pub arrived_at: f64,
     /// Boxed: rare, and large next to the rest.
     pub outcome: Option<Box<StopOutcome>>,
 }
@@ -55,8 +56,20 @@ impl StopState {
 struct Placed {
     time: f64,
     edge: u32,
-    offset_m: f64,
-    point: LatLon,
+    /// `f32` and fixed point: a centimetre is finer than any fix, and this
+    /// is held per vehicle.
+    offset_m: f32,
+    point: LatLonE7,
+}
+
+impl Placed {
+    fn offset_m(&self) -> f64 {
+        f64::from(self.offset_m)
+    }
+
+    fn point(&self) -> LatLon {
+        self.point.latlon()
+    }
 }
 
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -87,7 +100,8 @@ pub(crate) struct Vehicle {
     /// Paths between consecutive remaining stops, keyed by the stop pair.
     stop_legs: Vec<((StopId, StopId), Option<StopLeg>)>,
     /// Remaining seconds and metres to the next stop from the last position.
-    to_next: Option<(f64, f64)>,
+    /// (`f32`: a millisecond and a centimetre over the longest leg.)
+    to_next: Option<(f32, f32)>,
     /// Time the plan had left where the vehicle was last on it, and the
     /// time (live metric) driven since off it: the detour's two halves.
     plan_left_s: f64,
@@ -152,7 +166,7 @@ impl Vehicle {
 
     fn pos(&self) -> LatLon {
         self.placed
-            .map(|p| p.point)
+            .map(|p| p.point())
             .or(self.last_seen.map(|s| s.1))
             .unwrap_or(LatLon::new(f64::NAN, f64::NAN))
     }
@@ -187,7 +201,7 @@ impl Vehicle {
             + self
                 .stops
                 .iter()
-                .map(|s| s.plan.customer_ref.as_ref().map_or(0, String::capacity))
+                .map(|s| s.plan.customer_ref.as_ref().map_or(0, |r| r.len()))
                 .sum::<usize>()
             + self.leg.as_ref().map_or(0, |(_, l)| l.heap_bytes())
             + self.planned.as_ref().map_or(0, PathCode::heap_bytes)
@@ -221,7 +235,7 @@ impl Vehicle {
             MatchStatus::Outlier => {
                 let d = self
                     .placed
-                    .map_or(f64::NAN, |p| haversine_m(p.point, ping.pos));
+                    .map_or(f64::NAN, |p| haversine_m(p.point(), ping.pos));
                 // Unknown distance (never placed yet) is reported too.
                 if d.is_nan() || d >= ctx.detect.outlier_min_m {
                     let min = ctx.detect.outlier_min_m;
@@ -236,8 +250,8 @@ impl Vehicle {
         let here = Placed {
             time: now,
             edge: est.edge,
-            offset_m: est.offset_m,
-            point: est.point,
+            offset_m: est.offset_m as f32,
+            point: est.point.into(),
         };
         let prev = self.placed.replace(here);
         self.update_motion(ctx, ping, prev, here, status);
@@ -282,7 +296,7 @@ impl Vehicle {
         status: MatchStatus,
     ) {
         let now = here.time;
-        self.moved_m = prev.map_or(0.0, |p| haversine_m(p.point, here.point));
+        self.moved_m = prev.map_or(0.0, |p| haversine_m(p.point(), here.point()));
         let reported = ping.valid_speed();
         self.speed_mps = match (reported, prev) {
             (Some(v), _) => v,
@@ -290,7 +304,7 @@ impl Vehicle {
                 // Matched points of a standing vehicle do not move (the
                 // matcher holds them), so their displacement is a fair speed;
                 // smoothed, since single steps carry the GPS noise.
-                let v = haversine_m(prev.point, here.point) / (now - prev.time);
+                let v = haversine_m(prev.point(), here.point()) / (now - prev.time);
                 let a = 1.0 - (-(now - prev.time) / SPEED_TAU_S).exp();
                 self.speed_mps + a * (v - self.speed_mps)
             }
@@ -299,7 +313,7 @@ impl Vehicle {
         let g = ctx.graph;
         self.heading_deg = ping
             .valid_heading()
-            .unwrap_or_else(|| g.edge_bearing(here.edge, here.offset_m));
+            .unwrap_or_else(|| g.edge_bearing(here.edge, here.offset_m()));
         if self.motion.observe(&ctx.detect, now, self.speed_mps) && self.motion.moving {
             self.stalled = false;
         }
@@ -350,7 +364,7 @@ impl Vehicle {
                 .stops
                 .iter()
                 .find(|s| s.plan.id == id)
-                .map_or(f64::INFINITY, |s| haversine_m(s.road_pos(), p.point));
+                .map_or(f64::INFINITY, |s| haversine_m(s.road_pos(), p.point()));
             if away > ctx.detect.depart_radius_m {
                 self.at_stop = None;
                 let r = ctx.detect.depart_radius_m;
@@ -368,14 +382,14 @@ impl Vehicle {
             .iter()
             .enumerate()
             .filter(|(_, s)| s.status.is_remaining())
-            .map(|(i, s)| (i, haversine_m(s.road_pos(), p.point)))
+            .map(|(i, s)| (i, haversine_m(s.road_pos(), p.point())))
             .filter(|&(_, d)| d <= radius)
             .min_by(|a, b| a.1.total_cmp(&b.1));
         if let Some((i, d)) = hit {
             let id = self.stops[i].plan.id;
             let s = &mut self.stops[i];
             s.status = StopStatus::Arrived;
-            s.arrived_at = Some(now);
+            s.arrived_at = now;
             s.eta = now;
             s.remaining_m = 0.0;
             self.at_stop = Some((id, now));
@@ -425,7 +439,7 @@ impl Vehicle {
         let Some(p) = self.placed else { return false };
         let from = EdgePos {
             edge: p.edge,
-            offset_m: p.offset_m,
+            offset_m: p.offset_m(),
         };
         ctx.counters.leg_routes += 1;
         let id = self.stops[i].plan.id;
@@ -472,7 +486,7 @@ impl Vehicle {
         let Some((_, leg)) = self.leg.as_mut() else {
             return;
         };
-        let mut progress = leg.advance(ctx.graph, ctx.router.metric(), p.edge, p.offset_m);
+        let mut progress = leg.advance(ctx.graph, ctx.router.metric(), p.edge, p.offset_m());
         if progress.is_some() {
             self.off_path_pings = 0;
         } else if from_ping && self.off_path_pings == 0 && prev.is_some() {
@@ -491,9 +505,9 @@ impl Vehicle {
             progress = self
                 .leg
                 .as_mut()
-                .and_then(|(_, l)| l.advance(ctx.graph, ctx.router.metric(), p.edge, p.offset_m));
+                .and_then(|(_, l)| l.advance(ctx.graph, ctx.router.metric(), p.edge, p.offset_m()));
         }
-        self.to_next = progress.map(|pr| (pr.remaining_s, pr.remaining_m));
+        self.to_next = progress.map(|pr| (pr.remaining_s as f32, pr.remaining_m as f32));
         if from_ping {
             let on_leg = progress.is_some();
             self.judge_off_route(ctx, now, p.edge, on_leg);
@@ -532,7 +546,7 @@ impl Vehicle {
             (None, Some((_, l))) => l.path().iter().any(|e| e == edge || Some(e) == rev),
             (None, None) => return,
         };
-        let remaining = self.to_next.map_or(f64::NAN, |r| r.0);
+        let remaining = self.to_next.map_or(f64::NAN, |r| f64::from(r.0));
         let detour = if on {
             self.plan_left_s = remaining;
             self.off_driven_s = 0.0;
@@ -623,7 +637,7 @@ impl Vehicle {
                 (since + s.plan.service_s - base_time).max(0.0)
             });
         let (mut t, mut m) = match self.to_next {
-            Some((s, m)) => (base_time + serving + s, m),
+            Some((s, m)) => (base_time + serving + f64::from(s), f64::from(m)),
             None => (f64::NAN, f64::NAN),
         };
         let mut k = 0;
@@ -785,11 +799,11 @@ impl Vehicle {
         let completed = matches!(outcome, StopOutcome::Completed(_));
         let where_ = match &outcome {
             StopOutcome::Completed(ProofOfDelivery { pos: Some(p), .. }) => Some(*p),
-            _ => self.placed.map(|p| p.point),
+            _ => self.placed.map(|p| p.point()),
         };
         let s = &mut self.stops[i];
         let distance = where_.map_or(f64::NAN, |p| haversine_m(p, s.road_pos()));
-        let dwell = s.arrived_at.map_or(f64::NAN, |a| time - a);
+        let dwell = time - s.arrived_at;
         s.status = if completed {
             StopStatus::Completed
         } else {
@@ -797,7 +811,7 @@ impl Vehicle {
         };
         s.outcome = Some(Box::new(outcome));
         s.late = false;
-        if s.arrived_at.is_none() {
+        if s.arrived_at.is_nan() {
             s.eta = f64::NAN;
         }
         // Closed stops move in front of the open ones, in closing order.
@@ -936,9 +950,9 @@ impl Vehicle {
         s.status = self.last_status;
         match self.placed {
             Some(p) => {
-                s.pos = p.point;
+                s.pos = p.point();
                 s.edge = p.edge;
-                s.offset_m = p.offset_m;
+                s.offset_m = p.offset_m();
                 s.matched_time = p.time;
             }
             None => {
@@ -990,7 +1004,7 @@ fn new_stop(ctx: &mut Ctx, plan: &StopPlan) -> Option<StopState> {
         remaining_m: f64::NAN,
         announced: f64::NAN,
         late: false,
-        arrived_at: None,
+        arrived_at: f64::NAN,
         outcome: None,
     })
 }

@@ -27,13 +27,25 @@ const MAX_DT_S: f64 = 5.0;
 /// axes have unit variance).
 const RAYLEIGH_MEAN: f64 = 1.253_314_137_315_500_3;
 
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Copy, Debug, Default)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Copy, Debug)]
 pub(crate) struct JitterEstimate {
-    /// The two newest fixes (position, time), newest last.
-    fixes: [Option<(LatLon, f64)>; 2],
+    /// The two newest fixes (position, time), newest last; a NaN time is
+    /// no fix yet (and fails every interval test below).
+    fixes: [(LatLon, f64); 2],
     samples: u32,
     /// Running mean of the normalised residual norms, metres.
     mean: f64,
+}
+
+impl Default for JitterEstimate {
+    fn default() -> Self {
+        let none = (LatLon::new(f64::NAN, f64::NAN), f64::NAN);
+        Self {
+            fixes: [none; 2],
+            samples: 0,
+            mean: 0.0,
+        }
+    }
 }
 
 impl JitterEstimate {
@@ -43,27 +55,26 @@ impl JitterEstimate {
     }
 
     pub fn add(&mut self, p: LatLon, time: f64) {
-        if let [Some((p1, t1)), Some((p2, t2))] = self.fixes {
-            let (dt1, dt2) = (t2 - t1, time - t2);
-            if dt1 > 0.0 && dt2 > 0.0 && dt1 <= MAX_DT_S && dt2 <= MAX_DT_S {
-                let plane = LocalPlane::new(p2);
-                let (x1, y1) = plane.project(p1);
-                let (x3, y3) = plane.project(p);
-                let r = dt2 / dt1;
-                let (ex, ey) = (x3 + x1 * r, y3 + y1 * r);
-                let scale = (1.0 + (1.0 + r) * (1.0 + r) + r * r).sqrt();
-                let mut s = ex.hypot(ey) / scale;
-                if self.samples >= MIN_SAMPLES {
-                    s = s.min(CLIP * self.mean);
-                }
-                if s.is_finite() {
-                    self.samples = self.samples.saturating_add(1);
-                    let alpha = ALPHA.max(1.0 / f64::from(self.samples));
-                    self.mean += alpha * (s - self.mean);
-                }
+        let [(p1, t1), (p2, t2)] = self.fixes;
+        let (dt1, dt2) = (t2 - t1, time - t2);
+        if dt1 > 0.0 && dt2 > 0.0 && dt1 <= MAX_DT_S && dt2 <= MAX_DT_S {
+            let plane = LocalPlane::new(p2);
+            let (x1, y1) = plane.project(p1);
+            let (x3, y3) = plane.project(p);
+            let r = dt2 / dt1;
+            let (ex, ey) = (x3 + x1 * r, y3 + y1 * r);
+            let scale = (1.0 + (1.0 + r) * (1.0 + r) + r * r).sqrt();
+            let mut s = ex.hypot(ey) / scale;
+            if self.samples >= MIN_SAMPLES {
+                s = s.min(CLIP * self.mean);
+            }
+            if s.is_finite() {
+                self.samples = self.samples.saturating_add(1);
+                let alpha = ALPHA.max(1.0 / f64::from(self.samples));
+                self.mean += alpha * (s - self.mean);
             }
         }
-        self.fixes = [self.fixes[1], Some((p, time))];
+        self.fixes = [self.fixes[1], (p, time)];
     }
 }
 

@@ -5,8 +5,10 @@
 //! ring of recent matches, so the emission model follows a vehicle whose
 //! receiver is worse (or better) than the configured default.
 
-/// Recent matched distances, metres.
+/// Recent matched distances, in centimetres (saturating at 655 m, far past
+/// the largest sigma kept): half the room of `f32` at no loss that matters.
 const RING: usize = 32;
+const _: () = assert!(RING <= u8::MAX as usize && 65536 % REFRESH == 0);
 /// Matches needed before the estimate replaces the configured sigma.
 const MIN_SAMPLES: usize = 12;
 /// The estimate is refreshed every this many matches.
@@ -14,21 +16,23 @@ const REFRESH: usize = 4;
 
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug)]
 pub(crate) struct NoiseEstimate {
-    ring: [f32; RING],
-    len: usize,
-    next: usize,
-    added: usize,
-    sigma: Option<f64>,
+    ring: [u16; RING],
+    len: u8,
+    next: u8,
+    /// Fixes added, wrapping (only its residue modulo [`REFRESH`] is used).
+    added: u16,
+    /// Metres; NaN until [`MIN_SAMPLES`] were seen.
+    sigma: f32,
 }
 
 impl Default for NoiseEstimate {
     fn default() -> Self {
         Self {
-            ring: [0.0; RING],
+            ring: [0; RING],
             len: 0,
             next: 0,
             added: 0,
-            sigma: None,
+            sigma: f32::NAN,
         }
     }
 }
@@ -36,7 +40,7 @@ impl Default for NoiseEstimate {
 impl NoiseEstimate {
     /// The current estimate, once enough matches were seen.
     pub fn sigma(&self) -> Option<f64> {
-        self.sigma
+        (!self.sigma.is_nan()).then_some(f64::from(self.sigma))
     }
 
     /// Records the distance from a fix to its matched road.
@@ -44,16 +48,18 @@ impl NoiseEstimate {
         if !distance_m.is_finite() {
             return;
         }
-        self.ring[self.next] = distance_m as f32;
-        self.next = (self.next + 1) % RING;
-        self.len = (self.len + 1).min(RING);
-        self.added += 1;
-        if self.len >= MIN_SAMPLES && self.added.is_multiple_of(REFRESH) {
+        // `as` saturates: negative distances (none are made) would read 0.
+        self.ring[usize::from(self.next)] = (distance_m * 100.0).round() as u16;
+        self.next = ((usize::from(self.next) + 1) % RING) as u8;
+        self.len = (usize::from(self.len) + 1).min(RING) as u8;
+        self.added = self.added.wrapping_add(1);
+        if usize::from(self.len) >= MIN_SAMPLES && self.added.is_multiple_of(REFRESH as u16) {
             let mut v = self.ring;
-            let v = &mut v[..self.len];
+            let v = &mut v[..usize::from(self.len)];
             let mid = v.len() / 2;
-            let (_, median, _) = v.select_nth_unstable_by(mid, f32::total_cmp);
-            self.sigma = Some((1.4826 * f64::from(*median)).clamp(MIN_SIGMA_M, MAX_SIGMA_M));
+            let (_, median, _) = v.select_nth_unstable(mid);
+            self.sigma =
+                (1.4826 * f64::from(*median) / 100.0).clamp(MIN_SIGMA_M, MAX_SIGMA_M) as f32;
         }
     }
 }

@@ -172,8 +172,8 @@ pub(crate) fn alive_mask(cands: &[Cand]) -> u64 {
 }
 
 /// Buffers are not trimmed below this many steps or candidates.
-const MIN_STEPS: usize = 4;
-const MIN_CANDS: usize = 16;
+const MIN_STEPS: usize = 2;
+const MIN_CANDS: usize = 4;
 
 /// A vehicle's steps, oldest first, and the candidates of each.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Default)]
