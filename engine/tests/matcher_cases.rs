@@ -146,6 +146,49 @@ fn a_parked_van_does_not_move_or_turn() {
     }
 }
 
+/// A van parked on a junction whose device reports 0 m/s: a few of its
+/// fixes land beyond three sigma (urban multipath), and none of them may
+/// start the van off round the streets that meet there. Ending the stand at
+/// each such fix let the next cluster's steps wander onto the other streets
+/// of the junction.
+#[test]
+fn a_van_reporting_standing_holds_its_stand_through_stray_fixes() {
+    let g = common::town();
+    // The junction with the most streets leaving it, reached by edge `e`.
+    let e = (0..g.num_edges() as u32)
+        .filter(|&e| g.length_m(e) > 50.0)
+        .max_by_key(|&e| g.out_edges(g.head(e)).len())
+        .expect("an edge");
+    let spot = g.point_on_edge(e, g.length_m(e));
+    let sigma = 5.0;
+    let mut drifted = Vec::new();
+    for seed in 0..8 {
+        let mut rng = Rng::seed(40 + seed);
+        let mut run = Run::new(g);
+        for i in 0..600 {
+            let pos = if i > 30 && i % 15 == 0 {
+                let a = rng.range_f64(0.0, std::f64::consts::TAU);
+                let r = rng.range_f64(3.5, 5.0) * sigma;
+                LocalPlane::new(spot).unproject(r * a.cos(), r * a.sin())
+            } else {
+                noisy(spot, sigma, &mut rng)
+            };
+            let mut p = Ping::new(T0 + i as f64, pos);
+            p.speed = Some(0.0);
+            run.push(&p);
+        }
+        run.finish();
+        assert_eq!(run.finalized.len(), 600);
+        drifted.push(run.path_length());
+    }
+    // A stray fix still moves the chain a few metres at most.
+    assert!(
+        drifted.iter().all(|&d| d < 20.0),
+        "standing van drifted {drifted:.1?} m at a junction of {} streets",
+        g.out_edges(g.head(e)).len()
+    );
+}
+
 #[test]
 fn a_u_turn_in_the_street_is_followed() {
     let g = common::town();

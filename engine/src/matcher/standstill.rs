@@ -161,8 +161,8 @@ impl Matcher<'_> {
                 return Hold::Step;
             }
             still.strays = 0;
-        } else if settled && still.strays == 0 && ping.valid_speed().is_none() {
-            still.strays = 1;
+        } else if settled && is_stray(ping.valid_speed(), still.strays, off, sigma) {
+            still.strays += 1;
         } else {
             track.still = Some(Still::new(ping.pos, ping.time));
             return Hold::Step;
@@ -269,6 +269,23 @@ impl Matcher<'_> {
     }
 }
 
+/// Whether a fix outside a settled cluster is held as a stray (placed at the
+/// centroid, not joining it) rather than ending the stand. Fixes alone: one
+/// at a time, since two in a row may be the van pulling away. A device that
+/// keeps reporting standing is believed for a few in a row, as far as
+/// [`STRAY_SIGMAS`]: at 1 Hz a van standing on a node otherwise restarted
+/// its cluster on every 3-sigma fix, and the steps a forming cluster makes
+/// wandered round whatever lay at the node (a one-way loop beside one
+/// finalised the van twice round it while it stood).
+fn is_stray(reported_speed: Option<f64>, strays: u8, off: f64, sigma: f64) -> bool {
+    match reported_speed {
+        None => strays == 0,
+        Some(v) => {
+            v < STANDING_SPEED_MPS && strays < REPORTED_STRAYS && off <= STRAY_SIGMAS * sigma
+        }
+    }
+}
+
 /// The centroid of many fixes is not trusted beyond this (road geometry is
 /// not that exact either).
 const MIN_CENTROID_SIGMA_M: f64 = 2.0;
@@ -286,6 +303,11 @@ const DRIFT_MEMORY_S: f64 = 20.0;
 const DRIFT_CHI2: f64 = 13.8;
 /// A device reporting at least this speed is not standing still, wherever its fixes are.
 const STANDING_SPEED_MPS: f64 = 1.0;
+/// Strays in a row a settled cluster holds while the device reports standing ...
+const REPORTED_STRAYS: u8 = 3;
+/// ... each within this many sigma of the centroid (beyond, a fix is left to
+/// the outlier test of a step of its own).
+const STRAY_SIGMAS: f64 = 6.0;
 
 #[cfg(test)]
 mod tests {
