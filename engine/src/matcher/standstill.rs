@@ -109,8 +109,8 @@ impl Matcher<'_> {
     /// Standing is what the device says when it reports a speed; otherwise
     /// the fixes must gather: a fix within `standstill_sigmas` of the
     /// centroid of the recent fixes joins their cluster, and once a few have
-    /// joined, any fix within three sigma does (a single stray one is
-    /// tolerated), as long as the fixes do not drift ([`Still::add`]: a van
+    /// joined, any fix within three sigma does (strays beyond are tolerated
+    /// as [`is_stray`] says), as long as the fixes do not drift ([`Still::add`]: a van
     /// creeping along behind 20 m of noise stays within those radii for
     /// many seconds). Held pings are placed where the cluster's centroid is:
     /// live, on the current edge; finalised, on the path to the next step,
