@@ -157,6 +157,11 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("lastmile-io")
+        // Acknowledgements and queries wait on these threads: woken, they
+        // should run at once, not a scheduler slice later.
+        .on_thread_start(|| {
+            lastmile_ingest::priority::short_slice();
+        })
         .build()?;
     runtime.block_on(async move {
         let server = Server::bind(config, sink, auth, identity, durable)?;

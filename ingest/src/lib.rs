@@ -14,6 +14,7 @@ pub mod client;
 pub mod config;
 pub mod convert;
 pub mod io;
+pub mod priority;
 pub mod protocol;
 pub mod replay;
 pub mod server;

@@ -355,18 +355,10 @@ pub async fn replay(
     }
     let querying = match opts.queries_per_s {
         Some(rate) if rate > 0.0 => {
-            let client = Client::connect(target).await?;
-            let vehicles: Vec<u64> = {
-                let mut v: Vec<u64> = pings.iter().map(|p| p.vehicle).collect();
-                v.sort_unstable();
-                v.dedup();
-                v
-            };
-            let hist = Arc::new(Mutex::new(Histogram::default()));
-            Some((
-                tokio::spawn(query_load(client, vehicles, rate, hist.clone())),
-                hist,
-            ))
+            let mut vehicles: Vec<u64> = pings.iter().map(|p| p.vehicle).collect();
+            vehicles.sort_unstable();
+            vehicles.dedup();
+            Some(QueryLoad::start(target.clone(), vehicles, rate)?)
         }
         _ => None,
     };
@@ -416,10 +408,7 @@ pub async fn replay(
         after = server_stats(&probe).await;
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let queries = querying.map(|(task, hist)| {
-        task.abort();
-        hist
-    });
+    let queries = querying.map(QueryLoad::stop).transpose()?;
     probe.close();
     let delta = |k: &str| {
         after
@@ -477,10 +466,7 @@ pub async fn replay(
         },
     })
     .map(|mut r| {
-        if let Some(h) = queries
-            .as_ref()
-            .map(|h| h.lock().unwrap_or_else(|p| p.into_inner()))
-        {
+        if let Some(h) = &queries {
             r.queries = h.count();
             r.query_p50_us = us(h.quantile(0.5));
             r.query_p99_us = us(h.quantile(0.99));
@@ -489,9 +475,72 @@ pub async fn replay(
     })
 }
 
-/// Asks for random vehicles' ETAs at a steady rate until aborted,
+/// The ETA query load of a replay, on a thread, runtime, connection and
+/// socket of its own: the services that ask for ETAs are not the devices
+/// that send pings, and a query waiting behind the load generator's own
+/// senders for a worker thread would measure the generator, not the server.
+struct QueryLoad {
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<Histogram>,
+}
+
+impl QueryLoad {
+    /// Connects (an error is returned here) and starts asking.
+    fn start(target: Target, vehicles: Vec<u64>, rate: f64) -> anyhow::Result<Self> {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready, connected) = std::sync::mpsc::channel::<anyhow::Result<()>>();
+        let thread = std::thread::Builder::new()
+            .name("replay-queries".into())
+            .spawn(move || {
+                // Its own wait for a core is not the server's latency.
+                crate::priority::short_slice();
+                let mut hist = Histogram::default();
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = ready.send(Err(e.into()));
+                        return hist;
+                    }
+                };
+                runtime.block_on(async {
+                    let client = match Client::connect(&target).await {
+                        Ok(c) => c,
+                        Err(e) => {
+                            let _ = ready.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = ready.send(Ok(()));
+                    tokio::select! {
+                        _ = query_load(&client, &vehicles, rate, &mut hist) => {}
+                        _ = stopped => {}
+                    }
+                    client.close();
+                });
+                hist
+            })
+            .context("starting the query thread")?;
+        connected
+            .recv()
+            .context("the query thread ended before connecting")??;
+        Ok(Self { stop, thread })
+    }
+
+    /// Stops asking; the latencies of the answers received.
+    fn stop(self) -> anyhow::Result<Histogram> {
+        let _ = self.stop.send(());
+        self.thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("the query thread panicked"))
+    }
+}
+
+/// Asks for random vehicles' ETAs at a steady rate until dropped,
 /// recording each answer's latency in `hist`.
-async fn query_load(client: Client, vehicles: Vec<u64>, rate: f64, hist: Arc<Mutex<Histogram>>) {
+async fn query_load(client: &Client, vehicles: &[u64], rate: f64, hist: &mut Histogram) {
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
     let start = Instant::now();
     for k in 0u64.. {
@@ -507,9 +556,7 @@ async fn query_load(client: Client, vehicles: Vec<u64>, rate: f64, hist: Arc<Mut
             .await
             .is_ok()
         {
-            hist.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .record(t.elapsed());
+            hist.record(t.elapsed());
         }
     }
 }
