@@ -358,7 +358,7 @@ pub async fn replay(
             let mut vehicles: Vec<u64> = pings.iter().map(|p| p.vehicle).collect();
             vehicles.sort_unstable();
             vehicles.dedup();
-            Some(QueryLoad::start(target.clone(), vehicles, rate)?)
+            Some(QueryLoad::start(target.clone(), vehicles, rate).await?)
         }
         _ => None,
     };
@@ -486,9 +486,9 @@ struct QueryLoad {
 
 impl QueryLoad {
     /// Connects (an error is returned here) and starts asking.
-    fn start(target: Target, vehicles: Vec<u64>, rate: f64) -> anyhow::Result<Self> {
+    async fn start(target: Target, vehicles: Vec<u64>, rate: f64) -> anyhow::Result<Self> {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (ready, connected) = std::sync::mpsc::channel::<anyhow::Result<()>>();
+        let (ready, connected) = tokio::sync::oneshot::channel::<anyhow::Result<()>>();
         let thread = std::thread::Builder::new()
             .name("replay-queries".into())
             .spawn(move || {
@@ -524,7 +524,7 @@ impl QueryLoad {
             })
             .context("starting the query thread")?;
         connected
-            .recv()
+            .await
             .context("the query thread ended before connecting")??;
         Ok(Self { stop, thread })
     }
