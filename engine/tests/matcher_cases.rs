@@ -442,6 +442,36 @@ fn a_teleport_is_outliers_then_a_reset() {
 }
 
 #[test]
+fn an_outlier_is_finalised_where_the_path_puts_the_vehicle_at_its_time() {
+    let g = common::town();
+    let (a, b) = far_edges(g);
+    // The same drive without noise is where the vehicle really was.
+    let truth = drive(g, a, b, T0, 10.0, 0.0, &mut Rng::seed(9));
+    let mut pings = drive(g, a, b, T0, 10.0, 4.0, &mut Rng::seed(9));
+    assert!(pings.len() > 80);
+    // One fix lands 300 m further along the route, on a road but out of reach in a second.
+    let k = 40;
+    pings[k].pos = truth[k + 30].pos;
+    let mut run = Run::new(g);
+    let statuses: Vec<MatchStatus> = pings.iter().map(|p| run.push(p)).collect();
+    run.finish();
+    assert_eq!(statuses[k], MatchStatus::Outlier);
+    assert!(!run.immediate[k].point.lat.is_finite(), "live: no position");
+    // Finalised, every ping has its point, the outlier too.
+    let times: Vec<f64> = run.finalized.iter().map(|f| f.time).collect();
+    assert_eq!(times, pings.iter().map(|p| p.time).collect::<Vec<_>>());
+    let f = run.finalized[k];
+    assert_eq!(f.status, MatchStatus::Outlier);
+    assert!(f.distance_m.is_nan(), "its fix is not kept");
+    let off = haversine_m(f.point, truth[k].pos);
+    assert!(
+        off < 8.0,
+        "outlier placed {off:.1} m from where the vehicle was"
+    );
+    assert_connected(g, &run.path);
+}
+
+#[test]
 fn out_of_order_and_duplicate_pings_are_dropped_and_counted() {
     let g = common::town();
     let (a, b) = far_edges(g);
@@ -632,10 +662,11 @@ fn memory_stays_bounded_and_matching_is_deterministic() {
     for p in &a.paths {
         assert_connected(g, p);
     }
-    // Every ping placed on a road is finalised, exactly once, in time order.
+    // Every ping placed on a road is finalised, exactly once, in time order,
+    // and so is every outlier (where the path puts the vehicle at its time).
     for (i, im) in a.immediate.iter().enumerate() {
         assert_eq!(
-            im.status.is_on_road(),
+            im.status.is_on_road() || im.status == MatchStatus::Outlier,
             a.finalized[i].is_some(),
             "row {i}: {im:?}"
         );

@@ -1,6 +1,8 @@
-//! The pings of a standing vehicle that made no step of their own: each is
-//! finalised with the step it was held with, at the place that step's
-//! group of held pings stood last (its latest centroid).
+//! The pings that made no step of their own: those of a standing vehicle,
+//! each finalised with the step it was held with, at the place that step's
+//! group of held pings stood last (its latest centroid); and outliers,
+//! whose fix was refused, finalised where the path the vehicle drove puts
+//! it at their time (the finalised stream has a point for every ping).
 //!
 //! A vehicle parked for half an hour holds dozens of them, so a ping costs
 //! only its sequence number and time (16 bytes); the position is kept once
@@ -25,8 +27,33 @@ struct Group {
 /// A held ping: what its finalised point needs of it.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Copy, Debug, PartialEq)]
 pub(crate) struct HeldPing {
-    pub seq: u64,
+    /// Sequence number, with [`OUTLIER`] set for an outlier.
+    tagged_seq: u64,
     pub time: f64,
+}
+
+/// Tag of an outlier's sequence number (sequence numbers count pings, and
+/// never get near it).
+const OUTLIER: u64 = 1 << 63;
+
+impl HeldPing {
+    pub fn new(seq: u64, time: f64, outlier: bool) -> Self {
+        debug_assert!(seq & OUTLIER == 0);
+        let tag = if outlier { OUTLIER } else { 0 };
+        Self {
+            tagged_seq: seq | tag,
+            time,
+        }
+    }
+
+    pub fn seq(&self) -> u64 {
+        self.tagged_seq & !OUTLIER
+    }
+
+    /// A refused fix, placed by its time rather than by the group's place.
+    pub fn is_outlier(&self) -> bool {
+        self.tagged_seq & OUTLIER != 0
+    }
 }
 
 /// Held pings, oldest first, grouped by the step they are held with.
@@ -42,18 +69,32 @@ impl Held {
     /// Holds a ping with step `step` (at least as new as any held so far),
     /// the standing vehicle at `pos`.
     pub fn push(&mut self, step: u64, seq: u64, time: f64, pos: LatLon) {
+        self.hold(step, HeldPing::new(seq, time, false), Some(pos));
+    }
+
+    /// Holds an outlier with step `step` (the newest step before it); the
+    /// group's place stays what its standing pings made it.
+    pub fn push_outlier(&mut self, step: u64, seq: u64, time: f64) {
+        self.hold(step, HeldPing::new(seq, time, true), None);
+    }
+
+    fn hold(&mut self, step: u64, ping: HeldPing, pos: Option<LatLon>) {
         match self.groups.back_mut() {
             Some(g) if g.step == step => {
-                g.pos = pos;
+                if let Some(p) = pos {
+                    g.pos = p;
+                }
                 g.len += 1;
             }
             _ => {
                 debug_assert!(self.groups.back().is_none_or(|g| g.step < step));
+                // A group of outliers alone has no place of its own.
+                let pos = pos.unwrap_or(LatLon::new(f64::NAN, f64::NAN));
                 self.groups.push_back(Group { step, pos, len: 1 });
                 self.peak_groups.saw(self.groups.len());
             }
         }
-        self.pings.push_back(HeldPing { seq, time });
+        self.pings.push_back(ping);
         self.peak_pings.saw(self.pings.len());
     }
 
@@ -112,14 +153,29 @@ mod tests {
         assert_eq!(pos, b);
         assert_eq!(
             pings,
-            [
-                HeldPing { seq: 5, time: 50.0 },
-                HeldPing { seq: 6, time: 60.0 }
-            ]
+            [HeldPing::new(5, 50.0, false), HeldPing::new(6, 60.0, false)]
         );
         let (pos, pings) = h.take(7).unwrap();
         assert_eq!((pos, pings.count()), (c, 1));
         assert!(h.take(7).is_none() && h.newest_step().is_none());
+        // An outlier joins the group of its step without moving its place,
+        // and keeps its sequence number and tag.
+        h.push(9, 10, 100.0, a);
+        h.push_outlier(9, 11, 110.0);
+        h.push_outlier(12, 13, 130.0);
+        let (pos, pings) = h.take(9).unwrap();
+        let pings: Vec<_> = pings.collect();
+        assert_eq!(pos, a);
+        assert_eq!(
+            pings
+                .iter()
+                .map(|p| (p.seq(), p.is_outlier()))
+                .collect::<Vec<_>>(),
+            [(10, false), (11, true)]
+        );
+        let (pos, pings) = h.take(12).unwrap();
+        assert!(pos.lat.is_nan());
+        assert_eq!(pings.map(|p| p.seq()).collect::<Vec<_>>(), [13]);
         h.push(9, 10, 100.0, a);
         h.clear();
         assert!(h.newest_step().is_none() && h.take(9).is_none());

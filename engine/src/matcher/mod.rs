@@ -320,6 +320,11 @@ impl<'g> Matcher<'g> {
             track.outliers += 1;
             track.still = None;
             track.window.clear_staged();
+            // Finalised with the step before it, where the path puts the
+            // vehicle at its time.
+            if let Some(step) = track.window.back() {
+                track.held.push_outlier(step.seq, seq, ping.time);
+            }
             return MatchStatus::Outlier;
         };
         step.reset = status == MatchStatus::Reset;

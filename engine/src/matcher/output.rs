@@ -99,12 +99,15 @@ impl Default for Estimate {
 pub struct FinalPoint {
     pub seq: u64,
     pub time: f64,
-    /// `Matched`, or `Reset` for the first point of a new chain.
+    /// `Matched`; `Reset` for the first point of a new chain; `Outlier` for
+    /// a fix the chain refused, placed where the path puts the vehicle at
+    /// its time (between the steps before and after it).
     pub status: MatchStatus,
     pub edge: u32,
     pub offset_m: f64,
     pub point: LatLon,
-    /// Distance from the ping to the matched point, metres.
+    /// Distance from the ping to the matched point, metres (NaN for an
+    /// outlier, whose fix is not kept).
     pub distance_m: f64,
 }
 

@@ -8,6 +8,7 @@
 //! the previous finalised point, recomputed with the same move rules the
 //! scoring used, so the path is exactly the transition Viterbi chose.
 
+use lastmile_roadgraph::LatLon;
 use lastmile_roadgraph::geo::haversine_m;
 
 use super::search::Goal;
@@ -213,6 +214,17 @@ impl Matcher<'_> {
             return;
         };
         let g = self.graph;
+        let pieces = &out.path[first_piece..];
+        // An outlier is placed by its time between step `h` and the next,
+        // at the share of the path that share of the time gives (the
+        // vehicle's speed in between is all the path says).
+        let from_time = track.window[h].time;
+        let span = if h + 1 < track.window.len() {
+            track.window[h + 1].time - from_time
+        } else {
+            0.0
+        };
+        let length: f64 = pieces.iter().map(|t| (t.to_m - t.from_m).max(0.0)).sum();
         let mut floor = 0.0;
         // The group's last centroid is its best estimate of where it stood.
         let Some((pos, pings)) = track.held.take(step) else {
@@ -222,31 +234,59 @@ impl Matcher<'_> {
             // (distance from the fix, along the pieces, edge, offset)
             let mut best = (f64::INFINITY, 0.0, anchor.0, anchor.1);
             let mut along = 0.0;
-            for t in &out.path[first_piece..] {
-                let len = (t.to_m - t.from_m).max(0.0);
-                if along + len >= floor {
-                    let lo = t.from_m + (floor - along).max(0.0);
-                    let (offset, d) = g.project_onto_edge(t.edge, pos, lo, t.to_m);
-                    if d < best.0 {
-                        best = (d, along + (offset - t.from_m), t.edge, offset);
+            if p.is_outlier() {
+                let share = if span > 0.0 {
+                    ((p.time - from_time) / span).clamp(0.0, 1.0)
+                } else {
+                    0.0
+                };
+                let target = (share * length).max(floor);
+                for t in pieces {
+                    let len = (t.to_m - t.from_m).max(0.0);
+                    if along + len >= target {
+                        let offset = t.from_m + (target - along);
+                        best = (f64::NAN, target, t.edge, offset);
+                        break;
                     }
+                    along += len;
                 }
-                along += len;
+            } else {
+                for t in pieces {
+                    let len = (t.to_m - t.from_m).max(0.0);
+                    if along + len >= floor {
+                        let lo = t.from_m + (floor - along).max(0.0);
+                        let (offset, d) = g.project_onto_edge(t.edge, pos, lo, t.to_m);
+                        if d < best.0 {
+                            best = (d, along + (offset - t.from_m), t.edge, offset);
+                        }
+                    }
+                    along += len;
+                }
             }
             floor = best.1;
             let point = g.point_on_edge(best.2, best.3);
+            // An outlier's fix is not kept: its distance is unknown.
+            let (status, fix) = if p.is_outlier() {
+                (MatchStatus::Outlier, LatLon::new(f64::NAN, f64::NAN))
+            } else {
+                (MatchStatus::Matched, pos)
+            };
             let fp = FinalPoint {
-                seq: p.seq,
+                seq: p.seq(),
                 time: p.time,
-                status: MatchStatus::Matched,
+                status,
                 edge: best.2,
                 offset_m: best.3,
                 point,
-                distance_m: haversine_m(pos, point),
+                distance_m: if p.is_outlier() {
+                    f64::NAN
+                } else {
+                    haversine_m(fix, point)
+                },
             };
             track
                 .smoother
-                .add_point_at(g, fp, pos, start + best.1, &mut out.finalized);
+                .add_point_at(g, fp, fix, start + best.1, &mut out.finalized);
         }
     }
 
