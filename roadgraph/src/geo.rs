@@ -78,13 +78,14 @@ impl From<LatLon> for LatLonE7 {
     }
 }
 
-/// Great-circle distance in metres (haversine).
+/// Great-circle distance in metres (haversine); NaN when either position is
+/// NaN (`clamp` keeps a NaN where `min` would turn it into the antipode).
 pub fn haversine_m(a: LatLon, b: LatLon) -> f64 {
     let (la1, la2) = (a.lat.to_radians(), b.lat.to_radians());
     let dlat = la2 - la1;
     let dlon = (b.lon - a.lon).to_radians();
     let h = (dlat * 0.5).sin().powi(2) + la1.cos() * la2.cos() * (dlon * 0.5).sin().powi(2);
-    2.0 * EARTH_RADIUS_M * h.sqrt().min(1.0).asin()
+    2.0 * EARTH_RADIUS_M * h.sqrt().clamp(0.0, 1.0).asin()
 }
 
 /// A tangent plane (equirectangular) centred on one point: x east, y north, metres.
@@ -136,6 +137,13 @@ pub fn project_origin_on_segment(a: (f64, f64), b: (f64, f64)) -> (f64, f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn haversine_of_an_unknown_position_is_unknown() {
+        let nowhere = LatLon::new(f64::NAN, f64::NAN);
+        assert!(haversine_m(nowhere, LatLon::new(43.7, 7.4)).is_nan());
+        assert!(haversine_m(LatLon::new(43.7, 7.4), nowhere).is_nan());
+    }
 
     #[test]
     fn haversine_matches_known_distance() {
