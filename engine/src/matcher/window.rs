@@ -241,6 +241,10 @@ impl Matcher<'_> {
                     0.0
                 };
                 let target = (share * length).max(floor);
+                // The end of the last piece if rounding leaves `target` past it.
+                if let Some(last) = pieces.last() {
+                    best = (f64::NAN, length, last.edge, last.to_m);
+                }
                 for t in pieces {
                     let len = (t.to_m - t.from_m).max(0.0);
                     if along + len >= target {
