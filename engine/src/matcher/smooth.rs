@@ -171,10 +171,8 @@ impl Smoother {
                 point.edge = edge;
                 point.offset_m = offset;
                 point.point = g.point_on_edge(edge, offset);
-                // An outlier's fix is not kept (NaN): its distance stays unknown.
-                if me.ping.is_valid() {
-                    point.distance_m = haversine_m(me.ping, point.point);
-                }
+                // NaN for an outlier, whose fix is not kept.
+                point.distance_m = haversine_m(me.ping, point.point);
                 self.points[i].s = s;
             }
         }

@@ -199,8 +199,9 @@ impl Matcher<'_> {
 
     /// Finalises the held pings of step `h`: each where its fix projects onto
     /// the path pieces `out.path[first_piece..]` (the path from step `h` to the
-    /// next, starting at path distance `start`), never behind the previous
-    /// one; with no pieces, where step `h` is.
+    /// next, starting at path distance `start`), an outlier where its time
+    /// puts it on them; never behind the previous one; with no pieces, where
+    /// step `h` is.
     fn emit_held(
         &mut self,
         track: &mut VehicleTrack,
@@ -233,28 +234,16 @@ impl Matcher<'_> {
         for p in pings {
             // (distance from the fix, along the pieces, edge, offset)
             let mut best = (f64::INFINITY, 0.0, anchor.0, anchor.1);
-            let mut along = 0.0;
-            if p.is_outlier() {
+            if p.is_outlier() && !pieces.is_empty() {
                 let share = if span > 0.0 {
                     ((p.time - from_time) / span).clamp(0.0, 1.0)
                 } else {
                     0.0
                 };
-                let target = (share * length).max(floor);
-                // The end of the last piece if rounding leaves `target` past it.
-                if let Some(last) = pieces.last() {
-                    best = (f64::NAN, length, last.edge, last.to_m);
-                }
-                for t in pieces {
-                    let len = (t.to_m - t.from_m).max(0.0);
-                    if along + len >= target {
-                        let offset = t.from_m + (target - along);
-                        best = (f64::NAN, target, t.edge, offset);
-                        break;
-                    }
-                    along += len;
-                }
+                let (along, edge, offset) = at_distance(pieces, (share * length).max(floor));
+                best = (f64::NAN, along, edge, offset);
             } else {
+                let mut along = 0.0;
                 for t in pieces {
                     let len = (t.to_m - t.from_m).max(0.0);
                     if along + len >= floor {
@@ -269,7 +258,7 @@ impl Matcher<'_> {
             }
             floor = best.1;
             let point = g.point_on_edge(best.2, best.3);
-            // An outlier's fix is not kept: its distance is unknown.
+            // An outlier's fix is not kept: its distance is unknown (NaN).
             let (status, fix) = if p.is_outlier() {
                 (MatchStatus::Outlier, LatLon::new(f64::NAN, f64::NAN))
             } else {
@@ -282,11 +271,7 @@ impl Matcher<'_> {
                 edge: best.2,
                 offset_m: best.3,
                 point,
-                distance_m: if p.is_outlier() {
-                    f64::NAN
-                } else {
-                    haversine_m(fix, point)
-                },
+                distance_m: haversine_m(fix, point),
             };
             track
                 .smoother
@@ -422,4 +407,19 @@ fn push_pieces(out: &mut MatchOutput, pieces: &[(u32, f64, f64)], t0: f64, t1: f
             t_end: t0 + (t1 - t0) * frac(done),
         });
     }
+}
+
+/// The position `target` metres along non-empty `pieces` (its path distance,
+/// edge and offset), or their end if rounding leaves `target` past it.
+fn at_distance(pieces: &[Traversal], target: f64) -> (f64, u32, f64) {
+    let mut along = 0.0;
+    for t in pieces {
+        let len = (t.to_m - t.from_m).max(0.0);
+        if along + len >= target {
+            return (target, t.edge, t.from_m + (target - along));
+        }
+        along += len;
+    }
+    let last = pieces[pieces.len() - 1];
+    (along, last.edge, last.to_m)
 }
