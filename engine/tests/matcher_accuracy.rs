@@ -1,10 +1,11 @@
 //! Map-matching accuracy against ground truth on simulated drives over real
 //! maps (Monaco: dense, hilly, tunnels and hairpins; Andorra: sparse mountain
-//! roads) at GPS noise of 5, 10 and 20 m and at 1 s and 30 s sampling. The
+//! roads) at GPS noise of 5, 10 and 20 m and at 1 s and 30 s sampling. Most
 //! traces carry positions only (no speed, heading or accuracy), so the
-//! matcher also has to learn each vehicle's noise. Floors are set a little
-//! below what was measured (BENCHMARKS.md lists the full figures), so a
-//! change that makes matching worse fails here.
+//! matcher also has to learn each vehicle's noise; the 1 s drives are also
+//! run with the speed, heading and accuracy a phone reports. Floors are set
+//! a little below what was measured (BENCHMARKS.md lists the full figures),
+//! so a change that makes matching worse fails here.
 
 mod common;
 
@@ -24,6 +25,8 @@ macro_rules! check {
 struct Case {
     noise: f64,
     interval: f64,
+    /// Pings carry speed, heading and accuracy.
+    phone: bool,
     /// Floors: share of pings on the true way (finalised, immediate) and the
     /// largest median distance to the true position (finalised), metres.
     finalized: f64,
@@ -46,7 +49,7 @@ fn check(map: &str, seed: u64, cases: &[Case]) {
             interval_s: c.interval,
             noise_m: c.noise,
             seed,
-            motion_columns: false,
+            motion_columns: c.phone,
             ..SimParams::default()
         };
         let trace = common::simulated(g, &params);
@@ -54,9 +57,10 @@ fn check(map: &str, seed: u64, cases: &[Case]) {
         let (f, i) = (e.finalized.way_share(), e.immediate.way_share());
         let median = e.finalized.distance_percentile(0.5);
         eprintln!(
-            "{map} sigma {} m, {} s: finalised {:.2}%, immediate {:.2}%, median {median:.1} m, mismatch {:.1}% ({} pings)",
+            "{map} sigma {} m, {} s{}: finalised {:.2}%, immediate {:.2}%, median {median:.2} m, mismatch {:.1}% ({} pings)",
             c.noise,
             c.interval,
+            if c.phone { " with speeds" } else { "" },
             100.0 * f,
             100.0 * i,
             100.0 * e.finalized.route_mismatch(),
@@ -65,25 +69,29 @@ fn check(map: &str, seed: u64, cases: &[Case]) {
         check!(
             &mut failures,
             f >= c.finalized,
-            "{map} sigma {} {} s: finalised {f:.4} < {}",
+            "{map} sigma {} {} s (speeds {}): finalised {f:.4} < {}",
             c.noise,
             c.interval,
+            c.phone,
             c.finalized
         );
         check!(
             &mut failures,
             i >= c.immediate,
-            "{map} sigma {} {} s: immediate {i:.4} < {}",
+            "{map} sigma {} {} s (speeds {}): immediate {i:.4} < {}",
             c.noise,
             c.interval,
+            c.phone,
             c.immediate
         );
         check!(
             &mut failures,
             median <= c.median_m,
-            "{map} sigma {} {} s: median {median:.1} m",
+            "{map} sigma {} {} s (speeds {}): median {median:.2} m > {}",
             c.noise,
-            c.interval
+            c.interval,
+            c.phone,
+            c.median_m
         );
         if c.interval >= 5.0 {
             // Sparse sampling: the finalised path must be the driven route.
@@ -101,7 +109,7 @@ fn check(map: &str, seed: u64, cases: &[Case]) {
 }
 
 #[test]
-fn monaco_dense_and_sparse_at_three_noise_levels() {
+fn monaco_dense_and_sparse_at_three_noise_levels_with_and_without_speeds() {
     check(
         "monaco.osm.pbf",
         11,
@@ -109,51 +117,81 @@ fn monaco_dense_and_sparse_at_three_noise_levels() {
             Case {
                 noise: 5.0,
                 interval: 1.0,
-                finalized: 0.945,
-                immediate: 0.9,
-                median_m: 3.3,
+                phone: false,
+                finalized: 0.97,
+                immediate: 0.935,
+                median_m: 1.75,
             },
             Case {
                 noise: 10.0,
                 interval: 1.0,
-                finalized: 0.92,
-                immediate: 0.84,
-                median_m: 6.1,
+                phone: false,
+                finalized: 0.94,
+                immediate: 0.87,
+                median_m: 4.5,
             },
             Case {
                 noise: 20.0,
                 interval: 1.0,
-                finalized: 0.83,
-                immediate: 0.71,
-                median_m: 17.0,
+                phone: false,
+                finalized: 0.88,
+                immediate: 0.77,
+                median_m: 11.5,
             },
             Case {
                 noise: 5.0,
                 interval: 30.0,
-                finalized: 0.955,
-                immediate: 0.935,
-                median_m: 4.4,
+                phone: false,
+                finalized: 0.968,
+                immediate: 0.95,
+                median_m: 3.7,
             },
             Case {
                 noise: 10.0,
                 interval: 30.0,
-                finalized: 0.935,
-                immediate: 0.895,
-                median_m: 7.9,
+                phone: false,
+                finalized: 0.947,
+                immediate: 0.91,
+                median_m: 7.3,
             },
             Case {
                 noise: 20.0,
                 interval: 30.0,
-                finalized: 0.89,
-                immediate: 0.8,
-                median_m: 15.0,
+                phone: false,
+                finalized: 0.91,
+                immediate: 0.825,
+                median_m: 14.5,
+            },
+            Case {
+                noise: 5.0,
+                interval: 1.0,
+                phone: true,
+                finalized: 0.982,
+                immediate: 0.965,
+                median_m: 0.9,
+            },
+            Case {
+                noise: 10.0,
+                interval: 1.0,
+                phone: true,
+                finalized: 0.968,
+                immediate: 0.935,
+                median_m: 1.85,
+            },
+            Case {
+                noise: 20.0,
+                interval: 1.0,
+                phone: true,
+                finalized: 0.93,
+                immediate: 0.868,
+                median_m: 4.8,
             },
         ],
     );
 }
 
 #[test]
-fn andorra_dense_and_sparse_at_three_noise_levels() {
+fn andorra_dense_and_sparse_at_three_noise_levels_with_and_without_speeds() {
     check(
         "andorra.osm.pbf",
         12,
@@ -161,44 +199,74 @@ fn andorra_dense_and_sparse_at_three_noise_levels() {
             Case {
                 noise: 5.0,
                 interval: 1.0,
-                finalized: 0.965,
-                immediate: 0.94,
-                median_m: 3.3,
+                phone: false,
+                finalized: 0.985,
+                immediate: 0.965,
+                median_m: 1.6,
             },
             Case {
                 noise: 10.0,
                 interval: 1.0,
-                finalized: 0.95,
-                immediate: 0.9,
-                median_m: 6.0,
+                phone: false,
+                finalized: 0.97,
+                immediate: 0.932,
+                median_m: 4.2,
             },
             Case {
                 noise: 20.0,
                 interval: 1.0,
-                finalized: 0.91,
-                immediate: 0.84,
-                median_m: 15.5,
+                phone: false,
+                finalized: 0.94,
+                immediate: 0.873,
+                median_m: 11.0,
             },
             Case {
                 noise: 5.0,
                 interval: 30.0,
-                finalized: 0.94,
-                immediate: 0.93,
-                median_m: 4.6,
+                phone: false,
+                finalized: 0.977,
+                immediate: 0.946,
+                median_m: 3.9,
             },
             Case {
                 noise: 10.0,
                 interval: 30.0,
-                finalized: 0.94,
-                immediate: 0.915,
-                median_m: 8.1,
+                phone: false,
+                finalized: 0.962,
+                immediate: 0.933,
+                median_m: 7.6,
             },
             Case {
                 noise: 20.0,
                 interval: 30.0,
-                finalized: 0.905,
-                immediate: 0.865,
-                median_m: 15.6,
+                phone: false,
+                finalized: 0.932,
+                immediate: 0.889,
+                median_m: 15.3,
+            },
+            Case {
+                noise: 5.0,
+                interval: 1.0,
+                phone: true,
+                finalized: 0.992,
+                immediate: 0.985,
+                median_m: 0.9,
+            },
+            Case {
+                noise: 10.0,
+                interval: 1.0,
+                phone: true,
+                finalized: 0.986,
+                immediate: 0.968,
+                median_m: 1.7,
+            },
+            Case {
+                noise: 20.0,
+                interval: 1.0,
+                phone: true,
+                finalized: 0.97,
+                immediate: 0.926,
+                median_m: 4.6,
             },
         ],
     );

@@ -189,6 +189,84 @@ fn a_van_reporting_standing_holds_its_stand_through_stray_fixes() {
     );
 }
 
+/// A van brakes to a stand 4 m short of a junction (a red light), waits
+/// 40 s reporting 0 m/s, and pulls away into the next street. Where its
+/// fixes fell ahead while it stood, the window places it no further back
+/// (a standing vehicle does not move backwards), which ratchets it forward
+/// on noise; the finalised points must not inherit that: they stay on the
+/// street it stands in, within a few metres of where it stood.
+#[test]
+fn a_van_standing_short_of_a_junction_is_finalised_where_it_stands() {
+    let g = common::town();
+    let e = (0..g.num_edges() as u32)
+        .filter(|&e| g.length_m(e) > 150.0)
+        .find(|&e| {
+            g.out_edges(g.head(e))
+                .any(|n| Some(n) != g.reverse_edge(e) && g.length_m(n) > 80.0)
+        })
+        .expect("a long street into a junction");
+    let next = g
+        .out_edges(g.head(e))
+        .find(|&n| Some(n) != g.reverse_edge(e) && g.length_m(n) > 80.0)
+        .unwrap();
+    let stand = g.length_m(e) - 4.0;
+    let (mut wrong_edge, mut errors) = (0, Vec::new());
+    for seed in 0..12 {
+        let mut rng = Rng::seed(300 + seed);
+        let mut run = Run::new(g);
+        // (time, true edge, true offset, speed)
+        let mut truth = Vec::new();
+        let (mut s, mut v, mut t) = (stand - 150.0, 12.0f64, T0);
+        while v > 0.0 {
+            truth.push((t, e, s, v));
+            // Braking at 1.5 m/s² planned to end at the stand.
+            v = (2.0 * 1.5 * (stand - s).max(0.0)).sqrt().min(12.0);
+            s = (s + v).min(stand);
+            t += 1.0;
+            if stand - s < 0.3 {
+                v = 0.0;
+            }
+        }
+        for _ in 0..40 {
+            truth.push((t, e, stand, 0.0));
+            t += 1.0;
+        }
+        let (mut s2, mut v2) = (0.0, 0.0f64);
+        while s2 < 60.0 {
+            v2 = (v2 + 2.0).min(10.0);
+            s2 += v2;
+            truth.push((t, next, s2, v2));
+            t += 1.0;
+        }
+        for &(t, edge, offset, speed) in &truth {
+            let mut p = Ping::new(t, noisy(g.point_on_edge(edge, offset), 5.0, &mut rng));
+            p.speed = Some((speed + rng.normal() * 0.3).max(0.0) as f32);
+            p.accuracy = Some(5.0);
+            run.push(&p);
+        }
+        run.finish();
+        assert_eq!(run.finalized.len(), truth.len());
+        for (f, &(time, edge, offset, speed)) in run.finalized.iter().zip(&truth) {
+            assert_eq!(f.time, time);
+            if speed == 0.0 {
+                wrong_edge += usize::from(f.edge != edge);
+                errors.push(haversine_m(f.point, g.point_on_edge(edge, offset)));
+            }
+        }
+    }
+    errors.sort_by(f64::total_cmp);
+    let median = errors[errors.len() / 2];
+    assert!(
+        wrong_edge * 50 <= errors.len(),
+        "{wrong_edge} of {} standing points finalised off the street the van stands in",
+        errors.len()
+    );
+    assert!(
+        median < 2.0,
+        "standing points finalised a median {median:.1} m away"
+    );
+}
+
 #[test]
 fn a_u_turn_in_the_street_is_followed() {
     let g = common::town();

@@ -1,36 +1,161 @@
 //! Along-path smoothing of finalised points. Once the path is decided, each
-//! point's position *along* it is still one noisy projection; at dense
-//! sampling its neighbours in time say where it was much better. A local
-//! linear fit of path distance against time over the two finalised points
-//! either side (only those within a few seconds) replaces it, kept between
-//! its neighbours so the vehicle never moves backwards, and mapped back onto
-//! the path's edges. This is what puts a point on the right side of a
-//! junction when a fix lands a few metres short of it.
+//! point's position *along* it is still one noisy projection; its neighbours
+//! in time, and the speeds the phone reported, say where it was much better.
+//! A fixed-lag Kalman smoother runs along the path: the state is path
+//! distance and speed, driven by random acceleration; each fix measures the
+//! distance (with its own GPS sigma) and each reported speed measures the
+//! speed. A point is released once `LAG` later points have come, at the
+//! smoothed distance (Rauch–Tung–Striebel over those points), kept at or
+//! ahead of the point released before it so the vehicle never moves
+//! backwards and not beyond where the newest fixes put it, and mapped back
+//! onto the path's edges. This is what puts a
+//! point on the right side of a junction when a fix lands a few metres short
+//! of it.
 //!
-//! Points are released two finalised points late (or when the chain ends), so
-//! the finalised stream lags the live one by about two more pings.
+//! Sparse sampling needs no special case: over tens of seconds the
+//! acceleration noise swamps what one fix says about the next, and the
+//! smoothed distance is the fix's own. Such points are released at once
+//! (nothing later can join them within `MAX_SPAN_S`), so the finalised stream
+//! lags the live one by at most `LAG` pings.
 
 use std::collections::VecDeque;
 
-use lastmile_roadgraph::geo::haversine_m;
+use lastmile_roadgraph::geo::{LatLonE7, haversine_m};
 use lastmile_roadgraph::{Graph, LatLon};
 
 use super::high_water::HighWater;
 use super::{FinalPoint, Traversal};
 
-/// Finalised points each side used by the fit.
-const HALF: usize = 2;
-/// Neighbours further apart in time than this are not used (sparse sampling
-/// says nothing about speed between fixes).
-const MAX_SPAN_S: f64 = 3.5;
+/// Later points a point waits for before it is released.
+const LAG: usize = 5;
+/// A point is released without waiting once a point this much later has
+/// come: at sparse sampling, later fixes barely move it.
+const MAX_SPAN_S: f64 = 5.5;
+/// Random acceleration driving the motion model, (m/s²)²·s. Delivery vans
+/// brake and pull away at 1–3 m/s², and 1 lets the smoother follow that
+/// within a ping or two.
+const ACCEL_PSD: f64 = 1.0;
+/// Noise of a reported (Doppler) speed, m/s. Phones do 0.2–0.5 m/s.
+const SPEED_SIGMA: f64 = 0.5;
+/// Fixes further from the motion's prediction than this many standard
+/// deviations restart the filter.
+const GATE: f64 = 3.0;
+/// Speed prior at the start of a chain, m/s: anything a van drives.
+const SPEED_PRIOR: f64 = 15.0;
+
+/// The motion state along the path after a point's measurements: path
+/// distance and speed with their covariance. Worked in `f64`, stored as
+/// [`Stored`].
+#[derive(Clone, Copy, Debug)]
+struct State {
+    s: f64,
+    v: f64,
+    /// Covariance [[ss, sv], [sv, vv]].
+    ss: f64,
+    sv: f64,
+    vv: f64,
+}
+
+/// A [`State`] as a pending point keeps it: the path distance in `f64`
+/// (chains run for kilometres), the rest in `f32`, which is plenty for a
+/// speed and variances, so that a fleet's pending points stay small.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Copy, Debug)]
+struct Stored {
+    s: f64,
+    v: f32,
+    ss: f32,
+    sv: f32,
+    vv: f32,
+}
+
+impl From<State> for Stored {
+    fn from(x: State) -> Self {
+        Self {
+            s: x.s,
+            v: x.v as f32,
+            ss: x.ss as f32,
+            sv: x.sv as f32,
+            vv: x.vv as f32,
+        }
+    }
+}
+
+impl From<Stored> for State {
+    fn from(x: Stored) -> Self {
+        Self {
+            s: x.s,
+            v: f64::from(x.v),
+            ss: f64::from(x.ss),
+            sv: f64::from(x.sv),
+            vv: f64::from(x.vv),
+        }
+    }
+}
+
+impl State {
+    /// The state `dt` seconds later, before any measurement.
+    fn predict(&self, dt: f64) -> State {
+        let q = ACCEL_PSD;
+        State {
+            s: self.s + self.v * dt,
+            v: self.v,
+            ss: self.ss + 2.0 * self.sv * dt + self.vv * dt * dt + q * dt.powi(3) / 3.0,
+            sv: self.sv + self.vv * dt + q * dt * dt / 2.0,
+            vv: self.vv + q * dt,
+        }
+    }
+
+    /// Folds in a measured path distance `z` of variance `r`.
+    fn measure_distance(&mut self, z: f64, r: f64) {
+        let k = self.ss + r;
+        let (ks, kv) = (self.ss / k, self.sv / k);
+        let y = z - self.s;
+        self.s += ks * y;
+        self.v += kv * y;
+        (self.ss, self.sv, self.vv) = (
+            self.ss - ks * self.ss,
+            self.sv - ks * self.sv,
+            self.vv - kv * self.sv,
+        );
+    }
+
+    /// Folds in a measured speed `z` of variance `r`.
+    fn measure_speed(&mut self, z: f64, r: f64) {
+        let k = self.vv + r;
+        let (ks, kv) = (self.sv / k, self.vv / k);
+        let y = z - self.v;
+        self.s += ks * y;
+        self.v += kv * y;
+        (self.ss, self.sv, self.vv) = (
+            self.ss - ks * self.sv,
+            self.sv - ks * self.vv,
+            self.vv - kv * self.vv,
+        );
+    }
+}
 
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Copy, Debug)]
 struct Pending {
     point: FinalPoint,
-    ping: LatLon,
-    /// Path distance from the chain's start, metres.
+    ping: LatLonE7,
+    /// Path distance from the chain's start the fix measured, metres; once
+    /// released, the smoothed one.
     s: f64,
+    /// The filtered state after this point (the past and this point only).
+    filtered: Stored,
+    /// The filter restarted here: the path before does not agree with it.
+    fresh: bool,
     released: bool,
+}
+
+/// A point's measurements: the path distance its fix projects to (none for
+/// an outlier, whose fix is not kept) with the fix's GPS sigma, and the
+/// speed reported with it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Fix {
+    pub ping: LatLon,
+    pub sigma: Option<f64>,
+    pub speed: Option<f64>,
 }
 
 /// A piece of path with its starting path distance.
@@ -65,18 +190,6 @@ impl Smoother {
         self.s += len;
     }
 
-    /// Records a finalised point at the end of the pieces added so far and
-    /// releases every point that now has its neighbours.
-    pub fn add_point(
-        &mut self,
-        g: &Graph,
-        point: FinalPoint,
-        ping: LatLon,
-        out: &mut Vec<FinalPoint>,
-    ) {
-        self.add_point_at(g, point, ping, self.s, out);
-    }
-
     /// Gives back room not used since the last trim (a dense burst's).
     pub fn shrink(&mut self) {
         self.peak_points.trim(&mut self.points, 0);
@@ -94,35 +207,133 @@ impl Smoother {
         self.s
     }
 
-    /// Records a finalised point at path distance `s` (not beyond the pieces
-    /// added so far, not behind the previous point).
-    pub fn add_point_at(
+    /// The path distance, from `from_s` on, of the point of the kept pieces
+    /// nearest to `p`: what a fix measures when the window placed the
+    /// vehicle elsewhere (a standing vehicle is not moved back, a held ping
+    /// goes no further back than the ping before it).
+    pub fn project(&self, g: &Graph, p: LatLon, from_s: f64) -> Option<f64> {
+        let mut best: Option<(f64, f64)> = None;
+        for piece in self.pieces.iter().rev() {
+            let len = (piece.to_m - piece.from_m).max(0.0);
+            if piece.s0 + len < from_s {
+                break;
+            }
+            let lo = piece.from_m + (from_s - piece.s0).max(0.0);
+            let (offset, d) = g.project_onto_edge(piece.edge, p, lo.min(piece.to_m), piece.to_m);
+            if best.is_none_or(|(bd, _)| d < bd) {
+                best = Some((d, piece.s0 + (offset - piece.from_m)));
+            }
+        }
+        best.map(|(_, s)| s)
+    }
+
+    /// Records a finalised point whose fix projects to path distance `s`
+    /// (not beyond the pieces added so far; it may lie behind where the
+    /// point is placed, since the window places a standing vehicle no
+    /// further back than it has already been, and a ratchet on noise is a
+    /// bias the smoother must not inherit).
+    pub fn add_point(
         &mut self,
         g: &Graph,
         point: FinalPoint,
-        ping: LatLon,
+        fix: Fix,
         s: f64,
         out: &mut Vec<FinalPoint>,
     ) {
+        let (filtered, fresh) = self.filter(point.time, s, fix);
         self.points.push_back(Pending {
             point,
-            ping,
+            ping: if fix.sigma.is_some() {
+                fix.ping.into()
+            } else {
+                LatLonE7::default()
+            },
             s,
+            filtered: filtered.into(),
+            fresh,
             released: false,
         });
         self.peak_points.saw(self.points.len());
         let newest = point.time;
         while let Some(i) = self.points.iter().position(|p| !p.released) {
-            // A point is released once its neighbours have come, or once a
-            // point beyond its time span has (none can join its fit later):
-            // at sparse sampling that is at once.
-            let complete = self.points.len() - 1 - i >= HALF;
+            // A point is released once `LAG` later ones have come, or once
+            // one beyond `MAX_SPAN_S` has: at sparse sampling that is at once.
+            let complete = self.points.len() - 1 - i >= LAG;
             if !complete && newest - self.points[i].point.time <= MAX_SPAN_S {
                 break;
             }
             self.release(g, i, out);
         }
         self.trim();
+    }
+
+    /// The forward filter's state after a point at `time` measured at path
+    /// distance `s`, and whether the filter restarted there.
+    ///
+    /// It restarts when the fix lies far outside what the motion says
+    /// (beyond `GATE` standard deviations): the path between the two points
+    /// is longer or shorter than the vehicle can have driven (a detour the
+    /// chain took through noise, a loop), and averaging across it would pull
+    /// points onto path they are nowhere near.
+    fn filter(&self, time: f64, s: f64, fix: Fix) -> (State, bool) {
+        let start = |sigma: f64| State {
+            s,
+            v: 0.0,
+            ss: sigma * sigma,
+            sv: 0.0,
+            vv: SPEED_PRIOR * SPEED_PRIOR,
+        };
+        let mut fresh = false;
+        let mut state = match self.points.back() {
+            Some(prev) => State::from(prev.filtered).predict((time - prev.point.time).max(0.0)),
+            None => {
+                fresh = true;
+                start(fix.sigma.unwrap_or(0.0))
+            }
+        };
+        if let Some(sigma) = fix.sigma.filter(|_| !fresh) {
+            let r = sigma * sigma;
+            if (s - state.s).powi(2) > GATE * GATE * (state.ss + r) {
+                state = start(sigma);
+                fresh = true;
+            } else {
+                state.measure_distance(s, r);
+            }
+        }
+        if let Some(v) = fix.speed {
+            state.measure_speed(v, SPEED_SIGMA * SPEED_SIGMA);
+        }
+        (state, fresh)
+    }
+
+    /// Point `i`'s smoothed path distance, from its filtered state and the
+    /// points after it (Rauch–Tung–Striebel, backwards from the newest).
+    fn smoothed(&self, i: usize) -> f64 {
+        // Points from a restart on are no evidence for the points before it.
+        let newest = (i + 1..self.points.len())
+            .find(|&j| self.points[j].fresh)
+            .map_or(self.points.len() - 1, |j| j - 1);
+        let last = State::from(self.points[newest].filtered);
+        let (mut s, mut v) = (last.s, last.v);
+        for k in (i..newest).rev() {
+            let f = State::from(self.points[k].filtered);
+            let dt = (self.points[k + 1].point.time - self.points[k].point.time).max(0.0);
+            let p = f.predict(dt);
+            // Gain G = P_k F' P_pred⁻¹, with F = [[1, dt], [0, 1]].
+            let det = p.ss * p.vv - p.sv * p.sv;
+            if det.is_nan() || det <= 1e-12 {
+                // A degenerate prediction (no spread): nothing to correct.
+                (s, v) = (f.s, f.v);
+                continue;
+            }
+            let (a, b, c, d) = (f.ss + f.sv * dt, f.sv, f.sv + f.vv * dt, f.vv);
+            let (i00, i01, i11) = (p.vv / det, -p.sv / det, p.ss / det);
+            let (ds, dv) = (s - p.s, v - p.v);
+            let (g00, g01) = (a * i00 + b * i01, a * i01 + b * i11);
+            let (g10, g11) = (c * i00 + d * i01, c * i01 + d * i11);
+            (s, v) = (f.s + g00 * ds + g01 * dv, f.v + g10 * ds + g11 * dv);
+        }
+        s
     }
 
     /// Releases everything (the chain ended) and starts afresh.
@@ -137,44 +348,25 @@ impl Smoother {
 
     fn release(&mut self, g: &Graph, i: usize, out: &mut Vec<FinalPoint>) {
         let me = self.points[i];
-        let lo = i.saturating_sub(HALF);
-        let hi = (i + HALF).min(self.points.len() - 1);
-        // (time from this point, path distance) of the neighbours in reach.
-        let near = || {
-            (lo..=hi)
-                .map(|j| &self.points[j])
-                .filter(|p| (p.point.time - me.point.time).abs() <= MAX_SPAN_S)
-                .map(|p| (p.point.time - me.point.time, p.s))
-        };
         let mut point = me.point;
-        let count = near().count();
-        if count >= 3 {
-            let n = count as f64;
-            let mt = near().map(|p| p.0).sum::<f64>() / n;
-            let ms = near().map(|p| p.1).sum::<f64>() / n;
-            let var: f64 = near().map(|p| (p.0 - mt).powi(2)).sum();
-            let cov: f64 = near().map(|p| (p.0 - mt) * (p.1 - ms)).sum();
-            let slope = if var > 0.0 { cov / var } else { 0.0 };
-            let mut s = ms - slope * mt;
-            // Never behind the point released before, never past the next one.
-            let before = self.points.range(..i).next_back().map(|p| p.s);
-            let after = self.points.get(i + 1).map(|p| p.s);
-            if let Some(b) = before {
-                s = s.max(b);
+        let mut s = self.smoothed(i);
+        // Never ahead of where the newest fixes put the vehicle (the path
+        // known so far ends there: a vehicle braking to a stand is not
+        // carried on past it), never behind the point released before.
+        let ahead = self.points.range(i..).map(|p| p.s).fold(f64::MIN, f64::max);
+        s = s.min(ahead);
+        if let Some(before) = i.checked_sub(1).map(|b| self.points[b].s) {
+            s = s.max(before);
+        }
+        if let Some((edge, offset)) = self.locate(s) {
+            point.edge = edge;
+            point.offset_m = offset;
+            point.point = g.point_on_edge(edge, offset);
+            // An outlier's distance stays unknown (NaN): its fix is not kept.
+            if !point.distance_m.is_nan() {
+                point.distance_m = haversine_m(me.ping.latlon(), point.point);
             }
-            if let Some(a) = after {
-                s = s.min(a);
-            }
-            if (s - me.s).abs() > 1e-6
-                && let Some((edge, offset)) = self.locate(s)
-            {
-                point.edge = edge;
-                point.offset_m = offset;
-                point.point = g.point_on_edge(edge, offset);
-                // NaN for an outlier, whose fix is not kept.
-                point.distance_m = haversine_m(me.ping, point.point);
-                self.points[i].s = s;
-            }
+            self.points[i].s = s;
         }
         self.points[i].released = true;
         out.push(point);
@@ -188,24 +380,16 @@ impl Smoother {
             .map(|p| (p.edge, p.from_m + (s - p.s0)))
     }
 
-    /// Drops released points no longer needed, and pieces entirely behind
-    /// the oldest kept point. A released point is needed as a neighbour of
-    /// the oldest unreleased one (within `HALF` places and `MAX_SPAN_S`),
-    /// and the last released one bounds the next from behind.
+    /// Drops released points but the last (it bounds the next from behind,
+    /// and while nothing is pending its filtered state is the prior for the
+    /// next point), and pieces entirely behind the oldest kept point.
     fn trim(&mut self) {
-        let first_open = self.points.iter().position(|p| !p.released);
-        let released = first_open.unwrap_or(self.points.len());
-        let needed = |p: &Pending, place_before: usize| match first_open {
-            Some(i) => {
-                place_before <= HALF && self.points[i].point.time - p.point.time <= MAX_SPAN_S
-            }
-            None => false,
-        };
-        let mut drop = 0;
-        while drop + 1 < released && !needed(&self.points[drop], released - drop) {
-            drop += 1;
-        }
-        self.points.drain(..drop);
+        let released = self
+            .points
+            .iter()
+            .position(|p| !p.released)
+            .unwrap_or(self.points.len());
+        self.points.drain(..released.saturating_sub(1));
         let oldest = self.points.front().map_or(self.s, |p| p.s);
         while self.pieces.len() > 1
             && self.pieces[0].s0 + (self.pieces[0].to_m - self.pieces[0].from_m) < oldest

@@ -12,12 +12,18 @@ use lastmile_roadgraph::LatLon;
 use lastmile_roadgraph::geo::haversine_m;
 
 use super::search::Goal;
+use super::smooth::Fix;
 use super::steps::{Cand, NO_BACK, alive_mask, best};
 use super::transition::{
     ReportedSpeeds, beta_for, direct_moves, log_direct, log_transition, standstill_tolerance,
     straight_travel,
 };
 use super::{Anchor, FinalPoint, MatchOutput, MatchStatus, Matcher, Traversal, VehicleTrack};
+
+/// How far back along the path a fix's measurement is looked for, metres,
+/// when the window placed the vehicle ahead of it: a standing vehicle's
+/// placement runs ahead of its fixes by the noise, a few sigma at most.
+const MEASURE_BACK_M: f64 = 60.0;
 
 impl Matcher<'_> {
     /// Finalises whatever the newest step has settled, then enforces `max_lag`.
@@ -119,6 +125,11 @@ impl Matcher<'_> {
         for s in first..=k {
             let step = &track.window[s];
             let (seq, time, pos, reset) = (step.seq, step.time, step.pos(), step.reset);
+            let fix = Fix {
+                ping: pos,
+                sigma: Some(step.sigma()),
+                speed: step.speed(),
+            };
             let cand = track.window.cands(s)[usize::from(self.chosen[s])];
             let offset = cand.pos();
             if let Some(a) = track.last_final {
@@ -162,9 +173,20 @@ impl Matcher<'_> {
                 },
                 distance_m: haversine_m(pos, projection),
             };
+            // What the fix measures: where it projects, which a standing
+            // vehicle's placement may be ahead of.
+            let end = track.smoother.end();
+            let measured = if cand.at_projection() {
+                end
+            } else {
+                track
+                    .smoother
+                    .project(self.graph, pos, end - MEASURE_BACK_M)
+                    .unwrap_or(end)
+            };
             track
                 .smoother
-                .add_point(self.graph, point, pos, &mut out.finalized);
+                .add_point(self.graph, point, fix, measured, &mut out.finalized);
             track.last_final = Some(Anchor {
                 edge: cand.edge,
                 offset_m: offset,
@@ -210,7 +232,8 @@ impl Matcher<'_> {
         first_piece: usize,
         out: &mut MatchOutput,
     ) {
-        let step = track.window[h].seq;
+        let (step, sigma) = (track.window[h].seq, track.window[h].sigma());
+        let held_speed = track.window[h].speed().map(|_| 0.0);
         let Some(anchor) = track.last_final.map(|a| (a.edge, a.offset_m)) else {
             return;
         };
@@ -231,6 +254,13 @@ impl Matcher<'_> {
         let Some((pos, pings)) = track.held.take(step) else {
             return;
         };
+        // What the centroid measures may lie behind where step `h` was
+        // placed (a standing vehicle is never moved back): that projection
+        // is what the smoother is given, the placement stays on the path.
+        let measured = track
+            .smoother
+            .project(g, pos, start - MEASURE_BACK_M)
+            .unwrap_or(start);
         for p in pings {
             // (distance from the fix, along the pieces, edge, offset)
             let mut best = (f64::INFINITY, 0.0, anchor.0, anchor.1);
@@ -258,11 +288,32 @@ impl Matcher<'_> {
             }
             floor = best.1;
             let point = g.point_on_edge(best.2, best.3);
-            // An outlier's fix is not kept: its distance is unknown (NaN).
+            // An outlier's fix is not kept: its distance is unknown (NaN),
+            // and it measures nothing.
             let (status, fix) = if p.is_outlier() {
-                (MatchStatus::Outlier, LatLon::new(f64::NAN, f64::NAN))
+                let nowhere = LatLon::new(f64::NAN, f64::NAN);
+                let fix = Fix {
+                    ping: nowhere,
+                    sigma: None,
+                    speed: None,
+                };
+                (MatchStatus::Outlier, fix)
             } else {
-                (MatchStatus::Matched, pos)
+                // Held because the vehicle stands. From a device that
+                // reports speeds that means standing, speed zero; without
+                // speeds it is only inferred from fixes clustering (a van
+                // pulling away clusters too), and the smoother is not told.
+                let fix = Fix {
+                    ping: pos,
+                    sigma: Some(sigma),
+                    speed: held_speed,
+                };
+                (MatchStatus::Matched, fix)
+            };
+            let measured = if p.is_outlier() {
+                start + best.1
+            } else {
+                measured
             };
             let fp = FinalPoint {
                 seq: p.seq(),
@@ -271,11 +322,11 @@ impl Matcher<'_> {
                 edge: best.2,
                 offset_m: best.3,
                 point,
-                distance_m: haversine_m(fix, point),
+                distance_m: haversine_m(fix.ping, point),
             };
             track
                 .smoother
-                .add_point_at(g, fp, fix, start + best.1, &mut out.finalized);
+                .add_point(g, fp, fix, measured, &mut out.finalized);
         }
     }
 
