@@ -144,14 +144,18 @@ impl Matcher<'_> {
             (self.config.standstill_sigmas * sigma)
                 .max(JITTER_RADIUS * jitter * (1.0 + 1.0 / still.n).sqrt())
         };
-        let member = match ping.valid_speed() {
+        // A reported speed between standing and clearly moving is within
+        // what a poor receiver's speed noise reaches while parked: such a
+        // ping is judged by its fix, as one without a speed is.
+        let speed = ping.valid_speed().filter(|&v| !is_unsure_speed(v));
+        let member = match speed {
             Some(v) => v < STANDING_SPEED_MPS && off <= SETTLED_SIGMAS * sigma,
             None => off <= radius,
         };
         if member {
             // A device that reports standing is believed; fixes alone must
             // not drift.
-            let drift_sigma = if ping.valid_speed().is_some() {
+            let drift_sigma = if speed.is_some() {
                 f64::INFINITY
             } else {
                 sigma
@@ -161,7 +165,7 @@ impl Matcher<'_> {
                 return Hold::Step;
             }
             still.strays = 0;
-        } else if settled && is_stray(ping.valid_speed(), still.strays, off, sigma) {
+        } else if settled && is_stray(speed, still.strays, off, sigma) {
             still.strays += 1;
         } else {
             track.still = Some(Still::new(ping.pos, ping.time));
@@ -301,8 +305,15 @@ const JITTER_RADIUS: f64 = 2.45;
 const DRIFT_MEMORY_S: f64 = 20.0;
 /// ... and significant beyond this chi-square (two degrees of freedom, 99.9%).
 const DRIFT_CHI2: f64 = 13.8;
-/// A device reporting at least this speed is not standing still, wherever its fixes are.
+/// A device reporting less than this speed is standing still ...
 const STANDING_SPEED_MPS: f64 = 1.0;
+/// ... and one reporting at least this speed is not, wherever its fixes
+/// are. In between, the fixes decide.
+const MOVING_SPEED_MPS: f64 = 3.0;
+
+fn is_unsure_speed(v: f64) -> bool {
+    (STANDING_SPEED_MPS..MOVING_SPEED_MPS).contains(&v)
+}
 /// Strays in a row a settled cluster holds while the device reports standing ...
 const REPORTED_STRAYS: u8 = 3;
 /// ... each within this many sigma of the centroid (beyond, a fix is left to
