@@ -235,10 +235,8 @@ impl<'g> Matcher<'g> {
         track.last_time = Some(ping.time);
         track.jitter.add(ping.pos, ping.time);
 
-        let sigma = ping.valid_accuracy().map_or_else(
-            || track.noise.sigma().unwrap_or(self.config.sigma_m),
-            |a| a.max(1.0),
-        );
+        let accuracy = ping.valid_accuracy().map(|a| a.max(1.0));
+        let sigma = track.noise.sigma(accuracy).unwrap_or(self.config.sigma_m);
         let (pos, sigma, centroid_step) = match self.hold(track, ping, seq, sigma, out) {
             Hold::Held => return MatchStatus::Matched,
             Hold::Step => (ping.pos, sigma, false),
