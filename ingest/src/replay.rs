@@ -388,26 +388,37 @@ pub async fn replay(
             totals.accepted.load(Relaxed)
         }
     };
-    if opts.datagrams {
-        // Datagrams are not acknowledged: wait until the server has
-        // stopped receiving (two equal readings 20 ms apart).
-        loop {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            let next = server_stats(&probe).await;
-            let settled = next.get("datagrams_received") == after.get("datagrams_received");
-            after = next;
-            if settled {
-                break;
-            }
-        }
-    }
-    let target_done = base + accepted_now(&after);
+    // Done once the engine has processed everything accepted. Datagrams
+    // are not acknowledged, so what was accepted is only known once the
+    // server has stopped receiving them: its count unchanged for
+    // `QUIET` (a busy server's io thread can leave it unchanged for a few
+    // tens of milliseconds while datagrams still wait in its socket, and
+    // the replay then ended before them and overstated the rate).
+    const QUIET: Duration = Duration::from_millis(250);
     let deadline = Instant::now() + Duration::from_secs(600);
-    while processed(&after).is_some_and(|p| p < target_done) && Instant::now() < deadline {
+    let mut quiet_since = Instant::now();
+    // When the engine last caught up with what was accepted: the end of the
+    // run, without the quiet period that confirms it.
+    let mut caught_up_at = None;
+    loop {
+        let received_settled = !opts.datagrams || quiet_since.elapsed() >= QUIET;
+        let target_done = base + accepted_now(&after);
+        let caught_up = processed(&after).is_none_or(|p| p >= target_done);
+        caught_up_at = caught_up.then(|| caught_up_at.unwrap_or_else(Instant::now));
+        if (received_settled && caught_up) || Instant::now() >= deadline {
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
-        after = server_stats(&probe).await;
+        let next = server_stats(&probe).await;
+        if next.get("datagrams_received") != after.get("datagrams_received") {
+            quiet_since = Instant::now();
+        }
+        after = next;
     }
-    let elapsed = start.elapsed().as_secs_f64();
+    let elapsed = caught_up_at
+        .unwrap_or_else(Instant::now)
+        .duration_since(start)
+        .as_secs_f64();
     let queries = querying.map(QueryLoad::stop).transpose()?;
     probe.close();
     let delta = |k: &str| {
