@@ -289,31 +289,27 @@ impl Matcher<'_> {
             floor = best.1;
             let point = g.point_on_edge(best.2, best.3);
             // An outlier's fix is not kept: its distance is unknown (NaN),
-            // and it measures nothing.
-            let (status, fix) = if p.is_outlier() {
-                let nowhere = LatLon::new(f64::NAN, f64::NAN);
-                let fix = Fix {
-                    ping: nowhere,
+            // it measures nothing, and the smoother only has its time.
+            let (status, fix, measured) = if p.is_outlier() {
+                let nowhere = Fix {
+                    ping: LatLon::new(f64::NAN, f64::NAN),
                     sigma: None,
                     speed: None,
                 };
-                (MatchStatus::Outlier, fix)
+                (MatchStatus::Outlier, nowhere, start + best.1)
             } else {
-                // Held because the vehicle stands. From a device that
-                // reports speeds that means standing, speed zero; without
-                // speeds it is only inferred from fixes clustering (a van
-                // pulling away clusters too), and the smoother is not told.
+                // Held because the vehicle stands: from a device that
+                // reports speeds, standing is what it reported (or what its
+                // clustering fixes said of a slow reading), so speed zero.
+                // Without speeds it is only inferred from fixes clustering
+                // (a van pulling away clusters too), and the smoother is
+                // not told.
                 let fix = Fix {
                     ping: pos,
                     sigma: Some(sigma),
                     speed: held_speed,
                 };
-                (MatchStatus::Matched, fix)
-            };
-            let measured = if p.is_outlier() {
-                start + best.1
-            } else {
-                measured
+                (MatchStatus::Matched, fix, measured)
             };
             let fp = FinalPoint {
                 seq: p.seq(),
