@@ -19,7 +19,7 @@
 //!
 //! ```text
 //! 0   8  magic "LMCKPT\0\x01"
-//! 8   4  format version (6)
+//! 8   4  format version (7)
 //! 12  4  reserved, 0
 //! 16  …  body: records, meta (rkyv), vehicle count u64, records length
 //!            u64, meta length u64
@@ -35,8 +35,9 @@
 //! journal instead). Format 3 made the matcher's candidates and steps
 //! compact, format 4 the paths and added the buffers' high-water marks,
 //! format 5 narrowed the matcher's estimators, the detectors, the stops and
-//! their legs, format 6 gave the along-path smoother its filter state;
-//! formats 1 to 5 are no longer read.
+//! their legs, format 6 gave the along-path smoother its filter state,
+//! format 7 the held pings their own fixes; formats 1 to 6 are no longer
+//! read.
 
 use std::io::{self, Write};
 use std::ops::Range;
@@ -50,7 +51,7 @@ use super::{StopId, StopRecord, VehicleId};
 use crate::traffic::{EdgeObservation, LearntTraffic};
 
 const MAGIC: &[u8; 8] = b"LMCKPT\0\x01";
-const FORMAT: u32 = 6;
+const FORMAT: u32 = 7;
 const HEADER: usize = 16;
 const TRAILER: usize = 16;
 

@@ -227,11 +227,13 @@ impl Smoother {
         best.map(|(_, s)| s)
     }
 
-    /// Records a finalised point whose fix projects to path distance `s`
-    /// (not beyond the pieces added so far; it may lie behind where the
-    /// point is placed, since the window places a standing vehicle no
-    /// further back than it has already been, and a ratchet on noise is a
-    /// bias the smoother must not inherit).
+    /// Records a finalised point whose fix projects to path distance `s`.
+    /// It may lie behind where the point is placed, since the window places
+    /// a standing vehicle no further back than it has already been, and a
+    /// ratchet on noise is a bias the smoother must not inherit; or a little
+    /// beyond the pieces added so far, where the window let a moving
+    /// vehicle stand short of its fix (points are released no further than
+    /// the pieces then reach).
     pub fn add_point(
         &mut self,
         g: &Graph,
@@ -354,7 +356,9 @@ impl Smoother {
         // known so far ends there: a vehicle braking to a stand is not
         // carried on past it), never behind the point released before.
         let ahead = self.points.range(i..).map(|p| p.s).fold(f64::MIN, f64::max);
-        s = s.min(ahead);
+        // Nor beyond the path known so far (a fix may measure a little
+        // past it: see `add_point`).
+        s = s.min(ahead).min(self.s);
         if let Some(before) = i.checked_sub(1).map(|b| self.points[b].s) {
             s = s.max(before);
         }

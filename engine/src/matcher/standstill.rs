@@ -218,7 +218,9 @@ impl Matcher<'_> {
         };
         // Finalised with the next step, placed on the path towards it.
         if let Some(step) = track.window.back() {
-            track.held.push(step.seq, seq, ping.time, centroid);
+            track
+                .held
+                .push(step.seq, seq, ping.time, centroid, ping.pos);
         }
         Hold::Held
     }
@@ -246,7 +248,9 @@ impl Matcher<'_> {
             let before = track.window.back().expect("a step before it").seq;
             // Every ping held so far came before this step (any later one
             // would be held with it), so it joins the queue's end.
-            track.held.push(before, step.seq, step.time, step.pos());
+            track
+                .held
+                .push(before, step.seq, step.time, step.pos(), step.pos());
         }
         if taken == 0 {
             return;

@@ -174,10 +174,18 @@ impl Matcher<'_> {
                 distance_m: haversine_m(pos, projection),
             };
             // What the fix measures: where it projects, which a standing
-            // vehicle's placement may be ahead of.
+            // vehicle's placement may be ahead of, or behind: a vehicle
+            // the chain let stand (consecutive fixes that happened to fall
+            // close together) while its fix projects further along the
+            // edge. The path known so far ends at the placement, so that
+            // projection lies beyond it, on the same edge; clamping it to
+            // the placement made every such point a measurement of
+            // standing, and the smoothed positions lagged by metres.
             let end = track.smoother.end();
             let measured = if cand.at_projection() {
                 end
+            } else if cand.offset() > cand.pos() {
+                end + (cand.offset() - cand.pos())
             } else {
                 track
                     .smoother
@@ -250,18 +258,32 @@ impl Matcher<'_> {
         };
         let length: f64 = pieces.iter().map(|t| (t.to_m - t.from_m).max(0.0)).sum();
         let mut floor = 0.0;
-        // The group's last centroid is its best estimate of where it stood.
-        let Some((pos, pings)) = track.held.take(step) else {
+        let Some(taken) = track.held.take(step) else {
             return;
         };
-        // What the centroid measures may lie behind where step `h` was
-        // placed (a standing vehicle is never moved back): that projection
-        // is what the smoother is given, the placement stays on the path.
-        let measured = track
+        // A stand the fixes have shown: the group's last centroid is its
+        // best estimate of where it stood, and what that centroid measures
+        // may lie behind where step `h` was placed (a standing vehicle is
+        // never moved back): that projection is what the smoother is given,
+        // the placement stays on the path. A group too short to show it
+        // (without reported speeds, fixes bunching for a few seconds) is
+        // placed and measured by each ping's own fix: measuring them all at
+        // the centroid put a vehicle driving on metres behind, the last
+        // pings of the group most.
+        let established = held_speed.is_some() || taken.established(sigma);
+        let centroid = taken.pos;
+        let centroid_measured = track
             .smoother
-            .project(g, pos, start - MEASURE_BACK_M)
+            .project(g, centroid, start - MEASURE_BACK_M)
             .unwrap_or(start);
-        for p in pings {
+        for p in taken.pings {
+            let (pos, measured) = match p.fix() {
+                Some(fix) if !established => {
+                    let m = track.smoother.project(g, fix, start - MEASURE_BACK_M);
+                    (fix, m.unwrap_or(start))
+                }
+                _ => (centroid, centroid_measured),
+            };
             // (distance from the fix, along the pieces, edge, offset)
             let mut best = (f64::INFINITY, 0.0, anchor.0, anchor.1);
             if p.is_outlier() && !pieces.is_empty() {
