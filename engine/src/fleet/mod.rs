@@ -313,10 +313,11 @@ fn customize(graph: &Graph, base: &CchMetric, changes: Vec<(u32, u32)>) -> Custo
     background_priority();
     let started = Instant::now();
     let cch = Cch::new(graph);
-    // Partial customization costs about 0.2 ms per changed edge on the 1M-edge
-    // city, a full pass on one thread about 0.3 µs per edge (BENCHMARKS.md):
-    // past about one change in 500 edges the full pass is cheaper.
-    let full = changes.len() > graph.num_edges() / 500;
+    // Partial customization costs about 0.11 ms per changed edge on the
+    // 1M-edge city, a full pass on one thread about 0.3 µs per edge
+    // (BENCHMARKS.md): past about one change in 350 edges the full pass is
+    // cheaper.
+    let full = changes.len() > graph.num_edges() / 350;
     let run = || {
         if full {
             let mut weights: Vec<u32> = (0..graph.num_edges() as u32)
