@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
+use lastmile_roadgraph::components::ComponentSummary;
 use lastmile_roadgraph::{
     Cch, CityParams, Dijkstra, EdgePos, Graph, HighwayClass, LatLon, Metric, Route, Router,
     snapshot, synthetic,
@@ -143,6 +144,14 @@ fn road_km(g: &Graph) -> f64 {
         / 100_000.0
 }
 
+/// `components` in `import --json` and `info --json`.
+fn components_json(c: &ComponentSummary) -> serde_json::Value {
+    json!({
+        "count": c.components, "main_nodes": c.main_nodes, "main_edges": c.main_edges,
+        "other_edges": c.other_edges, "link_edges": c.link_edges, "next_largest": c.next_largest,
+    })
+}
+
 fn save(g: &Graph, out: &Path) -> Result<u64> {
     Ok(snapshot::save(g, out)?)
 }
@@ -157,13 +166,14 @@ pub fn import(a: ImportArgs) -> Result<()> {
     let bytes = save(&g, &a.out)?;
     let secs = t0.elapsed().as_secs_f64();
     let m = g.meta();
+    let comps = ComponentSummary::of(&g);
     if a.json {
         println!(
             "{}",
             json!({
                 "nodes": g.num_nodes(), "edges": g.num_edges(), "roads": g.num_roads(),
                 "road_km": road_km(&g), "seconds": secs, "bytes": bytes,
-                "dropped_nodes": m.dropped_nodes.to_native(), "dropped_edges": m.dropped_edges.to_native(),
+                "components": components_json(&comps),
                 "turn_restrictions": g.restrictions().len(),
                 "unresolved_restrictions": m.unresolved_restrictions.to_native(),
                 "skipped_restrictions": report.skipped_restrictions,
@@ -174,15 +184,14 @@ pub fn import(a: ImportArgs) -> Result<()> {
     } else {
         println!(
             "imported {}: {} nodes, {} edges, {:.1} km of road, {} turn restrictions in {:.2} s; \
-             dropped {} nodes / {} edges outside the largest strongly connected component; wrote {} ({:.1} MB)",
+             {}; wrote {} ({:.1} MB)",
             a.input.display(),
             g.num_nodes(),
             g.num_edges(),
             road_km(&g),
             g.restrictions().len(),
             secs,
-            m.dropped_nodes,
-            m.dropped_edges,
+            comps.describe(),
             a.out.display(),
             bytes as f64 / 1e6
         );
@@ -240,6 +249,7 @@ pub fn info(a: InfoArgs) -> Result<()> {
     classes.retain(|c| c.1 > 0);
     let m = g.meta();
     let cch = Cch::new(&g);
+    let comps = ComponentSummary::of(&g);
     if a.json {
         let hist: serde_json::Map<String, serde_json::Value> = classes
             .iter()
@@ -252,7 +262,7 @@ pub fn info(a: InfoArgs) -> Result<()> {
                 "road_km": road_km(&g), "bbox": bbox, "bytes": bytes, "open_ms": open_ms,
                 "turn_restrictions": g.restrictions().len(),
                 "cch_arcs": cch.num_arcs(), "cch_levels": cch.levels(),
-                "dropped_nodes": m.dropped_nodes.to_native(), "dropped_edges": m.dropped_edges.to_native(),
+                "components": components_json(&comps),
                 "classes": hist,
             })
         );
@@ -276,10 +286,7 @@ pub fn info(a: InfoArgs) -> Result<()> {
         g.restrictions().len(),
         m.unresolved_restrictions
     );
-    println!(
-        "  dropped    {} nodes, {} edges outside the largest strongly connected component",
-        m.dropped_nodes, m.dropped_edges
-    );
+    println!("  components {}", comps.describe());
     println!(
         "  cch        {} arcs ({:.2} per edge), elimination tree height {}",
         cch.num_arcs(),

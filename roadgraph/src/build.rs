@@ -5,8 +5,10 @@
 //!    are missing, so every road piece carries exactly one OSM way id and all
 //!    degree-2 chains inside a way become one edge with a polyline;
 //! 2. closed loops are cut in two so no edge starts and ends at the same node;
-//! 3. only the largest strongly connected component survives (petgraph's
-//!    Kosaraju), so every edge can reach every other;
+//! 3. strongly connected components are labelled (petgraph's Kosaraju),
+//!    numbered largest first; none is dropped, because the roads outside the
+//!    largest one (one-way exits, car parks, streets cut by the extract's
+//!    edge) are exactly where vans go;
 //! 4. nodes are renumbered along a Hilbert curve and edges sorted by tail, which
 //!    keeps graph searches cache-friendly;
 //! 5. turn restrictions are resolved from (way, via node, way) to edges.
@@ -28,27 +30,18 @@ struct Piece {
     end: u32,
 }
 
-/// Builds the graph with its CCH preprocessing; `None` when no car-routable
-/// edge survives.
+/// Builds the graph with its CCH preprocessing; `None` when the network has
+/// no car-routable edge.
 pub fn build_graph(net: &RawNetwork, source: String) -> Option<GraphData> {
-    let mut data = build_graph_inner(net, source, true)?;
+    let mut data = build_matching_graph(net, source)?;
     data.cch = crate::cch::preprocess(&data);
     Some(data)
 }
 
-/// Builds a graph for map matching only: every component kept (not just the
-/// largest strongly connected one) and no CCH preprocessing. For the road
-/// networks that come with map-matching benchmarks, whose corridors are cut
-/// at their edges; never saved as snapshots, never routed on by CCH.
+/// Builds the graph without CCH preprocessing: for map matching alone (the
+/// matcher never routes by CCH), as the map-matching benchmarks do on their
+/// small road networks; never saved as a snapshot.
 pub fn build_matching_graph(net: &RawNetwork, source: String) -> Option<GraphData> {
-    build_graph_inner(net, source, false)
-}
-
-fn build_graph_inner(
-    net: &RawNetwork,
-    source: String,
-    largest_scc_only: bool,
-) -> Option<GraphData> {
     let n_raw = net.lat.len();
     let has_coord = |v: u32| net.lat[v as usize] != MISSING_COORD;
 
@@ -131,43 +124,19 @@ fn build_graph_inner(
     }
     let n_nodes = node_raw.len();
 
-    // Largest strongly connected component.
-    let mut dg: DiGraph<(), (), u32> = DiGraph::with_capacity(n_nodes, edges.len());
-    for _ in 0..n_nodes {
-        dg.add_node(());
-    }
-    for &(a, b, _, _) in &edges {
-        dg.add_edge(NodeIndex::new(a as usize), NodeIndex::new(b as usize), ());
-    }
-    // Kosaraju: petgraph's Tarjan recurses once per node on a path and overflows
-    // the stack on long road chains; Kosaraju's DFS keeps an explicit stack.
-    let components = petgraph::algo::kosaraju_scc(&dg);
-    drop(dg);
-    let largest = components.iter().max_by_key(|c| c.len())?;
-    let mut keep = vec![!largest_scc_only; n_nodes];
-    for v in largest {
-        keep[v.index()] = true;
-    }
-    drop(components);
-    let kept_edges: Vec<_> = edges
-        .iter()
-        .copied()
-        .filter(|&(a, b, _, _)| keep[a as usize] && keep[b as usize])
-        .collect();
-    if kept_edges.is_empty() {
+    if edges.is_empty() {
         return None;
     }
-    let dropped_nodes = keep.iter().filter(|k| !**k).count() as u64;
-    let dropped_edges = (edges.len() - kept_edges.len()) as u64;
+    let scc = strong_components(n_nodes, &edges);
 
-    // Renumber kept nodes along a Hilbert curve.
+    // Renumber nodes along a Hilbert curve.
     let coord = |g: u32| {
         let r = node_raw[g as usize] as usize;
         (net.lat[r], net.lon[r])
     };
     let (mut min_lat, mut min_lon, mut max_lat, mut max_lon) =
         (i32::MAX, i32::MAX, i32::MIN, i32::MIN);
-    for g in (0..n_nodes as u32).filter(|&g| keep[g as usize]) {
+    for g in 0..n_nodes as u32 {
         let (la, lo) = coord(g);
         min_lat = min_lat.min(la);
         max_lat = max_lat.max(la);
@@ -179,7 +148,6 @@ fn build_graph_inner(
         (((i64::from(v) - i64::from(lo)) as f64 / span) * 65535.0) as u32
     };
     let mut order: Vec<(u64, u32)> = (0..n_nodes as u32)
-        .filter(|&g| keep[g as usize])
         .map(|g| {
             let (la, lo) = coord(g);
             (
@@ -195,9 +163,9 @@ fn build_graph_inner(
     }
     let n = order.len();
 
-    // Roads: pieces with at least one kept edge, ordered by their new endpoints.
+    // Roads: pieces ordered by their new endpoints.
     let mut road_of_piece = vec![NONE; pieces.len()];
-    let mut road_pieces: Vec<u32> = kept_edges.iter().map(|e| e.2).collect();
+    let mut road_pieces: Vec<u32> = edges.iter().map(|e| e.2).collect();
     road_pieces.sort_unstable();
     road_pieces.dedup();
     let piece_key = |p: u32| {
@@ -214,8 +182,6 @@ fn build_graph_inner(
     let mut data = GraphData {
         meta: GraphMeta {
             source,
-            dropped_nodes,
-            dropped_edges,
             unresolved_restrictions: 0,
         },
         ..Default::default()
@@ -254,7 +220,7 @@ fn build_graph_inner(
     }
 
     // Directed edges sorted by (tail, head, road).
-    let mut sorted: Vec<(u32, u32, u32, bool)> = kept_edges
+    let mut sorted: Vec<(u32, u32, u32, bool)> = edges
         .iter()
         .map(|&(a, b, p, rev)| {
             (
@@ -300,9 +266,50 @@ fn build_graph_inner(
 
     // Incoming adjacency: edges grouped by head.
     (data.first_in, data.in_edge) = crate::csr::group_by_key(&data.head, n);
+    (data.node_component, data.component_nodes) = label_components(&scc, &new_id);
 
     resolve_restrictions(net, &graph_id, &new_id, &mut data);
     Some(data)
+}
+
+/// The strongly connected components of the directed graph of `edges`
+/// (tail, head, ..) over `n` nodes, as petgraph returns them.
+fn strong_components(n: usize, edges: &[(u32, u32, u32, bool)]) -> Vec<Vec<NodeIndex<u32>>> {
+    let mut dg: DiGraph<(), (), u32> = DiGraph::with_capacity(n, edges.len());
+    for _ in 0..n {
+        dg.add_node(());
+    }
+    for &(a, b, _, _) in edges {
+        dg.add_edge(NodeIndex::new(a as usize), NodeIndex::new(b as usize), ());
+    }
+    // Kosaraju: petgraph's Tarjan recurses once per node on a path and overflows
+    // the stack on long road chains; Kosaraju's DFS keeps an explicit stack.
+    petgraph::algo::kosaraju_scc(&dg)
+}
+
+/// Component of every (renumbered) node and the node count of every
+/// component, numbered by size, largest first (ties by lowest node id), so
+/// component 0 is the main network and the numbering does not depend on
+/// petgraph's visiting order.
+fn label_components(scc: &[Vec<NodeIndex<u32>>], new_id: &[u32]) -> (Vec<u32>, Vec<u32>) {
+    let mut comps: Vec<(usize, u32, usize)> = scc
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let lowest = c.iter().map(|v| new_id[v.index()]).min().unwrap_or(NONE);
+            (c.len(), lowest, i)
+        })
+        .collect();
+    comps.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let mut node_component = vec![NONE; new_id.len()];
+    let mut sizes = Vec::with_capacity(comps.len());
+    for (label, &(len, _, i)) in comps.iter().enumerate() {
+        for v in &scc[i] {
+            node_component[new_id[v.index()] as usize] = label as u32;
+        }
+        sizes.push(len as u32);
+    }
+    (node_component, sizes)
 }
 
 fn push_piece(pieces: &mut Vec<Piece>, flat: &[u32], way: u32, start: u32, end: u32) {
@@ -473,14 +480,36 @@ mod tests {
     }
 
     #[test]
-    fn one_way_dead_end_is_dropped_by_scc() {
+    fn a_one_way_dead_end_is_kept_in_a_component_of_its_own() {
         let mut net = grid();
         net.ways.push(way(1, vec![0, 1, 2], true, true));
         net.ways.push(way(2, vec![2, 5], true, false));
         let g = build_graph(&net, "t".into()).unwrap();
-        assert_eq!(g.meta.dropped_edges, 1);
-        assert_eq!(g.meta.dropped_nodes, 1);
-        assert!(g.road_way.iter().all(|&w| w == 1));
+        assert_eq!(g.head.len(), 3);
+        assert_eq!(g.component_nodes, vec![2, 1]);
+        let dead_end = (0..3).find(|&v| g.node_component[v] == 1).unwrap();
+        let way2 = g.road_way.iter().position(|&w| w == 2).unwrap();
+        let e = g.road_edge_fwd[way2] as usize;
+        assert_eq!(g.head[e] as usize, dead_end);
+        assert_eq!(g.node_component[g.tail[e] as usize], 0);
+    }
+
+    #[test]
+    fn components_are_numbered_largest_first() {
+        let mut net = grid();
+        // A two-way street of two pieces (3 nodes) and, apart, a two-way
+        // street of one piece (2 nodes) and a one-way lane off it.
+        net.ways.push(way(1, vec![6, 7], true, true));
+        net.ways.push(way(3, vec![7, 8], true, false));
+        net.ways.push(way(2, vec![0, 1, 2], true, true));
+        net.ways.push(way(4, vec![1, 4], true, true));
+        let g = build_graph(&net, "t".into()).unwrap();
+        assert_eq!(g.component_nodes, vec![4, 2, 1]);
+        let mut count = [0u32; 3];
+        for &c in &g.node_component {
+            count[c as usize] += 1;
+        }
+        assert_eq!(count, [4, 2, 1]);
     }
 
     #[test]

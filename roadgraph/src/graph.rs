@@ -61,6 +61,13 @@ pub struct GraphData {
     /// Distance from the start of the road to each point, metres.
     pub point_dist_m: Vec<f32>,
     pub restrictions: Vec<TurnRestriction>,
+    /// Strongly connected component of each node. Components are numbered
+    /// by size, largest first: component 0 is the main network, the others
+    /// are the roads it cannot both reach and be reached from (one-way
+    /// exits, car parks, streets cut by the extract's edge, islands).
+    pub node_component: Vec<u32>,
+    /// Nodes in each component.
+    pub component_nodes: Vec<u32>,
     /// Metric-independent CCH preprocessing (order, shortcut topology, elimination tree).
     pub cch: CchData,
     pub meta: GraphMeta,
@@ -87,14 +94,11 @@ impl TurnRestriction {
     }
 }
 
-/// Where the graph came from and what the builder dropped.
+/// Where the graph came from and what the builder could not use.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct GraphMeta {
     /// File name of the source (or `synthetic:edges=N,seed=K`).
     pub source: String,
-    /// Nodes and edges outside the largest strongly connected component.
-    pub dropped_nodes: u64,
-    pub dropped_edges: u64,
     /// Turn restrictions that could not be resolved to graph edges.
     pub unresolved_restrictions: u64,
 }
@@ -304,6 +308,38 @@ impl Graph {
 
     pub fn road_class(&self, r: u32) -> HighwayClass {
         HighwayClass::from_u8(self.data().road_class[r as usize]).unwrap_or(HighwayClass::Service)
+    }
+
+    /// Strongly connected component of node `v` (0 is the largest).
+    #[inline]
+    pub fn component(&self, v: u32) -> u32 {
+        self.data().node_component[v as usize].to_native()
+    }
+
+    /// Number of strongly connected components.
+    pub fn num_components(&self) -> usize {
+        self.data().component_nodes.len()
+    }
+
+    /// Nodes in component `c`.
+    pub fn component_nodes(&self, c: u32) -> u32 {
+        self.data().component_nodes[c as usize].to_native()
+    }
+
+    /// The component a vehicle on edge `e` is in: its head's. From anywhere
+    /// on the edge a vehicle reaches every node of that component, and it
+    /// can come back to the edge from them when the tail is in it too (see
+    /// [`Graph::edge_in_component`]).
+    #[inline]
+    pub fn edge_component(&self, e: u32) -> u32 {
+        self.component(self.head(e))
+    }
+
+    /// True when both ends of edge `e` lie in component `c`: a vehicle in
+    /// `c` can drive onto the edge and back from it.
+    #[inline]
+    pub fn edge_in_component(&self, e: u32, c: u32) -> bool {
+        self.component(self.tail(e)) == c && self.component(self.head(e)) == c
     }
 
     /// The edge running in the opposite direction over the same road, if any.

@@ -9,6 +9,7 @@
 
 pub mod build;
 pub mod cch;
+pub mod components;
 pub mod csr;
 pub mod dijkstra;
 pub mod error;
@@ -20,6 +21,7 @@ pub mod network;
 pub mod progress;
 pub mod rng;
 pub mod router;
+pub mod snap;
 pub mod snapshot;
 pub mod spatial;
 pub mod synthetic;

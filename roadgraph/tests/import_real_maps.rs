@@ -1,7 +1,9 @@
 //! Imports every real map in ../shared/data/maps and checks the graph against
 //! the source: plausible counts, geometry inside the file's bounding box,
 //! one-way ways without reverse edges (read independently from the PBF),
-//! strong connectivity, way ids, and a lossless snapshot round trip.
+//! every car-routable way kept (counted independently from the PBF), the
+//! strongly connected components labelled exactly, way ids, and a lossless
+//! snapshot round trip.
 
 mod common;
 
@@ -39,10 +41,75 @@ fn oneway_ways(name: &str) -> (HashSet<i64>, HashSet<i64>) {
     (oneway, reverse)
 }
 
-fn reachable_count(g: &Graph, forward: bool) -> usize {
+/// Ids of the ways a car may drive on, read with osmpbf directly: a car
+/// highway class, not an area, not closed to cars (the most specific access
+/// tag decides), and at least two consecutive distinct nodes in the file.
+fn car_ways(name: &str) -> HashSet<i64> {
+    const CAR: [&str; 14] = [
+        "motorway",
+        "motorway_link",
+        "trunk",
+        "trunk_link",
+        "primary",
+        "primary_link",
+        "secondary",
+        "secondary_link",
+        "tertiary",
+        "tertiary_link",
+        "unclassified",
+        "residential",
+        "living_street",
+        "service",
+    ];
+    const CLOSED: [&str; 7] = [
+        "no",
+        "private",
+        "agricultural",
+        "forestry",
+        "emergency",
+        "military",
+        "discouraged_no",
+    ];
+    let mut nodes = HashSet::new();
+    let mut ways: Vec<(i64, Vec<i64>)> = Vec::new();
+    ElementReader::from_path(map_path(name).unwrap())
+        .unwrap()
+        .for_each(|el| match el {
+            Element::Node(n) => {
+                nodes.insert(n.id());
+            }
+            Element::DenseNode(n) => {
+                nodes.insert(n.id());
+            }
+            Element::Way(w) => {
+                let tags: HashMap<&str, &str> = w.tags().collect();
+                let access = ["motorcar", "motor_vehicle", "vehicle", "access"]
+                    .iter()
+                    .find_map(|k| tags.get(k));
+                if tags.get("highway").is_some_and(|h| CAR.contains(h))
+                    && tags.get("area") != Some(&"yes")
+                    && !access.is_some_and(|a| CLOSED.contains(a))
+                {
+                    ways.push((w.id(), w.refs().collect()));
+                }
+            }
+            Element::Relation(_) => {}
+        })
+        .unwrap();
+    ways.into_iter()
+        .filter(|(_, refs)| {
+            refs.windows(2)
+                .any(|p| p[0] != p[1] && nodes.contains(&p[0]) && nodes.contains(&p[1]))
+        })
+        .map(|(id, _)| id)
+        .collect()
+}
+
+/// Nodes reachable from `from` (forward) or reaching it (backward).
+fn reachable(g: &Graph, from: u32, forward: bool) -> Vec<bool> {
     let mut seen = vec![false; g.num_nodes()];
-    let mut stack = vec![0u32];
-    seen[0] = true;
+    let mut stack = vec![from];
+    seen[from as usize] = true;
     while let Some(v) = stack.pop() {
         let next: Vec<u32> = if forward {
             g.out_edges(v).map(|e| g.head(e)).collect()
@@ -56,7 +123,7 @@ fn reachable_count(g: &Graph, forward: bool) -> usize {
             }
         }
     }
-    seen.iter().filter(|s| **s).count()
+    seen
 }
 
 fn check_map(name: &str, bbox: [f64; 4], min_edges: usize, max_edges: usize) {
@@ -116,17 +183,51 @@ fn check_map(name: &str, bbox: [f64; 4], min_edges: usize, max_edges: usize) {
     }
     assert!(checked > 0, "{name}: no one-way edge checked");
 
-    // Strongly connected: everything reaches node 0 and node 0 reaches everything.
-    assert_eq!(
-        reachable_count(g, true),
-        n,
-        "{name}: not all nodes reachable"
+    // Every car-routable way of the file is in the graph, and nothing else.
+    let kept: HashSet<i64> = (0..m as u32).map(|e| g.way_id(e)).collect();
+    let want = car_ways(name);
+    let missing: Vec<_> = want.difference(&kept).take(5).collect();
+    let extra: Vec<_> = kept.difference(&want).take(5).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{name}: {} ways kept, {} car ways in the file; missing {missing:?}, extra {extra:?}",
+        kept.len(),
+        want.len()
     );
-    assert_eq!(
-        reachable_count(g, false),
-        n,
-        "{name}: not all nodes reach back"
+
+    // Components: a node's component is exactly the nodes it reaches and
+    // that reach it (checked for the main one and a spread of others), the
+    // main one is the largest, and the sizes add up.
+    assert!(g.num_components() >= 1);
+    let sizes: Vec<u32> = (0..g.num_components() as u32)
+        .map(|c| g.component_nodes(c))
+        .collect();
+    assert!(
+        sizes.windows(2).all(|w| w[0] >= w[1]),
+        "{name}: largest first"
     );
+    assert_eq!(sizes.iter().map(|&s| s as usize).sum::<usize>(), n);
+    let mut probes: Vec<u32> = vec![(0..n as u32).find(|&v| g.component(v) == 0).unwrap()];
+    probes.extend(
+        (0..n as u32)
+            .filter(|&v| g.component(v) != 0)
+            .step_by(97)
+            .take(20),
+    );
+    for v in probes {
+        let (fwd, bwd) = (reachable(g, v, true), reachable(g, v, false));
+        let c = g.component(v);
+        let mut size = 0;
+        for u in 0..n {
+            assert_eq!(
+                fwd[u] && bwd[u],
+                g.component(u as u32) == c,
+                "{name}: node {u} against the component of {v}"
+            );
+            size += usize::from(fwd[u] && bwd[u]);
+        }
+        assert_eq!(size, g.component_nodes(c) as usize);
+    }
 
     // CSR consistency.
     for v in 0..n as u32 {
