@@ -7,6 +7,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use lastmile_roadgraph::components::ComponentSummary;
+use lastmile_roadgraph::snap::SnapChoice;
 use lastmile_roadgraph::{
     Cch, CityParams, Dijkstra, EdgePos, Graph, HighwayClass, LatLon, Metric, Route, Router,
     snapshot, synthetic,
@@ -301,37 +302,79 @@ pub fn info(a: InfoArgs) -> Result<()> {
     Ok(())
 }
 
-/// Both directions of the road nearest `p`, as route endpoints.
-fn snap(g: &Graph, p: LatLon, max_m: f64, what: &str) -> Result<Vec<EdgePos>> {
-    let mut near = Vec::new();
-    g.nearest_edges(p, 1, max_m, &mut near);
-    let Some(best) = near.first().copied() else {
-        bail!(
+/// Where `p` meets the roads within `max_m` (see [`SnapChoice`]).
+fn snap_choice(g: &Graph, p: LatLon, max_m: f64, what: &str) -> Result<SnapChoice> {
+    SnapChoice::find(g, p, max_m, &mut Vec::new()).with_context(|| {
+        format!(
             "no road within {max_m} m of the {what} point {:.6},{:.6}",
-            p.lat,
-            p.lon
-        );
-    };
-    let mut out = vec![EdgePos {
-        edge: best.edge,
-        offset_m: best.offset_m,
-    }];
-    if let Some(rev) = g.reverse_edge(best.edge) {
-        out.push(EdgePos {
-            edge: rev,
-            offset_m: g.length_m(rev) - best.offset_m,
-        });
-    }
-    Ok(out)
+            p.lat, p.lon
+        )
+    })
 }
 
+/// Both directions of the road `p` snaps to, as route endpoints.
+fn snap(g: &Graph, p: LatLon, max_m: f64, what: &str) -> Result<Vec<EdgePos>> {
+    Ok(snap_choice(g, p, max_m, what)?.preferred().positions(g))
+}
+
+/// A route was asked between two points that no road joins (an answer,
+/// not a failure: `route` exits with [`NoRoute::EXIT_CODE`]).
+#[derive(Debug)]
+pub struct NoRoute {
+    pub from_component: u32,
+    pub to_component: u32,
+}
+
+impl NoRoute {
+    pub const EXIT_CODE: u8 = 3;
+}
+
+impl std::fmt::Display for NoRoute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "unreachable: no road leads from the start (component {}) to the destination (component {})",
+            self.from_component, self.to_component
+        )
+    }
+}
+
+impl std::error::Error for NoRoute {}
+
+/// The route between the preferred snaps of two points or, when those are
+/// not connected, between the alternatives (the main network's road, or
+/// the much closer one outside it).
 fn find_route(router: &mut Router, from: LatLon, to: LatLon, max_snap_m: f64) -> Result<Route> {
     let g = router.graph();
-    let sources = snap(g, from, max_snap_m, "start")?;
-    let targets = snap(g, to, max_snap_m, "destination")?;
-    router
-        .route(&sources, &targets)
-        .context("no route: the destination cannot be reached from the start")
+    let (a, b) = (
+        snap_choice(g, from, max_snap_m, "start")?,
+        snap_choice(g, to, max_snap_m, "destination")?,
+    );
+    Ok(route_between(router, &a, &b)?)
+}
+
+/// [`find_route`] between points already snapped.
+fn route_between(
+    router: &mut Router,
+    a: &SnapChoice,
+    b: &SnapChoice,
+) -> std::result::Result<Route, NoRoute> {
+    let g = router.graph();
+    let tries = [
+        Some((a.preferred(), b.preferred())),
+        a.alternative().map(|x| (x, b.preferred())),
+        b.alternative().map(|y| (a.preferred(), y)),
+        a.alternative().zip(b.alternative()),
+    ];
+    for (x, y) in tries.into_iter().flatten() {
+        if let Some(r) = router.route(&x.positions(g), &y.positions(g)) {
+            return Ok(r);
+        }
+    }
+    Err(NoRoute {
+        from_component: a.preferred().component,
+        to_component: b.preferred().component,
+    })
 }
 
 fn describe(r: &Route) -> String {
@@ -352,7 +395,21 @@ pub fn route(a: RouteArgs) -> Result<()> {
         MetricArg::Time => Metric::Time,
         MetricArg::Distance => Metric::Distance,
     };
-    let r = find_route(&mut Router::new(&g, metric), a.from, a.to, a.max_snap_m)?;
+    let r = match find_route(&mut Router::new(&g, metric), a.from, a.to, a.max_snap_m) {
+        Ok(r) => r,
+        Err(e) => {
+            if let Some(n) = e.downcast_ref::<NoRoute>()
+                && (a.json || a.geojson)
+            {
+                println!(
+                    "{}",
+                    json!({"code": "NoRoute", "message": n.to_string(),
+                           "from_component": n.from_component, "to_component": n.to_component})
+                );
+            }
+            return Err(e);
+        }
+    };
     let way_ids: Vec<i64> = r.edges.iter().map(|&e| g.way_id(e)).collect();
     if a.geojson {
         let coords: Vec<[f64; 2]> = r.geometry(&g).iter().map(|p| [p.lon, p.lat]).collect();
@@ -407,11 +464,13 @@ pub fn demo(a: DemoArgs) -> Result<()> {
         json: false,
     })?;
 
-    // Across the region: from the junction nearest its south-west corner to
-    // the one nearest its north-east corner (corners may be open country).
+    // Across the region: from the main network's junction nearest its
+    // south-west corner to the one nearest its north-east corner (corners
+    // may be open country).
     let b = g.bbox();
     let nearest_node = |lat: f64, lon: f64| {
         (0..g.num_nodes() as u32)
+            .filter(|&v| g.component(v) == 0)
             .map(|v| g.node_pos(v))
             .min_by(|p, q| {
                 let d = |x: &LatLon| (x.lat - lat).powi(2) + (x.lon - lon).powi(2);
@@ -514,17 +573,17 @@ pub fn table(a: TableArgs) -> Result<()> {
         MetricArg::Time => Metric::Time,
         MetricArg::Distance => Metric::Distance,
     };
-    let places: Vec<Vec<EdgePos>> = points
+    let places: Vec<SnapChoice> = points
         .iter()
         .enumerate()
-        .map(|(i, &p)| snap(&g, p, a.max_snap_m, &format!("#{}", i + 1)))
+        .map(|(i, &p)| snap_choice(&g, p, a.max_snap_m, &format!("#{}", i + 1)))
         .collect::<Result<_>>()?;
     let mut router = Router::new(&g, metric);
     let n = places.len();
     let (mut distances, mut durations) = (vec![vec![None; n]; n], vec![vec![None; n]; n]);
     for (i, from) in places.iter().enumerate() {
         for (j, to) in places.iter().enumerate() {
-            if let Some(r) = router.route(from, to) {
+            if let Ok(r) = route_between(&mut router, from, to) {
                 distances[i][j] = Some(r.distance_m);
                 durations[i][j] = Some(r.duration_s);
             }

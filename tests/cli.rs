@@ -565,3 +565,80 @@ fn table_matches_routes_and_rejects_bad_points() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn routes_between_islands_are_unreachable_answers() {
+    // Malta and Gozo: one map, two road networks no road joins (the ferry
+    // is not a road). Every road is kept, so both islands are in the graph.
+    let Some(src) = testdata::data_file("maps/malta-latest-2018.osm.pbf") else {
+        return;
+    };
+    let dir = tmpdir("islands");
+    let g = dir.join("malta.graph");
+    let o = lastmile(&[
+        "import",
+        src.to_str().unwrap(),
+        "--out",
+        g.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let comps = &report["components"];
+    assert!(comps["count"].as_u64().unwrap() > 2, "{comps}");
+    assert!(
+        comps["next_largest"][0].as_u64().unwrap() > 1000,
+        "Gozo is the second component: {comps}"
+    );
+    let info = lastmile(&["info", g.to_str().unwrap()]);
+    assert!(stdout(&info).contains("strongly connected components"));
+
+    let (valletta, victoria, xaghra) = ("35.8989,14.5146", "36.0443,14.2397", "36.05,14.25");
+    let graph = g.to_str().unwrap();
+    let o = lastmile(&["route", graph, "--from", valletta, "--to", victoria]);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "unreachable has its own exit code"
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("unreachable") && err.lines().count() == 1,
+        "{err}"
+    );
+    let o = lastmile(&[
+        "route", graph, "--from", valletta, "--to", victoria, "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(3));
+    let r: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(r["code"], "NoRoute");
+    assert_eq!(
+        (r["from_component"].as_u64(), r["to_component"].as_u64()),
+        (Some(0), Some(1))
+    );
+    // Within Gozo there is a route.
+    let o = lastmile(&["route", graph, "--from", xaghra, "--to", victoria, "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // The table gives null for the pairs no road joins, as OSRM does.
+    let points = dir.join("points.csv");
+    std::fs::write(
+        &points,
+        format!("lat,lon\n{valletta}\n{victoria}\n{xaghra}\n"),
+    )
+    .unwrap();
+    let o = lastmile(&["table", graph, points.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let t: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    for key in ["durations_s", "distances_m"] {
+        let m = &t[key];
+        assert!(
+            m[0][1].is_null() && m[1][0].is_null() && m[0][2].is_null(),
+            "{t}"
+        );
+        assert!(m[1][2].as_f64().unwrap() > 10.0 && m[2][1].as_f64().unwrap() > 10.0);
+    }
+    let human = lastmile(&["table", graph, points.to_str().unwrap()]);
+    assert!(stdout(&human).contains("unreachable"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
