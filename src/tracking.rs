@@ -332,7 +332,11 @@ pub fn match_cmd(a: MatchArgs) -> Result<()> {
         w.write_record(&rec)?;
     }
     w.flush().with_context(|| a.out.display().to_string())?;
-    let on_road = m.stats.count(MatchStatus::Matched) + m.stats.count(MatchStatus::Reset);
+    let on_road = MatchStatus::ALL
+        .iter()
+        .filter(|s| s.is_on_road())
+        .map(|&s| m.stats.count(s))
+        .sum::<u64>();
     let rate = trace.rows.len() as f64 / secs.max(1e-9);
     if a.json {
         let by: serde_json::Map<String, Value> = MatchStatus::ALL
@@ -351,13 +355,14 @@ pub fn match_cmd(a: MatchArgs) -> Result<()> {
         );
     } else {
         println!(
-            "matched {} pings of {} vehicle(s): {} on a road, {} unmatched, {} outliers, {} resets, {} dropped (order/duplicate/invalid); {:.0} pings/s, latency p50 {:.1} us / p99 {:.1} us -> {}",
+            "matched {} pings of {} vehicle(s): {} on a road, {} unmatched, {} outliers, {} resets, {} breaks between unconnected roads, {} dropped (order/duplicate/invalid); {:.0} pings/s, latency p50 {:.1} us / p99 {:.1} us -> {}",
             trace.rows.len(),
             m.paths.len(),
             on_road,
             m.stats.count(MatchStatus::Unmatched),
             m.stats.count(MatchStatus::Outlier),
             m.stats.count(MatchStatus::Reset),
+            m.stats.count(MatchStatus::Break),
             m.stats.count(MatchStatus::OutOfOrder)
                 + m.stats.count(MatchStatus::Duplicate)
                 + m.stats.count(MatchStatus::Invalid),
@@ -423,6 +428,7 @@ pub fn evaluate_cmd(a: EvaluateArgs) -> Result<()> {
             "immediate": accuracy_json(&e.immediate),
             "pings_per_s": rate,
             "truth_unplaced": e.truth_unplaced,
+            "outside_main": {"pings": e.outside_main.pings, "finalized_on_true_way": e.outside_main.way_share()},
         });
         if a.per_vehicle {
             out["per_vehicle"] = e
@@ -442,6 +448,13 @@ pub fn evaluate_cmd(a: EvaluateArgs) -> Result<()> {
         }
         println!("{}", accuracy_line("finalized", &e.finalized));
         println!("{}", accuracy_line("immediate", &e.immediate));
+        if e.outside_main.pings > 0 {
+            println!(
+                "outside the main component: {} pings, {:.2}% finalised on the true way",
+                e.outside_main.pings,
+                100.0 * e.outside_main.way_share()
+            );
+        }
         println!(
             "evaluated {} pings of {} vehicles at {rate:.0} pings/s (one thread)",
             trace.rows.len(),

@@ -156,6 +156,11 @@ pub struct Evaluation {
     pub vehicles: Vec<VehicleEvaluation>,
     /// Rows whose true position could not be placed on their true way.
     pub truth_unplaced: u64,
+    /// The finalised accuracy over the pings whose true road lies outside
+    /// the graph's main strongly connected component (one-way exits, car
+    /// parks, streets cut by the map's edge): the roads an importer that
+    /// kept only the main component would have lost.
+    pub outside_main: Accuracy,
 }
 
 /// Scores a match of `trace` against the trace's ground truth columns.
@@ -190,6 +195,9 @@ pub fn evaluate(graph: &Graph, trace: &Trace, m: &TraceMatch) -> Evaluation {
             if placed.is_empty() {
                 eval.truth_unplaced += 1;
             } else {
+                if placed.iter().all(|p| !graph.edge_in_component(p.edge, 0)) {
+                    score_point(graph, truth, fin, &mut eval.outside_main);
+                }
                 if let Some(prev) = &prev_truth {
                     join(
                         graph,

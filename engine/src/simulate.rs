@@ -9,6 +9,12 @@
 //! acceleration and braking, slowing for the stop ahead), waits at some
 //! junctions as if at lights, and serves each stop for 1–5 minutes.
 //!
+//! The graph keeps roads outside its main network, so stops land on them
+//! too (one-way exits, car parks, streets cut by the map's edge). A vehicle
+//! that finds no route on from where it is (a dead end the extract cut off)
+//! leaves the map: it goes silent for 2–10 minutes and comes back somewhere
+//! else, as a van that drove off the extract does.
+//!
 //! Pings come every `interval` seconds at a per-vehicle phase, with Gaussian
 //! noise of `noise` metres per axis, occasional outliers (60–250 m off),
 //! dropped pings and rarer longer silences. Each row carries the true position
@@ -103,7 +109,13 @@ struct Leg {
     edges: Vec<u32>,
     start_offset: f64,
     end_offset: f64,
+    /// Seconds spent off the map before this leg (0: it starts where the
+    /// last one ended).
+    off_map_s: f64,
 }
+
+/// Consecutive stops without a route after which a vehicle leaves the map.
+const STUCK_AFTER: u32 = 12;
 
 struct Vehicle {
     rng: Rng,
@@ -270,8 +282,18 @@ fn plan_vehicle(
     let mut legs = Vec::new();
     let mut seq = 0;
     let mut attempts = 0;
+    let (mut failures, mut off_map_s) = (0, 0.0);
     while planned < params.start_time + params.duration_s && attempts < 10_000 {
         attempts += 1;
+        if failures >= STUCK_AFTER {
+            // Nowhere to go from here: off the map, back elsewhere.
+            failures = 0;
+            at = random_position(graph, &mut rng);
+            if !legs.is_empty() {
+                off_map_s = rng.range_f64(120.0, 600.0).round();
+                planned += off_map_s;
+            }
+        }
         let to = (0..10)
             .find_map(|_| near_position(graph, &mut rng, graph_pos(graph, at), 500.0, 4000.0))
             .unwrap_or_else(|| random_position(graph, &mut rng));
@@ -285,8 +307,10 @@ fn plan_vehicle(
             });
         }
         let Some(route) = router.route(&[at], &ends) else {
+            failures += 1;
             continue;
         };
+        failures = 0;
         let to = route.end;
         let service = rng.range_f64(60.0, 300.0);
         planned += route.duration_s;
@@ -308,6 +332,7 @@ fn plan_vehicle(
             edges: route.edges,
             start_offset: route.start.offset_m,
             end_offset: route.end.offset_m,
+            off_map_s: std::mem::take(&mut off_map_s),
         });
         at = to;
     }
@@ -492,6 +517,12 @@ fn advance(
             v.leg += 1;
             v.idx = 0;
             v.offset = v.legs[v.leg].start_offset;
+            let away = v.legs[v.leg].off_map_s;
+            if away > 0.0 {
+                // Drives off the map after the stop, back `away` s later.
+                v.wait_until += away;
+                v.silent_until = v.wait_until;
+            }
             return driven - left;
         }
         v.idx += 1;

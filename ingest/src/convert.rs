@@ -55,7 +55,8 @@ pub fn status_code(s: StopStatus) -> StopStatusCode {
 fn match_code(s: MatchStatus) -> u8 {
     match s {
         MatchStatus::Matched => 1,
-        MatchStatus::Reset => 2,
+        // Protocol version 1 knows no `break`: it is a reset there.
+        MatchStatus::Reset | MatchStatus::Break => 2,
         MatchStatus::Unmatched => 3,
         MatchStatus::Outlier => 4,
         MatchStatus::OutOfOrder => 5,

@@ -5,6 +5,59 @@
 
 use crate::Graph;
 
+/// Per component: whether its roads lead into the main network, and
+/// whether the main network leads into them (the main one does both).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MainReach {
+    reaches_main: Vec<bool>,
+    reached_from_main: Vec<bool>,
+}
+
+impl MainReach {
+    /// Two searches over the whole graph, from the main component forward
+    /// and backward.
+    pub(crate) fn of(g: &Graph) -> Self {
+        let n = g.num_nodes();
+        let walk = |forward: bool| {
+            let mut seen = vec![false; n];
+            let mut stack: Vec<u32> = (0..n as u32).filter(|&v| g.component(v) == 0).collect();
+            for &v in &stack {
+                seen[v as usize] = true;
+            }
+            let mut comp = vec![false; g.num_components()];
+            while let Some(v) = stack.pop() {
+                comp[g.component(v) as usize] = true;
+                let mut visit = |w: u32| {
+                    if !seen[w as usize] {
+                        seen[w as usize] = true;
+                        stack.push(w);
+                    }
+                };
+                if forward {
+                    g.out_edges(v).for_each(|e| visit(g.head(e)));
+                } else {
+                    g.in_edges(v).for_each(|e| visit(g.tail(e)));
+                }
+            }
+            comp
+        };
+        Self {
+            reached_from_main: walk(true),
+            reaches_main: walk(false),
+        }
+    }
+
+    /// Whether a road leads from component `a` to component `b` through
+    /// the main network (or they are one). Exact for every pair except two
+    /// small components joined directly rather than through the main
+    /// network, which this reports as not joined.
+    pub fn joined(&self, a: u32, b: u32) -> bool {
+        a == b
+            || (self.reaches_main.get(a as usize) == Some(&true)
+                && self.reached_from_main.get(b as usize) == Some(&true))
+    }
+}
+
 /// Sizes of a graph's strongly connected components.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ComponentSummary {
@@ -76,5 +129,63 @@ impl ComponentSummary {
                 )
             }
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::build_graph;
+    use crate::highway::{HighwayClass, SpeedLimit, WayAttributes};
+    use crate::network::{RawNetwork, RawWay};
+
+    #[test]
+    fn sources_sinks_and_islands_are_told_apart() {
+        let mut net = RawNetwork::default();
+        for i in 0..8 {
+            net.add_node(450_000_000 + (i / 4) * 9_000, 70_000_000 + (i % 4) * 13_000);
+        }
+        let mut way = |id, nodes: Vec<u32>, backward| {
+            net.ways.push(RawWay {
+                id,
+                nodes,
+                attrs: WayAttributes {
+                    class: HighwayClass::Residential,
+                    forward: true,
+                    backward,
+                    limit_forward: SpeedLimit::Unknown,
+                    limit_backward: SpeedLimit::Unknown,
+                },
+            })
+        };
+        way(1, vec![0, 1, 2], true); // main street (two pieces at 1)
+        way(2, vec![1, 5], true); // and a side street
+        way(3, vec![4, 0], false); // a car park's one-way exit: a source
+        way(4, vec![2, 6], false); // a one-way street off the map: a sink
+        way(5, vec![3, 7], true); // an island
+        let g = Graph::from_data(&build_graph(&net, "t".into()).unwrap());
+        let comp_of_way = |w: i64, head: bool| {
+            let e = (0..g.num_edges() as u32)
+                .find(|&e| g.way_id(e) == w)
+                .unwrap();
+            g.component(if head { g.head(e) } else { g.tail(e) })
+        };
+        let (main, source, sink, island) = (
+            comp_of_way(1, true),
+            comp_of_way(3, false),
+            comp_of_way(4, true),
+            comp_of_way(5, true),
+        );
+        assert_eq!(main, 0);
+        let r = g.main_reach();
+        assert!(r.joined(source, main) && !r.joined(main, source));
+        assert!(r.joined(main, sink) && !r.joined(sink, main));
+        assert!(r.joined(source, sink) && !r.joined(sink, source));
+        assert!(!r.joined(island, main) && !r.joined(main, island));
+        assert!(r.joined(island, island) && r.joined(main, main));
+        let s = ComponentSummary::of(&g);
+        assert_eq!((s.components, s.main_nodes), (4, 4));
+        assert_eq!(s.link_edges, 2);
+        assert_eq!(s.other_edges, 2);
     }
 }

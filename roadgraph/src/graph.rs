@@ -15,6 +15,7 @@ use std::sync::OnceLock;
 use rkyv::util::AlignedVec;
 
 use crate::cch::CchData;
+use crate::components::MainReach;
 use crate::geo::LatLon;
 use crate::highway::{HighwayClass, SpeedLimit};
 use crate::network::RestrictionKind;
@@ -121,6 +122,7 @@ pub struct Graph {
     index: OnceLock<EdgeIndex>,
     /// Head and length of every edge side by side, built on first use.
     length_arcs: OnceLock<Box<[LengthArc]>>,
+    main_reach: OnceLock<MainReach>,
     fingerprint: OnceLock<u64>,
 }
 
@@ -173,6 +175,7 @@ impl Graph {
             root,
             index: OnceLock::new(),
             length_arcs: OnceLock::new(),
+            main_reach: OnceLock::new(),
             fingerprint: OnceLock::new(),
         }
     }
@@ -549,6 +552,12 @@ impl Graph {
                 })
                 .collect()
         })
+    }
+
+    /// Which components lead into and out of the main network, built on
+    /// first use (two graph searches); see [`MainReach::joined`].
+    pub fn main_reach(&self) -> &MainReach {
+        self.main_reach.get_or_init(|| MainReach::of(self))
     }
 
     /// The edge spatial index, built on first use (a snapshot opens without it).

@@ -36,7 +36,8 @@
 //! compact, format 4 the paths and added the buffers' high-water marks,
 //! format 5 narrowed the matcher's estimators, the detectors, the stops and
 //! their legs, format 6 gave the along-path smoother its filter state,
-//! format 7 the held pings their own fixes; formats 1 to 6 are no longer
+//! format 7 the held pings their own fixes, format 8 the steps whose chain
+//! broke because no road led to them; formats 1 to 7 are no longer
 //! read.
 
 use std::io::{self, Write};
@@ -51,7 +52,7 @@ use super::{StopId, StopRecord, VehicleId};
 use crate::traffic::{EdgeObservation, LearntTraffic};
 
 const MAGIC: &[u8; 8] = b"LMCKPT\0\x01";
-const FORMAT: u32 = 7;
+const FORMAT: u32 = 8;
 const HEADER: usize = 16;
 const TRAILER: usize = 16;
 

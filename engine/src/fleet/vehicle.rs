@@ -262,7 +262,7 @@ impl Vehicle {
 
     /// The finalised path: odometer, traffic observations and history.
     fn take_path(&mut self, ctx: &mut Ctx, status: MatchStatus) {
-        if status == MatchStatus::Reset {
+        if matches!(status, MatchStatus::Reset | MatchStatus::Break) {
             self.traversals.close(&mut ctx.observations);
         }
         let out = &ctx.out;

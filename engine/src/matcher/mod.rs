@@ -280,27 +280,34 @@ impl<'g> Matcher<'g> {
             track.window.stage(Cand::new(c.edge, c.offset_m, emission));
         }
 
-        let continues = match track.window.newest_and_staged() {
+        // (the chain goes on, no road from the chain leads to the new fix)
+        let (continues, disconnected) = match track.window.newest_and_staged() {
             Some((prev, prev_cands, cands)) if ping.time - prev.time <= self.config.max_gap_s => {
                 // A ping whose best explanation is far less likely than a
                 // typical fix is an outlier, even if some road is reachable.
-                self.score_transitions(prev, prev_cands, &step, cands)
+                let reached = self.score_transitions(prev, prev_cands, &step, cands);
+                let continues = reached
                     && cands
                         .iter()
-                        .any(|c| c.score > -self.config.outlier_log_odds)
+                        .any(|c| c.score > -self.config.outlier_log_odds);
+                (continues, !reached && self.disconnected(prev_cands, cands))
             }
-            _ => false,
+            _ => (false, false),
         };
         let status = if continues {
             track.outliers = 0;
             MatchStatus::Matched
-        } else if track.window.is_empty() || track.outliers >= self.config.max_outliers || {
-            // A chain that is broken by a long gap restarts at once.
-            track
-                .window
-                .back()
-                .is_some_and(|p| ping.time - p.time > self.config.max_gap_s)
-        } {
+        } else if disconnected
+            || track.window.is_empty()
+            || track.outliers >= self.config.max_outliers
+            || {
+                // A chain that is broken by a long gap restarts at once.
+                track
+                    .window
+                    .back()
+                    .is_some_and(|p| ping.time - p.time > self.config.max_gap_s)
+            }
+        {
             self.finish_chain(track, out);
             track.outliers = 0;
             // A chain starts here: no predecessor, the vehicle where its fix projects.
@@ -309,7 +316,9 @@ impl<'g> Matcher<'g> {
                 c.back = NO_BACK;
                 c.reset_pos();
             }
-            if track.seen_road {
+            if disconnected {
+                MatchStatus::Break
+            } else if track.seen_road {
                 MatchStatus::Reset
             } else {
                 MatchStatus::Matched
@@ -325,7 +334,8 @@ impl<'g> Matcher<'g> {
             }
             return MatchStatus::Outlier;
         };
-        step.reset = status == MatchStatus::Reset;
+        step.reset = matches!(status, MatchStatus::Reset | MatchStatus::Break);
+        step.disconnected = status == MatchStatus::Break;
         normalise(track.window.staged_mut());
         track.seen_road = true;
         track.window.commit(step);
@@ -470,6 +480,24 @@ impl<'g> Matcher<'g> {
         }
         self.order = order;
         any
+    }
+
+    /// True when no road leads from where the chain believes the vehicle
+    /// is (its best hypothesis) to where the new fix most likely is (its
+    /// nearest candidate): the two lie in components the main network does
+    /// not join, so the fix starts a new chain rather than being refused as
+    /// an outlier. Only asked when no transition was found at all.
+    fn disconnected(&self, prev_cands: &[Cand], cands: &[Cand]) -> bool {
+        let g = self.graph;
+        let (Some(a), Some(b)) = (
+            best(prev_cands),
+            (0..cands.len()).max_by(|&x, &y| cands[x].emission.total_cmp(&cands[y].emission)),
+        ) else {
+            return false;
+        };
+        let from = g.component(g.head(prev_cands[a].edge));
+        let to = g.component(g.tail(cands[b].edge));
+        !g.main_reach().joined(from, to)
     }
 
     /// Fills the immediate estimate from step `k` (the newest) and records

@@ -23,6 +23,11 @@ pub enum MatchStatus {
     Matched,
     /// On a road, but the chain was broken before it (gap, teleport) and restarts here.
     Reset,
+    /// On a road that no road from the chain's position leads to (the
+    /// vehicle left a dead end the map cut off, or came back onto the map
+    /// elsewhere): the path breaks and a new chain starts here at once,
+    /// rather than the fixes being refused as outliers first.
+    Break,
     /// No road within the search radius: no position is given (never a wrong snap).
     Unmatched,
     /// Cannot be reached from the chain at any plausible speed: dropped.
@@ -36,9 +41,10 @@ pub enum MatchStatus {
 }
 
 impl MatchStatus {
-    pub const ALL: [MatchStatus; 7] = [
+    pub const ALL: [MatchStatus; 8] = [
         Self::Matched,
         Self::Reset,
+        Self::Break,
         Self::Unmatched,
         Self::Outlier,
         Self::OutOfOrder,
@@ -51,6 +57,7 @@ impl MatchStatus {
         match self {
             Self::Matched => "matched",
             Self::Reset => "reset",
+            Self::Break => "break",
             Self::Unmatched => "unmatched",
             Self::Outlier => "outlier",
             Self::OutOfOrder => "out_of_order",
@@ -61,7 +68,7 @@ impl MatchStatus {
 
     /// True when the ping was placed on a road.
     pub fn is_on_road(self) -> bool {
-        matches!(self, Self::Matched | Self::Reset)
+        matches!(self, Self::Matched | Self::Reset | Self::Break)
     }
 }
 
@@ -144,7 +151,7 @@ impl MatchOutput {
 pub struct MatcherStats {
     pub pings: u64,
     /// Pings per [`MatchStatus`], indexed as [`MatchStatus::ALL`].
-    pub by_status: [u64; 7],
+    pub by_status: [u64; MatchStatus::ALL.len()],
     /// Finalisations forced by `max_lag` before the hypotheses converged.
     pub forced: u64,
     pub searches: u64,

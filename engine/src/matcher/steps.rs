@@ -93,6 +93,8 @@ pub(crate) struct Step {
     speed: f32,
     /// First step of a chain that followed a break.
     pub reset: bool,
+    /// ... a break because no road led to it ([`MatchStatus::Break`](super::MatchStatus)).
+    pub disconnected: bool,
     /// Placed at the centroid of a standing vehicle's fixes.
     pub settled: bool,
     /// Already finalised (only ever `window[0]`, kept as the anchor).

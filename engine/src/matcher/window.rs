@@ -125,6 +125,7 @@ impl Matcher<'_> {
         for s in first..=k {
             let step = &track.window[s];
             let (seq, time, pos, reset) = (step.seq, step.time, step.pos(), step.reset);
+            let disconnected = step.disconnected;
             let fix = Fix {
                 ping: pos,
                 sigma: Some(step.sigma()),
@@ -159,7 +160,9 @@ impl Matcher<'_> {
             let point = FinalPoint {
                 seq,
                 time,
-                status: if reset {
+                status: if disconnected {
+                    MatchStatus::Break
+                } else if reset {
                     MatchStatus::Reset
                 } else {
                     MatchStatus::Matched
