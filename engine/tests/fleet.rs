@@ -12,11 +12,12 @@ use std::time::Duration;
 use lastmile_engine::Ping;
 use lastmile_engine::bench::{Day, DriveParams, assign_routes, feed_day};
 use lastmile_engine::fleet::{
-    Admission, Command, CommandError, Engine, Event, EventFilter, EventKind, FleetConfig,
+    Admission, Command, CommandError, Engine, EtaState, Event, EventFilter, EventKind, FleetConfig,
     ProofOfDelivery, StopOutcome, StopPlan, StopStatus, TimeWindow,
 };
 use lastmile_engine::simulate::SimParams;
 use lastmile_roadgraph::geo::LocalPlane;
+use lastmile_roadgraph::snap::SnapChoice;
 use lastmile_roadgraph::{EdgePos, Graph, LatLon, Metric, Route, Router};
 
 const WAIT: Admission = Admission::Wait(Duration::from_secs(60));
@@ -130,23 +131,14 @@ fn some_route(g: &Graph, seed: u64, min_m: f64, max_m: f64) -> Route {
     }
 }
 
-/// Where the engine reaches a stop: the nearest road within 250 m and, on a
-/// two-way street, the same point on the other direction.
+/// Where the engine reaches a stop: the road within 250 m it snaps to (the
+/// main network's unless another is much closer) and, on a two-way street,
+/// the same point on the other direction.
 fn stop_place(g: &Graph, p: LatLon) -> Vec<EdgePos> {
-    let mut near = Vec::new();
-    g.nearest_edges(p, 1, 250.0, &mut near);
-    let c = near[0];
-    let mut at = vec![EdgePos {
-        edge: c.edge,
-        offset_m: c.offset_m,
-    }];
-    if let Some(r) = g.reverse_edge(c.edge) {
-        at.push(EdgePos {
-            edge: r,
-            offset_m: (g.length_m(r) - c.offset_m).max(0.0),
-        });
-    }
-    at
+    SnapChoice::find(g, p, 250.0, &mut Vec::new())
+        .unwrap()
+        .preferred()
+        .positions(g)
 }
 
 fn feed(e: &Engine, vehicle: u64, pings: &[Ping]) {
@@ -290,6 +282,87 @@ fn stop_lifecycle_end_to_end_on_a_real_map() {
 }
 
 // ----------------------------------------------------------------- ETAs
+
+#[test]
+fn a_stop_no_road_reaches_has_an_unreachable_eta_and_its_snap_is_reported() {
+    // Malta and Gozo share a map but no road. A van drives in Valletta
+    // with a route: a stop in Malta, two on Gozo, one back in Malta.
+    let Some(g) = common::map("malta-latest-2018.osm.pbf") else {
+        return;
+    };
+    let g = Arc::new(g.clone_graph());
+    let e = engine(&g, 1, false);
+    let malta = LatLon::new(35.8975, 14.5080);
+    let (gozo_a, gozo_b) = (LatLon::new(36.0443, 14.2397), LatLon::new(36.0514, 14.2473));
+    let back = LatLon::new(35.9080, 14.5000);
+    e.command(
+        Command::AssignRoute {
+            vehicle: 9,
+            stops: vec![
+                stop_at(1, malta),
+                stop_at(2, gozo_a),
+                stop_at(3, gozo_b),
+                stop_at(4, back),
+            ],
+        },
+        T0,
+        WAIT,
+    )
+    .unwrap();
+    e.sync();
+    // Before the van is placed, no time is known, but the legs between
+    // stops already show which no road joins.
+    let snap = e.vehicle(9).unwrap();
+    let states: Vec<EtaState> = snap.stops.iter().map(|s| s.eta_state).collect();
+    use EtaState::{Unknown, Unreachable};
+    assert_eq!(states, [Unknown, Unreachable, Unknown, Unreachable]);
+    let mut router = Router::new(&g, Metric::Time);
+    let from = stop_place(&g, LatLon::new(35.8989, 14.5146));
+    let to = stop_place(&g, LatLon::new(35.8950, 14.5110));
+    let route = router.route(&from, &to).expect("a drive in Valletta");
+    feed(&e, 9, &drive(&g, &route, T0 + 10.0, 8.0, 2.0));
+    let snap = e.vehicle(9).unwrap();
+    let state = |id: u64| snap.stop(id).unwrap();
+    assert_eq!(state(1).eta_state, EtaState::Known);
+    assert!(state(1).eta.is_finite());
+    // Gozo from Malta: unreachable; the next Gozo stop is reachable from it
+    // but its time is unknown; the way back to Malta is unreachable again.
+    assert_eq!(state(2).eta_state, EtaState::Unreachable);
+    assert_eq!(state(3).eta_state, EtaState::Unknown);
+    assert_eq!(state(4).eta_state, EtaState::Unreachable);
+    for id in [2, 3, 4] {
+        assert!(state(id).eta.is_nan(), "{:?}", state(id));
+    }
+    // The snaps: Malta's stops on the main network, Gozo's on its own.
+    for (id, main) in [(1, true), (2, false), (3, false), (4, true)] {
+        assert_eq!(state(id).snap_component == 0, main, "{:?}", state(id));
+        assert!(state(id).snap_m < 250.0);
+    }
+
+    // A van standing on Gozo with its next stop in Malta: the search that
+    // found no road is not repeated on every ping from the same edge.
+    e.command(
+        Command::AssignRoute {
+            vehicle: 10,
+            stops: vec![stop_at(5, back)],
+        },
+        T0,
+        WAIT,
+    )
+    .unwrap();
+    let before = e.stats().shards.unroutable;
+    let standing: Vec<Ping> = (0..30)
+        .map(|k| Ping::new(T0 + 100.0 + 2.0 * f64::from(k), gozo_a))
+        .collect();
+    feed(&e, 10, &standing);
+    let snap = e.vehicle(10).unwrap();
+    assert_eq!(snap.stop(5).unwrap().eta_state, EtaState::Unreachable);
+    let searched = e.stats().shards.unroutable - before;
+    assert!(
+        (1..=3).contains(&searched),
+        "{searched} searches for 30 pings"
+    );
+}
 
 #[test]
 fn etas_equal_fresh_shortest_paths_after_every_ping() {

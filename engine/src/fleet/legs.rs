@@ -9,18 +9,24 @@
 //! see whether traffic touched it) and its totals.
 
 use lastmile_roadgraph::dijkstra::partial_weight;
+use lastmile_roadgraph::snap::SnapChoice;
 use lastmile_roadgraph::{CchMetric, EdgePos, Graph, LatLon, Route};
 
 use super::path_code::{PathCode, PathPos};
 
-/// Where a stop can be reached: the nearest road position and, on a two-way
-/// street, the same point on the other direction. Offsets are kept as `f32`
-/// (sub-millimetre along any edge): every vehicle holds a few of these.
+/// Where a stop can be reached: the road position it snaps to (see
+/// [`SnapChoice::preferred`]: the main network's nearest road unless
+/// another is much closer) and, on a two-way street, the same point on the
+/// other direction. Offsets are kept as `f32` (sub-millimetre along any
+/// edge): every vehicle holds a few of these.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Copy, Debug, PartialEq)]
 pub struct StopPlace {
     edges: [u32; 2],
     offsets_m: [f32; 2],
     n: u8,
+    /// Metres from the stop's coordinates to the road, and the road's component.
+    pub snap_m: f32,
+    pub component: u32,
 }
 
 /// A stop's road positions, as the router takes them.
@@ -35,23 +41,21 @@ impl std::ops::Deref for Positions {
 }
 
 impl StopPlace {
-    /// Snaps a stop to the nearest road within `max_m`; `None` when there is none.
+    /// Snaps a stop to a road within `max_m`; `None` when there is none.
     pub fn snap(
         graph: &Graph,
         pos: LatLon,
         max_m: f64,
         scratch: &mut Vec<lastmile_roadgraph::EdgeCandidate>,
     ) -> Option<Self> {
-        if !pos.lat.is_finite() || !pos.lon.is_finite() {
-            return None;
-        }
-        graph.nearest_edges(pos, 1, max_m, scratch);
-        let c = scratch.first()?;
+        let c = SnapChoice::find(graph, pos, max_m, scratch)?.preferred();
         let offset = c.offset_m as f32;
         let mut place = Self {
             edges: [c.edge; 2],
             offsets_m: [offset; 2],
             n: 1,
+            snap_m: c.distance_m as f32,
+            component: c.component,
         };
         if let Some(r) = graph.reverse_edge(c.edge) {
             place.edges[1] = r;

@@ -42,7 +42,7 @@ pub use events::{Event, EventBus, EventFilter, EventKind, ReadReport};
 pub use journal::Journal;
 pub use latency::Histogram;
 pub use shard::ShardCounters;
-pub use snapshot::{StopEta, VehicleSnapshot};
+pub use snapshot::{EtaState, StopEta, VehicleSnapshot};
 pub use stops::{Command, ProofOfDelivery, StopOutcome, StopPlan, StopStatus, TimeWindow};
 
 /// A piece of a vehicle's finalised matched path: part or all of one edge,

@@ -32,14 +32,50 @@ pub(crate) fn read(cell: &Mutex<VehicleSnapshot>) -> MutexGuard<'_, VehicleSnaps
     cell.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Whether a remaining stop's ETA could be computed.
+#[derive(
+    rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
+#[repr(u8)]
+pub enum EtaState {
+    /// Not computed yet: the vehicle was never placed on a road, or an
+    /// earlier stop of the route is unreachable.
+    #[default]
+    Unknown = 0,
+    /// Computed: `eta` holds it.
+    Known = 1,
+    /// No road leads there: from the vehicle for its next stop, from the
+    /// stop before it for the others (a stop on a road the main network
+    /// does not reach, or the vehicle in a dead end the map cut off).
+    Unreachable = 2,
+}
+
+impl EtaState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unknown => "unknown",
+            Self::Known => "known",
+            Self::Unreachable => "unreachable",
+        }
+    }
+}
+
 /// One stop as the vehicle's snapshot shows it.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StopEta {
     pub stop: StopId,
     pub status: StopStatus,
     /// Expected arrival (event time, s) for a remaining stop, the arrival
-    /// time for an arrived or closed one; NaN when unknown (no route).
+    /// time for an arrived or closed one; NaN unless `eta_state` is known
+    /// (or the stop was reached).
     pub eta: f64,
+    /// Whether a remaining stop's `eta` could be computed, and why not.
+    pub eta_state: EtaState,
+    /// How far the stop's coordinates lie from the road it was snapped
+    /// to, metres, and that road's component (0: the main network): a
+    /// far or isolated snap is a bad address a dispatcher should see.
+    pub snap_m: f32,
+    pub snap_component: u32,
     /// Road metres still to drive to it (0 once arrived; NaN unknown).
     pub remaining_m: f64,
     /// Remaining stops the vehicle serves before this one.

@@ -12,7 +12,7 @@ use super::events::{Event, EventKind};
 use super::legs::{Leg, StopLeg, StopPlace};
 use super::path_code::PathCode;
 use super::shard::Ctx;
-use super::snapshot::{StopEta, VehicleSnapshot};
+use super::snapshot::{EtaState, StopEta, VehicleSnapshot};
 use super::stops::{Command, ProofOfDelivery, StopOutcome, StopPlan, StopStatus};
 use super::{PathPiece, StopId, VehicleId};
 use crate::Ping;
@@ -34,6 +34,7 @@ pub(crate) struct StopState {
     road_pos: LatLonE7,
     pub status: StopStatus,
     pub eta: f64,
+    pub eta_state: EtaState,
     pub remaining_m: f64,
     /// ETA last announced by `eta_changed` (NaN: none yet).
     pub announced: f64,
@@ -94,6 +95,10 @@ pub(crate) struct Vehicle {
     stops: Vec<StopState>,
     /// The path to the next remaining stop, and which stop that is.
     leg: Option<(StopId, Leg)>,
+    /// No road led to this stop from this edge on this metric version: not
+    /// searched again until the vehicle moves to another edge or the
+    /// metric changes (a van in a dead end would search on every ping).
+    no_route: Option<(StopId, u32, u64)>,
     /// The path planned when the leg began, kept when the vehicle left it
     /// and the ETA path was rerouted: off-route is judged against it.
     planned: Option<PathCode>,
@@ -145,6 +150,7 @@ impl Vehicle {
             last_status: MatchStatus::Invalid,
             stops: Vec::new(),
             leg: None,
+            no_route: None,
             planned: None,
             stop_legs: Vec::new(),
             to_next: None,
@@ -391,6 +397,7 @@ impl Vehicle {
             s.status = StopStatus::Arrived;
             s.arrived_at = now;
             s.eta = now;
+            s.eta_state = EtaState::Known;
             s.remaining_m = 0.0;
             self.at_stop = Some((id, now));
             self.emit(ctx, EventKind::Arrived, now, Some(id), d, radius);
@@ -448,11 +455,13 @@ impl Vehicle {
             Some(r) => {
                 let leg = Leg::from_route(ctx.graph, ctx.router.metric(), r);
                 self.leg = Some((id, leg));
+                self.no_route = None;
                 true
             }
             None => {
                 ctx.counters.unroutable += 1;
                 self.leg = None;
+                self.no_route = Some((id, p.edge, ctx.metric_version));
                 false
             }
         }
@@ -466,7 +475,8 @@ impl Vehicle {
             return;
         };
         let id = self.stops[i].plan.id;
-        if self.leg.as_ref().is_none_or(|(to, _)| *to != id) {
+        let known_unreachable = self.no_route == Some((id, p.edge, ctx.metric_version));
+        if self.leg.as_ref().is_none_or(|(to, _)| *to != id) && !known_unreachable {
             self.leg = None;
             self.planned = None;
             self.off_route.reset(now);
@@ -640,6 +650,14 @@ impl Vehicle {
             Some((s, m)) => (base_time + serving + f64::from(s), f64::from(m)),
             None => (f64::NAN, f64::NAN),
         };
+        let next = self.next_index().map(|i| self.stops[i].plan.id);
+        let mut state = if self.to_next.is_some() {
+            EtaState::Known
+        } else if self.no_route.is_some_and(|(s, _, _)| Some(s) == next) {
+            EtaState::Unreachable
+        } else {
+            EtaState::Unknown
+        };
         let mut k = 0;
         let mut prev: Option<usize> = None;
         let c = ctx.detect;
@@ -654,12 +672,19 @@ impl Vehicle {
                     Some(l) => {
                         t += self.stops[p].plan.service_s + l.seconds;
                         m += l.metres;
+                        if state != EtaState::Known {
+                            state = EtaState::Unknown;
+                        }
                     }
-                    None => (t, m) = (f64::NAN, f64::NAN),
+                    None => {
+                        (t, m) = (f64::NAN, f64::NAN);
+                        state = EtaState::Unreachable;
+                    }
                 }
             }
             let s = &mut self.stops[i];
             s.eta = t;
+            s.eta_state = state;
             s.remaining_m = m;
             let id = s.plan.id;
             let announced = s.announced;
@@ -813,6 +838,7 @@ impl Vehicle {
         s.late = false;
         if s.arrived_at.is_nan() {
             s.eta = f64::NAN;
+            s.eta_state = EtaState::Unknown;
         }
         // Closed stops move in front of the open ones, in closing order.
         let s = self.stops.remove(i);
@@ -975,6 +1001,9 @@ impl Vehicle {
                 stop: st.plan.id,
                 status: st.status,
                 eta: st.eta,
+                eta_state: st.eta_state,
+                snap_m: st.place.snap_m,
+                snap_component: st.place.component,
                 remaining_m: st.remaining_m,
                 stops_before: if st.status.is_remaining() { before } else { 0 },
                 late: st.late,
@@ -1001,6 +1030,7 @@ fn new_stop(ctx: &mut Ctx, plan: &StopPlan) -> Option<StopState> {
         road_pos: ctx.graph.point_on_edge(p.edge, p.offset_m).into(),
         status: StopStatus::Pending,
         eta: f64::NAN,
+        eta_state: EtaState::Unknown,
         remaining_m: f64::NAN,
         announced: f64::NAN,
         late: false,
