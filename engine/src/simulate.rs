@@ -9,8 +9,10 @@
 //! acceleration and braking, slowing for the stop ahead), waits at some
 //! junctions as if at lights, and serves each stop for 1–5 minutes.
 //!
-//! The graph keeps roads outside its main network, so stops land on them
-//! too (one-way exits, car parks, streets cut by the map's edge). A vehicle
+//! The graph keeps roads outside its main network: vehicles start anywhere
+//! (a car park with a one-way exit, a street cut by the map's edge), and
+//! stops go where the engine snaps an address (the main network's road
+//! unless another is much closer, so some stops lie on the others). A vehicle
 //! that finds no route on from where it is (a dead end the extract cut off)
 //! leaves the map: it goes silent for 2–10 minutes and comes back somewhere
 //! else, as a van that drove off the extract does.
@@ -28,6 +30,7 @@ use std::io::Write;
 use lastmile_roadgraph::dijkstra::EdgePos;
 use lastmile_roadgraph::geo::LocalPlane;
 use lastmile_roadgraph::rng::Rng;
+use lastmile_roadgraph::snap::SnapChoice;
 use lastmile_roadgraph::{Graph, LatLon, Metric, Router};
 use rayon::prelude::*;
 
@@ -114,6 +117,8 @@ struct Leg {
     off_map_s: f64,
 }
 
+/// Share of vehicles that start on a road outside the main network.
+const FRINGE_START: f64 = 0.25;
 /// Consecutive stops without a route after which a vehicle leaves the map.
 const STUCK_AFTER: u32 = 12;
 
@@ -223,13 +228,16 @@ pub fn simulate_pings(
     let slowdown = congestion(graph, params.congestion, params.seed);
     summary.congested_edges = slowdown.iter().filter(|&&f| f < 1.0).count();
     summary.slowdown = slowdown.clone();
+    let fringe: Vec<u32> = (0..graph.num_edges() as u32)
+        .filter(|&e| !graph.edge_in_component(e, 0))
+        .collect();
     // Tours are planned in parallel (each vehicle has its own seeded random
     // stream, so the result does not depend on the thread count).
     let planned: Vec<(Vehicle, Vec<SimStop>)> = (0..params.vehicles)
         .into_par_iter()
         .map_init(
             || Router::new(graph, Metric::Time),
-            |router, i| plan_vehicle(graph, router, params, i, step, steps_per_ping),
+            |router, i| plan_vehicle(graph, router, params, &fringe, i, step, steps_per_ping),
         )
         .collect();
     let mut fleet = Vec::with_capacity(planned.len());
@@ -270,6 +278,7 @@ fn plan_vehicle(
     graph: &Graph,
     router: &mut Router,
     params: &SimParams,
+    fringe: &[u32],
     i: usize,
     step: f64,
     steps_per_ping: u64,
@@ -277,7 +286,21 @@ fn plan_vehicle(
     let mut rng = Rng::seed(params.seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let id = vehicle_name(i);
     let mut stops = Vec::new();
-    let mut at = random_position(graph, &mut rng);
+    // A quarter of the vehicles start off the main network (leaving a car
+    // park, coming in over a street the map cut), where the map has such roads.
+    // Drawn from a stream of its own, so that a vehicle starting on the
+    // main network drives the same day whether or not the map has others.
+    let mut fringe_rng =
+        Rng::seed(params.seed ^ 0xF21_4E ^ (i as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93));
+    let mut at = if !fringe.is_empty() && fringe_rng.chance(FRINGE_START) {
+        let edge = fringe[fringe_rng.below(fringe.len() as u64) as usize];
+        EdgePos {
+            edge,
+            offset_m: fringe_rng.range_f64(0.0, graph.length_m(edge)),
+        }
+    } else {
+        random_position(graph, &mut rng)
+    };
     let mut planned = params.start_time;
     let mut legs = Vec::new();
     let mut seq = 0;
@@ -380,9 +403,10 @@ fn near_position(
     let d = rng.range_f64(min_m, max_m);
     let a = rng.range_f64(0.0, std::f64::consts::TAU);
     let p = LocalPlane::new(from).unproject(d * a.sin(), d * a.cos());
-    let mut near = Vec::new();
-    graph.nearest_edges(p, 1, 300.0, &mut near);
-    near.first().map(|c| EdgePos {
+    // Where the engine would put a stop at that address: the main
+    // network's road unless another is much closer.
+    let c = SnapChoice::find(graph, p, 300.0, &mut Vec::new())?.preferred();
+    Some(EdgePos {
         edge: c.edge,
         offset_m: c.offset_m,
     })

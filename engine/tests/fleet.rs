@@ -105,13 +105,17 @@ fn drive(g: &Graph, route: &Route, t0: f64, speed: f64, dt: f64) -> Vec<Ping> {
     }
 }
 
-/// A route between two random road positions `min_m`..`max_m` apart (as the crow flies).
+/// A route between two random road positions of the main network
+/// `min_m`..`max_m` apart (as the crow flies).
 fn some_route(g: &Graph, seed: u64, min_m: f64, max_m: f64) -> Route {
     let mut rng = lastmile_roadgraph::rng::Rng::seed(seed);
     let mut router = Router::new(g, Metric::Time);
+    let main: Vec<u32> = (0..g.num_edges() as u32)
+        .filter(|&e| g.edge_in_component(e, 0))
+        .collect();
     loop {
         let pick = |rng: &mut lastmile_roadgraph::rng::Rng| {
-            let e = rng.below(g.num_edges() as u64) as u32;
+            let e = main[rng.below(main.len() as u64) as usize];
             EdgePos {
                 edge: e,
                 offset_m: g.length_m(e) / 2.0,
