@@ -504,8 +504,9 @@ fn evaluate_kubicka(
         let t0 = Instant::now();
         let m = match_trace(&g, config, &trace);
         match_s += t0.elapsed().as_secs_f64();
-        let f = kubicka::score(&g, &net.arc_length_m, &route, &m, true);
-        let im = kubicka::score(&g, &net.arc_length_m, &route, &m, false);
+        let arc_of = |e| net.arc_of(&g, e);
+        let f = kubicka::score(arc_of, &net.arc_length_m, &route, &m, true);
+        let im = kubicka::score(arc_of, &net.arc_length_m, &route, &m, false);
         if per_track {
             rows.push((id.clone(), f.clone(), im.clone()));
         }

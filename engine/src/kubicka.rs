@@ -45,10 +45,45 @@ fn fields<R: BufRead>(input: R, what: &str, n: usize) -> Result<Vec<Vec<f64>>, T
     Ok(out)
 }
 
-/// A benchmark road network: the raw network and each arc's length, metres.
+/// A benchmark road network: the raw network, each arc's length (metres),
+/// and the arcs behind each road.
 pub struct ArcNetwork {
     pub net: RawNetwork,
     pub arc_length_m: Vec<f64>,
+    /// Per road (way id − 1): the arc running along the road's node order
+    /// and the one running against it.
+    road_arcs: Vec<[Option<u32>; 2]>,
+}
+
+/// One road of an [`ArcNetwork`] as OSM draws it: its way id, its two
+/// nodes (indices into the node list, in drawing order), and whether it is
+/// one-way (in that order).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArcWay {
+    pub id: i64,
+    pub nodes: [u32; 2],
+    pub oneway: bool,
+}
+
+impl ArcNetwork {
+    /// The benchmark arc a graph edge lies on (`-1` if none).
+    pub fn arc_of(&self, graph: &Graph, edge: u32) -> i64 {
+        let road = graph.way_id(edge) - 1;
+        usize::try_from(road)
+            .ok()
+            .and_then(|r| self.road_arcs.get(r))
+            .and_then(|a| a[usize::from(graph.is_reversed(edge))])
+            .map_or(-1, i64::from)
+    }
+
+    /// The roads, for writing the network as an OSM file.
+    pub fn ways(&self) -> impl Iterator<Item = ArcWay> + '_ {
+        self.net.ways.iter().map(|w| ArcWay {
+            id: w.id,
+            nodes: [w.nodes[0], w.nodes[1]],
+            oneway: !w.attrs.backward,
+        })
+    }
 }
 
 /// Reads `nodes` (`lon lat` per line) and `arcs` (`from to` per line).
@@ -64,29 +99,57 @@ pub fn read_network<N: BufRead, A: BufRead>(nodes: N, arcs: A) -> Result<ArcNetw
         net.add_node(lat, lon);
         pos.push(p);
     }
-    let attrs = WayAttributes {
+    let attrs = |backward| WayAttributes {
         class: HighwayClass::Unclassified,
         forward: true,
-        backward: false,
+        backward,
         limit_forward: SpeedLimit::Unknown,
         limit_backward: SpeedLimit::Unknown,
     };
     let mut arc_length_m = Vec::new();
+    // Arcs by node pair (lower node first), in order of first appearance.
+    let mut pairs: Vec<(u32, u32)> = Vec::new();
+    let mut pair_arcs: Vec<[Option<u32>; 2]> = Vec::new();
+    let mut pair_of: std::collections::HashMap<(u32, u32), usize> = Default::default();
     for (i, v) in fields(arcs, "arcs", 2)?.into_iter().enumerate() {
         let (a, b) = (v[0] as usize, v[1] as usize);
         if a >= pos.len() || b >= pos.len() || v[0].fract() != 0.0 || v[1].fract() != 0.0 {
             return Err(bad("arcs", i));
         }
         arc_length_m.push(haversine_m(pos[a], pos[b]));
-        if a != b {
-            net.ways.push(RawWay {
-                id: i as i64,
-                nodes: vec![a as u32, b as u32],
-                attrs,
-            });
+        if a == b {
+            continue;
         }
+        let key = (a.min(b) as u32, a.max(b) as u32);
+        let k = *pair_of.entry(key).or_insert_with(|| {
+            pairs.push(key);
+            pair_arcs.push([None, None]);
+            pairs.len() - 1
+        });
+        // A repeated arc between the same nodes keeps the first.
+        let slot = &mut pair_arcs[k][usize::from(a > b)];
+        slot.get_or_insert(i as u32);
     }
-    Ok(ArcNetwork { net, arc_length_m })
+    let mut road_arcs = Vec::with_capacity(pairs.len());
+    for (k, (&(lo, hi), arcs)) in pairs.iter().zip(&pair_arcs).enumerate() {
+        // A one-way road is drawn in its arc's direction.
+        let (nodes, along) = match arcs {
+            [Some(_), Some(_)] | [Some(_), None] => ([lo, hi], *arcs),
+            [None, Some(back)] => ([hi, lo], [Some(*back), None]),
+            [None, None] => unreachable!("every pair has an arc"),
+        };
+        net.ways.push(RawWay {
+            id: k as i64 + 1,
+            nodes: nodes.to_vec(),
+            attrs: attrs(along[1].is_some()),
+        });
+        road_arcs.push(along);
+    }
+    Ok(ArcNetwork {
+        net,
+        arc_length_m,
+        road_arcs,
+    })
 }
 
 /// Reads a track (`lon lat time` per line) as one vehicle's trace.
@@ -120,8 +183,9 @@ pub fn read_route<R: BufRead>(input: R) -> Result<Vec<i64>, TraceError> {
 
 /// Scores a match of a single-vehicle track against the true arc route:
 /// pings on a true arc, and the route mismatch over arcs (with multiplicity).
+/// `arc_of` names the arc a graph edge lies on.
 pub fn score(
-    graph: &Graph,
+    arc_of: impl Fn(u32) -> i64,
     arc_length_m: &[f64],
     route: &[i64],
     m: &TraceMatch,
@@ -138,7 +202,7 @@ pub fn score(
             im.status.is_on_road().then_some(im.edge)
         };
         if let Some(e) = edge {
-            let arc = graph.way_id(e);
+            let arc = arc_of(e);
             if on_route.contains(&arc) {
                 acc.on_true_way += 1;
             }
@@ -149,13 +213,19 @@ pub fn score(
     }
     if finalized {
         for t in m.paths.iter().flatten() {
-            let arc = graph.way_id(t.edge);
+            let arc = arc_of(t.edge);
             if t.to_m - t.from_m > 0.01 && got.last() != Some(&arc) {
                 got.push(arc);
             }
         }
     }
-    let len = |a: i64| arc_length_m.get(a as usize).copied().unwrap_or(0.0);
+    let len = |a: i64| {
+        usize::try_from(a)
+            .ok()
+            .and_then(|a| arc_length_m.get(a))
+            .copied()
+            .unwrap_or(0.0)
+    };
     route_mismatch(route, &got, len, &mut acc);
     acc
 }

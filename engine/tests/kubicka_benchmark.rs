@@ -45,7 +45,7 @@ fn kubicka_tracks_match_their_true_routes() {
         let trace = kubicka::read_track(file("track"), id).unwrap();
         let route = kubicka::read_route(file("route")).unwrap();
         let m = match_trace(&g, &MatcherConfig::default(), &trace);
-        let acc = kubicka::score(&g, &net.arc_length_m, &route, &m, true);
+        let acc = kubicka::score(|e| net.arc_of(&g, e), &net.arc_length_m, &route, &m, true);
         eprintln!(
             "{id}: {:.2}% of pings on the true route, mismatch {:.2}%",
             100.0 * acc.way_share(),

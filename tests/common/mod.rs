@@ -1,6 +1,7 @@
 //! Helpers shared by the end-to-end tests of the `lastmile` binary.
 #![allow(dead_code)]
 
+pub mod pbf;
 pub mod server;
 
 use std::path::{Path, PathBuf};
