@@ -291,7 +291,7 @@ fn plan_vehicle(
     // Drawn from a stream of its own, so that a vehicle starting on the
     // main network drives the same day whether or not the map has others.
     let mut fringe_rng =
-        Rng::seed(params.seed ^ 0xF21_4E ^ (i as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93));
+        Rng::seed(params.seed ^ 0x000F_214E ^ (i as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93));
     let mut at = if !fringe.is_empty() && fringe_rng.chance(FRINGE_START) {
         let edge = fringe[fringe_rng.below(fringe.len() as u64) as usize];
         EdgePos {
