@@ -41,6 +41,12 @@ pub struct MatcherArgs {
     /// Longest silence that does not break the chain, seconds.
     #[arg(long)]
     max_gap: Option<f64>,
+    /// Log units below a typical fix at which a ping is refused as an outlier.
+    #[arg(long)]
+    outlier_log_odds: Option<f64>,
+    /// Outliers in a row after which the chain restarts.
+    #[arg(long)]
+    max_outliers: Option<u32>,
 }
 
 impl MatcherArgs {
@@ -63,6 +69,12 @@ impl MatcherArgs {
         }
         if let Some(v) = self.max_gap {
             c.max_gap_s = v;
+        }
+        if let Some(v) = self.outlier_log_odds {
+            c.outlier_log_odds = v;
+        }
+        if let Some(v) = self.max_outliers {
+            c.max_outliers = v;
         }
         c.validate().map_err(anyhow::Error::msg)?;
         Ok(c)
@@ -470,13 +482,8 @@ fn evaluate_kubicka(
     per_track: bool,
     as_json: bool,
 ) -> Result<()> {
-    let mut tracks: Vec<String> = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot read {}", dir.display()))?
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().is_dir())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    tracks.sort();
+    let tracks =
+        kubicka::track_ids(dir).with_context(|| format!("cannot read {}", dir.display()))?;
     if tracks.is_empty() {
         bail!("{} holds no track directories", dir.display());
     }

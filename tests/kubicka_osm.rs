@@ -77,12 +77,7 @@ fn kubicka_tracks_score_the_same_through_import_and_match() {
         eprintln!("skipped: kubicka-2015 not found");
         return;
     };
-    let mut ids: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    ids.sort();
+    let ids = kubicka::track_ids(&dir).unwrap();
     assert!(ids.len() >= 50, "{} tracks", ids.len());
     let tmp = tmpdir("kubicka-osm");
     let (mut pings, mut on_route, mut outside_main) = (0u64, 0u64, 0usize);

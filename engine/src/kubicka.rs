@@ -152,6 +152,17 @@ pub fn read_network<N: BufRead, A: BufRead>(nodes: N, arcs: A) -> Result<ArcNetw
     })
 }
 
+/// The benchmark's track ids (its subdirectories' names), in order.
+pub fn track_ids(dir: &std::path::Path) -> std::io::Result<Vec<String>> {
+    let mut ids: Vec<String> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    ids.sort();
+    Ok(ids)
+}
+
 /// Reads a track (`lon lat time` per line) as one vehicle's trace.
 pub fn read_track<R: BufRead>(input: R, vehicle: &str) -> Result<Trace, TraceError> {
     let header = csv::StringRecord::from(vec!["vehicle_id", "timestamp", "lat", "lon"]);

@@ -30,12 +30,7 @@ fn kubicka_tracks_match_their_true_routes() {
         eprintln!("skipped: kubicka-2015 not found");
         return;
     };
-    let mut ids: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    ids.sort();
+    let ids = kubicka::track_ids(&dir).unwrap();
     assert!(ids.len() >= 50, "{} tracks", ids.len());
     let (mut total, mut good) = (Accuracy::default(), 0);
     for id in &ids {
