@@ -273,3 +273,43 @@ fn andorra_dense_and_sparse_at_three_noise_levels_with_and_without_speeds() {
         ],
     );
 }
+
+/// The simulated drives use the roads outside the main component (car
+/// parks, one-way exits, streets the extract cut), and the matcher puts
+/// those pings on their true way: an importer that dropped those roads
+/// left every one of them unmatched.
+#[test]
+fn drives_off_the_main_network_are_matched() {
+    // The drives of BENCHMARKS.md's "Every road kept" table (seed 7).
+    for (map, min_pings, floor) in [
+        ("monaco.osm.pbf", 3_000, 0.98),
+        ("andorra.osm.pbf", 30, 0.9),
+    ] {
+        let Some(g) = common::map(map) else { return };
+        let params = SimParams {
+            vehicles: 40,
+            duration_s: 1800.0,
+            interval_s: 1.0,
+            noise_m: 5.0,
+            seed: 7,
+            motion_columns: false,
+            ..SimParams::default()
+        };
+        let trace = common::simulated(g, &params);
+        let (m, e) = common::run(g, &trace, &MatcherConfig::default());
+        let outside = &e.outside_main;
+        eprintln!(
+            "{map}: {} of {} pings outside the main component, {:.2}% on the true way; {} unmatched",
+            outside.pings,
+            trace.rows.len(),
+            100.0 * outside.way_share(),
+            m.stats.count(lastmile_engine::MatchStatus::Unmatched)
+        );
+        assert!(outside.pings >= min_pings, "{map}: {} pings", outside.pings);
+        assert!(
+            outside.way_share() >= floor,
+            "{map}: {}",
+            outside.way_share()
+        );
+    }
+}
