@@ -279,6 +279,11 @@ fn porto() {
 }
 
 #[test]
+fn graphhopper_monaco() {
+    check_map(MAPS[5].0, MAPS[5].1, 1_000, 10_000);
+}
+
+#[test]
 fn monaco_turn_restrictions_are_parsed() {
     let Some((_, g)) = imported("monaco.osm.pbf") else {
         return;

@@ -10,7 +10,7 @@ use lastmile_roadgraph::{EdgePos, Graph, GraphData, NoProgress, testdata};
 
 /// The real maps in `../shared/data/maps` with the data bounding box that
 /// `osmium fileinfo -e` reports for each (SOURCES.md): min lon, min lat, max lon, max lat.
-pub const MAPS: [(&str, [f64; 4]); 5] = [
+pub const MAPS: [(&str, [f64; 4]); 6] = [
     ("monaco.osm.pbf", [7.3490007, 43.7147967, 7.490996, 43.77]),
     (
         "andorra.osm.pbf",
@@ -27,6 +27,10 @@ pub const MAPS: [(&str, [f64; 4]); 5] = [
     (
         "porto_portugal.osm.pbf",
         [-8.7781794, 40.9810002, -8.3580007, 41.3989987],
+    ),
+    (
+        "graphhopper-monaco.osm.pbf",
+        [7.3830115, 43.5136837, 7.5027982, 43.7543317],
     ),
 ];
 
