@@ -108,40 +108,58 @@ fn every_class_of_bad_ping_is_refused_and_counted_by_reason() {
 }
 
 #[test]
-fn token_guessing_is_slowed_per_address() {
+fn token_guessing_is_slowed_per_address_and_locks_no_one_out() {
     let dir = tmpdir("hostile-tokens");
     let s = serve(
         &dir,
         "",
-        "[limits]\nauth_failures_burst = 3\nauth_failures_per_minute = 30\n",
+        "[limits]\nauth_failures_burst = 3\nauth_failures_per_minute = 20\n",
     );
     rt().block_on(async {
         let code = |e: &anyhow::Error| e.downcast_ref::<ServerError>().and_then(ServerError::code);
-        for i in 0..3 {
+        // A depot's device got in from this address before the guessing.
+        let device = "acme-device-token-000001";
+        drop(Client::connect(&s.target(device)).await.unwrap());
+        for i in 0..4 {
             let e = Client::connect(&s.target(&format!("guess-{i}")))
                 .await
                 .err()
                 .expect("a wrong token is refused");
             assert_eq!(code(&e), Some(ErrorCode::Unauthenticated), "{e:#}");
         }
-        // The address is now refused before its token is even read, the
-        // right token included.
-        for token in ["guess-3", s.token.as_str()] {
-            let e = Client::connect(&s.target(token))
-                .await
-                .err()
-                .expect("refused while blocked");
-            assert_eq!(code(&e), None, "refused at the handshake: {e:#}");
-        }
-        // One failure is forgiven every 2 s: the right token gets in again.
-        tokio::time::sleep(Duration::from_millis(2_300)).await;
+        // The bucket is full. The device's token still gets in at once ...
+        let t = std::time::Instant::now();
+        drop(Client::connect(&s.target(device)).await.unwrap());
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        // ... a token new to this address waits for its slot (one check
+        // every 3 s), then gets in: slowed, not locked out ...
+        let t = std::time::Instant::now();
         let c = s.admin().await;
+        assert!(
+            t.elapsed() >= Duration::from_millis(1500),
+            "{:?}",
+            t.elapsed()
+        );
+        // ... and a guess waits behind it.
+        let t = std::time::Instant::now();
+        let e = Client::connect(&s.target("guess-9")).await.err().unwrap();
+        assert_eq!(code(&e), Some(ErrorCode::Unauthenticated), "{e:#}");
+        assert!(
+            t.elapsed() >= Duration::from_millis(1500),
+            "{:?}",
+            t.elapsed()
+        );
         let Response::Stats(st) = c.call(&Request::GetStats).await.unwrap() else {
             panic!()
         };
         let st: std::collections::HashMap<String, u64> = st.into_iter().collect();
-        assert_eq!(st["auth_failures"], 3, "{st:?}");
-        assert_eq!(st["connections_refused_auth"], 2, "{st:?}");
+        assert_eq!(st["auth_failures"], 5, "{st:?}");
+        assert!(st["auth_checks_delayed"] >= 2, "{st:?}");
+        assert!(
+            st["retries_sent"] >= 1,
+            "suspicious addresses prove themselves: {st:?}"
+        );
+        assert_eq!(st["connections_refused_auth"], 0, "{st:?}");
     });
 }
 

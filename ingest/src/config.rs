@@ -55,9 +55,10 @@ pub struct Limits {
     pub max_memory_mb: u64,
     /// Connections one source address may hold at once.
     pub max_connections_per_address: u32,
-    /// Wrong tokens an address may present before it is refused...
+    /// Wrong tokens an address may present before its token checks are
+    /// spaced out (tokens that got in from it before never wait)...
     pub auth_failures_burst: u32,
-    /// ...and how many of them are forgiven per minute after that.
+    /// ...and how many of them are forgiven (and checks allowed) per minute after that.
     pub auth_failures_per_minute: f64,
     /// Concurrent bidirectional (query) streams per connection.
     pub max_bidi_streams: u32,

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio::time::timeout;
 use tracing::{debug, info, warn};
 
+use super::guard::{Gate, token_key};
 use super::{ServerStats, Shared, pings, requests};
 use crate::auth::Principal;
 use crate::io::{ReadFrame, read_frame};
@@ -124,6 +125,27 @@ pub async fn serve(shared: Arc<Shared>, incoming: quinn::Incoming) {
         .await;
         return;
     }
+    // After wrong tokens from this address, checks are spaced out (see
+    // `guard`); a token that got in from here before never waits.
+    let key = token_key(&hello.token);
+    match shared.guard.gate(remote.ip(), key) {
+        Gate::Now => {}
+        Gate::After(wait) => {
+            ServerStats::add(&shared.stats.auth_checks_delayed, 1);
+            tokio::time::sleep(wait).await;
+        }
+        Gate::Refused => {
+            ServerStats::add(&shared.stats.connections_refused_auth, 1);
+            refuse(
+                &conn,
+                &mut ctl_send,
+                ErrorCode::LimitExceeded,
+                "too many wrong tokens from this address: try again in a minute",
+            )
+            .await;
+            return;
+        }
+    }
     let Some(principal) = shared.auth.authenticate(&hello.token) else {
         ServerStats::add(&shared.stats.auth_failures, 1);
         shared.guard.auth_failed(remote.ip());
@@ -137,6 +159,7 @@ pub async fn serve(shared: Arc<Shared>, incoming: quinn::Incoming) {
         .await;
         return;
     };
+    shared.guard.auth_succeeded(remote.ip(), key);
     ServerStats::add(&shared.stats.connections_accepted, 1);
     info!(%remote, role = principal.role.as_str(), token = %principal.label, "connected");
     let max_frame = limits.max_frame_bytes;

@@ -539,12 +539,16 @@ impl Server {
                         continue;
                     }
                     let ip = incoming.remote_address().ip();
-                    if let Err(why) = shared.guard.admit(ip) {
-                        let counter = match why {
-                            Refusal::TooManyConnections => &shared.stats.connections_refused_address,
-                            Refusal::TooManyAuthFailures => &shared.stats.connections_refused_auth,
-                        };
-                        ServerStats::add(counter, 1);
+                    // An address that presented wrong tokens proves it is
+                    // really there (a stateless Retry) before it costs a
+                    // handshake: a spoofed source cannot fill its bucket.
+                    if shared.guard.suspicious(ip) && incoming.may_retry() {
+                        ServerStats::add(&shared.stats.retries_sent, 1);
+                        let _ = incoming.retry();
+                        continue;
+                    }
+                    if let Err(Refusal::TooManyConnections) = shared.guard.admit(ip) {
+                        ServerStats::add(&shared.stats.connections_refused_address, 1);
                         incoming.refuse();
                         continue;
                     }

@@ -28,8 +28,13 @@ counters! {
     connections_refused,
     /// Refused before the handshake: the address holds too many connections.
     connections_refused_address,
-    /// Refused before the handshake: the address presented too many wrong tokens.
+    /// Refused at HELLO: the address's queue of token checks (spaced out
+    /// after wrong tokens) was longer than the guard's longest wait.
     connections_refused_auth,
+    /// Token checks that waited for their slot after wrong tokens from the address.
+    auth_checks_delayed,
+    /// QUIC Retry sent to an address that presented wrong tokens, before its handshake.
+    retries_sent,
     /// Handshakes that failed (TLS, ALPN, timeout).
     handshakes_failed,
     /// HELLO with an unknown or expired token.
