@@ -389,6 +389,122 @@ fn roles_and_fleets_scope_every_request() {
 }
 
 #[test]
+fn another_fleets_stops_answer_exactly_as_missing_ones() {
+    let dir = tmpdir("svc-leaks");
+    let s = serve(&dir, "", "");
+    rt().block_on(async {
+        let acme = Client::connect(&s.target("acme-dispatcher-token-01"))
+            .await
+            .unwrap();
+        let reader = Client::connect(&s.target("acme-reader-token-000001"))
+            .await
+            .unwrap();
+        let globex = Client::connect(&s.target("globex-dispatcher-tok-01"))
+            .await
+            .unwrap();
+        let stop = |id| WireStop {
+            id,
+            lat_e7: 470_000_000,
+            lon_e7: 80_000_000,
+            window_start_ms: NO_TIME,
+            window_end_ms: NO_TIME,
+            service_s: 60.0,
+            customer_ref: String::new(),
+        };
+        // Globex holds stops 500 (open) and 501 (closed); acme holds 42.
+        globex
+            .call(&Request::AssignRoute {
+                vehicle: 1500,
+                time_ms: NO_TIME,
+                stops: vec![stop(500), stop(501)],
+            })
+            .await
+            .unwrap();
+        globex
+            .call(&Request::Fail {
+                vehicle: 1500,
+                time_ms: NO_TIME,
+                stop: 501,
+                reason: "closed".into(),
+            })
+            .await
+            .unwrap();
+        acme.call(&Request::AssignRoute {
+            vehicle: 5,
+            time_ms: NO_TIME,
+            stops: vec![stop(42)],
+        })
+        .await
+        .unwrap();
+        // Every request and command that names a stop, about a foreign stop
+        // and about one that exists nowhere: the same code, and the same
+        // message but for the id.
+        let asks = |id: u64| {
+            vec![
+                Request::GetStop { stop: id },
+                Request::CreateTrackingToken {
+                    stop: id,
+                    ttl_s: 600,
+                },
+                Request::Reassign {
+                    stop: id,
+                    to_vehicle: 5,
+                    time_ms: NO_TIME,
+                    index: 0,
+                },
+                Request::RemoveStop {
+                    vehicle: 5,
+                    time_ms: NO_TIME,
+                    stop: id,
+                },
+                Request::Complete {
+                    vehicle: 5,
+                    time_ms: NO_TIME,
+                    stop: id,
+                    proof: Default::default(),
+                },
+                Request::Fail {
+                    vehicle: 5,
+                    time_ms: NO_TIME,
+                    stop: id,
+                    reason: "x".into(),
+                },
+                Request::Reorder {
+                    vehicle: 5,
+                    time_ms: NO_TIME,
+                    order: vec![42, id],
+                },
+            ]
+        };
+        let answer = |r: anyhow::Result<Response>, id: u64| match r {
+            Ok(resp) => format!("ok {resp:?}"),
+            Err(e) => {
+                let se = e.downcast_ref::<ServerError>().expect("a server error");
+                format!("{} {}", se.code, se.message.replace(&id.to_string(), "ID"))
+            }
+        };
+        for (who, client) in [("dispatcher", &acme), ("reader", &reader)] {
+            for foreign in [500u64, 501] {
+                let missing = 987_654;
+                for (a, b) in asks(foreign).into_iter().zip(asks(missing)) {
+                    let (x, y) = (
+                        answer(client.call(&a).await, foreign),
+                        answer(client.call(&b).await, missing),
+                    );
+                    assert_eq!(x, y, "{who}: {a:?}");
+                    assert!(!x.contains("1500") && !x.contains("globex"), "{who}: {x}");
+                }
+            }
+        }
+        // Nothing of globex's changed.
+        let Response::Stop(v) = globex.call(&Request::GetStop { stop: 500 }).await.unwrap() else {
+            panic!()
+        };
+        assert_eq!(v.vehicle, 1500);
+    });
+}
+
+#[test]
 fn malformed_frames_close_the_stream_or_connection_and_nothing_else() {
     let dir = tmpdir("svc-malformed");
     let s = serve(&dir, "", "");

@@ -158,6 +158,11 @@ fleet = "acme"
 token = "acme-dispatcher-token-01"
 role = "dispatcher"
 fleet = "acme"
+
+[[tokens]]
+token = "globex-dispatcher-tok-01"
+role = "dispatcher"
+fleet = "globex"
 "#;
 
 /// Starts a dev-mode server on the town with the fleets above, plus

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lastmile_engine::fleet::{
-    Admission, Command, Engine, StopId, StopPlan, StopRecord, StopView, VehicleId,
+    Admission, Command, CommandError, Engine, StopId, StopPlan, StopRecord, StopView, VehicleId,
 };
 use lastmile_roadgraph::LatLon;
 use quinn::{Connection, RecvStream, SendStream};
@@ -146,16 +146,43 @@ fn covers(shared: &Shared, who: &Principal, vehicle: VehicleId) -> Result<(), Re
     }
 }
 
-/// The vehicle a stop belongs to, if the caller may act on it.
+/// The answer about a stop that does not exist, and about one the caller's
+/// fleet does not hold: the two must be indistinguishable, or anyone could
+/// probe which ids another fleet uses and which vehicles hold them.
+fn no_stop(stop: StopId) -> Refusal {
+    (ErrorCode::UnknownStop, format!("no stop {stop}"))
+}
+
+/// The vehicle a stop belongs to, if the caller may act on it; a stop of
+/// another fleet is answered as one that does not exist.
 fn stop_owner(shared: &Shared, who: &Principal, stop: StopId) -> Result<VehicleId, Refusal> {
     let e = engine(shared)?;
-    let v = e
-        .stop(stop)
-        .ok_or((ErrorCode::UnknownStop, format!("no stop {stop}")))?
-        .record
-        .vehicle;
-    covers(shared, who, v)?;
+    let v = e.stop(stop).ok_or_else(|| no_stop(stop))?.record.vehicle;
+    if !shared.auth.covers(who, v) {
+        return Err(no_stop(stop));
+    }
     Ok(v)
+}
+
+/// An engine command's refusal as the caller may see it: one that names a
+/// stop of another fleet (closed, or on another vehicle) says the stop
+/// does not exist, exactly as for an unknown id.
+fn refusal_of(shared: &Shared, who: &Principal, e: &CommandError) -> Refusal {
+    let foreign = |stop: StopId| {
+        shared
+            .sink
+            .engine()
+            .and_then(|en| en.stop(stop))
+            .is_some_and(|v| !shared.auth.covers(who, v.record.vehicle))
+    };
+    match *e {
+        CommandError::UnknownStop(stop) => no_stop(stop),
+        CommandError::WrongVehicle { stop, vehicle } if !shared.auth.covers(who, vehicle) => {
+            no_stop(stop)
+        }
+        CommandError::StopClosed(stop) if foreign(stop) => no_stop(stop),
+        _ => (convert::command_error(e), e.to_string()),
+    }
 }
 
 /// Command time: the client's, or the server's clock.
@@ -195,7 +222,9 @@ async fn answer(shared: &Arc<Shared>, who: &Principal, req: Request) -> Result<R
                 Some(v) => v,
                 None => archived_stop(shared, stop).await?,
             };
-            covers(shared, who, view.record.vehicle)?;
+            if !shared.auth.covers(who, view.record.vehicle) {
+                return Err(no_stop(stop));
+            }
             // A customer sees the vehicle only while it is on its way to
             // them (their stop is next) or there.
             let reveal = who.stop.is_none()
@@ -344,7 +373,10 @@ async fn answer(shared: &Arc<Shared>, who: &Principal, req: Request) -> Result<R
             let e = engine(shared)?.clone();
             let time = time_of(shared, time_ms);
             let index = (index != AT_END).then_some(index as usize);
-            blocking(move || e.reassign(stop, to_vehicle, index, time)).await?;
+            blocking(shared, who, move || {
+                e.reassign(stop, to_vehicle, index, time)
+            })
+            .await?;
             ServerStats::add(&shared.stats.commands_applied, 1);
             Ok(Response::Ok)
         }
@@ -352,8 +384,10 @@ async fn answer(shared: &Arc<Shared>, who: &Principal, req: Request) -> Result<R
             require(who.role.may_dispatch(), who, "change routes and stops")?;
             let (command, time) = command(shared, who, cmd)?;
             let e = engine(shared)?.clone();
-            blocking(move || e.command(command, time, Admission::Wait(Duration::from_secs(5))))
-                .await?;
+            blocking(shared, who, move || {
+                e.command(command, time, Admission::Wait(Duration::from_secs(5)))
+            })
+            .await?;
             ServerStats::add(&shared.stats.commands_applied, 1);
             Ok(Response::Ok)
         }
@@ -363,7 +397,7 @@ async fn answer(shared: &Arc<Shared>, who: &Principal, req: Request) -> Result<R
 /// A stop the engine no longer holds (closed longer ago than its
 /// `closed_retention_s`), from the store's record of its outcome.
 async fn archived_stop(shared: &Arc<Shared>, stop: StopId) -> Result<StopView, Refusal> {
-    let unknown = || (ErrorCode::UnknownStop, format!("no stop {stop}"));
+    let unknown = || no_stop(stop);
     let Some(d) = shared.durable.clone() else {
         return Err(unknown());
     };
@@ -388,13 +422,15 @@ async fn archived_stop(shared: &Arc<Shared>, stop: StopId) -> Result<StopView, R
 }
 
 /// Runs an engine command off the async threads (it may wait for room in
-/// a shard queue) and maps its refusal to an error code.
+/// a shard queue) and maps its refusal to what the caller may see.
 async fn blocking(
-    f: impl FnOnce() -> Result<(), lastmile_engine::fleet::CommandError> + Send + 'static,
+    shared: &Shared,
+    who: &Principal,
+    f: impl FnOnce() -> Result<(), CommandError> + Send + 'static,
 ) -> Result<(), Refusal> {
     match tokio::task::spawn_blocking(f).await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err((convert::command_error(&e), e.to_string())),
+        Ok(Err(e)) => Err(refusal_of(shared, who, &e)),
         Err(_) => Err((ErrorCode::Internal, "command task failed".into())),
     }
 }
