@@ -11,8 +11,8 @@ use common::server::{ServerExt, T0_MS, eventually, ping, rt, serve, serve_with, 
 use common::{lastmile, stdout, tmpdir};
 use lastmile_ingest::client::{Client, Control, ServerError};
 use lastmile_ingest::protocol::{
-    ErrorCode, FROM_NOW, FrameType, NO_TIME, PingBatch, PingRecord, Request, Response, WireStop,
-    write_frame,
+    ErrorCode, FROM_NOW, FrameType, Hello, NO_TIME, PingBatch, PingRecord, Request, Response,
+    VERSION, WireStop, write_frame,
 };
 use lastmile_ingest::tls::Trust;
 
@@ -579,6 +579,87 @@ fn malformed_frames_close_the_stream_or_connection_and_nothing_else() {
         assert_eq!(st["datagrams_dropped"], 1);
         let Response::Vehicle(v) = s.admin().await.call(&Request::GetVehicle { vehicle: 10 }).await.unwrap() else { panic!() };
         assert_eq!(v.time_ms, T0_MS + 10_000);
+    });
+}
+
+#[test]
+fn every_pings_frame_is_acknowledged_and_frames_out_of_place_are_violations() {
+    let dir = tmpdir("svc-conformance");
+    let s = serve(&dir, "", "");
+    rt().block_on(async {
+        // A role that may not send pings: an ACK per PINGS frame, all
+        // rejected, and one ERROR naming the first batch.
+        let mut reader = Client::connect(&s.target("acme-reader-token-000001"))
+            .await
+            .unwrap();
+        let mut control = reader.take_control();
+        let mut st = reader.ping_stream().await.unwrap();
+        st.send(1, &[ping(5, 0), ping(5, 1)]).await.unwrap();
+        st.send(2, &[ping(5, 2)]).await.unwrap();
+        let mut acks = Vec::new();
+        let mut errors = Vec::new();
+        while acks.len() < 2 {
+            match next_control(&mut control).await {
+                Control::Ack(a) => acks.push((a.batch_id, a.accepted, a.rejected)),
+                Control::Error(e) => errors.push(e),
+            }
+        }
+        assert_eq!(acks, vec![(1, 0, 2), (2, 0, 1)]);
+        let e = match errors.pop() {
+            Some(e) => e,
+            None => match next_control(&mut control).await {
+                Control::Error(e) => e,
+                other => panic!("{other:?}"),
+            },
+        };
+        assert_eq!(e.code(), Some(ErrorCode::Forbidden));
+        assert!(e.message.starts_with("batch 1:"), "{}", e.message);
+
+        // A request frame cut off by the end of its stream: told so.
+        let c = s.admin().await;
+        let (mut send, mut recv) = c.connection().open_bi().await.unwrap();
+        send.write_all(&[10, 0, 0, 0, 0x20, 0, 0, 0, 1, 2, 3]).await.unwrap();
+        send.finish().unwrap();
+        let resp = recv.read_to_end(1 << 16).await.unwrap();
+        assert_eq!(u16::from_le_bytes([resp[8], resp[9]]), ErrorCode::Malformed as u16);
+
+        // A ping stream reset in the middle of a frame is counted, as one
+        // finished there is.
+        let before = s.stats().await["partial_frames"];
+        let mut frame = Vec::new();
+        write_frame(&mut frame, FrameType::Pings, |w| PingBatch::encode(9, &[ping(6, 0)], w));
+        let mut uni = c.connection().open_uni().await.unwrap();
+        uni.write_all(&frame[..frame.len() - 5]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        uni.reset(0u32.into()).unwrap();
+        eventually("reset counted", async || s.stats().await["partial_frames"] == before + 1).await;
+
+        // Anything after HELLO on the control stream closes the connection
+        // as a protocol violation: a second HELLO, garbage, a 4 GB header.
+        let hello = {
+            let mut b = Vec::new();
+            Hello { version: VERSION, token: s.token.clone() }.encode(&mut b);
+            b
+        };
+        for extra in [hello.clone(), vec![1, 2, 3], vec![0xff, 0xff, 0xff, 0xff, 0x20, 0, 0, 0]] {
+            let ep = {
+                let mut ep = lastmile_ingest::quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+                ep.set_default_client_config(lastmile_ingest::tls::client_config(&Trust::Pin(s.fingerprint.clone()), 1 << 20).unwrap());
+                ep
+            };
+            let raw = ep.connect(s.addr.parse().unwrap(), "localhost").unwrap().await.unwrap();
+            let (mut send, mut recv) = raw.open_bi().await.unwrap();
+            send.write_all(&hello).await.unwrap();
+            let mut head = [0u8; 8];
+            recv.read_exact(&mut head).await.unwrap();
+            assert_eq!(u16::from_le_bytes([head[4], head[5]]), FrameType::Welcome as u16);
+            send.write_all(&extra).await.unwrap();
+            let reason = tokio::time::timeout(Duration::from_secs(10), raw.closed()).await.unwrap();
+            assert!(matches!(reason, lastmile_ingest::quinn::ConnectionError::ApplicationClosed(ref a) if a.error_code == (ErrorCode::ProtocolViolation as u32).into()), "{reason:?}");
+        }
+        let st = s.stats().await;
+        assert_eq!(st["pings_forbidden"], 3, "{st:?}");
+        assert_eq!(st["protocol_violations"], 3, "{st:?}");
     });
 }
 

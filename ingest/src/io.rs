@@ -2,7 +2,7 @@
 //! and the client. A frame is applied only once all its bytes are in: a
 //! stream that ends or is reset mid-frame leaves nothing half-read behind.
 
-use quinn::{ReadExactError, RecvStream};
+use quinn::RecvStream;
 
 use crate::protocol::{DecodeError, FRAME_HEADER_LEN, FrameHeader};
 
@@ -17,18 +17,42 @@ pub enum ReadFrame {
     Truncated,
     /// The header is unacceptable (too large, reserved bits).
     Bad(DecodeError),
-    /// The stream was reset or the connection lost.
+    /// The stream was reset (or the connection lost) at a frame boundary.
     Failed(String),
+    /// ... in the middle of a frame: what was read of it is dropped.
+    Cut(String),
+}
+
+/// How filling a buffer from a stream stopped short.
+enum Short {
+    /// The peer finished the stream after this many bytes.
+    Finished(usize),
+    /// The stream was reset or lost after this many bytes.
+    Failed(usize, String),
+}
+
+/// Reads exactly `buf.len()` bytes, saying how many came if fewer did.
+async fn fill(recv: &mut RecvStream, buf: &mut [u8]) -> Result<(), Short> {
+    let mut got = 0;
+    while got < buf.len() {
+        match recv.read(&mut buf[got..]).await {
+            Ok(Some(n)) => got += n,
+            Ok(None) => return Err(Short::Finished(got)),
+            Err(e) => return Err(Short::Failed(got, e.to_string())),
+        }
+    }
+    Ok(())
 }
 
 /// Reads one frame into `buf` (resized to the payload).
 pub async fn read_frame(recv: &mut RecvStream, max: usize, buf: &mut Vec<u8>) -> ReadFrame {
     let mut head = [0u8; FRAME_HEADER_LEN];
-    match recv.read_exact(&mut head).await {
+    match fill(recv, &mut head).await {
         Ok(()) => {}
-        Err(ReadExactError::FinishedEarly(0)) => return ReadFrame::End,
-        Err(ReadExactError::FinishedEarly(_)) => return ReadFrame::Truncated,
-        Err(ReadExactError::ReadError(e)) => return ReadFrame::Failed(e.to_string()),
+        Err(Short::Finished(0)) => return ReadFrame::End,
+        Err(Short::Finished(_)) => return ReadFrame::Truncated,
+        Err(Short::Failed(0, e)) => return ReadFrame::Failed(e),
+        Err(Short::Failed(_, e)) => return ReadFrame::Cut(e),
     }
     let h = match FrameHeader::parse(&head, max) {
         Ok(h) => h,
@@ -36,9 +60,9 @@ pub async fn read_frame(recv: &mut RecvStream, max: usize, buf: &mut Vec<u8>) ->
     };
     buf.clear();
     buf.resize(h.len as usize, 0);
-    match recv.read_exact(buf).await {
+    match fill(recv, buf).await {
         Ok(()) => ReadFrame::Frame(h),
-        Err(ReadExactError::FinishedEarly(_)) => ReadFrame::Truncated,
-        Err(ReadExactError::ReadError(e)) => ReadFrame::Failed(e.to_string()),
+        Err(Short::Finished(_)) => ReadFrame::Truncated,
+        Err(Short::Failed(_, e)) => ReadFrame::Cut(e),
     }
 }

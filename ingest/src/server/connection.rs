@@ -203,6 +203,7 @@ pub async fn serve(shared: Arc<Shared>, incoming: quinn::Incoming) {
             principal.clone(),
             conn.clone(),
         )),
+        tokio::spawn(nothing_after_hello(shared.clone(), conn.clone(), ctl_recv)),
     ];
     drop(control_tx);
     let reason = conn.closed().await;
@@ -211,6 +212,21 @@ pub async fn serve(shared: Arc<Shared>, incoming: quinn::Incoming) {
     }
     writer.abort();
     info!(%remote, %reason, "disconnected");
+}
+
+/// The control stream carries nothing from the client after HELLO (it may
+/// finish its side): a byte more is a frame out of place, and closes the
+/// connection as a protocol violation.
+async fn nothing_after_hello(shared: Arc<Shared>, conn: Connection, mut recv: quinn::RecvStream) {
+    let mut byte = [0u8; 1];
+    if let Ok(Some(_)) = recv.read(&mut byte).await {
+        ServerStats::add(&shared.stats.protocol_violations, 1);
+        close(
+            &conn,
+            ErrorCode::ProtocolViolation,
+            "nothing may follow HELLO on the control stream",
+        );
+    }
 }
 
 async fn accept_uni(

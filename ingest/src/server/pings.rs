@@ -156,13 +156,11 @@ pub async fn stream(
     control: ControlTx,
 ) {
     let stats = &shared.stats;
-    if !who.role.may_send_pings() {
-        ServerStats::add(&stats.forbidden, 1);
-        let _ = recv.stop((ErrorCode::Forbidden as u32).into());
-        let msg = format!("role {} may not send pings", who.role.as_str());
-        let _ = control.send(error_frame(ErrorCode::Forbidden, msg)).await;
-        return;
-    }
+    // A role that may not send pings still gets an ACK for every PINGS
+    // frame (all rejected) and one ERROR, so a client that resends
+    // unacknowledged batches does not resend them forever.
+    let allowed = who.role.may_send_pings();
+    let mut told = false;
     let max_frame = shared.config.limits.max_frame_bytes;
     let (mut buf, mut pings, mut refused, mut retry) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -172,6 +170,12 @@ pub async fn stream(
             ReadFrame::End => return,
             ReadFrame::Truncated => {
                 ServerStats::add(&stats.partial_frames, 1);
+                return;
+            }
+            ReadFrame::Cut(e) => {
+                // Reset mid-frame: nothing of the frame applied, as at a FIN.
+                ServerStats::add(&stats.partial_frames, 1);
+                debug!(error = %e, "ping stream reset mid-frame");
                 return;
             }
             ReadFrame::Failed(e) => {
@@ -201,13 +205,44 @@ pub async fn stream(
             Err(e) => {
                 ServerStats::add(&stats.malformed_frames, 1);
                 let _ = recv.stop((ErrorCode::Malformed as u32).into());
-                let _ = control
-                    .send(error_frame(ErrorCode::Malformed, format!("PINGS: {e}")))
-                    .await;
+                // The batch id leads the payload: name it when it is there.
+                let msg = match buf.get(..8) {
+                    Some(id) => format!(
+                        "batch {}: PINGS: {e}",
+                        u64::from_le_bytes(id.try_into().expect("8 bytes"))
+                    ),
+                    None => format!("PINGS: {e}"),
+                };
+                let _ = control.send(error_frame(ErrorCode::Malformed, msg)).await;
                 return;
             }
         };
         ServerStats::add(&stats.ping_frames, 1);
+        if !allowed {
+            ServerStats::add(&stats.forbidden, 1);
+            ServerStats::add(&stats.pings_received, batch.len() as u64);
+            ServerStats::add(&stats.pings_forbidden, batch.len() as u64);
+            let mut frame = Vec::with_capacity(32);
+            Ack {
+                batch_id: batch.batch_id,
+                accepted: 0,
+                rejected: batch.len() as u32,
+            }
+            .encode(&mut frame);
+            if control.send(frame).await.is_err() {
+                return;
+            }
+            ServerStats::add(&stats.acks_sent, 1);
+            if !std::mem::replace(&mut told, true) {
+                let msg = format!(
+                    "batch {}: role {} may not send pings",
+                    batch.batch_id,
+                    who.role.as_str()
+                );
+                let _ = control.send(error_frame(ErrorCode::Forbidden, msg)).await;
+            }
+            continue;
+        }
         pings.clear();
         let checked = check(&shared, &who, &batch, &mut pings);
         let mut wait = Duration::from_micros(500);

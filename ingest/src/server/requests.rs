@@ -41,9 +41,14 @@ pub async fn stream(
         let h = match read_frame(&mut recv, max_frame, &mut buf).await {
             ReadFrame::Frame(h) => h,
             ReadFrame::End | ReadFrame::Failed(_) => break,
-            ReadFrame::Truncated => {
+            ReadFrame::Truncated | ReadFrame::Cut(_) => {
+                // A request cut off by the end (or a reset) of its stream
+                // is not applied, and the client is told so.
                 ServerStats::add(&stats.partial_frames, 1);
-                break;
+                ServerStats::add(&stats.malformed_frames, 1);
+                let msg = "request frame cut off by the end of its stream: not applied";
+                end_with_error(&mut send, &mut recv, ErrorCode::Malformed, msg).await;
+                return;
             }
             ReadFrame::Bad(e) => {
                 let code = stats.bad_frame(&e);

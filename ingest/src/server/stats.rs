@@ -52,6 +52,8 @@ counters! {
     /// PINGS frames received on streams, and their records.
     ping_frames,
     pings_received,
+    /// Records on ping streams of a role that may not send pings (acknowledged, all rejected).
+    pings_forbidden,
     /// Records handed to the engine (streams and datagrams).
     pings_accepted,
     /// Records refused as invalid, all reasons (the six below).
