@@ -657,6 +657,22 @@ fn every_pings_frame_is_acknowledged_and_frames_out_of_place_are_violations() {
             let reason = tokio::time::timeout(Duration::from_secs(10), raw.closed()).await.unwrap();
             assert!(matches!(reason, lastmile_ingest::quinn::ConnectionError::ApplicationClosed(ref a) if a.error_code == (ErrorCode::ProtocolViolation as u32).into()), "{reason:?}");
         }
+        // Command times: 0 is the server's clock; negative or absurd
+        // times are refused and change nothing.
+        for time_ms in [-5, 1, i64::MAX, i64::MIN] {
+            let e = c
+                .call(&Request::Fail {
+                    vehicle: 5,
+                    time_ms,
+                    stop: 1,
+                    reason: "x".into(),
+                })
+                .await
+                .err()
+                .unwrap();
+            assert_eq!(code_of(&e), Some(ErrorCode::BadValue), "{time_ms}: {e:#}");
+        }
+
         let st = s.stats().await;
         assert_eq!(st["pings_forbidden"], 3, "{st:?}");
         assert_eq!(st["protocol_violations"], 3, "{st:?}");

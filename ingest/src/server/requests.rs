@@ -190,12 +190,26 @@ fn refusal_of(shared: &Shared, who: &Principal, e: &CommandError) -> Refusal {
     }
 }
 
-/// Command time: the client's, or the server's clock.
-fn time_of(shared: &Shared, ms: i64) -> f64 {
+/// Command time: the client's, or the server's clock (`time_ms` 0). A
+/// client's time must lie between 2000-01-01 and `max_future_s` past the
+/// server's wall clock, as a ping's does: a negative or absurd time would
+/// be carried into outcomes and events.
+fn time_of(shared: &Shared, ms: i64) -> Result<f64, Refusal> {
     if ms == NO_TIME {
-        shared.clock.now()
+        return Ok(shared.clock.now());
+    }
+    let t = convert::secs(ms);
+    let latest = super::clock::wall_s() + shared.config.limits.max_future_s;
+    if (super::pings::MIN_PING_TIME_S..=latest).contains(&t) {
+        Ok(t)
     } else {
-        convert::secs(ms)
+        Err((
+            ErrorCode::BadValue,
+            format!(
+                "time_ms {ms} is out of range: 0 (the server's clock), or from 2000-01-01 to {} s past the server's wall clock",
+                shared.config.limits.max_future_s
+            ),
+        ))
     }
 }
 
@@ -376,7 +390,7 @@ async fn answer(shared: &Arc<Shared>, who: &Principal, req: Request) -> Result<R
             stop_owner(shared, who, stop)?;
             covers(shared, who, to_vehicle)?;
             let e = engine(shared)?.clone();
-            let time = time_of(shared, time_ms);
+            let time = time_of(shared, time_ms)?;
             let index = (index != AT_END).then_some(index as usize);
             blocking(shared, who, move || {
                 e.reassign(stop, to_vehicle, index, time)
@@ -455,7 +469,7 @@ fn command(shared: &Shared, who: &Principal, req: Request) -> Result<(Command, f
                 .collect::<Result<_, _>>()?;
             (
                 Command::AssignRoute { vehicle, stops },
-                time_of(shared, time_ms),
+                time_of(shared, time_ms)?,
             )
         }
         Request::AddStop {
@@ -473,7 +487,7 @@ fn command(shared: &Shared, who: &Principal, req: Request) -> Result<(Command, f
                     stop,
                     index,
                 },
-                time_of(shared, time_ms),
+                time_of(shared, time_ms)?,
             )
         }
         Request::RemoveStop {
@@ -484,7 +498,7 @@ fn command(shared: &Shared, who: &Principal, req: Request) -> Result<(Command, f
             covers(shared, who, vehicle)?;
             (
                 Command::RemoveStop { vehicle, stop },
-                time_of(shared, time_ms),
+                time_of(shared, time_ms)?,
             )
         }
         Request::Reorder {
@@ -495,7 +509,7 @@ fn command(shared: &Shared, who: &Principal, req: Request) -> Result<(Command, f
             covers(shared, who, vehicle)?;
             (
                 Command::Reorder { vehicle, order },
-                time_of(shared, time_ms),
+                time_of(shared, time_ms)?,
             )
         }
         Request::Complete {
@@ -512,7 +526,7 @@ fn command(shared: &Shared, who: &Principal, req: Request) -> Result<(Command, f
                     stop,
                     proof,
                 },
-                time_of(shared, time_ms),
+                time_of(shared, time_ms)?,
             )
         }
         Request::Fail {
@@ -528,7 +542,7 @@ fn command(shared: &Shared, who: &Principal, req: Request) -> Result<(Command, f
                     stop,
                     reason,
                 },
-                time_of(shared, time_ms),
+                time_of(shared, time_ms)?,
             )
         }
         _ => return Err((ErrorCode::Internal, "not a command".into())),
