@@ -5,7 +5,9 @@
 use anyhow::{Result, bail};
 use clap::Args;
 use lastmile_ingest::client::Client;
-use lastmile_ingest::protocol::{NO_TIME, PATH_BREAK, Request, Response, WirePathPoint};
+use lastmile_ingest::protocol::{
+    NO_TIME, PATH_BREAK, PATH_INTERPOLATED, Request, Response, WirePathPoint,
+};
 use serde_json::{Value, json};
 
 use crate::service::{Conn, block_on};
@@ -54,7 +56,15 @@ async fn fetch(c: &Client, vehicle: u64, from_ms: i64, to_ms: i64) -> Result<Vec
             bail!("unexpected answer to GET_HISTORY");
         };
         let last = got.last().map(|p| p.time_ms);
-        points.extend(got);
+        // A page after the first starts where the last one ended: the point
+        // interpolated at its edge is not one of the path's own.
+        let skip = usize::from(
+            from != from_ms
+                && got
+                    .first()
+                    .is_some_and(|p| p.flags & PATH_INTERPOLATED != 0),
+        );
+        points.extend(got.into_iter().skip(skip));
         match (truncated, last) {
             (true, Some(t)) if t >= from => from = t + 1,
             _ => return Ok(points),
@@ -107,15 +117,16 @@ pub fn history(a: HistoryArgs) -> Result<()> {
         r
     })?;
     if a.csv {
-        println!("time,lat,lon,edge,break");
+        println!("time,lat,lon,edge,break,interpolated");
         for p in &points {
             println!(
-                "{:.3},{:.7},{:.7},{},{}",
+                "{:.3},{:.7},{:.7},{},{},{}",
                 p.time_ms as f64 / 1e3,
                 f64::from(p.lat_e7) * 1e-7,
                 f64::from(p.lon_e7) * 1e-7,
                 p.edge,
-                u8::from(p.flags & PATH_BREAK != 0)
+                u8::from(p.flags & PATH_BREAK != 0),
+                u8::from(p.flags & PATH_INTERPOLATED != 0)
             );
         }
     } else {

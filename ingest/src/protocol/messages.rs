@@ -534,12 +534,16 @@ pub struct WirePathPoint {
     /// The road graph edge it lies on.
     pub edge: u32,
     /// [`PATH_BREAK`]: not connected to the previous point (the match
-    /// restarted after a gap).
+    /// restarted after a gap); [`PATH_INTERPOLATED`]: placed at a window's
+    /// edge between two points of the path.
     pub flags: u32,
 }
 
 /// Flag of a path point that starts a new piece of path.
 pub const PATH_BREAK: u32 = 1;
+/// Flag of a point that is not one of the path's own but interpolated at
+/// the edge of the asked time window, between two that are.
+pub const PATH_INTERPOLATED: u32 = 2;
 const PATH_POINT_LEN: usize = 24;
 
 impl WirePathPoint {
@@ -556,7 +560,7 @@ impl WirePathPoint {
             edge: r.u32()?,
             flags: r.u32()?,
         };
-        if p.flags & !PATH_BREAK != 0 {
+        if p.flags & !(PATH_BREAK | PATH_INTERPOLATED) != 0 {
             return Err(DecodeError::BadValue("path point flags"));
         }
         Ok(p)

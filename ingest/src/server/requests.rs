@@ -370,7 +370,8 @@ async fn answer(shared: &Arc<Shared>, who: &Principal, req: Request) -> Result<R
                 let more =
                     d.store
                         .history(vehicle, from, to, MAX_HISTORY_POINTS / 2, &mut pieces)?;
-                let (points, used) = convert::path_points(e.graph(), &pieces, MAX_HISTORY_POINTS);
+                let (points, used) =
+                    convert::path_points(e.graph(), &pieces, (from, to), MAX_HISTORY_POINTS);
                 anyhow::Ok(Response::History {
                     truncated: more || used < pieces.len(),
                     points,

@@ -385,7 +385,8 @@ impl Store {
     }
 
     /// A vehicle's path pieces overlapping `[from, to]` (event time, s), in
-    /// time order, at most `max` (then `true`: more remain).
+    /// time order, after the last piece that ended before `from` (its
+    /// predecessor, for joining), at most `max` (then `true`: more remain).
     pub fn history(
         &self,
         vehicle: VehicleId,
@@ -399,6 +400,15 @@ impl Store {
         // Chunks are keyed by their end: the first one that can overlap is
         // the first ending at or after `from`.
         let lo = ((from * 1e3).floor() as i64).max(i64::MIN + 1);
+        // The last piece that ended before the window comes first: whether
+        // the window's first piece continues it (no break), and where the
+        // path was when the window opens, depend on it.
+        let mut before: Option<PathPiece> =
+            match t.range((vehicle, i64::MIN)..(vehicle, lo))?.next_back() {
+                Some(row) => decode_chunk(vehicle, row?.1.value()).pop(),
+                None => None,
+            };
+        let mut started = false;
         for row in t.range((vehicle, lo)..=(vehicle, i64::MAX))? {
             let (_, v) = row?;
             let chunk = decode_chunk(vehicle, v.value());
@@ -406,12 +416,21 @@ impl Store {
                 break;
             }
             for p in chunk {
-                if p.t_end >= from && p.t_start <= to {
-                    if out.len() == max {
-                        return Ok(true);
-                    }
-                    out.push(p);
+                if p.t_end < from {
+                    before = Some(p);
+                    continue;
                 }
+                if p.t_start > to {
+                    break;
+                }
+                if !started {
+                    started = true;
+                    out.extend(before.take());
+                }
+                if out.len() == max {
+                    return Ok(true);
+                }
+                out.push(p);
             }
         }
         Ok(false)
@@ -760,8 +779,13 @@ mod tests {
         assert_eq!(out[3], piece(1, 3, 1006.0), "exact at ms and f32 metres");
         out.clear();
         s.history(1, 1015.0, 1025.0, 100, &mut out).unwrap();
-        assert_eq!(out.first().unwrap().edge, 7, "overlaps 1014..1016");
+        assert_eq!(out[0].edge, 6, "the predecessor, 1012..1014, first");
+        assert_eq!(out[1].edge, 7, "overlaps 1014..1016");
         assert_eq!(out.last().unwrap().edge, 12);
+        // A window after the first chunk: its predecessor is in that chunk.
+        out.clear();
+        s.history(1, 1021.0, 1022.0, 100, &mut out).unwrap();
+        assert_eq!(out.iter().map(|p| p.edge).collect::<Vec<_>>(), [9, 10, 11]);
         out.clear();
         assert!(s.history(1, 0.0, 1e12, 5, &mut out).unwrap(), "more remain");
         out.clear();
