@@ -673,7 +673,31 @@ fn every_pings_frame_is_acknowledged_and_frames_out_of_place_are_violations() {
             assert_eq!(code_of(&e), Some(ErrorCode::BadValue), "{time_ms}: {e:#}");
         }
 
+        // A subscription from beyond the log starts at its end and says so;
+        // the next event reaches it.
+        let mut sub = c
+            .subscribe(&Request::Subscribe {
+                from: 1_000_000,
+                kinds: 0,
+                vehicles: vec![],
+                stops: vec![],
+            })
+            .await
+            .unwrap();
+        assert!(sub.next_id < 1_000_000, "next_id {}", sub.next_id);
+        let mut st = c.ping_stream().await.unwrap();
+        st.send(5, &[ping(30, 0)]).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .expect("an event arrives")
+            .unwrap();
+        let Some(Response::Events(events)) = got else {
+            panic!("{got:?}")
+        };
+        assert!(events[0].id >= sub.next_id);
+
         let st = s.stats().await;
+        assert_eq!(st["subscriptions_from_beyond"], 1, "{st:?}");
         assert_eq!(st["pings_forbidden"], 3, "{st:?}");
         assert_eq!(st["protocol_violations"], 3, "{st:?}");
     });

@@ -88,6 +88,8 @@ counters! {
     request_errors,
     commands_applied,
     subscriptions_opened,
+    /// Subscriptions asked from beyond the log's end (started at its end).
+    subscriptions_from_beyond,
     subscriptions_refused,
     events_sent,
     /// Events a slow subscriber missed (told with a LOST frame).

@@ -97,11 +97,15 @@ pub async fn run(
         stops,
         kinds,
     };
-    let mut cursor = if from == FROM_NOW {
-        bus.readable_id()
-    } else {
-        from
-    };
+    // A `from` beyond the log's end (a client resuming against a server
+    // whose log is shorter than it remembers) starts at the end: SUBSCRIBED
+    // says where, rather than the subscription waiting silently for ids
+    // that may never come.
+    let end = bus.readable_id();
+    let mut cursor = if from == FROM_NOW { end } else { from.min(end) };
+    if from != FROM_NOW && from > end {
+        ServerStats::add(&stats.subscriptions_from_beyond, 1);
+    }
     Response::Subscribed { next_id: cursor }.encode(&mut out);
     if send.write_all(&out).await.is_err() {
         return;
