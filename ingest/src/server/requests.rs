@@ -254,6 +254,7 @@ async fn answer(shared: &Arc<Shared>, who: &Principal, req: Request) -> Result<R
         }
         Request::Nearest { lat_e7, lon_e7, k } => {
             require(who.role.may_read(), who, "query positions")?;
+            let asked_k = k;
             let p = convert::latlon(lat_e7, lon_e7)
                 .ok_or((ErrorCode::BadValue, "position out of range".into()))?;
             let k = (k as usize).min(MAX_NEAREST);
@@ -274,7 +275,8 @@ async fn answer(shared: &Arc<Shared>, who: &Principal, req: Request) -> Result<R
             }
             found.truncate(k);
             Ok(Response::Vehicles {
-                truncated: false,
+                // Asked for more than the cap: say the answer is cut.
+                truncated: asked_k as usize > MAX_NEAREST,
                 found: found.iter().map(wire_found).collect(),
             })
         }

@@ -47,7 +47,8 @@ counters! {
     protocol_violations,
     /// Frames above the size limit.
     oversized_frames,
-    /// Ping frames whose stream ended mid-frame (nothing of them applied).
+    /// Frames cut off by their stream's end, a reset or a lost connection
+    /// (nothing of them applied).
     partial_frames,
     /// PINGS frames received on streams, and their records.
     ping_frames,
