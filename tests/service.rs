@@ -696,6 +696,22 @@ fn every_pings_frame_is_acknowledged_and_frames_out_of_place_are_violations() {
         };
         assert!(events[0].id >= sub.next_id);
 
+        // NEAREST above its cap says the answer is cut.
+        for (k, cut) in [(5, false), (5_000, true)] {
+            let Response::Vehicles { truncated, .. } = c
+                .call(&Request::Nearest {
+                    lat_e7: 470_000_000,
+                    lon_e7: 80_000_000,
+                    k,
+                })
+                .await
+                .unwrap()
+            else {
+                panic!()
+            };
+            assert_eq!(truncated, cut, "k {k}");
+        }
+
         let st = s.stats().await;
         assert_eq!(st["subscriptions_from_beyond"], 1, "{st:?}");
         assert_eq!(st["pings_forbidden"], 3, "{st:?}");
