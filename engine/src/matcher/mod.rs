@@ -157,8 +157,10 @@ impl<'g> Matcher<'g> {
         if let Err(e) = config.validate() {
             panic!("invalid matcher configuration: {e}");
         }
-        // Build the edge index now rather than on the first ping.
+        // Build the edge index and the components' reach now rather than
+        // on the first ping that needs them (two whole-graph searches).
         graph.edge_index();
+        graph.main_reach();
         Self {
             graph,
             search: BoundedSearch::new(graph),
