@@ -366,6 +366,21 @@ fn a_stop_no_road_reaches_has_an_unreachable_eta_and_its_snap_is_reported() {
         (1..=3).contains(&searched),
         "{searched} searches for 30 pings"
     );
+
+    // Each stop became unreachable once, and a dispatcher heard it once,
+    // with the snap's distance and component.
+    let alerts = kinds(&all_events(&e), EventKind::StopUnreachable);
+    let mut stops: Vec<(u64, u64)> = alerts
+        .iter()
+        .map(|a| (a.vehicle, a.stop.unwrap()))
+        .collect();
+    stops.sort_unstable();
+    assert_eq!(stops, [(9, 2), (9, 4), (10, 5)], "{alerts:?}");
+    for a in &alerts {
+        let on_main = a.stop != Some(2);
+        assert_eq!(a.reference == 0.0, on_main, "{a:?}");
+        assert!(a.value >= 0.0 && a.value < 250.0);
+    }
 }
 
 #[test]

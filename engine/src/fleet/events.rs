@@ -63,10 +63,15 @@ pub enum EventKind {
     Online = 14,
     /// The matcher rejected a fix far from the vehicle: metres from its last position, the minimum distance reported.
     GpsOutlier = 15,
+    /// No road leads to a remaining stop (from the vehicle, or from the stop
+    /// before it): a bad address, an island, a van in a dead end the map cut
+    /// off. Once per time it becomes so: metres from the stop's coordinates
+    /// to the road it was snapped to, that road's component (0: the main network).
+    StopUnreachable = 16,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 15] = [
+    pub const ALL: [EventKind; 16] = [
         Self::EtaChanged,
         Self::Late,
         Self::BackOnTime,
@@ -82,6 +87,7 @@ impl EventKind {
         Self::Offline,
         Self::Online,
         Self::GpsOutlier,
+        Self::StopUnreachable,
     ];
 
     /// The kind numbered `code` (its wire and storage number).
@@ -106,6 +112,7 @@ impl EventKind {
             Self::Offline => "offline",
             Self::Online => "online",
             Self::GpsOutlier => "gps_outlier",
+            Self::StopUnreachable => "stop_unreachable",
         }
     }
 
@@ -462,7 +469,7 @@ mod tests {
             assert_eq!(EventKind::from_code(k as u8), Some(k));
         }
         assert_eq!(EventKind::from_code(0), None);
-        assert_eq!(EventKind::from_code(16), None);
+        assert_eq!(EventKind::from_code(17), None);
     }
 
     #[test]

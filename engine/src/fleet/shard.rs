@@ -100,7 +100,7 @@ pub struct ShardCounters {
     pub ticks: u64,
     pub vehicles: u64,
     /// Events by [`EventKind`] (indexed by its number).
-    pub events: [u64; 16],
+    pub events: [u64; EventKind::ALL.len() + 1],
     /// Searches for the leg to the next stop: first time, after leaving the
     /// path, periodic refresh, traffic.
     pub leg_routes: u64,

@@ -684,7 +684,20 @@ impl Vehicle {
             }
             let s = &mut self.stops[i];
             s.eta = t;
-            s.eta_state = state;
+            let was = std::mem::replace(&mut s.eta_state, state);
+            if state == EtaState::Unreachable && was != EtaState::Unreachable {
+                let (id, snap_m, component) = (s.plan.id, s.place.snap_m, s.place.component);
+                let kind = EventKind::StopUnreachable;
+                self.emit(
+                    ctx,
+                    kind,
+                    now,
+                    Some(id),
+                    f64::from(snap_m),
+                    f64::from(component),
+                );
+            }
+            let s = &mut self.stops[i];
             s.remaining_m = m;
             let id = s.plan.id;
             let announced = s.announced;

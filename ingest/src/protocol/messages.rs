@@ -202,7 +202,7 @@ pub struct WireEvent {
     pub seq: u64,
     pub stop: Option<u64>,
     pub time_ms: i64,
-    /// Event kind code (1 `eta_changed` … 15 `gps_outlier`, PROTOCOL.md).
+    /// Event kind code (1 `eta_changed` … 16 `stop_unreachable`, PROTOCOL.md).
     pub kind: u8,
     pub lat_e7: i32,
     pub lon_e7: i32,
