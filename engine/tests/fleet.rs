@@ -738,6 +738,51 @@ fn late_and_back_on_time_follow_the_route_order() {
 }
 
 #[test]
+fn a_later_stop_arrives_out_of_order_only_after_lingering_there() {
+    let g = town();
+    let e = engine(&g, 1, false);
+    let r = some_route(&g, 77, 1500.0, 3000.0);
+    let (start, end) = (
+        g.point_on_edge(r.start.edge, r.start.offset_m),
+        g.point_on_edge(r.end.edge, r.end.offset_m),
+    );
+    // The next stop is far away; the van stands beside a later one.
+    e.command(
+        Command::AssignRoute {
+            vehicle: 4,
+            stops: vec![stop_at(40, end), stop_at(41, start)],
+        },
+        T0,
+        WAIT,
+    )
+    .unwrap();
+    let standing = |from: f64, to: f64| -> Vec<Ping> {
+        let mut t = from;
+        let mut out = Vec::new();
+        while t < to {
+            let mut p = Ping::new(t, start);
+            p.speed = Some(0.0);
+            out.push(p);
+            t += 2.0;
+        }
+        out
+    };
+    // 40 s at a light (or at the depot) by stop 41: not a delivery.
+    feed(&e, 4, &standing(T0 + 1.0, T0 + 41.0));
+    assert!(kinds(&all_events(&e), EventKind::Arrived).is_empty());
+    assert_eq!(
+        e.vehicle(4).unwrap().stop(41).unwrap().status,
+        StopStatus::Pending
+    );
+    // Past a minute there, the driver is serving it out of order.
+    feed(&e, 4, &standing(T0 + 41.0, T0 + 90.0));
+    let arrived = kinds(&all_events(&e), EventKind::Arrived);
+    assert_eq!(arrived.len(), 1, "{arrived:?}");
+    assert_eq!(arrived[0].stop, Some(41));
+    assert!(arrived[0].time >= T0 + 61.0, "{:?}", arrived[0]);
+}
+
+#[test]
 fn gps_outlier_is_reported_and_does_not_move_the_vehicle() {
     let g = town();
     let e = engine(&g, 1, false);

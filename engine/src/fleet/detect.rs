@@ -31,6 +31,11 @@ pub struct DetectConfig {
     pub arrive_radius_m: f64,
     pub arrive_speed_mps: f64,
     pub depart_radius_m: f64,
+    /// A stop other than the next one arrives only after the vehicle has
+    /// stayed slow inside its radius this long: waiting at a light by a later
+    /// customer's door, or standing at the depot beside one at the start of
+    /// the day, is not a delivery out of order.
+    pub out_of_order_dwell_s: f64,
     /// `stalled` after standing this long away from any stop while one is due.
     pub stall_s: f64,
     /// `speeding` when above the legal limit by this many km/h for `speeding_for_s`;
@@ -69,6 +74,7 @@ impl Default for DetectConfig {
             plan_settle_s: 30.0,
             arrive_radius_m: 50.0,
             arrive_speed_mps: 2.0,
+            out_of_order_dwell_s: 60.0,
             depart_radius_m: 100.0,
             stall_s: 300.0,
             speeding_margin_kmh: 10.0,
@@ -93,6 +99,7 @@ impl DetectConfig {
             ("off_route_m", self.off_route_m),
             ("off_route_detour_s", self.off_route_detour_s),
             ("arrive_radius_m", self.arrive_radius_m),
+            ("out_of_order_dwell_s", self.out_of_order_dwell_s),
             ("stall_s", self.stall_s),
             ("speeding_for_s", self.speeding_for_s),
             ("harsh_braking_mps2", self.harsh_braking_mps2),

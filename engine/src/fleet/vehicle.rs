@@ -125,6 +125,8 @@ pub(crate) struct Vehicle {
     refresh_at: f64,
     /// Inside the geofence of this arrived stop, since.
     at_stop: Option<(StopId, f64)>,
+    /// Slow inside the geofence of this stop that is not the next one, since.
+    lingering: Option<(StopId, f64)>,
     off_route: OffRoute,
     speeding: Speeding,
     braking: Braking,
@@ -163,6 +165,7 @@ impl Vehicle {
             stale_from: f64::INFINITY,
             refresh_at: f64::NEG_INFINITY,
             at_stop: None,
+            lingering: None,
             off_route: OffRoute::default(),
             speeding: Speeding::default(),
             braking: Braking::default(),
@@ -363,6 +366,14 @@ impl Vehicle {
         }
     }
 
+    /// Whether the vehicle at `p` is within `radius` of remaining stop `id`.
+    fn near_stop(&self, id: StopId, p: Placed, radius: f64) -> bool {
+        self.stops
+            .iter()
+            .find(|s| s.plan.id == id && s.status.is_remaining())
+            .is_some_and(|s| haversine_m(s.road_pos(), p.point()) <= radius)
+    }
+
     fn check_stops(&mut self, ctx: &mut Ctx, now: f64) {
         let Some(p) = self.placed else { return };
         if let Some((id, since)) = self.at_stop {
@@ -378,20 +389,46 @@ impl Vehicle {
             }
         }
         if self.at_stop.is_some() || self.speed_mps >= ctx.detect.arrive_speed_mps {
+            self.lingering = None;
             return;
         }
-        // The nearest remaining stop within the geofence: stops may be
-        // reached out of order.
+        // The next stop when inside its geofence; else the nearest remaining
+        // stop there, reached out of order, but only once the vehicle has
+        // lingered (see `out_of_order_dwell_s`).
         let radius = ctx.detect.arrive_radius_m;
-        let hit = self
-            .stops
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.status.is_remaining())
-            .map(|(i, s)| (i, haversine_m(s.road_pos(), p.point())))
-            .filter(|&(_, d)| d <= radius)
-            .min_by(|a, b| a.1.total_cmp(&b.1));
+        let next = self.next_index();
+        let dist = |s: &StopState| haversine_m(s.road_pos(), p.point());
+        let at_next = next
+            .map(|i| (i, dist(&self.stops[i])))
+            .filter(|&(_, d)| d <= radius);
+        let hit = at_next.or_else(|| {
+            let (i, d) = self
+                .stops
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.status.is_remaining())
+                .map(|(i, s)| (i, dist(s)))
+                .filter(|&(_, d)| d <= radius)
+                .min_by(|a, b| a.1.total_cmp(&b.1))?;
+            let id = self.stops[i].plan.id;
+            let since = match self.lingering {
+                Some((s, t)) if s == id => t,
+                _ => {
+                    self.lingering = Some((id, now));
+                    now
+                }
+            };
+            (now - since >= ctx.detect.out_of_order_dwell_s).then_some((i, d))
+        });
+        if hit.is_none()
+            && self
+                .lingering
+                .is_some_and(|(s, _)| !self.near_stop(s, p, radius))
+        {
+            self.lingering = None;
+        }
         if let Some((i, d)) = hit {
+            self.lingering = None;
             let id = self.stops[i].plan.id;
             let s = &mut self.stops[i];
             s.status = StopStatus::Arrived;
