@@ -1,6 +1,7 @@
 //! The real-world cases an online matcher meets, each built by hand on a
 //! synthetic town (no data needed): a parked van, a U-turn, a long silence, a
-//! teleport, out-of-order and duplicate pings, a fix far from any road,
+//! teleport, a move no road joins (a break) beside a spike (an outlier),
+//! out-of-order and duplicate pings, a fix far from any road,
 //! invalid input, a dual carriageway, bounded memory, determinism, and the
 //! shape of the finalised path (connected, in time order).
 
@@ -751,4 +752,71 @@ fn memory_stays_bounded_and_matching_is_deterministic() {
             "row {i}: {im:?}"
         );
     }
+}
+
+/// A street, and 150 m north of it an island street no road joins (a
+/// separate component, as a map cut by its extract or a ferry leaves it).
+fn street_and_island() -> Graph {
+    let mut net = RawNetwork::default();
+    let plane = LocalPlane::new(LatLon::new(47.0, 8.0));
+    let node = |net: &mut RawNetwork, x: f64, y: f64| {
+        let (lat, lon) = plane.unproject(x, y).to_fixed();
+        net.add_node(lat, lon)
+    };
+    let attrs = WayAttributes {
+        class: HighwayClass::Residential,
+        forward: true,
+        backward: true,
+        limit_forward: SpeedLimit::Unknown,
+        limit_backward: SpeedLimit::Unknown,
+    };
+    let (a0, a1) = (node(&mut net, 0.0, 0.0), node(&mut net, 2000.0, 0.0));
+    let (b0, b1) = (node(&mut net, 0.0, 150.0), node(&mut net, 2000.0, 150.0));
+    net.ways = vec![
+        RawWay {
+            id: 1,
+            nodes: vec![a0, a1],
+            attrs,
+        },
+        RawWay {
+            id: 2,
+            nodes: vec![b0, b1],
+            attrs,
+        },
+    ];
+    Graph::from_data(&build::build_graph(&net, "island".into()).expect("graph"))
+}
+
+#[test]
+fn a_move_no_road_joins_is_a_break_and_a_spike_by_another_road_an_outlier() {
+    let g = street_and_island();
+    assert_eq!(g.num_components(), 2);
+    let plane = LocalPlane::new(LatLon::new(47.0, 8.0));
+    let at = |x: f64, y: f64, t: f64| Ping::new(T0 + t, plane.unproject(x, y));
+    let mut run = Run::new(&g);
+    // East along the street at 10 m/s; one fix 120 m off, near the island
+    // street, in a second (a spike no vehicle could drive).
+    for i in 0..20 {
+        let y = if i == 10 { 130.0 } else { 0.0 };
+        run.push(&at(100.0 + 10.0 * f64::from(i), y, f64::from(i)));
+    }
+    assert_eq!(run.immediate[10].status, MatchStatus::Outlier);
+    // Half a minute of silence, then the van is on the island street: a
+    // move that could be driven, but no road joins the two. The path
+    // breaks at once instead of refusing the fixes first.
+    for i in 0..10 {
+        run.push(&at(400.0 + 10.0 * f64::from(i), 150.0, 50.0 + f64::from(i)));
+    }
+    let statuses: Vec<MatchStatus> = run.immediate[20..].iter().map(|e| e.status).collect();
+    assert_eq!(statuses[0], MatchStatus::Break, "{statuses:?}");
+    assert!(
+        statuses[1..].iter().all(|s| *s == MatchStatus::Matched),
+        "{statuses:?}"
+    );
+    assert!(run.immediate[20..].iter().all(|e| g.way_id(e.edge) == 2));
+    run.finish();
+    assert_eq!(run.matcher.stats().count(MatchStatus::Break), 1);
+    assert_eq!(run.matcher.stats().count(MatchStatus::Outlier), 1);
+    // The finalised stream marks the break too.
+    assert!(run.finalized.iter().any(|f| f.status == MatchStatus::Break));
 }

@@ -292,7 +292,12 @@ impl<'g> Matcher<'g> {
                     && cands
                         .iter()
                         .any(|c| c.score > -self.config.outlier_log_odds);
-                (continues, !reached && self.disconnected(prev_cands, cands))
+                // A break must be a move a vehicle could make: a spike that
+                // lands by some unconnected road is an outlier, not a break.
+                let plausible = haversine_m(prev.pos(), step.pos())
+                    <= self.config.max_speed_mps * (step.time - prev.time);
+                let broken = !reached && plausible && self.disconnected(prev_cands, cands);
+                (continues, broken)
             }
             _ => (false, false),
         };
