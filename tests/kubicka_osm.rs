@@ -66,15 +66,7 @@ fn trace_csv(trace: &Trace) -> String {
 
 #[test]
 fn kubicka_tracks_score_the_same_through_import_and_match() {
-    let Some(dir) = testdata::data_dir()
-        .map(|d| d.join("kubicka-2015"))
-        .filter(|d| d.is_dir())
-    else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "kubicka-2015 data missing"
-        );
-        eprintln!("skipped: kubicka-2015 not found");
+    let Some(dir) = testdata::data_subdir("kubicka-2015") else {
         return;
     };
     let ids = kubicka::track_ids(&dir).unwrap();

@@ -19,15 +19,7 @@ fn open(path: &Path) -> BufReader<flate2::read::GzDecoder<std::fs::File>> {
 
 #[test]
 fn kubicka_tracks_match_their_true_routes() {
-    let Some(dir) = testdata::data_dir()
-        .map(|d| d.join("kubicka-2015"))
-        .filter(|d| d.is_dir())
-    else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "kubicka-2015 data missing"
-        );
-        eprintln!("skipped: kubicka-2015 not found");
+    let Some(dir) = testdata::data_subdir("kubicka-2015") else {
         return;
     };
     let ids = kubicka::track_ids(&dir).unwrap();

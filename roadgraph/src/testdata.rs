@@ -36,3 +36,17 @@ pub fn data_file(relative: &str) -> Option<PathBuf> {
     }
     path
 }
+
+/// A directory of test data (`../shared/data/<relative>`), as
+/// [`data_file`]: `None` after saying so when it is absent, a panic under CI.
+pub fn data_subdir(relative: &str) -> Option<PathBuf> {
+    let path = data_dir().map(|d| d.join(relative)).filter(|p| p.is_dir());
+    if path.is_none() {
+        let msg = format!("test data {relative}/ not found (set LASTMILE_DATA to ../shared/data)");
+        if std::env::var_os("CI").is_some() {
+            panic!("{msg}");
+        }
+        eprintln!("skipped: {msg}");
+    }
+    path
+}
