@@ -340,22 +340,18 @@ fn between(a: &WirePathPoint, b: &WirePathPoint, time_ms: i64) -> WirePathPoint 
 
 /// A window's bounds in whole milliseconds, outward (open bounds stay open).
 fn ms_floor(t: f64) -> i64 {
-    if t.is_finite() {
-        (t * 1000.0).floor() as i64
-    } else if t < 0.0 {
-        i64::MIN
-    } else {
-        i64::MAX
-    }
+    ms_rounded(t, f64::floor)
 }
 
 fn ms_ceil(t: f64) -> i64 {
-    if t.is_finite() {
-        (t * 1000.0).ceil() as i64
-    } else if t < 0.0 {
-        i64::MIN
-    } else {
-        i64::MAX
+    ms_rounded(t, f64::ceil)
+}
+
+fn ms_rounded(t: f64, round: fn(f64) -> f64) -> i64 {
+    match t {
+        t if t.is_finite() => round(t * 1000.0) as i64,
+        t if t < 0.0 => i64::MIN,
+        _ => i64::MAX,
     }
 }
 

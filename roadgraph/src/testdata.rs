@@ -26,23 +26,19 @@ pub fn data_dir() -> Option<PathBuf> {
 /// A file under the data directory. When it is missing, a test under CI
 /// (`CI` set) fails; elsewhere it prints that it skipped and gets `None`.
 pub fn data_file(relative: &str) -> Option<PathBuf> {
-    let path = data_dir().map(|d| d.join(relative)).filter(|p| p.is_file());
-    if path.is_none() {
-        let msg = format!("test data {relative} not found (set LASTMILE_DATA to ../shared/data)");
-        if std::env::var_os("CI").is_some() {
-            panic!("{msg}");
-        }
-        eprintln!("skipped: {msg}");
-    }
-    path
+    found(relative, "", |p| p.is_file())
 }
 
-/// A directory of test data (`../shared/data/<relative>`), as
-/// [`data_file`]: `None` after saying so when it is absent, a panic under CI.
+/// A directory under the data directory (`kubicka-2015`), as [`data_file`].
 pub fn data_subdir(relative: &str) -> Option<PathBuf> {
-    let path = data_dir().map(|d| d.join(relative)).filter(|p| p.is_dir());
+    found(relative, "/", |p| p.is_dir())
+}
+
+fn found(relative: &str, suffix: &str, is: fn(&PathBuf) -> bool) -> Option<PathBuf> {
+    let path = data_dir().map(|d| d.join(relative)).filter(is);
     if path.is_none() {
-        let msg = format!("test data {relative}/ not found (set LASTMILE_DATA to ../shared/data)");
+        let msg =
+            format!("test data {relative}{suffix} not found (set LASTMILE_DATA to ../shared/data)");
         if std::env::var_os("CI").is_some() {
             panic!("{msg}");
         }
