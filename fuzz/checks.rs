@@ -12,7 +12,7 @@ use lastmile_engine::MatcherConfig;
 use lastmile_engine::evaluate::{evaluate, match_trace};
 use lastmile_engine::trace::{Trace, read_csv, read_gpx};
 use lastmile_ingest::protocol::{
-    Ack, Hello, MAX_FRAME_LEN, PingBatch, Request, Response, Welcome, split_frame,
+    Ack, Hello, MAX_FRAME_LEN, PingBatch, Request, Response, Version, Welcome, split_frame,
 };
 use lastmile_roadgraph::progress::NoProgress;
 use lastmile_roadgraph::synthetic::generate_city;
@@ -50,15 +50,25 @@ fn stable<T>(
 }
 
 fn payload_of(kind: u16, payload: &[u8]) {
-    if let Ok(req) = Request::decode(kind, payload) {
-        let mut b = Vec::new();
-        req.encode(&mut b);
-        stable(&b, |k, p| Request::decode(k, p).ok(), Request::encode);
-    }
-    if let Ok(resp) = Response::decode(kind, payload) {
-        let mut b = Vec::new();
-        resp.encode(&mut b);
-        stable(&b, |k, p| Response::decode(k, p).ok(), Response::encode);
+    for v in [Version::V1, Version::V2] {
+        if let Ok(req) = Request::decode(v, kind, payload) {
+            let mut b = Vec::new();
+            req.encode(v, &mut b);
+            stable(
+                &b,
+                |k, p| Request::decode(v, k, p).ok(),
+                |r, out| r.encode(v, out),
+            );
+        }
+        if let Ok(resp) = Response::decode(v, kind, payload) {
+            let mut b = Vec::new();
+            resp.encode(v, &mut b);
+            stable(
+                &b,
+                |k, p| Response::decode(v, k, p).ok(),
+                |r, out| r.encode(v, out),
+            );
+        }
     }
     if let Ok(h) = Hello::decode(payload) {
         let mut b = Vec::new();

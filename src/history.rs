@@ -18,7 +18,7 @@ pub struct HistoryArgs {
     conn: Conn,
     /// The vehicle.
     #[arg(long)]
-    vehicle: u64,
+    vehicle: String,
     /// Start of the range, seconds since the epoch (event time); open if absent.
     #[arg(long)]
     from: Option<f64>,
@@ -39,12 +39,12 @@ fn ms(s: Option<f64>) -> Result<i64> {
 }
 
 /// Every point of the range, asking again after each truncated reply.
-async fn fetch(c: &Client, vehicle: u64, from_ms: i64, to_ms: i64) -> Result<Vec<WirePathPoint>> {
+async fn fetch(c: &Client, vehicle: &str, from_ms: i64, to_ms: i64) -> Result<Vec<WirePathPoint>> {
     let mut points: Vec<WirePathPoint> = Vec::new();
     let mut from = from_ms;
     loop {
         let req = Request::GetHistory {
-            vehicle,
+            vehicle: vehicle.to_string(),
             from_ms: from,
             to_ms,
         };
@@ -74,7 +74,7 @@ async fn fetch(c: &Client, vehicle: u64, from_ms: i64, to_ms: i64) -> Result<Vec
 
 /// The points as a GeoJSON FeatureCollection: a LineString per connected
 /// stretch, its vertex times in `properties.times` (seconds).
-pub fn geojson(vehicle: u64, points: &[WirePathPoint]) -> Value {
+pub fn geojson(vehicle: &str, points: &[WirePathPoint]) -> Value {
     let mut features = Vec::new();
     let mut stretch: Vec<&WirePathPoint> = Vec::new();
     let mut flush = |stretch: &mut Vec<&WirePathPoint>| {
@@ -112,7 +112,7 @@ pub fn history(a: HistoryArgs) -> Result<()> {
     let target = a.conn.target()?;
     let points = block_on(async {
         let c = Client::connect(&target).await?;
-        let r = fetch(&c, a.vehicle, from, to).await;
+        let r = fetch(&c, &a.vehicle, from, to).await;
         c.close();
         r
     })?;
@@ -130,7 +130,7 @@ pub fn history(a: HistoryArgs) -> Result<()> {
             );
         }
     } else {
-        println!("{}", geojson(a.vehicle, &points));
+        println!("{}", geojson(&a.vehicle, &points));
     }
     let stretches = points.iter().filter(|p| p.flags & PATH_BREAK != 0).count();
     eprintln!(

@@ -48,7 +48,7 @@ struct EventLog {
 fn wire_stop(p: &lastmile_engine::fleet::StopPlan) -> WireStop {
     let ms = |t: f64| (t * 1000.0).round() as i64;
     WireStop {
-        id: p.id,
+        id: p.id.to_string(),
         lat_e7: (p.pos.lat * 1e7).round() as i32,
         lon_e7: (p.pos.lon * 1e7).round() as i32,
         window_start_ms: p.window.map_or(0, |w| ms(w.start)),
@@ -69,18 +69,27 @@ pub fn run(g: &Arc<Graph>, dir: &std::path::Path, p: &LiveParams) -> Result<()> 
         ..SimParams::default()
     };
     let day = Day::simulate(g, &params, &|_| {});
-    let pings: Arc<Vec<PingRecord>> = Arc::new(
-        day.pings
-            .iter()
-            .map(|(v, ping)| PingRecord::from_ping(*v, ping))
-            .collect(),
-    );
-    let routes: Vec<(u64, Vec<WireStop>)> = day
+    // The simulated day numbers its vehicles; an admin names them by those numbers.
+    let mut vehicles: Vec<u64> = day.pings.iter().map(|(v, _)| *v).collect();
+    vehicles.sort_unstable();
+    vehicles.dedup();
+    let alias = |v: &u64| vehicles.binary_search(v).unwrap_or_default() as u64;
+    let mut records: Vec<PingRecord> = day
+        .pings
+        .iter()
+        .map(|(v, ping)| PingRecord::from_ping(alias(v), ping))
+        .collect();
+    records.sort_by_key(|p| p.time_ms);
+    let pings = Arc::new(replay::TracePings {
+        vehicles: vehicles.iter().map(u64::to_string).collect(),
+        pings: records,
+    });
+    let routes: Vec<(String, Vec<WireStop>)> = day
         .routes()
         .iter()
         .filter_map(|c| match c {
             Command::AssignRoute { vehicle, stops } => {
-                Some((*vehicle, stops.iter().map(wire_stop).collect()))
+                Some((vehicle.to_string(), stops.iter().map(wire_stop).collect()))
             }
             _ => None,
         })
@@ -104,7 +113,7 @@ pub fn run(g: &Arc<Graph>, dir: &std::path::Path, p: &LiveParams) -> Result<()> 
             &server.fingerprint()[..16],
             routes.len(),
             routes.iter().map(|(_, s)| s.len()).sum::<usize>(),
-            pings.len(),
+            pings.pings.len(),
             p.day_s / 60.0,
             p.speedup,
             if std::io::stdout().is_terminal() { " — Ctrl-C to stop" } else { "" }
@@ -115,7 +124,7 @@ pub fn run(g: &Arc<Graph>, dir: &std::path::Path, p: &LiveParams) -> Result<()> 
         }));
 
         let client = Client::connect(&target).await?;
-        replay::assign_routes(&client, &routes, pings.first().map_or(0, |p| p.time_ms), 32).await?;
+        replay::assign_routes(&client, &routes, pings.pings.first().map_or(0, |p| p.time_ms), 32).await?;
         let log = Arc::new(Mutex::new(EventLog::default()));
         let mut sub = client.subscribe(&Request::Subscribe { from: FROM_NOW, kinds: 0, vehicles: vec![], stops: vec![] }).await?;
         let collector = {
@@ -149,8 +158,8 @@ pub fn run(g: &Arc<Graph>, dir: &std::path::Path, p: &LiveParams) -> Result<()> 
         };
         let started = Instant::now();
         let terminal = std::io::stdout().is_terminal();
-        let watched: Vec<u64> = routes.iter().map(|(v, _)| *v).take(6).collect();
-        let t0 = pings.first().map_or(0, |p| p.time_ms);
+        let watched: Vec<String> = routes.iter().map(|(v, _)| v.clone()).take(6).collect();
+        let t0 = pings.pings.first().map_or(0, |p| p.time_ms);
         let mut last_sent = 0;
         let mut frames = 0u64;
         let report = loop {
@@ -169,7 +178,7 @@ pub fn run(g: &Arc<Graph>, dir: &std::path::Path, p: &LiveParams) -> Result<()> 
             let rate = sent - last_sent;
             last_sent = sent;
             frames += 1;
-            let view = render(&client, &log, &watched, sent, pings.len() as u64, rate, t0, started).await;
+            let view = render(&client, &log, &watched, sent, pings.pings.len() as u64, rate, t0, started).await;
             if terminal {
                 print!("\x1b[H\x1b[2J{view}");
             } else if frames % 5 == 1 {
@@ -204,7 +213,7 @@ pub fn run(g: &Arc<Graph>, dir: &std::path::Path, p: &LiveParams) -> Result<()> 
 async fn render(
     client: &Client,
     log: &Mutex<EventLog>,
-    watched: &[u64],
+    watched: &[String],
     sent: u64,
     total: u64,
     rate: u64,
@@ -220,8 +229,10 @@ async fn render(
     };
     let mut sim_now = t0_ms;
     let mut rows = Vec::new();
-    for &v in watched {
-        if let Ok(Response::Vehicle(s)) = client.request(&Request::GetVehicle { vehicle: v }).await
+    for v in watched {
+        if let Ok(Response::Vehicle(s)) = client
+            .request(&Request::GetVehicle { vehicle: v.clone() })
+            .await
         {
             sim_now = sim_now.max(s.time_ms);
             let remaining: Vec<_> = s.stops.iter().filter(|e| e.status as u8 <= 1).collect();
@@ -229,7 +240,7 @@ async fn render(
                 format!(
                     "next stop {} ETA {} ({:.1} km){}",
                     e.stop,
-                    clock_s(e.eta_ms),
+                    clock_s(e.eta.eta_ms),
                     e.remaining_m / 1000.0,
                     if e.late { " LATE" } else { "" }
                 )
@@ -275,7 +286,9 @@ async fn render(
             clock_s(e.time_ms),
             e.vehicle,
             event_kind_name(e.kind).unwrap_or("?"),
-            e.stop.map_or(String::new(), |s| format!(" at stop {s}"))
+            e.stop
+                .as_deref()
+                .map_or(String::new(), |s| format!(" at stop {s}"))
         ));
     }
     out

@@ -326,7 +326,7 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
         replay::pings_from_trace(&trace).with_context(|| format!("{}", a.trace.display()))?,
     );
     drop(trace);
-    if pings.is_empty() {
+    if pings.pings.is_empty() {
         bail!("{}: no pings", a.trace.display());
     }
     let routes = match &a.stops {
@@ -346,14 +346,16 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
         ..ReplayOptions::default()
     };
     let bar = Bar::new();
-    let total = pings.len() as u64;
+    let total = pings.pings.len() as u64;
     let report = block_on(async {
         let mut assigned = None;
         if !routes.is_empty() {
             bar.stage_spinner(&format!("assigning {} routes", routes.len()));
             let c = Client::connect(&target).await?;
-            assigned =
-                Some(replay::assign_routes(&c, &routes, pings[0].time_ms, ASSIGN_IN_FLIGHT).await?);
+            assigned = Some(
+                replay::assign_routes(&c, &routes, pings.pings[0].time_ms, ASSIGN_IN_FLIGHT)
+                    .await?,
+            );
             c.close();
         }
         bar.stage_count("replaying pings", total);
@@ -458,9 +460,9 @@ pub struct EtaArgs {
     #[command(flatten)]
     conn: Conn,
     #[arg(long, conflicts_with = "stop", required_unless_present = "stop")]
-    vehicle: Option<u64>,
+    vehicle: Option<String>,
     #[arg(long)]
-    stop: Option<u64>,
+    stop: Option<String>,
     #[arg(long)]
     json: bool,
 }
@@ -502,14 +504,17 @@ pub fn eta(a: EtaArgs) -> Result<()> {
             "odometer_m": v.odometer_m,
             "next_stop": v.next_stop,
             "stops": v.stops.iter().map(|s| json!({
-                "stop": s.stop, "status": s.status.as_str(), "eta": iso(s.eta_ms),
+                "stop": s.stop, "status": s.status.as_str(), "eta": iso(s.eta.eta_ms),
+                "eta_state": s.eta.state.as_str(),
                 "window_end": iso(s.window_end_ms), "late": s.late,
                 "stops_before": s.stops_before, "remaining_m": nan_null(s.remaining_m),
             })).collect::<Vec<_>>(),
         }),
         Response::Stop(s) => json!({
             "stop": s.stop, "vehicle": s.vehicle, "status": s.status.as_str(), "late": s.late,
-            "eta": iso(s.eta_ms), "stops_before": s.stops_before, "remaining_m": nan_null(s.remaining_m),
+            "eta": iso(s.eta.eta_ms), "eta_state": s.eta.state.as_str(),
+            "stops_before": s.stops_before, "remaining_m": nan_null(s.remaining_m),
+            "snap_m": nan_null(s.snap_m), "snap_component": s.snap_component,
             "window": [iso(s.window_start_ms), iso(s.window_end_ms)],
             "vehicle_position": s.vehicle_pos.map(|(la, lo, t)| json!([la as f64 * 1e-7, lo as f64 * 1e-7, iso(t)])),
             "closed": iso(s.closed_ms), "customer_ref": s.customer_ref, "outcome": s.outcome_text,
@@ -529,9 +534,9 @@ pub struct WatchArgs {
     #[command(flatten)]
     conn: Conn,
     #[arg(long)]
-    vehicle: Vec<u64>,
+    vehicle: Vec<String>,
     #[arg(long)]
-    stop: Vec<u64>,
+    stop: Vec<String>,
     /// Event kinds (comma-separated names, e.g. late,off_route).
     #[arg(long, value_delimiter = ',')]
     kind: Vec<String>,
@@ -617,9 +622,9 @@ pub enum DispatchCmd {
     /// Mark a stop completed, with proof of delivery.
     Complete {
         #[arg(long)]
-        vehicle: u64,
+        vehicle: String,
         #[arg(long)]
-        stop: u64,
+        stop: String,
         #[arg(long)]
         note: Option<String>,
         #[arg(long)]
@@ -630,32 +635,32 @@ pub enum DispatchCmd {
     /// Mark a stop failed, with a reason.
     Fail {
         #[arg(long)]
-        vehicle: u64,
+        vehicle: String,
         #[arg(long)]
-        stop: u64,
+        stop: String,
         #[arg(long)]
         reason: String,
     },
     /// Remove an open stop from a vehicle's route.
     Remove {
         #[arg(long)]
-        vehicle: u64,
+        vehicle: String,
         #[arg(long)]
-        stop: u64,
+        stop: String,
     },
     /// Move an open stop to another vehicle (at the end of its route, or at --index).
     Reassign {
         #[arg(long)]
-        stop: u64,
+        stop: String,
         #[arg(long)]
-        to: u64,
+        to: String,
         #[arg(long)]
         index: Option<u32>,
     },
     /// Mint a customer's tracking token for one stop.
     Track {
         #[arg(long)]
-        stop: u64,
+        stop: String,
         /// Validity in seconds.
         #[arg(long, default_value_t = 86_400)]
         ttl: u32,

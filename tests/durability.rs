@@ -13,11 +13,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::server::{Server, ServerExt, eventually, ping_at, rt, serve, simulate};
+use common::server::{
+    Server, ServerExt, bind_numbers, eventually, ping_at, rt, serve, simulate, veh,
+};
 use common::{lastmile, tmpdir};
 use lastmile_ingest::client::{Client, Subscription, call_on};
 use lastmile_ingest::protocol::{
-    AT_END, FROM_NOW, NO_TIME, Request, Response, StopStatusCode, WireEvent, WireProof, WireStop,
+    AT_END, FROM_NOW, NO_TIME, Request, Response, StopStatusCode, Version, WireEvent, WireProof,
+    WireStop,
 };
 
 /// On-road positions: the simulated stops' (lat, lon) in 1e-7 degrees.
@@ -34,7 +37,7 @@ fn road_points(stops_csv: &Path) -> Vec<(i32, i32)> {
 
 fn stop(id: u64, (lat_e7, lon_e7): (i32, i32)) -> WireStop {
     WireStop {
-        id,
+        id: id.to_string(),
         lat_e7,
         lon_e7,
         window_start_ms: NO_TIME,
@@ -75,7 +78,11 @@ fn everything_from(from: u64) -> Request {
 async fn vehicles(c: &Client, n: u64) -> Vec<Response> {
     let mut out = Vec::new();
     for v in 0..n {
-        out.push(c.call(&Request::GetVehicle { vehicle: v }).await.unwrap());
+        out.push(
+            c.call(&Request::GetVehicle { vehicle: veh(v) })
+                .await
+                .unwrap(),
+        );
     }
     out
 }
@@ -108,7 +115,7 @@ fn sigterm_checkpoints_and_the_restarted_server_answers_at_once() {
         let open = [7_000_001u64, 7_000_002];
         for (i, id) in open.iter().enumerate() {
             c.call(&Request::AddStop {
-                vehicle: 0,
+                vehicle: veh(0),
                 time_ms: NO_TIME,
                 index: AT_END,
                 stop: stop(*id, points[i]),
@@ -122,16 +129,16 @@ fn sigterm_checkpoints_and_the_restarted_server_answers_at_once() {
             ..WireProof::default()
         };
         c.call(&Request::Complete {
-            vehicle: 0,
+            vehicle: veh(0),
             time_ms: NO_TIME,
-            stop: open[0],
+            stop: open[0].to_string(),
             proof,
         })
         .await
         .unwrap();
         let Response::TrackingToken { token, .. } = c
             .call(&Request::CreateTrackingToken {
-                stop: open[1],
+                stop: open[1].to_string(),
                 ttl_s: 3600,
             })
             .await
@@ -154,7 +161,12 @@ fn sigterm_checkpoints_and_the_restarted_server_answers_at_once() {
         let c = s.admin().await;
         // Before any ping: every vehicle's position and ETAs as they were.
         assert_eq!(vehicles(&c, 30).await, before, "state after restart");
-        let Response::Stop(view) = c.call(&Request::GetStop { stop: done_stop }).await.unwrap()
+        let Response::Stop(view) = c
+            .call(&Request::GetStop {
+                stop: done_stop.to_string(),
+            })
+            .await
+            .unwrap()
         else {
             panic!()
         };
@@ -162,14 +174,22 @@ fn sigterm_checkpoints_and_the_restarted_server_answers_at_once() {
         // The customer's link still works, for its stop only.
         let t = Client::connect(&s.target(&tracking.0)).await.unwrap();
         let Response::Stop(view) = t
-            .call(&Request::GetStop { stop: tracking.1 })
+            .call(&Request::GetStop {
+                stop: tracking.1.to_string(),
+            })
             .await
             .unwrap()
         else {
             panic!()
         };
-        assert_eq!(view.stop, tracking.1);
-        assert!(t.call(&Request::GetStop { stop: done_stop }).await.is_err());
+        assert_eq!(view.stop, tracking.1.to_string());
+        assert!(
+            t.call(&Request::GetStop {
+                stop: done_stop.to_string()
+            })
+            .await
+            .is_err()
+        );
         // A subscriber resuming from 0 gets the same log, and new events
         // continue its numbering.
         let mut again = BTreeMap::new();
@@ -184,7 +204,7 @@ fn sigterm_checkpoints_and_the_restarted_server_answers_at_once() {
     // The day's matched path, from the store, as GeoJSON: as long as the
     // vehicle's odometer says it drove, and in time order.
     for v in [3u64, 17] {
-        let o = lastmile(&s.cli(&["history", "--vehicle", &v.to_string()]));
+        let o = lastmile(&s.cli(&["history", "--vehicle", &veh(v)]));
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let g: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         let features = g["features"].as_array().unwrap();
@@ -220,7 +240,7 @@ fn sigterm_checkpoints_and_the_restarted_server_answers_at_once() {
         let o = lastmile(&s.cli(&[
             "history",
             "--vehicle",
-            &v.to_string(),
+            &veh(v),
             "--from",
             &mid.to_string(),
             "--csv",
@@ -284,11 +304,19 @@ fn kill_9_at_random_moments_loses_no_acknowledged_command_nor_seen_event() {
             let c = s.admin().await;
             // Everything acknowledged before is still there.
             for (&id, &(vehicle, completed)) in &acked {
-                let r = c.call(&Request::GetStop { stop: id }).await;
+                let r = c
+                    .call(&Request::GetStop {
+                        stop: id.to_string(),
+                    })
+                    .await;
                 let Ok(Response::Stop(view)) = r else {
                     panic!("round {round}: acknowledged stop {id} lost: {r:?}")
                 };
-                assert_eq!(view.vehicle, vehicle, "round {round}: stop {id}");
+                assert_eq!(
+                    view.vehicle,
+                    vehicle.to_string(),
+                    "round {round}: stop {id}"
+                );
                 if completed {
                     assert_eq!(view.status, StopStatusCode::Completed, "stop {id}");
                 }
@@ -327,7 +355,7 @@ fn kill_9_at_random_moments_loses_no_acknowledged_command_nor_seen_event() {
                         async move {
                             let answer = tokio::time::timeout(
                                 Duration::from_millis(500),
-                                call_on(&conn, &req),
+                                call_on(&conn, Version::LATEST, &req),
                             );
                             matches!(answer.await, Ok(Ok(_)))
                         }
@@ -336,7 +364,7 @@ fn kill_9_at_random_moments_loses_no_acknowledged_command_nor_seen_event() {
                         let id = next.fetch_add(1, Relaxed);
                         let vehicle = id % 30;
                         let add = Request::AddStop {
-                            vehicle,
+                            vehicle: vehicle.to_string(),
                             time_ms: NO_TIME,
                             index: AT_END,
                             stop: stop(id, points[(id as usize) % points.len()]),
@@ -346,9 +374,9 @@ fn kill_9_at_random_moments_loses_no_acknowledged_command_nor_seen_event() {
                         }
                         acked_now.lock().unwrap().push((id, vehicle, false));
                         let done = Request::Complete {
-                            vehicle,
+                            vehicle: vehicle.to_string(),
                             time_ms: NO_TIME,
-                            stop: id,
+                            stop: id.to_string(),
                             proof: WireProof::default(),
                         };
                         if id.is_multiple_of(3) && call(done).await {
@@ -386,10 +414,15 @@ fn kill_9_at_random_moments_loses_no_acknowledged_command_nor_seen_event() {
     rt().block_on(async {
         let c = s.admin().await;
         for (&id, &(vehicle, completed)) in &acked {
-            let Ok(Response::Stop(view)) = c.call(&Request::GetStop { stop: id }).await else {
+            let Ok(Response::Stop(view)) = c
+                .call(&Request::GetStop {
+                    stop: id.to_string(),
+                })
+                .await
+            else {
                 panic!("acknowledged stop {id} lost")
             };
-            assert_eq!(view.vehicle, vehicle);
+            assert_eq!(view.vehicle, vehicle.to_string());
             if completed {
                 assert_eq!(view.status, StopStatusCode::Completed);
             }
@@ -424,7 +457,7 @@ fn stops_closed_long_ago_are_answered_from_the_store() {
             let mut plan = stop(42, point);
             plan.window_end_ms = closed_ms + 600_000;
             c.call(&Request::AddStop {
-                vehicle: 7,
+                vehicle: 7.to_string(),
                 time_ms: closed_ms - 60_000,
                 index: AT_END,
                 stop: plan.clone(),
@@ -436,9 +469,9 @@ fn stops_closed_long_ago_are_answered_from_the_store() {
                 ..WireProof::default()
             };
             c.call(&Request::Complete {
-                vehicle: 7,
+                vehicle: 7.to_string(),
                 time_ms: closed_ms,
-                stop: 42,
+                stop: 42.to_string(),
                 proof,
             })
             .await
@@ -446,18 +479,24 @@ fn stops_closed_long_ago_are_answered_from_the_store() {
             // A ping gives the server its event time (now); the next ticks
             // drop the stop, closed an hour before, from memory.
             let mut ping_client = s.admin().await;
+            bind_numbers(&ping_client, &[7]).await;
             let _acks = ping_client.take_control();
             let mut pings = ping_client.ping_stream().await.unwrap();
             let now = ping_at(7, closed_ms + 3_590_000, point);
             pings.send(1, &[now]).await.unwrap();
             eventually("the engine to forget the stop", async || {
-                let r = c.request(&Request::GetStop { stop: 42 }).await.unwrap();
+                let r = c
+                    .request(&Request::GetStop {
+                        stop: 42.to_string(),
+                    })
+                    .await
+                    .unwrap();
                 match r {
                     Response::Stop(v) => {
                         store && v.lat_e7 == plan.lat_e7 && {
                             // Answered by the store once the engine forgot it:
                             // the same record as the engine's.
-                            assert_eq!(v.vehicle, 7);
+                            assert_eq!(v.vehicle, "7");
                             assert_eq!(v.status, StopStatusCode::Completed);
                             assert_eq!(v.closed_ms, closed_ms);
                             assert_eq!(v.outcome_text, "signed by J. Doe");

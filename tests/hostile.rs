@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::server::{ServerExt, T0_MS, eventually, ping, rt, serve};
+use common::server::{ServerExt, T0_MS, bind_numbers, eventually, ping, rt, serve};
 use common::tmpdir;
 use lastmile_ingest::client::{Client, Control, ServerError};
 use lastmile_ingest::protocol::{ErrorCode, PingRecord, Request, Response};
@@ -57,6 +57,7 @@ fn every_class_of_bad_ping_is_refused_and_counted_by_reason() {
     let s = serve(&dir, "", "");
     rt().block_on(async {
         let mut c = s.admin().await;
+        bind_numbers(&c, &[30]).await;
         let mut control = c.take_control();
         let mut st = c.ping_stream().await.unwrap();
         // Good pings first: they set the event-time watermark.
@@ -99,7 +100,12 @@ fn every_class_of_bad_ping_is_refused_and_counted_by_reason() {
             s.stats().await["engine_pings_processed"] == 3
         })
         .await;
-        let Response::Vehicle(v) = c.call(&Request::GetVehicle { vehicle: 30 }).await.unwrap()
+        let Response::Vehicle(v) = c
+            .call(&Request::GetVehicle {
+                vehicle: 30.to_string(),
+            })
+            .await
+            .unwrap()
         else {
             panic!()
         };

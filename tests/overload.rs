@@ -9,7 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::server::{ServerExt, T0_MS, eventually, ping, rt, serve, simulate};
+use common::server::{ServerExt, T0_MS, bind_numbers, eventually, ping, rt, serve, simulate};
 use common::{lastmile, stdout, tmpdir};
 use lastmile_ingest::client::Control;
 use lastmile_ingest::protocol::{Request, Response};
@@ -72,6 +72,7 @@ fn overload_is_shed_within_the_memory_bound_and_the_server_recovers() {
         assert_eq!(st["memory_episodes"], 0, "never needed the guard");
         // Recovered: a new vehicle's pings are acknowledged and applied at once.
         let mut c = s.admin().await;
+        bind_numbers(&c, &[900]).await;
         let mut control = c.take_control();
         let mut stream = c.ping_stream().await.unwrap();
         let t = Instant::now();
@@ -79,7 +80,7 @@ fn overload_is_shed_within_the_memory_bound_and_the_server_recovers() {
         let ack = tokio::time::timeout(Duration::from_secs(5), control.recv()).await;
         assert!(matches!(ack, Ok(Some(Control::Ack(a))) if a.accepted == 2));
         eventually("vehicle 900 applied", async || {
-            matches!(c.call(&Request::GetVehicle { vehicle: 900 }).await, Ok(Response::Vehicle(v)) if v.time_ms == T0_MS + 5000)
+            matches!(c.call(&Request::GetVehicle { vehicle: 900.to_string() }).await, Ok(Response::Vehicle(v)) if v.time_ms == T0_MS + 5000)
         })
         .await;
         assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
@@ -97,6 +98,7 @@ fn over_the_memory_bound_pings_wait_or_are_shed_and_queries_answer() {
         })
         .await;
         let mut c = s.admin().await;
+        bind_numbers(&c, &[5, 6]).await;
         let mut control = c.take_control();
         c.send_datagram(&[ping(5, 0), ping(5, 1), ping(5, 2)])
             .await
@@ -115,7 +117,11 @@ fn over_the_memory_bound_pings_wait_or_are_shed_and_queries_answer() {
         assert_eq!(st["memory_bound_bytes"], 1 << 20);
         assert_eq!(st["pings_accepted"], 0);
         assert!(
-            c.call(&Request::GetVehicle { vehicle: 5 }).await.is_err(),
+            c.call(&Request::GetVehicle {
+                vehicle: 5.to_string()
+            })
+            .await
+            .is_err(),
             "nothing of the shed pings applied"
         );
     });

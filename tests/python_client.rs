@@ -36,11 +36,11 @@ fn the_python_client_talks_to_a_real_server() {
     let client_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/python");
     for (vehicle, trust) in [
         (
-            "1",
+            "veh-00001",
             vec!["--fingerprint".to_string(), s.fingerprint.clone()],
         ),
         (
-            "2",
+            "veh-00002",
             vec![
                 "--cafile".to_string(),
                 s.data.join("dev-cert.pem").display().to_string(),

@@ -7,14 +7,17 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::server::{ServerExt, T0_MS, eventually, ping, rt, serve, serve_with, simulate};
+use common::server::{
+    ServerExt, T0_MS, bind_numbers, eventually, ping, rt, serve, serve_with, simulate, veh,
+};
 use common::{lastmile, stdout, tmpdir};
 use lastmile_ingest::client::{Client, Control, ServerError};
 use lastmile_ingest::protocol::{
     ErrorCode, FROM_NOW, FrameType, Hello, NO_TIME, PingBatch, PingRecord, Request, Response,
-    VERSION, WireStop, write_frame,
+    VERSION, Version, WireStop, write_frame,
 };
 use lastmile_ingest::tls::Trust;
+use serde_json::json;
 
 fn code_of(e: &anyhow::Error) -> Option<ErrorCode> {
     e.downcast_ref::<ServerError>().and_then(ServerError::code)
@@ -61,15 +64,17 @@ fn a_replayed_day_gives_etas_and_an_expected_late_event() {
         // after the vehicle's last ping.
         let mut with_eta = 0;
         for v in 0..30u64 {
-            let Response::Vehicle(snap) =
-                c.call(&Request::GetVehicle { vehicle: v }).await.unwrap()
+            let Response::Vehicle(snap) = c
+                .call(&Request::GetVehicle { vehicle: veh(v) })
+                .await
+                .unwrap()
             else {
                 panic!()
             };
             assert!(snap.has_position, "vehicle {v}");
             for st in snap.stops.iter().filter(|st| st.status as u8 <= 1) {
                 assert!(
-                    st.eta_ms >= snap.time_ms - 1000,
+                    st.eta.eta_ms >= snap.time_ms - 1000,
                     "vehicle {v} stop {}: eta before now",
                     st.stop
                 );
@@ -79,7 +84,10 @@ fn a_replayed_day_gives_etas_and_an_expected_late_event() {
         assert!(with_eta > 0, "no remaining stop has an ETA");
 
         // A stop promised for a minute from now, kilometres away: `late`.
-        let Response::Vehicle(v3) = c.call(&Request::GetVehicle { vehicle: 3 }).await.unwrap()
+        let Response::Vehicle(v3) = c
+            .call(&Request::GetVehicle { vehicle: veh(3) })
+            .await
+            .unwrap()
         else {
             panic!()
         };
@@ -87,13 +95,13 @@ fn a_replayed_day_gives_etas_and_an_expected_late_event() {
             .subscribe(&Request::Subscribe {
                 from: FROM_NOW,
                 kinds: 1 << 2,
-                vehicles: vec![3],
+                vehicles: vec![veh(3)],
                 stops: vec![],
             })
             .await
             .unwrap();
         let far = WireStop {
-            id: 999_001,
+            id: 999_001.to_string(),
             lat_e7: v3.lat_e7 + 200_000 * if v3.lat_e7 > 470_000_000 { -1 } else { 1 },
             lon_e7: v3.lon_e7,
             window_start_ms: v3.time_ms,
@@ -102,7 +110,7 @@ fn a_replayed_day_gives_etas_and_an_expected_late_event() {
             customer_ref: "late-order".into(),
         };
         c.call(&Request::AssignRoute {
-            vehicle: 3,
+            vehicle: veh(3),
             time_ms: v3.time_ms,
             stops: vec![far],
         })
@@ -117,20 +125,40 @@ fn a_replayed_day_gives_etas_and_an_expected_late_event() {
             panic!("{frame:?}")
         };
         assert_eq!(evs[0].kind, 2, "late");
-        assert_eq!(evs[0].stop, Some(999_001));
+        assert_eq!(evs[0].stop.as_deref(), Some("999001"));
         assert!(evs[0].value > evs[0].reference, "ETA after window end");
 
         // The stop's own view says so too, and the CLI reads it.
-        let Response::Stop(view) = c.call(&Request::GetStop { stop: 999_001 }).await.unwrap()
+        let Response::Stop(view) = c
+            .call(&Request::GetStop {
+                stop: 999_001.to_string(),
+            })
+            .await
+            .unwrap()
         else {
             panic!()
         };
-        assert!(view.late && view.eta_ms > view.window_end_ms);
+        assert!(view.late && view.eta.eta_ms > view.window_end_ms);
         assert_eq!(view.customer_ref, "late-order");
     });
     let o = lastmile(&s.cli(&["eta", "--stop", "999001", "--json"]));
     let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     assert_eq!(v["late"], true);
+    // The user's own ids, as the CSVs name them: a stop of the stops CSV
+    // and a vehicle of the trace.
+    let o = lastmile(&s.cli(&["eta", "--stop", "veh-00004-s000", "--json"]));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(
+        (&v["stop"], &v["vehicle"]),
+        (&json!("veh-00004-s000"), &json!("veh-00004"))
+    );
+    assert!(v["eta_state"].is_string(), "{v}");
+    let o = lastmile(&s.cli(&["eta", "--vehicle", "veh-00004", "--json"]));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["vehicle"], "veh-00004");
+    assert_eq!(v["stops"][0]["stop"], "veh-00004-s000");
     let o = lastmile(&s.cli(&[
         "watch", "--from", "0", "--kind", "late", "--count", "1", "--json",
     ]));
@@ -178,23 +206,27 @@ fn wrong_tokens_are_refused_with_a_code_and_counted() {
 }
 
 #[test]
-fn roles_and_fleets_scope_every_request() {
+/// Roles and fleets on protocol version 1: numeric ids, a fleet's numbers
+/// in its configured ranges are its vehicles, and any other number is a
+/// name of its own (never another fleet's vehicle of that number).
+fn roles_and_fleets_scope_every_request_in_version_1() {
     let dir = tmpdir("svc-scope");
     let s = serve(&dir, "", "");
     rt().block_on(async {
-        let device = Client::connect(&s.target("acme-device-token-000001"))
+        let device = Client::connect(&s.target_v1("acme-device-token-000001"))
             .await
             .unwrap();
-        let reader = Client::connect(&s.target("acme-reader-token-000001"))
+        let reader = Client::connect(&s.target_v1("acme-reader-token-000001"))
             .await
             .unwrap();
-        let dispatcher = Client::connect(&s.target("acme-dispatcher-token-01"))
+        let dispatcher = Client::connect(&s.target_v1("acme-dispatcher-token-01"))
             .await
             .unwrap();
         assert_eq!(dispatcher.welcome.fleet, "acme");
+        assert_eq!(dispatcher.welcome.version, 1);
 
-        // A device sending for another fleet's vehicle: that record refused
-        // and counted, its own accepted.
+        // A device sending for another fleet's vehicle (a number acme has
+        // not named): that record refused and counted, its own accepted.
         let mut device = device;
         let mut control = device.take_control();
         let mut st = device.ping_stream().await.unwrap();
@@ -217,10 +249,24 @@ fn roles_and_fleets_scope_every_request() {
                 Some(ErrorCode::Forbidden)
             )
         };
-        forbidden(device.call(&Request::GetVehicle { vehicle: 5 }).await);
-        forbidden(reader.call(&Request::GetVehicle { vehicle: 1500 }).await);
+        forbidden(
+            device
+                .call(&Request::GetVehicle {
+                    vehicle: 5.to_string(),
+                })
+                .await,
+        );
+        // Globex's 1500 is, to acme, a vehicle that does not exist.
+        let e = reader
+            .call(&Request::GetVehicle {
+                vehicle: 1500.to_string(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(code_of(&e), Some(ErrorCode::NotFound));
+        assert!(e.to_string().contains("no vehicle 1500"), "{e:#}");
         let stop = WireStop {
-            id: 42,
+            id: 42.to_string(),
             lat_e7: 470_000_000,
             lon_e7: 80_000_000,
             window_start_ms: NO_TIME,
@@ -231,16 +277,7 @@ fn roles_and_fleets_scope_every_request() {
         forbidden(
             reader
                 .call(&Request::AssignRoute {
-                    vehicle: 5,
-                    time_ms: NO_TIME,
-                    stops: vec![stop.clone()],
-                })
-                .await,
-        );
-        forbidden(
-            dispatcher
-                .call(&Request::AssignRoute {
-                    vehicle: 1500,
+                    vehicle: 5.to_string(),
                     time_ms: NO_TIME,
                     stops: vec![stop.clone()],
                 })
@@ -251,17 +288,42 @@ fn roles_and_fleets_scope_every_request() {
                 .subscribe(&Request::Subscribe {
                     from: FROM_NOW,
                     kinds: 0,
-                    vehicles: vec![1500],
+                    vehicles: vec![1500.to_string()],
                     stops: vec![]
                 })
                 .await
                 .is_err()
         );
+        // A route for "1500" in acme is a vehicle of acme's own.
+        dispatcher
+            .call(&Request::AssignRoute {
+                vehicle: 1500.to_string(),
+                time_ms: NO_TIME,
+                stops: vec![WireStop {
+                    id: 41.to_string(),
+                    ..stop.clone()
+                }],
+            })
+            .await
+            .unwrap();
+        let Response::Vehicle(own) = dispatcher
+            .call(&Request::GetVehicle {
+                vehicle: 1500.to_string(),
+            })
+            .await
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(own.vehicle, "1500");
+        assert_eq!(own.stops.len(), 1);
 
-        // Readers see their own vehicles only.
+        // Readers see their own vehicles only (acme's 1500 has no position yet).
         eventually("vehicle 5 known", async || {
             reader
-                .call(&Request::GetVehicle { vehicle: 5 })
+                .call(&Request::GetVehicle {
+                    vehicle: 5.to_string(),
+                })
                 .await
                 .is_ok()
         })
@@ -274,6 +336,7 @@ fn roles_and_fleets_scope_every_request() {
         };
         // The admin's device adds a globex vehicle; the acme reader must not see it.
         let admin = s.admin().await;
+        bind_numbers(&admin, &[1500]).await;
         let mut adm_stream = admin.ping_stream().await.unwrap();
         adm_stream.send(1, &[ping(1500, 0)]).await.unwrap();
         eventually("both fleets indexed", async || {
@@ -286,7 +349,7 @@ fn roles_and_fleets_scope_every_request() {
         let Response::Vehicles { found, .. } = reader.call(&all_of_it).await.unwrap() else {
             panic!()
         };
-        let mut seen: Vec<u64> = found.iter().map(|f| f.vehicle).collect();
+        let mut seen: Vec<u64> = found.iter().map(|f| f.vehicle.parse().unwrap()).collect();
         seen.sort_unstable();
         assert_eq!(seen, vec![5, 6]);
         let Response::Vehicles { found, .. } = reader
@@ -300,17 +363,22 @@ fn roles_and_fleets_scope_every_request() {
         else {
             panic!()
         };
-        assert!(found.iter().all(|f| f.vehicle < 1000) && found.len() == 2);
+        assert!(
+            found
+                .iter()
+                .all(|f| f.vehicle.parse::<u64>().unwrap() < 1000)
+                && found.len() == 2
+        );
 
         // A dispatcher's stop, and a customer's tracking token for it.
         dispatcher
             .call(&Request::AssignRoute {
-                vehicle: 5,
+                vehicle: 5.to_string(),
                 time_ms: NO_TIME,
                 stops: vec![
                     stop.clone(),
                     WireStop {
-                        id: 43,
+                        id: 43.to_string(),
                         ..stop.clone()
                     },
                 ],
@@ -319,7 +387,7 @@ fn roles_and_fleets_scope_every_request() {
             .unwrap();
         let Response::TrackingToken { token, .. } = dispatcher
             .call(&Request::CreateTrackingToken {
-                stop: 42,
+                stop: 42.to_string(),
                 ttl_s: 3600,
             })
             .await
@@ -328,13 +396,30 @@ fn roles_and_fleets_scope_every_request() {
             panic!()
         };
         let customer = Client::connect(&s.target(&token)).await.unwrap();
-        let Response::Stop(view) = customer.call(&Request::GetStop { stop: 42 }).await.unwrap()
+        let Response::Stop(view) = customer
+            .call(&Request::GetStop {
+                stop: 42.to_string(),
+            })
+            .await
+            .unwrap()
         else {
             panic!()
         };
-        assert_eq!(view.vehicle, 5);
-        forbidden(customer.call(&Request::GetStop { stop: 43 }).await);
-        forbidden(customer.call(&Request::GetVehicle { vehicle: 5 }).await);
+        assert_eq!(view.vehicle, "5");
+        forbidden(
+            customer
+                .call(&Request::GetStop {
+                    stop: 43.to_string(),
+                })
+                .await,
+        );
+        forbidden(
+            customer
+                .call(&Request::GetVehicle {
+                    vehicle: 5.to_string(),
+                })
+                .await,
+        );
         forbidden(
             customer
                 .call(&Request::Nearest {
@@ -350,7 +435,7 @@ fn roles_and_fleets_scope_every_request() {
                     from: FROM_NOW,
                     kinds: 0,
                     vehicles: vec![],
-                    stops: vec![42]
+                    stops: vec![42.to_string()]
                 })
                 .await
                 .is_ok()
@@ -359,9 +444,9 @@ fn roles_and_fleets_scope_every_request() {
         // Command errors carry their own codes.
         let e = dispatcher
             .call(&Request::RemoveStop {
-                vehicle: 5,
+                vehicle: 5.to_string(),
                 time_ms: NO_TIME,
-                stop: 77,
+                stop: 77.to_string(),
             })
             .await
             .err()
@@ -369,7 +454,7 @@ fn roles_and_fleets_scope_every_request() {
         assert_eq!(code_of(&e), Some(ErrorCode::UnknownStop));
         let e = dispatcher
             .call(&Request::AddStop {
-                vehicle: 5,
+                vehicle: 5.to_string(),
                 time_ms: NO_TIME,
                 index: 0,
                 stop: WireStop {
@@ -384,7 +469,7 @@ fn roles_and_fleets_scope_every_request() {
 
         let st = s.stats().await;
         assert_eq!(st["pings_out_of_scope"], 1);
-        assert!(st["forbidden"] >= 8, "{st:?}");
+        assert!(st["forbidden"] >= 6, "{st:?}");
     });
 }
 
@@ -414,25 +499,25 @@ fn another_fleets_stops_answer_exactly_as_missing_ones() {
         // Globex holds stops 500 (open) and 501 (closed); acme holds 42.
         globex
             .call(&Request::AssignRoute {
-                vehicle: 1500,
+                vehicle: 1500.to_string(),
                 time_ms: NO_TIME,
-                stops: vec![stop(500), stop(501)],
+                stops: vec![stop(500.to_string()), stop(501.to_string())],
             })
             .await
             .unwrap();
         globex
             .call(&Request::Fail {
-                vehicle: 1500,
+                vehicle: 1500.to_string(),
                 time_ms: NO_TIME,
-                stop: 501,
+                stop: 501.to_string(),
                 reason: "closed".into(),
             })
             .await
             .unwrap();
         acme.call(&Request::AssignRoute {
-            vehicle: 5,
+            vehicle: 5.to_string(),
             time_ms: NO_TIME,
-            stops: vec![stop(42)],
+            stops: vec![stop(42.to_string())],
         })
         .await
         .unwrap();
@@ -441,38 +526,40 @@ fn another_fleets_stops_answer_exactly_as_missing_ones() {
         // message but for the id.
         let asks = |id: u64| {
             vec![
-                Request::GetStop { stop: id },
+                Request::GetStop {
+                    stop: id.to_string(),
+                },
                 Request::CreateTrackingToken {
-                    stop: id,
+                    stop: id.to_string(),
                     ttl_s: 600,
                 },
                 Request::Reassign {
-                    stop: id,
-                    to_vehicle: 5,
+                    stop: id.to_string(),
+                    to_vehicle: 5.to_string(),
                     time_ms: NO_TIME,
                     index: 0,
                 },
                 Request::RemoveStop {
-                    vehicle: 5,
+                    vehicle: 5.to_string(),
                     time_ms: NO_TIME,
-                    stop: id,
+                    stop: id.to_string(),
                 },
                 Request::Complete {
-                    vehicle: 5,
+                    vehicle: 5.to_string(),
                     time_ms: NO_TIME,
-                    stop: id,
+                    stop: id.to_string(),
                     proof: Default::default(),
                 },
                 Request::Fail {
-                    vehicle: 5,
+                    vehicle: 5.to_string(),
                     time_ms: NO_TIME,
-                    stop: id,
+                    stop: id.to_string(),
                     reason: "x".into(),
                 },
                 Request::Reorder {
-                    vehicle: 5,
+                    vehicle: 5.to_string(),
                     time_ms: NO_TIME,
-                    order: vec![42, id],
+                    order: vec![42.to_string(), id.to_string()],
                 },
             ]
         };
@@ -497,10 +584,16 @@ fn another_fleets_stops_answer_exactly_as_missing_ones() {
             }
         }
         // Nothing of globex's changed.
-        let Response::Stop(v) = globex.call(&Request::GetStop { stop: 500 }).await.unwrap() else {
+        let Response::Stop(v) = globex
+            .call(&Request::GetStop {
+                stop: 500.to_string(),
+            })
+            .await
+            .unwrap()
+        else {
             panic!()
         };
-        assert_eq!(v.vehicle, 1500);
+        assert_eq!(v.vehicle, "1500");
     });
 }
 
@@ -510,6 +603,7 @@ fn malformed_frames_close_the_stream_or_connection_and_nothing_else() {
     let s = serve(&dir, "", "");
     rt().block_on(async {
         let mut c = s.admin().await;
+        bind_numbers(&c, &[10]).await;
         let mut control = c.take_control();
         // Accepted before the damage: must survive it.
         let mut good = c.ping_stream().await.unwrap();
@@ -533,7 +627,7 @@ fn malformed_frames_close_the_stream_or_connection_and_nothing_else() {
         let (mut send, mut recv) = c.connection().open_bi().await.unwrap();
         send.write_all(&[0, 0, 0, 2, 0x20, 0, 0, 0]).await.unwrap();
         let resp = recv.read_to_end(1 << 16).await.unwrap();
-        let Response::Error { code, .. } = Response::decode(u16::from_le_bytes([resp[4], resp[5]]), &resp[8..]).unwrap() else { panic!() };
+        let Response::Error { code, .. } = Response::decode(Version::LATEST, u16::from_le_bytes([resp[4], resp[5]]), &resp[8..]).unwrap() else { panic!() };
         assert_eq!(code, ErrorCode::FrameTooLarge as u16);
         // A request whose payload is cut short.
         let (mut send, mut recv) = c.connection().open_bi().await.unwrap();
@@ -563,7 +657,7 @@ fn malformed_frames_close_the_stream_or_connection_and_nothing_else() {
         let raw = ep.connect(s.addr.parse().unwrap(), "localhost").unwrap().await.unwrap();
         let (mut send, mut recv) = raw.open_bi().await.unwrap();
         let mut buf = Vec::new();
-        Request::GetStats.encode(&mut buf);
+        Request::GetStats.encode(Version::LATEST, &mut buf);
         send.write_all(&buf).await.unwrap();
         let resp = recv.read_to_end(1 << 16).await.unwrap();
         assert_eq!(u16::from_le_bytes([resp[8], resp[9]]), ErrorCode::ProtocolViolation as u16);
@@ -577,7 +671,7 @@ fn malformed_frames_close_the_stream_or_connection_and_nothing_else() {
         assert_eq!(st["oversized_frames"], 1);
         assert_eq!(st["protocol_violations"], 2);
         assert_eq!(st["datagrams_dropped"], 1);
-        let Response::Vehicle(v) = s.admin().await.call(&Request::GetVehicle { vehicle: 10 }).await.unwrap() else { panic!() };
+        let Response::Vehicle(v) = s.admin().await.call(&Request::GetVehicle { vehicle: 10.to_string() }).await.unwrap() else { panic!() };
         assert_eq!(v.time_ms, T0_MS + 10_000);
     });
 }
@@ -662,9 +756,9 @@ fn every_pings_frame_is_acknowledged_and_frames_out_of_place_are_violations() {
         for time_ms in [-5, 1, i64::MAX, i64::MIN] {
             let e = c
                 .call(&Request::Fail {
-                    vehicle: 5,
+                    vehicle: 5.to_string(),
                     time_ms,
-                    stop: 1,
+                    stop: 1.to_string(),
                     reason: "x".into(),
                 })
                 .await
@@ -685,6 +779,7 @@ fn every_pings_frame_is_acknowledged_and_frames_out_of_place_are_violations() {
             .await
             .unwrap();
         assert!(sub.next_id < 1_000_000, "next_id {}", sub.next_id);
+        bind_numbers(&c, &[30]).await;
         let mut st = c.ping_stream().await.unwrap();
         st.send(5, &[ping(30, 0)]).await.unwrap();
         let got = tokio::time::timeout(Duration::from_secs(10), sub.next())
@@ -731,11 +826,13 @@ fn a_client_gone_mid_batch_leaves_nothing_half_applied() {
         });
         // Stream finished mid-frame.
         let c = s.admin().await;
+        bind_numbers(&c, &[20]).await;
         let mut st = c.ping_stream().await.unwrap();
         st.send_raw(&frame[..frame.len() / 2]).await.unwrap();
         st.finish().await.unwrap();
         // Connection dropped mid-frame.
         let c2 = s.admin().await;
+        bind_numbers(&c2, &[21]).await;
         let mut st = c2.ping_stream().await.unwrap();
         let other: Vec<PingRecord> = (0..500).map(|k| ping(21, k)).collect();
         let mut frame2 = Vec::new();
@@ -749,17 +846,24 @@ fn a_client_gone_mid_batch_leaves_nothing_half_applied() {
         // A complete batch after both; once it is processed, the others
         // would have been too (one shard, in order).
         let mut c3 = s.admin().await;
+        bind_numbers(&c3, &[22]).await;
         let mut control = c3.take_control();
         let mut st = c3.ping_stream().await.unwrap();
         st.send(9, &[ping(22, 0)]).await.unwrap();
         assert!(matches!(next_control(&mut control).await, Control::Ack(a) if a.accepted == 1));
         eventually("vehicle 22", async || {
-            c3.call(&Request::GetVehicle { vehicle: 22 }).await.is_ok()
+            c3.call(&Request::GetVehicle {
+                vehicle: 22.to_string(),
+            })
+            .await
+            .is_ok()
         })
         .await;
         for v in [20, 21] {
             let e = c3
-                .call(&Request::GetVehicle { vehicle: v })
+                .call(&Request::GetVehicle {
+                    vehicle: v.to_string(),
+                })
                 .await
                 .expect_err("never applied");
             assert_eq!(code_of(&e), Some(ErrorCode::NotFound));
@@ -908,7 +1012,11 @@ fn overload_is_shed_on_datagrams_pushed_back_on_streams_and_survived() {
         assert_eq!(st["pings_shed"], shed);
         // Still answering.
         let c = s.admin().await;
-        assert!(c.call(&Request::GetVehicle { vehicle: 1 }).await.is_ok());
+        assert!(
+            c.call(&Request::GetVehicle { vehicle: veh(1) })
+                .await
+                .is_ok()
+        );
     });
 }
 

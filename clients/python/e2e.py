@@ -12,10 +12,6 @@ import sys
 from lastmile_client import Client, Ping, Stop, ServerError
 
 
-def digits(s: str) -> int:
-    return int("".join(c for c in s if c.isdigit()))
-
-
 def parse_time_ms(s: str) -> int:
     return int(round(float(s) * 1000))
 
@@ -28,15 +24,15 @@ async def main():
     ap.add_argument("--fingerprint")
     ap.add_argument("--trace", required=True)
     ap.add_argument("--stops", required=True)
-    ap.add_argument("--vehicle", type=int, default=1)
+    ap.add_argument("--vehicle", default="veh-00001", help="a vehicle_id of the trace and stops CSVs")
     a = ap.parse_args()
     host, port = a.server.rsplit(":", 1)
 
     with open(a.trace) as f:
-        pings = [r for r in csv.DictReader(f) if digits(r["vehicle_id"]) == a.vehicle]
+        pings = [r for r in csv.DictReader(f) if r["vehicle_id"] == a.vehicle]
     pings.sort(key=lambda r: float(r["timestamp"]))
     with open(a.stops) as f:
-        stops = [r for r in csv.DictReader(f) if digits(r["vehicle_id"]) == a.vehicle]
+        stops = [r for r in csv.DictReader(f) if r["vehicle_id"] == a.vehicle]
     stops.sort(key=lambda r: int(r["seq"]))
     assert pings and stops, "vehicle has no pings or stops"
 
@@ -49,13 +45,15 @@ async def main():
 
     c = await Client.connect(host, int(port), a.token, cafile=a.cafile, fingerprint=a.fingerprint)
     t0 = parse_time_ms(pings[0]["timestamp"])
-    route = [Stop(digits(s["stop_id"]), float(s["lat"]), float(s["lon"]),
+    route = [Stop(s["stop_id"], float(s["lat"]), float(s["lon"]),
                   parse_time_ms(s["window_start"]), parse_time_ms(s["window_end"]), float(s["service_s"] or 0),
                   f"py-{s['seq']}") for s in stops]
     sub = await c.subscribe(vehicles=[a.vehicle])
     await c.assign_route(a.vehicle, route, time_ms=t0)
 
-    records = [Ping(a.vehicle, parse_time_ms(r["timestamp"]), float(r["lat"]), float(r["lon"]),
+    # Pings carry alias 0, bound to the vehicle's name on this connection.
+    await c.bind({0: a.vehicle})
+    records = [Ping(0, parse_time_ms(r["timestamp"]), float(r["lat"]), float(r["lon"]),
                     float(r["speed"]) if r.get("speed") else None,
                     float(r["heading"]) if r.get("heading") else None) for r in pings]
     stream = c.open_ping_stream()

@@ -1,13 +1,16 @@
 """A Python client for lastmile, written from PROTOCOL.md alone.
 
-Speaks the lastmile/1 protocol over QUIC with aioquic: HELLO on the control
-stream, pings on unidirectional streams (acknowledged) or as datagrams,
-requests on bidirectional streams, event subscriptions.
+Speaks version 2 of the lastmile protocol over QUIC with aioquic: HELLO on
+the control stream, pings on unidirectional streams (acknowledged) or as
+datagrams, requests on bidirectional streams, event subscriptions.
+Vehicles and stops are named by the fleet's own strings; a ping carries a
+per-connection alias bound to its vehicle's name with BIND.
 
     client = await Client.connect("127.0.0.1", 4433, token, cafile="dev-cert.pem")
-    await client.send_pings(1, [Ping(7, 1767225600000, 43.73, 7.42)])
+    await client.bind({0: "van-42"})
+    client.send_pings(client.open_ping_stream(), 1, [Ping(0, 1767225600000, 43.73, 7.42)])
     ack = await client.next_control()
-    vehicle = await client.get_vehicle(7)
+    vehicle = await client.get_vehicle("van-42")
 """
 
 from __future__ import annotations
@@ -25,14 +28,14 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import ConnectionTerminated, HandshakeCompleted, StreamDataReceived
 
 ALPN = "lastmile/1"
-VERSION = 1
+VERSION = 2
 ABSENT = 0xFFFF
 FROM_NOW = 0xFFFFFFFFFFFFFFFF
 AT_END = 0xFFFFFFFF
 
 # Frame types (PROTOCOL.md section 4).
 HELLO, WELCOME = 0x0001, 0x0002
-PINGS, ACK = 0x0010, 0x0011
+PINGS, ACK, BIND = 0x0010, 0x0011, 0x0012
 GET_VEHICLE, VEHICLE, GET_STOP, STOP = 0x0020, 0x0021, 0x0022, 0x0023
 NEAREST, IN_BOX, VEHICLES = 0x0024, 0x0025, 0x0026
 ASSIGN_ROUTE, ADD_STOP, REMOVE_STOP, REORDER = 0x0030, 0x0031, 0x0032, 0x0033
@@ -48,6 +51,9 @@ EVENT_KINDS = {
     16: "stop_unreachable",
 }
 STOP_STATUS = ["pending", "next", "arrived", "completed", "failed"]
+ETA_STATE = ["unknown", "known", "unreachable"]
+MATCH_STATUS = ["none", "matched", "reset", "unmatched", "outlier", "out_of_order", "duplicate",
+                "invalid", "break"]
 
 
 class ServerError(Exception):
@@ -95,7 +101,7 @@ def e7(deg: float) -> int:
 
 @dataclass
 class Ping:
-    vehicle: int
+    vehicle: int  # the alias BIND gave the vehicle's name on this connection
     time_ms: int
     lat: float
     lon: float
@@ -118,7 +124,7 @@ class Ping:
 
 @dataclass
 class Stop:
-    stop_id: int
+    stop_id: str
     lat: float
     lon: float
     window_start_ms: int = 0
@@ -127,16 +133,17 @@ class Stop:
     customer_ref: str = ""
 
     def encode(self) -> bytes:
-        return struct.pack("<Qiiqqfi", self.stop_id, e7(self.lat), e7(self.lon), self.window_start_ms,
-                           self.window_end_ms, self.service_s, 0) + pack_str(self.customer_ref)
+        return pack_str(self.stop_id) + struct.pack("<iiqqfi", e7(self.lat), e7(self.lon), self.window_start_ms,
+                                                    self.window_end_ms, self.service_s, 0) + pack_str(self.customer_ref)
 
 
 @dataclass
 class Event:
     id: int
-    vehicle: int
+    vehicle: str
     seq: int
-    stop: Optional[int]
+    stop: Optional[str]
+    zone: Optional[str]
     time_ms: int
     kind: str
     lat: float
@@ -150,36 +157,47 @@ def decode_events(payload: bytes) -> list[Event]:
     (n,) = r.take("<I")
     out = []
     for _ in range(n):
-        eid, vehicle, seq, stop, t, kind, has_stop, _r, lat, lon, value, ref, _r2 = r.take("<QQQQqBBHiiddI")
-        out.append(Event(eid, vehicle, seq, stop if has_stop else None, t, EVENT_KINDS.get(kind, str(kind)),
+        (eid,) = r.take("<Q")
+        vehicle = r.str()
+        (seq,) = r.take("<Q")
+        stop, zone = r.str(), r.str()
+        t, kind, _r, _r2, lat, lon, value, ref = r.take("<qBBHiidd")
+        out.append(Event(eid, vehicle, seq, stop or None, zone or None, t, EVENT_KINDS.get(kind, str(kind)),
                          lat * 1e-7, lon * 1e-7, value, ref))
     return out
 
 
 def decode_vehicle(payload: bytes) -> dict:
     r = Reader(payload)
-    vehicle, t, mt, lat, lon, edge, way, off, speed, heading, odo, status, flags, _r, nxt = r.take("<QqqiiIqfffdBBHQ")
+    vehicle = r.str()
+    t, mt, lat, lon, edge, way, off, speed, heading, odo, status, flags, _r = r.take("<qqiiIqfffdBBH")
+    nxt = r.str()
     (n,) = r.take("<I")
     stops = []
     for _ in range(n):
-        sid, eta, wend, rem, before, st, late, _r = r.take("<QqqfIBBH")
-        stops.append({"stop": sid, "eta_ms": eta, "window_end_ms": wend, "remaining_m": rem,
+        sid = r.str()
+        eta, p10, p90, wend, rem, before, st, late, state, _r = r.take("<qqqqfIBBBB")
+        stops.append({"stop": sid, "eta_ms": eta, "eta_state": ETA_STATE[state], "eta_window_ms": (p10, p90),
+                      "window_end_ms": wend, "remaining_m": rem,
                       "stops_before": before, "status": STOP_STATUS[st], "late": bool(late)})
     return {"vehicle": vehicle, "time_ms": t, "matched_time_ms": mt,
             "position": (lat * 1e-7, lon * 1e-7) if flags & 1 else None, "edge": edge, "way_id": way,
             "speed_mps": speed, "moving": bool(flags & 2), "online": bool(flags & 4),
             "off_route": bool(flags & 8), "next_stop": nxt if flags & 16 else None,
-            "match_status": status, "odometer_m": odo, "stops": stops}
+            "match_status": MATCH_STATUS[status] if status < len(MATCH_STATUS) else str(status),
+            "odometer_m": odo, "stops": stops}
 
 
 def decode_stop(payload: bytes) -> dict:
     r = Reader(payload)
-    sid, vehicle, status, flags, _r, before, eta, rem, lat, lon, ws, we, service, vlat, vlon, vt, closed = \
-        r.take("<QQBBHIqfiiqqfiiqq")
+    sid, vehicle = r.str(), r.str()
+    status, flags, state, _r, before, eta, p10, p90, rem, lat, lon, ws, we, service, snap_m, snap_c, \
+        vlat, vlon, vt, closed = r.take("<BBBBIqqqfiiqqffIiiqq")
     ref, outcome = r.str(), r.str()
     return {"stop": sid, "vehicle": vehicle, "status": STOP_STATUS[status], "late": bool(flags & 1),
-            "stops_before": before, "eta_ms": eta, "remaining_m": rem, "position": (lat * 1e-7, lon * 1e-7),
-            "window_ms": (ws, we), "service_s": service,
+            "stops_before": before, "eta_ms": eta, "eta_state": ETA_STATE[state], "eta_window_ms": (p10, p90),
+            "remaining_m": rem, "position": (lat * 1e-7, lon * 1e-7),
+            "window_ms": (ws, we), "service_s": service, "snap_m": snap_m, "snap_component": snap_c,
             "vehicle_position": (vlat * 1e-7, vlon * 1e-7, vt) if flags & 2 else None,
             "closed_ms": closed, "customer_ref": ref, "outcome": outcome}
 
@@ -268,8 +286,10 @@ class Client:
         if ftype != WELCOME:
             raise ValueError(f"expected WELCOME, got frame type {ftype:#x}")
         r = Reader(payload)
-        _version, role, _r, client.max_frame, client.max_batch, client.datagram_batch, client.clock_ms = \
+        version, role, _r, client.max_frame, client.max_batch, client.datagram_batch, client.clock_ms = \
             r.take("<HBBIIIq")
+        if version != VERSION:
+            raise ValueError(f"the server speaks protocol version {version}, this client {VERSION}")
         client.role, client.fleet = role, r.str()
         return client
 
@@ -323,22 +343,28 @@ class Client:
             raise ServerError(code, r.str())
         return rtype, rpayload
 
-    async def get_vehicle(self, vehicle: int) -> dict:
-        _, p = await self.request(GET_VEHICLE, struct.pack("<Q", vehicle))
+    async def bind(self, aliases: dict[int, str]):
+        """Binds ping aliases on this connection to vehicles' names."""
+        body = struct.pack("<I", len(aliases)) + b"".join(
+            struct.pack("<Q", a) + pack_str(name) for a, name in aliases.items())
+        await self.request(BIND, body)
+
+    async def get_vehicle(self, vehicle: str) -> dict:
+        _, p = await self.request(GET_VEHICLE, pack_str(vehicle))
         return decode_vehicle(p)
 
-    async def get_stop(self, stop: int) -> dict:
-        _, p = await self.request(GET_STOP, struct.pack("<Q", stop))
+    async def get_stop(self, stop: str) -> dict:
+        _, p = await self.request(GET_STOP, pack_str(stop))
         return decode_stop(p)
 
-    async def assign_route(self, vehicle: int, stops: list[Stop], time_ms: int = 0):
-        body = struct.pack("<QqI", vehicle, time_ms, len(stops)) + b"".join(s.encode() for s in stops)
+    async def assign_route(self, vehicle: str, stops: list[Stop], time_ms: int = 0):
+        body = pack_str(vehicle) + struct.pack("<qI", time_ms, len(stops)) + b"".join(s.encode() for s in stops)
         await self.request(ASSIGN_ROUTE, body)
 
-    async def complete(self, vehicle: int, stop: int, note: str = "", photos: list[str] = (), time_ms: int = 0):
+    async def complete(self, vehicle: str, stop: str, note: str = "", photos: list[str] = (), time_ms: int = 0):
         proof = struct.pack("<BBHii", 0, 0, 0, 0, 0) + pack_str("") + pack_str(note) + \
             struct.pack("<H", len(photos)) + b"".join(pack_str(p) for p in photos)
-        await self.request(COMPLETE, struct.pack("<QqQ", vehicle, time_ms, stop) + proof)
+        await self.request(COMPLETE, pack_str(vehicle) + struct.pack("<q", time_ms) + pack_str(stop) + proof)
 
     async def stats(self) -> dict:
         _, p = await self.request(GET_STATS, b"")
@@ -352,8 +378,8 @@ class Client:
 
     async def subscribe(self, vehicles=(), stops=(), kinds: int = 0, start: int = FROM_NOW) -> "Subscription":
         sid = self._proto._quic.get_next_available_stream_id(is_unidirectional=False)
-        body = struct.pack("<QII", start, kinds, len(vehicles)) + b"".join(struct.pack("<Q", v) for v in vehicles)
-        body += struct.pack("<I", len(stops)) + b"".join(struct.pack("<Q", s) for s in stops)
+        body = struct.pack("<QII", start, kinds, len(vehicles)) + b"".join(pack_str(v) for v in vehicles)
+        body += struct.pack("<I", len(stops)) + b"".join(pack_str(s) for s in stops)
         self._send(sid, frame(SUBSCRIBE, body))
         ftype, p = await self._next(sid)
         if ftype == ERROR:

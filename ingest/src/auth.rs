@@ -12,6 +12,7 @@ use lastmile_engine::fleet::{StopId, VehicleId};
 use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::config::{FleetEntry, TokenEntry};
+use crate::ids;
 use crate::protocol::Role;
 
 /// Index of a fleet in the registry.
@@ -33,6 +34,8 @@ struct Fleet {
     name: String,
     /// Sorted, non-overlapping after merge.
     ranges: Vec<[u64; 2]>,
+    /// Where its allocated ids live ([`crate::ids`]).
+    slot: u32,
 }
 
 struct TrackingGrant {
@@ -92,9 +95,19 @@ impl Auth {
                 Fleet {
                     name: f.name.clone(),
                     ranges: merged,
+                    slot: ids::slot_of_fleet(&f.name),
                 }
             })
             .collect();
+        let mut slots = HashMap::from([(ids::slot_of_fleet(""), "")]);
+        for f in &fleets {
+            if let Some(other) = slots.insert(f.slot, &f.name) {
+                bail!(
+                    "fleets {other:?} and {:?} hash to the same id slot: rename one",
+                    f.name
+                );
+            }
+        }
         let mut map = HashMap::new();
         for (i, t) in tokens.iter().enumerate() {
             let key = match (&t.token, &t.token_sha256) {
@@ -170,10 +183,25 @@ impl Auth {
         match p.fleet {
             // Admins, and tracking links an admin minted (scoped to their stop).
             None => p.role == Role::Admin || p.stop.is_some(),
-            Some(f) => self.fleets.get(f as usize).is_some_and(|fl| {
-                let i = fl.ranges.partition_point(|r| r[1] < vehicle);
-                fl.ranges.get(i).is_some_and(|r| r[0] <= vehicle)
-            }),
+            Some(_) => self.scope(p).reaches(ids::Kind::Vehicle, vehicle),
+        }
+    }
+
+    /// Where `p`'s names live: its fleet's, or (admins, and tracking links
+    /// they minted) the names outside every fleet, with every number
+    /// standing for itself.
+    pub fn scope(&self, p: &Principal) -> ids::Scope<'_> {
+        match p.fleet.and_then(|f| self.fleets.get(f as usize)) {
+            Some(f) => ids::Scope {
+                slot: f.slot,
+                ranges: &f.ranges,
+                everything: false,
+            },
+            None => ids::Scope {
+                slot: ids::slot_of_fleet(""),
+                ranges: &[],
+                everything: p.fleet.is_none(),
+            },
         }
     }
 

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use crate::io::{ReadFrame, read_frame};
 use crate::protocol::{
     Ack, ErrorCode, FrameType, Hello, MAX_FRAME_LEN, PingBatch, PingRecord, Request, Response,
-    VERSION, Welcome, write_frame,
+    VERSION, Version, Welcome, write_frame,
 };
 use crate::tls::{Trust, client_config};
 
@@ -50,6 +50,8 @@ pub struct Target {
     /// Per-stream receive window, bytes: how far the server may run ahead
     /// of a reader (an event subscriber) before flow control holds it.
     pub stream_window: u32,
+    /// The highest protocol version to offer (tests of version 1 lower it).
+    pub version: u16,
 }
 
 impl Target {
@@ -79,6 +81,7 @@ impl Target {
             trust,
             token,
             stream_window: 8 << 20,
+            version: VERSION,
         })
     }
 }
@@ -87,6 +90,8 @@ pub struct Client {
     conn: Connection,
     _endpoint: Endpoint,
     pub welcome: Welcome,
+    /// The version the server agreed to.
+    pub version: Version,
     control: Option<mpsc::Receiver<Control>>,
 }
 
@@ -109,7 +114,7 @@ impl Client {
         let (mut send, mut recv) = conn.open_bi().await?;
         let mut buf = Vec::new();
         Hello {
-            version: VERSION,
+            version: t.version,
             token: t.token.clone(),
         }
         .encode(&mut buf);
@@ -117,7 +122,7 @@ impl Client {
         let welcome = match read_frame(&mut recv, MAX_FRAME_LEN, &mut buf).await {
             ReadFrame::Frame(h) if h.kind == FrameType::Welcome as u16 => Welcome::decode(&buf)?,
             ReadFrame::Frame(h) if h.kind == FrameType::Error as u16 => {
-                match Response::decode(h.kind, &buf)? {
+                match Response::decode(Version::V1, h.kind, &buf)? {
                     Response::Error { code, message } => {
                         return Err(ServerError { code, message }.into());
                     }
@@ -126,12 +131,16 @@ impl Client {
             }
             other => bail!("no WELCOME from the server: {other:?}"),
         };
+        let version = Version::from_u16(welcome.version)
+            .filter(|v| *v as u16 <= t.version)
+            .with_context(|| format!("the server chose protocol version {}", welcome.version))?;
         let (tx, rx) = mpsc::channel(4096);
         tokio::spawn(read_control(recv, tx, send));
         Ok(Self {
             conn,
             _endpoint: endpoint,
             welcome,
+            version,
             control: Some(rx),
         })
     }
@@ -173,21 +182,30 @@ impl Client {
 
     /// One request on its own stream, one response.
     pub async fn request(&self, req: &Request) -> anyhow::Result<Response> {
-        request_on(&self.conn, req).await
+        request_on(&self.conn, self.version, req).await
     }
 
     /// A request whose answer must not be an error.
     pub async fn call(&self, req: &Request) -> anyhow::Result<Response> {
-        call_on(&self.conn, req).await
+        call_on(&self.conn, self.version, req).await
+    }
+
+    /// Gives this connection's ping aliases their vehicles (version 2):
+    /// ping records then carry the alias where the vehicle's id goes.
+    pub async fn bind(&self, vehicles: Vec<(u64, String)>) -> anyhow::Result<()> {
+        match self.call(&Request::Bind { vehicles }).await? {
+            Response::Ok => Ok(()),
+            other => bail!("unexpected answer to BIND: {other:?}"),
+        }
     }
 
     /// Opens an event subscription (the SUBSCRIBE request is in `req`).
     pub async fn subscribe(&self, req: &Request) -> anyhow::Result<Subscription> {
         let (mut send, mut recv) = self.conn.open_bi().await?;
         let mut buf = Vec::new();
-        req.encode(&mut buf);
+        req.encode(self.version, &mut buf);
         send.write_all(&buf).await?;
-        let next_id = match read_response(&mut recv, &mut buf).await? {
+        let next_id = match read_response(&mut recv, self.version, &mut buf).await? {
             Response::Subscribed { next_id } => next_id,
             Response::Error { code, message } => return Err(ServerError { code, message }.into()),
             other => bail!("unexpected answer to SUBSCRIBE: {other:?}"),
@@ -197,6 +215,7 @@ impl Client {
             recv,
             buf,
             next_id,
+            version: self.version,
         })
     }
 
@@ -206,9 +225,13 @@ impl Client {
     }
 }
 
-async fn read_response(recv: &mut RecvStream, buf: &mut Vec<u8>) -> anyhow::Result<Response> {
+async fn read_response(
+    recv: &mut RecvStream,
+    v: Version,
+    buf: &mut Vec<u8>,
+) -> anyhow::Result<Response> {
     match read_frame(recv, MAX_FRAME_LEN, buf).await {
-        ReadFrame::Frame(h) => Ok(Response::decode(h.kind, buf)?),
+        ReadFrame::Frame(h) => Ok(Response::decode(v, h.kind, buf)?),
         other => bail!("no response: {other:?}"),
     }
 }
@@ -222,7 +245,8 @@ async fn read_control(mut recv: RecvStream, tx: mpsc::Sender<Control>, _send: Se
                 Err(_) => break,
             }
         } else {
-            match Response::decode(h.kind, &buf) {
+            // An ERROR frame is the same in every version.
+            match Response::decode(Version::V1, h.kind, &buf) {
                 Ok(Response::Error { code, message }) => {
                     Control::Error(ServerError { code, message })
                 }
@@ -237,18 +261,18 @@ async fn read_control(mut recv: RecvStream, tx: mpsc::Sender<Control>, _send: Se
 
 /// One request on its own stream of `conn`, one response (for tasks that
 /// share a client's connection).
-pub async fn request_on(conn: &Connection, req: &Request) -> anyhow::Result<Response> {
+pub async fn request_on(conn: &Connection, v: Version, req: &Request) -> anyhow::Result<Response> {
     let (mut send, mut recv) = conn.open_bi().await?;
     let mut buf = Vec::new();
-    req.encode(&mut buf);
+    req.encode(v, &mut buf);
     send.write_all(&buf).await?;
     send.finish()?;
-    read_response(&mut recv, &mut buf).await
+    read_response(&mut recv, v, &mut buf).await
 }
 
 /// [`request_on`] whose answer must not be an error.
-pub async fn call_on(conn: &Connection, req: &Request) -> anyhow::Result<Response> {
-    match request_on(conn, req).await? {
+pub async fn call_on(conn: &Connection, v: Version, req: &Request) -> anyhow::Result<Response> {
+    match request_on(conn, v, req).await? {
         Response::Error { code, message } => Err(ServerError { code, message }.into()),
         r => Ok(r),
     }
@@ -292,13 +316,14 @@ pub struct Subscription {
     buf: Vec<u8>,
     /// The id of the first event this subscription may deliver.
     pub next_id: u64,
+    version: Version,
 }
 
 impl Subscription {
     /// The next EVENTS or LOST frame; `None` when the server ended it.
     pub async fn next(&mut self) -> anyhow::Result<Option<Response>> {
         match read_frame(&mut self.recv, MAX_FRAME_LEN, &mut self.buf).await {
-            ReadFrame::Frame(h) => Ok(Some(Response::decode(h.kind, &self.buf)?)),
+            ReadFrame::Frame(h) => Ok(Some(Response::decode(self.version, h.kind, &self.buf)?)),
             ReadFrame::End => Ok(None),
             other => bail!("event stream broken: {other:?}"),
         }

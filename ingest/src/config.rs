@@ -91,6 +91,9 @@ pub struct Limits {
     pub datagram_buffer_bytes: usize,
     /// Tracking tokens held at once (oldest expire first when full).
     pub max_tracking_tokens: usize,
+    /// Names one fleet may give, per kind (vehicles, stops): what a fleet
+    /// names is kept (in memory and the store) for as long as the server runs.
+    pub max_ids_per_fleet: usize,
     /// Kernel UDP socket buffers, bytes (capped by net.core.rmem_max/wmem_max).
     pub udp_buffer_bytes: usize,
 }
@@ -116,6 +119,7 @@ impl Default for Limits {
             stream_window_bytes: 4 << 20,
             datagram_buffer_bytes: 1 << 20,
             max_tracking_tokens: 1_000_000,
+            max_ids_per_fleet: 4_000_000,
             udp_buffer_bytes: 8 << 20,
         }
     }
@@ -202,6 +206,9 @@ impl Default for StoreConfig {
 #[serde(deny_unknown_fields)]
 pub struct FleetEntry {
     pub name: String,
+    /// Numbers that name the same vehicle in the engine as in version 1
+    /// of the protocol (optional: a fleet may name vehicles by text only).
+    #[serde(default)]
     pub vehicles: Vec<[u64; 2]>,
 }
 
@@ -306,8 +313,17 @@ impl Config {
             if !names.insert(f.name.as_str()) {
                 bail!("fleet {:?} defined twice", f.name);
             }
+            if f.name.is_empty() {
+                bail!("a fleet needs a name");
+            }
             if f.vehicles.iter().any(|[a, b]| a > b) {
                 bail!("fleet {:?}: a vehicle range ends before it starts", f.name);
+            }
+            if f.vehicles.iter().any(|r| r[1] >= crate::ids::ALLOCATED) {
+                bail!(
+                    "fleet {:?}: vehicle ranges must stay below 2^62 (above it are the ids lastmile allocates)",
+                    f.name
+                );
             }
         }
         for (i, t) in self.tokens.iter().enumerate() {

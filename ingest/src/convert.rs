@@ -5,15 +5,19 @@
 
 use lastmile_engine::MatchStatus;
 use lastmile_engine::fleet::{
-    CommandError, Event, EventKind, PathPiece, ProofOfDelivery, StopEta, StopOutcome, StopPlan,
-    StopStatus, StopView, TimeWindow, VehicleSnapshot,
+    CommandError, EtaState, Event, EventKind, PathPiece, ProofOfDelivery, StopEta, StopId,
+    StopOutcome, StopPlan, StopStatus, StopView, TimeWindow, VehicleSnapshot,
 };
 use lastmile_roadgraph::{Graph, LatLon};
 
+use crate::ids::Kind;
 use crate::protocol::{
-    ErrorCode, NO_TIME, PATH_BREAK, PATH_INTERPOLATED, StopStatusCode, WireEvent, WirePathPoint,
-    WireProof, WireStop, WireStopEta, WireStopView, WireVehicle,
+    ErrorCode, EtaStateCode, MATCH_BREAK, NO_TIME, PATH_BREAK, PATH_INTERPOLATED, StopStatusCode,
+    WireEta, WireEvent, WirePathPoint, WireProof, WireStop, WireStopEta, WireStopView, WireVehicle,
 };
+
+/// Names the engine's ids as the caller sees them (its fleet's names).
+pub type Namer<'a> = &'a dyn Fn(Kind, u64) -> String;
 
 pub fn ms(t: f64) -> i64 {
     if t.is_finite() {
@@ -55,8 +59,9 @@ pub fn status_code(s: StopStatus) -> StopStatusCode {
 fn match_code(s: MatchStatus) -> u8 {
     match s {
         MatchStatus::Matched => 1,
-        // Protocol version 1 knows no `break`: it is a reset there.
-        MatchStatus::Reset | MatchStatus::Break => 2,
+        MatchStatus::Reset => 2,
+        // Protocol version 1 knows no `break`: the codec sends it as a reset.
+        MatchStatus::Break => MATCH_BREAK,
         MatchStatus::Unmatched => 3,
         MatchStatus::Outlier => 4,
         MatchStatus::OutOfOrder => 5,
@@ -65,10 +70,25 @@ fn match_code(s: MatchStatus) -> u8 {
     }
 }
 
-fn stop_eta(s: &StopEta) -> WireStopEta {
-    WireStopEta {
-        stop: s.stop,
+/// A stop's arrival estimate. The window is not computed yet: its times
+/// are [`NO_TIME`].
+fn eta(s: &StopEta) -> WireEta {
+    WireEta {
+        state: match s.eta_state {
+            EtaState::Known => EtaStateCode::Known,
+            EtaState::Unreachable => EtaStateCode::Unreachable,
+            EtaState::Unknown => EtaStateCode::Unknown,
+        },
         eta_ms: ms(s.eta),
+        p10_ms: NO_TIME,
+        p90_ms: NO_TIME,
+    }
+}
+
+fn stop_eta(s: &StopEta, name: Namer<'_>) -> WireStopEta {
+    WireStopEta {
+        stop: name(Kind::Stop, s.stop),
+        eta: eta(s),
         window_end_ms: ms(s.window_end),
         remaining_m: s.remaining_m as f32,
         stops_before: s.stops_before,
@@ -77,11 +97,11 @@ fn stop_eta(s: &StopEta) -> WireStopEta {
     }
 }
 
-pub fn vehicle(v: &VehicleSnapshot, graph: &Graph) -> WireVehicle {
+pub fn vehicle(v: &VehicleSnapshot, graph: &Graph, name: Namer<'_>) -> WireVehicle {
     let has_position = v.pos.lat.is_finite() && v.pos.lon.is_finite();
     let on_edge = (v.edge as usize) < graph.num_edges();
     WireVehicle {
-        vehicle: v.vehicle,
+        vehicle: name(Kind::Vehicle, v.vehicle),
         time_ms: ms(v.time),
         matched_time_ms: ms(v.matched_time),
         lat_e7: e7(v.pos.lat),
@@ -101,20 +121,20 @@ pub fn vehicle(v: &VehicleSnapshot, graph: &Graph) -> WireVehicle {
         moving: v.moving,
         online: v.online,
         off_route: v.off_route,
-        next_stop: v.next_stop,
-        stops: v.stops.iter().map(stop_eta).collect(),
+        next_stop: v.next_stop.map(|s| name(Kind::Stop, s)),
+        stops: v.stops.iter().map(|s| stop_eta(s, name)).collect(),
     }
 }
 
 /// A stop's view; the vehicle's position only when `reveal_vehicle`.
-pub fn stop_view(id: u64, s: &StopView, reveal_vehicle: bool) -> WireStopView {
+pub fn stop_view(id: u64, s: &StopView, reveal_vehicle: bool, name: Namer<'_>) -> WireStopView {
     let plan = &s.record.plan;
-    let (status, late, stops_before, eta, remaining) = match &s.eta {
+    let (status, late, stops_before, when, remaining) = match &s.eta {
         Some(e) => (
             status_code(e.status),
             e.late,
             e.stops_before,
-            e.eta,
+            eta(e),
             e.remaining_m,
         ),
         None => {
@@ -123,7 +143,7 @@ pub fn stop_view(id: u64, s: &StopView, reveal_vehicle: bool) -> WireStopView {
                 Some(StopOutcome::Failed { .. }) => StopStatusCode::Failed,
                 None => StopStatusCode::Pending,
             };
-            (status, false, 0, f64::NAN, f64::NAN)
+            (status, false, 0, WireEta::v1(NO_TIME), f64::NAN)
         }
     };
     let outcome_text = match &s.record.outcome {
@@ -133,18 +153,20 @@ pub fn stop_view(id: u64, s: &StopView, reveal_vehicle: bool) -> WireStopView {
     };
     let vehicle_known = s.vehicle_pos.lat.is_finite() && s.vehicle_pos.lon.is_finite();
     WireStopView {
-        stop: id,
-        vehicle: s.record.vehicle,
+        stop: name(Kind::Stop, id),
+        vehicle: name(Kind::Vehicle, s.record.vehicle),
         status,
         late,
         stops_before,
-        eta_ms: ms(eta),
+        eta: when,
         remaining_m: remaining as f32,
         lat_e7: e7(plan.pos.lat),
         lon_e7: e7(plan.pos.lon),
         window_start_ms: plan.window.map_or(NO_TIME, |w| ms(w.start)),
         window_end_ms: plan.window.map_or(NO_TIME, |w| ms(w.end)),
         service_s: plan.service_s as f32,
+        snap_m: s.eta.as_ref().map_or(f32::NAN, |e| e.snap_m),
+        snap_component: s.eta.as_ref().map_or(0, |e| e.snap_component),
         vehicle_pos: (reveal_vehicle && vehicle_known).then(|| {
             (
                 e7(s.vehicle_pos.lat),
@@ -158,8 +180,8 @@ pub fn stop_view(id: u64, s: &StopView, reveal_vehicle: bool) -> WireStopView {
     }
 }
 
-/// A dispatcher's stop, checked.
-pub fn stop_plan(s: &WireStop) -> Result<StopPlan, (ErrorCode, String)> {
+/// A dispatcher's stop, checked, under the engine id its name got.
+pub fn stop_plan(s: &WireStop, id: StopId) -> Result<StopPlan, (ErrorCode, String)> {
     let bad = |why: &str| (ErrorCode::BadValue, format!("stop {}: {why}", s.id));
     let pos = latlon(s.lat_e7, s.lon_e7).ok_or_else(|| bad("position out of range"))?;
     let window = match (s.window_start_ms, s.window_end_ms) {
@@ -174,7 +196,7 @@ pub fn stop_plan(s: &WireStop) -> Result<StopPlan, (ErrorCode, String)> {
         return Err(bad("service time must be 0..=86400 s"));
     }
     Ok(StopPlan {
-        id: s.id,
+        id,
         pos,
         window,
         service_s: f64::from(s.service_s),
@@ -355,12 +377,13 @@ fn ms_rounded(t: f64, round: fn(f64) -> f64) -> i64 {
     }
 }
 
-pub fn event(id: u64, e: &Event) -> WireEvent {
+pub fn event(id: u64, e: &Event, name: Namer<'_>) -> WireEvent {
     WireEvent {
         id,
-        vehicle: e.vehicle,
+        vehicle: name(Kind::Vehicle, e.vehicle),
         seq: e.seq,
-        stop: e.stop,
+        stop: e.stop.map(|s| name(Kind::Stop, s)),
+        zone: None,
         time_ms: ms(e.time),
         kind: e.kind as u8,
         lat_e7: e7(e.pos.lat),
@@ -402,7 +425,7 @@ mod tests {
     #[test]
     fn stops_are_checked_before_the_engine_sees_them() {
         let good = WireStop {
-            id: 1,
+            id: "A-1".into(),
             lat_e7: 437_300_000,
             lon_e7: 74_200_000,
             window_start_ms: 1_000_000,
@@ -410,13 +433,13 @@ mod tests {
             service_s: 60.0,
             customer_ref: "A-1".into(),
         };
-        let p = stop_plan(&good).unwrap();
+        let p = stop_plan(&good, 1).unwrap();
         assert_eq!(p.window.unwrap().end, 2_000.0);
         assert_eq!(p.customer_ref.as_deref(), Some("A-1"));
         let bad = |f: fn(&mut WireStop)| {
             let mut s = good.clone();
             f(&mut s);
-            stop_plan(&s).unwrap_err().0
+            stop_plan(&s, 1).unwrap_err().0
         };
         assert_eq!(bad(|s| s.lat_e7 = 910_000_000), ErrorCode::BadValue);
         assert_eq!(bad(|s| s.window_end_ms = 1), ErrorCode::BadValue);
@@ -425,7 +448,7 @@ mod tests {
         let mut open = good.clone();
         open.window_start_ms = NO_TIME;
         open.window_end_ms = NO_TIME;
-        assert!(stop_plan(&open).unwrap().window.is_none());
+        assert!(stop_plan(&open, 1).unwrap().window.is_none());
         assert_eq!(ms(f64::NAN), NO_TIME);
         assert_eq!(e7(f64::INFINITY), 0);
     }

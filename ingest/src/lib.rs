@@ -13,6 +13,7 @@ pub mod auth;
 pub mod client;
 pub mod config;
 pub mod convert;
+pub mod ids;
 pub mod io;
 pub mod priority;
 pub mod protocol;

@@ -17,72 +17,38 @@ use lastmile_engine::trace::{Trace, parse_time};
 use tokio::sync::Semaphore;
 
 use crate::client::{Client, Control, Target, call_on};
-use crate::protocol::{PingRecord, Request, Response, WireStop};
+use crate::protocol::{PingRecord, Request, Response, Version, WireStop};
 
-/// Maps the string ids of CSV files to the wire's integer ids: a decimal
-/// integer is itself; any other string is the number its digits spell
-/// (`veh-00042` → 42, `veh-00042-s003` → 42003). Two different strings
-/// that map to the same id are an error, never a silent merge.
-#[derive(Default)]
-pub struct IdMap {
-    seen: HashMap<u64, String>,
+/// A trace's pings ready to send: each record carries, where the wire has
+/// the vehicle, the index of its vehicle's name in `vehicles`, which is
+/// also the alias every connection binds to that name (protocol version 2).
+pub struct TracePings {
+    pub vehicles: Vec<String>,
+    /// Sorted by time (stable: equal times keep file order).
+    pub pings: Vec<PingRecord>,
 }
 
-impl IdMap {
-    pub fn id(&mut self, s: &str, what: &str) -> anyhow::Result<u64> {
-        let s = s.trim();
-        let id = match s.parse::<u64>() {
-            Ok(v) => v,
-            Err(_) => {
-                let digits: String = s.chars().filter(char::is_ascii_digit).collect();
-                digits
-                    .trim_start_matches('0')
-                    .parse::<u64>()
-                    .or_else(|e| {
-                        if digits.chars().all(|c| c == '0') && !digits.is_empty() {
-                            Ok(0)
-                        } else {
-                            Err(e)
-                        }
-                    })
-                    .with_context(|| format!("{what} {s:?} holds no integer id"))?
-            }
-        };
-        match self.seen.get(&id) {
-            Some(prev) if prev != s => bail!("{what}s {prev:?} and {s:?} both map to id {id}"),
-            Some(_) => {}
-            None => {
-                self.seen.insert(id, s.to_string());
-            }
-        }
-        Ok(id)
-    }
-}
-
-/// The trace's pings as wire records, sorted by time (stable: equal times
-/// keep file order).
-pub fn pings_from_trace(trace: &Trace) -> anyhow::Result<Vec<PingRecord>> {
-    let mut ids = IdMap::default();
-    let mut cache: HashMap<&str, u64> = HashMap::new();
-    let mut out = Vec::with_capacity(trace.rows.len());
+/// The trace's pings as wire records, with their vehicles' names as the
+/// CSV gives them.
+pub fn pings_from_trace(trace: &Trace) -> anyhow::Result<TracePings> {
+    let mut index: HashMap<&str, u64> = HashMap::new();
+    let mut vehicles = Vec::new();
+    let mut pings = Vec::with_capacity(trace.rows.len());
     for r in &trace.rows {
-        let id = match cache.get(r.vehicle.as_str()) {
-            Some(id) => *id,
-            None => {
-                let id = ids.id(&r.vehicle, "vehicle")?;
-                cache.insert(&r.vehicle, id);
-                id
-            }
-        };
-        out.push(PingRecord::from_ping(id, &r.ping));
+        let name = r.vehicle.trim();
+        let alias = *index.entry(name).or_insert_with(|| {
+            vehicles.push(name.to_string());
+            vehicles.len() as u64 - 1
+        });
+        pings.push(PingRecord::from_ping(alias, &r.ping));
     }
-    out.sort_by_key(|p| p.time_ms);
-    Ok(out)
+    pings.sort_by_key(|p| p.time_ms);
+    Ok(TracePings { vehicles, pings })
 }
 
 /// Routes from a stops CSV (`vehicle_id,stop_id,seq,lat,lon` and optional
 /// `window_start,window_end,service_s,customer_ref`), per vehicle in `seq` order.
-pub fn routes_from_stops<R: Read>(input: R) -> anyhow::Result<Vec<(u64, Vec<WireStop>)>> {
+pub fn routes_from_stops<R: Read>(input: R) -> anyhow::Result<Vec<(String, Vec<WireStop>)>> {
     let mut rdr = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
         .from_reader(input);
@@ -102,16 +68,21 @@ pub fn routes_from_stops<R: Read>(input: R) -> anyhow::Result<Vec<(u64, Vec<Wire
         col("service_s"),
         col("customer_ref"),
     );
-    let (mut vids, mut sids) = (IdMap::default(), IdMap::default());
-    let mut routes: HashMap<u64, Vec<(u32, WireStop)>> = HashMap::new();
+    let mut routes: HashMap<String, Vec<(u32, WireStop)>> = HashMap::new();
+    let mut stop_ids = std::collections::HashSet::new();
     for (line, rec) in rdr.records().enumerate() {
         let rec = rec.context("stops CSV")?;
         let at = || format!("stops CSV line {}", line + 2);
         let get = |i: usize| rec.get(i).unwrap_or("");
         let opt = |c: Option<usize>| c.map(get).filter(|s| !s.is_empty());
         let num = |s: &str| s.parse::<f64>().ok().filter(|v| v.is_finite());
-        let vehicle = vids.id(get(cv), "vehicle").with_context(at)?;
-        let id = sids.id(get(cs), "stop").with_context(at)?;
+        let (vehicle, id) = (get(cv).to_string(), get(cs).to_string());
+        if vehicle.is_empty() || id.is_empty() {
+            bail!("{}: a vehicle_id and a stop_id are needed", at());
+        }
+        if !stop_ids.insert(id.clone()) {
+            bail!("{}: stop {id:?} appears twice", at());
+        }
         let seq: u32 = get(cq).parse().with_context(at)?;
         let (lat, lon) = (
             num(get(clat)).with_context(at)?,
@@ -136,14 +107,14 @@ pub fn routes_from_stops<R: Read>(input: R) -> anyhow::Result<Vec<(u64, Vec<Wire
         };
         routes.entry(vehicle).or_default().push((seq, stop));
     }
-    let mut out: Vec<(u64, Vec<WireStop>)> = routes
+    let mut out: Vec<(String, Vec<WireStop>)> = routes
         .into_iter()
         .map(|(v, mut stops)| {
             stops.sort_by_key(|(seq, _)| *seq);
             (v, stops.into_iter().map(|(_, s)| s).collect())
         })
         .collect();
-    out.sort_by_key(|(v, _)| *v);
+    out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
 }
 
@@ -246,12 +217,13 @@ pub struct AssignReport {
 /// concurrent commands together).
 pub async fn assign_routes(
     client: &Client,
-    routes: &[(u64, Vec<WireStop>)],
+    routes: &[(String, Vec<WireStop>)],
     time_ms: i64,
     in_flight: usize,
 ) -> anyhow::Result<AssignReport> {
     let started = Instant::now();
-    let routes: Arc<Vec<(u64, Vec<WireStop>)>> = Arc::new(routes.to_vec());
+    let routes: Arc<Vec<(String, Vec<WireStop>)>> = Arc::new(routes.to_vec());
+    let version = client.version;
     let next = Arc::new(AtomicUsize::new(0));
     let workers = in_flight.clamp(1, routes.len().max(1));
     let mut tasks = tokio::task::JoinSet::new();
@@ -266,11 +238,11 @@ pub async fn assign_routes(
                 };
                 let t = Instant::now();
                 let req = Request::AssignRoute {
-                    vehicle: *vehicle,
+                    vehicle: vehicle.clone(),
                     time_ms,
                     stops: stops.clone(),
                 };
-                call_on(&conn, &req)
+                call_on(&conn, version, &req)
                     .await
                     .with_context(|| format!("assigning the route of vehicle {vehicle}"))?;
                 latency.record(t.elapsed());
@@ -306,10 +278,11 @@ pub async fn server_stats(client: &Client) -> HashMap<String, u64> {
 /// pings sent as they go.
 pub async fn replay(
     target: &Target,
-    pings: Arc<Vec<PingRecord>>,
+    trace: Arc<TracePings>,
     opts: &ReplayOptions,
     progress: Arc<AtomicU64>,
 ) -> anyhow::Result<ReplayReport> {
+    let pings = &trace.pings;
     let c = opts.connections.max(1);
     let probe = Client::connect(target).await?;
     let before = server_stats(&probe).await;
@@ -331,6 +304,10 @@ pub async fn replay(
     let mut shares: Vec<Vec<PingRecord>> = vec![Vec::new(); c];
     for p in pings.iter() {
         shares[(p.vehicle % c as u64) as usize].push(*p);
+    }
+    // Each connection binds its vehicles' names to the aliases its records carry.
+    for (client, share) in clients.iter().zip(&shares) {
+        bind_share(client, &trace.vehicles, share).await?;
     }
     let start = Instant::now();
     let t0 = pings.first().map_or(0, |p| p.time_ms);
@@ -355,9 +332,7 @@ pub async fn replay(
     }
     let querying = match opts.queries_per_s {
         Some(rate) if rate > 0.0 => {
-            let mut vehicles: Vec<u64> = pings.iter().map(|p| p.vehicle).collect();
-            vehicles.sort_unstable();
-            vehicles.dedup();
+            let vehicles = trace.vehicles.clone();
             Some(QueryLoad::start(target.clone(), vehicles, rate).await?)
         }
         _ => None,
@@ -497,7 +472,7 @@ struct QueryLoad {
 
 impl QueryLoad {
     /// Connects (an error is returned here) and starts asking.
-    async fn start(target: Target, vehicles: Vec<u64>, rate: f64) -> anyhow::Result<Self> {
+    async fn start(target: Target, vehicles: Vec<String>, rate: f64) -> anyhow::Result<Self> {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (ready, connected) = tokio::sync::oneshot::channel::<anyhow::Result<()>>();
         let thread = std::thread::Builder::new()
@@ -551,7 +526,7 @@ impl QueryLoad {
 
 /// Asks for random vehicles' ETAs at a steady rate until dropped,
 /// recording each answer's latency in `hist`.
-async fn query_load(client: &Client, vehicles: &[u64], rate: f64, hist: &mut Histogram) {
+async fn query_load(client: &Client, vehicles: &[String], rate: f64, hist: &mut Histogram) {
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
     let start = Instant::now();
     for k in 0u64.. {
@@ -560,16 +535,37 @@ async fn query_load(client: &Client, vehicles: &[u64], rate: f64, hist: &mut His
         state ^= state << 13;
         state ^= state >> 7;
         state ^= state << 17;
-        let v = vehicles[(state % vehicles.len().max(1) as u64) as usize];
+        let Some(v) = vehicles.get((state % vehicles.len().max(1) as u64) as usize) else {
+            return;
+        };
         let t = Instant::now();
         if client
-            .request(&Request::GetVehicle { vehicle: v })
+            .request(&Request::GetVehicle { vehicle: v.clone() })
             .await
             .is_ok()
         {
             hist.record(t.elapsed());
         }
     }
+}
+
+/// Binds, on `client`'s connection, the names of the vehicles whose
+/// aliases `share` uses, a chunk per BIND.
+async fn bind_share(client: &Client, names: &[String], share: &[PingRecord]) -> anyhow::Result<()> {
+    if client.version < Version::V2 {
+        bail!("the server speaks protocol version 1 only: replay needs version 2 (vehicle names)");
+    }
+    let mut aliases: Vec<u64> = share.iter().map(|p| p.vehicle).collect();
+    aliases.sort_unstable();
+    aliases.dedup();
+    for chunk in aliases.chunks(10_000) {
+        let pairs = chunk
+            .iter()
+            .map(|&a| (a, names[a as usize].clone()))
+            .collect();
+        client.bind(pairs).await.context("binding vehicle names")?;
+    }
+    Ok(())
 }
 
 /// Waits until the schedule allows the ping `due` seconds after `start`.
@@ -708,18 +704,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ids_map_digits_and_refuse_collisions() {
-        let mut m = IdMap::default();
-        assert_eq!(m.id("17", "vehicle").unwrap(), 17);
-        assert_eq!(m.id("veh-00042", "vehicle").unwrap(), 42);
-        assert_eq!(m.id("veh-00042", "vehicle").unwrap(), 42);
-        assert_eq!(m.id("veh-00042-s003", "stop").unwrap(), 42003);
-        assert!(
-            m.id("van-42", "vehicle").is_err(),
-            "collides with veh-00042"
+    fn trace_vehicles_keep_their_names() {
+        let csv = "vehicle_id,timestamp,lat,lon\n\
+                   van-42,1767225610,43.73,7.42\n\
+                   veh-00042,1767225600,43.73,7.42\n\
+                   van-42,1767225605,43.73,7.42\n";
+        let trace = lastmile_engine::trace::read_csv(csv.as_bytes()).unwrap();
+        let t = pings_from_trace(&trace).unwrap();
+        // `van-42` and `veh-00042` are two vehicles, not the number 42 twice.
+        assert_eq!(t.vehicles, ["van-42", "veh-00042"]);
+        let order: Vec<(u64, i64)> = t.pings.iter().map(|p| (p.vehicle, p.time_ms)).collect();
+        assert_eq!(
+            order,
+            [
+                (1, 1_767_225_600_000),
+                (0, 1_767_225_605_000),
+                (0, 1_767_225_610_000)
+            ]
         );
-        assert!(m.id("depot", "vehicle").is_err());
-        assert_eq!(m.id("car-000", "vehicle").unwrap(), 0);
     }
 
     #[test]
@@ -731,10 +733,10 @@ mod tests {
         let routes = routes_from_stops(csv.as_bytes()).unwrap();
         assert_eq!(routes.len(), 2);
         let (v, stops) = &routes[0];
-        assert_eq!(*v, 1);
+        assert_eq!(v, "veh-00001");
         assert_eq!(
-            stops.iter().map(|s| s.id).collect::<Vec<_>>(),
-            vec![1001, 1002]
+            stops.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+            ["veh-00001-s001", "veh-00001-s002"]
         );
         assert_eq!(stops[0].window_start_ms, 0);
         assert_eq!(stops[1].window_end_ms, 1_767_229_200_000);
@@ -742,6 +744,11 @@ mod tests {
         assert!(routes_from_stops("vehicle_id,stop_id\n1,2\n".as_bytes()).is_err());
         assert!(
             routes_from_stops("vehicle_id,stop_id,seq,lat,lon\n1,2,x,1,1\n".as_bytes()).is_err()
+        );
+        // A stop named twice is an error, not a silent merge.
+        assert!(
+            routes_from_stops("vehicle_id,stop_id,seq,lat,lon\na,s,1,1,1\nb,s,1,1,1\n".as_bytes())
+                .is_err()
         );
     }
 }

@@ -163,6 +163,11 @@ fleet = "acme"
 token = "globex-dispatcher-tok-01"
 role = "dispatcher"
 fleet = "globex"
+
+[[tokens]]
+token = "globex-device-token-0001"
+role = "device"
+fleet = "globex"
 "#;
 
 /// Starts a dev-mode server on the town with the fleets above, plus
@@ -239,6 +244,13 @@ pub fn serve_with(dir: &Path, engine_extra: &str, extra: &str, args: &[&str]) ->
 /// What the tests do with a running server.
 pub trait ServerExt {
     fn target(&self, token: &str) -> Target;
+    /// A target offering protocol version 1 only (numeric ids).
+    fn target_v1(&self, token: &str) -> Target {
+        Target {
+            version: 1,
+            ..self.target(token)
+        }
+    }
     fn cli<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str>;
     async fn admin(&self) -> Client;
     async fn stats(&self) -> std::collections::HashMap<String, u64>;
@@ -299,4 +311,17 @@ pub async fn eventually<F: AsyncFnMut() -> bool>(what: &str, mut f: F) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The name `lastmile simulate` gives vehicle `i` in its CSVs.
+pub fn veh(i: u64) -> String {
+    format!("veh-{i:05}")
+}
+
+/// Binds, on `c`'s connection, each number as the ping alias of the
+/// vehicle named by it (protocol version 2: ping records carry aliases).
+pub async fn bind_numbers(c: &Client, ids: &[u64]) {
+    c.bind(ids.iter().map(|&i| (i, i.to_string())).collect())
+        .await
+        .unwrap();
 }

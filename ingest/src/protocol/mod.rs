@@ -7,6 +7,11 @@
 pub mod codec;
 pub mod messages;
 pub mod ping;
+pub mod records;
+mod requests;
+mod responses;
+#[cfg(test)]
+mod round_trip;
 
 pub use codec::{DecodeError, FrameHeader, Reader, Writer, split_frame, write_frame};
 pub use messages::*;
@@ -14,8 +19,12 @@ pub use ping::{PING_RECORD_LEN, PingBatch, PingError, PingRecord};
 
 /// ALPN identifier; a server refuses a handshake that does not offer it.
 pub const ALPN: &[u8] = b"lastmile/1";
-/// Protocol version carried in HELLO / WELCOME.
-pub const VERSION: u16 = 1;
+/// The newest protocol version, offered in HELLO ([`Version`] agrees one).
+pub const VERSION: u16 = Version::LATEST as u16;
+/// Ids from here on are the engine's own, allocated to names
+/// ([`crate::ids`]); a version-1 client sees them for names that are not
+/// numbers.
+pub const ALLOCATED_ID: u64 = 1 << 62;
 /// Bytes of the header in front of every frame.
 pub const FRAME_HEADER_LEN: usize = 8;
 /// Default (and the largest a server may announce) frame payload size.
@@ -39,6 +48,7 @@ pub enum FrameType {
     Welcome = 0x0002,
     Pings = 0x0010,
     Ack = 0x0011,
+    Bind = 0x0012,
     GetVehicle = 0x0020,
     Vehicle = 0x0021,
     GetStop = 0x0022,
@@ -68,11 +78,12 @@ pub enum FrameType {
 }
 
 impl FrameType {
-    pub const ALL: [FrameType; 30] = [
+    pub const ALL: [FrameType; 31] = [
         Self::Hello,
         Self::Welcome,
         Self::Pings,
         Self::Ack,
+        Self::Bind,
         Self::GetVehicle,
         Self::Vehicle,
         Self::GetStop,

@@ -14,11 +14,11 @@ use tokio::time::timeout;
 use tracing::{debug, info, warn};
 
 use super::guard::{Gate, token_key};
+use super::session::Session;
 use super::{ServerStats, Shared, pings, requests};
-use crate::auth::Principal;
 use crate::io::{ReadFrame, read_frame};
 use crate::protocol::{
-    ErrorCode, FrameType, Hello, MAX_STR_LEN, PingBatch, Response, VERSION, Welcome,
+    ErrorCode, FrameType, Hello, MAX_STR_LEN, PingBatch, Response, VERSION, Version, Welcome,
 };
 
 /// Frames queued for the control stream (acks, ping-side errors).
@@ -31,7 +31,8 @@ pub fn close(conn: &Connection, code: ErrorCode, reason: &str) {
 
 async fn refuse(conn: &Connection, send: &mut SendStream, code: ErrorCode, reason: &str) {
     let mut buf = Vec::new();
-    Response::error(code, reason).encode(&mut buf);
+    // An ERROR frame reads the same in every version.
+    Response::error(code, reason).encode(Version::V1, &mut buf);
     let _ = send.write_all(&buf).await;
     let _ = send.finish();
     // Give the error frame a moment to leave before the close overtakes it.
@@ -115,16 +116,18 @@ pub async fn serve(shared: Arc<Shared>, incoming: quinn::Incoming) {
             return;
         }
     };
-    if hello.version != VERSION {
+    // The client offers the newest version it speaks; the connection
+    // uses the lower of that and ours.
+    let Some(version) = Version::agree(hello.version) else {
         refuse(
             &conn,
             &mut ctl_send,
             ErrorCode::UnsupportedVersion,
-            &format!("this server speaks version {VERSION}"),
+            &format!("this server speaks versions 1 to {VERSION}"),
         )
         .await;
         return;
-    }
+    };
     // After wrong tokens from this address, checks are spaced out (see
     // `guard`); a token that got in from here before never waits.
     let key = token_key(&hello.token);
@@ -161,13 +164,13 @@ pub async fn serve(shared: Arc<Shared>, incoming: quinn::Incoming) {
     };
     shared.guard.auth_succeeded(remote.ip(), key);
     ServerStats::add(&shared.stats.connections_accepted, 1);
-    info!(%remote, role = principal.role.as_str(), token = %principal.label, "connected");
+    info!(%remote, role = principal.role.as_str(), token = %principal.label, version = version as u16, "connected");
     let max_frame = limits.max_frame_bytes;
     let datagram_batch = conn.max_datagram_size().map_or(0, |d| {
         PingBatch::capacity(d.saturating_sub(crate::protocol::FRAME_HEADER_LEN))
     });
     let welcome = Welcome {
-        version: VERSION,
+        version: version as u16,
         role: principal.role,
         max_frame: max_frame as u32,
         max_batch: PingBatch::capacity(max_frame) as u32,
@@ -181,7 +184,7 @@ pub async fn serve(shared: Arc<Shared>, incoming: quinn::Incoming) {
         return;
     }
 
-    let principal = Arc::new(principal);
+    let session = Arc::new(Session::new(principal, version));
     let (control_tx, mut control_rx) = mpsc::channel::<Vec<u8>>(64);
     let writer = tokio::spawn(async move {
         while let Some(frame) = control_rx.recv().await {
@@ -193,14 +196,14 @@ pub async fn serve(shared: Arc<Shared>, incoming: quinn::Incoming) {
     let tasks = [
         tokio::spawn(accept_uni(
             shared.clone(),
-            principal.clone(),
+            session.clone(),
             conn.clone(),
             control_tx.clone(),
         )),
-        tokio::spawn(accept_bi(shared.clone(), principal.clone(), conn.clone())),
+        tokio::spawn(accept_bi(shared.clone(), session.clone(), conn.clone())),
         tokio::spawn(pings::datagrams(
             shared.clone(),
-            principal.clone(),
+            session.clone(),
             conn.clone(),
         )),
         tokio::spawn(nothing_after_hello(shared.clone(), conn.clone(), ctl_recv)),
@@ -231,14 +234,14 @@ async fn nothing_after_hello(shared: Arc<Shared>, conn: Connection, mut recv: qu
 
 async fn accept_uni(
     shared: Arc<Shared>,
-    principal: Arc<Principal>,
+    session: Arc<Session>,
     conn: Connection,
     control: ControlTx,
 ) {
     while let Ok(recv) = conn.accept_uni().await {
         tokio::spawn(pings::stream(
             shared.clone(),
-            principal.clone(),
+            session.clone(),
             conn.clone(),
             recv,
             control.clone(),
@@ -246,11 +249,11 @@ async fn accept_uni(
     }
 }
 
-async fn accept_bi(shared: Arc<Shared>, principal: Arc<Principal>, conn: Connection) {
+async fn accept_bi(shared: Arc<Shared>, session: Arc<Session>, conn: Connection) {
     while let Ok((send, recv)) = conn.accept_bi().await {
         tokio::spawn(requests::stream(
             shared.clone(),
-            principal.clone(),
+            session.clone(),
             conn.clone(),
             send,
             recv,

@@ -13,6 +13,7 @@ pub mod memory;
 pub mod metrics;
 mod pings;
 mod requests;
+mod session;
 pub mod sink;
 pub mod stats;
 mod subscribe;
@@ -33,6 +34,7 @@ use tokio::sync::watch;
 
 use crate::auth::Auth;
 use crate::config::Config;
+use crate::ids::Ids;
 use crate::protocol::ErrorCode;
 use crate::tls::Identity;
 pub use clock::Clock;
@@ -44,6 +46,8 @@ pub use stats::ServerStats;
 pub struct Shared {
     pub config: Config,
     pub auth: Auth,
+    /// Fleets' names for their vehicles and stops.
+    pub ids: Ids,
     pub sink: Sink,
     pub stats: ServerStats,
     pub clock: Clock,
@@ -346,9 +350,16 @@ impl Server {
             config.limits.auth_failures_per_minute,
         );
         let memory = MemoryGuard::new(config.limits.max_memory_mb);
+        let ids = Ids::new(config.limits.max_ids_per_fleet);
+        if let Some(d) = &durable {
+            d.store
+                .load_names(&ids)
+                .context("reading the fleets' names")?;
+        }
         let shared = Arc::new(Shared {
             config,
             auth,
+            ids,
             sink,
             stats: ServerStats::default(),
             clock: Clock::default(),

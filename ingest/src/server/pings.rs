@@ -16,11 +16,11 @@ use quinn::{Connection, RecvStream};
 use tracing::debug;
 
 use super::connection::{ControlTx, close};
+use super::session::Session;
 use super::{ServerStats, Shared};
-use crate::auth::Principal;
 use crate::io::{ReadFrame, read_frame};
 use crate::protocol::{
-    Ack, ErrorCode, FrameType, PingBatch, PingError, PingRecord, Response, split_frame,
+    Ack, ErrorCode, FrameType, PingBatch, PingError, PingRecord, Response, Version, split_frame,
 };
 
 /// Why a record was refused, one counter each.
@@ -86,30 +86,39 @@ struct Checked {
     out_of_scope: u32,
     /// Refusals by reason, in [`Reject`] order.
     reasons: [u32; 6],
-    /// First vehicle refused for scope (for the error message).
-    stranger: Option<VehicleId>,
+    /// First vehicle id refused for scope, as sent (for the error message).
+    stranger: Option<u64>,
     latest: f64,
 }
 
 /// Appends the acceptable records of `batch` to `out`.
 fn check(
     shared: &Shared,
-    who: &Principal,
+    session: &Session,
     batch: &PingBatch<'_>,
     out: &mut Vec<(VehicleId, Ping)>,
 ) -> Checked {
     let mut c = Checked::default();
     let bounds = Bounds::now(shared);
-    let everyone = who.fleet.is_none();
+    // A batch mostly names few vehicles, often one: remember the last.
+    let mut last: Option<(u64, Option<VehicleId>)> = None;
     for rec in batch.iter() {
         match bounds.check(&rec) {
-            Ok((v, p)) => {
-                if everyone || shared.auth.covers(who, v) {
+            Ok((wire, p)) => {
+                let vehicle = match last {
+                    Some((w, v)) if w == wire => v,
+                    _ => {
+                        let v = session.ping_vehicle(shared, wire);
+                        last = Some((wire, v));
+                        v
+                    }
+                };
+                if let Some(v) = vehicle {
                     c.latest = c.latest.max(p.time);
                     out.push((v, p));
                 } else {
                     c.out_of_scope += 1;
-                    c.stranger.get_or_insert(v);
+                    c.stranger.get_or_insert(wire);
                 }
             }
             Err(why) => {
@@ -143,14 +152,15 @@ fn check(
 
 fn error_frame(code: ErrorCode, message: String) -> Vec<u8> {
     let mut buf = Vec::new();
-    Response::error(code, message).encode(&mut buf);
+    // An ERROR frame reads the same in every version.
+    Response::error(code, message).encode(Version::V1, &mut buf);
     buf
 }
 
 /// Serves one unidirectional ping stream until it ends.
 pub async fn stream(
     shared: Arc<Shared>,
-    who: Arc<Principal>,
+    session: Arc<Session>,
     conn: Connection,
     mut recv: RecvStream,
     control: ControlTx,
@@ -159,6 +169,7 @@ pub async fn stream(
     // A role that may not send pings still gets an ACK for every PINGS
     // frame (all rejected) and one ERROR, so a client that resends
     // unacknowledged batches does not resend them forever.
+    let who = &session.who;
     let allowed = who.role.may_send_pings();
     let mut told = false;
     let max_frame = shared.config.limits.max_frame_bytes;
@@ -244,7 +255,7 @@ pub async fn stream(
             continue;
         }
         pings.clear();
-        let checked = check(&shared, &who, &batch, &mut pings);
+        let checked = check(&shared, &session, &batch, &mut pings);
         let mut wait = Duration::from_micros(500);
         // Over the memory bound: hold the stream (its sender's flow-control
         // window closes) until memory is back under it.
@@ -278,12 +289,18 @@ pub async fn stream(
         }
         ServerStats::add(&stats.acks_sent, 1);
         if let Some(v) = checked.stranger {
-            let msg = format!(
-                "batch {}: {} pings for vehicles outside fleet {:?} (first: {v})",
-                batch.batch_id,
-                checked.out_of_scope,
-                shared.auth.fleet_name(who.fleet)
-            );
+            let msg = match session.version {
+                Version::V1 => format!(
+                    "batch {}: {} pings for vehicles outside fleet {:?} (first: {v})",
+                    batch.batch_id,
+                    checked.out_of_scope,
+                    shared.auth.fleet_name(who.fleet)
+                ),
+                Version::V2 => format!(
+                    "batch {}: {} pings for aliases no BIND on this connection set (first: {v})",
+                    batch.batch_id, checked.out_of_scope,
+                ),
+            };
             let _ = control.send(error_frame(ErrorCode::Forbidden, msg)).await;
         }
     }
@@ -297,7 +314,7 @@ const DATAGRAM_COALESCE: usize = 2048;
 /// Serves the connection's datagrams until it closes. Whatever has arrived
 /// by the time one is read is taken with it, as one batch (no waiting: a
 /// lone datagram goes straight through).
-pub async fn datagrams(shared: Arc<Shared>, who: Arc<Principal>, conn: Connection) {
+pub async fn datagrams(shared: Arc<Shared>, who: Arc<Session>, conn: Connection) {
     let mut pings = Vec::new();
     let mut next = conn.read_datagram().await;
     while let Ok(first) = next {
@@ -333,13 +350,13 @@ pub async fn datagrams(shared: Arc<Shared>, who: Arc<Principal>, conn: Connectio
 /// Checks one datagram's pings into `out`; returns the latest ping time.
 fn take_datagram(
     shared: &Shared,
-    who: &Principal,
+    session: &Session,
     d: &[u8],
     out: &mut Vec<(VehicleId, Ping)>,
 ) -> f64 {
     let stats = &shared.stats;
     ServerStats::add(&stats.datagrams_received, 1);
-    if !who.role.may_send_pings() {
+    if !session.who.role.may_send_pings() {
         ServerStats::add(&stats.forbidden, 1);
         ServerStats::add(&stats.datagrams_dropped, 1);
         return 0.0;
@@ -355,7 +372,7 @@ fn take_datagram(
         ServerStats::add(&stats.datagrams_dropped, 1);
         return 0.0;
     };
-    check(shared, who, &batch, out).latest
+    check(shared, session, &batch, out).latest
 }
 
 /// Polls a future once: its output if it is ready now.

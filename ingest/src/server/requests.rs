@@ -2,8 +2,9 @@
 //! carries requests, answered in order (a client may open one stream per
 //! request or pipeline several). SUBSCRIBE turns the stream into an event
 //! stream. Every request is checked against the caller's role and fleet
-//! first; what is refused gets an ERROR frame and a counter, and the
-//! stream stays usable. A frame that does not decode closes the stream; a
+//! first, and its names are turned into engine ids in the caller's fleet
+//! (a name another fleet uses is, to the caller, a name nobody uses); what
+//! is refused gets an ERROR frame and a counter, and the stream stays usable. A frame that does not decode closes the stream; a
 //! frame type that has no business here closes the connection.
 
 use std::sync::Arc;
@@ -16,25 +17,25 @@ use lastmile_roadgraph::LatLon;
 use quinn::{Connection, RecvStream, SendStream};
 
 use super::connection::close;
+use super::session::{Refusal, Session};
 use super::{ServerStats, Shared, subscribe};
 use crate::auth::{Principal, epoch_ms};
 use crate::convert;
+use crate::ids::Kind;
 use crate::io::{ReadFrame, read_frame};
 use crate::protocol::{
     AT_END, DecodeError, ErrorCode, MAX_HISTORY_POINTS, MAX_IN_BOX, MAX_NEAREST, NO_TIME, Request,
-    Response, WireFound,
+    Response, Version, WireFound,
 };
-
-type Refusal = (ErrorCode, String);
 
 pub async fn stream(
     shared: Arc<Shared>,
-    who: Arc<Principal>,
+    session: Arc<Session>,
     conn: Connection,
     mut send: SendStream,
     mut recv: RecvStream,
 ) {
-    let stats = &shared.stats;
+    let (stats, v) = (&shared.stats, session.version);
     let max_frame = shared.config.limits.max_frame_bytes;
     let (mut buf, mut out) = (Vec::new(), Vec::new());
     loop {
@@ -47,16 +48,16 @@ pub async fn stream(
                 ServerStats::add(&stats.partial_frames, 1);
                 ServerStats::add(&stats.malformed_frames, 1);
                 let msg = "request frame cut off by the end of its stream: not applied";
-                end_with_error(&mut send, &mut recv, ErrorCode::Malformed, msg).await;
+                end_with_error(&mut send, &mut recv, v, ErrorCode::Malformed, msg).await;
                 return;
             }
             ReadFrame::Bad(e) => {
                 let code = stats.bad_frame(&e);
-                end_with_error(&mut send, &mut recv, code, &e.to_string()).await;
+                end_with_error(&mut send, &mut recv, v, code, &e.to_string()).await;
                 return;
             }
         };
-        let req = match Request::decode(h.kind, &buf) {
+        let req = match Request::decode(v, h.kind, &buf) {
             Ok(r) => r,
             Err(DecodeError::UnknownType(t)) => {
                 ServerStats::add(&stats.protocol_violations, 1);
@@ -69,7 +70,8 @@ pub async fn stream(
             }
             Err(e) => {
                 ServerStats::add(&stats.malformed_frames, 1);
-                end_with_error(&mut send, &mut recv, ErrorCode::Malformed, &e.to_string()).await;
+                let msg = e.to_string();
+                end_with_error(&mut send, &mut recv, v, ErrorCode::Malformed, &msg).await;
                 return;
             }
         };
@@ -81,11 +83,20 @@ pub async fn stream(
             stops,
         } = req
         {
-            subscribe::run(&shared, &who, send, recv, from, kinds, vehicles, stops).await;
+            subscribe::run(
+                &shared,
+                &session,
+                send,
+                recv,
+                (from, kinds),
+                vehicles,
+                stops,
+            )
+            .await;
             return;
         }
         let asked = std::time::Instant::now();
-        let resp = match answer(&shared, &who, req).await {
+        let resp = match answer(&shared, &session, req).await {
             Ok(r) => r,
             Err((code, message)) => {
                 ServerStats::add(&stats.request_errors, 1);
@@ -97,7 +108,7 @@ pub async fn stream(
         };
         shared.record_request(asked.elapsed());
         out.clear();
-        resp.encode(&mut out);
+        resp.encode(v, &mut out);
         if send.write_all(&out).await.is_err() {
             return;
         }
@@ -108,11 +119,12 @@ pub async fn stream(
 async fn end_with_error(
     send: &mut SendStream,
     recv: &mut RecvStream,
+    v: Version,
     code: ErrorCode,
     message: &str,
 ) {
     let mut out = Vec::new();
-    Response::error(code, message).encode(&mut out);
+    Response::error(code, message).encode(v, &mut out);
     let _ = send.write_all(&out).await;
     let _ = send.finish();
     let _ = recv.stop((code as u32).into());
@@ -140,39 +152,49 @@ fn require(ok: bool, who: &Principal, what: &str) -> Result<(), Refusal> {
     }
 }
 
-fn covers(shared: &Shared, who: &Principal, vehicle: VehicleId) -> Result<(), Refusal> {
-    if shared.auth.covers(who, vehicle) {
-        Ok(())
-    } else {
-        Err(forbidden(format!(
-            "vehicle {vehicle} is not in fleet {:?}",
-            shared.auth.fleet_name(who.fleet)
-        )))
-    }
+/// The answer about a vehicle that does not exist, and about one the
+/// caller's fleet does not hold: the same.
+fn no_vehicle(name: &str) -> Refusal {
+    (ErrorCode::NotFound, format!("no vehicle {name}"))
 }
 
 /// The answer about a stop that does not exist, and about one the caller's
 /// fleet does not hold: the two must be indistinguishable, or anyone could
 /// probe which ids another fleet uses and which vehicles hold them.
-fn no_stop(stop: StopId) -> Refusal {
-    (ErrorCode::UnknownStop, format!("no stop {stop}"))
+fn no_stop(name: &str) -> Refusal {
+    (ErrorCode::UnknownStop, format!("no stop {name}"))
+}
+
+/// The engine id of a vehicle the caller names (it must exist by that name).
+fn vehicle_of(shared: &Shared, s: &Session, name: &str) -> Result<VehicleId, Refusal> {
+    s.find(shared, Kind::Vehicle, name)?
+        .ok_or_else(|| no_vehicle(name))
+}
+
+/// The engine id of a stop the caller names (it must exist by that name).
+fn stop_of(shared: &Shared, s: &Session, name: &str) -> Result<StopId, Refusal> {
+    s.find(shared, Kind::Stop, name)?
+        .ok_or_else(|| no_stop(name))
 }
 
 /// The vehicle a stop belongs to, if the caller may act on it; a stop of
 /// another fleet is answered as one that does not exist.
-fn stop_owner(shared: &Shared, who: &Principal, stop: StopId) -> Result<VehicleId, Refusal> {
+fn stop_owner(shared: &Shared, s: &Session, name: &str) -> Result<(StopId, VehicleId), Refusal> {
+    let stop = stop_of(shared, s, name)?;
     let e = engine(shared)?;
-    let v = e.stop(stop).ok_or_else(|| no_stop(stop))?.record.vehicle;
-    if !shared.auth.covers(who, v) {
-        return Err(no_stop(stop));
+    let v = e.stop(stop).ok_or_else(|| no_stop(name))?.record.vehicle;
+    if !shared.auth.covers(&s.who, v) {
+        return Err(no_stop(name));
     }
-    Ok(v)
+    Ok((stop, v))
 }
 
-/// An engine command's refusal as the caller may see it: one that names a
-/// stop of another fleet (closed, or on another vehicle) says the stop
-/// does not exist, exactly as for an unknown id.
-fn refusal_of(shared: &Shared, who: &Principal, e: &CommandError) -> Refusal {
+/// An engine command's refusal as the caller may see it: ids become the
+/// caller's names, and one that names a stop of another fleet (closed, or
+/// on another vehicle) says the stop does not exist, exactly as for an
+/// unknown name.
+fn refusal_of(shared: &Shared, s: &Session, e: &CommandError) -> Refusal {
+    let who = &s.who;
     let foreign = |stop: StopId| {
         shared
             .sink
@@ -180,13 +202,34 @@ fn refusal_of(shared: &Shared, who: &Principal, e: &CommandError) -> Refusal {
             .and_then(|en| en.stop(stop))
             .is_some_and(|v| !shared.auth.covers(who, v.record.vehicle))
     };
+    let stop_name = |id| s.name(shared, Kind::Stop, id);
+    let code = convert::command_error(e);
     match *e {
-        CommandError::UnknownStop(stop) => no_stop(stop),
+        CommandError::UnknownStop(stop) => no_stop(&stop_name(stop)),
         CommandError::WrongVehicle { stop, vehicle } if !shared.auth.covers(who, vehicle) => {
-            no_stop(stop)
+            no_stop(&stop_name(stop))
         }
-        CommandError::StopClosed(stop) if foreign(stop) => no_stop(stop),
-        _ => (convert::command_error(e), e.to_string()),
+        CommandError::WrongVehicle { stop, vehicle } => (
+            code,
+            format!(
+                "stop {} belongs to vehicle {}",
+                stop_name(stop),
+                s.name(shared, Kind::Vehicle, vehicle)
+            ),
+        ),
+        CommandError::StopClosed(stop) if foreign(stop) => no_stop(&stop_name(stop)),
+        CommandError::StopClosed(stop) => (
+            code,
+            format!("stop {} is already completed or failed", stop_name(stop)),
+        ),
+        CommandError::DuplicateStop(stop) => {
+            (code, format!("stop {} already exists", stop_name(stop)))
+        }
+        CommandError::OffRoad { stop, max_m } => (
+            code,
+            format!("stop {} is not within {max_m} m of a road", stop_name(stop)),
+        ),
+        _ => (code, e.to_string()),
     }
 }
 
@@ -213,7 +256,8 @@ fn time_of(shared: &Shared, ms: i64) -> Result<f64, Refusal> {
     }
 }
 
-async fn answer(shared: &Arc<Shared>, who: &Principal, req: Request) -> Result<Response, Refusal> {
+async fn answer(shared: &Arc<Shared>, s: &Session, req: Request) -> Result<Response, Refusal> {
+    let who = &s.who;
     match req {
         Request::GetStats => {
             require(who.role.may_read(), who, "read statistics")?;
@@ -221,28 +265,27 @@ async fn answer(shared: &Arc<Shared>, who: &Principal, req: Request) -> Result<R
         }
         Request::GetVehicle { vehicle } => {
             require(who.role.may_read(), who, "query vehicles")?;
-            covers(shared, who, vehicle)?;
+            let id = vehicle_of(shared, s, &vehicle)?;
             let e = engine(shared)?;
-            let v = e
-                .vehicle(vehicle)
-                .ok_or((ErrorCode::NotFound, format!("no vehicle {vehicle}")))?;
-            Ok(Response::Vehicle(convert::vehicle(&v, e.graph())))
+            let v = e.vehicle(id).ok_or_else(|| no_vehicle(&vehicle))?;
+            let name = |kind, id| s.name(shared, kind, id);
+            Ok(Response::Vehicle(convert::vehicle(&v, e.graph(), &name)))
         }
         Request::GetStop { stop } => {
             let e = engine(shared)?;
-            if who.stop.is_some() {
-                if who.stop != Some(stop) {
-                    return Err(forbidden("a tracking token covers one stop only"));
-                }
-            } else {
+            if who.stop.is_none() {
                 require(who.role.may_read(), who, "query stops")?;
             }
-            let view = match e.stop(stop) {
+            let id = stop_of(shared, s, &stop)?;
+            if who.stop.is_some_and(|mine| mine != id) {
+                return Err(forbidden("a tracking token covers one stop only"));
+            }
+            let view = match e.stop(id) {
                 Some(v) => v,
-                None => archived_stop(shared, stop).await?,
+                None => archived_stop(shared, id, &stop).await?,
             };
             if !shared.auth.covers(who, view.record.vehicle) {
-                return Err(no_stop(stop));
+                return Err(no_stop(&stop));
             }
             // A customer sees the vehicle only while it is on its way to
             // them (their stop is next) or there.
@@ -250,7 +293,8 @@ async fn answer(shared: &Arc<Shared>, who: &Principal, req: Request) -> Result<R
                 || view
                     .eta
                     .is_some_and(|s| s.stops_before == 0 && s.status.is_remaining());
-            Ok(Response::Stop(convert::stop_view(stop, &view, reveal)))
+            let name = |kind, id| s.name(shared, kind, id);
+            Ok(Response::Stop(convert::stop_view(id, &view, reveal, &name)))
         }
         Request::Nearest { lat_e7, lon_e7, k } => {
             require(who.role.may_read(), who, "query positions")?;
@@ -277,7 +321,7 @@ async fn answer(shared: &Arc<Shared>, who: &Principal, req: Request) -> Result<R
             Ok(Response::Vehicles {
                 // Asked for more than the cap: say the answer is cut.
                 truncated: asked_k as usize > MAX_NEAREST,
-                found: found.iter().map(wire_found).collect(),
+                found: found.iter().map(|f| wire_found(shared, s, f)).collect(),
             })
         }
         Request::InBox {
@@ -307,12 +351,12 @@ async fn answer(shared: &Arc<Shared>, who: &Principal, req: Request) -> Result<R
             found.truncate(MAX_IN_BOX);
             Ok(Response::Vehicles {
                 truncated,
-                found: found.iter().map(wire_found).collect(),
+                found: found.iter().map(|f| wire_found(shared, s, f)).collect(),
             })
         }
         Request::CreateTrackingToken { stop, ttl_s } => {
             require(who.role.may_dispatch(), who, "create tracking tokens")?;
-            stop_owner(shared, who, stop)?;
+            let (stop, _) = stop_owner(shared, s, &stop)?;
             let ttl = Duration::from_secs(u64::from(ttl_s.clamp(60, 30 * 86_400)));
             let (token, expires) = shared
                 .auth
@@ -346,42 +390,21 @@ async fn answer(shared: &Arc<Shared>, who: &Principal, req: Request) -> Result<R
             to_ms,
         } => {
             require(who.role.may_read(), who, "read history")?;
-            covers(shared, who, vehicle)?;
-            let e = engine(shared)?.clone();
-            let d = shared.durable.clone().ok_or((
-                ErrorCode::NotFound,
-                "this server keeps no history (its store is disabled)".to_string(),
-            ))?;
-            let bound = |ms: i64, open: f64| {
-                if ms == NO_TIME {
-                    open
-                } else {
-                    convert::secs(ms)
-                }
-            };
-            let (from, to) = (
-                bound(from_ms, f64::NEG_INFINITY),
-                bound(to_ms, f64::INFINITY),
-            );
-            let answer = tokio::task::spawn_blocking(move || {
-                // What is still buffered is written first, so the answer
-                // reaches the finalised path's end (a few pings behind live).
-                d.gather_history(&e, true);
-                // A piece is at least two points: this many pieces fill a reply.
-                let mut pieces = Vec::new();
-                let more =
-                    d.store
-                        .history(vehicle, from, to, MAX_HISTORY_POINTS / 2, &mut pieces)?;
-                let (points, used) =
-                    convert::path_points(e.graph(), &pieces, (from, to), MAX_HISTORY_POINTS);
-                anyhow::Ok(Response::History {
-                    truncated: more || used < pieces.len(),
-                    points,
-                })
-            })
-            .await
-            .map_err(|e| (ErrorCode::Internal, e.to_string()))?;
-            answer.map_err(|e| (ErrorCode::Internal, format!("reading history: {e}")))
+            let vehicle = vehicle_of(shared, s, &vehicle)?;
+            history(shared, vehicle, (from_ms, to_ms)).await
+        }
+        Request::Bind { vehicles } => {
+            require(who.role.may_send_pings(), who, "send pings")?;
+            let ids = s
+                .create_all(
+                    shared,
+                    Kind::Vehicle,
+                    vehicles.iter().map(|(_, n)| n.as_str()),
+                )
+                .await?;
+            let pairs: Vec<_> = vehicles.iter().map(|(a, _)| *a).zip(ids).collect();
+            s.bind(&pairs)?;
+            Ok(Response::Ok)
         }
         Request::Reassign {
             stop,
@@ -390,23 +413,20 @@ async fn answer(shared: &Arc<Shared>, who: &Principal, req: Request) -> Result<R
             index,
         } => {
             require(who.role.may_dispatch(), who, "change routes")?;
-            stop_owner(shared, who, stop)?;
-            covers(shared, who, to_vehicle)?;
-            let e = engine(shared)?.clone();
+            let (stop, _) = stop_owner(shared, s, &stop)?;
             let time = time_of(shared, time_ms)?;
+            let to = s.create(shared, Kind::Vehicle, &to_vehicle).await?;
+            let e = engine(shared)?.clone();
             let index = (index != AT_END).then_some(index as usize);
-            blocking(shared, who, move || {
-                e.reassign(stop, to_vehicle, index, time)
-            })
-            .await?;
+            blocking(shared, s, move || e.reassign(stop, to, index, time)).await?;
             ServerStats::add(&shared.stats.commands_applied, 1);
             Ok(Response::Ok)
         }
         cmd => {
             require(who.role.may_dispatch(), who, "change routes and stops")?;
-            let (command, time) = command(shared, who, cmd)?;
+            let (command, time) = command(shared, s, cmd).await?;
             let e = engine(shared)?.clone();
-            blocking(shared, who, move || {
+            blocking(shared, s, move || {
                 e.command(command, time, Admission::Wait(Duration::from_secs(5)))
             })
             .await?;
@@ -416,10 +436,57 @@ async fn answer(shared: &Arc<Shared>, who: &Principal, req: Request) -> Result<R
     }
 }
 
+/// A vehicle's matched path between two times (ms, [`NO_TIME`] open), from the store.
+async fn history(
+    shared: &Arc<Shared>,
+    vehicle: VehicleId,
+    (from_ms, to_ms): (i64, i64),
+) -> Result<Response, Refusal> {
+    let e = engine(shared)?.clone();
+    let d = shared.durable.clone().ok_or((
+        ErrorCode::NotFound,
+        "this server keeps no history (its store is disabled)".to_string(),
+    ))?;
+    let bound = |ms: i64, open: f64| {
+        if ms == NO_TIME {
+            open
+        } else {
+            convert::secs(ms)
+        }
+    };
+    let (from, to) = (
+        bound(from_ms, f64::NEG_INFINITY),
+        bound(to_ms, f64::INFINITY),
+    );
+    let answer = tokio::task::spawn_blocking(move || {
+        // What is still buffered is written first, so the answer
+        // reaches the finalised path's end (a few pings behind live).
+        d.gather_history(&e, true);
+        // A piece is at least two points: this many pieces fill a reply.
+        let mut pieces = Vec::new();
+        let more = d
+            .store
+            .history(vehicle, from, to, MAX_HISTORY_POINTS / 2, &mut pieces)?;
+        let (points, used) =
+            convert::path_points(e.graph(), &pieces, (from, to), MAX_HISTORY_POINTS);
+        anyhow::Ok(Response::History {
+            truncated: more || used < pieces.len(),
+            points,
+        })
+    })
+    .await
+    .map_err(|e| (ErrorCode::Internal, e.to_string()))?;
+    answer.map_err(|e| (ErrorCode::Internal, format!("reading history: {e}")))
+}
+
 /// A stop the engine no longer holds (closed longer ago than its
 /// `closed_retention_s`), from the store's record of its outcome.
-async fn archived_stop(shared: &Arc<Shared>, stop: StopId) -> Result<StopView, Refusal> {
-    let unknown = || no_stop(stop);
+async fn archived_stop(
+    shared: &Arc<Shared>,
+    stop: StopId,
+    name: &str,
+) -> Result<StopView, Refusal> {
+    let unknown = || no_stop(name);
     let Some(d) = shared.durable.clone() else {
         return Err(unknown());
     };
@@ -447,33 +514,37 @@ async fn archived_stop(shared: &Arc<Shared>, stop: StopId) -> Result<StopView, R
 /// a shard queue) and maps its refusal to what the caller may see.
 async fn blocking(
     shared: &Shared,
-    who: &Principal,
+    s: &Session,
     f: impl FnOnce() -> Result<(), CommandError> + Send + 'static,
 ) -> Result<(), Refusal> {
     match tokio::task::spawn_blocking(f).await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(refusal_of(shared, who, &e)),
+        Ok(Err(e)) => Err(refusal_of(shared, s, &e)),
         Err(_) => Err((ErrorCode::Internal, "command task failed".into())),
     }
 }
 
-/// The engine command for a route/stop request, checked.
-fn command(shared: &Shared, who: &Principal, req: Request) -> Result<(Command, f64), Refusal> {
+/// The engine command for a route/stop request, checked. A vehicle or
+/// stop a dispatcher plans under a new name gets an id (stored before the
+/// command runs); the others must exist by the names given.
+async fn command(shared: &Shared, s: &Session, req: Request) -> Result<(Command, f64), Refusal> {
     Ok(match req {
         Request::AssignRoute {
             vehicle,
             time_ms,
             stops,
         } => {
-            covers(shared, who, vehicle)?;
+            let time = time_of(shared, time_ms)?;
+            let vehicle = s.create(shared, Kind::Vehicle, &vehicle).await?;
+            let ids = s
+                .create_all(shared, Kind::Stop, stops.iter().map(|p| p.id.as_str()))
+                .await?;
             let stops = stops
                 .iter()
-                .map(convert::stop_plan)
+                .zip(ids)
+                .map(|(p, id)| convert::stop_plan(p, id))
                 .collect::<Result<_, _>>()?;
-            (
-                Command::AssignRoute { vehicle, stops },
-                time_of(shared, time_ms)?,
-            )
+            (Command::AssignRoute { vehicle, stops }, time)
         }
         Request::AddStop {
             vehicle,
@@ -481,8 +552,10 @@ fn command(shared: &Shared, who: &Principal, req: Request) -> Result<(Command, f
             index,
             stop,
         } => {
-            covers(shared, who, vehicle)?;
-            let stop = convert::stop_plan(&stop)?;
+            let time = time_of(shared, time_ms)?;
+            let vehicle = s.create(shared, Kind::Vehicle, &vehicle).await?;
+            let id = s.create(shared, Kind::Stop, &stop.id).await?;
+            let stop = convert::stop_plan(&stop, id)?;
             let index = (index != AT_END).then_some(index as usize);
             (
                 Command::AddStop {
@@ -490,7 +563,7 @@ fn command(shared: &Shared, who: &Principal, req: Request) -> Result<(Command, f
                     stop,
                     index,
                 },
-                time_of(shared, time_ms)?,
+                time,
             )
         }
         Request::RemoveStop {
@@ -498,22 +571,23 @@ fn command(shared: &Shared, who: &Principal, req: Request) -> Result<(Command, f
             time_ms,
             stop,
         } => {
-            covers(shared, who, vehicle)?;
-            (
-                Command::RemoveStop { vehicle, stop },
-                time_of(shared, time_ms)?,
-            )
+            let time = time_of(shared, time_ms)?;
+            let vehicle = vehicle_of(shared, s, &vehicle)?;
+            let stop = stop_of(shared, s, &stop)?;
+            (Command::RemoveStop { vehicle, stop }, time)
         }
         Request::Reorder {
             vehicle,
             time_ms,
             order,
         } => {
-            covers(shared, who, vehicle)?;
-            (
-                Command::Reorder { vehicle, order },
-                time_of(shared, time_ms)?,
-            )
+            let time = time_of(shared, time_ms)?;
+            let vehicle = vehicle_of(shared, s, &vehicle)?;
+            let order = order
+                .iter()
+                .map(|n| stop_of(shared, s, n))
+                .collect::<Result<_, _>>()?;
+            (Command::Reorder { vehicle, order }, time)
         }
         Request::Complete {
             vehicle,
@@ -521,7 +595,9 @@ fn command(shared: &Shared, who: &Principal, req: Request) -> Result<(Command, f
             stop,
             proof,
         } => {
-            covers(shared, who, vehicle)?;
+            let time = time_of(shared, time_ms)?;
+            let vehicle = vehicle_of(shared, s, &vehicle)?;
+            let stop = stop_of(shared, s, &stop)?;
             let proof = convert::proof(&proof)?;
             (
                 Command::Complete {
@@ -529,7 +605,7 @@ fn command(shared: &Shared, who: &Principal, req: Request) -> Result<(Command, f
                     stop,
                     proof,
                 },
-                time_of(shared, time_ms)?,
+                time,
             )
         }
         Request::Fail {
@@ -538,23 +614,25 @@ fn command(shared: &Shared, who: &Principal, req: Request) -> Result<(Command, f
             stop,
             reason,
         } => {
-            covers(shared, who, vehicle)?;
+            let time = time_of(shared, time_ms)?;
+            let vehicle = vehicle_of(shared, s, &vehicle)?;
+            let stop = stop_of(shared, s, &stop)?;
             (
                 Command::Fail {
                     vehicle,
                     stop,
                     reason,
                 },
-                time_of(shared, time_ms)?,
+                time,
             )
         }
         _ => return Err((ErrorCode::Internal, "not a command".into())),
     })
 }
 
-fn wire_found(f: &lastmile_engine::live_index::Found) -> WireFound {
+fn wire_found(shared: &Shared, s: &Session, f: &lastmile_engine::live_index::Found) -> WireFound {
     WireFound {
-        vehicle: f.vehicle,
+        vehicle: s.name(shared, Kind::Vehicle, f.vehicle),
         lat_e7: convert::e7(f.at.pos.lat),
         lon_e7: convert::e7(f.at.pos.lon),
         time_ms: convert::ms(f.at.time),

@@ -13,9 +13,10 @@ use std::sync::atomic::Ordering::Relaxed;
 use lastmile_engine::fleet::{EventFilter, StopId, VehicleId};
 use quinn::{RecvStream, SendStream};
 
+use super::session::{Refusal, Session};
 use super::{ServerStats, Shared};
-use crate::auth::Principal;
 use crate::convert;
+use crate::ids::Kind;
 use crate::protocol::{ErrorCode, FROM_NOW, Response};
 
 struct Slot<'a>(&'a Shared);
@@ -26,62 +27,90 @@ impl Drop for Slot<'_> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-pub async fn run(
+/// The subscription's filter in engine ids, if the caller may have it: a
+/// name its fleet does not have is refused as for a query (`not_found`,
+/// `unknown_stop`), whether or not another fleet has it; except that a
+/// dispatcher may name what it has not planned yet (a vehicle it is about
+/// to give a route), which reserves the name in its fleet.
+async fn filter_ids(
     shared: &Shared,
-    who: &Principal,
-    mut send: SendStream,
-    mut recv: RecvStream,
-    from: u64,
-    kinds: u32,
-    vehicles: Vec<VehicleId>,
-    mut stops: Vec<StopId>,
-) {
-    let stats = &shared.stats;
-    let mut out = Vec::new();
-    let refusal = if let Some(stop) = who.stop {
+    s: &Session,
+    vehicles: &[String],
+    stops: &[String],
+) -> Result<(Vec<VehicleId>, Vec<StopId>), Refusal> {
+    let who = &s.who;
+    let find = async |kind, names: &[String]| -> Result<Vec<u64>, Refusal> {
+        if who.role.may_dispatch() {
+            return s
+                .create_all(shared, kind, names.iter().map(String::as_str))
+                .await;
+        }
+        names
+            .iter()
+            .map(|name| {
+                s.find(shared, kind, name)?.ok_or_else(|| match kind {
+                    Kind::Vehicle => (ErrorCode::NotFound, format!("no vehicle {name}")),
+                    Kind::Stop => (ErrorCode::UnknownStop, format!("no stop {name}")),
+                })
+            })
+            .collect()
+    };
+    let stop_ids = find(Kind::Stop, stops).await?;
+    if let Some(stop) = who.stop {
         // A tracking token hears about its own stop only.
-        if stops.iter().any(|s| *s != stop) || !vehicles.is_empty() {
-            Some((
+        if stop_ids.iter().any(|s| *s != stop) || !vehicles.is_empty() {
+            return Err((
                 ErrorCode::Forbidden,
                 "a tracking token covers one stop only".to_string(),
-            ))
-        } else {
-            stops = vec![stop];
-            None
+            ));
         }
-    } else if !who.role.may_read() {
-        Some((
+        return Ok((Vec::new(), vec![stop]));
+    }
+    if !who.role.may_read() {
+        return Err((
             ErrorCode::Forbidden,
             format!("role {} may not subscribe", who.role.as_str()),
-        ))
-    } else if let Some(v) = vehicles.iter().find(|v| !shared.auth.covers(who, **v)) {
-        Some((
-            ErrorCode::Forbidden,
-            format!("vehicle {v} is not in your fleet"),
-        ))
-    } else if shared.sink.engine().is_none() {
-        Some((
+        ));
+    }
+    let vehicle_ids = find(Kind::Vehicle, vehicles).await?;
+    if shared.sink.engine().is_none() {
+        return Err((
             ErrorCode::NotFound,
             "this server counts pings only (no engine)".to_string(),
-        ))
-    } else {
-        None
-    };
-    if let Some((code, message)) = refusal {
-        ServerStats::add(&stats.request_errors, 1);
-        if code == ErrorCode::Forbidden {
-            ServerStats::add(&stats.forbidden, 1);
-        }
-        Response::error(code, message).encode(&mut out);
-        let _ = send.write_all(&out).await;
-        let _ = send.finish();
-        return;
+        ));
     }
+    Ok((vehicle_ids, stop_ids))
+}
+
+pub async fn run(
+    shared: &Shared,
+    s: &Session,
+    mut send: SendStream,
+    mut recv: RecvStream,
+    (from, kinds): (u64, u32),
+    vehicles: Vec<String>,
+    stops: Vec<String>,
+) {
+    let (stats, who, v) = (&shared.stats, &s.who, s.version);
+    let mut out = Vec::new();
+    let (vehicles, stops) = match filter_ids(shared, s, &vehicles, &stops).await {
+        Ok(f) => f,
+        Err(refusal) => {
+            let (code, message) = refusal;
+            ServerStats::add(&stats.request_errors, 1);
+            if code == ErrorCode::Forbidden {
+                ServerStats::add(&stats.forbidden, 1);
+            }
+            Response::error(code, message).encode(v, &mut out);
+            let _ = send.write_all(&out).await;
+            let _ = send.finish();
+            return;
+        }
+    };
     if shared.subscribers.fetch_add(1, Relaxed) >= shared.config.limits.max_subscribers {
         shared.subscribers.fetch_sub(1, Relaxed);
         ServerStats::add(&stats.subscriptions_refused, 1);
-        Response::error(ErrorCode::LimitExceeded, "too many subscribers").encode(&mut out);
+        Response::error(ErrorCode::LimitExceeded, "too many subscribers").encode(v, &mut out);
         let _ = send.write_all(&out).await;
         let _ = send.finish();
         return;
@@ -106,7 +135,7 @@ pub async fn run(
     if from != FROM_NOW && from > end {
         ServerStats::add(&stats.subscriptions_from_beyond, 1);
     }
-    Response::Subscribed { next_id: cursor }.encode(&mut out);
+    Response::Subscribed { next_id: cursor }.encode(v, &mut out);
     if send.write_all(&out).await.is_err() {
         return;
     }
@@ -152,13 +181,18 @@ pub async fn run(
         }
         if lost > 0 {
             ServerStats::add(&stats.events_lost, lost);
-            Response::Lost { count: lost }.encode(&mut out);
+            Response::Lost { count: lost }.encode(v, &mut out);
         }
         got.retain(|(_, e)| who.fleet.is_none() || shared.auth.covers(who, e.vehicle));
         if !got.is_empty() {
             ServerStats::add(&stats.events_sent, got.len() as u64);
-            Response::Events(got.iter().map(|(id, e)| convert::event(*id, e)).collect())
-                .encode(&mut out);
+            let name = |kind, id| s.name(shared, kind, id);
+            Response::Events(
+                got.iter()
+                    .map(|(id, e)| convert::event(*id, e, &name))
+                    .collect(),
+            )
+            .encode(v, &mut out);
         }
         if !out.is_empty() && send.write_all(&out).await.is_err() {
             return;

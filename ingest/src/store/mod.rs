@@ -44,6 +44,8 @@ const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const GRANTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tracking_tokens");
 const HISTORY: TableDefinition<(u64, i64), &[u8]> = TableDefinition::new("history");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Names fleets gave their vehicles and stops: (kind, engine id) → name.
+const NAMES: TableDefinition<(u8, u64), &str> = TableDefinition::new("names");
 
 /// `meta` key: the last journal sequence number handed out (survives truncation).
 const JOURNAL_SEQ: &str = "journal_seq";
@@ -121,6 +123,7 @@ impl Store {
         txn.open_table(GRANTS)?;
         txn.open_table(HISTORY)?;
         txn.open_table(META)?;
+        txn.open_table(NAMES)?;
         txn.commit()?;
         let last = {
             let txn = db.begin_read()?;
@@ -450,6 +453,35 @@ impl Store {
             })?;
             Ok(n)
         })
+    }
+
+    // ------------------------------------------------------------------ names
+
+    /// Writes names allocated to fleets' ids, durably.
+    pub fn save_names(&self, names: &[crate::ids::NewName]) -> Result<(), redb::Error> {
+        self.write(Durability::Immediate, |txn| {
+            let mut t = txn.open_table(NAMES)?;
+            for n in names {
+                t.insert((n.kind as u8, n.id), &*n.name)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Every name kept, into `ids`; returns how many.
+    pub fn load_names(&self, ids: &crate::ids::Ids) -> anyhow::Result<usize> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(NAMES)?;
+        let mut n = 0;
+        for row in t.iter()? {
+            let (k, v) = row?;
+            let (kind, id) = k.value();
+            if let Some(kind) = crate::ids::Kind::from_u8(kind) {
+                ids.restore(kind, id, v.value());
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     // --------------------------------------------------------- tracking tokens

@@ -1,0 +1,160 @@
+//! One connection's standing after HELLO: who it acts for, the protocol
+//! version agreed, how it names things (its fleet's names, [`crate::ids`]),
+//! and its ping aliases (version 2: a ping record carries a number the
+//! client bound to a vehicle's name with BIND, so records stay 32 bytes).
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use lastmile_engine::fleet::VehicleId;
+
+use super::Shared;
+use crate::auth::Principal;
+use crate::ids::{IdError, Kind, NewName};
+use crate::protocol::{ErrorCode, Version};
+
+/// An ERROR's code and message.
+pub type Refusal = (ErrorCode, String);
+
+pub struct Session {
+    pub who: Principal,
+    pub version: Version,
+    aliases: RwLock<HashMap<u64, VehicleId>>,
+}
+
+/// Aliases one connection may hold.
+pub const MAX_ALIASES: usize = 1_000_000;
+
+impl Session {
+    pub fn new(who: Principal, version: Version) -> Self {
+        Self {
+            who,
+            version,
+            aliases: RwLock::default(),
+        }
+    }
+
+    /// The engine id of a name, if the caller's fleet has one by it
+    /// (`None` is also the answer for what belongs to another fleet).
+    pub fn find(&self, shared: &Shared, kind: Kind, name: &str) -> Result<Option<u64>, Refusal> {
+        shared
+            .ids
+            .find(&shared.auth.scope(&self.who), kind, name)
+            .map_err(refusal)
+    }
+
+    /// The engine id of a name, given one if new; the name is in the
+    /// store when this returns.
+    pub async fn create(&self, shared: &Shared, kind: Kind, name: &str) -> Result<u64, Refusal> {
+        let (id, new) = shared
+            .ids
+            .find_or_create(&shared.auth.scope(&self.who), kind, name)
+            .map_err(refusal)?;
+        if let Some(new) = new {
+            save(shared, vec![new]).await?;
+        }
+        Ok(id)
+    }
+
+    /// Many names at once, given ids if new, saved together.
+    pub async fn create_all<'a>(
+        &self,
+        shared: &Shared,
+        kind: Kind,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Vec<u64>, Refusal> {
+        let scope = shared.auth.scope(&self.who);
+        let (mut ids, mut fresh) = (Vec::new(), Vec::new());
+        for name in names {
+            let (id, new) = shared
+                .ids
+                .find_or_create(&scope, kind, name)
+                .map_err(refusal)?;
+            ids.push(id);
+            fresh.extend(new);
+        }
+        if !fresh.is_empty() {
+            save(shared, fresh).await?;
+        }
+        Ok(ids)
+    }
+
+    /// How the caller sees the engine id `id`: its fleet's name for it
+    /// (numbers only in version 1).
+    pub fn name(&self, shared: &Shared, kind: Kind, id: u64) -> String {
+        shared.ids.label(
+            &shared.auth.scope(&self.who),
+            kind,
+            id,
+            self.version == Version::V1,
+        )
+    }
+
+    /// The vehicle a ping record's id stands for: in version 2 the alias
+    /// bound to it; in version 1 the number as a name of the caller's
+    /// fleet (which pings never create).
+    pub fn ping_vehicle(&self, shared: &Shared, wire: u64) -> Option<VehicleId> {
+        match self.version {
+            Version::V1 => {
+                let scope = shared.auth.scope(&self.who);
+                if scope.reaches(Kind::Vehicle, wire) {
+                    return Some(wire);
+                }
+                shared
+                    .ids
+                    .find(
+                        &scope,
+                        Kind::Vehicle,
+                        &crate::protocol::records::v1_name(wire),
+                    )
+                    .ok()
+                    .flatten()
+            }
+            Version::V2 => self
+                .aliases
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&wire)
+                .copied(),
+        }
+    }
+
+    /// Binds aliases; refused whole if the connection would hold too many.
+    pub fn bind(&self, pairs: &[(u64, VehicleId)]) -> Result<(), Refusal> {
+        let mut aliases = self.aliases.write().unwrap_or_else(|p| p.into_inner());
+        let added = pairs
+            .iter()
+            .filter(|(a, _)| !aliases.contains_key(a))
+            .count();
+        if aliases.len() + added > MAX_ALIASES {
+            return Err((
+                ErrorCode::LimitExceeded,
+                format!("a connection holds at most {MAX_ALIASES} ping aliases"),
+            ));
+        }
+        aliases.extend(pairs.iter().copied());
+        Ok(())
+    }
+}
+
+fn refusal(e: IdError) -> Refusal {
+    match e {
+        IdError::Invalid(m) => (ErrorCode::BadValue, m),
+        IdError::Full(_) => (ErrorCode::LimitExceeded, e.to_string()),
+    }
+}
+
+/// Writes new names to the store (when there is one) before the request
+/// that made them is answered.
+async fn save(shared: &Shared, names: Vec<NewName>) -> Result<(), Refusal> {
+    let Some(d) = shared.durable.clone() else {
+        shared.ids.saved(&names);
+        return Ok(());
+    };
+    let names = tokio::task::spawn_blocking(move || d.store.save_names(&names).map(|()| names))
+        .await
+        .map_err(|e| (ErrorCode::Internal, e.to_string()))?
+        .map_err(|e| (ErrorCode::Internal, format!("storing ids: {e}")))?;
+    shared.ids.saved(&names);
+    Ok(())
+}
