@@ -13,6 +13,7 @@ use common::tmpdir;
 use lastmile_ingest::client::{Client, Control, ServerError};
 use lastmile_ingest::protocol::{
     AT_END, ErrorCode, FROM_NOW, NO_TIME, PingRecord, Request, Response, WireProof, WireStop,
+    WireStopView, WireVehicle,
 };
 
 const HERE: (i32, i32) = (470_000_000, 80_000_000);
@@ -38,6 +39,30 @@ fn pings(from_s: i64, n: i64) -> Vec<PingRecord> {
 
 async fn connect(s: &common::server::Server, token: &str) -> Client {
     Client::connect(&s.target(token)).await.unwrap()
+}
+
+async fn get_stop(c: &Client, name: &str) -> WireStopView {
+    match c
+        .call(&Request::GetStop { stop: name.into() })
+        .await
+        .unwrap()
+    {
+        Response::Stop(v) => v,
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn get_vehicle(c: &Client, name: &str) -> WireVehicle {
+    match c
+        .call(&Request::GetVehicle {
+            vehicle: name.into(),
+        })
+        .await
+        .unwrap()
+    {
+        Response::Vehicle(v) => v,
+        other => panic!("{other:?}"),
+    }
 }
 
 /// The code and message of a refusal, with `name` written as NAME.
@@ -71,15 +96,7 @@ fn two_fleets_use_the_same_names_without_meeting() {
             .unwrap();
         }
         for (c, who) in [(&acme, "acme"), (&globex, "globex")] {
-            let Response::Stop(v) = c
-                .call(&Request::GetStop {
-                    stop: "order-17".into(),
-                })
-                .await
-                .unwrap()
-            else {
-                panic!()
-            };
+            let v = get_stop(c, "order-17").await;
             assert_eq!((v.stop.as_str(), v.vehicle.as_str()), ("order-17", "van-1"));
             assert_eq!(v.customer_ref, who);
         }
@@ -127,15 +144,7 @@ fn two_fleets_use_the_same_names_without_meeting() {
                 Ok(Response::Vehicle(v)) if v.has_position)
         })
         .await;
-        let Response::Vehicle(g) = globex
-            .call(&Request::GetVehicle {
-                vehicle: "van-1".into(),
-            })
-            .await
-            .unwrap()
-        else {
-            panic!()
-        };
+        let g = get_vehicle(&globex, "van-1").await;
         assert!(!g.has_position, "globex's van-1 never reported");
         assert_eq!(g.stops[0].stop, "order-17");
         // Positions queries show each fleet its own van, by its name (the
@@ -285,16 +294,14 @@ fn two_fleets_use_the_same_names_without_meeting() {
             }
         }
         // Nothing of globex's changed.
-        let Response::Stop(v) = globex
-            .call(&Request::GetStop {
-                stop: "globex-order".into(),
-            })
-            .await
-            .unwrap()
-        else {
-            panic!()
-        };
+        let v = get_stop(&globex, "globex-order").await;
         assert_eq!(v.vehicle, "globex-van");
+        // The server's counters span every fleet: not a fleet token's to read.
+        let e = acme.call(&Request::GetStats).await.unwrap_err();
+        assert_eq!(
+            e.downcast_ref::<ServerError>().unwrap().code(),
+            Some(ErrorCode::Forbidden)
+        );
         // Names are checked: too long, control characters, empty.
         for bad in ["", "a\tb", &"x".repeat(129)] {
             let e = acme
@@ -320,15 +327,7 @@ fn two_fleets_use_the_same_names_without_meeting() {
             ("globex-dispatcher-tok-01", "globex"),
         ] {
             let c = connect(&s, token).await;
-            let Response::Stop(v) = c
-                .call(&Request::GetStop {
-                    stop: "order-17".into(),
-                })
-                .await
-                .unwrap()
-            else {
-                panic!()
-            };
+            let v = get_stop(&c, "order-17").await;
             assert_eq!(
                 (v.vehicle.as_str(), v.customer_ref.as_str()),
                 ("van-1", who)
@@ -342,15 +341,7 @@ fn two_fleets_use_the_same_names_without_meeting() {
             })
             .await
             .unwrap();
-            let Response::Vehicle(v) = c
-                .call(&Request::GetVehicle {
-                    vehicle: "van-1".into(),
-                })
-                .await
-                .unwrap()
-            else {
-                panic!()
-            };
+            let v = get_vehicle(&c, "van-1").await;
             let names: Vec<&str> = v.stops.iter().map(|s| s.stop.as_str()).collect();
             assert_eq!(names, ["order-17", "order-18", "order-19"], "{who}");
         }

@@ -187,6 +187,18 @@ impl Auth {
         }
     }
 
+    /// The scope of the fleet whose vehicle ranges hold `vehicle`, if any.
+    pub fn range_scope(&self, vehicle: VehicleId) -> Option<ids::Scope<'_>> {
+        self.fleets
+            .iter()
+            .map(|f| ids::Scope {
+                slot: f.slot,
+                ranges: &f.ranges,
+                everything: false,
+            })
+            .find(|s| s.reaches(ids::Kind::Vehicle, vehicle))
+    }
+
     /// Where `p`'s names live: its fleet's, or (admins, and tracking links
     /// they minted) the names outside every fleet, with every number
     /// standing for itself.

@@ -279,6 +279,27 @@ impl Ids {
         inner.names.insert((kind, id), name);
     }
 
+    /// Names a stop an earlier version kept under its number (stop ids were
+    /// one space across fleets before names): in `scope`'s fleet the number
+    /// goes on naming it. Not stored: the engine's registry says which
+    /// stops these are at every start, until they are forgotten. False if
+    /// the fleet already uses that name.
+    pub fn adopt_number(&self, scope: &Scope<'_>, kind: Kind, id: u64) -> bool {
+        if id >= ALLOCATED {
+            return false;
+        }
+        let mut inner = self.write();
+        let inner = &mut *inner;
+        let space = inner.spaces.entry((kind, scope.slot)).or_default();
+        let name: Arc<str> = id.to_string().into();
+        if space.by_name.contains_key(&name) {
+            return false;
+        }
+        space.by_name.insert(name.clone(), id);
+        inner.names.insert((kind, id), name);
+        true
+    }
+
     /// How many names are held (all fleets, both kinds).
     pub fn len(&self) -> usize {
         self.read().names.len()
@@ -398,6 +419,20 @@ mod tests {
         assert_eq!(canonical_number("+7"), None);
         assert_eq!(canonical_number("0"), Some(0));
         assert_eq!(canonical_number(&ALLOCATED.to_string()), None);
+    }
+
+    #[test]
+    fn numbered_stops_of_an_earlier_version_keep_their_numbers() {
+        let ids = Ids::new(10);
+        let acme = scope("acme", &[[0, 999]]);
+        assert!(ids.adopt_number(&acme, Kind::Stop, 42));
+        assert_eq!(ids.find(&acme, Kind::Stop, "42"), Ok(Some(42)));
+        assert_eq!(ids.label(&acme, Kind::Stop, 42, false), "42");
+        // Another fleet's "42" is still its own.
+        let globex = scope("globex", &[]);
+        assert_eq!(ids.find(&globex, Kind::Stop, "42"), Ok(None));
+        assert!(!ids.adopt_number(&acme, Kind::Stop, 42), "already named");
+        assert!(!ids.adopt_number(&acme, Kind::Stop, ALLOCATED + 1));
     }
 
     #[test]

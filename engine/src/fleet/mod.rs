@@ -1226,6 +1226,12 @@ impl Engine {
         })
     }
 
+    /// Every stop the registry holds, with its vehicle (any order).
+    pub fn stop_owners(&self) -> Vec<(StopId, VehicleId)> {
+        let reg = self.registry.read().unwrap_or_else(|p| p.into_inner());
+        reg.stops.iter().map(|(s, r)| (*s, r.vehicle)).collect()
+    }
+
     /// The vehicle's open stops in route order, as the registry has them.
     pub fn route(&self, vehicle: VehicleId) -> Vec<StopId> {
         let reg = self.registry.read().unwrap_or_else(|p| p.into_inner());

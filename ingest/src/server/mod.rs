@@ -6,6 +6,7 @@
 //! the event pump that wakes subscribers when the event bus grows.
 
 pub mod clock;
+mod commands;
 mod connection;
 pub mod durable;
 pub mod guard;
@@ -355,6 +356,15 @@ impl Server {
             d.store
                 .load_names(&ids)
                 .context("reading the fleets' names")?;
+        }
+        if let Some(engine) = sink.engine() {
+            // Stops planned by a version without names keep their numbers
+            // as names in their vehicle's fleet.
+            for (stop, vehicle) in engine.stop_owners() {
+                if let Some(scope) = auth.range_scope(vehicle) {
+                    ids.adopt_number(&scope, crate::ids::Kind::Stop, stop);
+                }
+            }
         }
         let shared = Arc::new(Shared {
             config,

@@ -100,19 +100,11 @@ fn check(
 ) -> Checked {
     let mut c = Checked::default();
     let bounds = Bounds::now(shared);
-    // A batch mostly names few vehicles, often one: remember the last.
-    let mut last: Option<(u64, Option<VehicleId>)> = None;
+    let vehicles = session.ping_vehicles(shared);
     for rec in batch.iter() {
         match bounds.check(&rec) {
             Ok((wire, p)) => {
-                let vehicle = match last {
-                    Some((w, v)) if w == wire => v,
-                    _ => {
-                        let v = session.ping_vehicle(shared, wire);
-                        last = Some((wire, v));
-                        v
-                    }
-                };
+                let vehicle = vehicles.get(wire);
                 if let Some(v) = vehicle {
                     c.latest = c.latest.max(p.time);
                     out.push((v, p));

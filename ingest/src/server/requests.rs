@@ -4,20 +4,23 @@
 //! stream. Every request is checked against the caller's role and fleet
 //! first, and its names are turned into engine ids in the caller's fleet
 //! (a name another fleet uses is, to the caller, a name nobody uses); what
-//! is refused gets an ERROR frame and a counter, and the stream stays usable. A frame that does not decode closes the stream; a
-//! frame type that has no business here closes the connection.
+//! is refused gets an ERROR frame and a counter, and the stream stays
+//! usable. A frame that does not decode closes the stream; a frame type
+//! that has no business here closes the connection. Route and stop
+//! commands are checked and run by [`super::commands`].
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use lastmile_engine::fleet::{
-    Admission, Command, CommandError, Engine, StopId, StopPlan, StopRecord, StopView, VehicleId,
+    Admission, Engine, StopId, StopPlan, StopRecord, StopView, VehicleId,
 };
 use lastmile_roadgraph::LatLon;
 use quinn::{Connection, RecvStream, SendStream};
 
+use super::commands::{blocking, command, time_of};
 use super::connection::close;
-use super::session::{Refusal, Session};
+use super::session::{Refusal, Session, no_stop, no_vehicle};
 use super::{ServerStats, Shared, subscribe};
 use crate::auth::{Principal, epoch_ms};
 use crate::convert;
@@ -152,35 +155,10 @@ fn require(ok: bool, who: &Principal, what: &str) -> Result<(), Refusal> {
     }
 }
 
-/// The answer about a vehicle that does not exist, and about one the
-/// caller's fleet does not hold: the same.
-fn no_vehicle(name: &str) -> Refusal {
-    (ErrorCode::NotFound, format!("no vehicle {name}"))
-}
-
-/// The answer about a stop that does not exist, and about one the caller's
-/// fleet does not hold: the two must be indistinguishable, or anyone could
-/// probe which ids another fleet uses and which vehicles hold them.
-fn no_stop(name: &str) -> Refusal {
-    (ErrorCode::UnknownStop, format!("no stop {name}"))
-}
-
-/// The engine id of a vehicle the caller names (it must exist by that name).
-fn vehicle_of(shared: &Shared, s: &Session, name: &str) -> Result<VehicleId, Refusal> {
-    s.find(shared, Kind::Vehicle, name)?
-        .ok_or_else(|| no_vehicle(name))
-}
-
-/// The engine id of a stop the caller names (it must exist by that name).
-fn stop_of(shared: &Shared, s: &Session, name: &str) -> Result<StopId, Refusal> {
-    s.find(shared, Kind::Stop, name)?
-        .ok_or_else(|| no_stop(name))
-}
-
 /// The vehicle a stop belongs to, if the caller may act on it; a stop of
 /// another fleet is answered as one that does not exist.
 fn stop_owner(shared: &Shared, s: &Session, name: &str) -> Result<(StopId, VehicleId), Refusal> {
-    let stop = stop_of(shared, s, name)?;
+    let stop = s.stop_of(shared, name)?;
     let e = engine(shared)?;
     let v = e.stop(stop).ok_or_else(|| no_stop(name))?.record.vehicle;
     if !shared.auth.covers(&s.who, v) {
@@ -189,83 +167,22 @@ fn stop_owner(shared: &Shared, s: &Session, name: &str) -> Result<(StopId, Vehic
     Ok((stop, v))
 }
 
-/// An engine command's refusal as the caller may see it: ids become the
-/// caller's names, and one that names a stop of another fleet (closed, or
-/// on another vehicle) says the stop does not exist, exactly as for an
-/// unknown name.
-fn refusal_of(shared: &Shared, s: &Session, e: &CommandError) -> Refusal {
-    let who = &s.who;
-    let foreign = |stop: StopId| {
-        shared
-            .sink
-            .engine()
-            .and_then(|en| en.stop(stop))
-            .is_some_and(|v| !shared.auth.covers(who, v.record.vehicle))
-    };
-    let stop_name = |id| s.name(shared, Kind::Stop, id);
-    let code = convert::command_error(e);
-    match *e {
-        CommandError::UnknownStop(stop) => no_stop(&stop_name(stop)),
-        CommandError::WrongVehicle { stop, vehicle } if !shared.auth.covers(who, vehicle) => {
-            no_stop(&stop_name(stop))
-        }
-        CommandError::WrongVehicle { stop, vehicle } => (
-            code,
-            format!(
-                "stop {} belongs to vehicle {}",
-                stop_name(stop),
-                s.name(shared, Kind::Vehicle, vehicle)
-            ),
-        ),
-        CommandError::StopClosed(stop) if foreign(stop) => no_stop(&stop_name(stop)),
-        CommandError::StopClosed(stop) => (
-            code,
-            format!("stop {} is already completed or failed", stop_name(stop)),
-        ),
-        CommandError::DuplicateStop(stop) => {
-            (code, format!("stop {} already exists", stop_name(stop)))
-        }
-        CommandError::OffRoad { stop, max_m } => (
-            code,
-            format!("stop {} is not within {max_m} m of a road", stop_name(stop)),
-        ),
-        _ => (code, e.to_string()),
-    }
-}
-
-/// Command time: the client's, or the server's clock (`time_ms` 0). A
-/// client's time must lie between 2000-01-01 and `max_future_s` past the
-/// server's wall clock, as a ping's does: a negative or absurd time would
-/// be carried into outcomes and events.
-fn time_of(shared: &Shared, ms: i64) -> Result<f64, Refusal> {
-    if ms == NO_TIME {
-        return Ok(shared.clock.now());
-    }
-    let t = convert::secs(ms);
-    let latest = super::clock::wall_s() + shared.config.limits.max_future_s;
-    if (super::pings::MIN_PING_TIME_S..=latest).contains(&t) {
-        Ok(t)
-    } else {
-        Err((
-            ErrorCode::BadValue,
-            format!(
-                "time_ms {ms} is out of range: 0 (the server's clock), or from 2000-01-01 to {} s past the server's wall clock",
-                shared.config.limits.max_future_s
-            ),
-        ))
-    }
-}
-
 async fn answer(shared: &Arc<Shared>, s: &Session, req: Request) -> Result<Response, Refusal> {
     let who = &s.who;
     match req {
         Request::GetStats => {
-            require(who.role.may_read(), who, "read statistics")?;
+            // The counters span every fleet: another fleet's volume is not
+            // a fleet token's to read.
+            require(
+                who.role == crate::protocol::Role::Admin,
+                who,
+                "read the server's statistics (they span every fleet)",
+            )?;
             Ok(Response::Stats(shared.stats_snapshot()))
         }
         Request::GetVehicle { vehicle } => {
             require(who.role.may_read(), who, "query vehicles")?;
-            let id = vehicle_of(shared, s, &vehicle)?;
+            let id = s.vehicle_of(shared, &vehicle)?;
             let e = engine(shared)?;
             let v = e.vehicle(id).ok_or_else(|| no_vehicle(&vehicle))?;
             let name = |kind, id| s.name(shared, kind, id);
@@ -276,7 +193,7 @@ async fn answer(shared: &Arc<Shared>, s: &Session, req: Request) -> Result<Respo
             if who.stop.is_none() {
                 require(who.role.may_read(), who, "query stops")?;
             }
-            let id = stop_of(shared, s, &stop)?;
+            let id = s.stop_of(shared, &stop)?;
             if who.stop.is_some_and(|mine| mine != id) {
                 return Err(forbidden("a tracking token covers one stop only"));
             }
@@ -390,7 +307,7 @@ async fn answer(shared: &Arc<Shared>, s: &Session, req: Request) -> Result<Respo
             to_ms,
         } => {
             require(who.role.may_read(), who, "read history")?;
-            let vehicle = vehicle_of(shared, s, &vehicle)?;
+            let vehicle = s.vehicle_of(shared, &vehicle)?;
             history(shared, vehicle, (from_ms, to_ms)).await
         }
         Request::Bind { vehicles } => {
@@ -507,126 +424,6 @@ async fn archived_stop(
         eta: None,
         vehicle_pos: nowhere,
         vehicle_time: f64::NAN,
-    })
-}
-
-/// Runs an engine command off the async threads (it may wait for room in
-/// a shard queue) and maps its refusal to what the caller may see.
-async fn blocking(
-    shared: &Shared,
-    s: &Session,
-    f: impl FnOnce() -> Result<(), CommandError> + Send + 'static,
-) -> Result<(), Refusal> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(refusal_of(shared, s, &e)),
-        Err(_) => Err((ErrorCode::Internal, "command task failed".into())),
-    }
-}
-
-/// The engine command for a route/stop request, checked. A vehicle or
-/// stop a dispatcher plans under a new name gets an id (stored before the
-/// command runs); the others must exist by the names given.
-async fn command(shared: &Shared, s: &Session, req: Request) -> Result<(Command, f64), Refusal> {
-    Ok(match req {
-        Request::AssignRoute {
-            vehicle,
-            time_ms,
-            stops,
-        } => {
-            let time = time_of(shared, time_ms)?;
-            let vehicle = s.create(shared, Kind::Vehicle, &vehicle).await?;
-            let ids = s
-                .create_all(shared, Kind::Stop, stops.iter().map(|p| p.id.as_str()))
-                .await?;
-            let stops = stops
-                .iter()
-                .zip(ids)
-                .map(|(p, id)| convert::stop_plan(p, id))
-                .collect::<Result<_, _>>()?;
-            (Command::AssignRoute { vehicle, stops }, time)
-        }
-        Request::AddStop {
-            vehicle,
-            time_ms,
-            index,
-            stop,
-        } => {
-            let time = time_of(shared, time_ms)?;
-            let vehicle = s.create(shared, Kind::Vehicle, &vehicle).await?;
-            let id = s.create(shared, Kind::Stop, &stop.id).await?;
-            let stop = convert::stop_plan(&stop, id)?;
-            let index = (index != AT_END).then_some(index as usize);
-            (
-                Command::AddStop {
-                    vehicle,
-                    stop,
-                    index,
-                },
-                time,
-            )
-        }
-        Request::RemoveStop {
-            vehicle,
-            time_ms,
-            stop,
-        } => {
-            let time = time_of(shared, time_ms)?;
-            let vehicle = vehicle_of(shared, s, &vehicle)?;
-            let stop = stop_of(shared, s, &stop)?;
-            (Command::RemoveStop { vehicle, stop }, time)
-        }
-        Request::Reorder {
-            vehicle,
-            time_ms,
-            order,
-        } => {
-            let time = time_of(shared, time_ms)?;
-            let vehicle = vehicle_of(shared, s, &vehicle)?;
-            let order = order
-                .iter()
-                .map(|n| stop_of(shared, s, n))
-                .collect::<Result<_, _>>()?;
-            (Command::Reorder { vehicle, order }, time)
-        }
-        Request::Complete {
-            vehicle,
-            time_ms,
-            stop,
-            proof,
-        } => {
-            let time = time_of(shared, time_ms)?;
-            let vehicle = vehicle_of(shared, s, &vehicle)?;
-            let stop = stop_of(shared, s, &stop)?;
-            let proof = convert::proof(&proof)?;
-            (
-                Command::Complete {
-                    vehicle,
-                    stop,
-                    proof,
-                },
-                time,
-            )
-        }
-        Request::Fail {
-            vehicle,
-            time_ms,
-            stop,
-            reason,
-        } => {
-            let time = time_of(shared, time_ms)?;
-            let vehicle = vehicle_of(shared, s, &vehicle)?;
-            let stop = stop_of(shared, s, &stop)?;
-            (
-                Command::Fail {
-                    vehicle,
-                    stop,
-                    reason,
-                },
-                time,
-            )
-        }
-        _ => return Err((ErrorCode::Internal, "not a command".into())),
     })
 }
 

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::RwLock;
 
-use lastmile_engine::fleet::VehicleId;
+use lastmile_engine::fleet::{StopId, VehicleId};
 
 use super::Shared;
 use crate::auth::Principal;
@@ -41,6 +41,18 @@ impl Session {
             .ids
             .find(&shared.auth.scope(&self.who), kind, name)
             .map_err(refusal)
+    }
+
+    /// The engine id of a vehicle the caller names (it must exist by that name).
+    pub fn vehicle_of(&self, shared: &Shared, name: &str) -> Result<VehicleId, Refusal> {
+        self.find(shared, Kind::Vehicle, name)?
+            .ok_or_else(|| no_vehicle(name))
+    }
+
+    /// The engine id of a stop the caller names (it must exist by that name).
+    pub fn stop_of(&self, shared: &Shared, name: &str) -> Result<StopId, Refusal> {
+        self.find(shared, Kind::Stop, name)?
+            .ok_or_else(|| no_stop(name))
     }
 
     /// The engine id of a name, given one if new; the name is in the
@@ -90,32 +102,17 @@ impl Session {
         )
     }
 
-    /// The vehicle a ping record's id stands for: in version 2 the alias
-    /// bound to it; in version 1 the number as a name of the caller's
-    /// fleet (which pings never create).
-    pub fn ping_vehicle(&self, shared: &Shared, wire: u64) -> Option<VehicleId> {
+    /// How this connection's ping records name vehicles, for one batch
+    /// (the alias table is read-locked once per batch, not per record).
+    pub fn ping_vehicles<'a>(&'a self, shared: &'a Shared) -> PingVehicles<'a> {
         match self.version {
-            Version::V1 => {
-                let scope = shared.auth.scope(&self.who);
-                if scope.reaches(Kind::Vehicle, wire) {
-                    return Some(wire);
-                }
-                shared
-                    .ids
-                    .find(
-                        &scope,
-                        Kind::Vehicle,
-                        &crate::protocol::records::v1_name(wire),
-                    )
-                    .ok()
-                    .flatten()
+            Version::V1 => PingVehicles::Numbers {
+                shared,
+                scope: shared.auth.scope(&self.who),
+            },
+            Version::V2 => {
+                PingVehicles::Aliases(self.aliases.read().unwrap_or_else(|p| p.into_inner()))
             }
-            Version::V2 => self
-                .aliases
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&wire)
-                .copied(),
         }
     }
 
@@ -135,6 +132,47 @@ impl Session {
         aliases.extend(pairs.iter().copied());
         Ok(())
     }
+}
+
+/// The vehicles a batch's records may name.
+pub enum PingVehicles<'a> {
+    /// Version 1: the number as a name of the caller's fleet (which pings
+    /// never make).
+    Numbers {
+        shared: &'a Shared,
+        scope: crate::ids::Scope<'a>,
+    },
+    /// Version 2: the aliases BIND set.
+    Aliases(std::sync::RwLockReadGuard<'a, HashMap<u64, VehicleId>>),
+}
+
+impl PingVehicles<'_> {
+    /// The vehicle a record's `vehicle` field stands for, if any.
+    pub fn get(&self, wire: u64) -> Option<VehicleId> {
+        match self {
+            Self::Numbers { shared, scope } => {
+                if scope.reaches(Kind::Vehicle, wire) {
+                    return Some(wire);
+                }
+                let name = crate::protocol::records::v1_name(wire);
+                shared.ids.find(scope, Kind::Vehicle, &name).ok().flatten()
+            }
+            Self::Aliases(aliases) => aliases.get(&wire).copied(),
+        }
+    }
+}
+
+/// The answer about a vehicle that does not exist, and about one the
+/// caller's fleet does not hold: the same.
+pub fn no_vehicle(name: &str) -> Refusal {
+    (ErrorCode::NotFound, format!("no vehicle {name}"))
+}
+
+/// The answer about a stop that does not exist, and about one the caller's
+/// fleet does not hold: the two must be indistinguishable, or anyone could
+/// probe which ids another fleet uses and which vehicles hold them.
+pub fn no_stop(name: &str) -> Refusal {
+    (ErrorCode::UnknownStop, format!("no stop {name}"))
 }
 
 fn refusal(e: IdError) -> Refusal {
