@@ -2,14 +2,15 @@
 //! serve`: each fleet names its vehicles and stops with its own strings,
 //! two fleets may use the same names without meeting, every request and
 //! command about a name only another fleet has answers exactly as about a
-//! name nobody has, and the names survive a restart.
+//! name nobody has, and the names survive a crash. And a new user's path:
+//! the ids of their own CSVs work from `assign` to `eta`.
 
 mod common;
 
 use std::time::Duration;
 
-use common::server::{ServerExt, T0_MS, eventually, ping_at, rt, serve};
-use common::tmpdir;
+use common::server::{ServerExt, T0_MS, eventually, ping_at, rt, serve, simulate};
+use common::{lastmile, stdout, tmpdir};
 use lastmile_ingest::client::{Client, Control, ServerError};
 use lastmile_ingest::protocol::{
     AT_END, ErrorCode, FROM_NOW, NO_TIME, PingRecord, Request, Response, WireProof, WireStop,
@@ -39,6 +40,10 @@ fn pings(from_s: i64, n: i64) -> Vec<PingRecord> {
 
 async fn connect(s: &common::server::Server, token: &str) -> Client {
     Client::connect(&s.target(token)).await.unwrap()
+}
+
+async fn reader_of_acme(s: &common::server::Server) -> Client {
+    connect(s, "acme-reader-token-000001").await
 }
 
 async fn get_stop(c: &Client, name: &str) -> WireStopView {
@@ -197,6 +202,41 @@ fn two_fleets_use_the_same_names_without_meeting() {
                 .all(|s| s.starts_with("order-"))
         );
 
+        // Globex's van reports too; an unfiltered acme subscription hears
+        // acme's vehicles only.
+        let globex_device = connect(&s, "globex-device-token-0001").await;
+        globex_device
+            .bind(vec![(0, "globex-van".into())])
+            .await
+            .unwrap();
+        let mut gst = globex_device.ping_stream().await.unwrap();
+        gst.send(1, &pings(0, 5)).await.unwrap();
+        eventually("globex's van placed", async || {
+            let ask = Request::GetVehicle {
+                vehicle: "globex-van".into(),
+            };
+            matches!(globex.call(&ask).await, Ok(Response::Vehicle(v)) if v.has_position)
+        })
+        .await;
+        let mut everything = reader_of_acme(&s)
+            .await
+            .subscribe(&Request::Subscribe {
+                from: 0,
+                kinds: 0,
+                vehicles: vec![],
+                stops: vec![],
+            })
+            .await
+            .unwrap();
+        let mut heard = Vec::new();
+        while let Ok(Ok(Some(Response::Events(evs)))) =
+            tokio::time::timeout(Duration::from_millis(500), everything.next()).await
+        {
+            heard.extend(evs.into_iter().map(|e| e.vehicle));
+        }
+        assert!(!heard.is_empty());
+        assert!(heard.iter().all(|v| v == "van-1"), "{heard:?}");
+
         // Every request and command naming something only globex has
         // answers as one naming something nobody has.
         globex
@@ -317,9 +357,10 @@ fn two_fleets_use_the_same_names_without_meeting() {
             );
         }
     });
-    // The names are in the store: after a restart each fleet still finds
+    // The names are in the store, committed with the commands that made
+    // them: after a crash (no checkpoint, no flush) each fleet still finds
     // its own.
-    assert!(s.terminate(), "SIGTERM: clean exit");
+    s.kill9();
     let s = serve(&dir, "", "");
     rt().block_on(async {
         for (token, who) in [
@@ -346,4 +387,49 @@ fn two_fleets_use_the_same_names_without_meeting() {
             assert_eq!(names, ["order-17", "order-18", "order-19"], "{who}");
         }
     });
+}
+
+/// As a new user tries it: simulate a day with its stops CSV, `assign` the
+/// CSV, ask `eta` about a stop and a vehicle by the ids the CSV gives them,
+/// replay the trace (the same vehicle ids), and ask again.
+#[test]
+fn the_ids_of_a_users_csvs_work_from_assign_to_eta() {
+    let dir = tmpdir("tenancy-user-path");
+    let (trace, stops) = simulate(&dir, 3, 900);
+    let s = serve(&dir, "", "");
+    let o = lastmile(&s.cli(&["assign", stops.to_str().unwrap()]));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let eta = |args: &[&str]| -> serde_json::Value {
+        let mut a = vec!["eta", "--json"];
+        a.extend_from_slice(args);
+        let o = lastmile(&s.cli(&a));
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_str(stdout(&o).trim()).unwrap()
+    };
+    let stop = eta(&["--stop", "veh-00000-s000"]);
+    assert_eq!(stop["stop"], "veh-00000-s000");
+    assert_eq!(stop["vehicle"], "veh-00000");
+    assert_eq!(stop["status"], "next");
+    let vehicle = eta(&["--vehicle", "veh-00001"]);
+    assert_eq!(vehicle["stops"][0]["stop"], "veh-00001-s000");
+    assert!(vehicle["position"].is_null(), "no ping yet");
+    // The trace names the same vehicles: their pings reach the routes.
+    let o = lastmile(&s.cli(&["replay", trace.to_str().unwrap()]));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    rt().block_on(eventually("every ping processed", async || {
+        let st = s.stats().await;
+        st["engine_pings_processed"] == st["pings_accepted"]
+    }));
+    let vehicle = eta(&["--vehicle", "veh-00001"]);
+    assert!(vehicle["position"].is_array(), "{vehicle}");
+    let stop = eta(&["--stop", "veh-00001-s000"]);
+    assert_eq!(stop["eta_state"], "known", "{stop}");
+    // Ids the CSV does not have are refused as such, with their own text.
+    let o = lastmile(&s.cli(&["eta", "--stop", "veh-00099-s000"]));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no stop veh-00099-s000"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }

@@ -8,7 +8,7 @@
 use lastmile_engine::fleet::{Command, CommandError, StopId};
 
 use super::Shared;
-use super::session::{Refusal, Session, no_stop};
+use super::session::{Refusal, Save, Session, no_stop};
 use crate::convert;
 use crate::ids::Kind;
 use crate::protocol::{AT_END, ErrorCode, NO_TIME, Request};
@@ -109,13 +109,13 @@ pub async fn command(
             stops,
         } => {
             let time = time_of(shared, time_ms)?;
-            let vehicle = s.create(shared, Kind::Vehicle, &vehicle).await?;
-            let ids = s
-                .create_all(shared, Kind::Stop, stops.iter().map(|p| p.id.as_str()))
-                .await?;
+            let names = std::iter::once((Kind::Vehicle, vehicle.as_str()))
+                .chain(stops.iter().map(|p| (Kind::Stop, p.id.as_str())));
+            let ids = s.create_all(shared, names, Save::WithCommand).await?;
+            let vehicle = ids[0];
             let stops = stops
                 .iter()
-                .zip(ids)
+                .zip(ids[1..].iter().copied())
                 .map(|(p, id)| convert::stop_plan(p, id))
                 .collect::<Result<_, _>>()?;
             (Command::AssignRoute { vehicle, stops }, time)
@@ -127,8 +127,9 @@ pub async fn command(
             stop,
         } => {
             let time = time_of(shared, time_ms)?;
-            let vehicle = s.create(shared, Kind::Vehicle, &vehicle).await?;
-            let id = s.create(shared, Kind::Stop, &stop.id).await?;
+            let names = [(Kind::Vehicle, vehicle.as_str()), (Kind::Stop, &stop.id)];
+            let ids = s.create_all(shared, names, Save::WithCommand).await?;
+            let (vehicle, id) = (ids[0], ids[1]);
             let stop = convert::stop_plan(&stop, id)?;
             let index = (index != AT_END).then_some(index as usize);
             (

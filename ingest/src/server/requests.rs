@@ -20,7 +20,7 @@ use quinn::{Connection, RecvStream, SendStream};
 
 use super::commands::{blocking, command, time_of};
 use super::connection::close;
-use super::session::{Refusal, Session, no_stop, no_vehicle};
+use super::session::{Refusal, Save, Session, no_stop, no_vehicle};
 use super::{ServerStats, Shared, subscribe};
 use crate::auth::{Principal, epoch_ms};
 use crate::convert;
@@ -315,8 +315,8 @@ async fn answer(shared: &Arc<Shared>, s: &Session, req: Request) -> Result<Respo
             let ids = s
                 .create_all(
                     shared,
-                    Kind::Vehicle,
-                    vehicles.iter().map(|(_, n)| n.as_str()),
+                    vehicles.iter().map(|(_, n)| (Kind::Vehicle, n.as_str())),
+                    Save::Now,
                 )
                 .await?;
             let pairs: Vec<_> = vehicles.iter().map(|(a, _)| *a).zip(ids).collect();
@@ -332,7 +332,9 @@ async fn answer(shared: &Arc<Shared>, s: &Session, req: Request) -> Result<Respo
             require(who.role.may_dispatch(), who, "change routes")?;
             let (stop, _) = stop_owner(shared, s, &stop)?;
             let time = time_of(shared, time_ms)?;
-            let to = s.create(shared, Kind::Vehicle, &to_vehicle).await?;
+            let to = s
+                .create(shared, Kind::Vehicle, &to_vehicle, Save::WithCommand)
+                .await?;
             let e = engine(shared)?.clone();
             let index = (index != AT_END).then_some(index as usize);
             blocking(shared, s, move || e.reassign(stop, to, index, time)).await?;

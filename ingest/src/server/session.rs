@@ -55,29 +55,28 @@ impl Session {
             .ok_or_else(|| no_stop(name))
     }
 
-    /// The engine id of a name, given one if new; the name is in the
-    /// store when this returns.
-    pub async fn create(&self, shared: &Shared, kind: Kind, name: &str) -> Result<u64, Refusal> {
-        let (id, new) = shared
-            .ids
-            .find_or_create(&shared.auth.scope(&self.who), kind, name)
-            .map_err(refusal)?;
-        if let Some(new) = new {
-            save(shared, vec![new]).await?;
-        }
-        Ok(id)
-    }
-
-    /// Many names at once, given ids if new, saved together.
-    pub async fn create_all<'a>(
+    /// The engine id of a name, given one if new (see [`create_all`](Self::create_all)).
+    pub async fn create(
         &self,
         shared: &Shared,
         kind: Kind,
-        names: impl IntoIterator<Item = &'a str>,
+        name: &str,
+        save: Save,
+    ) -> Result<u64, Refusal> {
+        Ok(self.create_all(shared, [(kind, name)], save).await?[0])
+    }
+
+    /// The engine ids of names, new ones given ids and written to the
+    /// store together, durably as `save` says, before this returns.
+    pub async fn create_all<'a>(
+        &self,
+        shared: &Shared,
+        names: impl IntoIterator<Item = (Kind, &'a str)>,
+        save: Save,
     ) -> Result<Vec<u64>, Refusal> {
         let scope = shared.auth.scope(&self.who);
         let (mut ids, mut fresh) = (Vec::new(), Vec::new());
-        for name in names {
+        for (kind, name) in names {
             let (id, new) = shared
                 .ids
                 .find_or_create(&scope, kind, name)
@@ -86,7 +85,7 @@ impl Session {
             fresh.extend(new);
         }
         if !fresh.is_empty() {
-            save(shared, fresh).await?;
+            store(shared, fresh, save).await?;
         }
         Ok(ids)
     }
@@ -182,13 +181,29 @@ fn refusal(e: IdError) -> Refusal {
     }
 }
 
+/// When new names reach the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Save {
+    /// Now, on their own: nothing else is committed for the request.
+    Now,
+    /// In the transaction of the command's journal commit that follows
+    /// ([`crate::store::Store::queue_names`]): planning a route under new
+    /// names costs no write of its own.
+    WithCommand,
+}
+
 /// Writes new names to the store (when there is one) before the request
 /// that made them is answered.
-async fn save(shared: &Shared, names: Vec<NewName>) -> Result<(), Refusal> {
+async fn store(shared: &Shared, names: Vec<NewName>, save: Save) -> Result<(), Refusal> {
     let Some(d) = shared.durable.clone() else {
         shared.ids.saved(&names);
         return Ok(());
     };
+    if save == Save::WithCommand {
+        d.store.queue_names(&names);
+        shared.ids.saved(&names);
+        return Ok(());
+    }
     let names = tokio::task::spawn_blocking(move || d.store.save_names(&names).map(|()| names))
         .await
         .map_err(|e| (ErrorCode::Internal, e.to_string()))?

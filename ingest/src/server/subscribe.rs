@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use lastmile_engine::fleet::{EventFilter, StopId, VehicleId};
 use quinn::{RecvStream, SendStream};
 
-use super::session::{Refusal, Session};
+use super::session::{Refusal, Save, Session};
 use super::{ServerStats, Shared};
 use crate::convert;
 use crate::ids::Kind;
@@ -42,7 +42,7 @@ async fn filter_ids(
     let find = async |kind, names: &[String]| -> Result<Vec<u64>, Refusal> {
         if who.role.may_dispatch() {
             return s
-                .create_all(shared, kind, names.iter().map(String::as_str))
+                .create_all(shared, names.iter().map(|n| (kind, n.as_str())), Save::Now)
                 .await;
         }
         names

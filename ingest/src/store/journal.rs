@@ -123,6 +123,7 @@ impl Store {
             return Ok(());
         };
         self.write(Durability::Immediate, |txn| {
+            self.write_waiting_names(txn)?;
             txn.open_table(META)?.insert(JOURNAL_SEQ, last)?;
             let mut journal = txn.open_table(JOURNAL)?;
             let mut outcomes = txn.open_table(OUTCOMES)?;

@@ -34,6 +34,8 @@ use lastmile_engine::fleet::{
     VehicleId,
 };
 use lastmile_roadgraph::LatLon;
+
+use crate::ids::NewName;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use rkyv::rancor;
 use rkyv::util::AlignedVec;
@@ -101,6 +103,9 @@ pub struct Store {
     /// Journal units committed, and the flushes that committed them.
     journal_units: AtomicU64,
     journal_flushes: AtomicU64,
+    /// Fleets' new names waiting for the next journal commit to carry them
+    /// ([`Store::queue_names`]).
+    names_waiting: Mutex<Vec<NewName>>,
 }
 
 fn aligned(bytes: &[u8]) -> AlignedVec {
@@ -137,6 +142,7 @@ impl Store {
             group: journal::GroupCommit::new(last),
             journal_units: 0.into(),
             journal_flushes: 0.into(),
+            names_waiting: Mutex::new(Vec::new()),
         })
     }
 
@@ -349,7 +355,7 @@ impl Store {
     /// (history) included: redb persists them only with a later synced
     /// commit, and a clean shutdown must not leave them to chance.
     pub fn flush(&self) -> Result<(), redb::Error> {
-        self.write(Durability::Immediate, |_| Ok(()))
+        self.write(Durability::Immediate, |txn| self.write_waiting_names(txn))
     }
 
     // ---------------------------------------------------------------- history
@@ -457,15 +463,46 @@ impl Store {
 
     // ------------------------------------------------------------------ names
 
-    /// Writes names allocated to fleets' ids, durably.
-    pub fn save_names(&self, names: &[crate::ids::NewName]) -> Result<(), redb::Error> {
+    /// Writes names allocated to fleets' ids now, synced (with any names
+    /// waiting for a journal commit).
+    pub fn save_names(&self, names: &[NewName]) -> Result<(), redb::Error> {
         self.write(Durability::Immediate, |txn| {
             let mut t = txn.open_table(NAMES)?;
             for n in names {
                 t.insert((n.kind as u8, n.id), &*n.name)?;
             }
-            Ok(())
+            drop(t);
+            self.write_waiting_names(txn)
         })
+    }
+
+    /// Leaves names for the next journal commit to write in its own
+    /// transaction (the command that needs them follows): planning a route
+    /// under new names then costs no write of its own. Should that command
+    /// be refused, the names go with the next commit of any kind; nothing
+    /// durable names them meanwhile.
+    pub fn queue_names(&self, names: &[NewName]) {
+        self.names_waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(names);
+    }
+
+    /// Writes the names waiting for a commit into `txn`.
+    pub(crate) fn write_waiting_names(
+        &self,
+        txn: &redb::WriteTransaction,
+    ) -> Result<(), redb::Error> {
+        let waiting =
+            std::mem::take(&mut *self.names_waiting.lock().unwrap_or_else(|p| p.into_inner()));
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        let mut t = txn.open_table(NAMES)?;
+        for n in &waiting {
+            t.insert((n.kind as u8, n.id), &*n.name)?;
+        }
+        Ok(())
     }
 
     /// Every name kept, into `ids`; returns how many.
