@@ -22,13 +22,15 @@ pub const ALPN: &[u8] = b"lastmile/1";
 /// The newest protocol version, offered in HELLO ([`Version`] agrees one).
 pub const VERSION: u16 = Version::LATEST as u16;
 /// Ids from here on are the engine's own, allocated to names
-/// ([`crate::ids`]); a version-1 client sees them for names that are not
-/// numbers.
-pub const ALLOCATED_ID: u64 = 1 << 62;
+/// ([`lastmile_node::ids`]); a version-1 client sees them for names that
+/// are not numbers.
+pub const ALLOCATED_ID: u64 = lastmile_node::ids::ALLOCATED;
+/// Roles are the node's (tokens are configured there); WELCOME carries one.
+pub use lastmile_node::Role;
 /// Bytes of the header in front of every frame.
 pub const FRAME_HEADER_LEN: usize = 8;
 /// Default (and the largest a server may announce) frame payload size.
-pub const MAX_FRAME_LEN: usize = 1 << 20;
+pub const MAX_FRAME_LEN: usize = lastmile_node::config::MAX_FRAME_LEN;
 /// Longest token, stop customer reference, proof reference or reason.
 pub const MAX_STR_LEN: usize = 4096;
 /// Most stops in one route, vehicles or stops in one subscription filter.
@@ -219,60 +221,6 @@ impl ErrorCode {
 impl std::fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-/// What a token may do (WELCOME tells the client which it got).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-#[repr(u8)]
-pub enum Role {
-    /// Sends pings for the vehicles of its fleet; nothing else.
-    Device = 1,
-    /// Queries and events of its fleet.
-    Reader = 2,
-    /// Reader, plus routes, stops and tracking tokens.
-    Dispatcher = 3,
-    /// A customer's tracking link: one stop's ETA and status, the vehicle's
-    /// position when it is on its way to that stop, that stop's events.
-    Tracking = 4,
-    /// Everything, every fleet (operators, benchmark replays, dev mode).
-    Admin = 5,
-}
-
-impl Role {
-    pub fn from_u8(v: u8) -> Option<Self> {
-        [
-            Self::Device,
-            Self::Reader,
-            Self::Dispatcher,
-            Self::Tracking,
-            Self::Admin,
-        ]
-        .into_iter()
-        .find(|r| *r as u8 == v)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Device => "device",
-            Self::Reader => "reader",
-            Self::Dispatcher => "dispatcher",
-            Self::Tracking => "tracking",
-            Self::Admin => "admin",
-        }
-    }
-
-    pub fn may_send_pings(self) -> bool {
-        matches!(self, Self::Device | Self::Admin)
-    }
-
-    pub fn may_read(self) -> bool {
-        matches!(self, Self::Reader | Self::Dispatcher | Self::Admin)
-    }
-
-    pub fn may_dispatch(self) -> bool {
-        matches!(self, Self::Dispatcher | Self::Admin)
     }
 }
 

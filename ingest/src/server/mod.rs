@@ -5,17 +5,13 @@
 //! publication, live index refresh, at the event-time [`clock::Clock`]) and
 //! the event pump that wakes subscribers when the event bus grows.
 
-pub mod clock;
 mod commands;
 mod connection;
-pub mod durable;
 pub mod guard;
-pub mod memory;
 pub mod metrics;
 mod pings;
 mod requests;
 mod session;
-pub mod sink;
 pub mod stats;
 mod subscribe;
 
@@ -38,9 +34,10 @@ use crate::config::Config;
 use crate::ids::Ids;
 use crate::protocol::ErrorCode;
 use crate::tls::Identity;
-pub use clock::Clock;
-pub use durable::Durable;
-pub use sink::Sink;
+pub use lastmile_node::clock::{self, Clock};
+pub use lastmile_node::durable::{self, Durable};
+pub use lastmile_node::memory;
+pub use lastmile_node::sink::{self, Sink};
 pub use stats::ServerStats;
 
 /// What every connection task shares.

@@ -13,7 +13,11 @@ use lastmile_engine::matcher::MatcherConfig;
 use lastmile_engine::traffic::TrafficConfig;
 use serde::Deserialize;
 
-use crate::protocol::{MAX_FRAME_LEN, Role};
+use crate::auth::Role;
+
+/// The largest frame payload of the QUIC protocol (PROTOCOL.md: 1 MiB), the
+/// default and the most `[limits] max_frame_bytes` may be.
+pub const MAX_FRAME_LEN: usize = 1 << 20;
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]

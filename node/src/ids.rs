@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 /// First allocated id; below it, ids are the numbers clients gave.
-pub const ALLOCATED: u64 = crate::protocol::ALLOCATED_ID;
+pub const ALLOCATED: u64 = 1 << 62;
 const COUNTER_BITS: u32 = 38;
 const SLOT_MASK: u64 = (1 << 24) - 1;
 /// Longest name, in bytes of UTF-8.

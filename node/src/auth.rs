@@ -13,7 +13,60 @@ use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::config::{FleetEntry, TokenEntry};
 use crate::ids;
-use crate::protocol::Role;
+
+/// What a token may do (the QUIC WELCOME tells the client which it got).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+#[repr(u8)]
+pub enum Role {
+    /// Sends pings for the vehicles of its fleet; nothing else.
+    Device = 1,
+    /// Queries and events of its fleet.
+    Reader = 2,
+    /// Reader, plus routes, stops and tracking tokens.
+    Dispatcher = 3,
+    /// A customer's tracking link: one stop's ETA and status, the vehicle's
+    /// position when it is on its way to that stop, that stop's events.
+    Tracking = 4,
+    /// Everything, every fleet (operators, benchmark replays, dev mode).
+    Admin = 5,
+}
+
+impl Role {
+    pub fn from_u8(v: u8) -> Option<Self> {
+        [
+            Self::Device,
+            Self::Reader,
+            Self::Dispatcher,
+            Self::Tracking,
+            Self::Admin,
+        ]
+        .into_iter()
+        .find(|r| *r as u8 == v)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Device => "device",
+            Self::Reader => "reader",
+            Self::Dispatcher => "dispatcher",
+            Self::Tracking => "tracking",
+            Self::Admin => "admin",
+        }
+    }
+
+    pub fn may_send_pings(self) -> bool {
+        matches!(self, Self::Device | Self::Admin)
+    }
+
+    pub fn may_read(self) -> bool {
+        matches!(self, Self::Reader | Self::Dispatcher | Self::Admin)
+    }
+
+    pub fn may_dispatch(self) -> bool {
+        matches!(self, Self::Dispatcher | Self::Admin)
+    }
+}
 
 /// Index of a fleet in the registry.
 pub type FleetId = u32;
