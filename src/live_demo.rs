@@ -105,7 +105,8 @@ pub fn run(g: &Arc<Graph>, dir: &std::path::Path, p: &LiveParams) -> Result<()> 
         config.engine.tick_ms = 500;
         let (identity, _) = Identity::dev(dir)?;
         let engine = Arc::new(Engine::new(g.clone(), FleetConfig::default()));
-        let server = Server::bind(config, Sink::Engine(engine), auth, identity, None)?;
+        let running = lastmile_node::Node::start(config, Sink::Engine(engine), auth, None, f64::NAN)?;
+        let server = Server::bind(running.node.clone(), identity)?;
         let target = Target::new(&server.local_addr()?.to_string(), Trust::Pin(server.fingerprint().to_string()), token)?;
         println!(
             "service: lastmile/1 on {} (self-signed, sha256 {}…), {} vehicles, {} stops, {} pings over {:.0} min of trace at {:.0}× real time{}",

@@ -20,6 +20,8 @@ use lastmile_ingest::protocol::{
 use lastmile_ingest::replay::{self, ReplayOptions};
 use lastmile_ingest::server::{Durable, Server, Sink};
 use lastmile_ingest::tls::{Identity, Trust};
+use lastmile_node::Node;
+use lastmile_web::HttpServer;
 use serde_json::{Value, json};
 
 use crate::progress::Bar;
@@ -44,6 +46,10 @@ pub struct ServeArgs {
     /// Serve Prometheus /metrics and /health on this TCP address (overrides the config).
     #[arg(long)]
     metrics: Option<std::net::SocketAddr>,
+    /// Serve the HTTP side (JSON API, Server-Sent Events) on this loopback
+    /// TCP address (overrides the config's `[http] listen`).
+    #[arg(long)]
+    http: Option<std::net::SocketAddr>,
     /// Shards (overrides the config; 0 = one per core).
     #[arg(long)]
     shards: Option<usize>,
@@ -80,6 +86,9 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     }
     if let Some(m) = a.metrics {
         config.metrics_listen = Some(m);
+    }
+    if let Some(h) = a.http {
+        config.http.listen = Some(h);
     }
     if let Some(s) = a.shards {
         config.engine.shards = s;
@@ -164,10 +173,16 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         })
         .build()?;
     runtime.block_on(async move {
-        let server = Server::bind(config, sink, auth, identity, durable)?;
+        let http_listen = config.http.listen;
+        let running = Node::start(config, sink, auth, durable, resume_clock)?;
+        let node = running.node.clone();
+        let server = Server::bind(node.clone(), identity)?;
         let shared = server.shared().clone();
-        // Event time goes on from where the engine was, not from the wall clock.
-        shared.clock.observe(resume_clock);
+        let http = match http_listen {
+            Some(addr) => Some(HttpServer::bind(node.clone(), addr).await?),
+            None => None,
+        };
+        let http_addr = http.as_ref().map(HttpServer::local_addr).transpose()?;
         println!(
             "listening on {} (QUIC, ALPN lastmile/1), certificate sha256 {}, ready in {:.0} ms{}",
             server.local_addr()?,
@@ -176,11 +191,27 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             server
                 .metrics_addr()
                 .map_or(String::new(), |m| format!(", metrics on http://{m}/metrics"))
+                + &http_addr.map_or(String::new(), |h| format!(", http on http://{h}/"))
         );
         if let Some(p) = &dev_token_file {
             println!("dev admin token in {} (clients: --token \"$(cat {})\" --fingerprint {})", p.display(), p.display(), server.fingerprint());
         }
-        server.run(shutdown_signal()).await?;
+        // One signal stops both sides.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let http_task = http.map(|h| tokio::spawn(h.run(stopped(stop_rx.clone()))));
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        });
+        server.run(stopped(stop_rx)).await?;
+        if let Some(t) = http_task {
+            t.await??;
+        }
+        tokio::task::spawn_blocking(move || node.drain()).await?;
+        drop(running);
         let s: std::collections::HashMap<String, u64> = shared.stats_snapshot().into_iter().collect();
         let g = |k: &str| s.get(k).copied().unwrap_or(0);
         eprintln!(

@@ -29,6 +29,7 @@ pub struct Config {
     /// TCP address of the Prometheus `/metrics` and `/health` endpoint
     /// (none by default).
     pub metrics_listen: Option<SocketAddr>,
+    pub http: HttpConfig,
     pub tls: TlsConfig,
     pub limits: Limits,
     pub engine: EngineConfig,
@@ -39,6 +40,15 @@ pub struct Config {
     pub traffic: TrafficConfig,
     pub fleets: Vec<FleetEntry>,
     pub tokens: Vec<TokenEntry>,
+}
+
+/// The HTTP side (JSON API, Server-Sent Events): off unless given an address.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// TCP address. Plain HTTP: a loopback address only (behind a TLS
+    /// proxy), until the HTTP side serves TLS itself.
+    pub listen: Option<SocketAddr>,
 }
 
 /// Certificate chain and key (PEM). Both or neither; neither needs `--dev`.
@@ -240,6 +250,7 @@ impl Default for Config {
             listen: "127.0.0.1:4433".parse().expect("literal address"),
             data_dir: PathBuf::from("lastmile-data"),
             metrics_listen: None,
+            http: HttpConfig::default(),
             tls: TlsConfig::default(),
             limits: Limits::default(),
             engine: EngineConfig::default(),
@@ -308,6 +319,13 @@ impl Config {
             || !positive(st.history_retention_s)
         {
             bail!("store: checkpoint_every_s and the retentions must be positive");
+        }
+        if let Some(a) = self.http.listen
+            && !a.ip().is_loopback()
+        {
+            bail!(
+                "http: listen on a loopback address ({a} is not): the HTTP side speaks plain HTTP, so put a TLS proxy in front of it"
+            );
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             bail!("tls: give both cert and key, or neither");

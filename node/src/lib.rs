@@ -4,8 +4,9 @@
 //! `lastmile.toml` ([`config`]), tokens, roles and fleets ([`auth`]), the
 //! names fleets give their vehicles and stops ([`ids`]), the durable store
 //! ([`store`]) and the recovery and checkpoints built on it ([`durable`]),
-//! the event-time clock ([`clock`]), the memory bound ([`memory`]), and
-//! where accepted pings go ([`sink`]).
+//! the event-time clock ([`clock`]), the memory bound ([`memory`]),
+//! where accepted pings go ([`sink`]), and the node that holds them all
+//! with the threads that drive the engine ([`runtime`]).
 
 pub mod auth;
 pub mod clock;
@@ -13,7 +14,9 @@ pub mod config;
 pub mod durable;
 pub mod ids;
 pub mod memory;
+pub mod runtime;
 pub mod sink;
 pub mod store;
 
 pub use auth::Role;
+pub use runtime::{Node, Running};

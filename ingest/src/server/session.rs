@@ -37,10 +37,7 @@ impl Session {
     /// The engine id of a name, if the caller's fleet has one by it
     /// (`None` is also the answer for what belongs to another fleet).
     pub fn find(&self, shared: &Shared, kind: Kind, name: &str) -> Result<Option<u64>, Refusal> {
-        shared
-            .ids
-            .find(&shared.auth.scope(&self.who), kind, name)
-            .map_err(refusal)
+        shared.find_name(&self.who, kind, name).map_err(refusal)
     }
 
     /// The engine id of a vehicle the caller names (it must exist by that name).
@@ -93,12 +90,7 @@ impl Session {
     /// How the caller sees the engine id `id`: its fleet's name for it
     /// (numbers only in version 1).
     pub fn name(&self, shared: &Shared, kind: Kind, id: u64) -> String {
-        shared.ids.label(
-            &shared.auth.scope(&self.who),
-            kind,
-            id,
-            self.version == Version::V1,
-        )
+        shared.name_of(&self.who, kind, id, self.version == Version::V1)
     }
 
     /// How this connection's ping records name vehicles, for one batch

@@ -1,0 +1,189 @@
+//! The JSON API (`/api/v1/…`): a vehicle, a stop and its ETA, vehicles
+//! near a point or in a box. Names in paths are percent-encoded. Each
+//! answer is what the QUIC protocol's request answers, under the same role
+//! and fleet rules: readers, dispatchers and admins see their fleet's
+//! vehicles and stops; a tracking token sees its own stop only, and the
+//! vehicle's position only while that stop is next.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use lastmile_engine::fleet::{Engine, StopPlan, StopRecord, StopView};
+use lastmile_roadgraph::LatLon;
+use serde_json::{Value, json};
+
+use crate::caller::Caller;
+use crate::{ApiError, Web, json as j};
+
+/// Most vehicles NEAREST and a box answer with (as on the QUIC side).
+const MAX_NEAREST: usize = 1000;
+const MAX_IN_BOX: usize = 10_000;
+
+pub fn routes() -> Router<Arc<Web>> {
+    Router::new()
+        .route("/api/v1/vehicles", get(vehicles))
+        .route("/api/v1/vehicles/{vehicle}", get(vehicle))
+        .route("/api/v1/stops/{stop}", get(stop))
+}
+
+fn engine(web: &Web) -> Result<&Arc<Engine>, ApiError> {
+    web.node.sink.engine().ok_or_else(|| {
+        ApiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            "not_found",
+            "this server counts pings only (no engine)",
+        )
+    })
+}
+
+async fn vehicle(
+    State(web): State<Arc<Web>>,
+    c: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    c.require(c.who.role.may_read(), "query vehicles")?;
+    let id = c.vehicle_of(&name)?;
+    let e = engine(&web)?;
+    let v = e.vehicle(id).ok_or_else(|| ApiError::no_vehicle(&name))?;
+    let g = e.graph();
+    let way = ((v.edge as usize) < g.num_edges()).then(|| g.way_id(v.edge));
+    Ok(Json(j::vehicle(&c, &v, way)))
+}
+
+async fn stop(
+    State(web): State<Arc<Web>>,
+    c: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    if c.who.stop.is_none() {
+        c.require(c.who.role.may_read(), "query stops")?;
+    }
+    let id = c.stop_of(&name)?;
+    if c.who.stop.is_some_and(|mine| mine != id) {
+        return Err(ApiError::forbidden("a tracking token covers one stop only"));
+    }
+    let e = engine(&web)?;
+    let view = match e.stop(id) {
+        Some(v) => v,
+        None => archived(&web, id, &name).await?,
+    };
+    if !c.covers(view.record.vehicle) {
+        return Err(ApiError::no_stop(&name));
+    }
+    // A customer sees the vehicle only while it is on its way to them
+    // (their stop is next) or there.
+    let reveal = c.who.stop.is_none()
+        || view
+            .eta
+            .is_some_and(|s| s.stops_before == 0 && s.status.is_remaining());
+    Ok(Json(j::stop(&c, id, &view, reveal)))
+}
+
+/// A stop the engine no longer holds, from the store's record of its outcome.
+async fn archived(web: &Arc<Web>, stop: u64, name: &str) -> Result<StopView, ApiError> {
+    let Some(d) = web.node.durable.clone() else {
+        return Err(ApiError::no_stop(name));
+    };
+    let record = tokio::task::spawn_blocking(move || d.store.outcome(stop))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| ApiError::internal(format!("{e:#}")))?
+        .ok_or_else(|| ApiError::no_stop(name))?;
+    let nowhere = LatLon::new(f64::NAN, f64::NAN);
+    Ok(StopView {
+        record: StopRecord {
+            vehicle: record.vehicle,
+            plan: record.plan.unwrap_or_else(|| StopPlan::new(stop, nowhere)),
+            outcome: Some(record.outcome),
+            closed_at: Some(record.time),
+        },
+        eta: None,
+        vehicle_pos: nowhere,
+        vehicle_time: f64::NAN,
+    })
+}
+
+#[derive(serde::Deserialize)]
+struct Where {
+    /// `lat,lon`: the nearest vehicles to it.
+    near: Option<String>,
+    /// How many (NEAREST; at most 1000).
+    k: Option<usize>,
+    /// `min_lat,min_lon,max_lat,max_lon`: the vehicles inside (a box
+    /// across the antimeridian has min_lon > max_lon).
+    bbox: Option<String>,
+}
+
+fn numbers<const N: usize>(s: &str, what: &str) -> Result<[f64; N], ApiError> {
+    let bad = || ApiError::bad_value(format!("{what}: expected {N} comma-separated numbers"));
+    let v: Vec<f64> = s
+        .split(',')
+        .map(|x| x.trim().parse::<f64>().map_err(|_| bad()))
+        .collect::<Result<_, _>>()?;
+    let a: [f64; N] = v.try_into().map_err(|_| bad())?;
+    let in_range =
+        |lat: f64, lon: f64| (-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon);
+    if a.chunks(2).all(|p| in_range(p[0], p[1])) {
+        Ok(a)
+    } else {
+        Err(ApiError::bad_value(format!(
+            "{what}: position out of range"
+        )))
+    }
+}
+
+async fn vehicles(
+    State(web): State<Arc<Web>>,
+    c: Caller,
+    Query(q): Query<Where>,
+) -> Result<Json<Value>, ApiError> {
+    c.require(c.who.role.may_read(), "query positions")?;
+    let e = engine(&web)?;
+    let mut found = Vec::new();
+    let truncated = match (&q.near, &q.bbox) {
+        (Some(p), None) => {
+            let [lat, lon] = numbers::<2>(p, "near")?;
+            let asked = q.k.unwrap_or(10);
+            let k = asked.min(MAX_NEAREST);
+            // Fleet tokens see their own vehicles only: ask for more and
+            // filter, widening until k are found or the index is exhausted.
+            let mut ask = k;
+            loop {
+                found.clear();
+                e.nearest(LatLon::new(lat, lon), ask, &mut found);
+                let got = found.len();
+                found.retain(|f| c.covers(f.vehicle));
+                if found.len() >= k || got < ask || ask >= 64 * MAX_NEAREST {
+                    break;
+                }
+                ask *= 4;
+            }
+            found.truncate(k);
+            asked > MAX_NEAREST
+        }
+        (None, Some(b)) => {
+            let [min_lat, min_lon, max_lat, max_lon] = numbers::<4>(b, "bbox")?;
+            if min_lat > max_lat {
+                return Err(ApiError::bad_value(
+                    "bbox: minimum latitude above its maximum",
+                ));
+            }
+            e.in_box([min_lon, min_lat, max_lon, max_lat], &mut found);
+            found.retain(|f| c.covers(f.vehicle));
+            let truncated = found.len() > MAX_IN_BOX;
+            found.truncate(MAX_IN_BOX);
+            truncated
+        }
+        _ => {
+            return Err(ApiError::bad_value(
+                "give near=lat,lon (and k) or bbox=min_lat,min_lon,max_lat,max_lon",
+            ));
+        }
+    };
+    Ok(Json(json!({
+        "truncated": truncated,
+        "vehicles": found.iter().map(|f| j::found(&c, f)).collect::<Vec<_>>(),
+    })))
+}

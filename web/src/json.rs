@@ -1,0 +1,128 @@
+//! The engine's answers as JSON, with vehicles and stops under the caller's
+//! names. Times are seconds since the Unix epoch (event time), `null` when
+//! there is none; positions `[lat, lon]`. The fields mirror the QUIC
+//! protocol's VEHICLE, STOP, VEHICLES and EVENTS (PROTOCOL.md).
+
+use lastmile_engine::fleet::{Event, StopEta, StopOutcome, StopView, VehicleSnapshot};
+use lastmile_engine::live_index::Found;
+use lastmile_node::ids::Kind;
+use serde_json::{Value, json};
+
+use crate::caller::Caller;
+
+fn time(t: f64) -> Value {
+    if t.is_finite() { json!(t) } else { Value::Null }
+}
+
+fn number(x: f64) -> Value {
+    if x.is_finite() { json!(x) } else { Value::Null }
+}
+
+fn position(lat: f64, lon: f64) -> Value {
+    if lat.is_finite() && lon.is_finite() {
+        json!([lat, lon])
+    } else {
+        Value::Null
+    }
+}
+
+fn stop_eta(c: &Caller, s: &StopEta) -> Value {
+    json!({
+        "stop": c.name(Kind::Stop, s.stop),
+        "status": s.status.as_str(),
+        "eta": time(s.eta),
+        "eta_state": s.eta_state.as_str(),
+        "window_end": time(s.window_end),
+        "remaining_m": number(s.remaining_m),
+        "stops_before": s.stops_before,
+        "late": s.late,
+    })
+}
+
+pub fn vehicle(c: &Caller, v: &VehicleSnapshot, way_id: Option<i64>) -> Value {
+    json!({
+        "vehicle": c.name(Kind::Vehicle, v.vehicle),
+        "time": time(v.time),
+        "matched_time": time(v.matched_time),
+        "position": position(v.pos.lat, v.pos.lon),
+        "way_id": way_id,
+        "speed_mps": v.speed_mps,
+        "heading_deg": number(v.heading_deg),
+        "odometer_m": v.odometer_m,
+        "match_status": if v.time.is_finite() { v.status.as_str() } else { "none" },
+        "moving": v.moving,
+        "online": v.online,
+        "off_route": v.off_route,
+        "next_stop": v.next_stop.map(|s| c.name(Kind::Stop, s)),
+        "stops": v.stops.iter().map(|s| stop_eta(c, s)).collect::<Vec<_>>(),
+    })
+}
+
+/// A stop; its vehicle's position only when `reveal_vehicle`.
+pub fn stop(c: &Caller, id: u64, s: &StopView, reveal_vehicle: bool) -> Value {
+    let plan = &s.record.plan;
+    let status = match (&s.eta, &s.record.outcome) {
+        (Some(e), _) => e.status.as_str(),
+        (None, Some(StopOutcome::Completed(_))) => "completed",
+        (None, Some(StopOutcome::Failed { .. })) => "failed",
+        (None, None) => "pending",
+    };
+    let outcome = match &s.record.outcome {
+        Some(StopOutcome::Failed { reason }) => json!({"failed": reason}),
+        Some(StopOutcome::Completed(p)) => json!({
+            "completed": {
+                "note": p.note,
+                "signature_ref": p.signature_ref,
+                "photo_refs": p.photo_refs,
+                "position": p.pos.map(|q| [q.lat, q.lon]),
+            }
+        }),
+        None => Value::Null,
+    };
+    let e = s.eta.as_ref();
+    json!({
+        "stop": c.name(Kind::Stop, id),
+        "vehicle": c.name(Kind::Vehicle, s.record.vehicle),
+        "status": status,
+        "late": e.is_some_and(|e| e.late),
+        "stops_before": e.map_or(0, |e| e.stops_before),
+        "eta": e.map_or(Value::Null, |e| time(e.eta)),
+        "eta_state": e.map_or("unknown", |e| e.eta_state.as_str()),
+        "remaining_m": e.map_or(Value::Null, |e| number(e.remaining_m)),
+        "position": position(plan.pos.lat, plan.pos.lon),
+        "window": plan.window.map(|w| [w.start, w.end]),
+        "service_s": plan.service_s,
+        "snap_m": e.map_or(Value::Null, |e| number(f64::from(e.snap_m))),
+        "snap_component": e.map(|e| e.snap_component),
+        "vehicle_position": (reveal_vehicle && s.vehicle_pos.lat.is_finite())
+            .then(|| json!([s.vehicle_pos.lat, s.vehicle_pos.lon, time(s.vehicle_time)])),
+        "closed": s.record.closed_at.map_or(Value::Null, time),
+        "customer_ref": plan.customer_ref.as_deref().unwrap_or_default(),
+        "outcome": outcome,
+    })
+}
+
+pub fn found(c: &Caller, f: &Found) -> Value {
+    json!({
+        "vehicle": c.name(Kind::Vehicle, f.vehicle),
+        "position": position(f.at.pos.lat, f.at.pos.lon),
+        "time": time(f.at.time),
+        "distance_m": f.distance_m,
+        "speed_mps": f.at.speed_mps,
+    })
+}
+
+pub fn event(c: &Caller, id: u64, e: &Event) -> Value {
+    json!({
+        "id": id,
+        "vehicle": c.name(Kind::Vehicle, e.vehicle),
+        "seq": e.seq,
+        "stop": e.stop.map(|s| c.name(Kind::Stop, s)),
+        "zone": Value::Null,
+        "time": time(e.time),
+        "kind": e.kind.as_str(),
+        "position": position(e.pos.lat, e.pos.lon),
+        "value": number(e.value),
+        "reference": number(e.reference),
+    })
+}

@@ -1,0 +1,139 @@
+//! `lastmile-web` is the HTTP side of `lastmile serve`: a JSON API for what
+//! the QUIC protocol answers ([`api`]) and the event log as Server-Sent
+//! Events ([`feed`]), over the same node (`lastmile_node::Node`): the same
+//! tokens and roles, the same fleets and names, the same scope rules (a
+//! name another fleet has answers exactly as a name nobody has), and
+//! counters of its own ([`HttpStats`]). The binary protocol stays the fast
+//! path; this side is for pages, dashboards and systems that speak HTTP.
+
+mod api;
+mod caller;
+mod error;
+mod feed;
+mod json;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use anyhow::Context;
+use axum::Router;
+use lastmile_node::Node;
+
+pub use error::ApiError;
+
+/// The HTTP side's counters (`http_*` in the server's statistics).
+#[derive(Default)]
+pub struct HttpStats {
+    pub requests: AtomicU64,
+    /// Answered with an error status (4xx, 5xx).
+    pub errors: AtomicU64,
+    /// No token, or one no fleet has.
+    pub unauthenticated: AtomicU64,
+    pub forbidden: AtomicU64,
+    pub feeds_opened: AtomicU64,
+    pub feeds_refused: AtomicU64,
+    pub feeds_open: AtomicU64,
+    pub events_sent: AtomicU64,
+}
+
+impl HttpStats {
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Relaxed);
+    }
+
+    /// Name and value of every counter.
+    pub fn snapshot(&self) -> Vec<(String, u64)> {
+        let c = |a: &AtomicU64| a.load(Relaxed);
+        [
+            ("http_requests", c(&self.requests)),
+            ("http_errors", c(&self.errors)),
+            ("http_unauthenticated", c(&self.unauthenticated)),
+            ("http_forbidden", c(&self.forbidden)),
+            ("http_feeds_opened", c(&self.feeds_opened)),
+            ("http_feeds_refused", c(&self.feeds_refused)),
+            ("http_feeds_open", c(&self.feeds_open)),
+            ("http_events_sent", c(&self.events_sent)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+}
+
+/// What every handler shares.
+pub struct Web {
+    pub node: Arc<Node>,
+    pub stats: HttpStats,
+    /// Set when the server stops: open feeds end, so the graceful shutdown
+    /// does not wait on them forever.
+    closing: tokio::sync::watch::Sender<bool>,
+}
+
+/// The HTTP listener of a node.
+pub struct HttpServer {
+    listener: tokio::net::TcpListener,
+    web: Arc<Web>,
+}
+
+/// Largest request body: commands with a route of stops fit well inside.
+const MAX_BODY: usize = 1 << 20;
+
+impl HttpServer {
+    /// Binds `addr`. Call inside a tokio runtime.
+    pub async fn bind(node: Arc<Node>, addr: SocketAddr) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("HTTP listener on {addr}"))?;
+        let web = Arc::new(Web {
+            node,
+            stats: HttpStats::default(),
+            closing: tokio::sync::watch::Sender::new(false),
+        });
+        // Weak: the node must not keep its front end alive.
+        let w = Arc::downgrade(&web);
+        web.node.add_stats(Arc::new(move || {
+            w.upgrade().map_or_else(Vec::new, |w| w.stats.snapshot())
+        }));
+        Ok(Self { listener, web })
+    }
+
+    pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.listener.local_addr()?)
+    }
+
+    /// The shared state, for the statistics.
+    pub fn web(&self) -> &Arc<Web> {
+        &self.web
+    }
+
+    /// Serves until `shutdown` resolves.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let web = self.web.clone();
+        let closing = async move {
+            shutdown.await;
+            web.closing.send_replace(true);
+        };
+        axum::serve(self.listener, router(self.web))
+            .with_graceful_shutdown(closing)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Every route of the HTTP side.
+pub fn router(web: Arc<Web>) -> Router {
+    use tower_http::limit::RequestBodyLimitLayer;
+    Router::new()
+        .merge(api::routes())
+        .merge(feed::routes())
+        .layer(RequestBodyLimitLayer::new(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            web.clone(),
+            error::count,
+        ))
+        .with_state(web)
+}
