@@ -26,6 +26,8 @@ pub struct Server {
     pub data: PathBuf,
     /// HOST:PORT of its metrics endpoint, if started with `--metrics`.
     pub metrics: Option<String>,
+    /// `http://HOST:PORT` of its HTTP side, if started with `--http`.
+    pub http: Option<String>,
 }
 
 impl Server {
@@ -218,7 +220,14 @@ pub fn serve_with(dir: &Path, engine_extra: &str, extra: &str, args: &[&str]) ->
     let metrics = line
         .split("metrics on http://")
         .nth(1)
-        .map(|m| m.trim_end_matches("/metrics").to_string());
+        .map(|m| m.split([',', '/']).next().unwrap_or(m).to_string());
+    let http = line.split("http on ").nth(1).map(|h| {
+        h.split(',')
+            .next()
+            .unwrap_or(h)
+            .trim_end_matches('/')
+            .to_string()
+    });
     let fingerprint = line
         .split("sha256 ")
         .nth(1)
@@ -238,6 +247,7 @@ pub fn serve_with(dir: &Path, engine_extra: &str, extra: &str, args: &[&str]) ->
         token,
         data,
         metrics,
+        http,
     }
 }
 
