@@ -366,3 +366,36 @@ fn the_event_feed_resumes_after_a_dropped_connection_with_nothing_lost_or_repeat
     assert!(s.terminate(), "SIGTERM with a feed open: clean exit");
     drop((open, runtime));
 }
+
+/// Every path of the OpenAPI description the server serves is a route of
+/// it, answering with a status the description lists (and the description
+/// is the one in the repository).
+#[test]
+fn the_openapi_description_matches_the_routes() {
+    let s = serve_http("http-openapi");
+    rt().block_on(async {
+        let (code, doc) = get(&s, "/api/v1/openapi.json", None).await;
+        assert_eq!(code, 200);
+        let file: Value = serde_json::from_str(include_str!("../web/openapi.json")).unwrap();
+        assert_eq!(doc, file);
+        let paths = doc["paths"].as_object().unwrap();
+        assert!(paths.len() >= 5);
+        for (path, ops) in paths {
+            if path.ends_with("/events") {
+                continue; // a stream: tested above
+            }
+            let concrete = path
+                .replace("{vehicle}", "van-404")
+                .replace("{stop}", "order-404");
+            for token in [None, Some(s.token.as_str()), Some(ACME_READER)] {
+                let (code, body) = get(&s, &concrete, token).await;
+                let documented = ops["get"]["responses"].as_object().unwrap();
+                assert!(
+                    documented.contains_key(&code.to_string()),
+                    "{path} answered {code} ({body}), documented: {:?}",
+                    documented.keys().collect::<Vec<_>>()
+                );
+            }
+        }
+    });
+}

@@ -21,8 +21,15 @@ use crate::{ApiError, Web, json as j};
 const MAX_NEAREST: usize = 1000;
 const MAX_IN_BOX: usize = 10_000;
 
+/// The API's OpenAPI description (`web/openapi.json`), served as is.
+const OPENAPI: &str = include_str!("../openapi.json");
+
 pub fn routes() -> Router<Arc<Web>> {
     Router::new()
+        .route(
+            "/api/v1/openapi.json",
+            get(|| async { ([("content-type", "application/json")], OPENAPI) }),
+        )
         .route("/api/v1/vehicles", get(vehicles))
         .route("/api/v1/vehicles/{vehicle}", get(vehicle))
         .route("/api/v1/stops/{stop}", get(stop))
