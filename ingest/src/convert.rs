@@ -6,7 +6,7 @@
 use lastmile_engine::MatchStatus;
 use lastmile_engine::fleet::{
     CommandError, EtaState, Event, EventKind, PathPiece, ProofOfDelivery, StopEta, StopId,
-    StopOutcome, StopPlan, StopStatus, StopView, TimeWindow, VehicleSnapshot,
+    StopOutcome, StopPlan, StopStatus, StopView, VehicleSnapshot,
 };
 use lastmile_roadgraph::{Graph, LatLon};
 
@@ -182,26 +182,20 @@ pub fn stop_view(id: u64, s: &StopView, reveal_vehicle: bool, name: Namer<'_>) -
 
 /// A dispatcher's stop, checked, under the engine id its name got.
 pub fn stop_plan(s: &WireStop, id: StopId) -> Result<StopPlan, (ErrorCode, String)> {
-    let bad = |why: &str| (ErrorCode::BadValue, format!("stop {}: {why}", s.id));
-    let pos = latlon(s.lat_e7, s.lon_e7).ok_or_else(|| bad("position out of range"))?;
     let window = match (s.window_start_ms, s.window_end_ms) {
         (NO_TIME, NO_TIME) => None,
-        (a, b) if a <= b => Some(TimeWindow {
-            start: secs(a),
-            end: secs(b),
-        }),
-        _ => return Err(bad("window ends before it starts")),
+        (a, b) => Some((secs(a), secs(b))),
     };
-    if !(s.service_s.is_finite() && (0.0..=86_400.0).contains(&s.service_s)) {
-        return Err(bad("service time must be 0..=86400 s"));
-    }
-    Ok(StopPlan {
+    let pos = latlon(s.lat_e7, s.lon_e7);
+    lastmile_node::dispatch::plan(
+        &s.id,
         id,
         pos,
         window,
-        service_s: f64::from(s.service_s),
-        customer_ref: (!s.customer_ref.is_empty()).then(|| s.customer_ref.as_str().into()),
-    })
+        f64::from(s.service_s),
+        &s.customer_ref,
+    )
+    .map_err(|r| (ErrorCode::of_refusal(r.kind), r.message))
 }
 
 pub fn proof(p: &WireProof) -> Result<ProofOfDelivery, (ErrorCode, String)> {

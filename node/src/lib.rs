@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod dispatch;
 pub mod durable;
 pub mod ids;
 pub mod memory;

@@ -216,6 +216,25 @@ impl ErrorCode {
             _ => Self::Malformed,
         }
     }
+
+    /// The error code of a refusal the node made (same names).
+    pub fn of_refusal(kind: lastmile_node::dispatch::RefusalKind) -> Self {
+        use lastmile_node::dispatch::RefusalKind as K;
+        match kind {
+            K::NotFound => Self::NotFound,
+            K::UnknownStop => Self::UnknownStop,
+            K::Forbidden => Self::Forbidden,
+            K::BadValue => Self::BadValue,
+            K::LimitExceeded => Self::LimitExceeded,
+            K::WrongVehicle => Self::WrongVehicle,
+            K::DuplicateStop => Self::DuplicateStop,
+            K::StopClosed => Self::StopClosed,
+            K::OffRoad => Self::OffRoad,
+            K::BadOrder => Self::BadOrder,
+            K::Overloaded => Self::Overloaded,
+            K::Internal => Self::Internal,
+        }
+    }
 }
 
 impl std::fmt::Display for ErrorCode {

@@ -5,79 +5,22 @@
 //! as the caller may see it (a stop of another fleet is a stop that does
 //! not exist).
 
-use lastmile_engine::fleet::{Command, CommandError, StopId};
+use std::sync::Arc;
+
+use lastmile_engine::fleet::{Command, CommandError};
+use lastmile_node::dispatch::Save;
 
 use super::Shared;
-use super::session::{Refusal, Save, Session, no_stop};
+use super::session::{Refusal, Session, wire};
 use crate::convert;
 use crate::ids::Kind;
-use crate::protocol::{AT_END, ErrorCode, NO_TIME, Request};
+use crate::protocol::{AT_END, ErrorCode, NO_TIME, Request, Version};
 
-/// An engine command's refusal as the caller may see it: ids become the
-/// caller's names, and one that names a stop of another fleet (closed, or
-/// on another vehicle) says the stop does not exist, exactly as for an
-/// unknown name.
-fn refusal_of(shared: &Shared, s: &Session, e: &CommandError) -> Refusal {
-    let who = &s.who;
-    let foreign = |stop: StopId| {
-        shared
-            .sink
-            .engine()
-            .and_then(|en| en.stop(stop))
-            .is_some_and(|v| !shared.auth.covers(who, v.record.vehicle))
-    };
-    let stop_name = |id| s.name(shared, Kind::Stop, id);
-    let code = convert::command_error(e);
-    match *e {
-        CommandError::UnknownStop(stop) => no_stop(&stop_name(stop)),
-        CommandError::WrongVehicle { stop, vehicle } if !shared.auth.covers(who, vehicle) => {
-            no_stop(&stop_name(stop))
-        }
-        CommandError::WrongVehicle { stop, vehicle } => (
-            code,
-            format!(
-                "stop {} belongs to vehicle {}",
-                stop_name(stop),
-                s.name(shared, Kind::Vehicle, vehicle)
-            ),
-        ),
-        CommandError::StopClosed(stop) if foreign(stop) => no_stop(&stop_name(stop)),
-        CommandError::StopClosed(stop) => (
-            code,
-            format!("stop {} is already completed or failed", stop_name(stop)),
-        ),
-        CommandError::DuplicateStop(stop) => {
-            (code, format!("stop {} already exists", stop_name(stop)))
-        }
-        CommandError::OffRoad { stop, max_m } => (
-            code,
-            format!("stop {} is not within {max_m} m of a road", stop_name(stop)),
-        ),
-        _ => (code, e.to_string()),
-    }
-}
-
-/// Command time: the client's, or the server's clock (`time_ms` 0). A
-/// client's time must lie between 2000-01-01 and `max_future_s` past the
-/// server's wall clock, as a ping's does: a negative or absurd time would
-/// be carried into outcomes and events.
+/// Command time: the client's, or the server's clock (`time_ms` 0); see
+/// `Node::command_time`.
 pub fn time_of(shared: &Shared, ms: i64) -> Result<f64, Refusal> {
-    if ms == NO_TIME {
-        return Ok(shared.clock.now());
-    }
-    let t = convert::secs(ms);
-    let latest = super::clock::wall_s() + shared.config.limits.max_future_s;
-    if (super::pings::MIN_PING_TIME_S..=latest).contains(&t) {
-        Ok(t)
-    } else {
-        Err((
-            ErrorCode::BadValue,
-            format!(
-                "time_ms {ms} is out of range: 0 (the server's clock), or from 2000-01-01 to {} s past the server's wall clock",
-                shared.config.limits.max_future_s
-            ),
-        ))
-    }
+    let t = (ms != NO_TIME).then(|| convert::secs(ms));
+    shared.command_time(t).map_err(wire)
 }
 
 /// Runs an engine command off the async threads (it may wait for room in
@@ -89,7 +32,11 @@ pub async fn blocking(
 ) -> Result<(), Refusal> {
     match tokio::task::spawn_blocking(f).await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(refusal_of(shared, s, &e)),
+        Ok(Err(e)) => Err(wire(shared.refusal_of(
+            &s.who,
+            &e,
+            s.version == Version::V1,
+        ))),
         Err(_) => Err((ErrorCode::Internal, "command task failed".into())),
     }
 }
@@ -98,7 +45,7 @@ pub async fn blocking(
 /// stop a dispatcher plans under a new name gets an id (stored before the
 /// command runs); the others must exist by the names given.
 pub async fn command(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     s: &Session,
     req: Request,
 ) -> Result<(Command, f64), Refusal> {

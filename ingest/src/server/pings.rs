@@ -36,7 +36,7 @@ enum Reject {
 
 /// Pings stamped before 2000-01-01 come from a device whose clock was
 /// never set (1970, 1980) or rolled over (GPS week rollover lands in 1999).
-pub(crate) const MIN_PING_TIME_S: f64 = 946_684_800.0;
+const MIN_PING_TIME_S: f64 = lastmile_node::dispatch::MIN_TIME_S;
 
 /// The bounds a ping's time and speed must keep, fixed for one batch.
 struct Bounds {

@@ -20,7 +20,9 @@ use quinn::{Connection, RecvStream, SendStream};
 
 use super::commands::{blocking, command, time_of};
 use super::connection::close;
-use super::session::{Refusal, Save, Session, no_stop, no_vehicle};
+use lastmile_node::dispatch::Save;
+
+use super::session::{Refusal, Session, no_stop, no_vehicle};
 use super::{ServerStats, Shared, subscribe};
 use crate::auth::{Principal, epoch_ms};
 use crate::convert;

@@ -8,9 +8,13 @@ use std::sync::RwLock;
 
 use lastmile_engine::fleet::{StopId, VehicleId};
 
+use std::sync::Arc;
+
+use lastmile_node::dispatch::{self, Save};
+
 use super::Shared;
 use crate::auth::Principal;
-use crate::ids::{IdError, Kind, NewName};
+use crate::ids::Kind;
 use crate::protocol::{ErrorCode, Version};
 
 /// An ERROR's code and message.
@@ -34,28 +38,20 @@ impl Session {
         }
     }
 
-    /// The engine id of a name, if the caller's fleet has one by it
-    /// (`None` is also the answer for what belongs to another fleet).
-    pub fn find(&self, shared: &Shared, kind: Kind, name: &str) -> Result<Option<u64>, Refusal> {
-        shared.find_name(&self.who, kind, name).map_err(refusal)
-    }
-
     /// The engine id of a vehicle the caller names (it must exist by that name).
     pub fn vehicle_of(&self, shared: &Shared, name: &str) -> Result<VehicleId, Refusal> {
-        self.find(shared, Kind::Vehicle, name)?
-            .ok_or_else(|| no_vehicle(name))
+        shared.vehicle_of(&self.who, name).map_err(wire)
     }
 
     /// The engine id of a stop the caller names (it must exist by that name).
     pub fn stop_of(&self, shared: &Shared, name: &str) -> Result<StopId, Refusal> {
-        self.find(shared, Kind::Stop, name)?
-            .ok_or_else(|| no_stop(name))
+        shared.stop_of(&self.who, name).map_err(wire)
     }
 
     /// The engine id of a name, given one if new (see [`create_all`](Self::create_all)).
     pub async fn create(
         &self,
-        shared: &Shared,
+        shared: &Arc<Shared>,
         kind: Kind,
         name: &str,
         save: Save,
@@ -67,24 +63,25 @@ impl Session {
     /// store together, durably as `save` says, before this returns.
     pub async fn create_all<'a>(
         &self,
-        shared: &Shared,
+        shared: &Arc<Shared>,
         names: impl IntoIterator<Item = (Kind, &'a str)>,
         save: Save,
     ) -> Result<Vec<u64>, Refusal> {
-        let scope = shared.auth.scope(&self.who);
-        let (mut ids, mut fresh) = (Vec::new(), Vec::new());
-        for (kind, name) in names {
-            let (id, new) = shared
-                .ids
-                .find_or_create(&scope, kind, name)
-                .map_err(refusal)?;
-            ids.push(id);
-            fresh.extend(new);
+        match save {
+            Save::WithCommand => shared.create_names(&self.who, names, save).map_err(wire),
+            Save::Now => {
+                // A synced write: off the async threads.
+                let names: Vec<(Kind, String)> =
+                    names.into_iter().map(|(k, n)| (k, n.to_string())).collect();
+                let (node, who) = (shared.node.clone(), self.who.clone());
+                tokio::task::spawn_blocking(move || {
+                    node.create_names(&who, names.iter().map(|(k, n)| (*k, n.as_str())), save)
+                })
+                .await
+                .map_err(|e| (ErrorCode::Internal, e.to_string()))?
+                .map_err(wire)
+            }
         }
-        if !fresh.is_empty() {
-            store(shared, fresh, save).await?;
-        }
-        Ok(ids)
     }
 
     /// How the caller sees the engine id `id`: its fleet's name for it
@@ -153,53 +150,17 @@ impl PingVehicles<'_> {
     }
 }
 
-/// The answer about a vehicle that does not exist, and about one the
-/// caller's fleet does not hold: the same.
+/// The answer about a vehicle the caller's fleet does not have.
 pub fn no_vehicle(name: &str) -> Refusal {
-    (ErrorCode::NotFound, format!("no vehicle {name}"))
+    wire(dispatch::no_vehicle(name))
 }
 
-/// The answer about a stop that does not exist, and about one the caller's
-/// fleet does not hold: the two must be indistinguishable, or anyone could
-/// probe which ids another fleet uses and which vehicles hold them.
+/// The answer about a stop the caller's fleet does not have.
 pub fn no_stop(name: &str) -> Refusal {
-    (ErrorCode::UnknownStop, format!("no stop {name}"))
+    wire(dispatch::no_stop(name))
 }
 
-fn refusal(e: IdError) -> Refusal {
-    match e {
-        IdError::Invalid(m) => (ErrorCode::BadValue, m),
-        IdError::Full(_) => (ErrorCode::LimitExceeded, e.to_string()),
-    }
-}
-
-/// When new names reach the disk.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Save {
-    /// Now, on their own: nothing else is committed for the request.
-    Now,
-    /// In the transaction of the command's journal commit that follows
-    /// ([`crate::store::Store::queue_names`]): planning a route under new
-    /// names costs no write of its own.
-    WithCommand,
-}
-
-/// Writes new names to the store (when there is one) before the request
-/// that made them is answered.
-async fn store(shared: &Shared, names: Vec<NewName>, save: Save) -> Result<(), Refusal> {
-    let Some(d) = shared.durable.clone() else {
-        shared.ids.saved(&names);
-        return Ok(());
-    };
-    if save == Save::WithCommand {
-        d.store.queue_names(&names);
-        shared.ids.saved(&names);
-        return Ok(());
-    }
-    let names = tokio::task::spawn_blocking(move || d.store.save_names(&names).map(|()| names))
-        .await
-        .map_err(|e| (ErrorCode::Internal, e.to_string()))?
-        .map_err(|e| (ErrorCode::Internal, format!("storing ids: {e}")))?;
-    shared.ids.saved(&names);
-    Ok(())
+/// A refusal of the node's as a QUIC ERROR's code and message.
+pub fn wire(r: dispatch::Refusal) -> Refusal {
+    (ErrorCode::of_refusal(r.kind), r.message)
 }

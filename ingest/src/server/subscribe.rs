@@ -8,12 +8,15 @@
 //! count. The shards never wait for a subscriber, and a subscriber costs
 //! one frame of memory.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use lastmile_engine::fleet::{EventFilter, StopId, VehicleId};
 use quinn::{RecvStream, SendStream};
 
-use super::session::{Refusal, Save, Session};
+use lastmile_node::dispatch::Save;
+
+use super::session::{Refusal, Session};
 use super::{ServerStats, Shared};
 use crate::convert;
 use crate::ids::Kind;
@@ -33,7 +36,7 @@ impl Drop for Slot<'_> {
 /// dispatcher may name what it has not planned yet (a vehicle it is about
 /// to give a route), which reserves the name in its fleet.
 async fn filter_ids(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     s: &Session,
     vehicles: &[String],
     stops: &[String],
@@ -47,11 +50,9 @@ async fn filter_ids(
         }
         names
             .iter()
-            .map(|name| {
-                s.find(shared, kind, name)?.ok_or_else(|| match kind {
-                    Kind::Vehicle => (ErrorCode::NotFound, format!("no vehicle {name}")),
-                    Kind::Stop => (ErrorCode::UnknownStop, format!("no stop {name}")),
-                })
+            .map(|name| match kind {
+                Kind::Vehicle => s.vehicle_of(shared, name),
+                Kind::Stop => s.stop_of(shared, name),
             })
             .collect()
     };
@@ -83,7 +84,7 @@ async fn filter_ids(
 }
 
 pub async fn run(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     s: &Session,
     mut send: SendStream,
     mut recv: RecvStream,

@@ -1,0 +1,259 @@
+//! What every front end does the same with a caller's request before and
+//! after the engine: names turned into engine ids in the caller's fleet
+//! (new ones made for what a dispatcher plans), times and plans checked,
+//! and the engine's refusals rewritten as the caller may see them (ids
+//! become the caller's names; a stop of another fleet is a stop that does
+//! not exist). Refusals carry the QUIC protocol's error names
+//! ([`RefusalKind`]): the QUIC side sends them as ERROR codes, the HTTP
+//! side as statuses with the same names.
+
+use lastmile_engine::fleet::{CommandError, StopId, StopPlan, TimeWindow};
+use lastmile_roadgraph::LatLon;
+
+use crate::auth::Principal;
+use crate::clock::wall_s;
+use crate::ids::{IdError, Kind, NewName};
+use crate::runtime::Node;
+
+/// Fixes stamped before 2000-01-01 come from a device whose clock was never
+/// set (1970, 1980) or rolled over (GPS week rollover lands in 1999); a
+/// command's time is held to the same bound.
+pub const MIN_TIME_S: f64 = 946_684_800.0;
+
+/// Why a request was refused, by the protocol's error names (PROTOCOL.md 6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefusalKind {
+    NotFound,
+    UnknownStop,
+    Forbidden,
+    BadValue,
+    LimitExceeded,
+    WrongVehicle,
+    DuplicateStop,
+    StopClosed,
+    OffRoad,
+    BadOrder,
+    Overloaded,
+    Internal,
+}
+
+impl RefusalKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotFound => "not_found",
+            Self::UnknownStop => "unknown_stop",
+            Self::Forbidden => "forbidden",
+            Self::BadValue => "bad_value",
+            Self::LimitExceeded => "limit_exceeded",
+            Self::WrongVehicle => "wrong_vehicle",
+            Self::DuplicateStop => "duplicate_stop",
+            Self::StopClosed => "stop_closed",
+            Self::OffRoad => "off_road",
+            Self::BadOrder => "bad_order",
+            Self::Overloaded => "overloaded",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+/// A refused request: why, and the message the caller reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub kind: RefusalKind,
+    pub message: String,
+}
+
+impl Refusal {
+    pub fn new(kind: RefusalKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_value(message: impl Into<String>) -> Self {
+        Self::new(RefusalKind::BadValue, message)
+    }
+}
+
+/// The answer about a vehicle that does not exist, and about one the
+/// caller's fleet does not hold: the same.
+pub fn no_vehicle(name: &str) -> Refusal {
+    Refusal::new(RefusalKind::NotFound, format!("no vehicle {name}"))
+}
+
+/// The answer about a stop that does not exist, and about one the caller's
+/// fleet does not hold: the two must be indistinguishable, or anyone could
+/// probe which ids another fleet uses and which vehicles hold them.
+pub fn no_stop(name: &str) -> Refusal {
+    Refusal::new(RefusalKind::UnknownStop, format!("no stop {name}"))
+}
+
+impl From<IdError> for Refusal {
+    fn from(e: IdError) -> Self {
+        match e {
+            IdError::Invalid(m) => Self::bad_value(m),
+            IdError::Full(_) => Self::new(RefusalKind::LimitExceeded, e.to_string()),
+        }
+    }
+}
+
+/// When new names reach the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Save {
+    /// Now, synced, on their own: nothing else is committed for the request.
+    Now,
+    /// In the transaction of the command's journal commit that follows
+    /// ([`crate::store::Store::queue_names`]): planning a route under new
+    /// names costs no write of its own.
+    WithCommand,
+}
+
+impl Node {
+    /// The engine id of a vehicle the caller names (it must exist by that name).
+    pub fn vehicle_of(&self, who: &Principal, name: &str) -> Result<u64, Refusal> {
+        self.find_name(who, Kind::Vehicle, name)?
+            .ok_or_else(|| no_vehicle(name))
+    }
+
+    /// The engine id of a stop the caller names (it must exist by that name).
+    pub fn stop_of(&self, who: &Principal, name: &str) -> Result<StopId, Refusal> {
+        self.find_name(who, Kind::Stop, name)?
+            .ok_or_else(|| no_stop(name))
+    }
+
+    /// The engine ids of names in the caller's fleet, new ones given ids
+    /// and written to the store as `save` says before this returns.
+    /// [`Save::Now`] writes (and syncs): call it off the async threads.
+    pub fn create_names<'a>(
+        &self,
+        who: &Principal,
+        names: impl IntoIterator<Item = (Kind, &'a str)>,
+        save: Save,
+    ) -> Result<Vec<u64>, Refusal> {
+        let scope = self.auth.scope(who);
+        let (mut ids, mut fresh): (Vec<u64>, Vec<NewName>) = (Vec::new(), Vec::new());
+        for (kind, name) in names {
+            let (id, new) = self.ids.find_or_create(&scope, kind, name)?;
+            ids.push(id);
+            fresh.extend(new);
+        }
+        if fresh.is_empty() {
+            return Ok(ids);
+        }
+        if let Some(d) = &self.durable {
+            match save {
+                Save::WithCommand => d.store.queue_names(&fresh),
+                Save::Now => d.store.save_names(&fresh).map_err(|e| {
+                    Refusal::new(RefusalKind::Internal, format!("storing ids: {e}"))
+                })?,
+            }
+        }
+        self.ids.saved(&fresh);
+        Ok(ids)
+    }
+
+    /// A command's time: the caller's (seconds), or the server's clock. A
+    /// caller's time must lie between 2000-01-01 and `max_future_s` past
+    /// the wall clock, as a ping's does: a negative or absurd time would be
+    /// carried into outcomes and events.
+    pub fn command_time(&self, t: Option<f64>) -> Result<f64, Refusal> {
+        let Some(t) = t else {
+            return Ok(self.clock.now());
+        };
+        let latest = wall_s() + self.config.limits.max_future_s;
+        if (MIN_TIME_S..=latest).contains(&t) {
+            Ok(t)
+        } else {
+            Err(Refusal::bad_value(format!(
+                "time {t} is out of range: from 2000-01-01 to {} s past the server's wall clock (or none: the server's clock)",
+                self.config.limits.max_future_s
+            )))
+        }
+    }
+
+    /// An engine command's refusal as the caller may see it: ids become
+    /// the caller's names, and one that names a stop of another fleet
+    /// (closed, or on another vehicle) says the stop does not exist,
+    /// exactly as for an unknown name.
+    pub fn refusal_of(&self, who: &Principal, e: &CommandError, numbers_only: bool) -> Refusal {
+        let foreign = |stop: StopId| {
+            self.sink
+                .engine()
+                .and_then(|en| en.stop(stop))
+                .is_some_and(|v| !self.auth.covers(who, v.record.vehicle))
+        };
+        let stop_name = |id| self.name_of(who, Kind::Stop, id, numbers_only);
+        use RefusalKind as K;
+        match *e {
+            CommandError::UnknownStop(stop) => no_stop(&stop_name(stop)),
+            CommandError::WrongVehicle { stop, vehicle } if !self.auth.covers(who, vehicle) => {
+                no_stop(&stop_name(stop))
+            }
+            CommandError::WrongVehicle { stop, vehicle } => Refusal::new(
+                K::WrongVehicle,
+                format!(
+                    "stop {} belongs to vehicle {}",
+                    stop_name(stop),
+                    self.name_of(who, Kind::Vehicle, vehicle, numbers_only)
+                ),
+            ),
+            CommandError::StopClosed(stop) if foreign(stop) => no_stop(&stop_name(stop)),
+            CommandError::StopClosed(stop) => Refusal::new(
+                K::StopClosed,
+                format!("stop {} is already completed or failed", stop_name(stop)),
+            ),
+            CommandError::DuplicateStop(stop) => Refusal::new(
+                K::DuplicateStop,
+                format!("stop {} already exists", stop_name(stop)),
+            ),
+            CommandError::OffRoad { stop, max_m } => Refusal::new(
+                K::OffRoad,
+                format!("stop {} is not within {max_m} m of a road", stop_name(stop)),
+            ),
+            CommandError::BadOrder => Refusal::new(K::BadOrder, e.to_string()),
+            CommandError::NotFinite => Refusal::new(K::BadValue, e.to_string()),
+            CommandError::Overloaded => Refusal::new(K::Overloaded, e.to_string()),
+            // The store refused the write (disk full, I/O error): nothing
+            // was applied, the client may retry.
+            CommandError::Journal(_) => Refusal::new(K::Internal, e.to_string()),
+        }
+    }
+}
+
+/// A dispatcher's stop, checked: `name` is how the caller called it (for
+/// the messages), `id` the engine id it got.
+pub fn plan(
+    name: &str,
+    id: StopId,
+    pos: Option<LatLon>,
+    window: Option<(f64, f64)>,
+    service_s: f64,
+    customer_ref: &str,
+) -> Result<StopPlan, Refusal> {
+    let bad = |why: &str| Refusal::bad_value(format!("stop {name}: {why}"));
+    let pos = pos.ok_or_else(|| bad("position out of range"))?;
+    let window = match window {
+        None => None,
+        Some((start, end)) if start.is_finite() && end.is_finite() && start <= end => {
+            Some(TimeWindow { start, end })
+        }
+        Some(_) => return Err(bad("window ends before it starts")),
+    };
+    if !(service_s.is_finite() && (0.0..=86_400.0).contains(&service_s)) {
+        return Err(bad("service time must be 0..=86400 s"));
+    }
+    Ok(StopPlan {
+        id,
+        pos,
+        window,
+        service_s,
+        customer_ref: (!customer_ref.is_empty()).then(|| customer_ref.into()),
+    })
+}
+
+/// A position in degrees, if in range.
+pub fn position(lat: f64, lon: f64) -> Option<LatLon> {
+    ((-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon))
+        .then(|| LatLon::new(lat, lon))
+}
