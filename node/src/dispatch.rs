@@ -122,6 +122,60 @@ impl Node {
             .ok_or_else(|| no_stop(name))
     }
 
+    /// A stop the caller names and the vehicle it belongs to, if the
+    /// caller's fleet holds it (a stop of another fleet is answered as one
+    /// that does not exist).
+    pub fn stop_owner(&self, who: &Principal, name: &str) -> Result<(StopId, u64), Refusal> {
+        let stop = self.stop_of(who, name)?;
+        let engine = self.sink.engine().ok_or_else(|| {
+            Refusal::new(
+                RefusalKind::NotFound,
+                "this server counts pings only (no engine)",
+            )
+        })?;
+        let vehicle = engine
+            .stop(stop)
+            .ok_or_else(|| no_stop(name))?
+            .record
+            .vehicle;
+        if !self.auth.covers(who, vehicle) {
+            return Err(no_stop(name));
+        }
+        Ok((stop, vehicle))
+    }
+
+    /// Mints a customer's tracking token for one stop, valid `ttl_s` of
+    /// wall-clock time (clamped to 60 s .. 30 days), kept in the store
+    /// before it is handed out so the link survives a restart. Writes
+    /// (and syncs): call it off the async threads. Returns the token and
+    /// its expiry (ms since the epoch).
+    pub fn mint_tracking(
+        &self,
+        who: &Principal,
+        stop: StopId,
+        ttl_s: u64,
+    ) -> Result<(String, i64), Refusal> {
+        let internal = |e: String| Refusal::new(RefusalKind::Internal, e);
+        let ttl = std::time::Duration::from_secs(ttl_s.clamp(60, 30 * 86_400));
+        let (token, expires) = self
+            .auth
+            .mint_tracking(who, stop, ttl)
+            .map_err(|e| internal(e.to_string()))?;
+        let expires_ms = crate::auth::epoch_ms(expires);
+        if let Some(d) = &self.durable {
+            let grant = crate::store::StoredGrant {
+                digest: crate::auth::digest(&token),
+                fleet: who.fleet.map(|f| self.auth.fleet_name(Some(f)).to_string()),
+                stop,
+                expires_ms,
+            };
+            d.store
+                .save_grant(&grant)
+                .map_err(|e| internal(format!("storing the token: {e}")))?;
+        }
+        Ok((token, expires_ms))
+    }
+
     /// The engine ids of names in the caller's fleet, new ones given ids
     /// and written to the store as `save` says before this returns.
     /// [`Save::Now`] writes (and syncs): call it off the async threads.

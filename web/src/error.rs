@@ -72,6 +72,22 @@ impl ApiError {
     }
 }
 
+impl From<lastmile_node::dispatch::Refusal> for ApiError {
+    fn from(r: lastmile_node::dispatch::Refusal) -> Self {
+        use lastmile_node::dispatch::RefusalKind as K;
+        let status = match r.kind {
+            K::NotFound | K::UnknownStop => StatusCode::NOT_FOUND,
+            K::Forbidden => StatusCode::FORBIDDEN,
+            K::BadValue | K::BadOrder | K::OffRoad => StatusCode::BAD_REQUEST,
+            K::WrongVehicle | K::DuplicateStop | K::StopClosed => StatusCode::CONFLICT,
+            K::LimitExceeded => StatusCode::TOO_MANY_REQUESTS,
+            K::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            K::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Self::new(status, r.kind.as_str(), r.message)
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = Json(serde_json::json!({"code": self.code, "message": self.message}));

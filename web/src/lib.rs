@@ -8,6 +8,7 @@
 
 mod api;
 mod caller;
+mod commands;
 mod error;
 mod feed;
 mod json;
@@ -129,6 +130,7 @@ pub fn router(web: Arc<Web>) -> Router {
     use tower_http::limit::RequestBodyLimitLayer;
     Router::new()
         .merge(api::routes())
+        .merge(commands::routes())
         .merge(feed::routes())
         .layer(RequestBodyLimitLayer::new(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(

@@ -22,9 +22,9 @@ use super::commands::{blocking, command, time_of};
 use super::connection::close;
 use lastmile_node::dispatch::Save;
 
-use super::session::{Refusal, Session, no_stop, no_vehicle};
+use super::session::{Refusal, Session, no_stop, no_vehicle, wire};
 use super::{ServerStats, Shared, subscribe};
-use crate::auth::{Principal, epoch_ms};
+use crate::auth::Principal;
 use crate::convert;
 use crate::ids::Kind;
 use crate::io::{ReadFrame, read_frame};
@@ -157,18 +157,6 @@ fn require(ok: bool, who: &Principal, what: &str) -> Result<(), Refusal> {
     }
 }
 
-/// The vehicle a stop belongs to, if the caller may act on it; a stop of
-/// another fleet is answered as one that does not exist.
-fn stop_owner(shared: &Shared, s: &Session, name: &str) -> Result<(StopId, VehicleId), Refusal> {
-    let stop = s.stop_of(shared, name)?;
-    let e = engine(shared)?;
-    let v = e.stop(stop).ok_or_else(|| no_stop(name))?.record.vehicle;
-    if !shared.auth.covers(&s.who, v) {
-        return Err(no_stop(name));
-    }
-    Ok((stop, v))
-}
-
 async fn answer(shared: &Arc<Shared>, s: &Session, req: Request) -> Result<Response, Refusal> {
     let who = &s.who;
     match req {
@@ -275,32 +263,16 @@ async fn answer(shared: &Arc<Shared>, s: &Session, req: Request) -> Result<Respo
         }
         Request::CreateTrackingToken { stop, ttl_s } => {
             require(who.role.may_dispatch(), who, "create tracking tokens")?;
-            let (stop, _) = stop_owner(shared, s, &stop)?;
-            let ttl = Duration::from_secs(u64::from(ttl_s.clamp(60, 30 * 86_400)));
-            let (token, expires) = shared
-                .auth
-                .mint_tracking(who, stop, ttl)
-                .map_err(|e| (ErrorCode::Internal, e.to_string()))?;
-            if let Some(d) = shared.durable.clone() {
-                // The customer's link must survive a restart: stored before it is handed out.
-                let grant = crate::store::StoredGrant {
-                    digest: crate::auth::digest(&token),
-                    fleet: who
-                        .fleet
-                        .map(|f| shared.auth.fleet_name(Some(f)).to_string()),
-                    stop,
-                    expires_ms: epoch_ms(expires),
-                };
-                tokio::task::spawn_blocking(move || d.store.save_grant(&grant))
-                    .await
-                    .map_err(|e| (ErrorCode::Internal, e.to_string()))?
-                    .map_err(|e| (ErrorCode::Internal, format!("storing the token: {e}")))?;
-            }
-            ServerStats::add(&shared.stats.tracking_tokens_minted, 1);
-            Ok(Response::TrackingToken {
-                token,
-                expires_ms: epoch_ms(expires),
+            let (stop, _) = shared.stop_owner(who, &stop).map_err(wire)?;
+            let (node, who) = (shared.node.clone(), who.clone());
+            let (token, expires_ms) = tokio::task::spawn_blocking(move || {
+                node.mint_tracking(&who, stop, u64::from(ttl_s))
             })
+            .await
+            .map_err(|e| (ErrorCode::Internal, e.to_string()))?
+            .map_err(wire)?;
+            ServerStats::add(&shared.stats.tracking_tokens_minted, 1);
+            Ok(Response::TrackingToken { token, expires_ms })
         }
         Request::Subscribe { .. } => Err((ErrorCode::Internal, "handled by the stream".into())),
         Request::GetHistory {
@@ -332,7 +304,7 @@ async fn answer(shared: &Arc<Shared>, s: &Session, req: Request) -> Result<Respo
             index,
         } => {
             require(who.role.may_dispatch(), who, "change routes")?;
-            let (stop, _) = stop_owner(shared, s, &stop)?;
+            let (stop, _) = shared.stop_owner(who, &stop).map_err(wire)?;
             let time = time_of(shared, time_ms)?;
             let to = s
                 .create(shared, Kind::Vehicle, &to_vehicle, Save::WithCommand)
