@@ -523,3 +523,42 @@ fn dispatchers_plan_and_close_stops_over_http() {
         .await;
     });
 }
+
+/// Guessing tokens over HTTP is slowed per address by the same guard as at
+/// the QUIC door, and a token that got in from the address before is not.
+#[test]
+fn token_guessing_over_http_is_slowed_and_known_tokens_are_not() {
+    let s = serve_with(
+        &tmpdir("http-guessing"),
+        "",
+        "[limits]\nauth_failures_burst = 3\nauth_failures_per_minute = 20\n",
+        &["--http", "127.0.0.1:0"],
+    );
+    rt().block_on(async {
+        // The admin's token gets in first: it is known at this address.
+        let (code, _) = get(&s, "/api/v1/vehicles/x", Some(&s.token)).await;
+        assert_eq!(code, 404);
+        // Three wrong tokens fill the burst; the next check takes the
+        // first slot, the one after waits for the next (3 s at 20 a minute).
+        for i in 0..4 {
+            let (code, _) = get(&s, "/api/v1/vehicles/x", Some(&format!("guess-{i}"))).await;
+            assert_eq!(code, 401);
+        }
+        let t = std::time::Instant::now();
+        let (code, _) = get(&s, "/api/v1/vehicles/x", Some("guess-9")).await;
+        assert_eq!(code, 401);
+        assert!(
+            t.elapsed() >= Duration::from_millis(1500),
+            "{:?}",
+            t.elapsed()
+        );
+        let t = std::time::Instant::now();
+        let (code, _) = get(&s, "/api/v1/vehicles/x", Some(&s.token)).await;
+        assert_eq!(code, 404);
+        assert!(
+            t.elapsed() < Duration::from_millis(1000),
+            "{:?}",
+            t.elapsed()
+        );
+    });
+}

@@ -129,22 +129,10 @@ pub fn vehicle(v: &VehicleSnapshot, graph: &Graph, name: Namer<'_>) -> WireVehic
 /// A stop's view; the vehicle's position only when `reveal_vehicle`.
 pub fn stop_view(id: u64, s: &StopView, reveal_vehicle: bool, name: Namer<'_>) -> WireStopView {
     let plan = &s.record.plan;
-    let (status, late, stops_before, when, remaining) = match &s.eta {
-        Some(e) => (
-            status_code(e.status),
-            e.late,
-            e.stops_before,
-            eta(e),
-            e.remaining_m,
-        ),
-        None => {
-            let status = match &s.record.outcome {
-                Some(StopOutcome::Completed(_)) => StopStatusCode::Completed,
-                Some(StopOutcome::Failed { .. }) => StopStatusCode::Failed,
-                None => StopStatusCode::Pending,
-            };
-            (status, false, 0, WireEta::v1(NO_TIME), f64::NAN)
-        }
+    let status = status_code(s.status());
+    let (late, stops_before, when, remaining) = match &s.eta {
+        Some(e) => (e.late, e.stops_before, eta(e), e.remaining_m),
+        None => (false, 0, WireEta::v1(NO_TIME), f64::NAN),
     };
     let outcome_text = match &s.record.outcome {
         Some(StopOutcome::Failed { reason }) => reason.clone(),

@@ -13,6 +13,7 @@ pub mod clock;
 pub mod config;
 pub mod dispatch;
 pub mod durable;
+pub mod guard;
 pub mod ids;
 pub mod memory;
 pub mod runtime;

@@ -40,6 +40,10 @@ pub struct Node {
     /// The event bus's readable id, bumped by the event pump: front ends
     /// wait on it to wake their subscribers.
     pub events: watch::Receiver<u64>,
+    /// Per-address limits on connections and on guessing tokens, shared by
+    /// every front end: an address's wrong tokens count the same whichever
+    /// door they were tried at.
+    pub guard: crate::guard::AddressGuard,
     /// Counters the front ends add to the node's, so every statistics
     /// answer (QUIC GET_STATS, `/metrics`) carries every front end's.
     front_stats: std::sync::Mutex<Vec<StatsSource>>,
@@ -82,7 +86,13 @@ impl Node {
         }
         let (events_tx, events_rx) = watch::channel(0u64);
         let memory = MemoryGuard::new(config.limits.max_memory_mb);
+        let guard = crate::guard::AddressGuard::new(
+            config.limits.max_connections_per_address,
+            config.limits.auth_failures_burst,
+            config.limits.auth_failures_per_minute,
+        );
         let node = Arc::new(Node {
+            guard,
             config,
             auth,
             ids,

@@ -1,14 +1,18 @@
 //! Who is asking: the bearer token of the `Authorization` header, or (for
 //! a browser's `EventSource`, which cannot set headers) a `token` query
-//! parameter, checked against the node's tokens; and how that caller names
+//! parameter, checked against the node's tokens (guessing from one address
+//! slowed by the node's guard, as at the QUIC door); and how that caller names
 //! vehicles and stops (its fleet's names, `lastmile_node::ids`).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Query};
+use axum::extract::{ConnectInfo, FromRequestParts, Query};
+use axum::http::StatusCode;
 use axum::http::request::Parts;
 use lastmile_engine::fleet::{StopId, VehicleId};
 use lastmile_node::auth::Principal;
+use lastmile_node::guard::{Gate, token_key};
 use lastmile_node::ids::{IdError, Kind};
 
 use crate::{ApiError, Web};
@@ -42,11 +46,36 @@ impl FromRequestParts<Arc<Web>> for Caller {
                 .and_then(|q| q.0.token)
                 .ok_or_else(ApiError::unauthenticated)?,
         };
-        let who = web
-            .node
-            .auth
-            .authenticate(&token)
-            .ok_or_else(ApiError::unauthenticated)?;
+        // The same per-address limit on guessing as at the QUIC door (the
+        // node's guard): after wrong tokens, checks from that address are
+        // spaced out; tokens that got in from it before never wait.
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        let key = token_key(&token);
+        if let Some(ip) = ip {
+            match web.node.guard.gate(ip, key) {
+                Gate::Now => {}
+                Gate::After(wait) => tokio::time::sleep(wait).await,
+                Gate::Refused => {
+                    return Err(ApiError::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "limit_exceeded",
+                        "too many wrong tokens from this address: try again in a minute",
+                    ));
+                }
+            }
+        }
+        let Some(who) = web.node.auth.authenticate(&token) else {
+            if let Some(ip) = ip {
+                web.node.guard.auth_failed(ip);
+            }
+            return Err(ApiError::unauthenticated());
+        };
+        if let Some(ip) = ip {
+            web.node.guard.auth_succeeded(ip, key);
+        }
         Ok(Self {
             who,
             web: web.clone(),

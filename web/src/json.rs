@@ -61,12 +61,7 @@ pub fn vehicle(c: &Caller, v: &VehicleSnapshot, way_id: Option<i64>) -> Value {
 /// A stop; its vehicle's position only when `reveal_vehicle`.
 pub fn stop(c: &Caller, id: u64, s: &StopView, reveal_vehicle: bool) -> Value {
     let plan = &s.record.plan;
-    let status = match (&s.eta, &s.record.outcome) {
-        (Some(e), _) => e.status.as_str(),
-        (None, Some(StopOutcome::Completed(_))) => "completed",
-        (None, Some(StopOutcome::Failed { .. })) => "failed",
-        (None, None) => "pending",
-    };
+    let status = s.status().as_str();
     let outcome = match &s.record.outcome {
         Some(StopOutcome::Failed { reason }) => json!({"failed": reason}),
         Some(StopOutcome::Completed(p)) => json!({

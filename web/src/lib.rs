@@ -118,7 +118,9 @@ impl HttpServer {
             shutdown.await;
             web.closing.send_replace(true);
         };
-        axum::serve(self.listener, router(self.web))
+        // The peer's address reaches the handlers: the guard limits guessing per address.
+        let app = router(self.web).into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(self.listener, app)
             .with_graceful_shutdown(closing)
             .await?;
         Ok(())

@@ -189,6 +189,19 @@ pub struct StopView {
     pub vehicle_time: f64,
 }
 
+impl StopView {
+    /// The stop's status: its outcome once closed (the registry has it at
+    /// once, the vehicle's snapshot a moment later), else the snapshot's.
+    pub fn status(&self) -> StopStatus {
+        match (&self.record.outcome, &self.eta) {
+            (Some(StopOutcome::Completed(_)), _) => StopStatus::Completed,
+            (Some(StopOutcome::Failed { .. }), _) => StopStatus::Failed,
+            (None, Some(e)) => e.status,
+            (None, None) => StopStatus::Pending,
+        }
+    }
+}
+
 /// Figures of the whole engine.
 #[derive(Clone, Debug, Default)]
 pub struct EngineStats {

@@ -6,7 +6,6 @@
 
 mod commands;
 mod connection;
-pub mod guard;
 pub mod metrics;
 mod pings;
 mod requests;
@@ -14,7 +13,8 @@ mod session;
 pub mod stats;
 mod subscribe;
 
-use guard::{AddressGuard, Refusal};
+use guard::Refusal;
+pub use lastmile_node::guard;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,8 +40,6 @@ pub struct Shared {
     pub node: Arc<Node>,
     pub stats: ServerStats,
     connections: AtomicUsize,
-    /// Per-address connection and failed-login limits.
-    guard: AddressGuard,
     subscribers: AtomicUsize,
     /// Time to answer a request (queries and commands), for the metrics.
     request_latency: std::sync::Mutex<Histogram>,
@@ -135,16 +133,10 @@ impl Server {
         let server_config = crate::tls::server_config(identity, &config.limits)?;
         let endpoint = bind_endpoint(server_config, config.listen, config.limits.udp_buffer_bytes)
             .with_context(|| format!("listening on {}", config.listen))?;
-        let guard = AddressGuard::new(
-            config.limits.max_connections_per_address,
-            config.limits.auth_failures_burst,
-            config.limits.auth_failures_per_minute,
-        );
         let shared = Arc::new(Shared {
             node,
             stats: ServerStats::default(),
             connections: AtomicUsize::new(0),
-            guard,
             subscribers: AtomicUsize::new(0),
             request_latency: std::sync::Mutex::new(Histogram::default()),
         });

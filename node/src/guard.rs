@@ -108,10 +108,7 @@ impl AddressGuard {
     pub fn admit(&self, ip: IpAddr) -> Result<(), Refusal> {
         let now = Instant::now();
         let mut t = self.table();
-        if t.len() >= MAX_ADDRESSES && !t.contains_key(&ip) {
-            self.forget_idle(&mut t, now);
-        }
-        let e = t.entry(ip).or_insert_with(|| Entry::new(now));
+        let e = self.entry(&mut t, ip, now);
         if e.open >= self.max_open {
             return Err(Refusal::TooManyConnections);
         }
@@ -155,12 +152,26 @@ impl AddressGuard {
         }
     }
 
+    /// The entry of `ip`, made if new (an address seen over HTTP holds no
+    /// connection here, but its tokens and failures count all the same).
+    fn entry<'t>(
+        &self,
+        t: &'t mut HashMap<IpAddr, Entry>,
+        ip: IpAddr,
+        now: Instant,
+    ) -> &'t mut Entry {
+        if t.len() >= MAX_ADDRESSES && !t.contains_key(&ip) {
+            self.forget_idle(t, now);
+        }
+        t.entry(ip).or_insert_with(|| Entry::new(now))
+    }
+
     /// The token with key `token` got in from `ip`.
     pub fn auth_succeeded(&self, ip: IpAddr, token: u64) {
+        let now = Instant::now();
         let mut t = self.table();
-        if let Some(e) = t.get_mut(&ip)
-            && !e.known.contains(&token)
-        {
+        let e = self.entry(&mut t, ip, now);
+        if !e.known.contains(&token) {
             if e.known.len() == KNOWN_TOKENS {
                 e.known.remove(0);
             }
@@ -172,10 +183,9 @@ impl AddressGuard {
     pub fn auth_failed(&self, ip: IpAddr) {
         let now = Instant::now();
         let mut t = self.table();
-        if let Some(e) = t.get_mut(&ip) {
-            e.drain(now, self.drain_per_s);
-            e.failures += 1.0;
-        }
+        let e = self.entry(&mut t, ip, now);
+        e.drain(now, self.drain_per_s);
+        e.failures += 1.0;
     }
 
     /// A connection from `ip` ended.
