@@ -330,6 +330,47 @@ fn the_event_feed_resumes_after_a_dropped_connection_with_nothing_lost_or_repeat
                 .all(|m| (m.event == "arrived" || m.event == "departed")
                     && m.data["vehicle"] == "veh-00001")
         );
+        // The matched path, by the same name, as the QUIC side gives it.
+        let (code, h) = get(&s, "/api/v1/vehicles/veh-00001/history", Some(&s.token)).await;
+        assert_eq!(code, 200);
+        let points = h["points"].as_array().unwrap();
+        assert!(points.len() > 10, "{h}");
+        assert_eq!(points[0]["break"], true);
+        let times: Vec<f64> = points.iter().map(|p| p["time"].as_f64().unwrap()).collect();
+        assert!(times.windows(2).all(|w| w[0] <= w[1]));
+        let (from, to) = (times[2] + 0.5, times[times.len() / 2]);
+        let (_, part) = get(
+            &s,
+            &format!("/api/v1/vehicles/veh-00001/history?from={from}&to={to}"),
+            Some(&s.token),
+        )
+        .await;
+        let q = Client::connect(&s.target(&s.token)).await.unwrap();
+        let Response::History { points: wire, .. } = q
+            .call(&Request::GetHistory {
+                vehicle: "veh-00001".into(),
+                from_ms: (from * 1000.0).round() as i64,
+                to_ms: (to * 1000.0).round() as i64,
+            })
+            .await
+            .unwrap()
+        else {
+            panic!()
+        };
+        let part = part["points"].as_array().unwrap();
+        assert_eq!(part.len(), wire.len());
+        for (j, w) in part.iter().zip(&wire) {
+            assert_eq!(j["time"].as_f64().unwrap(), w.time_ms as f64 / 1000.0);
+            assert_eq!(j["interpolated"], w.flags & 2 != 0);
+            assert!((from..=to).contains(&j["time"].as_f64().unwrap()));
+        }
+        let (code, _) = get(
+            &s,
+            "/api/v1/vehicles/veh-00001/history?from=5&to=1",
+            Some(&s.token),
+        )
+        .await;
+        assert_eq!(code, 400);
         // Refusals before the stream starts: plain JSON errors.
         let url = format!("{http}/api/v1/events?kinds=teleported");
         let resp = reqwest::Client::new()

@@ -14,6 +14,7 @@ pub mod config;
 pub mod dispatch;
 pub mod durable;
 pub mod guard;
+pub mod history;
 pub mod ids;
 pub mod memory;
 pub mod runtime;

@@ -32,6 +32,7 @@ pub fn routes() -> Router<Arc<Web>> {
         )
         .route("/api/v1/vehicles", get(vehicles))
         .route("/api/v1/vehicles/{vehicle}", get(vehicle))
+        .route("/api/v1/vehicles/{vehicle}/history", get(history))
         .route("/api/v1/stops/{stop}", get(stop))
 }
 
@@ -57,6 +58,56 @@ async fn vehicle(
     let g = e.graph();
     let way = ((v.edge as usize) < g.num_edges()).then(|| g.way_id(v.edge));
     Ok(Json(j::vehicle(&c, &v, way)))
+}
+
+/// Most points in one history answer (then `truncated`: ask again from
+/// the last point's time).
+const MAX_HISTORY_POINTS: usize = 20_000;
+
+#[derive(serde::Deserialize)]
+struct Window {
+    /// Seconds since the epoch (event time); open when absent.
+    from: Option<f64>,
+    to: Option<f64>,
+}
+
+/// The vehicle's matched path between two times, clipped exactly (as
+/// GET_HISTORY on the QUIC side: PROTOCOL.md).
+async fn history(
+    State(web): State<Arc<Web>>,
+    c: Caller,
+    Path(name): Path<String>,
+    Query(w): Query<Window>,
+) -> Result<Json<Value>, ApiError> {
+    c.require(c.who.role.may_read(), "read history")?;
+    let vehicle = c.vehicle_of(&name)?;
+    engine(&web)?;
+    let window = (
+        w.from.unwrap_or(f64::NEG_INFINITY),
+        w.to.unwrap_or(f64::INFINITY),
+    );
+    if window.0.is_nan() || window.1.is_nan() || window.0 > window.1 {
+        return Err(ApiError::bad_value("from must not be after to"));
+    }
+    let node = web.node.clone();
+    let answer =
+        tokio::task::spawn_blocking(move || node.history(vehicle, window, MAX_HISTORY_POINTS))
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .ok_or_else(|| {
+                ApiError::new(
+                    axum::http::StatusCode::NOT_FOUND,
+                    "not_found",
+                    "this server keeps no history (its store is disabled)",
+                )
+            })?;
+    let (points, truncated) =
+        answer.map_err(|e| ApiError::internal(format!("reading history: {e}")))?;
+    Ok(Json(json!({
+        "vehicle": name,
+        "truncated": truncated,
+        "points": points.iter().map(j::path_point).collect::<Vec<_>>(),
+    })))
 }
 
 async fn stop(

@@ -97,6 +97,17 @@ pub fn stop(c: &Caller, id: u64, s: &StopView, reveal_vehicle: bool) -> Value {
     })
 }
 
+pub fn path_point(p: &lastmile_node::history::PathPoint) -> Value {
+    use lastmile_node::history::{PATH_BREAK, PATH_INTERPOLATED};
+    json!({
+        "time": p.time_ms as f64 / 1000.0,
+        "position": [f64::from(p.lat_e7) * 1e-7, f64::from(p.lon_e7) * 1e-7],
+        "edge": p.edge,
+        "break": p.flags & PATH_BREAK != 0,
+        "interpolated": p.flags & PATH_INTERPOLATED != 0,
+    })
+}
+
 pub fn found(c: &Caller, f: &Found) -> Value {
     json!({
         "vehicle": c.name(Kind::Vehicle, f.vehicle),

@@ -294,25 +294,8 @@ pub struct WireEvent {
     pub reference: f64,
 }
 
-/// One vertex of a vehicle's matched path.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct WirePathPoint {
-    pub time_ms: i64,
-    pub lat_e7: i32,
-    pub lon_e7: i32,
-    /// The road graph edge it lies on.
-    pub edge: u32,
-    /// [`PATH_BREAK`]: not connected to the previous point (the match
-    /// restarted after a gap); [`PATH_INTERPOLATED`]: placed at a window's
-    /// edge between two points of the path.
-    pub flags: u32,
-}
-
-/// Flag of a path point that starts a new piece of path.
-pub const PATH_BREAK: u32 = 1;
-/// Flag of a point that is not one of the path's own but interpolated at
-/// the edge of the asked time window, between two that are.
-pub const PATH_INTERPOLATED: u32 = 2;
+/// One vertex of a vehicle's matched path (the node's, as HISTORY carries it).
+pub use lastmile_node::history::{PATH_BREAK, PATH_INTERPOLATED, PathPoint as WirePathPoint};
 
 /// Requests, sent on bidirectional streams (client → server).
 #[derive(Clone, Debug, PartialEq)]

@@ -236,14 +236,14 @@ impl WireFound {
 
 pub(super) const PATH_POINT_LEN: usize = 24;
 
-impl WirePathPoint {
-    pub(super) fn encode(&self, w: &mut Writer<'_>) {
-        w.i64(self.time_ms).i32(self.lat_e7).i32(self.lon_e7);
-        w.u32(self.edge).u32(self.flags);
-    }
+pub(super) fn encode_point(p: &WirePathPoint, w: &mut Writer<'_>) {
+    w.i64(p.time_ms).i32(p.lat_e7).i32(p.lon_e7);
+    w.u32(p.edge).u32(p.flags);
+}
 
-    pub(super) fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        let p = Self {
+pub(super) fn decode_point(r: &mut Reader<'_>) -> Result<WirePathPoint, DecodeError> {
+    {
+        let p = WirePathPoint {
             time_ms: r.i64()?,
             lat_e7: r.i32()?,
             lon_e7: r.i32()?,

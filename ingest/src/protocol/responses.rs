@@ -3,11 +3,11 @@
 //! a stop its snapping, an event its zone, and a match status `break`.
 
 use super::codec::{DecodeError, Reader, write_frame};
-use super::records::{PATH_POINT_LEN, flag, get_id, put_id};
+use super::records::{PATH_POINT_LEN, decode_point, encode_point, flag, get_id, put_id};
 use super::{
     EtaStateCode, FrameType, MATCH_BREAK, MATCH_STATUS_NAMES, MAX_HISTORY_POINTS, MAX_IN_BOX,
     MAX_LIST_LEN, MAX_STR_LEN, NO_TIME, Response, StopStatusCode, Version, WireEta, WireEvent,
-    WireFound, WirePathPoint, WireStopEta, WireStopView, WireVehicle,
+    WireFound, WireStopEta, WireStopView, WireVehicle,
 };
 
 /// The match status version 1 shows for `break`: `reset` (the match starts again).
@@ -96,7 +96,7 @@ impl Response {
             Self::History { truncated, points } => {
                 w.u8(*truncated as u8).u8(0).u16(0).count(points.len());
                 for p in points {
-                    p.encode(w);
+                    encode_point(p, w);
                 }
             }
             Self::Ok => {}
@@ -149,9 +149,7 @@ impl Response {
                 r.u8()?;
                 r.u16()?;
                 let n = r.count("path points", MAX_HISTORY_POINTS, PATH_POINT_LEN)?;
-                let points = (0..n)
-                    .map(|_| WirePathPoint::decode(r))
-                    .collect::<Result<_, _>>()?;
+                let points = (0..n).map(|_| decode_point(r)).collect::<Result<_, _>>()?;
                 Self::History { truncated, points }
             }
             FrameType::Ok => Self::Ok,

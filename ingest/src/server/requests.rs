@@ -335,11 +335,7 @@ async fn history(
     vehicle: VehicleId,
     (from_ms, to_ms): (i64, i64),
 ) -> Result<Response, Refusal> {
-    let e = engine(shared)?.clone();
-    let d = shared.durable.clone().ok_or((
-        ErrorCode::NotFound,
-        "this server keeps no history (its store is disabled)".to_string(),
-    ))?;
+    engine(shared)?;
     let bound = |ms: i64, open: f64| {
         if ms == NO_TIME {
             open
@@ -347,29 +343,22 @@ async fn history(
             convert::secs(ms)
         }
     };
-    let (from, to) = (
+    let window = (
         bound(from_ms, f64::NEG_INFINITY),
         bound(to_ms, f64::INFINITY),
     );
-    let answer = tokio::task::spawn_blocking(move || {
-        // What is still buffered is written first, so the answer
-        // reaches the finalised path's end (a few pings behind live).
-        d.gather_history(&e, true);
-        // A piece is at least two points: this many pieces fill a reply.
-        let mut pieces = Vec::new();
-        let more = d
-            .store
-            .history(vehicle, from, to, MAX_HISTORY_POINTS / 2, &mut pieces)?;
-        let (points, used) =
-            convert::path_points(e.graph(), &pieces, (from, to), MAX_HISTORY_POINTS);
-        anyhow::Ok(Response::History {
-            truncated: more || used < pieces.len(),
-            points,
-        })
-    })
-    .await
-    .map_err(|e| (ErrorCode::Internal, e.to_string()))?;
-    answer.map_err(|e| (ErrorCode::Internal, format!("reading history: {e}")))
+    let node = shared.node.clone();
+    let answer =
+        tokio::task::spawn_blocking(move || node.history(vehicle, window, MAX_HISTORY_POINTS))
+            .await
+            .map_err(|e| (ErrorCode::Internal, e.to_string()))?
+            .ok_or((
+                ErrorCode::NotFound,
+                "this server keeps no history (its store is disabled)".to_string(),
+            ))?;
+    let (points, truncated) =
+        answer.map_err(|e| (ErrorCode::Internal, format!("reading history: {e}")))?;
+    Ok(Response::History { truncated, points })
 }
 
 /// A stop the engine no longer holds (closed longer ago than its
