@@ -9,26 +9,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::server::{Server, ServerExt, T0_MS, eventually, ping_at, rt, serve_with, simulate};
+use common::server::{
+    HERE, Server, ServerExt, T0_MS, eventually, ping_at, planned as stop, rt, serve_with, simulate,
+};
 use common::{lastmile, tmpdir};
 use futures_util::StreamExt;
 use lastmile_ingest::client::Client;
-use lastmile_ingest::protocol::{NO_TIME, Request, Response, WireStop};
+use lastmile_ingest::protocol::{NO_TIME, Request, Response};
 use serde_json::Value;
-
-const HERE: (i32, i32) = (470_000_000, 80_000_000);
-
-fn stop(id: &str, customer: &str) -> WireStop {
-    WireStop {
-        id: id.into(),
-        lat_e7: HERE.0,
-        lon_e7: HERE.1,
-        window_start_ms: NO_TIME,
-        window_end_ms: NO_TIME,
-        service_s: 60.0,
-        customer_ref: customer.into(),
-    }
-}
 
 fn serve_http(name: &str) -> Server {
     let s = serve_with(&tmpdir(name), "", "", &["--http", "127.0.0.1:0"]);
@@ -372,22 +360,10 @@ fn the_event_feed_resumes_after_a_dropped_connection_with_nothing_lost_or_repeat
         .await;
         assert_eq!(code, 400);
         // Refusals before the stream starts: plain JSON errors.
-        let url = format!("{http}/api/v1/events?kinds=teleported");
-        let resp = reqwest::Client::new()
-            .get(url)
-            .bearer_auth(&s.token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 400);
-        let url = format!("{http}/api/v1/events?vehicle=nobody");
-        let resp = reqwest::Client::new()
-            .get(url)
-            .bearer_auth(&s.token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 404);
+        for (query, status) in [("kinds=teleported", 400), ("vehicle=nobody", 404)] {
+            let (code, e) = get(&s, &format!("/api/v1/events?{query}"), Some(&s.token)).await;
+            assert_eq!(code, status, "{query}: {e}");
+        }
         let url = format!("{http}/api/v1/events");
         let resp = reqwest::Client::new().get(url).send().await.unwrap();
         assert_eq!(resp.status(), 401);

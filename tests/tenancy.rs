@@ -9,27 +9,15 @@ mod common;
 
 use std::time::Duration;
 
-use common::server::{ServerExt, T0_MS, eventually, ping_at, rt, serve, simulate};
+use common::server::{
+    HERE, ServerExt, T0_MS, eventually, ping_at, planned as stop, rt, serve, simulate,
+};
 use common::{lastmile, stdout, tmpdir};
 use lastmile_ingest::client::{Client, Control, ServerError};
 use lastmile_ingest::protocol::{
-    AT_END, ErrorCode, FROM_NOW, NO_TIME, PingRecord, Request, Response, WireProof, WireStop,
-    WireStopView, WireVehicle,
+    AT_END, ErrorCode, FROM_NOW, NO_TIME, PingRecord, Request, Response, WireProof, WireStopView,
+    WireVehicle,
 };
-
-const HERE: (i32, i32) = (470_000_000, 80_000_000);
-
-fn stop(id: &str, customer: &str) -> WireStop {
-    WireStop {
-        id: id.into(),
-        lat_e7: HERE.0,
-        lon_e7: HERE.1,
-        window_start_ms: NO_TIME,
-        window_end_ms: NO_TIME,
-        service_s: 60.0,
-        customer_ref: customer.into(),
-    }
-}
 
 /// Pings of the vehicle a connection bound to alias 0.
 fn pings(from_s: i64, n: i64) -> Vec<PingRecord> {

@@ -7,7 +7,7 @@
 //! ([`RefusalKind`]): the QUIC side sends them as ERROR codes, the HTTP
 //! side as statuses with the same names.
 
-use lastmile_engine::fleet::{CommandError, StopId, StopPlan, TimeWindow};
+use lastmile_engine::fleet::{CommandError, StopId, StopPlan, StopRecord, StopView, TimeWindow};
 use lastmile_roadgraph::LatLon;
 
 use crate::auth::Principal;
@@ -142,6 +142,75 @@ impl Node {
             return Err(no_stop(name));
         }
         Ok((stop, vehicle))
+    }
+
+    /// A stop as the caller may see it (GET_STOP, `/api/v1/stops/…`):
+    /// readers, dispatchers and admins see their fleet's; a tracking token
+    /// its own stop only, and the vehicle's position only while that stop
+    /// is next (or the vehicle is there): the `bool` says whether the
+    /// position may be shown. A stop the engine no longer holds (closed
+    /// longer ago than `closed_retention_s`) comes from the store's record
+    /// of its outcome. Reads the store: call it off the async threads.
+    pub fn stop_for(
+        &self,
+        who: &Principal,
+        name: &str,
+    ) -> Result<(StopId, StopView, bool), Refusal> {
+        if who.stop.is_none() && !who.role.may_read() {
+            return Err(Refusal::new(
+                RefusalKind::Forbidden,
+                format!("role {} may not query stops", who.role.as_str()),
+            ));
+        }
+        let id = self.stop_of(who, name)?;
+        if who.stop.is_some_and(|mine| mine != id) {
+            return Err(Refusal::new(
+                RefusalKind::Forbidden,
+                "a tracking token covers one stop only",
+            ));
+        }
+        let engine = self.sink.engine().ok_or_else(|| {
+            Refusal::new(
+                RefusalKind::NotFound,
+                "this server counts pings only (no engine)",
+            )
+        })?;
+        let view = match engine.stop(id) {
+            Some(v) => v,
+            None => self.archived_stop(id)?.ok_or_else(|| no_stop(name))?,
+        };
+        if !self.auth.covers(who, view.record.vehicle) {
+            return Err(no_stop(name));
+        }
+        let reveal = who.stop.is_none()
+            || view
+                .eta
+                .is_some_and(|s| s.stops_before == 0 && s.status.is_remaining());
+        Ok((id, view, reveal))
+    }
+
+    /// A stop from the store's record of its outcome, if it keeps one.
+    fn archived_stop(&self, stop: StopId) -> Result<Option<StopView>, Refusal> {
+        let Some(d) = &self.durable else {
+            return Ok(None);
+        };
+        let record = d
+            .store
+            .outcome(stop)
+            .map_err(|e| Refusal::new(RefusalKind::Internal, format!("{e:#}")))?;
+        let nowhere = LatLon::new(f64::NAN, f64::NAN);
+        Ok(record.map(|r| StopView {
+            record: StopRecord {
+                vehicle: r.vehicle,
+                // Records written before plans were kept have none.
+                plan: r.plan.unwrap_or_else(|| StopPlan::new(stop, nowhere)),
+                outcome: Some(r.outcome),
+                closed_at: Some(r.time),
+            },
+            eta: None,
+            vehicle_pos: nowhere,
+            vehicle_time: f64::NAN,
+        }))
     }
 
     /// Mints a customer's tracking token for one stop, valid `ttl_s` of

@@ -335,3 +335,19 @@ pub async fn bind_numbers(c: &Client, ids: &[u64]) {
         .await
         .unwrap();
 }
+
+/// A place on a road of the test town.
+pub const HERE: (i32, i32) = (470_000_000, 80_000_000);
+
+/// A stop planned at [`HERE`], named `id`, for `customer`.
+pub fn planned(id: &str, customer: &str) -> lastmile_ingest::protocol::WireStop {
+    lastmile_ingest::protocol::WireStop {
+        id: id.into(),
+        lat_e7: HERE.0,
+        lon_e7: HERE.1,
+        window_start_ms: lastmile_ingest::protocol::NO_TIME,
+        window_end_ms: lastmile_ingest::protocol::NO_TIME,
+        service_s: 60.0,
+        customer_ref: customer.into(),
+    }
+}

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
-use lastmile_engine::fleet::{Engine, StopPlan, StopRecord, StopView};
+use lastmile_engine::fleet::Engine;
 use lastmile_roadgraph::LatLon;
 use serde_json::{Value, json};
 
@@ -115,52 +115,11 @@ async fn stop(
     c: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    if c.who.stop.is_none() {
-        c.require(c.who.role.may_read(), "query stops")?;
-    }
-    let id = c.stop_of(&name)?;
-    if c.who.stop.is_some_and(|mine| mine != id) {
-        return Err(ApiError::forbidden("a tracking token covers one stop only"));
-    }
-    let e = engine(&web)?;
-    let view = match e.stop(id) {
-        Some(v) => v,
-        None => archived(&web, id, &name).await?,
-    };
-    if !c.covers(view.record.vehicle) {
-        return Err(ApiError::no_stop(&name));
-    }
-    // A customer sees the vehicle only while it is on its way to them
-    // (their stop is next) or there.
-    let reveal = c.who.stop.is_none()
-        || view
-            .eta
-            .is_some_and(|s| s.stops_before == 0 && s.status.is_remaining());
-    Ok(Json(j::stop(&c, id, &view, reveal)))
-}
-
-/// A stop the engine no longer holds, from the store's record of its outcome.
-async fn archived(web: &Arc<Web>, stop: u64, name: &str) -> Result<StopView, ApiError> {
-    let Some(d) = web.node.durable.clone() else {
-        return Err(ApiError::no_stop(name));
-    };
-    let record = tokio::task::spawn_blocking(move || d.store.outcome(stop))
+    let (node, who) = (web.node.clone(), c.who.clone());
+    let (id, view, reveal) = tokio::task::spawn_blocking(move || node.stop_for(&who, &name))
         .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .map_err(|e| ApiError::internal(format!("{e:#}")))?
-        .ok_or_else(|| ApiError::no_stop(name))?;
-    let nowhere = LatLon::new(f64::NAN, f64::NAN);
-    Ok(StopView {
-        record: StopRecord {
-            vehicle: record.vehicle,
-            plan: record.plan.unwrap_or_else(|| StopPlan::new(stop, nowhere)),
-            outcome: Some(record.outcome),
-            closed_at: Some(record.time),
-        },
-        eta: None,
-        vehicle_pos: nowhere,
-        vehicle_time: f64::NAN,
-    })
+        .map_err(|e| ApiError::internal(e.to_string()))??;
+    Ok(Json(j::stop(&c, id, &view, reveal)))
 }
 
 #[derive(serde::Deserialize)]

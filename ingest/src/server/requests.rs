@@ -12,17 +12,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use lastmile_engine::fleet::{
-    Admission, Engine, StopId, StopPlan, StopRecord, StopView, VehicleId,
-};
-use lastmile_roadgraph::LatLon;
+use lastmile_engine::fleet::{Admission, Engine, VehicleId};
 use quinn::{Connection, RecvStream, SendStream};
 
 use super::commands::{blocking, command, time_of};
 use super::connection::close;
 use lastmile_node::dispatch::Save;
 
-use super::session::{Refusal, Session, no_stop, no_vehicle, wire};
+use super::session::{Refusal, Session, no_vehicle, wire};
 use super::{ServerStats, Shared, subscribe};
 use crate::auth::Principal;
 use crate::convert;
@@ -179,27 +176,12 @@ async fn answer(shared: &Arc<Shared>, s: &Session, req: Request) -> Result<Respo
             Ok(Response::Vehicle(convert::vehicle(&v, e.graph(), &name)))
         }
         Request::GetStop { stop } => {
-            let e = engine(shared)?;
-            if who.stop.is_none() {
-                require(who.role.may_read(), who, "query stops")?;
-            }
-            let id = s.stop_of(shared, &stop)?;
-            if who.stop.is_some_and(|mine| mine != id) {
-                return Err(forbidden("a tracking token covers one stop only"));
-            }
-            let view = match e.stop(id) {
-                Some(v) => v,
-                None => archived_stop(shared, id, &stop).await?,
-            };
-            if !shared.auth.covers(who, view.record.vehicle) {
-                return Err(no_stop(&stop));
-            }
-            // A customer sees the vehicle only while it is on its way to
-            // them (their stop is next) or there.
-            let reveal = who.stop.is_none()
-                || view
-                    .eta
-                    .is_some_and(|s| s.stops_before == 0 && s.status.is_remaining());
+            let (node, who_owned) = (shared.node.clone(), who.clone());
+            let (id, view, reveal) =
+                tokio::task::spawn_blocking(move || node.stop_for(&who_owned, &stop))
+                    .await
+                    .map_err(|e| (ErrorCode::Internal, e.to_string()))?
+                    .map_err(wire)?;
             let name = |kind, id| s.name(shared, kind, id);
             Ok(Response::Stop(convert::stop_view(id, &view, reveal, &name)))
         }
@@ -359,37 +341,6 @@ async fn history(
     let (points, truncated) =
         answer.map_err(|e| (ErrorCode::Internal, format!("reading history: {e}")))?;
     Ok(Response::History { truncated, points })
-}
-
-/// A stop the engine no longer holds (closed longer ago than its
-/// `closed_retention_s`), from the store's record of its outcome.
-async fn archived_stop(
-    shared: &Arc<Shared>,
-    stop: StopId,
-    name: &str,
-) -> Result<StopView, Refusal> {
-    let unknown = || no_stop(name);
-    let Some(d) = shared.durable.clone() else {
-        return Err(unknown());
-    };
-    let record = tokio::task::spawn_blocking(move || d.store.outcome(stop))
-        .await
-        .map_err(|_| (ErrorCode::Internal, "store task failed".to_string()))?
-        .map_err(|e| (ErrorCode::Internal, format!("{e:#}")))?
-        .ok_or_else(unknown)?;
-    let nowhere = LatLon::new(f64::NAN, f64::NAN);
-    Ok(StopView {
-        record: StopRecord {
-            vehicle: record.vehicle,
-            // Records written before plans were kept have none.
-            plan: record.plan.unwrap_or_else(|| StopPlan::new(stop, nowhere)),
-            outcome: Some(record.outcome),
-            closed_at: Some(record.time),
-        },
-        eta: None,
-        vehicle_pos: nowhere,
-        vehicle_time: f64::NAN,
-    })
 }
 
 fn wire_found(shared: &Shared, s: &Session, f: &lastmile_engine::live_index::Found) -> WireFound {

@@ -155,11 +155,6 @@ pub fn no_vehicle(name: &str) -> Refusal {
     wire(dispatch::no_vehicle(name))
 }
 
-/// The answer about a stop the caller's fleet does not have.
-pub fn no_stop(name: &str) -> Refusal {
-    wire(dispatch::no_stop(name))
-}
-
 /// A refusal of the node's as a QUIC ERROR's code and message.
 pub fn wire(r: dispatch::Refusal) -> Refusal {
     (ErrorCode::of_refusal(r.kind), r.message)
