@@ -95,11 +95,46 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Counts every request, and what was refused by status.
+/// `resp` with an error body in JSON, if it is a refusal in plain text.
+async fn as_json(resp: Response) -> Response {
+    let status = resp.status();
+    let json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/event-stream"));
+    if status.as_u16() < 400 || json {
+        return resp;
+    }
+    let code = match status {
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::PAYLOAD_TOO_LARGE => "frame_too_large",
+        s if s.is_server_error() => "internal",
+        _ => "bad_value",
+    };
+    let text = axum::body::to_bytes(resp.into_body(), 64 << 10)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("refused")
+            .to_lowercase()
+    } else {
+        text
+    };
+    ApiError::new(status, code, message).into_response()
+}
+
+/// Counts every request, and what was refused by status. A refusal the
+/// framework made itself (a path that does not decode, no such route, a
+/// method the route does not take, a body too large) is rewritten as JSON
+/// `{code, message}` like every other.
 pub async fn count(State(web): State<Arc<Web>>, req: Request, next: Next) -> Response {
     let stats = &web.stats;
     HttpStats::add(&stats.requests, 1);
-    let resp = next.run(req).await;
+    let resp = as_json(next.run(req).await).await;
     let status = resp.status();
     if status.is_client_error() || status.is_server_error() {
         HttpStats::add(&stats.errors, 1);
