@@ -10,7 +10,6 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
-use lastmile_engine::fleet::Engine;
 use lastmile_roadgraph::LatLon;
 use serde_json::{Value, json};
 
@@ -36,16 +35,6 @@ pub fn routes() -> Router<Arc<Web>> {
         .route("/api/v1/stops/{stop}", get(stop))
 }
 
-fn engine(web: &Web) -> Result<&Arc<Engine>, ApiError> {
-    web.node.sink.engine().ok_or_else(|| {
-        ApiError::new(
-            axum::http::StatusCode::NOT_FOUND,
-            "not_found",
-            "this server counts pings only (no engine)",
-        )
-    })
-}
-
 async fn vehicle(
     State(web): State<Arc<Web>>,
     c: Caller,
@@ -53,7 +42,7 @@ async fn vehicle(
 ) -> Result<Json<Value>, ApiError> {
     c.require(c.who.role.may_read(), "query vehicles")?;
     let id = c.vehicle_of(&name)?;
-    let e = engine(&web)?;
+    let e = web.engine()?;
     let v = e.vehicle(id).ok_or_else(|| ApiError::no_vehicle(&name))?;
     let g = e.graph();
     let way = ((v.edge as usize) < g.num_edges()).then(|| g.way_id(v.edge));
@@ -81,7 +70,7 @@ async fn history(
 ) -> Result<Json<Value>, ApiError> {
     c.require(c.who.role.may_read(), "read history")?;
     let vehicle = c.vehicle_of(&name)?;
-    engine(&web)?;
+    web.engine()?;
     let window = (
         w.from.unwrap_or(f64::NEG_INFINITY),
         w.to.unwrap_or(f64::INFINITY),
@@ -157,7 +146,7 @@ async fn vehicles(
     Query(q): Query<Where>,
 ) -> Result<Json<Value>, ApiError> {
     c.require(c.who.role.may_read(), "query positions")?;
-    let e = engine(&web)?;
+    let e = web.engine()?;
     let mut found = Vec::new();
     let truncated = match (&q.near, &q.bbox) {
         (Some(p), None) => {

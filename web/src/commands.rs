@@ -16,7 +16,7 @@ use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, post, put};
 use axum::{Json, Router};
-use lastmile_engine::fleet::{Admission, Command, ProofOfDelivery, StopPlan};
+use lastmile_engine::fleet::{Admission, Command, CommandError, Engine, ProofOfDelivery, StopPlan};
 use lastmile_node::dispatch::{self, Save};
 use lastmile_node::ids::Kind;
 use serde::Deserialize;
@@ -103,18 +103,23 @@ async fn run(
     command: Command,
     time: f64,
 ) -> Result<StatusCode, ApiError> {
-    let engine = web.node.sink.engine().cloned().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "this server counts pings only (no engine)",
-        )
-    })?;
-    let done = tokio::task::spawn_blocking(move || {
-        engine.command(command, time, Admission::Wait(Duration::from_secs(5)))
+    apply(web, c, move |e| {
+        e.command(command, time, Admission::Wait(Duration::from_secs(5)))
     })
     .await
-    .map_err(|e| ApiError::internal(e.to_string()))?;
+}
+
+/// Applies `f` to the engine off the async threads; its refusal as the
+/// caller may see it.
+async fn apply(
+    web: &Arc<Web>,
+    c: &Caller,
+    f: impl FnOnce(&Engine) -> Result<(), CommandError> + Send + 'static,
+) -> Result<StatusCode, ApiError> {
+    let engine = web.engine()?.clone();
+    let done = tokio::task::spawn_blocking(move || f(&engine))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
     match done {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
         Err(e) => Err(web.node.refusal_of(&c.who, &e, false).into()),
@@ -347,19 +352,7 @@ async fn reassign(
     let to = web
         .node
         .create_names(&c.who, [(Kind::Vehicle, r.to.as_str())], Save::WithCommand)?[0];
-    let engine = web
-        .node
-        .sink
-        .engine()
-        .cloned()
-        .ok_or_else(|| ApiError::internal("no engine"))?;
-    let done = tokio::task::spawn_blocking(move || engine.reassign(stop, to, r.index, time))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    match done {
-        Ok(()) => Ok(StatusCode::NO_CONTENT),
-        Err(e) => Err(web.node.refusal_of(&c.who, &e, false).into()),
-    }
+    apply(&web, &c, move |e| e.reassign(stop, to, r.index, time)).await
 }
 
 #[derive(Deserialize, Default)]

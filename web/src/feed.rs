@@ -130,13 +130,7 @@ async fn events(
             .collect::<Result<Vec<_>, _>>()?;
         (vehicles, stop_ids)
     };
-    let Some(engine) = web.node.sink.engine() else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "this server counts pings only (no engine)",
-        ));
-    };
+    let engine = web.engine()?;
     let stats = &web.stats;
     if stats.feeds_open.fetch_add(1, Relaxed) >= web.node.config.limits.max_subscribers as u64 {
         stats.feeds_open.fetch_sub(1, Relaxed);

@@ -71,6 +71,19 @@ pub struct Web {
     closing: tokio::sync::watch::Sender<bool>,
 }
 
+impl Web {
+    /// The engine, unless the server only counts pings.
+    pub fn engine(&self) -> Result<&Arc<lastmile_engine::fleet::Engine>, ApiError> {
+        self.node.sink.engine().ok_or_else(|| {
+            ApiError::new(
+                axum::http::StatusCode::NOT_FOUND,
+                "not_found",
+                "this server counts pings only (no engine)",
+            )
+        })
+    }
+}
+
 /// The HTTP listener of a node.
 pub struct HttpServer {
     listener: tokio::net::TcpListener,
