@@ -150,15 +150,18 @@ async fn assign_route(
         )));
     }
     let time = web.node.command_time(r.time)?;
+    // Checked before any name is made: a refused plan leaves none behind.
+    let mut stops: Vec<StopPlan> = r
+        .stops
+        .iter()
+        .map(|p| p.plan(0))
+        .collect::<Result<_, _>>()?;
     let names = std::iter::once((Kind::Vehicle, vehicle.as_str()))
         .chain(r.stops.iter().map(|p| (Kind::Stop, p.stop.as_str())));
     let ids = web.node.create_names(&c.who, names, Save::WithCommand)?;
-    let stops = r
-        .stops
-        .iter()
-        .zip(&ids[1..])
-        .map(|(p, id)| p.plan(*id))
-        .collect::<Result<_, _>>()?;
+    for (plan, id) in stops.iter_mut().zip(&ids[1..]) {
+        plan.id = *id;
+    }
     run(
         &web,
         &c,
@@ -190,12 +193,13 @@ async fn add_stop(
 ) -> Result<StatusCode, ApiError> {
     require_dispatcher(&c)?;
     let time = web.node.command_time(a.time)?;
+    let mut stop = a.stop.plan(0)?;
     let names = [
         (Kind::Vehicle, vehicle.as_str()),
         (Kind::Stop, a.stop.stop.as_str()),
     ];
     let ids = web.node.create_names(&c.who, names, Save::WithCommand)?;
-    let stop = a.stop.plan(ids[1])?;
+    stop.id = ids[1];
     let command = Command::AddStop {
         vehicle: ids[0],
         stop,

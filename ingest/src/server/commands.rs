@@ -56,16 +56,24 @@ pub async fn command(
             stops,
         } => {
             let time = time_of(shared, time_ms)?;
+            // Checked before any name is made: a refused plan leaves none behind.
+            let mut plans: Vec<_> = stops
+                .iter()
+                .map(|p| convert::stop_plan(p, 0))
+                .collect::<Result<_, _>>()?;
             let names = std::iter::once((Kind::Vehicle, vehicle.as_str()))
                 .chain(stops.iter().map(|p| (Kind::Stop, p.id.as_str())));
             let ids = s.create_all(shared, names, Save::WithCommand).await?;
-            let vehicle = ids[0];
-            let stops = stops
-                .iter()
-                .zip(ids[1..].iter().copied())
-                .map(|(p, id)| convert::stop_plan(p, id))
-                .collect::<Result<_, _>>()?;
-            (Command::AssignRoute { vehicle, stops }, time)
+            for (plan, id) in plans.iter_mut().zip(&ids[1..]) {
+                plan.id = *id;
+            }
+            (
+                Command::AssignRoute {
+                    vehicle: ids[0],
+                    stops: plans,
+                },
+                time,
+            )
         }
         Request::AddStop {
             vehicle,
@@ -74,10 +82,11 @@ pub async fn command(
             stop,
         } => {
             let time = time_of(shared, time_ms)?;
+            let mut plan = convert::stop_plan(&stop, 0)?;
             let names = [(Kind::Vehicle, vehicle.as_str()), (Kind::Stop, &stop.id)];
             let ids = s.create_all(shared, names, Save::WithCommand).await?;
-            let (vehicle, id) = (ids[0], ids[1]);
-            let stop = convert::stop_plan(&stop, id)?;
+            plan.id = ids[1];
+            let (vehicle, stop) = (ids[0], plan);
             let index = (index != AT_END).then_some(index as usize);
             (
                 Command::AddStop {
