@@ -306,17 +306,15 @@ fn roles_and_fleets_scope_every_request_in_version_1() {
             })
             .await
             .unwrap();
-        let Response::Vehicle(own) = dispatcher
-            .call(&Request::GetVehicle {
+        // (Its snapshot exists once its shard applied the route.)
+        eventually("acme's own 1500", async || {
+            let ask = Request::GetVehicle {
                 vehicle: 1500.to_string(),
-            })
-            .await
-            .unwrap()
-        else {
-            panic!()
-        };
-        assert_eq!(own.vehicle, "1500");
-        assert_eq!(own.stops.len(), 1);
+            };
+            matches!(dispatcher.call(&ask).await,
+                Ok(Response::Vehicle(own)) if own.vehicle == "1500" && own.stops.len() == 1)
+        })
+        .await;
 
         // Readers see their own vehicles only (acme's 1500 has no position yet).
         eventually("vehicle 5 known", async || {
