@@ -607,8 +607,9 @@ fn schemathesis_finds_nothing_wrong_with_the_api() {
     }
     // It tries wrong tokens on purpose: the address guard would space
     // those out to a few a minute (tested apart), so lift it here.
+    let dir = tmpdir("http-schemathesis");
     let s = serve_with(
-        &tmpdir("http-schemathesis"),
+        &dir,
         "",
         "[limits]\nauth_failures_burst = 1000000\n",
         &["--http", "127.0.0.1:0"],
@@ -634,6 +635,8 @@ fn schemathesis_finds_nothing_wrong_with_the_api() {
             "--no-color",
         ])
         .env("SCHEMATHESIS_TELEMETRY", "false")
+        // Its cache goes beside the test's files, not into the project.
+        .current_dir(&dir)
         .output()
         .unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
