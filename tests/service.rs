@@ -205,10 +205,10 @@ fn wrong_tokens_are_refused_with_a_code_and_counted() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("unauthenticated"));
 }
 
-#[test]
 /// Roles and fleets on protocol version 1: numeric ids, a fleet's numbers
 /// in its configured ranges are its vehicles, and any other number is a
 /// name of its own (never another fleet's vehicle of that number).
+#[test]
 fn roles_and_fleets_scope_every_request_in_version_1() {
     let dir = tmpdir("svc-scope");
     let s = serve(&dir, "", "");

@@ -8,12 +8,18 @@
 //! side as statuses with the same names.
 
 use lastmile_engine::fleet::{CommandError, StopId, StopPlan, StopRecord, StopView, TimeWindow};
+use lastmile_engine::live_index::Found;
 use lastmile_roadgraph::LatLon;
 
 use crate::auth::Principal;
 use crate::clock::wall_s;
 use crate::ids::{IdError, Kind, NewName};
 use crate::runtime::Node;
+
+/// Most vehicles a nearest query answers with.
+pub const MAX_NEAREST: usize = 1000;
+/// Most vehicles a box query answers with (the answer says if cut).
+pub const MAX_IN_BOX: usize = 10_000;
 
 /// Fixes stamped before 2000-01-01 come from a device whose clock was never
 /// set (1970, 1980) or rolled over (GPS week rollover lands in 1999); a
@@ -211,6 +217,64 @@ impl Node {
             vehicle_pos: nowhere,
             vehicle_time: f64::NAN,
         }))
+    }
+
+    /// The `k` vehicles nearest to `p` that the caller may see (k at most
+    /// [`MAX_NEAREST`]), nearest first, and whether more than the cap was
+    /// asked. Fleet tokens see their own vehicles only: the index is asked
+    /// for more and filtered, widening until k are found or it is exhausted.
+    pub fn nearest_for(
+        &self,
+        who: &Principal,
+        p: LatLon,
+        k: usize,
+    ) -> Result<(Vec<Found>, bool), Refusal> {
+        let engine = self.engine_or_refusal()?;
+        let want = k.min(MAX_NEAREST);
+        let mut found = Vec::new();
+        let mut ask = want;
+        loop {
+            found.clear();
+            engine.nearest(p, ask, &mut found);
+            let got = found.len();
+            found.retain(|f| self.auth.covers(who, f.vehicle));
+            if found.len() >= want || got < ask || ask >= 64 * MAX_NEAREST {
+                break;
+            }
+            ask *= 4;
+        }
+        found.truncate(want);
+        Ok((found, k > MAX_NEAREST))
+    }
+
+    /// The vehicles the caller may see in `[min_lon, min_lat, max_lon,
+    /// max_lat]` (at most [`MAX_IN_BOX`]), and whether there were more.
+    pub fn in_box_for(
+        &self,
+        who: &Principal,
+        bbox: [f64; 4],
+    ) -> Result<(Vec<Found>, bool), Refusal> {
+        if bbox[1] > bbox[3] {
+            return Err(Refusal::bad_value("box minimum latitude above its maximum"));
+        }
+        let engine = self.engine_or_refusal()?;
+        let mut found = Vec::new();
+        engine.in_box(bbox, &mut found);
+        found.retain(|f| self.auth.covers(who, f.vehicle));
+        let truncated = found.len() > MAX_IN_BOX;
+        found.truncate(MAX_IN_BOX);
+        Ok((found, truncated))
+    }
+
+    fn engine_or_refusal(
+        &self,
+    ) -> Result<&std::sync::Arc<lastmile_engine::fleet::Engine>, Refusal> {
+        self.sink.engine().ok_or_else(|| {
+            Refusal::new(
+                RefusalKind::NotFound,
+                "this server counts pings only (no engine)",
+            )
+        })
     }
 
     /// Mints a customer's tracking token for one stop, valid `ttl_s` of

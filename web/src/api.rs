@@ -16,10 +16,6 @@ use serde_json::{Value, json};
 use crate::caller::Caller;
 use crate::{ApiError, Web, json as j};
 
-/// Most vehicles NEAREST and a box answer with (as on the QUIC side).
-const MAX_NEAREST: usize = 1000;
-const MAX_IN_BOX: usize = 10_000;
-
 /// The API's OpenAPI description (`web/openapi.json`), served as is.
 const OPENAPI: &str = include_str!("../openapi.json");
 
@@ -146,41 +142,16 @@ async fn vehicles(
     Query(q): Query<Where>,
 ) -> Result<Json<Value>, ApiError> {
     c.require(c.who.role.may_read(), "query positions")?;
-    let e = web.engine()?;
-    let mut found = Vec::new();
-    let truncated = match (&q.near, &q.bbox) {
+    let (found, truncated) = match (&q.near, &q.bbox) {
         (Some(p), None) => {
             let [lat, lon] = numbers::<2>(p, "near")?;
-            let asked = q.k.unwrap_or(10);
-            let k = asked.min(MAX_NEAREST);
-            // Fleet tokens see their own vehicles only: ask for more and
-            // filter, widening until k are found or the index is exhausted.
-            let mut ask = k;
-            loop {
-                found.clear();
-                e.nearest(LatLon::new(lat, lon), ask, &mut found);
-                let got = found.len();
-                found.retain(|f| c.covers(f.vehicle));
-                if found.len() >= k || got < ask || ask >= 64 * MAX_NEAREST {
-                    break;
-                }
-                ask *= 4;
-            }
-            found.truncate(k);
-            asked > MAX_NEAREST
+            web.node
+                .nearest_for(&c.who, LatLon::new(lat, lon), q.k.unwrap_or(10))?
         }
         (None, Some(b)) => {
             let [min_lat, min_lon, max_lat, max_lon] = numbers::<4>(b, "bbox")?;
-            if min_lat > max_lat {
-                return Err(ApiError::bad_value(
-                    "bbox: minimum latitude above its maximum",
-                ));
-            }
-            e.in_box([min_lon, min_lat, max_lon, max_lat], &mut found);
-            found.retain(|f| c.covers(f.vehicle));
-            let truncated = found.len() > MAX_IN_BOX;
-            found.truncate(MAX_IN_BOX);
-            truncated
+            web.node
+                .in_box_for(&c.who, [min_lon, min_lat, max_lon, max_lat])?
         }
         _ => {
             return Err(ApiError::bad_value(

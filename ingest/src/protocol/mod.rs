@@ -36,9 +36,9 @@ pub const MAX_STR_LEN: usize = 4096;
 /// Most stops in one route, vehicles or stops in one subscription filter.
 pub const MAX_LIST_LEN: usize = 10_000;
 /// Most vehicles one NEAREST query may ask for.
-pub const MAX_NEAREST: usize = 1000;
+pub const MAX_NEAREST: usize = lastmile_node::dispatch::MAX_NEAREST;
 /// Most vehicles returned by one IN_BOX query (the reply says if cut).
-pub const MAX_IN_BOX: usize = 10_000;
+pub const MAX_IN_BOX: usize = lastmile_node::dispatch::MAX_IN_BOX;
 /// Points in one HISTORY reply at most (the rest: ask again from the last).
 pub const MAX_HISTORY_POINTS: usize = 20_000;
 

@@ -26,8 +26,8 @@ use crate::convert;
 use crate::ids::Kind;
 use crate::io::{ReadFrame, read_frame};
 use crate::protocol::{
-    AT_END, DecodeError, ErrorCode, MAX_HISTORY_POINTS, MAX_IN_BOX, MAX_NEAREST, NO_TIME, Request,
-    Response, Version, WireFound,
+    AT_END, DecodeError, ErrorCode, MAX_HISTORY_POINTS, NO_TIME, Request, Response, Version,
+    WireFound,
 };
 
 pub async fn stream(
@@ -187,29 +187,11 @@ async fn answer(shared: &Arc<Shared>, s: &Session, req: Request) -> Result<Respo
         }
         Request::Nearest { lat_e7, lon_e7, k } => {
             require(who.role.may_read(), who, "query positions")?;
-            let asked_k = k;
             let p = convert::latlon(lat_e7, lon_e7)
                 .ok_or((ErrorCode::BadValue, "position out of range".into()))?;
-            let k = (k as usize).min(MAX_NEAREST);
-            let e = engine(shared)?;
-            let mut found = Vec::new();
-            // Fleet tokens see their own vehicles only: ask for more and
-            // filter, widening until k are found or the index is exhausted.
-            let mut ask = k;
-            loop {
-                found.clear();
-                e.nearest(p, ask, &mut found);
-                let got = found.len();
-                found.retain(|f| shared.auth.covers(who, f.vehicle));
-                if found.len() >= k || got < ask || ask >= 64 * MAX_NEAREST {
-                    break;
-                }
-                ask *= 4;
-            }
-            found.truncate(k);
+            let (found, truncated) = shared.nearest_for(who, p, k as usize).map_err(wire)?;
             Ok(Response::Vehicles {
-                // Asked for more than the cap: say the answer is cut.
-                truncated: asked_k as usize > MAX_NEAREST,
+                truncated,
                 found: found.iter().map(|f| wire_found(shared, s, f)).collect(),
             })
         }
@@ -226,18 +208,9 @@ async fn answer(shared: &Arc<Shared>, s: &Session, req: Request) -> Result<Respo
             ) else {
                 return Err((ErrorCode::BadValue, "box corner out of range".into()));
             };
-            if lo.lat > hi.lat {
-                return Err((
-                    ErrorCode::BadValue,
-                    "box minimum latitude above its maximum".into(),
-                ));
-            }
-            let e = engine(shared)?;
-            let mut found = Vec::new();
-            e.in_box([lo.lon, lo.lat, hi.lon, hi.lat], &mut found);
-            found.retain(|f| shared.auth.covers(who, f.vehicle));
-            let truncated = found.len() > MAX_IN_BOX;
-            found.truncate(MAX_IN_BOX);
+            let (found, truncated) = shared
+                .in_box_for(who, [lo.lon, lo.lat, hi.lon, hi.lat])
+                .map_err(wire)?;
             Ok(Response::Vehicles {
                 truncated,
                 found: found.iter().map(|f| wire_found(shared, s, f)).collect(),
