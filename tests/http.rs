@@ -545,6 +545,67 @@ fn dispatchers_plan_and_close_stops_over_http() {
     });
 }
 
+/// The customer rates a delivered stop once, with the stop's tracking
+/// token: the rating is kept with the outcome (through a kill -9), becomes
+/// a `rated` event a dispatcher hears, and nobody else may give it.
+#[test]
+fn customers_rate_a_delivered_stop_once() {
+    use serde_json::json;
+    let dir = tmpdir("http-rating");
+    let s = serve_with(&dir, "", "", &["--http", "127.0.0.1:0"]);
+    let d = ACME_DISPATCHER;
+    let token = rt().block_on(async {
+        let plan = |id: &str| json!({"stop": id, "position": [47.0, 8.0]});
+        let body = json!({"stops": [plan("r-1"), plan("r-2")]});
+        let (code, _) = send(&s, "PUT", "/api/v1/vehicles/van-7/route", d, Some(body)).await;
+        assert_eq!(code, 204);
+        let mint = async |stop: &str| {
+            let path = format!("/api/v1/stops/{stop}/tracking-token");
+            let (_, t) = send(&s, "POST", &path, d, None).await;
+            t["token"].as_str().unwrap().to_string()
+        };
+        let (t1, t2) = (mint("r-1").await, mint("r-2").await);
+        let url = format!("{}/api/v1/events?kinds=rated", s.http.as_ref().unwrap());
+        let feed = reqwest::Client::new().get(url).bearer_auth(d).send().await.unwrap();
+        let rate = async |stop: &str, token: &str, body: Value| {
+            let r = send(&s, "POST", &format!("/api/v1/stops/{stop}/rating"), token, Some(body)).await;
+            (r.0, r.1["code"].as_str().unwrap_or("").to_string())
+        };
+        let five = json!({"stars": 5, "comment": "  quick and friendly  "});
+        // Not delivered yet.
+        assert_eq!(rate("r-1", &t1, five.clone()).await, (409, "conflict".into()));
+        let (code, _) = send(&s, "POST", "/api/v1/stops/r-1/complete", d, Some(json!({}))).await;
+        assert_eq!(code, 204);
+        // Only the customer's own link rates, and only with 1 to 5 stars.
+        assert_eq!(rate("r-1", d, five.clone()).await, (403, "forbidden".into()));
+        assert_eq!(rate("r-1", &t2, five.clone()).await, (403, "forbidden".into()));
+        for bad in [json!({"stars": 0}), json!({"stars": 6}), json!({"stars": 3, "comment": "x".repeat(1001)}), json!({"stars": "five"})] {
+            assert_eq!(rate("r-1", &t1, bad.clone()).await, (400, "bad_value".into()), "{bad}");
+        }
+        let (code, _) = send(&s, "POST", "/api/v1/stops/r-1/rating", &t1, Some(five.clone())).await;
+        assert_eq!(code, 204);
+        // Once.
+        assert_eq!(rate("r-1", &t1, json!({"stars": 1})).await, (409, "conflict".into()));
+        let (_, o) = get(&s, "/api/v1/stops/r-1", Some(d)).await;
+        assert_eq!(o["rating"]["stars"], 5);
+        assert_eq!(o["rating"]["comment"], "quick and friendly");
+        let got = read_feed(feed, 1, Duration::from_secs(10)).await;
+        assert_eq!(got.len(), 1, "one rated event");
+        assert_eq!(got[0].event, "rated");
+        let e = &got[0].data;
+        assert_eq!((e["stop"].as_str(), e["value"].as_f64()), (Some("r-1"), Some(5.0)));
+        t1
+    });
+    s.kill9();
+    let s = serve_with(&dir, "", "", &["--http", "127.0.0.1:0"]);
+    rt().block_on(async {
+        let (_, o) = get(&s, "/api/v1/stops/r-1", Some(&token)).await;
+        assert_eq!((o["status"].as_str(), o["rating"]["stars"].as_u64()), (Some("completed"), Some(5)));
+        let again = send(&s, "POST", "/api/v1/stops/r-1/rating", &token, Some(json!({"stars": 2}))).await;
+        assert_eq!(again.0, 409, "still rated once after a restart");
+    });
+}
+
 /// Guessing tokens over HTTP is slowed per address by the same guard as at
 /// the QUIC door, and a token that got in from the address before is not.
 #[test]

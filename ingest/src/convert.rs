@@ -5,8 +5,8 @@
 
 use lastmile_engine::MatchStatus;
 use lastmile_engine::fleet::{
-    CommandError, EtaState, Event, EventKind, ProofOfDelivery, StopEta, StopId, StopOutcome,
-    StopPlan, StopStatus, StopView, VehicleSnapshot,
+    EtaState, Event, EventKind, ProofOfDelivery, StopEta, StopId, StopOutcome, StopPlan,
+    StopStatus, StopView, VehicleSnapshot,
 };
 use lastmile_roadgraph::{Graph, LatLon};
 
@@ -226,22 +226,6 @@ pub fn event_kind_name(code: u8) -> Option<&'static str> {
         .into_iter()
         .find(|k| *k as u8 == code)
         .map(EventKind::as_str)
-}
-
-pub fn command_error(e: &CommandError) -> ErrorCode {
-    match e {
-        CommandError::UnknownStop(_) => ErrorCode::UnknownStop,
-        CommandError::WrongVehicle { .. } => ErrorCode::WrongVehicle,
-        CommandError::DuplicateStop(_) => ErrorCode::DuplicateStop,
-        CommandError::StopClosed(_) => ErrorCode::StopClosed,
-        CommandError::OffRoad { .. } => ErrorCode::OffRoad,
-        CommandError::BadOrder => ErrorCode::BadOrder,
-        CommandError::NotFinite => ErrorCode::BadValue,
-        CommandError::Overloaded => ErrorCode::Overloaded,
-        // The store refused the write (disk full, I/O error): nothing was
-        // applied, the client may retry.
-        CommandError::Journal(_) => ErrorCode::Internal,
-    }
 }
 
 #[cfg(test)]

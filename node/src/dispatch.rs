@@ -39,6 +39,9 @@ pub enum RefusalKind {
     StopClosed,
     OffRoad,
     BadOrder,
+    /// The request does not fit the stop's state (rating a stop not
+    /// delivered, or rated already).
+    Conflict,
     Overloaded,
     Internal,
 }
@@ -56,6 +59,7 @@ impl RefusalKind {
             Self::StopClosed => "stop_closed",
             Self::OffRoad => "off_road",
             Self::BadOrder => "bad_order",
+            Self::Conflict => "conflict",
             Self::Overloaded => "overloaded",
             Self::Internal => "internal",
         }
@@ -204,14 +208,22 @@ impl Node {
             .store
             .outcome(stop)
             .map_err(|e| Refusal::new(RefusalKind::Internal, format!("{e:#}")))?;
+        let Some(r) = record else {
+            return Ok(None);
+        };
+        let rating = d
+            .store
+            .rating(stop)
+            .map_err(|e| Refusal::new(RefusalKind::Internal, format!("{e:#}")))?;
         let nowhere = LatLon::new(f64::NAN, f64::NAN);
-        Ok(record.map(|r| StopView {
+        Ok(Some(StopView {
             record: StopRecord {
                 vehicle: r.vehicle,
                 // Records written before plans were kept have none.
                 plan: r.plan.unwrap_or_else(|| StopPlan::new(stop, nowhere)),
                 outcome: Some(r.outcome),
                 closed_at: Some(r.time),
+                rating,
             },
             eta: None,
             vehicle_pos: nowhere,
@@ -399,6 +411,18 @@ impl Node {
                 format!("stop {} is not within {max_m} m of a road", stop_name(stop)),
             ),
             CommandError::BadOrder => Refusal::new(K::BadOrder, e.to_string()),
+            CommandError::NotCompleted(stop) => Refusal::new(
+                K::Conflict,
+                format!(
+                    "stop {} is not delivered: only a completed stop can be rated",
+                    stop_name(stop)
+                ),
+            ),
+            CommandError::AlreadyRated(stop) => Refusal::new(
+                K::Conflict,
+                format!("stop {} has been rated already", stop_name(stop)),
+            ),
+            CommandError::BadRating => Refusal::new(K::BadValue, e.to_string()),
             CommandError::NotFinite => Refusal::new(K::BadValue, e.to_string()),
             CommandError::Overloaded => Refusal::new(K::Overloaded, e.to_string()),
             // The store refused the write (disk full, I/O error): nothing

@@ -1,7 +1,8 @@
 //! Dispatchers' commands over HTTP (`/api/v1/…`, dispatcher and admin
 //! tokens): a vehicle's route, its stops added, removed and reordered, a
 //! stop completed with its proof of delivery, failed, moved to another
-//! vehicle, and a customer's tracking link minted. The same checks as the
+//! vehicle, and a customer's tracking link minted; and the one command a
+//! customer gives, with the stop's tracking token: rating its delivery. The same checks as the
 //! QUIC side (`lastmile_node::dispatch`): vehicles and stops planned under
 //! new names get ids in the caller's fleet, the others must exist by the
 //! names given; `time` (seconds since the epoch, optional: the server's
@@ -16,7 +17,9 @@ use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, post, put};
 use axum::{Json, Router};
-use lastmile_engine::fleet::{Admission, Command, CommandError, Engine, ProofOfDelivery, StopPlan};
+use lastmile_engine::fleet::{
+    Admission, Command, CommandError, Engine, ProofOfDelivery, Rating, StopPlan,
+};
 use lastmile_node::dispatch::{self, Save};
 use lastmile_node::ids::Kind;
 use serde::Deserialize;
@@ -39,6 +42,7 @@ pub fn routes() -> Router<Arc<Web>> {
         .route("/api/v1/stops/{stop}/fail", post(fail))
         .route("/api/v1/stops/{stop}/reassign", post(reassign))
         .route("/api/v1/stops/{stop}/tracking-token", post(tracking_token))
+        .route("/api/v1/stops/{stop}/rating", post(rate))
 }
 
 /// A JSON body whose refusal (not JSON, wrong fields) is a `bad_value`
@@ -395,4 +399,48 @@ async fn tracking_token(
             "link": format!("/t/{token}"),
         })),
     ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RatingJson {
+    /// 1 to 5.
+    stars: u8,
+    #[serde(default)]
+    comment: String,
+}
+
+/// The customer rates a delivered stop, once, with the stop's tracking
+/// token (no other token may: the rating is the customer's word). Kept
+/// with the stop's outcome, and published as a `rated` event.
+async fn rate(
+    State(web): State<Arc<Web>>,
+    c: Caller,
+    Path(name): Path<String>,
+    Body(r): Body<RatingJson>,
+) -> Result<StatusCode, ApiError> {
+    if c.who.stop.is_none() {
+        return Err(ApiError::forbidden(
+            "only the customer's tracking link may rate a stop",
+        ));
+    }
+    let (node, who) = (web.node.clone(), c.who.clone());
+    let (stop, view, _) = tokio::task::spawn_blocking(move || node.stop_for(&who, &name))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??;
+    let time = web.node.command_time(None)?;
+    let rating = Rating {
+        stars: r.stars,
+        comment: r.comment.trim().to_string(),
+        time,
+    };
+    if !rating.is_valid() {
+        return Err(ApiError::bad_value(CommandError::BadRating.to_string()));
+    }
+    let command = Command::Rate {
+        vehicle: view.record.vehicle,
+        stop,
+        rating,
+    };
+    run(&web, &c, command, time).await
 }

@@ -79,7 +79,9 @@ impl From<lastmile_node::dispatch::Refusal> for ApiError {
             K::NotFound | K::UnknownStop => StatusCode::NOT_FOUND,
             K::Forbidden => StatusCode::FORBIDDEN,
             K::BadValue | K::BadOrder | K::OffRoad => StatusCode::BAD_REQUEST,
-            K::WrongVehicle | K::DuplicateStop | K::StopClosed => StatusCode::CONFLICT,
+            K::WrongVehicle | K::DuplicateStop | K::StopClosed | K::Conflict => {
+                StatusCode::CONFLICT
+            }
             K::LimitExceeded => StatusCode::TOO_MANY_REQUESTS,
             K::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             K::Internal => StatusCode::INTERNAL_SERVER_ERROR,

@@ -94,6 +94,11 @@ pub fn stop(c: &Caller, id: u64, s: &StopView, reveal_vehicle: bool) -> Value {
         "closed": s.record.closed_at.map_or(Value::Null, time),
         "customer_ref": plan.customer_ref.as_deref().unwrap_or_default(),
         "outcome": outcome,
+        "rating": s.record.rating.as_ref().map(|r| json!({
+            "stars": r.stars,
+            "comment": r.comment,
+            "time": time(r.time),
+        })),
     })
 }
 

@@ -19,7 +19,7 @@
 //!
 //! ```text
 //! 0   8  magic "LMCKPT\0\x01"
-//! 8   4  format version (7)
+//! 8   4  format version (9)
 //! 12  4  reserved, 0
 //! 16  …  body: records, meta (rkyv), vehicle count u64, records length
 //!            u64, meta length u64
@@ -37,8 +37,8 @@
 //! format 5 narrowed the matcher's estimators, the detectors, the stops and
 //! their legs, format 6 gave the along-path smoother its filter state,
 //! format 7 the held pings their own fixes, format 8 the steps whose chain
-//! broke because no road led to them; formats 1 to 7 are no longer
-//! read.
+//! broke because no road led to them, format 9 the stops' customer
+//! ratings; formats 1 to 8 are no longer read.
 
 use std::io::{self, Write};
 use std::ops::Range;
@@ -52,7 +52,7 @@ use super::{StopId, StopRecord, VehicleId};
 use crate::traffic::{EdgeObservation, LearntTraffic};
 
 const MAGIC: &[u8; 8] = b"LMCKPT\0\x01";
-const FORMAT: u32 = 8;
+const FORMAT: u32 = 9;
 const HEADER: usize = 16;
 const TRAILER: usize = 16;
 

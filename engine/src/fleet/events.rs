@@ -68,10 +68,13 @@ pub enum EventKind {
     /// off. Once per time it becomes so: metres from the stop's coordinates
     /// to the road it was snapped to, that road's component (0: the main network).
     StopUnreachable = 16,
+    /// The customer rated a delivered stop (the comment is in the stop
+    /// record): stars 1–5, NaN.
+    Rated = 17,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 16] = [
+    pub const ALL: [EventKind; 17] = [
         Self::EtaChanged,
         Self::Late,
         Self::BackOnTime,
@@ -88,6 +91,7 @@ impl EventKind {
         Self::Online,
         Self::GpsOutlier,
         Self::StopUnreachable,
+        Self::Rated,
     ];
 
     /// The kind numbered `code` (its wire and storage number).
@@ -113,6 +117,7 @@ impl EventKind {
             Self::Online => "online",
             Self::GpsOutlier => "gps_outlier",
             Self::StopUnreachable => "stop_unreachable",
+            Self::Rated => "rated",
         }
     }
 

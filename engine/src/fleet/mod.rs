@@ -43,7 +43,7 @@ pub use journal::Journal;
 pub use latency::Histogram;
 pub use shard::ShardCounters;
 pub use snapshot::{EtaState, StopEta, VehicleSnapshot};
-pub use stops::{Command, ProofOfDelivery, StopOutcome, StopPlan, StopStatus, TimeWindow};
+pub use stops::{Command, ProofOfDelivery, Rating, StopOutcome, StopPlan, StopStatus, TimeWindow};
 
 /// A piece of a vehicle's finalised matched path: part or all of one edge,
 /// driven between two event times (see [`crate::matcher::Traversal`]).
@@ -152,6 +152,12 @@ pub enum CommandError {
     StopClosed(StopId),
     #[error("stop {stop} is not within {max_m} m of a road")]
     OffRoad { stop: StopId, max_m: f64 },
+    #[error("stop {0} is not delivered: only a completed stop can be rated")]
+    NotCompleted(StopId),
+    #[error("stop {0} has been rated already")]
+    AlreadyRated(StopId),
+    #[error("a rating is 1 to 5 stars and a comment of at most 1000 bytes")]
+    BadRating,
     #[error("the new order must name each open stop of the vehicle exactly once")]
     BadOrder,
     #[error("time or coordinates are not finite numbers")]
@@ -170,6 +176,8 @@ pub struct StopRecord {
     pub outcome: Option<StopOutcome>,
     /// When it was completed or failed (event time).
     pub closed_at: Option<f64>,
+    /// The customer's rating, once given (completed stops only).
+    pub rating: Option<Rating>,
 }
 
 /// The authority on which stops exist and who has them.
@@ -1020,6 +1028,26 @@ impl Engine {
             Command::Complete { vehicle, stop, .. } | Command::Fail { vehicle, stop, .. } => {
                 owned_open(*stop, *vehicle)
             }
+            Command::Rate {
+                vehicle,
+                stop,
+                rating,
+            } => {
+                let r = reg
+                    .stops
+                    .get(stop)
+                    .filter(|r| r.vehicle == *vehicle)
+                    .ok_or(CommandError::UnknownStop(*stop))?;
+                if !matches!(r.outcome, Some(StopOutcome::Completed(_))) {
+                    Err(CommandError::NotCompleted(*stop))
+                } else if r.rating.is_some() {
+                    Err(CommandError::AlreadyRated(*stop))
+                } else if !rating.is_valid() {
+                    Err(CommandError::BadRating)
+                } else {
+                    Ok(())
+                }
+            }
             Command::Reorder { vehicle, order } => {
                 let mut want = reg.routes.get(vehicle).cloned().unwrap_or_default();
                 let mut got = order.clone();
@@ -1348,6 +1376,7 @@ fn apply(reg: &mut Registry, cmd: &Command, time: f64) {
                         plan: s.clone(),
                         outcome: None,
                         closed_at: None,
+                        rating: None,
                     },
                 );
             }
@@ -1366,6 +1395,7 @@ fn apply(reg: &mut Registry, cmd: &Command, time: f64) {
                     plan: stop.clone(),
                     outcome: None,
                     closed_at: None,
+                    rating: None,
                 },
             );
             let route = reg.routes.entry(*vehicle).or_default();
@@ -1408,6 +1438,11 @@ fn apply(reg: &mut Registry, cmd: &Command, time: f64) {
                 },
                 time,
             );
+        }
+        Command::Rate { stop, rating, .. } => {
+            if let Some(r) = reg.stops.get_mut(stop) {
+                r.rating = Some(rating.clone());
+            }
         }
     }
 }

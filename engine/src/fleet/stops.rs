@@ -105,6 +105,33 @@ pub enum StopOutcome {
     Failed { reason: String },
 }
 
+/// A customer's rating of a delivered stop: 1 to 5 stars and a comment,
+/// given once, kept with the stop's outcome.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct Rating {
+    pub stars: u8,
+    pub comment: String,
+    /// Event time it was given.
+    pub time: f64,
+}
+
+impl Rating {
+    /// Longest comment kept, in bytes.
+    pub const MAX_COMMENT: usize = 1000;
+
+    /// Whether it is a rating one can give: 1 to 5 stars, a comment of at
+    /// most [`Rating::MAX_COMMENT`] bytes without control characters but
+    /// line breaks.
+    pub fn is_valid(&self) -> bool {
+        (1..=5).contains(&self.stars)
+            && self.comment.len() <= Self::MAX_COMMENT
+            && !self
+                .comment
+                .chars()
+                .any(|c| c.is_control() && c != '\n' && c != '\r' && c != '\t')
+    }
+}
+
 /// A change to routes and stops. Every command carries the event time it
 /// was issued at, so replays give the same events.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq)]
@@ -140,6 +167,12 @@ pub enum Command {
         stop: StopId,
         reason: String,
     },
+    /// The customer rates a completed stop (once).
+    Rate {
+        vehicle: VehicleId,
+        stop: StopId,
+        rating: Rating,
+    },
 }
 
 impl Command {
@@ -150,7 +183,8 @@ impl Command {
             | Self::RemoveStop { vehicle, .. }
             | Self::Reorder { vehicle, .. }
             | Self::Complete { vehicle, .. }
-            | Self::Fail { vehicle, .. } => *vehicle,
+            | Self::Fail { vehicle, .. }
+            | Self::Rate { vehicle, .. } => *vehicle,
         }
     }
 }

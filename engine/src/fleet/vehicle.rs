@@ -768,6 +768,12 @@ impl Vehicle {
     /// happens when commands raced).
     pub fn on_command(&mut self, ctx: &mut Ctx, cmd: &Command, time: f64) -> bool {
         let ok = match cmd {
+            // A rating changes nothing of the route: it is news only.
+            Command::Rate { stop, rating, .. } => {
+                let stars = f64::from(rating.stars);
+                self.emit(ctx, EventKind::Rated, time, Some(*stop), stars, f64::NAN);
+                return true;
+            }
             Command::AssignRoute { stops, .. } => {
                 let mut open: Vec<StopState> = Vec::new();
                 let mut kept: Vec<StopState> = self.stops.drain(..).collect();

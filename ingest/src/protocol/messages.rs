@@ -286,7 +286,7 @@ pub struct WireEvent {
     /// The zone it is about (version 2; none yet from this server).
     pub zone: Option<String>,
     pub time_ms: i64,
-    /// Event kind code (1 `eta_changed` … 16 `stop_unreachable`, PROTOCOL.md).
+    /// Event kind code (1 `eta_changed` … 17 `rated`, PROTOCOL.md).
     pub kind: u8,
     pub lat_e7: i32,
     pub lon_e7: i32,

@@ -231,6 +231,8 @@ impl ErrorCode {
             K::StopClosed => Self::StopClosed,
             K::OffRoad => Self::OffRoad,
             K::BadOrder => Self::BadOrder,
+            // No QUIC request rates a stop; the nearest code.
+            K::Conflict => Self::BadValue,
             K::Overloaded => Self::Overloaded,
             K::Internal => Self::Internal,
         }

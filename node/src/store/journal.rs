@@ -18,7 +18,7 @@ use lastmile_engine::fleet::{Command, Journal, StopId, StopOutcome, StopPlan};
 use redb::Durability;
 use rkyv::rancor;
 
-use super::{Entry, JOURNAL, JOURNAL_SEQ, META, OUTCOMES, OutcomeRecord, Store};
+use super::{Entry, JOURNAL, JOURNAL_SEQ, META, OUTCOMES, OutcomeRecord, RATINGS, Store};
 
 /// One appended unit, encoded, waiting for its commit.
 struct Staged {
@@ -26,6 +26,8 @@ struct Staged {
     entry: Vec<u8>,
     /// Stops it closes, with their records for `stop_outcomes`.
     outcomes: Vec<(StopId, Vec<u8>)>,
+    /// Stops it rates, with their ratings for `stop_ratings`.
+    ratings: Vec<(StopId, Vec<u8>)>,
 }
 
 struct State {
@@ -78,8 +80,14 @@ fn encode(commands: &[Command], closed: &[StopPlan], time: f64) -> Result<Staged
     };
     let bytes = rkyv::to_bytes::<rancor::Error>(&entry).map_err(|e| e.to_string())?;
     let mut outcomes = Vec::new();
+    let mut ratings = Vec::new();
     for c in commands {
         let (vehicle, stop, outcome) = match c {
+            Command::Rate { stop, rating, .. } => {
+                let b = rkyv::to_bytes::<rancor::Error>(rating).map_err(|e| e.to_string())?;
+                ratings.push((*stop, b.to_vec()));
+                continue;
+            }
             Command::Complete {
                 vehicle,
                 stop,
@@ -112,6 +120,7 @@ fn encode(commands: &[Command], closed: &[StopPlan], time: f64) -> Result<Staged
         seq: 0,
         entry: bytes.to_vec(),
         outcomes,
+        ratings,
     })
 }
 
@@ -127,10 +136,14 @@ impl Store {
             txn.open_table(META)?.insert(JOURNAL_SEQ, last)?;
             let mut journal = txn.open_table(JOURNAL)?;
             let mut outcomes = txn.open_table(OUTCOMES)?;
+            let mut ratings = txn.open_table(RATINGS)?;
             for u in units {
                 journal.insert(u.seq, &u.entry[..])?;
                 for (stop, record) in &u.outcomes {
                     outcomes.insert(*stop, &record[..])?;
+                }
+                for (stop, rating) in &u.ratings {
+                    ratings.insert(*stop, &rating[..])?;
                 }
             }
             Ok(())

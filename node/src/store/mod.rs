@@ -8,6 +8,9 @@
 //! - `stop_outcomes`: each completed or failed stop with its proof of
 //!   delivery or reason, kept as the business record (the engine forgets
 //!   closed stops after a day).
+//! - `stop_ratings`: customers' ratings of completed stops (stars and
+//!   comment), beside their outcomes, written with the command that gave
+//!   them.
 //! - `events`: the event log by id, kept `event_retention_s`, read back by a
 //!   subscriber resuming from the last id it saw.
 //! - `tracking_tokens`: minted tracking tokens (SHA-256 digests only), so a
@@ -30,8 +33,8 @@ use std::time::Instant;
 
 use anyhow::Context;
 use lastmile_engine::fleet::{
-    Command, Event, EventFilter, EventKind, Histogram, PathPiece, StopId, StopOutcome, StopPlan,
-    VehicleId,
+    Command, Event, EventFilter, EventKind, Histogram, PathPiece, Rating, StopId, StopOutcome,
+    StopPlan, VehicleId,
 };
 use lastmile_roadgraph::LatLon;
 
@@ -43,6 +46,7 @@ use rkyv::util::AlignedVec;
 const JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("journal");
 const OUTCOMES: TableDefinition<u64, &[u8]> = TableDefinition::new("stop_outcomes");
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+const RATINGS: TableDefinition<u64, &[u8]> = TableDefinition::new("stop_ratings");
 const GRANTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tracking_tokens");
 const HISTORY: TableDefinition<(u64, i64), &[u8]> = TableDefinition::new("history");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -122,7 +126,7 @@ impl Store {
         let path = dir.join("lastmile.redb");
         let db = Database::create(&path).with_context(|| format!("opening {}", path.display()))?;
         let txn = db.begin_write()?;
-        for t in [JOURNAL, OUTCOMES, EVENTS] {
+        for t in [JOURNAL, OUTCOMES, EVENTS, RATINGS] {
             txn.open_table(t)?;
         }
         txn.open_table(GRANTS)?;
@@ -264,6 +268,18 @@ impl Store {
             outcome: r.outcome,
             plan: None,
         }))
+    }
+
+    /// A completed stop's rating, once given.
+    pub fn rating(&self, stop: StopId) -> anyhow::Result<Option<Rating>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(RATINGS)?;
+        let Some(v) = table.get(stop)? else {
+            return Ok(None);
+        };
+        let r = rkyv::from_bytes::<Rating, rancor::Error>(&aligned(v.value()))
+            .with_context(|| format!("rating of stop {stop} is damaged"))?;
+        Ok(Some(r))
     }
 
     // ----------------------------------------------------------------- events
