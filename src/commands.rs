@@ -105,8 +105,12 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 300)]
     vehicles: usize,
     /// Trace seconds per wall second in the live service stage.
-    #[arg(long, default_value_t = 60.0)]
+    #[arg(long, default_value_t = 20.0)]
     speedup: f64,
+    /// Where the live stage serves the dispatcher's map and the customer's
+    /// tracking page (a free port if this one is taken).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    http: std::net::SocketAddr,
     /// End the live service stage after this many seconds (default: at the
     /// end of the simulated day, or Ctrl-C).
     #[arg(long)]
@@ -521,6 +525,7 @@ pub fn demo(a: DemoArgs) -> Result<()> {
             day_s: 2.0 * 3600.0,
             speedup: a.speedup,
             seconds: a.seconds,
+            http: a.http,
         },
     )?;
     let _ = std::fs::remove_dir_all(&dir);

@@ -3,7 +3,9 @@
 //! simulated fleet gets its delivery routes over QUIC and its pings are
 //! replayed into it at a multiple of real time over several connections,
 //! and a live view (throughput, events, the next stops' ETAs) refreshes
-//! every second until the day ends or Ctrl-C.
+//! every second until the day ends or Ctrl-C. The HTTP side serves the
+//! dispatcher's map and a customer's tracking page meanwhile: their two
+//! links head the view.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{IsTerminal, Write};
@@ -26,6 +28,31 @@ use lastmile_ingest::replay::{self, ReplayOptions};
 use lastmile_ingest::server::{Server, Sink};
 use lastmile_ingest::tls::{Identity, Trust};
 use lastmile_roadgraph::Graph;
+use lastmile_web::HttpServer;
+
+/// The two pages to open: the dispatcher's map (with the demo's token) and
+/// the tracking page of the first vehicle's third stop (a customer two
+/// stops from being next).
+async fn links(
+    client: &Client,
+    routes: &[(String, Vec<WireStop>)],
+    http: std::net::SocketAddr,
+    token: &str,
+) -> Result<String> {
+    let stop = routes
+        .iter()
+        .find_map(|(_, stops)| stops.get(2).or(stops.last()))
+        .map(|s| s.id.clone())
+        .context("the simulated day has no stops")?;
+    let ask = Request::CreateTrackingToken { stop, ttl_s: 86_400 };
+    let customer = match client.request(&ask).await? {
+        Response::TrackingToken { token, .. } => token,
+        other => anyhow::bail!("minting the demo's tracking link: {other:?}"),
+    };
+    Ok(format!(
+        "dispatcher: http://{http}/dispatch?token={token}\ncustomer:   http://{http}/t/{customer}\n"
+    ))
+}
 
 /// How the live stage runs.
 pub struct LiveParams {
@@ -36,6 +63,8 @@ pub struct LiveParams {
     pub speedup: f64,
     /// Stop after this many wall seconds (None: at the end of the day or Ctrl-C).
     pub seconds: Option<f64>,
+    /// The HTTP side's address (the port taken: any free one instead).
+    pub http: std::net::SocketAddr,
 }
 
 #[derive(Default)]
@@ -119,13 +148,22 @@ pub fn run(g: &Arc<Graph>, dir: &std::path::Path, p: &LiveParams) -> Result<()> 
             p.speedup,
             if std::io::stdout().is_terminal() { " — Ctrl-C to stop" } else { "" }
         );
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let serving = tokio::spawn(server.run(async {
-            let _ = stop_rx.await;
-        }));
+        let http = match HttpServer::bind(running.node.clone(), p.http).await {
+            Ok(h) => h,
+            Err(_) => HttpServer::bind(running.node.clone(), (p.http.ip(), 0).into()).await?,
+        };
+        let http_addr = http.local_addr()?;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let serving = tokio::spawn(server.run(stopped(stop_rx.clone())));
+        let serving_http = tokio::spawn(http.run(stopped(stop_rx)));
 
         let client = Client::connect(&target).await?;
         replay::assign_routes(&client, &routes, pings.pings.first().map_or(0, |p| p.time_ms), 32).await?;
+        let links = links(&client, &routes, http_addr, &target.token).await?;
+        println!("{links}");
         let log = Arc::new(Mutex::new(EventLog::default()));
         let mut sub = client.subscribe(&Request::Subscribe { from: FROM_NOW, kinds: 0, vehicles: vec![], stops: vec![] }).await?;
         let collector = {
@@ -181,7 +219,7 @@ pub fn run(g: &Arc<Graph>, dir: &std::path::Path, p: &LiveParams) -> Result<()> 
             frames += 1;
             let view = render(&client, &log, &watched, sent, pings.pings.len() as u64, rate, t0, started).await;
             if terminal {
-                print!("\x1b[H\x1b[2J{view}");
+                print!("\x1b[H\x1b[2J{links}\n{view}");
             } else if frames % 5 == 1 {
                 // Logs and pipes get a status line every few seconds.
                 print!("{}", view.lines().take(2).map(|l| format!("{l}\n")).collect::<String>());
@@ -204,8 +242,9 @@ pub fn run(g: &Arc<Graph>, dir: &std::path::Path, p: &LiveParams) -> Result<()> 
         );
         collector.abort();
         client.close();
-        let _ = stop_tx.send(());
+        let _ = stop_tx.send(true);
         let _ = serving.await;
+        let _ = serving_http.await;
         Ok(())
     })
 }

@@ -370,6 +370,11 @@ impl Graph {
         LatLon::from_fixed(d.point_lat[i].to_native(), d.point_lon[i].to_native())
     }
 
+    /// The polyline of road `r`, in its geometry's direction.
+    pub fn road_geometry(&self, r: u32) -> impl ExactSizeIterator<Item = LatLon> + '_ {
+        self.road_points(r).map(|i| self.point(i))
+    }
+
     /// The polyline of an edge, from its tail to its head.
     pub fn edge_geometry(&self, e: u32) -> Vec<LatLon> {
         let pts = self.road_points(self.road_of(e));

@@ -1,6 +1,7 @@
 //! Helpers shared by the end-to-end tests of the `lastmile` binary.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod pbf;
 pub mod server;
 

@@ -29,6 +29,7 @@ pub fn routes() -> Router<Arc<Web>> {
         .route("/api/v1/vehicles/{vehicle}", get(vehicle))
         .route("/api/v1/vehicles/{vehicle}/history", get(history))
         .route("/api/v1/stops/{stop}", get(stop))
+        .route("/api/v1/tracking", get(tracking))
 }
 
 async fn vehicle(
@@ -42,7 +43,8 @@ async fn vehicle(
     let v = e.vehicle(id).ok_or_else(|| ApiError::no_vehicle(&name))?;
     let g = e.graph();
     let way = ((v.edge as usize) < g.num_edges()).then(|| g.way_id(v.edge));
-    Ok(Json(j::vehicle(&c, &v, way)))
+    let places = e.stop_positions(v.stops.iter().map(|s| s.stop));
+    Ok(Json(j::vehicle(&c, &v, way, &places)))
 }
 
 /// Most points in one history answer (then `truncated`: ask again from
@@ -107,6 +109,16 @@ async fn stop(
     Ok(Json(j::stop(&c, id, &view, reveal)))
 }
 
+/// The stop a tracking token covers (what the tracking page shows): as
+/// `GET /api/v1/stops/{stop}`, without knowing the stop's name.
+async fn tracking(State(web): State<Arc<Web>>, c: Caller) -> Result<Json<Value>, ApiError> {
+    let Some(id) = c.who.stop else {
+        return Err(ApiError::forbidden("this is not a tracking token"));
+    };
+    let name = c.name(lastmile_node::ids::Kind::Stop, id);
+    stop(State(web), c, Path(name)).await
+}
+
 #[derive(serde::Deserialize)]
 struct Where {
     /// `lat,lon`: the nearest vehicles to it.
@@ -118,7 +130,7 @@ struct Where {
     bbox: Option<String>,
 }
 
-fn numbers<const N: usize>(s: &str, what: &str) -> Result<[f64; N], ApiError> {
+pub(crate) fn numbers<const N: usize>(s: &str, what: &str) -> Result<[f64; N], ApiError> {
     let bad = || ApiError::bad_value(format!("{what}: expected {N} comma-separated numbers"));
     let v: Vec<f64> = s
         .split(',')

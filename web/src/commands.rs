@@ -43,6 +43,7 @@ pub fn routes() -> Router<Arc<Web>> {
         .route("/api/v1/stops/{stop}/reassign", post(reassign))
         .route("/api/v1/stops/{stop}/tracking-token", post(tracking_token))
         .route("/api/v1/stops/{stop}/rating", post(rate))
+        .route("/api/v1/tracking/rating", post(rate_mine))
 }
 
 /// A JSON body whose refusal (not JSON, wrong fields) is a `bad_value`
@@ -408,6 +409,21 @@ struct RatingJson {
     stars: u8,
     #[serde(default)]
     comment: String,
+}
+
+/// The customer rates the stop their tracking token covers.
+async fn rate_mine(
+    web: State<Arc<Web>>,
+    c: Caller,
+    body: Body<RatingJson>,
+) -> Result<StatusCode, ApiError> {
+    let Some(id) = c.who.stop else {
+        return Err(ApiError::forbidden(
+            "only the customer's tracking link may rate a stop",
+        ));
+    };
+    let name = c.name(Kind::Stop, id);
+    rate(web, c, Path(name), body).await
 }
 
 /// The customer rates a delivered stop, once, with the stop's tracking

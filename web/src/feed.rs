@@ -34,8 +34,28 @@ pub fn routes() -> Router<Arc<Web>> {
     Router::new().route("/api/v1/events", get(events))
 }
 
-/// A feed's place among the bounded number open; freed when it ends.
-struct Slot(Arc<Web>);
+/// A feed's place among the bounded number open (`[limits]
+/// max_subscribers`, event feeds and fleet feeds together); freed when it
+/// ends.
+pub struct Slot(Arc<Web>);
+
+impl Slot {
+    /// A place, or `503 limit_exceeded` when every one is taken.
+    pub fn take(web: &Arc<Web>) -> Result<Self, ApiError> {
+        let stats = &web.stats;
+        if stats.feeds_open.fetch_add(1, Relaxed) >= web.node.config.limits.max_subscribers as u64 {
+            stats.feeds_open.fetch_sub(1, Relaxed);
+            HttpStats::add(&stats.feeds_refused, 1);
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "limit_exceeded",
+                "too many event feeds open: try again later",
+            ));
+        }
+        HttpStats::add(&stats.feeds_opened, 1);
+        Ok(Self(web.clone()))
+    }
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
@@ -131,18 +151,7 @@ async fn events(
         (vehicles, stop_ids)
     };
     let engine = web.engine()?;
-    let stats = &web.stats;
-    if stats.feeds_open.fetch_add(1, Relaxed) >= web.node.config.limits.max_subscribers as u64 {
-        stats.feeds_open.fetch_sub(1, Relaxed);
-        HttpStats::add(&stats.feeds_refused, 1);
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "limit_exceeded",
-            "too many event feeds open: try again later",
-        ));
-    }
-    let slot = Slot(web.clone());
-    HttpStats::add(&stats.feeds_opened, 1);
+    let slot = Slot::take(&web)?;
     // A `from` beyond the log's end starts at the end.
     let end = engine.events().readable_id();
     let cursor = a.from.map_or(end, |f| f.min(end));

@@ -6,6 +6,7 @@
 use lastmile_engine::fleet::{Event, StopEta, StopOutcome, StopView, VehicleSnapshot};
 use lastmile_engine::live_index::Found;
 use lastmile_node::ids::Kind;
+use lastmile_roadgraph::LatLon;
 use serde_json::{Value, json};
 
 use crate::caller::Caller;
@@ -26,9 +27,10 @@ fn position(lat: f64, lon: f64) -> Value {
     }
 }
 
-fn stop_eta(c: &Caller, s: &StopEta) -> Value {
+fn stop_eta(c: &Caller, s: &StopEta, place: Option<LatLon>) -> Value {
     json!({
         "stop": c.name(Kind::Stop, s.stop),
+        "position": place.map_or(Value::Null, |p| position(p.lat, p.lon)),
         "status": s.status.as_str(),
         "eta": time(s.eta),
         "eta_state": s.eta_state.as_str(),
@@ -39,7 +41,13 @@ fn stop_eta(c: &Caller, s: &StopEta) -> Value {
     })
 }
 
-pub fn vehicle(c: &Caller, v: &VehicleSnapshot, way_id: Option<i64>) -> Value {
+/// A vehicle; `places` are where its stops are planned, in its stops' order.
+pub fn vehicle(
+    c: &Caller,
+    v: &VehicleSnapshot,
+    way_id: Option<i64>,
+    places: &[Option<LatLon>],
+) -> Value {
     json!({
         "vehicle": c.name(Kind::Vehicle, v.vehicle),
         "time": time(v.time),
@@ -53,8 +61,14 @@ pub fn vehicle(c: &Caller, v: &VehicleSnapshot, way_id: Option<i64>) -> Value {
         "moving": v.moving,
         "online": v.online,
         "off_route": v.off_route,
+        "stalled": v.stalled,
         "next_stop": v.next_stop.map(|s| c.name(Kind::Stop, s)),
-        "stops": v.stops.iter().map(|s| stop_eta(c, s)).collect::<Vec<_>>(),
+        "stops": v
+            .stops
+            .iter()
+            .enumerate()
+            .map(|(i, s)| stop_eta(c, s, places.get(i).copied().flatten()))
+            .collect::<Vec<_>>(),
     })
 }
 

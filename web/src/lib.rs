@@ -11,7 +11,10 @@ mod caller;
 mod commands;
 mod error;
 mod feed;
+mod fleet;
 mod json;
+mod pages;
+mod roads;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -36,6 +39,8 @@ pub struct HttpStats {
     pub feeds_refused: AtomicU64,
     pub feeds_open: AtomicU64,
     pub events_sent: AtomicU64,
+    /// Vehicles sent to live maps (`/api/v1/fleet/live`).
+    pub fleet_updates: AtomicU64,
 }
 
 impl HttpStats {
@@ -55,6 +60,7 @@ impl HttpStats {
             ("http_feeds_refused", c(&self.feeds_refused)),
             ("http_feeds_open", c(&self.feeds_open)),
             ("http_events_sent", c(&self.events_sent)),
+            ("http_fleet_updates", c(&self.fleet_updates)),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -69,6 +75,8 @@ pub struct Web {
     /// Set when the server stops: open feeds end, so the graceful shutdown
     /// does not wait on them forever.
     closing: tokio::sync::watch::Sender<bool>,
+    /// The map's road layer, once built ([`roads::prepare`]).
+    roads: roads::Slot,
 }
 
 impl Web {
@@ -103,7 +111,9 @@ impl HttpServer {
             node,
             stats: HttpStats::default(),
             closing: tokio::sync::watch::Sender::new(false),
+            roads: roads::Slot::new(),
         });
+        roads::prepare(&web);
         // Weak: the node must not keep its front end alive.
         let w = Arc::downgrade(&web);
         web.node.add_stats(Arc::new(move || {
@@ -147,6 +157,9 @@ pub fn router(web: Arc<Web>) -> Router {
         .merge(api::routes())
         .merge(commands::routes())
         .merge(feed::routes())
+        .merge(roads::routes())
+        .merge(fleet::routes())
+        .merge(pages::routes())
         .layer(RequestBodyLimitLayer::new(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(
             web.clone(),

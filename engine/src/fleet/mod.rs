@@ -1267,6 +1267,16 @@ impl Engine {
         })
     }
 
+    /// Where each of `stops` is planned (`None` for a stop the registry no
+    /// longer holds), under one read of the registry.
+    pub fn stop_positions(&self, stops: impl IntoIterator<Item = StopId>) -> Vec<Option<LatLon>> {
+        let reg = self.registry.read().unwrap_or_else(|p| p.into_inner());
+        stops
+            .into_iter()
+            .map(|s| reg.stops.get(&s).map(|r| r.plan.pos))
+            .collect()
+    }
+
     /// Every stop the registry holds, with its vehicle (any order).
     pub fn stop_owners(&self) -> Vec<(StopId, VehicleId)> {
         let reg = self.registry.read().unwrap_or_else(|p| p.into_inner());

@@ -108,6 +108,9 @@ pub struct VehicleSnapshot {
     pub odometer_m: f64,
     pub next_stop: Option<StopId>,
     pub off_route: bool,
+    /// Standing still away from any stop with one due (since the `stalled`
+    /// event, until it moves).
+    pub stalled: bool,
     /// The vehicle's stops in route order: closed ones it still holds, then
     /// the arrived and remaining ones.
     pub stops: Vec<StopEta>,
@@ -130,6 +133,7 @@ impl VehicleSnapshot {
             odometer_m: 0.0,
             next_stop: None,
             off_route: false,
+            stalled: false,
             stops: Vec::new(),
         }
     }

@@ -1050,6 +1050,7 @@ impl Vehicle {
         s.odometer_m = self.odometer_m;
         s.next_stop = self.next_index().map(|i| self.stops[i].plan.id);
         s.off_route = self.off_route.off;
+        s.stalled = self.stalled;
         s.stops.clear();
         let mut before = 0;
         for st in &self.stops {

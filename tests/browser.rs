@@ -1,0 +1,255 @@
+//! The pages in a real headless Chromium, as people use them: a dispatcher
+//! plans a simulated day's routes with `lastmile assign`, the drivers'
+//! pings arrive with `lastmile replay`, and the browser shows
+//!
+//! - the customer's tracking page (`/t/<token>`): the ETA and the stops
+//!   before theirs, the van only while their stop is next, the proof of
+//!   delivery after completion, one rating; a clear refusal of a wrong,
+//!   foreign or expired link;
+//! - the dispatcher's live map (`/dispatch`): the fleet with its count by
+//!   state, a van turning late when the engine says so, a van's stops on
+//!   click.
+//!
+//! Screenshots land in `target/screenshots/`.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::browser::{self, Browser};
+use common::server::{Server, rt, serve_with, simulate};
+use common::{lastmile, tmpdir};
+use serde_json::{Value, json};
+
+const ACME_DISPATCHER: &str = "acme-dispatcher-token-01";
+const ACME_DEVICE: &str = "acme-device-token-000001";
+
+fn serve_http(dir: &std::path::Path) -> Server {
+    // Offline only after a minute of silence: the replays pause.
+    let s = serve_with(dir, "", "", &["--http", "127.0.0.1:0"]);
+    assert!(s.http.is_some());
+    s
+}
+
+/// The `lastmile` client arguments for `s` with `token`.
+fn as_user<'a>(s: &'a Server, token: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+    let mut v = args.to_vec();
+    v.extend([
+        "--server",
+        &s.addr,
+        "--fingerprint",
+        &s.fingerprint,
+        "--token",
+        token,
+    ]);
+    v
+}
+
+/// `lastmile replay` of `trace` at `speedup` × real time, in the background.
+fn replay(s: &Server, trace: &std::path::Path, speedup: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_lastmile"))
+        .args(as_user(
+            s,
+            ACME_DEVICE,
+            &["replay", trace.to_str().unwrap(), "--speedup", speedup],
+        ))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start lastmile replay")
+}
+
+async fn api(s: &Server, method: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+    let url = format!("{}{path}", s.http.as_ref().unwrap());
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut req = reqwest::Client::new().request(method, url).bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await.unwrap();
+    let code = r.status().as_u16();
+    (code, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn wait_for(what: &str, mut f: impl AsyncFnMut() -> bool) {
+    let t = Instant::now();
+    while !f().await {
+        assert!(t.elapsed() < Duration::from_secs(60), "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[test]
+fn the_customer_follows_the_parcel_to_the_door_and_rates_it() {
+    if !browser::available() {
+        return;
+    }
+    let dir = tmpdir("browser-track");
+    let (trace, stops) = simulate(&dir, 1, 1500);
+    let s = serve_http(&dir);
+    let o = lastmile(&as_user(&s, ACME_DISPATCHER, &["assign", stops.to_str().unwrap()]));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let http = s.http.clone().unwrap();
+    rt().block_on(async {
+        let d = ACME_DISPATCHER;
+        let mint = async |stop: &str, ttl: u64| {
+            let path = format!("/api/v1/stops/{stop}/tracking-token");
+            let (code, t) = api(&s, "POST", &path, d, Some(json!({"ttl_s": ttl}))).await;
+            assert_eq!(code, 201, "{t}");
+            t["token"].as_str().unwrap().to_string()
+        };
+        let (first, mine) = ("veh-00000-s000", "veh-00000-s001");
+        let token = mint(mine, 3600).await;
+        let short = mint(mine, 60).await;
+        let minted = Instant::now();
+        let b = Browser::start("track", 390, 844).await;
+        let t0 = Instant::now();
+        b.goto(&format!("{http}/t/{token}")).await;
+        b.until("the pending stop", "return document.getElementById('status').innerText === 'On its way'").await;
+        eprintln!("tracking page: first render {} ms (in CI, with its browser start)", t0.elapsed().as_millis());
+        assert_eq!(b.text("before").await, "1 stop before yours");
+        assert!(b.text("window").await.starts_with("Your time window: "));
+        assert_ne!(b.js("return document.body.dataset.van", vec![]).await, json!("shown"), "no van while another stop is first");
+        b.screenshot("track-pending").await;
+
+        // The driver sets off; the page follows the ETA the engine gives.
+        let mut driving = replay(&s, &trace, "40");
+        let eta_on_page = async || {
+            let (_, st) = api(&s, "GET", "/api/v1/tracking", &token, None).await;
+            let want = b.js("return lastmile.time(arguments[0])", vec![st["eta"].clone()]).await;
+            let shown = b.text("eta").await;
+            want.as_str().is_some_and(|w| !w.is_empty() && shown.contains(w))
+        };
+        wait_for("a known ETA on the page", async || eta_on_page().await).await;
+        // The van reaches the first stop; the driver completes it: ours is next.
+        wait_for("arrival at the first stop", async || {
+            let (_, st) = api(&s, "GET", &format!("/api/v1/stops/{first}"), d, None).await;
+            st["status"] == "arrived"
+        })
+        .await;
+        let (code, _) = api(&s, "POST", &format!("/api/v1/stops/{first}/complete"), d, Some(json!({}))).await;
+        assert_eq!(code, 204);
+        b.until("our stop next", "return document.getElementById('status').innerText === \"You're next\"").await;
+        b.until("the van on the map", "return document.body.dataset.van === 'shown'").await;
+        let van = "const v = lastmileTrack.van; return v ? [v.lat, v.lng] : null";
+        let here = b.js(van, vec![]).await;
+        wait_for("the van moving on the map", async || b.js(van, vec![]).await != here).await;
+        wait_for("the page's ETA after the van moved", async || eta_on_page().await).await;
+        b.screenshot("track-next").await;
+        let _ = driving.kill();
+        let _ = driving.wait();
+
+        // Delivered with a proof: the van goes, the proof and the rating come.
+        let proof = json!({"note": "Left with the neighbour at no. 12", "photo_refs": ["s3://pod/veh-00000-s001.jpg"]});
+        let (code, _) = api(&s, "POST", &format!("/api/v1/stops/{mine}/complete"), d, Some(proof)).await;
+        assert_eq!(code, 204);
+        b.until("delivered", "return document.getElementById('status').innerText === 'Delivered'").await;
+        b.until("the van gone", "return document.body.dataset.van !== 'shown' && lastmileTrack.van === null").await;
+        let outcome = b.text("outcome").await;
+        assert!(outcome.contains("Left with the neighbour at no. 12"), "{outcome}");
+        assert!(outcome.contains("s3://pod/veh-00000-s001.jpg"), "{outcome}");
+        assert_eq!(b.js("return document.getElementById('rate').hidden", vec![]).await, json!(false));
+        b.click("#stars button[data-stars='4']").await;
+        b.type_into("#comment", "Friendly driver, a bit late").await;
+        b.click("#send").await;
+        b.until("the thanks", "return !document.getElementById('rated').hidden").await;
+        assert!(b.text("rated").await.contains("★★★★☆"), "{}", b.text("rated").await);
+        assert_eq!(b.js("return document.getElementById('rate').hidden", vec![]).await, json!(true));
+        let (_, st) = api(&s, "GET", &format!("/api/v1/stops/{mine}"), d, None).await;
+        assert_eq!((st["rating"]["stars"].as_u64(), st["rating"]["comment"].as_str()), (Some(4), Some("Friendly driver, a bit late")));
+        let again = api(&s, "POST", "/api/v1/tracking/rating", &token, Some(json!({"stars": 1}))).await;
+        assert_eq!(again.0, 409, "one rating per stop");
+        b.screenshot("track-delivered").await;
+
+        // Links that are not a customer's: each says so.
+        b.goto(&format!("{http}/t/trk_0000000000000000000000000000000000000000000000000")).await;
+        b.until("a wrong link refused", "return document.body.classList.contains('broken')").await;
+        assert_eq!(b.text("status").await, "This tracking link has expired or is not valid.");
+        b.goto(&format!("{http}/t/{d}")).await;
+        b.until("a dispatcher's token refused", "return document.body.classList.contains('broken')").await;
+        assert_eq!(b.text("status").await, "This link is not a delivery tracking link.");
+        // The short link expires after its minute.
+        if let Some(left) = Duration::from_secs(62).checked_sub(minted.elapsed()) {
+            tokio::time::sleep(left).await;
+        }
+        b.goto(&format!("{http}/t/{short}")).await;
+        b.until("an expired link refused", "return document.body.classList.contains('broken')").await;
+        assert_eq!(b.text("status").await, "This tracking link has expired or is not valid.");
+        b.screenshot("track-expired").await;
+        b.close().await;
+    });
+}
+
+#[test]
+fn the_dispatcher_sees_the_fleet_a_late_van_and_its_stops() {
+    if !browser::available() {
+        return;
+    }
+    let dir = tmpdir("browser-dispatch");
+    let vehicles = 12;
+    let (trace, stops) = simulate(&dir, vehicles, 1800);
+    let s = serve_http(&dir);
+    let o = lastmile(&as_user(&s, ACME_DISPATCHER, &["assign", stops.to_str().unwrap()]));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let http = s.http.clone().unwrap();
+    let mut driving = replay(&s, &trace, "20");
+    rt().block_on(async {
+        let d = ACME_DISPATCHER;
+        let b = Browser::start("dispatch", 1280, 800).await;
+        b.goto(&format!("{http}/dispatch?token={d}")).await;
+        b.until("every van on the map", &format!("return document.body.dataset.vehicles === '{vehicles}'")).await;
+        assert!(!b.js("return location.search", vec![]).await.as_str().unwrap().contains("token"), "the token leaves the address bar");
+        assert_eq!(b.text("total").await, format!("({vehicles})"));
+        let counted = b
+            .js("return [...document.querySelectorAll('#counts .n')].reduce((a, n) => a + +n.innerText, 0)", vec![])
+            .await;
+        assert_eq!(counted, json!(vehicles));
+
+        // A stop whose window closed an hour ago: the engine says late, and
+        // so does the map.
+        let (_, v) = api(&s, "GET", "/api/v1/vehicles/veh-00003", d, None).await;
+        let now = v["time"].as_f64().expect("veh-00003 has pinged");
+        // Somewhere it is not: where another van is.
+        let (_, elsewhere) = api(&s, "GET", "/api/v1/vehicles/veh-00007", d, None).await;
+        let late = json!({"stop": {"stop": "late-1", "position": elsewhere["position"], "window": [now - 7200.0, now - 3600.0]}, "index": 0});
+        let (code, e) = api(&s, "POST", "/api/v1/vehicles/veh-00003/stops", d, Some(late)).await;
+        assert_eq!(code, 204, "{e}");
+        b.until(
+            "veh-00003 late on the map",
+            "const v = lastmileDispatch.vehicles.get('veh-00003'); \
+             return !!v && v.state === 'late' && v.marker.options.fillColor === '#d32f2f'",
+        )
+        .await;
+        b.until("the late count", "return +document.querySelector('#counts [data-state=late] .n').innerText >= 1").await;
+
+        // A click on a van shows its stops and their ETAs.
+        let at = b
+            .js(
+                "const v = lastmileDispatch.vehicles.get('veh-00003'); \
+                 const m = lastmileDispatch.map; \
+                 m.invalidateSize({animate: false}); \
+                 m.setView(v.marker.getLatLng(), 16, {animate: false}); \
+                 v.marker.bringToFront(); \
+                 const p = m.latLngToContainerPoint(v.marker.getLatLng()); \
+                 const r = document.getElementById('map').getBoundingClientRect(); \
+                 return [r.left + p.x, r.top + p.y];",
+                vec![],
+            )
+            .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        b.click_at(at[0].as_f64().unwrap(), at[1].as_f64().unwrap()).await;
+        b.until("the van's panel", "return document.getElementById('v-name').innerText === 'veh-00003'").await;
+        let (_, v) = api(&s, "GET", "/api/v1/vehicles/veh-00003", d, None).await;
+        let want = v["stops"].as_array().unwrap().len();
+        b.until("its stops listed", &format!("return document.querySelectorAll('#v-stops li').length === {want}")).await;
+        let first = b.js("const li = document.querySelector('#v-stops li'); return [li.innerText, li.classList.contains('late')]", vec![]).await;
+        assert!(first[0].as_str().unwrap().starts_with("late-1 — ETA "), "{first}");
+        assert_eq!(first[1], json!(true), "{first}");
+        b.until("an event in the feed", "return document.querySelectorAll('#events li').length > 0").await;
+        b.screenshot("dispatch").await;
+        b.close().await;
+    });
+    let _ = driving.kill();
+    let _ = driving.wait();
+}
