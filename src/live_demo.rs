@@ -44,7 +44,10 @@ async fn links(
         .find_map(|(_, stops)| stops.get(2).or(stops.last()))
         .map(|s| s.id.clone())
         .context("the simulated day has no stops")?;
-    let ask = Request::CreateTrackingToken { stop, ttl_s: 86_400 };
+    let ask = Request::CreateTrackingToken {
+        stop,
+        ttl_s: 86_400,
+    };
     let customer = match client.request(&ask).await? {
         Response::TrackingToken { token, .. } => token,
         other => anyhow::bail!("minting the demo's tracking link: {other:?}"),
@@ -148,9 +151,9 @@ pub fn run(g: &Arc<Graph>, dir: &std::path::Path, p: &LiveParams) -> Result<()> 
             p.speedup,
             if std::io::stdout().is_terminal() { " — Ctrl-C to stop" } else { "" }
         );
-        let http = match HttpServer::bind(running.node.clone(), p.http).await {
+        let http = match HttpServer::bind(running.node.clone(), p.http, None).await {
             Ok(h) => h,
-            Err(_) => HttpServer::bind(running.node.clone(), (p.http.ip(), 0).into()).await?,
+            Err(_) => HttpServer::bind(running.node.clone(), (p.http.ip(), 0).into(), None).await?,
         };
         let http_addr = http.local_addr()?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

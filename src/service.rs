@@ -107,6 +107,9 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     };
     let mut dev_token_file = None;
     if a.dev {
+        // With a configured certificate nothing else has made the directory yet.
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("{}", config.data_dir.display()))?;
         let path = config.data_dir.join("dev-token");
         let token = match std::fs::read_to_string(&path) {
             Ok(t) if t.trim().len() >= 16 => t.trim().to_string(),
@@ -172,6 +175,15 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             lastmile_ingest::priority::short_slice();
         })
         .build()?;
+    // The HTTP side serves the same certificate (none in dev mode: plain
+    // HTTP on loopback, checked with the config).
+    let http_tls = match (&config.tls.cert, &config.tls.key) {
+        (Some(c), Some(k)) if config.http.listen.is_some() => {
+            let id = Identity::load(c, k)?;
+            Some(lastmile_web::tls::server_config(id.chain, id.key)?)
+        }
+        _ => None,
+    };
     runtime.block_on(async move {
         let http_listen = config.http.listen;
         let running = Node::start(config, sink, auth, durable, resume_clock)?;
@@ -179,10 +191,13 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         let server = Server::bind(node.clone(), identity)?;
         let shared = server.shared().clone();
         let http = match http_listen {
-            Some(addr) => Some(HttpServer::bind(node.clone(), addr).await?),
+            Some(addr) => Some(HttpServer::bind(node.clone(), addr, http_tls).await?),
             None => None,
         };
-        let http_addr = http.as_ref().map(HttpServer::local_addr).transpose()?;
+        let http_addr = http
+            .as_ref()
+            .map(|h| h.local_addr().map(|a| format!("{}://{a}/", h.scheme())))
+            .transpose()?;
         println!(
             "listening on {} (QUIC, ALPN lastmile/1), certificate sha256 {}, ready in {:.0} ms{}",
             server.local_addr()?,
@@ -191,7 +206,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             server
                 .metrics_addr()
                 .map_or(String::new(), |m| format!(", metrics on http://{m}/metrics"))
-                + &http_addr.map_or(String::new(), |h| format!(", http on http://{h}/"))
+                + &http_addr.map_or(String::new(), |h| format!(", http on {h}"))
         );
         if let Some(p) = &dev_token_file {
             println!("dev admin token in {} (clients: --token \"$(cat {})\" --fingerprint {})", p.display(), p.display(), server.fingerprint());

@@ -60,10 +60,18 @@ fn replay(s: &Server, trace: &std::path::Path, speedup: &str) -> Child {
         .expect("start lastmile replay")
 }
 
-async fn api(s: &Server, method: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+async fn api(
+    s: &Server,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
     let url = format!("{}{path}", s.http.as_ref().unwrap());
     let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-    let mut req = reqwest::Client::new().request(method, url).bearer_auth(token);
+    let mut req = reqwest::Client::new()
+        .request(method, url)
+        .bearer_auth(token);
     if let Some(b) = body {
         req = req.json(&b);
     }
@@ -75,7 +83,10 @@ async fn api(s: &Server, method: &str, path: &str, token: &str, body: Option<Val
 async fn wait_for(what: &str, mut f: impl AsyncFnMut() -> bool) {
     let t = Instant::now();
     while !f().await {
-        assert!(t.elapsed() < Duration::from_secs(60), "timed out waiting for {what}");
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -88,7 +99,11 @@ fn the_customer_follows_the_parcel_to_the_door_and_rates_it() {
     let dir = tmpdir("browser-track");
     let (trace, stops) = simulate(&dir, 1, 1500);
     let s = serve_http(&dir);
-    let o = lastmile(&as_user(&s, ACME_DISPATCHER, &["assign", stops.to_str().unwrap()]));
+    let o = lastmile(&as_user(
+        &s,
+        ACME_DISPATCHER,
+        &["assign", stops.to_str().unwrap()],
+    ));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let http = s.http.clone().unwrap();
     rt().block_on(async {
@@ -190,7 +205,11 @@ fn the_dispatcher_sees_the_fleet_a_late_van_and_its_stops() {
     let vehicles = 12;
     let (trace, stops) = simulate(&dir, vehicles, 1800);
     let s = serve_http(&dir);
-    let o = lastmile(&as_user(&s, ACME_DISPATCHER, &["assign", stops.to_str().unwrap()]));
+    let o = lastmile(&as_user(
+        &s,
+        ACME_DISPATCHER,
+        &["assign", stops.to_str().unwrap()],
+    ));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let http = s.http.clone().unwrap();
     let mut driving = replay(&s, &trace, "20");

@@ -402,12 +402,17 @@ fn the_openapi_description_matches_the_routes() {
         let paths = doc["paths"].as_object().unwrap();
         assert!(paths.len() >= 5);
         for (path, ops) in paths {
-            // The feed is a stream (tested above); commands are tested with bodies.
-            if path.ends_with("/events") || ops.get("get").is_none() {
+            // Feeds are streams (tested above and in tests/browser.rs);
+            // commands are tested with bodies.
+            let stream = ops["get"]["responses"]["200"]["content"]
+                .get("text/event-stream")
+                .is_some();
+            if stream || ops.get("get").is_none() {
                 continue;
             }
             let concrete = path
                 .replace("{vehicle}", "van-404")
+                .replace("{z}/{x}/{y}", "14/8555/5773")
                 .replace("{stop}", "order-404");
             for token in [None, Some(s.token.as_str()), Some(ACME_READER)] {
                 let (code, body) = get(&s, &concrete, token).await;
@@ -566,26 +571,66 @@ fn customers_rate_a_delivered_stop_once() {
         };
         let (t1, t2) = (mint("r-1").await, mint("r-2").await);
         let url = format!("{}/api/v1/events?kinds=rated", s.http.as_ref().unwrap());
-        let feed = reqwest::Client::new().get(url).bearer_auth(d).send().await.unwrap();
+        let feed = reqwest::Client::new()
+            .get(url)
+            .bearer_auth(d)
+            .send()
+            .await
+            .unwrap();
         let rate = async |stop: &str, token: &str, body: Value| {
-            let r = send(&s, "POST", &format!("/api/v1/stops/{stop}/rating"), token, Some(body)).await;
+            let r = send(
+                &s,
+                "POST",
+                &format!("/api/v1/stops/{stop}/rating"),
+                token,
+                Some(body),
+            )
+            .await;
             (r.0, r.1["code"].as_str().unwrap_or("").to_string())
         };
         let five = json!({"stars": 5, "comment": "  quick and friendly  "});
         // Not delivered yet.
-        assert_eq!(rate("r-1", &t1, five.clone()).await, (409, "conflict".into()));
+        assert_eq!(
+            rate("r-1", &t1, five.clone()).await,
+            (409, "conflict".into())
+        );
         let (code, _) = send(&s, "POST", "/api/v1/stops/r-1/complete", d, Some(json!({}))).await;
         assert_eq!(code, 204);
         // Only the customer's own link rates, and only with 1 to 5 stars.
-        assert_eq!(rate("r-1", d, five.clone()).await, (403, "forbidden".into()));
-        assert_eq!(rate("r-1", &t2, five.clone()).await, (403, "forbidden".into()));
-        for bad in [json!({"stars": 0}), json!({"stars": 6}), json!({"stars": 3, "comment": "x".repeat(1001)}), json!({"stars": "five"})] {
-            assert_eq!(rate("r-1", &t1, bad.clone()).await, (400, "bad_value".into()), "{bad}");
+        assert_eq!(
+            rate("r-1", d, five.clone()).await,
+            (403, "forbidden".into())
+        );
+        assert_eq!(
+            rate("r-1", &t2, five.clone()).await,
+            (403, "forbidden".into())
+        );
+        for bad in [
+            json!({"stars": 0}),
+            json!({"stars": 6}),
+            json!({"stars": 3, "comment": "x".repeat(1001)}),
+            json!({"stars": "five"}),
+        ] {
+            assert_eq!(
+                rate("r-1", &t1, bad.clone()).await,
+                (400, "bad_value".into()),
+                "{bad}"
+            );
         }
-        let (code, _) = send(&s, "POST", "/api/v1/stops/r-1/rating", &t1, Some(five.clone())).await;
+        let (code, _) = send(
+            &s,
+            "POST",
+            "/api/v1/stops/r-1/rating",
+            &t1,
+            Some(five.clone()),
+        )
+        .await;
         assert_eq!(code, 204);
         // Once.
-        assert_eq!(rate("r-1", &t1, json!({"stars": 1})).await, (409, "conflict".into()));
+        assert_eq!(
+            rate("r-1", &t1, json!({"stars": 1})).await,
+            (409, "conflict".into())
+        );
         let (_, o) = get(&s, "/api/v1/stops/r-1", Some(d)).await;
         assert_eq!(o["rating"]["stars"], 5);
         assert_eq!(o["rating"]["comment"], "quick and friendly");
@@ -593,17 +638,200 @@ fn customers_rate_a_delivered_stop_once() {
         assert_eq!(got.len(), 1, "one rated event");
         assert_eq!(got[0].event, "rated");
         let e = &got[0].data;
-        assert_eq!((e["stop"].as_str(), e["value"].as_f64()), (Some("r-1"), Some(5.0)));
+        assert_eq!(
+            (e["stop"].as_str(), e["value"].as_f64()),
+            (Some("r-1"), Some(5.0))
+        );
         t1
     });
     s.kill9();
     let s = serve_with(&dir, "", "", &["--http", "127.0.0.1:0"]);
     rt().block_on(async {
         let (_, o) = get(&s, "/api/v1/stops/r-1", Some(&token)).await;
-        assert_eq!((o["status"].as_str(), o["rating"]["stars"].as_u64()), (Some("completed"), Some(5)));
-        let again = send(&s, "POST", "/api/v1/stops/r-1/rating", &token, Some(json!({"stars": 2}))).await;
+        assert_eq!(
+            (o["status"].as_str(), o["rating"]["stars"].as_u64()),
+            (Some("completed"), Some(5))
+        );
+        let again = send(
+            &s,
+            "POST",
+            "/api/v1/stops/r-1/rating",
+            &token,
+            Some(json!({"stars": 2})),
+        )
+        .await;
         assert_eq!(again.0, 409, "still rated once after a restart");
     });
+}
+
+/// The map's road layer, as the pages ask for it: the graph's box, a tile
+/// over the town with its roads in the tile's pixels, a box in degrees, the
+/// far zooms drawing fewer roads; any valid token, and bad tiles refused.
+#[test]
+fn the_road_layer_is_served_by_tile_and_by_box() {
+    let s = serve_http("http-roads");
+    rt().block_on(async {
+        let mut map = Value::Null;
+        eventually("the road layer", async || {
+            let (code, m) = get(&s, "/api/v1/map", Some(ACME_READER)).await;
+            map = m;
+            code == 200
+        })
+        .await;
+        let b: Vec<f64> = map["bbox"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        let (lat, lon) = ((b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0);
+        // The web-map tile of the town's centre at zoom 15.
+        let n = f64::from(1u32 << 15);
+        let x = ((lon + 180.0) / 360.0 * n) as u32;
+        let r = lat.to_radians();
+        let y = ((1.0 - (r.tan() + 1.0 / r.cos()).ln() / std::f64::consts::PI) / 2.0 * n) as u32;
+        let (code, tile) = get(&s, &format!("/api/v1/roads/15/{x}/{y}"), Some(ACME_READER)).await;
+        assert_eq!(code, 200);
+        let roads = tile["roads"].as_array().unwrap();
+        assert!(!roads.is_empty(), "the town's centre has roads");
+        for r in roads {
+            let r = r.as_array().unwrap();
+            assert!(r.len() >= 5 && r.len() % 2 == 1, "{r:?}");
+            // Quarter pixels: inside the tile, give or take an eighth and a road.
+            assert!(
+                r[1..]
+                    .iter()
+                    .all(|v| (-1100..=2200).contains(&v.as_i64().unwrap())),
+                "{r:?}"
+            );
+        }
+        let bbox = format!(
+            "{},{},{},{}",
+            lat - 0.005,
+            lon - 0.005,
+            lat + 0.005,
+            lon + 0.005
+        );
+        let (code, near) = get(
+            &s,
+            &format!("/api/v1/roads?bbox={bbox}&zoom=16"),
+            Some(ACME_READER),
+        )
+        .await;
+        assert_eq!(code, 200);
+        let lines = near["roads"].as_array().unwrap();
+        assert!(!lines.is_empty());
+        assert!(
+            lines
+                .iter()
+                .all(|l| l["class"].is_string() && l["line"].as_array().unwrap().len() >= 2)
+        );
+        let (_, far) = get(
+            &s,
+            &format!(
+                "/api/v1/roads?bbox={},{},{},{}&zoom=9",
+                b[0], b[1], b[2], b[3]
+            ),
+            Some(ACME_READER),
+        )
+        .await;
+        let (_, all) = get(
+            &s,
+            &format!(
+                "/api/v1/roads?bbox={},{},{},{}&zoom=17",
+                b[0], b[1], b[2], b[3]
+            ),
+            Some(ACME_READER),
+        )
+        .await;
+        assert!(far["roads"].as_array().unwrap().len() < all["roads"].as_array().unwrap().len());
+        for bad in [
+            "/api/v1/roads/23/0/0",
+            "/api/v1/roads/2/4/0",
+            "/api/v1/roads/2/0/x",
+            "/api/v1/roads?bbox=1,2,3&zoom=3",
+        ] {
+            let (code, e) = get(&s, bad, Some(ACME_READER)).await;
+            assert_eq!(
+                (code, e["code"].as_str()),
+                (400, Some("bad_value")),
+                "{bad}"
+            );
+        }
+        let (code, _) = get(&s, &format!("/api/v1/roads/15/{x}/{y}"), None).await;
+        assert_eq!(code, 401);
+    });
+}
+
+/// With a certificate configured, the HTTP side serves HTTPS with it (the
+/// QUIC side's): a real client that trusts that certificate gets answers,
+/// and plain HTTP gets none. Without one it may not leave loopback.
+#[test]
+fn the_http_side_serves_https_with_the_configured_certificate() {
+    let dir = tmpdir("http-tls");
+    let certs = dir.join("certs");
+    lastmile_ingest::tls::Identity::dev(&certs).unwrap();
+    let (cert, key) = (certs.join("dev-cert.pem"), certs.join("dev-key.pem"));
+    let tls = format!(
+        "[tls]\ncert = {:?}\nkey = {:?}\n",
+        cert.display().to_string(),
+        key.display().to_string()
+    );
+    let s = serve_with(&dir, "", &tls, &["--http", "127.0.0.1:0"]);
+    let http = s.http.clone().unwrap();
+    assert!(http.starts_with("https://"), "{http}");
+    let port = http.rsplit(':').next().unwrap();
+    let curl = |url: &str| {
+        std::process::Command::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "10",
+                "--cacert",
+                cert.to_str().unwrap(),
+            ])
+            .args(["-H", &format!("Authorization: Bearer {ACME_READER}")])
+            .arg(url)
+            .output()
+            .expect("curl")
+    };
+    let o = curl(&format!("https://localhost:{port}/api/v1/map"));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let map: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(map["bbox"].as_array().map(Vec::len), Some(4), "{map}");
+    let o = curl(&format!("http://localhost:{port}/api/v1/map"));
+    assert!(
+        !o.status.success() || o.stdout.is_empty(),
+        "plain HTTP answered on the HTTPS port"
+    );
+    rt().block_on(eventually("the failed handshake counted", async || {
+        s.stats()
+            .await
+            .get("http_tls_handshakes_failed")
+            .copied()
+            .unwrap_or(0)
+            >= 1
+    }));
+    drop(s);
+    // Without a certificate, a public address is refused at start.
+    let o = lastmile(&[
+        "serve",
+        "--graph",
+        common::server::town(&dir).to_str().unwrap(),
+        "--dev",
+        "--listen",
+        "127.0.0.1:0",
+        "--http",
+        "0.0.0.0:0",
+        "--data-dir",
+        dir.join("data2").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("loopback"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 /// Guessing tokens over HTTP is slowed per address by the same guard as at
@@ -686,9 +914,11 @@ fn schemathesis_finds_nothing_wrong_with_the_api() {
             &format!("Authorization: Bearer {}", s.token),
             "--max-examples",
             "20",
-            // A feed never ends: it is tested above, not here.
+            // A feed never ends: they are tested above and in tests/browser.rs.
             "--exclude-path",
             "/api/v1/events",
+            "--exclude-path",
+            "/api/v1/fleet/live",
             "--seed",
             "1",
             "--exclude-checks",

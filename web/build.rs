@@ -8,8 +8,14 @@ use std::process::Command;
 
 fn main() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
-    println!("cargo:rerun-if-changed={}", src.join("package-lock.json").display());
-    println!("cargo:rerun-if-changed={}", src.join("package.json").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        src.join("package-lock.json").display()
+    );
+    println!(
+        "cargo:rerun-if-changed={}",
+        src.join("package.json").display()
+    );
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("npm");
     std::fs::create_dir_all(&out).expect("creating the npm directory in OUT_DIR");
     for f in ["package.json", "package-lock.json"] {
@@ -23,7 +29,13 @@ fn main() {
     }
     let npm = if cfg!(windows) { "npm.cmd" } else { "npm" };
     let status = Command::new(npm)
-        .args(["ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"])
+        .args([
+            "ci",
+            "--ignore-scripts",
+            "--no-audit",
+            "--no-fund",
+            "--loglevel=error",
+        ])
         .current_dir(&out)
         .status();
     match status {

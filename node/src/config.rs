@@ -46,8 +46,9 @@ pub struct Config {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
-    /// TCP address. Plain HTTP: a loopback address only (behind a TLS
-    /// proxy), until the HTTP side serves TLS itself.
+    /// TCP address. HTTPS with the `[tls]` certificate when one is
+    /// configured; otherwise (`--dev`) plain HTTP, on a loopback address
+    /// only.
     pub listen: Option<SocketAddr>,
 }
 
@@ -322,9 +323,10 @@ impl Config {
         }
         if let Some(a) = self.http.listen
             && !a.ip().is_loopback()
+            && self.tls.cert.is_none()
         {
             bail!(
-                "http: listen on a loopback address ({a} is not): the HTTP side speaks plain HTTP, so put a TLS proxy in front of it"
+                "http: without a [tls] certificate the HTTP side speaks plain HTTP, so it listens on a loopback address only ({a} is not): configure [tls] cert and key, or put a TLS proxy in front of a loopback address"
             );
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {

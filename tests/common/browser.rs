@@ -24,13 +24,16 @@ pub struct Browser {
 /// Whether the browser tests can run here. Without Chromium they are
 /// skipped with a notice, except in CI (`CI` set), where that fails.
 pub fn available() -> bool {
-    let there = std::path::Path::new(CHROMIUM).exists() && std::path::Path::new(CHROMEDRIVER).exists();
+    let there =
+        std::path::Path::new(CHROMIUM).exists() && std::path::Path::new(CHROMEDRIVER).exists();
     if !there {
         assert!(
             std::env::var_os("CI").is_none(),
             "CI must install chromium and chromium-driver (.ci/run does)"
         );
-        eprintln!("skipped: no {CHROMIUM} or {CHROMEDRIVER} (apt-get install chromium chromium-driver)");
+        eprintln!(
+            "skipped: no {CHROMIUM} or {CHROMEDRIVER} (apt-get install chromium chromium-driver)"
+        );
     }
     there
 }

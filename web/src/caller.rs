@@ -4,7 +4,6 @@
 //! slowed by the node's guard, as at the QUIC door); and how that caller names
 //! vehicles and stops (its fleet's names, `lastmile_node::ids`).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, FromRequestParts, Query};
@@ -51,8 +50,8 @@ impl FromRequestParts<Arc<Web>> for Caller {
         // spaced out; tokens that got in from it before never wait.
         let ip = parts
             .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip());
+            .get::<ConnectInfo<crate::Peer>>()
+            .map(|c| c.0.0.ip());
         let key = token_key(&token);
         if let Some(ip) = ip {
             match web.node.guard.gate(ip, key) {

@@ -121,14 +121,16 @@ impl Live {
             if self.caller.who.fleet.is_some() && !self.caller.covers(id) {
                 continue;
             }
-            let Some((lat_e5, lon_e5, state, heading)) = engine.with_vehicle(id, |v| {
-                let e5 = |x: f64| (x * 1e5).round() as i32;
-                v.pos
-                    .lat
-                    .is_finite()
-                    .then(|| (e5(v.pos.lat), e5(v.pos.lon), state(v), v.heading_deg))
-            })
-            .flatten() else {
+            let Some((lat_e5, lon_e5, state, heading)) = engine
+                .with_vehicle(id, |v| {
+                    let e5 = |x: f64| (x * 1e5).round() as i32;
+                    v.pos
+                        .lat
+                        .is_finite()
+                        .then(|| (e5(v.pos.lat), e5(v.pos.lon), state(v), v.heading_deg))
+                })
+                .flatten()
+            else {
                 continue;
             };
             let caller = &self.caller;

@@ -15,6 +15,7 @@ mod fleet;
 mod json;
 mod pages;
 mod roads;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,6 +42,8 @@ pub struct HttpStats {
     pub events_sent: AtomicU64,
     /// Vehicles sent to live maps (`/api/v1/fleet/live`).
     pub fleet_updates: AtomicU64,
+    /// TLS handshakes that failed or timed out.
+    pub tls_failed: Arc<AtomicU64>,
 }
 
 impl HttpStats {
@@ -61,6 +64,7 @@ impl HttpStats {
             ("http_feeds_open", c(&self.feeds_open)),
             ("http_events_sent", c(&self.events_sent)),
             ("http_fleet_updates", c(&self.fleet_updates)),
+            ("http_tls_handshakes_failed", c(&self.tls_failed)),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -92,24 +96,65 @@ impl Web {
     }
 }
 
-/// The HTTP listener of a node.
+/// The HTTP listener of a node: HTTPS with a certificate, else plain.
 pub struct HttpServer {
-    listener: tokio::net::TcpListener,
+    listener: Listener,
     web: Arc<Web>,
+}
+
+enum Listener {
+    Plain(tokio::net::TcpListener),
+    Tls(tls::TlsListener),
+}
+
+/// The address a request came from (the handlers' `ConnectInfo`), for
+/// either listener.
+#[derive(Clone, Copy, Debug)]
+pub struct Peer(pub SocketAddr);
+
+impl
+    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
+    for Peer
+{
+    fn connect_info(s: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        Self(*s.remote_addr())
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tls::TlsListener>>
+    for Peer
+{
+    fn connect_info(s: axum::serve::IncomingStream<'_, tls::TlsListener>) -> Self {
+        Self(*s.remote_addr())
+    }
 }
 
 /// Largest request body: commands with a route of stops fit well inside.
 const MAX_BODY: usize = 1 << 20;
 
 impl HttpServer {
-    /// Binds `addr`. Call inside a tokio runtime.
-    pub async fn bind(node: Arc<Node>, addr: SocketAddr) -> anyhow::Result<Self> {
-        let listener = tokio::net::TcpListener::bind(addr)
+    /// Binds `addr`, serving HTTPS with `tls` ([`tls::server_config`]) or
+    /// plain HTTP without. Call inside a tokio runtime.
+    pub async fn bind(
+        node: Arc<Node>,
+        addr: SocketAddr,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> anyhow::Result<Self> {
+        let tcp = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("HTTP listener on {addr}"))?;
+        let stats = HttpStats::default();
+        let listener = match tls {
+            Some(config) => Listener::Tls(tls::TlsListener::new(
+                tcp,
+                config,
+                stats.tls_failed.clone(),
+            )?),
+            None => Listener::Plain(tcp),
+        };
         let web = Arc::new(Web {
             node,
-            stats: HttpStats::default(),
+            stats,
             closing: tokio::sync::watch::Sender::new(false),
             roads: roads::Slot::new(),
         });
@@ -123,7 +168,19 @@ impl HttpServer {
     }
 
     pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
-        Ok(self.listener.local_addr()?)
+        use axum::serve::Listener as _;
+        Ok(match &self.listener {
+            Listener::Plain(l) => l.local_addr()?,
+            Listener::Tls(l) => l.local_addr()?,
+        })
+    }
+
+    /// `https` or `http`.
+    pub fn scheme(&self) -> &'static str {
+        match self.listener {
+            Listener::Plain(_) => "http",
+            Listener::Tls(_) => "https",
+        }
     }
 
     /// The shared state, for the statistics.
@@ -142,16 +199,18 @@ impl HttpServer {
             web.closing.send_replace(true);
         };
         // The peer's address reaches the handlers: the guard limits guessing per address.
-        let app = router(self.web).into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(closing)
-            .await?;
+        let app = router(self.web).into_make_service_with_connect_info::<Peer>();
+        match self.listener {
+            Listener::Plain(l) => axum::serve(l, app).with_graceful_shutdown(closing).await?,
+            Listener::Tls(l) => axum::serve(l, app).with_graceful_shutdown(closing).await?,
+        }
         Ok(())
     }
 }
 
 /// Every route of the HTTP side.
 pub fn router(web: Arc<Web>) -> Router {
+    use tower_http::compression::CompressionLayer;
     use tower_http::limit::RequestBodyLimitLayer;
     Router::new()
         .merge(api::routes())
@@ -161,6 +220,9 @@ pub fn router(web: Arc<Web>) -> Router {
         .merge(fleet::routes())
         .merge(pages::routes())
         .layer(RequestBodyLimitLayer::new(MAX_BODY))
+        // Pages, scripts and road tiles shrink several times; event
+        // streams are never compressed (they must flush per event).
+        .layer(CompressionLayer::new())
         .layer(axum::middleware::from_fn_with_state(
             web.clone(),
             error::count,

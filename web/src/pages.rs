@@ -81,7 +81,10 @@ pub fn routes() -> Router<Arc<Web>> {
     Router::new()
         .route("/", get(|| async { Redirect::to("/dispatch") }))
         .route("/dispatch", get(|| async { page(DISPATCH_HTML) }))
-        .route("/t/{token}", get(|_: Path<String>| async { page(TRACK_HTML) }))
+        .route(
+            "/t/{token}",
+            get(|_: Path<String>| async { page(TRACK_HTML) }),
+        )
         .route("/assets/{name}", get(asset))
 }
 

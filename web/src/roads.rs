@@ -120,15 +120,22 @@ impl RoadLayer {
         }
         ids.sort_unstable();
         ids.dedup();
-        let truncated = ids.len() > MAX_ROADS;
-        ids.truncate(MAX_ROADS);
-        let roads = ids
+        // A cell is larger than a deep tile: keep the roads whose own box
+        // meets the one asked.
+        let mut roads: Vec<(u8, &[World])> = ids
             .into_iter()
             .map(|i| {
                 let (a, b) = (band.first[i as usize], band.first[i as usize + 1]);
                 (band.class[i as usize], &band.points[a as usize..b as usize])
             })
+            .filter(|(_, pts)| {
+                (0..2).all(|d| {
+                    pts.iter().any(|p| p[d] >= min[d]) && pts.iter().any(|p| p[d] <= max[d])
+                })
+            })
             .collect();
+        let truncated = roads.len() > MAX_ROADS;
+        roads.truncate(MAX_ROADS);
         (roads, truncated)
     }
 }
@@ -299,7 +306,10 @@ async fn tile(
     let (roads, truncated) = l.roads(z, min, max);
     // World units per quarter pixel at this zoom.
     let unit = (size / 1024).max(1) as f64;
-    let origin = [(u64::from(x) << shift) as f64, (u64::from(y) << shift) as f64];
+    let origin = [
+        (u64::from(x) << shift) as f64,
+        (u64::from(y) << shift) as f64,
+    ];
     let roads: Vec<Value> = roads
         .into_iter()
         .map(|(class, pts)| {
@@ -369,7 +379,10 @@ mod tests {
     fn world_coordinates_round_trip() {
         for (lat, lon) in [(0.0, 0.0), (47.37, 8.54), (-33.9, 151.2), (41.15, -8.61)] {
             let p = unworld(world(LatLon::new(lat, lon)));
-            assert!((p.lat - lat).abs() < 1e-6 && (p.lon - lon).abs() < 1e-6, "{p:?}");
+            assert!(
+                (p.lat - lat).abs() < 1e-6 && (p.lon - lon).abs() < 1e-6,
+                "{p:?}"
+            );
         }
     }
 
@@ -404,13 +417,21 @@ mod tests {
         let want = (0..g.num_roads() as u32)
             .filter(|&r| g.road_geometry(r).map(world).any(|p| inside(&p)))
             .count();
-        let got = found.iter().filter(|(_, pts)| pts.iter().any(inside)).count();
+        let got = found
+            .iter()
+            .filter(|(_, pts)| pts.iter().any(inside))
+            .count();
         assert!(want > 0 && got == want, "found {got} of {want}");
         let far = layer.roads(
             9,
             world(LatLon::new(max_lat, min_lon)),
             world(LatLon::new(min_lat, max_lon)),
         );
-        assert!(far.0.len() < all.0.len() / 4, "{} of {}", far.0.len(), all.0.len());
+        assert!(
+            far.0.len() < all.0.len() / 4,
+            "{} of {}",
+            far.0.len(),
+            all.0.len()
+        );
     }
 }
