@@ -3,6 +3,7 @@
 
 mod bench;
 mod commands;
+mod feeds;
 mod history;
 mod live_demo;
 mod progress;
@@ -65,6 +66,9 @@ enum Command {
     Stats(service::StatsArgs),
     /// The whole pipeline on the built-in synthetic city (no download needed).
     Demo(commands::DemoArgs),
+    /// Hold many tracking pages' event feeds open on a server's HTTP side and
+    /// measure event-to-feed latency and the server's memory per feed.
+    Feeds(feeds::FeedsArgs),
 }
 
 fn main() -> ExitCode {
@@ -92,6 +96,7 @@ fn main() -> ExitCode {
         Command::Dispatch(a) => service::dispatch(a),
         Command::Stats(a) => service::stats(a),
         Command::Demo(a) => commands::demo(a),
+        Command::Feeds(a) => feeds::feeds(a),
     });
     match outcome {
         Ok(Ok(())) => ExitCode::SUCCESS,

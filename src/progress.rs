@@ -38,6 +38,13 @@ impl Bar {
         }
     }
 
+    /// Counts `n` more items done.
+    pub fn inc(&self, n: u64) {
+        if let Some(bar) = self.bar.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            bar.inc(n);
+        }
+    }
+
     pub fn finish(&self) {
         if let Some(bar) = self.bar.lock().unwrap_or_else(|e| e.into_inner()).take() {
             bar.finish_and_clear();

@@ -119,11 +119,23 @@ fn the_customer_follows_the_parcel_to_the_door_and_rates_it() {
         let short = mint(mine, 60).await;
         let minted = Instant::now();
         let b = Browser::start("track", 390, 844).await;
-        let t0 = Instant::now();
         b.goto(&format!("{http}/t/{token}")).await;
         b.until("the pending stop", "return document.getElementById('status').innerText === 'On its way'").await;
-        eprintln!("tracking page: first render {} ms (in CI, with its browser start)", t0.elapsed().as_millis());
         assert_eq!(b.text("before").await, "1 stop before yours");
+        // What the page weighs over the wire (compressed), with its map's tiles.
+        b.until("the map's tiles", "return document.querySelectorAll('.lm-roads canvas').length > 0").await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let weight = b
+            .js(
+                "const n = performance.getEntriesByType('navigation')[0]; \
+                 return performance.getEntriesByType('resource').reduce((a, r) => a + r.transferSize, n.transferSize)",
+                vec![],
+            )
+            .await
+            .as_f64()
+            .unwrap();
+        eprintln!("tracking page weight: {:.0} KB", weight / 1e3);
+        assert!(weight > 10e3 && weight < 300e3, "the tracking page weighs {weight} bytes");
         assert!(b.text("window").await.starts_with("Your time window: "));
         assert_ne!(b.js("return document.body.dataset.van", vec![]).await, json!("shown"), "no van while another stop is first");
         b.screenshot("track-pending").await;

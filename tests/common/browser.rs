@@ -56,7 +56,10 @@ impl Browser {
             .stderr(Stdio::null())
             .spawn()
             .expect("start chromedriver");
-        let profile = super::tmpdir(&format!("chromium-{name}"));
+        let profile =
+            std::env::temp_dir().join(format!("lastmile-chromium-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&profile);
+        std::fs::create_dir_all(&profile).unwrap();
         let args = [
             "--headless=new".to_string(),
             "--no-sandbox".into(),
@@ -192,5 +195,6 @@ impl Browser {
 impl Drop for Browser {
     fn drop(&mut self) {
         let _ = self.driver.kill();
+        let _ = std::fs::remove_dir_all(&self._profile);
     }
 }

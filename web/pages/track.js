@@ -44,6 +44,7 @@
   }
 
   function show(s) {
+    if (!document.body.dataset.status) performance.mark("lastmile-status");
     document.body.dataset.status = s.status;
     $("status").textContent = HEADLINE[s.status] || s.status;
     $("ref").textContent = s.customer_ref ? "Order " + s.customer_ref : "";
