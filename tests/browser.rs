@@ -18,7 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::browser::{self, Browser};
-use common::server::{Server, rt, serve_with, simulate};
+use common::server::{Server, rt, send, serve_with, simulate};
 use common::{lastmile, tmpdir};
 use serde_json::{Value, json};
 
@@ -60,24 +60,20 @@ fn replay(s: &Server, trace: &std::path::Path, speedup: &str) -> Child {
         .expect("start lastmile replay")
 }
 
-async fn api(
-    s: &Server,
-    method: &str,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let url = format!("{}{path}", s.http.as_ref().unwrap());
-    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-    let mut req = reqwest::Client::new()
-        .request(method, url)
-        .bearer_auth(token);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let r = req.send().await.unwrap();
-    let code = r.status().as_u16();
-    (code, r.json().await.unwrap_or(Value::Null))
+/// A simulated day of `vehicles` vans over `duration` s, its routes
+/// assigned by acme's dispatcher with `lastmile assign`: the server (HTTP
+/// on) and the day's trace.
+fn planned_day(name: &str, vehicles: usize, duration: u32) -> (Server, std::path::PathBuf) {
+    let dir = tmpdir(name);
+    let (trace, stops) = simulate(&dir, vehicles, duration);
+    let s = serve_http(&dir);
+    let o = lastmile(&as_user(
+        &s,
+        ACME_DISPATCHER,
+        &["assign", stops.to_str().unwrap()],
+    ));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    (s, trace)
 }
 
 async fn wait_for(what: &str, mut f: impl AsyncFnMut() -> bool) {
@@ -96,21 +92,13 @@ fn the_customer_follows_the_parcel_to_the_door_and_rates_it() {
     if !browser::available() {
         return;
     }
-    let dir = tmpdir("browser-track");
-    let (trace, stops) = simulate(&dir, 1, 1500);
-    let s = serve_http(&dir);
-    let o = lastmile(&as_user(
-        &s,
-        ACME_DISPATCHER,
-        &["assign", stops.to_str().unwrap()],
-    ));
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (s, trace) = planned_day("browser-track", 1, 1500);
     let http = s.http.clone().unwrap();
     rt().block_on(async {
         let d = ACME_DISPATCHER;
         let mint = async |stop: &str, ttl: u64| {
             let path = format!("/api/v1/stops/{stop}/tracking-token");
-            let (code, t) = api(&s, "POST", &path, d, Some(json!({"ttl_s": ttl}))).await;
+            let (code, t) = send(&s, "POST", &path, d, Some(json!({"ttl_s": ttl}))).await;
             assert_eq!(code, 201, "{t}");
             t["token"].as_str().unwrap().to_string()
         };
@@ -141,35 +129,40 @@ fn the_customer_follows_the_parcel_to_the_door_and_rates_it() {
         b.screenshot("track-pending").await;
 
         // The driver sets off; the page follows the ETA the engine gives.
-        let mut driving = replay(&s, &trace, "40");
-        let eta_on_page = async || {
-            let (_, st) = api(&s, "GET", "/api/v1/tracking", &token, None).await;
+        let mut driving = replay(&s, &trace, "15");
+        // What the page says agrees with what the API says now: the ETA
+        // while the stop is to come, arrival once there.
+        let page_agrees = async || {
+            let (_, st) = send(&s, "GET", "/api/v1/tracking", &token, None).await;
+            if st["status"] == "arrived" {
+                return b.text("status").await == "The driver has arrived";
+            }
             let want = b.js("return lastmile.time(arguments[0])", vec![st["eta"].clone()]).await;
             let shown = b.text("eta").await;
             want.as_str().is_some_and(|w| !w.is_empty() && shown.contains(w))
         };
-        wait_for("a known ETA on the page", async || eta_on_page().await).await;
+        wait_for("a known ETA on the page", async || page_agrees().await).await;
         // The van reaches the first stop; the driver completes it: ours is next.
         wait_for("arrival at the first stop", async || {
-            let (_, st) = api(&s, "GET", &format!("/api/v1/stops/{first}"), d, None).await;
+            let (_, st) = send(&s, "GET", &format!("/api/v1/stops/{first}"), d, None).await;
             st["status"] == "arrived"
         })
         .await;
-        let (code, _) = api(&s, "POST", &format!("/api/v1/stops/{first}/complete"), d, Some(json!({}))).await;
+        let (code, _) = send(&s, "POST", &format!("/api/v1/stops/{first}/complete"), d, Some(json!({}))).await;
         assert_eq!(code, 204);
         b.until("our stop next", "return document.getElementById('status').innerText === \"You're next\"").await;
         b.until("the van on the map", "return document.body.dataset.van === 'shown'").await;
         let van = "const v = lastmileTrack.van; return v ? [v.lat, v.lng] : null";
         let here = b.js(van, vec![]).await;
         wait_for("the van moving on the map", async || b.js(van, vec![]).await != here).await;
-        wait_for("the page's ETA after the van moved", async || eta_on_page().await).await;
+        wait_for("the page's ETA after the van moved", async || page_agrees().await).await;
         b.screenshot("track-next").await;
         let _ = driving.kill();
         let _ = driving.wait();
 
         // Delivered with a proof: the van goes, the proof and the rating come.
         let proof = json!({"note": "Left with the neighbour at no. 12", "photo_refs": ["s3://pod/veh-00000-s001.jpg"]});
-        let (code, _) = api(&s, "POST", &format!("/api/v1/stops/{mine}/complete"), d, Some(proof)).await;
+        let (code, _) = send(&s, "POST", &format!("/api/v1/stops/{mine}/complete"), d, Some(proof)).await;
         assert_eq!(code, 204);
         b.until("delivered", "return document.getElementById('status').innerText === 'Delivered'").await;
         b.until("the van gone", "return document.body.dataset.van !== 'shown' && lastmileTrack.van === null").await;
@@ -183,9 +176,9 @@ fn the_customer_follows_the_parcel_to_the_door_and_rates_it() {
         b.until("the thanks", "return !document.getElementById('rated').hidden").await;
         assert!(b.text("rated").await.contains("★★★★☆"), "{}", b.text("rated").await);
         assert_eq!(b.js("return document.getElementById('rate').hidden", vec![]).await, json!(true));
-        let (_, st) = api(&s, "GET", &format!("/api/v1/stops/{mine}"), d, None).await;
+        let (_, st) = send(&s, "GET", &format!("/api/v1/stops/{mine}"), d, None).await;
         assert_eq!((st["rating"]["stars"].as_u64(), st["rating"]["comment"].as_str()), (Some(4), Some("Friendly driver, a bit late")));
-        let again = api(&s, "POST", "/api/v1/tracking/rating", &token, Some(json!({"stars": 1}))).await;
+        let again = send(&s, "POST", "/api/v1/tracking/rating", &token, Some(json!({"stars": 1}))).await;
         assert_eq!(again.0, 409, "one rating per stop");
         b.screenshot("track-delivered").await;
 
@@ -213,16 +206,8 @@ fn the_dispatcher_sees_the_fleet_a_late_van_and_its_stops() {
     if !browser::available() {
         return;
     }
-    let dir = tmpdir("browser-dispatch");
     let vehicles = 12;
-    let (trace, stops) = simulate(&dir, vehicles, 1800);
-    let s = serve_http(&dir);
-    let o = lastmile(&as_user(
-        &s,
-        ACME_DISPATCHER,
-        &["assign", stops.to_str().unwrap()],
-    ));
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (s, trace) = planned_day("browser-dispatch", vehicles, 1800);
     let http = s.http.clone().unwrap();
     let mut driving = replay(&s, &trace, "20");
     rt().block_on(async {
@@ -239,12 +224,12 @@ fn the_dispatcher_sees_the_fleet_a_late_van_and_its_stops() {
 
         // A stop whose window closed an hour ago: the engine says late, and
         // so does the map.
-        let (_, v) = api(&s, "GET", "/api/v1/vehicles/veh-00003", d, None).await;
+        let (_, v) = send(&s, "GET", "/api/v1/vehicles/veh-00003", d, None).await;
         let now = v["time"].as_f64().expect("veh-00003 has pinged");
         // Somewhere it is not: where another van is.
-        let (_, elsewhere) = api(&s, "GET", "/api/v1/vehicles/veh-00007", d, None).await;
+        let (_, elsewhere) = send(&s, "GET", "/api/v1/vehicles/veh-00007", d, None).await;
         let late = json!({"stop": {"stop": "late-1", "position": elsewhere["position"], "window": [now - 7200.0, now - 3600.0]}, "index": 0});
-        let (code, e) = api(&s, "POST", "/api/v1/vehicles/veh-00003/stops", d, Some(late)).await;
+        let (code, e) = send(&s, "POST", "/api/v1/vehicles/veh-00003/stops", d, Some(late)).await;
         assert_eq!(code, 204, "{e}");
         b.until(
             "veh-00003 late on the map",
@@ -271,7 +256,7 @@ fn the_dispatcher_sees_the_fleet_a_late_van_and_its_stops() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         b.click_at(at[0].as_f64().unwrap(), at[1].as_f64().unwrap()).await;
         b.until("the van's panel", "return document.getElementById('v-name').innerText === 'veh-00003'").await;
-        let (_, v) = api(&s, "GET", "/api/v1/vehicles/veh-00003", d, None).await;
+        let (_, v) = send(&s, "GET", "/api/v1/vehicles/veh-00003", d, None).await;
         let want = v["stops"].as_array().unwrap().len();
         b.until("its stops listed", &format!("return document.querySelectorAll('#v-stops li').length === {want}")).await;
         let first = b.js("const li = document.querySelector('#v-stops li'); return [li.innerText, li.classList.contains('late')]", vec![]).await;

@@ -10,7 +10,8 @@ mod common;
 use std::time::Duration;
 
 use common::server::{
-    HERE, Server, ServerExt, T0_MS, eventually, ping_at, planned as stop, rt, serve_with, simulate,
+    HERE, Server, ServerExt, T0_MS, eventually, ping_at, planned as stop, rt, send, serve_with,
+    simulate,
 };
 use common::{lastmile, tmpdir};
 use futures_util::StreamExt;
@@ -425,27 +426,6 @@ fn the_openapi_description_matches_the_routes() {
             }
         }
     });
-}
-
-/// A request with a JSON body (or none): status and JSON answer (Null if none).
-async fn send(
-    s: &Server,
-    method: &str,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let url = format!("{}{path}", s.http.as_ref().unwrap());
-    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-    let mut req = reqwest::Client::new()
-        .request(method, url)
-        .bearer_auth(token);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
 }
 
 #[test]

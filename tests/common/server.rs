@@ -351,3 +351,25 @@ pub fn planned(id: &str, customer: &str) -> lastmile_ingest::protocol::WireStop 
         customer_ref: customer.into(),
     }
 }
+
+/// An HTTP request to `s`'s HTTP side with `token` and a JSON body (or
+/// none): the status and the JSON answer (`Null` if none).
+pub async fn send(
+    s: &Server,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let url = format!("{}{path}", s.http.as_ref().expect("serve --http"));
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut req = reqwest::Client::new()
+        .request(method, url)
+        .bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+}

@@ -175,6 +175,7 @@
       feed.addEventListener(kind, soon);
     }
     timer = setInterval(() => { if (van || (last && last.status === "next")) refresh(); }, 5000);
-    setInterval(() => { if (last && (last.status === "pending")) refresh(); }, 30000);
+    // "Stops before yours" changes without an event of this stop.
+    setInterval(() => { if (last && (last.status === "pending")) refresh(); }, 10000);
   });
 })();

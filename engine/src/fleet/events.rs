@@ -474,7 +474,7 @@ mod tests {
             assert_eq!(EventKind::from_code(k as u8), Some(k));
         }
         assert_eq!(EventKind::from_code(0), None);
-        assert_eq!(EventKind::from_code(17), None);
+        assert_eq!(EventKind::from_code(18), None);
     }
 
     #[test]
