@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use common::browser::{self, Browser};
 use common::server::{Server, rt, send, serve_with, simulate};
 use common::{lastmile, tmpdir};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const ACME_DISPATCHER: &str = "acme-dispatcher-token-01";
 const ACME_DEVICE: &str = "acme-device-token-000001";
