@@ -191,7 +191,9 @@ impl Feed {
             return false;
         };
         let bus = engine.events().clone();
-        let mut got = Vec::with_capacity(BATCH);
+        // Grown as read, and dropped before waiting: a caught-up feed (most
+        // of them, most of the time) holds no buffer while it sleeps.
+        let mut got = Vec::new();
         let mut lost = 0;
         match self.web.node.durable.clone() {
             Some(d) if self.cursor < bus.oldest_id() => {
@@ -250,6 +252,7 @@ impl Feed {
                     .data(json::event(c, *id, e).to_string()),
             );
         }
+        drop(got);
         if self.ready.is_empty() && self.cursor >= bus.readable_id() {
             // Caught up: sleep until the pump says the bus grew, or the
             // server stops.
