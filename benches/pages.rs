@@ -68,10 +68,11 @@ fn serve(dir: &Path, graph: &Path) -> Serve {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    out.read_line(&mut line).unwrap();
+    // The server goes on printing: keep reading, or it writes to a closed pipe.
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
     let field = |after: &str| {
         line.split(after)
             .nth(1)
@@ -79,6 +80,7 @@ fn serve(dir: &Path, graph: &Path) -> Serve {
             .split([',', ' '])
             .next()
             .unwrap()
+            .trim()
             .trim_end_matches('/')
             .to_string()
     };
@@ -161,19 +163,29 @@ fn pages(c: &mut Criterion) {
 
     // The customer's page: navigation to status, again and again.
     {
-        let (_dir, s, _) = fleet("track", 20, 600);
+        let (dir, s, _) = fleet("track", 20, 600);
+        // The second stop of the stops CSV.
+        let csv = std::fs::read_to_string(dir.join("stops.csv")).unwrap();
+        let stop = csv
+            .lines()
+            .nth(2)
+            .unwrap()
+            .split(',')
+            .nth(1)
+            .unwrap()
+            .to_string();
         let token = rt.block_on(async {
             let r = reqwest::Client::new()
-                .post(format!(
-                    "{}/api/v1/stops/veh-00003-s002/tracking-token",
-                    s.http
-                ))
+                .post(format!("{}/api/v1/stops/{stop}/tracking-token", s.http))
                 .bearer_auth(&s.token)
                 .send()
                 .await
                 .unwrap();
             let v: Value = r.json().await.unwrap();
-            v["token"].as_str().unwrap().to_string()
+            v["token"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{v}"))
+                .to_string()
         });
         let b = rt.block_on(browser::Browser::start("bench-track", 390, 844));
         let url = format!("{}/t/{token}", s.http);
