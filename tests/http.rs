@@ -743,6 +743,61 @@ fn the_road_layer_is_served_by_tile_and_by_box() {
     });
 }
 
+/// The HTTP side's connections are bounded (`[limits] max_connections`):
+/// past the bound a new connection waits, counted, until one closes, and
+/// is then answered.
+#[test]
+fn http_connections_are_bounded_and_the_next_one_waits() {
+    use std::io::{Read, Write};
+    let dir = tmpdir("http-connections");
+    let s = serve_with(
+        &dir,
+        "",
+        "[limits]\nmax_connections = 2\n",
+        &["--http", "127.0.0.1:0"],
+    );
+    let addr = s
+        .http
+        .clone()
+        .unwrap()
+        .trim_start_matches("http://")
+        .to_string();
+    let held: Vec<_> = (0..2)
+        .map(|_| std::net::TcpStream::connect(&addr).unwrap())
+        .collect();
+    rt().block_on(eventually("two connections open", async || {
+        s.stats().await.get("http_connections_open").copied() == Some(2)
+    }));
+    let mut third = std::net::TcpStream::connect(&addr).unwrap();
+    let ask = format!(
+        "GET /api/v1/map HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ACME_READER}\r\nConnection: close\r\n\r\n"
+    );
+    third.write_all(ask.as_bytes()).unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_millis(800)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    assert!(third.read(&mut buf).is_err(), "answered past the bound");
+    rt().block_on(eventually("the wait counted", async || {
+        s.stats()
+            .await
+            .get("http_connections_waited")
+            .copied()
+            .unwrap_or(0)
+            >= 1
+    }));
+    drop(held);
+    third
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answer = String::new();
+    third.read_to_string(&mut answer).unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.1 503"),
+        "{answer}"
+    );
+}
+
 /// With a certificate configured, the HTTP side serves HTTPS with it (the
 /// QUIC side's): a real client that trusts that certificate gets answers,
 /// and plain HTTP gets none. Without one it may not leave loopback.

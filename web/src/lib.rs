@@ -13,6 +13,7 @@ mod error;
 mod feed;
 mod fleet;
 mod json;
+mod limit;
 mod pages;
 mod roads;
 pub mod tls;
@@ -44,6 +45,8 @@ pub struct HttpStats {
     pub fleet_updates: AtomicU64,
     /// TLS handshakes that failed or timed out.
     pub tls_failed: Arc<AtomicU64>,
+    /// Open connections, and those that waited for a place.
+    pub connections: Arc<limit::Counts>,
 }
 
 impl HttpStats {
@@ -65,6 +68,8 @@ impl HttpStats {
             ("http_events_sent", c(&self.events_sent)),
             ("http_fleet_updates", c(&self.fleet_updates)),
             ("http_tls_handshakes_failed", c(&self.tls_failed)),
+            ("http_connections_open", c(&self.connections.open)),
+            ("http_connections_waited", c(&self.connections.waited)),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -103,8 +108,8 @@ pub struct HttpServer {
 }
 
 enum Listener {
-    Plain(tokio::net::TcpListener),
-    Tls(tls::TlsListener),
+    Plain(limit::Limited<tokio::net::TcpListener>),
+    Tls(limit::Limited<tls::TlsListener>),
 }
 
 /// The address a request came from (the handlers' `ConnectInfo`), for
@@ -112,19 +117,13 @@ enum Listener {
 #[derive(Clone, Copy, Debug)]
 pub struct Peer(pub SocketAddr);
 
-impl
-    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
+impl<L> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, limit::Limited<L>>>
     for Peer
+where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+    L::Io: Unpin,
 {
-    fn connect_info(s: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
-        Self(*s.remote_addr())
-    }
-}
-
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tls::TlsListener>>
-    for Peer
-{
-    fn connect_info(s: axum::serve::IncomingStream<'_, tls::TlsListener>) -> Self {
+    fn connect_info(s: axum::serve::IncomingStream<'_, limit::Limited<L>>) -> Self {
         Self(*s.remote_addr())
     }
 }
@@ -144,13 +143,17 @@ impl HttpServer {
             .await
             .with_context(|| format!("HTTP listener on {addr}"))?;
         let stats = HttpStats::default();
+        let (max, counts) = (
+            node.config.limits.max_connections,
+            stats.connections.clone(),
+        );
         let listener = match tls {
-            Some(config) => Listener::Tls(tls::TlsListener::new(
-                tcp,
-                config,
-                stats.tls_failed.clone(),
-            )?),
-            None => Listener::Plain(tcp),
+            Some(config) => Listener::Tls(limit::Limited::new(
+                tls::TlsListener::new(tcp, config, stats.tls_failed.clone())?,
+                max,
+                counts,
+            )),
+            None => Listener::Plain(limit::Limited::new(tcp, max, counts)),
         };
         let web = Arc::new(Web {
             node,
