@@ -322,6 +322,52 @@ fn import_info_route_on_real_maps() {
     }
 }
 
+/// The demo's two links open while its fleet drives: the dispatcher's
+/// page, and the customer's stop through the tracking link's token.
+#[test]
+fn the_demos_links_open_while_its_fleet_drives() {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lastmile"))
+        .args(["demo", "--edges", "20000", "--vehicles", "20", "--seconds", "60"])
+        .args(["--http", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut dispatcher, mut customer) = (None, None);
+    for line in lines.map_while(Result::ok) {
+        if let Some(l) = line.strip_prefix("dispatcher: ") {
+            dispatcher = Some(l.trim().to_string());
+        }
+        if let Some(l) = line.strip_prefix("customer:   ") {
+            customer = Some(l.trim().to_string());
+            break;
+        }
+    }
+    let (dispatcher, customer) = (dispatcher.expect("a dispatcher link"), customer.expect("a customer link"));
+    let (base, token) = customer.split_once("/t/").unwrap();
+    common::server::rt().block_on(async {
+        let http = reqwest::Client::new();
+        let page = http.get(&dispatcher).send().await.unwrap();
+        assert_eq!(page.status(), 200);
+        assert!(page.text().await.unwrap().contains("/assets/dispatch.js"));
+        let page = http.get(&customer).send().await.unwrap();
+        assert_eq!(page.status(), 200);
+        let stop = http
+            .get(format!("{base}/api/v1/tracking"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(stop.status(), 200);
+        let stop: serde_json::Value = stop.json().await.unwrap();
+        assert!(stop["stop"].is_string() && stop["status"].is_string(), "{stop}");
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 #[test]
 fn demo_runs() {
     // One town, and a metropolitan region (towns and open country between).
@@ -347,6 +393,8 @@ fn demo_runs() {
                 && out.contains("on the true road")
                 && out.contains("service: lastmile/1 on 127.0.0.1:")
                 && out.contains("pings accepted over QUIC")
+                && out.contains("dispatcher: http://127.0.0.1:")
+                && out.contains("customer:   http://127.0.0.1:")
                 && !out.contains("service: 0 pings accepted")
                 && out.contains("demo done"),
             "{out}"

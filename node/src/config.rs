@@ -63,6 +63,8 @@ pub struct TlsConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
+    /// Open connections, on each side apart (QUIC, HTTP): past it QUIC
+    /// refuses, HTTP lets the next wait in the backlog.
     pub max_connections: usize,
     /// Resident memory the server keeps under, MiB: above it, new pings
     /// wait (streams) or are shed (datagrams). 0: 90 % of the container's
