@@ -328,7 +328,15 @@ fn import_info_route_on_real_maps() {
 fn the_demos_links_open_while_its_fleet_drives() {
     use std::io::{BufRead, BufReader};
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lastmile"))
-        .args(["demo", "--edges", "20000", "--vehicles", "20", "--seconds", "60"])
+        .args([
+            "demo",
+            "--edges",
+            "20000",
+            "--vehicles",
+            "20",
+            "--seconds",
+            "60",
+        ])
         .args(["--http", "127.0.0.1:0"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -345,7 +353,10 @@ fn the_demos_links_open_while_its_fleet_drives() {
             break;
         }
     }
-    let (dispatcher, customer) = (dispatcher.expect("a dispatcher link"), customer.expect("a customer link"));
+    let (dispatcher, customer) = (
+        dispatcher.expect("a dispatcher link"),
+        customer.expect("a customer link"),
+    );
     let (base, token) = customer.split_once("/t/").unwrap();
     common::server::rt().block_on(async {
         let http = reqwest::Client::new();
@@ -362,7 +373,10 @@ fn the_demos_links_open_while_its_fleet_drives() {
             .unwrap();
         assert_eq!(stop.status(), 200);
         let stop: serde_json::Value = stop.json().await.unwrap();
-        assert!(stop["stop"].is_string() && stop["status"].is_string(), "{stop}");
+        assert!(
+            stop["stop"].is_string() && stop["status"].is_string(),
+            "{stop}"
+        );
     });
     let _ = child.kill();
     let _ = child.wait();

@@ -614,6 +614,14 @@ fn customers_rate_a_delivered_stop_once() {
         let (_, o) = get(&s, "/api/v1/stops/r-1", Some(d)).await;
         assert_eq!(o["rating"]["stars"], 5);
         assert_eq!(o["rating"]["comment"], "quick and friendly");
+        // The dispatcher sees it beside the van's stops.
+        eventually("the stars in the van's stops", async || {
+            let (_, v) = get(&s, "/api/v1/vehicles/van-7", Some(d)).await;
+            v["stops"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x["stop"] == "r-1" && x["stars"] == 5))
+        })
+        .await;
         let got = read_feed(feed, 1, Duration::from_secs(10)).await;
         assert_eq!(got.len(), 1, "one rated event");
         assert_eq!(got[0].event, "rated");

@@ -167,7 +167,9 @@
       li.className = "stop " + s.status + (s.late ? " late" : "");
       const eta = s.status === "pending" || s.status === "next" ?
         (s.eta != null ? "ETA " + lastmile.time(s.eta) : "ETA unknown") : s.status;
-      li.textContent = s.stop + " — " + eta + (s.late ? " (late)" : "");
+      li.textContent = s.stop + " — " + eta + (s.late ? " (late)" : "") +
+        (s.stars ? " " + "★".repeat(s.stars) + "☆".repeat(5 - s.stars) : "");
+      if (s.stars && s.stars <= 2) li.classList.add("bad-rating");
       list.appendChild(li);
       if ((s.status === "pending" || s.status === "next") && s.position) line.push(s.position);
     }

@@ -43,8 +43,8 @@ async fn vehicle(
     let v = e.vehicle(id).ok_or_else(|| ApiError::no_vehicle(&name))?;
     let g = e.graph();
     let way = ((v.edge as usize) < g.num_edges()).then(|| g.way_id(v.edge));
-    let places = e.stop_positions(v.stops.iter().map(|s| s.stop));
-    Ok(Json(j::vehicle(&c, &v, way, &places)))
+    let briefs = e.stop_briefs(v.stops.iter().map(|s| s.stop));
+    Ok(Json(j::vehicle(&c, &v, way, &briefs)))
 }
 
 /// Most points in one history answer (then `truncated`: ask again from

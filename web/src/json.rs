@@ -3,10 +3,9 @@
 //! there is none; positions `[lat, lon]`. The fields mirror the QUIC
 //! protocol's VEHICLE, STOP, VEHICLES and EVENTS (PROTOCOL.md).
 
-use lastmile_engine::fleet::{Event, StopEta, StopOutcome, StopView, VehicleSnapshot};
+use lastmile_engine::fleet::{Event, StopBrief, StopEta, StopOutcome, StopView, VehicleSnapshot};
 use lastmile_engine::live_index::Found;
 use lastmile_node::ids::Kind;
-use lastmile_roadgraph::LatLon;
 use serde_json::{Value, json};
 
 use crate::caller::Caller;
@@ -27,10 +26,11 @@ fn position(lat: f64, lon: f64) -> Value {
     }
 }
 
-fn stop_eta(c: &Caller, s: &StopEta, place: Option<LatLon>) -> Value {
+fn stop_eta(c: &Caller, s: &StopEta, brief: Option<StopBrief>) -> Value {
     json!({
         "stop": c.name(Kind::Stop, s.stop),
-        "position": place.map_or(Value::Null, |p| position(p.lat, p.lon)),
+        "position": brief.map_or(Value::Null, |b| position(b.pos.lat, b.pos.lon)),
+        "stars": brief.and_then(|b| b.stars),
         "status": s.status.as_str(),
         "eta": time(s.eta),
         "eta_state": s.eta_state.as_str(),
@@ -41,12 +41,12 @@ fn stop_eta(c: &Caller, s: &StopEta, place: Option<LatLon>) -> Value {
     })
 }
 
-/// A vehicle; `places` are where its stops are planned, in its stops' order.
+/// A vehicle; `briefs` are its stops' places and ratings, in its stops' order.
 pub fn vehicle(
     c: &Caller,
     v: &VehicleSnapshot,
     way_id: Option<i64>,
-    places: &[Option<LatLon>],
+    briefs: &[Option<StopBrief>],
 ) -> Value {
     json!({
         "vehicle": c.name(Kind::Vehicle, v.vehicle),
@@ -67,7 +67,7 @@ pub fn vehicle(
             .stops
             .iter()
             .enumerate()
-            .map(|(i, s)| stop_eta(c, s, places.get(i).copied().flatten()))
+            .map(|(i, s)| stop_eta(c, s, briefs.get(i).copied().flatten()))
             .collect::<Vec<_>>(),
     })
 }

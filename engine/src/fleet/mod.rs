@@ -188,6 +188,14 @@ struct Registry {
     routes: HashMap<VehicleId, Vec<StopId>>,
 }
 
+/// What a vehicle's list of stops shows beside each ETA.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StopBrief {
+    pub pos: LatLon,
+    /// The customer's rating, once given.
+    pub stars: Option<u8>,
+}
+
 /// A stop's live view: its record, ETA and the vehicle's position.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StopView {
@@ -1267,13 +1275,19 @@ impl Engine {
         })
     }
 
-    /// Where each of `stops` is planned (`None` for a stop the registry no
-    /// longer holds), under one read of the registry.
-    pub fn stop_positions(&self, stops: impl IntoIterator<Item = StopId>) -> Vec<Option<LatLon>> {
+    /// Where each of `stops` is planned and the stars its customer gave
+    /// (`None` for a stop the registry no longer holds), under one read of
+    /// the registry.
+    pub fn stop_briefs(&self, stops: impl IntoIterator<Item = StopId>) -> Vec<Option<StopBrief>> {
         let reg = self.registry.read().unwrap_or_else(|p| p.into_inner());
         stops
             .into_iter()
-            .map(|s| reg.stops.get(&s).map(|r| r.plan.pos))
+            .map(|s| {
+                reg.stops.get(&s).map(|r| StopBrief {
+                    pos: r.plan.pos,
+                    stars: r.rating.as_ref().map(|r| r.stars),
+                })
+            })
             .collect()
     }
 
