@@ -90,8 +90,17 @@ async fn live(State(web): State<Arc<Web>>, c: Caller) -> Result<Response, ApiErr
                     _ = closing.wait_for(|c| *c) => return None,
                 }
             }
-            let (full, changed, gone) = live.scan();
-            live.first = false;
+            // A scan reads every vehicle of the fleet: off the async threads.
+            let scanned = tokio::task::spawn_blocking(move || {
+                let found = live.scan();
+                (live, found)
+            })
+            .await;
+            let Ok((mut back, (full, changed, gone))) = scanned else {
+                return None;
+            };
+            back.first = false;
+            live = back;
             if full || !changed.is_empty() || !gone.is_empty() {
                 HttpStats::add(&live.web.stats.fleet_updates, changed.len() as u64);
                 let gone: Vec<&str> = gone.iter().map(|g| &**g).collect();
