@@ -60,7 +60,12 @@ impl TlsListener {
                 let Ok(permit) = permits.clone().acquire_owned().await else {
                     return;
                 };
-                let (stream, peer) = match tcp.accept().await {
+                // The server gone, the port goes too.
+                let accepted = tokio::select! {
+                    a = tcp.accept() => a,
+                    _ = tx.closed() => return,
+                };
+                let (stream, peer) = match accepted {
                     Ok(c) => c,
                     // Out of descriptors and the like: breathe, go on.
                     Err(_) => {
@@ -80,9 +85,6 @@ impl TlsListener {
                         }
                     }
                 });
-                if tx.is_closed() {
-                    return;
-                }
             }
         });
         Ok(Self { ready, local })
