@@ -5,7 +5,7 @@
 
 const lastmile = (() => {
   // Stroke per road class (the server's class numbers, fastest first):
-  // [colour, width in pixels at zoom 16, the least zoom drawn with casing].
+  // [colour, width in pixels at zoom 16]. Casing is drawn from zoom 13 in.
   const STYLE = [
     ["#e8912b", 5], ["#e8912b", 3], ["#f2b33d", 5], ["#f2b33d", 3],
     ["#f7d774", 4.5], ["#f7d774", 3], ["#fbe9a6", 4], ["#fbe9a6", 2.5],
