@@ -263,6 +263,26 @@ fn the_dispatcher_sees_the_fleet_a_late_van_and_its_stops() {
         assert!(first[0].as_str().unwrap().starts_with("late-1 — ETA "), "{first}");
         assert_eq!(first[1], json!(true), "{first}");
         b.until("an event in the feed", "return document.querySelectorAll('#events li').length > 0").await;
+
+        // A customer's bad rating reaches the dispatcher at once: in the
+        // feed, and beside the van's stop.
+        let (code, _) = send(&s, "POST", "/api/v1/stops/late-1/complete", d, Some(json!({}))).await;
+        assert_eq!(code, 204);
+        let (_, t) = send(&s, "POST", "/api/v1/stops/late-1/tracking-token", d, None).await;
+        let customer = t["token"].as_str().unwrap();
+        let rating = json!({"stars": 2, "comment": "Parcel left in the rain"});
+        let (code, _) = send(&s, "POST", "/api/v1/tracking/rating", customer, Some(rating)).await;
+        assert_eq!(code, 204);
+        b.until(
+            "the rating in the feed",
+            "return [...document.querySelectorAll('#events li.rated')].some(li => li.innerText.includes('veh-00003 rated ★★☆☆☆ · late-1'))",
+        )
+        .await;
+        b.until(
+            "the rating beside the stop",
+            "return [...document.querySelectorAll('#v-stops li.bad-rating')].some(li => li.innerText.startsWith('late-1') && li.innerText.includes('★★☆☆☆'))",
+        )
+        .await;
         b.screenshot("dispatch").await;
         b.close().await;
     });
