@@ -112,10 +112,7 @@ async fn stop(
 /// The stop a tracking token covers (what the tracking page shows): as
 /// `GET /api/v1/stops/{stop}`, without knowing the stop's name.
 async fn tracking(State(web): State<Arc<Web>>, c: Caller) -> Result<Json<Value>, ApiError> {
-    let Some(id) = c.who.stop else {
-        return Err(ApiError::forbidden("this is not a tracking token"));
-    };
-    let name = c.name(lastmile_node::ids::Kind::Stop, id);
+    let name = c.tracked_stop("this is not a tracking token")?;
     stop(State(web), c, Path(name)).await
 }
 

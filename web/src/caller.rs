@@ -124,6 +124,15 @@ impl Caller {
             .ok_or_else(|| ApiError::no_stop(name))
     }
 
+    /// The name of the stop a tracking token covers; refused, saying
+    /// `refusal`, for any other token.
+    pub fn tracked_stop(&self, refusal: &str) -> Result<String, ApiError> {
+        match self.who.stop {
+            Some(id) => Ok(self.name(Kind::Stop, id)),
+            None => Err(ApiError::forbidden(refusal)),
+        }
+    }
+
     /// How the caller names an engine id.
     pub fn name(&self, kind: Kind, id: u64) -> String {
         self.web.node.name_of(&self.who, kind, id, false)

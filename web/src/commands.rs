@@ -411,18 +411,15 @@ struct RatingJson {
     comment: String,
 }
 
+const ONLY_THE_CUSTOMER: &str = "only the customer's tracking link may rate a stop";
+
 /// The customer rates the stop their tracking token covers.
 async fn rate_mine(
     web: State<Arc<Web>>,
     c: Caller,
     body: Body<RatingJson>,
 ) -> Result<StatusCode, ApiError> {
-    let Some(id) = c.who.stop else {
-        return Err(ApiError::forbidden(
-            "only the customer's tracking link may rate a stop",
-        ));
-    };
-    let name = c.name(Kind::Stop, id);
+    let name = c.tracked_stop(ONLY_THE_CUSTOMER)?;
     rate(web, c, Path(name), body).await
 }
 
@@ -436,9 +433,7 @@ async fn rate(
     Body(r): Body<RatingJson>,
 ) -> Result<StatusCode, ApiError> {
     if c.who.stop.is_none() {
-        return Err(ApiError::forbidden(
-            "only the customer's tracking link may rate a stop",
-        ));
+        return Err(ApiError::forbidden(ONLY_THE_CUSTOMER));
     }
     let (node, who) = (web.node.clone(), c.who.clone());
     let (stop, view, _) = tokio::task::spawn_blocking(move || node.stop_for(&who, &name))
