@@ -22,6 +22,7 @@ use lastmile_ingest::server::{Durable, Server, Sink};
 use lastmile_ingest::tls::{Identity, Trust};
 use lastmile_node::Node;
 use lastmile_web::HttpServer;
+use lastmile_web::osmand::OsmAndServer;
 use serde_json::{Value, json};
 
 use crate::progress::Bar;
@@ -50,6 +51,10 @@ pub struct ServeArgs {
     /// TCP address (overrides the config's `[http] listen`).
     #[arg(long)]
     http: Option<std::net::SocketAddr>,
+    /// Take positions from driver apps (Traccar Client, OsmAnd) on this TCP
+    /// address, conventionally port 5055 (overrides `[osmand] listen`).
+    #[arg(long)]
+    osmand: Option<std::net::SocketAddr>,
     /// Shards (overrides the config; 0 = one per core).
     #[arg(long)]
     shards: Option<usize>,
@@ -89,6 +94,9 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     }
     if let Some(h) = a.http {
         config.http.listen = Some(h);
+    }
+    if let Some(o) = a.osmand {
+        config.osmand.listen = Some(o);
     }
     if let Some(s) = a.shards {
         config.engine.shards = s;
@@ -178,25 +186,33 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     // The HTTP side serves the same certificate (none in dev mode: plain
     // HTTP on loopback, checked with the config).
     let http_tls = match (&config.tls.cert, &config.tls.key) {
-        (Some(c), Some(k)) if config.http.listen.is_some() => {
+        (Some(c), Some(k)) if config.http.listen.is_some() || config.osmand.listen.is_some() => {
             let id = Identity::load(c, k)?;
             Some(lastmile_web::tls::server_config(id.chain, id.key)?)
         }
         _ => None,
     };
     runtime.block_on(async move {
-        let http_listen = config.http.listen;
+        let (http_listen, osmand_listen) = (config.http.listen, config.osmand.listen);
         let running = Node::start(config, sink, auth, durable, resume_clock)?;
         let node = running.node.clone();
         let server = Server::bind(node.clone(), identity)?;
         let shared = server.shared().clone();
         let http = match http_listen {
-            Some(addr) => Some(HttpServer::bind(node.clone(), addr, http_tls).await?),
+            Some(addr) => Some(HttpServer::bind(node.clone(), addr, http_tls.clone()).await?),
+            None => None,
+        };
+        let osmand = match osmand_listen {
+            Some(addr) => Some(OsmAndServer::bind(node.clone(), addr, http_tls).await?),
             None => None,
         };
         let http_addr = http
             .as_ref()
-            .map(|h| h.local_addr().map(|a| format!("{}://{a}/", h.scheme())))
+            .map(|h| h.local_addr().map(|a| format!(", http on {}://{a}/", h.scheme())))
+            .transpose()?;
+        let osmand_addr = osmand
+            .as_ref()
+            .map(|o| o.local_addr().map(|a| format!(", driver apps on {}://{a}/", o.scheme())))
             .transpose()?;
         println!(
             "listening on {} (QUIC, ALPN lastmile/1), certificate sha256 {}, ready in {:.0} ms{}",
@@ -206,7 +222,8 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             server
                 .metrics_addr()
                 .map_or(String::new(), |m| format!(", metrics on http://{m}/metrics"))
-                + &http_addr.map_or(String::new(), |h| format!(", http on {h}"))
+                + &http_addr.unwrap_or_default()
+                + &osmand_addr.unwrap_or_default()
         );
         if let Some(p) = &dev_token_file {
             println!("dev admin token in {} (clients: --token \"$(cat {})\" --fingerprint {})", p.display(), p.display(), server.fingerprint());
@@ -217,12 +234,13 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             let _ = rx.wait_for(|s| *s).await;
         };
         let http_task = http.map(|h| tokio::spawn(h.run(stopped(stop_rx.clone()))));
+        let osmand_task = osmand.map(|o| tokio::spawn(o.run(stopped(stop_rx.clone()))));
         tokio::spawn(async move {
             shutdown_signal().await;
             let _ = stop_tx.send(true);
         });
         server.run(stopped(stop_rx)).await?;
-        if let Some(t) = http_task {
+        for t in [http_task, osmand_task].into_iter().flatten() {
             t.await??;
         }
         tokio::task::spawn_blocking(move || node.drain()).await?;

@@ -112,7 +112,7 @@ pub fn digest(token: &str) -> [u8; 32] {
     out
 }
 
-fn parse_hex32(s: &str) -> anyhow::Result<[u8; 32]> {
+pub fn parse_hex32(s: &str) -> anyhow::Result<[u8; 32]> {
     if s.len() != 64 {
         bail!("expected 64 hex digits");
     }
@@ -223,6 +223,14 @@ impl Auth {
             }
             None => None,
         }
+    }
+
+    /// The fleet of that name, if configured.
+    pub fn fleet_id(&self, name: &str) -> Option<FleetId> {
+        self.fleets
+            .iter()
+            .position(|f| f.name == name)
+            .map(|i| i as FleetId)
     }
 
     pub fn fleet_name(&self, fleet: Option<FleetId>) -> &str {

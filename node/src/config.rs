@@ -30,6 +30,8 @@ pub struct Config {
     /// (none by default).
     pub metrics_listen: Option<SocketAddr>,
     pub http: HttpConfig,
+    /// The door for driver apps (Traccar Client, OsmAnd).
+    pub osmand: crate::devices::OsmAndConfig,
     pub tls: TlsConfig,
     pub limits: Limits,
     pub engine: EngineConfig,
@@ -40,6 +42,8 @@ pub struct Config {
     pub traffic: TrafficConfig,
     pub fleets: Vec<FleetEntry>,
     pub tokens: Vec<TokenEntry>,
+    /// The driver apps' devices and the vehicles they report for.
+    pub devices: Vec<crate::devices::DeviceEntry>,
 }
 
 /// The HTTP side (JSON API, Server-Sent Events): off unless given an address.
@@ -254,6 +258,7 @@ impl Default for Config {
             data_dir: PathBuf::from("lastmile-data"),
             metrics_listen: None,
             http: HttpConfig::default(),
+            osmand: Default::default(),
             tls: TlsConfig::default(),
             limits: Limits::default(),
             engine: EngineConfig::default(),
@@ -264,6 +269,7 @@ impl Default for Config {
             traffic: TrafficConfig::default(),
             fleets: Vec::new(),
             tokens: Vec::new(),
+            devices: Vec::new(),
         }
     }
 }
@@ -329,6 +335,15 @@ impl Config {
         {
             bail!(
                 "http: without a [tls] certificate the HTTP side speaks plain HTTP, so it listens on a loopback address only ({a} is not): configure [tls] cert and key, or put a TLS proxy in front of a loopback address"
+            );
+        }
+        if let Some(a) = self.osmand.listen
+            && !a.ip().is_loopback()
+            && self.tls.cert.is_none()
+            && !self.osmand.plain_http
+        {
+            bail!(
+                "osmand: without a [tls] certificate the door for driver apps speaks plain HTTP, and the key in each request's path would cross the network in clear: configure [tls], or set osmand.plain_http = true to accept that ({a} is not a loopback address)"
             );
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {

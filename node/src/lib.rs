@@ -1,16 +1,19 @@
 //! `lastmile-node` holds what every front end of one lastmile node shares,
 //! so that the QUIC side (`lastmile-ingest`) and the HTTP side serve the
 //! same fleets the same way and never depend on each other:
-//! `lastmile.toml` ([`config`]), tokens, roles and fleets ([`auth`]), the
+//! `lastmile.toml` ([`config`]), the driver apps' devices ([`devices`]), tokens, roles and fleets ([`auth`]), the
 //! names fleets give their vehicles and stops ([`ids`]), the durable store
 //! ([`store`]) and the recovery and checkpoints built on it ([`durable`]),
 //! the event-time clock ([`clock`]), the memory bound ([`memory`]),
-//! where accepted pings go ([`sink`]), and the node that holds them all
+//! the rules every ping keeps at every door and its hand-over to the
+//! engine ([`admit`]), where accepted pings go ([`sink`]), and the node that holds them all
 //! with the threads that drive the engine ([`runtime`]).
 
+pub mod admit;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod devices;
 pub mod dispatch;
 pub mod durable;
 pub mod guard;

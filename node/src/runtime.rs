@@ -44,6 +44,8 @@ pub struct Node {
     /// every front end: an address's wrong tokens count the same whichever
     /// door they were tried at.
     pub guard: crate::guard::AddressGuard,
+    /// The driver apps' devices (the OsmAnd door) and what they reported.
+    pub devices: crate::devices::Devices,
     /// Counters the front ends add to the node's, so every statistics
     /// answer (QUIC GET_STATS, `/metrics`) carries every front end's.
     front_stats: std::sync::Mutex<Vec<StatsSource>>,
@@ -91,8 +93,10 @@ impl Node {
             config.limits.auth_failures_burst,
             config.limits.auth_failures_per_minute,
         );
+        let devices = crate::devices::Devices::new(&config.devices, &auth)?;
         let node = Arc::new(Node {
             guard,
+            devices,
             config,
             auth,
             ids,

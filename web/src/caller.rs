@@ -142,4 +142,19 @@ impl Caller {
     pub fn covers(&self, vehicle: VehicleId) -> bool {
         self.web.node.auth.covers(&self.who, vehicle)
     }
+
+    /// What the driver app reporting for `vehicle` last said, if the
+    /// caller's fleet holds it and a listed device reports for it.
+    pub fn device_report(
+        &self,
+        vehicle: VehicleId,
+    ) -> Option<(
+        lastmile_node::devices::App,
+        lastmile_node::devices::Reported,
+    )> {
+        if !self.covers(vehicle) {
+            return None;
+        }
+        self.web.node.devices.reported_by(vehicle)
+    }
 }

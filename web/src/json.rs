@@ -5,6 +5,7 @@
 
 use lastmile_engine::fleet::{Event, StopBrief, StopEta, StopOutcome, StopView, VehicleSnapshot};
 use lastmile_engine::live_index::Found;
+use lastmile_node::devices::App;
 use lastmile_node::ids::Kind;
 use serde_json::{Value, json};
 
@@ -62,6 +63,7 @@ pub fn vehicle(
         "online": v.online,
         "off_route": v.off_route,
         "stalled": v.stalled,
+        "device": device(c, v.vehicle),
         "next_stop": v.next_stop.map(|s| c.name(Kind::Stop, s)),
         "stops": v
             .stops
@@ -69,6 +71,25 @@ pub fn vehicle(
             .enumerate()
             .map(|(i, s)| stop_eta(c, s, briefs.get(i).copied().flatten()))
             .collect::<Vec<_>>(),
+    })
+}
+
+/// What the driver app reporting for the vehicle said besides its position
+/// (the OsmAnd door), or null.
+fn device(c: &Caller, vehicle: u64) -> Value {
+    let Some((app, r)) = c.device_report(vehicle) else {
+        return Value::Null;
+    };
+    json!({
+        "app": match app {
+            App::Traccar => "traccar",
+            App::Osmand => "osmand",
+        },
+        "time": time(r.time),
+        "battery_pct": r.battery,
+        "charging": r.charging,
+        "moving": r.moving,
+        "odometer_m": r.odometer_m,
     })
 }
 

@@ -14,6 +14,8 @@ mod feed;
 mod fleet;
 mod json;
 mod limit;
+mod listener;
+pub mod osmand;
 mod pages;
 mod roads;
 pub mod tls;
@@ -22,11 +24,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use anyhow::Context;
 use axum::Router;
 use lastmile_node::Node;
 
 pub use error::ApiError;
+use listener::Listener;
+pub use listener::Peer;
 
 /// The HTTP side's counters (`http_*` in the server's statistics).
 #[derive(Default)]
@@ -107,27 +110,6 @@ pub struct HttpServer {
     web: Arc<Web>,
 }
 
-enum Listener {
-    Plain(limit::Limited<tokio::net::TcpListener>),
-    Tls(limit::Limited<tls::TlsListener>),
-}
-
-/// The address a request came from (the handlers' `ConnectInfo`), for
-/// either listener.
-#[derive(Clone, Copy, Debug)]
-pub struct Peer(pub SocketAddr);
-
-impl<L> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, limit::Limited<L>>>
-    for Peer
-where
-    L: axum::serve::Listener<Addr = SocketAddr>,
-    L::Io: Unpin,
-{
-    fn connect_info(s: axum::serve::IncomingStream<'_, limit::Limited<L>>) -> Self {
-        Self(*s.remote_addr())
-    }
-}
-
 /// Largest request body: commands with a route of stops fit well inside.
 const MAX_BODY: usize = 1 << 20;
 
@@ -139,22 +121,15 @@ impl HttpServer {
         addr: SocketAddr,
         tls: Option<Arc<rustls::ServerConfig>>,
     ) -> anyhow::Result<Self> {
-        let tcp = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("HTTP listener on {addr}"))?;
         let stats = HttpStats::default();
-        let (max, counts) = (
+        let listener = Listener::bind(
+            addr,
+            tls,
             node.config.limits.max_connections,
             stats.connections.clone(),
-        );
-        let listener = match tls {
-            Some(config) => Listener::Tls(limit::Limited::new(
-                tls::TlsListener::new(tcp, config, stats.tls_failed.clone())?,
-                max,
-                counts,
-            )),
-            None => Listener::Plain(limit::Limited::new(tcp, max, counts)),
-        };
+            stats.tls_failed.clone(),
+        )
+        .await?;
         let web = Arc::new(Web {
             node,
             stats,
@@ -171,19 +146,12 @@ impl HttpServer {
     }
 
     pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
-        use axum::serve::Listener as _;
-        Ok(match &self.listener {
-            Listener::Plain(l) => l.local_addr()?,
-            Listener::Tls(l) => l.local_addr()?,
-        })
+        self.listener.local_addr()
     }
 
     /// `https` or `http`.
     pub fn scheme(&self) -> &'static str {
-        match self.listener {
-            Listener::Plain(_) => "http",
-            Listener::Tls(_) => "https",
-        }
+        self.listener.scheme()
     }
 
     /// The shared state, for the statistics.
@@ -201,13 +169,7 @@ impl HttpServer {
             shutdown.await;
             web.closing.send_replace(true);
         };
-        // The peer's address reaches the handlers: the guard limits guessing per address.
-        let app = router(self.web).into_make_service_with_connect_info::<Peer>();
-        match self.listener {
-            Listener::Plain(l) => axum::serve(l, app).with_graceful_shutdown(closing).await?,
-            Listener::Tls(l) => axum::serve(l, app).with_graceful_shutdown(closing).await?,
-        }
-        Ok(())
+        self.listener.serve(router(self.web), closing).await
     }
 }
 

@@ -8,10 +8,10 @@
 //! dropped and counted.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use lastmile_engine::Ping;
 use lastmile_engine::fleet::VehicleId;
+use lastmile_node::admit::{self, Bounds};
 use quinn::{Connection, RecvStream};
 use tracing::debug;
 
@@ -34,49 +34,20 @@ enum Reject {
     Field,
 }
 
-/// Pings stamped before 2000-01-01 come from a device whose clock was
-/// never set (1970, 1980) or rolled over (GPS week rollover lands in 1999).
-const MIN_PING_TIME_S: f64 = lastmile_node::dispatch::MIN_TIME_S;
-
-/// The bounds a ping's time and speed must keep, fixed for one batch.
-struct Bounds {
-    earliest: f64,
-    latest: f64,
-    max_speed: f32,
-}
-
-impl Bounds {
-    fn now(shared: &Shared) -> Self {
-        let l = &shared.config.limits;
-        let earliest = shared
-            .clock
-            .watermark()
-            .map_or(MIN_PING_TIME_S, |w| (w - l.max_past_s).max(MIN_PING_TIME_S));
-        Self {
-            earliest,
-            latest: super::clock::wall_s() + l.max_future_s,
-            max_speed: l.max_speed_mps as f32,
-        }
-    }
-
-    fn check(&self, rec: &PingRecord) -> Result<(VehicleId, Ping), Reject> {
-        let (v, p) = rec.to_ping().map_err(|e| match e {
-            PingError::BadPosition => Reject::Position,
-            PingError::BadTime => Reject::Time,
-            PingError::BadHeading | PingError::ReservedFlags => Reject::Field,
-        })?;
-        if p.time < MIN_PING_TIME_S {
-            Err(Reject::Time)
-        } else if p.time > self.latest {
-            Err(Reject::Future)
-        } else if p.time < self.earliest {
-            Err(Reject::Past)
-        } else if p.speed.is_some_and(|s| s > self.max_speed) {
-            Err(Reject::Speed)
-        } else {
-            Ok((v, p))
-        }
-    }
+/// A record decoded and within the node's bounds (`lastmile_node::admit`).
+fn admit(bounds: &Bounds, rec: &PingRecord) -> Result<(VehicleId, Ping), Reject> {
+    let (v, p) = rec.to_ping().map_err(|e| match e {
+        PingError::BadPosition => Reject::Position,
+        PingError::BadTime => Reject::Time,
+        PingError::BadHeading | PingError::ReservedFlags => Reject::Field,
+    })?;
+    bounds.check(&p).map_err(|r| match r {
+        admit::Reject::Time => Reject::Time,
+        admit::Reject::Future => Reject::Future,
+        admit::Reject::Past => Reject::Past,
+        admit::Reject::Speed => Reject::Speed,
+    })?;
+    Ok((v, p))
 }
 
 /// What checking a batch found.
@@ -102,7 +73,7 @@ fn check(
     let bounds = Bounds::now(shared);
     let vehicles = session.ping_vehicles(shared);
     for rec in batch.iter() {
-        match bounds.check(&rec) {
+        match admit(&bounds, &rec) {
             Ok((wire, p)) => {
                 let vehicle = vehicles.get(wire);
                 if let Some(v) = vehicle {
@@ -165,8 +136,7 @@ pub async fn stream(
     let allowed = who.role.may_send_pings();
     let mut told = false;
     let max_frame = shared.config.limits.max_frame_bytes;
-    let (mut buf, mut pings, mut refused, mut retry) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut buf, mut pings) = (Vec::new(), Vec::new());
     loop {
         let h = match read_frame(&mut recv, max_frame, &mut buf).await {
             ReadFrame::Frame(h) => h,
@@ -248,25 +218,12 @@ pub async fn stream(
         }
         pings.clear();
         let checked = check(&shared, &session, &batch, &mut pings);
-        let mut wait = Duration::from_micros(500);
-        // Over the memory bound: hold the stream (its sender's flow-control
-        // window closes) until memory is back under it.
-        while shared.memory.over() {
-            ServerStats::add(&stats.backpressure_waits, 1);
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(Duration::from_millis(20));
-        }
-        let mut accepted = shared.sink.offer(&pings, &mut refused);
-        while !refused.is_empty() {
-            // A shard queue is full: stop reading this stream until the
-            // engine has room (the sender's flow-control window closes).
-            ServerStats::add(&stats.backpressure_waits, 1);
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(Duration::from_millis(20));
-            std::mem::swap(&mut retry, &mut refused);
-            refused.clear();
-            accepted += shared.sink.offer(&retry, &mut refused);
-        }
+        // Over the memory bound or a full shard queue: stop reading this
+        // stream until the engine has room (the sender's flow-control
+        // window closes).
+        let accepted = admit::offer(&shared.node, &pings, None, &stats.backpressure_waits)
+            .await
+            .unwrap_or_else(|b| b.accepted);
         ServerStats::add(&stats.pings_accepted, accepted as u64);
         shared.clock.observe(checked.latest);
         let mut frame = Vec::with_capacity(32);
