@@ -6,6 +6,7 @@ mod commands;
 mod feeds;
 mod history;
 mod live_demo;
+mod osmand_replay;
 mod progress;
 mod service;
 mod tracking;

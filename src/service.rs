@@ -349,6 +349,15 @@ pub struct ReplayArgs {
     /// Assign these routes first (stops CSV), at the trace's first time.
     #[arg(long)]
     stops: Option<PathBuf>,
+    /// Send the pings to the door for driver apps at this URL instead
+    /// (`http://HOST:5055/KEY`, the key a token of the vehicles' fleet), one
+    /// position per request as Traccar Client and OsmAnd do, each vehicle
+    /// a device named by its trace id.
+    #[arg(long, conflicts_with_all = ["datagrams", "queries", "stops"])]
+    osmand: Option<String>,
+    /// How the positions are written to the door (with --osmand).
+    #[arg(long, value_enum, default_value = "query", requires = "osmand")]
+    form: crate::osmand_replay::Form,
     #[arg(long)]
     json: bool,
 }
@@ -376,6 +385,57 @@ fn read_trace(path: &Path) -> Result<lastmile_engine::trace::Trace> {
     trace.with_context(|| format!("{}", path.display()))
 }
 
+/// `replay --osmand`: through the door for driver apps.
+fn replay_osmand(a: ReplayArgs, url: String, pings: Arc<replay::TracePings>) -> Result<()> {
+    let opts = crate::osmand_replay::Options {
+        url,
+        form: a.form,
+        connections: a.connections,
+        rate: a.rate,
+        speedup: a.speedup,
+    };
+    let bar = Bar::new();
+    bar.stage_count("replaying positions", pings.pings.len() as u64);
+    let report = block_on(async {
+        let progress = Arc::new(AtomicU64::new(0));
+        let p = progress.clone();
+        let bar = &bar;
+        let watcher = async move {
+            loop {
+                lastmile_roadgraph::Progress::set(bar, p.load(Relaxed));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        tokio::select! {
+            r = crate::osmand_replay::replay(opts, pings, progress) => r,
+            _ = watcher => unreachable!("the progress loop never ends"),
+        }
+    })?;
+    bar.finish();
+    if a.json {
+        println!("{}", report.to_json());
+    } else {
+        println!(
+            "replayed {} positions over {} {} connection(s) in {:.2} s: {} accepted, {} rejected, {} sent again after 503, {:.0} positions/s, request p50 {:.0} µs p99 {:.0} µs{}",
+            report.sent,
+            report.connections,
+            report.mode,
+            report.elapsed_s,
+            report.accepted,
+            report.rejected,
+            report.busy,
+            report.pings_per_s,
+            report.ack_p50_us,
+            report.ack_p99_us,
+            report
+                .first_refusal
+                .as_ref()
+                .map_or(String::new(), |r| format!(" (first refusal: {r})"))
+        );
+    }
+    Ok(())
+}
+
 pub fn replay(a: ReplayArgs) -> Result<()> {
     if a.connections == 0
         || a.rate.is_some_and(|r| r.is_nan() || r <= 0.0)
@@ -384,7 +444,6 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
     {
         bail!("--connections, --rate, --speedup and --batch must be positive");
     }
-    let target = a.conn.target()?;
     let trace = read_trace(&a.trace)?;
     let pings = Arc::new(
         replay::pings_from_trace(&trace).with_context(|| format!("{}", a.trace.display()))?,
@@ -393,6 +452,10 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
     if pings.pings.is_empty() {
         bail!("{}: no pings", a.trace.display());
     }
+    if let Some(url) = a.osmand.clone() {
+        return replay_osmand(a, url, pings);
+    }
+    let target = a.conn.target()?;
     let routes = match &a.stops {
         Some(p) => replay::routes_from_stops(
             std::fs::File::open(p).with_context(|| format!("{}", p.display()))?,

@@ -7,13 +7,16 @@
 //!
 //! A request proves itself with the first segment of its URL path
 //! (`http://host:5055/<key>`): the device's own key, or a token of its
-//! fleet whose role may send pings. What the apps report besides the
-//! position (battery, charging, moving, odometer) is kept per device and
-//! shown with the vehicle.
+//! fleet whose role may send pings. A fleet may also take any device
+//! (`id = "*"`): then a request with a token of that fleet reports for the
+//! vehicle named by its device id, so a fleet of a thousand phones needs
+//! one line, not a thousand. What the apps report besides the position
+//! (battery, charging, moving, odometer) is kept per device and shown with
+//! the vehicle.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::bail;
 use serde::Deserialize;
@@ -50,7 +53,8 @@ pub enum App {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceEntry {
-    /// What the app sends as `id`, `deviceid` or `device_id`.
+    /// What the app sends as `id`, `deviceid` or `device_id`; `*`: any
+    /// device reporting with a token of the fleet (no key of its own).
     pub id: String,
     pub fleet: String,
     /// The fleet's id for the vehicle (default: the device id).
@@ -92,10 +96,22 @@ pub struct Device {
 }
 
 impl Device {
+    fn new(id: String, fleet: FleetId, vehicle: String, app: App, key: Option<[u8; 32]>) -> Self {
+        Self {
+            id,
+            fleet,
+            vehicle,
+            app,
+            key,
+            engine_id: OnceLock::new(),
+            reported: Mutex::new(Reported::default()),
+        }
+    }
+
     /// Whether `credential` (the first segment of the request's path) lets
     /// a request report for this device: its own key, or a token of its
     /// fleet (or an admin's) that may send pings.
-    pub fn admits(&self, auth: &Auth, credential: &str) -> bool {
+    fn admits(&self, auth: &Auth, credential: &str) -> bool {
         if credential.is_empty() {
             return false;
         }
@@ -122,25 +138,47 @@ impl Device {
     }
 }
 
-/// Every listed device, by the id its app sends.
-#[derive(Default)]
+/// Every listed device, by the id its app sends, and those met through a
+/// fleet that takes any.
 pub struct Devices {
-    by_id: HashMap<String, Device>,
-    /// Device id by the engine's vehicle id, as reports resolve them.
-    by_vehicle: Mutex<HashMap<u64, String>>,
+    by_id: HashMap<String, Arc<Device>>,
+    /// Fleets that take any device, and the app their devices run.
+    any: HashMap<FleetId, App>,
+    /// Devices met through `any`, by fleet and id; at most `max_met`.
+    met: Mutex<HashMap<(FleetId, String), Arc<Device>>>,
+    max_met: usize,
+    /// By the engine's vehicle id, as reports resolve them.
+    by_vehicle: Mutex<HashMap<u64, Arc<Device>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Devices {
-    pub fn new(entries: &[DeviceEntry], auth: &Auth) -> anyhow::Result<Self> {
-        let mut by_id = HashMap::new();
+    /// `max_met`: devices met through fleets that take any (the fleets'
+    /// vehicle names bound them anyway).
+    pub fn new(entries: &[DeviceEntry], auth: &Auth, max_met: usize) -> anyhow::Result<Self> {
+        let (mut by_id, mut any) = (HashMap::new(), HashMap::new());
         for (i, e) in entries.iter().enumerate() {
             let label = format!("devices[{i}] ({:?})", e.id);
-            if e.id.is_empty() || e.id.len() > 128 || e.id.chars().any(char::is_control) {
-                bail!("{label}: a device id is 1 to 128 printable characters");
-            }
             let Some(fleet) = auth.fleet_id(&e.fleet) else {
                 bail!("{label}: unknown fleet {:?}", e.fleet);
             };
+            if e.id == "*" {
+                if e.key.is_some() || e.key_sha256.is_some() || e.vehicle.is_some() {
+                    bail!(
+                        "{label}: any device reports with a token of its fleet and for the vehicle named by its id: no key or vehicle here"
+                    );
+                }
+                if any.insert(fleet, e.app).is_some() {
+                    bail!("{label}: fleet {:?} takes any device twice", e.fleet);
+                }
+                continue;
+            }
+            if e.id.is_empty() || e.id.len() > 128 || e.id.chars().any(char::is_control) {
+                bail!("{label}: a device id is 1 to 128 printable characters");
+            }
             let key = match (&e.key, &e.key_sha256) {
                 (Some(k), None) if k.len() >= 16 => Some(auth::digest(k)),
                 (Some(_), None) => bail!("{label}: a key must be at least 16 characters"),
@@ -150,48 +188,178 @@ impl Devices {
                 (None, None) => None,
                 (Some(_), Some(_)) => bail!("{label}: give at most one of key and key_sha256"),
             };
-            let device = Device {
-                id: e.id.clone(),
-                fleet,
-                vehicle: e.vehicle.clone().unwrap_or_else(|| e.id.clone()),
-                app: e.app,
-                key,
-                engine_id: OnceLock::new(),
-                reported: Mutex::new(Reported::default()),
-            };
-            if by_id.insert(e.id.clone(), device).is_some() {
+            let vehicle = e.vehicle.clone().unwrap_or_else(|| e.id.clone());
+            let device = Device::new(e.id.clone(), fleet, vehicle, e.app, key);
+            if by_id.insert(e.id.clone(), Arc::new(device)).is_some() {
                 bail!("{label}: the device id is listed twice");
             }
         }
         Ok(Self {
             by_id,
+            any,
+            met: Mutex::new(HashMap::new()),
+            max_met: max_met.max(1),
             by_vehicle: Mutex::new(HashMap::new()),
         })
     }
 
-    pub fn get(&self, id: &str) -> Option<&Device> {
-        self.by_id.get(id)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_id.is_empty()
+    /// The device `id` if `credential` lets a request report for it: a
+    /// listed device by its key or its fleet's token; otherwise any device
+    /// of the fleet whose token it is, if that fleet takes any. `None`
+    /// alike for an id nobody listed and a wrong credential.
+    pub fn find(&self, auth: &Auth, id: &str, credential: &str) -> Option<Arc<Device>> {
+        if let Some(d) = self.by_id.get(id) {
+            return d.admits(auth, credential).then(|| d.clone());
+        }
+        if self.any.is_empty() || id.is_empty() || id.len() > 128 {
+            return None;
+        }
+        let p = auth.authenticate(credential)?;
+        let fleet = p
+            .fleet
+            .filter(|_| p.role.may_send_pings() && p.stop.is_none())?;
+        let app = *self.any.get(&fleet)?;
+        let mut met = lock(&self.met);
+        if let Some(d) = met.get(&(fleet, id.to_string())) {
+            return Some(d.clone());
+        }
+        if met.len() >= self.max_met {
+            return None;
+        }
+        let d = Arc::new(Device::new(id.into(), fleet, id.into(), app, None));
+        met.insert((fleet, id.to_string()), d.clone());
+        Some(d)
     }
 
     /// Records that `device` reports for the engine's vehicle `vehicle`.
-    pub fn resolved(&self, device: &Device, vehicle: u64) {
+    pub fn resolved(&self, device: &Arc<Device>, vehicle: u64) {
         if device.engine_id.set(vehicle).is_ok() {
-            self.by_vehicle
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(vehicle, device.id.clone());
+            lock(&self.by_vehicle).insert(vehicle, device.clone());
         }
     }
 
     /// What the device reporting for `vehicle` last said, if one does.
     pub fn reported_by(&self, vehicle: u64) -> Option<(App, Reported)> {
-        let by_vehicle = self.by_vehicle.lock().unwrap_or_else(|p| p.into_inner());
-        let device = self.by_id.get(by_vehicle.get(&vehicle)?)?;
-        let r = *device.reported.lock().unwrap_or_else(|p| p.into_inner());
+        let device = lock(&self.by_vehicle).get(&vehicle)?.clone();
+        let r = *lock(&device.reported);
         Some((device.app, r))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{FleetEntry, TokenEntry};
+
+    fn auth() -> Auth {
+        let fleet = |name: &str| FleetEntry {
+            name: name.into(),
+            vehicles: Vec::new(),
+        };
+        let token = |t: &str, role, fleet: &str| TokenEntry {
+            token: Some(t.into()),
+            token_sha256: None,
+            role,
+            fleet: Some(fleet.into()),
+            name: None,
+        };
+        Auth::new(
+            &[fleet("acme"), fleet("globex")],
+            &[
+                token("acme-device-token-01", Role::Device, "acme"),
+                token("acme-reader-token-01", Role::Reader, "acme"),
+                token("globex-device-tok-01", Role::Device, "globex"),
+            ],
+            4,
+        )
+        .unwrap()
+    }
+
+    fn entry(id: &str, fleet: &str, key: Option<&str>) -> DeviceEntry {
+        DeviceEntry {
+            id: id.into(),
+            fleet: fleet.into(),
+            vehicle: None,
+            key: key.map(Into::into),
+            key_sha256: None,
+            app: App::Traccar,
+        }
+    }
+
+    #[test]
+    fn a_listed_device_reports_with_its_key_or_its_fleets_token_only() {
+        let a = auth();
+        let d = Devices::new(
+            &[entry("phone-1", "acme", Some("phone-1-secret-key"))],
+            &a,
+            10,
+        )
+        .unwrap();
+        let found = d
+            .find(&a, "phone-1", "phone-1-secret-key")
+            .expect("its key");
+        assert_eq!((found.vehicle.as_str(), found.fleet), ("phone-1", 0));
+        assert!(d.find(&a, "phone-1", "acme-device-token-01").is_some());
+        for wrong in [
+            "",
+            "phone-1-secret-kez",
+            "acme-reader-token-01",
+            "globex-device-tok-01",
+        ] {
+            assert!(d.find(&a, "phone-1", wrong).is_none(), "{wrong:?}");
+        }
+        // Nobody listed it, and acme takes no other device.
+        assert!(d.find(&a, "phone-2", "acme-device-token-01").is_none());
+    }
+
+    #[test]
+    fn a_fleet_that_takes_any_device_takes_it_with_its_token_and_bounded() {
+        let a = auth();
+        let d = Devices::new(&[entry("*", "acme", None)], &a, 2).unwrap();
+        let x = d
+            .find(&a, "van-9", "acme-device-token-01")
+            .expect("a token of acme");
+        assert_eq!((x.vehicle.as_str(), x.fleet), ("van-9", 0));
+        let again = d.find(&a, "van-9", "acme-device-token-01").unwrap();
+        assert!(Arc::ptr_eq(&x, &again), "the same device each time");
+        for wrong in [
+            "",
+            "acme-reader-token-01",
+            "globex-device-tok-01",
+            "nope-nope-nope-nope",
+        ] {
+            assert!(d.find(&a, "van-9", wrong).is_none(), "{wrong:?}");
+        }
+        assert!(d.find(&a, "van-10", "acme-device-token-01").is_some());
+        assert!(
+            d.find(&a, "van-11", "acme-device-token-01").is_none(),
+            "bounded"
+        );
+    }
+
+    #[test]
+    fn bad_entries_say_why() {
+        let a = auth();
+        let cases = [
+            (vec![entry("p", "nowhere", None)], "unknown fleet"),
+            (vec![entry("p", "acme", Some("short"))], "at least 16"),
+            (
+                vec![entry("p", "acme", None), entry("p", "acme", None)],
+                "listed twice",
+            ),
+            (vec![entry("", "acme", None)], "1 to 128"),
+            (
+                vec![entry("*", "acme", Some("a-key-for-any-device"))],
+                "no key",
+            ),
+            (
+                vec![entry("*", "acme", None), entry("*", "acme", None)],
+                "twice",
+            ),
+        ];
+        for (entries, why) in cases {
+            let e = Devices::new(&entries, &a, 10).err().expect(why).to_string();
+            assert!(e.contains(why), "{e}");
+        }
     }
 }

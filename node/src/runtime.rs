@@ -93,7 +93,8 @@ impl Node {
             config.limits.auth_failures_burst,
             config.limits.auth_failures_per_minute,
         );
-        let devices = crate::devices::Devices::new(&config.devices, &auth)?;
+        let devices =
+            crate::devices::Devices::new(&config.devices, &auth, config.limits.max_ids_per_fleet)?;
         let node = Arc::new(Node {
             guard,
             devices,

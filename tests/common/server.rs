@@ -28,6 +28,8 @@ pub struct Server {
     pub metrics: Option<String>,
     /// `http://HOST:PORT` of its HTTP side, if started with `--http`.
     pub http: Option<String>,
+    /// `http://HOST:PORT` of its door for driver apps, if started with `--osmand`.
+    pub osmand: Option<String>,
 }
 
 impl Server {
@@ -221,13 +223,16 @@ pub fn serve_with(dir: &Path, engine_extra: &str, extra: &str, args: &[&str]) ->
         .split("metrics on http://")
         .nth(1)
         .map(|m| m.split([',', '/']).next().unwrap_or(m).to_string());
-    let http = line.split("http on ").nth(1).map(|h| {
-        h.split(',')
-            .next()
-            .unwrap_or(h)
-            .trim_end_matches('/')
-            .to_string()
-    });
+    let after = |label: &str| {
+        line.split(label).nth(1).map(|h| {
+            h.split(',')
+                .next()
+                .unwrap_or(h)
+                .trim_end_matches('/')
+                .to_string()
+        })
+    };
+    let (http, osmand) = (after("http on "), after("driver apps on "));
     let fingerprint = line
         .split("sha256 ")
         .nth(1)
@@ -248,6 +253,7 @@ pub fn serve_with(dir: &Path, engine_extra: &str, extra: &str, args: &[&str]) ->
         data,
         metrics,
         http,
+        osmand,
     }
 }
 

@@ -244,9 +244,9 @@ async fn take(
         ApiError::bad_value(m)
     })?;
     let device = admitted(door, peer, &request.device, &credential(uri)).await?;
-    let vehicle = vehicle_of(door, device).await?;
+    let vehicle = vehicle_of(door, &device).await?;
     OsmAndStats::add(&stats.positions, request.reports.len() as u64);
-    let pings = positions(door, device, vehicle, &request);
+    let pings = positions(door, &device, vehicle, &request);
     let taken = admit::offer(&door.node, &pings, Some(PATIENCE), &stats.waits).await;
     let accepted = taken.unwrap_or_else(|b| b.accepted);
     OsmAndStats::add(&stats.accepted, accepted as u64);
@@ -256,7 +256,7 @@ async fn take(
     if let Some(t) = newest {
         door.node.clock.observe(t);
     }
-    note(device, &request, newest);
+    note(&device, &request, newest);
     if taken.is_err() {
         OsmAndStats::add(&stats.busy, 1);
         return Err(Refusal::Busy);
@@ -266,12 +266,7 @@ async fn take(
 
 /// The listed device `id`, if `key` lets a request report for it, under
 /// the node's per-address limit on guessing.
-async fn admitted<'a>(
-    door: &'a Door,
-    peer: Peer,
-    id: &str,
-    key: &str,
-) -> Result<&'a Device, ApiError> {
+async fn admitted(door: &Door, peer: Peer, id: &str, key: &str) -> Result<Arc<Device>, ApiError> {
     let guard = &door.node.guard;
     let (ip, k) = (peer.0.ip(), token_key(key));
     match guard.gate(ip, k) {
@@ -285,8 +280,8 @@ async fn admitted<'a>(
             ));
         }
     }
-    match door.node.devices.get(id) {
-        Some(d) if d.admits(&door.node.auth, key) => {
+    match door.node.devices.find(&door.node.auth, id, key) {
+        Some(d) => {
             guard.auth_succeeded(ip, k);
             Ok(d)
         }
@@ -299,7 +294,7 @@ async fn admitted<'a>(
 
 /// The engine's id of the device's vehicle, named in its fleet at its
 /// first report (the name is stored before the answer).
-async fn vehicle_of(door: &Arc<Door>, device: &Device) -> Result<VehicleId, ApiError> {
+async fn vehicle_of(door: &Arc<Door>, device: &Arc<Device>) -> Result<VehicleId, ApiError> {
     if let Some(&v) = device.engine_id.get() {
         return Ok(v);
     }

@@ -49,16 +49,19 @@ fn date_time(s: &str) -> Option<f64> {
         return None;
     }
     let mut i = 16;
-    let mut second = 0.0;
+    let (mut second, mut fraction, mut scale) = (0, 0, 1);
     if b.get(i) == Some(&b':') {
-        second = num(i + 1, 2)? as f64;
+        second = num(i + 1, 2)?;
         i += 3;
         if b.get(i) == Some(&b'.') {
             let digits = b[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
             if digits == 0 {
                 return None;
             }
-            second += s[i..i + 1 + digits].parse::<f64>().ok()?;
+            // Beyond nanoseconds nothing is meant.
+            let kept = digits.min(9);
+            fraction = num(i + 1, kept)?;
+            scale = 10i64.pow(kept as u32);
             i += 1 + digits;
         }
     }
@@ -86,11 +89,14 @@ fn date_time(s: &str) -> Option<f64> {
         2 => 28,
         _ => return None,
     };
-    if day < 1 || day > days_in_month || hour > 23 || minute > 59 || second >= 61.0 {
+    if day < 1 || day > days_in_month || hour > 23 || minute > 59 || second > 60 {
         return None;
     }
-    let days = days_from_civil(year, month, day);
-    Some((days * 86_400 + hour * 3600 + minute * 60 - offset_s) as f64 + second)
+    let whole =
+        days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second - offset_s;
+    // One rounding, as the QUIC side makes of milliseconds: the same
+    // instant gives the same f64 through either door.
+    Some((i128::from(whole) * i128::from(scale) + i128::from(fraction)) as f64 / scale as f64)
 }
 
 /// Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
@@ -116,7 +122,14 @@ mod tests {
         assert_eq!(parse("1442068686579"), Ok(1_442_068_686.579));
         // ISO 8601 with a zone, with and without fractions.
         assert_eq!(parse("2016-01-27T18:55:47Z"), Ok(1_453_920_947.0));
-        assert_eq!(parse("2025-06-15T13:45:12.862Z"), Ok(1_749_995_112.862));
+        assert_eq!(
+            parse("2025-06-15T13:45:12.862Z"),
+            Ok(1_749_995_112_862.0 / 1000.0)
+        );
+        assert_eq!(
+            parse("2026-01-01T00:00:00.868Z"),
+            Ok(1_767_225_600_868.0 / 1000.0)
+        );
         assert_eq!(parse("2016-01-27T20:55:47+02:00"), Ok(1_453_920_947.0));
         assert_eq!(parse("2016-01-27T13:55:47-0500"), Ok(1_453_920_947.0));
         assert_eq!(parse("2016-01-27T20:55:47+02"), Ok(1_453_920_947.0));
@@ -126,6 +139,10 @@ mod tests {
         assert_eq!(parse("2024-02-29T00:00:00Z"), Ok(1_709_164_800.0));
         assert_eq!(parse("2000-01-01T00:00:00Z"), Ok(946_684_800.0));
         assert_eq!(parse("1999-12-31T23:59:59Z"), Ok(946_684_799.0));
+        assert_eq!(
+            parse("9999-12-31T23:59:59.999999999Z"),
+            Ok(253_402_300_800.0)
+        );
     }
 
     #[test]
