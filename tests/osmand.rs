@@ -310,3 +310,145 @@ fn a_replay_through_the_door_is_matched_as_over_quic() {
         assert_eq!(a, b, "the same matched path through either door");
     });
 }
+
+/// One vehicle's rows of a simulated trace: (time, lat, lon, speed, heading).
+fn rows_of(trace: &std::path::Path, vehicle: &str) -> Vec<(f64, f64, f64, f64, f64)> {
+    let mut r = csv::Reader::from_path(trace).unwrap();
+    let mut out: Vec<_> = r
+        .records()
+        .map(Result::unwrap)
+        .filter(|x| &x[0] == vehicle)
+        .map(|x| {
+            let n = |i: usize| x[i].parse::<f64>().unwrap_or(-1.0);
+            (n(1), n(2), n(3), n(4), n(5))
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.total_cmp(&b.0));
+    out
+}
+
+fn location(&(t, lat, lon, speed, heading): &(f64, f64, f64, f64, f64)) -> Value {
+    serde_json::json!({
+        "timestamp": format!("{}", t),
+        "coords": {"latitude": lat, "longitude": lon, "speed": speed, "heading": heading, "accuracy": 5.0},
+        "is_moving": true,
+    })
+}
+
+/// The distinct edges of a vehicle's history between two times.
+async fn edges_between(s: &Server, v: &str, from: f64, to: f64) -> Vec<i64> {
+    let url = format!(
+        "{}/api/v1/vehicles/{v}/history?from={from}&to={to}",
+        s.http.as_ref().unwrap()
+    );
+    let r = reqwest::Client::new()
+        .get(url)
+        .bearer_auth(ACME_READER)
+        .send()
+        .await
+        .unwrap();
+    let h: Value = r.json().await.unwrap();
+    let mut e: Vec<i64> = h["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["edge"].as_i64())
+        .collect();
+    e.sort_unstable();
+    e.dedup();
+    e
+}
+
+/// A phone offline for four minutes uploads its buffer after newer
+/// positions got through: the buffered stretch is matched into the
+/// vehicle's history where its live path has a gap, as the same drive
+/// sent in order is matched, and its live state stays the newest.
+#[test]
+fn an_offline_buffer_uploaded_late_fills_the_gap_in_the_history() {
+    let dir = tmpdir("osmand-late");
+    let (trace, _) = simulate(&dir, 4, 900);
+    let any = "[[devices]]\nid = \"*\"\nfleet = \"acme\"\n";
+    let args = ["--http", "127.0.0.1:0", "--osmand", "127.0.0.1:0"];
+    for d in ["quic", "door"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    let quic = serve_with(&dir.join("quic"), "", any, &args);
+    let door = serve_with(&dir.join("door"), "", any, &args);
+    let o = lastmile(&[
+        "replay",
+        trace.to_str().unwrap(),
+        "--server",
+        &quic.addr,
+        "--fingerprint",
+        &quic.fingerprint,
+        "--token",
+        ACME_DEVICE,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Four minutes offline while driving: the vehicle and stretch that
+    // move the most, with positions before and after.
+    let (mut best, mut v, mut rows) = ((0, 0.0), String::new(), Vec::new());
+    for i in 0..4 {
+        let r = rows_of(&trace, &common::server::veh(i));
+        for (k, start) in r.iter().enumerate().skip(10) {
+            let end = start.0 + 240.0;
+            if r.iter().filter(|x| x.0 > end).count() < 10 {
+                break;
+            }
+            let moving = r[k..]
+                .iter()
+                .take_while(|x| x.0 < end)
+                .filter(|x| x.3 > 3.0)
+                .count();
+            if moving > best.0 {
+                (best, v, rows) = ((moving, start.0), common::server::veh(i), r.clone());
+            }
+        }
+    }
+    assert!(best.0 >= 20, "no vehicle drove for long: {best:?}");
+    let (from, to) = (best.1 - 0.5, best.1 + 240.0);
+    let (buffered, live): (Vec<_>, Vec<_>) = rows.iter().partition(|r| r.0 > from && r.0 < to);
+    let url = format!("{}/{ACME_DEVICE}", door.osmand.as_ref().unwrap());
+    rt().block_on(async {
+        let http = reqwest::Client::new();
+        let post = async |body: Value| {
+            let r = http.post(&url).json(&body).send().await.unwrap();
+            assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        };
+        for r in &live {
+            post(serde_json::json!({"device_id": v, "location": location(r)})).await;
+        }
+        // The buffer, as one batch, newest first.
+        let batch: Vec<Value> = buffered.iter().rev().map(location).collect();
+        post(serde_json::json!({"device_id": v, "locations": batch})).await;
+        let stats = door.stats().await;
+        assert_eq!(
+            stats["osmand_positions_backfilled"],
+            buffered.len() as u64,
+            "{stats:?}"
+        );
+        assert_eq!(stats["osmand_positions_late"], 0);
+        // Its live state is the newest position's.
+        let snap = vehicle(&door, &v).await;
+        assert_eq!(
+            snap["time"].as_f64().unwrap(),
+            live.last().unwrap().0,
+            "{snap}"
+        );
+        // The gap's path, against the same drive matched in order.
+        let (inside_from, inside_to) = (from + 20.0, to - 20.0);
+        let mut door_edges = Vec::new();
+        let mut quic_edges = Vec::new();
+        common::server::eventually("both histories through the gap", async || {
+            door_edges = edges_between(&door, &v, inside_from, inside_to).await;
+            quic_edges = edges_between(&quic, &v, inside_from, inside_to).await;
+            door_edges.len() > 3 && quic_edges.len() > 3
+        })
+        .await;
+        let shared = door_edges.iter().filter(|e| quic_edges.contains(e)).count();
+        assert!(
+            shared * 10 >= door_edges.len() * 9 && shared * 10 >= quic_edges.len() * 9,
+            "door {door_edges:?} vs in order {quic_edges:?}"
+        );
+    });
+}

@@ -83,6 +83,21 @@ pub struct Reported {
     pub odometer_m: Option<f64>,
 }
 
+/// Most gaps remembered per device: a phone offline a dozen times a day
+/// uploads its buffer soon after each.
+const MAX_GAPS: usize = 16;
+
+/// Where a device's live path is, for placing positions that arrive late.
+#[derive(Debug, Default)]
+struct Live {
+    /// Time of its newest position the engine took.
+    newest: f64,
+    /// Stretches between two positions taken one after the other but
+    /// further apart than the matcher joins (`max_gap_s`): the live path
+    /// breaks there, and late positions inside may fill them.
+    gaps: Vec<(f64, f64)>,
+}
+
 /// A listed device.
 pub struct Device {
     pub id: String,
@@ -93,6 +108,10 @@ pub struct Device {
     /// The engine's id of its vehicle, once a report created the name.
     pub engine_id: OnceLock<u64>,
     pub reported: Mutex<Reported>,
+    live: Mutex<Live>,
+    /// Held while one of its requests is handed over, so that its
+    /// positions reach the engine in order.
+    pub order: tokio::sync::Mutex<()>,
 }
 
 impl Device {
@@ -105,7 +124,64 @@ impl Device {
             key,
             engine_id: OnceLock::new(),
             reported: Mutex::new(Reported::default()),
+            live: Mutex::new(Live::default()),
+            order: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Time of its newest position the engine took (0: none yet).
+    pub fn newest(&self) -> f64 {
+        lock(&self.live).newest
+    }
+
+    /// Notes positions the engine took, oldest first: the newest, and the
+    /// gaps wider than `max_gap_s` that break its live path.
+    pub fn taken(&self, times: impl IntoIterator<Item = f64>, max_gap_s: f64) {
+        let mut live = lock(&self.live);
+        for t in times {
+            if live.newest > 0.0 && t - live.newest > max_gap_s {
+                if live.gaps.len() == MAX_GAPS {
+                    live.gaps.remove(0);
+                }
+                let gap = (live.newest, t);
+                live.gaps.push(gap);
+            }
+            live.newest = live.newest.max(t);
+        }
+    }
+
+    /// Of late positions (oldest first), those inside gaps of the live
+    /// path, to be matched on their own into its history; each gap keeps
+    /// only what is left on either side of them. The rest fall where the
+    /// live path already goes.
+    pub fn fill_gaps<T>(&self, late: Vec<T>, time: impl Fn(&T) -> f64) -> Vec<Vec<T>> {
+        let mut live = lock(&self.live);
+        let mut by_gap: Vec<Vec<T>> = (0..live.gaps.len()).map(|_| Vec::new()).collect();
+        for x in late {
+            let t = time(&x);
+            if let Some(i) = live.gaps.iter().position(|&(a, b)| a < t && t < b) {
+                by_gap[i].push(x);
+            }
+        }
+        let mut gaps = Vec::new();
+        let mut stretches = Vec::new();
+        for (&(a, b), xs) in live.gaps.iter().zip(by_gap) {
+            match (xs.first(), xs.last()) {
+                (Some(f), Some(l)) => {
+                    gaps.extend(
+                        [(a, time(f)), (time(l), b)]
+                            .into_iter()
+                            .filter(|(a, b)| a < b),
+                    );
+                    stretches.push(xs);
+                }
+                _ => gaps.push((a, b)),
+            }
+        }
+        let extra = gaps.len().saturating_sub(MAX_GAPS);
+        gaps.drain(..extra);
+        live.gaps = gaps;
+        stretches
     }
 
     /// Whether `credential` (the first segment of the request's path) lets
@@ -335,6 +411,32 @@ mod tests {
             d.find(&a, "van-11", "acme-device-token-01").is_none(),
             "bounded"
         );
+    }
+
+    #[test]
+    fn late_positions_fill_the_gaps_of_the_live_path_once() {
+        let a = auth();
+        let d = Devices::new(&[entry("*", "acme", None)], &a, 4).unwrap();
+        let phone = d.find(&a, "van-1", "acme-device-token-01").unwrap();
+        // Live: every 5 s to 100, then 400 (a 300 s gap), then on.
+        let live = (0..=20).map(|i| f64::from(i) * 5.0).chain([400.0, 405.0]);
+        phone.taken(live, 180.0);
+        assert_eq!(phone.newest(), 405.0);
+        // The offline buffer arrives: 105..395, plus two the live path has.
+        let late: Vec<f64> = [50.0, 95.0]
+            .into_iter()
+            .chain((21..79).map(|i| f64::from(i) * 5.0))
+            .collect();
+        let stretches = phone.fill_gaps(late, |t| *t);
+        assert_eq!(stretches.len(), 1);
+        assert_eq!(stretches[0].first(), Some(&105.0));
+        assert_eq!(stretches[0].last(), Some(&390.0));
+        // Sent again, nothing is placed twice; the gap's rest still can be.
+        assert!(phone.fill_gaps(vec![200.0, 300.0], |t| *t).is_empty());
+        assert_eq!(phone.fill_gaps(vec![395.0], |t| *t), vec![vec![395.0]]);
+        // A gap within max_gap_s is none: the live matcher joined it.
+        phone.taken([500.0], 180.0);
+        assert!(phone.fill_gaps(vec![450.0], |t| *t).is_empty());
     }
 
     #[test]

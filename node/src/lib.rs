@@ -6,11 +6,12 @@
 //! ([`store`]) and the recovery and checkpoints built on it ([`durable`]),
 //! the event-time clock ([`clock`]), the memory bound ([`memory`]),
 //! the rules every ping keeps at every door and its hand-over to the
-//! engine ([`admit`]), where accepted pings go ([`sink`]), and the node that holds them all
+//! engine ([`admit`]), late positions placed in the history ([`backfill`]), where accepted pings go ([`sink`]), and the node that holds them all
 //! with the threads that drive the engine ([`runtime`]).
 
 pub mod admit;
 pub mod auth;
+pub mod backfill;
 pub mod clock;
 pub mod config;
 pub mod devices;

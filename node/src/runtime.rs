@@ -46,6 +46,8 @@ pub struct Node {
     pub guard: crate::guard::AddressGuard,
     /// The driver apps' devices (the OsmAnd door) and what they reported.
     pub devices: crate::devices::Devices,
+    /// Late positions being placed in the history.
+    pub backfill: crate::backfill::Backfill,
     /// Counters the front ends add to the node's, so every statistics
     /// answer (QUIC GET_STATS, `/metrics`) carries every front end's.
     front_stats: std::sync::Mutex<Vec<StatsSource>>,
@@ -98,6 +100,7 @@ impl Node {
         let node = Arc::new(Node {
             guard,
             devices,
+            backfill: Default::default(),
             config,
             auth,
             ids,

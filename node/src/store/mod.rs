@@ -409,6 +409,54 @@ impl Store {
         })
     }
 
+    /// Writes `pieces` (one vehicle's, in time order) of a stretch of its
+    /// path that arrived late, inside a gap its path has: into the chunk
+    /// whose span holds them, so that chunks stay in time order when read
+    /// by their ends, or as a chunk of their own.
+    pub fn insert_history(
+        &self,
+        vehicle: VehicleId,
+        pieces: &[PathPiece],
+    ) -> Result<(), redb::Error> {
+        let (Some(first), Some(last)) = (pieces.first(), pieces.last()) else {
+            return Ok(());
+        };
+        let start = (first.t_start * 1e3).round() as i64;
+        let end_key = (last.t_end * 1e3).round() as i64;
+        self.write(Durability::None, |txn| {
+            let mut t = txn.open_table(HISTORY)?;
+            // The first chunk ending after the stretch starts spans it if
+            // it also starts before the stretch ends.
+            let spanning = match t.range((vehicle, start)..=(vehicle, i64::MAX))?.next() {
+                Some(row) => {
+                    let (k, v) = row?;
+                    let chunk = decode_chunk(vehicle, v.value());
+                    let spans = chunk.first().is_some_and(|p| p.t_start < last.t_end);
+                    spans.then(|| (k.value(), chunk))
+                }
+                None => None,
+            };
+            match spanning {
+                Some((key, mut chunk)) => {
+                    chunk.extend_from_slice(pieces);
+                    chunk.sort_by(|a, b| a.t_start.total_cmp(&b.t_start));
+                    t.insert(key, &encode_chunk(&chunk)[..])?;
+                }
+                None => {
+                    let key = (vehicle, end_key);
+                    let mut chunk = match t.get(key)? {
+                        Some(old) => decode_chunk(vehicle, old.value()),
+                        None => Vec::new(),
+                    };
+                    chunk.extend_from_slice(pieces);
+                    chunk.sort_by(|a, b| a.t_start.total_cmp(&b.t_start));
+                    t.insert(key, &encode_chunk(&chunk)[..])?;
+                }
+            }
+            Ok(())
+        })
+    }
+
     /// A vehicle's path pieces overlapping `[from, to]` (event time, s), in
     /// time order, after the last piece that ended before `from` (its
     /// predecessor, for joining), at most `max` (then `true`: more remain).
@@ -822,6 +870,37 @@ mod tests {
         assert_eq!(s.expire_events(1_500).unwrap(), 6);
         assert_eq!(s.first_event_id().unwrap(), Some(6));
         assert_eq!(s.next_event_id().unwrap(), 10);
+    }
+
+    #[test]
+    fn a_late_stretch_of_path_is_read_back_in_time_order() {
+        let dir = tempdir();
+        let s = Store::open(&dir).unwrap();
+        let piece = |edge, t: f64| PathPiece {
+            vehicle: 1,
+            edge,
+            from_m: 0.0,
+            to_m: 12.5,
+            t_start: t,
+            t_end: t + 2.0,
+        };
+        // One chunk holds the path before and after a gap (100..500), the
+        // next begins at 600; a stretch of the gap arrives late, then one
+        // after everything.
+        s.append_history(&[(1, vec![piece(1, 100.0), piece(2, 500.0)])])
+            .unwrap();
+        s.append_history(&[(1, vec![piece(3, 600.0)])]).unwrap();
+        s.insert_history(1, &[piece(10, 200.0), piece(11, 300.0)])
+            .unwrap();
+        s.insert_history(1, &[piece(12, 900.0)]).unwrap();
+        let mut out = Vec::new();
+        s.history(1, 0.0, 1e12, 100, &mut out).unwrap();
+        let edges: Vec<u32> = out.iter().map(|p| p.edge).collect();
+        assert_eq!(edges, [1, 10, 11, 2, 3, 12]);
+        out.clear();
+        s.history(1, 250.0, 350.0, 100, &mut out).unwrap();
+        let edges: Vec<u32> = out.iter().map(|p| p.edge).collect();
+        assert_eq!(edges, [10, 11], "the predecessor, then the window");
     }
 
     #[test]

@@ -62,8 +62,11 @@ pub struct OsmAndStats {
     pub refused_device: AtomicU64,
     /// Positions outside the node's bounds (time, speed), dropped.
     pub out_of_bounds: AtomicU64,
-    /// Positions not newer than the device's newest (late batches).
+    /// Late positions (not newer than the device's newest) where its live
+    /// path already goes: dropped.
     pub late: AtomicU64,
+    /// Late positions in a gap of its live path: matched into its history.
+    pub backfilled: AtomicU64,
     /// Requests answered `503` because the engine stayed full.
     pub busy: AtomicU64,
     pub waits: AtomicU64,
@@ -86,6 +89,7 @@ impl OsmAndStats {
             ("osmand_refused_device", c(&self.refused_device)),
             ("osmand_positions_out_of_bounds", c(&self.out_of_bounds)),
             ("osmand_positions_late", c(&self.late)),
+            ("osmand_positions_backfilled", c(&self.backfilled)),
             ("osmand_busy", c(&self.busy)),
             ("osmand_backpressure_waits", c(&self.waits)),
             ("osmand_tls_handshakes_failed", c(&self.tls_failed)),
@@ -246,13 +250,18 @@ async fn take(
     let device = admitted(door, peer, &request.device, &credential(uri)).await?;
     let vehicle = vehicle_of(door, &device).await?;
     OsmAndStats::add(&stats.positions, request.reports.len() as u64);
-    let pings = positions(door, &device, vehicle, &request);
-    let taken = admit::offer(&door.node, &pings, Some(PATIENCE), &stats.waits).await;
+    // One request of a device at a time: its positions reach the engine
+    // in order even if the app sends two at once.
+    let _order = device.order.lock().await;
+    let Positions { live, late } = positions(door, &device, vehicle, &request);
+    let taken = admit::offer(&door.node, &live, Some(PATIENCE), &stats.waits).await;
     let accepted = taken.unwrap_or_else(|b| b.accepted);
     OsmAndStats::add(&stats.accepted, accepted as u64);
     // One vehicle's pings go to one shard queue, whole or not at all: what
     // was taken is a prefix of them, oldest first.
-    let newest = pings[..accepted].last().map(|(_, p)| p.time);
+    let taken_times = live[..accepted].iter().map(|(_, p)| p.time);
+    device.taken(taken_times, door.node.config.matcher.max_gap_s);
+    let newest = live[..accepted].last().map(|(_, p)| p.time);
     if let Some(t) = newest {
         door.node.clock.observe(t);
     }
@@ -261,6 +270,7 @@ async fn take(
         OsmAndStats::add(&stats.busy, 1);
         return Err(Refusal::Busy);
     }
+    place_late(door, &device, vehicle, late).await;
     Ok(())
 }
 
@@ -312,41 +322,70 @@ async fn vehicle_of(door: &Arc<Door>, device: &Arc<Device>) -> Result<VehicleId,
     Ok(ids[0])
 }
 
-/// The request's positions as pings, oldest first, without those out of
-/// bounds (counted) or not newer than the device's newest (counted late).
+/// A request's positions as pings, oldest first: those newer than the
+/// device's newest go live; older ones are late.
+struct Positions {
+    live: Vec<(VehicleId, Ping)>,
+    late: Vec<Ping>,
+}
+
+/// The request's positions, without those out of bounds (counted) and
+/// repeated times.
 fn positions(
     door: &Door,
     device: &Device,
     vehicle: VehicleId,
     request: &report::Request,
-) -> Vec<(VehicleId, Ping)> {
-    let stats = &door.stats;
+) -> Positions {
     let received = lastmile_node::clock::wall_s();
     let bounds = Bounds::now(&door.node);
-    let newest = device
-        .reported
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .time;
-    let mut pings: Vec<(VehicleId, Ping)> = request
+    let mut pings: Vec<Ping> = request
         .reports
         .iter()
         .filter_map(|r| r.ping(request.form, device.app, received))
         .filter(|p| {
             let ok = bounds.check(p).is_ok();
             if !ok {
-                OsmAndStats::add(&stats.out_of_bounds, 1);
+                OsmAndStats::add(&door.stats.out_of_bounds, 1);
             }
             ok
         })
-        .map(|p| (vehicle, p))
         .collect();
-    pings.sort_by(|a, b| a.1.time.total_cmp(&b.1.time));
-    pings.dedup_by(|a, b| a.1.time == b.1.time);
-    let before = pings.len();
-    pings.retain(|(_, p)| p.time > newest);
-    OsmAndStats::add(&stats.late, (before - pings.len()) as u64);
-    pings
+    pings.sort_by(|a, b| a.time.total_cmp(&b.time));
+    pings.dedup_by(|a, b| a.time == b.time);
+    let newest = device.newest();
+    let split = pings.partition_point(|p| p.time <= newest);
+    let live = pings.split_off(split);
+    Positions {
+        live: live.into_iter().map(|p| (vehicle, p)).collect(),
+        late: pings,
+    }
+}
+
+/// Places late positions that fall in gaps of the live path in the
+/// history (matched on their own); the rest fall where the live path
+/// already goes and are dropped, counted.
+async fn place_late(door: &Door, device: &Device, vehicle: VehicleId, late: Vec<Ping>) {
+    let stats = &door.stats;
+    let n = late.len() as u64;
+    let stretches = device.fill_gaps(late, |p| p.time);
+    let placed: u64 = stretches.iter().map(|s| s.len() as u64).sum();
+    OsmAndStats::add(&stats.late, n - placed);
+    if stretches.is_empty() {
+        return;
+    }
+    let node = door.node.clone();
+    let done = tokio::task::spawn_blocking(move || {
+        stretches
+            .iter()
+            .try_for_each(|s| node.backfill(vehicle, s).map(|_| ()))
+    })
+    .await;
+    match done {
+        Ok(Ok(())) => OsmAndStats::add(&stats.backfilled, placed),
+        Ok(Err(e)) => tracing::error!(error = %e, "placing late positions in the history failed"),
+        Err(e) => tracing::error!(error = %e, "placing late positions in the history failed"),
+    }
 }
 
 /// Keeps what the device said besides its position, as of its newest
