@@ -44,6 +44,8 @@ pub struct Config {
     pub tokens: Vec<TokenEntry>,
     /// The driver apps' devices and the vehicles they report for.
     pub devices: Vec<crate::devices::DeviceEntry>,
+    /// Webhook endpoints, per fleet.
+    pub webhooks: Vec<crate::endpoints::WebhookEntry>,
 }
 
 /// The HTTP side (JSON API, Server-Sent Events): off unless given an address.
@@ -270,6 +272,7 @@ impl Default for Config {
             fleets: Vec::new(),
             tokens: Vec::new(),
             devices: Vec::new(),
+            webhooks: Vec::new(),
         }
     }
 }
@@ -345,6 +348,16 @@ impl Config {
             bail!(
                 "osmand: without a [tls] certificate the door for driver apps speaks plain HTTP, and the key in each request's path would cross the network in clear: configure [tls], or set osmand.plain_http = true to accept that ({a} is not a loopback address)"
             );
+        }
+        let mut hooks = std::collections::HashSet::new();
+        for w in &self.webhooks {
+            w.validate()?;
+            if !hooks.insert(w.name.as_str()) {
+                bail!("webhooks {:?} defined twice", w.name);
+            }
+            if !self.fleets.iter().any(|f| f.name == w.fleet) {
+                bail!("webhooks {:?}: unknown fleet {:?}", w.name, w.fleet);
+            }
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             bail!("tls: give both cert and key, or neither");

@@ -1,7 +1,8 @@
 //! `lastmile-node` holds what every front end of one lastmile node shares,
 //! so that the QUIC side (`lastmile-ingest`) and the HTTP side serve the
 //! same fleets the same way and never depend on each other:
-//! `lastmile.toml` ([`config`]), the driver apps' devices ([`devices`]), tokens, roles and fleets ([`auth`]), the
+//! `lastmile.toml` ([`config`]), the driver apps' devices ([`devices`]),
+//! webhook endpoints ([`endpoints`]), tokens, roles and fleets ([`auth`]), the
 //! names fleets give their vehicles and stops ([`ids`]), the durable store
 //! ([`store`]) and the recovery and checkpoints built on it ([`durable`]),
 //! the event-time clock ([`clock`]), the memory bound ([`memory`]),
@@ -17,6 +18,8 @@ pub mod config;
 pub mod devices;
 pub mod dispatch;
 pub mod durable;
+pub mod endpoints;
+pub mod event_json;
 pub mod guard;
 pub mod history;
 pub mod ids;

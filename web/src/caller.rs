@@ -157,4 +157,9 @@ impl Caller {
         }
         self.web.node.devices.reported_by(vehicle)
     }
+
+    /// Event `id` of the log as JSON, under the caller's names.
+    pub fn event(&self, id: u64, e: &lastmile_engine::fleet::Event) -> serde_json::Value {
+        lastmile_node::event_json::event(&self.web.node, &self.who, id, e)
+    }
 }

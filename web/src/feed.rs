@@ -25,7 +25,7 @@ use futures_util::stream;
 use lastmile_engine::fleet::{EventFilter, EventKind};
 
 use crate::caller::Caller;
-use crate::{ApiError, HttpStats, Web, json};
+use crate::{ApiError, HttpStats, Web};
 
 /// Events read (and sent) at a time.
 const BATCH: usize = 256;
@@ -249,7 +249,7 @@ impl Feed {
                 Sse::default()
                     .id(id.to_string())
                     .event(e.kind.as_str())
-                    .data(json::event(c, *id, e).to_string()),
+                    .data(c.event(*id, e).to_string()),
             );
         }
         drop(got);

@@ -3,7 +3,7 @@
 //! there is none; positions `[lat, lon]`. The fields mirror the QUIC
 //! protocol's VEHICLE, STOP, VEHICLES and EVENTS (PROTOCOL.md).
 
-use lastmile_engine::fleet::{Event, StopBrief, StopEta, StopOutcome, StopView, VehicleSnapshot};
+use lastmile_engine::fleet::{StopBrief, StopEta, StopOutcome, StopView, VehicleSnapshot};
 use lastmile_engine::live_index::Found;
 use lastmile_node::devices::App;
 use lastmile_node::ids::Kind;
@@ -158,17 +158,3 @@ pub fn found(c: &Caller, f: &Found) -> Value {
     })
 }
 
-pub fn event(c: &Caller, id: u64, e: &Event) -> Value {
-    json!({
-        "id": id,
-        "vehicle": c.name(Kind::Vehicle, e.vehicle),
-        "seq": e.seq,
-        "stop": e.stop.map(|s| c.name(Kind::Stop, s)),
-        "zone": Value::Null,
-        "time": time(e.time),
-        "kind": e.kind.as_str(),
-        "position": position(e.pos.lat, e.pos.lon),
-        "value": number(e.value),
-        "reference": number(e.reference),
-    })
-}

@@ -374,6 +374,23 @@ impl Store {
         self.write(Durability::Immediate, |txn| self.write_waiting_names(txn))
     }
 
+    // ------------------------------------------------------------------ marks
+
+    /// A number kept under `key` (webhook cursors and the like).
+    pub fn mark(&self, key: &str) -> anyhow::Result<Option<u64>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(META)?;
+        Ok(t.get(key)?.map(|v| v.value()))
+    }
+
+    /// Keeps `value` under `key`, synced.
+    pub fn set_mark(&self, key: &str, value: u64) -> Result<(), redb::Error> {
+        self.write(Durability::Immediate, |txn| {
+            txn.open_table(META)?.insert(key, value)?;
+            Ok(())
+        })
+    }
+
     // ---------------------------------------------------------------- history
 
     /// Writes each vehicle's pieces (in time order) as one chunk. Not synced

@@ -1,0 +1,91 @@
+//! Webhook endpoints as `lastmile.toml` lists them (`[[webhooks]]`): per
+//! fleet, a URL, the event kinds it wants and its secrets (Standard
+//! Webhooks `whsec_` keys: the first signs, and during a rotation every one
+//! listed signs). Delivery is `lastmile-hooks`; what each endpoint must keep
+//! across restarts (its cursor in the event log, whether a `410` disabled
+//! it) is kept in the store under the keys named here.
+
+use serde::Deserialize;
+
+/// The retry schedule of the Standard Webhooks specification: after the
+/// first attempt, again after 5 s, 5 min, 30 min, 2 h, 5 h, 10 h and 10 h.
+pub const RETRY_SCHEDULE_S: [f64; 7] = [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0];
+
+fn default_timeout() -> f64 {
+    15.0
+}
+
+fn default_schedule() -> Vec<f64> {
+    RETRY_SCHEDULE_S.to_vec()
+}
+
+/// One `[[webhooks]]` entry.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookEntry {
+    /// Unique; names the endpoint in counters, logs and `lastmile webhooks`.
+    pub name: String,
+    pub fleet: String,
+    /// `https://…` (or `http://`).
+    pub url: String,
+    /// Event kinds it wants (names as in the event feed); empty: all.
+    #[serde(default)]
+    pub kinds: Vec<String>,
+    /// `whsec_…` secrets: the first signs; every one signs while several
+    /// are listed (a rotation).
+    pub secrets: Vec<String>,
+    /// Deliver to loopback and private addresses too (refused by default:
+    /// a webhook must not reach into the server's own network).
+    #[serde(default)]
+    pub allow_private: bool,
+    /// One attempt's time limit.
+    #[serde(default = "default_timeout")]
+    pub timeout_s: f64,
+    /// Waits between attempts (seconds), then the event is given up.
+    #[serde(default = "default_schedule")]
+    pub retry_schedule_s: Vec<f64>,
+}
+
+impl WebhookEntry {
+    /// Store key of its cursor: the next event id to deliver.
+    pub fn cursor_key(&self) -> String {
+        format!("webhook.{}.cursor", self.name)
+    }
+
+    /// Store key of its disabled mark: the hash of the URL a `410`
+    /// disabled (a new URL starts afresh).
+    pub fn disabled_key(&self) -> String {
+        format!("webhook.{}.disabled", self.name)
+    }
+
+    /// The mark its URL leaves when a `410` disables it.
+    pub fn url_mark(&self) -> u64 {
+        // FNV-1a: stable across builds and platforms.
+        self.url
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+            })
+            .max(1)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let label = format!("webhooks {:?}", self.name);
+        if self.name.is_empty() || self.name.len() > 64 || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            anyhow::bail!("{label}: a name is 1 to 64 letters, digits, '-' or '_'");
+        }
+        if !(self.url.starts_with("https://") || self.url.starts_with("http://")) {
+            anyhow::bail!("{label}: url must be http:// or https://");
+        }
+        if self.secrets.is_empty() {
+            anyhow::bail!("{label}: give at least one secret (whsec_…)");
+        }
+        if !(self.timeout_s > 0.0 && self.timeout_s <= 300.0) {
+            anyhow::bail!("{label}: timeout_s must be within (0, 300]");
+        }
+        if self.retry_schedule_s.iter().any(|s| !(s.is_finite() && *s >= 0.0)) {
+            anyhow::bail!("{label}: retry_schedule_s must be seconds >= 0");
+        }
+        Ok(())
+    }
+}
