@@ -235,6 +235,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         };
         let http_task = http.map(|h| tokio::spawn(h.run(stopped(stop_rx.clone()))));
         let osmand_task = osmand.map(|o| tokio::spawn(o.run(stopped(stop_rx.clone()))));
+        let hooks = lastmile_hooks::start(&node, &stop_rx)?;
         tokio::spawn(async move {
             shutdown_signal().await;
             let _ = stop_tx.send(true);
@@ -242,6 +243,9 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         server.run(stopped(stop_rx)).await?;
         for t in [http_task, osmand_task].into_iter().flatten() {
             t.await??;
+        }
+        for h in hooks {
+            h.await?;
         }
         tokio::task::spawn_blocking(move || node.drain()).await?;
         drop(running);

@@ -5,6 +5,10 @@
 //! across restarts (its cursor in the event log, whether a `410` disabled
 //! it) is kept in the store under the keys named here.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use lastmile_engine::fleet::Histogram;
 use serde::Deserialize;
 
 /// The retry schedule of the Standard Webhooks specification: after the
@@ -71,7 +75,13 @@ impl WebhookEntry {
 
     pub fn validate(&self) -> anyhow::Result<()> {
         let label = format!("webhooks {:?}", self.name);
-        if self.name.is_empty() || self.name.len() > 64 || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        if self.name.is_empty()
+            || self.name.len() > 64
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
             anyhow::bail!("{label}: a name is 1 to 64 letters, digits, '-' or '_'");
         }
         if !(self.url.starts_with("https://") || self.url.starts_with("http://")) {
@@ -83,9 +93,96 @@ impl WebhookEntry {
         if !(self.timeout_s > 0.0 && self.timeout_s <= 300.0) {
             anyhow::bail!("{label}: timeout_s must be within (0, 300]");
         }
-        if self.retry_schedule_s.iter().any(|s| !(s.is_finite() && *s >= 0.0)) {
+        if self
+            .retry_schedule_s
+            .iter()
+            .any(|s| !(s.is_finite() && *s >= 0.0))
+        {
             anyhow::bail!("{label}: retry_schedule_s must be seconds >= 0");
         }
         Ok(())
+    }
+}
+
+/// How one endpoint's delivery is going, for counters, `/metrics` and
+/// `lastmile webhooks`.
+pub struct EndpointStatus {
+    pub name: String,
+    pub fleet: String,
+    pub url: String,
+    /// Events delivered (a `2xx`).
+    pub delivered: AtomicU64,
+    /// Attempts that failed (an error status, a timeout, no connection).
+    pub failed_attempts: AtomicU64,
+    /// Events given up after the whole retry schedule.
+    pub gave_up: AtomicU64,
+    /// Events of the log not yet examined for it.
+    pub backlog: AtomicU64,
+    /// A `410 Gone` (or an address it may not reach) disabled it.
+    pub disabled: AtomicBool,
+    /// The last failure: when (ms since the epoch) and what.
+    pub last_error: Mutex<Option<(i64, String)>>,
+    /// From an event's storing to its delivery.
+    pub latency: Mutex<Histogram>,
+}
+
+impl EndpointStatus {
+    pub fn new(e: &WebhookEntry) -> Self {
+        Self {
+            name: e.name.clone(),
+            fleet: e.fleet.clone(),
+            url: e.url.clone(),
+            delivered: AtomicU64::new(0),
+            failed_attempts: AtomicU64::new(0),
+            gave_up: AtomicU64::new(0),
+            backlog: AtomicU64::new(0),
+            disabled: AtomicBool::new(false),
+            last_error: Mutex::new(None),
+            latency: Mutex::new(Histogram::default()),
+        }
+    }
+
+    pub fn failed(&self, what: String) {
+        let now = crate::auth::epoch_ms(std::time::SystemTime::now());
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some((now, what));
+    }
+
+    /// Counters under `webhook_<name>_…`.
+    pub fn snapshot(&self) -> Vec<(String, u64)> {
+        let l = self.latency.lock().unwrap_or_else(|p| p.into_inner());
+        let us = |q: f64| l.quantile(q).as_micros() as u64;
+        let n = &self.name;
+        vec![
+            (
+                format!("webhook_{n}_delivered"),
+                self.delivered.load(Relaxed),
+            ),
+            (
+                format!("webhook_{n}_failed_attempts"),
+                self.failed_attempts.load(Relaxed),
+            ),
+            (format!("webhook_{n}_gave_up"), self.gave_up.load(Relaxed)),
+            (format!("webhook_{n}_backlog"), self.backlog.load(Relaxed)),
+            (
+                format!("webhook_{n}_disabled"),
+                u64::from(self.disabled.load(Relaxed)),
+            ),
+            (format!("webhook_{n}_latency_p50_us"), us(0.5)),
+            (format!("webhook_{n}_latency_p99_us"), us(0.99)),
+        ]
+    }
+}
+
+/// Every endpoint's status, as delivery starts them.
+#[derive(Default)]
+pub struct Registry(Mutex<Vec<Arc<EndpointStatus>>>);
+
+impl Registry {
+    pub fn add(&self, s: Arc<EndpointStatus>) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(s);
+    }
+
+    pub fn all(&self) -> Vec<Arc<EndpointStatus>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }

@@ -48,6 +48,8 @@ pub struct Node {
     pub devices: crate::devices::Devices,
     /// Late positions being placed in the history.
     pub backfill: crate::backfill::Backfill,
+    /// The webhook endpoints' delivery, once started.
+    pub webhooks: crate::endpoints::Registry,
     /// Counters the front ends add to the node's, so every statistics
     /// answer (QUIC GET_STATS, `/metrics`) carries every front end's.
     front_stats: std::sync::Mutex<Vec<StatsSource>>,
@@ -101,6 +103,7 @@ impl Node {
             guard,
             devices,
             backfill: Default::default(),
+            webhooks: Default::default(),
             config,
             auth,
             ids,

@@ -157,4 +157,3 @@ pub fn found(c: &Caller, f: &Found) -> Value {
         "speed_mps": f.at.speed_mps,
     })
 }
-

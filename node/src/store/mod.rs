@@ -322,6 +322,32 @@ impl Store {
         max: usize,
         out: &mut Vec<(u64, Event)>,
     ) -> anyhow::Result<()> {
+        self.scan_events(cursor, until, filter, max, |id, e, _| out.push((id, e)))
+    }
+
+    /// As [`read_events`](Self::read_events), with the wall-clock time
+    /// each event was stored at (ms since the epoch).
+    pub fn read_events_stored(
+        &self,
+        cursor: &mut u64,
+        until: u64,
+        filter: &EventFilter,
+        max: usize,
+        out: &mut Vec<(u64, Event, i64)>,
+    ) -> anyhow::Result<()> {
+        self.scan_events(cursor, until, filter, max, |id, e, ms| {
+            out.push((id, e, ms))
+        })
+    }
+
+    fn scan_events(
+        &self,
+        cursor: &mut u64,
+        until: u64,
+        filter: &EventFilter,
+        max: usize,
+        mut push: impl FnMut(u64, Event, i64),
+    ) -> anyhow::Result<()> {
         if *cursor >= until {
             return Ok(());
         }
@@ -331,10 +357,10 @@ impl Store {
         for row in t.range(*cursor..until)? {
             let (k, v) = row?;
             *cursor = k.value() + 1;
-            if let Some((e, _)) = decode_event(v.value())
+            if let Some((e, stored_ms)) = decode_event(v.value())
                 && filter.matches(&e)
             {
-                out.push((k.value(), e));
+                push(k.value(), e, stored_ms);
                 read += 1;
                 if read == max {
                     return Ok(());

@@ -1,0 +1,369 @@
+//! One endpoint's delivery: the fleet's events of the kinds it wants, read
+//! from the durable event log after the endpoint's cursor, sent one at a
+//! time and in order, each until a `2xx` (at least once: the cursor is
+//! kept in the store after delivery, so a crash repeats, never skips).
+//!
+//! A failed attempt (an error status, a timeout, no connection) is tried
+//! again on the endpoint's schedule (Standard Webhooks: 5 s, 5 min, 30 min,
+//! 2 h, 5 h, 10 h, 10 h), each wait spread by ±20% so that endpoints
+//! recovering together are not hit together, or after the `Retry-After`
+//! the endpoint asked for; after the last, the event is given up and the
+//! next one sent. `410 Gone` disables the endpoint (kept in the store until
+//! its URL changes). While an event waits, the rest wait behind it in the
+//! log, not in memory; once the endpoint answers again, the backlog drains
+//! as fast as it takes them. Delivery runs apart from ingest: the engine's
+//! queues never wait on it.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant, SystemTime};
+
+use lastmile_engine::fleet::{Event, EventFilter, EventKind};
+use lastmile_node::Node;
+use lastmile_node::auth::{Principal, Role};
+use lastmile_node::endpoints::{EndpointStatus, WebhookEntry};
+use rand::Rng;
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::sign::{self, Secret};
+
+/// Events read from the log at once.
+const BATCH: usize = 256;
+/// The cursor is written at most this often while delivering.
+const SAVE_EVERY: Duration = Duration::from_secs(1);
+/// The longest `Retry-After` honoured.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(86_400);
+
+pub struct Endpoint {
+    pub entry: WebhookEntry,
+    pub status: Arc<EndpointStatus>,
+    node: Arc<Node>,
+    /// Acts as a reader of the endpoint's fleet: its events, its names.
+    reader: Principal,
+    filter: EventFilter,
+    secrets: Vec<Secret>,
+    http: reqwest::Client,
+}
+
+/// How one event's delivery ended.
+enum Outcome {
+    Delivered,
+    GaveUp,
+    Disabled,
+    Closing,
+}
+
+fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn now_ms() -> i64 {
+    lastmile_node::auth::epoch_ms(SystemTime::now())
+}
+
+/// ISO 8601 (UTC, milliseconds) of seconds since the epoch.
+fn iso(t: f64) -> String {
+    let ms = (t * 1e3).round() as i64;
+    let (days, ms) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        ms / 3_600_000,
+        ms / 60_000 % 60,
+        ms / 1000 % 60,
+        ms % 1000
+    )
+}
+
+/// The wait a `Retry-After` asks for: seconds, or an HTTP date.
+fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
+    let v = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?;
+    let wait = match v.trim().parse::<u64>() {
+        Ok(s) => Duration::from_secs(s),
+        Err(_) => httpdate(v)?
+            .duration_since(SystemTime::now())
+            .unwrap_or_default(),
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
+}
+
+/// `Sun, 06 Nov 1994 08:49:37 GMT` (the one date form HTTP senders must use).
+fn httpdate(s: &str) -> Option<SystemTime> {
+    let p: Vec<&str> = s.split_whitespace().collect();
+    let [_, day, month, year, hms, "GMT"] = p[..] else {
+        return None;
+    };
+    let month = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ]
+    .iter()
+    .position(|m| *m == month)? as i64
+        + 1;
+    let (day, year): (i64, i64) = (day.parse().ok()?, year.parse().ok()?);
+    let t: Vec<i64> = hms
+        .split(':')
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    let [h, m, sec] = t[..] else { return None };
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    let secs = u64::try_from(days * 86_400 + h * 3600 + m * 60 + sec).ok()?;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+}
+
+impl Endpoint {
+    pub fn new(node: Arc<Node>, entry: WebhookEntry) -> anyhow::Result<Self> {
+        let label = format!("webhooks {:?}", entry.name);
+        let url =
+            reqwest::Url::parse(&entry.url).map_err(|e| anyhow::anyhow!("{label}: url: {e}"))?;
+        crate::address::check_url(&url, entry.allow_private)
+            .map_err(|e| anyhow::anyhow!("{label}: {e}"))?;
+        let secrets = entry
+            .secrets
+            .iter()
+            .map(|s| Secret::parse(s))
+            .collect::<anyhow::Result<Vec<_>>>()
+            .map_err(|e| anyhow::anyhow!("{label}: {e}"))?;
+        let mut kinds = 0;
+        for k in &entry.kinds {
+            let kind = EventKind::ALL
+                .into_iter()
+                .find(|x| x.as_str() == k)
+                .ok_or_else(|| anyhow::anyhow!("{label}: no event kind {k:?}"))?;
+            kinds |= kind.bit();
+        }
+        let fleet = node
+            .auth
+            .fleet_id(&entry.fleet)
+            .ok_or_else(|| anyhow::anyhow!("{label}: unknown fleet {:?}", entry.fleet))?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs_f64(entry.timeout_s))
+            .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(Arc::new(crate::address::Guarded {
+                allow_private: entry.allow_private,
+            }))
+            .pool_max_idle_per_host(1)
+            .user_agent(concat!("lastmile/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self {
+            status: Arc::new(EndpointStatus::new(&entry)),
+            reader: Principal {
+                role: Role::Reader,
+                fleet: Some(fleet),
+                stop: None,
+                label: format!("webhook:{}", entry.name),
+            },
+            filter: EventFilter {
+                kinds,
+                ..EventFilter::default()
+            },
+            entry,
+            node,
+            secrets,
+            http,
+        })
+    }
+
+    /// Delivers until `closing`.
+    pub async fn run(self, mut closing: watch::Receiver<bool>) {
+        let Some(d) = self.node.durable.clone() else {
+            self.status
+                .failed("the store is disabled: no event log to deliver from".into());
+            return;
+        };
+        let store = &d.store;
+        let (ck, dk) = (self.entry.cursor_key(), self.entry.disabled_key());
+        if store.mark(&dk).ok().flatten() == Some(self.entry.url_mark()) {
+            self.status.disabled.store(true, Relaxed);
+            self.status
+                .failed("disabled by 410 Gone from this URL".into());
+            return;
+        }
+        // A new endpoint starts at the log's end, not its first week.
+        let mut cursor = match store.mark(&ck) {
+            Ok(Some(c)) => c,
+            _ => {
+                let c = store.next_event_id().unwrap_or(0);
+                let _ = store.set_mark(&ck, c);
+                c
+            }
+        };
+        let (mut saved, mut saved_at) = (cursor, Instant::now());
+        let mut events = self.node.events.clone();
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            if *closing.borrow() {
+                break;
+            }
+            let until = store.next_event_id().unwrap_or(cursor);
+            self.status
+                .backlog
+                .store(until.saturating_sub(cursor), Relaxed);
+            let mut scan = cursor;
+            batch.clear();
+            let read = {
+                let (store, filter) = (d.clone(), self.filter.clone());
+                let mut out = std::mem::take(&mut batch);
+                tokio::task::spawn_blocking(move || {
+                    let r = store
+                        .store
+                        .read_events_stored(&mut scan, until, &filter, BATCH, &mut out);
+                    (r, out, scan)
+                })
+                .await
+            };
+            let Ok((r, out, scanned)) = read else { break };
+            batch = out;
+            if let Err(e) = r {
+                self.status.failed(format!("reading the event log: {e}"));
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            for (id, e, stored_ms) in &batch {
+                if !self.node.auth.covers(&self.reader, e.vehicle) {
+                    continue;
+                }
+                match self.deliver(*id, e, &mut closing).await {
+                    Outcome::Delivered => {
+                        let ms = (now_ms() - stored_ms).max(0) as u64;
+                        self.status
+                            .latency
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .record(Duration::from_millis(ms));
+                    }
+                    Outcome::GaveUp => {}
+                    Outcome::Disabled => {
+                        let _ = store.set_mark(&dk, self.entry.url_mark());
+                        self.status.disabled.store(true, Relaxed);
+                        let _ = store.set_mark(&ck, id + 1);
+                        return;
+                    }
+                    Outcome::Closing => {
+                        let _ = store.set_mark(&ck, *id);
+                        return;
+                    }
+                }
+                cursor = id + 1;
+                if saved_at.elapsed() >= SAVE_EVERY {
+                    let _ = store.set_mark(&ck, cursor);
+                    (saved, saved_at) = (cursor, Instant::now());
+                }
+            }
+            cursor = scanned;
+            if cursor != saved {
+                let _ = store.set_mark(&ck, cursor);
+                (saved, saved_at) = (cursor, Instant::now());
+            }
+            if batch.is_empty() && cursor >= until {
+                // Caught up: wait for the next event, or a second.
+                tokio::select! {
+                    _ = events.changed() => {}
+                    _ = closing.changed() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+        let _ = store.set_mark(&ck, cursor);
+    }
+
+    /// One event, until delivered, given up, disabled or closing.
+    async fn deliver(&self, id: u64, e: &Event, closing: &mut watch::Receiver<bool>) -> Outcome {
+        let data = lastmile_node::event_json::event(&self.node, &self.reader, id, e);
+        let body = serde_json::to_vec(&json!({
+            "type": e.kind.as_str(),
+            "timestamp": iso(e.time),
+            "data": data,
+        }))
+        .unwrap_or_default();
+        // Stable for the event: a receiver drops a repeat by it.
+        let msg_id = format!("evt_{id}");
+        let schedule = &self.entry.retry_schedule_s;
+        for attempt in 0..=schedule.len() {
+            let ts = now_s();
+            let resp = self
+                .http
+                .post(&self.entry.url)
+                .header("content-type", "application/json")
+                .header("webhook-id", &msg_id)
+                .header("webhook-timestamp", ts.to_string())
+                .header(
+                    "webhook-signature",
+                    sign::header(&self.secrets, &msg_id, ts, &body),
+                )
+                .body(body.clone())
+                .send()
+                .await;
+            let mut wait = None;
+            match resp {
+                Ok(r) if r.status().is_success() => {
+                    self.status.delivered.fetch_add(1, Relaxed);
+                    return Outcome::Delivered;
+                }
+                Ok(r) if r.status() == reqwest::StatusCode::GONE => {
+                    self.status
+                        .failed(format!("event {id}: 410 Gone: endpoint disabled"));
+                    return Outcome::Disabled;
+                }
+                Ok(r) => {
+                    wait = retry_after(&r);
+                    self.status.failed(format!("event {id}: {}", r.status()));
+                }
+                Err(err) => {
+                    let what = if err.is_timeout() {
+                        "timed out".to_string()
+                    } else {
+                        err.to_string()
+                    };
+                    self.status.failed(format!("event {id}: {what}"));
+                }
+            }
+            self.status.failed_attempts.fetch_add(1, Relaxed);
+            let Some(&next) = schedule.get(attempt) else {
+                break;
+            };
+            let spread = rand::rng().random_range(0.8..1.2);
+            let wait = wait.unwrap_or_else(|| Duration::from_secs_f64(next * spread));
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = closing.wait_for(|c| *c) => return Outcome::Closing,
+            }
+        }
+        self.status.gave_up.fetch_add(1, Relaxed);
+        Outcome::GaveUp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_read_as_iso_and_http_dates() {
+        assert_eq!(iso(1_767_225_600.868), "2026-01-01T00:00:00.868Z");
+        assert_eq!(
+            httpdate("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777))
+        );
+        assert_eq!(httpdate("Sunday, 06-Nov-94 08:49:37 GMT"), None);
+    }
+}

@@ -1,0 +1,46 @@
+//! `lastmile-hooks` delivers the durable event log to each fleet's webhook
+//! endpoints (`[[webhooks]]` in `lastmile.toml`), signed as Standard
+//! Webhooks v1 ([`sign`]), at least once and in order per endpoint, with
+//! the specification's retries ([`deliver`]), never to the server's own
+//! network unless allowed ([`address`]). Each endpoint is one task that
+//! reads the log from the store; ingest never waits on it.
+
+pub mod address;
+pub mod deliver;
+pub mod sign;
+
+use std::sync::Arc;
+
+use lastmile_node::Node;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Starts every configured endpoint's delivery (call inside a tokio
+/// runtime); each ends when `closing` turns true.
+pub fn start(
+    node: &Arc<Node>,
+    closing: &watch::Receiver<bool>,
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let endpoints = node
+        .config
+        .webhooks
+        .iter()
+        .map(|e| deliver::Endpoint::new(node.clone(), e.clone()))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if endpoints.is_empty() {
+        return Ok(Vec::new());
+    }
+    let registry = Arc::downgrade(node);
+    node.add_stats(Arc::new(move || {
+        registry.upgrade().map_or_else(Vec::new, |n| {
+            n.webhooks.all().iter().flat_map(|s| s.snapshot()).collect()
+        })
+    }));
+    Ok(endpoints
+        .into_iter()
+        .map(|e| {
+            node.webhooks.add(e.status.clone());
+            tokio::spawn(e.run(closing.clone()))
+        })
+        .collect())
+}
