@@ -195,6 +195,10 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     runtime.block_on(async move {
         let (http_listen, osmand_listen) = (config.http.listen, config.osmand.listen);
         let running = Node::start(config, sink, auth, durable, resume_clock)?;
+        // One signal stops every side; webhook endpoints start (and a bad
+        // one stops the server) before it says it is ready.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let hooks = lastmile_hooks::start(&running.node, &stop_rx)?;
         let node = running.node.clone();
         let server = Server::bind(node.clone(), identity)?;
         let shared = server.shared().clone();
@@ -228,14 +232,11 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         if let Some(p) = &dev_token_file {
             println!("dev admin token in {} (clients: --token \"$(cat {})\" --fingerprint {})", p.display(), p.display(), server.fingerprint());
         }
-        // One signal stops both sides.
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
         let http_task = http.map(|h| tokio::spawn(h.run(stopped(stop_rx.clone()))));
         let osmand_task = osmand.map(|o| tokio::spawn(o.run(stopped(stop_rx.clone()))));
-        let hooks = lastmile_hooks::start(&node, &stop_rx)?;
         tokio::spawn(async move {
             shutdown_signal().await;
             let _ = stop_tx.send(true);

@@ -14,10 +14,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::server::{
-    Server, ServerExt, bind_numbers, eventually, ping_at, rt, serve, simulate, veh,
+    Server, ServerExt, bind_numbers, collect, eventually, everything_from, ping_at, rt, serve,
+    simulate, veh,
 };
 use common::{lastmile, tmpdir};
-use lastmile_ingest::client::{Client, Subscription, call_on};
+use lastmile_ingest::client::{Client, call_on};
 use lastmile_ingest::protocol::{
     AT_END, FROM_NOW, NO_TIME, Request, Response, StopStatusCode, Version, WireEvent, WireProof,
     WireStop,
@@ -53,28 +54,6 @@ fn same(a: Option<&WireEvent>, b: &WireEvent) -> bool {
 }
 
 /// Reads a subscription until quiet for `quiet`: every event by id.
-async fn collect(sub: &mut Subscription, quiet: Duration, into: &mut BTreeMap<u64, WireEvent>) {
-    while let Ok(Ok(Some(f))) = tokio::time::timeout(quiet, sub.next()).await {
-        match f {
-            Response::Events(evs) => {
-                for e in evs {
-                    into.insert(e.id, e);
-                }
-            }
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-}
-
-fn everything_from(from: u64) -> Request {
-    Request::Subscribe {
-        from,
-        kinds: 0,
-        vehicles: vec![],
-        stops: vec![],
-    }
-}
-
 async fn vehicles(c: &Client, n: u64) -> Vec<Response> {
     let mut out = Vec::new();
     for v in 0..n {

@@ -8,8 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use lastmile_ingest::client::{Client, Target};
-use lastmile_ingest::protocol::{PingRecord, Request, Response};
+use lastmile_ingest::client::{Client, Subscription, Target};
+use lastmile_ingest::protocol::{PingRecord, Request, Response, WireEvent};
 use lastmile_ingest::tls::Trust;
 
 use super::lastmile;
@@ -378,4 +378,32 @@ pub async fn send(
     let resp = req.send().await.unwrap();
     let status = resp.status().as_u16();
     (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// Every event from id `from` on, of every kind.
+pub fn everything_from(from: u64) -> Request {
+    Request::Subscribe {
+        from,
+        kinds: 0,
+        vehicles: vec![],
+        stops: vec![],
+    }
+}
+
+/// Reads a subscription's events into `into` until it is quiet for `quiet`.
+pub async fn collect(
+    sub: &mut Subscription,
+    quiet: Duration,
+    into: &mut std::collections::BTreeMap<u64, WireEvent>,
+) {
+    while let Ok(Ok(Some(f))) = tokio::time::timeout(quiet, sub.next()).await {
+        match f {
+            Response::Events(evs) => {
+                for e in evs {
+                    into.insert(e.id, e);
+                }
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
 }

@@ -1,0 +1,418 @@
+//! Webhooks end to end: a real `lastmile serve` delivering to a receiver
+//! that verifies every request with the Standard Webhooks reference
+//! library (`tests/webhook_receiver.py`, `standardwebhooks` from PyPI), as a
+//! customer's notification system would.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::server::{
+    Server, ServerExt, collect, eventually, everything_from, rt, serve_with, simulate,
+};
+use common::{lastmile, tmpdir};
+use serde_json::Value;
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const OLD_SECRET: &str = "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+const ACME_DEVICE: &str = "acme-device-token-000001";
+const ACME_DISPATCHER: &str = "acme-dispatcher-token-01";
+
+/// The receiver, killed when dropped.
+struct Receiver {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+    control: PathBuf,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Receiver {
+    fn start(dir: &Path) -> Self {
+        let (log, control) = (dir.join("received.jsonl"), dir.join("control.json"));
+        let _ = std::fs::remove_file(&log);
+        std::fs::write(&control, "{}").unwrap();
+        let mut child = Command::new("python3")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/webhook_receiver.py"
+            ))
+            .args([SECRET, log.to_str().unwrap(), control.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 runs the receiver");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .trim()
+            .strip_prefix("port ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| {
+                panic!("the receiver did not start ({line:?}): is standardwebhooks installed? pip install standardwebhooks")
+            });
+        Self {
+            child,
+            port,
+            log,
+            control,
+        }
+    }
+
+    /// How it answers from now on.
+    fn answer(&self, control: Value) {
+        std::fs::write(&self.control, control.to_string()).unwrap();
+    }
+
+    fn records(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// The endpoint's config, delivering to it.
+    fn config(&self, extra: &str) -> String {
+        format!(
+            "[[webhooks]]\nname = \"notify\"\nfleet = \"acme\"\nurl = \"http://127.0.0.1:{}/hook\"\nsecrets = [\"{SECRET}\", \"{OLD_SECRET}\"]\nallow_private = true\ntimeout_s = 1\nretry_schedule_s = [0.3, 0.6, 1.2, 2.4, 4.8]\n{extra}",
+            self.port
+        )
+    }
+}
+
+/// Every event of the log, by id.
+async fn log_ids(s: &Server) -> BTreeSet<u64> {
+    let c = s.admin().await;
+    let mut log = BTreeMap::new();
+    let mut sub = c.subscribe(&everything_from(0)).await.unwrap();
+    collect(&mut sub, Duration::from_millis(500), &mut log).await;
+    c.close();
+    log.into_keys().collect()
+}
+
+fn osmand_args() -> [&'static str; 4] {
+    ["--http", "127.0.0.1:0", "--osmand", "127.0.0.1:0"]
+}
+
+const ANY_DEVICE: &str = "[[devices]]\nid = \"*\"\nfleet = \"acme\"\n";
+
+/// A first position of vehicle `name` through the driver apps' door: an
+/// `online` event.
+fn report(s: &Server, name: &str, t: u64) {
+    let url = format!(
+        "{}/{ACME_DEVICE}?id={name}&lat=47.0&lon=8.0&timestamp={t}",
+        s.osmand.as_ref().unwrap()
+    );
+    let o = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &url])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "200", "{url}");
+}
+
+/// A replayed day with routes, the server killed with SIGKILL halfway and
+/// started again: every event of the log reaches the receiver, signed,
+/// verified, first in the order of the log, at least once.
+#[test]
+fn every_event_is_delivered_signed_and_in_order_across_a_kill9() {
+    let dir = tmpdir("hooks-kill9");
+    let rx = Receiver::start(&dir);
+    let (trace, stops) = simulate(&dir, 20, 900);
+    // The day in two halves by time.
+    let text = std::fs::read_to_string(&trace).unwrap();
+    let mut lines = text.lines();
+    let header = lines.next().unwrap();
+    let rows: Vec<&str> = lines.collect();
+    let half = rows.len() / 2;
+    let (a, b) = (dir.join("first.csv"), dir.join("second.csv"));
+    std::fs::write(&a, format!("{header}\n{}\n", rows[..half].join("\n"))).unwrap();
+    std::fs::write(&b, format!("{header}\n{}\n", rows[half..].join("\n"))).unwrap();
+    let replay = |s: &Server, t: &Path| {
+        let o = lastmile(&[
+            "replay",
+            t.to_str().unwrap(),
+            "--server",
+            &s.addr,
+            "--fingerprint",
+            &s.fingerprint,
+            "--token",
+            ACME_DEVICE,
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    let s = serve_with(&dir, "", &rx.config(""), &[]);
+    let o = lastmile(&[
+        "assign",
+        stops.to_str().unwrap(),
+        "--server",
+        &s.addr,
+        "--fingerprint",
+        &s.fingerprint,
+        "--token",
+        ACME_DISPATCHER,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    replay(&s, &a);
+    // Some events delivered, then SIGKILL while more may be on their way.
+    rt().block_on(eventually("first deliveries", async || {
+        !rx.records().is_empty()
+    }));
+    s.kill9();
+    let s = serve_with(&dir, "", &rx.config(""), &[]);
+    replay(&s, &b);
+    rt().block_on(async {
+        let log = log_ids(&s).await;
+        assert!(log.len() > 100, "{} events in the log", log.len());
+        eventually("every event delivered", async || {
+            let got: BTreeSet<u64> = rx
+                .records()
+                .iter()
+                .filter(|r| r["verified"] == true && r["status"] == 200)
+                .filter_map(|r| r["event_id"].as_u64())
+                .collect();
+            log.is_subset(&got)
+        })
+        .await;
+    });
+    let records = rx.records();
+    assert!(
+        records.iter().all(|r| r["verified"] == true),
+        "every request verifies"
+    );
+    // In order: each event's first delivery after the one before it.
+    let mut first = Vec::new();
+    let mut seen = BTreeSet::new();
+    for r in &records {
+        let id = r["event_id"].as_u64().unwrap();
+        if seen.insert(id) {
+            first.push(id);
+        }
+        assert_eq!(
+            r["webhook_id"],
+            format!("evt_{id}"),
+            "the id is the event's"
+        );
+        // Both secrets of the rotation sign.
+        let sigs = r["headers"]["webhook-signature"].as_str().unwrap();
+        assert_eq!(sigs.split(' ').count(), 2, "{sigs}");
+    }
+    assert!(
+        first.windows(2).all(|w| w[0] < w[1]),
+        "first deliveries in log order"
+    );
+    let kinds: BTreeSet<&str> = records.iter().filter_map(|r| r["kind"].as_str()).collect();
+    assert!(
+        kinds.contains("arrived") && kinds.contains("online"),
+        "{kinds:?}"
+    );
+}
+
+/// An endpoint that fails (500, a timeout, 503 with Retry-After) gets the
+/// same event again until it takes it; `410 Gone` disables it, for good
+/// across a restart; a forged, altered or replayed request is caught by
+/// the receiver's verification or its id.
+#[test]
+fn failures_are_retried_and_gone_disables_the_endpoint() {
+    let dir = tmpdir("hooks-retries");
+    let rx = Receiver::start(&dir);
+    let cfg = format!("{ANY_DEVICE}\n{}", rx.config(""));
+    let s = serve_with(&dir, "", &cfg, &osmand_args());
+    let stat = |k: &str| rt().block_on(async { s.stats().await[k] });
+    let wait_for = |what: &str, k: &str, n: u64| {
+        rt().block_on(eventually(what, async || s.stats().await[k] >= n));
+    };
+    // 500 twice, then taken: the same webhook id each time.
+    rx.answer(serde_json::json!({"status": 500}));
+    report(&s, "van-1", 1_767_225_600);
+    wait_for("two failed attempts", "webhook_notify_failed_attempts", 2);
+    rx.answer(serde_json::json!({}));
+    wait_for("delivered", "webhook_notify_delivered", 1);
+    let r = rx.records();
+    assert!(
+        r.len() >= 3 && r.iter().all(|x| x["webhook_id"] == r[0]["webhook_id"]),
+        "{r:?}"
+    );
+    // A timeout (the endpoint's limit is 1 s), then taken.
+    let failed = stat("webhook_notify_failed_attempts");
+    rx.answer(serde_json::json!({"delay_s": 1.5}));
+    report(&s, "van-2", 1_767_225_601);
+    wait_for(
+        "a timed-out attempt",
+        "webhook_notify_failed_attempts",
+        failed + 1,
+    );
+    rx.answer(serde_json::json!({}));
+    wait_for("delivered after the timeout", "webhook_notify_delivered", 2);
+    // 503 with Retry-After: 1 waits a second, not the schedule's 0.3 s.
+    rx.answer(serde_json::json!({"status": 503, "retry_after": 1}));
+    report(&s, "van-3", 1_767_225_602);
+    rt().block_on(eventually("a 503", async || {
+        rx.records().iter().any(|x| x["status"] == 503)
+    }));
+    rx.answer(serde_json::json!({}));
+    wait_for("delivered after Retry-After", "webhook_notify_delivered", 3);
+    let r = rx.records();
+    let asked = r.iter().find(|x| x["status"] == 503).unwrap();
+    let at = |x: &Value| x["at"].as_f64().unwrap();
+    let taken = r
+        .iter()
+        .find(|x| x["status"] == 200 && x["webhook_id"] == asked["webhook_id"] && at(x) > at(asked))
+        .unwrap();
+    let gap = at(taken) - at(asked);
+    assert!(gap >= 0.9, "Retry-After honoured: {gap} s");
+    assert!(stat("webhook_notify_failed_attempts") >= 4);
+    assert_eq!(stat("webhook_notify_delivered"), 3);
+    // Forged, altered, replayed: what the receiver sees.
+    let sent = taken;
+    let post = |headers: &Value, body: &str| {
+        let mut c = Command::new("curl");
+        c.args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"]);
+        for (k, v) in headers.as_object().unwrap() {
+            c.args(["-H", &format!("{k}: {}", v.as_str().unwrap())]);
+        }
+        c.args([
+            "--data-binary",
+            body,
+            &format!("http://127.0.0.1:{}/hook", rx.port),
+        ]);
+        String::from_utf8(c.output().unwrap().stdout).unwrap()
+    };
+    let body = sent["body"].as_str().unwrap();
+    assert_eq!(
+        post(&sent["headers"], &body.replace("online", "arrived")),
+        "401",
+        "altered body"
+    );
+    let mut old = sent["headers"].clone();
+    old["webhook-timestamp"] = Value::from((sent["at"].as_f64().unwrap() as i64 - 600).to_string());
+    assert_eq!(post(&old, body), "401", "replayed ten minutes later");
+    assert_eq!(
+        post(&sent["headers"], body),
+        "200",
+        "a replay at once verifies…"
+    );
+    let r = rx.records();
+    assert_eq!(
+        r[r.len() - 1]["webhook_id"],
+        sent["webhook_id"],
+        "…and repeats an id already seen"
+    );
+    // 410 Gone: disabled; nothing more is sent, even after a restart.
+    rx.answer(serde_json::json!({"status": 410}));
+    report(&s, "van-4", 1_767_225_603);
+    rt().block_on(async {
+        eventually("disabled", async || {
+            s.stats().await["webhook_notify_disabled"] == 1
+        })
+        .await;
+    });
+    rx.answer(serde_json::json!({}));
+    let before = rx.records().len();
+    drop(s);
+    let s = serve_with(&dir, "", &cfg, &osmand_args());
+    report(&s, "van-5", 1_767_225_604);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        rx.records().len(),
+        before,
+        "a disabled endpoint gets nothing"
+    );
+    rt().block_on(async {
+        assert_eq!(s.stats().await["webhook_notify_disabled"], 1);
+    });
+}
+
+/// A dead endpoint (it accepts connections and never answers) leaves
+/// ingest alone: every ping of a replay is taken, no engine queue fills,
+/// and the endpoint's events wait in the log.
+#[test]
+fn a_dead_endpoint_never_slows_ingest() {
+    let dir = tmpdir("hooks-dead");
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = dead.local_addr().unwrap().port();
+    let cfg = format!(
+        "[[webhooks]]\nname = \"dead\"\nfleet = \"acme\"\nurl = \"http://127.0.0.1:{port}/\"\nsecrets = [\"{SECRET}\"]\nallow_private = true\ntimeout_s = 1\nretry_schedule_s = [60]\n"
+    );
+    let (trace, _) = simulate(&dir, 50, 600);
+    let s = serve_with(&dir, "", &cfg, &[]);
+    let o = lastmile(&[
+        "replay",
+        trace.to_str().unwrap(),
+        "--server",
+        &s.addr,
+        "--fingerprint",
+        &s.fingerprint,
+        "--token",
+        ACME_DEVICE,
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["accepted"], r["sent"], "{r}");
+    rt().block_on(async {
+        eventually("the first attempt timed out", async || {
+            s.stats().await["webhook_dead_failed_attempts"] >= 1
+        })
+        .await;
+        let st = s.stats().await;
+        assert_eq!(st["engine_queue_full"], 0, "{st:?}");
+        assert_eq!(st["webhook_dead_delivered"], 0);
+        assert!(st["webhook_dead_backlog"] > 10, "{st:?}");
+    });
+    drop(dead);
+}
+
+/// A webhook may not reach the server's own network unless allowed: an
+/// address in the URL stops the server at start with the reason; a name
+/// that resolves there fails each attempt with it.
+#[test]
+fn webhooks_do_not_reach_private_addresses_unless_allowed() {
+    let dir = tmpdir("hooks-ssrf");
+    let rx = Receiver::start(&dir);
+    let literal = rx.config("").replace("allow_private = true\n", "");
+    std::fs::create_dir_all(dir.join("a")).unwrap();
+    std::fs::write(
+        dir.join("a/lastmile.toml"),
+        format!("{}\n{literal}", common::server::FLEETS),
+    )
+    .unwrap();
+    let o = lastmile(&[
+        "serve",
+        "--graph",
+        common::server::town(&dir).to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--dev",
+        "--data-dir",
+        dir.join("a/data").to_str().unwrap(),
+        "--config",
+        dir.join("a/lastmile.toml").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("127.0.0.1 is not a public address"), "{err}");
+    let named = literal.replace("127.0.0.1", "localhost");
+    let cfg = format!("{ANY_DEVICE}\n{named}");
+    std::fs::create_dir_all(dir.join("b")).unwrap();
+    let s = serve_with(&dir.join("b"), "", &cfg, &osmand_args());
+    report(&s, "van-1", 1_767_225_600);
+    rt().block_on(async {
+        eventually("a refused attempt", async || {
+            s.stats().await["webhook_notify_failed_attempts"] >= 1
+        })
+        .await;
+    });
+    assert!(rx.records().is_empty(), "nothing reached the receiver");
+}
