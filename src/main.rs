@@ -5,6 +5,7 @@ mod bench;
 mod commands;
 mod feeds;
 mod history;
+mod hooks_cmd;
 mod live_demo;
 mod osmand_replay;
 mod progress;
@@ -70,6 +71,8 @@ enum Command {
     /// Hold many tracking pages' event feeds open on a server's HTTP side and
     /// measure event-to-feed latency and the server's memory per feed.
     Feeds(feeds::FeedsArgs),
+    /// A server's webhook endpoints: backlog, deliveries, last errors.
+    Webhooks(hooks_cmd::WebhooksArgs),
 }
 
 fn main() -> ExitCode {
@@ -98,6 +101,7 @@ fn main() -> ExitCode {
         Command::Stats(a) => service::stats(a),
         Command::Demo(a) => commands::demo(a),
         Command::Feeds(a) => feeds::feeds(a),
+        Command::Webhooks(a) => hooks_cmd::webhooks(a),
     });
     match outcome {
         Ok(Ok(())) => ExitCode::SUCCESS,

@@ -332,6 +332,38 @@ fn failures_are_retried_and_gone_disables_the_endpoint() {
     rt().block_on(async {
         assert_eq!(s.stats().await["webhook_notify_disabled"], 1);
     });
+    // `lastmile webhooks` lists it for its fleet, with why it stopped;
+    // another fleet sees none of it.
+    let http = s.http.clone().unwrap();
+    let list = |token: &str| {
+        let o = lastmile(&["webhooks", "--http", &http, "--token", token, "--json"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice::<Value>(&o.stdout).unwrap()
+    };
+    let mine = list("acme-reader-token-000001");
+    let e = &mine["endpoints"][0];
+    assert_eq!(
+        (e["name"].as_str(), e["disabled"].as_bool()),
+        (Some("notify"), Some(true)),
+        "{mine}"
+    );
+    assert!(
+        e["last_error"]["message"].as_str().unwrap().contains("410"),
+        "{mine}"
+    );
+    assert_eq!(
+        list("globex-dispatcher-tok-01")["endpoints"],
+        serde_json::json!([])
+    );
+    let o = lastmile(&[
+        "webhooks",
+        "--http",
+        &http,
+        "--token",
+        "acme-reader-token-000001",
+    ]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("notify (disabled, fleet acme)"), "{text}");
 }
 
 /// A dead endpoint (it accepts connections and never answers) leaves

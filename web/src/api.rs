@@ -30,6 +30,24 @@ pub fn routes() -> Router<Arc<Web>> {
         .route("/api/v1/vehicles/{vehicle}/history", get(history))
         .route("/api/v1/stops/{stop}", get(stop))
         .route("/api/v1/tracking", get(tracking))
+        .route("/api/v1/webhooks", get(webhooks))
+}
+
+/// The webhook endpoints of the caller's fleet (an admin's: all) and how
+/// their delivery goes: what `lastmile webhooks` lists.
+async fn webhooks(State(web): State<Arc<Web>>, c: Caller) -> Result<Json<Value>, ApiError> {
+    c.require(c.who.role.may_read(), "read webhook endpoints")?;
+    let fleet = web.node.auth.fleet_name(c.who.fleet).to_string();
+    let all = c.who.role == lastmile_node::Role::Admin;
+    let endpoints: Vec<Value> = web
+        .node
+        .webhooks
+        .all()
+        .iter()
+        .filter(|e| all || e.fleet == fleet)
+        .map(|e| j::endpoint(e))
+        .collect();
+    Ok(Json(json!({ "endpoints": endpoints })))
 }
 
 async fn vehicle(

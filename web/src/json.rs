@@ -157,3 +157,31 @@ pub fn found(c: &Caller, f: &Found) -> Value {
         "speed_mps": f.at.speed_mps,
     })
 }
+
+/// A webhook endpoint and how its delivery goes.
+pub fn endpoint(e: &lastmile_node::endpoints::EndpointStatus) -> Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    let last_error = e
+        .last_error
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+        .map_or(
+            Value::Null,
+            |(ms, m)| json!({"time": ms as f64 / 1000.0, "message": m}),
+        );
+    let l = e.latency.lock().unwrap_or_else(|p| p.into_inner());
+    json!({
+        "name": e.name,
+        "fleet": e.fleet,
+        "url": e.url,
+        "delivered": e.delivered.load(Relaxed),
+        "failed_attempts": e.failed_attempts.load(Relaxed),
+        "gave_up": e.gave_up.load(Relaxed),
+        "backlog": e.backlog.load(Relaxed),
+        "disabled": e.disabled.load(Relaxed),
+        "latency_p50_s": l.quantile(0.5).as_secs_f64(),
+        "latency_p99_s": l.quantile(0.99).as_secs_f64(),
+        "last_error": last_error,
+    })
+}
