@@ -71,3 +71,109 @@ pub fn webhooks(a: WebhooksArgs) -> Result<()> {
     }
     Ok(())
 }
+
+#[derive(Args)]
+pub struct SinkArgs {
+    /// TCP address to listen on (plain HTTP).
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    listen: std::net::SocketAddr,
+    /// The endpoint's secrets (whsec_…), comma-separated.
+    #[arg(long)]
+    secret: String,
+    /// Report and exit after this many verified deliveries.
+    #[arg(long)]
+    count: u64,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Default)]
+struct Tally {
+    verified: u64,
+    rejected: u64,
+    /// Deliveries whose event id was not above the one before.
+    out_of_order: u64,
+    last_id: Option<u64>,
+    first: Option<std::time::Instant>,
+    last: Option<std::time::Instant>,
+}
+
+/// `lastmile webhook-sink`: a receiver for benchmarks. It verifies each
+/// delivery's Standard Webhooks signature, counts, and reports the rate
+/// from the first delivery to the `count`-th.
+pub fn sink(a: SinkArgs) -> Result<()> {
+    use axum::body::Bytes;
+    use axum::http::{HeaderMap, StatusCode};
+    use std::sync::{Arc, Mutex};
+    let secrets = a
+        .secret
+        .split(',')
+        .map(lastmile_hooks::sign::Secret::parse)
+        .collect::<Result<Vec<_>>>()?;
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let (done_tx, mut done_rx) = tokio::sync::watch::channel(false);
+    let state = (Arc::new(secrets), tally.clone(), Arc::new(done_tx), a.count);
+    let handler = |axum::extract::State((secrets, tally, done, count)): axum::extract::State<(
+        Arc<Vec<lastmile_hooks::sign::Secret>>,
+        Arc<Mutex<Tally>>,
+        Arc<tokio::sync::watch::Sender<bool>>,
+        u64,
+    )>,
+                   headers: HeaderMap,
+                   body: Bytes| async move {
+        let h = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let (id, ts) = (h("webhook-id"), h("webhook-timestamp").parse::<u64>().unwrap_or(0));
+        let ok = lastmile_hooks::sign::verify(&secrets, id, ts, &body, h("webhook-signature"));
+        let mut t = tally.lock().unwrap_or_else(|p| p.into_inner());
+        if !ok {
+            t.rejected += 1;
+            return StatusCode::UNAUTHORIZED;
+        }
+        let now = std::time::Instant::now();
+        t.first.get_or_insert(now);
+        t.last = Some(now);
+        t.verified += 1;
+        let event = id.strip_prefix("evt_").and_then(|n| n.parse::<u64>().ok());
+        if let (Some(e), Some(last)) = (event, t.last_id)
+            && e <= last
+        {
+            t.out_of_order += 1;
+        }
+        t.last_id = event.or(t.last_id);
+        if t.verified >= count {
+            done.send_replace(true);
+        }
+        StatusCode::NO_CONTENT
+    };
+    let app = axum::Router::new().fallback(handler).with_state(state);
+    crate::service::block_on(async move {
+        let l = tokio::net::TcpListener::bind(a.listen)
+            .await
+            .with_context(|| format!("listening on {}", a.listen))?;
+        eprintln!("webhook sink on http://{}/", l.local_addr()?);
+        axum::serve(l, app)
+            .with_graceful_shutdown(async move {
+                let _ = done_rx.wait_for(|d| *d).await;
+            })
+            .await?;
+        anyhow::Ok(())
+    })?;
+    let t = tally.lock().unwrap_or_else(|p| p.into_inner());
+    let secs = match (t.first, t.last) {
+        (Some(f), Some(l)) => l.duration_since(f).as_secs_f64(),
+        _ => 0.0,
+    };
+    let rate = t.verified as f64 / secs.max(1e-9);
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"verified": t.verified, "rejected": t.rejected, "out_of_order": t.out_of_order, "seconds": secs, "events_per_s": rate})
+        );
+    } else {
+        println!(
+            "received {} verified deliveries in {secs:.2} s ({rate:.0}/s), {} rejected, {} out of order",
+            t.verified, t.rejected, t.out_of_order
+        );
+    }
+    Ok(())
+}

@@ -73,6 +73,8 @@ enum Command {
     Feeds(feeds::FeedsArgs),
     /// A server's webhook endpoints: backlog, deliveries, last errors.
     Webhooks(hooks_cmd::WebhooksArgs),
+    /// A webhook receiver for benchmarks: verifies signatures, counts, reports the rate.
+    WebhookSink(hooks_cmd::SinkArgs),
 }
 
 fn main() -> ExitCode {
@@ -102,6 +104,7 @@ fn main() -> ExitCode {
         Command::Demo(a) => commands::demo(a),
         Command::Feeds(a) => feeds::feeds(a),
         Command::Webhooks(a) => hooks_cmd::webhooks(a),
+        Command::WebhookSink(a) => hooks_cmd::sink(a),
     });
     match outcome {
         Ok(Ok(())) => ExitCode::SUCCESS,

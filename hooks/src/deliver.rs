@@ -338,6 +338,12 @@ impl Endpoint {
                 }
             }
             self.status.failed_attempts.fetch_add(1, Relaxed);
+            // What waits behind this event, while it does.
+            if let Some(d) = &self.node.durable
+                && let Ok(until) = d.store.next_event_id()
+            {
+                self.status.backlog.store(until.saturating_sub(id), Relaxed);
+            }
             let Some(&next) = schedule.get(attempt) else {
                 break;
             };

@@ -47,6 +47,20 @@ pub fn header(secrets: &[Secret], id: &str, timestamp: u64, body: &[u8]) -> Stri
         .join(" ")
 }
 
+/// Equal, in a time that does not depend on where they differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Whether `header` (a `webhook-signature`) holds a signature of the
+/// message by one of `secrets`, compared in constant time.
+pub fn verify(secrets: &[Secret], id: &str, timestamp: u64, body: &[u8], header: &str) -> bool {
+    secrets.iter().any(|s| {
+        let want = s.sign(id, timestamp, body);
+        header.split(' ').any(|got| same(want.as_bytes(), got.as_bytes()))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,6 +87,12 @@ mod tests {
         let parts: Vec<&str> = h.split(' ').collect();
         assert_eq!(parts.len(), 2);
         assert!(parts.iter().all(|p| p.starts_with("v1,")) && parts[0] != parts[1]);
+        let h2 = header(&[Secret::parse("whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA").unwrap()], "evt_1", 1, b"{}");
+        let b = Secret::parse("whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA").unwrap();
+        assert!(verify(std::slice::from_ref(&b), "evt_1", 1, b"{}", &h));
+        assert!(verify(std::slice::from_ref(&b), "evt_1", 1, b"{}", &h2));
+        assert!(!verify(std::slice::from_ref(&b), "evt_1", 1, b"{ }", &h));
+        assert!(!verify(std::slice::from_ref(&b), "evt_2", 1, b"{}", &h));
         assert!(Secret::parse("whsec_not base64!").is_err());
         assert!(Secret::parse("whsec_c2hvcnQ=").is_err(), "too short");
     }
