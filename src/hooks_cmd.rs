@@ -122,7 +122,10 @@ pub fn sink(a: SinkArgs) -> Result<()> {
                    headers: HeaderMap,
                    body: Bytes| async move {
         let h = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or("");
-        let (id, ts) = (h("webhook-id"), h("webhook-timestamp").parse::<u64>().unwrap_or(0));
+        let (id, ts) = (
+            h("webhook-id"),
+            h("webhook-timestamp").parse::<u64>().unwrap_or(0),
+        );
         let ok = lastmile_hooks::sign::verify(&secrets, id, ts, &body, h("webhook-signature"));
         let mut t = tally.lock().unwrap_or_else(|p| p.into_inner());
         if !ok {

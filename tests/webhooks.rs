@@ -448,3 +448,44 @@ fn webhooks_do_not_reach_private_addresses_unless_allowed() {
     });
     assert!(rx.records().is_empty(), "nothing reached the receiver");
 }
+
+/// `lastmile webhook-sink`, the benchmarks' receiver, verifies and counts
+/// what a server delivers, and says so.
+#[test]
+fn the_benchmark_sink_verifies_and_counts_deliveries() {
+    let dir = tmpdir("hooks-sink");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut sink = Command::new(env!("CARGO_BIN_EXE_lastmile"))
+        .args([
+            "webhook-sink",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--secret",
+            SECRET,
+        ])
+        .args(["--count", "3", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let cfg = format!(
+        "{ANY_DEVICE}\n[[webhooks]]\nname = \"bench\"\nfleet = \"acme\"\nurl = \"http://127.0.0.1:{port}/\"\nsecrets = [\"{SECRET}\"]\nallow_private = true\n"
+    );
+    let s = serve_with(&dir, "", &cfg, &osmand_args());
+    for (i, v) in ["van-1", "van-2", "van-3"].into_iter().enumerate() {
+        report(&s, v, 1_767_225_600 + i as u64);
+    }
+    let out = sink.wait_with_output().unwrap();
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (r["verified"].as_u64(), r["rejected"].as_u64()),
+        (Some(3), Some(0)),
+        "{r}"
+    );
+    assert_eq!(r["out_of_order"], 0);
+}

@@ -57,7 +57,9 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 pub fn verify(secrets: &[Secret], id: &str, timestamp: u64, body: &[u8], header: &str) -> bool {
     secrets.iter().any(|s| {
         let want = s.sign(id, timestamp, body);
-        header.split(' ').any(|got| same(want.as_bytes(), got.as_bytes()))
+        header
+            .split(' ')
+            .any(|got| same(want.as_bytes(), got.as_bytes()))
     })
 }
 
@@ -87,7 +89,12 @@ mod tests {
         let parts: Vec<&str> = h.split(' ').collect();
         assert_eq!(parts.len(), 2);
         assert!(parts.iter().all(|p| p.starts_with("v1,")) && parts[0] != parts[1]);
-        let h2 = header(&[Secret::parse("whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA").unwrap()], "evt_1", 1, b"{}");
+        let h2 = header(
+            &[Secret::parse("whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA").unwrap()],
+            "evt_1",
+            1,
+            b"{}",
+        );
         let b = Secret::parse("whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA").unwrap();
         assert!(verify(std::slice::from_ref(&b), "evt_1", 1, b"{}", &h));
         assert!(verify(std::slice::from_ref(&b), "evt_1", 1, b"{}", &h2));
