@@ -98,57 +98,68 @@ struct Tally {
     last: Option<std::time::Instant>,
 }
 
+/// What the sink's handler shares.
+struct Sink {
+    secrets: Vec<lastmile_hooks::sign::Secret>,
+    tally: std::sync::Mutex<Tally>,
+    done: tokio::sync::watch::Sender<bool>,
+    count: u64,
+}
+
+/// One delivery: verified (counted, its order checked) or refused.
+async fn receive(
+    axum::extract::State(sink): axum::extract::State<std::sync::Arc<Sink>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::http::StatusCode {
+    use axum::http::StatusCode;
+    let h = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let (id, ts) = (
+        h("webhook-id"),
+        h("webhook-timestamp").parse::<u64>().unwrap_or(0),
+    );
+    let ok = lastmile_hooks::sign::verify(&sink.secrets, id, ts, &body, h("webhook-signature"));
+    let mut t = sink.tally.lock().unwrap_or_else(|p| p.into_inner());
+    if !ok {
+        t.rejected += 1;
+        return StatusCode::UNAUTHORIZED;
+    }
+    let now = std::time::Instant::now();
+    t.first.get_or_insert(now);
+    t.last = Some(now);
+    t.verified += 1;
+    let event = id.strip_prefix("evt_").and_then(|n| n.parse::<u64>().ok());
+    if let (Some(e), Some(last)) = (event, t.last_id)
+        && e <= last
+    {
+        t.out_of_order += 1;
+    }
+    t.last_id = event.or(t.last_id);
+    if t.verified >= sink.count {
+        sink.done.send_replace(true);
+    }
+    StatusCode::NO_CONTENT
+}
+
 /// `lastmile webhook-sink`: a receiver for benchmarks. It verifies each
 /// delivery's Standard Webhooks signature, counts, and reports the rate
 /// from the first delivery to the `count`-th.
 pub fn sink(a: SinkArgs) -> Result<()> {
-    use axum::body::Bytes;
-    use axum::http::{HeaderMap, StatusCode};
-    use std::sync::{Arc, Mutex};
     let secrets = a
         .secret
         .split(',')
         .map(lastmile_hooks::sign::Secret::parse)
         .collect::<Result<Vec<_>>>()?;
-    let tally = Arc::new(Mutex::new(Tally::default()));
-    let (done_tx, mut done_rx) = tokio::sync::watch::channel(false);
-    let state = (Arc::new(secrets), tally.clone(), Arc::new(done_tx), a.count);
-    let handler = |axum::extract::State((secrets, tally, done, count)): axum::extract::State<(
-        Arc<Vec<lastmile_hooks::sign::Secret>>,
-        Arc<Mutex<Tally>>,
-        Arc<tokio::sync::watch::Sender<bool>>,
-        u64,
-    )>,
-                   headers: HeaderMap,
-                   body: Bytes| async move {
-        let h = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or("");
-        let (id, ts) = (
-            h("webhook-id"),
-            h("webhook-timestamp").parse::<u64>().unwrap_or(0),
-        );
-        let ok = lastmile_hooks::sign::verify(&secrets, id, ts, &body, h("webhook-signature"));
-        let mut t = tally.lock().unwrap_or_else(|p| p.into_inner());
-        if !ok {
-            t.rejected += 1;
-            return StatusCode::UNAUTHORIZED;
-        }
-        let now = std::time::Instant::now();
-        t.first.get_or_insert(now);
-        t.last = Some(now);
-        t.verified += 1;
-        let event = id.strip_prefix("evt_").and_then(|n| n.parse::<u64>().ok());
-        if let (Some(e), Some(last)) = (event, t.last_id)
-            && e <= last
-        {
-            t.out_of_order += 1;
-        }
-        t.last_id = event.or(t.last_id);
-        if t.verified >= count {
-            done.send_replace(true);
-        }
-        StatusCode::NO_CONTENT
-    };
-    let app = axum::Router::new().fallback(handler).with_state(state);
+    let (done, mut done_rx) = tokio::sync::watch::channel(false);
+    let sink = std::sync::Arc::new(Sink {
+        secrets,
+        tally: std::sync::Mutex::new(Tally::default()),
+        done,
+        count: a.count,
+    });
+    let app = axum::Router::new()
+        .fallback(receive)
+        .with_state(sink.clone());
     crate::service::block_on(async move {
         let l = tokio::net::TcpListener::bind(a.listen)
             .await
@@ -161,7 +172,7 @@ pub fn sink(a: SinkArgs) -> Result<()> {
             .await?;
         anyhow::Ok(())
     })?;
-    let t = tally.lock().unwrap_or_else(|p| p.into_inner());
+    let t = sink.tally.lock().unwrap_or_else(|p| p.into_inner());
     let secs = match (t.first, t.last) {
         (Some(f), Some(l)) => l.duration_since(f).as_secs_f64(),
         _ => 0.0,

@@ -459,7 +459,7 @@ fn the_benchmark_sink_verifies_and_counts_deliveries() {
         .local_addr()
         .unwrap()
         .port();
-    let mut sink = Command::new(env!("CARGO_BIN_EXE_lastmile"))
+    let sink = Command::new(env!("CARGO_BIN_EXE_lastmile"))
         .args([
             "webhook-sink",
             "--listen",
