@@ -84,31 +84,6 @@ struct Totals {
     busy: AtomicU64,
 }
 
-/// `time_ms` as ISO 8601 UTC with milliseconds, as the Traccar Client sends it.
-fn iso(time_ms: i64) -> String {
-    let (days, ms) = (
-        time_ms.div_euclid(86_400_000),
-        time_ms.rem_euclid(86_400_000),
-    );
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        ms / 3_600_000,
-        ms / 60_000 % 60,
-        ms / 1000 % 60,
-        ms % 1000
-    )
-}
-
 fn present(v: u16) -> Option<f64> {
     (v != u16::MAX).then_some(f64::from(v))
 }
@@ -141,7 +116,7 @@ fn request(
         Form::Json => http.post(&o.url).json(&json!({
             "device_id": name,
             "location": {
-                "timestamp": iso(p.time_ms),
+                "timestamp": lastmile_engine::time::format_iso8601_ms(p.time_ms as f64 / 1000.0),
                 "coords": {
                     "latitude": lat,
                     "longitude": lon,
@@ -263,17 +238,4 @@ pub async fn replay(
         ack_max_us: us(1.0),
         first_refusal,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::iso;
-
-    #[test]
-    fn iso_times_read_back_as_the_same_milliseconds() {
-        assert_eq!(iso(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(iso(1_767_225_600_868), "2026-01-01T00:00:00.868Z");
-        assert_eq!(iso(1_709_164_799_999), "2024-02-28T23:59:59.999Z");
-        assert_eq!(iso(951_782_400_000), "2000-02-29T00:00:00.000Z");
-    }
 }

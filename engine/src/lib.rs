@@ -18,6 +18,7 @@ pub mod live_index;
 pub mod matcher;
 pub mod ping;
 pub mod simulate;
+pub mod time;
 pub mod trace;
 pub mod traffic;
 

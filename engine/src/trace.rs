@@ -202,69 +202,10 @@ impl Trace {
 /// RFC 3339 (`2026-01-31T12:00:00Z`, `…T12:00:00.250+01:00`).
 pub fn parse_time(s: &str) -> Option<f64> {
     let s = s.trim();
-    if let Ok(v) = s.parse::<f64>() {
-        return Some(v);
+    match s.parse::<f64>() {
+        Ok(v) => Some(v),
+        Err(_) => crate::time::parse_iso8601(s),
     }
-    let b = s.as_bytes();
-    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
-        return None;
-    }
-    let int = |r: std::ops::Range<usize>| -> Option<i64> {
-        let t = s.get(r)?;
-        t.bytes()
-            .all(|c| c.is_ascii_digit())
-            .then(|| t.parse().ok())?
-    };
-    let (year, month, day) = (int(0..4)?, int(5..7)?, int(8..10)?);
-    if b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    let (hour, min, sec) = (int(11..13)?, int(14..16)?, int(17..19)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60 {
-        return None;
-    }
-    let mut rest = s.get(19..)?;
-    let mut frac = 0.0;
-    if let Some(r) = rest.strip_prefix('.') {
-        let digits = r.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return None;
-        }
-        frac = format!("0.{}", &r[..digits]).parse().ok()?;
-        rest = &r[digits..];
-    }
-    let offset_s = match rest {
-        "" | "Z" | "z" => 0,
-        _ => {
-            let sign = match rest.as_bytes()[0] {
-                b'+' => 1,
-                b'-' => -1,
-                _ => return None,
-            };
-            let r = &rest[1..];
-            let (h, m) = match r.len() {
-                5 if r.as_bytes()[2] == b':' => (r.get(0..2)?, r.get(3..5)?),
-                4 => (r.get(0..2)?, r.get(2..4)?),
-                2 => (r, "00"),
-                _ => return None,
-            };
-            let (h, m): (i64, i64) = (h.parse().ok()?, m.parse().ok()?);
-            sign * (h * 3600 + m * 60)
-        }
-    };
-    let days = days_from_civil(year, month, day);
-    Some((days * 86_400 + hour * 3600 + min * 60 + sec - offset_s) as f64 + frac)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 /// Reads the track points of a GPX file (1.0 or 1.1) as one vehicle's trace.

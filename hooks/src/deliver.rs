@@ -64,29 +64,6 @@ fn now_ms() -> i64 {
     lastmile_node::auth::epoch_ms(SystemTime::now())
 }
 
-/// ISO 8601 (UTC, milliseconds) of seconds since the epoch.
-fn iso(t: f64) -> String {
-    let ms = (t * 1e3).round() as i64;
-    let (days, ms) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        ms / 3_600_000,
-        ms / 60_000 % 60,
-        ms / 1000 % 60,
-        ms % 1000
-    )
-}
-
 /// The wait a `Retry-After` asks for: seconds, or an HTTP date.
 fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
     let v = resp
@@ -121,11 +98,7 @@ fn httpdate(s: &str) -> Option<SystemTime> {
         .map(|x| x.parse().ok())
         .collect::<Option<_>>()?;
     let [h, m, sec] = t[..] else { return None };
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
-    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    let days = lastmile_engine::time::days_from_civil(year, month, day);
     let secs = u64::try_from(days * 86_400 + h * 3600 + m * 60 + sec).ok()?;
     Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
 }
@@ -291,7 +264,7 @@ impl Endpoint {
         let data = lastmile_node::event_json::event(&self.node, &self.reader, id, e);
         let body = serde_json::to_vec(&json!({
             "type": e.kind.as_str(),
-            "timestamp": iso(e.time),
+            "timestamp": lastmile_engine::time::format_iso8601_ms(e.time),
             "data": data,
         }))
         .unwrap_or_default();
@@ -364,8 +337,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn times_read_as_iso_and_http_dates() {
-        assert_eq!(iso(1_767_225_600.868), "2026-01-01T00:00:00.868Z");
+    fn http_dates_read() {
         assert_eq!(
             httpdate("Sun, 06 Nov 1994 08:49:37 GMT"),
             Some(SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777))

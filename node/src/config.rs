@@ -485,5 +485,21 @@ mod tests {
         );
         assert!(bad("[[fleets]]\nname = \"acme\"\nvehicles = []").contains("twice"));
         assert!(bad("[[fleets]]\nname = \"b\"\nvehicles = [[5, 1]]").contains("ends before"));
+        let hook = |name: &str, url: &str, fleet: &str, secrets: &str| {
+            format!(
+                "[[webhooks]]\nname = \"{name}\"\nfleet = \"{fleet}\"\nurl = \"{url}\"\nsecrets = [{secrets}]\n"
+            )
+        };
+        let s = "\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"";
+        assert!(bad(&hook("a-b", "https://x", "acme", s)).contains("letters, digits or '_'"));
+        assert!(bad(&hook("a", "ftp://x", "acme", s)).contains("http"));
+        assert!(bad(&hook("a", "https://x", "nope", s)).contains("unknown fleet"));
+        assert!(bad(&hook("a", "https://x", "acme", "")).contains("at least one secret"));
+        let twice = hook("a", "https://x", "acme", s);
+        assert!(bad(&format!("{twice}{twice}")).contains("twice"));
+        assert!(
+            bad("[osmand]\nlisten = \"0.0.0.0:5055\"").contains("plain_http"),
+            "plain HTTP off loopback must be asked for"
+        );
     }
 }

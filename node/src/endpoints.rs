@@ -75,14 +75,16 @@ impl WebhookEntry {
 
     pub fn validate(&self) -> anyhow::Result<()> {
         let label = format!("webhooks {:?}", self.name);
+        // The name is part of metric names, which take letters, digits
+        // and '_' only.
         if self.name.is_empty()
             || self.name.len() > 64
             || !self
                 .name
                 .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
         {
-            anyhow::bail!("{label}: a name is 1 to 64 letters, digits, '-' or '_'");
+            anyhow::bail!("{label}: a name is 1 to 64 letters, digits or '_'");
         }
         if !(self.url.starts_with("https://") || self.url.starts_with("http://")) {
             anyhow::bail!("{label}: url must be http:// or https://");
