@@ -27,6 +27,30 @@ struct TokenQuery {
     token: Option<String>,
 }
 
+/// Waits as the node's guard says before a credential from `ip` is
+/// checked (after wrong ones from there, checks are spaced out), or
+/// refuses when the queue of checks from there is too long. `what`: what
+/// the credentials are called, for the refusal.
+pub async fn gate(
+    node: &lastmile_node::Node,
+    ip: std::net::IpAddr,
+    key: u64,
+    what: &str,
+) -> Result<(), ApiError> {
+    match node.guard.gate(ip, key) {
+        Gate::Now => Ok(()),
+        Gate::After(wait) => {
+            tokio::time::sleep(wait).await;
+            Ok(())
+        }
+        Gate::Refused => Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "limit_exceeded",
+            format!("too many wrong {what} from this address: try again in a minute"),
+        )),
+    }
+}
+
 impl FromRequestParts<Arc<Web>> for Caller {
     type Rejection = ApiError;
 
@@ -54,17 +78,7 @@ impl FromRequestParts<Arc<Web>> for Caller {
             .map(|c| c.0.0.ip());
         let key = token_key(&token);
         if let Some(ip) = ip {
-            match web.node.guard.gate(ip, key) {
-                Gate::Now => {}
-                Gate::After(wait) => tokio::time::sleep(wait).await,
-                Gate::Refused => {
-                    return Err(ApiError::new(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "limit_exceeded",
-                        "too many wrong tokens from this address: try again in a minute",
-                    ));
-                }
-            }
+            gate(&web.node, ip, key, "tokens").await?;
         }
         let Some(who) = web.node.auth.authenticate(&token) else {
             if let Some(ip) = ip {

@@ -37,7 +37,7 @@ use lastmile_node::Node;
 use lastmile_node::admit::{self, Bounds};
 use lastmile_node::devices::Device;
 use lastmile_node::dispatch::Save;
-use lastmile_node::guard::{Gate, token_key};
+use lastmile_node::guard::token_key;
 use lastmile_node::ids::Kind;
 
 use crate::listener::{Listener, Peer};
@@ -279,17 +279,7 @@ async fn take(
 async fn admitted(door: &Door, peer: Peer, id: &str, key: &str) -> Result<Arc<Device>, ApiError> {
     let guard = &door.node.guard;
     let (ip, k) = (peer.0.ip(), token_key(key));
-    match guard.gate(ip, k) {
-        Gate::Now => {}
-        Gate::After(wait) => tokio::time::sleep(wait).await,
-        Gate::Refused => {
-            return Err(ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "limit_exceeded",
-                "too many wrong keys from this address: try again in a minute",
-            ));
-        }
-    }
+    crate::caller::gate(&door.node, ip, k, "keys").await?;
     match door.node.devices.find(&door.node.auth, id, key) {
         Some(d) => {
             guard.auth_succeeded(ip, k);
