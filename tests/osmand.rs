@@ -452,3 +452,51 @@ fn an_offline_buffer_uploaded_late_fills_the_gap_in_the_history() {
         );
     });
 }
+
+/// What is not a report is refused with a reason and counted, and takes
+/// nothing: another method, a body past the limit, too many locations.
+#[test]
+fn what_is_not_a_report_is_refused_with_a_reason() {
+    let (s, _) = serve_fixtures("osmand-malformed");
+    let key = key_of("48241179");
+    let put = send_raw(
+        &s,
+        format!("PUT /{key}?id=48241179&lat=47&lon=8 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes(),
+    );
+    assert_eq!(put.0, 405, "{put:?}");
+    assert!(put.1.contains("GET and POST"), "{put:?}");
+    let location =
+        r#"{"timestamp":"2026-01-01T00:00:00Z","coords":{"latitude":47.0,"longitude":8.0}}"#;
+    let many = format!(
+        r#"{{"device_id":"48241179","locations":[{}]}}"#,
+        vec![location; 10_001].join(",")
+    );
+    let post = |body: &str| {
+        send_raw(
+            &s,
+            format!(
+                "POST /{key} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+    };
+    let (status, body) = post(&many);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("more than 10000 locations"), "{body}");
+    // A body announced past 4 MiB is refused before it is read.
+    let huge = send_raw(
+        &s,
+        format!(
+            "POST /{key} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            5 << 20
+        )
+        .as_bytes(),
+    );
+    assert_eq!(huge.0, 413, "a body past 4 MiB: {huge:?}");
+    rt().block_on(async {
+        let st = s.stats().await;
+        assert_eq!(st["osmand_positions_accepted"], 0, "{st:?}");
+        assert!(st["osmand_malformed"] >= 1, "{st:?}");
+    });
+}

@@ -47,6 +47,8 @@ use crate::{ApiError, limit};
 const MAX_BODY: usize = 4 << 20;
 /// How long a request waits for room in a full engine before `503`.
 const PATIENCE: Duration = Duration::from_secs(2);
+/// The longest a request may take, its body's arrival included.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The door's counters (`osmand_*` in the server's statistics).
 #[derive(Default)]
@@ -152,6 +154,15 @@ impl OsmAndServer {
         let app = Router::new()
             .fallback(receive)
             .layer(DefaultBodyLimit::max(MAX_BODY))
+            // A body announced past the limit is refused before it is read,
+            // and a request that dawdles is cut off: a phone's request
+            // takes milliseconds, and a connection held open is a place
+            // another phone needs.
+            .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
+            .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+                StatusCode::REQUEST_TIMEOUT,
+                REQUEST_TIMEOUT,
+            ))
             .with_state(self.door);
         self.listener.serve(app, shutdown).await
     }
