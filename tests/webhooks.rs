@@ -367,15 +367,18 @@ fn failures_are_retried_and_gone_disables_the_endpoint() {
 }
 
 /// A dead endpoint (it accepts connections and never answers) leaves
-/// ingest alone: every ping of a replay is taken, no engine queue fills,
-/// and the endpoint's events wait in the log.
+/// ingest and the other endpoints alone: every ping of a replay is taken,
+/// no engine queue fills, a live endpoint gets every event, and the dead
+/// one's events wait in the log.
 #[test]
-fn a_dead_endpoint_never_slows_ingest() {
+fn a_dead_endpoint_never_slows_ingest_or_other_endpoints() {
     let dir = tmpdir("hooks-dead");
+    let rx = Receiver::start(&dir);
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = dead.local_addr().unwrap().port();
     let cfg = format!(
-        "[[webhooks]]\nname = \"dead\"\nfleet = \"acme\"\nurl = \"http://127.0.0.1:{port}/\"\nsecrets = [\"{SECRET}\"]\nallow_private = true\ntimeout_s = 1\nretry_schedule_s = [60]\n"
+        "{}\n[[webhooks]]\nname = \"dead\"\nfleet = \"acme\"\nurl = \"http://127.0.0.1:{port}/\"\nsecrets = [\"{SECRET}\"]\nallow_private = true\ntimeout_s = 1\nretry_schedule_s = [60]\n",
+        rx.config("")
     );
     let (trace, _) = simulate(&dir, 50, 600);
     let s = serve_with(&dir, "", &cfg, &[]);
@@ -402,6 +405,11 @@ fn a_dead_endpoint_never_slows_ingest() {
         assert_eq!(st["engine_queue_full"], 0, "{st:?}");
         assert_eq!(st["webhook_dead_delivered"], 0);
         assert!(st["webhook_dead_backlog"] > 10, "{st:?}");
+        let events = log_ids(&s).await.len() as u64;
+        eventually("the live endpoint got every event", async || {
+            s.stats().await["webhook_notify_delivered"] >= events
+        })
+        .await;
     });
     drop(dead);
 }
