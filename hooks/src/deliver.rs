@@ -273,7 +273,7 @@ impl Endpoint {
         let schedule = &self.entry.retry_schedule_s;
         for attempt in 0..=schedule.len() {
             let ts = now_s();
-            let resp = self
+            let request = self
                 .http
                 .post(&self.entry.url)
                 .header("content-type", "application/json")
@@ -284,8 +284,13 @@ impl Endpoint {
                     sign::header(&self.secrets, &msg_id, ts, &body),
                 )
                 .body(body.clone())
-                .send()
-                .await;
+                .send();
+            // A stopping server does not wait out a slow endpoint: the
+            // event stays undelivered and is sent again after the start.
+            let resp = tokio::select! {
+                r = request => r,
+                _ = closing.wait_for(|c| *c) => return Outcome::Closing,
+            };
             let mut wait = None;
             match resp {
                 Ok(r) if r.status().is_success() => {
