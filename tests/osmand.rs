@@ -76,16 +76,33 @@ fn send_raw(s: &Server, bytes: &[u8]) -> (u16, String) {
     (status, body)
 }
 
-async fn vehicle(s: &Server, name: &str) -> Value {
-    let url = format!("{}/api/v1/vehicles/{name}", s.http.as_ref().unwrap());
+/// GET `path` of the HTTP side as acme's reader: the JSON of a `200`.
+async fn read(s: &Server, path: &str) -> Value {
+    let url = format!("{}{path}", s.http.as_ref().unwrap());
     let r = reqwest::Client::new()
         .get(url)
         .bearer_auth(ACME_READER)
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 200, "vehicle {name}");
+    assert_eq!(r.status(), 200, "{path}");
     r.json().await.unwrap()
+}
+
+async fn vehicle(s: &Server, name: &str) -> Value {
+    read(s, &format!("/api/v1/vehicles/{name}")).await
+}
+
+/// The distinct road edges of a history answer, in path order.
+fn edges(history: &Value) -> Vec<i64> {
+    let mut e: Vec<i64> = history["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["edge"].as_i64())
+        .collect();
+    e.dedup();
+    e
 }
 
 /// Every request of the fixtures, sent as the apps send it, is taken or
@@ -210,23 +227,8 @@ fn unknown_devices_and_wrong_keys_get_one_answer() {
 async fn matched_edges(s: &Server, vehicles: &[String]) -> BTreeMap<String, Vec<i64>> {
     let mut out = BTreeMap::new();
     for v in vehicles {
-        let url = format!("{}/api/v1/vehicles/{v}/history", s.http.as_ref().unwrap());
-        let r = reqwest::Client::new()
-            .get(url)
-            .bearer_auth(ACME_READER)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "history of {v}");
-        let h: Value = r.json().await.unwrap();
-        let mut edges: Vec<i64> = h["points"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|p| p["edge"].as_i64())
-            .collect();
-        edges.dedup();
-        out.insert(v.clone(), edges);
+        let h = read(s, &format!("/api/v1/vehicles/{v}/history")).await;
+        out.insert(v.clone(), edges(&h));
     }
     out
 }
@@ -247,17 +249,7 @@ fn a_replay_through_the_door_is_matched_as_over_quic() {
     let quic = serve_with(&dir.join("quic"), "", any, &args);
     let door = serve_with(&dir.join("door"), "", any, &args);
     let t = trace.to_str().unwrap();
-    let o = lastmile(&[
-        "replay",
-        t,
-        "--server",
-        &quic.addr,
-        "--fingerprint",
-        &quic.fingerprint,
-        "--token",
-        ACME_DEVICE,
-        "--json",
-    ]);
+    let o = lastmile(&quic.cli_as(&["replay", t, "--json"], ACME_DEVICE));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let url = format!("{}/{ACME_DEVICE}", door.osmand.as_ref().unwrap());
     for form in ["json", "query"] {
@@ -337,23 +329,12 @@ fn location(&(t, lat, lon, speed, heading): &(f64, f64, f64, f64, f64)) -> Value
 
 /// The distinct edges of a vehicle's history between two times.
 async fn edges_between(s: &Server, v: &str, from: f64, to: f64) -> Vec<i64> {
-    let url = format!(
-        "{}/api/v1/vehicles/{v}/history?from={from}&to={to}",
-        s.http.as_ref().unwrap()
-    );
-    let r = reqwest::Client::new()
-        .get(url)
-        .bearer_auth(ACME_READER)
-        .send()
-        .await
-        .unwrap();
-    let h: Value = r.json().await.unwrap();
-    let mut e: Vec<i64> = h["points"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|p| p["edge"].as_i64())
-        .collect();
+    let h = read(
+        s,
+        &format!("/api/v1/vehicles/{v}/history?from={from}&to={to}"),
+    )
+    .await;
+    let mut e = edges(&h);
     e.sort_unstable();
     e.dedup();
     e
@@ -374,16 +355,7 @@ fn an_offline_buffer_uploaded_late_fills_the_gap_in_the_history() {
     }
     let quic = serve_with(&dir.join("quic"), "", any, &args);
     let door = serve_with(&dir.join("door"), "", any, &args);
-    let o = lastmile(&[
-        "replay",
-        trace.to_str().unwrap(),
-        "--server",
-        &quic.addr,
-        "--fingerprint",
-        &quic.fingerprint,
-        "--token",
-        ACME_DEVICE,
-    ]);
+    let o = lastmile(&quic.cli_as(&["replay", trace.to_str().unwrap()], ACME_DEVICE));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // Four minutes offline while driving: the vehicle and stretch that
     // move the most, with positions before and after.

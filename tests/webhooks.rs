@@ -140,16 +140,7 @@ fn every_event_is_delivered_signed_and_in_order_across_a_kill9() {
     std::fs::write(&a, format!("{header}\n{}\n", rows[..half].join("\n"))).unwrap();
     std::fs::write(&b, format!("{header}\n{}\n", rows[half..].join("\n"))).unwrap();
     let replay = |s: &Server, t: &Path| {
-        let o = lastmile(&[
-            "replay",
-            t.to_str().unwrap(),
-            "--server",
-            &s.addr,
-            "--fingerprint",
-            &s.fingerprint,
-            "--token",
-            ACME_DEVICE,
-        ]);
+        let o = lastmile(&s.cli_as(&["replay", t.to_str().unwrap()], ACME_DEVICE));
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     };
     let s = serve_with(&dir, "", &rx.config(""), &[]);
@@ -382,17 +373,7 @@ fn a_dead_endpoint_never_slows_ingest_or_other_endpoints() {
     );
     let (trace, _) = simulate(&dir, 50, 600);
     let s = serve_with(&dir, "", &cfg, &[]);
-    let o = lastmile(&[
-        "replay",
-        trace.to_str().unwrap(),
-        "--server",
-        &s.addr,
-        "--fingerprint",
-        &s.fingerprint,
-        "--token",
-        ACME_DEVICE,
-        "--json",
-    ]);
+    let o = lastmile(&s.cli_as(&["replay", trace.to_str().unwrap(), "--json"], ACME_DEVICE));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let r: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(r["accepted"], r["sent"], "{r}");

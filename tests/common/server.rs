@@ -267,7 +267,12 @@ pub trait ServerExt {
             ..self.target(token)
         }
     }
-    fn cli<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str>;
+    fn cli<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
+        self.cli_as(args, self.admin_token())
+    }
+    /// A client command's arguments for this server, with `token`.
+    fn cli_as<'a>(&'a self, args: &[&'a str], token: &'a str) -> Vec<&'a str>;
+    fn admin_token(&self) -> &str;
     async fn admin(&self) -> Client;
     async fn stats(&self) -> std::collections::HashMap<String, u64>;
 }
@@ -282,7 +287,7 @@ impl ServerExt for Server {
         .unwrap()
     }
 
-    fn cli<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
+    fn cli_as<'a>(&'a self, args: &[&'a str], token: &'a str) -> Vec<&'a str> {
         let mut v = args.to_vec();
         v.extend([
             "--server",
@@ -290,9 +295,13 @@ impl ServerExt for Server {
             "--fingerprint",
             &self.fingerprint,
             "--token",
-            &self.token,
+            token,
         ]);
         v
+    }
+
+    fn admin_token(&self) -> &str {
+        &self.token
     }
 
     async fn admin(&self) -> Client {
