@@ -48,7 +48,8 @@ EVENT_KINDS = {
     1: "eta_changed", 2: "late", 3: "back_on_time", 4: "off_route", 5: "back_on_route",
     6: "arrived", 7: "departed", 8: "completed", 9: "failed", 10: "stalled",
     11: "speeding", 12: "harsh_braking", 13: "offline", 14: "online", 15: "gps_outlier",
-    16: "stop_unreachable", 17: "rated",
+    16: "stop_unreachable", 17: "rated", 18: "out_for_delivery", 19: "next_stop", 20: "arriving",
+    21: "delivered", 22: "failed_attempt", 23: "rescheduled",
 }
 STOP_STATUS = ["pending", "next", "arrived", "completed", "failed"]
 ETA_STATE = ["unknown", "known", "unreachable"]

@@ -17,7 +17,9 @@ use std::time::Instant;
 use lastmile_roadgraph::Graph;
 
 use crate::Ping;
-use crate::fleet::{Admission, Command, Engine, EngineStats, FleetConfig, StopPlan, TimeWindow};
+use crate::fleet::{
+    Admission, Command, Engine, EngineStats, FleetConfig, ProofOfDelivery, StopPlan, TimeWindow,
+};
 use crate::simulate::{SimParams, SimStop, SimSummary, simulate_pings};
 
 /// Minutes before the true arrival at which ETAs are scored.
@@ -134,6 +136,51 @@ pub struct DriveParams {
     /// start routes every vehicle's first leg at once, a burst no steady
     /// state has.
     pub warmup_pings: usize,
+    /// Drivers close the stops, as their app does: each stop the simulated
+    /// vehicle reached is completed as it leaves (true arrival + service),
+    /// every `n`-th of them failed instead; `None`: nobody closes stops.
+    pub drivers: Option<Drivers>,
+}
+
+/// How simulated drivers close their stops (see [`DriveParams::drivers`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Drivers {
+    /// Every this-many-th reached stop fails ("nobody home"); 0: none.
+    pub fail_every: usize,
+}
+
+impl Drivers {
+    /// Why a driver fails a stop.
+    pub const REASON: &str = "nobody home";
+
+    /// The drivers' commands over the day, in time order: `(time, command)`.
+    pub fn commands(&self, day: &Day) -> Vec<(f64, Command)> {
+        let mut out: Vec<(f64, Command)> = Vec::new();
+        let reached = day
+            .stops()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.true_arrival.map(|t| (i, s, t)));
+        for (k, (i, s, arrival)) in reached.enumerate() {
+            let (vehicle, stop) = (Day::vehicle_of(s), i as u64);
+            let cmd = if self.fail_every > 0 && (k + 1) % self.fail_every == 0 {
+                Command::Fail {
+                    vehicle,
+                    stop,
+                    reason: Self::REASON.into(),
+                }
+            } else {
+                Command::Complete {
+                    vehicle,
+                    stop,
+                    proof: ProofOfDelivery::default(),
+                }
+            };
+            out.push((arrival + s.service_s, cmd));
+        }
+        out.sort_by(|a, b| a.0.total_cmp(&b.0));
+        out
+    }
 }
 
 impl Default for DriveParams {
@@ -144,6 +191,7 @@ impl Default for DriveParams {
             rate: None,
             max_pings: None,
             warmup_pings: 0,
+            drivers: None,
         }
     }
 }
@@ -269,7 +317,15 @@ fn feed(
     };
     let pings = &day.pings[..drive.max_pings.unwrap_or(usize::MAX).min(day.pings.len())];
     let mut warm = drive.warmup_pings == 0;
+    let closing = drive.drivers.map_or_else(Vec::new, |d| d.commands(day));
+    let mut closing = closing.into_iter().peekable();
     for &(v, p) in pings {
+        // A driver's command after every ping before it, as the app sends it.
+        while let Some((t, cmd)) = closing.next_if(|(t, _)| *t <= p.time) {
+            flush(&mut batch, &mut done);
+            // Refused only if the stop is already closed or gone: news only.
+            let _ = engine.command(cmd, t, wait);
+        }
         if !warm && done as usize >= drive.warmup_pings {
             engine.sync();
             engine.reset_latency();

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lastmile_engine::Ping;
-use lastmile_engine::bench::{Day, DriveParams, assign_routes, feed_day};
+use lastmile_engine::bench::{Day, DriveParams, Drivers, assign_routes, feed_day};
 use lastmile_engine::fleet::{
     Admission, Command, CommandError, Engine, EtaState, Event, EventFilter, EventKind, FleetConfig,
     ProofOfDelivery, StopOutcome, StopPlan, StopStatus, TimeWindow,
@@ -849,6 +849,169 @@ fn a_clean_day_is_quiet() {
     assert_eq!(kinds(&events, EventKind::Arrived).len(), reached);
 }
 
+// ------------------------------------------------------------ milestones
+
+/// The customer milestones of a simulated day, judged against what truly
+/// happened: every reached stop has out_for_delivery, next_stop, arriving
+/// and its outcome, once each and in that order, at the times the truth
+/// says (the route's start, the previous stop's arrival, before its own
+/// arrival, as the driver left); stops never reached have no outcome.
+#[test]
+fn customer_milestones_follow_the_true_day() {
+    let g = town();
+    let params = SimParams {
+        vehicles: 12,
+        duration_s: 3600.0,
+        interval_s: 2.0,
+        noise_m: 5.0,
+        seed: 31,
+        ..SimParams::default()
+    };
+    let day = Day::simulate(&g, &params, &|_| {});
+    let e = engine(&g, 2, true);
+    assign_routes(&e, &day);
+    let drive = DriveParams {
+        drivers: Some(Drivers { fail_every: 5 }),
+        ..DriveParams::default()
+    };
+    feed_day(&e, &day, &drive, &|_| {});
+    let mut events = all_events(&e);
+    events.sort_by_key(|ev| (ev.vehicle, ev.seq));
+    let arriving_s = FleetConfig::default().detect.arriving_s;
+    let stops = day.stops();
+    let end = T0 + params.duration_s;
+    let (mut delivered, mut failed) = (0, 0);
+    for (i, s) in stops.iter().enumerate() {
+        let mine: Vec<&Event> = events
+            .iter()
+            .filter(|ev| ev.stop == Some(i as u64) && EventKind::MILESTONES.contains(&ev.kind))
+            .collect();
+        let names: Vec<&str> = mine.iter().map(|ev| ev.kind.as_str()).collect();
+        let at = |kind: EventKind| mine.iter().find(|ev| ev.kind == kind).map(|ev| ev.time);
+        let Some(arrival) = s.true_arrival else {
+            assert!(
+                at(EventKind::Delivered).is_none() && at(EventKind::FailedAttempt).is_none(),
+                "stop {i} never reached: {names:?}"
+            );
+            continue;
+        };
+        let closed = arrival + s.service_s;
+        if closed >= end {
+            continue;
+        }
+        let outcome = match mine.last().map(|ev| ev.kind) {
+            Some(EventKind::Delivered) => {
+                delivered += 1;
+                "delivered"
+            }
+            _ => {
+                failed += 1;
+                "failed_attempt"
+            }
+        };
+        assert_eq!(
+            names,
+            ["out_for_delivery", "next_stop", "arriving", outcome],
+            "stop {i}"
+        );
+        // Out for delivery once the van drives off at the day's start (its
+        // route is planned before); the stop next from when the one before
+        // it was reached until the driver closed that one at the latest;
+        // arriving before it is reached, within twice the threshold.
+        let out = at(EventKind::OutForDelivery).unwrap();
+        assert!(out <= T0 + 120.0, "stop {i}: out at {out}");
+        let next = at(EventKind::NextStop).unwrap();
+        let before = (s.seq > 0)
+            .then(|| &stops[i - 1])
+            .filter(|p| p.vehicle == s.vehicle);
+        match before.and_then(|p| p.true_arrival.map(|t| (t, t + p.service_s))) {
+            Some((reached, left)) => assert!(
+                next >= reached - 60.0 && next <= left,
+                "stop {i}: next at {next}, the one before reached at {reached}, left at {left}"
+            ),
+            None => assert_eq!(next, out, "stop {i}: the first is next at once"),
+        }
+        let arriving = at(EventKind::Arriving).unwrap();
+        assert!(
+            arriving <= arrival + 30.0 && arriving >= arrival - 2.0 * arriving_s,
+            "stop {i}: arriving at {arriving}, truly there at {arrival}"
+        );
+        let last = mine.last().unwrap();
+        assert_eq!(last.time, closed, "stop {i}: closed as the driver left");
+    }
+    assert!(
+        delivered >= 20 && failed >= 4,
+        "{delivered} delivered, {failed} failed"
+    );
+}
+
+/// A new promised window: `rescheduled` with it, and the first three
+/// milestones again, in order, as the van comes.
+#[test]
+fn a_rescheduled_stop_begins_a_new_attempt() {
+    let g = town();
+    let mut config = FleetConfig {
+        shards: 1,
+        learning: false,
+        ..FleetConfig::default()
+    };
+    // A stop a few minutes away is not arriving yet.
+    config.detect.arriving_s = 60.0;
+    let e = Engine::new(g.clone(), config);
+    let route = some_route(&g, 41, 2500.0, 4000.0);
+    let pings = drive(&g, &route, T0, 10.0, 2.0);
+    let far = g.point_on_edge(route.end.edge, route.end.offset_m);
+    let mut plan = stop_at(1, far);
+    plan.window = Some(TimeWindow {
+        start: T0,
+        end: T0 + 3600.0,
+    });
+    let assign = |plan: &StopPlan, t: f64| {
+        e.command(
+            Command::AssignRoute {
+                vehicle: 3,
+                stops: vec![plan.clone()],
+            },
+            t,
+            WAIT,
+        )
+        .unwrap();
+    };
+    assign(&plan, T0);
+    let half = pings.len() / 2;
+    feed(&e, 3, &pings[..half]);
+    let t = pings[half - 1].time;
+    // The same plan again changes nothing; a new window is news.
+    assign(&plan, t);
+    let later = TimeWindow {
+        start: T0 + 7200.0,
+        end: T0 + 9000.0,
+    };
+    plan.window = Some(later);
+    assign(&plan, t);
+    feed(&e, 3, &pings[half..]);
+    let events = all_events(&e);
+    let names: Vec<&str> = events
+        .iter()
+        .filter(|ev| EventKind::MILESTONES.contains(&ev.kind))
+        .map(|ev| ev.kind.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "out_for_delivery",
+            "next_stop",
+            "rescheduled",
+            "out_for_delivery",
+            "next_stop",
+            "arriving"
+        ],
+        "{events:?}"
+    );
+    let r = kinds(&events, EventKind::Rescheduled)[0];
+    assert_eq!((r.value, r.reference, r.time), (later.start, later.end, t));
+}
+
 // ------------------------------------------------------------- commands
 
 #[test]
@@ -1180,6 +1343,7 @@ fn same_events_and_etas_whatever_the_shard_count() {
         let drive = DriveParams {
             tick_s: 20.0,
             batch: 97,
+            drivers: Some(Drivers { fail_every: 4 }),
             ..DriveParams::default()
         };
         feed_day(&e, &day, &drive, &|_| {});

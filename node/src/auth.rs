@@ -105,6 +105,11 @@ pub struct Auth {
     rng: SystemRandom,
 }
 
+/// A tracking token made of 24 unguessable bytes.
+pub fn tracking_token(raw: &[u8; 24]) -> String {
+    format!("trk_{}", hex(raw))
+}
+
 pub fn digest(token: &str) -> [u8; 32] {
     let d = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
     let mut out = [0u8; 32];
@@ -291,17 +296,30 @@ impl Auth {
         self.rng
             .fill(&mut raw)
             .map_err(|_| anyhow::anyhow!("no system randomness"))?;
-        let token = format!("trk_{}", hex(&raw));
+        let token = tracking_token(&raw);
         let expires = SystemTime::now() + ttl;
+        self.grant_tracking(issuer, stop, &token, expires);
+        Ok((token, expires))
+    }
+
+    /// Makes `token` a tracking token for one stop of `issuer`'s fleet
+    /// until `expires` (a token made elsewhere: webhooks derive theirs, see
+    /// `lastmile-hooks`).
+    pub fn grant_tracking(
+        &self,
+        issuer: &Principal,
+        stop: StopId,
+        token: &str,
+        expires: SystemTime,
+    ) {
         self.insert_grant(
-            digest(&token),
+            digest(token),
             TrackingGrant {
                 fleet: issuer.fleet,
                 stop,
                 expires,
             },
         );
-        Ok((token, expires))
     }
 
     /// Adds a grant, keeping the table bounded: when full, expired grants

@@ -179,16 +179,7 @@ impl Node {
                 "a tracking token covers one stop only",
             ));
         }
-        let engine = self.sink.engine().ok_or_else(|| {
-            Refusal::new(
-                RefusalKind::NotFound,
-                "this server counts pings only (no engine)",
-            )
-        })?;
-        let view = match engine.stop(id) {
-            Some(v) => v,
-            None => self.archived_stop(id)?.ok_or_else(|| no_stop(name))?,
-        };
+        let view = self.stop_view(id)?.ok_or_else(|| no_stop(name))?;
         if !self.auth.covers(who, view.record.vehicle) {
             return Err(no_stop(name));
         }
@@ -197,6 +188,22 @@ impl Node {
                 .eta
                 .is_some_and(|s| s.stops_before == 0 && s.status.is_remaining());
         Ok((id, view, reveal))
+    }
+
+    /// Stop `id` as the engine holds it, or the store's record once the
+    /// engine has dropped it; whoever asks, so the caller checks who may
+    /// see it. Reads the store: call it off the async threads.
+    pub fn stop_view(&self, id: StopId) -> Result<Option<StopView>, Refusal> {
+        let engine = self.sink.engine().ok_or_else(|| {
+            Refusal::new(
+                RefusalKind::NotFound,
+                "this server counts pings only (no engine)",
+            )
+        })?;
+        match engine.stop(id) {
+            Some(v) => Ok(Some(v)),
+            None => self.archived_stop(id),
+        }
     }
 
     /// A stop from the store's record of its outcome, if it keeps one.
@@ -307,9 +314,38 @@ impl Node {
             .mint_tracking(who, stop, ttl)
             .map_err(|e| internal(e.to_string()))?;
         let expires_ms = crate::auth::epoch_ms(expires);
+        self.save_grant(who, stop, &token, expires_ms)?;
+        Ok((token, expires_ms))
+    }
+
+    /// Makes `token` (made by the caller: 24 bytes as
+    /// [`crate::auth::tracking_token`] writes them) a tracking token for
+    /// `stop` until `expires_ms`, kept in the store like a minted one.
+    /// Writes (and syncs): call it off the async threads.
+    pub fn grant_tracking(
+        &self,
+        who: &Principal,
+        stop: StopId,
+        token: &str,
+        expires_ms: i64,
+    ) -> Result<(), Refusal> {
+        let expires =
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(expires_ms.max(0) as u64);
+        self.auth.grant_tracking(who, stop, token, expires);
+        self.save_grant(who, stop, token, expires_ms)
+    }
+
+    fn save_grant(
+        &self,
+        who: &Principal,
+        stop: StopId,
+        token: &str,
+        expires_ms: i64,
+    ) -> Result<(), Refusal> {
+        let internal = |e: String| Refusal::new(RefusalKind::Internal, e);
         if let Some(d) = &self.durable {
             let grant = crate::store::StoredGrant {
-                digest: crate::auth::digest(&token),
+                digest: crate::auth::digest(token),
                 fleet: who.fleet.map(|f| self.auth.fleet_name(Some(f)).to_string()),
                 stop,
                 expires_ms,
@@ -318,7 +354,7 @@ impl Node {
                 .save_grant(&grant)
                 .map_err(|e| internal(format!("storing the token: {e}")))?;
         }
-        Ok((token, expires_ms))
+        Ok(())
     }
 
     /// The engine ids of names in the caller's fleet, new ones given ids

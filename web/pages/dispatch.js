@@ -16,10 +16,13 @@
     ["idle", "Idle", "#1e88e5"],
   ];
   const COLOUR = Object.fromEntries(STATES.map(([k, , c]) => [k, c]));
+  const MILESTONES = ["out_for_delivery", "next_stop", "arriving", "delivered", "failed_attempt",
+    "rescheduled"];
   const KINDS = ["late", "back_on_time", "off_route", "back_on_route", "arrived", "departed",
     "completed", "failed", "stalled", "speeding", "harsh_braking", "offline", "online",
-    "gps_outlier", "stop_unreachable", "rated", "eta_changed"];
-  const QUIET = new Set(["eta_changed", "gps_outlier"]);
+    "gps_outlier", "stop_unreachable", "rated", "eta_changed", ...MILESTONES];
+  // Milestones repeat for customers what the others say for dispatchers.
+  const QUIET = new Set(["eta_changed", "gps_outlier", ...MILESTONES]);
   const MAX_EVENTS = 200;
 
   const vehicles = new Map(); // name -> {marker, state}

@@ -171,7 +171,7 @@
     let pending = null;
     feed.onmessage = feed.onerror = null;
     const soon = () => { if (!pending) pending = setTimeout(() => { pending = null; refresh(); }, 100); };
-    for (const kind of ["eta_changed", "late", "back_on_time", "arrived", "departed", "completed", "failed", "stalled", "stop_unreachable", "rated"]) {
+    for (const kind of ["eta_changed", "late", "back_on_time", "arrived", "departed", "completed", "failed", "stalled", "stop_unreachable", "rated", "rescheduled"]) {
       feed.addEventListener(kind, soon);
     }
     timer = setInterval(() => { if (van || (last && last.status === "next")) refresh(); }, 5000);

@@ -38,7 +38,8 @@
 //! their legs, format 6 gave the along-path smoother its filter state,
 //! format 7 the held pings their own fixes, format 8 the steps whose chain
 //! broke because no road led to them, format 9 the stops' customer
-//! ratings; formats 1 to 8 are no longer read.
+//! ratings, format 10 the customer milestones each stop has had; formats 1
+//! to 9 are no longer read.
 
 use std::io::{self, Write};
 use std::ops::Range;
@@ -52,7 +53,7 @@ use super::{StopId, StopRecord, VehicleId};
 use crate::traffic::{EdgeObservation, LearntTraffic};
 
 const MAGIC: &[u8; 8] = b"LMCKPT\0\x01";
-const FORMAT: u32 = 9;
+const FORMAT: u32 = 10;
 const HEADER: usize = 16;
 const TRAILER: usize = 16;
 

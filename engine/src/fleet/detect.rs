@@ -59,6 +59,9 @@ pub struct DetectConfig {
     /// Moving above `moving_mps`, stopped below `stopped_mps` (hysteresis).
     pub moving_mps: f64,
     pub stopped_mps: f64,
+    /// The customer milestone `arriving` once the next stop's ETA is at
+    /// most this far ahead.
+    pub arriving_s: f64,
 }
 
 impl Default for DetectConfig {
@@ -87,6 +90,7 @@ impl Default for DetectConfig {
             outlier_min_m: 50.0,
             moving_mps: 2.0,
             stopped_mps: 1.0,
+            arriving_s: 600.0,
         }
     }
 }
@@ -106,6 +110,7 @@ impl DetectConfig {
             ("braking_min_span_s", self.braking_min_span_s),
             ("braking_max_interval_s", self.braking_max_interval_s),
             ("offline_s", self.offline_s),
+            ("arriving_s", self.arriving_s),
         ];
         for (name, v) in positive {
             if !(v.is_finite() && v > 0.0) {

@@ -71,10 +71,29 @@ pub enum EventKind {
     /// The customer rated a delivered stop (the comment is in the stop
     /// record): stars 1–5, NaN.
     Rated = 17,
+    /// Customer milestone: the vehicle is under way with the stop on its
+    /// route (see [`super::milestones`]): ETA (NaN unknown), remaining
+    /// stops before this one.
+    OutForDelivery = 18,
+    /// Customer milestone: the stop is the vehicle's next: ETA, metres to go.
+    NextStop = 19,
+    /// Customer milestone: the stop's ETA is under the threshold (or the
+    /// vehicle is there): ETA, threshold s.
+    Arriving = 20,
+    /// Customer milestone: the stop was completed (proof of delivery in the
+    /// stop record): as for completed.
+    Delivered = 21,
+    /// Customer milestone: the stop failed (reason in the stop record): as
+    /// for failed.
+    FailedAttempt = 22,
+    /// Customer milestone: the dispatcher changed the stop's promised
+    /// window, and a new attempt begins: new window start, new window end
+    /// (NaN: no window).
+    Rescheduled = 23,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 17] = [
+    pub const ALL: [EventKind; 23] = [
         Self::EtaChanged,
         Self::Late,
         Self::BackOnTime,
@@ -92,6 +111,22 @@ impl EventKind {
         Self::GpsOutlier,
         Self::StopUnreachable,
         Self::Rated,
+        Self::OutForDelivery,
+        Self::NextStop,
+        Self::Arriving,
+        Self::Delivered,
+        Self::FailedAttempt,
+        Self::Rescheduled,
+    ];
+
+    /// The customer milestones, in the order a stop goes through them.
+    pub const MILESTONES: [EventKind; 6] = [
+        Self::OutForDelivery,
+        Self::NextStop,
+        Self::Arriving,
+        Self::Delivered,
+        Self::FailedAttempt,
+        Self::Rescheduled,
     ];
 
     /// The kind numbered `code` (its wire and storage number).
@@ -118,6 +153,12 @@ impl EventKind {
             Self::GpsOutlier => "gps_outlier",
             Self::StopUnreachable => "stop_unreachable",
             Self::Rated => "rated",
+            Self::OutForDelivery => "out_for_delivery",
+            Self::NextStop => "next_stop",
+            Self::Arriving => "arriving",
+            Self::Delivered => "delivered",
+            Self::FailedAttempt => "failed_attempt",
+            Self::Rescheduled => "rescheduled",
         }
     }
 
@@ -474,7 +515,7 @@ mod tests {
             assert_eq!(EventKind::from_code(k as u8), Some(k));
         }
         assert_eq!(EventKind::from_code(0), None);
-        assert_eq!(EventKind::from_code(18), None);
+        assert_eq!(EventKind::from_code(24), None);
     }
 
     #[test]

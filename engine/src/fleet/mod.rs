@@ -19,6 +19,7 @@ pub mod events;
 pub mod journal;
 pub mod latency;
 mod legs;
+mod milestones;
 mod path_code;
 mod shard;
 pub mod snapshot;

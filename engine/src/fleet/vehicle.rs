@@ -10,6 +10,7 @@ use lastmile_roadgraph::{EdgePos, LatLon, LatLonE7, SpeedLimit};
 use super::detect::{Braking, Motion, OffRoute, RouteChange, Speeding, lateness};
 use super::events::{Event, EventKind};
 use super::legs::{Leg, StopLeg, StopPlace};
+use super::milestones::{Milestones, Situation};
 use super::path_code::PathCode;
 use super::shard::Ctx;
 use super::snapshot::{EtaState, StopEta, VehicleSnapshot};
@@ -39,6 +40,8 @@ pub(crate) struct StopState {
     /// ETA last announced by `eta_changed` (NaN: none yet).
     pub announced: f64,
     pub late: bool,
+    /// The customer milestones sent in this attempt.
+    milestones: Milestones,
     /// When it arrived (NaN: not yet).
     pub arrived_at: f64,
     /// Boxed: rare, and large next to the rest.
@@ -759,6 +762,43 @@ impl Vehicle {
             prev = Some(i);
             k += 1;
         }
+        self.send_milestones(ctx, now);
+    }
+
+    /// The customer milestones each open stop has reached (see
+    /// [`super::milestones`]), in route order.
+    fn send_milestones(&mut self, ctx: &mut Ctx, now: f64) {
+        let under_way = self.motion.moving && now - self.motion.since >= ctx.detect.plan_settle_s;
+        let arriving_s = ctx.detect.arriving_s;
+        let mut before = 0u32;
+        for i in 0..self.stops.len() {
+            let s = &mut self.stops[i];
+            if s.status.is_closed() {
+                continue;
+            }
+            let stops_before = before;
+            if s.status.is_remaining() {
+                before += 1;
+            }
+            if s.milestones.complete() {
+                continue;
+            }
+            let situation = Situation {
+                under_way,
+                status: s.status,
+                eta_in: s.eta - now,
+                arriving_s,
+            };
+            let (id, eta, to_go) = (s.plan.id, s.eta, s.remaining_m);
+            for kind in s.milestones.advance(&situation) {
+                let reference = match kind {
+                    EventKind::OutForDelivery => f64::from(stops_before),
+                    EventKind::NextStop => to_go,
+                    _ => arriving_s,
+                };
+                self.emit(ctx, kind, now, Some(id), eta, reference);
+            }
+        }
     }
 
     // ------------------------------------------------------------- commands
@@ -784,6 +824,15 @@ impl Vehicle {
                     {
                         Some(j) => {
                             let mut s = kept.remove(j);
+                            if s.plan.window != plan.window {
+                                // A new promise: a new attempt.
+                                s.milestones.restart();
+                                let (start, end) = plan
+                                    .window
+                                    .map_or((f64::NAN, f64::NAN), |w| (w.start, w.end));
+                                let kind = EventKind::Rescheduled;
+                                self.emit(ctx, kind, time, Some(plan.id), start, end);
+                            }
                             s.plan = plan.clone();
                             open.push(s);
                         }
@@ -900,12 +949,13 @@ impl Vehicle {
         let s = self.stops.remove(i);
         let closed = self.stops.iter().filter(|s| s.status.is_closed()).count();
         self.stops.insert(closed, s);
-        let kind = if completed {
-            EventKind::Completed
+        let (kind, milestone) = if completed {
+            (EventKind::Completed, EventKind::Delivered)
         } else {
-            EventKind::Failed
+            (EventKind::Failed, EventKind::FailedAttempt)
         };
         self.emit(ctx, kind, time, Some(stop), distance, dwell);
+        self.emit(ctx, milestone, time, Some(stop), distance, dwell);
         true
     }
 
@@ -1091,6 +1141,7 @@ fn new_stop(ctx: &mut Ctx, plan: &StopPlan) -> Option<StopState> {
         remaining_m: f64::NAN,
         announced: f64::NAN,
         late: false,
+        milestones: Milestones::default(),
         arrived_at: f64::NAN,
         outcome: None,
     })
