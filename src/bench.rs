@@ -246,6 +246,7 @@ pub fn bench_cmd(a: BenchArgs) -> Result<()> {
         max_pings: Some(((day.pings.len() as f64 * a.latency_share) as usize).max(1)),
         warmup_pings: (day.pings.len() as f64 * a.latency_share / 10.0) as usize,
         batch: a.latency_batch,
+        drivers: None,
     };
     bar.stage_count("pings (paced)", drive.max_pings.unwrap_or(0) as u64);
     let config = FleetConfig {

@@ -354,6 +354,19 @@ pub struct ReplayArgs {
     /// Assign these routes first (stops CSV), at the trace's first time.
     #[arg(long)]
     stops: Option<PathBuf>,
+    /// Simulated drivers close the stops of --stops as they leave them
+    /// (true arrival + service time, the columns `lastmile simulate`
+    /// writes), as their app would, on their vehicle's connection after
+    /// every earlier ping.
+    #[arg(long, requires = "stops", conflicts_with = "datagrams")]
+    drivers: bool,
+    /// With --drivers: every N-th stop reached fails ("nobody home") instead.
+    #[arg(long, default_value_t = 0, requires = "drivers")]
+    fail_every: usize,
+    /// Token for the routes of --stops and the drivers' commands (a
+    /// dispatcher's of the vehicles' fleet; default: --token).
+    #[arg(long, requires = "stops")]
+    dispatch_token: Option<String>,
     /// Send the pings to the door for driver apps at this URL instead
     /// (`http://HOST:5055/KEY`, the key a token of the vehicles' fleet), one
     /// position per request as Traccar Client and OsmAnd do, each vehicle
@@ -468,6 +481,14 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
         .with_context(|| format!("{}", p.display()))?,
         None => Vec::new(),
     };
+    let closings = match (&a.stops, a.drivers) {
+        (Some(p), true) => replay::closings_from_stops(
+            std::fs::File::open(p).with_context(|| format!("{}", p.display()))?,
+            a.fail_every,
+        )
+        .with_context(|| format!("{}", p.display()))?,
+        _ => Vec::new(),
+    };
     let opts = ReplayOptions {
         connections: a.connections,
         rate: a.rate,
@@ -475,6 +496,8 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
         datagrams: a.datagrams,
         batch: a.batch,
         queries_per_s: a.queries,
+        closings: Arc::new(closings),
+        dispatch_token: a.dispatch_token.clone(),
         ..ReplayOptions::default()
     };
     let bar = Bar::new();
@@ -483,7 +506,11 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
         let mut assigned = None;
         if !routes.is_empty() {
             bar.stage_spinner(&format!("assigning {} routes", routes.len()));
-            let c = Client::connect(&target).await?;
+            let dispatcher = Target {
+                token: a.dispatch_token.clone().unwrap_or(target.token.clone()),
+                ..target.clone()
+            };
+            let c = Client::connect(&dispatcher).await?;
             assigned = Some(
                 replay::assign_routes(&c, &routes, pings.pings[0].time_ms, ASSIGN_IN_FLIGHT)
                     .await?,
@@ -533,7 +560,11 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
             assigned.map_or(String::new(), |a| format!(
                 ", {} routes assigned ({:.0}/s, durable ack p50 {:.0} µs p99 {:.0} µs)",
                 a.routes, a.per_s, a.p50_us, a.p99_us
-            ))
+            )) + &if a.drivers {
+                format!(", {} stops closed by their drivers", report.stops_closed)
+            } else {
+                String::new()
+            }
         );
     }
     Ok(())

@@ -210,6 +210,198 @@ fn every_event_is_delivered_signed_and_in_order_across_a_kill9() {
     );
 }
 
+/// The customer milestones of a simulated day (what the tests compare them with).
+const MILESTONES: [&str; 6] = [
+    "out_for_delivery",
+    "next_stop",
+    "arriving",
+    "delivered",
+    "failed_attempt",
+    "rescheduled",
+];
+
+/// A replayed day whose drivers close their stops (`replay --drivers`):
+/// the receiver gets every customer milestone of the log, signed, each
+/// stop's in order (out for delivery, next stop, arriving, then delivered
+/// or failed) with the customer's reference, the ETA, the reason or the
+/// delivery note, and a tracking token that opens that stop's tracking
+/// API and no other; the times agree with what the simulated drivers truly
+/// did (never with the engine's own output).
+#[test]
+fn every_customer_milestone_of_a_replayed_day_reaches_the_receiver() {
+    let dir = tmpdir("hooks-milestones");
+    let rx = Receiver::start(&dir);
+    let (trace, stops) = simulate(&dir, 8, 1800);
+    // The shop's own order references, as a user's stops CSV has them.
+    let text = std::fs::read_to_string(&stops).unwrap();
+    let mut with_refs = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let extra = match i {
+            0 => "customer_ref".to_string(),
+            _ => format!("order-{}", line.split(',').nth(1).unwrap()),
+        };
+        with_refs += &format!("{line},{extra}\n");
+    }
+    std::fs::write(&stops, with_refs).unwrap();
+    let kinds = format!("kinds = {MILESTONES:?}\n");
+    let s = serve_with(&dir, "", &rx.config(&kinds), &["--http", "127.0.0.1:0"]);
+    let (trace_s, stops_s) = (trace.to_str().unwrap(), stops.to_str().unwrap());
+    let args = [
+        "replay",
+        trace_s,
+        "--stops",
+        stops_s,
+        "--drivers",
+        "--fail-every",
+        "4",
+        "--dispatch-token",
+        ACME_DISPATCHER,
+    ];
+    let o = lastmile(&s.cli_as(&args, ACME_DEVICE));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("stops closed by their drivers"), "{out}");
+    // Every milestone of the log delivered.
+    rt().block_on(async {
+        let c = s.admin().await;
+        let mut log = BTreeMap::new();
+        let mut sub = c.subscribe(&everything_from(0)).await.unwrap();
+        collect(&mut sub, Duration::from_millis(500), &mut log).await;
+        c.close();
+        let want: BTreeSet<u64> = log
+            .values()
+            .filter(|e| (18..=23).contains(&e.kind))
+            .map(|e| e.id)
+            .collect();
+        assert!(want.len() > 60, "{} milestones in the log", want.len());
+        eventually("every milestone delivered", async || {
+            let got: BTreeSet<u64> = rx
+                .records()
+                .iter()
+                .filter(|r| r["verified"] == true && r["status"] == 200)
+                .filter_map(|r| r["event_id"].as_u64())
+                .collect();
+            got == want
+        })
+        .await;
+    });
+    // Each stop's milestones, first deliveries in order.
+    let mut by_stop: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    let mut seen = BTreeSet::new();
+    for r in rx.records() {
+        assert_eq!(r["verified"], true);
+        if seen.insert(r["event_id"].as_u64().unwrap()) {
+            let body: Value = serde_json::from_str(r["body"].as_str().unwrap()).unwrap();
+            let stop = body["data"]["stop"].as_str().unwrap().to_string();
+            by_stop.entry(stop).or_default().push(body);
+        }
+    }
+    let last_ping: f64 = std::fs::read_to_string(&trace)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split(',').nth(1)?.parse().ok())
+        .fold(0.0, f64::max);
+    let http = s.http.clone().unwrap();
+    let mut reader = csv::Reader::from_path(&stops).unwrap();
+    let (mut delivered, mut failed, mut reached) = (0, 0, 0);
+    for rec in reader.records() {
+        let rec = rec.unwrap();
+        let (stop, service): (&str, f64) = (&rec[1], rec[7].parse().unwrap());
+        let Ok(arrival) = rec[8].parse::<f64>() else {
+            let got = by_stop
+                .get(stop)
+                .map_or(0, |m| m.iter().filter(|b| b["type"] == "delivered").count());
+            assert_eq!(got, 0, "stop {stop} was never reached");
+            continue;
+        };
+        reached += 1;
+        let fails = reached % 4 == 0;
+        let left = arrival + service;
+        if left > last_ping {
+            continue;
+        }
+        let m = &by_stop[stop];
+        let names: Vec<&str> = m.iter().map(|b| b["type"].as_str().unwrap()).collect();
+        let outcome = if fails { "failed_attempt" } else { "delivered" };
+        assert_eq!(
+            names,
+            ["out_for_delivery", "next_stop", "arriving", outcome],
+            "stop {stop}"
+        );
+        let time = |b: &Value| b["data"]["time"].as_f64().unwrap();
+        for b in m {
+            let c = &b["data"]["customer"];
+            assert_eq!(c["ref"], format!("order-{stop}"), "{b}");
+            assert!(c["window"].is_array(), "{b}");
+        }
+        for b in &m[..3] {
+            assert!(
+                b["data"]["customer"]["eta"].as_f64().unwrap() > time(b) - 60.0,
+                "{b}"
+            );
+        }
+        let arriving = &m[2];
+        assert!(
+            time(arriving) <= arrival + 30.0,
+            "stop {stop}: {arriving} vs {arrival}"
+        );
+        let eta_in = arriving["data"]["customer"]["eta"].as_f64().unwrap() - time(arriving);
+        assert!(eta_in <= 600.5, "stop {stop}: arriving {eta_in} s ahead");
+        let end = &m[3]["data"];
+        assert!(
+            (time(&m[3]) - left).abs() < 0.01,
+            "stop {stop}: closed at {}, truly {left}",
+            time(&m[3])
+        );
+        if fails {
+            failed += 1;
+            assert_eq!(end["customer"]["reason"], "nobody home");
+        } else {
+            delivered += 1;
+            assert_eq!(end["customer"]["proof"]["note"], "handed to the customer");
+        }
+        // One tracking link (two if the replay crossed midnight), for
+        // this stop only.
+        let tokens: BTreeSet<&str> = m
+            .iter()
+            .map(|b| b["data"]["customer"]["tracking_token"].as_str().unwrap())
+            .collect();
+        assert!(tokens.len() <= 2, "{tokens:?}");
+        let token = tokens.first().unwrap();
+        let code = |path: &str| {
+            let o = Command::new("curl")
+                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+                .args(["-H", &format!("Authorization: Bearer {token}")])
+                .arg(format!("{http}{path}"))
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&o.stdout).to_string()
+        };
+        assert_eq!(code(&format!("/api/v1/stops/{stop}")), "200", "stop {stop}");
+    }
+    assert!(
+        delivered >= 10 && failed >= 3,
+        "{delivered} delivered, {failed} failed"
+    );
+    // A link opens its own stop only.
+    let (a, b) = {
+        let mut keys = by_stop.keys();
+        (keys.next().unwrap().clone(), keys.next().unwrap().clone())
+    };
+    let token = by_stop[&a][0]["data"]["customer"]["tracking_token"]
+        .as_str()
+        .unwrap();
+    let o = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .args(["-H", &format!("Authorization: Bearer {token}")])
+        .arg(format!("{http}/api/v1/stops/{b}"))
+        .output()
+        .unwrap();
+    let code = String::from_utf8_lossy(&o.stdout);
+    assert!(code == "403" || code == "404", "another stop: {code}");
+}
+
 /// An endpoint that fails (500, a timeout, 503 with Retry-After) gets the
 /// same event again until it takes it; `410 Gone` disables it, for good
 /// across a restart; a forged, altered or replayed request is caught by

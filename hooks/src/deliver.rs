@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant, SystemTime};
 
-use lastmile_engine::fleet::{Event, EventFilter, EventKind};
+use lastmile_engine::fleet::{Event, EventFilter, EventKind, StopId};
 use lastmile_node::Node;
 use lastmile_node::auth::{Principal, Role};
 use lastmile_node::endpoints::{EndpointStatus, WebhookEntry};
@@ -26,6 +26,7 @@ use rand::Rng;
 use serde_json::json;
 use tokio::sync::watch;
 
+use crate::links::Links;
 use crate::sign::{self, Secret};
 
 /// Events read from the log at once.
@@ -43,6 +44,8 @@ pub struct Endpoint {
     reader: Principal,
     filter: EventFilter,
     secrets: Vec<Secret>,
+    /// Tracking links for customer milestones (`None`: none wanted).
+    links: Option<Arc<Links>>,
     http: reqwest::Client,
 }
 
@@ -128,6 +131,8 @@ impl Endpoint {
             .auth
             .fleet_id(&entry.fleet)
             .ok_or_else(|| anyhow::anyhow!("{label}: unknown fleet {:?}", entry.fleet))?;
+        let signing = sign::key_bytes(&entry.secrets[0])?;
+        let links = Links::new(&signing, &entry.fleet, entry.tracking_ttl_s).map(Arc::new);
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs_f64(entry.timeout_s))
             .redirect(reqwest::redirect::Policy::none())
@@ -152,6 +157,7 @@ impl Endpoint {
             entry,
             node,
             secrets,
+            links,
             http,
         })
     }
@@ -259,9 +265,41 @@ impl Endpoint {
         let _ = store.set_mark(&ck, cursor);
     }
 
+    /// What a milestone tells the customer, from the stop as the engine or
+    /// (once it dropped the stop) the store holds it, with the endpoint's
+    /// tracking link.
+    async fn customer(&self, stop: StopId, e: &Event) -> anyhow::Result<serde_json::Value> {
+        let (node, reader, links, e) = (
+            self.node.clone(),
+            self.reader.clone(),
+            self.links.clone(),
+            *e,
+        );
+        tokio::task::spawn_blocking(move || {
+            let view = node
+                .stop_view(stop)
+                .map_err(|r| anyhow::anyhow!("reading the stop: {}", r.message))?;
+            let mut c = lastmile_node::event_json::customer(&e, view.as_ref());
+            if let Some(links) = links {
+                c["tracking_token"] = links.link(&node, &reader, stop)?.into();
+            }
+            anyhow::Ok(c)
+        })
+        .await?
+    }
+
     /// One event, until delivered, given up, disabled or closing.
     async fn deliver(&self, id: u64, e: &Event, closing: &mut watch::Receiver<bool>) -> Outcome {
-        let data = lastmile_node::event_json::event(&self.node, &self.reader, id, e);
+        let mut data = lastmile_node::event_json::event(&self.node, &self.reader, id, e);
+        if let Some(stop) = e.stop.filter(|_| EventKind::MILESTONES.contains(&e.kind)) {
+            match self.customer(stop, e).await {
+                Ok(c) => data["customer"] = c,
+                Err(err) => {
+                    // Sent without: a message late for want of a link is worse.
+                    self.status.failed(format!("event {id}: {err:#}"));
+                }
+            }
+        }
         let body = serde_json::to_vec(&json!({
             "type": e.kind.as_str(),
             "timestamp": lastmile_engine::time::format_iso8601_ms(e.time),

@@ -7,6 +7,7 @@
 
 pub mod address;
 pub mod deliver;
+pub mod links;
 pub mod sign;
 
 use std::sync::Arc;

@@ -14,16 +14,7 @@ pub struct Secret(hmac::Key);
 impl Secret {
     /// From `whsec_<base64>` (the prefix optional, padding optional).
     pub fn parse(s: &str) -> anyhow::Result<Self> {
-        let b64 = s.strip_prefix("whsec_").unwrap_or(s).trim_end_matches('=');
-        let key = base64::engine::general_purpose::STANDARD_NO_PAD
-            .decode(b64)
-            .map_err(|_| anyhow::anyhow!("a webhook secret is whsec_ and base64"))?;
-        if key.len() < 16 {
-            anyhow::bail!(
-                "a webhook secret's key must be at least 16 bytes (24 and more base64 characters)"
-            );
-        }
-        Ok(Self(hmac::Key::new(hmac::HMAC_SHA256, &key)))
+        Ok(Self(hmac::Key::new(hmac::HMAC_SHA256, &key_bytes(s)?)))
     }
 
     /// `v1,<base64>` for one message.
@@ -36,6 +27,21 @@ impl Secret {
         ctx.update(body);
         format!("v1,{}", STANDARD.encode(ctx.sign().as_ref()))
     }
+}
+
+/// The key of a `whsec_<base64>` secret (the prefix optional, padding
+/// optional): at least 16 bytes.
+pub fn key_bytes(s: &str) -> anyhow::Result<Vec<u8>> {
+    let b64 = s.strip_prefix("whsec_").unwrap_or(s).trim_end_matches('=');
+    let key = base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(b64)
+        .map_err(|_| anyhow::anyhow!("a webhook secret is whsec_ and base64"))?;
+    if key.len() < 16 {
+        anyhow::bail!(
+            "a webhook secret's key must be at least 16 bytes (24 and more base64 characters)"
+        );
+    }
+    Ok(key)
 }
 
 /// The `webhook-signature` header: every secret's signature.

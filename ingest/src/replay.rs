@@ -17,7 +17,7 @@ use lastmile_engine::trace::{Trace, parse_time};
 use tokio::sync::Semaphore;
 
 use crate::client::{Client, Control, Target, call_on};
-use crate::protocol::{PingRecord, Request, Response, Version, WireStop};
+use crate::protocol::{PingRecord, Request, Response, Version, WireProof, WireStop};
 
 /// A trace's pings ready to send: each record carries, where the wire has
 /// the vehicle, the index of its vehicle's name in `vehicles`, which is
@@ -134,6 +134,10 @@ pub struct ReplayOptions {
     /// ETA queries (GET_VEHICLE of a random replayed vehicle) per second on
     /// a connection of their own while the pings flow: their latency under load.
     pub queries_per_s: Option<f64>,
+    /// Stops simulated drivers close during the replay (streams only)…
+    pub closings: Arc<Vec<Closing>>,
+    /// …with this token (a dispatcher's; `None`: the target's).
+    pub dispatch_token: Option<String>,
 }
 
 impl Default for ReplayOptions {
@@ -146,6 +150,8 @@ impl Default for ReplayOptions {
             batch: 1024,
             window: 32,
             queries_per_s: None,
+            closings: Arc::default(),
+            dispatch_token: None,
         }
     }
 }
@@ -187,6 +193,8 @@ pub struct ReplayReport {
     /// Share of the server's CPU time during the replay spent in its QUIC
     /// front end (the rest: engine shards, ticks, customization).
     pub server_io_cpu_share: f64,
+    /// Stops the simulated drivers closed.
+    pub stops_closed: u64,
 }
 
 struct Totals {
@@ -195,6 +203,7 @@ struct Totals {
     rejected: AtomicU64,
     batches: AtomicU64,
     errors: AtomicU64,
+    closed: AtomicU64,
     acks: Mutex<Histogram>,
 }
 
@@ -276,6 +285,89 @@ pub async fn server_stats(client: &Client) -> HashMap<String, u64> {
 
 /// Replays `pings` (sorted by time) against the target. `progress` counts
 /// pings sent as they go.
+/// A stop a simulated driver closes, as the driver app does when they
+/// leave it: completed, or failed ("nobody home").
+#[derive(Clone, Debug, PartialEq)]
+pub struct Closing {
+    pub time_ms: i64,
+    pub vehicle: String,
+    pub stop: String,
+    pub fail: bool,
+}
+
+impl Closing {
+    /// Why a simulated driver fails a stop.
+    pub const REASON: &str = "nobody home";
+    /// The delivery note a simulated driver leaves.
+    pub const NOTE: &str = "handed to the customer";
+
+    fn request(&self) -> Request {
+        let (vehicle, time_ms, stop) = (self.vehicle.clone(), self.time_ms, self.stop.clone());
+        if self.fail {
+            Request::Fail {
+                vehicle,
+                time_ms,
+                stop,
+                reason: Self::REASON.into(),
+            }
+        } else {
+            Request::Complete {
+                vehicle,
+                time_ms,
+                stop,
+                proof: WireProof {
+                    pos_e7: None,
+                    signature_ref: String::new(),
+                    note: Self::NOTE.into(),
+                    photo_refs: Vec::new(),
+                },
+            }
+        }
+    }
+}
+
+/// What simulated drivers do with the stops of a simulated day's stops CSV
+/// (its `true_arrival` column): each stop reached is closed as the driver
+/// leaves it (true arrival + `service_s`), every `fail_every`-th of them
+/// (in the file's order; 0: none) failed instead. In time order.
+pub fn closings_from_stops<R: Read>(input: R, fail_every: usize) -> anyhow::Result<Vec<Closing>> {
+    let mut rdr = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(input);
+    let header = rdr.headers().context("stops CSV header")?.clone();
+    let col = |name: &str| {
+        header.iter().position(|h| h == name).with_context(|| {
+            format!("stops CSV: no {name} column (simulated drivers need the truth `lastmile simulate` writes)")
+        })
+    };
+    let (cv, cs, ca, csv_s) = (
+        col("vehicle_id")?,
+        col("stop_id")?,
+        col("true_arrival")?,
+        col("service_s")?,
+    );
+    let mut out = Vec::new();
+    for (line, rec) in rdr.records().enumerate() {
+        let rec = rec.context("stops CSV")?;
+        let get = |i: usize| rec.get(i).unwrap_or("");
+        if get(ca).is_empty() {
+            continue; // never reached
+        }
+        let at = || format!("stops CSV line {}", line + 2);
+        let arrival = parse_time(get(ca)).with_context(at)?;
+        let service: f64 = get(csv_s).parse().with_context(at)?;
+        let fail = fail_every > 0 && (out.len() + 1) % fail_every == 0;
+        out.push(Closing {
+            time_ms: ((arrival + service) * 1000.0).round() as i64,
+            vehicle: get(cv).to_string(),
+            stop: get(cs).to_string(),
+            fail,
+        });
+    }
+    out.sort_by_key(|c| c.time_ms);
+    Ok(out)
+}
+
 pub async fn replay(
     target: &Target,
     trace: Arc<TracePings>,
@@ -292,6 +384,7 @@ pub async fn replay(
         rejected: AtomicU64::new(0),
         batches: AtomicU64::new(0),
         errors: AtomicU64::new(0),
+        closed: AtomicU64::new(0),
         acks: Mutex::new(Histogram::default()),
     });
     // Connect everyone first, so the clock measures sending, not handshakes.
@@ -305,6 +398,31 @@ pub async fn replay(
     for p in pings.iter() {
         shares[(p.vehicle % c as u64) as usize].push(*p);
     }
+    // Each driver's commands follow the pings of their vehicle's
+    // connection, on a dispatcher's connection of their own.
+    let dispatcher = match &opts.dispatch_token {
+        _ if opts.closings.is_empty() => None,
+        Some(token) => Some(Arc::new(
+            Client::connect(&Target {
+                token: token.clone(),
+                ..target.clone()
+            })
+            .await?,
+        )),
+        None => Some(Arc::new(Client::connect(target).await?)),
+    };
+    let mut closings: Vec<Vec<Closing>> = vec![Vec::new(); c];
+    let alias: HashMap<&str, usize> = trace
+        .vehicles
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (v.as_str(), i))
+        .collect();
+    for k in opts.closings.iter() {
+        if let Some(&a) = alias.get(k.vehicle.as_str()) {
+            closings[a % c].push(k.clone());
+        }
+    }
     // Each connection binds its vehicles' names to the aliases its records carry.
     for (client, share) in clients.iter().zip(&shares) {
         bind_share(client, &trace.vehicles, share).await?;
@@ -312,8 +430,9 @@ pub async fn replay(
     let start = Instant::now();
     let t0 = pings.first().map_or(0, |p| p.time_ms);
     let mut tasks = Vec::new();
-    for (client, share) in clients.into_iter().zip(shares) {
+    for ((client, share), closing) in clients.into_iter().zip(shares).zip(closings) {
         let (opts, totals, progress) = (opts.clone(), totals.clone(), progress.clone());
+        let dispatcher = dispatcher.clone();
         let per_conn_rate = opts.rate.map(|r| r / c as f64);
         tasks.push(tokio::spawn(async move {
             let due = |k: usize, p: &PingRecord| -> f64 {
@@ -326,7 +445,12 @@ pub async fn replay(
             if opts.datagrams {
                 send_datagrams(client, share, start, &due, &totals, &progress).await
             } else {
-                send_streams(client, share, start, &due, &opts, &totals, &progress).await
+                let work = Share {
+                    pings: share,
+                    closings: closing,
+                    dispatcher,
+                };
+                send_streams(client, work, start, &due, &opts, &totals, &progress).await
             }
         }));
     }
@@ -450,6 +574,7 @@ pub async fn replay(
             );
             if all > 0 { io as f64 / all as f64 } else { 0.0 }
         },
+        stops_closed: totals.closed.load(Relaxed),
     })
     .map(|mut r| {
         if let Some(h) = &queries {
@@ -593,9 +718,18 @@ fn due_now(
     n.max(1).min(share.len() - from)
 }
 
+/// One connection's work on streams: its vehicles' pings, and the stops
+/// their drivers close (both in time order).
+struct Share {
+    pings: Vec<PingRecord>,
+    closings: Vec<Closing>,
+    /// Where the closings are sent (`None` when there are none).
+    dispatcher: Option<Arc<Client>>,
+}
+
 async fn send_streams(
     mut client: Client,
-    share: Vec<PingRecord>,
+    mut work: Share,
     start: Instant,
     due: &(dyn Fn(usize, &PingRecord) -> f64 + Sync),
     opts: &ReplayOptions,
@@ -638,11 +772,34 @@ async fn send_streams(
         })
     };
     let mut stream = client.ping_stream().await?;
+    let share = std::mem::take(&mut work.pings);
+    let mut closings = std::mem::take(&mut work.closings).into_iter().peekable();
+    let all = opts.window.max(1) as u32;
     let mut i = 0;
     let mut batch_id = 0u64;
-    while i < share.len() {
+    while i < share.len() || closings.peek().is_some() {
+        // A driver closes a stop once every ping before it is in the
+        // engine's queue (acknowledged): the engine sees them in order.
+        if let Some(k) = closings.next_if(|k| share.get(i).is_none_or(|p| k.time_ms <= p.time_ms)) {
+            let _ = tokio::time::timeout(Duration::from_secs(120), window.acquire_many(all)).await;
+            if let Some(d) = &work.dispatcher {
+                match d.call(&k.request()).await {
+                    Ok(_) => totals.closed.fetch_add(1, Relaxed),
+                    Err(_) => totals.errors.fetch_add(1, Relaxed),
+                };
+            }
+            continue;
+        }
         pace(start, due(i, &share[i])).await;
-        let n = due_now(&share, i, batch, start, due);
+        let mut n = due_now(&share, i, batch, start, due);
+        if let Some(k) = closings.peek() {
+            // The batch stops short of the next driver's command.
+            n = share[i..i + n]
+                .iter()
+                .take_while(|p| p.time_ms < k.time_ms)
+                .count()
+                .max(1);
+        }
         window.acquire().await?.forget();
         in_flight
             .lock()
@@ -656,7 +813,6 @@ async fn send_streams(
         progress.fetch_add(n as u64, Relaxed);
     }
     // Every batch acknowledged (or the server gone) before we report.
-    let all = opts.window.max(1) as u32;
     let _ = tokio::time::timeout(Duration::from_secs(120), window.acquire_many(all)).await;
     stream.finish().await?;
     collector.abort();

@@ -23,6 +23,14 @@ fn default_schedule() -> Vec<f64> {
     RETRY_SCHEDULE_S.to_vec()
 }
 
+fn default_tracking_ttl() -> u64 {
+    2 * 86_400
+}
+
+/// The longest a milestone's tracking link may be made to last, as for
+/// minted tracking tokens.
+const MAX_TRACKING_TTL_S: u64 = 30 * 86_400;
+
 /// One `[[webhooks]]` entry.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -48,6 +56,10 @@ pub struct WebhookEntry {
     /// Waits between attempts (seconds), then the event is given up.
     #[serde(default = "default_schedule")]
     pub retry_schedule_s: Vec<f64>,
+    /// A customer milestone carries a tracking link's token for its stop,
+    /// valid at least this long (seconds of wall-clock time; 0: no links).
+    #[serde(default = "default_tracking_ttl")]
+    pub tracking_ttl_s: u64,
 }
 
 impl WebhookEntry {
@@ -101,6 +113,9 @@ impl WebhookEntry {
             .any(|s| !(s.is_finite() && *s >= 0.0))
         {
             anyhow::bail!("{label}: retry_schedule_s must be seconds >= 0");
+        }
+        if self.tracking_ttl_s > MAX_TRACKING_TTL_S {
+            anyhow::bail!("{label}: tracking_ttl_s is at most {MAX_TRACKING_TTL_S} (30 days)");
         }
         Ok(())
     }
