@@ -873,15 +873,17 @@ fn a_client_gone_mid_batch_leaves_nothing_half_applied() {
     });
 }
 
-/// A 64-event ring, a subscriber with a 1 KB window that reads only after
+/// A 256-event ring, a subscriber with a 1 KB window that reads only after
 /// a whole day was replayed, and a fast one: (slow read, slow lost, events
-/// published, fast read, fast lost).
+/// published, fast read, fast lost). The ring holds more than one shard's
+/// batch publishes at once (the vehicles' first minute: every stop's
+/// `out_for_delivery` together), which no subscriber could keep up with.
 fn slow_subscriber(name: &str, store: bool) -> (u64, u64, u64, u64, u64) {
     let dir = tmpdir(name);
     let (trace, stops) = simulate(&dir, 30, 1800);
     let s = serve(
         &dir,
-        "events_capacity = 64\n",
+        "events_capacity = 256\n",
         &format!("[limits]\nevents_per_frame = 8\n[store]\nenabled = {store}\n"),
     );
     rt().block_on(async {
@@ -901,8 +903,8 @@ fn slow_subscriber(name: &str, store: bool) -> (u64, u64, u64, u64, u64) {
             tokio::spawn(async move { drain(&mut fast_sub, Duration::from_secs(3)).await });
         // Paced (about 3 s for the day): a subscriber that keeps up is one
         // that reads as events come, and as fast as possible on a loaded
-        // two-core machine a burst could outrun the 64-event ring before its
-        // task was scheduled at all.
+        // two-core machine a burst could outrun the ring before its task
+        // was scheduled at all.
         let o = lastmile(&s.cli(&[
             "replay",
             trace.to_str().unwrap(),

@@ -226,6 +226,10 @@ impl Ring {
     }
 }
 
+/// The longest a publisher waits for the persister to make room in a full
+/// ring (per batch).
+pub const PERSIST_WAIT: Duration = Duration::from_secs(1);
+
 /// The bounded fan-out of events; share it by `Arc`.
 pub struct EventBus {
     ring: Mutex<Ring>,
@@ -261,14 +265,30 @@ impl EventBus {
         self.ring.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Appends a batch (draining it), dropping the oldest events beyond the capacity.
+    /// Appends a batch (draining it), dropping the oldest events beyond
+    /// the capacity. With a durable log behind the bus, an event is not
+    /// dropped before it is persisted: the publisher waits for the
+    /// persister (a burst larger than the ring, say), up to
+    /// [`PERSIST_WAIT`] per batch; only a persister that stopped or a store
+    /// that fails makes it drop them after that (the persister counts them).
     pub fn publish(&self, batch: &mut Vec<Event>) {
         if batch.is_empty() {
             return;
         }
+        let deadline = std::time::Instant::now() + PERSIST_WAIT;
         let mut ring = self.lock();
         for e in batch.drain(..) {
             if ring.events.len() == ring.capacity {
+                if ring.durable != u64::MAX && ring.first_id >= ring.durable {
+                    // Wake the persister, and wait for it.
+                    self.published.notify_all();
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    ring = self
+                        .published
+                        .wait_timeout_while(ring, left, |r| r.first_id >= r.durable)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
                 ring.events.pop_front();
                 ring.first_id += 1;
             }
@@ -509,6 +529,33 @@ mod tests {
         );
     }
 
+    /// A burst larger than the ring, with a durable log behind it: the
+    /// publisher waits for the persister, which sees every event.
+    #[test]
+    fn a_burst_beyond_the_ring_waits_for_the_persister_and_loses_nothing() {
+        let bus = std::sync::Arc::new(EventBus::new(4));
+        bus.hold_until_durable();
+        let persister = {
+            let bus = bus.clone();
+            std::thread::spawn(move || {
+                let (mut cursor, mut seen) = (0u64, Vec::new());
+                while seen.len() < 50 {
+                    if !bus.wait_published(cursor, Duration::from_secs(5)) {
+                        break;
+                    }
+                    let mut got = Vec::new();
+                    let r = bus.read_pending(&mut cursor, 3, &mut got);
+                    assert_eq!(r.lost, 0, "nothing dropped before it was persisted");
+                    seen.extend(got.into_iter().map(|(id, _)| id));
+                    bus.mark_durable(cursor);
+                }
+                seen
+            })
+        };
+        bus.publish(&mut (0..50).map(|i| ev(1, i, EventKind::Late)).collect());
+        let seen = persister.join().unwrap();
+        assert_eq!(seen, (0..50).collect::<Vec<u64>>());
+    }
     #[test]
     fn kinds_round_trip_their_codes() {
         for k in EventKind::ALL {
