@@ -14,6 +14,7 @@
 //! as fast as it takes them. Delivery runs apart from ingest: the engine's
 //! queues never wait on it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant, SystemTime};
@@ -23,7 +24,7 @@ use lastmile_node::Node;
 use lastmile_node::auth::{Principal, Role};
 use lastmile_node::endpoints::{EndpointStatus, WebhookEntry};
 use rand::Rng;
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::links::Links;
@@ -104,6 +105,48 @@ fn httpdate(s: &str) -> Option<SystemTime> {
     let days = lastmile_engine::time::days_from_civil(year, month, day);
     let secs = u64::try_from(days * 86_400 + h * 3600 + m * 60 + sec).ok()?;
     Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+}
+
+/// What each customer milestone of a batch tells the customer (by event
+/// id), from the stop as the engine or (once it dropped the stop) the
+/// store holds it, with the endpoint's tracking links, granted for the
+/// whole batch in one commit. Reads and writes the store: call it off
+/// the async threads.
+fn customers(
+    node: &Node,
+    reader: &Principal,
+    links: Option<&Links>,
+    batch: &[(u64, Event, i64)],
+) -> anyhow::Result<HashMap<u64, Value>> {
+    let milestones: Vec<(u64, &Event, StopId)> = batch
+        .iter()
+        .filter(|(_, e, _)| EventKind::MILESTONES.contains(&e.kind))
+        .filter_map(|(id, e, _)| Some((*id, e, e.stop?)))
+        .collect();
+    if milestones.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let tokens = match links {
+        Some(l) => {
+            let mut stops: Vec<StopId> = milestones.iter().map(|m| m.2).collect();
+            stops.sort_unstable();
+            stops.dedup();
+            l.links(node, reader, &stops)?
+        }
+        None => HashMap::new(),
+    };
+    let mut out = HashMap::with_capacity(milestones.len());
+    for (id, e, stop) in milestones {
+        let view = node
+            .stop_view(stop)
+            .map_err(|r| anyhow::anyhow!("reading stop {stop}: {}", r.message))?;
+        let mut c = lastmile_node::event_json::customer(e, view.as_ref());
+        if let Some(t) = tokens.get(&stop) {
+            c["tracking_token"] = t.as_str().into();
+        }
+        out.insert(id, c);
+    }
+    Ok(out)
 }
 
 impl Endpoint {
@@ -200,28 +243,34 @@ impl Endpoint {
             let mut scan = cursor;
             batch.clear();
             let read = {
-                let (store, filter) = (d.clone(), self.filter.clone());
+                let (node, durable, filter) = (self.node.clone(), d.clone(), self.filter.clone());
+                let (reader, links) = (self.reader.clone(), self.links.clone());
                 let mut out = std::mem::take(&mut batch);
                 tokio::task::spawn_blocking(move || {
-                    let r = store
+                    let r = durable
                         .store
-                        .read_events_stored(&mut scan, until, &filter, BATCH, &mut out);
+                        .read_events_stored(&mut scan, until, &filter, BATCH, &mut out)
+                        .and_then(|()| {
+                            out.retain(|(_, e, _)| node.auth.covers(&reader, e.vehicle));
+                            customers(&node, &reader, links.as_deref(), &out)
+                        });
                     (r, out, scan)
                 })
                 .await
             };
             let Ok((r, out, scanned)) = read else { break };
             batch = out;
-            if let Err(e) = r {
-                self.status.failed(format!("reading the event log: {e}"));
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-            for (id, e, stored_ms) in &batch {
-                if !self.node.auth.covers(&self.reader, e.vehicle) {
+            let mut customers = match r {
+                Ok(c) => c,
+                Err(e) => {
+                    self.status.failed(format!("reading the event log: {e:#}"));
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
                 }
-                match self.deliver(*id, e, &mut closing).await {
+            };
+            for (id, e, stored_ms) in &batch {
+                let customer = customers.remove(id);
+                match self.deliver(*id, e, customer, &mut closing).await {
                     Outcome::Delivered => {
                         let ms = (now_ms() - stored_ms).max(0) as u64;
                         self.status
@@ -265,40 +314,17 @@ impl Endpoint {
         let _ = store.set_mark(&ck, cursor);
     }
 
-    /// What a milestone tells the customer, from the stop as the engine or
-    /// (once it dropped the stop) the store holds it, with the endpoint's
-    /// tracking link.
-    async fn customer(&self, stop: StopId, e: &Event) -> anyhow::Result<serde_json::Value> {
-        let (node, reader, links, e) = (
-            self.node.clone(),
-            self.reader.clone(),
-            self.links.clone(),
-            *e,
-        );
-        tokio::task::spawn_blocking(move || {
-            let view = node
-                .stop_view(stop)
-                .map_err(|r| anyhow::anyhow!("reading the stop: {}", r.message))?;
-            let mut c = lastmile_node::event_json::customer(&e, view.as_ref());
-            if let Some(links) = links {
-                c["tracking_token"] = links.link(&node, &reader, stop)?.into();
-            }
-            anyhow::Ok(c)
-        })
-        .await?
-    }
-
     /// One event, until delivered, given up, disabled or closing.
-    async fn deliver(&self, id: u64, e: &Event, closing: &mut watch::Receiver<bool>) -> Outcome {
+    async fn deliver(
+        &self,
+        id: u64,
+        e: &Event,
+        customer: Option<Value>,
+        closing: &mut watch::Receiver<bool>,
+    ) -> Outcome {
         let mut data = lastmile_node::event_json::event(&self.node, &self.reader, id, e);
-        if let Some(stop) = e.stop.filter(|_| EventKind::MILESTONES.contains(&e.kind)) {
-            match self.customer(stop, e).await {
-                Ok(c) => data["customer"] = c,
-                Err(err) => {
-                    // Sent without: a message late for want of a link is worse.
-                    self.status.failed(format!("event {id}: {err:#}"));
-                }
-            }
+        if let Some(c) = customer {
+            data["customer"] = c;
         }
         let body = serde_json::to_vec(&json!({
             "type": e.kind.as_str(),

@@ -10,7 +10,7 @@
 //! on one day carries the same token, across restarts and retries; a stop
 //! whose milestones span midnight gets a second token, and both work.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -57,32 +57,43 @@ impl Links {
         lastmile_node::auth::tracking_token(&raw)
     }
 
-    /// Today's token for `stop`, granted to `reader`'s fleet (written to
-    /// the store the first time). Writes and syncs: call it off the async
-    /// threads.
-    pub fn link(&self, node: &Node, reader: &Principal, stop: StopId) -> anyhow::Result<String> {
+    /// Today's token for each of `stops`, granted to `reader`'s fleet
+    /// (those new to this process written to the store, in one commit).
+    /// Writes and syncs: call it off the async threads.
+    pub fn links(
+        &self,
+        node: &Node,
+        reader: &Principal,
+        stops: &[StopId],
+    ) -> anyhow::Result<HashMap<StopId, String>> {
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
         const DAY_MS: i64 = 86_400_000;
         let expires_ms = (now_ms / DAY_MS + 1) * DAY_MS + self.ttl_ms;
-        let token = self.token(stop, expires_ms);
-        let digest = lastmile_node::auth::digest(&token);
-        let known = self
-            .granted
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&digest);
-        if !known {
-            node.grant_tracking(reader, stop, &token, expires_ms)
-                .map_err(|r| anyhow::anyhow!("granting a tracking link: {}", r.message))?;
+        let tokens: HashMap<StopId, String> = stops
+            .iter()
+            .map(|&s| (s, self.token(s, expires_ms)))
+            .collect();
+        let fresh: Vec<(StopId, &str, [u8; 32])> = {
+            let granted = self.granted.lock().unwrap_or_else(|p| p.into_inner());
+            tokens
+                .iter()
+                .map(|(&s, t)| (s, t.as_str(), lastmile_node::auth::digest(t)))
+                .filter(|(_, _, d)| !granted.contains(d))
+                .collect()
+        };
+        if !fresh.is_empty() {
+            let grants: Vec<(StopId, &str)> = fresh.iter().map(|&(s, t, _)| (s, t)).collect();
+            node.grant_tracking(reader, &grants, expires_ms)
+                .map_err(|r| anyhow::anyhow!("granting tracking links: {}", r.message))?;
             let mut granted = self.granted.lock().unwrap_or_else(|p| p.into_inner());
-            if granted.len() >= REMEMBER {
+            if granted.len() + fresh.len() > REMEMBER {
                 granted.clear();
             }
-            granted.insert(digest);
+            granted.extend(fresh.iter().map(|&(_, _, d)| d));
         }
-        Ok(token)
+        Ok(tokens)
     }
 }
 

@@ -314,47 +314,54 @@ impl Node {
             .mint_tracking(who, stop, ttl)
             .map_err(|e| internal(e.to_string()))?;
         let expires_ms = crate::auth::epoch_ms(expires);
-        self.save_grant(who, stop, &token, expires_ms)?;
+        self.save_grants(who, &[(stop, token.as_str())], expires_ms)?;
         Ok((token, expires_ms))
     }
 
-    /// Makes `token` (made by the caller: 24 bytes as
+    /// Makes each `(stop, token)` (tokens made by the caller: 24 bytes as
     /// [`crate::auth::tracking_token`] writes them) a tracking token for
-    /// `stop` until `expires_ms`, kept in the store like a minted one.
-    /// Writes (and syncs): call it off the async threads.
+    /// its stop until `expires_ms`, kept in the store like minted ones,
+    /// all in one commit. Writes (and syncs): call it off the async
+    /// threads.
     pub fn grant_tracking(
         &self,
         who: &Principal,
-        stop: StopId,
-        token: &str,
+        tokens: &[(StopId, &str)],
         expires_ms: i64,
     ) -> Result<(), Refusal> {
         let expires =
             std::time::UNIX_EPOCH + std::time::Duration::from_millis(expires_ms.max(0) as u64);
-        self.auth.grant_tracking(who, stop, token, expires);
-        self.save_grant(who, stop, token, expires_ms)
-    }
-
-    fn save_grant(
-        &self,
-        who: &Principal,
-        stop: StopId,
-        token: &str,
-        expires_ms: i64,
-    ) -> Result<(), Refusal> {
-        let internal = |e: String| Refusal::new(RefusalKind::Internal, e);
-        if let Some(d) = &self.durable {
-            let grant = crate::store::StoredGrant {
-                digest: crate::auth::digest(token),
-                fleet: who.fleet.map(|f| self.auth.fleet_name(Some(f)).to_string()),
-                stop,
-                expires_ms,
-            };
-            d.store
-                .save_grant(&grant)
-                .map_err(|e| internal(format!("storing the token: {e}")))?;
+        self.save_grants(who, tokens, expires_ms)?;
+        for (stop, token) in tokens {
+            self.auth.grant_tracking(who, *stop, token, expires);
         }
         Ok(())
+    }
+
+    /// Keeps grants in the store (when there is one) before they are
+    /// handed out, so the links survive a restart.
+    fn save_grants(
+        &self,
+        who: &Principal,
+        tokens: &[(StopId, &str)],
+        expires_ms: i64,
+    ) -> Result<(), Refusal> {
+        let Some(d) = &self.durable else {
+            return Ok(());
+        };
+        let fleet = who.fleet.map(|f| self.auth.fleet_name(Some(f)).to_string());
+        let grants: Vec<_> = tokens
+            .iter()
+            .map(|(stop, token)| crate::store::StoredGrant {
+                digest: crate::auth::digest(token),
+                fleet: fleet.clone(),
+                stop: *stop,
+                expires_ms,
+            })
+            .collect();
+        d.store
+            .save_grants(&grants)
+            .map_err(|e| Refusal::new(RefusalKind::Internal, format!("storing the token: {e}")))
     }
 
     /// The engine ids of names in the caller's fleet, new ones given ids

@@ -630,16 +630,20 @@ impl Store {
 
     // --------------------------------------------------------- tracking tokens
 
-    pub fn save_grant(&self, g: &StoredGrant) -> Result<(), redb::Error> {
-        let mut v = Vec::with_capacity(16 + g.fleet.as_ref().map_or(0, String::len));
-        v.extend_from_slice(&g.stop.to_le_bytes());
-        v.extend_from_slice(&g.expires_ms.to_le_bytes());
-        if let Some(f) = &g.fleet {
-            v.push(1);
-            v.extend_from_slice(f.as_bytes());
-        }
+    /// Keeps tracking grants, all in one synced commit.
+    pub fn save_grants(&self, grants: &[StoredGrant]) -> Result<(), redb::Error> {
         self.write(Durability::Immediate, |txn| {
-            txn.open_table(GRANTS)?.insert(&g.digest[..], &v[..])?;
+            let mut t = txn.open_table(GRANTS)?;
+            for g in grants {
+                let mut v = Vec::with_capacity(16 + g.fleet.as_ref().map_or(0, String::len));
+                v.extend_from_slice(&g.stop.to_le_bytes());
+                v.extend_from_slice(&g.expires_ms.to_le_bytes());
+                if let Some(f) = &g.fleet {
+                    v.push(1);
+                    v.extend_from_slice(f.as_bytes());
+                }
+                t.insert(&g.digest[..], &v[..])?;
+            }
             Ok(())
         })
     }
@@ -1018,13 +1022,13 @@ mod tests {
             stop: 42,
             expires_ms: 5_000,
         };
-        s.save_grant(&g).unwrap();
-        s.save_grant(&StoredGrant {
+        s.save_grants(std::slice::from_ref(&g)).unwrap();
+        s.save_grants(&[StoredGrant {
             digest: [8; 32],
             fleet: None,
             stop: 43,
             expires_ms: 9_000,
-        })
+        }])
         .unwrap();
         drop(s);
         let s = Store::open(&dir).unwrap();
