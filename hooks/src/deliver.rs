@@ -250,7 +250,7 @@ impl Endpoint {
                     let r = durable
                         .store
                         .read_events_stored(&mut scan, until, &filter, BATCH, &mut out)
-                        .and_then(|()| {
+                        .and_then(|_missing| {
                             out.retain(|(_, e, _)| node.auth.covers(&reader, e.vehicle));
                             customers(&node, &reader, links.as_deref(), &out)
                         });

@@ -209,11 +209,13 @@ impl Feed {
                     let mut got = Vec::new();
                     d.store
                         .read_events(&mut cursor, until, &filter, BATCH, &mut got)
-                        .map(|()| (cursor, got))
+                        .map(|missing| (cursor, got, missing))
                 })
                 .await;
                 match read {
-                    Ok(Ok((cursor, events))) => {
+                    Ok(Ok((cursor, events, missing))) => {
+                        // Ids the log lacks (never persisted) are lost too.
+                        lost += missing;
                         self.cursor = cursor;
                         got = events;
                     }

@@ -158,13 +158,17 @@ pub async fn run(
                     lost = first.min(until) - cursor;
                     cursor = first.min(until);
                 }
-                if let Err(e) =
-                    d.store
-                        .read_events(&mut cursor, until, &filter, per_frame, &mut got)
+                match d
+                    .store
+                    .read_events(&mut cursor, until, &filter, per_frame, &mut got)
                 {
-                    tracing::error!(error = %e, "reading the event log");
-                    lost += until.saturating_sub(cursor);
-                    cursor = until;
+                    // Ids the log lacks (never persisted) are lost too.
+                    Ok(missing) => lost += missing,
+                    Err(e) => {
+                        tracing::error!(error = %e, "reading the event log");
+                        lost += until.saturating_sub(cursor);
+                        cursor = until;
+                    }
                 }
                 full = true;
             }

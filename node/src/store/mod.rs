@@ -321,7 +321,7 @@ impl Store {
         filter: &EventFilter,
         max: usize,
         out: &mut Vec<(u64, Event)>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<u64> {
         self.scan_events(cursor, until, filter, max, |id, e, _| out.push((id, e)))
     }
 
@@ -334,12 +334,14 @@ impl Store {
         filter: &EventFilter,
         max: usize,
         out: &mut Vec<(u64, Event, i64)>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<u64> {
         self.scan_events(cursor, until, filter, max, |id, e, ms| {
             out.push((id, e, ms))
         })
     }
 
+    /// Returns how many ids the scan passed that the log does not hold
+    /// (events the server could not persist: a reader reports them lost).
     fn scan_events(
         &self,
         cursor: &mut u64,
@@ -347,15 +349,16 @@ impl Store {
         filter: &EventFilter,
         max: usize,
         mut push: impl FnMut(u64, Event, i64),
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<u64> {
         if *cursor >= until {
-            return Ok(());
+            return Ok(0);
         }
         let txn = self.db.begin_read()?;
         let t = txn.open_table(EVENTS)?;
-        let mut read = 0;
+        let (mut read, mut missing) = (0, 0);
         for row in t.range(*cursor..until)? {
             let (k, v) = row?;
+            missing += k.value() - *cursor;
             *cursor = k.value() + 1;
             if let Some((e, stored_ms)) = decode_event(v.value())
                 && filter.matches(&e)
@@ -363,12 +366,13 @@ impl Store {
                 push(k.value(), e, stored_ms);
                 read += 1;
                 if read == max {
-                    return Ok(());
+                    return Ok(missing);
                 }
             }
         }
+        missing += until - *cursor;
         *cursor = until;
-        Ok(())
+        Ok(missing)
     }
 
     /// Drops events stored before `before_ms`; returns how many.
@@ -914,9 +918,27 @@ mod tests {
         s.read_events(&mut cursor, 10, &only_1, 100, &mut out)
             .unwrap();
         assert_eq!(out.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [1, 4, 7]);
+        // Ids the log never got (events that could not be persisted) are
+        // counted, so a reader reports them lost rather than skip them.
+        let (mut cursor, mut out) = (0, Vec::new());
+        assert_eq!(
+            s.read_events(&mut cursor, 14, &only_1, 100, &mut out)
+                .unwrap(),
+            4
+        );
+        assert_eq!(cursor, 14);
         assert_eq!(s.expire_events(1_500).unwrap(), 6);
         assert_eq!(s.first_event_id().unwrap(), Some(6));
         assert_eq!(s.next_event_id().unwrap(), 10);
+        let later: Vec<(u64, Event)> = vec![(12, ev(1, 12, EventKind::Late))];
+        s.append_events(&later, 2_000).unwrap();
+        let (mut cursor, mut out) = (9, Vec::new());
+        assert_eq!(
+            s.read_events(&mut cursor, 13, &EventFilter::default(), 100, &mut out)
+                .unwrap(),
+            2
+        );
+        assert_eq!(out.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [9, 12]);
     }
 
     #[test]
