@@ -441,6 +441,7 @@ impl Vehicle {
             s.remaining_m = 0.0;
             self.at_stop = Some((id, now));
             self.emit(ctx, EventKind::Arrived, now, Some(id), d, radius);
+            self.send_milestones(ctx, i, now, 0);
             if self.stops[i].late {
                 // Arrived: lateness is settled, no more late/back_on_time.
                 self.stops[i].late = false;
@@ -759,45 +760,35 @@ impl Vehicle {
                 };
                 self.emit(ctx, kind, now, Some(id), t, w.end);
             }
+            self.send_milestones(ctx, i, now, k);
             prev = Some(i);
             k += 1;
         }
-        self.send_milestones(ctx, now);
     }
 
-    /// The customer milestones each open stop has reached (see
-    /// [`super::milestones`]), in route order.
-    fn send_milestones(&mut self, ctx: &mut Ctx, now: f64) {
-        let under_way = self.motion.moving && now - self.motion.since >= ctx.detect.plan_settle_s;
+    /// The customer milestones stop `i` has reached (see
+    /// [`super::milestones`]): for each remaining stop as its ETA is
+    /// updated, in route order, and for a stop as it is arrived at.
+    fn send_milestones(&mut self, ctx: &mut Ctx, i: usize, now: f64, stops_before: usize) {
+        let s = &self.stops[i];
+        if s.milestones.complete() {
+            return;
+        }
         let arriving_s = ctx.detect.arriving_s;
-        let mut before = 0u32;
-        for i in 0..self.stops.len() {
-            let s = &mut self.stops[i];
-            if s.status.is_closed() {
-                continue;
-            }
-            let stops_before = before;
-            if s.status.is_remaining() {
-                before += 1;
-            }
-            if s.milestones.complete() {
-                continue;
-            }
-            let situation = Situation {
-                under_way,
-                status: s.status,
-                eta_in: s.eta - now,
-                arriving_s,
+        let situation = Situation {
+            under_way: self.motion.moving && now - self.motion.since >= ctx.detect.plan_settle_s,
+            status: s.status,
+            eta_in: s.eta - now,
+            arriving_s,
+        };
+        let (id, eta, to_go) = (s.plan.id, s.eta, s.remaining_m);
+        for kind in self.stops[i].milestones.advance(&situation) {
+            let reference = match kind {
+                EventKind::OutForDelivery => stops_before as f64,
+                EventKind::NextStop => to_go,
+                _ => arriving_s,
             };
-            let (id, eta, to_go) = (s.plan.id, s.eta, s.remaining_m);
-            for kind in s.milestones.advance(&situation) {
-                let reference = match kind {
-                    EventKind::OutForDelivery => f64::from(stops_before),
-                    EventKind::NextStop => to_go,
-                    _ => arriving_s,
-                };
-                self.emit(ctx, kind, now, Some(id), eta, reference);
-            }
+            self.emit(ctx, kind, now, Some(id), eta, reference);
         }
     }
 
