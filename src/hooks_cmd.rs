@@ -83,6 +83,10 @@ pub struct SinkArgs {
     /// Report and exit after this many verified deliveries.
     #[arg(long)]
     count: u64,
+    /// Answer each delivery this many milliseconds late, as a receiver
+    /// across a network would (its round trip).
+    #[arg(long, default_value_t = 0)]
+    delay_ms: u64,
     #[arg(long)]
     json: bool,
 }
@@ -104,6 +108,7 @@ struct Sink {
     tally: std::sync::Mutex<Tally>,
     done: tokio::sync::watch::Sender<bool>,
     count: u64,
+    delay: std::time::Duration,
 }
 
 /// One delivery: verified (counted, its order checked) or refused.
@@ -113,6 +118,9 @@ async fn receive(
     body: axum::body::Bytes,
 ) -> axum::http::StatusCode {
     use axum::http::StatusCode;
+    if !sink.delay.is_zero() {
+        tokio::time::sleep(sink.delay).await;
+    }
     let h = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or("");
     let (id, ts) = (
         h("webhook-id"),
@@ -156,6 +164,7 @@ pub fn sink(a: SinkArgs) -> Result<()> {
         tally: std::sync::Mutex::new(Tally::default()),
         done,
         count: a.count,
+        delay: std::time::Duration::from_millis(a.delay_ms),
     });
     let app = axum::Router::new()
         .fallback(receive)

@@ -220,9 +220,9 @@ const MILESTONES: [&str; 6] = [
     "rescheduled",
 ];
 
-/// A replayed day whose drivers close their stops (`replay --drivers`):
-/// the receiver gets every customer milestone of the log, signed, each
-/// stop's in order (out for delivery, next stop, arriving, then delivered
+/// A replayed day whose drivers close their stops (`replay --drivers`),
+/// delivered with eight requests in flight: the receiver gets every
+/// customer milestone of the log, signed, each stop's in order (out for delivery, next stop, arriving, then delivered
 /// or failed) with the customer's reference, the ETA, the reason or the
 /// delivery note, and a tracking token that opens that stop's tracking
 /// API and no other; the times agree with what the simulated drivers truly
@@ -243,7 +243,9 @@ fn every_customer_milestone_of_a_replayed_day_reaches_the_receiver() {
         with_refs += &format!("{line},{extra}\n");
     }
     std::fs::write(&stops, with_refs).unwrap();
-    let kinds = format!("kinds = {MILESTONES:?}\n");
+    // Several requests in flight: each vehicle's events (so each stop's
+    // milestones) still in order.
+    let kinds = format!("kinds = {MILESTONES:?}\nmax_in_flight = 8\n");
     let s = serve_with(&dir, "", &rx.config(&kinds), &["--http", "127.0.0.1:0"]);
     let (trace_s, stops_s) = (trace.to_str().unwrap(), stops.to_str().unwrap());
     let args = [

@@ -1,7 +1,9 @@
 //! One endpoint's delivery: the fleet's events of the kinds it wants, read
 //! from the durable event log after the endpoint's cursor, sent one at a
-//! time and in order, each until a `2xx` (at least once: the cursor is
-//! kept in the store after delivery, so a crash repeats, never skips).
+//! time and in order (or, with `max_in_flight` above 1, each vehicle's in
+//! order and several vehicles' at once), each until a `2xx` (at least
+//! once: the cursor is kept in the store after each batch of the log is
+//! delivered, so a crash repeats at most a batch, never skips).
 //!
 //! A failed attempt (an error status, a timeout, no connection) is tried
 //! again on the endpoint's schedule (Standard Webhooks: 5 s, 5 min, 30 min,
@@ -17,8 +19,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
+use futures_util::StreamExt;
 use lastmile_engine::fleet::{Event, EventFilter, EventKind, StopId};
 use lastmile_node::Node;
 use lastmile_node::auth::{Principal, Role};
@@ -32,8 +35,6 @@ use crate::sign::{self, Secret};
 
 /// Events read from the log at once.
 const BATCH: usize = 256;
-/// The cursor is written at most this often while delivering.
-const SAVE_EVERY: Duration = Duration::from_secs(1);
 /// The longest `Retry-After` honoured.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(86_400);
 
@@ -48,6 +49,16 @@ pub struct Endpoint {
     /// Tracking links for customer milestones (`None`: none wanted).
     links: Option<Arc<Links>>,
     http: reqwest::Client,
+}
+
+/// Why a batch's delivery stopped.
+enum Stop {
+    /// Every event delivered or given up.
+    Done,
+    /// `410 Gone`: the endpoint is disabled.
+    Disabled,
+    /// The server is stopping.
+    Closing,
 }
 
 /// How one event's delivery ended.
@@ -182,7 +193,7 @@ impl Endpoint {
             .dns_resolver(Arc::new(crate::address::Guarded {
                 allow_private: entry.allow_private,
             }))
-            .pool_max_idle_per_host(1)
+            .pool_max_idle_per_host(entry.max_in_flight)
             .user_agent(concat!("lastmile/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Self {
@@ -229,7 +240,7 @@ impl Endpoint {
                 c
             }
         };
-        let (mut saved, mut saved_at) = (cursor, Instant::now());
+        let mut saved = cursor;
         let mut events = self.node.events.clone();
         let mut batch = Vec::with_capacity(BATCH);
         loop {
@@ -268,39 +279,23 @@ impl Endpoint {
                     continue;
                 }
             };
-            for (id, e, stored_ms) in &batch {
-                let customer = customers.remove(id);
-                match self.deliver(*id, e, customer, &mut closing).await {
-                    Outcome::Delivered => {
-                        let ms = (now_ms() - stored_ms).max(0) as u64;
-                        self.status
-                            .latency
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .record(Duration::from_millis(ms));
-                    }
-                    Outcome::GaveUp => {}
-                    Outcome::Disabled => {
-                        let _ = store.set_mark(&dk, self.entry.url_mark());
-                        self.status.disabled.store(true, Relaxed);
-                        let _ = store.set_mark(&ck, id + 1);
-                        return;
-                    }
-                    Outcome::Closing => {
-                        let _ = store.set_mark(&ck, *id);
-                        return;
-                    }
+            match self.deliver_batch(&batch, &mut customers, &closing).await {
+                (Stop::Disabled, unfinished) => {
+                    let _ = store.set_mark(&dk, self.entry.url_mark());
+                    self.status.disabled.store(true, Relaxed);
+                    let _ = store.set_mark(&ck, unfinished.unwrap_or(scanned));
+                    return;
                 }
-                cursor = id + 1;
-                if saved_at.elapsed() >= SAVE_EVERY {
-                    let _ = store.set_mark(&ck, cursor);
-                    (saved, saved_at) = (cursor, Instant::now());
+                (Stop::Closing, unfinished) => {
+                    let _ = store.set_mark(&ck, unfinished.unwrap_or(scanned));
+                    return;
                 }
+                (Stop::Done, _) => {}
             }
             cursor = scanned;
             if cursor != saved {
                 let _ = store.set_mark(&ck, cursor);
-                (saved, saved_at) = (cursor, Instant::now());
+                saved = cursor;
             }
             if batch.is_empty() && cursor >= until {
                 // Caught up: wait for the next event, or a second.
@@ -312,6 +307,86 @@ impl Endpoint {
             }
         }
         let _ = store.set_mark(&ck, cursor);
+    }
+
+    /// Delivers a batch: in the log's order, one at a time, or (with
+    /// `max_in_flight` above 1) each vehicle's events in order and up to
+    /// that many vehicles' at once. Returns why it stopped, and the
+    /// lowest id of the batch not yet delivered or given up (where the
+    /// cursor goes when it stopped early).
+    async fn deliver_batch(
+        &self,
+        batch: &[(u64, Event, i64)],
+        customers: &mut HashMap<u64, Value>,
+        closing: &watch::Receiver<bool>,
+    ) -> (Stop, Option<u64>) {
+        let mut chains: Vec<Vec<(u64, &Event, i64, Option<Value>)>> = Vec::new();
+        let mut chain_of: HashMap<u64, usize> = HashMap::new();
+        for (id, e, stored_ms) in batch {
+            let link = (*id, e, *stored_ms, customers.remove(id));
+            let key = if self.entry.max_in_flight <= 1 {
+                0
+            } else {
+                e.vehicle
+            };
+            let c = *chain_of.entry(key).or_insert_with(|| {
+                chains.push(Vec::new());
+                chains.len() - 1
+            });
+            chains[c].push(link);
+        }
+        let finished = std::sync::Mutex::new(Vec::with_capacity(batch.len()));
+        let stop = std::sync::Mutex::new(Stop::Done);
+        let stopped = || !matches!(*stop.lock().unwrap_or_else(|p| p.into_inner()), Stop::Done);
+        futures_util::stream::iter(chains)
+            .for_each_concurrent(self.entry.max_in_flight.max(1), |chain| {
+                let mut closing = closing.clone();
+                let (finished, stop) = (&finished, &stop);
+                async move {
+                    for (id, e, stored_ms, customer) in chain {
+                        if stopped() {
+                            return;
+                        }
+                        let outcome = self.deliver(id, e, customer, &mut closing).await;
+                        let why = match outcome {
+                            Outcome::Delivered => {
+                                let ms = (now_ms() - stored_ms).max(0) as u64;
+                                self.status
+                                    .latency
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .record(Duration::from_millis(ms));
+                                None
+                            }
+                            Outcome::GaveUp => None,
+                            Outcome::Disabled => Some(Stop::Disabled),
+                            Outcome::Closing => Some(Stop::Closing),
+                        };
+                        if !matches!(why, Some(Stop::Closing)) {
+                            finished.lock().unwrap_or_else(|p| p.into_inner()).push(id);
+                        }
+                        if let Some(why) = why {
+                            *stop.lock().unwrap_or_else(|p| p.into_inner()) = why;
+                            return;
+                        }
+                    }
+                }
+            })
+            .await;
+        let finished: std::collections::HashSet<u64> = finished
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner())
+            .into_iter()
+            .collect();
+        let unfinished = batch
+            .iter()
+            .map(|(id, _, _)| *id)
+            .filter(|id| !finished.contains(id))
+            .min();
+        (
+            stop.into_inner().unwrap_or_else(|p| p.into_inner()),
+            unfinished,
+        )
     }
 
     /// One event, until delivered, given up, disabled or closing.

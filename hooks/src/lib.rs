@@ -41,7 +41,18 @@ pub fn start(
         .into_iter()
         .map(|e| {
             node.webhooks.add(e.status.clone());
-            tokio::spawn(e.run(closing.clone()))
+            let closing = closing.clone();
+            // A thread and a single-threaded runtime per endpoint: its
+            // requests' connection tasks then run where the delivery
+            // does. On the shared runtime every request woke another
+            // worker thread and back, which cost more than the request.
+            tokio::task::spawn_blocking(move || match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(e.run(closing)),
+                Err(err) => e.status.failed(format!("no runtime for delivery: {err}")),
+            })
         })
         .collect())
 }

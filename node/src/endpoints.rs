@@ -23,6 +23,13 @@ fn default_schedule() -> Vec<f64> {
     RETRY_SCHEDULE_S.to_vec()
 }
 
+fn default_in_flight() -> usize {
+    1
+}
+
+/// The most requests one endpoint may have in flight.
+const MAX_IN_FLIGHT: usize = 256;
+
 fn default_tracking_ttl() -> u64 {
     2 * 86_400
 }
@@ -60,6 +67,12 @@ pub struct WebhookEntry {
     /// valid at least this long (seconds of wall-clock time; 0: no links).
     #[serde(default = "default_tracking_ttl")]
     pub tracking_ttl_s: u64,
+    /// Requests in flight at once. 1 (the default): every event in the
+    /// log's order, one after another. Above 1: each vehicle's events in
+    /// order, several vehicles' at once, for an endpoint far enough away
+    /// that one request per round trip is too slow.
+    #[serde(default = "default_in_flight")]
+    pub max_in_flight: usize,
 }
 
 impl WebhookEntry {
@@ -113,6 +126,9 @@ impl WebhookEntry {
             .any(|s| !(s.is_finite() && *s >= 0.0))
         {
             anyhow::bail!("{label}: retry_schedule_s must be seconds >= 0");
+        }
+        if !(1..=MAX_IN_FLIGHT).contains(&self.max_in_flight) {
+            anyhow::bail!("{label}: max_in_flight must be 1 to {MAX_IN_FLIGHT}");
         }
         if self.tracking_ttl_s > MAX_TRACKING_TTL_S {
             anyhow::bail!("{label}: tracking_ttl_s is at most {MAX_TRACKING_TTL_S} (30 days)");
