@@ -51,6 +51,10 @@ pub struct Endpoint {
     http: reqwest::Client,
 }
 
+/// An event waiting for delivery: its id, itself, when it was stored (ms),
+/// and what it tells a customer (milestones only).
+type Pending<'a> = (u64, &'a Event, i64, Option<Value>);
+
 /// Why a batch's delivery stopped.
 enum Stop {
     /// Every event delivered or given up.
@@ -320,7 +324,7 @@ impl Endpoint {
         customers: &mut HashMap<u64, Value>,
         closing: &watch::Receiver<bool>,
     ) -> (Stop, Option<u64>) {
-        let mut chains: Vec<Vec<(u64, &Event, i64, Option<Value>)>> = Vec::new();
+        let mut chains: Vec<Vec<Pending>> = Vec::new();
         let mut chain_of: HashMap<u64, usize> = HashMap::new();
         for (id, e, stored_ms) in batch {
             let link = (*id, e, *stored_ms, customers.remove(id));
