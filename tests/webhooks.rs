@@ -83,6 +83,15 @@ impl Receiver {
             .collect()
     }
 
+    /// The ids of the events it took (verified, answered 200).
+    fn delivered(&self) -> BTreeSet<u64> {
+        self.records()
+            .iter()
+            .filter(|r| r["verified"] == true && r["status"] == 200)
+            .filter_map(|r| r["event_id"].as_u64())
+            .collect()
+    }
+
     /// The endpoint's config, delivering to it.
     fn config(&self, extra: &str) -> String {
         format!(
@@ -167,13 +176,7 @@ fn every_event_is_delivered_signed_and_in_order_across_a_kill9() {
         let log = log_ids(&s).await;
         assert!(log.len() > 100, "{} events in the log", log.len());
         eventually("every event delivered", async || {
-            let got: BTreeSet<u64> = rx
-                .records()
-                .iter()
-                .filter(|r| r["verified"] == true && r["status"] == 200)
-                .filter_map(|r| r["event_id"].as_u64())
-                .collect();
-            log.is_subset(&got)
+            log.is_subset(&rx.delivered())
         })
         .await;
     });
@@ -276,16 +279,7 @@ fn every_customer_milestone_of_a_replayed_day_reaches_the_receiver() {
             .map(|e| e.id)
             .collect();
         assert!(want.len() > 60, "{} milestones in the log", want.len());
-        eventually("every milestone delivered", async || {
-            let got: BTreeSet<u64> = rx
-                .records()
-                .iter()
-                .filter(|r| r["verified"] == true && r["status"] == 200)
-                .filter_map(|r| r["event_id"].as_u64())
-                .collect();
-            got == want
-        })
-        .await;
+        eventually("every milestone delivered", async || rx.delivered() == want).await;
     });
     // Each stop's milestones, first deliveries in order.
     let mut by_stop: BTreeMap<String, Vec<Value>> = BTreeMap::new();
