@@ -12,11 +12,13 @@ use crate::auth::Principal;
 use crate::ids::Kind;
 use crate::runtime::Node;
 
-fn finite(x: f64) -> Value {
+/// A number, or `null` for NaN and the infinities (JSON has neither).
+pub fn finite(x: f64) -> Value {
     if x.is_finite() { json!(x) } else { Value::Null }
 }
 
-fn position(lat: f64, lon: f64) -> Value {
+/// `[lat, lon]`, or `null` when there is no position.
+pub fn position(lat: f64, lon: f64) -> Value {
     if lat.is_finite() && lon.is_finite() {
         json!([lat, lon])
     } else {

@@ -11,21 +11,8 @@ use serde_json::{Value, json};
 
 use crate::caller::Caller;
 
-fn time(t: f64) -> Value {
-    if t.is_finite() { json!(t) } else { Value::Null }
-}
-
-fn number(x: f64) -> Value {
-    if x.is_finite() { json!(x) } else { Value::Null }
-}
-
-fn position(lat: f64, lon: f64) -> Value {
-    if lat.is_finite() && lon.is_finite() {
-        json!([lat, lon])
-    } else {
-        Value::Null
-    }
-}
+// Times and figures alike: a number, or null for NaN.
+use lastmile_node::event_json::{finite as number, finite as time, position};
 
 fn stop_eta(c: &Caller, s: &StopEta, brief: Option<StopBrief>) -> Value {
     json!({
