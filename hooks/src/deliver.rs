@@ -33,8 +33,11 @@ use tokio::sync::watch;
 use crate::links::Links;
 use crate::sign::{self, Secret};
 
-/// Events read from the log at once.
+/// Events read from the log at once (a batch)…
 const BATCH: usize = 256;
+/// …and at least this many per request in flight, so that a batch's
+/// slowest vehicle does not leave the others idle at its end.
+const BATCH_PER_IN_FLIGHT: usize = 16;
 /// The longest `Retry-After` honoured.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(86_400);
 
@@ -246,7 +249,8 @@ impl Endpoint {
         };
         let mut saved = cursor;
         let mut events = self.node.events.clone();
-        let mut batch = Vec::with_capacity(BATCH);
+        let batch_len = BATCH.max(BATCH_PER_IN_FLIGHT * self.entry.max_in_flight);
+        let mut batch = Vec::with_capacity(batch_len);
         loop {
             if *closing.borrow() {
                 break;
@@ -264,7 +268,7 @@ impl Endpoint {
                 tokio::task::spawn_blocking(move || {
                     let r = durable
                         .store
-                        .read_events_stored(&mut scan, until, &filter, BATCH, &mut out)
+                        .read_events_stored(&mut scan, until, &filter, batch_len, &mut out)
                         .and_then(|_missing| {
                             out.retain(|(_, e, _)| node.auth.covers(&reader, e.vehicle));
                             customers(&node, &reader, links.as_deref(), &out)
