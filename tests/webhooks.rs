@@ -225,9 +225,9 @@ const MILESTONES: [&str; 6] = [
 
 /// A replayed day whose drivers close their stops (`replay --drivers`),
 /// delivered with eight requests in flight: the receiver gets every
-/// customer milestone of the log, signed, each stop's in order (out for delivery, next stop, arriving, then delivered
-/// or failed) with the customer's reference, the ETA, the reason or the
-/// delivery note, and a tracking token that opens that stop's tracking
+/// customer milestone of the log, signed, each stop's in order (out for
+/// delivery, next stop, arriving, then delivered or failed) with the
+/// customer's reference, the ETA, the reason or the delivery note, and a tracking token that opens that stop's tracking
 /// API and no other; the times agree with what the simulated drivers truly
 /// did (never with the engine's own output).
 #[test]

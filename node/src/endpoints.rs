@@ -219,3 +219,51 @@ impl Registry {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(extra: &str) -> anyhow::Result<WebhookEntry> {
+        let text = format!(
+            "name = \"notify\"\nfleet = \"acme\"\nurl = \"https://example.com/hook\"\nsecrets = [\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"]\n{extra}"
+        );
+        let e: WebhookEntry = toml::from_str(&text)?;
+        e.validate()?;
+        Ok(e)
+    }
+
+    #[test]
+    fn defaults_follow_the_specification() {
+        let e = entry("").unwrap();
+        assert_eq!(e.retry_schedule_s, RETRY_SCHEDULE_S);
+        assert_eq!(
+            (e.timeout_s, e.max_in_flight, e.tracking_ttl_s),
+            (15.0, 1, 172_800)
+        );
+        assert!(e.kinds.is_empty() && !e.allow_private);
+    }
+
+    #[test]
+    fn bad_entries_are_refused_naming_what_is_wrong() {
+        for (extra, says) in [
+            ("max_in_flight = 0", "max_in_flight"),
+            ("max_in_flight = 257", "max_in_flight"),
+            ("tracking_ttl_s = 2600000", "tracking_ttl_s"),
+            ("timeout_s = 0", "timeout_s"),
+            ("retry_schedule_s = [5, -1]", "retry_schedule_s"),
+        ] {
+            let err = entry(extra).unwrap_err().to_string();
+            assert!(
+                err.contains(says) && err.contains("notify"),
+                "{extra}: {err}"
+            );
+        }
+        let bad_name = entry("").map(|mut e| {
+            e.name = "no spaces".into();
+            e.validate()
+        });
+        assert!(bad_name.unwrap().is_err());
+        assert!(entry("unknown_key = 1").is_err(), "unknown keys are errors");
+    }
+}
