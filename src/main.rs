@@ -3,6 +3,7 @@
 
 mod bench;
 mod commands;
+mod eta_eval;
 mod feeds;
 mod history;
 mod hooks_cmd;
@@ -50,6 +51,8 @@ enum Command {
     Evaluate(tracking::EvaluateArgs),
     /// A simulated delivery day through the whole engine, in process: throughput, latency, memory, ETA error.
     Bench(bench::BenchArgs),
+    /// Real trips through the engine: learn from half, judge the ETAs and windows on the other half.
+    EtaEval(eta_eval::EtaEvalArgs),
     /// Run the QUIC service: pings in, ETAs, positions and events out.
     Serve(service::ServeArgs),
     /// Replay a trace against a server and report throughput and ack latency.
@@ -93,6 +96,7 @@ fn main() -> ExitCode {
         Command::Match(a) => tracking::match_cmd(a),
         Command::Evaluate(a) => tracking::evaluate_cmd(a),
         Command::Bench(a) => bench::bench_cmd(a),
+        Command::EtaEval(a) => eta_eval::eta_eval(a),
         Command::Serve(a) => service::serve(a),
         Command::Replay(a) => service::replay(a),
         Command::Assign(a) => service::assign(a),

@@ -11,6 +11,7 @@
 //! the same input gives the same output bit for bit.
 
 pub mod bench;
+pub mod eta_score;
 pub mod evaluate;
 pub mod fleet;
 pub mod kubicka;
@@ -21,6 +22,8 @@ pub mod simulate;
 pub mod time;
 pub mod trace;
 pub mod traffic;
+pub mod trip_eval;
+pub mod trips;
 
 pub use matcher::{
     Estimate, FinalPoint, MatchOutput, MatchStatus, Matcher, MatcherConfig, MatcherStats,

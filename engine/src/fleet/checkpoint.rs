@@ -19,7 +19,7 @@
 //!
 //! ```text
 //! 0   8  magic "LMCKPT\0\x01"
-//! 8   4  format version (9)
+//! 8   4  format version (11)
 //! 12  4  reserved, 0
 //! 16  …  body: records, meta (rkyv), vehicle count u64, records length
 //!            u64, meta length u64
@@ -38,8 +38,9 @@
 //! their legs, format 6 gave the along-path smoother its filter state,
 //! format 7 the held pings their own fixes, format 8 the steps whose chain
 //! broke because no road led to them, format 9 the stops' customer
-//! ratings, format 10 the customer milestones each stop has had; formats 1
-//! to 9 are no longer read.
+//! ratings, format 10 the customer milestones each stop has had, format 11
+//! the stops' arrival windows, the vehicles' noted predictions and the
+//! learnt ETA errors; formats 1 to 10 are no longer read.
 
 use std::io::{self, Write};
 use std::ops::Range;
@@ -50,10 +51,11 @@ use rkyv::util::AlignedVec;
 
 use super::vehicle::Vehicle;
 use super::{StopId, StopRecord, VehicleId};
+use super::window::{ErrorModel, Outcome};
 use crate::traffic::{EdgeObservation, LearntTraffic};
 
 const MAGIC: &[u8; 8] = b"LMCKPT\0\x01";
-const FORMAT: u32 = 10;
+const FORMAT: u32 = 11;
 const HEADER: usize = 16;
 const TRAILER: usize = 16;
 
@@ -90,8 +92,13 @@ pub(crate) struct Meta {
     pub installed: Vec<(u32, u32)>,
     /// The changes of a customization under way (installed at the next tick).
     pub pending: Vec<(u32, u32)>,
-    /// Traffic observations the shards held for the next tick.
+    /// Traffic observations and ETA outcomes the shards held for the next
+    /// tick.
     pub observations: Vec<EdgeObservation>,
+    pub outcomes: Vec<Outcome>,
+    /// The learnt ETA errors, as learnt and as of the windows the shards
+    /// read.
+    pub errors: [ErrorModel; 2],
     pub stops: Vec<(StopId, StopRecord)>,
     pub routes: Vec<(VehicleId, Vec<StopId>)>,
     pub traffic: LearntTraffic,

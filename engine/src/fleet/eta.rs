@@ -5,6 +5,7 @@
 //! fleet's refreshes spread evenly over time.
 
 use super::VehicleId;
+use super::window::WindowParams;
 
 #[derive(Clone, Copy, Debug, PartialEq, serde::Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -19,6 +20,17 @@ pub struct EtaConfig {
     /// The searches a metric update calls for are spread over this many
     /// seconds (retimed ETAs are right at once; a better path can wait).
     pub reroute_spread_s: f64,
+    /// Arrival windows (see [`super::window`]): a vehicle notes one
+    /// remaining stop's routed time every `window_note_s` while it has
+    /// fewer than `window_notes` waiting for their stops.
+    pub window_note_s: f64,
+    pub window_notes: usize,
+    /// Outcomes remembered per horizon class (effective count).
+    pub window_memory: f64,
+    /// The prior the first outcomes outweigh: its weight in outcomes, and
+    /// its spread (standard deviation of ln(actual / routed)).
+    pub window_prior_weight: f64,
+    pub window_prior_spread: f64,
 }
 
 impl Default for EtaConfig {
@@ -28,11 +40,48 @@ impl Default for EtaConfig {
             reroute_change: 0.1,
             stop_snap_m: 250.0,
             reroute_spread_s: 300.0,
+            window_note_s: 60.0,
+            window_notes: 6,
+            window_memory: 1000.0,
+            window_prior_weight: 20.0,
+            window_prior_spread: 0.25,
         }
     }
 }
 
 impl EtaConfig {
+    pub fn window_params(&self) -> WindowParams {
+        WindowParams {
+            memory: self.window_memory,
+            prior_weight: self.window_prior_weight,
+            prior_spread: self.window_prior_spread,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        let snap_ok = self.stop_snap_m.is_finite() && self.stop_snap_m > 0.0;
+        let change_ok = self.reroute_change.is_finite() && self.reroute_change >= 0.0;
+        if !snap_ok || !change_ok {
+            return Err("eta.stop_snap_m must be positive and eta.reroute_change not negative".into());
+        }
+        let window_ok = self.window_note_s.is_finite()
+            && self.window_note_s > 0.0
+            && (1..=32).contains(&self.window_notes)
+            && self.window_memory.is_finite()
+            && self.window_memory >= 10.0
+            && self.window_prior_weight.is_finite()
+            && self.window_prior_weight > 0.0
+            && self.window_prior_spread.is_finite()
+            && (0.01..=2.0).contains(&self.window_prior_spread);
+        if !window_ok {
+            return Err("eta.window_note_s must be positive, eta.window_notes 1 to 32, \
+                 eta.window_memory at least 10, eta.window_prior_weight positive and \
+                 eta.window_prior_spread 0.01 to 2"
+                .into());
+        }
+        Ok(())
+    }
+
     /// The vehicle's next refresh after `now`: its own phase within the
     /// period, from a hash of its id.
     pub fn next_refresh(&self, vehicle: VehicleId, now: f64) -> f64 {

@@ -25,6 +25,7 @@ mod shard;
 pub mod snapshot;
 pub mod stops;
 mod vehicle;
+pub mod window;
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -44,6 +45,7 @@ pub use journal::Journal;
 pub use latency::Histogram;
 pub use shard::ShardCounters;
 pub use snapshot::{EtaState, StopEta, VehicleSnapshot};
+pub use window::{ErrorModel, Outcome, WindowParams, Windows};
 pub use stops::{Command, ProofOfDelivery, Rating, StopOutcome, StopPlan, StopStatus, TimeWindow};
 
 /// A piece of a vehicle's finalised matched path: part or all of one edge,
@@ -233,6 +235,8 @@ pub struct EngineStats {
     pub customization_ms: f64,
     /// Grid cells the traffic model tracks.
     pub traffic_tracked: usize,
+    /// Arrivals learnt as ETA outcomes (see [`window`]).
+    pub eta_outcomes: u64,
     pub full_customizations: u64,
     pub customization_failures: u64,
     /// Path pieces dropped because nobody took the history in time.
@@ -250,6 +254,11 @@ struct Coordinator {
     /// changes it applies (a checkpoint saves them).
     job: Option<JoinHandle<Customized>>,
     job_changes: Vec<(u32, u32)>,
+    /// The fleet's ETA errors, learnt from arrivals (see [`window`]).
+    errors: ErrorModel,
+    /// The model as of the windows the shards read (a checkpoint restores
+    /// those windows exactly).
+    errors_published: ErrorModel,
     /// Event time of the last publication.
     published_at: f64,
     /// Event time of the last tick (the engine's "now").
@@ -285,6 +294,9 @@ pub struct Engine {
     journal_seq: AtomicU64,
     /// Finalised path pieces gathered at ticks, for [`Engine::take_history`].
     history: Mutex<Vec<PathPiece>>,
+    /// Whether ticks learn (traffic and ETA errors): starts as
+    /// [`FleetConfig::learning`], see [`Engine::set_learning`].
+    learning: std::sync::atomic::AtomicBool,
 }
 
 /// What [`Engine::write_checkpoint`] wrote.
@@ -441,12 +453,15 @@ impl Engine {
             })
             .collect();
         let traffic = TrafficModel::new(&graph, config.traffic.clone());
+        let config_learning = config.learning;
         Self {
             coordinator: Mutex::new(Coordinator {
                 traffic,
                 current: metric,
                 job: None,
                 job_changes: Vec::new(),
+                errors: ErrorModel::default(),
+                errors_published: ErrorModel::default(),
                 published_at: f64::NEG_INFINITY,
                 last_tick: f64::NEG_INFINITY,
                 stats: EngineStats::default(),
@@ -465,6 +480,7 @@ impl Engine {
             journal: OnceLock::new(),
             journal_seq: 0.into(),
             history: Mutex::new(Vec::new()),
+            learning: config_learning.into(),
         }
     }
 
@@ -844,7 +860,7 @@ impl Engine {
         };
         // Only the shards hold senders now: the stream ends when all are done.
         drop(parts_tx);
-        let (traffic, metric_version, published_at, installed, pending, event_time) = {
+        let (traffic, errors, metric_version, published_at, installed, pending, event_time) = {
             let co = self.coordinator.lock().unwrap_or_else(|p| p.into_inner());
             let installed: Vec<(u32, u32)> = (0..self.graph.num_edges() as u32)
                 .filter_map(|e| {
@@ -859,6 +875,7 @@ impl Engine {
             };
             (
                 co.traffic.learnt(),
+                [co.errors.clone(), co.errors_published.clone()],
                 co.stats.metric_updates,
                 co.published_at,
                 installed,
@@ -866,18 +883,21 @@ impl Engine {
                 co.last_tick,
             )
         };
-        let (mut vehicles, mut failed, mut observations) = (0, 0, Vec::new());
+        let (mut vehicles, mut failed) = (0, 0);
+        let (mut observations, mut outcomes) = (Vec::new(), Vec::new());
         for part in &parts {
             match part {
                 shard::Saved::Records(chunk) => records(&chunk)?,
                 shard::Saved::Done {
                     observations: mut o,
+                    outcomes: mut e,
                     vehicles: v,
                     failed: f,
                 } => {
                     vehicles += v;
                     failed += f;
                     observations.append(&mut o);
+                    outcomes.append(&mut e);
                 }
             }
         }
@@ -890,6 +910,8 @@ impl Engine {
             installed,
             pending,
             observations,
+            outcomes,
+            errors,
             stops,
             routes,
             traffic,
@@ -932,6 +954,13 @@ impl Engine {
                 self.start_customization(&mut co, meta.pending);
             }
             co.stats.metric_updates = meta.metric_version;
+            let [errors, published] = meta.errors;
+            co.errors = errors;
+            co.errors_published = published;
+            let windows = Arc::new(co.errors_published.publish(&self.config.eta.window_params()));
+            for i in 0..self.shards.len() {
+                self.send_control(i, Msg::Windows(windows.clone()));
+            }
         }
         {
             let mut reg = self.registry.write().unwrap_or_else(|p| p.into_inner());
@@ -951,6 +980,7 @@ impl Engine {
         }
         // The next tick sorts observations, so which shard holds them is moot.
         let mut observations = Some(meta.observations);
+        let mut outcomes = Some(meta.outcomes);
         let replies: Vec<Receiver<(usize, Vec<String>)>> = parts
             .into_iter()
             .enumerate()
@@ -962,6 +992,7 @@ impl Engine {
                         records: ckpt.records.clone(),
                         ranges,
                         observations: observations.take().unwrap_or_default(),
+                        outcomes: outcomes.take().unwrap_or_default(),
                         metric_version: meta.metric_version,
                         reply: tx,
                     },
@@ -1101,10 +1132,12 @@ impl Engine {
             })
             .collect();
         let mut observations: Vec<EdgeObservation> = Vec::new();
+        let mut outcomes: Vec<Outcome> = Vec::new();
         let mut dropped = 0;
         for r in replies {
             if let Ok(mut g) = r.recv() {
                 observations.append(&mut g.observations);
+                outcomes.append(&mut g.outcomes);
                 if self.config.history {
                     let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
                     h.append(&mut g.history);
@@ -1134,9 +1167,10 @@ impl Engine {
         // every shard takes it at this tick's place in its queue, so the
         // results do not depend on how long the customization took.
         let installed = self.install_customized(&mut co);
-        if !self.config.learning {
+        if !self.learning.load(std::sync::atomic::Ordering::Relaxed) {
             return installed;
         }
+        self.learn_errors(&mut co, &mut outcomes);
         // The same observations in the same order whatever the shard count.
         observations.sort_by(|a, b| {
             a.time
@@ -1159,6 +1193,33 @@ impl Engine {
             self.start_customization(&mut co, changes);
         }
         installed
+    }
+
+    /// Learns the ETA outcomes of a tick (in an order that does not depend
+    /// on the shards), and publishes the windows to the shards every
+    /// `traffic_every_s`, as traffic, when anything was learnt.
+    fn learn_errors(&self, co: &mut Coordinator, outcomes: &mut [Outcome]) {
+        Outcome::sort(outcomes);
+        let params = self.config.eta.window_params();
+        for o in outcomes.iter() {
+            co.errors.learn(o, &params);
+        }
+        co.stats.eta_outcomes += outcomes.len() as u64;
+        let unpublished = co.errors.outcomes() != co.errors_published.outcomes();
+        if unpublished && co.last_tick - co.published_at >= self.config.traffic_every_s {
+            co.errors_published = co.errors.clone();
+            let windows = Arc::new(co.errors.publish(&params));
+            for i in 0..self.shards.len() {
+                self.send_control(i, Msg::Windows(windows.clone()));
+            }
+        }
+    }
+
+    /// Turns learning (traffic and ETA errors) on or off from the next tick:
+    /// what is learnt so far stays. An evaluation learns from one set of
+    /// trips and is judged on another with learning off.
+    pub fn set_learning(&self, on: bool) {
+        self.learning.store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Customizes `changes` into the current metric off the ingest path;
@@ -1489,13 +1550,6 @@ impl FleetConfig {
         if self.queue_capacity == 0 || self.queue_pings == 0 {
             return Err("queue_capacity and queue_pings must be at least 1".into());
         }
-        let snap_ok = self.eta.stop_snap_m.is_finite() && self.eta.stop_snap_m > 0.0;
-        let change_ok = self.eta.reroute_change.is_finite() && self.eta.reroute_change >= 0.0;
-        if !snap_ok || !change_ok {
-            return Err(
-                "eta.stop_snap_m must be positive and eta.reroute_change not negative".into(),
-            );
-        }
-        Ok(())
+        self.eta.validate()
     }
 }

@@ -21,6 +21,7 @@ use super::latency::Histogram;
 use super::snapshot::{self, SnapshotCell, SnapshotTable, VehicleSnapshot};
 use super::stops::Command;
 use super::vehicle::Vehicle;
+use super::window::{Outcome, Windows};
 use super::{FleetConfig, PathPiece, VehicleId};
 use crate::Ping;
 use crate::matcher::{MatchOutput, Matcher, MatcherStats};
@@ -44,6 +45,8 @@ pub(crate) enum Msg {
     },
     /// Route on this metric from now on.
     Metric(Arc<CchMetric>),
+    /// Read arrival windows from these from now on.
+    Windows(Arc<Windows>),
     /// Answered once everything queued before it is done.
     Sync(Sender<()>),
     /// A command from the journal, replayed after a restore: applied like
@@ -63,6 +66,7 @@ pub(crate) enum Msg {
         records: checkpoint::RecordsBuf,
         ranges: Vec<std::ops::Range<usize>>,
         observations: Vec<EdgeObservation>,
+        outcomes: Vec<Outcome>,
         metric_version: u64,
         reply: Sender<(usize, Vec<String>)>,
     },
@@ -72,6 +76,7 @@ pub(crate) enum Msg {
 /// What a shard gathered between two ticks.
 pub(crate) struct Gathered {
     pub observations: Vec<EdgeObservation>,
+    pub outcomes: Vec<Outcome>,
     pub history: Vec<PathPiece>,
 }
 
@@ -80,8 +85,9 @@ pub(crate) struct Gathered {
 pub(crate) enum Saved {
     Records(Vec<u8>),
     Done {
-        /// Traffic observations not yet taken by a tick.
+        /// Traffic observations and ETA outcomes not yet taken by a tick.
         observations: Vec<EdgeObservation>,
+        outcomes: Vec<Outcome>,
         vehicles: usize,
         failed: usize,
     },
@@ -179,6 +185,10 @@ pub(crate) struct Ctx<'g> {
     pub traffic: TrafficConfig,
     pub events: Vec<Event>,
     pub observations: Vec<EdgeObservation>,
+    /// The arrival windows ETAs are read from, and the outcomes of noted
+    /// predictions since the last tick.
+    pub windows: Arc<Windows>,
+    pub outcomes: Vec<Outcome>,
     /// Finalised path pieces, when the engine keeps history.
     pub history: Option<Vec<PathPiece>>,
     /// Counts metric installs, so a leg knows whether it is out of date.
@@ -238,6 +248,8 @@ pub(crate) fn run(
         traffic: config.traffic.clone(),
         events: Vec::new(),
         observations: Vec::new(),
+        windows: Arc::new(Windows::prior(&config.eta.window_params())),
+        outcomes: Vec::new(),
         history: config.history.then(Vec::new),
         metric_version: 0,
         near: Vec::new(),
@@ -303,6 +315,7 @@ pub(crate) fn run(
                 }
                 let _ = parts.send(Saved::Done {
                     observations: ctx.observations.clone(),
+                    outcomes: ctx.outcomes.clone(),
                     vehicles: saved,
                     failed,
                 });
@@ -311,10 +324,12 @@ pub(crate) fn run(
                 records,
                 ranges,
                 mut observations,
+                mut outcomes,
                 metric_version,
                 reply,
             } => {
                 ctx.observations.append(&mut observations);
+                ctx.outcomes.append(&mut outcomes);
                 // The metric installed at restore is the one the checkpoint
                 // was taken with, weight for weight: it keeps its version, so
                 // restored paths are exactly as current as they were.
@@ -360,11 +375,14 @@ pub(crate) fn run(
                     observations.truncate(max_observations);
                 }
                 let history = ctx.history.as_mut().map(std::mem::take).unwrap_or_default();
+                let outcomes = std::mem::take(&mut ctx.outcomes);
                 let _ = reply.send(Gathered {
                     observations,
+                    outcomes,
                     history,
                 });
             }
+            Msg::Windows(windows) => ctx.windows = windows,
             Msg::Metric(metric) => {
                 // Vehicles retime their paths at their next ping.
                 ctx.counters.metric_updates += 1;
@@ -383,6 +401,11 @@ pub(crate) fn run(
             let extra = ctx.observations.len() - 2 * max_observations;
             ctx.counters.observations_dropped += extra as u64;
             ctx.observations.drain(..extra);
+        }
+        if ctx.outcomes.len() > 2 * max_observations {
+            let extra = ctx.outcomes.len() - 2 * max_observations;
+            ctx.counters.observations_dropped += extra as u64;
+            ctx.outcomes.drain(..extra);
         }
         if let Some(h) = ctx.history.as_mut()
             && h.len() > max_history

@@ -69,6 +69,11 @@ pub struct StopEta {
     /// time for an arrived or closed one; NaN unless `eta_state` is known
     /// (or the stop was reached).
     pub eta: f64,
+    /// The arrival window: the stop is reached before `eta_p10` one time in
+    /// ten and after `eta_p90` one time in ten (`eta` is the P50). Equal to
+    /// `eta` for a reached stop; NaN when `eta` is.
+    pub eta_p10: f64,
+    pub eta_p90: f64,
     /// Whether a remaining stop's `eta` could be computed, and why not.
     pub eta_state: EtaState,
     /// How far the stop's coordinates lie from the road it was snapped

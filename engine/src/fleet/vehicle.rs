@@ -15,6 +15,7 @@ use super::path_code::PathCode;
 use super::shard::Ctx;
 use super::snapshot::{EtaState, StopEta, VehicleSnapshot};
 use super::stops::{Command, ProofOfDelivery, StopOutcome, StopPlan, StopStatus};
+use super::window::Sampler;
 use super::{PathPiece, StopId, VehicleId};
 use crate::Ping;
 use crate::matcher::{MatchStatus, VehicleTrack};
@@ -34,7 +35,11 @@ pub(crate) struct StopState {
     /// The snapped road position (where the vehicle will stand).
     road_pos: LatLonE7,
     pub status: StopStatus,
+    /// The P50 arrival, and the P10 and P90 around it (see
+    /// [`super::window`]); for a reached stop, all three its arrival.
     pub eta: f64,
+    pub p10: f64,
+    pub p90: f64,
     pub eta_state: EtaState,
     pub remaining_m: f64,
     /// ETA last announced by `eta_changed` (NaN: none yet).
@@ -134,6 +139,8 @@ pub(crate) struct Vehicle {
     speeding: Speeding,
     braking: Braking,
     stalled: bool,
+    /// Predictions noted to learn arrival windows from.
+    sampler: Sampler,
 }
 
 impl Vehicle {
@@ -173,6 +180,7 @@ impl Vehicle {
             speeding: Speeding::default(),
             braking: Braking::default(),
             stalled: false,
+            sampler: Sampler::default(),
         }
     }
 
@@ -223,6 +231,7 @@ impl Vehicle {
                 .iter()
                 .map(|(_, l)| l.as_ref().map_or(0, StopLeg::heap_bytes))
                 .sum::<usize>()
+            + self.sampler.heap_bytes()
     }
 
     // ----------------------------------------------------------------- pings
@@ -436,8 +445,9 @@ impl Vehicle {
             let s = &mut self.stops[i];
             s.status = StopStatus::Arrived;
             s.arrived_at = now;
-            s.eta = now;
+            (s.eta, s.p10, s.p90) = (now, now, now);
             s.eta_state = EtaState::Known;
+            self.sampler.reached(self.id, id, now, &mut ctx.outcomes);
             s.remaining_m = 0.0;
             self.at_stop = Some((id, now));
             self.emit(ctx, EventKind::Arrived, now, Some(id), d, radius);
@@ -703,6 +713,20 @@ impl Vehicle {
         let mut prev: Option<usize> = None;
         let c = ctx.detect;
         let eta_change = c.eta_change_s;
+        let windows = ctx.windows.clone();
+        let table = windows.table(self.id);
+        // Which remaining stop's prediction is noted now, if any.
+        let stops = &self.stops;
+        let note = (from_ping
+            && self.sampler.due(now, ctx.eta.window_notes, |id| {
+                stops
+                    .iter()
+                    .any(|s| s.plan.id == id && s.status.is_remaining())
+            }))
+        .then(|| {
+            let remaining = stops.iter().filter(|s| s.status.is_remaining()).count();
+            self.sampler.pick(remaining)
+        });
         for i in 0..self.stops.len() {
             if !self.stops[i].status.is_remaining() {
                 continue;
@@ -723,8 +747,21 @@ impl Vehicle {
                     }
                 }
             }
+            // `t` is the routed arrival; the ETA is the P50 of what routed
+            // times like it came to.
+            let routed = t - now;
+            if note == Some(k) {
+                if routed.is_finite() {
+                    let every = ctx.eta.window_note_s;
+                    self.sampler.note(self.stops[i].plan.id, now, routed, every);
+                } else {
+                    self.sampler.skip();
+                }
+            }
+            let [lo, mid, hi] = table.window(routed);
             let s = &mut self.stops[i];
-            s.eta = t;
+            (s.eta, s.p10, s.p90) = (now + mid, now + lo, now + hi);
+            let t = s.eta;
             let was = std::mem::replace(&mut s.eta_state, state);
             if state == EtaState::Unreachable && was != EtaState::Unreachable {
                 let (id, snap_m, component) = (s.plan.id, s.place.snap_m, s.place.component);
@@ -933,8 +970,13 @@ impl Vehicle {
         s.outcome = Some(Box::new(outcome));
         s.late = false;
         if s.arrived_at.is_nan() {
-            s.eta = f64::NAN;
+            (s.eta, s.p10, s.p90) = (f64::NAN, f64::NAN, f64::NAN);
             s.eta_state = EtaState::Unknown;
+            // Delivered where no arrival was seen: the completion is the
+            // arrival the predictions are judged by.
+            if completed {
+                self.sampler.reached(self.id, stop, time, &mut ctx.outcomes);
+            }
         }
         // Closed stops move in front of the open ones, in closing order.
         let s = self.stops.remove(i);
@@ -1099,6 +1141,8 @@ impl Vehicle {
                 stop: st.plan.id,
                 status: st.status,
                 eta: st.eta,
+                eta_p10: st.p10,
+                eta_p90: st.p90,
                 eta_state: st.eta_state,
                 snap_m: st.place.snap_m,
                 snap_component: st.place.component,
@@ -1128,6 +1172,8 @@ fn new_stop(ctx: &mut Ctx, plan: &StopPlan) -> Option<StopState> {
         road_pos: ctx.graph.point_on_edge(p.edge, p.offset_m).into(),
         status: StopStatus::Pending,
         eta: f64::NAN,
+        p10: f64::NAN,
+        p90: f64::NAN,
         eta_state: EtaState::Unknown,
         remaining_m: f64::NAN,
         announced: f64::NAN,

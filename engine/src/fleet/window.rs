@@ -1,0 +1,552 @@
+//! Arrival windows: how lastmile's routed times compare with the arrivals
+//! that followed them, learnt from the fleet, and the P10 / P50 / P90
+//! arrival each remaining stop is given from it.
+//!
+//! A routed time is free flow plus learnt traffic along the planned path;
+//! real drives differ from it by junctions, parking, the driver, and luck.
+//! The engine therefore keeps, per fleet, the distribution of
+//! `ln(actual time to go / routed time to go)` over past predictions, by
+//! horizon (the routed time to go when the prediction was made: a stop an
+//! hour away is less certain than one two minutes away), and reads the
+//! 10th, 50th and 90th percentiles of it for every ETA: the ETA a stop is
+//! given is the P50, and its window the P10 to P90.
+//!
+//! - **Samples.** Each vehicle now and then notes one remaining stop's
+//!   routed time to go ([`Sampler`], a few per vehicle at most). When the
+//!   stop is reached (arrival, or completion where no arrival was seen),
+//!   each note becomes an [`Outcome`]; a stop that goes away unreached
+//!   drops its notes. Which stop is noted never depends on how the
+//!   prediction turns out, so the notes are a fair sample.
+//! - **Learning.** Outcomes go to the coordinator at ticks, are sorted (the
+//!   same order whatever the shard count) and enter [`ErrorModel`]: one
+//!   histogram of log-ratios per horizon class and fleet, whose old weight
+//!   fades by count (an effective memory of `window_memory` outcomes), on
+//!   top of a prior (a log-normal around the routed time) that the first
+//!   outcomes outweigh.
+//! - **Reading.** The model is published to the shards as [`Windows`],
+//!   cumulative tables that give quantiles and the probability of
+//!   arriving after a time, interpolated between horizon classes in log
+//!   time. Between publications the shards' copies do not change, so ETAs
+//!   are a deterministic function of the inputs and the tick times.
+//!
+//! The fleet of a vehicle is the slot its allocated id carries (see
+//! [`fleet_slot`]); vehicles numbered by their fleet's ranges share slot 0.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::{StopId, VehicleId};
+
+/// Horizon classes: routed seconds to go each class is centred on.
+/// Predictions between two centres are read (and learnt) as a blend of
+/// both, in log time.
+const CENTRES_S: [f64; 8] = [60.0, 180.0, 420.0, 720.0, 1080.0, 1620.0, 2400.0, 3600.0];
+/// Log-ratio bins: [`X_MIN`, `X_MAX`) in steps of [`X_STEP`]; values
+/// outside fall in the end bins.
+const X_MIN: f64 = -1.6;
+const X_STEP: f64 = 0.05;
+const BINS: usize = 80;
+/// Times to go shorter than this are taken as this: a ratio of seconds
+/// says nothing.
+const MIN_TO_GO_S: f64 = 30.0;
+/// Fleets with a model of their own, at most; others share slot 0's.
+const MAX_FLEETS: usize = 4096;
+
+/// The levels every window reports.
+pub const P10: f64 = 0.1;
+pub const P90: f64 = 0.9;
+
+/// The fleet a vehicle belongs to, as far as learning goes: the 24-bit slot
+/// an allocated id carries (ids at or above 2^62 carry it in bits 38–61,
+/// see the node's `ids` module), or 0.
+pub fn fleet_slot(vehicle: VehicleId) -> u32 {
+    const ALLOCATED: u64 = 1 << 62;
+    if vehicle >= ALLOCATED {
+        ((vehicle >> 38) & 0xFF_FFFF) as u32
+    } else {
+        0
+    }
+}
+
+/// How windows are learnt.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct WindowParams {
+    /// Effective number of outcomes remembered per horizon class.
+    pub memory: f64,
+    /// Weight of the prior in outcomes, and its spread (standard deviation
+    /// of the log-ratio).
+    pub prior_weight: f64,
+    pub prior_spread: f64,
+}
+
+impl Default for WindowParams {
+    fn default() -> Self {
+        Self {
+            memory: 1000.0,
+            prior_weight: 20.0,
+            prior_spread: 0.25,
+        }
+    }
+}
+
+/// A prediction that came true: a stop's routed time to go when it was
+/// noted, and the time it really took.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Copy, Debug, PartialEq)]
+pub struct Outcome {
+    pub fleet: u32,
+    pub vehicle: VehicleId,
+    /// When the stop was reached (event time): outcomes are learnt in this
+    /// order.
+    pub time: f64,
+    pub routed_s: f32,
+    pub actual_s: f32,
+}
+
+impl Outcome {
+    /// The order outcomes are learnt in, whichever shard saw them.
+    pub fn sort(outcomes: &mut [Outcome]) {
+        outcomes.sort_by(|a, b| {
+            a.time
+                .total_cmp(&b.time)
+                .then(a.vehicle.cmp(&b.vehicle))
+                .then(a.routed_s.total_cmp(&b.routed_s))
+                .then(a.actual_s.total_cmp(&b.actual_s))
+        });
+    }
+}
+
+/// Where a time to go falls between horizon classes: the lower class and
+/// the share of the upper one.
+fn blend(to_go_s: f64) -> (usize, f64) {
+    let x = to_go_s.max(CENTRES_S[0]).ln();
+    let last = CENTRES_S.len() - 1;
+    if x >= CENTRES_S[last].ln() {
+        return (last - 1, 1.0);
+    }
+    let k = CENTRES_S.partition_point(|c| c.ln() <= x).clamp(1, last) - 1;
+    let (a, b) = (CENTRES_S[k].ln(), CENTRES_S[k + 1].ln());
+    (k, (x - a) / (b - a))
+}
+
+fn log_ratio(actual_s: f64, routed_s: f64) -> f64 {
+    (actual_s.max(MIN_TO_GO_S) / routed_s.max(MIN_TO_GO_S)).ln()
+}
+
+fn bin_of(x: f64) -> usize {
+    (((x - X_MIN) / X_STEP).floor().max(0.0) as usize).min(BINS - 1)
+}
+
+/// One horizon class's histogram. Weights are stored multiplied by a
+/// growing `scale`, so fading every old weight is one multiplication of
+/// the scale (renormalised before it grows too large).
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq)]
+struct Histogram {
+    weights: Vec<f64>,
+    scale: f64,
+}
+
+impl Histogram {
+    fn prior(params: &WindowParams) -> Self {
+        let sigma = params.prior_spread.max(X_STEP);
+        let mut weights: Vec<f64> = (0..BINS)
+            .map(|i| {
+                let x = X_MIN + (i as f64 + 0.5) * X_STEP;
+                (-0.5 * (x / sigma).powi(2)).exp()
+            })
+            .collect();
+        let total: f64 = weights.iter().sum();
+        for w in &mut weights {
+            *w *= params.prior_weight / total;
+        }
+        Self {
+            weights,
+            scale: 1.0,
+        }
+    }
+
+    fn add(&mut self, x: f64, weight: f64, params: &WindowParams) {
+        // One full outcome fades the rest by (1 - 1/memory); a blended one
+        // by its share of that.
+        let keep = 1.0 - weight / params.memory.max(1.0);
+        self.scale /= keep;
+        self.weights[bin_of(x)] += weight * self.scale;
+        if self.scale > 1e12 {
+            for w in &mut self.weights {
+                *w /= self.scale;
+            }
+            self.scale = 1.0;
+        }
+    }
+
+    /// Cumulative shares at the bins' upper edges.
+    fn cumulative(&self) -> [f32; BINS] {
+        let total: f64 = self.weights.iter().sum();
+        let mut acc = 0.0;
+        let mut out = [0f32; BINS];
+        for (o, w) in out.iter_mut().zip(&self.weights) {
+            acc += w;
+            *o = (acc / total) as f32;
+        }
+        out
+    }
+}
+
+/// One fleet's histograms, one per horizon class.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq)]
+struct FleetHistograms {
+    classes: Vec<Histogram>,
+    outcomes: u64,
+}
+
+impl FleetHistograms {
+    fn new(params: &WindowParams) -> Self {
+        Self {
+            classes: vec![Histogram::prior(params); CENTRES_S.len()],
+            outcomes: 0,
+        }
+    }
+}
+
+/// The learnt error distributions of every fleet (the coordinator's).
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct ErrorModel {
+    fleets: BTreeMap<u32, FleetHistograms>,
+}
+
+impl ErrorModel {
+    /// Learns one outcome.
+    pub fn learn(&mut self, o: &Outcome, params: &WindowParams) {
+        let fleet = if self.fleets.len() >= MAX_FLEETS && !self.fleets.contains_key(&o.fleet) {
+            0
+        } else {
+            o.fleet
+        };
+        let h = self
+            .fleets
+            .entry(fleet)
+            .or_insert_with(|| FleetHistograms::new(params));
+        h.outcomes += 1;
+        let (routed, actual) = (f64::from(o.routed_s), f64::from(o.actual_s));
+        if !(routed.is_finite() && actual.is_finite() && actual >= 0.0) {
+            return;
+        }
+        let x = log_ratio(actual, routed);
+        let (k, share) = blend(routed);
+        if share < 1.0 {
+            h.classes[k].add(x, 1.0 - share, params);
+        }
+        if share > 0.0 {
+            h.classes[k + 1].add(x, share, params);
+        }
+    }
+
+    /// Outcomes learnt, all fleets.
+    pub fn outcomes(&self) -> u64 {
+        self.fleets.values().map(|f| f.outcomes).sum()
+    }
+
+    /// What the shards read.
+    pub fn publish(&self, params: &WindowParams) -> Windows {
+        let prior = Arc::new(Table::of(&FleetHistograms::new(params)));
+        let fleets = self
+            .fleets
+            .iter()
+            .map(|(&k, h)| (k, Arc::new(Table::of(h))))
+            .collect();
+        Windows { prior, fleets }
+    }
+}
+
+/// One fleet's published distributions: per horizon class, the cumulative
+/// shares and the three quantiles read from them.
+#[derive(Debug, PartialEq)]
+pub struct Table {
+    cumulative: Vec<[f32; BINS]>,
+    /// Per class: log-ratios at P10, P50, P90.
+    quantiles: Vec<[f64; 3]>,
+}
+
+impl Table {
+    fn of(h: &FleetHistograms) -> Self {
+        let cumulative: Vec<[f32; BINS]> = h.classes.iter().map(Histogram::cumulative).collect();
+        let quantiles = cumulative
+            .iter()
+            .map(|c| [quantile(c, P10), quantile(c, 0.5), quantile(c, P90)])
+            .collect();
+        Self {
+            cumulative,
+            quantiles,
+        }
+    }
+
+    /// The P10, P50 and P90 times to go for a routed time to go.
+    pub fn window(&self, routed_s: f64) -> [f64; 3] {
+        if !routed_s.is_finite() {
+            return [f64::NAN; 3];
+        }
+        let routed = routed_s.max(0.0);
+        let (k, share) = blend(routed);
+        let (a, b) = (self.quantiles[k], self.quantiles[k + 1]);
+        let base = routed.max(MIN_TO_GO_S);
+        let q = |i: usize| {
+            let x = a[i] * (1.0 - share) + b[i] * share;
+            // Below the shortest time a ratio is read for, the window
+            // shrinks with the time itself, to nothing at arrival.
+            (base * x.exp() - (base - routed)).max(0.0)
+        };
+        [q(0), q(1), q(2)]
+    }
+
+    /// The probability that a stop routed `routed_s` away is reached later
+    /// than `deadline_s` from now.
+    pub fn p_later(&self, routed_s: f64, deadline_s: f64) -> f64 {
+        if !routed_s.is_finite() || !deadline_s.is_finite() {
+            return f64::NAN;
+        }
+        if deadline_s <= 0.0 {
+            return 1.0;
+        }
+        let (k, share) = blend(routed_s.max(0.0));
+        let x = log_ratio(deadline_s, routed_s);
+        let below = |c: &[f32; BINS]| cdf(c, x);
+        let p = below(&self.cumulative[k]) * (1.0 - share) + below(&self.cumulative[k + 1]) * share;
+        (1.0 - p).clamp(0.0, 1.0)
+    }
+}
+
+/// The log-ratio below which a share `level` of the weight lies, linear
+/// within a bin.
+fn quantile(c: &[f32; BINS], level: f64) -> f64 {
+    let i = c.partition_point(|&v| f64::from(v) < level).min(BINS - 1);
+    let lo = if i == 0 { 0.0 } else { f64::from(c[i - 1]) };
+    let hi = f64::from(c[i]);
+    let within = if hi > lo { (level - lo) / (hi - lo) } else { 0.5 };
+    X_MIN + (i as f64 + within.clamp(0.0, 1.0)) * X_STEP
+}
+
+/// The share of the weight below log-ratio `x`.
+fn cdf(c: &[f32; BINS], x: f64) -> f64 {
+    let pos = (x - X_MIN) / X_STEP;
+    if pos <= 0.0 {
+        return 0.0;
+    }
+    if pos >= BINS as f64 {
+        return 1.0;
+    }
+    let i = pos.floor() as usize;
+    let lo = if i == 0 { 0.0 } else { f64::from(c[i - 1]) };
+    lo + (f64::from(c[i]) - lo) * (pos - i as f64)
+}
+
+/// The published distributions of every fleet that has learnt any, and the
+/// prior for those that have not.
+#[derive(Debug)]
+pub struct Windows {
+    prior: Arc<Table>,
+    fleets: BTreeMap<u32, Arc<Table>>,
+}
+
+impl Windows {
+    /// The prior alone (an engine that has learnt nothing).
+    pub fn prior(params: &WindowParams) -> Self {
+        ErrorModel::default().publish(params)
+    }
+
+    /// The table a vehicle's ETAs are read from.
+    pub fn table(&self, vehicle: VehicleId) -> &Table {
+        self.fleets
+            .get(&fleet_slot(vehicle))
+            .or_else(|| self.fleets.get(&0))
+            .unwrap_or(&self.prior)
+    }
+}
+
+/// A noted prediction: the stop, when, and its routed time to go then.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Copy, Debug, PartialEq)]
+struct Note {
+    stop: StopId,
+    at: f64,
+    routed_s: f32,
+}
+
+/// A vehicle's noted predictions, waiting for their stops to be reached.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, Default)]
+pub(crate) struct Sampler {
+    notes: Vec<Note>,
+    /// No note is taken before this event time.
+    next_at: f64,
+    /// Counts notes taken: which remaining stop the next one is of.
+    turn: u32,
+}
+
+/// A note whose stop has not been reached this long after is dropped.
+const NOTE_MAX_AGE_S: f64 = 6.0 * 3600.0;
+
+impl Sampler {
+    /// Whether a note is due at `now` and there is room for it, once the
+    /// notes of stops no longer `remaining` (and notes too old to wait for)
+    /// are dropped.
+    pub fn due(&mut self, now: f64, max_notes: usize, remaining: impl Fn(StopId) -> bool) -> bool {
+        if now < self.next_at {
+            return false;
+        }
+        self.notes
+            .retain(|n| remaining(n.stop) && now - n.at <= NOTE_MAX_AGE_S);
+        self.notes.len() < max_notes
+    }
+
+    /// Which of `remaining` stops (in route order) the due note is of.
+    pub fn pick(&self, remaining: usize) -> usize {
+        self.turn as usize % remaining.max(1)
+    }
+
+    /// Notes a prediction; the next is due `every_s` later.
+    pub fn note(&mut self, stop: StopId, now: f64, routed_s: f64, every_s: f64) {
+        self.notes.push(Note {
+            stop,
+            at: now,
+            routed_s: routed_s as f32,
+        });
+        self.turn = self.turn.wrapping_add(1);
+        self.next_at = now + every_s;
+    }
+
+    /// A due note that could not be taken (the picked stop had no ETA):
+    /// try again at the next ping with the next stop.
+    pub fn skip(&mut self) {
+        self.turn = self.turn.wrapping_add(1);
+    }
+
+    /// `stop` was reached at `time`: its notes become outcomes.
+    pub fn reached(&mut self, vehicle: VehicleId, stop: StopId, time: f64, out: &mut Vec<Outcome>) {
+        let fleet = fleet_slot(vehicle);
+        self.notes.retain(|n| {
+            if n.stop != stop {
+                return true;
+            }
+            if time >= n.at {
+                out.push(Outcome {
+                    fleet,
+                    vehicle,
+                    time,
+                    routed_s: n.routed_s,
+                    actual_s: (time - n.at) as f32,
+                });
+            }
+            false
+        });
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        self.notes.capacity() * std::mem::size_of::<Note>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn learn_all(ratios: impl Iterator<Item = (f64, f64)>) -> Windows {
+        let params = WindowParams::default();
+        let mut m = ErrorModel::default();
+        for (i, (routed, actual)) in ratios.enumerate() {
+            m.learn(
+                &Outcome {
+                    fleet: 0,
+                    vehicle: 1,
+                    time: i as f64,
+                    routed_s: routed as f32,
+                    actual_s: actual as f32,
+                },
+                &params,
+            );
+        }
+        m.publish(&params)
+    }
+
+    #[test]
+    fn the_prior_is_centred_on_the_routed_time() {
+        let w = Windows::prior(&WindowParams::default());
+        let [lo, mid, hi] = w.table(7).window(600.0);
+        assert!((mid - 600.0).abs() < 10.0, "{mid}");
+        assert!(lo < 500.0 && hi > 720.0, "{lo} {hi}");
+        // At the stop, only the time to stop and be seen there is left.
+        let [lo, mid, hi] = w.table(7).window(0.0);
+        assert!(lo == 0.0 && mid < 2.0 && hi < 15.0, "{lo} {mid} {hi}");
+    }
+
+    #[test]
+    fn a_fleet_slower_than_routed_moves_its_median_and_window() {
+        // Every trip takes 1.5 to 2.5 times its routed time, evenly spread.
+        let w = learn_all((0..5000).map(|i| {
+            let routed = 600.0;
+            (routed, routed * (1.5 + (i % 101) as f64 / 100.0))
+        }));
+        let [lo, mid, hi] = w.table(3).window(600.0);
+        assert!((mid / 600.0 - 2.0).abs() < 0.05, "{mid}");
+        assert!((lo / 600.0 - 1.6).abs() < 0.06, "{lo}");
+        assert!((hi / 600.0 - 2.4).abs() < 0.06, "{hi}");
+        let p = w.table(3).p_later(600.0, 1200.0);
+        assert!((p - 0.5).abs() < 0.05, "{p}");
+        assert!(w.table(3).p_later(600.0, 800.0) > 0.98);
+    }
+
+    #[test]
+    fn horizons_are_learnt_apart() {
+        // Short predictions are exact, long ones are half again as long.
+        let w = learn_all((0..4000).map(|i| {
+            if i % 2 == 0 {
+                (60.0, 60.0)
+            } else {
+                (3600.0, 5400.0)
+            }
+        }));
+        let t = w.table(0);
+        assert!((t.window(60.0)[1] - 60.0).abs() < 3.0);
+        assert!((t.window(3600.0)[1] / 5400.0 - 1.0).abs() < 0.03);
+        // Classes between them saw nothing, and keep the prior.
+        let between = t.window(600.0)[1] / 600.0;
+        assert!((between - 1.0).abs() < 0.02, "{between}");
+    }
+
+    #[test]
+    fn fleets_learn_apart() {
+        let params = WindowParams::default();
+        let mut m = ErrorModel::default();
+        let slow_fleet: VehicleId = (1 << 62) | (5 << 38) | 1;
+        for i in 0..2000 {
+            m.learn(
+                &Outcome {
+                    fleet: fleet_slot(slow_fleet),
+                    vehicle: slow_fleet,
+                    time: f64::from(i),
+                    routed_s: 600.0,
+                    actual_s: 1200.0,
+                },
+                &params,
+            );
+        }
+        let w = m.publish(&params);
+        assert!(w.table(slow_fleet).window(600.0)[1] > 1100.0);
+        let other: VehicleId = (1 << 62) | (6 << 38) | 1;
+        assert!((w.table(other).window(600.0)[1] - 600.0).abs() < 10.0);
+    }
+
+    #[test]
+    fn notes_become_outcomes_only_when_their_stop_is_reached() {
+        let mut s = Sampler::default();
+        assert!(s.due(0.0, 4, |_| true));
+        s.note(10, 0.0, 300.0, 60.0);
+        assert!(!s.due(30.0, 4, |_| true));
+        s.note(11, 60.0, 500.0, 60.0);
+        assert!(!s.due(61.0, 4, |_| true), "not yet due");
+        assert!(s.due(120.0, 4, |stop| stop == 10));
+        let mut out = Vec::new();
+        s.reached(9, 11, 400.0, &mut out);
+        assert!(out.is_empty(), "stop 11 went away: its note with it");
+        s.reached(9, 10, 420.0, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].routed_s, out[0].actual_s), (300.0, 420.0));
+        assert!(s.notes.is_empty());
+    }
+}
