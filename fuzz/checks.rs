@@ -50,7 +50,7 @@ fn stable<T>(
 }
 
 fn payload_of(kind: u16, payload: &[u8]) {
-    for v in [Version::V1, Version::V2] {
+    for v in [Version::V1, Version::V2, Version::V3] {
         if let Ok(req) = Request::decode(v, kind, payload) {
             let mut b = Vec::new();
             req.encode(v, &mut b);

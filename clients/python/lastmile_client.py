@@ -1,6 +1,6 @@
 """A Python client for lastmile, written from PROTOCOL.md alone.
 
-Speaks version 2 of the lastmile protocol over QUIC with aioquic: HELLO on
+Speaks version 3 of the lastmile protocol over QUIC with aioquic: HELLO on
 the control stream, pings on unidirectional streams (acknowledged) or as
 datagrams, requests on bidirectional streams, event subscriptions.
 Vehicles and stops are named by the fleet's own strings; a ping carries a
@@ -28,7 +28,7 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import ConnectionTerminated, HandshakeCompleted, StreamDataReceived
 
 ALPN = "lastmile/1"
-VERSION = 2
+VERSION = 3
 ABSENT = 0xFFFF
 FROM_NOW = 0xFFFFFFFFFFFFFFFF
 AT_END = 0xFFFFFFFF
@@ -49,7 +49,7 @@ EVENT_KINDS = {
     6: "arrived", 7: "departed", 8: "completed", 9: "failed", 10: "stalled",
     11: "speeding", 12: "harsh_braking", 13: "offline", 14: "online", 15: "gps_outlier",
     16: "stop_unreachable", 17: "rated", 18: "out_for_delivery", 19: "next_stop", 20: "arriving",
-    21: "delivered", 22: "failed_attempt", 23: "rescheduled",
+    21: "delivered", 22: "failed_attempt", 23: "rescheduled", 24: "at_risk", 25: "risk_cleared",
 }
 STOP_STATUS = ["pending", "next", "arrived", "completed", "failed"]
 ETA_STATE = ["unknown", "known", "unreachable"]
@@ -151,6 +151,8 @@ class Event:
     lon: float
     value: float
     reference: float
+    # When value is a stop's ETA: its P10 and P90 (ms since the epoch), else None.
+    eta_window_ms: Optional[tuple[int, int]] = None
 
 
 def decode_events(payload: bytes) -> list[Event]:
@@ -162,9 +164,10 @@ def decode_events(payload: bytes) -> list[Event]:
         vehicle = r.str()
         (seq,) = r.take("<Q")
         stop, zone = r.str(), r.str()
-        t, kind, _r, _r2, lat, lon, value, ref = r.take("<qBBHiidd")
+        t, kind, _r, _r2, lat, lon, value, ref, p10, p90 = r.take("<qBBHiiddqq")
+        window = (p10, p90) if p10 and p90 else None
         out.append(Event(eid, vehicle, seq, stop or None, zone or None, t, EVENT_KINDS.get(kind, str(kind)),
-                         lat * 1e-7, lon * 1e-7, value, ref))
+                         lat * 1e-7, lon * 1e-7, value, ref, window))
     return out
 
 
@@ -177,10 +180,11 @@ def decode_vehicle(payload: bytes) -> dict:
     stops = []
     for _ in range(n):
         sid = r.str()
-        eta, p10, p90, wend, rem, before, st, late, state, _r = r.take("<qqqqfIBBBB")
+        eta, p10, p90, wend, rem, before, st, late, state, at_risk = r.take("<qqqqfIBBBB")
         stops.append({"stop": sid, "eta_ms": eta, "eta_state": ETA_STATE[state], "eta_window_ms": (p10, p90),
                       "window_end_ms": wend, "remaining_m": rem,
-                      "stops_before": before, "status": STOP_STATUS[st], "late": bool(late)})
+                      "stops_before": before, "status": STOP_STATUS[st], "late": bool(late),
+                      "at_risk": bool(at_risk)})
     return {"vehicle": vehicle, "time_ms": t, "matched_time_ms": mt,
             "position": (lat * 1e-7, lon * 1e-7) if flags & 1 else None, "edge": edge, "way_id": way,
             "speed_mps": speed, "moving": bool(flags & 2), "online": bool(flags & 4),
@@ -196,6 +200,7 @@ def decode_stop(payload: bytes) -> dict:
         vlat, vlon, vt, closed = r.take("<BBBBIqqqfiiqqffIiiqq")
     ref, outcome = r.str(), r.str()
     return {"stop": sid, "vehicle": vehicle, "status": STOP_STATUS[status], "late": bool(flags & 1),
+            "at_risk": bool(flags & 4),
             "stops_before": before, "eta_ms": eta, "eta_state": ETA_STATE[state], "eta_window_ms": (p10, p90),
             "remaining_m": rem, "position": (lat * 1e-7, lon * 1e-7),
             "window_ms": (ws, we), "service_s": service, "snap_m": snap_m, "snap_component": snap_c,

@@ -70,8 +70,7 @@ fn match_code(s: MatchStatus) -> u8 {
     }
 }
 
-/// A stop's arrival estimate. The window is not computed yet: its times
-/// are [`NO_TIME`].
+/// A stop's arrival estimate: the P50 and the P10–P90 window around it.
 fn eta(s: &StopEta) -> WireEta {
     WireEta {
         state: match s.eta_state {
@@ -80,8 +79,8 @@ fn eta(s: &StopEta) -> WireEta {
             EtaState::Unknown => EtaStateCode::Unknown,
         },
         eta_ms: ms(s.eta),
-        p10_ms: NO_TIME,
-        p90_ms: NO_TIME,
+        p10_ms: ms(s.eta_p10),
+        p90_ms: ms(s.eta_p90),
     }
 }
 
@@ -94,6 +93,7 @@ fn stop_eta(s: &StopEta, name: Namer<'_>) -> WireStopEta {
         stops_before: s.stops_before,
         status: status_code(s.status),
         late: s.late,
+        at_risk: s.at_risk,
     }
 }
 
@@ -145,6 +145,7 @@ pub fn stop_view(id: u64, s: &StopView, reveal_vehicle: bool, name: Namer<'_>) -
         vehicle: name(Kind::Vehicle, s.record.vehicle),
         status,
         late,
+        at_risk: s.eta.as_ref().is_some_and(|e| e.at_risk),
         stops_before,
         eta: when,
         remaining_m: remaining as f32,
@@ -216,6 +217,8 @@ pub fn event(id: u64, e: &Event, name: Namer<'_>) -> WireEvent {
         lon_e7: e7(e.pos.lon),
         value: e.value,
         reference: e.reference,
+        eta_p10_ms: e.eta_window().map_or(NO_TIME, |w| ms(w.0)),
+        eta_p90_ms: e.eta_window().map_or(NO_TIME, |w| ms(w.1)),
     }
 }
 

@@ -42,6 +42,7 @@ pub fn event(node: &Node, who: &Principal, id: u64, e: &Event) -> Value {
         "position": position(e.pos.lat, e.pos.lon),
         "value": finite(e.value),
         "reference": finite(e.reference),
+        "eta_window": e.eta_window().map_or(Value::Null, |(p10, p90)| json!([p10, p90])),
     });
     if EventKind::MILESTONES.contains(&e.kind) {
         let view = e

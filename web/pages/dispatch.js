@@ -18,7 +18,7 @@
   const COLOUR = Object.fromEntries(STATES.map(([k, , c]) => [k, c]));
   const MILESTONES = ["out_for_delivery", "next_stop", "arriving", "delivered", "failed_attempt",
     "rescheduled"];
-  const KINDS = ["late", "back_on_time", "off_route", "back_on_route", "arrived", "departed",
+  const KINDS = ["at_risk", "risk_cleared", "late", "back_on_time", "off_route", "back_on_route", "arrived", "departed",
     "completed", "failed", "stalled", "speeding", "harsh_braking", "offline", "online",
     "gps_outlier", "stop_unreachable", "rated", "eta_changed", ...MILESTONES];
   // Milestones repeat for customers what the others say for dispatchers.
@@ -167,10 +167,13 @@
     const line = v.position ? [v.position] : [];
     for (const s of v.stops) {
       const li = document.createElement("li");
-      li.className = "stop " + s.status + (s.late ? " late" : "");
+      li.className = "stop " + s.status + (s.late ? " late" : s.at_risk ? " at-risk" : "");
+      const window = s.eta_window ?
+        " (" + lastmile.time(s.eta_window[0]) + "–" + lastmile.time(s.eta_window[1]) + ")" : "";
       const eta = s.status === "pending" || s.status === "next" ?
-        (s.eta != null ? "ETA " + lastmile.time(s.eta) : "ETA unknown") : s.status;
-      li.textContent = s.stop + " — " + eta + (s.late ? " (late)" : "") +
+        (s.eta != null ? "ETA " + lastmile.time(s.eta) + window : "ETA unknown") : s.status;
+      li.textContent = s.stop + " — " + eta +
+        (s.late ? " (late)" : s.at_risk ? " (at risk)" : "") +
         (s.stars ? " " + "★".repeat(s.stars) + "☆".repeat(5 - s.stars) : "");
       if (s.stars && s.stars <= 2) li.classList.add("bad-rating");
       list.appendChild(li);

@@ -49,7 +49,10 @@
     $("status").textContent = HEADLINE[s.status] || s.status;
     $("ref").textContent = s.customer_ref ? "Order " + s.customer_ref : "";
     const open = s.status === "pending" || s.status === "next";
-    if (open && s.eta != null) {
+    if (open && s.eta_window) {
+      $("eta").textContent = "Arriving between " + lastmile.time(s.eta_window[0]) + " and " +
+        lastmile.time(s.eta_window[1]) + (s.late ? " (running late)" : "");
+    } else if (open && s.eta != null) {
       $("eta").textContent = "Arriving around " + lastmile.time(s.eta) + (s.late ? " (running late)" : "");
     } else if (open && s.eta_state === "unreachable") {
       $("eta").textContent = "We are working out how to reach you.";

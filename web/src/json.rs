@@ -21,12 +21,23 @@ fn stop_eta(c: &Caller, s: &StopEta, brief: Option<StopBrief>) -> Value {
         "stars": brief.and_then(|b| b.stars),
         "status": s.status.as_str(),
         "eta": time(s.eta),
+        "eta_window": eta_window(s),
         "eta_state": s.eta_state.as_str(),
         "window_end": time(s.window_end),
         "remaining_m": number(s.remaining_m),
         "stops_before": s.stops_before,
         "late": s.late,
+        "at_risk": s.at_risk,
     })
+}
+
+/// `[P10, P90]` of the arrival, or null when there is no ETA.
+fn eta_window(s: &StopEta) -> Value {
+    if s.eta_p10.is_finite() && s.eta_p90.is_finite() {
+        json!([s.eta_p10, s.eta_p90])
+    } else {
+        Value::Null
+    }
 }
 
 /// A vehicle; `briefs` are its stops' places and ratings, in its stops' order.
@@ -102,8 +113,10 @@ pub fn stop(c: &Caller, id: u64, s: &StopView, reveal_vehicle: bool) -> Value {
         "vehicle": c.name(Kind::Vehicle, s.record.vehicle),
         "status": status,
         "late": e.is_some_and(|e| e.late),
+        "at_risk": e.is_some_and(|e| e.at_risk),
         "stops_before": e.map_or(0, |e| e.stops_before),
         "eta": e.map_or(Value::Null, |e| time(e.eta)),
+        "eta_window": e.map_or(Value::Null, eta_window),
         "eta_state": e.map_or("unknown", |e| e.eta_state.as_str()),
         "remaining_m": e.map_or(Value::Null, |e| number(e.remaining_m)),
         "position": position(plan.pos.lat, plan.pos.lon),

@@ -62,6 +62,11 @@ pub struct DetectConfig {
     /// The customer milestone `arriving` once the next stop's ETA is at
     /// most this far ahead.
     pub arriving_s: f64,
+    /// `at_risk` once the probability that a stop is reached after its
+    /// window's end passes `at_risk`; `risk_cleared` once it falls below
+    /// `at_risk_clear` (hysteresis).
+    pub at_risk: f64,
+    pub at_risk_clear: f64,
 }
 
 impl Default for DetectConfig {
@@ -91,6 +96,8 @@ impl Default for DetectConfig {
             moving_mps: 2.0,
             stopped_mps: 1.0,
             arriving_s: 600.0,
+            at_risk: 0.3,
+            at_risk_clear: 0.15,
         }
     }
 }
@@ -122,6 +129,13 @@ impl DetectConfig {
         }
         if self.moving_mps < self.stopped_mps {
             return Err("moving_mps must be at least stopped_mps".into());
+        }
+        let risk_ok = self.at_risk > 0.0
+            && self.at_risk < 1.0
+            && self.at_risk_clear >= 0.0
+            && self.at_risk_clear <= self.at_risk;
+        if !risk_ok {
+            return Err("at_risk must be between 0 and 1, at_risk_clear between 0 and at_risk".into());
         }
         Ok(())
     }
@@ -325,9 +339,34 @@ pub fn lateness(c: &DetectConfig, late: bool, eta: f64, window_end: f64) -> Opti
     }
 }
 
+/// Whether a stop's risk of missing its window changes: `Some(true)` when
+/// `p_late` reaches `at_risk`, `Some(false)` when an at-risk stop's falls
+/// below `at_risk_clear`.
+pub fn risk(c: &DetectConfig, at_risk: bool, p_late: f64) -> Option<bool> {
+    if !p_late.is_finite() {
+        None
+    } else if !at_risk && p_late >= c.at_risk {
+        Some(true)
+    } else if at_risk && p_late < c.at_risk_clear {
+        Some(false)
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn risk_has_hysteresis() {
+        let c = DetectConfig::default();
+        assert_eq!(risk(&c, false, 0.2), None);
+        assert_eq!(risk(&c, false, 0.35), Some(true));
+        assert_eq!(risk(&c, true, 0.2), None, "between the thresholds: no flap");
+        assert_eq!(risk(&c, true, 0.1), Some(false));
+        assert_eq!(risk(&c, true, f64::NAN), None);
+    }
 
     #[test]
     fn motion_has_hysteresis() {

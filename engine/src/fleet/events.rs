@@ -90,10 +90,19 @@ pub enum EventKind {
     /// window, and a new attempt begins: new window start, new window end
     /// (NaN: no window).
     Rescheduled = 23,
+    /// The stop's promised window is likely to be missed: the probability
+    /// (from the learnt arrival distribution, see [`super::window`]) that it
+    /// is reached after the window's end went above `[detect] at_risk`:
+    /// that probability, window end. Before `late`, which says the P50
+    /// itself is past the end.
+    AtRisk = 24,
+    /// An at-risk stop's probability of missing its window fell below
+    /// `[detect] at_risk_clear`: that probability, window end.
+    RiskCleared = 25,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 23] = [
+    pub const ALL: [EventKind; 25] = [
         Self::EtaChanged,
         Self::Late,
         Self::BackOnTime,
@@ -117,6 +126,8 @@ impl EventKind {
         Self::Delivered,
         Self::FailedAttempt,
         Self::Rescheduled,
+        Self::AtRisk,
+        Self::RiskCleared,
     ];
 
     /// The customer milestones, in the order a stop goes through them.
@@ -159,6 +170,8 @@ impl EventKind {
             Self::Delivered => "delivered",
             Self::FailedAttempt => "failed_attempt",
             Self::Rescheduled => "rescheduled",
+            Self::AtRisk => "at_risk",
+            Self::RiskCleared => "risk_cleared",
         }
     }
 
@@ -184,6 +197,22 @@ pub struct Event {
     /// The figures that triggered it; see [`EventKind`] for their meaning.
     pub value: f64,
     pub reference: f64,
+    /// When `value` is a stop's ETA (the P50; see [`Event::eta_window`]):
+    /// seconds from its P10 up to it and from it up to its P90. NaN for
+    /// other events.
+    pub window_s: [f32; 2],
+}
+
+impl Event {
+    /// No window: an event whose value is not an ETA.
+    pub const NO_WINDOW: [f32; 2] = [f32::NAN, f32::NAN];
+
+    /// The P10 and P90 of the arrival the event announces (event time, s).
+    pub fn eta_window(&self) -> Option<(f64, f64)> {
+        let [before, after] = self.window_s.map(f64::from);
+        (before.is_finite() && after.is_finite() && self.value.is_finite())
+            .then(|| (self.value - before, self.value + after))
+    }
 }
 
 /// Which events a subscriber wants; empty fields match everything.
@@ -425,6 +454,7 @@ mod tests {
             pos: LatLon::new(0.0, 0.0),
             value: 0.0,
             reference: 0.0,
+            window_s: Event::NO_WINDOW,
         }
     }
 

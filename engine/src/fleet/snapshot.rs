@@ -87,6 +87,9 @@ pub struct StopEta {
     pub stops_before: u32,
     /// The ETA is past the promised window.
     pub late: bool,
+    /// The promised window is likely to be missed (`at_risk` was raised
+    /// and not cleared).
+    pub at_risk: bool,
     pub window_end: f64,
 }
 

@@ -7,7 +7,7 @@
 use lastmile_roadgraph::geo::haversine_m;
 use lastmile_roadgraph::{EdgePos, LatLon, LatLonE7, SpeedLimit};
 
-use super::detect::{Braking, Motion, OffRoute, RouteChange, Speeding, lateness};
+use super::detect::{Braking, Motion, OffRoute, RouteChange, Speeding, lateness, risk};
 use super::events::{Event, EventKind};
 use super::legs::{Leg, StopLeg, StopPlace};
 use super::milestones::{Milestones, Situation};
@@ -45,6 +45,8 @@ pub(crate) struct StopState {
     /// ETA last announced by `eta_changed` (NaN: none yet).
     pub announced: f64,
     pub late: bool,
+    /// Likely to miss its window (see [`super::detect::risk`]).
+    pub at_risk: bool,
     /// The customer milestones sent in this attempt.
     milestones: Milestones,
     /// When it arrived (NaN: not yet).
@@ -209,6 +211,7 @@ impl Vehicle {
             pos: self.pos(),
             value,
             reference,
+            window_s: Event::NO_WINDOW,
         });
         self.event_seq += 1;
         ctx.counters.events[kind as usize] += 1;
@@ -452,10 +455,9 @@ impl Vehicle {
             self.at_stop = Some((id, now));
             self.emit(ctx, EventKind::Arrived, now, Some(id), d, radius);
             self.send_milestones(ctx, i, now, 0);
-            if self.stops[i].late {
-                // Arrived: lateness is settled, no more late/back_on_time.
-                self.stops[i].late = false;
-            }
+            // Arrived: lateness is settled, no more late/back_on_time, and
+            // no more risk.
+            (self.stops[i].late, self.stops[i].at_risk) = (false, false);
             self.end_leg(ctx, now);
             self.mark_next();
         }
@@ -783,6 +785,7 @@ impl Vehicle {
                 s.announced = t;
                 if !announced.is_nan() {
                     self.emit(ctx, EventKind::EtaChanged, now, Some(id), t, announced);
+                    with_window(ctx, &self.stops[i]);
                 }
             }
             let s = &mut self.stops[i];
@@ -796,6 +799,20 @@ impl Vehicle {
                     EventKind::BackOnTime
                 };
                 self.emit(ctx, kind, now, Some(id), t, w.end);
+                with_window(ctx, &self.stops[i]);
+            }
+            let s = &mut self.stops[i];
+            if let Some(w) = s.plan.window {
+                let p_late = table.p_later(routed, w.end - now);
+                if let Some(at_risk) = risk(&c, s.at_risk, p_late) {
+                    s.at_risk = at_risk;
+                    let kind = if at_risk {
+                        EventKind::AtRisk
+                    } else {
+                        EventKind::RiskCleared
+                    };
+                    self.emit(ctx, kind, now, Some(id), p_late, w.end);
+                }
             }
             self.send_milestones(ctx, i, now, k);
             prev = Some(i);
@@ -826,6 +843,7 @@ impl Vehicle {
                 _ => arriving_s,
             };
             self.emit(ctx, kind, now, Some(id), eta, reference);
+            with_window(ctx, &self.stops[i]);
         }
     }
 
@@ -968,7 +986,7 @@ impl Vehicle {
             StopStatus::Failed
         };
         s.outcome = Some(Box::new(outcome));
-        s.late = false;
+        (s.late, s.at_risk) = (false, false);
         if s.arrived_at.is_nan() {
             (s.eta, s.p10, s.p90) = (f64::NAN, f64::NAN, f64::NAN);
             s.eta_state = EtaState::Unknown;
@@ -1149,12 +1167,21 @@ impl Vehicle {
                 remaining_m: st.remaining_m,
                 stops_before: if st.status.is_remaining() { before } else { 0 },
                 late: st.late,
+                at_risk: st.at_risk,
                 window_end: st.plan.window.map_or(f64::NAN, |w| w.end),
             });
             if st.status.is_remaining() {
                 before += 1;
             }
         }
+    }
+}
+
+/// Gives the event just emitted, whose value is `stop`'s ETA, the stop's
+/// arrival window.
+fn with_window(ctx: &mut Ctx, stop: &StopState) {
+    if let Some(e) = ctx.events.last_mut() {
+        e.window_s = [(stop.eta - stop.p10) as f32, (stop.p90 - stop.eta) as f32];
     }
 }
 
@@ -1178,6 +1205,7 @@ fn new_stop(ctx: &mut Ctx, plan: &StopPlan) -> Option<StopState> {
         remaining_m: f64::NAN,
         announced: f64::NAN,
         late: false,
+        at_risk: false,
         milestones: Milestones::default(),
         arrived_at: f64::NAN,
         outcome: None,

@@ -20,18 +20,21 @@ pub enum Version {
     V1 = 1,
     /// Ids as strings, ETA state and window, stop snapping, zones, BIND.
     V2 = 2,
+    /// Events carry the arrival window of the ETA they announce.
+    V3 = 3,
 }
 
 impl Version {
     /// The newest this implementation speaks.
-    pub const LATEST: Self = Self::V2;
+    pub const LATEST: Self = Self::V3;
 
     /// The version a connection uses when the client speaks up to `asked`.
     pub fn agree(asked: u16) -> Option<Self> {
         match asked {
             0 => None,
             1 => Some(Self::V1),
-            _ => Some(Self::V2),
+            2 => Some(Self::V2),
+            _ => Some(Self::V3),
         }
     }
 
@@ -39,6 +42,7 @@ impl Version {
         match v {
             1 => Some(Self::V1),
             2 => Some(Self::V2),
+            3 => Some(Self::V3),
             _ => None,
         }
     }
@@ -159,6 +163,8 @@ pub struct WireStopEta {
     pub stops_before: u32,
     pub status: StopStatusCode,
     pub late: bool,
+    /// Likely to miss its window (version 3; false before).
+    pub at_risk: bool,
 }
 
 /// Stop status codes.
@@ -240,6 +246,8 @@ pub struct WireStopView {
     pub vehicle: String,
     pub status: StopStatusCode,
     pub late: bool,
+    /// Likely to miss its window (version 3; false before).
+    pub at_risk: bool,
     /// Remaining stops before this one (meaningful while open).
     pub stops_before: u32,
     pub eta: WireEta,
@@ -286,12 +294,16 @@ pub struct WireEvent {
     /// The zone it is about (version 2; none yet from this server).
     pub zone: Option<String>,
     pub time_ms: i64,
-    /// Event kind code (1 `eta_changed` … 17 `rated`, PROTOCOL.md).
+    /// Event kind code (1 `eta_changed` … PROTOCOL.md).
     pub kind: u8,
     pub lat_e7: i32,
     pub lon_e7: i32,
     pub value: f64,
     pub reference: f64,
+    /// Version 3: when `value` is a stop's ETA, its P10 and P90
+    /// ([`NO_TIME`] otherwise, and in versions 1 and 2).
+    pub eta_p10_ms: i64,
+    pub eta_p90_ms: i64,
 }
 
 /// One vertex of a vehicle's matched path (the node's, as HISTORY carries it).

@@ -37,7 +37,7 @@ pub(super) fn put_id(w: &mut Writer<'_>, v: Version, name: &str) {
         Version::V1 => {
             w.u64(v1_number(name));
         }
-        Version::V2 => {
+        Version::V2 | Version::V3 => {
             w.str(name);
         }
     }
@@ -50,7 +50,7 @@ pub(super) fn get_id(
 ) -> Result<String, DecodeError> {
     Ok(match v {
         Version::V1 => v1_name(r.u64()?),
-        Version::V2 => r.str(what, MAX_STR_LEN)?.to_string(),
+        Version::V2 | Version::V3 => r.str(what, MAX_STR_LEN)?.to_string(),
     })
 }
 
@@ -58,7 +58,7 @@ pub(super) fn get_id(
 pub(super) fn id_len(v: Version) -> usize {
     match v {
         Version::V1 => 8,
-        Version::V2 => 2,
+        Version::V2 | Version::V3 => 2,
     }
 }
 
@@ -170,6 +170,7 @@ impl WireStopEta {
         match v {
             Version::V1 => w.u16(0),
             Version::V2 => w.u8(self.eta.state as u8).u8(0),
+            Version::V3 => w.u8(self.eta.state as u8).u8(self.at_risk as u8),
         };
     }
 
@@ -183,6 +184,7 @@ impl WireStopEta {
         let (window_end_ms, remaining_m, stops_before) = (r.i64()?, r.f32()?, r.u32()?);
         let status = StopStatusCode::from_u8(r.u8()?)?;
         let late = flag(r.u8()?, "late flag")?;
+        let mut at_risk = false;
         match v {
             Version::V1 => {
                 r.u16()?;
@@ -190,6 +192,10 @@ impl WireStopEta {
             Version::V2 => {
                 eta.state = EtaStateCode::from_u8(r.u8()?)?;
                 r.u8()?;
+            }
+            Version::V3 => {
+                eta.state = EtaStateCode::from_u8(r.u8()?)?;
+                at_risk = flag(r.u8()?, "at-risk flag")?;
             }
         }
         Ok(Self {
@@ -200,13 +206,14 @@ impl WireStopEta {
             stops_before,
             status,
             late,
+            at_risk,
         })
     }
 
     pub(super) fn min_len(v: Version) -> usize {
         match v {
             Version::V1 => 36,
-            Version::V2 => 2 + 44,
+            Version::V2 | Version::V3 => 2 + 44,
         }
     }
 }
@@ -267,7 +274,7 @@ impl WireEvent {
                 w.i64(self.time_ms);
                 w.u8(self.kind).u8(self.stop.is_some() as u8).u16(0);
             }
-            Version::V2 => {
+            Version::V2 | Version::V3 => {
                 w.str(&self.vehicle).u64(self.seq);
                 w.str(self.stop.as_deref().unwrap_or(""));
                 w.str(self.zone.as_deref().unwrap_or(""));
@@ -280,6 +287,9 @@ impl WireEvent {
             .f64(self.reference);
         if v == Version::V1 {
             w.u32(0);
+        }
+        if v >= Version::V3 {
+            w.i64(self.eta_p10_ms).i64(self.eta_p90_ms);
         }
     }
 
@@ -294,7 +304,7 @@ impl WireEvent {
                 let stop = has_stop.then(|| v1_name(stop));
                 (v1_name(vehicle), seq, stop, None, time_ms, kind)
             }
-            Version::V2 => {
+            Version::V2 | Version::V3 => {
                 let vehicle = r.str("vehicle id", MAX_STR_LEN)?.to_string();
                 let seq = r.u64()?;
                 let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
@@ -306,7 +316,7 @@ impl WireEvent {
                 (vehicle, seq, stop, zone, time_ms, kind)
             }
         };
-        let e = Self {
+        let mut e = Self {
             id,
             vehicle,
             seq,
@@ -318,9 +328,14 @@ impl WireEvent {
             lon_e7: r.i32()?,
             value: r.f64()?,
             reference: r.f64()?,
+            eta_p10_ms: NO_TIME,
+            eta_p90_ms: NO_TIME,
         };
         if v == Version::V1 {
             r.u32()?;
+        }
+        if v >= Version::V3 {
+            (e.eta_p10_ms, e.eta_p90_ms) = (r.i64()?, r.i64()?);
         }
         Ok(e)
     }
@@ -329,6 +344,7 @@ impl WireEvent {
         match v {
             Version::V1 => 72,
             Version::V2 => 8 + 2 + 8 + 2 + 2 + 12 + 24,
+            Version::V3 => 8 + 2 + 8 + 2 + 2 + 12 + 24 + 16,
         }
     }
 }

@@ -54,7 +54,7 @@ impl Response {
                     Version::V1 => {
                         put_id(w, v, x.next_stop.as_deref().unwrap_or("0"));
                     }
-                    Version::V2 => {
+                    Version::V2 | Version::V3 => {
                         w.str(x.next_stop.as_deref().unwrap_or(""));
                     }
                 }
@@ -68,10 +68,12 @@ impl Response {
                 put_id(w, v, &s.vehicle);
                 let (vlat, vlon, vt) = s.vehicle_pos.unwrap_or((0, 0, NO_TIME));
                 w.u8(s.status as u8)
-                    .u8(s.late as u8 | (s.vehicle_pos.is_some() as u8) << 1);
+                    .u8(s.late as u8
+                        | (s.vehicle_pos.is_some() as u8) << 1
+                        | ((v >= Version::V3 && s.at_risk) as u8) << 2);
                 match v {
                     Version::V1 => w.u16(0),
-                    Version::V2 => w.u8(s.eta.state as u8).u8(0),
+                    Version::V2 | Version::V3 => w.u8(s.eta.state as u8).u8(0),
                 };
                 w.u32(s.stops_before).i64(s.eta.eta_ms);
                 if v >= Version::V2 {
@@ -193,7 +195,7 @@ fn decode_vehicle(v: Version, r: &mut Reader<'_>) -> Result<WireVehicle, DecodeE
     let match_status = r.u8()?;
     let known = match v {
         Version::V1 => MATCH_BREAK as usize,
-        Version::V2 => MATCH_STATUS_NAMES.len(),
+        Version::V2 | Version::V3 => MATCH_STATUS_NAMES.len(),
     };
     if match_status as usize >= known {
         return Err(DecodeError::BadValue("match status"));
@@ -236,7 +238,7 @@ fn decode_stop(v: Version, r: &mut Reader<'_>) -> Result<WireStopView, DecodeErr
             r.u16()?;
             None
         }
-        Version::V2 => {
+        Version::V2 | Version::V3 => {
             let s = EtaStateCode::from_u8(r.u8()?)?;
             r.u8()?;
             Some(s)
@@ -252,7 +254,7 @@ fn decode_stop(v: Version, r: &mut Reader<'_>) -> Result<WireStopView, DecodeErr
     let (window_start_ms, window_end_ms, service_s) = (r.i64()?, r.i64()?, r.f32()?);
     let (snap_m, snap_component) = match v {
         Version::V1 => (f32::NAN, 0),
-        Version::V2 => (r.f32()?, r.u32()?),
+        Version::V2 | Version::V3 => (r.f32()?, r.u32()?),
     };
     let (vlat, vlon, vt, closed_ms) = (r.i32()?, r.i32()?, r.i64()?, r.i64()?);
     Ok(WireStopView {
@@ -260,6 +262,7 @@ fn decode_stop(v: Version, r: &mut Reader<'_>) -> Result<WireStopView, DecodeErr
         vehicle,
         status,
         late: flags & 1 != 0,
+        at_risk: v >= Version::V3 && flags & 4 != 0,
         stops_before,
         eta,
         remaining_m,

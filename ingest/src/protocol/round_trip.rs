@@ -125,6 +125,7 @@ pub(crate) fn all_responses() -> Vec<Response> {
         stops_before: 1,
         status: StopStatusCode::Pending,
         late: true,
+        at_risk: true,
     };
     vec![
         Response::Vehicle(WireVehicle {
@@ -152,6 +153,7 @@ pub(crate) fn all_responses() -> Vec<Response> {
             vehicle: "1".into(),
             status: StopStatusCode::Failed,
             late: false,
+            at_risk: true,
             stops_before: 0,
             eta: WireEta {
                 state: EtaStateCode::Unreachable,
@@ -202,6 +204,8 @@ pub(crate) fn all_responses() -> Vec<Response> {
                 lon_e7: 6,
                 value: 7.0,
                 reference: 8.0,
+                eta_p10_ms: NO_TIME,
+                eta_p90_ms: NO_TIME,
             },
             WireEvent {
                 id: 2,
@@ -215,6 +219,8 @@ pub(crate) fn all_responses() -> Vec<Response> {
                 lon_e7: 6,
                 value: 7.0,
                 reference: 8.0,
+                eta_p10_ms: 6_000,
+                eta_p90_ms: 9_500,
             },
         ]),
         Response::Lost { count: 12 },
@@ -255,17 +261,31 @@ fn response_bytes(v: Version, resp: &Response) -> Vec<u8> {
 }
 
 #[test]
-fn version_2_carries_every_message_whole() {
-    let v = Version::V2;
-    for req in all_requests().into_iter().chain(v2_requests()) {
-        let buf = request_bytes(v, &req);
-        let (h, payload, _) = split_frame(&buf, 1 << 20).unwrap().unwrap();
-        assert_eq!(Request::decode(v, h.kind, payload).unwrap(), req);
-    }
-    for resp in all_responses() {
-        let buf = response_bytes(v, &resp);
-        let (h, payload, _) = split_frame(&buf, 1 << 20).unwrap().unwrap();
-        assert_eq!(Response::decode(v, h.kind, payload).unwrap(), resp);
+fn versions_2_and_3_carry_every_message_whole() {
+    for v in [Version::V2, Version::V3] {
+        for req in all_requests().into_iter().chain(v2_requests()) {
+            let buf = request_bytes(v, &req);
+            let (h, payload, _) = split_frame(&buf, 1 << 20).unwrap().unwrap();
+            assert_eq!(Request::decode(v, h.kind, payload).unwrap(), req);
+        }
+        for mut resp in all_responses() {
+            let buf = response_bytes(v, &resp);
+            let (h, payload, _) = split_frame(&buf, 1 << 20).unwrap().unwrap();
+            // Version 2 has no room for an event's window, nor for risk.
+            if v == Version::V2 {
+                match &mut resp {
+                    Response::Events(events) => {
+                        for e in events {
+                            (e.eta_p10_ms, e.eta_p90_ms) = (NO_TIME, NO_TIME);
+                        }
+                    }
+                    Response::Vehicle(x) => x.stops.iter_mut().for_each(|s| s.at_risk = false),
+                    Response::Stop(s) => s.at_risk = false,
+                    _ => {}
+                }
+            }
+            assert_eq!(Response::decode(v, h.kind, payload).unwrap(), resp);
+        }
     }
 }
 
@@ -336,14 +356,15 @@ fn handshake_and_ack_round_trip() {
     ack.encode(&mut buf);
     assert_eq!(Ack::decode(&buf[8..]).unwrap(), ack);
     assert_eq!(Version::agree(1), Some(Version::V1));
-    assert_eq!(Version::agree(7), Some(Version::V2));
+    assert_eq!(Version::agree(2), Some(Version::V2));
+    assert_eq!(Version::agree(7), Some(Version::V3));
     assert_eq!(Version::agree(0), None);
 }
 
 #[test]
 fn truncated_extended_and_random_payloads_are_errors_not_panics() {
     let mut rng = lastmile_roadgraph::rng::Rng::seed(11);
-    for v in [Version::V1, Version::V2] {
+    for v in [Version::V1, Version::V2, Version::V3] {
         let mut frames = Vec::new();
         for req in all_requests().into_iter().chain(v2_requests()) {
             frames.push((true, request_bytes(v, &req)));

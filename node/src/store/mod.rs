@@ -733,8 +733,32 @@ fn decode_chunk(vehicle: VehicleId, b: &[u8]) -> Vec<PathPiece> {
         .collect()
 }
 
+/// An event's kind and ETA window in one word: the kind in the low byte,
+/// then the window's two halves in whole seconds plus one, 24 bits each
+/// (about 194 days); 0 is no window, which is also how events written
+/// before windows existed read.
+fn kind_word(e: &Event) -> u64 {
+    const MAX: u64 = 0xFF_FFFF;
+    let field = |s: f32| (s.is_finite() && s >= 0.0).then(|| (f64::from(s).round() as u64 + 1).min(MAX));
+    let [before, after] = e.window_s;
+    let (before, after) = match (field(before), field(after)) {
+        (Some(b), Some(a)) => (b, a),
+        _ => (0, 0),
+    };
+    u64::from(e.kind as u8) | before << 8 | after << 32
+}
+
+fn window_of(word: u64) -> [f32; 2] {
+    let (before, after) = ((word >> 8) & 0xFF_FFFF, (word >> 32) & 0xFF_FFFF);
+    if before == 0 || after == 0 {
+        Event::NO_WINDOW
+    } else {
+        [(before - 1) as f32, (after - 1) as f32]
+    }
+}
+
 /// An event in 80 bytes: vehicle, seq, time, stop (u64::MAX: none), lat,
-/// lon, value, reference, kind (in a u64), stored at (ms).
+/// lon, value, reference, kind and window ([`kind_word`]), stored at (ms).
 fn encode_event(e: &Event, stored_ms: i64) -> [u8; EVENT_BYTES] {
     let mut b = [0u8; EVENT_BYTES];
     let words: [u64; 10] = [
@@ -746,7 +770,7 @@ fn encode_event(e: &Event, stored_ms: i64) -> [u8; EVENT_BYTES] {
         e.pos.lon.to_bits(),
         e.value.to_bits(),
         e.reference.to_bits(),
-        u64::from(e.kind as u8),
+        kind_word(e),
         stored_ms as u64,
     ];
     for (chunk, w) in b.chunks_exact_mut(8).zip(words) {
@@ -761,7 +785,7 @@ fn decode_event(b: &[u8]) -> Option<(Event, i64)> {
     }
     let w = |i: usize| u64::from_le_bytes(b[8 * i..8 * i + 8].try_into().expect("8 bytes"));
     let f = |i: usize| f64::from_bits(w(i));
-    let kind = EventKind::from_code(u8::try_from(w(8)).ok()?)?;
+    let kind = EventKind::from_code((w(8) & 0xFF) as u8)?;
     Some((
         Event {
             vehicle: w(0),
@@ -772,6 +796,7 @@ fn decode_event(b: &[u8]) -> Option<(Event, i64)> {
             pos: LatLon::new(f(4), f(5)),
             value: f(6),
             reference: f(7),
+            window_s: window_of(w(8)),
         },
         w(9) as i64,
     ))
@@ -792,7 +817,27 @@ mod tests {
             pos: LatLon::new(43.7, 7.4),
             value: 1.5,
             reference: f64::NAN,
+            window_s: Event::NO_WINDOW,
         }
+    }
+
+    #[test]
+    fn an_events_window_survives_the_log_and_old_events_have_none() {
+        let mut e = ev(7, 3, EventKind::EtaChanged);
+        e.window_s = [125.4, 610.0];
+        let (back, stored) = decode_event(&encode_event(&e, 42)).unwrap();
+        assert_eq!((back.kind, back.window_s, stored), (e.kind, [125.0, 610.0], 42));
+        e.window_s = [0.0, 0.0];
+        assert_eq!(decode_event(&encode_event(&e, 0)).unwrap().0.window_s, [0.0, 0.0]);
+        // None, and events written before windows existed (kind alone).
+        e.window_s = Event::NO_WINDOW;
+        let none = decode_event(&encode_event(&e, 0)).unwrap().0;
+        assert!(none.window_s.iter().all(|w| w.is_nan()));
+        let mut old = encode_event(&e, 0);
+        old[64..72].copy_from_slice(&u64::from(EventKind::Late as u8).to_le_bytes());
+        let old = decode_event(&old).unwrap().0;
+        assert_eq!(old.kind, EventKind::Late);
+        assert!(old.eta_window().is_none());
     }
 
     /// Appends and waits until durable, as the engine does.
