@@ -88,6 +88,13 @@ fn report_json(r: &DayReport) -> Value {
         "eta_mae_s": horizons, "eta_mape": mape,
         "eta_samples": r.eta.iter().map(|h| h.samples).collect::<Vec<_>>(),
         "eta_bias_s": r.eta.iter().map(|h| h.bias_s).collect::<Vec<_>>(),
+        "eta_window": r.eta.iter().map(|h| (h.minutes.to_string(), json!({
+            "coverage": h.score.coverage, "below_p10": h.score.below_p10,
+            "above_p90": h.score.above_p90, "p50_too_low": h.score.p50_too_low,
+            "width_s": h.score.width_s, "fixed_band_width_s": h.score.fixed_band_width_s,
+            "pinball_s": h.score.pinball_s,
+        }))).collect::<serde_json::Map<String, Value>>(),
+        "eta_outcomes": r.stats.eta_outcomes,
         "leg_routes": s.leg_routes, "stop_leg_routes": s.stop_leg_routes,
         "reroutes": s.reroutes, "refreshes": s.refreshes, "traffic_reroutes": s.traffic_reroutes,
         "metric_updates": r.stats.metric_updates, "edges_changed": r.stats.edges_changed,
@@ -292,10 +299,12 @@ pub fn bench_cmd(a: BenchArgs) -> Result<()> {
                 .iter()
                 .map(|h| {
                     format!(
-                        "{} min {:.0} s / {:.1}%",
+                        "{} min {:.0} s / {:.1}% (P10-P90 holds {:.0}%, {:.0} s wide)",
                         h.minutes,
                         h.mae_s,
-                        h.mape * 100.0
+                        h.mape * 100.0,
+                        h.score.coverage * 100.0,
+                        h.score.width_s
                     )
                 })
                 .collect();

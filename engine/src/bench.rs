@@ -17,6 +17,7 @@ use std::time::Instant;
 use lastmile_roadgraph::Graph;
 
 use crate::Ping;
+use crate::eta_score::{Prediction, Score};
 use crate::fleet::{
     Admission, Command, Engine, EngineStats, FleetConfig, ProofOfDelivery, StopPlan, TimeWindow,
 };
@@ -98,6 +99,9 @@ pub struct HorizonError {
     pub mape: f64,
     /// Mean signed error (ETA − truth), seconds: negative means optimistic.
     pub bias_s: f64,
+    /// The P50 and window figures (see [`Score`]): coverage of P10–P90,
+    /// share of P50s below the truth, mean width, pinball loss.
+    pub score: Score,
 }
 
 /// What one run of the day measured.
@@ -117,6 +121,9 @@ pub struct DayReport {
     pub assign_s: f64,
     pub eta: Vec<HorizonError>,
     pub stats: EngineStats,
+    /// The learnt ratios of actual to routed time per horizon class (see
+    /// [`crate::fleet::ErrorModel::ratios`]).
+    pub ratios: Vec<(f64, [f64; 3], f64)>,
 }
 
 /// Driver settings.
@@ -202,8 +209,8 @@ pub struct Fed {
     pub pings: u64,
     /// Wall time of the feeding.
     pub seconds: f64,
-    /// ETA errors per horizon: `(eta - truth, truth - sample time)`, seconds.
-    pub errors: Vec<Vec<(f64, f64)>>,
+    /// ETA samples per horizon, as times to go from the sample time.
+    pub errors: Vec<Vec<Prediction>>,
 }
 
 /// Assigns every vehicle its route (at the day's start).
@@ -236,7 +243,7 @@ pub fn feed_day(engine: &Engine, day: &Day, drive: &DriveParams, progress: &dyn 
         }
     }
     samples.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let mut errors: Vec<Vec<(f64, f64)>> = vec![Vec::new(); HORIZONS_MIN.len()];
+    let mut errors: Vec<Vec<Prediction>> = vec![Vec::new(); HORIZONS_MIN.len()];
     let mut next_sample = 0;
     let stops = day.stops();
     // Paced, ticks run beside the feeding, as a server's timer does (the
@@ -261,12 +268,17 @@ pub fn feed_day(engine: &Engine, day: &Day, drive: &DriveParams, progress: &dyn 
             let eta = engine
                 .with_vehicle(vehicle, |v| {
                     v.stop(i as u64)
-                        .filter(|s| s.status.is_remaining())
-                        .map(|s| s.eta)
+                        .filter(|s| s.status.is_remaining() && s.eta.is_finite())
+                        .copied()
                 })
                 .flatten();
-            if let Some(eta) = eta.filter(|e| e.is_finite()) {
-                errors[h].push((eta - arrival, arrival - t));
+            if let Some(s) = eta {
+                errors[h].push(Prediction {
+                    actual_s: arrival - t,
+                    p10_s: s.eta_p10 - t,
+                    p50_s: s.eta - t,
+                    p90_s: s.eta_p90 - t,
+                });
             }
         }
     };
@@ -353,7 +365,7 @@ fn feed(
 }
 
 impl Fed {
-    fn with_errors(self, errors: Vec<Vec<(f64, f64)>>) -> Self {
+    fn with_errors(self, errors: Vec<Vec<Prediction>>) -> Self {
         Self { errors, ..self }
     }
 }
@@ -373,6 +385,7 @@ pub fn run_day(
     let assign_s = assign_started.elapsed().as_secs_f64();
     let fed = feed_day(&engine, day, drive, progress);
     let stats = engine.stats();
+    let ratios = engine.error_model().ratios(0);
     let eta = HORIZONS_MIN
         .iter()
         .zip(&fed.errors)
@@ -391,21 +404,24 @@ pub fn run_day(
         assign_s,
         eta,
         stats,
+        ratios,
     }
 }
 
-/// Error figures of one horizon's samples `(eta - truth, time to go)`.
-pub fn horizon_error(minutes: u32, e: &[(f64, f64)]) -> HorizonError {
+/// Error figures of one horizon's samples.
+pub fn horizon_error(minutes: u32, e: &[Prediction]) -> HorizonError {
     let n = e.len().max(1) as f64;
+    let score = Score::of(&format!("{minutes} min"), e);
     HorizonError {
         minutes,
         samples: e.len(),
-        mae_s: e.iter().map(|(err, _)| err.abs()).sum::<f64>() / n,
+        mae_s: score.mae_s,
         mape: e
             .iter()
-            .map(|(err, to_go)| err.abs() / to_go.max(60.0))
+            .map(|p| (p.p50_s - p.actual_s).abs() / p.actual_s.max(60.0))
             .sum::<f64>()
             / n,
-        bias_s: e.iter().map(|(err, _)| err).sum::<f64>() / n,
+        bias_s: score.bias_s,
+        score,
     }
 }

@@ -1399,6 +1399,7 @@ fn traffic_learning_lowers_eta_error_on_a_congested_day() {
         r
     };
     let (off, on) = (run(false), run(true));
+    eprintln!("learnt ratios: {:?}", on.ratios);
     assert!(on.stats.metric_updates > 10);
     for (a, b) in off.eta.iter().zip(&on.eta) {
         eprintln!(

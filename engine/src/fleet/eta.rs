@@ -25,8 +25,12 @@ pub struct EtaConfig {
     /// fewer than `window_notes` waiting for their stops.
     pub window_note_s: f64,
     pub window_notes: usize,
-    /// Outcomes remembered per horizon class (effective count).
+    /// Outcomes remembered per horizon class at most (effective count);
+    /// their fading in event time (time constant, s), which stops at
+    /// `window_min_outcomes`.
     pub window_memory: f64,
+    pub window_memory_s: f64,
+    pub window_min_outcomes: f64,
     /// The prior the first outcomes outweigh: its weight in outcomes, and
     /// its spread (standard deviation of ln(actual / routed)).
     pub window_prior_weight: f64,
@@ -43,6 +47,8 @@ impl Default for EtaConfig {
             window_note_s: 60.0,
             window_notes: 6,
             window_memory: 1000.0,
+            window_memory_s: 1800.0,
+            window_min_outcomes: 100.0,
             window_prior_weight: 20.0,
             window_prior_spread: 0.25,
         }
@@ -53,6 +59,8 @@ impl EtaConfig {
     pub fn window_params(&self) -> WindowParams {
         WindowParams {
             memory: self.window_memory,
+            memory_s: self.window_memory_s,
+            min_outcomes: self.window_min_outcomes,
             prior_weight: self.window_prior_weight,
             prior_spread: self.window_prior_spread,
         }
@@ -69,13 +77,18 @@ impl EtaConfig {
             && (1..=32).contains(&self.window_notes)
             && self.window_memory.is_finite()
             && self.window_memory >= 10.0
+            && self.window_memory_s.is_finite()
+            && self.window_memory_s > 0.0
+            && self.window_min_outcomes.is_finite()
+            && (1.0..=self.window_memory).contains(&self.window_min_outcomes)
             && self.window_prior_weight.is_finite()
             && self.window_prior_weight > 0.0
             && self.window_prior_spread.is_finite()
             && (0.01..=2.0).contains(&self.window_prior_spread);
         if !window_ok {
             return Err("eta.window_note_s must be positive, eta.window_notes 1 to 32, \
-                 eta.window_memory at least 10, eta.window_prior_weight positive and \
+                 eta.window_memory at least 10, eta.window_memory_s positive, \
+                 eta.window_min_outcomes 1 to eta.window_memory, eta.window_prior_weight positive and \
                  eta.window_prior_spread 0.01 to 2"
                 .into());
         }

@@ -198,19 +198,21 @@ pub struct Event {
     pub value: f64,
     pub reference: f64,
     /// When `value` is a stop's ETA (the P50; see [`Event::eta_window`]):
-    /// seconds from its P10 up to it and from it up to its P90. NaN for
-    /// other events.
+    /// seconds from its P10 up to it and from it up to its P90.
+    /// [`Event::NO_WINDOW`] for other events.
     pub window_s: [f32; 2],
 }
 
 impl Event {
-    /// No window: an event whose value is not an ETA.
-    pub const NO_WINDOW: [f32; 2] = [f32::NAN, f32::NAN];
+    /// No window: an event whose value is not an ETA. Not NaN, so that
+    /// equal events compare equal.
+    pub const NO_WINDOW: [f32; 2] = [-1.0, -1.0];
 
     /// The P10 and P90 of the arrival the event announces (event time, s).
     pub fn eta_window(&self) -> Option<(f64, f64)> {
         let [before, after] = self.window_s.map(f64::from);
-        (before.is_finite() && after.is_finite() && self.value.is_finite())
+        let valid = |s: f64| s.is_finite() && s >= 0.0;
+        (valid(before) && valid(after) && self.value.is_finite())
             .then(|| (self.value - before, self.value + after))
     }
 }
@@ -592,7 +594,7 @@ mod tests {
             assert_eq!(EventKind::from_code(k as u8), Some(k));
         }
         assert_eq!(EventKind::from_code(0), None);
-        assert_eq!(EventKind::from_code(24), None);
+        assert_eq!(EventKind::from_code(26), None);
     }
 
     #[test]

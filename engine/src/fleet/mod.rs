@@ -1215,6 +1215,12 @@ impl Engine {
         }
     }
 
+    /// The ETA errors learnt so far (see [`window`]).
+    pub fn error_model(&self) -> ErrorModel {
+        let co = self.coordinator.lock().unwrap_or_else(|p| p.into_inner());
+        co.errors.clone()
+    }
+
     /// Turns learning (traffic and ETA errors) on or off from the next tick:
     /// what is learnt so far stays. An evaluation learns from one set of
     /// trips and is judged on another with learning off.

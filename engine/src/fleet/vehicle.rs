@@ -1071,19 +1071,42 @@ impl Vehicle {
         // that got faster is still at least as good as it was).
         let moved = |before: f64, after: f64| after - before > threshold * before.max(1.0);
         let metric = ctx.router.metric();
-        if let Some((_, leg)) = self.leg.as_mut() {
+        // How much the new metric moved each stop's routed time to go from
+        // here (the stops in route order: the leg's, then each stop leg's
+        // end), so the predictions noted for windows are revised with it.
+        let mut revised: Option<(StopId, f64)> = None;
+        if let Some((stop, leg)) = self.leg.as_mut() {
             let before = leg.total_s();
             ctx.counters.retimes += 1;
-            if moved(before, leg.retime(ctx.graph, metric)) {
+            let after = leg.retime(ctx.graph, metric);
+            if moved(before, after) {
                 self.leg_stale = true;
             }
+            // The part of the leg still to drive moved in proportion.
+            let to_go = self.to_next.map_or(before, |(s, _)| f64::from(s));
+            let share = (to_go / before.max(1.0)).min(1.0);
+            revised = Some((*stop, (after - before) * share));
         }
-        for (_, leg) in &mut self.stop_legs {
-            let Some(leg) = leg.as_mut() else { continue };
+        if let Some((stop, by)) = revised {
+            self.sampler.revise(stop, by);
+        }
+        for ((from, to), leg) in &mut self.stop_legs {
+            let Some(leg) = leg.as_mut() else {
+                revised = None;
+                continue;
+            };
             let before = leg.seconds;
             ctx.counters.retimes += 1;
-            if moved(before, leg.retime(ctx.graph, metric)) {
+            let after = leg.retime(ctx.graph, metric);
+            if moved(before, after) {
                 leg.stale = true;
+            }
+            revised = match revised {
+                Some((tail, by)) if tail == *from => Some((*to, by + after - before)),
+                _ => None,
+            };
+            if let Some((stop, by)) = revised {
+                self.sampler.revise(stop, by);
             }
         }
         let any_stale = self.leg_stale
@@ -1178,10 +1201,18 @@ impl Vehicle {
 }
 
 /// Gives the event just emitted, whose value is `stop`'s ETA, the stop's
-/// arrival window.
+/// arrival window (to the second).
 fn with_window(ctx: &mut Ctx, stop: &StopState) {
-    if let Some(e) = ctx.events.last_mut() {
-        e.window_s = [(stop.eta - stop.p10) as f32, (stop.p90 - stop.eta) as f32];
+    if let Some(e) = ctx.events.last_mut()
+        && stop.p10.is_finite()
+        && stop.p90.is_finite()
+    {
+        // Whole seconds: what the event log keeps, so an event read back
+        // from it is the event as published.
+        e.window_s = [
+            (stop.eta - stop.p10).round() as f32,
+            (stop.p90 - stop.eta).round() as f32,
+        ];
     }
 }
 

@@ -20,9 +20,9 @@
 //! - **Learning.** Outcomes go to the coordinator at ticks, are sorted (the
 //!   same order whatever the shard count) and enter [`ErrorModel`]: one
 //!   histogram of log-ratios per horizon class and fleet, whose old weight
-//!   fades by count (an effective memory of `window_memory` outcomes), on
-//!   top of a prior (a log-normal around the routed time) that the first
-//!   outcomes outweigh.
+//!   fades in event time (the last half hour of a busy fleet's arrivals, the
+//!   last hundred of a quiet one's), on top of a prior (a log-normal around
+//!   the routed time) that the first outcomes outweigh.
 //! - **Reading.** The model is published to the shards as [`Windows`],
 //!   cumulative tables that give quantiles and the probability of
 //!   arriving after a time, interpolated between horizon classes in log
@@ -71,8 +71,12 @@ pub fn fleet_slot(vehicle: VehicleId) -> u32 {
 /// How windows are learnt.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct WindowParams {
-    /// Effective number of outcomes remembered per horizon class.
+    /// Outcomes remembered per horizon class at most (effective count),
+    /// the time constant of their fading in event time, and the count
+    /// below which time does not fade them (see `Histogram::add`).
     pub memory: f64,
+    pub memory_s: f64,
+    pub min_outcomes: f64,
     /// Weight of the prior in outcomes, and its spread (standard deviation
     /// of the log-ratio).
     pub prior_weight: f64,
@@ -83,6 +87,8 @@ impl Default for WindowParams {
     fn default() -> Self {
         Self {
             memory: 1000.0,
+            memory_s: 1800.0,
+            min_outcomes: 100.0,
             prior_weight: 20.0,
             prior_spread: 0.25,
         }
@@ -143,6 +149,10 @@ fn bin_of(x: f64) -> usize {
 struct Histogram {
     weights: Vec<f64>,
     scale: f64,
+    /// The weight held (in outcomes, unscaled), and the event time of the
+    /// last outcome.
+    total: f64,
+    last: f64,
 }
 
 impl Histogram {
@@ -161,14 +171,30 @@ impl Histogram {
         Self {
             weights,
             scale: 1.0,
+            total: params.prior_weight,
+            last: f64::NEG_INFINITY,
         }
     }
 
-    fn add(&mut self, x: f64, weight: f64, params: &WindowParams) {
-        // One full outcome fades the rest by (1 - 1/memory); a blended one
-        // by its share of that.
-        let keep = 1.0 - weight / params.memory.max(1.0);
+    /// Adds an outcome of `weight` at event time `time`. Old weight fades
+    /// with event time (time constant `memory_s`: a fleet's errors change
+    /// as learnt traffic takes over what they were made of), but never
+    /// below `min_outcomes` (a fleet that drives little keeps what it has
+    /// learnt across days), and by at least `1/memory` per outcome (a busy
+    /// fleet's histogram holds its last `memory` outcomes or so).
+    fn add(&mut self, x: f64, weight: f64, time: f64, params: &WindowParams) {
+        let dt = if self.last.is_finite() {
+            (time - self.last).max(0.0)
+        } else {
+            0.0
+        };
+        self.last = self.last.max(time);
+        let by_time = (-dt / params.memory_s).exp();
+        let floor = (params.min_outcomes / self.total.max(1e-9)).min(1.0);
+        let by_count = 1.0 - weight / params.memory.max(1.0);
+        let keep = by_time.max(floor).min(by_count);
         self.scale /= keep;
+        self.total = self.total * keep + weight;
         self.weights[bin_of(x)] += weight * self.scale;
         if self.scale > 1e12 {
             for w in &mut self.weights {
@@ -233,16 +259,34 @@ impl ErrorModel {
         let x = log_ratio(actual, routed);
         let (k, share) = blend(routed);
         if share < 1.0 {
-            h.classes[k].add(x, 1.0 - share, params);
+            h.classes[k].add(x, 1.0 - share, o.time, params);
         }
         if share > 0.0 {
-            h.classes[k + 1].add(x, share, params);
+            h.classes[k + 1].add(x, share, o.time, params);
         }
     }
 
     /// Outcomes learnt, all fleets.
     pub fn outcomes(&self) -> u64 {
         self.fleets.values().map(|f| f.outcomes).sum()
+    }
+
+    /// For reports: per horizon class of `fleet` (its centre, routed
+    /// seconds to go), the P10, P50 and P90 ratio of actual to routed time,
+    /// and the outcomes it weighs (prior included, faded).
+    pub fn ratios(&self, fleet: u32) -> Vec<(f64, [f64; 3], f64)> {
+        let Some(h) = self.fleets.get(&fleet) else {
+            return Vec::new();
+        };
+        h.classes
+            .iter()
+            .zip(CENTRES_S)
+            .map(|(c, centre)| {
+                let cum = c.cumulative();
+                let q = [P10, 0.5, P90].map(|l| quantile(&cum, l).exp());
+                (centre, q, c.total)
+            })
+            .collect()
     }
 
     /// What the shards read.
@@ -395,9 +439,17 @@ impl Sampler {
         self.notes.len() < max_notes
     }
 
-    /// Which of `remaining` stops (in route order) the due note is of.
+    /// Which of `remaining` stops (in route order) the due note is of:
+    /// every other note the next stop's, the rest the later stops' in
+    /// turn. Later stops are many and far; without the next stop's turns,
+    /// short horizons would be learnt from few notes, and stale ones.
     pub fn pick(&self, remaining: usize) -> usize {
-        self.turn as usize % remaining.max(1)
+        let turn = self.turn as usize;
+        if turn.is_multiple_of(2) || remaining < 2 {
+            0
+        } else {
+            1 + (turn / 2) % (remaining - 1)
+        }
     }
 
     /// Notes a prediction; the next is due `every_s` later.
@@ -409,6 +461,19 @@ impl Sampler {
         });
         self.turn = self.turn.wrapping_add(1);
         self.next_at = now + every_s;
+    }
+
+    /// A new metric moved `stop`'s routed time to go by `by` seconds: its
+    /// notes are revised with it, so that what they are judged against is
+    /// what the newest metric would have predicted for what was still to
+    /// drive. Otherwise, while the fleet's traffic is being learnt, notes
+    /// taken on older (more wrong) metrics would teach the windows an error
+    /// the metric has already corrected, and the correction would count
+    /// twice.
+    pub fn revise(&mut self, stop: StopId, by: f64) {
+        for n in self.notes.iter_mut().filter(|n| n.stop == stop) {
+            n.routed_s = (f64::from(n.routed_s) + by).max(0.0) as f32;
+        }
     }
 
     /// A due note that could not be taken (the picked stop had no ETA):
