@@ -47,7 +47,8 @@ pub fn eta_eval(a: EtaEvalArgs) -> Result<()> {
     let t0 = Instant::now();
     let bar = Bar::new();
     let graph = Arc::new(lastmile_roadgraph::open(&a.graph, &bar)?);
-    let file = File::open(&a.trips).with_context(|| format!("cannot open {}", a.trips.display()))?;
+    let file =
+        File::open(&a.trips).with_context(|| format!("cannot open {}", a.trips.display()))?;
     let read = read_trips(std::io::BufReader::new(file))
         .with_context(|| format!("reading {}", a.trips.display()))?;
     if read.trips.is_empty() {
@@ -104,7 +105,10 @@ pub fn eta_eval(a: EtaEvalArgs) -> Result<()> {
         report.outcomes_learnt,
         if params.learn { "" } else { " (learning off)" }
     );
-    for (title, scores) in [("all judged trips", &all_scores), ("trips that mostly move", &moving_scores)] {
+    for (title, scores) in [
+        ("all judged trips", &all_scores),
+        ("trips that mostly move", &moving_scores),
+    ] {
         println!("\n{title}:");
         print_table(scores);
     }
@@ -126,7 +130,17 @@ pub fn eta_eval(a: EtaEvalArgs) -> Result<()> {
 fn print_table(scores: &[Score]) {
     println!(
         "{:>10} {:>6} {:>8} {:>8} {:>8} {:>7} {:>8} {:>7} {:>9} {:>9} {:>9}",
-        "horizon", "n", "MAE s", "median", "bias s", "low %", "cover %", "<P10 %", "width s", "fixed s", "pinball"
+        "horizon",
+        "n",
+        "MAE s",
+        "median",
+        "bias s",
+        "low %",
+        "cover %",
+        "<P10 %",
+        "width s",
+        "fixed s",
+        "pinball"
     );
     for s in scores {
         println!(
@@ -153,7 +167,10 @@ fn write_predictions(
 ) -> Result<()> {
     let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
     let mut w = BufWriter::new(file);
-    writeln!(w, "trip_id,ping,lat,lon,dest_lat,dest_lon,moving,actual_s,p10_s,p50_s,p90_s")?;
+    writeln!(
+        w,
+        "trip_id,ping,lat,lon,dest_lat,dest_lon,moving,actual_s,p10_s,p50_s,p90_s"
+    )?;
     for p in preds {
         let trip = &trips[p.trip];
         let (pos, dest) = (trip.pings[p.ping].pos, trip.destination());

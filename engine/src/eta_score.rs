@@ -74,7 +74,8 @@ impl Score {
         }
         let nf = n as f64;
         let mean = |f: &dyn Fn(&Prediction) -> f64| preds.iter().map(f).sum::<f64>() / nf;
-        let share = |f: &dyn Fn(&Prediction) -> bool| preds.iter().filter(|p| f(p)).count() as f64 / nf;
+        let share =
+            |f: &dyn Fn(&Prediction) -> bool| preds.iter().filter(|p| f(p)).count() as f64 / nf;
         let abs: Vec<f64> = preds.iter().map(|p| (p.p50_s - p.actual_s).abs()).collect();
         out.mae_s = abs.iter().sum::<f64>() / nf;
         out.median_abs_s = percentile(&abs, 0.5);
@@ -143,7 +144,11 @@ mod tests {
         assert!(s.bias_s.abs() < 0.2);
         assert!((s.width_s - 80.0).abs() < 1e-9);
         // The fixed band holding 80% of these is 50 ± 40 too.
-        assert!((s.fixed_band_width_s - 80.0).abs() < 1.0, "{}", s.fixed_band_width_s);
+        assert!(
+            (s.fixed_band_width_s - 80.0).abs() < 1.0,
+            "{}",
+            s.fixed_band_width_s
+        );
         assert!((s.mae_s - 25.0).abs() < 0.1);
     }
 

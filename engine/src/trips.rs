@@ -60,11 +60,7 @@ impl Trip {
         h ^= h >> 33;
         h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
         h ^= h >> 33;
-        if h & 1 == 0 {
-            Half::Learn
-        } else {
-            Half::Test
-        }
+        if h & 1 == 0 { Half::Learn } else { Half::Test }
     }
 
     /// A trip that mostly moves: at most half of its steps slower than

@@ -50,8 +50,8 @@ use rkyv::rancor;
 use rkyv::util::AlignedVec;
 
 use super::vehicle::Vehicle;
-use super::{StopId, StopRecord, VehicleId};
 use super::window::{ErrorModel, Outcome};
+use super::{StopId, StopRecord, VehicleId};
 use crate::traffic::{EdgeObservation, LearntTraffic};
 
 const MAGIC: &[u8; 8] = b"LMCKPT\0\x01";

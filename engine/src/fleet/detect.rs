@@ -135,7 +135,9 @@ impl DetectConfig {
             && self.at_risk_clear >= 0.0
             && self.at_risk_clear <= self.at_risk;
         if !risk_ok {
-            return Err("at_risk must be between 0 and 1, at_risk_clear between 0 and at_risk".into());
+            return Err(
+                "at_risk must be between 0 and 1, at_risk_clear between 0 and at_risk".into(),
+            );
         }
         Ok(())
     }

@@ -70,7 +70,9 @@ impl EtaConfig {
         let snap_ok = self.stop_snap_m.is_finite() && self.stop_snap_m > 0.0;
         let change_ok = self.reroute_change.is_finite() && self.reroute_change >= 0.0;
         if !snap_ok || !change_ok {
-            return Err("eta.stop_snap_m must be positive and eta.reroute_change not negative".into());
+            return Err(
+                "eta.stop_snap_m must be positive and eta.reroute_change not negative".into(),
+            );
         }
         let window_ok = self.window_note_s.is_finite()
             && self.window_note_s > 0.0

@@ -213,7 +213,7 @@ impl Event {
         let [before, after] = self.window_s.map(f64::from);
         let valid = |s: f64| s.is_finite() && s >= 0.0;
         (valid(before) && valid(after) && self.value.is_finite())
-            .then(|| (self.value - before, self.value + after))
+            .then_some((self.value - before, self.value + after))
     }
 }
 

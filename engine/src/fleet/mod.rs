@@ -45,8 +45,8 @@ pub use journal::Journal;
 pub use latency::Histogram;
 pub use shard::ShardCounters;
 pub use snapshot::{EtaState, StopEta, VehicleSnapshot};
-pub use window::{ErrorModel, Outcome, WindowParams, Windows};
 pub use stops::{Command, ProofOfDelivery, Rating, StopOutcome, StopPlan, StopStatus, TimeWindow};
+pub use window::{ErrorModel, Outcome, WindowParams, Windows};
 
 /// A piece of a vehicle's finalised matched path: part or all of one edge,
 /// driven between two event times (see [`crate::matcher::Traversal`]).
@@ -294,9 +294,9 @@ pub struct Engine {
     journal_seq: AtomicU64,
     /// Finalised path pieces gathered at ticks, for [`Engine::take_history`].
     history: Mutex<Vec<PathPiece>>,
-    /// Whether ticks learn (traffic and ETA errors): starts as
-    /// [`FleetConfig::learning`], see [`Engine::set_learning`].
-    learning: std::sync::atomic::AtomicBool,
+    /// Whether ticks learn ETA errors (with [`FleetConfig::learning`]),
+    /// see [`Engine::set_window_learning`].
+    window_learning: std::sync::atomic::AtomicBool,
 }
 
 /// What [`Engine::write_checkpoint`] wrote.
@@ -453,7 +453,6 @@ impl Engine {
             })
             .collect();
         let traffic = TrafficModel::new(&graph, config.traffic.clone());
-        let config_learning = config.learning;
         Self {
             coordinator: Mutex::new(Coordinator {
                 traffic,
@@ -480,7 +479,7 @@ impl Engine {
             journal: OnceLock::new(),
             journal_seq: 0.into(),
             history: Mutex::new(Vec::new()),
-            learning: config_learning.into(),
+            window_learning: true.into(),
         }
     }
 
@@ -957,7 +956,10 @@ impl Engine {
             let [errors, published] = meta.errors;
             co.errors = errors;
             co.errors_published = published;
-            let windows = Arc::new(co.errors_published.publish(&self.config.eta.window_params()));
+            let windows = Arc::new(
+                co.errors_published
+                    .publish(&self.config.eta.window_params()),
+            );
             for i in 0..self.shards.len() {
                 self.send_control(i, Msg::Windows(windows.clone()));
             }
@@ -1167,10 +1169,15 @@ impl Engine {
         // every shard takes it at this tick's place in its queue, so the
         // results do not depend on how long the customization took.
         let installed = self.install_customized(&mut co);
-        if !self.learning.load(std::sync::atomic::Ordering::Relaxed) {
+        if !self.config.learning {
             return installed;
         }
-        self.learn_errors(&mut co, &mut outcomes);
+        if self
+            .window_learning
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            self.learn_errors(&mut co, &mut outcomes);
+        }
         // The same observations in the same order whatever the shard count.
         observations.sort_by(|a, b| {
             a.time
@@ -1221,11 +1228,13 @@ impl Engine {
         co.errors.clone()
     }
 
-    /// Turns learning (traffic and ETA errors) on or off from the next tick:
-    /// what is learnt so far stays. An evaluation learns from one set of
-    /// trips and is judged on another with learning off.
-    pub fn set_learning(&self, on: bool) {
-        self.learning.store(on, std::sync::atomic::Ordering::Relaxed);
+    /// Turns the learning of ETA errors (the windows) on or off from the
+    /// next tick: what is learnt so far stays. An evaluation learns them
+    /// from one set of trips and is judged on another with it off (live
+    /// traffic is learnt on, as in service: it is what the fleet sees now).
+    pub fn set_window_learning(&self, on: bool) {
+        self.window_learning
+            .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Customizes `changes` into the current metric off the ingest path;

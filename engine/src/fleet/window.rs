@@ -364,7 +364,11 @@ fn quantile(c: &[f32; BINS], level: f64) -> f64 {
     let i = c.partition_point(|&v| f64::from(v) < level).min(BINS - 1);
     let lo = if i == 0 { 0.0 } else { f64::from(c[i - 1]) };
     let hi = f64::from(c[i]);
-    let within = if hi > lo { (level - lo) / (hi - lo) } else { 0.5 };
+    let within = if hi > lo {
+        (level - lo) / (hi - lo)
+    } else {
+        0.5
+    };
     X_MIN + (i as f64 + within.clamp(0.0, 1.0)) * X_STEP
 }
 

@@ -67,10 +67,9 @@ impl Response {
                 put_id(w, v, &s.stop);
                 put_id(w, v, &s.vehicle);
                 let (vlat, vlon, vt) = s.vehicle_pos.unwrap_or((0, 0, NO_TIME));
-                w.u8(s.status as u8)
-                    .u8(s.late as u8
-                        | (s.vehicle_pos.is_some() as u8) << 1
-                        | ((v >= Version::V3 && s.at_risk) as u8) << 2);
+                w.u8(s.status as u8).u8(s.late as u8
+                    | (s.vehicle_pos.is_some() as u8) << 1
+                    | ((v >= Version::V3 && s.at_risk) as u8) << 2);
                 match v {
                     Version::V1 => w.u16(0),
                     Version::V2 | Version::V3 => w.u8(s.eta.state as u8).u8(0),

@@ -739,7 +739,8 @@ fn decode_chunk(vehicle: VehicleId, b: &[u8]) -> Vec<PathPiece> {
 /// before windows existed read.
 fn kind_word(e: &Event) -> u64 {
     const MAX: u64 = 0xFF_FFFF;
-    let field = |s: f32| (s.is_finite() && s >= 0.0).then(|| (f64::from(s).round() as u64 + 1).min(MAX));
+    let field =
+        |s: f32| (s.is_finite() && s >= 0.0).then(|| (f64::from(s).round() as u64 + 1).min(MAX));
     let [before, after] = e.window_s;
     let (before, after) = match (field(before), field(after)) {
         (Some(b), Some(a)) => (b, a),
@@ -826,9 +827,15 @@ mod tests {
         let mut e = ev(7, 3, EventKind::EtaChanged);
         e.window_s = [125.4, 610.0];
         let (back, stored) = decode_event(&encode_event(&e, 42)).unwrap();
-        assert_eq!((back.kind, back.window_s, stored), (e.kind, [125.0, 610.0], 42));
+        assert_eq!(
+            (back.kind, back.window_s, stored),
+            (e.kind, [125.0, 610.0], 42)
+        );
         e.window_s = [0.0, 0.0];
-        assert_eq!(decode_event(&encode_event(&e, 0)).unwrap().0.window_s, [0.0, 0.0]);
+        assert_eq!(
+            decode_event(&encode_event(&e, 0)).unwrap().0.window_s,
+            [0.0, 0.0]
+        );
         // None, and events written before windows existed (kind alone).
         e.window_s = Event::NO_WINDOW;
         let none = decode_event(&encode_event(&e, 0)).unwrap().0;
