@@ -2,6 +2,7 @@
 //! algorithm lives in the workspace crates (`roadgraph`, `engine`, `ingest`).
 
 mod bench;
+mod calibrate;
 mod commands;
 mod eta_eval;
 mod feeds;
@@ -51,6 +52,8 @@ enum Command {
     Evaluate(tracking::EvaluateArgs),
     /// A simulated delivery day through the whole engine, in process: throughput, latency, memory, ETA error.
     Bench(bench::BenchArgs),
+    /// Fit the free-flow speeds and junction delays to matched traversals of real trips.
+    Calibrate(calibrate::CalibrateArgs),
     /// Real trips through the engine: learn from half, judge the ETAs and windows on the other half.
     EtaEval(eta_eval::EtaEvalArgs),
     /// Run the QUIC service: pings in, ETAs, positions and events out.
@@ -97,6 +100,7 @@ fn main() -> ExitCode {
         Command::Evaluate(a) => tracking::evaluate_cmd(a),
         Command::Bench(a) => bench::bench_cmd(a),
         Command::EtaEval(a) => eta_eval::eta_eval(a),
+        Command::Calibrate(a) => calibrate::calibrate(a),
         Command::Serve(a) => service::serve(a),
         Command::Replay(a) => service::replay(a),
         Command::Assign(a) => service::assign(a),

@@ -11,6 +11,7 @@
 //! the same input gives the same output bit for bit.
 
 pub mod bench;
+pub mod calibrate;
 pub mod eta_score;
 pub mod evaluate;
 pub mod fleet;

@@ -17,7 +17,6 @@ use petgraph::graph::{DiGraph, NodeIndex};
 
 use crate::geo::{LatLon, haversine_m};
 use crate::graph::{GraphData, GraphMeta, NO_EDGE, REVERSED, TurnRestriction};
-use crate::highway::expected_speed_kmh;
 use crate::network::{MISSING_COORD, RawNetwork};
 
 const NONE: u32 = u32::MAX;
@@ -235,6 +234,13 @@ pub fn build_matching_graph(net: &RawNetwork, source: String) -> Option<GraphDat
     data.road_edge_fwd = vec![NO_EDGE; road_pieces.len()];
     data.road_edge_bwd = vec![NO_EDGE; road_pieces.len()];
     data.first_out = vec![0; n + 1];
+    let mut is_signal = vec![false; n_raw];
+    for &v in &net.signals {
+        if let Some(s) = is_signal.get_mut(v as usize) {
+            *s = true;
+        }
+    }
+    let mut signals: Vec<u8> = Vec::with_capacity(sorted.len());
     for (e, &(a, b, r, rev)) in sorted.iter().enumerate() {
         data.first_out[a as usize + 1] += 1;
         data.tail.push(a);
@@ -247,13 +253,13 @@ pub fn build_matching_graph(net: &RawNetwork, source: String) -> Option<GraphDat
             way.attrs.limit_forward
         };
         data.speed_limit.push(limit.to_u8());
-        let metres = f64::from(data.road_length_cm[r as usize]) / 100.0;
-        let speed_ms = expected_speed_kmh(way.attrs.class, limit) / 3.6;
-        data.travel_time_ms.push(
-            ((metres / speed_ms) * 1000.0)
-                .round()
-                .clamp(1.0, f64::from(u32::MAX)) as u32,
-        );
+        signals.push(piece_signals(
+            net,
+            &flat,
+            &pieces[road_pieces[r as usize] as usize],
+            rev,
+            &is_signal,
+        ));
         if rev {
             data.road_edge_bwd[r as usize] = e as u32;
         } else {
@@ -266,10 +272,33 @@ pub fn build_matching_graph(net: &RawNetwork, source: String) -> Option<GraphDat
 
     // Incoming adjacency: edges grouped by head.
     (data.first_in, data.in_edge) = crate::csr::group_by_key(&data.head, n);
+    crate::free_flow::apply(&mut data, &signals);
     (data.node_component, data.component_nodes) = label_components(&scc, &new_id);
 
     resolve_restrictions(net, &graph_id, &new_id, &mut data);
     Some(data)
+}
+
+/// Signals on a piece driven in one direction: those in the half of it
+/// that leads to its head, the head included (one in the other half, just
+/// past the junction it starts from, is the opposite direction's).
+fn piece_signals(net: &RawNetwork, flat: &[u32], pc: &Piece, rev: bool, is_signal: &[bool]) -> u8 {
+    let points = &flat[pc.start as usize..pc.end as usize];
+    let at = |v: u32| LatLon::from_fixed(net.lat[v as usize], net.lon[v as usize]);
+    let mut along = vec![0.0f64; points.len()];
+    for i in 1..points.len() {
+        along[i] = along[i - 1] + haversine_m(at(points[i - 1]), at(points[i]));
+    }
+    let total = along[points.len() - 1];
+    let count = points
+        .iter()
+        .zip(&along)
+        .filter(|&(&v, &d)| {
+            let from_tail = if rev { total - d } else { d };
+            is_signal[v as usize] && from_tail > 0.5 * total
+        })
+        .count();
+    count.min(3) as u8
 }
 
 /// The strongly connected components of the directed graph of `edges`

@@ -37,8 +37,12 @@ pub struct GraphData {
     pub first_out: Vec<u32>,
     pub tail: Vec<u32>,
     pub head: Vec<u32>,
-    /// Free-flow travel time of each edge, milliseconds (at least 1).
+    /// Free-flow travel time of each edge, milliseconds (at least 1; see
+    /// [`crate::free_flow`]).
     pub travel_time_ms: Vec<u32>,
+    /// What ends each edge ([`crate::free_flow::EdgeFeatures`]): signals,
+    /// the junction at its head, urban or rural.
+    pub edge_features: Vec<u8>,
     /// Legal limit of each edge (see [`SpeedLimit::to_u8`]).
     pub speed_limit: Vec<u8>,
     /// Road of each edge, with [`REVERSED`] set when the edge runs against it.
@@ -273,6 +277,11 @@ impl Graph {
     #[inline]
     pub fn travel_time_ms(&self, e: u32) -> u32 {
         self.data().travel_time_ms[e as usize].to_native()
+    }
+
+    /// What ends edge `e`: signals, the junction at its head, its setting.
+    pub fn edge_features(&self, e: u32) -> crate::free_flow::EdgeFeatures {
+        crate::free_flow::EdgeFeatures(self.data().edge_features[e as usize])
     }
 
     #[inline]

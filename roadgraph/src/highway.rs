@@ -1,9 +1,10 @@
 //! What a car may do on an OSM way: its highway class, access, direction of
-//! travel, legal speed limit (`maxspeed`, including country-style values such as
-//! `DE:urban`) and the expected free-flow driving speed.
+//! travel and legal speed limit (`maxspeed`, including country-style values
+//! such as `DE:urban`).
 //!
-//! The legal limit and the expected speed are kept apart on purpose: ETAs need
-//! how fast traffic really moves, speeding detection needs what the law allows.
+//! The legal limit and the expected speed (see [`crate::free_flow`]) are kept
+//! apart on purpose: ETAs need how fast traffic really moves, speeding
+//! detection needs what the law allows.
 
 /// Car-routable OSM highway classes, ordered from fastest to slowest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -70,27 +71,6 @@ impl HighwayClass {
         }
     }
 
-    /// Typical free-flow driving speed in km/h when nothing else is known
-    /// (close to the defaults of OSRM's car profile).
-    pub fn default_speed_kmh(self) -> f64 {
-        match self {
-            Self::Motorway => 90.0,
-            Self::MotorwayLink => 45.0,
-            Self::Trunk => 85.0,
-            Self::TrunkLink => 40.0,
-            Self::Primary => 65.0,
-            Self::PrimaryLink => 30.0,
-            Self::Secondary => 55.0,
-            Self::SecondaryLink => 25.0,
-            Self::Tertiary => 40.0,
-            Self::TertiaryLink => 20.0,
-            Self::Unclassified => 25.0,
-            Self::Residential => 25.0,
-            Self::LivingStreet => 10.0,
-            Self::Service => 15.0,
-        }
-    }
-
     /// Classes that are one-way unless tagged otherwise.
     fn implies_oneway(self) -> bool {
         matches!(self, Self::Motorway | Self::MotorwayLink)
@@ -124,16 +104,6 @@ impl SpeedLimit {
             255 => Self::None,
             v => Self::Kmh(v),
         }
-    }
-}
-
-/// Expected free-flow speed: the class default, capped by the legal limit
-/// (traffic rarely runs at the limit; 90% of it is the cap we use).
-pub fn expected_speed_kmh(class: HighwayClass, limit: SpeedLimit) -> f64 {
-    let base = class.default_speed_kmh();
-    match limit {
-        SpeedLimit::Kmh(v) => base.min(f64::from(v) * 0.9).max(5.0),
-        SpeedLimit::Unknown | SpeedLimit::None => base,
     }
 }
 
@@ -405,7 +375,7 @@ mod tests {
     }
 
     #[test]
-    fn limits_per_direction_and_expected_speed() {
+    fn limits_per_direction() {
         let a = attrs(&[
             ("highway", "primary"),
             ("maxspeed", "70"),
@@ -414,18 +384,6 @@ mod tests {
         .unwrap();
         assert_eq!(a.limit_forward, SpeedLimit::Kmh(70));
         assert_eq!(a.limit_backward, SpeedLimit::Kmh(50));
-        assert_eq!(
-            expected_speed_kmh(HighwayClass::Primary, SpeedLimit::Kmh(70)),
-            63.0
-        );
-        assert_eq!(
-            expected_speed_kmh(HighwayClass::Residential, SpeedLimit::Kmh(50)),
-            25.0
-        );
-        assert_eq!(
-            expected_speed_kmh(HighwayClass::Motorway, SpeedLimit::None),
-            90.0
-        );
         for v in 0..=255u8 {
             assert_eq!(SpeedLimit::from_u8(v).to_u8(), v);
         }

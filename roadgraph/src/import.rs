@@ -33,6 +33,8 @@ pub struct ImportReport {
     pub skipped_restrictions: u64,
     /// Way node references with no node in the file.
     pub missing_nodes: u64,
+    /// Traffic signals on car ways.
+    pub signals: u64,
 }
 
 /// True if `prefix` (the first bytes of a file) starts like an OSM PBF: a
@@ -47,6 +49,8 @@ struct BlockOutput {
     node_ids: Vec<i64>,
     node_lat: Vec<i32>,
     node_lon: Vec<i32>,
+    /// Ids of nodes tagged as traffic signals.
+    signals: Vec<i64>,
     osm_ways: u64,
     ways: Vec<(i64, Vec<i64>, WayAttributes)>,
     restrictions: Vec<(RestrictionKind, bool, i64, i64, i64)>,
@@ -163,11 +167,17 @@ fn read_block(block: &PrimitiveBlock, out: &mut BlockOutput) {
             out.node_ids.push(n.id());
             out.node_lat.push(n.decimicro_lat());
             out.node_lon.push(n.decimicro_lon());
+            if is_signal(n.tags()) {
+                out.signals.push(n.id());
+            }
         }
         Element::Node(n) => {
             out.node_ids.push(n.id());
             out.node_lat.push(n.decimicro_lat());
             out.node_lon.push(n.decimicro_lon());
+            if is_signal(n.tags()) {
+                out.signals.push(n.id());
+            }
         }
         Element::Way(w) => {
             out.osm_ways += 1;
@@ -177,6 +187,14 @@ fn read_block(block: &PrimitiveBlock, out: &mut BlockOutput) {
         }
         Element::Relation(r) => read_restriction(&r, out),
     });
+}
+
+/// Traffic lights for cars: `highway=traffic_signals`, or a crossing
+/// with lights (`crossing=traffic_signals` on a `highway=crossing`).
+fn is_signal<'a>(tags: impl IntoIterator<Item = (&'a str, &'a str)>) -> bool {
+    tags.into_iter().any(|(k, v)| {
+        (k == "highway" || k == "crossing") && v == "traffic_signals"
+    })
 }
 
 fn read_restriction(r: &osmpbf::Relation<'_>, out: &mut BlockOutput) {
@@ -247,7 +265,9 @@ fn assemble(blocks: Vec<BlockOutput>) -> (RawNetwork, ImportReport) {
     );
     let mut ways = Vec::new();
     let mut relations = Vec::new();
+    let mut signals = Vec::new();
     for b in blocks {
+        signals.extend_from_slice(&b.signals);
         ids.extend_from_slice(&b.node_ids);
         lats.extend_from_slice(&b.node_lat);
         lons.extend_from_slice(&b.node_lon);
@@ -302,6 +322,10 @@ fn assemble(blocks: Vec<BlockOutput>) -> (RawNetwork, ImportReport) {
             attrs,
         })
         .collect();
+    // Signals on a kept way, as raw node indices.
+    net.signals = signals.iter().filter_map(|&id| raw(id)).collect();
+    net.signals.sort_unstable();
+    report.signals = net.signals.len() as u64;
     report.restrictions = relations.len() as u64;
     net.restrictions = relations
         .into_iter()

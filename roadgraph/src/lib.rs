@@ -13,6 +13,7 @@ pub mod components;
 pub mod csr;
 pub mod dijkstra;
 pub mod error;
+pub mod free_flow;
 pub mod geo;
 pub mod graph;
 pub mod highway;

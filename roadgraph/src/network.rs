@@ -20,6 +20,8 @@ pub struct RawNetwork {
     pub lon: Vec<i32>,
     pub ways: Vec<RawWay>,
     pub restrictions: Vec<RawRestriction>,
+    /// Raw node indices of traffic signals, sorted.
+    pub signals: Vec<u32>,
 }
 
 #[derive(Clone, Debug)]

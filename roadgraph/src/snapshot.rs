@@ -26,7 +26,7 @@ use crate::graph::{ArchivedGraphData, Graph};
 
 pub const MAGIC: [u8; 8] = *b"LMGRAPH\0";
 /// Bump whenever [`GraphData`](crate::GraphData)'s layout changes.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 pub const HEADER_LEN: usize = 64;
 
 /// True if the file starts with the snapshot magic.
