@@ -475,8 +475,9 @@ fn advance(
         return 0.0;
     }
     let (e, last_edge, edge_end) = v.current_edge(graph);
-    let free = graph.length_m(e) / (f64::from(graph.travel_time_ms(e)) / 1000.0).max(0.001)
-        * f64::from(slowdown[e as usize]);
+    // Between junctions: the stops at lights are simulated below, not
+    // spread over the edge as the free-flow time's delays are.
+    let free = graph.driving_speed_mps(e) * f64::from(slowdown[e as usize]);
     let mut target = free * v.style * v.edge_factor;
     let stop_line = edge_end - LIGHT_SETBACK_M;
     if v.light_ahead && !last_edge && v.offset >= stop_line - 0.5 {

@@ -7,7 +7,10 @@
 //! every road, and a quarter of the vehicles start off the main network (car
 //! parks, streets the extract cut), so the drives use those roads too. Floors
 //! are set a little below what was measured (BENCHMARKS.md lists the full
-//! figures), so a change that makes matching worse fails here.
+//! figures), so a change that makes matching worse fails here. Six were
+//! set again when the simulated drives took the calibrated urban speeds
+//! (issue 37: slower in towns, so more fixes near each junction), with the
+//! matcher unchanged.
 
 mod common;
 
@@ -145,7 +148,7 @@ fn monaco_dense_and_sparse_at_three_noise_levels_with_and_without_speeds() {
                 interval: 30.0,
                 phone: false,
                 finalized: 0.968,
-                immediate: 0.95,
+                immediate: 0.946,
                 median_m: 3.7,
             },
             Case {
@@ -169,7 +172,7 @@ fn monaco_dense_and_sparse_at_three_noise_levels_with_and_without_speeds() {
                 interval: 1.0,
                 phone: true,
                 finalized: 0.978,
-                immediate: 0.965,
+                immediate: 0.955,
                 median_m: 0.9,
             },
             Case {
@@ -177,7 +180,7 @@ fn monaco_dense_and_sparse_at_three_noise_levels_with_and_without_speeds() {
                 interval: 1.0,
                 phone: true,
                 finalized: 0.968,
-                immediate: 0.935,
+                immediate: 0.922,
                 median_m: 1.85,
             },
             Case {
@@ -185,7 +188,7 @@ fn monaco_dense_and_sparse_at_three_noise_levels_with_and_without_speeds() {
                 interval: 1.0,
                 phone: true,
                 finalized: 0.917,
-                immediate: 0.868,
+                immediate: 0.864,
                 median_m: 4.8,
             },
         ],
@@ -202,8 +205,8 @@ fn andorra_dense_and_sparse_at_three_noise_levels_with_and_without_speeds() {
                 noise: 5.0,
                 interval: 1.0,
                 phone: false,
-                finalized: 0.989,
-                immediate: 0.965,
+                finalized: 0.986,
+                immediate: 0.960,
                 median_m: 1.25,
             },
             Case {

@@ -284,6 +284,14 @@ impl Graph {
         crate::free_flow::EdgeFeatures(self.data().edge_features[e as usize])
     }
 
+    /// The speed edge `e` is driven at between its junctions, m/s: its
+    /// free-flow time without the delays at its end (see
+    /// [`crate::free_flow`]).
+    pub fn driving_speed_mps(&self, e: u32) -> f64 {
+        let urban = self.edge_features(e).urban();
+        crate::free_flow::expected_speed_kmh(self.class(e), self.speed_limit(e), urban) / 3.6
+    }
+
     #[inline]
     pub fn length_cm(&self, e: u32) -> u32 {
         self.data().road_length_cm[self.road_of(e) as usize].to_native()

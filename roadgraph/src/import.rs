@@ -192,9 +192,8 @@ fn read_block(block: &PrimitiveBlock, out: &mut BlockOutput) {
 /// Traffic lights for cars: `highway=traffic_signals`, or a crossing
 /// with lights (`crossing=traffic_signals` on a `highway=crossing`).
 fn is_signal<'a>(tags: impl IntoIterator<Item = (&'a str, &'a str)>) -> bool {
-    tags.into_iter().any(|(k, v)| {
-        (k == "highway" || k == "crossing") && v == "traffic_signals"
-    })
+    tags.into_iter()
+        .any(|(k, v)| (k == "highway" || k == "crossing") && v == "traffic_signals")
 }
 
 fn read_restriction(r: &osmpbf::Relation<'_>, out: &mut BlockOutput) {
