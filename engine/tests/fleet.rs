@@ -1399,7 +1399,6 @@ fn traffic_learning_lowers_eta_error_on_a_congested_day() {
         r
     };
     let (off, on) = (run(false), run(true));
-    eprintln!("learnt ratios: {:?}", on.ratios);
     assert!(on.stats.metric_updates > 10);
     for (a, b) in off.eta.iter().zip(&on.eta) {
         eprintln!(
@@ -1408,7 +1407,9 @@ fn traffic_learning_lowers_eta_error_on_a_congested_day() {
         );
         assert!(a.samples > 100, "{a:?}");
         // Without learning, ETAs trust free flow and come out early.
+        // Learning cuts the error by a third at least (it halved it before
+        // the calibrated free flow took a part of it away).
         assert!(a.bias_s < 0.0);
-        assert!(b.mae_s < 0.6 * a.mae_s, "{a:?} vs {b:?}");
+        assert!(b.mae_s < 0.67 * a.mae_s, "{a:?} vs {b:?}");
     }
 }

@@ -76,7 +76,7 @@ impl Default for DetectConfig {
             late_margin_s: 0.0,
             on_time_margin_s: 120.0,
             off_route_m: 100.0,
-            off_route_detour_s: 60.0,
+            off_route_detour_s: 90.0,
             off_route_pings: 2,
             on_route_pings: 2,
             plan_settle_s: 30.0,

@@ -137,6 +137,10 @@ pub(crate) struct Vehicle {
     at_stop: Option<(StopId, f64)>,
     /// Slow inside the geofence of this stop that is not the next one, since.
     lingering: Option<(StopId, f64)>,
+    /// Inside the geofence of the next stop since (moving or not): when it
+    /// got there, which is what its ETA predicted (the arrival is only
+    /// sure once the vehicle has slowed down, some seconds later).
+    entered: Option<(StopId, f64)>,
     off_route: OffRoute,
     speeding: Speeding,
     braking: Braking,
@@ -178,6 +182,7 @@ impl Vehicle {
             refresh_at: f64::NEG_INFINITY,
             at_stop: None,
             lingering: None,
+            entered: None,
             off_route: OffRoute::default(),
             speeding: Speeding::default(),
             braking: Braking::default(),
@@ -403,6 +408,7 @@ impl Vehicle {
                 self.emit(ctx, EventKind::Departed, now, Some(id), now - since, r);
             }
         }
+        self.note_entry(p, now, ctx.detect.arrive_radius_m);
         if self.at_stop.is_some() || self.speed_mps >= ctx.detect.arrive_speed_mps {
             self.lingering = None;
             return;
@@ -416,6 +422,7 @@ impl Vehicle {
         let at_next = next
             .map(|i| (i, dist(&self.stops[i])))
             .filter(|&(_, d)| d <= radius);
+
         let hit = at_next.or_else(|| {
             let (i, d) = self
                 .stops
@@ -450,7 +457,12 @@ impl Vehicle {
             s.arrived_at = now;
             (s.eta, s.p10, s.p90) = (now, now, now);
             s.eta_state = EtaState::Known;
-            self.sampler.reached(self.id, id, now, &mut ctx.outcomes);
+            let got_there = match self.entered {
+                Some((e, t)) if e == id => t,
+                _ => now,
+            };
+            self.sampler
+                .reached(self.id, id, got_there, &mut ctx.outcomes);
             s.remaining_m = 0.0;
             self.at_stop = Some((id, now));
             self.emit(ctx, EventKind::Arrived, now, Some(id), d, radius);
@@ -461,6 +473,21 @@ impl Vehicle {
             self.end_leg(ctx, now);
             self.mark_next();
         }
+    }
+
+    /// Keeps when the vehicle came within `radius` of its next stop (see
+    /// `entered`), whatever its speed.
+    fn note_entry(&mut self, p: Placed, now: f64, radius: f64) {
+        let next = self
+            .next_index()
+            .map(|i| &self.stops[i])
+            .filter(|s| haversine_m(s.road_pos(), p.point()) <= radius)
+            .map(|s| s.plan.id);
+        self.entered = match (next, self.entered) {
+            (Some(id), Some((e, t))) if e == id => Some((e, t)),
+            (Some(id), _) => Some((id, now)),
+            (None, _) => None,
+        };
     }
 
     /// The leg to the next stop is over (arrived, route changed).
@@ -615,9 +642,13 @@ impl Vehicle {
             self.off_driven_s = 0.0;
             0.0
         } else {
-            let per_m = f64::from(ctx.router.metric().edge_weight(edge))
-                / 1000.0
-                / g.length_m(edge).max(0.1);
+            // Driving time per metre (learnt traffic included), not the
+            // edge's whole time over its length: a short edge's junction
+            // delay spread over it would make a few metres on it cost
+            // seconds.
+            let learnt = f64::from(ctx.router.metric().edge_weight(edge))
+                / f64::from(g.travel_time_ms(edge)).max(1.0);
+            let per_m = learnt / g.driving_speed_mps(edge).max(0.1);
             self.off_driven_s += self.moved_m * per_m;
             self.off_driven_s + remaining - self.plan_left_s
         };
