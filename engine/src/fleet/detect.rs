@@ -446,12 +446,12 @@ mod tests {
         assert_eq!(o.observe(&c, 101.0, true, 0.0, 0.0), None);
         // A real detour.
         assert_eq!(o.observe(&c, 102.0, false, 60.0, 20.0), None);
-        assert_eq!(o.observe(&c, 103.0, false, 30.0, 50.0), None);
+        assert_eq!(o.observe(&c, 103.0, false, 30.0, 80.0), None);
         assert_eq!(
-            o.observe(&c, 104.0, false, 30.0, 70.0),
-            Some(RouteChange::Left(70.0))
+            o.observe(&c, 104.0, false, 30.0, 100.0),
+            Some(RouteChange::Left(100.0))
         );
-        assert_eq!(o.observe(&c, 110.0, false, 30.0, 90.0), None);
+        assert_eq!(o.observe(&c, 110.0, false, 30.0, 120.0), None);
         assert_eq!(o.observe(&c, 111.0, true, 10.0, 0.0), None);
         assert_eq!(
             o.observe(&c, 112.0, true, 10.0, 0.0),
