@@ -298,3 +298,72 @@ fn bad_traces_fail_cleanly() {
     let e = lastmile(&["evaluate", g, plain.to_str().unwrap()]);
     assert_clean_error(&e, &plain, "no ground truth");
 }
+
+#[test]
+fn eta_eval_and_calibrate_on_real_trips() {
+    let (Some(trips), Some(map)) = (
+        testdata::data_file("porto-taxi/porto_taxi_trips_318.csv"),
+        testdata::data_file("maps/porto_portugal.osm.pbf"),
+    ) else {
+        return;
+    };
+    let dir = tmpdir("eta-eval");
+    let graph = dir.join("porto.graph");
+    let o = lastmile(&[
+        "import",
+        map.to_str().unwrap(),
+        "--out",
+        graph.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let predictions = dir.join("p.csv");
+    let o = lastmile(&[
+        "eta-eval",
+        graph.to_str().unwrap(),
+        trips.to_str().unwrap(),
+        "--predictions",
+        predictions.to_str().unwrap(),
+        "--json",
+    ]);
+    let v = json(&o);
+    assert_eq!(v["trips"], 318);
+    assert_eq!(
+        v["learn_trips"].as_u64().unwrap() + v["test_trips"].as_u64().unwrap(),
+        318
+    );
+    let all = v["all"].as_array().unwrap();
+    let total = all.last().unwrap();
+    assert_eq!(total["label"], "all");
+    let n = total["samples"].as_u64().unwrap();
+    assert!(n > 1500, "{n}");
+    for key in [
+        "mae_s",
+        "bias_s",
+        "coverage",
+        "width_s",
+        "fixed_band_width_s",
+        "pinball_s",
+    ] {
+        assert!(total[key].as_f64().unwrap().is_finite(), "{key}");
+    }
+    let rows = rows(&predictions);
+    assert_eq!(rows[0][..3], ["trip_id", "ping", "lat"]);
+    assert_eq!(rows.len() as u64, n + 1);
+
+    let o = lastmile(&[
+        "calibrate",
+        graph.to_str().unwrap(),
+        trips.to_str().unwrap(),
+        "--json",
+    ]);
+    let c = json(&o);
+    assert_eq!(c["trips"], v["learn_trips"]);
+    assert!(c["traversals"].as_u64().unwrap() > 1000);
+    assert!(c["signal_s"].as_f64().unwrap() >= 0.0);
+
+    // Nothing to judge: a clear error, not a panic.
+    let empty = dir.join("empty.csv");
+    std::fs::write(&empty, "vehicle_id,timestamp,lat,lon\nv,1,41.1,-8.6\n").unwrap();
+    let o = lastmile(&["eta-eval", graph.to_str().unwrap(), empty.to_str().unwrap()]);
+    assert_clean_error(&o, &empty, "no trip of two points");
+}
