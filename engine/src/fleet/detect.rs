@@ -361,6 +361,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn risk_thresholds_must_make_sense() {
+        for (at_risk, clear) in [
+            (0.0, 0.0),
+            (1.0, 0.5),
+            (0.3, 0.4),
+            (0.3, -0.1),
+            (f64::NAN, 0.1),
+        ] {
+            let c = DetectConfig {
+                at_risk,
+                at_risk_clear: clear,
+                ..DetectConfig::default()
+            };
+            let e = c.validate().unwrap_err();
+            assert!(e.contains("at_risk"), "{e}");
+        }
+    }
+
+    #[test]
     fn risk_has_hysteresis() {
         let c = DetectConfig::default();
         assert_eq!(risk(&c, false, 0.2), None);

@@ -125,6 +125,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn window_settings_out_of_range_are_refused_by_name() {
+        assert!(EtaConfig::default().validate().is_ok());
+        let bad = [
+            EtaConfig {
+                window_notes: 0,
+                ..EtaConfig::default()
+            },
+            EtaConfig {
+                window_note_s: f64::NAN,
+                ..EtaConfig::default()
+            },
+            EtaConfig {
+                window_memory: 5.0,
+                ..EtaConfig::default()
+            },
+            EtaConfig {
+                window_min_outcomes: 5000.0,
+                ..EtaConfig::default()
+            },
+            EtaConfig {
+                window_prior_spread: 0.0,
+                ..EtaConfig::default()
+            },
+        ];
+        for c in bad {
+            let e = c.validate().unwrap_err();
+            assert!(e.contains("eta.window_"), "{e}");
+        }
+    }
+
+    #[test]
     fn refreshes_are_periodic_and_staggered() {
         let c = EtaConfig::default();
         let t = c.next_refresh(7, 1000.0);
