@@ -819,19 +819,8 @@ impl Vehicle {
                     with_window(ctx, &self.stops[i]);
                 }
             }
-            let s = &mut self.stops[i];
-            if let (Some(w), true) = (s.plan.window, t.is_finite())
-                && let Some(late) = lateness(&c, s.late, t, w.end)
-            {
-                s.late = late;
-                let kind = if late {
-                    EventKind::Late
-                } else {
-                    EventKind::BackOnTime
-                };
-                self.emit(ctx, kind, now, Some(id), t, w.end);
-                with_window(ctx, &self.stops[i]);
-            }
+            // Risk before lateness: a stop that is both at once (assigned
+            // already behind) says so in that order too.
             let s = &mut self.stops[i];
             if let Some(w) = s.plan.window {
                 let p_late = table.p_later(routed, w.end - now);
@@ -844,6 +833,19 @@ impl Vehicle {
                     };
                     self.emit(ctx, kind, now, Some(id), p_late, w.end);
                 }
+            }
+            let s = &mut self.stops[i];
+            if let (Some(w), true) = (s.plan.window, t.is_finite())
+                && let Some(late) = lateness(&c, s.late, t, w.end)
+            {
+                s.late = late;
+                let kind = if late {
+                    EventKind::Late
+                } else {
+                    EventKind::BackOnTime
+                };
+                self.emit(ctx, kind, now, Some(id), t, w.end);
+                with_window(ctx, &self.stops[i]);
             }
             self.send_milestones(ctx, i, now, k);
             prev = Some(i);
