@@ -137,9 +137,19 @@ fn the_customer_follows_the_parcel_to_the_door_and_rates_it() {
             if st["status"] == "arrived" {
                 return b.text("status").await == "The driver has arrived";
             }
-            let want = b.js("return lastmile.time(arguments[0])", vec![st["eta"].clone()]).await;
+            // The window when there is one ("between 14:25 and 14:40"),
+            // else the ETA.
+            let times = match st["eta_window"].as_array() {
+                Some(w) => w.clone(),
+                None => vec![st["eta"].clone()],
+            };
             let shown = b.text("eta").await;
-            want.as_str().is_some_and(|w| !w.is_empty() && shown.contains(w))
+            let mut agrees = true;
+            for t in times {
+                let want = b.js("return lastmile.time(arguments[0])", vec![t]).await;
+                agrees &= want.as_str().is_some_and(|w| !w.is_empty() && shown.contains(w));
+            }
+            agrees && (st["eta_window"].is_null() || shown.starts_with("Arriving between "))
         };
         wait_for("a known ETA on the page", async || page_agrees().await).await;
         // The van reaches the first stop; the driver completes it: ours is next.
