@@ -342,9 +342,9 @@ fn the_demos_links_open_while_its_fleet_drives() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let (mut dispatcher, mut customer) = (None, None);
-    for line in lines.map_while(Result::ok) {
+    for line in lines.by_ref().map_while(Result::ok) {
         if let Some(l) = line.strip_prefix("dispatcher: ") {
             dispatcher = Some(l.trim().to_string());
         }
@@ -357,6 +357,9 @@ fn the_demos_links_open_while_its_fleet_drives() {
         dispatcher.expect("a dispatcher link"),
         customer.expect("a customer link"),
     );
+    // Keep reading what the demo prints: a closed pipe would end it (its
+    // progress lines would meet a broken pipe) before the links are tried.
+    let drain = std::thread::spawn(move || lines.map_while(Result::ok).count());
     let (base, token) = customer.split_once("/t/").unwrap();
     common::server::rt().block_on(async {
         let http = reqwest::Client::new();
@@ -380,6 +383,7 @@ fn the_demos_links_open_while_its_fleet_drives() {
     });
     let _ = child.kill();
     let _ = child.wait();
+    let _ = drain.join();
 }
 
 #[test]

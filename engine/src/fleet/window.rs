@@ -400,12 +400,16 @@ impl Windows {
         ErrorModel::default().publish(params)
     }
 
-    /// The table a vehicle's ETAs are read from.
+    /// The table a vehicle's ETAs are read from: its fleet's, or the prior
+    /// for a fleet that has learnt nothing yet (never another fleet's),
+    /// or slot 0's for the fleets beyond [`MAX_FLEETS`], which learn there.
     pub fn table(&self, vehicle: VehicleId) -> &Table {
-        self.fleets
-            .get(&fleet_slot(vehicle))
-            .or_else(|| self.fleets.get(&0))
-            .unwrap_or(&self.prior)
+        let slot = fleet_slot(vehicle);
+        match self.fleets.get(&slot) {
+            Some(t) => t,
+            None if self.fleets.len() >= MAX_FLEETS => self.fleets.get(&0).unwrap_or(&self.prior),
+            None => &self.prior,
+        }
     }
 }
 
@@ -595,7 +599,22 @@ mod tests {
                 &params,
             );
         }
+        // Numbered vehicles (slot 0) learn too; a fleet that has learnt
+        // nothing reads the prior, not theirs nor the slow fleet's.
+        for i in 0..500 {
+            m.learn(
+                &Outcome {
+                    fleet: 0,
+                    vehicle: 7,
+                    time: 5000.0 + f64::from(i),
+                    routed_s: 600.0,
+                    actual_s: 1800.0,
+                },
+                &params,
+            );
+        }
         let w = m.publish(&params);
+        assert!(w.table(7).window(600.0)[1] > 1700.0);
         assert!(w.table(slow_fleet).window(600.0)[1] > 1100.0);
         let other: VehicleId = (1 << 62) | (6 << 38) | 1;
         assert!((w.table(other).window(600.0)[1] - 600.0).abs() < 10.0);
