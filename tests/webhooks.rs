@@ -75,9 +75,12 @@ impl Receiver {
         std::fs::write(&self.control, control.to_string()).unwrap();
     }
 
+    /// Every record written so far. The receiver may be writing the last
+    /// line as it is read: a last line without its newline is not one yet.
     fn records(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let whole = text.rfind('\n').map_or("", |end| &text[..end]);
+        whole
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
