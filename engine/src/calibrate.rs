@@ -25,9 +25,8 @@ use lastmile_roadgraph::highway::HighwayClass;
 
 use crate::MatcherConfig;
 use crate::evaluate::match_trace;
-use crate::trace::{Trace, TraceRow};
 use crate::traffic::{EdgeObservation, TrafficConfig, TraversalAccumulator};
-use crate::trips::Trip;
+use crate::trips::{Trip, as_trace};
 
 /// A traversal must cover this share of its edge to be used.
 const MIN_COVERAGE: f64 = 0.9;
@@ -66,17 +65,7 @@ pub struct Calibration {
 
 /// The whole-edge traversals of `trips`, matched on `graph`.
 pub fn traversals(graph: &Graph, trips: &[&Trip], config: &MatcherConfig) -> Vec<EdgeObservation> {
-    let mut trace = Trace::default();
-    for t in trips {
-        for p in &t.pings {
-            trace.rows.push(TraceRow {
-                vehicle: t.id.clone(),
-                ping: *p,
-                truth: None,
-                fields: csv::StringRecord::new(),
-            });
-        }
-    }
+    let trace = as_trace(trips.iter().copied());
     let m = match_trace(graph, config, &trace);
     let traffic = TrafficConfig {
         min_coverage: MIN_COVERAGE,

@@ -84,6 +84,23 @@ impl Trip {
     }
 }
 
+/// Trips as one trace, each trip a vehicle named by its id (for matching
+/// them as `lastmile match` would).
+pub fn as_trace<'a>(trips: impl IntoIterator<Item = &'a Trip>) -> crate::trace::Trace {
+    let mut trace = crate::trace::Trace::default();
+    for t in trips {
+        for p in &t.pings {
+            trace.rows.push(crate::trace::TraceRow {
+                vehicle: t.id.clone(),
+                ping: *p,
+                truth: None,
+                fields: csv::StringRecord::new(),
+            });
+        }
+    }
+    trace
+}
+
 /// Trips read from a file, and what could not be read.
 #[derive(Debug, Default)]
 pub struct Trips {

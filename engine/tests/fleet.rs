@@ -9,6 +9,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::drive;
 use lastmile_engine::Ping;
 use lastmile_engine::bench::{Day, DriveParams, Drivers, assign_routes, feed_day};
 use lastmile_engine::fleet::{
@@ -64,45 +65,6 @@ fn all_events(e: &Engine) -> Vec<Event> {
 
 fn kinds(events: &[Event], kind: EventKind) -> Vec<Event> {
     events.iter().filter(|e| e.kind == kind).copied().collect()
-}
-
-/// Pings every `dt` seconds of a vehicle driving `route` at `speed` m/s
-/// from `t0`, exactly on the road, reporting speed and heading.
-fn drive(g: &Graph, route: &Route, t0: f64, speed: f64, dt: f64) -> Vec<Ping> {
-    let mut pieces = Vec::new();
-    for (i, &e) in route.edges.iter().enumerate() {
-        let a = if i == 0 { route.start.offset_m } else { 0.0 };
-        let b = if i + 1 == route.edges.len() {
-            route.end.offset_m
-        } else {
-            g.length_m(e)
-        };
-        pieces.push((e, a, b.max(a)));
-    }
-    let total: f64 = pieces.iter().map(|(_, a, b)| b - a).sum();
-    let mut pings = Vec::new();
-    let mut k = 0;
-    loop {
-        let mut s = (speed * dt * k as f64).min(total);
-        let mut at = pieces[pieces.len() - 1];
-        let mut off = at.2;
-        for &(e, a, b) in &pieces {
-            if s <= b - a {
-                at = (e, a, b);
-                off = a + s;
-                break;
-            }
-            s -= b - a;
-        }
-        let mut p = Ping::new(t0 + dt * k as f64, g.point_on_edge(at.0, off));
-        p.speed = Some(speed as f32);
-        p.heading = Some(g.edge_bearing(at.0, off) as f32);
-        pings.push(p);
-        if speed * dt * k as f64 >= total {
-            return pings;
-        }
-        k += 1;
-    }
 }
 
 /// A route between two random road positions of the main network

@@ -10,42 +10,16 @@ mod common;
 
 use lastmile_engine::MatcherConfig;
 use lastmile_engine::evaluate::match_trace;
-use lastmile_engine::trace::read_csv;
 use lastmile_roadgraph::geo::haversine_m;
 use lastmile_roadgraph::{LatLon, testdata};
 
-/// The file's trips as a trace CSV: `shape` is a WKT LINESTRING (lon lat),
-/// `timestamps` one epoch second per point.
-fn trips_as_trace(path: &std::path::Path) -> String {
-    let mut r = csv::Reader::from_path(path).unwrap();
-    let mut out = String::from("vehicle_id,timestamp,lat,lon\n");
-    for rec in r.records() {
-        let rec = rec.unwrap();
-        let coords = rec[0]
-            .trim_start_matches("LINESTRING (")
-            .trim_end_matches(')');
-        let times: Vec<&str> = rec[1].split(',').map(str::trim).collect();
-        let points: Vec<&str> = coords.split(',').map(str::trim).collect();
-        assert_eq!(points.len(), times.len(), "trip {}", &rec[2]);
-        for (p, t) in points.iter().zip(&times) {
-            let (lon, lat) = p.split_once(' ').unwrap();
-            out.push_str(&format!("{},{t},{lat},{lon}\n", &rec[2]));
-        }
-    }
-    out
-}
-
 #[test]
 fn porto_taxi_trips_match() {
-    let Some(path) = testdata::data_file("porto-taxi/porto_taxi_trips_318.csv") else {
+    let Some((trips, g)) = porto() else {
         return;
     };
-    let Some(g) = common::map("porto_portugal.osm.pbf") else {
-        return;
-    };
-    let trace = read_csv(trips_as_trace(&path).as_bytes()).unwrap();
+    let trace = lastmile_engine::trips::as_trace(&trips.trips);
     assert_eq!(trace.rows.len(), 14_436);
-    assert_eq!(trace.skipped, 0);
     let m = match_trace(g, &MatcherConfig::default(), &trace);
     assert_eq!(m.paths.len(), 318);
 

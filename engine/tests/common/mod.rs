@@ -1,5 +1,6 @@
 //! Shared helpers for the engine's integration tests: real maps imported once
-//! per test binary, and simulated traces read back through the trace format.
+//! per test binary, simulated traces read back through the trace format, and
+//! constructed drives along a route.
 #![allow(dead_code)]
 
 use std::sync::{Mutex, OnceLock};
@@ -8,7 +9,7 @@ use lastmile_engine::evaluate::{Evaluation, TraceMatch, evaluate, match_trace};
 use lastmile_engine::simulate::{SimParams, simulate};
 use lastmile_engine::trace::{Trace, read_csv};
 use lastmile_engine::{MatcherConfig, Ping};
-use lastmile_roadgraph::{CityParams, Graph, NoProgress, synthetic, testdata};
+use lastmile_roadgraph::{CityParams, Graph, NoProgress, Route, synthetic, testdata};
 
 /// A real map from `../shared/data/maps`, imported once per test binary
 /// (`None`, after saying so, when the data is absent outside CI).
@@ -52,4 +53,43 @@ pub fn trace_of(pings: &[Ping]) -> Trace {
         text.push_str(&format!("v,{},{},{}\n", p.time, p.pos.lat, p.pos.lon));
     }
     read_csv(text.as_bytes()).expect("trace")
+}
+
+/// Pings every `dt` seconds of a vehicle driving `route` at `speed` m/s
+/// from `t0`, exactly on the road, reporting speed and heading.
+pub fn drive(g: &Graph, route: &Route, t0: f64, speed: f64, dt: f64) -> Vec<Ping> {
+    let mut pieces = Vec::new();
+    for (i, &e) in route.edges.iter().enumerate() {
+        let a = if i == 0 { route.start.offset_m } else { 0.0 };
+        let b = if i + 1 == route.edges.len() {
+            route.end.offset_m
+        } else {
+            g.length_m(e)
+        };
+        pieces.push((e, a, b.max(a)));
+    }
+    let total: f64 = pieces.iter().map(|(_, a, b)| b - a).sum();
+    let mut pings = Vec::new();
+    let mut k = 0;
+    loop {
+        let mut s = (speed * dt * k as f64).min(total);
+        let mut at = pieces[pieces.len() - 1];
+        let mut off = at.2;
+        for &(e, a, b) in &pieces {
+            if s <= b - a {
+                at = (e, a, b);
+                off = a + s;
+                break;
+            }
+            s -= b - a;
+        }
+        let mut p = Ping::new(t0 + dt * k as f64, g.point_on_edge(at.0, off));
+        p.speed = Some(speed as f32);
+        p.heading = Some(g.edge_bearing(at.0, off) as f32);
+        pings.push(p);
+        if speed * dt * k as f64 >= total {
+            return pings;
+        }
+        k += 1;
+    }
 }
