@@ -299,3 +299,19 @@ fn the_dispatcher_sees_the_fleet_a_late_van_and_its_stops() {
     let _ = driving.kill();
     let _ = driving.wait();
 }
+
+/// The harness's answer to a crashed renderer (tests/common/browser.rs):
+/// the page is opened again in a fresh session and the command repeated.
+#[test]
+fn a_crashed_tab_is_opened_again_once() {
+    if !browser::available() {
+        return;
+    }
+    rt().block_on(async {
+        let b = Browser::start("crash", 400, 300).await;
+        b.goto("data:text/html,<p id=x>hello</p>").await;
+        let _ = b.client().goto("chrome://crash").await;
+        assert_eq!(b.text("x").await, "hello");
+        b.close().await;
+    });
+}
