@@ -251,7 +251,7 @@ fn pages(c: &mut Criterion) {
             bench.iter_custom(|iters| {
                 rt.block_on(async {
                     let ms = b
-                        .client
+                        .client()
                         .execute_async(
                             "const [n, done] = arguments; let k = 0; const t0 = performance.now(); \
                              const f = () => { if (++k >= n) done(performance.now() - t0); else requestAnimationFrame(f); }; \

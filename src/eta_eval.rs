@@ -33,12 +33,20 @@ pub struct EtaEvalArgs {
     /// Do not learn from the other half first: the engine as it starts.
     #[arg(long)]
     no_learning: bool,
+    /// Judge one half only, learnt from the other (by default both halves
+    /// are judged, each by an engine that learnt from the other).
+    #[arg(long)]
+    one_fold: bool,
     /// Shards (worker threads); 0 = one per core.
     #[arg(long, default_value_t = 1)]
     shards: usize,
     /// Write every judged estimate as CSV (trip, ping, times to go).
     #[arg(long)]
     predictions: Option<PathBuf>,
+    /// The server's configuration file: its `[eta]`, `[traffic]`,
+    /// `[matcher]` and `[detect]` settings are the ones judged.
+    #[arg(long)]
+    config: Option<PathBuf>,
     #[arg(long)]
     json: bool,
 }
@@ -56,39 +64,73 @@ pub fn eta_eval(a: EtaEvalArgs) -> Result<()> {
     }
     let pings: usize = read.trips.iter().map(|t| t.pings.len()).sum();
     bar.stage_count("replaying", pings as u64);
+    let base = match &a.config {
+        Some(path) => lastmile_node::config::Config::load(path)?.fleet_config(),
+        None => FleetConfig::default(),
+    };
     let config = FleetConfig {
         shards: a.shards,
-        ..FleetConfig::default()
+        ..base
     };
-    let params = TripParams {
-        every: a.every.max(1),
-        learn: !a.no_learning,
-        ..TripParams::default()
+    let folds: &[bool] = if a.one_fold || a.no_learning {
+        &[false]
+    } else {
+        &[false, true]
     };
+    let mut reports = Vec::new();
     let last = std::cell::Cell::new(0);
-    let report = replay_trips(graph, config, &read.trips, &params, &|n| {
-        bar.inc(n - last.replace(n));
-    });
-    bar.finish();
-    if let Some(path) = &a.predictions {
-        write_predictions(path, &read.trips, &report.predictions)?;
+    for &swap in folds {
+        let params = TripParams {
+            every: a.every.max(1),
+            learn: !a.no_learning,
+            swap,
+            ..TripParams::default()
+        };
+        last.set(0);
+        reports.push(replay_trips(
+            graph.clone(),
+            config.clone(),
+            &read.trips,
+            &params,
+            &|n| {
+                bar.inc(n - last.replace(n));
+            },
+        ));
     }
-    let all: Vec<_> = report.predictions.iter().map(|p| p.prediction).collect();
-    let moving: Vec<_> = report
-        .predictions
+    bar.finish();
+    let predictions: Vec<TripPrediction> = reports
+        .iter()
+        .flat_map(|r| r.predictions.iter().copied())
+        .collect();
+    if let Some(path) = &a.predictions {
+        write_predictions(path, &read.trips, &predictions)?;
+    }
+    let all: Vec<_> = predictions.iter().map(|p| p.prediction).collect();
+    let moving: Vec<_> = predictions
         .iter()
         .filter(|p| p.moving)
         .map(|p| p.prediction)
         .collect();
     let (all_scores, moving_scores) = (Score::by_band(&all), Score::by_band(&moving));
     let moving_trips = read.trips.iter().filter(|t| t.mostly_moves()).count();
+    let no_eta: usize = reports.iter().map(|r| r.no_eta).sum();
     if a.json {
+        let folds: Vec<_> = reports
+            .iter()
+            .map(|r| {
+                json!({
+                    "learn_trips": r.learn_trips, "test_trips": r.test_trips,
+                    "pings": r.pings, "outcomes_learnt": r.outcomes_learnt,
+                    "no_eta": r.no_eta,
+                    "ratios": ratios_json(&r.ratios[0]),
+                    "ratios_standing": ratios_json(&r.ratios[1]),
+                })
+            })
+            .collect();
         let out = json!({
             "trips": read.trips.len(), "skipped": read.skipped,
-            "learn_trips": report.learn_trips, "test_trips": report.test_trips,
-            "moving_trips": moving_trips, "pings": report.pings,
-            "outcomes_learnt": report.outcomes_learnt, "no_eta": report.no_eta,
-            "learning": params.learn,
+            "moving_trips": moving_trips, "no_eta": no_eta,
+            "learning": !a.no_learning, "folds": folds,
             "all": all_scores, "moving": moving_scores,
             "seconds": t0.elapsed().as_secs_f64(),
         });
@@ -96,15 +138,37 @@ pub fn eta_eval(a: EtaEvalArgs) -> Result<()> {
         return Ok(());
     }
     println!(
-        "trips: {} ({} learnt from, {} judged; {} mostly move), {} pings, {} outcomes learnt{}",
+        "trips: {} ({} mostly move), judged {} way{}{}",
         read.trips.len(),
-        report.learn_trips,
-        report.test_trips,
         moving_trips,
-        report.pings,
-        report.outcomes_learnt,
-        if params.learn { "" } else { " (learning off)" }
+        reports.len(),
+        if reports.len() == 1 {
+            ""
+        } else {
+            "s (each half by an engine that learnt from the other)"
+        },
+        if a.no_learning { " (learning off)" } else { "" }
     );
+    for (k, r) in reports.iter().enumerate() {
+        println!(
+            "\nfold {}: {} trips learnt from ({} outcomes), {} judged",
+            k + 1,
+            r.learn_trips,
+            r.outcomes_learnt,
+            r.test_trips
+        );
+        if !r.ratios[0].is_empty() {
+            println!(
+                "  learnt ratio of actual to routed time (P10 / P50 / P90, outcomes weighed), moving | standing:"
+            );
+            for ((centre, q, w), (_, s, ws)) in r.ratios[0].iter().zip(&r.ratios[1]) {
+                println!(
+                    "  {centre:>6.0} s to go: {:.2} / {:.2} / {:.2} ({w:.0}) | {:.2} / {:.2} / {:.2} ({ws:.0})",
+                    q[0], q[1], q[2], s[0], s[1], s[2]
+                );
+            }
+        }
+    }
     for (title, scores) in [
         ("all judged trips", &all_scores),
         ("trips that mostly move", &moving_scores),
@@ -116,7 +180,7 @@ pub fn eta_eval(a: EtaEvalArgs) -> Result<()> {
     println!(
         "\neta-eval: {} estimates ({} without an ETA); moving trips: P50 MAE {:.0} s, bias {:+.0} s ({:+.1}% of {:.0} s), P10-P90 coverage {:.1}% in {:.2} s",
         all.len(),
-        report.no_eta,
+        no_eta,
         m.mae_s,
         m.bias_s,
         100.0 * m.bias_s / m.mean_actual_s.max(1.0),
@@ -125,6 +189,15 @@ pub fn eta_eval(a: EtaEvalArgs) -> Result<()> {
         t0.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+fn ratios_json(ratios: &[(f64, [f64; 3], f64)]) -> Vec<serde_json::Value> {
+    ratios
+        .iter()
+        .map(|(centre, q, weight)| {
+            json!({"routed_s": centre, "p10": q[0], "p50": q[1], "p90": q[2], "weight": weight})
+        })
+        .collect()
 }
 
 fn print_table(scores: &[Score]) {

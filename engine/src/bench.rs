@@ -385,7 +385,7 @@ pub fn run_day(
     let assign_s = assign_started.elapsed().as_secs_f64();
     let fed = feed_day(&engine, day, drive, progress);
     let stats = engine.stats();
-    let ratios = engine.error_model().ratios(0);
+    let ratios = engine.learnt_ratios(0, false);
     let eta = HORIZONS_MIN
         .iter()
         .zip(&fed.errors)

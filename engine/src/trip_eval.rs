@@ -34,6 +34,9 @@ pub struct TripParams {
     /// Learn from the learning half first; `false` judges the engine as it
     /// comes (free flow and the prior window).
     pub learn: bool,
+    /// Learn from the half otherwise judged, and judge the other: the
+    /// second fold of the two, to see that a figure is not one split's.
+    pub swap: bool,
 }
 
 impl Default for TripParams {
@@ -42,6 +45,7 @@ impl Default for TripParams {
             every: 4,
             tick_s: 60.0,
             learn: true,
+            swap: false,
         }
     }
 }
@@ -66,6 +70,11 @@ pub struct TripsReport {
     pub pings: u64,
     /// ETA outcomes the engine learnt (phase one).
     pub outcomes_learnt: u64,
+    /// What phase one taught the windows of vehicles moving (`[0]`) and
+    /// standing (`[1]`): per horizon class, its centre (routed seconds to
+    /// go), the P10, P50 and P90 ratio of actual to routed time, and the
+    /// outcomes it weighs (see [`crate::fleet::ErrorModel::ratios`]).
+    pub ratios: [Vec<(f64, [f64; 3], f64)>; 2],
     /// Sampling points where the engine had no ETA (never placed on a road,
     /// or the destination was unreachable).
     pub no_eta: usize,
@@ -85,7 +94,7 @@ pub fn replay_trips(
 ) -> TripsReport {
     let engine = Engine::new(graph, config);
     let (learn, test): (Vec<usize>, Vec<usize>) =
-        (0..trips.len()).partition(|&i| trips[i].half() == Half::Learn);
+        (0..trips.len()).partition(|&i| (trips[i].half() == Half::Learn) != params.swap);
     let mut report = TripsReport {
         learn_trips: learn.len(),
         test_trips: test.len(),
@@ -105,6 +114,10 @@ pub fn replay_trips(
         engine.sync();
         end = publish_at;
         report.outcomes_learnt = engine.stats().eta_outcomes;
+        report.ratios = [
+            engine.learnt_ratios(0, false),
+            engine.learnt_ratios(0, true),
+        ];
     }
     engine.set_window_learning(false);
     let test_start = test

@@ -29,7 +29,6 @@ const COVERAGE: std::ops::RangeInclusive<f64> = 0.74..=0.86;
 const BALANCE: std::ops::RangeInclusive<f64> = 0.40..=0.60;
 
 #[test]
-#[ignore = "issue 37, open: on this day the window holds 0.874 at 30 min (BENCHMARKS.md)"]
 fn windows_are_calibrated_on_a_day_no_tuning_saw() {
     let g = town();
     // Seed and congestion used nowhere else (the tuning ran on the bench's

@@ -40,7 +40,9 @@
 //! broke because no road led to them, format 9 the stops' customer
 //! ratings, format 10 the customer milestones each stop has had, format 11
 //! the stops' arrival windows, the vehicles' noted predictions and the
-//! learnt ETA errors; formats 1 to 10 are no longer read.
+//! learnt ETA errors, format 12 those errors learnt apart for vehicles
+//! that stand and notes of whole seconds; formats 1 to 11 are no longer
+//! read.
 
 use std::io::{self, Write};
 use std::ops::Range;
@@ -55,7 +57,7 @@ use super::{StopId, StopRecord, VehicleId};
 use crate::traffic::{EdgeObservation, LearntTraffic};
 
 const MAGIC: &[u8; 8] = b"LMCKPT\0\x01";
-const FORMAT: u32 = 11;
+const FORMAT: u32 = 12;
 const HEADER: usize = 16;
 const TRAILER: usize = 16;
 

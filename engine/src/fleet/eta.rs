@@ -20,9 +20,11 @@ pub struct EtaConfig {
     /// The searches a metric update calls for are spread over this many
     /// seconds (retimed ETAs are right at once; a better path can wait).
     pub reroute_spread_s: f64,
-    /// Arrival windows (see [`super::window`]): a vehicle notes one
-    /// remaining stop's routed time every `window_note_s` while it has
-    /// fewer than `window_notes` waiting for their stops.
+    /// Arrival windows (see [`super::window`]): a vehicle notes its next
+    /// stop's routed time every half of that time (at least every
+    /// `window_note_s`), and a later stop's every `window_note_s`, while
+    /// fewer than `window_notes` wait for their stops (half of them at most
+    /// for later stops).
     pub window_note_s: f64,
     pub window_notes: usize,
     /// Outcomes remembered per horizon class at most (effective count);
@@ -45,7 +47,7 @@ impl Default for EtaConfig {
             stop_snap_m: 250.0,
             reroute_spread_s: 300.0,
             window_note_s: 60.0,
-            window_notes: 6,
+            window_notes: 8,
             window_memory: 1000.0,
             window_memory_s: 1800.0,
             window_min_outcomes: 100.0,

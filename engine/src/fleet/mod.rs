@@ -1222,10 +1222,12 @@ impl Engine {
         }
     }
 
-    /// The ETA errors learnt so far (see [`window`]).
-    pub fn error_model(&self) -> ErrorModel {
+    /// What the windows of `fleet`'s vehicles moving or `standing` have
+    /// learnt (see [`ErrorModel::ratios`]).
+    pub fn learnt_ratios(&self, fleet: u32, standing: bool) -> Vec<(f64, [f64; 3], f64)> {
+        let params = self.config.eta.window_params();
         let co = self.coordinator.lock().unwrap_or_else(|p| p.into_inner());
-        co.errors.clone()
+        co.errors.ratios(fleet, standing, &params)
     }
 
     /// Turns the learning of ETA errors (the windows) on or off from the

@@ -15,7 +15,7 @@ use super::path_code::PathCode;
 use super::shard::Ctx;
 use super::snapshot::{EtaState, StopEta, VehicleSnapshot};
 use super::stops::{Command, ProofOfDelivery, StopOutcome, StopPlan, StopStatus};
-use super::window::Sampler;
+use super::window::{self, Sampler};
 use super::{PathPiece, StopId, VehicleId};
 use crate::Ping;
 use crate::matcher::{MatchStatus, VehicleTrack};
@@ -730,6 +730,10 @@ impl Vehicle {
             .map_or(0.0, |(since, s)| {
                 (since + s.plan.service_s - base_time).max(0.0)
             });
+        // Standing away from its work: the windows of vehicles that stand
+        // are learnt apart (see `window`).
+        let standing =
+            serving == 0.0 && !self.motion.moving && now - self.motion.since >= window::STANDING_S;
         let (mut t, mut m) = match self.to_next {
             Some((s, m)) => (base_time + serving + f64::from(s), f64::from(m)),
             None => (f64::NAN, f64::NAN),
@@ -748,18 +752,23 @@ impl Vehicle {
         let eta_change = c.eta_change_s;
         let windows = ctx.windows.clone();
         let table = windows.table(self.id);
-        // Which remaining stop's prediction is noted now, if any.
+        // Which later stop's prediction is noted now, if any (the next
+        // stop's is judged where its routed time is known, below).
         let stops = &self.stops;
-        let note = (from_ping
-            && self.sampler.due(now, ctx.eta.window_notes, |id| {
-                stops
-                    .iter()
-                    .any(|s| s.plan.id == id && s.status.is_remaining())
-            }))
-        .then(|| {
-            let remaining = stops.iter().filter(|s| s.status.is_remaining()).count();
-            self.sampler.pick(remaining)
-        });
+        let later = from_ping
+            .then(|| {
+                let (every, max) = (ctx.eta.window_note_s, ctx.eta.window_notes);
+                self.sampler.prune(now, every, max, |id| {
+                    stops
+                        .iter()
+                        .any(|s| s.plan.id == id && s.status.is_remaining())
+                });
+                let remaining = stops.iter().filter(|s| s.status.is_remaining()).count();
+                let later = remaining.saturating_sub(1);
+                self.sampler.later_due(now, later, ctx.eta.window_notes)
+            })
+            .flatten()
+            .map(|j| j + 1);
         for i in 0..self.stops.len() {
             if !self.stops[i].status.is_remaining() {
                 continue;
@@ -783,15 +792,18 @@ impl Vehicle {
             // `t` is the routed arrival; the ETA is the P50 of what routed
             // times like it came to.
             let routed = t - now;
-            if note == Some(k) {
+            let id = self.stops[i].plan.id;
+            let (every, max) = (ctx.eta.window_note_s, ctx.eta.window_notes);
+            if from_ping && k == 0 && self.sampler.next_due(id, now, routed, every, max) {
+                self.sampler.note(id, now, routed, standing);
+            } else if later == Some(k) {
                 if routed.is_finite() {
-                    let every = ctx.eta.window_note_s;
-                    self.sampler.note(self.stops[i].plan.id, now, routed, every);
+                    self.sampler.note_later(id, now, routed, standing, every);
                 } else {
                     self.sampler.skip();
                 }
             }
-            let [lo, mid, hi] = table.window(routed);
+            let [lo, mid, hi] = table.window(routed, standing);
             let s = &mut self.stops[i];
             (s.eta, s.p10, s.p90) = (now + mid, now + lo, now + hi);
             let t = s.eta;
@@ -823,7 +835,7 @@ impl Vehicle {
             // already behind) says so in that order too.
             let s = &mut self.stops[i];
             if let Some(w) = s.plan.window {
-                let p_late = table.p_later(routed, w.end - now);
+                let p_late = table.p_later(routed, w.end - now, standing);
                 if let Some(at_risk) = risk(&c, s.at_risk, p_late) {
                     s.at_risk = at_risk;
                     let kind = if at_risk {

@@ -7,22 +7,29 @@
 //! The engine therefore keeps, per fleet, the distribution of
 //! `ln(actual time to go / routed time to go)` over past predictions, by
 //! horizon (the routed time to go when the prediction was made: a stop an
-//! hour away is less certain than one two minutes away), and reads the
+//! hour away is less certain than one two minutes away) and apart for
+//! vehicles moving and standing (a vehicle that has not moved for a minute,
+//! away from a stop it serves, will take longer than routed), and reads the
 //! 10th, 50th and 90th percentiles of it for every ETA: the ETA a stop is
 //! given is the P50, and its window the P10 to P90.
 //!
-//! - **Samples.** Each vehicle now and then notes one remaining stop's
-//!   routed time to go ([`Sampler`], a few per vehicle at most). When the
-//!   stop is reached (arrival, or completion where no arrival was seen),
-//!   each note becomes an [`Outcome`]; a stop that goes away unreached
-//!   drops its notes. Which stop is noted never depends on how the
-//!   prediction turns out, so the notes are a fair sample.
+//! - **Samples.** Each vehicle notes its next stop's routed time to go
+//!   each time half of it has passed (so every horizon is learnt from
+//!   approaches of every length, evenly in time), and a later stop's now and
+//!   then ([`Sampler`], a few notes per vehicle at most). When the stop is
+//!   reached (arrival, or completion where no arrival was seen), each note
+//!   becomes an [`Outcome`]; a stop that goes away unreached drops its
+//!   notes. Whether a note is taken never depends on how the prediction
+//!   turns out, so the notes are a fair sample.
 //! - **Learning.** Outcomes go to the coordinator at ticks, are sorted (the
 //!   same order whatever the shard count) and enter [`ErrorModel`]: one
-//!   histogram of log-ratios per horizon class and fleet, whose old weight
-//!   fades in event time (the last half hour of a busy fleet's arrivals, the
-//!   last hundred of a quiet one's), on top of a prior (a log-normal around
-//!   the routed time) that the first outcomes outweigh.
+//!   histogram of log-ratios per class (horizon and state) and fleet, whose
+//!   old weight fades in event time (the last half hour of a busy fleet's
+//!   arrivals, the last hundred of a quiet one's). A class is read shrunk
+//!   towards its state's outcomes, those towards the fleet's, and those
+//!   towards a prior (a log-normal around the routed time): the first
+//!   outcomes of a fleet, and a class that sees few, borrow from what is
+//!   learnt nearest to them.
 //! - **Reading.** The model is published to the shards as [`Windows`],
 //!   cumulative tables that give quantiles and the probability of
 //!   arriving after a time, interpolated between horizon classes in log
@@ -41,6 +48,20 @@ use super::{StopId, VehicleId};
 /// Predictions between two centres are read (and learnt) as a blend of
 /// both, in log time.
 const CENTRES_S: [f64; 8] = [60.0, 180.0, 420.0, 720.0, 1080.0, 1620.0, 2400.0, 3600.0];
+/// Classes are kept apart for a vehicle moving (or serving a stop) and one
+/// standing somewhere else: a standing vehicle's routed time says least
+/// (a taxi waiting with its meter running, a van stuck or on a break).
+const STATES: usize = 2;
+
+/// A vehicle that has not moved for this long, and is not serving a stop,
+/// is standing.
+pub const STANDING_S: f64 = 60.0;
+
+/// The first class of a state's horizons.
+fn state_base(standing: bool) -> usize {
+    usize::from(standing) * CENTRES_S.len()
+}
+
 /// Log-ratio bins: [`X_MIN`, `X_MAX`) in steps of [`X_STEP`]; values
 /// outside fall in the end bins.
 const X_MIN: f64 = -1.6;
@@ -106,6 +127,8 @@ pub struct Outcome {
     pub time: f64,
     pub routed_s: f32,
     pub actual_s: f32,
+    /// Whether the vehicle was standing when the prediction was made.
+    pub standing: bool,
 }
 
 impl Outcome {
@@ -117,6 +140,7 @@ impl Outcome {
                 .then(a.vehicle.cmp(&b.vehicle))
                 .then(a.routed_s.total_cmp(&b.routed_s))
                 .then(a.actual_s.total_cmp(&b.actual_s))
+                .then(a.standing.cmp(&b.standing))
         });
     }
 }
@@ -156,24 +180,22 @@ struct Histogram {
 }
 
 impl Histogram {
-    fn prior(params: &WindowParams) -> Self {
-        let sigma = params.prior_spread.max(X_STEP);
-        let mut weights: Vec<f64> = (0..BINS)
-            .map(|i| {
-                let x = X_MIN + (i as f64 + 0.5) * X_STEP;
-                (-0.5 * (x / sigma).powi(2)).exp()
-            })
-            .collect();
-        let total: f64 = weights.iter().sum();
-        for w in &mut weights {
-            *w *= params.prior_weight / total;
-        }
+    fn empty() -> Self {
         Self {
-            weights,
+            weights: vec![0.0; BINS],
             scale: 1.0,
-            total: params.prior_weight,
+            total: 0.0,
             last: f64::NEG_INFINITY,
         }
+    }
+
+    /// The weight in each bin, in outcomes.
+    fn unscaled(&self) -> Bins {
+        let mut out = [0.0; BINS];
+        for (o, w) in out.iter_mut().zip(&self.weights) {
+            *o = w / self.scale;
+        }
+        out
     }
 
     /// Adds an outcome of `weight` at event time `time`. Old weight fades
@@ -203,18 +225,55 @@ impl Histogram {
             self.scale = 1.0;
         }
     }
+}
 
-    /// Cumulative shares at the bins' upper edges.
-    fn cumulative(&self) -> [f32; BINS] {
-        let total: f64 = self.weights.iter().sum();
-        let mut acc = 0.0;
-        let mut out = [0f32; BINS];
-        for (o, w) in out.iter_mut().zip(&self.weights) {
-            acc += w;
-            *o = (acc / total) as f32;
-        }
-        out
+/// Weights per log-ratio bin.
+type Bins = [f64; BINS];
+
+/// The prior's shape: a log-normal around the routed time, of weight one.
+fn prior_shape(params: &WindowParams) -> Bins {
+    let sigma = params.prior_spread.max(X_STEP);
+    let mut out = [0.0; BINS];
+    for (i, o) in out.iter_mut().enumerate() {
+        let x = X_MIN + (i as f64 + 0.5) * X_STEP;
+        *o = (-0.5 * (x / sigma).powi(2)).exp();
     }
+    let total: f64 = out.iter().sum();
+    out.map(|w| w / total)
+}
+
+/// `own` weights with `weight` outcomes' worth of `towards`'s shape added.
+fn shrink(own: &Bins, weight: f64, towards: &Bins) -> Bins {
+    let total: f64 = towards.iter().sum();
+    let mut out = *own;
+    if total > 0.0 {
+        for (o, t) in out.iter_mut().zip(towards) {
+            *o += weight * t / total;
+        }
+    }
+    out
+}
+
+fn sum<'a>(bins: impl Iterator<Item = &'a Bins>) -> Bins {
+    let mut out = [0.0; BINS];
+    for b in bins {
+        for (o, w) in out.iter_mut().zip(b) {
+            *o += w;
+        }
+    }
+    out
+}
+
+/// Cumulative shares at the bins' upper edges.
+fn cumulative(weights: &Bins) -> [f32; BINS] {
+    let total: f64 = weights.iter().sum();
+    let mut acc = 0.0;
+    let mut out = [0f32; BINS];
+    for (o, w) in out.iter_mut().zip(weights) {
+        acc += w;
+        *o = (acc / total) as f32;
+    }
+    out
 }
 
 /// One fleet's histograms, one per horizon class.
@@ -225,11 +284,32 @@ struct FleetHistograms {
 }
 
 impl FleetHistograms {
-    fn new(params: &WindowParams) -> Self {
+    fn new() -> Self {
         Self {
-            classes: vec![Histogram::prior(params); CENTRES_S.len()],
+            classes: vec![Histogram::empty(); STATES * CENTRES_S.len()],
             outcomes: 0,
         }
+    }
+
+    /// Each class's distribution as read: its own outcomes, shrunk towards
+    /// its state's (all horizons), which is shrunk towards the fleet's (all
+    /// classes), which is shrunk towards the log-normal prior, each by
+    /// `prior_weight` outcomes. A class that has seen little (a quiet
+    /// fleet's long horizons, its vehicles that stand) reads what the fleet
+    /// has learnt nearest to it rather than a guess.
+    fn read(&self, params: &WindowParams) -> Vec<Bins> {
+        let w = params.prior_weight;
+        let own: Vec<Bins> = self.classes.iter().map(Histogram::unscaled).collect();
+        let fleet = shrink(&sum(own.iter()), w, &prior_shape(params));
+        let n = CENTRES_S.len();
+        let states: Vec<Bins> = own
+            .chunks(n)
+            .map(|state| shrink(&sum(state.iter()), w, &fleet))
+            .collect();
+        own.iter()
+            .enumerate()
+            .map(|(c, bins)| shrink(bins, w, &states[c / n]))
+            .collect()
     }
 }
 
@@ -250,7 +330,7 @@ impl ErrorModel {
         let h = self
             .fleets
             .entry(fleet)
-            .or_insert_with(|| FleetHistograms::new(params));
+            .or_insert_with(FleetHistograms::new);
         h.outcomes += 1;
         let (routed, actual) = (f64::from(o.routed_s), f64::from(o.actual_s));
         if !(routed.is_finite() && actual.is_finite() && actual >= 0.0) {
@@ -258,6 +338,7 @@ impl ErrorModel {
         }
         let x = log_ratio(actual, routed);
         let (k, share) = blend(routed);
+        let k = state_base(o.standing) + k;
         if share < 1.0 {
             h.classes[k].add(x, 1.0 - share, o.time, params);
         }
@@ -271,31 +352,37 @@ impl ErrorModel {
         self.fleets.values().map(|f| f.outcomes).sum()
     }
 
-    /// For reports: per horizon class of `fleet` (its centre, routed
-    /// seconds to go), the P10, P50 and P90 ratio of actual to routed time,
-    /// and the outcomes it weighs (prior included, faded).
-    pub fn ratios(&self, fleet: u32) -> Vec<(f64, [f64; 3], f64)> {
+    /// For reports: per horizon class of `fleet` for vehicles moving or
+    /// `standing` (its centre, routed seconds to go), the P10, P50 and P90
+    /// ratio of actual to routed time as read, and the outcomes of its own
+    /// it weighs (faded).
+    pub fn ratios(
+        &self,
+        fleet: u32,
+        standing: bool,
+        params: &WindowParams,
+    ) -> Vec<(f64, [f64; 3], f64)> {
         let Some(h) = self.fleets.get(&fleet) else {
             return Vec::new();
         };
-        h.classes
-            .iter()
-            .zip(CENTRES_S)
-            .map(|(c, centre)| {
-                let cum = c.cumulative();
+        let read = h.read(params);
+        let base = state_base(standing);
+        (0..CENTRES_S.len())
+            .map(|k| {
+                let cum = cumulative(&read[base + k]);
                 let q = [P10, 0.5, P90].map(|l| quantile(&cum, l).exp());
-                (centre, q, c.total)
+                (CENTRES_S[k], q, h.classes[base + k].total)
             })
             .collect()
     }
 
     /// What the shards read.
     pub fn publish(&self, params: &WindowParams) -> Windows {
-        let prior = Arc::new(Table::of(&FleetHistograms::new(params)));
+        let prior = Arc::new(Table::of(&FleetHistograms::new(), params));
         let fleets = self
             .fleets
             .iter()
-            .map(|(&k, h)| (k, Arc::new(Table::of(h))))
+            .map(|(&k, h)| (k, Arc::new(Table::of(h, params))))
             .collect();
         Windows { prior, fleets }
     }
@@ -311,8 +398,8 @@ pub struct Table {
 }
 
 impl Table {
-    fn of(h: &FleetHistograms) -> Self {
-        let cumulative: Vec<[f32; BINS]> = h.classes.iter().map(Histogram::cumulative).collect();
+    fn of(h: &FleetHistograms, params: &WindowParams) -> Self {
+        let cumulative: Vec<[f32; BINS]> = h.read(params).iter().map(cumulative).collect();
         let quantiles = cumulative
             .iter()
             .map(|c| [quantile(c, P10), quantile(c, 0.5), quantile(c, P90)])
@@ -323,13 +410,15 @@ impl Table {
         }
     }
 
-    /// The P10, P50 and P90 times to go for a routed time to go.
-    pub fn window(&self, routed_s: f64) -> [f64; 3] {
+    /// The P10, P50 and P90 times to go for a routed time to go, for a
+    /// vehicle moving or `standing`.
+    pub fn window(&self, routed_s: f64, standing: bool) -> [f64; 3] {
         if !routed_s.is_finite() {
             return [f64::NAN; 3];
         }
         let routed = routed_s.max(0.0);
         let (k, share) = blend(routed);
+        let k = state_base(standing) + k;
         let (a, b) = (self.quantiles[k], self.quantiles[k + 1]);
         let base = routed.max(MIN_TO_GO_S);
         let q = |i: usize| {
@@ -342,8 +431,8 @@ impl Table {
     }
 
     /// The probability that a stop routed `routed_s` away is reached later
-    /// than `deadline_s` from now.
-    pub fn p_later(&self, routed_s: f64, deadline_s: f64) -> f64 {
+    /// than `deadline_s` from now by a vehicle moving or `standing`.
+    pub fn p_later(&self, routed_s: f64, deadline_s: f64, standing: bool) -> f64 {
         if !routed_s.is_finite() || !deadline_s.is_finite() {
             return f64::NAN;
         }
@@ -351,6 +440,7 @@ impl Table {
             return 1.0;
         }
         let (k, share) = blend(routed_s.max(0.0));
+        let k = state_base(standing) + k;
         let x = log_ratio(deadline_s, routed_s);
         let below = |c: &[f32; BINS]| cdf(c, x);
         let p = below(&self.cumulative[k]) * (1.0 - share) + below(&self.cumulative[k + 1]) * share;
@@ -413,62 +503,154 @@ impl Windows {
     }
 }
 
-/// A noted prediction: the stop, when, and its routed time to go then.
+/// A noted prediction: the stop, when (whole seconds of event time: a
+/// second is nothing beside the minutes a ratio is read over, and 16 bytes
+/// a note where an `f64` would take 24), and its routed time to go then,
+/// negative when the vehicle was standing (a time to go is never below
+/// zero, so its sign is free to carry that, in the same 16 bytes).
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Copy, Debug, PartialEq)]
 struct Note {
     stop: StopId,
-    at: f64,
-    routed_s: f32,
+    at: u32,
+    signed_routed_s: f32,
 }
 
+impl Note {
+    fn at(&self) -> f64 {
+        f64::from(self.at)
+    }
+
+    fn routed_s(&self) -> f32 {
+        self.signed_routed_s.abs()
+    }
+
+    fn standing(&self) -> bool {
+        self.signed_routed_s.is_sign_negative()
+    }
+}
+
+/// The next stop is noted again after this share of its routed time to go
+/// (and at least `window_note_s`): about as many notes at every horizon,
+/// from approaches of every length, each horizon's taken evenly in time,
+/// stalls included, as a customer looking at the ETA would see it. (Notes
+/// at levels the time to go falls below would miss the stalls; notes on a
+/// plain clock would crowd a long approach's first minutes.)
+const NEXT_SPACING: f64 = 0.5;
+
 /// A vehicle's noted predictions, waiting for their stops to be reached.
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, Default)]
+///
+/// Whether a note is taken depends only on what is known when it is taken
+/// (the routed time, the clock, the notes waiting), never on how the
+/// prediction turns out, so the notes are a fair sample of the predictions
+/// at each horizon.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug)]
 pub(crate) struct Sampler {
     notes: Vec<Note>,
-    /// No note is taken before this event time.
+    /// The next stop, and when it is noted again.
+    next_stop: StopId,
     next_at: f64,
-    /// Counts notes taken: which remaining stop the next one is of.
+    /// No later stop is noted before this event time, nor are notes
+    /// pruned before `prune_at` unless they fill the room.
+    later_at: f64,
+    prune_at: f64,
+    /// Counts later stops' notes: which of them the next one is of.
     turn: u32,
+}
+
+impl Default for Sampler {
+    fn default() -> Self {
+        Self {
+            notes: Vec::new(),
+            next_stop: StopId::MAX,
+            next_at: f64::NEG_INFINITY,
+            later_at: f64::NEG_INFINITY,
+            prune_at: f64::NEG_INFINITY,
+            turn: 0,
+        }
+    }
 }
 
 /// A note whose stop has not been reached this long after is dropped.
 const NOTE_MAX_AGE_S: f64 = 6.0 * 3600.0;
 
 impl Sampler {
-    /// Whether a note is due at `now` and there is room for it, once the
-    /// notes of stops no longer `remaining` (and notes too old to wait for)
-    /// are dropped.
-    pub fn due(&mut self, now: f64, max_notes: usize, remaining: impl Fn(StopId) -> bool) -> bool {
-        if now < self.next_at {
+    /// Drops the notes of stops no longer `remaining`, and those too old
+    /// to wait for: every `every_s`, or at once when `max_notes` wait.
+    pub fn prune(
+        &mut self,
+        now: f64,
+        every_s: f64,
+        max_notes: usize,
+        remaining: impl Fn(StopId) -> bool,
+    ) {
+        if now < self.prune_at && self.notes.len() < max_notes {
+            return;
+        }
+        self.prune_at = now + every_s;
+        self.notes
+            .retain(|n| remaining(n.stop) && now - n.at() <= NOTE_MAX_AGE_S);
+    }
+
+    /// Whether the next stop, `routed_s` away, is to be noted at `now`:
+    /// when it has just become the next stop, or a share of its time to go
+    /// (at least `every_s`) has passed since its last note, and fewer than
+    /// `max_notes` wait.
+    pub fn next_due(
+        &mut self,
+        stop: StopId,
+        now: f64,
+        routed_s: f64,
+        every_s: f64,
+        max_notes: usize,
+    ) -> bool {
+        if stop != self.next_stop {
+            (self.next_stop, self.next_at) = (stop, f64::NEG_INFINITY);
+        }
+        if now < self.next_at || !routed_s.is_finite() {
             return false;
         }
-        self.notes
-            .retain(|n| remaining(n.stop) && now - n.at <= NOTE_MAX_AGE_S);
+        self.next_at = now + (routed_s * NEXT_SPACING).max(every_s);
         self.notes.len() < max_notes
     }
 
-    /// Which of `remaining` stops (in route order) the due note is of:
-    /// every other note the next stop's, the rest the later stops' in
-    /// turn. Later stops are many and far; without the next stop's turns,
-    /// short horizons would be learnt from few notes, and stale ones.
-    pub fn pick(&self, remaining: usize) -> usize {
-        let turn = self.turn as usize;
-        if turn.is_multiple_of(2) || remaining < 2 {
-            0
-        } else {
-            1 + (turn / 2) % (remaining - 1)
+    /// Whether a later stop (one of `later`, after the next) is to be noted
+    /// at `now`, and which (0 = the first after the next): one every
+    /// `every_s` in turn, while fewer than half of `max_notes` of later
+    /// stops wait (the rest are the next stop's).
+    pub fn later_due(&mut self, now: f64, later: usize, max_notes: usize) -> Option<usize> {
+        if later == 0 || now < self.later_at {
+            return None;
         }
+        let waiting = self
+            .notes
+            .iter()
+            .filter(|n| n.stop != self.next_stop)
+            .count();
+        (waiting < (max_notes / 2).max(1)).then(|| self.turn as usize % later)
     }
 
-    /// Notes a prediction; the next is due `every_s` later.
-    pub fn note(&mut self, stop: StopId, now: f64, routed_s: f64, every_s: f64) {
+    /// Notes a prediction of a later stop; the next is due `every_s` later.
+    pub fn note_later(
+        &mut self,
+        stop: StopId,
+        now: f64,
+        routed_s: f64,
+        standing: bool,
+        every_s: f64,
+    ) {
+        self.note(stop, now, routed_s, standing);
+        self.turn = self.turn.wrapping_add(1);
+        self.later_at = now + every_s;
+    }
+
+    /// Notes a prediction made for a vehicle moving or `standing`.
+    pub fn note(&mut self, stop: StopId, now: f64, routed_s: f64, standing: bool) {
+        let routed = routed_s.max(0.0) as f32;
         self.notes.push(Note {
             stop,
-            at: now,
-            routed_s: routed_s as f32,
+            at: now.round().clamp(0.0, f64::from(u32::MAX)) as u32,
+            signed_routed_s: if standing { -routed } else { routed },
         });
-        self.turn = self.turn.wrapping_add(1);
-        self.next_at = now + every_s;
     }
 
     /// A new metric moved `stop`'s routed time to go by `by` seconds: its
@@ -480,12 +662,13 @@ impl Sampler {
     /// twice.
     pub fn revise(&mut self, stop: StopId, by: f64) {
         for n in self.notes.iter_mut().filter(|n| n.stop == stop) {
-            n.routed_s = (f64::from(n.routed_s) + by).max(0.0) as f32;
+            let routed = (f64::from(n.routed_s()) + by).max(0.0) as f32;
+            n.signed_routed_s = if n.standing() { -routed } else { routed };
         }
     }
 
-    /// A due note that could not be taken (the picked stop had no ETA):
-    /// try again at the next ping with the next stop.
+    /// A later stop's due note that could not be taken (it had no ETA):
+    /// the next ping tries the stop after it.
     pub fn skip(&mut self) {
         self.turn = self.turn.wrapping_add(1);
     }
@@ -497,13 +680,14 @@ impl Sampler {
             if n.stop != stop {
                 return true;
             }
-            if time >= n.at {
+            if time >= n.at() {
                 out.push(Outcome {
                     fleet,
                     vehicle,
                     time,
-                    routed_s: n.routed_s,
-                    actual_s: (time - n.at) as f32,
+                    routed_s: n.routed_s(),
+                    actual_s: (time - n.at()) as f32,
+                    standing: n.standing(),
                 });
             }
             false
@@ -519,10 +703,11 @@ impl Sampler {
 mod tests {
     use super::*;
 
-    fn learn_all(ratios: impl Iterator<Item = (f64, f64)>) -> Windows {
+    /// Learns (routed, actual, standing) outcomes of fleet slot 0.
+    fn learn_all(outcomes: impl Iterator<Item = (f64, f64, bool)>) -> Windows {
         let params = WindowParams::default();
         let mut m = ErrorModel::default();
-        for (i, (routed, actual)) in ratios.enumerate() {
+        for (i, (routed, actual, standing)) in outcomes.enumerate() {
             m.learn(
                 &Outcome {
                     fleet: 0,
@@ -530,6 +715,7 @@ mod tests {
                     time: i as f64,
                     routed_s: routed as f32,
                     actual_s: actual as f32,
+                    standing,
                 },
                 &params,
             );
@@ -537,37 +723,43 @@ mod tests {
         m.publish(&params)
     }
 
+    fn moving(pairs: impl Iterator<Item = (f64, f64)>) -> Windows {
+        learn_all(pairs.map(|(r, a)| (r, a, false)))
+    }
+
     #[test]
     fn the_prior_is_centred_on_the_routed_time() {
         let w = Windows::prior(&WindowParams::default());
-        let [lo, mid, hi] = w.table(7).window(600.0);
-        assert!((mid - 600.0).abs() < 10.0, "{mid}");
-        assert!(lo < 500.0 && hi > 720.0, "{lo} {hi}");
+        for standing in [false, true] {
+            let [lo, mid, hi] = w.table(7).window(600.0, standing);
+            assert!((mid - 600.0).abs() < 10.0, "{mid}");
+            assert!(lo < 500.0 && hi > 720.0, "{lo} {hi}");
+        }
         // At the stop, only the time to stop and be seen there is left.
-        let [lo, mid, hi] = w.table(7).window(0.0);
+        let [lo, mid, hi] = w.table(7).window(0.0, false);
         assert!(lo == 0.0 && mid < 2.0 && hi < 15.0, "{lo} {mid} {hi}");
     }
 
     #[test]
     fn a_fleet_slower_than_routed_moves_its_median_and_window() {
         // Every trip takes 1.5 to 2.5 times its routed time, evenly spread.
-        let w = learn_all((0..5000).map(|i| {
+        let w = moving((0..5000).map(|i| {
             let routed = 600.0;
             (routed, routed * (1.5 + (i % 101) as f64 / 100.0))
         }));
-        let [lo, mid, hi] = w.table(3).window(600.0);
+        let [lo, mid, hi] = w.table(3).window(600.0, false);
         assert!((mid / 600.0 - 2.0).abs() < 0.05, "{mid}");
         assert!((lo / 600.0 - 1.6).abs() < 0.06, "{lo}");
         assert!((hi / 600.0 - 2.4).abs() < 0.06, "{hi}");
-        let p = w.table(3).p_later(600.0, 1200.0);
+        let p = w.table(3).p_later(600.0, 1200.0, false);
         assert!((p - 0.5).abs() < 0.05, "{p}");
-        assert!(w.table(3).p_later(600.0, 800.0) > 0.98);
+        assert!(w.table(3).p_later(600.0, 800.0, false) > 0.98);
     }
 
     #[test]
     fn horizons_are_learnt_apart() {
         // Short predictions are exact, long ones are half again as long.
-        let w = learn_all((0..4000).map(|i| {
+        let w = moving((0..4000).map(|i| {
             if i % 2 == 0 {
                 (60.0, 60.0)
             } else {
@@ -575,11 +767,36 @@ mod tests {
             }
         }));
         let t = w.table(0);
-        assert!((t.window(60.0)[1] - 60.0).abs() < 3.0);
-        assert!((t.window(3600.0)[1] / 5400.0 - 1.0).abs() < 0.03);
-        // Classes between them saw nothing, and keep the prior.
-        let between = t.window(600.0)[1] / 600.0;
-        assert!((between - 1.0).abs() < 0.02, "{between}");
+        assert!((t.window(60.0, false)[1] - 60.0).abs() < 3.0);
+        assert!((t.window(3600.0, false)[1] / 5400.0 - 1.0).abs() < 0.03);
+    }
+
+    #[test]
+    fn a_class_that_saw_nothing_reads_what_its_fleet_learnt() {
+        // Every stop took half again its routed time, all of them ten
+        // minutes away and the vehicles moving: an hour away, and standing,
+        // read that too rather than the prior's "as routed".
+        let w = moving((0..500).map(|_| (600.0, 900.0)));
+        let t = w.table(0);
+        for standing in [false, true] {
+            let ratio = t.window(3600.0, standing)[1] / 3600.0;
+            assert!((ratio - 1.5).abs() < 0.05, "{standing}: {ratio}");
+        }
+    }
+
+    #[test]
+    fn standing_vehicles_are_learnt_apart() {
+        // Moving vehicles arrive as routed; standing ones take twice that.
+        let w = learn_all((0..4000).map(|i| {
+            let standing = i % 4 == 0;
+            (600.0, if standing { 1200.0 } else { 600.0 }, standing)
+        }));
+        let t = w.table(0);
+        // Within a bin (5%) of the truth.
+        assert!((t.window(600.0, false)[1] / 600.0 - 1.0).abs() < 0.05);
+        assert!((t.window(600.0, true)[1] / 1200.0 - 1.0).abs() < 0.05);
+        assert!(t.p_later(600.0, 900.0, true) > 0.95);
+        assert!(t.p_later(600.0, 900.0, false) < 0.05);
     }
 
     #[test]
@@ -587,54 +804,98 @@ mod tests {
         let params = WindowParams::default();
         let mut m = ErrorModel::default();
         let slow_fleet: VehicleId = (1 << 62) | (5 << 38) | 1;
+        let outcome = |vehicle: VehicleId, time: f64, actual_s: f32| Outcome {
+            fleet: fleet_slot(vehicle),
+            vehicle,
+            time,
+            routed_s: 600.0,
+            actual_s,
+            standing: false,
+        };
         for i in 0..2000 {
-            m.learn(
-                &Outcome {
-                    fleet: fleet_slot(slow_fleet),
-                    vehicle: slow_fleet,
-                    time: f64::from(i),
-                    routed_s: 600.0,
-                    actual_s: 1200.0,
-                },
-                &params,
-            );
+            m.learn(&outcome(slow_fleet, f64::from(i), 1200.0), &params);
         }
         // Numbered vehicles (slot 0) learn too; a fleet that has learnt
         // nothing reads the prior, not theirs nor the slow fleet's.
         for i in 0..500 {
-            m.learn(
-                &Outcome {
-                    fleet: 0,
-                    vehicle: 7,
-                    time: 5000.0 + f64::from(i),
-                    routed_s: 600.0,
-                    actual_s: 1800.0,
-                },
-                &params,
-            );
+            m.learn(&outcome(7, 5000.0 + f64::from(i), 1800.0), &params);
         }
         let w = m.publish(&params);
-        assert!(w.table(7).window(600.0)[1] > 1700.0);
-        assert!(w.table(slow_fleet).window(600.0)[1] > 1100.0);
+        assert!(w.table(7).window(600.0, false)[1] > 1700.0);
+        assert!(w.table(slow_fleet).window(600.0, false)[1] > 1100.0);
         let other: VehicleId = (1 << 62) | (6 << 38) | 1;
-        assert!((w.table(other).window(600.0)[1] - 600.0).abs() < 10.0);
+        assert!((w.table(other).window(600.0, false)[1] - 600.0).abs() < 10.0);
+    }
+
+    #[test]
+    fn the_next_stop_is_noted_as_half_its_time_to_go_passes() {
+        let mut s = Sampler::default();
+        // 20 minutes away: noted now, then after 10, 5, 2.5 minutes, then
+        // every minute at least.
+        let mut noted = Vec::new();
+        for t in (0..1200).step_by(15) {
+            let (now, routed) = (f64::from(t), f64::from(1200 - t));
+            if s.next_due(10, now, routed, 60.0, 32) {
+                s.note(10, now, routed, false);
+                noted.push(t);
+            }
+        }
+        assert_eq!(noted[..5], [0, 600, 900, 1050, 1125], "{noted:?}");
+        assert!(noted.len() < 10, "{noted:?}");
+        // A new next stop is noted at once.
+        assert!(s.next_due(11, 1200.0, 300.0, 60.0, 32));
+        // No room, no note.
+        let mut full = Sampler::default();
+        for k in 0..4 {
+            full.note(20 + k, 0.0, 100.0, false);
+        }
+        assert!(!full.next_due(30, 0.0, 100.0, 60.0, 4));
+    }
+
+    #[test]
+    fn later_stops_are_noted_in_turn_within_half_the_room() {
+        let mut s = Sampler::default();
+        assert!(s.next_due(1, 0.0, 300.0, 60.0, 8));
+        s.note(1, 0.0, 300.0, false);
+        let mut picked = Vec::new();
+        for t in 0..10 {
+            let now = f64::from(t) * 60.0;
+            if let Some(j) = s.later_due(now, 3, 8) {
+                picked.push(j);
+                s.note_later(100 + j as u64, now, 900.0, false, 60.0);
+            }
+            assert!(s.later_due(now + 1.0, 3, 8).is_none(), "one per minute");
+        }
+        // Stops after the next in turn, until 4 of them wait.
+        assert_eq!(picked, [0, 1, 2, 0]);
     }
 
     #[test]
     fn notes_become_outcomes_only_when_their_stop_is_reached() {
         let mut s = Sampler::default();
-        assert!(s.due(0.0, 4, |_| true));
-        s.note(10, 0.0, 300.0, 60.0);
-        assert!(!s.due(30.0, 4, |_| true));
-        s.note(11, 60.0, 500.0, 60.0);
-        assert!(!s.due(61.0, 4, |_| true), "not yet due");
-        assert!(s.due(120.0, 4, |stop| stop == 10));
+        s.note(10, 0.0, 300.0, false);
+        s.note(11, 60.0, 500.0, true);
+        s.note(12, 60.0, 200.0, true);
+        s.prune(120.0, 60.0, 8, |stop| stop != 11);
         let mut out = Vec::new();
         s.reached(9, 11, 400.0, &mut out);
         assert!(out.is_empty(), "stop 11 went away: its note with it");
         s.reached(9, 10, 420.0, &mut out);
-        assert_eq!(out.len(), 1);
-        assert_eq!((out[0].routed_s, out[0].actual_s), (300.0, 420.0));
+        s.reached(9, 12, 460.0, &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(
+            (out[0].routed_s, out[0].actual_s, out[0].standing),
+            (300.0, 420.0, false)
+        );
+        assert_eq!(
+            (out[1].routed_s, out[1].actual_s, out[1].standing),
+            (200.0, 400.0, true)
+        );
+        // A new metric revises a standing note's time, and it stays standing.
+        s.note(13, 500.0, 100.0, true);
+        s.revise(13, 50.0);
+        s.reached(9, 13, 700.0, &mut out);
+        assert_eq!((out[2].routed_s, out[2].standing), (150.0, true));
         assert!(s.notes.is_empty());
     }
 }
