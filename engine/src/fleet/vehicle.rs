@@ -137,9 +137,11 @@ pub(crate) struct Vehicle {
     at_stop: Option<(StopId, f64)>,
     /// Slow inside the geofence of this stop that is not the next one, since.
     lingering: Option<(StopId, f64)>,
-    /// Inside the geofence of the next stop since (moving or not): when it
-    /// got there, which is what its ETA predicted (the arrival is only
-    /// sure once the vehicle has slowed down, some seconds later).
+    /// Inside the geofence of the next stop (moving or not), and when it
+    /// reached the stop itself: the first ping inside plus the distance
+    /// left at the speed it had. That is what its ETA predicted (the
+    /// arrival is only sure once the vehicle has slowed down, a ping or two
+    /// later; the geofence's edge is tens of metres before the door).
     entered: Option<(StopId, f64)>,
     off_route: OffRoute,
     speeding: Speeding,
@@ -458,7 +460,7 @@ impl Vehicle {
             (s.eta, s.p10, s.p90) = (now, now, now);
             s.eta_state = EtaState::Known;
             let got_there = match self.entered {
-                Some((e, t)) if e == id => t,
+                Some((e, t)) if e == id => t.min(now),
                 _ => now,
             };
             self.sampler
@@ -475,17 +477,22 @@ impl Vehicle {
         }
     }
 
-    /// Keeps when the vehicle came within `radius` of its next stop (see
-    /// `entered`), whatever its speed.
+    /// Keeps when the vehicle came within `radius` of its next stop, and so
+    /// when it reached it (see `entered`), whatever its speed.
     fn note_entry(&mut self, p: Placed, now: f64, radius: f64) {
         let next = self
             .next_index()
             .map(|i| &self.stops[i])
-            .filter(|s| haversine_m(s.road_pos(), p.point()) <= radius)
-            .map(|s| s.plan.id);
+            .map(|s| (s.plan.id, haversine_m(s.road_pos(), p.point())))
+            .filter(|&(_, d)| d <= radius);
         self.entered = match (next, self.entered) {
-            (Some(id), Some((e, t))) if e == id => Some((e, t)),
-            (Some(id), _) => Some((id, now)),
+            (Some((id, _)), Some((e, t))) if e == id => Some((e, t)),
+            (Some((id, d)), _) => {
+                // At a walking pace or below, it is there.
+                let v = self.speed_mps;
+                let left_s = if v >= 2.0 { d / v } else { 0.0 };
+                Some((id, now + left_s))
+            }
             (None, _) => None,
         };
     }
