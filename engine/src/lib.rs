@@ -25,6 +25,7 @@ pub mod trace;
 pub mod traffic;
 pub mod trip_eval;
 pub mod trips;
+pub mod zones;
 
 pub use matcher::{
     Estimate, FinalPoint, MatchOutput, MatchStatus, Matcher, MatcherConfig, MatcherStats,
