@@ -1,10 +1,19 @@
 //! Zones a fleet draws (the depot, a customer's yard, a restricted city
-//! centre, the area its vans may work in): their shapes and how a position
-//! stands to them. [`shape`] checks a circle or a polygon with holes when
-//! it is made, and gives the signed distance from a point to its border,
-//! which the zone detectors read with a margin so that a vehicle driving
-//! along a border does not flap in and out.
+//! centre, the area its vans may work in): their shapes, found by position,
+//! and how a vehicle stands to them.
+//!
+//! - [`shape`] checks a circle or a polygon with holes when it is made, and
+//!   gives the signed distance from a point to its border.
+//! - [`index`] keeps a fleet's zones in a grid, so that a position tests
+//!   only the zones near it.
+//! - [`presence`] follows one vehicle in and out of them, with a margin on
+//!   either side of each border so that driving along it does not flap,
+//!   and tells entries, leavings and dwells.
 
+pub mod index;
+pub mod presence;
 pub mod shape;
 
+pub use index::{Zone, ZoneId, ZoneSet};
+pub use presence::{Presence, ZoneChange, ZoneEvent};
 pub use shape::{Bounds, Shape, ShapeError};

@@ -1,0 +1,250 @@
+//! Where one vehicle stands to its fleet's zones, judged on its matched
+//! positions: which zones it is inside and since when, and the events
+//! that follow from each new position.
+//!
+//! Hysteresis: a vehicle enters a zone once it is `margin_m` inside the
+//! border and leaves it once it is `margin_m` outside, so one driving along
+//! a border (or a fix wavering across it) changes nothing. A zone it is
+//! inside that the fleet removes is forgotten without an event (the vehicle
+//! did not move); a zone whose shape changes is judged anew at the next
+//! position.
+
+use lastmile_roadgraph::LatLon;
+
+use super::index::{ZoneId, ZoneSet};
+
+/// What happened between a vehicle and a zone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ZoneChange {
+    Entered,
+    Left,
+    /// Inside longer than the zone's dwell time.
+    Dwell,
+}
+
+/// One change, at the event time of the position that showed it; `value`
+/// is the time spent inside (left, dwell) or 0 (entered), seconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ZoneEvent {
+    pub change: ZoneChange,
+    pub zone: ZoneId,
+    pub time: f64,
+    pub value: f64,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, Copy, PartialEq)]
+struct Inside {
+    zone: ZoneId,
+    since: f64,
+    dwelt: bool,
+}
+
+/// The zones a vehicle is inside.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, Default, PartialEq)]
+pub struct Presence {
+    inside: Vec<Inside>,
+}
+
+impl Presence {
+    /// The zones the vehicle is inside, and since when.
+    pub fn inside(&self) -> impl Iterator<Item = (ZoneId, f64)> + '_ {
+        self.inside.iter().map(|i| (i.zone, i.since))
+    }
+
+    /// Judges the matched position `p` at `time` against `zones`, pushing
+    /// the events it shows: leavings first, then entries, then dwells,
+    /// each group in zone order.
+    pub fn observe(
+        &mut self,
+        zones: &ZoneSet,
+        p: LatLon,
+        time: f64,
+        margin_m: f64,
+        out: &mut Vec<ZoneEvent>,
+    ) {
+        let start = out.len();
+        self.inside.retain(|i| {
+            let Some(zone) = zones.get(i.zone) else {
+                return false;
+            };
+            if zone.shape.signed_distance_m(p) > margin_m {
+                out.push(ZoneEvent {
+                    change: ZoneChange::Left,
+                    zone: i.zone,
+                    time,
+                    value: time - i.since,
+                });
+                return false;
+            }
+            true
+        });
+        for zone in zones.near(p) {
+            if self.inside.iter().any(|i| i.zone == zone.id) {
+                continue;
+            }
+            if zone.shape.signed_distance_m(p) < -margin_m {
+                self.inside.push(Inside {
+                    zone: zone.id,
+                    since: time,
+                    dwelt: false,
+                });
+                out.push(ZoneEvent {
+                    change: ZoneChange::Entered,
+                    zone: zone.id,
+                    time,
+                    value: 0.0,
+                });
+            }
+        }
+        for i in &mut self.inside {
+            let dwell = zones.get(i.zone).and_then(|z| z.dwell_s);
+            if let Some(d) = dwell
+                && !i.dwelt
+                && time - i.since >= d
+            {
+                i.dwelt = true;
+                out.push(ZoneEvent {
+                    change: ZoneChange::Dwell,
+                    zone: i.zone,
+                    time,
+                    value: time - i.since,
+                });
+            }
+        }
+        let order = |e: &ZoneEvent| match e.change {
+            ZoneChange::Left => 0,
+            ZoneChange::Entered => 1,
+            ZoneChange::Dwell => 2,
+        };
+        out[start..].sort_by_key(|e| (order(e), e.zone));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::zones::index::Zone;
+    use crate::zones::shape::Shape;
+
+    const MARGIN: f64 = 15.0;
+
+    fn ll(lat: f64, lon: f64) -> LatLon {
+        LatLon::new(lat, lon)
+    }
+
+    /// A square yard of 0.002° (about 160 m east-west, 220 m north-south)
+    /// with its south-west corner at 43.73, 7.42.
+    fn yard(dwell_s: Option<f64>) -> Zone {
+        let (lat, lon, side) = (43.73, 7.42, 0.002);
+        Zone {
+            id: 7,
+            shape: Shape::polygon(vec![vec![
+                ll(lat, lon),
+                ll(lat, lon + side),
+                ll(lat + side, lon + side),
+                ll(lat + side, lon),
+            ]])
+            .unwrap(),
+            dwell_s,
+        }
+    }
+
+    /// A position `north_m` metres north of the yard's southern border,
+    /// halfway along it.
+    fn at(north_m: f64) -> LatLon {
+        ll(43.73 + north_m / 111_195.0, 7.421)
+    }
+
+    fn drive(p: &mut Presence, set: &ZoneSet, track: &[(f64, f64)]) -> Vec<ZoneEvent> {
+        let mut out = Vec::new();
+        for &(t, north) in track {
+            p.observe(set, at(north), t, MARGIN, &mut out);
+        }
+        out
+    }
+
+    #[test]
+    fn in_and_out_across_the_border() {
+        let set = ZoneSet::new(vec![yard(None)], MARGIN);
+        let mut p = Presence::default();
+        let track: Vec<(f64, f64)> = (0..20)
+            .map(|k| (f64::from(k), -95.0 + 10.0 * f64::from(k)))
+            .collect();
+        let out = drive(&mut p, &set, &track);
+        // Entered once 15 m inside (at +15 m, the 12th position), then
+        // still inside at the end (+95 m).
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(
+            (out[0].change, out[0].zone, out[0].time),
+            (ZoneChange::Entered, 7, 11.0)
+        );
+        assert_eq!(p.inside().collect::<Vec<_>>(), [(7, 11.0)]);
+        // And back out: left once 15 m outside.
+        let back: Vec<(f64, f64)> = (0..20)
+            .map(|k| (20.0 + f64::from(k), 95.0 - 10.0 * f64::from(k)))
+            .collect();
+        let out = drive(&mut p, &set, &back);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].change, ZoneChange::Left);
+        assert_eq!(out[0].time, 31.0);
+        assert_eq!(out[0].value, 20.0);
+        assert_eq!(p.inside().count(), 0);
+    }
+
+    #[test]
+    fn driving_along_the_border_does_not_flap() {
+        let set = ZoneSet::new(vec![yard(None)], MARGIN);
+        let mut p = Presence::default();
+        // Wavering 12 m either side of the border for ten minutes.
+        let track: Vec<(f64, f64)> = (0..600)
+            .map(|k| (f64::from(k), if k % 2 == 0 { 12.0 } else { -12.0 }))
+            .collect();
+        assert!(drive(&mut p, &set, &track).is_empty());
+        // Once in, the same wavering does not take it out.
+        let mut out = Vec::new();
+        p.observe(&set, at(40.0), 600.0, MARGIN, &mut out);
+        let track: Vec<(f64, f64)> = (601..1200)
+            .map(|k| (f64::from(k), if k % 2 == 0 { 12.0 } else { -12.0 }))
+            .collect();
+        assert!(drive(&mut p, &set, &track).is_empty());
+        assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn a_dwell_is_told_once() {
+        let set = ZoneSet::new(vec![yard(Some(300.0))], MARGIN);
+        let mut p = Presence::default();
+        let track: Vec<(f64, f64)> = (0..=100).map(|k| (10.0 * f64::from(k), 50.0)).collect();
+        let out = drive(&mut p, &set, &track);
+        let kinds: Vec<_> = out.iter().map(|e| (e.change, e.time, e.value)).collect();
+        assert_eq!(
+            kinds,
+            [
+                (ZoneChange::Entered, 0.0, 0.0),
+                (ZoneChange::Dwell, 300.0, 300.0)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_zone_removed_or_moved_while_inside() {
+        let mut p = Presence::default();
+        let mut out = Vec::new();
+        let set = ZoneSet::new(vec![yard(None)], MARGIN);
+        p.observe(&set, at(50.0), 0.0, MARGIN, &mut out);
+        assert_eq!(out.len(), 1);
+        // Removed: forgotten, nothing told.
+        let none = ZoneSet::new(Vec::new(), MARGIN);
+        p.observe(&none, at(50.0), 1.0, MARGIN, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(p.inside().count(), 0);
+        // Back, then moved 1 km north: the vehicle has left it.
+        p.observe(&set, at(50.0), 2.0, MARGIN, &mut out);
+        let mut moved = yard(None);
+        moved.shape = Shape::circle(ll(43.74, 7.421), 100.0).unwrap();
+        let moved = ZoneSet::new(vec![moved], MARGIN);
+        p.observe(&moved, at(50.0), 3.0, MARGIN, &mut out);
+        let last: Vec<_> = out[1..].iter().map(|e| (e.change, e.time)).collect();
+        assert_eq!(last, [(ZoneChange::Entered, 2.0), (ZoneChange::Left, 3.0)]);
+    }
+}
