@@ -7,8 +7,9 @@
 //! A renderer that crashes ("tab crashed", which a CI machine has shown on
 //! pages that pass everywhere else) is what a person would answer with a
 //! reload: the harness prints Chromium's own log for the crash, opens the
-//! page again in a fresh tab and repeats the command, once per browser. A
-//! second crash fails the test with the log.
+//! page again in a fresh session (V8 without its JIT, software compositing)
+//! and repeats the command, once per browser. A second crash fails the
+//! test with the log.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -182,8 +183,20 @@ impl Browser {
         // ChromeDriver answers every command of a session whose tab crashed
         // with the crash, even one opening a new tab: a new session it is.
         // The old one is closed first: its Chromium holds the profile.
+        // It runs V8 without its JIT and composites in software: a renderer
+        // that crashes at once on one machine only is most often generated
+        // code meeting that machine's processor, or its GPU stand-in.
         let _ = self.client().close().await;
-        let fresh = session(&self.url, &self.caps).await;
+        let mut caps = self.caps.clone();
+        if let Some(args) = caps
+            .get_mut("goog:chromeOptions")
+            .and_then(|o| o.get_mut("args"))
+            .and_then(Value::as_array_mut)
+        {
+            args.push(json!("--js-flags=--jitless"));
+            args.push(json!("--disable-gpu-compositing"));
+        }
+        let fresh = session(&self.url, &caps).await;
         *self.client.lock().unwrap() = fresh;
         let at = self.at.lock().unwrap().clone();
         match at {
