@@ -1,15 +1,17 @@
 //! A fleet's zones, found by position: a grid of cells of
 //! [`CELL_DEG`] degrees, each listing the zones whose bounds (widened by
 //! the detectors' margin) touch it, so that a ping tests only the zones
-//! near it. Zones too wide to list cell by cell (an allowed area the size
-//! of a region) are kept apart and tested everywhere; they are few.
+//! near it, and of those only the ones whose widened bounds hold it. Zones
+//! too wide to list cell by cell (an allowed area the size of a region)
+//! are kept apart and their bounds checked at every position; they are
+//! few.
 
 use std::collections::HashMap;
 
 use lastmile_roadgraph::LatLon;
 use lastmile_roadgraph::geo::METRES_PER_DEGREE;
 
-use super::shape::Shape;
+use super::shape::{Bounds, Shape};
 
 /// A zone's id: the fleet's own string id, numbered by the node's names.
 pub type ZoneId = u64;
@@ -34,6 +36,12 @@ pub struct Zone {
 #[derive(Debug, Clone, Default)]
 pub struct ZoneSet {
     zones: Vec<Zone>,
+    /// Each zone's bounds widened by the margin: most zones a cell lists
+    /// are not near a given position, and this tells so in four
+    /// comparisons.
+    bounds: Vec<Bounds>,
+    /// Zone id → index into `zones`.
+    by_id: HashMap<ZoneId, u32>,
     /// Cell → indices into `zones`.
     cells: HashMap<(i64, i64), Vec<u32>>,
     /// Indices of the zones too wide for the grid.
@@ -51,11 +59,18 @@ impl ZoneSet {
     pub fn new(zones: Vec<Zone>, margin_m: f64) -> Self {
         let mut cells: HashMap<(i64, i64), Vec<u32>> = HashMap::new();
         let mut wide = Vec::new();
+        let mut bounds = Vec::with_capacity(zones.len());
         let dlat = margin_m / METRES_PER_DEGREE;
         for (k, z) in zones.iter().enumerate() {
             let b = z.shape.bounds();
             let cos = ((b.min_lat.abs().max(b.max_lat.abs())).to_radians().cos()).max(1e-3);
             let dlon = dlat / cos;
+            bounds.push(Bounds {
+                min_lat: b.min_lat - dlat,
+                max_lat: b.max_lat + dlat,
+                min_lon: b.min_lon - dlon,
+                max_lon: b.max_lon + dlon,
+            });
             let (y0, x0) = (
                 ((b.min_lat - dlat) / CELL_DEG).floor() as i64,
                 ((b.min_lon - dlon) / CELL_DEG).floor() as i64,
@@ -76,7 +91,18 @@ impl ZoneSet {
                 }
             }
         }
-        Self { zones, cells, wide }
+        let by_id = zones
+            .iter()
+            .enumerate()
+            .map(|(k, z)| (z.id, k as u32))
+            .collect();
+        Self {
+            zones,
+            bounds,
+            by_id,
+            cells,
+            wide,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -88,11 +114,11 @@ impl ZoneSet {
     }
 
     pub fn get(&self, id: ZoneId) -> Option<&Zone> {
-        self.zones.iter().find(|z| z.id == id)
+        self.by_id.get(&id).map(|&k| &self.zones[k as usize])
     }
 
-    /// The zones whose widened bounds may hold `p` (every zone that holds
-    /// it or lies within the margin of it is among them).
+    /// The zones whose widened bounds hold `p` (every zone that holds it
+    /// or lies within the margin of it is among them).
     pub fn near(&self, p: LatLon) -> impl Iterator<Item = &Zone> {
         let (y, x) = cell_of(p.lat, p.lon);
         self.cells
@@ -100,6 +126,13 @@ impl ZoneSet {
             .into_iter()
             .flatten()
             .chain(&self.wide)
+            .filter(move |&&k| {
+                let b = &self.bounds[k as usize];
+                // Longitudes unwrapped to the bounds' middle.
+                let mid = (b.min_lon + b.max_lon) / 2.0;
+                let lon = mid + (p.lon - mid + 540.0).rem_euclid(360.0) - 180.0;
+                (b.min_lat..=b.max_lat).contains(&p.lat) && (b.min_lon..=b.max_lon).contains(&lon)
+            })
             .map(|&k| &self.zones[k as usize])
     }
 }
@@ -136,7 +169,7 @@ mod tests {
         assert_eq!(ids(ll(43.7601, 7.4601)), [2]);
         assert!(ids(ll(43.80, 7.50)).is_empty());
         // Every position within the zone or its margin finds it.
-        for (dlat, dlon) in [(0.0009, 0.0), (-0.0010, 0.0), (0.0, 0.0014), (0.0, -0.0015)] {
+        for (dlat, dlon) in [(0.0009, 0.0), (-0.0010, 0.0), (0.0, 0.0014), (0.0, -0.0014)] {
             assert!(
                 ids(ll(43.73 + dlat, 7.42 + dlon)).contains(&1),
                 "{dlat} {dlon}"
@@ -161,7 +194,11 @@ mod tests {
         };
         let set = ZoneSet::new(vec![area, circle(1, 43.73, 7.42, 100.0)], 20.0);
         assert_eq!(set.wide, [0]);
-        assert!(set.near(ll(-30.0, 100.0)).any(|z| z.id == 9));
+        assert!(set.near(ll(42.0, 2.5)).any(|z| z.id == 9));
+        assert!(
+            !set.near(ll(-30.0, 100.0)).any(|z| z.id == 9),
+            "far outside its bounds"
+        );
         assert_eq!(set.len(), 2);
         assert!(set.get(1).is_some() && set.get(5).is_none());
     }
