@@ -32,9 +32,16 @@ pub struct Zone {
     pub dwell_s: Option<f64>,
 }
 
+/// Numbers every [`ZoneSet`] made in this process.
+static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 /// The zones of one fleet, indexed.
 #[derive(Debug, Clone, Default)]
 pub struct ZoneSet {
+    /// Different for every set made (0 for the empty default): a vehicle
+    /// that skipped measuring a zone's border since an earlier set measures
+    /// again, since the zone may have changed.
+    generation: u64,
     zones: Vec<Zone>,
     /// Each zone's bounds widened by the margin: most zones a cell lists
     /// are not near a given position, and this tells so in four
@@ -97,12 +104,17 @@ impl ZoneSet {
             .map(|(k, z)| (z.id, k as u32))
             .collect();
         Self {
+            generation: GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             zones,
             bounds,
             by_id,
             cells,
             wide,
         }
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     pub fn is_empty(&self) -> bool {

@@ -5,6 +5,9 @@
 //! Hysteresis: a vehicle enters a zone once it is `margin_m` inside the
 //! border and leaves it once it is `margin_m` outside, so one driving along
 //! a border (or a fix wavering across it) changes nothing. A zone it is
+//! deep inside is not measured again until it has moved as far as the
+//! border was (it cannot have left before): a van inside a wide allowed
+//! area pays for the area's border only now and then. A zone it is
 //! inside that the fleet removes is forgotten without an event (the vehicle
 //! did not move); a zone whose shape changes is judged anew at the next
 //! position.
@@ -37,12 +40,30 @@ struct Inside {
     zone: ZoneId,
     since: f64,
     dwelt: bool,
+    /// Where the border was last measured from, and how far the vehicle
+    /// may move from there and still be inside, metres.
+    measured_at: LatLon,
+    reach_m: f64,
+}
+
+/// The share of the distance to a border trusted when skipping a
+/// measurement: great-circle and plane metres differ by well under 1%.
+const TRUSTED: f64 = 0.99;
+
+impl Inside {
+    /// How far a vehicle may move from where it is `d` metres from the
+    /// border (negative inside) and not be `margin_m` outside it.
+    fn reach(d: f64, margin_m: f64) -> f64 {
+        (TRUSTED * (margin_m - d) - 1.0).max(0.0)
+    }
 }
 
 /// The zones a vehicle is inside.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, Default, PartialEq)]
 pub struct Presence {
     inside: Vec<Inside>,
+    /// The [`ZoneSet::generation`] the reaches were measured in.
+    generation: u64,
 }
 
 impl Presence {
@@ -63,11 +84,22 @@ impl Presence {
         out: &mut Vec<ZoneEvent>,
     ) {
         let start = out.len();
-        self.inside.retain(|i| {
+        if zones.generation() != self.generation {
+            self.generation = zones.generation();
+            for i in &mut self.inside {
+                i.reach_m = 0.0;
+            }
+        }
+        self.inside.retain_mut(|i| {
             let Some(zone) = zones.get(i.zone) else {
                 return false;
             };
-            if zone.shape.signed_distance_m(p) > margin_m {
+            if lastmile_roadgraph::geo::haversine_m(i.measured_at, p) < i.reach_m {
+                return true;
+            }
+            let d = zone.shape.signed_distance_m(p);
+            (i.measured_at, i.reach_m) = (p, Inside::reach(d, margin_m));
+            if d > margin_m {
                 out.push(ZoneEvent {
                     change: ZoneChange::Left,
                     zone: i.zone,
@@ -82,11 +114,14 @@ impl Presence {
             if self.inside.iter().any(|i| i.zone == zone.id) {
                 continue;
             }
-            if zone.shape.signed_distance_m(p) < -margin_m {
+            let d = zone.shape.signed_distance_m(p);
+            if d < -margin_m {
                 self.inside.push(Inside {
                     zone: zone.id,
                     since: time,
                     dwelt: false,
+                    measured_at: p,
+                    reach_m: Inside::reach(d, margin_m),
                 });
                 out.push(ZoneEvent {
                     change: ZoneChange::Entered,
@@ -246,5 +281,33 @@ mod tests {
         p.observe(&moved, at(50.0), 3.0, MARGIN, &mut out);
         let last: Vec<_> = out[1..].iter().map(|e| (e.change, e.time)).collect();
         assert_eq!(last, [(ZoneChange::Entered, 2.0), (ZoneChange::Left, 3.0)]);
+    }
+
+    #[test]
+    fn skipping_measurements_deep_inside_changes_no_event() {
+        // A vehicle driving straight north through the yard, 1 m a step,
+        // observed by a presence that skips (the real one) and by one that
+        // forgets its reach every step: the same events at the same times.
+        let set = ZoneSet::new(vec![yard(Some(60.0))], MARGIN);
+        let (mut skipping, mut measuring) = (Presence::default(), Presence::default());
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for k in 0..400 {
+            let (t, p) = (f64::from(k), at(-80.0 + f64::from(k)));
+            skipping.observe(&set, p, t, MARGIN, &mut a);
+            measuring.observe(&set, p, t, MARGIN, &mut b);
+            for i in &mut measuring.inside {
+                i.reach_m = 0.0;
+            }
+        }
+        assert_eq!(a, b);
+        let kinds: Vec<_> = a.iter().map(|e| (e.change, e.time)).collect();
+        assert_eq!(
+            kinds,
+            [
+                (ZoneChange::Entered, 95.0),
+                (ZoneChange::Dwell, 155.0),
+                (ZoneChange::Left, 318.0)
+            ]
+        );
     }
 }
