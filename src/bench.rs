@@ -99,9 +99,19 @@ fn report_json(r: &DayReport) -> Value {
         "reroutes": s.reroutes, "refreshes": s.refreshes, "traffic_reroutes": s.traffic_reroutes,
         "metric_updates": r.stats.metric_updates, "edges_changed": r.stats.edges_changed,
         "customization_ms": r.stats.customization_ms, "shed": r.stats.shed,
+        "late_foretold": foretold_json(&r.late),
+        "at_risk_foretold": foretold_json(&r.at_risk),
         "events": lastmile_engine::fleet::EventKind::ALL.iter()
             .map(|k| (k.as_str().to_string(), json!(s.event_count(*k))))
             .collect::<serde_json::Map<String, Value>>(),
+    })
+}
+
+fn foretold_json(f: &lastmile_engine::foretold::Foretold) -> Value {
+    json!({
+        "flagged": f.flagged, "truly_late": f.truly_late, "hits": f.hits,
+        "precision": f.precision, "recall": f.recall,
+        "raised_per_flagged": f.raised_per_flagged, "median_lead_s": f.median_lead_s,
     })
 }
 

@@ -21,6 +21,7 @@ use crate::eta_score::{Prediction, Score};
 use crate::fleet::{
     Admission, Command, Engine, EngineStats, FleetConfig, ProofOfDelivery, StopPlan, TimeWindow,
 };
+use crate::foretold::{Foretold, Watch, foretold};
 use crate::simulate::{SimParams, SimStop, SimSummary, simulate_pings};
 
 /// Minutes before the true arrival at which ETAs are scored.
@@ -124,6 +125,9 @@ pub struct DayReport {
     /// The learnt ratios of actual to routed time per horizon class (see
     /// [`crate::fleet::ErrorModel::ratios`]).
     pub ratios: Vec<(f64, [f64; 3], f64)>,
+    /// How `late` and `at_risk` foretold the true lateness.
+    pub late: Foretold,
+    pub at_risk: Foretold,
 }
 
 /// Driver settings.
@@ -211,6 +215,11 @@ pub struct Fed {
     pub seconds: f64,
     /// ETA samples per horizon, as times to go from the sample time.
     pub errors: Vec<Vec<Prediction>>,
+    /// How `late` and `at_risk` foretold the true lateness (see
+    /// [`crate::foretold`]), and events the bench could not read in time.
+    pub late: Foretold,
+    pub at_risk: Foretold,
+    pub events_lost: u64,
 }
 
 /// Assigns every vehicle its route (at the day's start).
@@ -244,6 +253,7 @@ pub fn feed_day(engine: &Engine, day: &Day, drive: &DriveParams, progress: &dyn 
     }
     samples.sort_by(|a, b| a.0.total_cmp(&b.0));
     let mut errors: Vec<Vec<Prediction>> = vec![Vec::new(); HORIZONS_MIN.len()];
+    let mut watch = Watch::default();
     let mut next_sample = 0;
     let stops = day.stops();
     // Paced, ticks run beside the feeding, as a server's timer does (the
@@ -261,6 +271,7 @@ pub fn feed_day(engine: &Engine, day: &Day, drive: &DriveParams, progress: &dyn 
         }
         engine.tick(t);
         engine.refresh_index(t);
+        watch.drain(engine.events());
         while next_sample < samples.len() && samples[next_sample].0 <= t {
             let (_, i, arrival, h) = samples[next_sample];
             next_sample += 1;
@@ -283,7 +294,7 @@ pub fn feed_day(engine: &Engine, day: &Day, drive: &DriveParams, progress: &dyn 
         }
     };
 
-    std::thread::scope(|scope| {
+    let fed = std::thread::scope(|scope| {
         if paced {
             scope.spawn(move || {
                 crate::fleet::background_priority();
@@ -294,8 +305,17 @@ pub fn feed_day(engine: &Engine, day: &Day, drive: &DriveParams, progress: &dyn 
             });
         }
         feed(engine, day, drive, progress, &mut tick)
-    })
-    .with_errors(errors)
+    });
+    engine.sync();
+    watch.drain(engine.events());
+    let (late, at_risk) = foretold(&watch, day.stops());
+    Fed {
+        errors,
+        late,
+        at_risk,
+        events_lost: watch.lost,
+        ..fed
+    }
 }
 
 /// The feeding loop of [`feed_day`].
@@ -360,13 +380,7 @@ fn feed(
     Fed {
         pings: done,
         seconds: started.elapsed().as_secs_f64(),
-        errors: Vec::new(),
-    }
-}
-
-impl Fed {
-    fn with_errors(self, errors: Vec<Vec<Prediction>>) -> Self {
-        Self { errors, ..self }
+        ..Fed::default()
     }
 }
 
@@ -405,6 +419,8 @@ pub fn run_day(
         eta,
         stats,
         ratios,
+        late: fed.late,
+        at_risk: fed.at_risk,
     }
 }
 

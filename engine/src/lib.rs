@@ -15,6 +15,7 @@ pub mod calibrate;
 pub mod eta_score;
 pub mod evaluate;
 pub mod fleet;
+pub mod foretold;
 pub mod kubicka;
 pub mod live_index;
 pub mod matcher;
