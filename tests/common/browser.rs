@@ -31,7 +31,7 @@ pub struct Browser {
     url: String,
     caps: serde_json::Map<String, Value>,
     driver: Child,
-    _profile: PathBuf,
+    profile: PathBuf,
     /// Chromium's and the driver's log (`--enable-chrome-logs`).
     log: PathBuf,
     /// The last address opened, for reopening it after a crash.
@@ -131,7 +131,7 @@ impl Browser {
             url,
             caps,
             driver,
-            _profile: profile,
+            profile,
             log,
             at: Mutex::new(None),
             recovered: AtomicBool::new(false),
@@ -187,6 +187,8 @@ impl Browser {
         // that crashes at once on one machine only is most often generated
         // code meeting that machine's processor, or its GPU stand-in.
         let _ = self.client().close().await;
+        // A crashed session's close may fail and leave its Chromium up.
+        kill_browsers(&self.profile);
         let mut caps = self.caps.clone();
         if let Some(args) = caps
             .get_mut("goog:chromeOptions")
@@ -285,10 +287,23 @@ impl Browser {
     }
 }
 
+/// Ends every Chromium process started on `profile` (their command lines
+/// name it), which killing the driver does not reach.
+fn kill_browsers(profile: &std::path::Path) {
+    let _ = Command::new("pkill")
+        .arg("-f")
+        .arg("--")
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .status();
+    std::thread::sleep(Duration::from_millis(200));
+}
+
 impl Drop for Browser {
     fn drop(&mut self) {
         let _ = self.driver.kill();
-        let _ = std::fs::remove_dir_all(&self._profile);
+        let _ = self.driver.wait();
+        kill_browsers(&self.profile);
+        let _ = std::fs::remove_dir_all(&self.profile);
         let _ = std::fs::remove_file(&self.log);
     }
 }
