@@ -101,6 +101,7 @@ fn report_json(r: &DayReport) -> Value {
         "customization_ms": r.stats.customization_ms, "shed": r.stats.shed,
         "late_foretold": foretold_json(&r.late),
         "at_risk_foretold": foretold_json(&r.at_risk),
+        "foretold_events_lost": r.events_lost,
         "events": lastmile_engine::fleet::EventKind::ALL.iter()
             .map(|k| (k.as_str().to_string(), json!(s.event_count(*k))))
             .collect::<serde_json::Map<String, Value>>(),

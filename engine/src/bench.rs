@@ -125,9 +125,11 @@ pub struct DayReport {
     /// The learnt ratios of actual to routed time per horizon class (see
     /// [`crate::fleet::ErrorModel::ratios`]).
     pub ratios: Vec<(f64, [f64; 3], f64)>,
-    /// How `late` and `at_risk` foretold the true lateness.
+    /// How `late` and `at_risk` foretold the true lateness, and the
+    /// events the bench fell too far behind to read (then they are short).
     pub late: Foretold,
     pub at_risk: Foretold,
+    pub events_lost: u64,
 }
 
 /// Driver settings.
@@ -421,6 +423,7 @@ pub fn run_day(
         ratios,
         late: fed.late,
         at_risk: fed.at_risk,
+        events_lost: fed.events_lost,
     }
 }
 
