@@ -83,7 +83,8 @@ fn a_replayed_day_gives_etas_and_an_expected_late_event() {
         }
         assert!(with_eta > 0, "no remaining stop has an ETA");
 
-        // A stop promised for a minute from now, kilometres away: `late`.
+        // A stop promised by now, kilometres away: `late` at once (no wait
+        // to confirm it: the window has run out).
         let Response::Vehicle(v3) = c
             .call(&Request::GetVehicle { vehicle: veh(3) })
             .await
@@ -104,8 +105,8 @@ fn a_replayed_day_gives_etas_and_an_expected_late_event() {
             id: 999_001.to_string(),
             lat_e7: v3.lat_e7 + 200_000 * if v3.lat_e7 > 470_000_000 { -1 } else { 1 },
             lon_e7: v3.lon_e7,
-            window_start_ms: v3.time_ms,
-            window_end_ms: v3.time_ms + 60_000,
+            window_start_ms: v3.time_ms - 60_000,
+            window_end_ms: v3.time_ms,
             service_s: 60.0,
             customer_ref: "late-order".into(),
         };

@@ -644,18 +644,27 @@ fn off_route_detour_reroutes_the_eta_and_comes_back_on_route() {
     assert!(e.stats().shards.reroutes > 0);
 }
 
-#[test]
-fn late_and_back_on_time_follow_the_route_order() {
-    let g = town();
-    let e = engine(&g, 1, false);
-    let route = some_route(&g, 9, 2500.0, 4000.0);
-    let mut pings = drive(&g, &route, T0, 10.0, 2.0);
-    pings.truncate(5);
+/// An engine whose `late` and `at_risk` wait `confirm_s` (0: not at all).
+fn engine_confirming(g: &Arc<Graph>, confirm_s: f64) -> Engine {
+    let mut config = FleetConfig {
+        shards: 1,
+        learning: false,
+        events_capacity: 1 << 20,
+        ..FleetConfig::default()
+    };
+    // A share large enough that `confirm_s` is the wait.
+    (config.detect.confirm_s, config.detect.confirm_share) = (confirm_s, 0.9);
+    Engine::new(g.clone(), config)
+}
+
+/// Vehicle 5 set off towards a far stop, then a close one promised
+/// within 5 minutes: served after the far stop, that one will be late.
+fn promised_too_late(g: &Graph, e: &Engine) -> (Vec<Ping>, TimeWindow) {
+    let route = some_route(g, 9, 2500.0, 4000.0);
+    let pings = drive(g, &route, T0, 10.0, 2.0);
     let start = pings[0].pos;
     let near = LocalPlane::new(start).unproject(0.0, 300.0);
     let far = g.point_on_edge(route.end.edge, route.end.offset_m);
-    // Stop 2 is close but promised within 5 minutes; served after the far
-    // stop it will be late.
     let window = TimeWindow {
         start: T0,
         end: T0 + 300.0,
@@ -671,6 +680,15 @@ fn late_and_back_on_time_follow_the_route_order() {
         WAIT,
     )
     .unwrap();
+    (pings, window)
+}
+
+#[test]
+fn late_and_back_on_time_follow_the_route_order() {
+    let g = town();
+    let e = engine_confirming(&g, 0.0);
+    let (mut pings, window) = promised_too_late(&g, &e);
+    pings.truncate(5);
     feed(&e, 5, &pings);
     let events = all_events(&e);
     let late = kinds(&events, EventKind::Late);
@@ -697,6 +715,37 @@ fn late_and_back_on_time_follow_the_route_order() {
     assert_eq!(snap.next_stop, Some(2));
     assert!(!snap.stop(2).unwrap().late);
     assert_eq!(snap.stop(1).unwrap().stops_before, 1);
+}
+
+#[test]
+fn late_and_at_risk_wait_to_be_confirmed() {
+    let g = town();
+    let e = engine_confirming(&g, 60.0);
+    let (pings, window) = promised_too_late(&g, &e);
+    // Late from the first ping on, but not said until it has held a minute.
+    let first = pings[0].time;
+    let mut said = None;
+    for p in pings.iter().take(60) {
+        feed(&e, 5, std::slice::from_ref(p));
+        if e.vehicle(5).unwrap().stop(2).unwrap().late {
+            said = Some(p.time);
+            break;
+        }
+    }
+    let said = said.expect("late within two minutes");
+    assert!(
+        said - first >= 60.0 && said - first <= 62.0,
+        "{}",
+        said - first
+    );
+    let events = all_events(&e);
+    let (risk, late) = (
+        kinds(&events, EventKind::AtRisk),
+        kinds(&events, EventKind::Late),
+    );
+    assert_eq!((risk.len(), late.len()), (1, 1), "{events:?}");
+    assert!(risk[0].time <= late[0].time);
+    assert!(late[0].time < window.end);
 }
 
 #[test]

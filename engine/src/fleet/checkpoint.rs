@@ -41,7 +41,8 @@
 //! ratings, format 10 the customer milestones each stop has had, format 11
 //! the stops' arrival windows, the vehicles' noted predictions and the
 //! learnt ETA errors, format 12 those errors learnt apart for vehicles
-//! that stand and notes of whole seconds; formats 1 to 11 are no longer
+//! that stand and notes of whole seconds, format 13 the stops' `late`
+//! and `at_risk` waiting to be confirmed; formats 1 to 12 are no longer
 //! read.
 
 use std::io::{self, Write};
@@ -57,7 +58,7 @@ use super::{StopId, StopRecord, VehicleId};
 use crate::traffic::{EdgeObservation, LearntTraffic};
 
 const MAGIC: &[u8; 8] = b"LMCKPT\0\x01";
-const FORMAT: u32 = 12;
+const FORMAT: u32 = 13;
 const HEADER: usize = 16;
 const TRAILER: usize = 16;
 

@@ -7,8 +7,11 @@
 #[derive(Clone, Copy, Debug, PartialEq, serde::Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DetectConfig {
-    /// `eta_changed` when a stop's ETA moved this far from the last one announced.
+    /// `eta_changed` when a stop's ETA moved from the last one announced by
+    /// more than this, or by more than `eta_change_share` of its time to go
+    /// if that is more (five minutes either way mean little two hours out).
     pub eta_change_s: f64,
+    pub eta_change_share: f64,
     /// `late` when the ETA passes the window end by more than this…
     pub late_margin_s: f64,
     /// …and `back_on_time` only once it is this far back inside the window.
@@ -67,12 +70,20 @@ pub struct DetectConfig {
     /// `at_risk_clear` (hysteresis).
     pub at_risk: f64,
     pub at_risk_clear: f64,
+    /// `late` and `at_risk` are raised once their condition has held for
+    /// `confirm_share` of the stop's time to go, at most `confirm_s`, and
+    /// never past the window's end: a vehicle standing at a long light an
+    /// hour out does not raise them, one that keeps slipping does, with
+    /// time to spare (BENCHMARKS.md, issue 37). Their clearing is not held.
+    pub confirm_share: f64,
+    pub confirm_s: f64,
 }
 
 impl Default for DetectConfig {
     fn default() -> Self {
         Self {
             eta_change_s: 120.0,
+            eta_change_share: 0.05,
             late_margin_s: 0.0,
             on_time_margin_s: 120.0,
             off_route_m: 100.0,
@@ -98,6 +109,8 @@ impl Default for DetectConfig {
             arriving_s: 600.0,
             at_risk: 0.3,
             at_risk_clear: 0.15,
+            confirm_share: 0.2,
+            confirm_s: 600.0,
         }
     }
 }
@@ -129,6 +142,21 @@ impl DetectConfig {
         }
         if self.moving_mps < self.stopped_mps {
             return Err("moving_mps must be at least stopped_mps".into());
+        }
+        let shares = [
+            ("eta_change_share", self.eta_change_share),
+            ("confirm_share", self.confirm_share),
+        ];
+        for (name, v) in shares {
+            if !(0.0..1.0).contains(&v) {
+                return Err(format!("{name} must be at least 0 and below 1, got {v}"));
+            }
+        }
+        if !(self.confirm_s.is_finite() && self.confirm_s >= 0.0) {
+            return Err(format!(
+                "confirm_s must be zero or a positive number, got {}",
+                self.confirm_s
+            ));
         }
         let risk_ok = self.at_risk > 0.0
             && self.at_risk < 1.0
@@ -356,6 +384,53 @@ pub fn risk(c: &DetectConfig, at_risk: bool, p_late: f64) -> Option<bool> {
     }
 }
 
+/// How long a `late` or `at_risk` condition must hold before it is raised
+/// (see [`DetectConfig::confirm_s`]), for a stop whose P50 is `eta` and
+/// whose window ends at `window_end`.
+pub fn confirm_for(c: &DetectConfig, now: f64, eta: f64, window_end: f64) -> f64 {
+    let hold = c.confirm_s.min(c.confirm_share * (eta - now));
+    hold.min(window_end - now).max(0.0)
+}
+
+/// When a detector's condition began to hold, in whole seconds of event
+/// time (0: it does not hold); four bytes, as it is kept per stop.
+#[derive(
+    rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Copy, Debug, Default, PartialEq,
+)]
+pub struct Pending(u32);
+
+/// Holds a detector's raise back until its condition has held `hold`
+/// seconds. `change` is what the detector says now, `raised` whether its
+/// flag is up. Clearing passes at once.
+pub fn confirm(
+    pending: &mut Pending,
+    change: Option<bool>,
+    raised: bool,
+    now: f64,
+    hold: f64,
+) -> Option<bool> {
+    match change {
+        Some(true) => {
+            if pending.0 == 0 {
+                // Saturating: event times are checked to be after 1970.
+                pending.0 = now.floor().clamp(1.0, f64::from(u32::MAX)) as u32;
+            }
+            if now - f64::from(pending.0) >= hold {
+                *pending = Pending::default();
+                change
+            } else {
+                None
+            }
+        }
+        _ => {
+            if !raised {
+                *pending = Pending::default();
+            }
+            change
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -387,6 +462,50 @@ mod tests {
         assert_eq!(risk(&c, true, 0.2), None, "between the thresholds: no flap");
         assert_eq!(risk(&c, true, 0.1), Some(false));
         assert_eq!(risk(&c, true, f64::NAN), None);
+    }
+
+    #[test]
+    fn a_raise_waits_for_its_condition_to_hold() {
+        let c = DetectConfig::default();
+        // An hour out: a fifth of the time to go, at most ten minutes.
+        assert_eq!(confirm_for(&c, 0.0, 3600.0, 4000.0), 600.0);
+        assert_eq!(confirm_for(&c, 0.0, 1000.0, 900.0), 200.0);
+        // Never past the window's end, and nothing once it has passed.
+        assert_eq!(confirm_for(&c, 0.0, 3600.0, 100.0), 100.0);
+        assert_eq!(confirm_for(&c, 500.0, 3600.0, 100.0), 0.0);
+        let t0 = 1.8e9;
+        let mut pending = Pending::default();
+        let mut at =
+            |change, raised, t: f64, hold| confirm(&mut pending, change, raised, t0 + t, hold);
+        assert_eq!(at(Some(true), false, 0.0, 60.0), None);
+        assert_eq!(at(Some(true), false, 30.0, 60.0), None);
+        // The condition lapses: the wait begins again.
+        assert_eq!(at(None, false, 40.0, 60.0), None);
+        assert_eq!(at(Some(true), false, 50.0, 60.0), None);
+        assert_eq!(at(Some(true), false, 109.0, 60.0), None);
+        assert_eq!(at(Some(true), false, 110.0, 60.0), Some(true));
+        // Clearing is not held.
+        assert_eq!(at(Some(false), true, 111.0, 60.0), Some(false));
+        // No wait asked: at once.
+        assert_eq!(at(Some(true), false, 200.0, 0.0), Some(true));
+        assert_eq!(pending, Pending::default());
+    }
+
+    #[test]
+    fn shares_must_be_below_one() {
+        for (eta_change_share, confirm_share, confirm_s) in [
+            (1.0, 0.2, 600.0),
+            (0.05, -0.1, 600.0),
+            (0.05, 0.2, f64::NAN),
+        ] {
+            let c = DetectConfig {
+                eta_change_share,
+                confirm_share,
+                confirm_s,
+                ..DetectConfig::default()
+            };
+            assert!(c.validate().is_err());
+        }
     }
 
     #[test]

@@ -7,7 +7,9 @@
 use lastmile_roadgraph::geo::haversine_m;
 use lastmile_roadgraph::{EdgePos, LatLon, LatLonE7, SpeedLimit};
 
-use super::detect::{Braking, Motion, OffRoute, RouteChange, Speeding, lateness, risk};
+use super::detect::{
+    Braking, Motion, OffRoute, Pending, RouteChange, Speeding, confirm, confirm_for, lateness, risk,
+};
 use super::events::{Event, EventKind};
 use super::legs::{Leg, StopLeg, StopPlace};
 use super::milestones::{Milestones, Situation};
@@ -41,12 +43,17 @@ pub(crate) struct StopState {
     pub p10: f64,
     pub p90: f64,
     pub eta_state: EtaState,
-    pub remaining_m: f64,
+    /// Metres to go, as routed (`f32`, as the leg's own figure is).
+    pub remaining_m: f32,
     /// ETA last announced by `eta_changed` (NaN: none yet).
     pub announced: f64,
     pub late: bool,
     /// Likely to miss its window (see [`super::detect::risk`]).
     pub at_risk: bool,
+    /// Since when `late` and `at_risk` have been waiting to be confirmed
+    /// (see [`super::detect::confirm`]).
+    late_pending: Pending,
+    risk_pending: Pending,
     /// The customer milestones sent in this attempt.
     milestones: Milestones,
     /// When it arrived (NaN: not yet).
@@ -59,6 +66,12 @@ impl StopState {
     /// Where the vehicle will stand to serve it.
     pub fn road_pos(&self) -> LatLon {
         self.road_pos.latlon()
+    }
+
+    /// Reached or closed: no more `late` or risk, raised or waiting.
+    fn settle_lateness(&mut self) {
+        (self.late, self.at_risk) = (false, false);
+        (self.late_pending, self.risk_pending) = (Pending::default(), Pending::default());
     }
 }
 
@@ -471,7 +484,7 @@ impl Vehicle {
             self.send_milestones(ctx, i, now, 0);
             // Arrived: lateness is settled, no more late/back_on_time, and
             // no more risk.
-            (self.stops[i].late, self.stops[i].at_risk) = (false, false);
+            self.stops[i].settle_lateness();
             self.end_leg(ctx, now);
             self.mark_next();
         }
@@ -828,9 +841,10 @@ impl Vehicle {
                 );
             }
             let s = &mut self.stops[i];
-            s.remaining_m = m;
+            s.remaining_m = m as f32;
             let id = s.plan.id;
             let announced = s.announced;
+            let eta_change = eta_change.max(c.eta_change_share * (t - now));
             if t.is_finite() && (announced.is_nan() || (t - announced).abs() > eta_change) {
                 s.announced = t;
                 if !announced.is_nan() {
@@ -843,7 +857,9 @@ impl Vehicle {
             let s = &mut self.stops[i];
             if let Some(w) = s.plan.window {
                 let p_late = table.p_later(routed, w.end - now, standing);
-                if let Some(at_risk) = risk(&c, s.at_risk, p_late) {
+                let hold = confirm_for(&c, now, s.eta, w.end);
+                let change = risk(&c, s.at_risk, p_late);
+                if let Some(at_risk) = confirm(&mut s.risk_pending, change, s.at_risk, now, hold) {
                     s.at_risk = at_risk;
                     let kind = if at_risk {
                         EventKind::AtRisk
@@ -855,7 +871,11 @@ impl Vehicle {
             }
             let s = &mut self.stops[i];
             if let (Some(w), true) = (s.plan.window, t.is_finite())
-                && let Some(late) = lateness(&c, s.late, t, w.end)
+                && let Some(late) = {
+                    let hold = confirm_for(&c, now, t, w.end);
+                    let change = lateness(&c, s.late, t, w.end);
+                    confirm(&mut s.late_pending, change, s.late, now, hold)
+                }
             {
                 s.late = late;
                 let kind = if late {
@@ -887,7 +907,7 @@ impl Vehicle {
             eta_in: s.eta - now,
             arriving_s,
         };
-        let (id, eta, to_go) = (s.plan.id, s.eta, s.remaining_m);
+        let (id, eta, to_go) = (s.plan.id, s.eta, f64::from(s.remaining_m));
         for kind in self.stops[i].milestones.advance(&situation) {
             let reference = match kind {
                 EventKind::OutForDelivery => stops_before as f64,
@@ -1038,7 +1058,7 @@ impl Vehicle {
             StopStatus::Failed
         };
         s.outcome = Some(Box::new(outcome));
-        (s.late, s.at_risk) = (false, false);
+        s.settle_lateness();
         if s.arrived_at.is_nan() {
             (s.eta, s.p10, s.p90) = (f64::NAN, f64::NAN, f64::NAN);
             s.eta_state = EtaState::Unknown;
@@ -1239,7 +1259,7 @@ impl Vehicle {
                 eta_state: st.eta_state,
                 snap_m: st.place.snap_m,
                 snap_component: st.place.component,
-                remaining_m: st.remaining_m,
+                remaining_m: f64::from(st.remaining_m),
                 stops_before: if st.status.is_remaining() { before } else { 0 },
                 late: st.late,
                 at_risk: st.at_risk,
@@ -1285,10 +1305,12 @@ fn new_stop(ctx: &mut Ctx, plan: &StopPlan) -> Option<StopState> {
         p10: f64::NAN,
         p90: f64::NAN,
         eta_state: EtaState::Unknown,
-        remaining_m: f64::NAN,
+        remaining_m: f32::NAN,
         announced: f64::NAN,
         late: false,
         at_risk: false,
+        late_pending: Pending::default(),
+        risk_pending: Pending::default(),
         milestones: Milestones::default(),
         arrived_at: f64::NAN,
         outcome: None,
