@@ -7,11 +7,16 @@
 mod common;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use lastmile_engine::zones::{Presence, Shape, Zone, ZoneSet};
+use lastmile_engine::zones::{Judging, Presence, Shape, Zone, ZoneSet};
 use lastmile_roadgraph::LatLon;
 use lastmile_roadgraph::rng::Rng;
 
 const MARGIN_M: f64 = 15.0;
+/// The detectors' defaults.
+const JUDGING: Judging = Judging {
+    margin_m: MARGIN_M,
+    positions: 2,
+};
 
 fn yard(id: u64, c: LatLon) -> Zone {
     let (dlat, dlon) = (
@@ -87,7 +92,7 @@ fn zones(c: &mut Criterion) {
                 i += 1;
                 let p = points[i % points.len()];
                 out.clear();
-                vehicles[i % 1000].observe(&set, p, i as f64, MARGIN_M, &mut out);
+                vehicles[i % 1000].observe(&set, p, i as f64, JUDGING, &mut out);
                 out.len()
             })
         });

@@ -247,8 +247,9 @@ fn damaged_or_foreign_checkpoints_are_refused_whole() {
     // A newer build's file, and older ones' (format 2 to 4 vehicle records
     // have other layouts, format 8 stop records no ratings, format 9 no
     // milestones, format 10 no arrival windows, format 11 no standing
-    // windows): refused whole, never misread.
-    for version in [13, 2, 3, 4, 8, 9, 10, 11] {
+    // windows, format 12 no confirmations or zones): refused whole, never
+    // misread.
+    for version in [14, 2, 3, 4, 8, 9, 10, 11, 12] {
         let mut other = file.clone();
         other[8] = version;
         assert!(matches!(

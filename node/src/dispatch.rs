@@ -468,6 +468,12 @@ impl Node {
             CommandError::BadRating => Refusal::new(K::BadValue, e.to_string()),
             CommandError::NotFinite => Refusal::new(K::BadValue, e.to_string()),
             CommandError::Overloaded => Refusal::new(K::Overloaded, e.to_string()),
+            // Zone commands name only the caller's fleet's zones.
+            CommandError::UnknownZone(_) => Refusal::new(K::NotFound, e.to_string()),
+            CommandError::DuplicateZone(_) | CommandError::BadZone { .. } => {
+                Refusal::new(K::BadValue, e.to_string())
+            }
+            CommandError::TooManyZones(_) => Refusal::new(K::LimitExceeded, e.to_string()),
             // The store refused the write (disk full, I/O error): nothing
             // was applied, the client may retry.
             CommandError::Journal(_) => Refusal::new(K::Internal, e.to_string()),

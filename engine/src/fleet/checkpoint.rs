@@ -42,8 +42,8 @@
 //! the stops' arrival windows, the vehicles' noted predictions and the
 //! learnt ETA errors, format 12 those errors learnt apart for vehicles
 //! that stand and notes of whole seconds, format 13 the stops' `late`
-//! and `at_risk` waiting to be confirmed; formats 1 to 12 are no longer
-//! read.
+//! and `at_risk` waiting to be confirmed and the fleets' zones (and who
+//! is inside them); formats 1 to 12 are no longer read.
 
 use std::io::{self, Write};
 use std::ops::Range;
@@ -56,6 +56,7 @@ use super::vehicle::Vehicle;
 use super::window::{ErrorModel, Outcome};
 use super::{StopId, StopRecord, VehicleId};
 use crate::traffic::{EdgeObservation, LearntTraffic};
+use crate::zones::ZoneDef;
 
 const MAGIC: &[u8; 8] = b"LMCKPT\0\x01";
 const FORMAT: u32 = 13;
@@ -104,6 +105,8 @@ pub(crate) struct Meta {
     pub errors: [ErrorModel; 2],
     pub stops: Vec<(StopId, StopRecord)>,
     pub routes: Vec<(VehicleId, Vec<StopId>)>,
+    /// Every fleet's zones, as given.
+    pub zones: Vec<(u32, Vec<ZoneDef>)>,
     pub traffic: LearntTraffic,
 }
 
@@ -325,5 +328,6 @@ impl<'a> Records<'a> {
 pub(crate) fn vehicle_from(record: &[u8]) -> Result<Vehicle, CheckpointError> {
     let archive = aligned(Records::archive(record));
     rkyv::from_bytes::<Vehicle, rancor::Error>(&archive)
+        .map(Vehicle::restored)
         .map_err(|e| CheckpointError::Record(e.to_string()))
 }

@@ -77,6 +77,13 @@ pub struct DetectConfig {
     /// time to spare (BENCHMARKS.md, issue 37). Their clearing is not held.
     pub confirm_share: f64,
     pub confirm_s: f64,
+    /// A vehicle enters a zone once this far inside its border and leaves
+    /// it once this far outside (hysteresis: driving along a border, or a
+    /// fix wavering across it, changes nothing).
+    pub zone_margin_m: f64,
+    /// …and once this many positions in a row have shown it (a single
+    /// wrong position changes nothing); the change is dated from the first.
+    pub zone_positions: u32,
 }
 
 impl Default for DetectConfig {
@@ -111,6 +118,8 @@ impl Default for DetectConfig {
             at_risk_clear: 0.15,
             confirm_share: 0.2,
             confirm_s: 600.0,
+            zone_margin_m: 15.0,
+            zone_positions: 2,
         }
     }
 }
@@ -131,11 +140,15 @@ impl DetectConfig {
             ("braking_max_interval_s", self.braking_max_interval_s),
             ("offline_s", self.offline_s),
             ("arriving_s", self.arriving_s),
+            ("zone_margin_m", self.zone_margin_m),
         ];
         for (name, v) in positive {
             if !(v.is_finite() && v > 0.0) {
                 return Err(format!("{name} must be a positive number, got {v}"));
             }
+        }
+        if self.zone_positions == 0 {
+            return Err("zone_positions must be at least 1".into());
         }
         if self.depart_radius_m < self.arrive_radius_m {
             return Err("depart_radius_m must be at least arrive_radius_m".into());

@@ -15,6 +15,7 @@ use std::time::Duration;
 use lastmile_roadgraph::LatLon;
 
 use super::{StopId, VehicleId};
+use crate::zones::ZoneId;
 
 /// What happened. The two figures of an [`Event`] (`value`, `reference`)
 /// mean, per kind:
@@ -99,10 +100,21 @@ pub enum EventKind {
     /// An at-risk stop's probability of missing its window fell below
     /// `[detect] at_risk_clear`: that probability, window end.
     RiskCleared = 25,
+    /// The vehicle entered one of its fleet's zones (the event's `zone`).
+    /// Judged on its matched positions: once `[detect] zone_positions`
+    /// positions in a row were `zone_margin_m` inside the border: when the
+    /// first of them was (event time, s), seconds from then to this event.
+    ZoneEntered = 26,
+    /// The vehicle left a zone (as many positions the margin outside it):
+    /// when the first of them was, seconds it was inside until then.
+    ZoneLeft = 27,
+    /// The vehicle has been inside a zone for the zone's dwell time: when
+    /// it entered, seconds inside so far.
+    ZoneDwell = 28,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 25] = [
+    pub const ALL: [EventKind; 28] = [
         Self::EtaChanged,
         Self::Late,
         Self::BackOnTime,
@@ -128,6 +140,9 @@ impl EventKind {
         Self::Rescheduled,
         Self::AtRisk,
         Self::RiskCleared,
+        Self::ZoneEntered,
+        Self::ZoneLeft,
+        Self::ZoneDwell,
     ];
 
     /// The customer milestones, in the order a stop goes through them.
@@ -172,7 +187,15 @@ impl EventKind {
             Self::Rescheduled => "rescheduled",
             Self::AtRisk => "at_risk",
             Self::RiskCleared => "risk_cleared",
+            Self::ZoneEntered => "zone_entered",
+            Self::ZoneLeft => "zone_left",
+            Self::ZoneDwell => "zone_dwell",
         }
+    }
+
+    /// Whether events of this kind are about a zone (and carry one).
+    pub fn is_zone(self) -> bool {
+        matches!(self, Self::ZoneEntered | Self::ZoneLeft | Self::ZoneDwell)
     }
 
     /// The bit of this kind in an [`EventFilter`] kind mask.
@@ -192,6 +215,8 @@ pub struct Event {
     pub time: f64,
     pub kind: EventKind,
     pub stop: Option<StopId>,
+    /// The zone a `zone_*` event is about (never with a stop).
+    pub zone: Option<ZoneId>,
     /// The vehicle's last matched (or reported) position.
     pub pos: LatLon,
     /// The figures that triggered it; see [`EventKind`] for their meaning.
@@ -453,6 +478,7 @@ mod tests {
             time: seq as f64,
             kind,
             stop: Some(vehicle * 10),
+            zone: None,
             pos: LatLon::new(0.0, 0.0),
             value: 0.0,
             reference: 0.0,
@@ -594,7 +620,7 @@ mod tests {
             assert_eq!(EventKind::from_code(k as u8), Some(k));
         }
         assert_eq!(EventKind::from_code(0), None);
-        assert_eq!(EventKind::from_code(26), None);
+        assert_eq!(EventKind::from_code(EventKind::ALL.len() as u8 + 1), None);
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod checkpoint;
 pub mod detect;
 pub mod eta;
 pub mod events;
+mod fleet_zones;
 pub mod journal;
 pub mod latency;
 mod legs;
@@ -41,6 +42,7 @@ pub use checkpoint::{Checkpoint, CheckpointError};
 pub use detect::DetectConfig;
 pub use eta::EtaConfig;
 pub use events::{Event, EventBus, EventFilter, EventKind, ReadReport};
+pub use fleet_zones::MAX_ZONES_PER_FLEET;
 pub use journal::Journal;
 pub use latency::Histogram;
 pub use shard::ShardCounters;
@@ -64,6 +66,8 @@ use crate::Ping;
 use crate::live_index::{Found, LiveIndex};
 use crate::matcher::MatcherConfig;
 use crate::traffic::{EdgeObservation, TrafficConfig, TrafficModel};
+use crate::zones::ZoneId;
+use fleet_zones::{FleetZones, ZoneBook};
 use shard::{Msg, Outlets, ShardReport};
 use snapshot::{SnapshotCell, SnapshotTable};
 
@@ -103,6 +107,10 @@ pub struct FleetConfig {
     /// Path pieces held for `take_history` at most; beyond, the oldest are
     /// dropped and counted (`history_dropped`).
     pub max_history_pieces: usize,
+    /// Vehicles numbered inside a fleet's configured ranges, and that
+    /// fleet's slot: their fleet's zones are theirs (vehicles with
+    /// allocated ids carry their fleet's slot; see [`fleet_zones`]).
+    pub vehicle_fleets: Vec<([u64; 2], u32)>,
 }
 
 impl Default for FleetConfig {
@@ -122,6 +130,7 @@ impl Default for FleetConfig {
             closed_retention_s: 86_400.0,
             history: false,
             max_history_pieces: 1 << 22,
+            vehicle_fleets: Vec::new(),
         }
     }
 }
@@ -165,6 +174,14 @@ pub enum CommandError {
     BadOrder,
     #[error("time or coordinates are not finite numbers")]
     NotFinite,
+    #[error("zone {0} is unknown")]
+    UnknownZone(ZoneId),
+    #[error("zone {0} is given twice")]
+    DuplicateZone(ZoneId),
+    #[error("zone {zone}: {why}")]
+    BadZone { zone: ZoneId, why: String },
+    #[error("a fleet may have at most {0} zones")]
+    TooManyZones(usize),
     #[error("the engine is overloaded: the shard queue stayed full")]
     Overloaded,
     #[error("the command could not be made durable: {0}")]
@@ -189,6 +206,9 @@ struct Registry {
     stops: HashMap<StopId, StopRecord>,
     /// Each vehicle's open stops, in route order.
     routes: HashMap<VehicleId, Vec<StopId>>,
+    /// Every fleet's zones, and what the shards were last sent of them.
+    zones: ZoneBook,
+    zone_sets: Arc<FleetZones>,
 }
 
 /// What a vehicle's list of stops shows beside each ETA.
@@ -315,7 +335,10 @@ pub struct Saving {
 pub struct Restored {
     pub vehicles: usize,
     pub stops: usize,
-    /// Vehicles whose record did not decode (the rest are restored).
+    /// Zones of every fleet.
+    pub zones: usize,
+    /// Vehicles whose record did not decode, and zones this build refuses
+    /// (the rest are restored).
     pub failed: Vec<String>,
     /// Edges of learnt traffic the new metric carries.
     pub traffic_edges: usize,
@@ -453,6 +476,10 @@ impl Engine {
             })
             .collect();
         let traffic = TrafficModel::new(&graph, config.traffic.clone());
+        let registry = Registry {
+            zone_sets: Arc::new(FleetZones::new(&config.vehicle_fleets)),
+            ..Registry::default()
+        };
         Self {
             coordinator: Mutex::new(Coordinator {
                 traffic,
@@ -471,7 +498,7 @@ impl Engine {
             snapshots,
             live,
             events,
-            registry: RwLock::new(Registry::default()),
+            registry: RwLock::new(registry),
             recycle,
             submitted: 0.into(),
             shed: 0.into(),
@@ -564,6 +591,33 @@ impl Engine {
     /// Control messages must arrive: wait for room (the shards always drain).
     fn send_control(&self, shard: usize, msg: Msg) {
         let _ = self.shards[shard].inbox.send(msg);
+    }
+
+    /// After a zone command: its fleet's zones indexed anew, to every
+    /// shard in command order.
+    fn send_zones(&self, reg: &mut Registry, cmd: &Command) {
+        let fleet = match cmd {
+            Command::PutZones { fleet, .. } | Command::RemoveZones { fleet, .. } => *fleet,
+            _ => return,
+        };
+        let margin = self.config.detect.zone_margin_m;
+        let sets = Arc::new(reg.zones.publish(&reg.zone_sets, Some(fleet), margin));
+        reg.zone_sets = sets.clone();
+        for shard in 0..self.shards.len() {
+            self.send_control(shard, Msg::Zones(sets.clone()));
+        }
+    }
+
+    /// A fleet's zones as given (by id).
+    pub fn zones(&self, fleet: u32) -> Vec<crate::zones::ZoneDef> {
+        let reg = self.registry.read().unwrap_or_else(|p| p.into_inner());
+        reg.zones.of_fleet(fleet).cloned().collect()
+    }
+
+    /// The fleet `vehicle` belongs to, as zones go (see [`fleet_zones`]).
+    pub fn fleet_of(&self, vehicle: VehicleId) -> u32 {
+        let reg = self.registry.read().unwrap_or_else(|p| p.into_inner());
+        reg.zone_sets.fleet_of(vehicle)
     }
 
     /// Hands pings to their shards. A shard whose queue stays full gets
@@ -709,7 +763,14 @@ impl Engine {
         use std::sync::atomic::Ordering::Relaxed;
         let n = self.shards.len();
         for c in &cmds {
-            self.wait_for_room(shard_of(c.vehicle(), n), admission)?;
+            match c.vehicle() {
+                Some(v) => self.wait_for_room(shard_of(v, n), admission)?,
+                None => {
+                    for shard in 0..n {
+                        self.wait_for_room(shard, admission)?;
+                    }
+                }
+            }
         }
         let mut seq = 0;
         if let Some(j) = self.journal.get() {
@@ -729,7 +790,10 @@ impl Engine {
         }
         for cmd in cmds {
             apply(reg, &cmd, time);
-            self.send_control(shard_of(cmd.vehicle(), n), Msg::Command { cmd, time });
+            match cmd.vehicle() {
+                Some(v) => self.send_control(shard_of(v, n), Msg::Command { cmd, time }),
+                None => self.send_zones(reg, &cmd),
+            }
         }
         Ok(seq)
     }
@@ -788,11 +852,15 @@ impl Engine {
                 continue;
             }
             apply(&mut reg, cmd, time);
+            let Some(v) = cmd.vehicle() else {
+                self.send_zones(&mut reg, cmd);
+                continue;
+            };
             let msg = Msg::Replay {
                 cmd: cmd.clone(),
                 time,
             };
-            self.send_control(shard_of(cmd.vehicle(), n), msg);
+            self.send_control(shard_of(v, n), msg);
         }
         skipped
     }
@@ -846,7 +914,7 @@ impl Engine {
         // A few chunks per shard in flight: enough to keep the shards
         // serialising while one is written.
         let (parts_tx, parts) = bounded::<shard::Saved>(2 * self.shards.len());
-        let (journal_seq, stops, routes) = {
+        let (journal_seq, stops, routes, zones) = {
             let reg = self.registry.write().unwrap_or_else(|p| p.into_inner());
             for i in 0..self.shards.len() {
                 self.send_control(i, Msg::Checkpoint(parts_tx.clone()));
@@ -855,7 +923,8 @@ impl Engine {
                 reg.stops.iter().map(|(k, v)| (*k, v.clone())).collect();
             let routes: Vec<(VehicleId, Vec<StopId>)> =
                 reg.routes.iter().map(|(k, v)| (*k, v.clone())).collect();
-            (self.journal_seq.load(Relaxed), stops, routes)
+            let zones = reg.zones.all();
+            (self.journal_seq.load(Relaxed), stops, routes, zones)
         };
         // Only the shards hold senders now: the stream ends when all are done.
         drop(parts_tx);
@@ -913,6 +982,7 @@ impl Engine {
             errors,
             stops,
             routes,
+            zones,
             traffic,
         };
         Ok((meta, vehicles, failed))
@@ -968,6 +1038,16 @@ impl Engine {
             let mut reg = self.registry.write().unwrap_or_else(|p| p.into_inner());
             reg.stops = meta.stops.into_iter().collect();
             reg.routes = meta.routes.into_iter().collect();
+            let (zones, mut refused) = ZoneBook::restore(meta.zones);
+            report.zones = zones.count();
+            report.failed.append(&mut refused);
+            reg.zones = zones;
+            let margin = self.config.detect.zone_margin_m;
+            let sets = Arc::new(reg.zones.publish(&reg.zone_sets, None, margin));
+            reg.zone_sets = sets.clone();
+            for i in 0..self.shards.len() {
+                self.send_control(i, Msg::Zones(sets.clone()));
+            }
         }
         self.set_journal_seq(meta.journal_seq);
         // Records go to the shard each vehicle lives on now: where each
@@ -1101,6 +1181,7 @@ impl Engine {
                     Err(CommandError::BadOrder)
                 }
             }
+            Command::PutZones { .. } | Command::RemoveZones { .. } => reg.zones.validate(cmd),
         }
     }
 
@@ -1546,6 +1627,9 @@ fn apply(reg: &mut Registry, cmd: &Command, time: f64) {
             if let Some(r) = reg.stops.get_mut(stop) {
                 r.rating = Some(rating.clone());
             }
+        }
+        Command::PutZones { .. } | Command::RemoveZones { .. } => {
+            reg.zones.apply(cmd);
         }
     }
 }

@@ -17,6 +17,7 @@ use super::checkpoint;
 use super::detect::DetectConfig;
 use super::eta::EtaConfig;
 use super::events::{Event, EventBus, EventKind};
+use super::fleet_zones::FleetZones;
 use super::latency::Histogram;
 use super::snapshot::{self, SnapshotCell, SnapshotTable, VehicleSnapshot};
 use super::stops::Command;
@@ -26,6 +27,7 @@ use super::{FleetConfig, PathPiece, VehicleId};
 use crate::Ping;
 use crate::matcher::{MatchOutput, Matcher, MatcherStats};
 use crate::traffic::{EdgeObservation, TrafficConfig};
+use crate::zones::ZoneEvent;
 
 /// What a shard is asked to do.
 pub(crate) enum Msg {
@@ -47,6 +49,8 @@ pub(crate) enum Msg {
     Metric(Arc<CchMetric>),
     /// Read arrival windows from these from now on.
     Windows(Arc<Windows>),
+    /// Judge positions against these zones from now on.
+    Zones(Arc<FleetZones>),
     /// Answered once everything queued before it is done.
     Sync(Sender<()>),
     /// A command from the journal, replayed after a restore: applied like
@@ -189,6 +193,9 @@ pub(crate) struct Ctx<'g> {
     /// predictions since the last tick.
     pub windows: Arc<Windows>,
     pub outcomes: Vec<Outcome>,
+    /// Every fleet's zones, and the zone events of the position at hand.
+    pub zones: Arc<FleetZones>,
+    pub zone_events: Vec<ZoneEvent>,
     /// Finalised path pieces, when the engine keeps history.
     pub history: Option<Vec<PathPiece>>,
     /// Counts metric installs, so a leg knows whether it is out of date.
@@ -250,6 +257,8 @@ pub(crate) fn run(
         observations: Vec::new(),
         windows: Arc::new(Windows::prior(&config.eta.window_params())),
         outcomes: Vec::new(),
+        zones: Arc::new(FleetZones::new(&config.vehicle_fleets)),
+        zone_events: Vec::new(),
         history: config.history.then(Vec::new),
         metric_version: 0,
         near: Vec::new(),
@@ -281,14 +290,21 @@ pub(crate) fn run(
             }
             Msg::Command { cmd, time } => {
                 ctx.counters.commands += 1;
-                let slot = Slot::of(&mut vehicles, cmd.vehicle(), &outlets);
+                // Zone commands come as `Msg::Zones`.
+                let Some(vehicle) = cmd.vehicle() else {
+                    continue;
+                };
+                let slot = Slot::of(&mut vehicles, vehicle, &outlets);
                 if !slot.vehicle.on_command(&mut ctx, &cmd, time) {
                     ctx.counters.commands_rejected += 1;
                 }
                 slot.publish();
             }
             Msg::Replay { cmd, time } => {
-                let slot = Slot::of(&mut vehicles, cmd.vehicle(), &outlets);
+                let Some(vehicle) = cmd.vehicle() else {
+                    continue;
+                };
+                let slot = Slot::of(&mut vehicles, vehicle, &outlets);
                 slot.vehicle.on_command(&mut ctx, &cmd, time);
                 ctx.events.clear();
                 slot.publish();
@@ -383,6 +399,7 @@ pub(crate) fn run(
                 });
             }
             Msg::Windows(windows) => ctx.windows = windows,
+            Msg::Zones(zones) => ctx.zones = zones,
             Msg::Metric(metric) => {
                 // Vehicles retime their paths at their next ping.
                 ctx.counters.metric_updates += 1;

@@ -1,5 +1,5 @@
 //! Delivery stops as a dispatcher describes them, their lifecycle, and the
-//! commands that change a vehicle's route.
+//! commands that change a vehicle's route (and a fleet's zones).
 //!
 //! A stop goes `pending` → `next` (the first stop of the route still to be
 //! reached) → `arrived` (inside its geofence and slow) → `completed` (with
@@ -10,6 +10,7 @@
 use lastmile_roadgraph::LatLon;
 
 use super::{StopId, VehicleId};
+use crate::zones::{ZoneDef, ZoneId};
 
 /// The promised time window of a stop (event time, seconds).
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Copy, Debug, PartialEq)]
@@ -173,10 +174,23 @@ pub enum Command {
         stop: StopId,
         rating: Rating,
     },
+    /// Adds zones to a fleet (the slot its vehicles carry, see
+    /// [`super::fleet_zones`]), or replaces those of the same ids.
+    PutZones {
+        fleet: u32,
+        zones: Vec<ZoneDef>,
+    },
+    /// Removes zones of a fleet: a vehicle inside one forgets it without
+    /// an event (it did not move).
+    RemoveZones {
+        fleet: u32,
+        zones: Vec<ZoneId>,
+    },
 }
 
 impl Command {
-    pub fn vehicle(&self) -> VehicleId {
+    /// The vehicle it changes (`None`: a fleet's zones, every shard's).
+    pub fn vehicle(&self) -> Option<VehicleId> {
         match self {
             Self::AssignRoute { vehicle, .. }
             | Self::AddStop { vehicle, .. }
@@ -184,7 +198,8 @@ impl Command {
             | Self::Reorder { vehicle, .. }
             | Self::Complete { vehicle, .. }
             | Self::Fail { vehicle, .. }
-            | Self::Rate { vehicle, .. } => *vehicle,
+            | Self::Rate { vehicle, .. } => Some(*vehicle),
+            Self::PutZones { .. } | Self::RemoveZones { .. } => None,
         }
     }
 }

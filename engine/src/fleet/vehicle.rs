@@ -22,6 +22,7 @@ use super::{PathPiece, StopId, VehicleId};
 use crate::Ping;
 use crate::matcher::{MatchStatus, VehicleTrack};
 use crate::traffic::TraversalAccumulator;
+use crate::zones::{Judging, Presence, ZoneChange};
 
 /// Closed stops a vehicle keeps for its snapshot (the durable history is
 /// the store's job); older ones are forgotten so memory stays bounded.
@@ -162,6 +163,8 @@ pub(crate) struct Vehicle {
     stalled: bool,
     /// Predictions noted to learn arrival windows from.
     sampler: Sampler,
+    /// The fleet's zones the vehicle is inside.
+    zones: Presence,
 }
 
 impl Vehicle {
@@ -203,6 +206,7 @@ impl Vehicle {
             braking: Braking::default(),
             stalled: false,
             sampler: Sampler::default(),
+            zones: Presence::default(),
         }
     }
 
@@ -213,21 +217,31 @@ impl Vehicle {
             .unwrap_or(LatLon::new(f64::NAN, f64::NAN))
     }
 
-    fn emit(
+    /// A vehicle read back from a checkpoint: what it measured against
+    /// zones of another process is measured again.
+    pub fn restored(mut self) -> Self {
+        self.zones.remeasure();
+        self
+    }
+
+    /// Publishes an event (at the shard's next batch end); returns it for
+    /// the fields few events have.
+    fn emit<'c>(
         &mut self,
-        ctx: &mut Ctx,
+        ctx: &'c mut Ctx,
         kind: EventKind,
         time: f64,
         stop: Option<StopId>,
         value: f64,
         reference: f64,
-    ) {
+    ) -> &'c mut Event {
         ctx.events.push(Event {
             vehicle: self.id,
             seq: self.event_seq,
             time,
             kind,
             stop,
+            zone: None,
             pos: self.pos(),
             value,
             reference,
@@ -235,6 +249,7 @@ impl Vehicle {
         });
         self.event_seq += 1;
         ctx.counters.events[kind as usize] += 1;
+        ctx.events.last_mut().expect("just pushed")
     }
 
     /// Heap bytes held by this vehicle (allocated capacity).
@@ -299,6 +314,7 @@ impl Vehicle {
         };
         let prev = self.placed.replace(here);
         self.update_motion(ctx, ping, prev, here, status);
+        self.check_zones(ctx, here);
         self.check_stops(ctx, now);
         self.update_etas(ctx, now, true);
         self.check_stall(ctx, now);
@@ -380,6 +396,34 @@ impl Vehicle {
             let threshold = ctx.detect.harsh_braking_mps2;
             self.emit(ctx, EventKind::HarshBraking, now, None, decel, threshold);
         }
+    }
+
+    /// Judges the matched position against the fleet's zones.
+    fn check_zones(&mut self, ctx: &mut Ctx, here: Placed) {
+        let zones = ctx.zones.clone();
+        let Some(set) = zones.of_vehicle(self.id) else {
+            if !self.zones.is_empty() {
+                // The fleet's last zone was removed: forgotten, not left.
+                self.zones = Presence::default();
+            }
+            return;
+        };
+        let judging = Judging {
+            margin_m: ctx.detect.zone_margin_m,
+            positions: ctx.detect.zone_positions,
+        };
+        let mut out = std::mem::take(&mut ctx.zone_events);
+        self.zones
+            .observe(set, here.point(), here.time, judging, &mut out);
+        for e in out.drain(..) {
+            let (kind, value, reference) = match e.change {
+                ZoneChange::Entered => (EventKind::ZoneEntered, e.since, e.time - e.since),
+                ZoneChange::Left => (EventKind::ZoneLeft, e.since, e.inside_s),
+                ZoneChange::Dwell => (EventKind::ZoneDwell, e.since, e.time - e.since),
+            };
+            self.emit(ctx, kind, e.time, None, value, reference).zone = Some(e.zone);
+        }
+        ctx.zone_events = out;
     }
 
     // ----------------------------------------------------------------- stops
@@ -926,6 +970,8 @@ impl Vehicle {
     /// happens when commands raced).
     pub fn on_command(&mut self, ctx: &mut Ctx, cmd: &Command, time: f64) -> bool {
         let ok = match cmd {
+            // Zones reach the shards as a whole (`Msg::Zones`).
+            Command::PutZones { .. } | Command::RemoveZones { .. } => return true,
             // A rating changes nothing of the route: it is news only.
             Command::Rate { stop, rating, .. } => {
                 let stars = f64::from(rating.stars);

@@ -758,15 +758,16 @@ fn window_of(word: u64) -> [f32; 2] {
     }
 }
 
-/// An event in 80 bytes: vehicle, seq, time, stop (u64::MAX: none), lat,
-/// lon, value, reference, kind and window ([`kind_word`]), stored at (ms).
+/// An event in 80 bytes: vehicle, seq, time, its stop or zone (u64::MAX:
+/// none; a zone event has no stop), lat, lon, value, reference, kind and
+/// window ([`kind_word`]), stored at (ms).
 fn encode_event(e: &Event, stored_ms: i64) -> [u8; EVENT_BYTES] {
     let mut b = [0u8; EVENT_BYTES];
     let words: [u64; 10] = [
         e.vehicle,
         e.seq,
         e.time.to_bits(),
-        e.stop.unwrap_or(u64::MAX),
+        e.stop.or(e.zone).unwrap_or(u64::MAX),
         e.pos.lat.to_bits(),
         e.pos.lon.to_bits(),
         e.value.to_bits(),
@@ -787,13 +788,16 @@ fn decode_event(b: &[u8]) -> Option<(Event, i64)> {
     let w = |i: usize| u64::from_le_bytes(b[8 * i..8 * i + 8].try_into().expect("8 bytes"));
     let f = |i: usize| f64::from_bits(w(i));
     let kind = EventKind::from_code((w(8) & 0xFF) as u8)?;
+    let about = (w(3) != u64::MAX).then_some(w(3));
+    let zone_event = kind.is_zone();
     Some((
         Event {
             vehicle: w(0),
             seq: w(1),
             time: f(2),
             kind,
-            stop: (w(3) != u64::MAX).then_some(w(3)),
+            stop: about.filter(|_| !zone_event),
+            zone: about.filter(|_| zone_event),
             pos: LatLon::new(f(4), f(5)),
             value: f(6),
             reference: f(7),
@@ -815,11 +819,22 @@ mod tests {
             time: 1000.0 + seq as f64,
             kind,
             stop: seq.is_multiple_of(2).then_some(seq),
+            zone: None,
             pos: LatLon::new(43.7, 7.4),
             value: 1.5,
             reference: f64::NAN,
             window_s: Event::NO_WINDOW,
         }
+    }
+
+    #[test]
+    fn a_zone_event_keeps_its_zone_and_a_stop_event_its_stop() {
+        let mut e = ev(3, 1, EventKind::ZoneEntered);
+        (e.stop, e.zone, e.reference) = (None, Some(77), 2.0);
+        assert_eq!(decode_event(&encode_event(&e, 5)).unwrap(), (e, 5));
+        let s = ev(3, 2, EventKind::Arrived);
+        let back = decode_event(&encode_event(&s, 5)).unwrap().0;
+        assert_eq!((back.stop, back.zone), (Some(2), None));
     }
 
     #[test]

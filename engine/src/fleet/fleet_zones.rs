@@ -1,0 +1,224 @@
+//! Every fleet's zones: the definitions the registry keeps (what the
+//! journal and the checkpoint hold, changed by [`Command::PutZones`] and
+//! [`Command::RemoveZones`]) and the indexed sets the shards read. A
+//! change rebuilds its fleet's set and reaches every shard as one message
+//! in command order, so every shard count sees the same zones at the same
+//! pings.
+//!
+//! A vehicle's fleet is the slot its allocated id carries, or, for a
+//! vehicle numbered inside a fleet's configured ranges, that fleet's
+//! ([`FleetConfig::vehicle_fleets`](super::FleetConfig)): the zones of one
+//! fleet are never judged for another's vehicles.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use super::window::fleet_slot;
+use super::{Command, CommandError, VehicleId};
+use crate::zones::{ZoneDef, ZoneId, ZoneSet};
+
+/// Zones one fleet may hold at most.
+pub const MAX_ZONES_PER_FLEET: usize = 100_000;
+
+/// What the shards read: each fleet's indexed zones.
+#[derive(Debug, Default)]
+pub struct FleetZones {
+    sets: HashMap<u32, Arc<ZoneSet>>,
+    /// Configured vehicle ranges and their fleets' slots, sorted.
+    vehicle_fleets: Arc<[([u64; 2], u32)]>,
+}
+
+impl FleetZones {
+    /// No zones yet; `vehicle_fleets` as configured.
+    pub fn new(vehicle_fleets: &[([u64; 2], u32)]) -> Self {
+        let mut ranges = vehicle_fleets.to_vec();
+        ranges.sort_unstable();
+        Self {
+            sets: HashMap::new(),
+            vehicle_fleets: ranges.into(),
+        }
+    }
+
+    /// The fleet `vehicle` belongs to.
+    pub fn fleet_of(&self, vehicle: VehicleId) -> u32 {
+        fleet_of(&self.vehicle_fleets, vehicle)
+    }
+
+    /// The zones `vehicle`'s fleet has drawn, if any.
+    pub fn of_vehicle(&self, vehicle: VehicleId) -> Option<&ZoneSet> {
+        if self.sets.is_empty() {
+            return None;
+        }
+        self.sets.get(&self.fleet_of(vehicle)).map(|s| &**s)
+    }
+}
+
+/// The fleet of `vehicle`, given the configured ranges (sorted by start).
+pub fn fleet_of(ranges: &[([u64; 2], u32)], vehicle: VehicleId) -> u32 {
+    let slot = fleet_slot(vehicle);
+    if slot != 0 {
+        return slot;
+    }
+    let i = ranges.partition_point(|(r, _)| r[1] < vehicle);
+    match ranges.get(i) {
+        Some(&(r, fleet)) if r[0] <= vehicle => fleet,
+        _ => 0,
+    }
+}
+
+/// The registry's part: every fleet's zone definitions, by id.
+#[derive(Debug, Default)]
+pub(crate) struct ZoneBook {
+    defs: HashMap<u32, BTreeMap<ZoneId, ZoneDef>>,
+}
+
+impl ZoneBook {
+    /// Whether `cmd` (a zone command) may be applied.
+    pub fn validate(&self, cmd: &Command) -> Result<(), CommandError> {
+        match cmd {
+            Command::PutZones { fleet, zones } => {
+                let have = self.defs.get(fleet);
+                let mut seen = std::collections::HashSet::new();
+                for z in zones {
+                    if !seen.insert(z.id) {
+                        return Err(CommandError::DuplicateZone(z.id));
+                    }
+                    z.zone().map_err(|e| CommandError::BadZone {
+                        zone: z.id,
+                        why: e.to_string(),
+                    })?;
+                }
+                let new = seen
+                    .iter()
+                    .filter(|id| !have.is_some_and(|h| h.contains_key(id)))
+                    .count();
+                if have.map_or(0, BTreeMap::len) + new > MAX_ZONES_PER_FLEET {
+                    return Err(CommandError::TooManyZones(MAX_ZONES_PER_FLEET));
+                }
+                Ok(())
+            }
+            Command::RemoveZones { fleet, zones } => {
+                let have = self.defs.get(fleet);
+                match zones
+                    .iter()
+                    .find(|id| !have.is_some_and(|h| h.contains_key(id)))
+                {
+                    Some(&id) => Err(CommandError::UnknownZone(id)),
+                    None => Ok(()),
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Applies a validated zone command; returns the fleet whose zones
+    /// changed.
+    pub fn apply(&mut self, cmd: &Command) -> Option<u32> {
+        match cmd {
+            Command::PutZones { fleet, zones } => {
+                let defs = self.defs.entry(*fleet).or_default();
+                for z in zones {
+                    defs.insert(z.id, z.clone());
+                }
+                Some(*fleet)
+            }
+            Command::RemoveZones { fleet, zones } => {
+                if let Some(defs) = self.defs.get_mut(fleet) {
+                    for id in zones {
+                        defs.remove(id);
+                    }
+                    if defs.is_empty() {
+                        self.defs.remove(fleet);
+                    }
+                }
+                Some(*fleet)
+            }
+            _ => None,
+        }
+    }
+
+    /// Zones of every fleet.
+    pub fn count(&self) -> usize {
+        self.defs.values().map(BTreeMap::len).sum()
+    }
+
+    /// A fleet's zones.
+    pub fn of_fleet(&self, fleet: u32) -> impl Iterator<Item = &ZoneDef> {
+        self.defs.get(&fleet).into_iter().flat_map(|d| d.values())
+    }
+
+    /// Every fleet's zones, for the checkpoint.
+    pub fn all(&self) -> Vec<(u32, Vec<ZoneDef>)> {
+        let mut all: Vec<_> = self
+            .defs
+            .iter()
+            .map(|(f, d)| (*f, d.values().cloned().collect()))
+            .collect();
+        all.sort_by_key(|(f, _)| *f);
+        all
+    }
+
+    /// The book a checkpoint held; a zone this build no longer accepts is
+    /// left out and its error returned.
+    pub fn restore(all: Vec<(u32, Vec<ZoneDef>)>) -> (Self, Vec<String>) {
+        let mut book = Self::default();
+        let mut errors = Vec::new();
+        for (fleet, defs) in all {
+            for d in defs {
+                match d.zone() {
+                    Ok(_) => {
+                        book.defs.entry(fleet).or_default().insert(d.id, d);
+                    }
+                    Err(e) => errors.push(format!("zone {} of fleet {fleet}: {e}", d.id)),
+                }
+            }
+        }
+        (book, errors)
+    }
+
+    /// What the shards read after a change to `changed` (all fleets if
+    /// `None`), from what they read before.
+    pub fn publish(&self, before: &FleetZones, changed: Option<u32>, margin_m: f64) -> FleetZones {
+        let set_of = |fleet: u32| {
+            // Checked when given: a definition in the book makes a zone.
+            let zones = self.of_fleet(fleet).filter_map(|d| d.zone().ok()).collect();
+            Arc::new(ZoneSet::new(zones, margin_m))
+        };
+        let mut sets = match changed {
+            Some(_) => before.sets.clone(),
+            None => HashMap::new(),
+        };
+        let fleets: Vec<u32> = match changed {
+            Some(f) => vec![f],
+            None => self.defs.keys().copied().collect(),
+        };
+        for f in fleets {
+            if self.defs.contains_key(&f) {
+                sets.insert(f, set_of(f));
+            } else {
+                sets.remove(&f);
+            }
+        }
+        FleetZones {
+            sets,
+            vehicle_fleets: before.vehicle_fleets.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_vehicle_belongs_to_the_fleet_its_id_or_its_range_says() {
+        let ranges = [([100, 199], 7), ([500, 500], 9)];
+        assert_eq!(fleet_of(&ranges, 150), 7);
+        assert_eq!(fleet_of(&ranges, 199), 7);
+        assert_eq!(fleet_of(&ranges, 500), 9);
+        assert_eq!(fleet_of(&ranges, 200), 0);
+        assert_eq!(fleet_of(&ranges, 99), 0);
+        let allocated: VehicleId = (1 << 62) | (5 << 38) | 1;
+        assert_eq!(fleet_of(&ranges, allocated), 5);
+    }
+}
