@@ -13,6 +13,7 @@ mod osmand_replay;
 mod progress;
 mod service;
 mod tracking;
+mod zones_cmd;
 
 use std::process::ExitCode;
 
@@ -72,6 +73,8 @@ enum Command {
     Dispatch(service::DispatchArgs),
     /// A server's counters as JSON.
     Stats(service::StatsArgs),
+    /// A fleet's zones on a server: put (GeoJSON), remove, list.
+    Zones(zones_cmd::ZonesArgs),
     /// The whole pipeline on the built-in synthetic city (no download needed).
     Demo(commands::DemoArgs),
     /// Hold many tracking pages' event feeds open on a server's HTTP side and
@@ -109,6 +112,7 @@ fn main() -> ExitCode {
         Command::History(a) => history::history(a),
         Command::Dispatch(a) => service::dispatch(a),
         Command::Stats(a) => service::stats(a),
+        Command::Zones(a) => zones_cmd::zones(a),
         Command::Demo(a) => commands::demo(a),
         Command::Feeds(a) => feeds::feeds(a),
         Command::Webhooks(a) => hooks_cmd::webhooks(a),

@@ -210,7 +210,7 @@ pub fn event(id: u64, e: &Event, name: Namer<'_>) -> WireEvent {
         vehicle: name(Kind::Vehicle, e.vehicle),
         seq: e.seq,
         stop: e.stop.map(|s| name(Kind::Stop, s)),
-        zone: None,
+        zone: e.zone.map(|z| name(Kind::Zone, z)),
         time_ms: ms(e.time),
         kind: e.kind as u8,
         lat_e7: e7(e.pos.lat),

@@ -420,6 +420,15 @@ impl Config {
             events_capacity: self.engine.events_capacity,
             closed_retention_s: self.engine.closed_retention_s,
             history: self.store.enabled,
+            vehicle_fleets: self
+                .fleets
+                .iter()
+                .flat_map(|f| {
+                    let slot = crate::ids::slot_of_fleet(&f.name);
+                    f.vehicles.iter().map(move |r| (*r, slot))
+                })
+                .collect(),
+            unranged_fleet: crate::ids::slot_of_fleet(""),
             ..FleetConfig::default()
         }
     }

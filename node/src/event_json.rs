@@ -36,7 +36,7 @@ pub fn event(node: &Node, who: &Principal, id: u64, e: &Event) -> Value {
         "vehicle": node.name_of(who, Kind::Vehicle, e.vehicle, false),
         "seq": e.seq,
         "stop": e.stop.map(|s| node.name_of(who, Kind::Stop, s, false)),
-        "zone": Value::Null,
+        "zone": e.zone.map(|z| node.name_of(who, Kind::Zone, z, false)),
         "time": finite(e.time),
         "kind": e.kind.as_str(),
         "position": position(e.pos.lat, e.pos.lon),

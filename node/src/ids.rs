@@ -29,12 +29,13 @@ const SLOT_MASK: u64 = (1 << 24) - 1;
 /// Longest name, in bytes of UTF-8.
 pub const MAX_NAME_LEN: usize = 128;
 
-/// What an id names: vehicles and stops are separate spaces.
+/// What an id names: vehicles, stops and zones are separate spaces.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum Kind {
     Vehicle = 1,
     Stop = 2,
+    Zone = 3,
 }
 
 impl Kind {
@@ -42,6 +43,7 @@ impl Kind {
         match v {
             1 => Some(Self::Vehicle),
             2 => Some(Self::Stop),
+            3 => Some(Self::Zone),
             _ => None,
         }
     }
@@ -50,6 +52,7 @@ impl Kind {
         match self {
             Self::Vehicle => "vehicle",
             Self::Stop => "stop",
+            Self::Zone => "zone",
         }
     }
 }

@@ -7,9 +7,10 @@
 //! ([`store`]) and the recovery and checkpoints built on it ([`durable`]),
 //! the event-time clock ([`clock`]), the memory bound ([`memory`]),
 //! the rules every ping keeps at every door and its hand-over to the
-//! engine ([`admit`]), late positions placed in the history ([`backfill`]), where accepted pings go ([`sink`]), the zones fleets draw as
-//! GeoJSON ([`zone_file`]), and the node that holds them all
-//! with the threads that drive the engine ([`runtime`]).
+//! engine ([`admit`]), late positions placed in the history
+//! ([`backfill`]), where accepted pings go ([`sink`]), the zones fleets draw
+//! as GeoJSON ([`zone_file`]) and keep ([`zone_admin`]), and the node that
+//! holds them all with the threads that drive the engine ([`runtime`]).
 
 pub mod admit;
 pub mod auth;
@@ -28,6 +29,7 @@ pub mod memory;
 pub mod runtime;
 pub mod sink;
 pub mod store;
+pub mod zone_admin;
 pub mod zone_file;
 
 pub use auth::Role;

@@ -1,27 +1,38 @@
 //! A fleet's zones as a dispatcher draws them: a GeoJSON
 //! `FeatureCollection` (RFC 7946) whose features are `Polygon`s (outer ring
 //! and holes) or `Point`s with a `radius_m`, each with the fleet's own
-//! string `id` and optionally a `name` and a `dwell_s` (seconds inside
-//! after which `zone_dwell` is told). Every problem is refused with the
-//! feature it is in, never a zone half read.
+//! string `id` and optionally a `name`, a `kind` (`plain`, `allowed`,
+//! `forbidden`), a `dwell_s` (seconds inside after which `zone_dwell` is
+//! told) and a `speed_limit_kmh`. Every problem is refused with the feature
+//! it is in, never a zone half read. The same form is written back
+//! ([`feature`]), so a file read, listed and read again is the same.
 
-use lastmile_engine::zones::{Shape, ShapeError};
+use lastmile_engine::zones::{Outline, ZoneDef, ZoneId, ZoneKind};
 use lastmile_roadgraph::LatLon;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// Zones one file may hold at most.
 pub const MAX_ZONES: usize = 10_000;
 /// Longest zone id and name, bytes.
 pub const MAX_ID_BYTES: usize = 128;
-pub const MAX_NAME_BYTES: usize = 256;
+pub const MAX_NAME_BYTES: usize = lastmile_engine::zones::def::MAX_NAME_BYTES;
 
-/// One zone as read, before the node numbers its id.
+/// One zone as read: the fleet's id for it, and the zone (checked) with
+/// the engine id still to be given.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ZoneSpec {
     pub id: String,
-    pub name: String,
-    pub shape: Shape,
-    pub dwell_s: Option<f64>,
+    pub def: ZoneDef,
+}
+
+impl ZoneSpec {
+    /// The zone under engine id `id`.
+    pub fn numbered(&self, id: ZoneId) -> ZoneDef {
+        ZoneDef {
+            id,
+            ..self.def.clone()
+        }
+    }
 }
 
 /// Why a zone file was refused.
@@ -63,7 +74,7 @@ pub fn read_zones(text: &str) -> Result<Vec<ZoneSpec>, ZoneFileError> {
             id: id.clone(),
             why,
         };
-        let zone = feature(f).map_err(fail)?;
+        let zone = read_feature(f).map_err(fail)?;
         if zones.iter().any(|z| z.id == zone.id) {
             return Err(fail("another feature has this id".into()));
         }
@@ -72,7 +83,7 @@ pub fn read_zones(text: &str) -> Result<Vec<ZoneSpec>, ZoneFileError> {
     Ok(zones)
 }
 
-fn feature(f: &Value) -> Result<ZoneSpec, String> {
+fn read_feature(f: &Value) -> Result<ZoneSpec, String> {
     let props = f
         .get("properties")
         .and_then(Value::as_object)
@@ -95,19 +106,30 @@ fn feature(f: &Value) -> Result<ZoneSpec, String> {
             ));
         }
     };
-    let dwell_s = match props.get("dwell_s") {
-        None | Some(Value::Null) => None,
+    let positive = |key: &str, what: &str| match props.get(key) {
+        None | Some(Value::Null) => Ok(None),
         Some(v) => match v.as_f64() {
-            Some(d) if d > 0.0 && d.is_finite() => Some(d),
-            _ => return Err("properties.dwell_s must be a positive number of seconds".into()),
+            Some(d) if d > 0.0 && d.is_finite() => Ok(Some(d)),
+            _ => Err(format!(
+                "properties.{key} must be a positive number of {what}"
+            )),
         },
     };
+    let dwell_s = positive("dwell_s", "seconds")?;
+    let speed_limit_kmh = positive("speed_limit_kmh", "km/h")?;
+    let kind = match props.get("kind") {
+        None | Some(Value::Null) => ZoneKind::Plain,
+        Some(v) => v
+            .as_str()
+            .and_then(ZoneKind::parse)
+            .ok_or("properties.kind must be \"plain\", \"allowed\" or \"forbidden\"")?,
+    };
     let geometry = f.get("geometry").ok_or("no geometry")?;
-    let kind = geometry.get("type").and_then(Value::as_str).unwrap_or("");
+    let geometry_type = geometry.get("type").and_then(Value::as_str).unwrap_or("");
     let coordinates = geometry
         .get("coordinates")
         .ok_or("geometry has no coordinates")?;
-    let shape = match kind {
+    let outline = match geometry_type {
         "Polygon" => {
             let rings = coordinates
                 .as_array()
@@ -115,7 +137,7 @@ fn feature(f: &Value) -> Result<ZoneSpec, String> {
                 .iter()
                 .map(ring)
                 .collect::<Result<Vec<_>, _>>()?;
-            Shape::polygon(rings)
+            Outline::Polygon { rings }
         }
         "Point" => {
             let centre = position(coordinates)?;
@@ -123,21 +145,70 @@ fn feature(f: &Value) -> Result<ZoneSpec, String> {
                 .get("radius_m")
                 .and_then(Value::as_f64)
                 .ok_or("a Point zone needs properties.radius_m (metres)")?;
-            Shape::circle(centre, radius)
+            Outline::Circle {
+                centre,
+                radius_m: radius,
+            }
         }
         other => {
             return Err(format!(
                 "geometry type {other:?}: a zone is a Polygon, or a Point with a radius_m"
             ));
         }
-    }
-    .map_err(|e: ShapeError| e.to_string())?;
+    };
+    let def = ZoneDef {
+        id: 0,
+        name,
+        outline,
+        kind,
+        dwell_s,
+        speed_limit_kmh,
+    };
+    def.zone().map_err(|e| e.to_string())?;
     Ok(ZoneSpec {
         id: id.to_string(),
-        name,
-        shape,
-        dwell_s,
+        def,
     })
+}
+
+/// A zone as a GeoJSON feature, under the fleet's id for it.
+pub fn feature(id: &str, def: &ZoneDef) -> Value {
+    let point = |p: &LatLon| json!([p.lon, p.lat]);
+    let mut props = json!({"id": id, "name": def.name, "kind": def.kind.as_str()});
+    if let Some(d) = def.dwell_s {
+        props["dwell_s"] = json!(d);
+    }
+    if let Some(v) = def.speed_limit_kmh {
+        props["speed_limit_kmh"] = json!(v);
+    }
+    let geometry = match &def.outline {
+        Outline::Circle { centre, radius_m } => {
+            props["radius_m"] = json!(radius_m);
+            json!({"type": "Point", "coordinates": point(centre)})
+        }
+        Outline::Polygon { rings } => {
+            // GeoJSON rings are closed: the first position again last.
+            let rings: Vec<Value> = rings
+                .iter()
+                .map(|r| {
+                    let mut points: Vec<Value> = r.iter().map(point).collect();
+                    if let Some(first) = r.first()
+                        && r.last() != Some(first)
+                    {
+                        points.push(point(first));
+                    }
+                    Value::Array(points)
+                })
+                .collect();
+            json!({"type": "Polygon", "coordinates": rings})
+        }
+    };
+    json!({"type": "Feature", "properties": props, "geometry": geometry})
+}
+
+/// Zones as a GeoJSON `FeatureCollection`.
+pub fn collection(features: Vec<Value>) -> Value {
+    json!({"type": "FeatureCollection", "features": features})
 }
 
 fn ring(v: &Value) -> Result<Vec<LatLon>, String> {
@@ -163,6 +234,7 @@ fn position(v: &Value) -> Result<LatLon, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lastmile_engine::zones::Shape;
 
     fn collection(features: &[Value]) -> String {
         serde_json::json!({"type": "FeatureCollection", "features": features}).to_string()
@@ -195,23 +267,45 @@ mod tests {
         assert_eq!(zones.len(), 2);
         let z = &zones[0];
         assert_eq!(
-            (z.id.as_str(), z.name.as_str(), z.dwell_s),
+            (z.id.as_str(), z.def.name.as_str(), z.def.dwell_s),
             ("depot-north", "North depot", Some(1800.0))
         );
-        let Shape::Polygon(p) = &z.shape else {
+        let shape = z.def.zone().unwrap().shape;
+        let Shape::Polygon(p) = &shape else {
             panic!("{z:?}")
         };
         assert_eq!(p.rings().len(), 2);
-        assert!(z.shape.signed_distance_m(LatLon::new(43.732, 7.422)) < 0.0);
+        assert!(shape.signed_distance_m(LatLon::new(43.732, 7.422)) < 0.0);
         assert!(
-            z.shape.signed_distance_m(LatLon::new(43.735, 7.425)) > 0.0,
+            shape.signed_distance_m(LatLon::new(43.735, 7.425)) > 0.0,
             "the hole"
         );
         assert_eq!(
-            zones[1].name, "yard 7",
+            zones[1].def.name, "yard 7",
             "the id names a zone without a name"
         );
-        assert!(matches!(zones[1].shape, Shape::Circle { radius_m, .. } if radius_m == 150.0));
+        assert_eq!(
+            zones[1].def.outline,
+            Outline::Circle {
+                centre: LatLon::new(43.72, 7.41),
+                radius_m: 150.0
+            }
+        );
+        assert_eq!(zones[1].def.kind, ZoneKind::Plain);
+    }
+
+    #[test]
+    fn zones_written_back_read_the_same() {
+        let mut circle = yard();
+        circle["properties"]["radius_m"] = 150.into();
+        circle["properties"]["kind"] = "forbidden".into();
+        circle["properties"]["speed_limit_kmh"] = 20.into();
+        let zones = read_zones(&collection(&[depot(), circle])).unwrap();
+        let again: Vec<Value> = zones.iter().map(|z| feature(&z.id, &z.def)).collect();
+        let text = super::collection(again).to_string();
+        assert_eq!(read_zones(&text).unwrap(), zones);
+        assert_eq!(zones[1].def.kind, ZoneKind::Forbidden);
+        assert_eq!(zones[1].def.speed_limit_kmh, Some(20.0));
     }
 
     #[test]
@@ -237,6 +331,10 @@ mod tests {
             serde_json::json!({"type": "LineString", "coordinates": [[0.0, 0.0], [1.0, 1.0]]});
         let mut bad_dwell = depot();
         bad_dwell["properties"]["dwell_s"] = (-5).into();
+        let mut bad_kind = depot();
+        bad_kind["properties"]["kind"] = "restricted".into();
+        let mut bad_limit = depot();
+        bad_limit["properties"]["speed_limit_kmh"] = "fast".into();
         for (feature, says) in [
             (bow_tie, "crosses itself"),
             (no_id, "properties.id"),
@@ -245,6 +343,8 @@ mod tests {
             (line, "LineString"),
             (yard(), "radius_m"),
             (bad_dwell, "dwell_s"),
+            (bad_kind, "properties.kind"),
+            (bad_limit, "speed_limit_kmh"),
         ] {
             let e = read_zones(&collection(&[depot_with_id("ok"), feature])).unwrap_err();
             let text = e.to_string();

@@ -7,8 +7,9 @@
 //!
 //! A vehicle's fleet is the slot its allocated id carries, or, for a
 //! vehicle numbered inside a fleet's configured ranges, that fleet's
-//! ([`FleetConfig::vehicle_fleets`](super::FleetConfig)): the zones of one
-//! fleet are never judged for another's vehicles.
+//! ([`FleetConfig::vehicle_fleets`](super::FleetConfig)), or for any other
+//! number `unranged_fleet`: the zones of one fleet are never judged for
+//! another's vehicles.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -26,22 +27,24 @@ pub struct FleetZones {
     sets: HashMap<u32, Arc<ZoneSet>>,
     /// Configured vehicle ranges and their fleets' slots, sorted.
     vehicle_fleets: Arc<[([u64; 2], u32)]>,
+    unranged: u32,
 }
 
 impl FleetZones {
-    /// No zones yet; `vehicle_fleets` as configured.
-    pub fn new(vehicle_fleets: &[([u64; 2], u32)]) -> Self {
+    /// No zones yet; the fleets of numbered vehicles as configured.
+    pub fn new(vehicle_fleets: &[([u64; 2], u32)], unranged: u32) -> Self {
         let mut ranges = vehicle_fleets.to_vec();
         ranges.sort_unstable();
         Self {
             sets: HashMap::new(),
             vehicle_fleets: ranges.into(),
+            unranged,
         }
     }
 
     /// The fleet `vehicle` belongs to.
     pub fn fleet_of(&self, vehicle: VehicleId) -> u32 {
-        fleet_of(&self.vehicle_fleets, vehicle)
+        fleet_of(&self.vehicle_fleets, self.unranged, vehicle)
     }
 
     /// The zones `vehicle`'s fleet has drawn, if any.
@@ -53,8 +56,9 @@ impl FleetZones {
     }
 }
 
-/// The fleet of `vehicle`, given the configured ranges (sorted by start).
-pub fn fleet_of(ranges: &[([u64; 2], u32)], vehicle: VehicleId) -> u32 {
+/// The fleet of `vehicle`, given the configured ranges (sorted by start)
+/// and the fleet of numbers outside them.
+pub fn fleet_of(ranges: &[([u64; 2], u32)], unranged: u32, vehicle: VehicleId) -> u32 {
     let slot = fleet_slot(vehicle);
     if slot != 0 {
         return slot;
@@ -62,7 +66,7 @@ pub fn fleet_of(ranges: &[([u64; 2], u32)], vehicle: VehicleId) -> u32 {
     let i = ranges.partition_point(|(r, _)| r[1] < vehicle);
     match ranges.get(i) {
         Some(&(r, fleet)) if r[0] <= vehicle => fleet,
-        _ => 0,
+        _ => unranged,
     }
 }
 
@@ -202,6 +206,7 @@ impl ZoneBook {
         FleetZones {
             sets,
             vehicle_fleets: before.vehicle_fleets.clone(),
+            unranged: before.unranged,
         }
     }
 }
@@ -213,12 +218,12 @@ mod tests {
     #[test]
     fn a_vehicle_belongs_to_the_fleet_its_id_or_its_range_says() {
         let ranges = [([100, 199], 7), ([500, 500], 9)];
-        assert_eq!(fleet_of(&ranges, 150), 7);
-        assert_eq!(fleet_of(&ranges, 199), 7);
-        assert_eq!(fleet_of(&ranges, 500), 9);
-        assert_eq!(fleet_of(&ranges, 200), 0);
-        assert_eq!(fleet_of(&ranges, 99), 0);
+        assert_eq!(fleet_of(&ranges, 3, 150), 7);
+        assert_eq!(fleet_of(&ranges, 3, 199), 7);
+        assert_eq!(fleet_of(&ranges, 3, 500), 9);
+        assert_eq!(fleet_of(&ranges, 3, 200), 3);
+        assert_eq!(fleet_of(&ranges, 3, 99), 3);
         let allocated: VehicleId = (1 << 62) | (5 << 38) | 1;
-        assert_eq!(fleet_of(&ranges, allocated), 5);
+        assert_eq!(fleet_of(&ranges, 3, allocated), 5);
     }
 }

@@ -111,6 +111,9 @@ pub struct FleetConfig {
     /// fleet's slot: their fleet's zones are theirs (vehicles with
     /// allocated ids carry their fleet's slot; see [`fleet_zones`]).
     pub vehicle_fleets: Vec<([u64; 2], u32)>,
+    /// The fleet of a vehicle numbered outside every range (the node's
+    /// names outside any fleet, an admin's).
+    pub unranged_fleet: u32,
 }
 
 impl Default for FleetConfig {
@@ -131,6 +134,7 @@ impl Default for FleetConfig {
             history: false,
             max_history_pieces: 1 << 22,
             vehicle_fleets: Vec::new(),
+            unranged_fleet: 0,
         }
     }
 }
@@ -477,7 +481,10 @@ impl Engine {
             .collect();
         let traffic = TrafficModel::new(&graph, config.traffic.clone());
         let registry = Registry {
-            zone_sets: Arc::new(FleetZones::new(&config.vehicle_fleets)),
+            zone_sets: Arc::new(FleetZones::new(
+                &config.vehicle_fleets,
+                config.unranged_fleet,
+            )),
             ..Registry::default()
         };
         Self {

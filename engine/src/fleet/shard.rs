@@ -257,7 +257,10 @@ pub(crate) fn run(
         observations: Vec::new(),
         windows: Arc::new(Windows::prior(&config.eta.window_params())),
         outcomes: Vec::new(),
-        zones: Arc::new(FleetZones::new(&config.vehicle_fleets)),
+        zones: Arc::new(FleetZones::new(
+            &config.vehicle_fleets,
+            config.unranged_fleet,
+        )),
         zone_events: Vec::new(),
         history: config.history.then(Vec::new),
         metric_version: 0,

@@ -134,6 +134,16 @@ impl<'a> Reader<'a> {
         std::str::from_utf8(self.bytes(len)?).map_err(|_| DecodeError::BadUtf8 { what })
     }
 
+    /// A `u32` byte length, then that many bytes of UTF-8: a document (a
+    /// GeoJSON file) rather than a name.
+    pub fn text(&mut self, what: &'static str, max: usize) -> Result<&'a str, DecodeError> {
+        let len = self.u32()? as usize;
+        if len > max {
+            return Err(DecodeError::TooLong { what, len, max });
+        }
+        std::str::from_utf8(self.bytes(len)?).map_err(|_| DecodeError::BadUtf8 { what })
+    }
+
     /// A `u32` element count, refused above `max` and above what the rest of
     /// the payload could hold at `min_size` bytes per element (so a forged
     /// count never makes the decoder reserve memory).
@@ -215,6 +225,12 @@ impl Writer<'_> {
 
     pub fn count(&mut self, n: usize) -> &mut Self {
         self.u32(n as u32)
+    }
+
+    /// A document, with a `u32` length (a frame is far smaller).
+    pub fn text(&mut self, s: &str) -> &mut Self {
+        self.u32(s.len() as u32);
+        self.bytes(s.as_bytes())
     }
 }
 

@@ -391,6 +391,19 @@ pub enum Request {
         from_ms: i64,
         to_ms: i64,
     },
+    /// Version 2: zones of the caller's fleet from a GeoJSON
+    /// `FeatureCollection`, added or replacing those of the same ids.
+    PutZones {
+        time_ms: i64,
+        geojson: String,
+    },
+    /// Version 2: zones of the caller's fleet removed, by id.
+    RemoveZones {
+        time_ms: i64,
+        zones: Vec<String>,
+    },
+    /// Version 2: the caller's fleet's zones (answered by ZONES).
+    GetZones,
 }
 
 /// Replies, on the request's stream (server → client).
@@ -406,6 +419,10 @@ pub enum Response {
     History {
         truncated: bool,
         points: Vec<WirePathPoint>,
+    },
+    /// The fleet's zones, a GeoJSON `FeatureCollection`.
+    Zones {
+        geojson: String,
     },
     Ok,
     TrackingToken {

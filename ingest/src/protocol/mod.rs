@@ -76,11 +76,15 @@ pub enum FrameType {
     Lost = 0x0043,
     GetStats = 0x0050,
     Stats = 0x0051,
+    PutZones = 0x0060,
+    RemoveZones = 0x0061,
+    GetZones = 0x0062,
+    Zones = 0x0063,
     Error = 0x007F,
 }
 
 impl FrameType {
-    pub const ALL: [FrameType; 31] = [
+    pub const ALL: [FrameType; 35] = [
         Self::Hello,
         Self::Welcome,
         Self::Pings,
@@ -111,6 +115,10 @@ impl FrameType {
         Self::Lost,
         Self::GetStats,
         Self::Stats,
+        Self::PutZones,
+        Self::RemoveZones,
+        Self::GetZones,
+        Self::Zones,
         Self::Error,
     ];
 

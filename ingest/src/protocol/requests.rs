@@ -28,6 +28,9 @@ impl Request {
             Self::GetStats => FrameType::GetStats,
             Self::GetHistory { .. } => FrameType::GetHistory,
             Self::Bind { .. } => FrameType::Bind,
+            Self::PutZones { .. } => FrameType::PutZones,
+            Self::RemoveZones { .. } => FrameType::RemoveZones,
+            Self::GetZones => FrameType::GetZones,
         }
     }
 
@@ -158,6 +161,16 @@ impl Request {
                     w.u64(*alias).str(id);
                 }
             }
+            Self::PutZones { time_ms, geojson } => {
+                w.i64(*time_ms).text(geojson);
+            }
+            Self::RemoveZones { time_ms, zones } => {
+                w.i64(*time_ms).count(zones.len());
+                for z in zones {
+                    w.str(z);
+                }
+            }
+            Self::GetZones => {}
         });
     }
 
@@ -256,6 +269,15 @@ impl Request {
                     .collect::<Result<_, DecodeError>>()?;
                 Self::Bind { vehicles }
             }
+            FrameType::PutZones if v >= Version::V2 => Self::PutZones {
+                time_ms: r.i64()?,
+                geojson: r.text("zones", usize::MAX)?.to_string(),
+            },
+            FrameType::RemoveZones if v >= Version::V2 => Self::RemoveZones {
+                time_ms: r.i64()?,
+                zones: ids(r, "zones")?,
+            },
+            FrameType::GetZones if v >= Version::V2 => Self::GetZones,
             _ => return Err(DecodeError::UnknownType(kind)),
         };
         reader.finish()?;

@@ -21,6 +21,7 @@ impl Response {
             Self::Vehicles { .. } => FrameType::Vehicles,
             Self::History { .. } => FrameType::History,
             Self::Ok => FrameType::Ok,
+            Self::Zones { .. } => FrameType::Zones,
             Self::TrackingToken { .. } => FrameType::TrackingToken,
             Self::Subscribed { .. } => FrameType::Subscribed,
             Self::Events(_) => FrameType::Events,
@@ -101,6 +102,9 @@ impl Response {
                 }
             }
             Self::Ok => {}
+            Self::Zones { geojson } => {
+                w.text(geojson);
+            }
             Self::TrackingToken { token, expires_ms } => {
                 w.i64(*expires_ms).str(token);
             }
@@ -154,6 +158,9 @@ impl Response {
                 Self::History { truncated, points }
             }
             FrameType::Ok => Self::Ok,
+            FrameType::Zones if v >= Version::V2 => Self::Zones {
+                geojson: r.text("zones", usize::MAX)?.to_string(),
+            },
             FrameType::TrackingToken => Self::TrackingToken {
                 expires_ms: r.i64()?,
                 token: r.str("token", MAX_STR_LEN)?.to_string(),

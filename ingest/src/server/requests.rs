@@ -270,6 +270,24 @@ async fn answer(shared: &Arc<Shared>, s: &Session, req: Request) -> Result<Respo
             ServerStats::add(&shared.stats.commands_applied, 1);
             Ok(Response::Ok)
         }
+        Request::PutZones { time_ms, geojson } => {
+            let time = time_of(shared, time_ms)?;
+            let (node, who) = (shared.node.clone(), who.clone());
+            off_thread(move || node.put_zones(&who, &geojson, time)).await?;
+            ServerStats::add(&shared.stats.commands_applied, 1);
+            Ok(Response::Ok)
+        }
+        Request::RemoveZones { time_ms, zones } => {
+            let time = time_of(shared, time_ms)?;
+            let (node, who) = (shared.node.clone(), who.clone());
+            off_thread(move || node.remove_zones(&who, &zones, time)).await?;
+            ServerStats::add(&shared.stats.commands_applied, 1);
+            Ok(Response::Ok)
+        }
+        Request::GetZones => {
+            let geojson = shared.zones_geojson(who).map_err(wire)?.to_string();
+            Ok(Response::Zones { geojson })
+        }
         cmd => {
             require(who.role.may_dispatch(), who, "change routes and stops")?;
             let (command, time) = command(shared, s, cmd).await?;
@@ -282,6 +300,16 @@ async fn answer(shared: &Arc<Shared>, s: &Session, req: Request) -> Result<Respo
             Ok(Response::Ok)
         }
     }
+}
+
+/// Runs a node call that waits (for the journal) off the async threads.
+async fn off_thread<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, lastmile_node::dispatch::Refusal> + Send + 'static,
+) -> Result<T, Refusal> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| (ErrorCode::Internal, e.to_string()))?
+        .map_err(wire)
 }
 
 /// A vehicle's matched path between two times (ms, [`NO_TIME`] open), from the store.

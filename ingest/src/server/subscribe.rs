@@ -53,6 +53,8 @@ async fn filter_ids(
             .map(|name| match kind {
                 Kind::Vehicle => s.vehicle_of(shared, name),
                 Kind::Stop => s.stop_of(shared, name),
+                // Subscriptions name vehicles and stops only.
+                Kind::Zone => Err((ErrorCode::Internal, "no zone filter".to_string())),
             })
             .collect()
     };
