@@ -530,6 +530,70 @@ fn dispatchers_plan_and_close_stops_over_http() {
     });
 }
 
+#[test]
+fn dispatchers_keep_their_fleets_zones_over_http() {
+    use serde_json::json;
+    let s = serve_http("http-zones");
+    let url = |path: &str| format!("{}{path}", s.http.as_ref().unwrap());
+    rt().block_on(async {
+        let put = async |token: &str, body: String| {
+            let r = reqwest::Client::new()
+                .put(url("/api/v1/zones"))
+                .bearer_auth(token)
+                .header("content-type", "application/geo+json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        };
+        let depot = json!({"type": "FeatureCollection", "features": [
+            {"type": "Feature", "properties": {"id": "depot", "radius_m": 300, "dwell_s": 900},
+             "geometry": {"type": "Point", "coordinates": [8.0, 47.0]}}]});
+        let (code, body) = put(ACME_DISPATCHER, depot.to_string()).await;
+        assert_eq!((code, &body), (200, &json!({"zones": 1})));
+        let (code, listed) = get(&s, "/api/v1/zones", Some(ACME_READER)).await;
+        assert_eq!(code, 200);
+        assert_eq!(listed["features"][0]["properties"]["id"], "depot");
+        assert_eq!(listed["features"][0]["properties"]["dwell_s"], 900.0);
+        // Another fleet's list is its own; a reader may not change zones;
+        // a bad file says which feature and why.
+        let (_, theirs) = get(&s, "/api/v1/zones", Some(GLOBEX_DISPATCHER)).await;
+        assert_eq!(theirs["features"], json!([]));
+        let (code, e) = put(ACME_READER, depot.to_string()).await;
+        assert_eq!((code, e["code"].as_str()), (403, Some("forbidden")));
+        let (code, e) = put(ACME_DISPATCHER, "{not json".into()).await;
+        assert_eq!((code, e["code"].as_str()), (400, Some("bad_value")));
+        let mut far = depot.clone();
+        far["features"][0]["geometry"]["coordinates"] = json!([8.0, 95.0]);
+        let (code, e) = put(ACME_DISPATCHER, far.to_string()).await;
+        assert_eq!((code, e["code"].as_str()), (400, Some("bad_value")));
+        assert!(
+            e["message"].as_str().unwrap().contains("feature 0 (depot)"),
+            "{e}"
+        );
+        // Removed by its own fleet only.
+        let delete = async |token: &str| {
+            reqwest::Client::new()
+                .delete(url("/api/v1/zones/depot"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        };
+        assert_eq!(delete(GLOBEX_DISPATCHER).await, 404);
+        assert_eq!(delete(ACME_DISPATCHER).await, 204);
+        assert_eq!(delete(ACME_DISPATCHER).await, 404);
+        let (_, listed) = get(&s, "/api/v1/zones", Some(ACME_READER)).await;
+        assert_eq!(listed["features"], json!([]));
+    });
+}
+
 /// The customer rates a delivered stop once, with the stop's tracking
 /// token: the rating is kept with the outcome (through a kill -9), becomes
 /// a `rated` event a dispatcher hears, and nobody else may give it.

@@ -1,7 +1,8 @@
 """End-to-end check of the Python client against a running `lastmile serve`
-(run by tests/python_client.rs): assign a route, send one vehicle's pings on
-a stream and a few as datagrams, read its ETAs and the stop, and receive
-its events. Prints one JSON line; exits non-zero on any failure."""
+(run by tests/python_client.rs): draw a zone where the vehicle will drive,
+assign a route, send one vehicle's pings on a stream and a few as
+datagrams, read its ETAs and the stop, and receive its events (the zone's
+entry among them). Prints one JSON line; exits non-zero on any failure."""
 
 import argparse
 import asyncio
@@ -51,6 +52,21 @@ async def main():
     sub = await c.subscribe(vehicles=[a.vehicle])
     await c.assign_route(a.vehicle, route, time_ms=t0)
 
+    # A yard of 150 m around where the vehicle truly is halfway.
+    mid = pings[len(pings) // 2]
+    yard = f"yard-{a.vehicle}"
+    await c.put_zones({"type": "FeatureCollection", "features": [{
+        "type": "Feature", "properties": {"id": yard, "radius_m": 150},
+        "geometry": {"type": "Point", "coordinates": [float(mid["true_lon"]), float(mid["true_lat"])]}}]})
+    listed = await c.zones()
+    assert yard in [f["properties"]["id"] for f in listed["features"]], listed
+    try:
+        await c.put_zones({"type": "FeatureCollection", "features": [{"type": "Feature",
+                           "properties": {"id": "bad"}, "geometry": {"type": "Point", "coordinates": [0, 0]}}]})
+        raise AssertionError("a Point without radius_m accepted")
+    except ServerError as e:
+        assert "radius_m" in str(e), e
+
     # Pings carry alias 0, bound to the vehicle's name on this connection.
     await c.bind({0: a.vehicle})
     records = [Ping(0, parse_time_ms(r["timestamp"]), float(r["lat"]), float(r["lon"]),
@@ -78,6 +94,8 @@ async def main():
     assert all(e.vehicle == a.vehicle for e in events)
     ids = [e.id for e in events]
     assert ids == sorted(ids), "events out of order"
+    entered = [e for e in events if e.kind == "zone_entered"]
+    assert [e.zone for e in entered] == [yard], [(e.kind, e.zone) for e in events if e.zone]
 
     v = await c.get_vehicle(a.vehicle)
     assert v["position"] is not None
@@ -90,6 +108,7 @@ async def main():
     print(json.dumps({
         "pings_sent": len(records), "acked": accepted, "events": len(events),
         "kinds": sorted({e.kind for e in events}),
+        "zones_entered": [e.zone for e in entered],
         "stops": [(s["stop"], s["status"], s["eta_ms"]) for s in v["stops"]],
         "server_pings_accepted": stats["pings_accepted"],
     }))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import ssl
 import struct
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ COMPLETE, FAIL, REASSIGN = 0x0034, 0x0035, 0x0036
 CREATE_TRACKING_TOKEN, TRACKING_TOKEN, OK = 0x0037, 0x0038, 0x003F
 SUBSCRIBE, SUBSCRIBED, EVENTS, LOST = 0x0040, 0x0041, 0x0042, 0x0043
 GET_STATS, STATS, ERROR = 0x0050, 0x0051, 0x007F
+PUT_ZONES, REMOVE_ZONES, GET_ZONES, ZONES = 0x0060, 0x0061, 0x0062, 0x0063
 
 EVENT_KINDS = {
     1: "eta_changed", 2: "late", 3: "back_on_time", 4: "off_route", 5: "back_on_route",
@@ -50,6 +52,7 @@ EVENT_KINDS = {
     11: "speeding", 12: "harsh_braking", 13: "offline", 14: "online", 15: "gps_outlier",
     16: "stop_unreachable", 17: "rated", 18: "out_for_delivery", 19: "next_stop", 20: "arriving",
     21: "delivered", 22: "failed_attempt", 23: "rescheduled", 24: "at_risk", 25: "risk_cleared",
+    26: "zone_entered", 27: "zone_left", 28: "zone_dwell",
 }
 STOP_STATUS = ["pending", "next", "arrived", "completed", "failed"]
 ETA_STATE = ["unknown", "known", "unreachable"]
@@ -371,6 +374,21 @@ class Client:
         proof = struct.pack("<BBHii", 0, 0, 0, 0, 0) + pack_str("") + pack_str(note) + \
             struct.pack("<H", len(photos)) + b"".join(pack_str(p) for p in photos)
         await self.request(COMPLETE, pack_str(vehicle) + struct.pack("<q", time_ms) + pack_str(stop) + proof)
+
+    async def put_zones(self, collection: dict, time_ms: int = 0):
+        """Adds a GeoJSON FeatureCollection's zones to the caller's fleet."""
+        text = json.dumps(collection).encode()
+        await self.request(PUT_ZONES, struct.pack("<qI", time_ms, len(text)) + text)
+
+    async def remove_zones(self, ids: list[str], time_ms: int = 0):
+        body = struct.pack("<qI", time_ms, len(ids)) + b"".join(pack_str(z) for z in ids)
+        await self.request(REMOVE_ZONES, body)
+
+    async def zones(self) -> dict:
+        """The caller's fleet's zones, a GeoJSON FeatureCollection."""
+        _, p = await self.request(GET_ZONES, b"")
+        (n,) = struct.unpack_from("<I", p)
+        return json.loads(p[4:4 + n].decode())
 
     async def stats(self) -> dict:
         _, p = await self.request(GET_STATS, b"")

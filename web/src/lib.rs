@@ -1,6 +1,7 @@
 //! `lastmile-web` is the HTTP side of `lastmile serve`: a JSON API for what
-//! the QUIC protocol answers ([`api`]) and the event log as Server-Sent
-//! Events ([`feed`]), over the same node (`lastmile_node::Node`): the same
+//! the QUIC protocol answers ([`api`]), dispatchers' commands
+//! ([`commands`]) and a fleet's zones ([`zones`]), and the event log as
+//! Server-Sent Events ([`feed`]), over the same node (`lastmile_node::Node`): the same
 //! tokens and roles, the same fleets and names, the same scope rules (a
 //! name another fleet has answers exactly as a name nobody has), and
 //! counters of its own ([`HttpStats`]). The binary protocol stays the fast
@@ -19,6 +20,7 @@ pub mod osmand;
 mod pages;
 mod roads;
 pub mod tls;
+mod zones;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -183,6 +185,7 @@ pub fn router(web: Arc<Web>) -> Router {
         .merge(feed::routes())
         .merge(roads::routes())
         .merge(fleet::routes())
+        .merge(zones::routes())
         .merge(pages::routes())
         .layer(RequestBodyLimitLayer::new(MAX_BODY))
         // Pages, scripts and road tiles shrink several times; event
