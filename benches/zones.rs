@@ -7,7 +7,7 @@
 mod common;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use lastmile_engine::zones::{Judging, Presence, Shape, Zone, ZoneSet};
+use lastmile_engine::zones::{Judging, Presence, Shape, Zone, ZoneKind, ZoneSet};
 use lastmile_roadgraph::LatLon;
 use lastmile_roadgraph::rng::Rng;
 
@@ -33,6 +33,8 @@ fn yard(id: u64, c: LatLon) -> Zone {
         id,
         shape: Shape::polygon(vec![ring]).unwrap(),
         dwell_s: Some(600.0),
+        kind: ZoneKind::Plain,
+        speed_limit_kmh: None,
     }
 }
 
@@ -62,6 +64,8 @@ fn area(id: u64, points: &[LatLon]) -> Zone {
         id,
         shape: Shape::polygon(vec![ring]).unwrap(),
         dwell_s: None,
+        kind: ZoneKind::Allowed,
+        speed_limit_kmh: None,
     }
 }
 

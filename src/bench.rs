@@ -65,6 +65,10 @@ pub struct BenchArgs {
     /// throughput runs hand over 512 at a time.
     #[arg(long, default_value_t = 32)]
     latency_batch: usize,
+    /// Customers' yards the fleet has drawn (octagons of about 150 m around
+    /// random junctions), judged at every matched position.
+    #[arg(long, default_value_t = 0)]
+    zones: usize,
     #[arg(long)]
     json: bool,
 }
@@ -220,9 +224,10 @@ pub fn bench_cmd(a: BenchArgs) -> Result<()> {
         ..SimParams::default()
     };
     bar.stage_count("simulating s", a.duration as u64);
-    let day = Day::simulate(&g, &params, &|s| {
+    let mut day = Day::simulate(&g, &params, &|s| {
         lastmile_roadgraph::Progress::set(&bar, s as u64)
     });
+    day.zones = lastmile_engine::bench::yards(&g, a.zones, a.seed);
     bar.finish();
     let modes: &[bool] = match a.learning {
         Learning::Off => &[false],

@@ -52,7 +52,8 @@ EVENT_KINDS = {
     11: "speeding", 12: "harsh_braking", 13: "offline", 14: "online", 15: "gps_outlier",
     16: "stop_unreachable", 17: "rated", 18: "out_for_delivery", 19: "next_stop", 20: "arriving",
     21: "delivered", 22: "failed_attempt", 23: "rescheduled", 24: "at_risk", 25: "risk_cleared",
-    26: "zone_entered", 27: "zone_left", 28: "zone_dwell",
+    26: "zone_entered", 27: "zone_left", 28: "zone_dwell", 29: "forbidden_zone", 30: "outside_area",
+    31: "zone_speeding",
 }
 STOP_STATUS = ["pending", "next", "arrived", "completed", "failed"]
 ETA_STATE = ["unknown", "known", "unreachable"]

@@ -23,6 +23,7 @@ use crate::fleet::{
 };
 use crate::foretold::{Foretold, Watch, foretold};
 use crate::simulate::{SimParams, SimStop, SimSummary, simulate_pings};
+use crate::zones::{Outline, ZoneDef, ZoneKind};
 
 /// Minutes before the true arrival at which ETAs are scored.
 pub const HORIZONS_MIN: [u32; 3] = [5, 15, 30];
@@ -33,6 +34,9 @@ pub struct Day {
     pub pings: Vec<(u64, Ping)>,
     pub summary: SimSummary,
     pub start_time: f64,
+    /// Zones the fleet has drawn before the day starts (none unless set;
+    /// see [`yards`]).
+    pub zones: Vec<ZoneDef>,
 }
 
 impl Day {
@@ -45,6 +49,7 @@ impl Day {
             pings,
             summary,
             start_time: params.start_time,
+            zones: Vec::new(),
         }
     }
 
@@ -396,6 +401,19 @@ pub fn run_day(
 ) -> DayReport {
     let learning = config.learning;
     let engine = Engine::new(graph, config);
+    if !day.zones.is_empty() {
+        let put = Command::PutZones {
+            fleet: 0,
+            zones: day.zones.clone(),
+        };
+        engine
+            .command(
+                put,
+                day.start_time,
+                Admission::Wait(std::time::Duration::from_secs(60)),
+            )
+            .expect("the day's zones are valid");
+    }
     let assign_started = Instant::now();
     assign_routes(&engine, day);
     let assign_s = assign_started.elapsed().as_secs_f64();
@@ -425,6 +443,36 @@ pub fn run_day(
         at_risk: fed.at_risk,
         events_lost: fed.events_lost,
     }
+}
+
+/// `n` customers' yards: octagons of about 150 m around junctions drawn
+/// at random (seeded), each with a dwell time of 10 minutes: what a fleet
+/// with many regular customers draws.
+pub fn yards(graph: &Graph, n: usize, seed: u64) -> Vec<ZoneDef> {
+    let mut rng = lastmile_roadgraph::rng::Rng::seed(seed);
+    (0..n as u64)
+        .map(|id| {
+            let c = graph.node_pos(rng.below(graph.num_nodes() as u64) as u32);
+            let (dlat, dlon) = (
+                150.0 / lastmile_roadgraph::geo::METRES_PER_DEGREE,
+                150.0 / (lastmile_roadgraph::geo::METRES_PER_DEGREE * c.lat.to_radians().cos()),
+            );
+            let ring = (0..8)
+                .map(|k| {
+                    let a = f64::from(k) * std::f64::consts::TAU / 8.0;
+                    lastmile_roadgraph::LatLon::new(c.lat + dlat * a.sin(), c.lon + dlon * a.cos())
+                })
+                .collect();
+            ZoneDef {
+                id,
+                name: format!("yard {id}"),
+                outline: Outline::Polygon { rings: vec![ring] },
+                kind: ZoneKind::Plain,
+                dwell_s: Some(600.0),
+                speed_limit_kmh: None,
+            }
+        })
+        .collect()
 }
 
 /// Error figures of one horizon's samples.

@@ -489,3 +489,141 @@ fn zones_and_who_is_inside_survive_a_checkpoint_and_the_journal() {
         ]
     );
 }
+
+// ------------------------------------------------------------------ rules
+
+fn with_kind(mut z: ZoneDef, kind: ZoneKind) -> ZoneDef {
+    z.kind = kind;
+    z
+}
+
+fn rule_events(e: &Engine) -> Vec<(EventKind, Option<u64>, f64)> {
+    all_events(e)
+        .into_iter()
+        .filter(|ev| {
+            matches!(
+                ev.kind,
+                EventKind::ForbiddenZone | EventKind::OutsideArea | EventKind::ZoneSpeeding
+            )
+        })
+        .map(|ev| (ev.kind, ev.zone, ev.time))
+        .collect()
+}
+
+#[test]
+fn a_forbidden_zone_is_told_once_per_cooldown() {
+    let g = town();
+    let e = engine_with(&g, 1, Vec::new());
+    let (pings, centre) = through_a_circle(&g, 3);
+    put(
+        &e,
+        0,
+        vec![with_kind(circle(5, centre, 120.0), ZoneKind::Forbidden)],
+    );
+    // Through it, back along the same road, and through it again, all
+    // within the cool-down (15 minutes).
+    let mut back: Vec<Ping> = pings.iter().rev().cloned().collect();
+    let t_end = pings.last().unwrap().time;
+    for (k, p) in back.iter_mut().enumerate() {
+        p.time = t_end + 1.0 + k as f64;
+        p.heading = p.heading.map(|h| (h + 180.0) % 360.0);
+    }
+    feed(&e, 1, &pings);
+    feed(&e, 1, &back);
+    let kinds: Vec<_> = zone_events(&e).iter().map(|ev| ev.1).collect();
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| **k == EventKind::ZoneEntered)
+            .count(),
+        2,
+        "{kinds:?}"
+    );
+    let rules = rule_events(&e);
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert_eq!(
+        (rules[0].0, rules[0].1),
+        (EventKind::ForbiddenZone, Some(5))
+    );
+}
+
+#[test]
+fn leaving_the_allowed_area_is_told_and_a_clean_drive_tells_nothing() {
+    let g = town();
+    let (pings, centre) = through_a_circle(&g, 6);
+    // The area: 400 m around the middle of the drive; the drive is 1.5 to
+    // 2.5 km long, so it starts and ends outside.
+    let area = with_kind(circle(9, centre, 400.0), ZoneKind::Allowed);
+    let e = engine_with(&g, 1, Vec::new());
+    put(&e, 0, vec![area.clone()]);
+    feed(&e, 1, &pings);
+    let rules = rule_events(&e);
+    // Outside from the start (told once, no area left), inside, then out
+    // of the area it had entered: told again (a new time outside), but
+    // within the cool-down: quiet.
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert_eq!((rules[0].0, rules[0].1), (EventKind::OutsideArea, None));
+    let told = all_events(&e)
+        .into_iter()
+        .find(|ev| ev.kind == EventKind::OutsideArea)
+        .unwrap();
+    assert_eq!(
+        told.value, pings[0].time,
+        "outside since the first position"
+    );
+    assert!(rules[0].2 - pings[0].time <= 2.0);
+    // With a short cool-down, the leaving is told, naming the area.
+    let e = Engine::new(
+        g.clone(),
+        FleetConfig {
+            shards: 1,
+            learning: false,
+            events_capacity: 1 << 20,
+            detect: lastmile_engine::fleet::DetectConfig {
+                rule_cooldown_s: 10.0,
+                ..Default::default()
+            },
+            ..FleetConfig::default()
+        },
+    );
+    put(&e, 0, vec![area]);
+    feed(&e, 1, &pings);
+    let rules = rule_events(&e);
+    assert_eq!(rules.len(), 2, "{rules:?}");
+    assert_eq!((rules[1].0, rules[1].1), (EventKind::OutsideArea, Some(9)));
+    // An area around the whole town: nothing.
+    let e = engine_with(&g, 1, Vec::new());
+    put(
+        &e,
+        0,
+        vec![with_kind(circle(1, centre, 40_000.0), ZoneKind::Allowed)],
+    );
+    feed(&e, 1, &pings);
+    assert!(rule_events(&e).is_empty());
+}
+
+#[test]
+fn speeding_in_a_zone_is_judged_by_its_own_limit() {
+    let g = town();
+    let e = engine_with(&g, 1, Vec::new());
+    let (pings, centre) = through_a_circle(&g, 12);
+    // 10 m/s (36 km/h) through a 20 km/h zone, and through a 50 km/h one.
+    let mut slow = circle(3, centre, 200.0);
+    slow.speed_limit_kmh = Some(20.0);
+    put(&e, 0, vec![slow]);
+    feed(&e, 1, &pings);
+    let rules = rule_events(&e);
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert_eq!((rules[0].0, rules[0].1), (EventKind::ZoneSpeeding, Some(3)));
+    let ev = all_events(&e)
+        .into_iter()
+        .find(|ev| ev.kind == EventKind::ZoneSpeeding)
+        .unwrap();
+    assert!((ev.value - 10.0).abs() < 0.5 && (ev.reference - 20.0 / 3.6).abs() < 1e-9);
+    let e = engine_with(&g, 1, Vec::new());
+    let mut fast = circle(3, centre, 200.0);
+    fast.speed_limit_kmh = Some(50.0);
+    put(&e, 0, vec![fast]);
+    feed(&e, 1, &pings);
+    assert!(rule_events(&e).is_empty());
+}

@@ -84,6 +84,9 @@ pub struct DetectConfig {
     /// …and once this many positions in a row have shown it (a single
     /// wrong position changes nothing); the change is dated from the first.
     pub zone_positions: u32,
+    /// A zone rule (`forbidden_zone`, `outside_area`, `zone_speeding`) told
+    /// for a vehicle and zone is not told again for this long.
+    pub rule_cooldown_s: f64,
 }
 
 impl Default for DetectConfig {
@@ -120,6 +123,7 @@ impl Default for DetectConfig {
             confirm_s: 600.0,
             zone_margin_m: 15.0,
             zone_positions: 2,
+            rule_cooldown_s: 900.0,
         }
     }
 }
@@ -141,6 +145,7 @@ impl DetectConfig {
             ("offline_s", self.offline_s),
             ("arriving_s", self.arriving_s),
             ("zone_margin_m", self.zone_margin_m),
+            ("rule_cooldown_s", self.rule_cooldown_s),
         ];
         for (name, v) in positive {
             if !(v.is_finite() && v > 0.0) {

@@ -111,10 +111,19 @@ pub enum EventKind {
     /// The vehicle has been inside a zone for the zone's dwell time: when
     /// it entered, seconds inside so far.
     ZoneDwell = 28,
+    /// The vehicle entered a zone of kind `forbidden`: when it entered, 0.
+    ForbiddenZone = 29,
+    /// The vehicle is inside none of its fleet's `allowed` zones (the one
+    /// it just left, if any, is the event's zone): since when, 0.
+    OutsideArea = 30,
+    /// Above the lowest `speed_limit_kmh` of the zones it is inside (the
+    /// event's zone) by the speeding margin for long enough: top speed
+    /// m/s, the zone's limit m/s.
+    ZoneSpeeding = 31,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 28] = [
+    pub const ALL: [EventKind; 31] = [
         Self::EtaChanged,
         Self::Late,
         Self::BackOnTime,
@@ -143,6 +152,9 @@ impl EventKind {
         Self::ZoneEntered,
         Self::ZoneLeft,
         Self::ZoneDwell,
+        Self::ForbiddenZone,
+        Self::OutsideArea,
+        Self::ZoneSpeeding,
     ];
 
     /// The customer milestones, in the order a stop goes through them.
@@ -190,12 +202,24 @@ impl EventKind {
             Self::ZoneEntered => "zone_entered",
             Self::ZoneLeft => "zone_left",
             Self::ZoneDwell => "zone_dwell",
+            Self::ForbiddenZone => "forbidden_zone",
+            Self::OutsideArea => "outside_area",
+            Self::ZoneSpeeding => "zone_speeding",
         }
     }
 
-    /// Whether events of this kind are about a zone (and carry one).
+    /// Whether events of this kind are about a zone (and carry one, but
+    /// for `outside_area` of a vehicle that was never inside its area).
     pub fn is_zone(self) -> bool {
-        matches!(self, Self::ZoneEntered | Self::ZoneLeft | Self::ZoneDwell)
+        matches!(
+            self,
+            Self::ZoneEntered
+                | Self::ZoneLeft
+                | Self::ZoneDwell
+                | Self::ForbiddenZone
+                | Self::OutsideArea
+                | Self::ZoneSpeeding
+        )
     }
 
     /// The bit of this kind in an [`EventFilter`] kind mask.

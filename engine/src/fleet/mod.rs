@@ -27,6 +27,7 @@ pub mod snapshot;
 pub mod stops;
 mod vehicle;
 pub mod window;
+mod zone_rules;
 
 use std::collections::HashMap;
 use std::ops::Range;

@@ -18,6 +18,7 @@ use super::shard::Ctx;
 use super::snapshot::{EtaState, StopEta, VehicleSnapshot};
 use super::stops::{Command, ProofOfDelivery, StopOutcome, StopPlan, StopStatus};
 use super::window::{self, Sampler};
+use super::zone_rules::Rules;
 use super::{PathPiece, StopId, VehicleId};
 use crate::Ping;
 use crate::matcher::{MatchStatus, VehicleTrack};
@@ -163,8 +164,9 @@ pub(crate) struct Vehicle {
     stalled: bool,
     /// Predictions noted to learn arrival windows from.
     sampler: Sampler,
-    /// The fleet's zones the vehicle is inside.
+    /// The fleet's zones the vehicle is inside, and their rules' state.
     zones: Presence,
+    rules: Rules,
 }
 
 impl Vehicle {
@@ -207,6 +209,7 @@ impl Vehicle {
             stalled: false,
             sampler: Sampler::default(),
             zones: Presence::default(),
+            rules: Rules::default(),
         }
     }
 
@@ -405,6 +408,7 @@ impl Vehicle {
             if !self.zones.is_empty() {
                 // The fleet's last zone was removed: forgotten, not left.
                 self.zones = Presence::default();
+                self.rules = Rules::default();
             }
             return;
         };
@@ -415,6 +419,10 @@ impl Vehicle {
         let mut out = std::mem::take(&mut ctx.zone_events);
         self.zones
             .observe(set, here.point(), here.time, judging, &mut out);
+        let mut told = Vec::new();
+        let (c, speed) = (ctx.detect, self.speed_mps);
+        self.rules
+            .judge(&c, set, &self.zones, &out, (here.time, speed), &mut told);
         for e in out.drain(..) {
             let (kind, value, reference) = match e.change {
                 ZoneChange::Entered => (EventKind::ZoneEntered, e.since, e.time - e.since),
@@ -422,6 +430,9 @@ impl Vehicle {
                 ZoneChange::Dwell => (EventKind::ZoneDwell, e.since, e.time - e.since),
             };
             self.emit(ctx, kind, e.time, None, value, reference).zone = Some(e.zone);
+        }
+        for (kind, zone, value, reference) in told {
+            self.emit(ctx, kind, here.time, None, value, reference).zone = zone;
         }
         ctx.zone_events = out;
     }

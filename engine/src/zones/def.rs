@@ -102,6 +102,8 @@ impl ZoneDef {
             id: self.id,
             shape,
             dwell_s: self.dwell_s,
+            kind: self.kind,
+            speed_limit_kmh: self.speed_limit_kmh,
         })
     }
 }

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use lastmile_roadgraph::LatLon;
 use lastmile_roadgraph::geo::METRES_PER_DEGREE;
 
+use super::def::ZoneKind;
 use super::shape::{Bounds, Shape};
 
 /// A zone's id: the fleet's own string id, numbered by the node's names.
@@ -30,6 +31,10 @@ pub struct Zone {
     pub shape: Shape,
     /// `zone_dwell` once a vehicle has been inside this long, seconds.
     pub dwell_s: Option<f64>,
+    /// What the fleet's rules make of it.
+    pub kind: ZoneKind,
+    /// `zone_speeding` above this inside it, km/h.
+    pub speed_limit_kmh: Option<f64>,
 }
 
 /// Numbers every [`ZoneSet`] made in this process.
@@ -53,6 +58,9 @@ pub struct ZoneSet {
     cells: HashMap<(i64, i64), Vec<u32>>,
     /// Indices of the zones too wide for the grid.
     wide: Vec<u32>,
+    /// Some zone is of kind `allowed`: vehicles outside every one are
+    /// outside their area.
+    has_allowed: bool,
 }
 
 fn cell_of(lat: f64, lon: f64) -> (i64, i64) {
@@ -103,6 +111,7 @@ impl ZoneSet {
             .enumerate()
             .map(|(k, z)| (z.id, k as u32))
             .collect();
+        let has_allowed = zones.iter().any(|z| z.kind == ZoneKind::Allowed);
         Self {
             generation: GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             zones,
@@ -110,7 +119,13 @@ impl ZoneSet {
             by_id,
             cells,
             wide,
+            has_allowed,
         }
+    }
+
+    /// Whether the fleet has drawn an area its vehicles may work in.
+    pub fn has_allowed(&self) -> bool {
+        self.has_allowed
     }
 
     pub fn generation(&self) -> u64 {
@@ -162,6 +177,8 @@ mod tests {
             id,
             shape: Shape::circle(ll(lat, lon), r).unwrap(),
             dwell_s: None,
+            kind: ZoneKind::Plain,
+            speed_limit_kmh: None,
         }
     }
 
@@ -203,6 +220,8 @@ mod tests {
             ]])
             .unwrap(),
             dwell_s: None,
+            kind: ZoneKind::Plain,
+            speed_limit_kmh: None,
         };
         let set = ZoneSet::new(vec![area, circle(1, 43.73, 7.42, 100.0)], 20.0);
         assert_eq!(set.wide, [0]);

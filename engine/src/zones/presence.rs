@@ -111,6 +111,12 @@ impl Presence {
         self.inside.is_empty() && self.entering.is_empty()
     }
 
+    /// Whether the vehicle is on its way into a zone `which` accepts (beyond
+    /// the margin inside it, not yet for enough positions).
+    pub fn entering(&self, which: impl Fn(ZoneId) -> bool) -> bool {
+        self.entering.iter().any(|e| which(e.zone))
+    }
+
     /// The zones the vehicle is inside, and since when.
     pub fn inside(&self) -> impl Iterator<Item = (ZoneId, f64)> + '_ {
         self.inside.iter().map(|i| (i.zone, i.since))
@@ -260,6 +266,8 @@ mod tests {
             ]])
             .unwrap(),
             dwell_s,
+            kind: crate::zones::ZoneKind::Plain,
+            speed_limit_kmh: None,
         }
     }
 
