@@ -278,3 +278,68 @@ fn damaged_or_foreign_checkpoints_are_refused_whole() {
     assert!(matches!(err, Err(CheckpointError::GraphMismatch)));
     assert!(c.vehicle_ids().is_empty());
 }
+
+/// The lifetime odometer (what service intervals count) is the sum of the
+/// matched path's pieces, across days and a restart from a checkpoint, and
+/// moving time follows the time driven.
+#[test]
+fn the_lifetime_odometer_is_the_matched_distance_across_days_and_a_restart() {
+    let g = town();
+    let config = FleetConfig {
+        shards: 2,
+        history: true,
+        events_capacity: 1 << 20,
+        ..FleetConfig::default()
+    };
+    let params = SimParams {
+        vehicles: 6,
+        duration_s: 1800.0,
+        interval_s: 2.0,
+        noise_m: 4.0,
+        seed: 9,
+        // Across a UTC midnight, where the day's odometer starts again.
+        start_time: 1_767_225_600.0 - 900.0,
+        ..SimParams::default()
+    };
+    let day = Day::simulate(&g, &params, &|_| {});
+    let half = day.pings.len() / 2;
+    let mut pieces = Vec::new();
+    let a = Engine::new(g.clone(), config.clone());
+    let mut next = day.start_time;
+    feed(&a, &day.pings[..half], &mut next);
+    a.tick(next);
+    a.take_history(&mut pieces);
+    let mut file = Vec::new();
+    a.checkpoint().write_to(&mut file).unwrap();
+    drop(a);
+    let b = Engine::new(g.clone(), config);
+    b.restore(Checkpoint::read(&file).unwrap()).unwrap();
+    feed(&b, &day.pings[half..], &mut next);
+    b.tick(next);
+    b.take_history(&mut pieces);
+    let mut ids = b.vehicle_ids();
+    ids.sort_unstable();
+    assert_eq!(ids.len(), 6);
+    for v in ids {
+        let snap = b.vehicle(v).unwrap();
+        let matched: f64 = pieces
+            .iter()
+            .filter(|p| p.vehicle == v)
+            .map(|p| (p.to_m - p.from_m).max(0.0))
+            .sum();
+        assert!(matched > 1000.0, "vehicle {v}: {matched} m");
+        assert!(
+            (snap.lifetime_m - matched).abs() < 1e-6 * matched,
+            "vehicle {v}: {} against {matched}",
+            snap.lifetime_m
+        );
+        // The day's odometer started again at midnight.
+        assert!(snap.odometer_m < snap.lifetime_m, "vehicle {v}");
+        // Moving most of the time it drove, never longer than the day.
+        let moving = snap.moving_s;
+        assert!(
+            moving > 0.3 * params.duration_s && moving <= params.duration_s,
+            "vehicle {v}: {moving}"
+        );
+    }
+}

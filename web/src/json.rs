@@ -56,6 +56,13 @@ pub fn vehicle(
         "speed_mps": v.speed_mps,
         "heading_deg": number(v.heading_deg),
         "odometer_m": v.odometer_m,
+        "lifetime_odometer_m": v.lifetime_m,
+        "moving_s": v.moving_s,
+        "zones": v
+            .zones
+            .iter()
+            .map(|(z, since)| json!({"zone": c.name(Kind::Zone, *z), "since": time(*since)}))
+            .collect::<Vec<_>>(),
         "match_status": if v.time.is_finite() { v.status.as_str() } else { "none" },
         "moving": v.moving,
         "online": v.online,

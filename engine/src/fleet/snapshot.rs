@@ -18,6 +18,7 @@ use super::stops::StopStatus;
 use super::{StopId, VehicleId};
 use crate::MatchStatus;
 use crate::live_index::LivePosition;
+use crate::zones::ZoneId;
 
 /// One vehicle's published state.
 pub(crate) type SnapshotCell = Arc<Mutex<VehicleSnapshot>>;
@@ -114,6 +115,12 @@ pub struct VehicleSnapshot {
     pub online: bool,
     /// Metres driven on the matched path since the start of the (UTC) day.
     pub odometer_m: f64,
+    /// Metres of matched path, and seconds moving, since the vehicle was
+    /// first seen (across days and restarts).
+    pub lifetime_m: f64,
+    pub moving_s: f64,
+    /// The fleet's zones it is inside, and since when.
+    pub zones: Vec<(ZoneId, f64)>,
     pub next_stop: Option<StopId>,
     pub off_route: bool,
     /// Standing still away from any stop with one due (since the `stalled`
@@ -139,6 +146,9 @@ impl VehicleSnapshot {
             moving: false,
             online: false,
             odometer_m: 0.0,
+            lifetime_m: 0.0,
+            moving_s: 0.0,
+            zones: Vec::new(),
             next_stop: None,
             off_route: false,
             stalled: false,

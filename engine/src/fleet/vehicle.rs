@@ -28,6 +28,8 @@ use crate::zones::{Judging, Presence, ZoneChange};
 /// Closed stops a vehicle keeps for its snapshot (the durable history is
 /// the store's job); older ones are forgotten so memory stays bounded.
 const KEEP_CLOSED: usize = 16;
+/// Longest interval between two positions counted as moving time, s.
+const MAX_MOVING_GAP_S: f64 = 300.0;
 /// Time constant of the speed estimate when the device reports none, s.
 const SPEED_TAU_S: f64 = 5.0;
 
@@ -114,6 +116,11 @@ pub(crate) struct Vehicle {
     online: bool,
     odometer_m: f64,
     odometer_day: i64,
+    /// Metres of matched path and seconds moving since the vehicle was
+    /// first seen: what service intervals count (kept across days and
+    /// restarts).
+    lifetime_m: f64,
+    moving_s: f64,
     event_seq: u64,
     last_status: MatchStatus,
     /// Route order: closed stops first (at most [`KEEP_CLOSED`]), then the rest.
@@ -184,6 +191,8 @@ impl Vehicle {
             online: false,
             odometer_m: 0.0,
             odometer_day: i64::MIN,
+            lifetime_m: 0.0,
+            moving_s: 0.0,
             event_seq: 0,
             last_status: MatchStatus::Invalid,
             stops: Vec::new(),
@@ -335,7 +344,9 @@ impl Vehicle {
                 self.odometer_day = day;
                 self.odometer_m = 0.0;
             }
-            self.odometer_m += (t.to_m - t.from_m).max(0.0);
+            let driven = (t.to_m - t.from_m).max(0.0);
+            self.odometer_m += driven;
+            self.lifetime_m += driven;
             self.traversals.push(t, &ctx.traffic, &mut ctx.observations);
             if let Some(h) = ctx.history.as_mut() {
                 h.push(PathPiece {
@@ -377,6 +388,13 @@ impl Vehicle {
         self.heading_deg = ping
             .valid_heading()
             .unwrap_or_else(|| g.edge_bearing(here.edge, here.offset_m()));
+        // Moving time: the intervals the vehicle was moving at their start;
+        // a silence longer than `MAX_MOVING_GAP_S` is not driving.
+        if self.motion.moving
+            && let Some(prev) = prev
+        {
+            self.moving_s += (now - prev.time).clamp(0.0, MAX_MOVING_GAP_S);
+        }
         if self.motion.observe(&ctx.detect, now, self.speed_mps) && self.motion.moving {
             self.stalled = false;
         }
@@ -1301,6 +1319,9 @@ impl Vehicle {
         s.moving = self.motion.moving;
         s.online = self.online;
         s.odometer_m = self.odometer_m;
+        (s.lifetime_m, s.moving_s) = (self.lifetime_m, self.moving_s);
+        s.zones.clear();
+        s.zones.extend(self.zones.inside());
         s.next_stop = self.next_index().map(|i| self.stops[i].plan.id);
         s.off_route = self.off_route.off;
         s.stalled = self.stalled;
