@@ -719,7 +719,7 @@ pub struct WatchArgs {
 
 pub fn watch(a: WatchArgs) -> Result<()> {
     let target = a.conn.target()?;
-    let mut kinds = 0u32;
+    let mut kinds = 0u64;
     for k in &a.kind {
         let kind = EventKind::ALL
             .into_iter()

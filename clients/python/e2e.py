@@ -99,6 +99,7 @@ async def main():
 
     v = await c.get_vehicle(a.vehicle)
     assert v["position"] is not None
+    assert v["lifetime_odometer_m"] > 0 and v["moving_s"] > 0, v
     assert v["time_ms"] >= head[-1].time_ms
     assert len(v["stops"]) == len(route), v["stops"]
     first = await c.get_stop(route[0].stop_id)

@@ -1,6 +1,6 @@
 """A Python client for lastmile, written from PROTOCOL.md alone.
 
-Speaks version 3 of the lastmile protocol over QUIC with aioquic: HELLO on
+Speaks version 4 of the lastmile protocol over QUIC with aioquic: HELLO on
 the control stream, pings on unidirectional streams (acknowledged) or as
 datagrams, requests on bidirectional streams, event subscriptions.
 Vehicles and stops are named by the fleet's own strings; a ping carries a
@@ -29,7 +29,7 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import ConnectionTerminated, HandshakeCompleted, StreamDataReceived
 
 ALPN = "lastmile/1"
-VERSION = 3
+VERSION = 4
 ABSENT = 0xFFFF
 FROM_NOW = 0xFFFFFFFFFFFFFFFF
 AT_END = 0xFFFFFFFF
@@ -189,12 +189,13 @@ def decode_vehicle(payload: bytes) -> dict:
                       "window_end_ms": wend, "remaining_m": rem,
                       "stops_before": before, "status": STOP_STATUS[st], "late": bool(late),
                       "at_risk": bool(at_risk)})
+    lifetime_m, moving_s = r.take("<dd")
     return {"vehicle": vehicle, "time_ms": t, "matched_time_ms": mt,
             "position": (lat * 1e-7, lon * 1e-7) if flags & 1 else None, "edge": edge, "way_id": way,
             "speed_mps": speed, "moving": bool(flags & 2), "online": bool(flags & 4),
             "off_route": bool(flags & 8), "next_stop": nxt if flags & 16 else None,
             "match_status": MATCH_STATUS[status] if status < len(MATCH_STATUS) else str(status),
-            "odometer_m": odo, "stops": stops}
+            "odometer_m": odo, "lifetime_odometer_m": lifetime_m, "moving_s": moving_s, "stops": stops}
 
 
 def decode_stop(payload: bytes) -> dict:
@@ -403,7 +404,7 @@ class Client:
 
     async def subscribe(self, vehicles=(), stops=(), kinds: int = 0, start: int = FROM_NOW) -> "Subscription":
         sid = self._proto._quic.get_next_available_stream_id(is_unidirectional=False)
-        body = struct.pack("<QII", start, kinds, len(vehicles)) + b"".join(pack_str(v) for v in vehicles)
+        body = struct.pack("<QQI", start, kinds, len(vehicles)) + b"".join(pack_str(v) for v in vehicles)
         body += struct.pack("<I", len(stops)) + b"".join(pack_str(s) for s in stops)
         self._send(sid, frame(SUBSCRIBE, body))
         ftype, p = await self._next(sid)

@@ -113,6 +113,8 @@ pub fn vehicle(v: &VehicleSnapshot, graph: &Graph, name: Namer<'_>) -> WireVehic
         speed_mps: v.speed_mps as f32,
         heading_deg: v.heading_deg as f32,
         odometer_m: v.odometer_m,
+        lifetime_odometer_m: v.lifetime_m,
+        moving_s: v.moving_s,
         match_status: if v.time.is_finite() {
             match_code(v.status)
         } else {

@@ -76,7 +76,7 @@ struct Feed {
 /// What a feed asks for, from the query string and `Last-Event-ID`.
 struct Ask {
     from: Option<u64>,
-    kinds: u32,
+    kinds: u64,
     vehicles: Vec<String>,
     stops: Vec<String>,
 }

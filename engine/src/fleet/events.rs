@@ -223,7 +223,7 @@ impl EventKind {
     }
 
     /// The bit of this kind in an [`EventFilter`] kind mask.
-    pub fn bit(self) -> u32 {
+    pub fn bit(self) -> u64 {
         1 << (self as u8)
     }
 }
@@ -272,7 +272,7 @@ pub struct EventFilter {
     pub vehicles: Vec<VehicleId>,
     pub stops: Vec<StopId>,
     /// OR of [`EventKind::bit`]; 0 means every kind.
-    pub kinds: u32,
+    pub kinds: u64,
 }
 
 impl EventFilter {

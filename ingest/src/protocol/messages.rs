@@ -22,11 +22,14 @@ pub enum Version {
     V2 = 2,
     /// Events carry the arrival window of the ETA they announce.
     V3 = 3,
+    /// SUBSCRIBE's kind mask is 64 bits (kinds from 32 on can be chosen);
+    /// a vehicle carries its lifetime odometer and moving time.
+    V4 = 4,
 }
 
 impl Version {
     /// The newest this implementation speaks.
-    pub const LATEST: Self = Self::V3;
+    pub const LATEST: Self = Self::V4;
 
     /// The version a connection uses when the client speaks up to `asked`.
     pub fn agree(asked: u16) -> Option<Self> {
@@ -34,7 +37,8 @@ impl Version {
             0 => None,
             1 => Some(Self::V1),
             2 => Some(Self::V2),
-            _ => Some(Self::V3),
+            3 => Some(Self::V3),
+            _ => Some(Self::V4),
         }
     }
 
@@ -43,6 +47,7 @@ impl Version {
             1 => Some(Self::V1),
             2 => Some(Self::V2),
             3 => Some(Self::V3),
+            4 => Some(Self::V4),
             _ => None,
         }
     }
@@ -230,6 +235,10 @@ pub struct WireVehicle {
     /// NaN unknown.
     pub heading_deg: f32,
     pub odometer_m: f64,
+    /// Version 4: metres of matched path and seconds moving since the
+    /// vehicle was first seen (0 in earlier versions).
+    pub lifetime_odometer_m: f64,
+    pub moving_s: f64,
     /// Index into [`MATCH_STATUS_NAMES`].
     pub match_status: u8,
     pub moving: bool,
@@ -374,8 +383,9 @@ pub enum Request {
     },
     Subscribe {
         from: u64,
-        /// OR of `1 << kind`; 0 every kind.
-        kinds: u32,
+        /// OR of `1 << kind`; 0 every kind (versions 1 to 3 send 32 bits:
+        /// kinds from 32 on come only with 0).
+        kinds: u64,
         vehicles: Vec<String>,
         stops: Vec<String>,
     },

@@ -37,7 +37,7 @@ pub(super) fn put_id(w: &mut Writer<'_>, v: Version, name: &str) {
         Version::V1 => {
             w.u64(v1_number(name));
         }
-        Version::V2 | Version::V3 => {
+        Version::V2 | Version::V3 | Version::V4 => {
             w.str(name);
         }
     }
@@ -50,7 +50,7 @@ pub(super) fn get_id(
 ) -> Result<String, DecodeError> {
     Ok(match v {
         Version::V1 => v1_name(r.u64()?),
-        Version::V2 | Version::V3 => r.str(what, MAX_STR_LEN)?.to_string(),
+        Version::V2 | Version::V3 | Version::V4 => r.str(what, MAX_STR_LEN)?.to_string(),
     })
 }
 
@@ -58,7 +58,7 @@ pub(super) fn get_id(
 pub(super) fn id_len(v: Version) -> usize {
     match v {
         Version::V1 => 8,
-        Version::V2 | Version::V3 => 2,
+        Version::V2 | Version::V3 | Version::V4 => 2,
     }
 }
 
@@ -170,7 +170,7 @@ impl WireStopEta {
         match v {
             Version::V1 => w.u16(0),
             Version::V2 => w.u8(self.eta.state as u8).u8(0),
-            Version::V3 => w.u8(self.eta.state as u8).u8(self.at_risk as u8),
+            Version::V3 | Version::V4 => w.u8(self.eta.state as u8).u8(self.at_risk as u8),
         };
     }
 
@@ -193,7 +193,7 @@ impl WireStopEta {
                 eta.state = EtaStateCode::from_u8(r.u8()?)?;
                 r.u8()?;
             }
-            Version::V3 => {
+            Version::V3 | Version::V4 => {
                 eta.state = EtaStateCode::from_u8(r.u8()?)?;
                 at_risk = flag(r.u8()?, "at-risk flag")?;
             }
@@ -213,7 +213,7 @@ impl WireStopEta {
     pub(super) fn min_len(v: Version) -> usize {
         match v {
             Version::V1 => 36,
-            Version::V2 | Version::V3 => 2 + 44,
+            Version::V2 | Version::V3 | Version::V4 => 2 + 44,
         }
     }
 }
@@ -274,7 +274,7 @@ impl WireEvent {
                 w.i64(self.time_ms);
                 w.u8(self.kind).u8(self.stop.is_some() as u8).u16(0);
             }
-            Version::V2 | Version::V3 => {
+            Version::V2 | Version::V3 | Version::V4 => {
                 w.str(&self.vehicle).u64(self.seq);
                 w.str(self.stop.as_deref().unwrap_or(""));
                 w.str(self.zone.as_deref().unwrap_or(""));
@@ -304,7 +304,7 @@ impl WireEvent {
                 let stop = has_stop.then(|| v1_name(stop));
                 (v1_name(vehicle), seq, stop, None, time_ms, kind)
             }
-            Version::V2 | Version::V3 => {
+            Version::V2 | Version::V3 | Version::V4 => {
                 let vehicle = r.str("vehicle id", MAX_STR_LEN)?.to_string();
                 let seq = r.u64()?;
                 let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
@@ -344,7 +344,7 @@ impl WireEvent {
         match v {
             Version::V1 => 72,
             Version::V2 => 8 + 2 + 8 + 2 + 2 + 12 + 24,
-            Version::V3 => 8 + 2 + 8 + 2 + 2 + 12 + 24 + 16,
+            Version::V3 | Version::V4 => 8 + 2 + 8 + 2 + 2 + 12 + 24 + 16,
         }
     }
 }

@@ -145,7 +145,14 @@ impl Request {
                 vehicles,
                 stops,
             } => {
-                w.u64(*from).u32(*kinds).count(vehicles.len());
+                w.u64(*from);
+                if v >= Version::V4 {
+                    w.u64(*kinds);
+                } else {
+                    // Kinds from 32 on cannot be named in 32 bits.
+                    w.u32(*kinds as u32);
+                }
+                w.count(vehicles.len());
                 for id in vehicles {
                     put_id(w, v, id);
                 }
@@ -257,7 +264,11 @@ impl Request {
             },
             FrameType::Subscribe => Self::Subscribe {
                 from: r.u64()?,
-                kinds: r.u32()?,
+                kinds: if v >= Version::V4 {
+                    r.u64()?
+                } else {
+                    u64::from(r.u32()?)
+                },
                 vehicles: ids(r, "vehicles")?,
                 stops: ids(r, "stops")?,
             },

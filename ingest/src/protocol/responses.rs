@@ -55,13 +55,16 @@ impl Response {
                     Version::V1 => {
                         put_id(w, v, x.next_stop.as_deref().unwrap_or("0"));
                     }
-                    Version::V2 | Version::V3 => {
+                    Version::V2 | Version::V3 | Version::V4 => {
                         w.str(x.next_stop.as_deref().unwrap_or(""));
                     }
                 }
                 w.count(x.stops.len());
                 for s in &x.stops {
                     s.encode(v, w);
+                }
+                if v >= Version::V4 {
+                    w.f64(x.lifetime_odometer_m).f64(x.moving_s);
                 }
             }
             Self::Stop(s) => {
@@ -73,7 +76,7 @@ impl Response {
                     | ((v >= Version::V3 && s.at_risk) as u8) << 2);
                 match v {
                     Version::V1 => w.u16(0),
-                    Version::V2 | Version::V3 => w.u8(s.eta.state as u8).u8(0),
+                    Version::V2 | Version::V3 | Version::V4 => w.u8(s.eta.state as u8).u8(0),
                 };
                 w.u32(s.stops_before).i64(s.eta.eta_ms);
                 if v >= Version::V2 {
@@ -201,7 +204,7 @@ fn decode_vehicle(v: Version, r: &mut Reader<'_>) -> Result<WireVehicle, DecodeE
     let match_status = r.u8()?;
     let known = match v {
         Version::V1 => MATCH_BREAK as usize,
-        Version::V2 | Version::V3 => MATCH_STATUS_NAMES.len(),
+        Version::V2 | Version::V3 | Version::V4 => MATCH_STATUS_NAMES.len(),
     };
     if match_status as usize >= known {
         return Err(DecodeError::BadValue("match status"));
@@ -213,6 +216,11 @@ fn decode_vehicle(v: Version, r: &mut Reader<'_>) -> Result<WireVehicle, DecodeE
     let stops = (0..n)
         .map(|_| WireStopEta::decode(v, r))
         .collect::<Result<_, _>>()?;
+    let (lifetime_odometer_m, moving_s) = if v >= Version::V4 {
+        (r.f64()?, r.f64()?)
+    } else {
+        (0.0, 0.0)
+    };
     Ok(WireVehicle {
         vehicle,
         time_ms,
@@ -226,6 +234,8 @@ fn decode_vehicle(v: Version, r: &mut Reader<'_>) -> Result<WireVehicle, DecodeE
         speed_mps,
         heading_deg,
         odometer_m,
+        lifetime_odometer_m,
+        moving_s,
         match_status,
         moving: flags & 2 != 0,
         online: flags & 4 != 0,
@@ -244,7 +254,7 @@ fn decode_stop(v: Version, r: &mut Reader<'_>) -> Result<WireStopView, DecodeErr
             r.u16()?;
             None
         }
-        Version::V2 | Version::V3 => {
+        Version::V2 | Version::V3 | Version::V4 => {
             let s = EtaStateCode::from_u8(r.u8()?)?;
             r.u8()?;
             Some(s)
@@ -260,7 +270,7 @@ fn decode_stop(v: Version, r: &mut Reader<'_>) -> Result<WireStopView, DecodeErr
     let (window_start_ms, window_end_ms, service_s) = (r.i64()?, r.i64()?, r.f32()?);
     let (snap_m, snap_component) = match v {
         Version::V1 => (f32::NAN, 0),
-        Version::V2 | Version::V3 => (r.f32()?, r.u32()?),
+        Version::V2 | Version::V3 | Version::V4 => (r.f32()?, r.u32()?),
     };
     let (vlat, vlon, vt, closed_ms) = (r.i32()?, r.i32()?, r.i64()?, r.i64()?);
     Ok(WireStopView {

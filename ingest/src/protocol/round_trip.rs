@@ -108,7 +108,23 @@ fn v2_requests() -> Vec<Request> {
             time_ms: 0,
             stops: vec![stop("order-ü-17"), stop("17")],
         },
+        Request::PutZones {
+            time_ms: 1_767_225_600_000,
+            geojson: r#"{"type": "FeatureCollection", "features": []}"#.into(),
+        },
+        Request::RemoveZones {
+            time_ms: 0,
+            zones: vec!["depot".into(), "yard ü".into()],
+        },
+        Request::GetZones,
     ]
+}
+
+/// Responses only version 2 and later have.
+fn v2_responses() -> Vec<Response> {
+    vec![Response::Zones {
+        geojson: r#"{"type": "FeatureCollection", "features": []}"#.into(),
+    }]
 }
 
 pub(crate) fn all_responses() -> Vec<Response> {
@@ -141,6 +157,8 @@ pub(crate) fn all_responses() -> Vec<Response> {
             speed_mps: 9.5,
             heading_deg: 10.5,
             odometer_m: 11.5,
+            lifetime_odometer_m: 12.5,
+            moving_s: 13.5,
             match_status: MATCH_BREAK,
             moving: true,
             online: false,
@@ -261,16 +279,34 @@ fn response_bytes(v: Version, resp: &Response) -> Vec<u8> {
 }
 
 #[test]
-fn versions_2_and_3_carry_every_message_whole() {
-    for v in [Version::V2, Version::V3] {
-        for req in all_requests().into_iter().chain(v2_requests()) {
+fn versions_2_to_4_carry_every_message_whole() {
+    for v in [Version::V2, Version::V3, Version::V4] {
+        let wide = Request::Subscribe {
+            from: 0,
+            kinds: 1 << 33 | 1 << 2,
+            vehicles: vec![],
+            stops: vec![],
+        };
+        for mut req in all_requests()
+            .into_iter()
+            .chain(v2_requests())
+            .chain([wide])
+        {
             let buf = request_bytes(v, &req);
             let (h, payload, _) = split_frame(&buf, 1 << 20).unwrap().unwrap();
+            // Before version 4 a kind mask has 32 bits.
+            if let (true, Request::Subscribe { kinds, .. }) = (v < Version::V4, &mut req) {
+                *kinds &= u64::from(u32::MAX);
+            }
             assert_eq!(Request::decode(v, h.kind, payload).unwrap(), req);
         }
-        for mut resp in all_responses() {
+        for mut resp in all_responses().into_iter().chain(v2_responses()) {
             let buf = response_bytes(v, &resp);
             let (h, payload, _) = split_frame(&buf, 1 << 20).unwrap().unwrap();
+            // Before version 4 a vehicle has no lifetime counters.
+            if let (true, Response::Vehicle(x)) = (v < Version::V4, &mut resp) {
+                (x.lifetime_odometer_m, x.moving_s) = (0.0, 0.0);
+            }
             // Version 2 has no room for an event's window, nor for risk.
             if v == Version::V2 {
                 match &mut resp {
@@ -357,14 +393,15 @@ fn handshake_and_ack_round_trip() {
     assert_eq!(Ack::decode(&buf[8..]).unwrap(), ack);
     assert_eq!(Version::agree(1), Some(Version::V1));
     assert_eq!(Version::agree(2), Some(Version::V2));
-    assert_eq!(Version::agree(7), Some(Version::V3));
+    assert_eq!(Version::agree(3), Some(Version::V3));
+    assert_eq!(Version::agree(7), Some(Version::V4));
     assert_eq!(Version::agree(0), None);
 }
 
 #[test]
 fn truncated_extended_and_random_payloads_are_errors_not_panics() {
     let mut rng = lastmile_roadgraph::rng::Rng::seed(11);
-    for v in [Version::V1, Version::V2, Version::V3] {
+    for v in [Version::V1, Version::V2, Version::V3, Version::V4] {
         let mut frames = Vec::new();
         for req in all_requests().into_iter().chain(v2_requests()) {
             frames.push((true, request_bytes(v, &req)));

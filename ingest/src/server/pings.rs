@@ -245,7 +245,7 @@ pub async fn stream(
                     checked.out_of_scope,
                     shared.auth.fleet_name(who.fleet)
                 ),
-                Version::V2 | Version::V3 => format!(
+                Version::V2 | Version::V3 | Version::V4 => format!(
                     "batch {}: {} pings for aliases no BIND on this connection set (first: {v})",
                     batch.batch_id, checked.out_of_scope,
                 ),

@@ -98,7 +98,7 @@ impl Session {
                 shared,
                 scope: shared.auth.scope(&self.who),
             },
-            Version::V2 | Version::V3 => {
+            Version::V2 | Version::V3 | Version::V4 => {
                 PingVehicles::Aliases(self.aliases.read().unwrap_or_else(|p| p.into_inner()))
             }
         }

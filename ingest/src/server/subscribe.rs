@@ -90,7 +90,7 @@ pub async fn run(
     s: &Session,
     mut send: SendStream,
     mut recv: RecvStream,
-    (from, kinds): (u64, u32),
+    (from, kinds): (u64, u64),
     vehicles: Vec<String>,
     stops: Vec<String>,
 ) {
