@@ -749,14 +749,18 @@ pub fn watch(a: WatchArgs) -> Result<()> {
                                 out,
                                 "{}",
                                 json!({
-                                    "id": e.id, "vehicle": e.vehicle, "seq": e.seq, "stop": e.stop,
+                                    "id": e.id, "vehicle": e.vehicle, "seq": e.seq, "stop": e.stop, "zone": e.zone,
                                     "time": e.time_ms as f64 / 1000.0, "kind": kind,
                                     "lat": e.lat_e7 as f64 * 1e-7, "lon": e.lon_e7 as f64 * 1e-7,
                                     "value": e.value, "reference": e.reference,
                                 })
                             )?;
                         } else {
-                            let stop = e.stop.map_or(String::new(), |s| format!(" stop {s}"));
+                            let stop = match (&e.stop, &e.zone) {
+                                (Some(s), _) => format!(" stop {s}"),
+                                (None, Some(z)) => format!(" zone {z}"),
+                                (None, None) => String::new(),
+                            };
                             writeln!(
                                 out,
                                 "#{} t={:.0} vehicle {}{stop} {kind} {:.1} / {:.1}",

@@ -76,7 +76,7 @@ fn two_fleets_use_the_same_names_without_meeting() {
     rt().block_on(async {
         let acme = connect(&s, "acme-dispatcher-token-01").await;
         let globex = connect(&s, "globex-dispatcher-tok-01").await;
-        assert_eq!(acme.welcome.version, 3);
+        assert_eq!(acme.welcome.version, 4);
         // The same vehicle and stop names in both fleets: two routes, no
         // `duplicate_stop`, each its own customer.
         for (c, who) in [(&acme, "acme"), (&globex, "globex")] {

@@ -18,11 +18,14 @@
   const COLOUR = Object.fromEntries(STATES.map(([k, , c]) => [k, c]));
   const MILESTONES = ["out_for_delivery", "next_stop", "arriving", "delivered", "failed_attempt",
     "rescheduled"];
+  const ZONES = ["zone_entered", "zone_left", "zone_dwell"];
   const KINDS = ["at_risk", "risk_cleared", "late", "back_on_time", "off_route", "back_on_route", "arrived", "departed",
     "completed", "failed", "stalled", "speeding", "harsh_braking", "offline", "online",
-    "gps_outlier", "stop_unreachable", "rated", "eta_changed", ...MILESTONES];
-  // Milestones repeat for customers what the others say for dispatchers.
-  const QUIET = new Set(["eta_changed", "gps_outlier", ...MILESTONES]);
+    "gps_outlier", "stop_unreachable", "rated", "forbidden_zone", "outside_area", "zone_speeding",
+    ...ZONES, "eta_changed", ...MILESTONES];
+  // Milestones repeat for customers what the others say for dispatchers;
+  // zone entries and leavings are many, their rules' breaches few.
+  const QUIET = new Set(["eta_changed", "gps_outlier", ...ZONES, ...MILESTONES]);
   const MAX_EVENTS = 200;
 
   const vehicles = new Map(); // name -> {marker, state}
@@ -218,7 +221,8 @@
     li.className = "event " + e.kind;
     const what = e.kind === "rated" ? "rated " + "★".repeat(e.value) + "☆".repeat(5 - e.value) :
       e.kind.replace(/_/g, " ");
-    li.textContent = lastmile.time(e.time) + " " + e.vehicle + " " + what + (e.stop ? " · " + e.stop : "");
+    const about = e.stop || e.zone;
+    li.textContent = lastmile.time(e.time) + " " + e.vehicle + " " + what + (about ? " · " + about : "");
     li.addEventListener("click", () => select(e.vehicle));
     $("events").prepend(li);
     while ($("events").children.length > MAX_EVENTS) $("events").lastChild.remove();
