@@ -53,7 +53,7 @@ EVENT_KINDS = {
     16: "stop_unreachable", 17: "rated", 18: "out_for_delivery", 19: "next_stop", 20: "arriving",
     21: "delivered", 22: "failed_attempt", 23: "rescheduled", 24: "at_risk", 25: "risk_cleared",
     26: "zone_entered", 27: "zone_left", 28: "zone_dwell", 29: "forbidden_zone", 30: "outside_area",
-    31: "zone_speeding",
+    31: "zone_speeding", 32: "off_hours_movement",
 }
 STOP_STATUS = ["pending", "next", "arrived", "completed", "failed"]
 ETA_STATE = ["unknown", "known", "unreachable"]

@@ -627,3 +627,49 @@ fn speeding_in_a_zone_is_judged_by_its_own_limit() {
     feed(&e, 1, &pings);
     assert!(rule_events(&e).is_empty());
 }
+
+/// A drive of `seed`'s route starting at `t0` (UTC, "2026-…Z") by a
+/// vehicle of a fleet that works Monday to Friday, 07:00 to 19:00 in
+/// Lisbon: the times `off_hours_movement` was told.
+fn off_hours_told(t0: &str) -> Vec<f64> {
+    let g = town();
+    let hours = lastmile_engine::zones::WorkingHours::new(
+        "Europe/Lisbon",
+        &["mon-fri 07:00-19:00".to_string()],
+    )
+    .unwrap();
+    let e = Engine::new(
+        g.clone(),
+        FleetConfig {
+            shards: 1,
+            learning: false,
+            events_capacity: 1 << 20,
+            working_hours: vec![(0, hours)],
+            ..FleetConfig::default()
+        },
+    );
+    let t0: f64 = {
+        let t: jiff::Timestamp = t0.parse().unwrap();
+        t.as_second() as f64
+    };
+    let route = some_route(&g, 4, 1500.0, 2500.0);
+    feed(&e, 1, &drive(&g, &route, t0, 10.0, 1.0));
+    all_events(&e)
+        .into_iter()
+        .filter(|ev| ev.kind == EventKind::OffHoursMovement)
+        .map(|ev| ev.time - t0)
+        .collect()
+}
+
+#[test]
+fn moving_outside_working_hours_is_told_once_by_the_fleets_own_clock() {
+    // Friday 06:30 in Lisbon (UTC+0 in March before the 29th): told once,
+    // after a minute of moving (and the moments it takes to be moving).
+    let told = off_hours_told("2026-03-27T06:30:00Z");
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert!((60.0..=70.0).contains(&told[0]), "{told:?}");
+    // Monday 06:30 UTC is 07:30 in Lisbon after the clocks went forward.
+    assert!(off_hours_told("2026-03-30T06:30:00Z").is_empty());
+    // A Sunday afternoon.
+    assert_eq!(off_hours_told("2026-03-29T15:00:00Z").len(), 1);
+}

@@ -404,10 +404,12 @@ mod tests {
             FleetEntry {
                 name: "acme".into(),
                 vehicles: vec![[10, 20], [1, 5], [21, 30]],
+                ..FleetEntry::default()
             },
             FleetEntry {
                 name: "globex".into(),
                 vehicles: vec![[100, 200]],
+                ..FleetEntry::default()
             },
         ];
         let tokens = vec![

@@ -225,7 +225,7 @@ impl Default for StoreConfig {
 }
 
 /// A fleet and the vehicle ids it owns (inclusive ranges).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FleetEntry {
     pub name: String,
@@ -233,6 +233,31 @@ pub struct FleetEntry {
     /// of the protocol (optional: a fleet may name vehicles by text only).
     #[serde(default)]
     pub vehicles: Vec<[u64; 2]>,
+    /// The fleet's IANA time zone ("Europe/Lisbon"), in which its
+    /// `working_hours` are read (default UTC).
+    #[serde(default)]
+    pub time_zone: Option<String>,
+    /// When its vehicles may move ("mon-fri 07:00-19:00", "sat
+    /// 08:00-13:00"; a span ending at or before its start runs past
+    /// midnight): `off_hours_movement` outside them. None: any time.
+    #[serde(default)]
+    pub working_hours: Vec<String>,
+}
+
+impl FleetEntry {
+    /// Its working hours, if it has any (the error names the fleet).
+    pub fn hours(&self) -> anyhow::Result<Option<lastmile_engine::zones::WorkingHours>> {
+        if self.working_hours.is_empty() {
+            if self.time_zone.is_some() {
+                bail!("fleet {:?}: time_zone without working_hours", self.name);
+            }
+            return Ok(None);
+        }
+        let tz = self.time_zone.as_deref().unwrap_or("UTC");
+        lastmile_engine::zones::WorkingHours::new(tz, &self.working_hours)
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("fleet {:?}: {e}", self.name))
+    }
 }
 
 /// A token: given in clear (`token`) or, better, as the hex SHA-256 of the
@@ -288,6 +313,9 @@ impl Config {
 
     /// Checks what serde cannot: ranges, references between sections.
     pub fn validate(&self) -> anyhow::Result<()> {
+        for f in &self.fleets {
+            f.hours()?;
+        }
         if !positive(self.engine.closed_retention_s) {
             bail!("engine.closed_retention_s must be above 0");
         }
@@ -429,6 +457,12 @@ impl Config {
                 })
                 .collect(),
             unranged_fleet: crate::ids::slot_of_fleet(""),
+            // Checked by `validate`.
+            working_hours: self
+                .fleets
+                .iter()
+                .filter_map(|f| Some((crate::ids::slot_of_fleet(&f.name), f.hours().ok()??)))
+                .collect(),
             ..FleetConfig::default()
         }
     }
@@ -494,6 +528,19 @@ mod tests {
         );
         assert!(bad("[[fleets]]\nname = \"acme\"\nvehicles = []").contains("twice"));
         assert!(bad("[[fleets]]\nname = \"b\"\nvehicles = [[5, 1]]").contains("ends before"));
+        let hours = |tz: &str, spans: &str| {
+            format!("[[fleets]]\nname = \"h\"\ntime_zone = \"{tz}\"\nworking_hours = [{spans}]")
+        };
+        assert!(bad(&hours("Mars/Olympus", "\"mon 07:00-19:00\"")).contains("Mars/Olympus"));
+        assert!(bad(&hours("Europe/Lisbon", "\"mon 7-19\"")).contains("fleet \"h\""));
+        assert!(bad(&hours("Europe/Lisbon", "")).contains("time_zone without working_hours"));
+        let good: Config = toml::from_str(&format!(
+            "{text}\n{}",
+            hours("Europe/Lisbon", "\"mon-fri 07:00-19:00\"")
+        ))
+        .unwrap();
+        good.validate().unwrap();
+        assert_eq!(good.fleet_config().working_hours.len(), 1);
         let hook = |name: &str, url: &str, fleet: &str, secrets: &str| {
             format!(
                 "[[webhooks]]\nname = \"{name}\"\nfleet = \"{fleet}\"\nurl = \"{url}\"\nsecrets = [{secrets}]\n"

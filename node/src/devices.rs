@@ -330,7 +330,7 @@ mod tests {
     fn auth() -> Auth {
         let fleet = |name: &str| FleetEntry {
             name: name.into(),
-            vehicles: Vec::new(),
+            ..FleetEntry::default()
         };
         let token = |t: &str, role, fleet: &str| TokenEntry {
             token: Some(t.into()),

@@ -21,7 +21,7 @@
   const ZONES = ["zone_entered", "zone_left", "zone_dwell"];
   const KINDS = ["at_risk", "risk_cleared", "late", "back_on_time", "off_route", "back_on_route", "arrived", "departed",
     "completed", "failed", "stalled", "speeding", "harsh_braking", "offline", "online",
-    "gps_outlier", "stop_unreachable", "rated", "forbidden_zone", "outside_area", "zone_speeding",
+    "gps_outlier", "stop_unreachable", "rated", "forbidden_zone", "outside_area", "zone_speeding", "off_hours_movement",
     ...ZONES, "eta_changed", ...MILESTONES];
   // Milestones repeat for customers what the others say for dispatchers;
   // zone entries and leavings are many, their rules' breaches few.

@@ -87,6 +87,9 @@ pub struct DetectConfig {
     /// A zone rule (`forbidden_zone`, `outside_area`, `zone_speeding`) told
     /// for a vehicle and zone is not told again for this long.
     pub rule_cooldown_s: f64,
+    /// `off_hours_movement` after moving this long outside the fleet's
+    /// working hours (a van repositioned a few metres is not a theft).
+    pub off_hours_for_s: f64,
 }
 
 impl Default for DetectConfig {
@@ -124,6 +127,7 @@ impl Default for DetectConfig {
             zone_margin_m: 15.0,
             zone_positions: 2,
             rule_cooldown_s: 900.0,
+            off_hours_for_s: 60.0,
         }
     }
 }
@@ -146,6 +150,7 @@ impl DetectConfig {
             ("arriving_s", self.arriving_s),
             ("zone_margin_m", self.zone_margin_m),
             ("rule_cooldown_s", self.rule_cooldown_s),
+            ("off_hours_for_s", self.off_hours_for_s),
         ];
         for (name, v) in positive {
             if !(v.is_finite() && v > 0.0) {

@@ -120,10 +120,14 @@ pub enum EventKind {
     /// event's zone) by the speeding margin for long enough: top speed
     /// m/s, the zone's limit m/s.
     ZoneSpeeding = 31,
+    /// Moving outside its fleet's working hours (in the fleet's time zone)
+    /// for `[detect] off_hours_for_s`: when the movement began, seconds
+    /// moving since.
+    OffHoursMovement = 32,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 31] = [
+    pub const ALL: [EventKind; 32] = [
         Self::EtaChanged,
         Self::Late,
         Self::BackOnTime,
@@ -155,6 +159,7 @@ impl EventKind {
         Self::ForbiddenZone,
         Self::OutsideArea,
         Self::ZoneSpeeding,
+        Self::OffHoursMovement,
     ];
 
     /// The customer milestones, in the order a stop goes through them.
@@ -205,6 +210,7 @@ impl EventKind {
             Self::ForbiddenZone => "forbidden_zone",
             Self::OutsideArea => "outside_area",
             Self::ZoneSpeeding => "zone_speeding",
+            Self::OffHoursMovement => "off_hours_movement",
         }
     }
 

@@ -15,8 +15,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::window::fleet_slot;
-use super::{Command, CommandError, VehicleId};
-use crate::zones::{ZoneDef, ZoneId, ZoneSet};
+use super::{Command, CommandError, FleetConfig, VehicleId};
+use crate::zones::{WorkingHours, ZoneDef, ZoneId, ZoneSet};
 
 /// Zones one fleet may hold at most.
 pub const MAX_ZONES_PER_FLEET: usize = 100_000;
@@ -28,18 +28,30 @@ pub struct FleetZones {
     /// Configured vehicle ranges and their fleets' slots, sorted.
     vehicle_fleets: Arc<[([u64; 2], u32)]>,
     unranged: u32,
+    /// Fleets' working hours, as configured.
+    hours: Arc<HashMap<u32, WorkingHours>>,
 }
 
 impl FleetZones {
-    /// No zones yet; the fleets of numbered vehicles as configured.
-    pub fn new(vehicle_fleets: &[([u64; 2], u32)], unranged: u32) -> Self {
-        let mut ranges = vehicle_fleets.to_vec();
+    /// No zones yet; the fleets of numbered vehicles and their working
+    /// hours as configured.
+    pub fn new(config: &FleetConfig) -> Self {
+        let mut ranges = config.vehicle_fleets.clone();
         ranges.sort_unstable();
         Self {
             sets: HashMap::new(),
             vehicle_fleets: ranges.into(),
-            unranged,
+            unranged: config.unranged_fleet,
+            hours: Arc::new(config.working_hours.iter().cloned().collect()),
         }
+    }
+
+    /// The working hours of `vehicle`'s fleet, if it has any.
+    pub fn hours_of(&self, vehicle: VehicleId) -> Option<&WorkingHours> {
+        if self.hours.is_empty() {
+            return None;
+        }
+        self.hours.get(&self.fleet_of(vehicle))
     }
 
     /// The fleet `vehicle` belongs to.
@@ -207,6 +219,7 @@ impl ZoneBook {
             sets,
             vehicle_fleets: before.vehicle_fleets.clone(),
             unranged: before.unranged,
+            hours: before.hours.clone(),
         }
     }
 }

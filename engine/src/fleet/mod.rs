@@ -115,6 +115,8 @@ pub struct FleetConfig {
     /// The fleet of a vehicle numbered outside every range (the node's
     /// names outside any fleet, an admin's).
     pub unranged_fleet: u32,
+    /// Fleets' working hours (by slot): `off_hours_movement` outside them.
+    pub working_hours: Vec<(u32, crate::zones::WorkingHours)>,
 }
 
 impl Default for FleetConfig {
@@ -136,6 +138,7 @@ impl Default for FleetConfig {
             max_history_pieces: 1 << 22,
             vehicle_fleets: Vec::new(),
             unranged_fleet: 0,
+            working_hours: Vec::new(),
         }
     }
 }
@@ -482,10 +485,7 @@ impl Engine {
             .collect();
         let traffic = TrafficModel::new(&graph, config.traffic.clone());
         let registry = Registry {
-            zone_sets: Arc::new(FleetZones::new(
-                &config.vehicle_fleets,
-                config.unranged_fleet,
-            )),
+            zone_sets: Arc::new(FleetZones::new(&config)),
             ..Registry::default()
         };
         Self {

@@ -100,6 +100,31 @@ pub(crate) enum Saved {
 /// Bytes of vehicle records a shard hands over at a time while saving.
 const SAVE_CHUNK: usize = 64 << 10;
 
+/// Events by [`EventKind`], indexed by its number (an array of more than
+/// 32 has no `Default` of its own).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EventCounts(pub [u64; EventKind::ALL.len() + 1]);
+
+impl Default for EventCounts {
+    fn default() -> Self {
+        Self([0; EventKind::ALL.len() + 1])
+    }
+}
+
+impl std::ops::Deref for EventCounts {
+    type Target = [u64; EventKind::ALL.len() + 1];
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for EventCounts {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
 /// Counters of one shard (summed by the engine).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ShardCounters {
@@ -109,8 +134,7 @@ pub struct ShardCounters {
     pub commands_rejected: u64,
     pub ticks: u64,
     pub vehicles: u64,
-    /// Events by [`EventKind`] (indexed by its number).
-    pub events: [u64; EventKind::ALL.len() + 1],
+    pub events: EventCounts,
     /// Searches for the leg to the next stop: first time, after leaving the
     /// path, periodic refresh, traffic.
     pub leg_routes: u64,
@@ -144,7 +168,7 @@ impl ShardCounters {
         self.commands_rejected += o.commands_rejected;
         self.ticks += o.ticks;
         self.vehicles += o.vehicles;
-        for (a, b) in self.events.iter_mut().zip(o.events) {
+        for (a, b) in self.events.iter_mut().zip(o.events.0) {
             *a += b;
         }
         self.leg_routes += o.leg_routes;
@@ -257,10 +281,7 @@ pub(crate) fn run(
         observations: Vec::new(),
         windows: Arc::new(Windows::prior(&config.eta.window_params())),
         outcomes: Vec::new(),
-        zones: Arc::new(FleetZones::new(
-            &config.vehicle_fleets,
-            config.unranged_fleet,
-        )),
+        zones: Arc::new(FleetZones::new(config)),
         zone_events: Vec::new(),
         history: config.history.then(Vec::new),
         metric_version: 0,

@@ -327,6 +327,7 @@ impl Vehicle {
         let prev = self.placed.replace(here);
         self.update_motion(ctx, ping, prev, here, status);
         self.check_zones(ctx, here);
+        self.check_hours(ctx, now);
         self.check_stops(ctx, now);
         self.update_etas(ctx, now, true);
         self.check_stall(ctx, now);
@@ -453,6 +454,20 @@ impl Vehicle {
             self.emit(ctx, kind, here.time, None, value, reference).zone = zone;
         }
         ctx.zone_events = out;
+    }
+
+    /// Judges movement against the fleet's working hours.
+    fn check_hours(&mut self, ctx: &mut Ctx, now: f64) {
+        let zones = ctx.zones.clone();
+        let Some(hours) = zones.hours_of(self.id) else {
+            return;
+        };
+        let mut told = Vec::new();
+        let (c, moving) = (ctx.detect, self.motion.moving);
+        self.rules.judge_hours(&c, hours, moving, now, &mut told);
+        for (kind, zone, value, reference) in told {
+            self.emit(ctx, kind, now, None, value, reference).zone = zone;
+        }
     }
 
     // ----------------------------------------------------------------- stops

@@ -11,18 +11,24 @@
 //!   `speeding_for_s` (over once below the limit itself, as for the legal
 //!   limit).
 //!
+//! And `off_hours_movement` when it has been moving for `[detect]
+//! off_hours_for_s` outside its fleet's working hours (see
+//! [`crate::zones::hours`]), once per time it moves.
+//!
 //! Each is then quiet for `[detect] rule_cooldown_s` for that vehicle and
 //! zone: a van weaving along a forbidden street's border, or in and out of
 //! its area at the edge of town, is told once, not at every crossing.
 
 use super::detect::{DetectConfig, Speeding};
 use super::events::EventKind;
-use crate::zones::{Presence, ZoneChange, ZoneEvent, ZoneId, ZoneKind, ZoneSet};
+use crate::zones::{Presence, WorkingHours, ZoneChange, ZoneEvent, ZoneId, ZoneKind, ZoneSet};
 
 /// Cool-downs a vehicle remembers at most (the oldest is forgotten).
 const MAX_COOLDOWNS: usize = 8;
-/// The cool-down key of `outside_area` (zone ids are below 2^64 - 1).
+/// The cool-down keys of `outside_area` and `off_hours_movement` (zone
+/// ids are below them).
 const AREA: u64 = u64::MAX;
+const HOURS: u64 = u64::MAX - 1;
 
 /// One rule event to emit: kind, zone, value, reference.
 pub type RuleEvent = (EventKind, Option<ZoneId>, f64, f64);
@@ -40,6 +46,9 @@ pub struct Rules {
     speeding_zone: Option<ZoneId>,
     /// (zone or [`AREA`], quiet until).
     quiet: Vec<(u64, f64)>,
+    /// Moving outside working hours since, and told for it.
+    off_hours_since: Option<f64>,
+    off_hours_told: bool,
 }
 
 impl Rules {
@@ -55,6 +64,30 @@ impl Rules {
         }
         self.quiet.push((key, now + cooldown_s));
         true
+    }
+
+    /// Judges the fleet's working hours at `now` for a vehicle `moving` or
+    /// not.
+    pub fn judge_hours(
+        &mut self,
+        c: &DetectConfig,
+        hours: &WorkingHours,
+        moving: bool,
+        now: f64,
+        out: &mut Vec<RuleEvent>,
+    ) {
+        if !moving || hours.contains(now) {
+            (self.off_hours_since, self.off_hours_told) = (None, false);
+            return;
+        }
+        let since = *self.off_hours_since.get_or_insert(now);
+        let moved_s = now - since;
+        if !self.off_hours_told && moved_s >= c.off_hours_for_s {
+            self.off_hours_told = true;
+            if self.may_tell(HOURS, now, c.rule_cooldown_s) {
+                out.push((EventKind::OffHoursMovement, None, since, moved_s));
+            }
+        }
     }
 
     /// Judges the rules at `now`, after `presence` took the position and
