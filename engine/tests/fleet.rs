@@ -9,17 +9,17 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::drive;
+use common::{all_events, drive, feed, some_route};
 use lastmile_engine::Ping;
 use lastmile_engine::bench::{Day, DriveParams, Drivers, assign_routes, feed_day};
 use lastmile_engine::fleet::{
-    Admission, Command, CommandError, Engine, EtaState, Event, EventFilter, EventKind, FleetConfig,
+    Admission, Command, CommandError, Engine, EtaState, Event, EventKind, FleetConfig,
     ProofOfDelivery, StopOutcome, StopPlan, StopStatus, TimeWindow,
 };
 use lastmile_engine::simulate::SimParams;
 use lastmile_roadgraph::geo::LocalPlane;
 use lastmile_roadgraph::snap::SnapChoice;
-use lastmile_roadgraph::{EdgePos, Graph, LatLon, Metric, Route, Router};
+use lastmile_roadgraph::{EdgePos, Graph, LatLon, Metric, Router};
 
 const WAIT: Admission = Admission::Wait(Duration::from_secs(60));
 const T0: f64 = 1_767_225_600.0;
@@ -53,48 +53,8 @@ fn engine(g: &Arc<Graph>, shards: usize, learning: bool) -> Engine {
     )
 }
 
-/// Every event published so far, in bus order.
-fn all_events(e: &Engine) -> Vec<Event> {
-    let (mut cursor, mut out) = (0, Vec::new());
-    let r = e
-        .events()
-        .read(&mut cursor, &EventFilter::default(), usize::MAX, &mut out);
-    assert_eq!(r.lost, 0);
-    out.into_iter().map(|(_, ev)| ev).collect()
-}
-
 fn kinds(events: &[Event], kind: EventKind) -> Vec<Event> {
     events.iter().filter(|e| e.kind == kind).copied().collect()
-}
-
-/// A route between two random road positions of the main network
-/// `min_m`..`max_m` apart (as the crow flies).
-fn some_route(g: &Graph, seed: u64, min_m: f64, max_m: f64) -> Route {
-    let mut rng = lastmile_roadgraph::rng::Rng::seed(seed);
-    let mut router = Router::new(g, Metric::Time);
-    let main: Vec<u32> = (0..g.num_edges() as u32)
-        .filter(|&e| g.edge_in_component(e, 0))
-        .collect();
-    loop {
-        let pick = |rng: &mut lastmile_roadgraph::rng::Rng| {
-            let e = main[rng.below(main.len() as u64) as usize];
-            EdgePos {
-                edge: e,
-                offset_m: g.length_m(e) / 2.0,
-            }
-        };
-        let (a, b) = (pick(&mut rng), pick(&mut rng));
-        let d = lastmile_roadgraph::geo::haversine_m(
-            g.point_on_edge(a.edge, a.offset_m),
-            g.point_on_edge(b.edge, b.offset_m),
-        );
-        if d < min_m || d > max_m {
-            continue;
-        }
-        if let Some(r) = router.route(&[a], &[b]) {
-            return r;
-        }
-    }
 }
 
 /// Where the engine reaches a stop: the road within 250 m it snaps to (the
@@ -105,12 +65,6 @@ fn stop_place(g: &Graph, p: LatLon) -> Vec<EdgePos> {
         .unwrap()
         .preferred()
         .positions(g)
-}
-
-fn feed(e: &Engine, vehicle: u64, pings: &[Ping]) {
-    let batch: Vec<(u64, Ping)> = pings.iter().map(|&p| (vehicle, p)).collect();
-    assert_eq!(e.submit(&batch, WAIT).shed, 0);
-    e.sync();
 }
 
 fn stop_at(id: u64, pos: LatLon) -> StopPlan {

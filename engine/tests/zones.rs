@@ -8,15 +8,13 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::drive;
+use common::{all_events, drive, feed, some_route};
 use lastmile_engine::Ping;
-use lastmile_engine::fleet::{
-    Admission, Command, CommandError, Engine, Event, EventFilter, EventKind, FleetConfig,
-};
+use lastmile_engine::fleet::{Admission, Command, CommandError, Engine, EventKind, FleetConfig};
 use lastmile_engine::simulate::{SimParams, simulate_pings};
 use lastmile_engine::zones::{Outline, ZoneDef, ZoneKind};
 use lastmile_roadgraph::geo::{LocalPlane, haversine_m};
-use lastmile_roadgraph::{EdgePos, Graph, LatLon, Metric, Route, Router};
+use lastmile_roadgraph::{Graph, LatLon};
 
 const T0: f64 = 1_767_225_600.0;
 const WAIT: Admission = Admission::Wait(Duration::from_secs(5));
@@ -42,15 +40,6 @@ fn engine_with(g: &Arc<Graph>, shards: usize, vehicle_fleets: Vec<([u64; 2], u32
     )
 }
 
-fn all_events(e: &Engine) -> Vec<Event> {
-    let (mut cursor, mut out) = (0, Vec::new());
-    let r = e
-        .events()
-        .read(&mut cursor, &EventFilter::default(), usize::MAX, &mut out);
-    assert_eq!(r.lost, 0);
-    out.into_iter().map(|(_, ev)| ev).collect()
-}
-
 /// Zone events as (vehicle, kind, zone, when it happened).
 fn zone_events(e: &Engine) -> Vec<(u64, EventKind, u64, f64)> {
     all_events(e)
@@ -58,12 +47,6 @@ fn zone_events(e: &Engine) -> Vec<(u64, EventKind, u64, f64)> {
         .filter(|ev| ev.zone.is_some())
         .map(|ev| (ev.vehicle, ev.kind, ev.zone.unwrap(), ev.value))
         .collect()
-}
-
-fn feed(e: &Engine, vehicle: u64, pings: &[Ping]) {
-    let batch: Vec<(u64, Ping)> = pings.iter().map(|&p| (vehicle, p)).collect();
-    assert_eq!(e.submit(&batch, WAIT).shed, 0);
-    e.sync();
 }
 
 fn circle(id: u64, centre: LatLon, radius_m: f64) -> ZoneDef {
@@ -80,36 +63,6 @@ fn circle(id: u64, centre: LatLon, radius_m: f64) -> ZoneDef {
 fn put(e: &Engine, fleet: u32, zones: Vec<ZoneDef>) {
     e.command(Command::PutZones { fleet, zones }, T0, WAIT)
         .unwrap();
-}
-
-/// A route of the town's main network between two points `min_m` to
-/// `max_m` apart.
-fn some_route(g: &Graph, seed: u64, min_m: f64, max_m: f64) -> Route {
-    let mut rng = lastmile_roadgraph::rng::Rng::seed(seed);
-    let mut router = Router::new(g, Metric::Time);
-    let main: Vec<u32> = (0..g.num_edges() as u32)
-        .filter(|&e| g.edge_in_component(e, 0))
-        .collect();
-    loop {
-        let mut pick = || {
-            let e = main[rng.below(main.len() as u64) as usize];
-            EdgePos {
-                edge: e,
-                offset_m: g.length_m(e) / 2.0,
-            }
-        };
-        let (a, b) = (pick(), pick());
-        let d = haversine_m(
-            g.point_on_edge(a.edge, a.offset_m),
-            g.point_on_edge(b.edge, b.offset_m),
-        );
-        if d >= min_m
-            && d <= max_m
-            && let Some(r) = router.route(&[a], &[b])
-        {
-            return r;
-        }
-    }
 }
 
 /// A drive along a route at 10 m/s, a ping a second, and the circle of

@@ -6,10 +6,13 @@
 use std::sync::{Mutex, OnceLock};
 
 use lastmile_engine::evaluate::{Evaluation, TraceMatch, evaluate, match_trace};
+use lastmile_engine::fleet::{Admission, Engine, Event, EventFilter};
 use lastmile_engine::simulate::{SimParams, simulate};
 use lastmile_engine::trace::{Trace, read_csv};
 use lastmile_engine::{MatcherConfig, Ping};
-use lastmile_roadgraph::{CityParams, Graph, NoProgress, Route, synthetic, testdata};
+use lastmile_roadgraph::{
+    CityParams, EdgePos, Graph, Metric, NoProgress, Route, Router, synthetic, testdata,
+};
 
 /// A real map from `../shared/data/maps`, imported once per test binary
 /// (`None`, after saying so, when the data is absent outside CI).
@@ -92,4 +95,52 @@ pub fn drive(g: &Graph, route: &Route, t0: f64, speed: f64, dt: f64) -> Vec<Ping
         }
         k += 1;
     }
+}
+
+/// Every event published so far, in bus order.
+pub fn all_events(e: &Engine) -> Vec<Event> {
+    let (mut cursor, mut out) = (0, Vec::new());
+    let r = e
+        .events()
+        .read(&mut cursor, &EventFilter::default(), usize::MAX, &mut out);
+    assert_eq!(r.lost, 0);
+    out.into_iter().map(|(_, ev)| ev).collect()
+}
+
+/// A route between two random road positions of the main network
+/// `min_m`..`max_m` apart (as the crow flies).
+pub fn some_route(g: &Graph, seed: u64, min_m: f64, max_m: f64) -> Route {
+    let mut rng = lastmile_roadgraph::rng::Rng::seed(seed);
+    let mut router = Router::new(g, Metric::Time);
+    let main: Vec<u32> = (0..g.num_edges() as u32)
+        .filter(|&e| g.edge_in_component(e, 0))
+        .collect();
+    loop {
+        let pick = |rng: &mut lastmile_roadgraph::rng::Rng| {
+            let e = main[rng.below(main.len() as u64) as usize];
+            EdgePos {
+                edge: e,
+                offset_m: g.length_m(e) / 2.0,
+            }
+        };
+        let (a, b) = (pick(&mut rng), pick(&mut rng));
+        let d = lastmile_roadgraph::geo::haversine_m(
+            g.point_on_edge(a.edge, a.offset_m),
+            g.point_on_edge(b.edge, b.offset_m),
+        );
+        if d < min_m || d > max_m {
+            continue;
+        }
+        if let Some(r) = router.route(&[a], &[b]) {
+            return r;
+        }
+    }
+}
+
+/// Submits one vehicle's pings (waiting for room) and waits until they are processed.
+pub fn feed(e: &Engine, vehicle: u64, pings: &[Ping]) {
+    let batch: Vec<(u64, Ping)> = pings.iter().map(|&p| (vehicle, p)).collect();
+    let wait = Admission::Wait(std::time::Duration::from_secs(5));
+    assert_eq!(e.submit(&batch, wait).shed, 0);
+    e.sync();
 }
