@@ -473,7 +473,7 @@ impl Node {
             CommandError::DuplicateZone(_) | CommandError::BadZone { .. } => {
                 Refusal::new(K::BadValue, e.to_string())
             }
-            CommandError::TooManyZones(_) => Refusal::new(K::LimitExceeded, e.to_string()),
+            CommandError::TooManyZones { .. } => Refusal::new(K::LimitExceeded, e.to_string()),
             // The store refused the write (disk full, I/O error): nothing
             // was applied, the client may retry.
             CommandError::Journal(_) => Refusal::new(K::Internal, e.to_string()),

@@ -16,10 +16,21 @@ use std::sync::Arc;
 
 use super::window::fleet_slot;
 use super::{Command, CommandError, FleetConfig, VehicleId};
-use crate::zones::{WorkingHours, ZoneDef, ZoneId, ZoneSet};
+use crate::zones::{Outline, WorkingHours, ZoneDef, ZoneId, ZoneSet};
 
-/// Zones one fleet may hold at most.
+/// Zones one fleet may hold at most, and points in their outlines (a
+/// circle is one): the memory a fleet's zones take is bounded by these
+/// (about 50 bytes a point, indexed).
 pub const MAX_ZONES_PER_FLEET: usize = 100_000;
+pub const MAX_POINTS_PER_FLEET: usize = 1_000_000;
+
+/// Points in a zone's outline.
+fn points(z: &ZoneDef) -> usize {
+    match &z.outline {
+        Outline::Circle { .. } => 1,
+        Outline::Polygon { rings } => rings.iter().map(Vec::len).sum(),
+    }
+}
 
 /// What the shards read: each fleet's indexed zones.
 #[derive(Debug, Default)]
@@ -108,8 +119,21 @@ impl ZoneBook {
                     .iter()
                     .filter(|id| !have.is_some_and(|h| h.contains_key(id)))
                     .count();
-                if have.map_or(0, BTreeMap::len) + new > MAX_ZONES_PER_FLEET {
-                    return Err(CommandError::TooManyZones(MAX_ZONES_PER_FLEET));
+                // Points after the command: the zones it keeps, and its own.
+                let kept: usize = have.map_or(0, |h| {
+                    h.values()
+                        .filter(|z| !seen.contains(&z.id))
+                        .map(points)
+                        .sum()
+                });
+                let total = kept + zones.iter().map(points).sum::<usize>();
+                if have.map_or(0, BTreeMap::len) + new > MAX_ZONES_PER_FLEET
+                    || total > MAX_POINTS_PER_FLEET
+                {
+                    return Err(CommandError::TooManyZones {
+                        zones: MAX_ZONES_PER_FLEET,
+                        points: MAX_POINTS_PER_FLEET,
+                    });
                 }
                 Ok(())
             }
@@ -227,6 +251,49 @@ impl ZoneBook {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lastmile_roadgraph::LatLon;
+
+    /// A square of `n` points (4096 at most per zone) around 43.7, 7.4.
+    fn square(id: ZoneId, n: usize) -> ZoneDef {
+        let ring = (0..n)
+            .map(|k| {
+                let a = k as f64 * std::f64::consts::TAU / n as f64;
+                LatLon::new(43.7 + 0.01 * a.sin(), 7.4 + 0.01 * a.cos())
+            })
+            .collect();
+        ZoneDef {
+            id,
+            name: String::new(),
+            outline: Outline::Polygon { rings: vec![ring] },
+            kind: crate::zones::ZoneKind::Plain,
+            dwell_s: None,
+            speed_limit_kmh: None,
+        }
+    }
+
+    #[test]
+    fn a_fleets_zones_are_bounded_in_points_as_well_as_in_number() {
+        let mut book = ZoneBook::default();
+        let per = 4000;
+        let fill = MAX_POINTS_PER_FLEET / per;
+        let put = |zones| Command::PutZones { fleet: 3, zones };
+        let first = put((0..fill as u64).map(|i| square(i, per)).collect());
+        book.validate(&first).unwrap();
+        book.apply(&first);
+        // One more large zone is too many points; replacing one is not.
+        let more = put(vec![square(fill as u64, per)]);
+        assert!(matches!(
+            book.validate(&more),
+            Err(CommandError::TooManyZones { .. })
+        ));
+        book.validate(&put(vec![square(0, per)])).unwrap();
+        // Another fleet has room of its own.
+        let other = Command::PutZones {
+            fleet: 4,
+            zones: vec![square(0, per)],
+        };
+        book.validate(&other).unwrap();
+    }
 
     #[test]
     fn a_vehicle_belongs_to_the_fleet_its_id_or_its_range_says() {

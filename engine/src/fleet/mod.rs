@@ -43,7 +43,7 @@ pub use checkpoint::{Checkpoint, CheckpointError};
 pub use detect::DetectConfig;
 pub use eta::EtaConfig;
 pub use events::{Event, EventBus, EventFilter, EventKind, ReadReport};
-pub use fleet_zones::MAX_ZONES_PER_FLEET;
+pub use fleet_zones::{MAX_POINTS_PER_FLEET, MAX_ZONES_PER_FLEET};
 pub use journal::Journal;
 pub use latency::Histogram;
 pub use shard::ShardCounters;
@@ -188,8 +188,8 @@ pub enum CommandError {
     DuplicateZone(ZoneId),
     #[error("zone {zone}: {why}")]
     BadZone { zone: ZoneId, why: String },
-    #[error("a fleet may have at most {0} zones")]
-    TooManyZones(usize),
+    #[error("a fleet may have at most {zones} zones, with at most {points} points in all")]
+    TooManyZones { zones: usize, points: usize },
     #[error("the engine is overloaded: the shard queue stayed full")]
     Overloaded,
     #[error("the command could not be made durable: {0}")]
