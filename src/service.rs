@@ -827,6 +827,17 @@ pub enum DispatchCmd {
         #[arg(long)]
         index: Option<u32>,
     },
+    /// Record a vehicle's upkeep: it was serviced (its service counts start
+    /// again) and/or what its odometer reads.
+    Upkeep {
+        #[arg(long)]
+        vehicle: String,
+        #[arg(long)]
+        serviced: bool,
+        /// The odometer's reading, km: the lifetime odometer is set to it.
+        #[arg(long)]
+        odometer_km: Option<f64>,
+    },
     /// Mint a customer's tracking token for one stop.
     Track {
         #[arg(long)]
@@ -891,6 +902,21 @@ pub fn dispatch(a: DispatchArgs) -> Result<()> {
             index: index.unwrap_or(AT_END),
         },
         DispatchCmd::Track { stop, ttl } => Request::CreateTrackingToken { stop, ttl_s: ttl },
+        DispatchCmd::Upkeep {
+            vehicle,
+            serviced,
+            odometer_km,
+        } => {
+            if !serviced && odometer_km.is_none() {
+                bail!("say --serviced, or give --odometer-km, or both");
+            }
+            Request::Upkeep {
+                vehicle,
+                time_ms,
+                serviced,
+                odometer_m: odometer_km.map_or(f64::NAN, |km| km * 1000.0),
+            }
+        }
     };
     let resp = block_on(async {
         let c = Client::connect(&target).await?;

@@ -100,6 +100,20 @@ async def main():
     v = await c.get_vehicle(a.vehicle)
     assert v["position"] is not None
     assert v["lifetime_odometer_m"] > 0 and v["moving_s"] > 0, v
+    # The van was serviced and its dashboard read: the counts start again.
+    await c.upkeep(a.vehicle, serviced=True, odometer_m=80_000_000.0, time_ms=head[-1].time_ms)
+    for _ in range(50):
+        after = await c.get_vehicle(a.vehicle)
+        if after["service"]["since_ms"] == head[-1].time_ms:
+            break
+        await asyncio.sleep(0.1)
+    assert after["service"] == {"since_ms": head[-1].time_ms, "driven_m": 0.0, "moving_s": 0.0, "due": []}, after
+    assert after["lifetime_odometer_m"] == 80_000_000.0, after
+    try:
+        await c.upkeep(a.vehicle)
+        raise AssertionError("an empty upkeep record was taken")
+    except ServerError as e:
+        assert "serviced" in str(e), e
     assert v["time_ms"] >= head[-1].time_ms
     assert len(v["stops"]) == len(route), v["stops"]
     first = await c.get_stop(route[0].stop_id)

@@ -41,7 +41,7 @@ GET_VEHICLE, VEHICLE, GET_STOP, STOP = 0x0020, 0x0021, 0x0022, 0x0023
 NEAREST, IN_BOX, VEHICLES = 0x0024, 0x0025, 0x0026
 ASSIGN_ROUTE, ADD_STOP, REMOVE_STOP, REORDER = 0x0030, 0x0031, 0x0032, 0x0033
 COMPLETE, FAIL, REASSIGN = 0x0034, 0x0035, 0x0036
-CREATE_TRACKING_TOKEN, TRACKING_TOKEN, OK = 0x0037, 0x0038, 0x003F
+CREATE_TRACKING_TOKEN, TRACKING_TOKEN, UPKEEP, OK = 0x0037, 0x0038, 0x0039, 0x003F
 SUBSCRIBE, SUBSCRIBED, EVENTS, LOST = 0x0040, 0x0041, 0x0042, 0x0043
 GET_STATS, STATS, ERROR = 0x0050, 0x0051, 0x007F
 PUT_ZONES, REMOVE_ZONES, GET_ZONES, ZONES = 0x0060, 0x0061, 0x0062, 0x0063
@@ -53,7 +53,7 @@ EVENT_KINDS = {
     16: "stop_unreachable", 17: "rated", 18: "out_for_delivery", 19: "next_stop", 20: "arriving",
     21: "delivered", 22: "failed_attempt", 23: "rescheduled", 24: "at_risk", 25: "risk_cleared",
     26: "zone_entered", 27: "zone_left", 28: "zone_dwell", 29: "forbidden_zone", 30: "outside_area",
-    31: "zone_speeding", 32: "off_hours_movement",
+    31: "zone_speeding", 32: "off_hours_movement", 33: "service_due",
 }
 STOP_STATUS = ["pending", "next", "arrived", "completed", "failed"]
 ETA_STATE = ["unknown", "known", "unreachable"]
@@ -189,13 +189,16 @@ def decode_vehicle(payload: bytes) -> dict:
                       "window_end_ms": wend, "remaining_m": rem,
                       "stops_before": before, "status": STOP_STATUS[st], "late": bool(late),
                       "at_risk": bool(at_risk)})
-    lifetime_m, moving_s = r.take("<dd")
+    lifetime_m, moving_s, since, driven_m, since_moving_s, due = r.take("<ddqddB")
+    service = {"since_ms": since, "driven_m": driven_m, "moving_s": since_moving_s,
+               "due": [name for bit, name in ((1, "distance"), (2, "moving_time"), (4, "calendar")) if due & bit]}
     return {"vehicle": vehicle, "time_ms": t, "matched_time_ms": mt,
             "position": (lat * 1e-7, lon * 1e-7) if flags & 1 else None, "edge": edge, "way_id": way,
             "speed_mps": speed, "moving": bool(flags & 2), "online": bool(flags & 4),
             "off_route": bool(flags & 8), "next_stop": nxt if flags & 16 else None,
             "match_status": MATCH_STATUS[status] if status < len(MATCH_STATUS) else str(status),
-            "odometer_m": odo, "lifetime_odometer_m": lifetime_m, "moving_s": moving_s, "stops": stops}
+            "odometer_m": odo, "lifetime_odometer_m": lifetime_m, "moving_s": moving_s,
+            "service": service, "stops": stops}
 
 
 def decode_stop(payload: bytes) -> dict:
@@ -376,6 +379,12 @@ class Client:
         proof = struct.pack("<BBHii", 0, 0, 0, 0, 0) + pack_str("") + pack_str(note) + \
             struct.pack("<H", len(photos)) + b"".join(pack_str(p) for p in photos)
         await self.request(COMPLETE, pack_str(vehicle) + struct.pack("<q", time_ms) + pack_str(stop) + proof)
+
+    async def upkeep(self, vehicle: str, serviced: bool = False, odometer_m: Optional[float] = None,
+                     time_ms: int = 0):
+        """Records that the vehicle was serviced and/or what its odometer reads (metres)."""
+        odo = float("nan") if odometer_m is None else odometer_m
+        await self.request(UPKEEP, pack_str(vehicle) + struct.pack("<qBd", time_ms, serviced, odo))
 
     async def put_zones(self, collection: dict, time_ms: int = 0):
         """Adds a GeoJSON FeatureCollection's zones to the caller's fleet."""

@@ -144,6 +144,8 @@ struct Vehicle {
     phase: f64,
     slot: u64,
     done: bool,
+    /// Metres driven so far (the truth an odometer is judged by).
+    driven_m: f64,
 }
 
 /// Where a car waits before a junction (red light, give-way), metres before it.
@@ -157,6 +159,8 @@ pub struct SimPing {
     pub ping: Ping,
     pub truth: LatLon,
     pub true_edge: u32,
+    /// Metres the vehicle truly drove from the start up to this ping.
+    pub true_driven_m: f64,
 }
 
 /// Simulates the fleet and writes the trace CSV to `out`. `progress` gets the
@@ -254,7 +258,9 @@ pub fn simulate_pings(
         for (i, v) in fleet.iter_mut().enumerate() {
             let now = params.start_time + v.phase + k as f64 * step;
             if k > 0 {
-                summary.driven_m += advance(graph, &slowdown, v, now, step, &mut summary.stops);
+                let driven = advance(graph, &slowdown, v, now, step, &mut summary.stops);
+                v.driven_m += driven;
+                summary.driven_m += driven;
             }
             if k % steps_per_ping == v.slot
                 && let Some(p) = sim_ping(graph, v, i as u32, now, params, &mut summary)
@@ -375,6 +381,7 @@ fn plan_vehicle(
         phase: rng.range_f64(0.0, step),
         slot: rng.below(steps_per_ping),
         done: false,
+        driven_m: 0.0,
         rng,
     };
     (vehicle, stops)
@@ -623,6 +630,7 @@ fn sim_ping(
         ping,
         truth: LatLon::new(round7(truth.lat), round7(truth.lon)),
         true_edge: e,
+        true_driven_m: v.driven_m,
     })
 }
 

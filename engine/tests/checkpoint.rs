@@ -247,9 +247,9 @@ fn damaged_or_foreign_checkpoints_are_refused_whole() {
     // A newer build's file, and older ones' (format 2 to 4 vehicle records
     // have other layouts, format 8 stop records no ratings, format 9 no
     // milestones, format 10 no arrival windows, format 11 no standing
-    // windows, format 12 no confirmations or zones): refused whole, never
-    // misread.
-    for version in [14, 2, 3, 4, 8, 9, 10, 11, 12] {
+    // windows, format 12 no confirmations or zones, format 13 no service
+    // counts): refused whole, never misread.
+    for version in [15, 2, 3, 4, 8, 9, 10, 11, 12, 13] {
         let mut other = file.clone();
         other[8] = version;
         assert!(matches!(

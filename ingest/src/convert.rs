@@ -115,6 +115,10 @@ pub fn vehicle(v: &VehicleSnapshot, graph: &Graph, name: Namer<'_>) -> WireVehic
         odometer_m: v.odometer_m,
         lifetime_odometer_m: v.lifetime_m,
         moving_s: v.moving_s,
+        service_since_ms: ms(v.service.since),
+        service_driven_m: v.service.driven_m,
+        service_moving_s: v.service.moving_s,
+        service_due: v.service.due,
         match_status: if v.time.is_finite() {
             match_code(v.status)
         } else {

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use lastmile_engine::fleet::upkeep::ServiceInterval;
 use lastmile_engine::fleet::{DetectConfig, EtaConfig, FleetConfig};
 use lastmile_engine::matcher::MatcherConfig;
 use lastmile_engine::traffic::TrafficConfig;
@@ -242,6 +243,15 @@ pub struct FleetEntry {
     /// midnight): `off_hours_movement` outside them. None: any time.
     #[serde(default)]
     pub working_hours: Vec<String>,
+    /// Service intervals: `service_due` once a vehicle has driven this
+    /// far, moved this long, or this many days have passed since its last
+    /// service (any of them; none: no service alerts).
+    #[serde(default)]
+    pub service_every_km: Option<f64>,
+    #[serde(default)]
+    pub service_every_hours: Option<f64>,
+    #[serde(default)]
+    pub service_every_days: Option<f64>,
 }
 
 impl FleetEntry {
@@ -257,6 +267,24 @@ impl FleetEntry {
         lastmile_engine::zones::WorkingHours::new(tz, &self.working_hours)
             .map(Some)
             .map_err(|e| anyhow::anyhow!("fleet {:?}: {e}", self.name))
+    }
+
+    /// Its service interval, if it has one (the error names the fleet).
+    pub fn service(&self) -> anyhow::Result<Option<ServiceInterval>> {
+        let scaled = |what: &str, v: Option<f64>, unit: f64| match v {
+            Some(x) if x.is_finite() && x > 0.0 => Ok(Some(x * unit)),
+            Some(x) => bail!(
+                "fleet {:?}: {what} must be a positive number, not {x}",
+                self.name
+            ),
+            None => Ok(None),
+        };
+        let interval = ServiceInterval {
+            distance_m: scaled("service_every_km", self.service_every_km, 1000.0)?,
+            moving_s: scaled("service_every_hours", self.service_every_hours, 3600.0)?,
+            calendar_s: scaled("service_every_days", self.service_every_days, 86_400.0)?,
+        };
+        Ok((interval != ServiceInterval::default()).then_some(interval))
     }
 }
 
@@ -315,6 +343,7 @@ impl Config {
     pub fn validate(&self) -> anyhow::Result<()> {
         for f in &self.fleets {
             f.hours()?;
+            f.service()?;
         }
         if !positive(self.engine.closed_retention_s) {
             bail!("engine.closed_retention_s must be above 0");
@@ -463,6 +492,11 @@ impl Config {
                 .iter()
                 .filter_map(|f| Some((crate::ids::slot_of_fleet(&f.name), f.hours().ok()??)))
                 .collect(),
+            service: self
+                .fleets
+                .iter()
+                .filter_map(|f| Some((crate::ids::slot_of_fleet(&f.name), f.service().ok()??)))
+                .collect(),
             ..FleetConfig::default()
         }
     }
@@ -541,6 +575,23 @@ mod tests {
         .unwrap();
         good.validate().unwrap();
         assert_eq!(good.fleet_config().working_hours.len(), 1);
+        let service = |field: &str| format!("[[fleets]]\nname = \"s\"\n{field}");
+        assert!(bad(&service("service_every_km = -5.0")).contains("service_every_km"));
+        assert!(bad(&service("service_every_days = 0.0")).contains("positive"));
+        let good: Config = toml::from_str(&format!(
+            "{text}\n{}",
+            service("service_every_km = 15000.0\nservice_every_days = 365.0")
+        ))
+        .unwrap();
+        good.validate().unwrap();
+        let [(_, interval)] = good.fleet_config().service[..] else {
+            panic!("one fleet's interval")
+        };
+        assert_eq!(interval.distance_m, Some(15_000_000.0));
+        assert_eq!(
+            (interval.moving_s, interval.calendar_s),
+            (None, Some(365.0 * 86_400.0))
+        );
         let hook = |name: &str, url: &str, fleet: &str, secrets: &str| {
             format!(
                 "[[webhooks]]\nname = \"{name}\"\nfleet = \"{fleet}\"\nurl = \"{url}\"\nsecrets = [{secrets}]\n"

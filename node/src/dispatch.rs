@@ -465,7 +465,9 @@ impl Node {
                 K::Conflict,
                 format!("stop {} has been rated already", stop_name(stop)),
             ),
-            CommandError::BadRating => Refusal::new(K::BadValue, e.to_string()),
+            CommandError::BadRating | CommandError::BadOdometer => {
+                Refusal::new(K::BadValue, e.to_string())
+            }
             CommandError::NotFinite => Refusal::new(K::BadValue, e.to_string()),
             CommandError::Overloaded => Refusal::new(K::Overloaded, e.to_string()),
             // Zone commands name only the caller's fleet's zones.

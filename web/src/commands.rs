@@ -48,7 +48,7 @@ pub fn routes() -> Router<Arc<Web>> {
 
 /// A JSON body whose refusal (not JSON, wrong fields) is a `bad_value`
 /// error like every other.
-pub struct Body<T>(T);
+pub struct Body<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
@@ -96,13 +96,13 @@ impl PlanJson {
     }
 }
 
-fn require_dispatcher(c: &Caller) -> Result<(), ApiError> {
+pub(crate) fn require_dispatcher(c: &Caller) -> Result<(), ApiError> {
     c.require(c.who.role.may_dispatch(), "change routes and stops")
 }
 
 /// Runs a command off the async threads (it may wait for room in a shard
 /// queue, and for the journal's sync) and answers 204.
-async fn run(
+pub(crate) async fn run(
     web: &Arc<Web>,
     c: &Caller,
     command: Command,

@@ -3,6 +3,7 @@
 //! there is none; positions `[lat, lon]`. The fields mirror the QUIC
 //! protocol's VEHICLE, STOP, VEHICLES and EVENTS (PROTOCOL.md).
 
+use lastmile_engine::fleet::upkeep::{DUE_CALENDAR, DUE_DISTANCE, DUE_MOVING, ServiceState};
 use lastmile_engine::fleet::{StopBrief, StopEta, StopOutcome, StopView, VehicleSnapshot};
 use lastmile_engine::live_index::Found;
 use lastmile_node::devices::App;
@@ -58,6 +59,7 @@ pub fn vehicle(
         "odometer_m": v.odometer_m,
         "lifetime_odometer_m": v.lifetime_m,
         "moving_s": v.moving_s,
+        "service": service(&v.service),
         "zones": v
             .zones
             .iter()
@@ -75,6 +77,25 @@ pub fn vehicle(
             .iter()
             .enumerate()
             .map(|(i, s)| stop_eta(c, s, briefs.get(i).copied().flatten()))
+            .collect::<Vec<_>>(),
+    })
+}
+
+/// What a vehicle did since its last service, and which intervals are due.
+fn service(s: &ServiceState) -> Value {
+    let due = [
+        (DUE_DISTANCE, "distance"),
+        (DUE_MOVING, "moving_time"),
+        (DUE_CALENDAR, "calendar"),
+    ];
+    json!({
+        "since": time(s.since),
+        "driven_m": s.driven_m,
+        "moving_s": s.moving_s,
+        "due": due
+            .iter()
+            .filter(|(bit, _)| s.due & bit != 0)
+            .map(|(_, name)| *name)
             .collect::<Vec<_>>(),
     })
 }

@@ -20,6 +20,7 @@ pub mod osmand;
 mod pages;
 mod roads;
 pub mod tls;
+mod upkeep;
 mod zones;
 
 use std::net::SocketAddr;
@@ -186,6 +187,7 @@ pub fn router(web: Arc<Web>) -> Router {
         .merge(roads::routes())
         .merge(fleet::routes())
         .merge(zones::routes())
+        .merge(upkeep::routes())
         .merge(pages::routes())
         .layer(RequestBodyLimitLayer::new(MAX_BODY))
         // Pages, scripts and road tiles shrink several times; event

@@ -59,7 +59,7 @@ use crate::traffic::{EdgeObservation, LearntTraffic};
 use crate::zones::ZoneDef;
 
 const MAGIC: &[u8; 8] = b"LMCKPT\0\x01";
-const FORMAT: u32 = 13;
+const FORMAT: u32 = 14;
 const HEADER: usize = 16;
 const TRAILER: usize = 16;
 

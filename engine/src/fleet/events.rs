@@ -124,10 +124,15 @@ pub enum EventKind {
     /// for `[detect] off_hours_for_s`: when the movement began, seconds
     /// moving since.
     OffHoursMovement = 32,
+    /// The vehicle reached its fleet's service interval (see
+    /// [`super::upkeep`]), once per service cycle: metres driven since the
+    /// last service, which intervals are reached (1 distance, 2 moving
+    /// time, 4 calendar; OR'd).
+    ServiceDue = 33,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 32] = [
+    pub const ALL: [EventKind; 33] = [
         Self::EtaChanged,
         Self::Late,
         Self::BackOnTime,
@@ -160,6 +165,7 @@ impl EventKind {
         Self::OutsideArea,
         Self::ZoneSpeeding,
         Self::OffHoursMovement,
+        Self::ServiceDue,
     ];
 
     /// The customer milestones, in the order a stop goes through them.
@@ -211,6 +217,7 @@ impl EventKind {
             Self::OutsideArea => "outside_area",
             Self::ZoneSpeeding => "zone_speeding",
             Self::OffHoursMovement => "off_hours_movement",
+            Self::ServiceDue => "service_due",
         }
     }
 

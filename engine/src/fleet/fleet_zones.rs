@@ -1,4 +1,4 @@
-//! Every fleet's zones: the definitions the registry keeps (what the
+//! Every fleet's zones and rules: the definitions the registry keeps (what the
 //! journal and the checkpoint hold, changed by [`Command::PutZones`] and
 //! [`Command::RemoveZones`]) and the indexed sets the shards read. A
 //! change rebuilds its fleet's set and reaches every shard as one message
@@ -9,11 +9,13 @@
 //! vehicle numbered inside a fleet's configured ranges, that fleet's
 //! ([`FleetConfig::vehicle_fleets`](super::FleetConfig)), or for any other
 //! number `unranged_fleet`: the zones of one fleet are never judged for
-//! another's vehicles.
+//! another's vehicles. The fleets' configured rules (working hours,
+//! service intervals) are read through the same lookup.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use super::upkeep::ServiceInterval;
 use super::window::fleet_slot;
 use super::{Command, CommandError, FleetConfig, VehicleId};
 use crate::zones::{Outline, WorkingHours, ZoneDef, ZoneId, ZoneSet};
@@ -39,8 +41,9 @@ pub struct FleetZones {
     /// Configured vehicle ranges and their fleets' slots, sorted.
     vehicle_fleets: Arc<[([u64; 2], u32)]>,
     unranged: u32,
-    /// Fleets' working hours, as configured.
+    /// Fleets' working hours and service intervals, as configured.
     hours: Arc<HashMap<u32, WorkingHours>>,
+    service: Arc<HashMap<u32, ServiceInterval>>,
 }
 
 impl FleetZones {
@@ -54,6 +57,7 @@ impl FleetZones {
             vehicle_fleets: ranges.into(),
             unranged: config.unranged_fleet,
             hours: Arc::new(config.working_hours.iter().cloned().collect()),
+            service: Arc::new(config.service.iter().copied().collect()),
         }
     }
 
@@ -63,6 +67,14 @@ impl FleetZones {
             return None;
         }
         self.hours.get(&self.fleet_of(vehicle))
+    }
+
+    /// The service interval of `vehicle`'s fleet, if it has one.
+    pub fn service_of(&self, vehicle: VehicleId) -> Option<&ServiceInterval> {
+        if self.service.is_empty() {
+            return None;
+        }
+        self.service.get(&self.fleet_of(vehicle))
     }
 
     /// The fleet `vehicle` belongs to.
@@ -244,6 +256,7 @@ impl ZoneBook {
             vehicle_fleets: before.vehicle_fleets.clone(),
             unranged: before.unranged,
             hours: before.hours.clone(),
+            service: before.service.clone(),
         }
     }
 }

@@ -25,6 +25,7 @@ mod path_code;
 mod shard;
 pub mod snapshot;
 pub mod stops;
+pub mod upkeep;
 mod vehicle;
 pub mod window;
 mod zone_rules;
@@ -117,6 +118,8 @@ pub struct FleetConfig {
     pub unranged_fleet: u32,
     /// Fleets' working hours (by slot): `off_hours_movement` outside them.
     pub working_hours: Vec<(u32, crate::zones::WorkingHours)>,
+    /// Fleets' service intervals (by slot): `service_due` when reached.
+    pub service: Vec<(u32, upkeep::ServiceInterval)>,
 }
 
 impl Default for FleetConfig {
@@ -139,6 +142,7 @@ impl Default for FleetConfig {
             vehicle_fleets: Vec::new(),
             unranged_fleet: 0,
             working_hours: Vec::new(),
+            service: Vec::new(),
         }
     }
 }
@@ -190,6 +194,8 @@ pub enum CommandError {
     BadZone { zone: ZoneId, why: String },
     #[error("a fleet may have at most {zones} zones, with at most {points} points in all")]
     TooManyZones { zones: usize, points: usize },
+    #[error("an odometer reading is 0 to {} km", upkeep::MAX_ODOMETER_M / 1000.0)]
+    BadOdometer,
     #[error("the engine is overloaded: the shard queue stayed full")]
     Overloaded,
     #[error("the command could not be made durable: {0}")]
@@ -1190,6 +1196,13 @@ impl Engine {
                 }
             }
             Command::PutZones { .. } | Command::RemoveZones { .. } => reg.zones.validate(cmd),
+            Command::Upkeep { odometer_m, .. } => match odometer_m {
+                Some(m) if !m.is_finite() => Err(CommandError::NotFinite),
+                Some(m) if !(0.0..=upkeep::MAX_ODOMETER_M).contains(m) => {
+                    Err(CommandError::BadOdometer)
+                }
+                _ => Ok(()),
+            },
         }
     }
 
@@ -1639,6 +1652,8 @@ fn apply(reg: &mut Registry, cmd: &Command, time: f64) {
         Command::PutZones { .. } | Command::RemoveZones { .. } => {
             reg.zones.apply(cmd);
         }
+        // The vehicle's own counters: its shard's.
+        Command::Upkeep { .. } => {}
     }
 }
 

@@ -15,6 +15,7 @@ use dashmap::DashMap;
 use lastmile_roadgraph::LatLon;
 
 use super::stops::StopStatus;
+use super::upkeep::ServiceState;
 use super::{StopId, VehicleId};
 use crate::MatchStatus;
 use crate::live_index::LivePosition;
@@ -119,6 +120,8 @@ pub struct VehicleSnapshot {
     /// first seen (across days and restarts).
     pub lifetime_m: f64,
     pub moving_s: f64,
+    /// What it did since its last service, and whether that is due.
+    pub service: ServiceState,
     /// The fleet's zones it is inside, and since when.
     pub zones: Vec<(ZoneId, f64)>,
     pub next_stop: Option<StopId>,
@@ -148,6 +151,10 @@ impl VehicleSnapshot {
             odometer_m: 0.0,
             lifetime_m: 0.0,
             moving_s: 0.0,
+            service: ServiceState {
+                since: f64::NAN,
+                ..ServiceState::default()
+            },
             zones: Vec::new(),
             next_stop: None,
             off_route: false,

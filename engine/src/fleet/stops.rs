@@ -174,6 +174,14 @@ pub enum Command {
         stop: StopId,
         rating: Rating,
     },
+    /// A dispatcher's upkeep record for a vehicle: it was serviced (its
+    /// service counts start again), and/or its odometer reads `odometer_m`
+    /// (metres: the lifetime odometer is set to it and counts on).
+    Upkeep {
+        vehicle: VehicleId,
+        serviced: bool,
+        odometer_m: Option<f64>,
+    },
     /// Adds zones to a fleet (the slot its vehicles carry, see
     /// [`super::fleet_zones`]), or replaces those of the same ids.
     PutZones {
@@ -198,7 +206,8 @@ impl Command {
             | Self::Reorder { vehicle, .. }
             | Self::Complete { vehicle, .. }
             | Self::Fail { vehicle, .. }
-            | Self::Rate { vehicle, .. } => Some(*vehicle),
+            | Self::Rate { vehicle, .. }
+            | Self::Upkeep { vehicle, .. } => Some(*vehicle),
             Self::PutZones { .. } | Self::RemoveZones { .. } => None,
         }
     }

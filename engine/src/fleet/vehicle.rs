@@ -17,6 +17,7 @@ use super::path_code::PathCode;
 use super::shard::Ctx;
 use super::snapshot::{EtaState, StopEta, VehicleSnapshot};
 use super::stops::{Command, ProofOfDelivery, StopOutcome, StopPlan, StopStatus};
+use super::upkeep::Upkeep;
 use super::window::{self, Sampler};
 use super::zone_rules::Rules;
 use super::{PathPiece, StopId, VehicleId};
@@ -116,11 +117,9 @@ pub(crate) struct Vehicle {
     online: bool,
     odometer_m: f64,
     odometer_day: i64,
-    /// Metres of matched path and seconds moving since the vehicle was
-    /// first seen: what service intervals count (kept across days and
-    /// restarts).
-    lifetime_m: f64,
-    moving_s: f64,
+    /// Lifetime odometer, moving time and service counts (kept across days
+    /// and restarts).
+    upkeep: Upkeep,
     event_seq: u64,
     last_status: MatchStatus,
     /// Route order: closed stops first (at most [`KEEP_CLOSED`]), then the rest.
@@ -191,8 +190,7 @@ impl Vehicle {
             online: false,
             odometer_m: 0.0,
             odometer_day: i64::MIN,
-            lifetime_m: 0.0,
-            moving_s: 0.0,
+            upkeep: Upkeep::default(),
             event_seq: 0,
             last_status: MatchStatus::Invalid,
             stops: Vec::new(),
@@ -301,6 +299,7 @@ impl Vehicle {
             self.emit(ctx, EventKind::Online, now, None, silence, 0.0);
         }
         self.last_seen = Some((now, ping.pos));
+        self.upkeep.seen(now);
         self.take_path(ctx, status);
         match status {
             MatchStatus::Outlier => {
@@ -328,6 +327,7 @@ impl Vehicle {
         self.update_motion(ctx, ping, prev, here, status);
         self.check_zones(ctx, here);
         self.check_hours(ctx, now);
+        self.check_service(ctx, now);
         self.check_stops(ctx, now);
         self.update_etas(ctx, now, true);
         self.check_stall(ctx, now);
@@ -347,7 +347,7 @@ impl Vehicle {
             }
             let driven = (t.to_m - t.from_m).max(0.0);
             self.odometer_m += driven;
-            self.lifetime_m += driven;
+            self.upkeep.drove(driven);
             self.traversals.push(t, &ctx.traffic, &mut ctx.observations);
             if let Some(h) = ctx.history.as_mut() {
                 h.push(PathPiece {
@@ -394,7 +394,10 @@ impl Vehicle {
         if self.motion.moving
             && let Some(prev) = prev
         {
-            self.moving_s += (now - prev.time).clamp(0.0, MAX_MOVING_GAP_S);
+            let gap = now - prev.time;
+            if gap > 0.0 && gap <= MAX_MOVING_GAP_S {
+                self.upkeep.moved(gap);
+            }
         }
         if self.motion.observe(&ctx.detect, now, self.speed_mps) && self.motion.moving {
             self.stalled = false;
@@ -467,6 +470,24 @@ impl Vehicle {
         self.rules.judge_hours(&c, hours, moving, now, &mut told);
         for (kind, zone, value, reference) in told {
             self.emit(ctx, kind, now, None, value, reference).zone = zone;
+        }
+    }
+
+    /// `service_due` once the fleet's service interval is reached.
+    fn check_service(&mut self, ctx: &mut Ctx, now: f64) {
+        let zones = ctx.zones.clone();
+        if let Some(interval) = zones.service_of(self.id)
+            && let Some(due) = self.upkeep.judge(interval, now)
+        {
+            let driven = self.upkeep.service.driven_m;
+            self.emit(
+                ctx,
+                EventKind::ServiceDue,
+                now,
+                None,
+                driven,
+                f64::from(due),
+            );
         }
     }
 
@@ -1016,6 +1037,14 @@ impl Vehicle {
         let ok = match cmd {
             // Zones reach the shards as a whole (`Msg::Zones`).
             Command::PutZones { .. } | Command::RemoveZones { .. } => return true,
+            Command::Upkeep {
+                serviced,
+                odometer_m,
+                ..
+            } => {
+                self.upkeep.record(time, *serviced, *odometer_m);
+                return true;
+            }
             // A rating changes nothing of the route: it is news only.
             Command::Rate { stop, rating, .. } => {
                 let stars = f64::from(rating.stars);
@@ -1334,7 +1363,8 @@ impl Vehicle {
         s.moving = self.motion.moving;
         s.online = self.online;
         s.odometer_m = self.odometer_m;
-        (s.lifetime_m, s.moving_s) = (self.lifetime_m, self.moving_s);
+        (s.lifetime_m, s.moving_s) = (self.upkeep.lifetime_m, self.upkeep.moving_s);
+        s.service = self.upkeep.service;
         s.zones.clear();
         s.zones.extend(self.zones.inside());
         s.next_stop = self.next_index().map(|i| self.stops[i].plan.id);

@@ -280,16 +280,21 @@ impl Matcher<'_> {
 /// Whether a fix outside a settled cluster is held as a stray (placed at the
 /// centroid, not joining it) rather than ending the stand. Fixes alone: one
 /// at a time, since two in a row may be the van pulling away. A device that
-/// keeps reporting standing is believed for a few in a row, as far as
-/// [`STRAY_SIGMAS`]: at 1 Hz a van standing on a node otherwise restarted
+/// keeps reporting standing is believed for one fix however far, and for a
+/// few in a row as far as [`STRAY_SIGMAS`]: at 1 Hz a van standing on a node otherwise restarted
 /// its cluster on every 3-sigma fix, and the steps a forming cluster makes
 /// wandered round whatever lay at the node (a one-way loop beside one
 /// finalised the van twice round it while it stood).
 fn is_stray(reported_speed: Option<f64>, strays: u8, off: f64, sigma: f64) -> bool {
     match reported_speed {
         None => strays == 0,
+        // One fix however far, as without a speed: a device reporting
+        // standing has not moved 100 m in a second (a GPS spike from a
+        // parked van restarted its cluster at the spike and finalised a
+        // loop round the block to it and back).
         Some(v) => {
-            v < STANDING_SPEED_MPS && strays < REPORTED_STRAYS && off <= STRAY_SIGMAS * sigma
+            v < STANDING_SPEED_MPS
+                && (strays == 0 || strays < REPORTED_STRAYS && off <= STRAY_SIGMAS * sigma)
         }
     }
 }

@@ -239,6 +239,14 @@ pub struct WireVehicle {
     /// vehicle was first seen (0 in earlier versions).
     pub lifetime_odometer_m: f64,
     pub moving_s: f64,
+    /// Version 4: the vehicle's service counts: since when (its last
+    /// service, or when it was first seen; [`NO_TIME`] neither), metres
+    /// and moving seconds since then, and which service intervals are
+    /// reached (1 distance, 2 moving time, 4 calendar; 0 not due).
+    pub service_since_ms: i64,
+    pub service_driven_m: f64,
+    pub service_moving_s: f64,
+    pub service_due: u8,
     /// Index into [`MATCH_STATUS_NAMES`].
     pub match_status: u8,
     pub moving: bool,
@@ -414,6 +422,14 @@ pub enum Request {
     },
     /// Version 2: the caller's fleet's zones (answered by ZONES).
     GetZones,
+    /// Version 4: a vehicle was serviced, and/or its odometer reads
+    /// `odometer_m` (NaN: unchanged).
+    Upkeep {
+        vehicle: String,
+        time_ms: i64,
+        serviced: bool,
+        odometer_m: f64,
+    },
 }
 
 /// Replies, on the request's stream (server → client).

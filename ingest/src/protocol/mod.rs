@@ -69,6 +69,7 @@ pub enum FrameType {
     Reassign = 0x0036,
     CreateTrackingToken = 0x0037,
     TrackingToken = 0x0038,
+    Upkeep = 0x0039,
     Ok = 0x003F,
     Subscribe = 0x0040,
     Subscribed = 0x0041,
@@ -84,7 +85,7 @@ pub enum FrameType {
 }
 
 impl FrameType {
-    pub const ALL: [FrameType; 35] = [
+    pub const ALL: [FrameType; 36] = [
         Self::Hello,
         Self::Welcome,
         Self::Pings,
@@ -108,6 +109,7 @@ impl FrameType {
         Self::Reassign,
         Self::CreateTrackingToken,
         Self::TrackingToken,
+        Self::Upkeep,
         Self::Ok,
         Self::Subscribe,
         Self::Subscribed,

@@ -31,6 +31,7 @@ impl Request {
             Self::PutZones { .. } => FrameType::PutZones,
             Self::RemoveZones { .. } => FrameType::RemoveZones,
             Self::GetZones => FrameType::GetZones,
+            Self::Upkeep { .. } => FrameType::Upkeep,
         }
     }
 
@@ -178,6 +179,15 @@ impl Request {
                 }
             }
             Self::GetZones => {}
+            Self::Upkeep {
+                vehicle,
+                time_ms,
+                serviced,
+                odometer_m,
+            } => {
+                put_id(w, v, vehicle);
+                w.i64(*time_ms).u8(u8::from(*serviced)).f64(*odometer_m);
+            }
         });
     }
 
@@ -289,6 +299,16 @@ impl Request {
                 zones: ids(r, "zones")?,
             },
             FrameType::GetZones if v >= Version::V2 => Self::GetZones,
+            FrameType::Upkeep if v >= Version::V4 => Self::Upkeep {
+                vehicle: get_id(r, v, "vehicle id")?,
+                time_ms: r.i64()?,
+                serviced: match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(DecodeError::BadValue("serviced (0 or 1)")),
+                },
+                odometer_m: r.f64()?,
+            },
             _ => return Err(DecodeError::UnknownType(kind)),
         };
         reader.finish()?;

@@ -65,6 +65,10 @@ impl Response {
                 }
                 if v >= Version::V4 {
                     w.f64(x.lifetime_odometer_m).f64(x.moving_s);
+                    w.i64(x.service_since_ms)
+                        .f64(x.service_driven_m)
+                        .f64(x.service_moving_s)
+                        .u8(x.service_due);
                 }
             }
             Self::Stop(s) => {
@@ -216,10 +220,12 @@ fn decode_vehicle(v: Version, r: &mut Reader<'_>) -> Result<WireVehicle, DecodeE
     let stops = (0..n)
         .map(|_| WireStopEta::decode(v, r))
         .collect::<Result<_, _>>()?;
-    let (lifetime_odometer_m, moving_s) = if v >= Version::V4 {
-        (r.f64()?, r.f64()?)
+    let v4 = v >= Version::V4;
+    let (lifetime_odometer_m, moving_s) = if v4 { (r.f64()?, r.f64()?) } else { (0.0, 0.0) };
+    let (service_since_ms, service_driven_m, service_moving_s, service_due) = if v4 {
+        (r.i64()?, r.f64()?, r.f64()?, r.u8()?)
     } else {
-        (0.0, 0.0)
+        (NO_TIME, 0.0, 0.0, 0)
     };
     Ok(WireVehicle {
         vehicle,
@@ -236,6 +242,10 @@ fn decode_vehicle(v: Version, r: &mut Reader<'_>) -> Result<WireVehicle, DecodeE
         odometer_m,
         lifetime_odometer_m,
         moving_s,
+        service_since_ms,
+        service_driven_m,
+        service_moving_s,
+        service_due,
         match_status,
         moving: flags & 2 != 0,
         online: flags & 4 != 0,

@@ -159,6 +159,10 @@ pub(crate) fn all_responses() -> Vec<Response> {
             odometer_m: 11.5,
             lifetime_odometer_m: 12.5,
             moving_s: 13.5,
+            service_since_ms: 1_767_225_600_000,
+            service_driven_m: 14.5,
+            service_moving_s: 15.5,
+            service_due: 5,
             match_status: MATCH_BREAK,
             moving: true,
             online: false,
@@ -287,10 +291,18 @@ fn versions_2_to_4_carry_every_message_whole() {
             vehicles: vec![],
             stops: vec![],
         };
+        // Only version 4 records upkeep.
+        let upkeep = Request::Upkeep {
+            vehicle: "van-42".into(),
+            time_ms: 0,
+            serviced: true,
+            odometer_m: 8.0e7,
+        };
         for mut req in all_requests()
             .into_iter()
             .chain(v2_requests())
             .chain([wide])
+            .chain((v == Version::V4).then_some(upkeep))
         {
             let buf = request_bytes(v, &req);
             let (h, payload, _) = split_frame(&buf, 1 << 20).unwrap().unwrap();
@@ -306,6 +318,8 @@ fn versions_2_to_4_carry_every_message_whole() {
             // Before version 4 a vehicle has no lifetime counters.
             if let (true, Response::Vehicle(x)) = (v < Version::V4, &mut resp) {
                 (x.lifetime_odometer_m, x.moving_s) = (0.0, 0.0);
+                (x.service_since_ms, x.service_driven_m) = (NO_TIME, 0.0);
+                (x.service_moving_s, x.service_due) = (0.0, 0);
             }
             // Version 2 has no room for an event's window, nor for risk.
             if v == Version::V2 {

@@ -157,6 +157,29 @@ pub async fn command(
                 time,
             )
         }
+        Request::Upkeep {
+            vehicle,
+            time_ms,
+            serviced,
+            odometer_m,
+        } => {
+            let time = time_of(shared, time_ms)?;
+            let odometer_m = (!odometer_m.is_nan()).then_some(odometer_m);
+            if !serviced && odometer_m.is_none() {
+                let why = "an upkeep record says the vehicle was serviced or gives its odometer";
+                return Err((ErrorCode::BadValue, why.into()));
+            }
+            // A vehicle may be recorded before it first drives.
+            let vehicle = s
+                .create(shared, Kind::Vehicle, &vehicle, Save::WithCommand)
+                .await?;
+            let cmd = Command::Upkeep {
+                vehicle,
+                serviced,
+                odometer_m,
+            };
+            (cmd, time)
+        }
         _ => return Err((ErrorCode::Internal, "not a command".into())),
     })
 }
