@@ -357,3 +357,28 @@ fn a_bad_odometer_reading_is_refused_and_changes_nothing() {
     e.sync();
     assert!(e.vehicle(1).is_none(), "nothing was applied");
 }
+
+#[test]
+fn a_silence_in_the_drive_is_bridged_by_the_road_between() {
+    let g = town();
+    let route = some_route(&g, 21, 3_000.0, 5_000.0);
+    let pings = drive(&g, &route, T0, 10.0, 2.0);
+    // The phone is off for four minutes from the first on (longer than
+    // the matcher's gap: the matched path breaks there).
+    assert!(route.distance_m > 10.0 * 330.0, "{}", route.distance_m);
+    let off = T0 + 60.0..T0 + 300.0;
+    let heard: Vec<Ping> = pings
+        .iter()
+        .filter(|p| !off.contains(&p.time))
+        .copied()
+        .collect();
+    let e = engine_with(&g, 1, ServiceInterval::default());
+    feed(&e, 4, &heard);
+    let lifetime = e.vehicle(4).unwrap().lifetime_m;
+    // The route's length, less what the matcher has not finalised yet.
+    assert!(
+        lifetime >= 0.95 * route.distance_m && lifetime <= 1.02 * route.distance_m,
+        "{lifetime:.0} m of {:.0}",
+        route.distance_m
+    );
+}

@@ -182,6 +182,17 @@ pub fn serve(dir: &Path, engine_extra: &str, extra: &str) -> Server {
 
 /// [`serve`] with more `lastmile serve` arguments.
 pub fn serve_with(dir: &Path, engine_extra: &str, extra: &str, args: &[&str]) -> Server {
+    serve_on(&town(dir), dir, engine_extra, extra, args)
+}
+
+/// [`serve_with`] on another graph (an imported map).
+pub fn serve_on(
+    graph: &Path,
+    dir: &Path,
+    engine_extra: &str,
+    extra: &str,
+    args: &[&str],
+) -> Server {
     let fleets = FLEETS.replace("tick_ms = 200\n", &format!("tick_ms = 200\n{engine_extra}"));
     let config = dir.join("lastmile.toml");
     std::fs::write(&config, format!("{fleets}\n{extra}")).unwrap();
@@ -190,7 +201,7 @@ pub fn serve_with(dir: &Path, engine_extra: &str, extra: &str, args: &[&str]) ->
         .args([
             "serve",
             "--graph",
-            town(dir).to_str().unwrap(),
+            graph.to_str().unwrap(),
             "--listen",
             "127.0.0.1:0",
             "--dev",

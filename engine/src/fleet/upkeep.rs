@@ -9,10 +9,79 @@
 //! with `serviced`), or, before one was recorded, when it was first seen.
 //! `service_due` is told once per service cycle: the next comes after the
 //! next service.
+//!
+//! Where the matched path breaks (a silence longer than the matcher's gap,
+//! a chain restarted after outliers), the metres in between are no piece
+//! of it: they are bridged by the shortest road route between where the
+//! path ended and where it begins again, when a vehicle could have driven
+//! it in the time (a phone off through a tunnel would otherwise lose the
+//! tunnel from the odometer).
+
+use lastmile_roadgraph::geo::haversine_m;
+use lastmile_roadgraph::{EdgePos, Graph, Router};
+
+use crate::matcher::Traversal;
 
 /// The highest odometer reading a dispatcher may record (10 million km:
 /// no road vehicle drives that far).
 pub const MAX_ODOMETER_M: f64 = 1e10;
+
+/// No vehicle bridges a break faster than this (m/s; the matcher's bound).
+const BRIDGE_MAX_SPEED_MPS: f64 = 60.0;
+/// Breaks shorter than this (as the crow flies) are bridged straight: a
+/// route between places that close may turn round the block.
+const BRIDGE_DIRECT_M: f64 = 30.0;
+
+/// Where the matched path last ended.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Copy, Debug, PartialEq)]
+pub struct PathEnd {
+    edge: u32,
+    at_m: f32,
+    time: f64,
+}
+
+/// The road metres from where the path ended to where `next` begins: 0 when
+/// it goes on from there (consecutive pieces of a chain are connected), the
+/// shortest route's when it begins elsewhere (the straight line's when
+/// close, or when the route is a detour), and 0 when no vehicle could have
+/// got there in the time.
+pub fn bridge(router: &mut Router, g: &Graph, end: Option<PathEnd>, next: &Traversal) -> f64 {
+    let Some(end) = end else {
+        return 0.0;
+    };
+    let at = f64::from(end.at_m);
+    let same_place = end.edge == next.edge && (next.from_m - at).abs() < 1.0;
+    let next_edge = next.from_m < 1.0 && at >= g.length_m(end.edge) - 1.0;
+    if same_place || next_edge {
+        return 0.0;
+    }
+    let from = EdgePos {
+        edge: end.edge,
+        offset_m: at,
+    };
+    let to = EdgePos {
+        edge: next.edge,
+        offset_m: next.from_m,
+    };
+    let dt = (next.t_start - end.time).max(0.0);
+    let straight = haversine_m(
+        g.point_on_edge(from.edge, from.offset_m),
+        g.point_on_edge(to.edge, to.offset_m),
+    );
+    if straight > BRIDGE_MAX_SPEED_MPS * dt + 100.0 {
+        return 0.0;
+    }
+    if straight < BRIDGE_DIRECT_M {
+        return straight;
+    }
+    // A route far longer than the crow flies is a turn round the block to
+    // a place just behind (a restarted chain begins a little back), not a
+    // way driven: the straight line is then the better guess.
+    match router.route(&[from], &[to]) {
+        Some(r) if r.distance_m <= 2.0 * straight + 100.0 => r.distance_m,
+        _ => straight,
+    }
+}
 
 /// When a fleet's vehicles are due for service (each `None`: not counted).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -70,6 +139,8 @@ pub struct Upkeep {
     pub lifetime_m: f64,
     pub moving_s: f64,
     pub service: ServiceState,
+    /// Where the matched path last ended (for [`bridge`]).
+    pub path_end: Option<PathEnd>,
 }
 
 impl Default for Upkeep {
@@ -77,6 +148,7 @@ impl Default for Upkeep {
         Self {
             lifetime_m: 0.0,
             moving_s: 0.0,
+            path_end: None,
             service: ServiceState {
                 since: f64::NAN,
                 ..ServiceState::default()
@@ -92,6 +164,15 @@ impl Upkeep {
         if self.service.since.is_nan() {
             self.service.since = now;
         }
+    }
+
+    /// The matched path now ends where `piece` ends.
+    pub fn ended(&mut self, piece: &Traversal) {
+        self.path_end = Some(PathEnd {
+            edge: piece.edge,
+            at_m: piece.to_m as f32,
+            time: piece.t_end,
+        });
     }
 
     /// Metres of matched path driven.

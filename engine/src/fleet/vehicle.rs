@@ -17,7 +17,7 @@ use super::path_code::PathCode;
 use super::shard::Ctx;
 use super::snapshot::{EtaState, StopEta, VehicleSnapshot};
 use super::stops::{Command, ProofOfDelivery, StopOutcome, StopPlan, StopStatus};
-use super::upkeep::Upkeep;
+use super::upkeep::{self, Upkeep};
 use super::window::{self, Sampler};
 use super::zone_rules::Rules;
 use super::{PathPiece, StopId, VehicleId};
@@ -338,17 +338,20 @@ impl Vehicle {
         if matches!(status, MatchStatus::Reset | MatchStatus::Break) {
             self.traversals.close(&mut ctx.observations);
         }
-        let out = &ctx.out;
-        for t in &out.path {
+        for i in 0..ctx.out.path.len() {
+            let t = ctx.out.path[i];
             let day = (t.t_end / 86_400.0).floor() as i64;
             if day != self.odometer_day {
                 self.odometer_day = day;
                 self.odometer_m = 0.0;
             }
-            let driven = (t.to_m - t.from_m).max(0.0);
+            let gap = upkeep::bridge(&mut ctx.router, ctx.graph, self.upkeep.path_end, &t);
+            let driven = gap + (t.to_m - t.from_m).max(0.0);
             self.odometer_m += driven;
             self.upkeep.drove(driven);
-            self.traversals.push(t, &ctx.traffic, &mut ctx.observations);
+            self.upkeep.ended(&t);
+            self.traversals
+                .push(&t, &ctx.traffic, &mut ctx.observations);
             if let Some(h) = ctx.history.as_mut() {
                 h.push(PathPiece {
                     vehicle: self.id,
