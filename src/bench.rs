@@ -106,6 +106,11 @@ fn report_json(r: &DayReport) -> Value {
         "late_foretold": foretold_json(&r.late),
         "at_risk_foretold": foretold_json(&r.at_risk),
         "foretold_events_lost": r.events_lost,
+        "odometer": json!({
+            "vehicles": r.odometer.vehicles, "ratio_p10": r.odometer.ratio_p10,
+            "ratio_p50": r.odometer.ratio_p50, "ratio_p90": r.odometer.ratio_p90,
+            "gps_jumps_ratio_p50": r.odometer.gps_jumps_p50,
+        }),
         "events": lastmile_engine::fleet::EventKind::ALL.iter()
             .map(|k| (k.as_str().to_string(), json!(s.event_count(*k))))
             .collect::<serde_json::Map<String, Value>>(),

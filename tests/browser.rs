@@ -222,9 +222,37 @@ fn the_dispatcher_sees_the_fleet_a_late_van_and_its_stops() {
     let mut driving = replay(&s, &trace, "20");
     rt().block_on(async {
         let d = ACME_DISPATCHER;
+        // The dispatcher has drawn a depot where a van is, and a block it
+        // may not enter where another is.
+        let mut at = Vec::new();
+        for v in ["veh-00003", "veh-00007"] {
+            wait_for("a van placed", async || {
+                let (_, x) = send(&s, "GET", &format!("/api/v1/vehicles/{v}"), d, None).await;
+                x["position"].is_array()
+            })
+            .await;
+            let (_, x) = send(&s, "GET", &format!("/api/v1/vehicles/{v}"), d, None).await;
+            at.push((x["position"][0].as_f64().unwrap(), x["position"][1].as_f64().unwrap()));
+        }
+        let ((lat, lon), (flat, flon)) = (at[0], at[1]);
+        let square = json!([[flon - 0.002, flat - 0.002], [flon + 0.002, flat - 0.002],
+            [flon + 0.002, flat + 0.002], [flon - 0.002, flat + 0.002], [flon - 0.002, flat - 0.002]]);
+        let zones = json!({"type": "FeatureCollection", "features": [
+            {"type": "Feature", "properties": {"id": "depot", "name": "Depot", "radius_m": 300, "dwell_s": 600},
+             "geometry": {"type": "Point", "coordinates": [lon, lat]}},
+            {"type": "Feature", "properties": {"id": "old-town", "kind": "forbidden"},
+             "geometry": {"type": "Polygon", "coordinates": [square]}}]});
+        let (code, e) = send(&s, "PUT", "/api/v1/zones", d, Some(zones)).await;
+        assert_eq!(code, 200, "{e}");
         let b = Browser::start("dispatch", 1280, 800).await;
         b.goto(&format!("{http}/dispatch?token={d}")).await;
         b.until("every van on the map", &format!("return document.body.dataset.vehicles === '{vehicles}'")).await;
+        b.until("the fleet's zones on the map", "return document.body.dataset.zones === '2'").await;
+        let named = b
+            .js("const names = []; lastmileDispatch.map.eachLayer(l => { const t = l.getTooltip && l.getTooltip(); \
+                 if (t && l.feature) names.push(t.getContent()); }); return names.sort();", vec![])
+            .await;
+        assert_eq!(named, json!(["Depot (dwell 10 min)", "old-town (forbidden)"]));
         assert!(!b.js("return location.search", vec![]).await.as_str().unwrap().contains("token"), "the token leaves the address bar");
         assert_eq!(b.text("total").await, format!("({vehicles})"));
         let counted = b

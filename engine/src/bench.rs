@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use lastmile_roadgraph::Graph;
+use lastmile_roadgraph::geo::haversine_m;
 
 use crate::Ping;
 use crate::eta_score::{Prediction, Score};
@@ -37,19 +38,35 @@ pub struct Day {
     /// Zones the fleet has drawn before the day starts (none unless set;
     /// see [`yards`]).
     pub zones: Vec<ZoneDef>,
+    /// Per vehicle index: metres it truly drove, and the sum of the jumps
+    /// between its GPS fixes (what an odometer without a map counts).
+    pub true_driven_m: Vec<f64>,
+    pub gps_jumps_m: Vec<f64>,
 }
 
 impl Day {
     pub fn simulate(graph: &Graph, params: &SimParams, progress: &dyn Fn(f64)) -> Self {
         let mut pings = Vec::new();
+        let mut true_driven_m = vec![0.0; params.vehicles];
+        let mut gps_jumps_m = vec![0.0; params.vehicles];
+        let mut last_fix = vec![None; params.vehicles];
         let summary = simulate_pings(graph, params, progress, &mut |p| {
+            let v = p.vehicle as usize;
             pings.push((u64::from(p.vehicle), p.ping));
+            true_driven_m[v] = p.true_driven_m;
+            if p.ping.pos.is_valid() {
+                if let Some(before) = last_fix[v].replace(p.ping.pos) {
+                    gps_jumps_m[v] += haversine_m(before, p.ping.pos);
+                }
+            }
         });
         Self {
             pings,
             summary,
             start_time: params.start_time,
             zones: Vec::new(),
+            true_driven_m,
+            gps_jumps_m,
         }
     }
 
@@ -135,6 +152,49 @@ pub struct DayReport {
     pub late: Foretold,
     pub at_risk: Foretold,
     pub events_lost: u64,
+    pub odometer: OdometerError,
+}
+
+/// The lifetime odometer against the distance truly driven, over the
+/// vehicles that drove at least a kilometre: quantiles of the ratio, and
+/// the median ratio of the GPS jumps' sum for comparison.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct OdometerError {
+    pub vehicles: usize,
+    pub ratio_p10: f64,
+    pub ratio_p50: f64,
+    pub ratio_p90: f64,
+    pub gps_jumps_p50: f64,
+}
+
+impl OdometerError {
+    fn measure(engine: &Engine, day: &Day) -> Self {
+        let mut ratios = Vec::new();
+        let mut jumps = Vec::new();
+        for (v, &truth) in day.true_driven_m.iter().enumerate() {
+            if truth < 1000.0 {
+                continue;
+            }
+            if let Some(s) = engine.vehicle(v as u64) {
+                ratios.push(s.lifetime_m / truth);
+                jumps.push(day.gps_jumps_m[v] / truth);
+            }
+        }
+        ratios.sort_by(f64::total_cmp);
+        jumps.sort_by(f64::total_cmp);
+        let q = |v: &[f64], p: f64| {
+            v.get(((v.len() as f64 - 1.0) * p).round() as usize)
+                .copied()
+                .unwrap_or(f64::NAN)
+        };
+        Self {
+            vehicles: ratios.len(),
+            ratio_p10: q(&ratios, 0.1),
+            ratio_p50: q(&ratios, 0.5),
+            ratio_p90: q(&ratios, 0.9),
+            gps_jumps_p50: q(&jumps, 0.5),
+        }
+    }
 }
 
 /// Driver settings.
@@ -418,6 +478,11 @@ pub fn run_day(
     assign_routes(&engine, day);
     let assign_s = assign_started.elapsed().as_secs_f64();
     let fed = feed_day(&engine, day, drive, progress);
+    // Against the whole day's truth: only when the whole day was fed.
+    let odometer = match drive.max_pings {
+        None => OdometerError::measure(&engine, day),
+        Some(_) => OdometerError::default(),
+    };
     let stats = engine.stats();
     let ratios = engine.learnt_ratios(0, false);
     let eta = HORIZONS_MIN
@@ -442,6 +507,7 @@ pub fn run_day(
         late: fed.late,
         at_risk: fed.at_risk,
         events_lost: fed.events_lost,
+        odometer,
     }
 }
 

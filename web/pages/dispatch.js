@@ -22,6 +22,7 @@
   const KINDS = ["at_risk", "risk_cleared", "late", "back_on_time", "off_route", "back_on_route", "arrived", "departed",
     "completed", "failed", "stalled", "speeding", "harsh_braking", "offline", "online",
     "gps_outlier", "stop_unreachable", "rated", "forbidden_zone", "outside_area", "zone_speeding", "off_hours_movement",
+    "service_due",
     ...ZONES, "eta_changed", ...MILESTONES];
   // Milestones repeat for customers what the others say for dispatchers;
   // zone entries and leavings are many, their rules' breaches few.
@@ -30,9 +31,16 @@
 
   const vehicles = new Map(); // name -> {marker, state}
   const counts = Object.fromEntries(STATES.map(([k]) => [k, 0]));
-  let client, map, selected = null, routeLayer = null, events = null;
+  let client, map, selected = null, routeLayer = null, events = null, zoneLayer = null;
   // For tests and embedding pages.
-  window.lastmileDispatch = { vehicles, counts, get map() { return map; } };
+  window.lastmileDispatch = { vehicles, counts, get map() { return map; },
+    get zones() { return zoneLayer ? zoneLayer.getLayers().length : 0; } };
+  // Zones by kind: the area vans may work in, where they may not go, the rest.
+  const ZONE_STYLE = {
+    allowed: { color: "#2e7d32", weight: 2, dashArray: "8 6", fill: false },
+    forbidden: { color: "#c62828", weight: 2, fillColor: "#c62828", fillOpacity: 0.12 },
+    plain: { color: "#6a1b9a", weight: 2, fillColor: "#6a1b9a", fillOpacity: 0.08 },
+  };
 
   function token() {
     const url = new URL(location.href);
@@ -71,10 +79,38 @@
     $("login").hidden = true;
     $("app").hidden = false;
     map = await lastmile.map($("map"), client);
+    showZones();
+    setInterval(showZones, 60000);
     countsList();
     kindFilters();
     follow();
     openEvents();
+  }
+
+  // The fleet's zones (GeoJSON: polygons, and points with a radius_m),
+  // under the vehicles, named on hover.
+  async function showZones() {
+    let doc;
+    try {
+      doc = await client.get("/api/v1/zones");
+    } catch (e) {
+      return;
+    }
+    if (zoneLayer) zoneLayer.remove();
+    const style = (f) => ZONE_STYLE[f.properties.kind] || ZONE_STYLE.plain;
+    zoneLayer = L.geoJSON(doc, {
+      style,
+      pointToLayer: (f, at) => L.circle(at, { radius: f.properties.radius_m, ...style(f) }),
+      onEachFeature: (f, layer) => {
+        const p = f.properties;
+        const rules = [p.kind && p.kind !== "plain" ? p.kind : "",
+          p.speed_limit_kmh ? p.speed_limit_kmh + " km/h" : "",
+          p.dwell_s ? "dwell " + Math.round(p.dwell_s / 60) + " min" : ""].filter(Boolean);
+        layer.bindTooltip((p.name || p.id) + (rules.length ? " (" + rules.join(", ") + ")" : ""));
+      },
+    }).addTo(map);
+    zoneLayer.bringToBack();
+    document.body.dataset.zones = zoneLayer.getLayers().length;
   }
 
   function countsList() {
@@ -164,7 +200,10 @@
     const state = (vehicles.get(name) || {}).state || "";
     $("v-state").textContent = [(STATES.find(([k]) => k === state) || [, state])[1],
       v.speed_mps != null ? Math.round(v.speed_mps * 3.6) + " km/h" : "",
-      "last ping " + lastmile.time(v.time)].filter(Boolean).join(" · ");
+      "last ping " + lastmile.time(v.time),
+      v.zones.length ? "in " + v.zones.map((z) => z.zone).join(", ") : "",
+      v.service.due.length ? "service due (" + v.service.due.join(", ").replace(/_/g, " ") + ")" : "",
+      Math.round(v.lifetime_odometer_m / 1000) + " km"].filter(Boolean).join(" · ");
     const list = $("v-stops");
     list.replaceChildren();
     const line = v.position ? [v.position] : [];
