@@ -54,10 +54,10 @@ impl Day {
             let v = p.vehicle as usize;
             pings.push((u64::from(p.vehicle), p.ping));
             true_driven_m[v] = p.true_driven_m;
-            if p.ping.pos.is_valid() {
-                if let Some(before) = last_fix[v].replace(p.ping.pos) {
-                    gps_jumps_m[v] += haversine_m(before, p.ping.pos);
-                }
+            if p.ping.pos.is_valid()
+                && let Some(before) = last_fix[v].replace(p.ping.pos)
+            {
+                gps_jumps_m[v] += haversine_m(before, p.ping.pos);
             }
         });
         Self {

@@ -21,6 +21,7 @@ pub mod journal;
 pub mod latency;
 mod legs;
 mod milestones;
+mod partition;
 mod path_code;
 mod shard;
 pub mod snapshot;
@@ -970,12 +971,12 @@ impl Engine {
         for part in &parts {
             match part {
                 shard::Saved::Records(chunk) => records(&chunk)?,
-                shard::Saved::Done {
+                shard::Saved::Done(partition::SavedRest {
                     observations: mut o,
                     outcomes: mut e,
                     vehicles: v,
                     failed: f,
-                } => {
+                }) => {
                     vehicles += v;
                     failed += f;
                     observations.append(&mut o);
@@ -1228,7 +1229,7 @@ impl Engine {
     /// changed), installed in every shard, which refresh the ETAs whose
     /// paths cross them. Returns the number of edges whose time changed.
     pub fn tick(&self, now: f64) -> usize {
-        let replies: Vec<Receiver<shard::Gathered>> = (0..self.shards.len())
+        let replies: Vec<Receiver<partition::Gathered>> = (0..self.shards.len())
             .map(|i| {
                 let (tx, rx) = bounded(1);
                 self.send_control(i, Msg::Tick { now, reply: tx });

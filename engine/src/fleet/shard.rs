@@ -1,33 +1,28 @@
-//! A shard: one worker thread owning the vehicles whose id hashes to it,
-//! fed by one bounded queue. Messages are taken strictly in queue order, so
-//! a vehicle's pings, commands and ticks are processed in the order they
-//! were submitted; vehicles never share state, and the routing metric
-//! changes only at ticks, which is what makes the results independent of
-//! the shard count.
+//! A shard: one worker thread driving the partition of the vehicles whose
+//! id hashes to it ([`super::partition`]), fed by one bounded queue.
+//! Messages are taken strictly in queue order, so a vehicle's pings,
+//! commands and ticks are processed in the order they were submitted;
+//! vehicles never share state, and the routing metric changes only at
+//! ticks, which is what makes the results independent of the shard count.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
-use lastmile_roadgraph::{Cch, CchMetric, EdgeCandidate, Graph, Router};
+use lastmile_roadgraph::{CchMetric, Graph};
 
 use super::checkpoint;
-use super::detect::DetectConfig;
-use super::eta::EtaConfig;
-use super::events::{Event, EventBus, EventKind};
+use super::events::{EventBus, EventKind};
 use super::fleet_zones::FleetZones;
 use super::latency::Histogram;
-use super::snapshot::{self, SnapshotCell, SnapshotTable, VehicleSnapshot};
+use super::partition::{Gathered, Partition, SavedRest};
+use super::snapshot::SnapshotTable;
 use super::stops::Command;
-use super::vehicle::Vehicle;
 use super::window::{Outcome, Windows};
-use super::{FleetConfig, PathPiece, VehicleId};
+use super::{FleetConfig, VehicleId};
 use crate::Ping;
-use crate::matcher::{MatchOutput, Matcher, MatcherStats};
-use crate::traffic::{EdgeObservation, TrafficConfig};
-use crate::zones::ZoneEvent;
+use crate::matcher::MatcherStats;
+use crate::traffic::EdgeObservation;
 
 /// What a shard is asked to do.
 pub(crate) enum Msg {
@@ -77,28 +72,12 @@ pub(crate) enum Msg {
     Stop,
 }
 
-/// What a shard gathered between two ticks.
-pub(crate) struct Gathered {
-    pub observations: Vec<EdgeObservation>,
-    pub outcomes: Vec<Outcome>,
-    pub history: Vec<PathPiece>,
-}
-
 /// A shard's part of a checkpoint, streamed: its vehicles' records in
 /// chunks, then what else it holds.
 pub(crate) enum Saved {
     Records(Vec<u8>),
-    Done {
-        /// Traffic observations and ETA outcomes not yet taken by a tick.
-        observations: Vec<EdgeObservation>,
-        outcomes: Vec<Outcome>,
-        vehicles: usize,
-        failed: usize,
-    },
+    Done(SavedRest),
 }
-
-/// Bytes of vehicle records a shard hands over at a time while saving.
-const SAVE_CHUNK: usize = 64 << 10;
 
 /// Events by [`EventKind`], indexed by its number (an array of more than
 /// 32 has no `Default` of its own).
@@ -202,55 +181,6 @@ pub(crate) struct ShardReport {
     pub latency: Histogram,
 }
 
-/// Everything a vehicle needs from its shard while it processes an input.
-pub(crate) struct Ctx<'g> {
-    pub graph: &'g Graph,
-    pub matcher: Matcher<'g>,
-    pub router: Router<'g>,
-    pub out: MatchOutput,
-    pub detect: DetectConfig,
-    pub eta: EtaConfig,
-    pub traffic: TrafficConfig,
-    pub events: Vec<Event>,
-    pub observations: Vec<EdgeObservation>,
-    /// The arrival windows ETAs are read from, and the outcomes of noted
-    /// predictions since the last tick.
-    pub windows: Arc<Windows>,
-    pub outcomes: Vec<Outcome>,
-    /// Every fleet's zones, and the zone events of the position at hand.
-    pub zones: Arc<FleetZones>,
-    pub zone_events: Vec<ZoneEvent>,
-    /// Finalised path pieces, when the engine keeps history.
-    pub history: Option<Vec<PathPiece>>,
-    /// Counts metric installs, so a leg knows whether it is out of date.
-    pub metric_version: u64,
-    pub near: Vec<EdgeCandidate>,
-    pub counters: ShardCounters,
-}
-
-/// Vehicle ids are already well spread by the caller or not at all; a
-/// multiplicative hash is enough and much cheaper than SipHash.
-#[derive(Default)]
-pub(crate) struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x100_0000_01B3);
-        }
-    }
-
-    fn write_u64(&mut self, v: u64) {
-        self.0 = (v ^ (v >> 29)).wrapping_mul(0xBF58_476D_1CE4_E5B9) ^ (v >> 32);
-    }
-}
-
-pub(crate) type IdMap<V> = HashMap<VehicleId, V, BuildHasherDefault<IdHasher>>;
-
 /// The shared things a shard writes to.
 pub(crate) struct Outlets {
     pub snapshots: Arc<SnapshotTable>,
@@ -261,7 +191,8 @@ pub(crate) struct Outlets {
     pub queued: Arc<std::sync::atomic::AtomicUsize>,
 }
 
-/// The shard's thread body: runs until `Stop` or until the engine is gone.
+/// The shard's thread body: drives its partition from the queue until
+/// `Stop` or until the engine is gone.
 pub(crate) fn run(
     graph: &Graph,
     config: &FleetConfig,
@@ -269,258 +200,52 @@ pub(crate) fn run(
     inbox: Receiver<Msg>,
     outlets: Outlets,
 ) {
-    let mut ctx = Ctx {
-        graph,
-        matcher: Matcher::new(graph, config.matcher.clone()),
-        router: Router::shared(Cch::new(graph), metric),
-        out: MatchOutput::default(),
-        detect: config.detect,
-        eta: config.eta,
-        traffic: config.traffic.clone(),
-        events: Vec::new(),
-        observations: Vec::new(),
-        windows: Arc::new(Windows::prior(&config.eta.window_params())),
-        outcomes: Vec::new(),
-        zones: Arc::new(FleetZones::new(config)),
-        zone_events: Vec::new(),
-        history: config.history.then(Vec::new),
-        metric_version: 0,
-        near: Vec::new(),
-        counters: ShardCounters::default(),
-    };
-    let mut vehicles: IdMap<Slot> = IdMap::default();
-    let mut latency = Histogram::default();
-    let mut trim_at = f64::NEG_INFINITY;
-    let max_observations = config.max_observations_per_tick;
-    let max_history = config.max_history_pieces;
+    let mut part = Partition::new(graph, config, metric, outlets.snapshots.clone());
     while let Ok(msg) = inbox.recv() {
         match msg {
             Msg::Pings {
                 mut pings,
                 accepted_at,
             } => {
-                ctx.counters.batches += 1;
                 outlets
                     .queued
                     .fetch_sub(pings.len(), std::sync::atomic::Ordering::Relaxed);
-                for (id, ping) in pings.drain(..) {
-                    ctx.counters.pings += 1;
-                    let slot = Slot::of(&mut vehicles, id, &outlets);
-                    slot.vehicle.on_ping(&mut ctx, &ping);
-                    slot.publish();
-                    latency.record(accepted_at.elapsed());
-                }
+                part.pings(&mut pings, accepted_at);
                 let _ = outlets.recycle.try_send(pings);
             }
-            Msg::Command { cmd, time } => {
-                ctx.counters.commands += 1;
-                // Zone commands come as `Msg::Zones`.
-                let Some(vehicle) = cmd.vehicle() else {
-                    continue;
-                };
-                let slot = Slot::of(&mut vehicles, vehicle, &outlets);
-                if !slot.vehicle.on_command(&mut ctx, &cmd, time) {
-                    ctx.counters.commands_rejected += 1;
-                }
-                slot.publish();
-            }
-            Msg::Replay { cmd, time } => {
-                let Some(vehicle) = cmd.vehicle() else {
-                    continue;
-                };
-                let slot = Slot::of(&mut vehicles, vehicle, &outlets);
-                slot.vehicle.on_command(&mut ctx, &cmd, time);
-                ctx.events.clear();
-                slot.publish();
-            }
+            Msg::Command { cmd, time } => part.command(&cmd, time),
+            Msg::Replay { cmd, time } => part.replay(&cmd, time),
             Msg::Checkpoint(parts) => {
                 // The writer takes chunks as it writes them (this shard waits
                 // meanwhile); gone, it abandoned the checkpoint.
-                let (mut chunk, mut saved, mut failed) = (Vec::new(), 0, 0);
-                for slot in vehicles.values() {
-                    match checkpoint::push_record(&mut chunk, &slot.vehicle) {
-                        Ok(()) => saved += 1,
-                        Err(_) => failed += 1,
-                    }
-                    if chunk.len() >= SAVE_CHUNK
-                        && parts
-                            .send(Saved::Records(std::mem::take(&mut chunk)))
-                            .is_err()
-                    {
-                        break;
-                    }
-                }
-                if !chunk.is_empty() {
-                    let _ = parts.send(Saved::Records(chunk));
-                }
-                let _ = parts.send(Saved::Done {
-                    observations: ctx.observations.clone(),
-                    outcomes: ctx.outcomes.clone(),
-                    vehicles: saved,
-                    failed,
-                });
+                let rest = part.save(&mut |chunk| parts.send(Saved::Records(chunk)).is_ok());
+                let _ = parts.send(Saved::Done(rest));
             }
             Msg::Restore {
                 records,
                 ranges,
-                mut observations,
-                mut outcomes,
+                observations,
+                outcomes,
                 metric_version,
                 reply,
             } => {
-                ctx.observations.append(&mut observations);
-                ctx.outcomes.append(&mut outcomes);
-                // The metric installed at restore is the one the checkpoint
-                // was taken with, weight for weight: it keeps its version, so
-                // restored paths are exactly as current as they were.
-                ctx.metric_version = metric_version;
-                let (mut restored, mut errors) = (0, Vec::new());
                 let all = records.as_slice();
-                for range in ranges {
-                    match checkpoint::vehicle_from(&all[range]) {
-                        Ok(v) => {
-                            let slot = Slot::new(Box::new(v), &outlets);
-                            slot.publish();
-                            vehicles.insert(slot.vehicle.id, slot);
-                            restored += 1;
-                        }
-                        Err(e) => errors.push(e.to_string()),
-                    }
-                }
-                ctx.counters.vehicle_bytes = vehicle_bytes(&vehicles, usize::MAX);
-                let _ = reply.send((restored, errors));
+                let done = part.restore(all, ranges, observations, outcomes, metric_version);
+                let _ = reply.send(done);
             }
             Msg::Tick { now, reply } => {
-                ctx.counters.ticks += 1;
-                let trim = now >= trim_at;
-                if trim {
-                    trim_at = now + TRIM_EVERY_S;
-                }
-                for slot in vehicles.values_mut() {
-                    if slot.vehicle.check_offline(&mut ctx, now) {
-                        slot.publish();
-                    }
-                    if trim {
-                        slot.vehicle.trim_buffers();
-                    }
-                }
-                // An estimate from a sample: walking every vehicle's buffers
-                // cost 11 ms per 50k vehicles, a stall of every ping queued
-                // behind the tick. Sync counts exactly.
-                ctx.counters.vehicle_bytes = vehicle_bytes(&vehicles, TICK_SAMPLE);
-                let mut observations = std::mem::take(&mut ctx.observations);
-                if observations.len() > max_observations {
-                    let extra = observations.len() - max_observations;
-                    ctx.counters.observations_dropped += extra as u64;
-                    observations.truncate(max_observations);
-                }
-                let history = ctx.history.as_mut().map(std::mem::take).unwrap_or_default();
-                let outcomes = std::mem::take(&mut ctx.outcomes);
-                let _ = reply.send(Gathered {
-                    observations,
-                    outcomes,
-                    history,
-                });
+                let _ = reply.send(part.tick(now));
             }
-            Msg::Windows(windows) => ctx.windows = windows,
-            Msg::Zones(zones) => ctx.zones = zones,
-            Msg::Metric(metric) => {
-                // Vehicles retime their paths at their next ping.
-                ctx.counters.metric_updates += 1;
-                ctx.metric_version += 1;
-                ctx.router.set_metric(metric);
-            }
+            Msg::Windows(windows) => part.set_windows(windows),
+            Msg::Zones(zones) => part.set_zones(zones),
+            Msg::Metric(metric) => part.set_metric(metric),
             Msg::Sync(reply) => {
-                ctx.counters.vehicle_bytes = vehicle_bytes(&vehicles, usize::MAX);
+                part.measure();
                 let _ = reply.send(());
             }
             Msg::Stop => break,
         }
-        // Observations beyond twice the per-tick allowance are dropped here
-        // too, so a tick that never comes cannot grow them without bound.
-        if ctx.observations.len() > 2 * max_observations {
-            let extra = ctx.observations.len() - 2 * max_observations;
-            ctx.counters.observations_dropped += extra as u64;
-            ctx.observations.drain(..extra);
-        }
-        if ctx.outcomes.len() > 2 * max_observations {
-            let extra = ctx.outcomes.len() - 2 * max_observations;
-            ctx.counters.observations_dropped += extra as u64;
-            ctx.outcomes.drain(..extra);
-        }
-        if let Some(h) = ctx.history.as_mut()
-            && h.len() > max_history
-        {
-            let extra = h.len() - max_history;
-            ctx.counters.history_dropped += extra as u64;
-            h.drain(..extra);
-        }
-        outlets.events.publish(&mut ctx.events);
-        ctx.counters.vehicles = vehicles.len() as u64;
-        let mut report = outlets.report.lock().unwrap_or_else(|p| p.into_inner());
-        report.counters = ShardCounters {
-            matcher: ctx.matcher.stats(),
-            ..ctx.counters.clone()
-        };
-        report.latency.merge_from(&mut latency);
+        outlets.events.publish(part.settle());
+        part.report(&mut outlets.report.lock().unwrap_or_else(|p| p.into_inner()));
     }
-}
-
-/// A shard's vehicle and the cell it publishes its state to.
-struct Slot {
-    /// Boxed: a vehicle is about 1.1 KB, and a table of them inline carries
-    /// its load-factor slack at that size (about 470 B per vehicle).
-    vehicle: Box<Vehicle>,
-    snapshot: SnapshotCell,
-}
-
-impl Slot {
-    /// A vehicle new to this shard, its cell entered in the snapshot table.
-    fn new(vehicle: Box<Vehicle>, outlets: &Outlets) -> Self {
-        let snapshot = Arc::new(Mutex::new(VehicleSnapshot::new(vehicle.id)));
-        outlets.snapshots.insert(vehicle.id, snapshot.clone());
-        Self { vehicle, snapshot }
-    }
-
-    /// The vehicle's slot, created on its first input.
-    fn of<'a>(vehicles: &'a mut IdMap<Slot>, id: VehicleId, outlets: &Outlets) -> &'a mut Slot {
-        vehicles
-            .entry(id)
-            .or_insert_with(|| Slot::new(Box::new(Vehicle::new(id)), outlets))
-    }
-
-    /// Writes the vehicle's state where queries read it.
-    fn publish(&self) {
-        self.vehicle
-            .fill_snapshot(&mut snapshot::read(&self.snapshot));
-    }
-}
-
-/// How often (event time) the vehicles' buffers are trimmed to what they
-/// used since the last trim: long enough that a buffer in steady use keeps
-/// its room (a vehicle pinging every 10 s fills its window six times over),
-/// short enough that a stand's room goes back soon after it ends.
-const TRIM_EVERY_S: f64 = 60.0;
-
-/// Vehicles whose buffers a tick measures for the memory estimate.
-const TICK_SAMPLE: usize = 1024;
-
-/// Bytes the shard's vehicles hold: the table and the vehicles exactly, their
-/// buffers measured on at most `sample` of them (evenly spread) and scaled.
-fn vehicle_bytes(vehicles: &IdMap<Slot>, sample: usize) -> u64 {
-    let table = vehicles.capacity() * (std::mem::size_of::<(VehicleId, Slot)>() + 1);
-    let boxes = vehicles.len() * std::mem::size_of::<Vehicle>();
-    let step = vehicles.len().div_ceil(sample.max(1)).max(1);
-    let (measured, heap) = vehicles
-        .values()
-        .step_by(step)
-        .fold((0usize, 0usize), |(n, b), s| {
-            (n + 1, b + s.vehicle.heap_bytes())
-        });
-    let heap = if measured == 0 {
-        0
-    } else {
-        (heap as f64 * vehicles.len() as f64 / measured as f64) as usize
-    };
-    (table + boxes + heap) as u64
 }

@@ -13,8 +13,8 @@ use super::detect::{
 use super::events::{Event, EventKind};
 use super::legs::{Leg, StopLeg, StopPlace};
 use super::milestones::{Milestones, Situation};
+use super::partition::Ctx;
 use super::path_code::PathCode;
-use super::shard::Ctx;
 use super::snapshot::{EtaState, StopEta, VehicleSnapshot};
 use super::stops::{Command, ProofOfDelivery, StopOutcome, StopPlan, StopStatus};
 use super::upkeep::{self, Upkeep};
