@@ -15,12 +15,10 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Duration;
 
-use common::server::{ServerExt, collect, eventually, rt, serve_on};
+use common::server::{ServerExt, replay_and_hear, serve_on};
 use common::{lastmile, tmpdir};
-use lastmile_ingest::client::Client;
-use lastmile_ingest::protocol::{FROM_NOW, Request, WireEvent};
+use lastmile_ingest::protocol::WireEvent;
 use lastmile_roadgraph::LatLon;
 use lastmile_roadgraph::geo::haversine_m;
 use lastmile_roadgraph::testdata;
@@ -271,28 +269,10 @@ fn a_replayed_day_on_a_real_map_raises_the_zone_and_rule_events_the_truth_does()
     let s = serve_on(&graph, &dir, "", INITECH, &[]);
     let o = lastmile(&s.cli_as(&["zones", "put", file.to_str().unwrap()], DISPATCHER));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let events: Vec<WireEvent> = rt().block_on(async {
-        let reader = Client::connect(&s.target(READER)).await.unwrap();
-        let mut sub = reader
-            .subscribe(&Request::Subscribe {
-                from: FROM_NOW,
-                kinds: (26..=33).map(|k| 1u64 << k).sum(),
-                vehicles: vec![],
-                stops: vec![],
-            })
-            .await
-            .unwrap();
-        let o = lastmile(&s.cli_as(&["replay", trace.to_str().unwrap()], DEVICE));
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        eventually("every ping processed", async || {
-            let st = s.stats().await;
-            st["engine_pings_processed"] == st["pings_accepted"]
-        })
-        .await;
-        let mut events = BTreeMap::new();
-        collect(&mut sub, Duration::from_secs(2), &mut events).await;
-        events.into_values().collect()
-    });
+    let kinds = (26..=33).map(|k| 1u64 << k).sum();
+    let events: Vec<WireEvent> = replay_and_hear(&s, &trace, DEVICE, READER, kinds)
+        .into_values()
+        .collect();
     let of = |vehicle: &str, kind: u8, zone: Option<&str>| -> Vec<f64> {
         events
             .iter()

@@ -7,14 +7,10 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Duration;
 
-use common::server::{ServerExt, collect, eventually, rt, serve, simulate};
+use common::server::{ServerExt, replay_and_hear, serve, simulate};
 use common::{lastmile, stdout, tmpdir};
-use lastmile_ingest::client::Client;
-use lastmile_ingest::protocol::{FROM_NOW, Request};
 use serde_json::{Value, json};
 
 const ACME_DISPATCHER: &str = "acme-dispatcher-token-01";
@@ -118,28 +114,8 @@ fn a_dispatchers_zones_tell_entries_under_its_own_ids_and_stay_its_own() {
     assert_eq!(o.status.code(), Some(1));
 
     // A day replayed by acme's devices: its vehicle drives through the yard.
-    let events = rt().block_on(async {
-        let reader = Client::connect(&s.target(ACME_READER)).await.unwrap();
-        let mut sub = reader
-            .subscribe(&Request::Subscribe {
-                from: FROM_NOW,
-                kinds: (1 << 26) | (1 << 27),
-                vehicles: vec![],
-                stops: vec![],
-            })
-            .await
-            .unwrap();
-        let o = lastmile(&s.cli_as(&["replay", trace.to_str().unwrap()], ACME_DEVICE));
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        eventually("every ping processed", async || {
-            let st = s.stats().await;
-            st["engine_pings_processed"] == st["pings_accepted"]
-        })
-        .await;
-        let mut events = BTreeMap::new();
-        collect(&mut sub, Duration::from_secs(2), &mut events).await;
-        events
-    });
+    let kinds = (1 << 26) | (1 << 27);
+    let events = replay_and_hear(&s, &trace, ACME_DEVICE, ACME_READER, kinds);
     let entered: Vec<(&str, &str)> = events
         .values()
         .filter(|e| e.kind == 26)

@@ -23,11 +23,7 @@ const T0: f64 = 1_767_225_600.0;
 const WAIT: Admission = Admission::Wait(Duration::from_secs(5));
 const DAY: f64 = 86_400.0;
 
-fn town() -> Arc<Graph> {
-    static G: std::sync::OnceLock<Arc<Graph>> = std::sync::OnceLock::new();
-    G.get_or_init(|| Arc::new(Graph::from_data(&common::town().to_data())))
-        .clone()
-}
+use common::shared_town as town;
 
 /// An engine whose vehicles (numbered outside any range: fleet slot 0)
 /// are due for service at `interval`.

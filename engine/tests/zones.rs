@@ -21,11 +21,7 @@ const WAIT: Admission = Admission::Wait(Duration::from_secs(5));
 /// The margin the detectors use by default.
 const MARGIN: f64 = 15.0;
 
-fn town() -> Arc<Graph> {
-    static G: std::sync::OnceLock<Arc<Graph>> = std::sync::OnceLock::new();
-    G.get_or_init(|| Arc::new(Graph::from_data(&common::town().to_data())))
-        .clone()
-}
+use common::shared_town as town;
 
 fn engine_with(g: &Arc<Graph>, shards: usize, vehicle_fleets: Vec<([u64; 2], u32)>) -> Engine {
     Engine::new(

@@ -427,3 +427,37 @@ pub async fn collect(
         }
     }
 }
+
+/// Replays `trace` with `device`'s token while `reader` listens to the
+/// event kinds in `kinds` (a SUBSCRIBE mask): every event heard once the
+/// server has processed every ping, by id.
+pub fn replay_and_hear(
+    s: &Server,
+    trace: &Path,
+    device: &str,
+    reader: &str,
+    kinds: u64,
+) -> std::collections::BTreeMap<u64, WireEvent> {
+    rt().block_on(async {
+        let c = Client::connect(&s.target(reader)).await.unwrap();
+        let mut sub = c
+            .subscribe(&Request::Subscribe {
+                from: lastmile_ingest::protocol::FROM_NOW,
+                kinds,
+                vehicles: vec![],
+                stops: vec![],
+            })
+            .await
+            .unwrap();
+        let o = lastmile(&s.cli_as(&["replay", trace.to_str().unwrap()], device));
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        eventually("every ping processed", async || {
+            let st = s.stats().await;
+            st["engine_pings_processed"] == st["pings_accepted"]
+        })
+        .await;
+        let mut events = std::collections::BTreeMap::new();
+        collect(&mut sub, Duration::from_secs(2), &mut events).await;
+        events
+    })
+}

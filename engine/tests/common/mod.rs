@@ -36,6 +36,13 @@ pub fn town() -> &'static Graph {
     G.get_or_init(|| Graph::from_data(&synthetic::generate_city(&CityParams::new(8_000, 3))))
 }
 
+/// [`town`], shared as engines take their graph.
+pub fn shared_town() -> std::sync::Arc<Graph> {
+    static G: OnceLock<std::sync::Arc<Graph>> = OnceLock::new();
+    G.get_or_init(|| std::sync::Arc::new(Graph::from_data(&town().to_data())))
+        .clone()
+}
+
 /// Simulates a fleet and reads the CSV back, as `lastmile simulate` would write it.
 pub fn simulated(g: &Graph, params: &SimParams) -> Trace {
     let mut csv = Vec::new();
