@@ -594,6 +594,74 @@ fn dispatchers_keep_their_fleets_zones_over_http() {
     });
 }
 
+/// A dispatcher records a van's upkeep (serviced, its dashboard's
+/// odometer): the van's JSON shows the counts starting again and the
+/// lifetime odometer set; an empty or absurd record and a reader are
+/// refused, and another fleet's van of the same name is another van.
+#[test]
+fn dispatchers_record_a_vans_upkeep_over_http() {
+    use serde_json::json;
+    let s = serve_http("http-upkeep");
+    rt().block_on(async {
+        let c = connect(&s, "acme-device-token-000001").await;
+        c.bind(vec![(0, "van-9".into())]).await.unwrap();
+        let mut st = c.ping_stream().await.unwrap();
+        let pings: Vec<_> = (0..5).map(|k| ping_at(0, T0_MS + k * 1000, HERE)).collect();
+        st.send(1, &pings).await.unwrap();
+        eventually("van-9 seen", async || {
+            get(&s, "/api/v1/vehicles/van-9", Some(ACME_READER)).await.0 == 200
+        })
+        .await;
+        let upkeep = "/api/v1/vehicles/van-9/upkeep";
+        let time = T0_MS as f64 / 1000.0 + 10.0;
+        let body = json!({"time": time, "serviced": true, "odometer_m": 81_234_000.0});
+        let (code, e) = send(&s, "POST", upkeep, ACME_DISPATCHER, Some(body)).await;
+        assert_eq!(code, 204, "{e}");
+        eventually("the record applied", async || {
+            let (_, v) = get(&s, "/api/v1/vehicles/van-9", Some(ACME_READER)).await;
+            v["lifetime_odometer_m"] == json!(81_234_000.0)
+        })
+        .await;
+        let (_, v) = get(&s, "/api/v1/vehicles/van-9", Some(ACME_READER)).await;
+        assert_eq!(
+            v["service"],
+            json!({"since": time, "driven_m": 0.0, "moving_s": 0.0, "due": []})
+        );
+        for (body, token, want) in [
+            (json!({}), ACME_DISPATCHER, (400, "bad_value")),
+            (
+                json!({"odometer_m": -5.0}),
+                ACME_DISPATCHER,
+                (400, "bad_value"),
+            ),
+            (
+                json!({"odometer_m": 1e12}),
+                ACME_DISPATCHER,
+                (400, "bad_value"),
+            ),
+            (
+                json!({"serviced": "yes"}),
+                ACME_DISPATCHER,
+                (400, "bad_value"),
+            ),
+            (json!({"serviced": true}), ACME_READER, (403, "forbidden")),
+        ] {
+            let (code, e) = send(&s, "POST", upkeep, token, Some(body.clone())).await;
+            assert_eq!(
+                (code, e["code"].as_str().unwrap_or("")),
+                want,
+                "{body}: {e}"
+            );
+        }
+        // Globex's van-9 is its own: recording it leaves acme's alone.
+        let body = json!({"odometer_m": 5.0});
+        let (code, _) = send(&s, "POST", upkeep, GLOBEX_DISPATCHER, Some(body)).await;
+        assert_eq!(code, 204);
+        let (_, v) = get(&s, "/api/v1/vehicles/van-9", Some(ACME_READER)).await;
+        assert_eq!(v["lifetime_odometer_m"], json!(81_234_000.0));
+    });
+}
+
 /// The customer rates a delivered stop once, with the stop's tracking
 /// token: the rating is kept with the outcome (through a kill -9), becomes
 /// a `rated` event a dispatcher hears, and nobody else may give it.
