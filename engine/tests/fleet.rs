@@ -1290,7 +1290,7 @@ fn the_ping_budget_bounds_a_queue_of_small_batches_and_offer_gives_back_the_rest
 // ---------------------------------------------------------- determinism
 
 #[test]
-fn same_events_and_etas_whatever_the_shard_count() {
+fn same_events_and_etas_whatever_the_shard_and_partition_counts() {
     let g = town();
     let params = SimParams {
         vehicles: 40,
@@ -1302,8 +1302,17 @@ fn same_events_and_etas_whatever_the_shard_count() {
         ..SimParams::default()
     };
     let day = Day::simulate(&g, &params, &|_| {});
-    let run = |shards: usize| {
-        let e = engine(&g, shards, true);
+    let run = |shards: usize, partitions: usize| {
+        let e = Engine::new(
+            g.clone(),
+            FleetConfig {
+                shards,
+                partitions,
+                learning: true,
+                events_capacity: 1 << 20,
+                ..FleetConfig::default()
+            },
+        );
         assign_routes(&e, &day);
         let drive = DriveParams {
             tick_s: 20.0,
@@ -1323,13 +1332,16 @@ fn same_events_and_etas_whatever_the_shard_count() {
         let updates = e.stats().metric_updates;
         (format!("{events:?}"), snaps, updates, events.len())
     };
-    let one = run(1);
+    let one = run(1, 0);
     assert!(one.2 > 0, "traffic must have changed the metric");
     assert!(one.3 > 200, "{} events", one.3);
-    for shards in [2, 3] {
-        let other = run(shards);
-        assert!(one.0 == other.0, "events differ with {shards} shards");
-        assert_eq!(one.1, other.1, "ETAs differ with {shards} shards");
+    // Shards driving one partition each, or several (a cluster node's
+    // fixed partitions), or more partitions than vehicles.
+    for (shards, partitions) in [(2, 0), (3, 0), (2, 7), (3, 64)] {
+        let other = run(shards, partitions);
+        let what = format!("{shards} shards, {partitions} partitions");
+        assert!(one.0 == other.0, "events differ with {what}");
+        assert_eq!(one.1, other.1, "ETAs differ with {what}");
     }
 }
 

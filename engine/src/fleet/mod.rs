@@ -135,6 +135,11 @@ pub struct FleetConfig {
     pub working_hours: Vec<(u32, crate::zones::WorkingHours)>,
     /// Fleets' service intervals (by slot): `service_due` when reached.
     pub service: Vec<(u32, upkeep::ServiceInterval)>,
+    /// Partitions the fleet's vehicles are spread over by id (0: one per
+    /// shard); each shard drives those whose number modulo the shard
+    /// count is its own. A vehicle's partition is the unit of its state
+    /// (see [`partition`]).
+    pub partitions: usize,
 }
 
 impl Default for FleetConfig {
@@ -158,9 +163,13 @@ impl Default for FleetConfig {
             unranged_fleet: 0,
             working_hours: Vec::new(),
             service: Vec::new(),
+            partitions: 0,
         }
     }
 }
+
+/// Partitions a fleet may be spread over at most.
+pub const MAX_PARTITIONS: usize = 4096;
 
 /// How a submission treats a full shard queue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -285,6 +294,8 @@ pub struct Engine {
     graph: Arc<Graph>,
     config: FleetConfig,
     shards: Vec<ShardHandle>,
+    /// Partitions the vehicles are spread over ([`FleetConfig::partitions`]).
+    partitions: usize,
     snapshots: Arc<SnapshotTable>,
     live: LiveIndex,
     events: Arc<EventBus>,
@@ -305,10 +316,9 @@ pub struct Engine {
     window_learning: std::sync::atomic::AtomicBool,
 }
 
-/// The shard a vehicle lives on.
-fn shard_of(vehicle: VehicleId, shards: usize) -> usize {
-    let h = vehicle.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (vehicle >> 31);
-    (((h >> 32) * shards as u64) >> 32) as usize
+/// The shard a vehicle lives on: the one driving its partition.
+fn shard_of(vehicle: VehicleId, partitions: usize, shards: usize) -> usize {
+    partition::partition_of(vehicle, partitions) % shards
 }
 
 impl Engine {
@@ -377,6 +387,7 @@ impl Engine {
                 stats: EngineStats::default(),
             }),
             graph,
+            partitions: config.partition_count(),
             config,
             shards,
             snapshots,
@@ -533,7 +544,7 @@ impl Engine {
             })
             .collect();
         for &(id, p) in pings {
-            parts[shard_of(id, n)].push((id, p));
+            parts[shard_of(id, self.partitions, n)].push((id, p));
         }
         let accepted_at = Instant::now();
         let mut result = Submitted::default();
@@ -636,7 +647,7 @@ impl Engine {
         let n = self.shards.len();
         for c in &cmds {
             match c.vehicle() {
-                Some(v) => self.wait_for_room(shard_of(v, n), admission)?,
+                Some(v) => self.wait_for_room(shard_of(v, self.partitions, n), admission)?,
                 None => {
                     for shard in 0..n {
                         self.wait_for_room(shard, admission)?;
@@ -663,7 +674,9 @@ impl Engine {
         for cmd in cmds {
             apply(reg, &cmd, time);
             match cmd.vehicle() {
-                Some(v) => self.send_control(shard_of(v, n), Msg::Command { cmd, time }),
+                Some(v) => {
+                    self.send_control(shard_of(v, self.partitions, n), Msg::Command { cmd, time })
+                }
                 None => self.send_zones(reg, &cmd),
             }
         }
@@ -733,7 +746,19 @@ impl Drop for Engine {
 }
 
 impl FleetConfig {
+    /// Partitions the vehicles are spread over (with `shards` resolved).
+    pub fn partition_count(&self) -> usize {
+        if self.partitions == 0 {
+            self.shards.max(1)
+        } else {
+            self.partitions
+        }
+    }
+
     pub fn validate(&self) -> Result<(), String> {
+        if self.partitions > MAX_PARTITIONS {
+            return Err(format!("at most {MAX_PARTITIONS} partitions"));
+        }
         self.matcher.validate().map_err(|e| e.to_string())?;
         self.detect.validate()?;
         if self.queue_capacity == 0 || self.queue_pings == 0 {

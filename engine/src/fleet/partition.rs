@@ -1,14 +1,19 @@
-//! A partition of the fleet: the vehicles one worker owns (their matcher
-//! state, stops, ETAs, detectors and zones), driven by its inputs alone —
-//! pings, commands, ticks, and the fleet-wide state it is handed (the
-//! routing metric, arrival windows, zones) — with time taken from the
-//! inputs. It emits events, writes each vehicle's snapshot into the cell
-//! queries read, and gathers traffic observations, prediction outcomes and
-//! path pieces for the next tick; it checkpoints and restores alone.
+//! Partitions of the fleet: a vehicle belongs to one of a fixed number of
+//! partitions by its id ([`partition_of`]), and a partition's vehicles
+//! (their matcher state, stops, ETAs, detectors and zones) are driven by
+//! their inputs alone — pings, commands, ticks, and the fleet-wide state
+//! handed in (the routing metric, arrival windows, zones) — with time
+//! taken from the inputs. They emit events, write each vehicle's snapshot
+//! into the cell queries read, and gather traffic observations, prediction
+//! outcomes and path pieces for the next tick; a partition checkpoints and
+//! restores alone.
 //!
-//! No threads, queues or clocks: a shard thread ([`super::shard`]) drives
-//! one from its queue, as quinn's endpoint drives quinn-proto's; a node of
-//! a cluster owning a partition would drive it the same way from the log.
+//! [`Partitions`] is the set one worker drives, with the context they
+//! share (the matcher's and router's scratch space is per worker, not per
+//! partition). No threads, queues or clocks here: a shard thread
+//! ([`super::shard`]) drives its set from its queue, as quinn's endpoint
+//! drives quinn-proto's; a node of a cluster would drive the partitions it
+//! owns the same way.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -53,10 +58,25 @@ pub(crate) struct SavedRest {
 /// Bytes of vehicle records a partition hands over at a time while saving.
 const SAVE_CHUNK: usize = 64 << 10;
 
-/// The vehicles of one partition and what they share while processing.
-pub(crate) struct Partition<'g> {
-    ctx: Ctx<'g>,
+/// Which of `count` partitions a vehicle belongs to: fixed while the count
+/// is (a multiplicative hash of the id, spread evenly).
+pub(crate) fn partition_of(vehicle: VehicleId, count: usize) -> usize {
+    let h = vehicle.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (vehicle >> 31);
+    (((h >> 32) * count as u64) >> 32) as usize
+}
+
+/// The vehicles of one partition.
+#[derive(Default)]
+struct Partition {
     vehicles: IdMap<Slot>,
+}
+
+/// The partitions one worker drives and what they share while processing.
+pub(crate) struct Partitions<'g> {
+    ctx: Ctx<'g>,
+    /// By partition number, of the fleet's `parts.len()` (those this
+    /// worker does not drive stay empty).
+    parts: Vec<Partition>,
     snapshots: Arc<SnapshotTable>,
     /// From a ping being accepted to its ETAs being updated, since the
     /// last report.
@@ -66,11 +86,13 @@ pub(crate) struct Partition<'g> {
     max_history: usize,
 }
 
-impl<'g> Partition<'g> {
-    /// An empty partition routing on `metric`, writing snapshots into `snapshots`.
+impl<'g> Partitions<'g> {
+    /// None of the fleet's `count` partitions yet, routing on `metric`,
+    /// writing snapshots into `snapshots`.
     pub fn new(
         graph: &'g Graph,
         config: &FleetConfig,
+        count: usize,
         metric: Arc<CchMetric>,
         snapshots: Arc<SnapshotTable>,
     ) -> Self {
@@ -95,7 +117,7 @@ impl<'g> Partition<'g> {
         };
         Self {
             ctx,
-            vehicles: IdMap::default(),
+            parts: (0..count.max(1)).map(|_| Partition::default()).collect(),
             snapshots,
             latency: Histogram::default(),
             trim_at: f64::NEG_INFINITY,
@@ -104,12 +126,30 @@ impl<'g> Partition<'g> {
         }
     }
 
+    fn vehicles(&self) -> impl Iterator<Item = &Slot> {
+        self.parts.iter().flat_map(|p| p.vehicles.values())
+    }
+
+    fn vehicle_count(&self) -> usize {
+        self.parts.iter().map(|p| p.vehicles.len()).sum()
+    }
+
+    /// Bytes the vehicles hold (see [`vehicle_bytes`]).
+    fn bytes(&self, sample: usize) -> u64 {
+        let per = sample.div_ceil(self.parts.len()).max(1);
+        self.parts
+            .iter()
+            .map(|p| vehicle_bytes(&p.vehicles, per))
+            .sum()
+    }
+
     /// Takes a batch of pings, in order (the batch is left empty).
     pub fn pings(&mut self, pings: &mut Vec<(VehicleId, Ping)>, accepted_at: Instant) {
         self.ctx.counters.batches += 1;
         for (id, ping) in pings.drain(..) {
             self.ctx.counters.pings += 1;
-            let slot = Slot::of(&mut self.vehicles, id, &self.snapshots);
+            let p = partition_of(id, self.parts.len());
+            let slot = Slot::of(&mut self.parts[p].vehicles, id, &self.snapshots);
             slot.vehicle.on_ping(&mut self.ctx, &ping);
             slot.publish();
             self.latency.record(accepted_at.elapsed());
@@ -122,7 +162,8 @@ impl<'g> Partition<'g> {
         let Some(vehicle) = cmd.vehicle() else {
             return;
         };
-        let slot = Slot::of(&mut self.vehicles, vehicle, &self.snapshots);
+        let p = partition_of(vehicle, self.parts.len());
+        let slot = Slot::of(&mut self.parts[p].vehicles, vehicle, &self.snapshots);
         if !slot.vehicle.on_command(&mut self.ctx, cmd, time) {
             self.ctx.counters.commands_rejected += 1;
         }
@@ -135,7 +176,8 @@ impl<'g> Partition<'g> {
         let Some(vehicle) = cmd.vehicle() else {
             return;
         };
-        let slot = Slot::of(&mut self.vehicles, vehicle, &self.snapshots);
+        let p = partition_of(vehicle, self.parts.len());
+        let slot = Slot::of(&mut self.parts[p].vehicles, vehicle, &self.snapshots);
         slot.vehicle.on_command(&mut self.ctx, cmd, time);
         self.ctx.events.clear();
         slot.publish();
@@ -145,7 +187,7 @@ impl<'g> Partition<'g> {
     /// `chunk` (false: the writer gave up, stop), then what else it holds.
     pub fn save(&self, chunk: &mut dyn FnMut(Vec<u8>) -> bool) -> SavedRest {
         let (mut buf, mut saved, mut failed) = (Vec::new(), 0, 0);
-        for slot in self.vehicles.values() {
+        for slot in self.vehicles() {
             match checkpoint::push_record(&mut buf, &slot.vehicle) {
                 Ok(()) => saved += 1,
                 Err(_) => failed += 1,
@@ -187,13 +229,14 @@ impl<'g> Partition<'g> {
                 Ok(v) => {
                     let slot = Slot::new(Box::new(v), &self.snapshots);
                     slot.publish();
-                    self.vehicles.insert(slot.vehicle.id, slot);
+                    let p = partition_of(slot.vehicle.id, self.parts.len());
+                    self.parts[p].vehicles.insert(slot.vehicle.id, slot);
                     restored += 1;
                 }
                 Err(e) => errors.push(e.to_string()),
             }
         }
-        self.ctx.counters.vehicle_bytes = vehicle_bytes(&self.vehicles, usize::MAX);
+        self.ctx.counters.vehicle_bytes = self.bytes(usize::MAX);
         (restored, errors)
     }
 
@@ -206,7 +249,7 @@ impl<'g> Partition<'g> {
         if trim {
             self.trim_at = now + TRIM_EVERY_S;
         }
-        for slot in self.vehicles.values_mut() {
+        for slot in self.parts.iter_mut().flat_map(|p| p.vehicles.values_mut()) {
             if slot.vehicle.check_offline(ctx, now) {
                 slot.publish();
             }
@@ -217,7 +260,9 @@ impl<'g> Partition<'g> {
         // An estimate from a sample: walking every vehicle's buffers
         // cost 11 ms per 50k vehicles, a stall of every ping queued
         // behind the tick. `measure` counts exactly.
-        ctx.counters.vehicle_bytes = vehicle_bytes(&self.vehicles, TICK_SAMPLE);
+        let bytes = self.bytes(TICK_SAMPLE);
+        let ctx = &mut self.ctx;
+        ctx.counters.vehicle_bytes = bytes;
         let mut observations = std::mem::take(&mut ctx.observations);
         if observations.len() > self.max_observations {
             let extra = observations.len() - self.max_observations;
@@ -251,7 +296,7 @@ impl<'g> Partition<'g> {
 
     /// Counts the vehicles' memory exactly.
     pub fn measure(&mut self) {
-        self.ctx.counters.vehicle_bytes = vehicle_bytes(&self.vehicles, usize::MAX);
+        self.ctx.counters.vehicle_bytes = self.bytes(usize::MAX);
     }
 
     /// After each input: what is gathered for the next tick stays bounded
@@ -277,8 +322,8 @@ impl<'g> Partition<'g> {
             ctx.counters.history_dropped += extra as u64;
             h.drain(..extra);
         }
-        ctx.counters.vehicles = self.vehicles.len() as u64;
-        &mut ctx.events
+        self.ctx.counters.vehicles = self.vehicle_count() as u64;
+        &mut self.ctx.events
     }
 
     /// Its counters into `report`, and the latencies recorded since the last report.
@@ -410,9 +455,10 @@ mod tests {
     use crate::simulate::SimParams;
     use lastmile_roadgraph::{CityParams, synthetic};
 
-    /// A partition driven by hand, without a thread or a queue, gives the
-    /// events an engine's shard gives for the same inputs, and its
-    /// checkpoint alone brings its vehicles back.
+    /// Partitions driven by hand, without a thread or a queue, give the
+    /// events an engine's shard gives for the same inputs, and their
+    /// checkpoint brings their vehicles back however many partitions hold
+    /// them.
     #[test]
     fn a_partition_alone_is_an_engines_shard() {
         let graph = Arc::new(Graph::from_data(&synthetic::generate_city(
@@ -455,7 +501,7 @@ mod tests {
             lastmile_roadgraph::Metric::Time,
         ));
         let snapshots = Arc::new(SnapshotTable::default());
-        let mut part = Partition::new(&graph, &config, metric.clone(), snapshots.clone());
+        let mut part = Partitions::new(&graph, &config, 1, metric.clone(), snapshots.clone());
         let mut events = Vec::new();
         for cmd in &routes {
             part.command(cmd, sim.start_time);
@@ -490,7 +536,7 @@ mod tests {
             })
             .collect();
         let again = Arc::new(SnapshotTable::default());
-        let mut back = Partition::new(&graph, &config, metric, again.clone());
+        let mut back = Partitions::new(&graph, &config, 3, metric, again.clone());
         let (n, errors) = back.restore(&records, ranges, Vec::new(), Vec::new(), 0);
         assert_eq!((n, errors.len()), (6, 0));
         for v in 0..6 {

@@ -73,7 +73,7 @@ impl Engine {
                 cmd: cmd.clone(),
                 time,
             };
-            self.send_control(shard_of(v, n), msg);
+            self.send_control(shard_of(v, self.partitions, n), msg);
         }
         skipped
     }
@@ -271,7 +271,7 @@ impl Engine {
         for r in checkpoint::Records(all) {
             let (id, record) = r?;
             let at = record.as_ptr() as usize - all.as_ptr() as usize;
-            parts[shard_of(id, n)].push(at..at + record.len());
+            parts[shard_of(id, self.partitions, n)].push(at..at + record.len());
         }
         // The next tick sorts observations, so which shard holds them is moot.
         let mut observations = Some(meta.observations);

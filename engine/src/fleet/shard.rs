@@ -1,5 +1,5 @@
-//! A shard: one worker thread driving the partition of the vehicles whose
-//! id hashes to it ([`super::partition`]), fed by one bounded queue.
+//! A shard: one worker thread driving the partitions `p` with `p % shards`
+//! its number ([`super::partition`]), fed by one bounded queue.
 //! Messages are taken strictly in queue order, so a vehicle's pings,
 //! commands and ticks are processed in the order they were submitted;
 //! vehicles never share state, and the routing metric changes only at
@@ -15,7 +15,7 @@ use super::checkpoint;
 use super::events::{EventBus, EventKind};
 use super::fleet_zones::FleetZones;
 use super::latency::Histogram;
-use super::partition::{Gathered, Partition, SavedRest};
+use super::partition::{Gathered, Partitions, SavedRest};
 use super::snapshot::SnapshotTable;
 use super::stops::Command;
 use super::window::{Outcome, Windows};
@@ -200,7 +200,8 @@ pub(crate) fn run(
     inbox: Receiver<Msg>,
     outlets: Outlets,
 ) {
-    let mut part = Partition::new(graph, config, metric, outlets.snapshots.clone());
+    let count = config.partition_count();
+    let mut part = Partitions::new(graph, config, count, metric, outlets.snapshots.clone());
     while let Ok(msg) = inbox.recv() {
         match msg {
             Msg::Pings {
