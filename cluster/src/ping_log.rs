@@ -1,0 +1,200 @@
+//! The partitioned ping log: one JetStream stream, `LASTMILE_PINGS`, whose
+//! subjects `lastmile.pings.<partition>` carry the device batches of each
+//! partition in order. A front end publishes a batch under an id of its
+//! own (the device's connection and batch number) and tells the device it
+//! has the batch only once the stream acknowledged it, stored on as many
+//! servers as the stream has replicas; a retried publish of the same id
+//! within the stream's duplicate window is stored once. An engine reads a
+//! partition from any sequence on (the one after its checkpoint's), in
+//! order.
+//!
+//! A stored batch is the payload the front end gave, opaque here.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::stream::{Config, DiscardPolicy, StorageType};
+use async_nats::jetstream::{self, Context};
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+
+/// How long opening a partition's reader waits out a leader election.
+const ELECTION_WAIT: Duration = Duration::from_secs(15);
+
+/// The stream's name, and the subjects' prefix.
+pub const STREAM: &str = "LASTMILE_PINGS";
+const SUBJECT: &str = "lastmile.pings";
+
+/// How the log is laid out and bounded.
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    /// Partitions (fixed for a fleet: a vehicle's partition is by its id).
+    pub partitions: u32,
+    /// Servers each batch is stored on before it is acknowledged (at most
+    /// the cluster's size; 3 survives one server's loss).
+    pub replicas: usize,
+    /// A retried publish is recognised for this long.
+    pub duplicate_window: Duration,
+    /// Bytes the stream keeps at most; the oldest batches go first (an
+    /// engine reads from its checkpoint, minutes back).
+    pub max_bytes: i64,
+    /// Giving up on reaching the cluster at start after this long.
+    pub connect_timeout: Duration,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            partitions: 64,
+            replicas: 3,
+            duplicate_window: Duration::from_secs(120),
+            max_bytes: 1 << 30,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A connection to the ping log.
+#[derive(Clone)]
+pub struct PingLog {
+    js: Context,
+    partitions: u32,
+}
+
+/// Where a publish stands once the stream answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stored {
+    /// The batch's sequence in the stream.
+    pub sequence: u64,
+    /// The stream had the batch already (a retry): stored once.
+    pub duplicate: bool,
+}
+
+impl PingLog {
+    /// Connects to the NATS cluster at `url` (comma-separated servers) and
+    /// makes sure the stream exists as `config` says. A cluster that does
+    /// not answer within the connect timeout is a clear error, not a wait.
+    pub async fn connect(url: &str, config: &LogConfig) -> anyhow::Result<Self> {
+        if config.partitions == 0 {
+            bail!("the ping log needs at least one partition");
+        }
+        let servers = url
+            .split(',')
+            .map(|u| u.trim().parse::<async_nats::ServerAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(|| format!("{url:?} is not a list of NATS servers"))?;
+        let options = async_nats::ConnectOptions::new()
+            .connection_timeout(config.connect_timeout)
+            .name("lastmile");
+        let client = tokio::time::timeout(
+            config.connect_timeout,
+            async_nats::connect_with_options(servers, options),
+        )
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "the NATS cluster at {url} did not answer within {:?}",
+                config.connect_timeout
+            )
+        })?
+        .with_context(|| format!("cannot reach the NATS cluster at {url}"))?;
+        let js = jetstream::new(client);
+        let stream = Config {
+            name: STREAM.into(),
+            subjects: vec![format!("{SUBJECT}.*")],
+            num_replicas: config.replicas,
+            duplicate_window: config.duplicate_window,
+            max_bytes: config.max_bytes,
+            discard: DiscardPolicy::Old,
+            storage: StorageType::File,
+            ..Config::default()
+        };
+        tokio::time::timeout(config.connect_timeout * 4, js.get_or_create_stream(stream))
+            .await
+            .map_err(|_| anyhow::anyhow!("JetStream at {url} did not create {STREAM} in time"))?
+            .with_context(|| format!("JetStream at {url} refused the stream {STREAM}"))?;
+        Ok(Self {
+            js,
+            partitions: config.partitions,
+        })
+    }
+
+    pub fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    /// Stores a batch of `partition` under `id` and returns once the stream
+    /// acknowledged it (replicated). An error means it may or may not be
+    /// stored: publish it again under the same id.
+    pub async fn publish(&self, partition: u32, id: &str, batch: Bytes) -> anyhow::Result<Stored> {
+        if partition >= self.partitions {
+            bail!("partition {partition} of {}", self.partitions);
+        }
+        let subject = format!("{SUBJECT}.{partition}");
+        let publish = PublishMessage::build().payload(batch).message_id(id);
+        let ack = self
+            .js
+            .send_publish(subject, publish)
+            .await
+            .map_err(|e| match e.kind() {
+                PublishErrorKind::StreamNotFound => anyhow::anyhow!("the stream {STREAM} is gone"),
+                _ => anyhow::anyhow!("publishing batch {id}: {e}"),
+            })?
+            .await
+            .with_context(|| format!("batch {id} was not acknowledged"))?;
+        Ok(Stored {
+            sequence: ack.sequence,
+            duplicate: ack.duplicate,
+        })
+    }
+
+    async fn open(
+        &self,
+        partition: u32,
+        from: u64,
+    ) -> anyhow::Result<async_nats::jetstream::consumer::pull::Ordered> {
+        let stream = self.js.get_stream(STREAM).await?;
+        let consumer = stream
+            .create_consumer(OrderedConfig {
+                filter_subject: format!("{SUBJECT}.{partition}"),
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: from.max(1),
+                },
+                ..OrderedConfig::default()
+            })
+            .await?;
+        Ok(consumer.messages().await?)
+    }
+
+    /// The batches of `partition` from stream sequence `from` on, in order,
+    /// as `(sequence, batch)`, then the new ones as they come.
+    pub async fn read(
+        &self,
+        partition: u32,
+        from: u64,
+    ) -> anyhow::Result<impl Stream<Item = anyhow::Result<(u64, Bytes)>> + use<>> {
+        // Right after a server's loss the stream's leader may be in
+        // election (3 to 8 s on loopback): opening is retried that long.
+        let started = tokio::time::Instant::now();
+        let messages = loop {
+            match self.open(partition, from).await {
+                Ok(m) => break m,
+                Err(_) if started.elapsed() < ELECTION_WAIT => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(e.context(format!("reading partition {partition}"))),
+            }
+        };
+        Ok(messages.map(|m| {
+            let m = m?;
+            let sequence = m
+                .info()
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .stream_sequence;
+            Ok((sequence, m.payload.clone()))
+        }))
+    }
+}

