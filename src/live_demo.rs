@@ -137,7 +137,7 @@ pub fn run(g: &Arc<Graph>, dir: &std::path::Path, p: &LiveParams) -> Result<()> 
         config.engine.tick_ms = 500;
         let (identity, _) = Identity::dev(dir)?;
         let engine = Arc::new(Engine::new(g.clone(), FleetConfig::default()));
-        let running = lastmile_node::Node::start(config, Sink::Engine(engine), auth, None, f64::NAN)?;
+        let running = lastmile_node::Node::start(config, Sink::Engine(engine), auth, None, f64::NAN, None)?;
         let server = Server::bind(running.node.clone(), identity)?;
         let target = Target::new(&server.local_addr()?.to_string(), Trust::Pin(server.fingerprint().to_string()), token)?;
         println!(

@@ -3,6 +3,7 @@
 
 mod bench;
 mod calibrate;
+mod cluster;
 mod commands;
 mod eta_eval;
 mod feeds;
@@ -73,6 +74,8 @@ enum Command {
     Dispatch(service::DispatchArgs),
     /// A server's counters as JSON.
     Stats(service::StatsArgs),
+    /// A cluster of lastmile nodes on NATS: its nodes, partitions, owners and lag.
+    Cluster(cluster::ClusterArgs),
     /// A fleet's zones on a server: put (GeoJSON), remove, list.
     Zones(zones_cmd::ZonesArgs),
     /// The whole pipeline on the built-in synthetic city (no download needed).
@@ -112,6 +115,7 @@ fn main() -> ExitCode {
         Command::History(a) => history::history(a),
         Command::Dispatch(a) => service::dispatch(a),
         Command::Stats(a) => service::stats(a),
+        Command::Cluster(a) => cluster::cluster(a),
         Command::Zones(a) => zones_cmd::zones(a),
         Command::Demo(a) => commands::demo(a),
         Command::Feeds(a) => feeds::feeds(a),

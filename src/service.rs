@@ -65,6 +65,14 @@ pub struct ServeArgs {
     /// LASTMILE_LOG (default info).
     #[arg(long)]
     log_json: bool,
+    /// Run as one node of a cluster on these NATS servers (comma-separated
+    /// nats://host:port; overrides `[cluster] url`).
+    #[arg(long)]
+    cluster: Option<String>,
+    /// This node's name in the cluster (overrides `[cluster] node`; default:
+    /// the host's name and the QUIC port).
+    #[arg(long)]
+    node: Option<String>,
 }
 
 pub fn serve(a: ServeArgs) -> Result<()> {
@@ -101,8 +109,18 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     if let Some(s) = a.shards {
         config.engine.shards = s;
     }
+    if let Some(url) = &a.cluster {
+        config.cluster.url = Some(url.clone());
+    }
+    if let Some(n) = &a.node {
+        config.cluster.node = Some(n.clone());
+    }
     config.engine.counting_sink |= a.sink;
     config.validate()?;
+    let clustered = config.cluster.url.is_some();
+    if clustered && config.engine.counting_sink {
+        bail!("--sink counts pings on one node: it does not run in a cluster");
+    }
     let mut auth = Auth::new(
         &config.fleets,
         &config.tokens,
@@ -141,7 +159,12 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         Sink::Counting(AtomicU64::new(0))
     } else {
         let engine = Arc::new(Engine::new(graph.clone(), config.fleet_config()));
-        if config.store.enabled {
+        if clustered {
+            // The cluster holds the state: partitions' checkpoints and the
+            // log. A node's own store would restore vehicles it may no
+            // longer own.
+            tracing::info!("cluster mode: this node's own store is not used");
+        } else if config.store.enabled {
             let (d, rec) = Durable::recover(&config.data_dir, &engine, &auth)?;
             tracing::info!(
                 store = %d.store.path().display(),
@@ -194,7 +217,17 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     };
     runtime.block_on(async move {
         let (http_listen, osmand_listen) = (config.http.listen, config.osmand.listen);
-        let running = Node::start(config, sink, auth, durable, resume_clock)?;
+        let member_config = config.cluster.member_config(&crate::cluster::default_node_name(config.listen.port()));
+        let names = match &member_config {
+            Some(c) => Some(crate::cluster::shared_names(c).await?),
+            None => None,
+        };
+        let running = Node::start(config, sink, auth, durable, resume_clock, names)?;
+        // Joined before any front end takes a ping: from here on pings go
+        // to the cluster's log.
+        if let Some(c) = member_config {
+            crate::cluster::join(&running.node, c).await?;
+        }
         // One signal stops every side; webhook endpoints start (and a bad
         // one stops the server) before it says it is ready.
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -247,6 +280,11 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         }
         for h in hooks {
             h.await?;
+        }
+        if let Some(member) = node.cluster.get() {
+            // Partitions handed over now, checkpointed, rather than at
+            // their leases' expiry.
+            member.leave().await;
         }
         tokio::task::spawn_blocking(move || node.drain()).await?;
         drop(running);

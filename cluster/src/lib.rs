@@ -1,9 +1,49 @@
-//! lastmile on more than one machine, on NATS JetStream (issue 39): the
-//! pieces of the clustered mode, each on the log rather than on a
-//! home-made protocol. So far the partitioned ping log ([`ping_log`]);
-//! partition ownership, state that moves and queries from any node build
-//! on it.
+//! lastmile on more than one machine, on NATS JetStream (issue 39), each
+//! piece on the log rather than on a home-made protocol:
+//!
+//! - [`ping_log`]: the partitioned ping log front ends publish to and
+//!   engines read from, a batch acknowledged once replicated;
+//! - [`records`]: what a stored batch holds;
+//! - [`leases`]: which node owns which partition, fenced by revision;
+//! - [`names`]: the fleets' names for their vehicles and stops, shared;
+//! - [`checkpoints`]: each partition's vehicles with the last sequence they
+//!   include, for whoever owns it next;
+//! - [`member`]: a node's part in it all: publishing its front ends'
+//!   pings, and owning, driving, checkpointing and handing over partitions.
 
+pub mod checkpoints;
+pub mod leases;
+pub mod member;
+pub mod names;
 pub mod ping_log;
+pub mod records;
 
-pub use ping_log::{LogConfig, PingLog, Stored};
+use std::time::Duration;
+
+use anyhow::Context as _;
+pub use member::{ClusterConfig, Member, MemberStats, Status};
+pub use ping_log::{Batch, LogConfig, PingLog, Stored};
+
+/// Connects to the NATS cluster at `url` (comma-separated servers): a
+/// cluster that does not answer within `timeout` is a clear error at
+/// once, not a wait.
+pub async fn connect(
+    url: &str,
+    timeout: Duration,
+) -> anyhow::Result<async_nats::jetstream::Context> {
+    let servers = url
+        .split(',')
+        .map(|u| u.trim().parse::<async_nats::ServerAddr>())
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("{url:?} is not a list of NATS servers"))?;
+    let options = async_nats::ConnectOptions::new()
+        .connection_timeout(timeout)
+        .name("lastmile");
+    let client = tokio::time::timeout(timeout, async_nats::connect_with_options(servers, options))
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!("the NATS cluster at {url} did not answer within {timeout:?}")
+        })?
+        .with_context(|| format!("cannot reach the NATS cluster at {url}"))?;
+    Ok(async_nats::jetstream::new(client))
+}

@@ -13,11 +13,12 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use async_nats::jetstream::Context;
 use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+use async_nats::jetstream::context::GetStreamErrorKind;
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
-use async_nats::jetstream::stream::{Config, DiscardPolicy, StorageType};
-use async_nats::jetstream::{self, Context};
+use async_nats::jetstream::stream::{Config, DiscardPolicy, LastRawMessageErrorKind, StorageType};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 
@@ -26,6 +27,8 @@ const ELECTION_WAIT: Duration = Duration::from_secs(15);
 
 /// The stream's name, and the subjects' prefix.
 pub const STREAM: &str = "LASTMILE_PINGS";
+/// The stream's metadata key for its partition count.
+const PARTITIONS_KEY: &str = "lastmile.partitions";
 const SUBJECT: &str = "lastmile.pings";
 
 /// How the log is laid out and bounded.
@@ -78,32 +81,20 @@ impl PingLog {
     /// makes sure the stream exists as `config` says. A cluster that does
     /// not answer within the connect timeout is a clear error, not a wait.
     pub async fn connect(url: &str, config: &LogConfig) -> anyhow::Result<Self> {
+        let js = crate::connect(url, config.connect_timeout).await?;
+        Self::open(&js, config).await
+    }
+
+    /// The log on a connected cluster, the stream made as `config` says if
+    /// it is not there yet.
+    pub async fn open(js: &Context, config: &LogConfig) -> anyhow::Result<Self> {
         if config.partitions == 0 {
             bail!("the ping log needs at least one partition");
         }
-        let servers = url
-            .split(',')
-            .map(|u| u.trim().parse::<async_nats::ServerAddr>())
-            .collect::<Result<Vec<_>, _>>()
-            .with_context(|| format!("{url:?} is not a list of NATS servers"))?;
-        let options = async_nats::ConnectOptions::new()
-            .connection_timeout(config.connect_timeout)
-            .name("lastmile");
-        let client = tokio::time::timeout(
-            config.connect_timeout,
-            async_nats::connect_with_options(servers, options),
-        )
-        .await
-        .map_err(|_| {
-            anyhow::anyhow!(
-                "the NATS cluster at {url} did not answer within {:?}",
-                config.connect_timeout
-            )
-        })?
-        .with_context(|| format!("cannot reach the NATS cluster at {url}"))?;
-        let js = jetstream::new(client);
+        let partitions = config.partitions.to_string();
         let stream = Config {
             name: STREAM.into(),
+            metadata: [(PARTITIONS_KEY.to_owned(), partitions.clone())].into(),
             subjects: vec![format!("{SUBJECT}.*")],
             num_replicas: config.replicas,
             duplicate_window: config.duplicate_window,
@@ -112,14 +103,44 @@ impl PingLog {
             storage: StorageType::File,
             ..Config::default()
         };
-        tokio::time::timeout(config.connect_timeout * 4, js.get_or_create_stream(stream))
-            .await
-            .map_err(|_| anyhow::anyhow!("JetStream at {url} did not create {STREAM} in time"))?
-            .with_context(|| format!("JetStream at {url} refused the stream {STREAM}"))?;
+        let stream =
+            tokio::time::timeout(config.connect_timeout * 4, js.get_or_create_stream(stream))
+                .await
+                .map_err(|_| anyhow::anyhow!("JetStream did not create {STREAM} in time"))?
+                .with_context(|| format!("JetStream refused the stream {STREAM}"))?;
+        // A vehicle's partition is by the count: nodes that disagree on it
+        // would each drive vehicles the other does.
+        let theirs = stream.cached_info().config.metadata.get(PARTITIONS_KEY);
+        if theirs != Some(&partitions) {
+            bail!(
+                "the cluster's log has {} partitions, this node is configured with {partitions}",
+                theirs.map_or("an unknown number of", String::as_str)
+            );
+        }
         Ok(Self {
-            js,
+            js: js.clone(),
             partitions: config.partitions,
         })
+    }
+
+    /// The partition count of the cluster's log, as its first node made it
+    /// (`None`: no lastmile node has made the log on this NATS cluster).
+    pub async fn existing_partitions(js: &Context) -> anyhow::Result<Option<u32>> {
+        match js.get_stream(STREAM).await {
+            Ok(stream) => Ok(stream
+                .cached_info()
+                .config
+                .metadata
+                .get(PARTITIONS_KEY)
+                .and_then(|p| p.parse().ok())),
+            Err(e)
+                if matches!(e.kind(), GetStreamErrorKind::JetStream(j)
+                    if j.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(anyhow::anyhow!("reading the stream {STREAM}: {e}")),
+        }
     }
 
     pub fn partitions(&self) -> u32 {
@@ -151,7 +172,7 @@ impl PingLog {
         })
     }
 
-    async fn open(
+    async fn open_reader(
         &self,
         partition: u32,
         from: u64,
@@ -170,17 +191,17 @@ impl PingLog {
     }
 
     /// The batches of `partition` from stream sequence `from` on, in order,
-    /// as `(sequence, batch)`, then the new ones as they come.
+    /// then the new ones as they come.
     pub async fn read(
         &self,
         partition: u32,
         from: u64,
-    ) -> anyhow::Result<impl Stream<Item = anyhow::Result<(u64, Bytes)>> + use<>> {
+    ) -> anyhow::Result<impl Stream<Item = anyhow::Result<Batch>> + use<>> {
         // Right after a server's loss the stream's leader may be in
         // election (3 to 8 s on loopback): opening is retried that long.
         let started = tokio::time::Instant::now();
         let messages = loop {
-            match self.open(partition, from).await {
+            match self.open_reader(partition, from).await {
                 Ok(m) => break m,
                 Err(_) if started.elapsed() < ELECTION_WAIT => {
                     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -190,11 +211,35 @@ impl PingLog {
         };
         Ok(messages.map(|m| {
             let m = m?;
-            let sequence = m
-                .info()
-                .map_err(|e| anyhow::anyhow!("{e}"))?
-                .stream_sequence;
-            Ok((sequence, m.payload.clone()))
+            let info = m.info().map_err(|e| anyhow::anyhow!("{e}"))?;
+            Ok(Batch {
+                sequence: info.stream_sequence,
+                pending: info.pending,
+                bytes: m.payload.clone(),
+            })
         }))
     }
+
+    /// The sequence of `partition`'s newest batch (0: none yet).
+    pub async fn last_sequence(&self, partition: u32) -> anyhow::Result<u64> {
+        let stream = self.js.get_stream_no_info(STREAM).await?;
+        match stream
+            .get_last_raw_message_by_subject(&format!("{SUBJECT}.{partition}"))
+            .await
+        {
+            Ok(m) => Ok(m.sequence),
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(0),
+            Err(e) => Err(anyhow::anyhow!("partition {partition}'s last batch: {e}")),
+        }
+    }
+}
+
+/// A stored batch as a reader gets it.
+#[derive(Clone, Debug)]
+pub struct Batch {
+    pub sequence: u64,
+    /// Batches of the partition after this one, stored already: the
+    /// reader's lag.
+    pub pending: u64,
+    pub bytes: Bytes,
 }

@@ -6,6 +6,7 @@
 //! memory is over its bound rather than drop what a client was told is
 //! accepted.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
@@ -109,13 +110,25 @@ impl Backoff {
 
 /// Hands `pings` to the engine. While memory is over its bound, or a shard
 /// queue is full, it waits (counting each wait in `waits`) and tries again
-/// what was refused; `patience` bounds the wait (none: until taken).
+/// what was refused; `patience` bounds the wait (none: until taken). In a
+/// cluster, they go on the cluster's log instead, and are taken once it
+/// holds them (a refusal then means the cluster did not acknowledge them
+/// within its patience: some may be stored, and a retry's duplicates are
+/// dropped by the engine).
 pub async fn offer(
     node: &Node,
     pings: &[(VehicleId, Ping)],
     patience: Option<Duration>,
     waits: &AtomicU64,
 ) -> Result<usize, Busy> {
+    if let Some(member) = node.cluster.get() {
+        // Taken once the cluster's log holds them, replicated; the
+        // engine of the partition's owner reads them from there.
+        return member
+            .publish(pings)
+            .await
+            .map_err(|_| Busy { accepted: 0 });
+    }
     let mut backoff = Backoff {
         wait: Duration::from_micros(500),
         deadline: patience.map(|p| Instant::now() + p),
@@ -137,3 +150,27 @@ pub async fn offer(
     }
     Ok(accepted)
 }
+
+/// The lossy path (datagrams): hands `pings` to the engine without waiting;
+/// returns (accepted, shed). In a cluster they are published in the
+/// background, at most [`MAX_LOSSY_IN_FLIGHT`] batches at a time (beyond,
+/// shed and counted), and counted accepted once sent.
+pub fn offer_lossy(node: &Arc<Node>, pings: &[(VehicleId, Ping)]) -> (usize, usize) {
+    let Some(member) = node.cluster.get() else {
+        return node.sink.submit_lossy(pings);
+    };
+    static IN_FLIGHT: AtomicU64 = AtomicU64::new(0);
+    if IN_FLIGHT.fetch_add(1, Relaxed) >= MAX_LOSSY_IN_FLIGHT {
+        IN_FLIGHT.fetch_sub(1, Relaxed);
+        return (0, pings.len());
+    }
+    let (member, batch) = (member.clone(), pings.to_vec());
+    tokio::spawn(async move {
+        let _ = member.publish(&batch).await;
+        IN_FLIGHT.fetch_sub(1, Relaxed);
+    });
+    (pings.len(), 0)
+}
+
+/// Datagram batches being published at once, at most.
+pub const MAX_LOSSY_IN_FLIGHT: u64 = 1024;

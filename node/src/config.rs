@@ -47,6 +47,8 @@ pub struct Config {
     pub devices: Vec<crate::devices::DeviceEntry>,
     /// Webhook endpoints, per fleet.
     pub webhooks: Vec<crate::endpoints::WebhookEntry>,
+    /// Running as one node of a cluster (off by default).
+    pub cluster: crate::cluster::ClusterSection,
 }
 
 /// The HTTP side (JSON API, Server-Sent Events): off unless given an address.
@@ -326,6 +328,7 @@ impl Default for Config {
             tokens: Vec::new(),
             devices: Vec::new(),
             webhooks: Vec::new(),
+            cluster: Default::default(),
         }
     }
 }
@@ -341,6 +344,7 @@ impl Config {
 
     /// Checks what serde cannot: ranges, references between sections.
     pub fn validate(&self) -> anyhow::Result<()> {
+        self.cluster.validate()?;
         for f in &self.fleets {
             f.hours()?;
             f.service()?;
@@ -477,6 +481,13 @@ impl Config {
             events_capacity: self.engine.events_capacity,
             closed_retention_s: self.engine.closed_retention_s,
             history: self.store.enabled,
+            // A cluster's partitions are the engine's: a vehicle's is the
+            // same on every node.
+            partitions: if self.cluster.url.is_some() {
+                self.cluster.partitions as usize
+            } else {
+                0
+            },
             vehicle_fleets: self
                 .fleets
                 .iter()

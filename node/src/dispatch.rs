@@ -104,6 +104,7 @@ impl From<IdError> for Refusal {
         match e {
             IdError::Invalid(m) => Self::bad_value(m),
             IdError::Full(_) => Self::new(RefusalKind::LimitExceeded, e.to_string()),
+            IdError::Unavailable(_) => Self::new(RefusalKind::Overloaded, e.to_string()),
         }
     }
 }

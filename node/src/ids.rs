@@ -24,7 +24,8 @@ use std::sync::{Arc, RwLock};
 
 /// First allocated id; below it, ids are the numbers clients gave.
 pub const ALLOCATED: u64 = 1 << 62;
-const COUNTER_BITS: u32 = 38;
+/// Bits of an allocated id's counter (below them, the fleet's slot).
+pub const COUNTER_BITS: u32 = 38;
 const SLOT_MASK: u64 = (1 << 24) - 1;
 /// Longest name, in bytes of UTF-8.
 pub const MAX_NAME_LEN: usize = 128;
@@ -103,6 +104,8 @@ pub enum IdError {
     Invalid(String),
     /// The fleet has as many names of this kind as it may.
     Full(Kind),
+    /// The shared directory (a cluster's) did not answer.
+    Unavailable(String),
 }
 
 impl std::fmt::Display for IdError {
@@ -110,6 +113,7 @@ impl std::fmt::Display for IdError {
         match self {
             Self::Invalid(m) => f.write_str(m),
             Self::Full(k) => write!(f, "the fleet has as many {} ids as it may", k.as_str()),
+            Self::Unavailable(why) => write!(f, "the cluster's names are unavailable: {why}"),
         }
     }
 }
@@ -166,6 +170,19 @@ pub struct NewName {
     pub name: Arc<str>,
 }
 
+/// Names shared with other nodes (a cluster's): this node's maps cache
+/// what it binds or looks up there, so each name costs one round trip per
+/// node. Calls block; they are rare (a name's first use on a node).
+pub trait Directory: Send + Sync {
+    /// The number (the allocated id's counter) bound to `name`, binding the
+    /// next one free if none is; at most `limit` numbers per (kind, slot).
+    fn bind(&self, kind: Kind, slot: u32, name: &str, limit: u64) -> Result<u64, IdError>;
+    /// The number bound to `name`, if any node bound it.
+    fn lookup(&self, kind: Kind, slot: u32, name: &str) -> Result<Option<u64>, IdError>;
+    /// The name bound to allocated id `id`, if any.
+    fn label(&self, kind: Kind, id: u64) -> Result<Option<String>, IdError>;
+}
+
 #[derive(Default)]
 struct Space {
     by_name: HashMap<Arc<str>, u64>,
@@ -184,6 +201,12 @@ struct Inner {
 pub struct Ids {
     inner: RwLock<Inner>,
     max_per_space: usize,
+    /// In a cluster, where names are bound (the local maps cache it).
+    directory: Option<Arc<dyn Directory>>,
+}
+
+fn allocated(slot: u32, number: u64) -> u64 {
+    ALLOCATED | u64::from(slot) << COUNTER_BITS | number
 }
 
 impl Ids {
@@ -192,7 +215,27 @@ impl Ids {
         Self {
             inner: RwLock::default(),
             max_per_space: max_per_space.max(1),
+            directory: None,
         }
+    }
+
+    /// Names bound in `directory`, shared with other nodes, rather than
+    /// allocated here and saved in this node's store.
+    pub fn shared(max_per_space: usize, directory: Arc<dyn Directory>) -> Self {
+        Self {
+            directory: Some(directory),
+            ..Self::new(max_per_space)
+        }
+    }
+
+    /// A name the directory bound, cached here.
+    fn cache(&self, kind: Kind, id: u64, name: &str) {
+        let Some(slot) = slot_of_id(id) else { return };
+        let mut inner = self.write();
+        let name: Arc<str> = name.into();
+        let space = inner.spaces.entry((kind, slot)).or_default();
+        space.by_name.insert(name.clone(), id);
+        inner.names.insert((kind, id), name);
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
@@ -211,11 +254,24 @@ impl Ids {
             Name::Engine(id) => scope.reaches(kind, id).then_some(id),
             Name::Number(n) if scope.everything => Some(n),
             Name::Number(n) if kind == Kind::Vehicle && scope.in_ranges(n) => Some(n),
-            _ => self
-                .read()
-                .spaces
-                .get(&(kind, scope.slot))
-                .and_then(|s| s.by_name.get(name).copied()),
+            _ => {
+                let here = self
+                    .read()
+                    .spaces
+                    .get(&(kind, scope.slot))
+                    .and_then(|s| s.by_name.get(name).copied());
+                match (here, &self.directory) {
+                    (None, Some(d)) => {
+                        let found = d.lookup(kind, scope.slot, name)?;
+                        let id = found.map(|n| allocated(scope.slot, n));
+                        if let Some(id) = id {
+                            self.cache(kind, id, name);
+                        }
+                        id
+                    }
+                    (here, _) => here,
+                }
+            }
         })
     }
 
@@ -243,6 +299,12 @@ impl Ids {
                 kind.as_str()
             )));
         }
+        if let Some(d) = &self.directory {
+            let limit = (self.max_per_space as u64).min(1 << COUNTER_BITS);
+            let id = allocated(scope.slot, d.bind(kind, scope.slot, name, limit)?);
+            self.cache(kind, id, name);
+            return Ok((id, None));
+        }
         let mut inner = self.write();
         let inner = &mut *inner;
         let space = inner.spaces.entry((kind, scope.slot)).or_default();
@@ -254,7 +316,7 @@ impl Ids {
         if space.by_name.len() >= self.max_per_space || space.next >= 1 << COUNTER_BITS {
             return Err(IdError::Full(kind));
         }
-        let id = ALLOCATED | u64::from(scope.slot) << COUNTER_BITS | space.next;
+        let id = allocated(scope.slot, space.next);
         space.next += 1;
         let name: Arc<str> = name.into();
         space.by_name.insert(name.clone(), id);
@@ -319,6 +381,13 @@ impl Ids {
     pub fn label(&self, scope: &Scope<'_>, kind: Kind, id: u64, numbers_only: bool) -> String {
         if id < ALLOCATED {
             return id.to_string();
+        }
+        let cached = self.read().names.contains_key(&(kind, id));
+        if !cached
+            && let Some(d) = &self.directory
+            && let Ok(Some(name)) = d.label(kind, id)
+        {
+            self.cache(kind, id, &name);
         }
         let inner = self.read();
         match inner.names.get(&(kind, id)) {

@@ -5,7 +5,8 @@
 //! webhook endpoints ([`endpoints`]), tokens, roles and fleets ([`auth`]), the
 //! names fleets give their vehicles and stops ([`ids`]), the durable store
 //! ([`store`]) and the recovery and checkpoints built on it ([`durable`]),
-//! the event-time clock ([`clock`]), the memory bound ([`memory`]),
+//! the event-time clock ([`clock`]), the memory bound ([`memory`]), the
+//! node's part in a cluster ([`cluster`]),
 //! the rules every ping keeps at every door and its hand-over to the
 //! engine ([`admit`]), late positions placed in the history
 //! ([`backfill`]), where accepted pings go ([`sink`]), the zones fleets draw
@@ -16,6 +17,7 @@ pub mod admit;
 pub mod auth;
 pub mod backfill;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod devices;
 pub mod dispatch;

@@ -50,6 +50,8 @@ pub struct Node {
     pub backfill: crate::backfill::Backfill,
     /// The webhook endpoints' delivery, once started.
     pub webhooks: crate::endpoints::Registry,
+    /// This node's part in a cluster, once joined (never, alone).
+    pub cluster: std::sync::OnceLock<Arc<lastmile_cluster::Member>>,
     /// Counters the front ends add to the node's, so every statistics
     /// answer (QUIC GET_STATS, `/metrics`) carries every front end's.
     front_stats: std::sync::Mutex<Vec<StatsSource>>,
@@ -67,15 +69,20 @@ pub struct Running {
 impl Node {
     /// Builds the node (the names read back from the store) and starts its
     /// background threads. `resume_clock`: the event time a restored engine
-    /// had reached (NaN: none).
+    /// had reached (NaN: none). `names`: a cluster's shared directory of
+    /// names, used instead of the store's.
     pub fn start(
         config: Config,
         sink: Sink,
         auth: Auth,
         durable: Option<Arc<Durable>>,
         resume_clock: f64,
+        names: Option<Arc<dyn crate::ids::Directory>>,
     ) -> anyhow::Result<Running> {
-        let ids = Ids::new(config.limits.max_ids_per_fleet);
+        let ids = match names {
+            Some(d) => Ids::shared(config.limits.max_ids_per_fleet, d),
+            None => Ids::new(config.limits.max_ids_per_fleet),
+        };
         if let Some(d) = &durable {
             d.store
                 .load_names(&ids)
@@ -113,6 +120,7 @@ impl Node {
             memory,
             events: events_rx,
             front_stats: std::sync::Mutex::new(Vec::new()),
+            cluster: std::sync::OnceLock::new(),
         });
         // Event time goes on from where the engine was, not from the wall clock.
         node.clock.observe(resume_clock);
@@ -298,6 +306,9 @@ impl Node {
             out.push(("cpu_ms_engine".into(), cpu[0]));
             out.push(("cpu_ms_io".into(), cpu[1]));
             out.push(("cpu_ms_other".into(), cpu[2]));
+        }
+        if let Some(m) = self.cluster.get() {
+            out.extend(cluster_stats(m));
         }
         if let Some(d) = &self.durable {
             let c = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed);
@@ -507,4 +518,33 @@ fn rss_bytes() -> Option<(u64, u64)> {
         Some(kb * 1024)
     };
     Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// A cluster member's counters, named `cluster_*`.
+fn cluster_stats(m: &lastmile_cluster::Member) -> Vec<(String, u64)> {
+    let s = &m.stats;
+    let c = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed);
+    [
+        ("partitions_owned", m.owned().len() as u64),
+        ("lag_batches", m.lag()),
+        ("published_batches", c(&s.published_batches)),
+        ("published_pings", c(&s.published_pings)),
+        ("publish_retries", c(&s.publish_retries)),
+        ("publish_failures", c(&s.publish_failures)),
+        ("publish_duplicates", c(&s.publish_duplicates)),
+        ("applied_batches", c(&s.applied_batches)),
+        ("applied_pings", c(&s.applied_pings)),
+        ("bad_batches", c(&s.bad_batches)),
+        ("leases_taken", c(&s.leases_taken)),
+        ("leases_lost", c(&s.leases_lost)),
+        ("handed_over", c(&s.handed_over)),
+        ("checkpoints", c(&s.checkpoints)),
+        ("checkpoint_bytes", c(&s.checkpoint_bytes)),
+        ("checkpoint_failures", c(&s.checkpoint_failures)),
+        ("checkpoints_unreadable", c(&s.checkpoints_unreadable)),
+        ("heartbeat_failures", c(&s.heartbeat_failures)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (format!("cluster_{k}"), v))
+    .collect()
 }

@@ -104,6 +104,11 @@ fn refusal(e: IdError) -> ApiError {
             "limit_exceeded",
             e.to_string(),
         ),
+        IdError::Unavailable(_) => ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            e.to_string(),
+        ),
     }
 }
 

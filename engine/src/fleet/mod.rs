@@ -24,6 +24,7 @@ pub mod detect;
 pub mod eta;
 pub mod events;
 mod fleet_zones;
+mod handover;
 pub mod journal;
 pub mod latency;
 mod learning;
@@ -55,9 +56,11 @@ pub use detect::DetectConfig;
 pub use eta::EtaConfig;
 pub use events::{Event, EventBus, EventFilter, EventKind, ReadReport};
 pub use fleet_zones::{MAX_POINTS_PER_FLEET, MAX_ZONES_PER_FLEET};
+pub use handover::{Adopted, PartitionSave};
 pub use journal::Journal;
 pub use latency::Histogram;
 pub use learning::background_priority;
+pub use partition::partition_of;
 pub use persist::{Restored, Saving};
 pub use registry::StopRecord;
 pub use shard::ShardCounters;
@@ -421,6 +424,11 @@ impl Engine {
 
     pub fn shard_count(&self) -> usize {
         self.shards.len()
+    }
+
+    /// Partitions the vehicles are spread over (see [`partition_of`]).
+    pub fn partition_count(&self) -> usize {
+        self.partitions
     }
 
     /// Pings waiting in the shards' queues now.

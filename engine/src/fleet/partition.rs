@@ -60,7 +60,7 @@ const SAVE_CHUNK: usize = 64 << 10;
 
 /// Which of `count` partitions a vehicle belongs to: fixed while the count
 /// is (a multiplicative hash of the id, spread evenly).
-pub(crate) fn partition_of(vehicle: VehicleId, count: usize) -> usize {
+pub fn partition_of(vehicle: VehicleId, count: usize) -> usize {
     let h = vehicle.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (vehicle >> 31);
     (((h >> 32) * count as u64) >> 32) as usize
 }
@@ -238,6 +238,67 @@ impl<'g> Partitions<'g> {
         }
         self.ctx.counters.vehicle_bytes = self.bytes(usize::MAX);
         (restored, errors)
+    }
+
+    /// Partition `p`'s vehicles alone as checkpoint records (a partition
+    /// handed to another node), with the number saved and of those that
+    /// failed to serialise.
+    pub fn save_partition(&self, p: usize) -> (Vec<u8>, usize, usize) {
+        let (mut buf, mut saved, mut failed) = (Vec::new(), 0, 0);
+        for slot in self
+            .parts
+            .get(p)
+            .into_iter()
+            .flat_map(|p| p.vehicles.values())
+        {
+            match checkpoint::push_record(&mut buf, &slot.vehicle) {
+                Ok(()) => saved += 1,
+                Err(_) => failed += 1,
+            }
+        }
+        (buf, saved, failed)
+    }
+
+    /// Takes the vehicles of records saved by [`Self::save_partition`]
+    /// (this worker's, at `ranges`), each replacing any vehicle of its id:
+    /// a partition taken over. Paths are retimed at their next ping if the
+    /// saving node routed on another metric. Returns the number adopted and
+    /// the errors of those that were not.
+    pub fn adopt(
+        &mut self,
+        records: &[u8],
+        ranges: Vec<std::ops::Range<usize>>,
+    ) -> (usize, Vec<String>) {
+        let (mut adopted, mut errors) = (0, Vec::new());
+        for range in ranges {
+            match checkpoint::vehicle_from(&records[range]) {
+                Ok(v) => {
+                    let p = partition_of(v.id, self.parts.len());
+                    let slot = Slot::new(Box::new(v), &self.snapshots);
+                    slot.publish();
+                    self.parts[p].vehicles.insert(slot.vehicle.id, slot);
+                    adopted += 1;
+                }
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        self.ctx.counters.vehicle_bytes = self.bytes(usize::MAX);
+        (adopted, errors)
+    }
+
+    /// Forgets partition `p`'s vehicles (another node owns them now): they
+    /// leave the snapshot table, so queries here no longer answer for them.
+    /// Returns how many there were.
+    pub fn release(&mut self, p: usize) -> usize {
+        let Some(part) = self.parts.get_mut(p) else {
+            return 0;
+        };
+        let gone = std::mem::take(&mut part.vehicles);
+        for id in gone.keys() {
+            self.snapshots.remove(id);
+        }
+        self.ctx.counters.vehicle_bytes = self.bytes(usize::MAX);
+        gone.len()
     }
 
     /// The periodic step at `now`: offline checks, buffers trimmed now and

@@ -69,6 +69,23 @@ pub(crate) enum Msg {
         metric_version: u64,
         reply: Sender<(usize, Vec<String>)>,
     },
+    /// One partition's vehicles as checkpoint records: (records, saved,
+    /// failed).
+    SavePartition {
+        partition: usize,
+        reply: Sender<(Vec<u8>, usize, usize)>,
+    },
+    /// Vehicles of a partition taken over (this shard's records at `ranges`).
+    Adopt {
+        records: checkpoint::RecordsBuf,
+        ranges: Vec<std::ops::Range<usize>>,
+        reply: Sender<(usize, Vec<String>)>,
+    },
+    /// Forget a partition's vehicles; the reply is how many there were.
+    Release {
+        partition: usize,
+        reply: Sender<usize>,
+    },
     Stop,
 }
 
@@ -233,6 +250,19 @@ pub(crate) fn run(
                 let all = records.as_slice();
                 let done = part.restore(all, ranges, observations, outcomes, metric_version);
                 let _ = reply.send(done);
+            }
+            Msg::SavePartition { partition, reply } => {
+                let _ = reply.send(part.save_partition(partition));
+            }
+            Msg::Adopt {
+                records,
+                ranges,
+                reply,
+            } => {
+                let _ = reply.send(part.adopt(records.as_slice(), ranges));
+            }
+            Msg::Release { partition, reply } => {
+                let _ = reply.send(part.release(partition));
             }
             Msg::Tick { now, reply } => {
                 let _ = reply.send(part.tick(now));

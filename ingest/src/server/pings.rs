@@ -284,7 +284,7 @@ pub async fn datagrams(shared: Arc<Shared>, who: Arc<Session>, conn: Connection)
             ServerStats::add(&shared.stats.pings_shed_memory, pings.len() as u64);
             (0, pings.len())
         } else {
-            shared.sink.submit_lossy(&pings)
+            admit::offer_lossy(&shared.node, &pings)
         };
         ServerStats::add(&shared.stats.pings_accepted, accepted as u64);
         ServerStats::add(&shared.stats.pings_shed, shed as u64);

@@ -1,0 +1,614 @@
+//! A node's part in the cluster. Two halves share one connection:
+//!
+//! - **front end**: [`Member::publish`] puts a batch of accepted pings on
+//!   the log, split by partition, and returns once every part is stored
+//!   on the stream's replicas; only then is the device told. A part whose
+//!   publish fails is published again under the same message id, which the
+//!   stream stores once, for as long as an election may last.
+//! - **engine**: a supervisor task, every fifth of the lease time, writes
+//!   the node's heartbeat, renews its leases (a failed renewal is a lost
+//!   lease: the partition's driver stops and its vehicles are forgotten at
+//!   once), and takes the free partitions this node should own (by highest
+//!   random weight over the nodes alive, [`leases::preferred`]), handing
+//!   over those another node alive should own. Each owned partition has a
+//!   driver task: it loads the partition's checkpoint into the engine,
+//!   reads the log from the sequence after it, offers each batch to the
+//!   engine in order, and checkpoints now and then and when handing over.
+//!
+//! The engine is the single node's, given only the partitions this node
+//! owns: a vehicle's partition here is the engine's ([`partition_of`]).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use async_nats::jetstream::Context;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use lastmile_engine::Ping;
+use lastmile_engine::fleet::{Engine, VehicleId, partition_of};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::checkpoints::{Checkpoints, PartitionCheckpoint};
+use crate::leases::{self, Lease, Leases};
+use crate::ping_log::{LogConfig, PingLog};
+use crate::records;
+
+/// How a node takes part.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// The NATS servers, comma-separated (`nats://a:4222,nats://b:4222`).
+    pub url: String,
+    /// This node's name in the cluster (letters, digits, `-`, `_`), unique
+    /// among the nodes alive.
+    pub node: String,
+    pub log: LogConfig,
+    /// A partition whose owner stops renewing is free after this long.
+    pub lease: Duration,
+    /// How often an owner checkpoints a partition that moved on.
+    pub checkpoint_every: Duration,
+    /// How long a front end keeps publishing a batch the cluster does not
+    /// acknowledge (an election takes 3 to 8 s) before refusing it.
+    pub publish_patience: Duration,
+}
+
+impl ClusterConfig {
+    pub fn new(url: &str, node: &str) -> Self {
+        Self {
+            url: url.into(),
+            node: node.into(),
+            log: LogConfig::default(),
+            lease: Duration::from_secs(5),
+            checkpoint_every: Duration::from_secs(30),
+            publish_patience: Duration::from_secs(15),
+        }
+    }
+}
+
+/// What a member counts (for `/metrics` and `lastmile cluster status`).
+#[derive(Default)]
+pub struct MemberStats {
+    pub published_batches: AtomicU64,
+    pub published_pings: AtomicU64,
+    /// Publishes tried again after no acknowledgement.
+    pub publish_retries: AtomicU64,
+    /// Batches refused to a device: not acknowledged within the patience.
+    pub publish_failures: AtomicU64,
+    /// Publishes the stream had already (a retry that had landed).
+    pub publish_duplicates: AtomicU64,
+    pub applied_batches: AtomicU64,
+    pub applied_pings: AtomicU64,
+    /// Stored batches that did not read back (skipped).
+    pub bad_batches: AtomicU64,
+    pub leases_taken: AtomicU64,
+    pub leases_lost: AtomicU64,
+    pub handed_over: AtomicU64,
+    pub checkpoints: AtomicU64,
+    pub checkpoint_bytes: AtomicU64,
+    pub checkpoint_failures: AtomicU64,
+    /// Partitions whose checkpoint could not be read (replayed from the log's start).
+    pub checkpoints_unreadable: AtomicU64,
+    pub heartbeat_failures: AtomicU64,
+}
+
+/// A partition this node drives.
+struct Owned {
+    lease: Lease,
+    task: JoinHandle<()>,
+    /// Ask the driver to stop; `true`: checkpoint first (a hand-over).
+    stop: Option<oneshot::Sender<bool>>,
+    progress: Arc<Progress>,
+}
+
+/// A driver's position in its partition's log.
+#[derive(Default)]
+struct Progress {
+    /// The last sequence offered to the engine.
+    applied: AtomicU64,
+    /// Batches stored after it.
+    lag: AtomicU64,
+}
+
+/// A partition as [`Member::status`] tells it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionStatus {
+    pub partition: u32,
+    /// Its owner, if any holds it.
+    pub owner: Option<String>,
+    /// The last sequence the owner applied, as it last said.
+    pub applied: u64,
+    /// The partition's newest sequence.
+    pub last: u64,
+}
+
+impl PartitionStatus {
+    /// Batches stored but not yet applied by the owner (as of its last
+    /// renewal: up to a second behind).
+    pub fn lag(&self) -> u64 {
+        self.last.saturating_sub(self.applied)
+    }
+}
+
+/// The cluster at one look.
+#[derive(Clone, Debug, Default)]
+pub struct Status {
+    /// Nodes alive, with what each says of itself.
+    pub nodes: Vec<(String, String)>,
+    pub partitions: Vec<PartitionStatus>,
+}
+
+impl Status {
+    /// Reads the cluster's state at `url` without joining it.
+    pub async fn fetch(url: &str, timeout: Duration) -> anyhow::Result<Self> {
+        let js = crate::connect(url, timeout).await?;
+        let partitions = PingLog::existing_partitions(&js)
+            .await?
+            .context("no lastmile node has run on this NATS cluster yet")?;
+        let leases = Leases::observe(&js).await?;
+        let log = PingLog::open(
+            &js,
+            &LogConfig {
+                partitions,
+                ..LogConfig::default()
+            },
+        )
+        .await?;
+        status(&leases, &log).await
+    }
+}
+
+async fn status(leases: &Leases, log: &PingLog) -> anyhow::Result<Status> {
+    let view = leases.view().await?;
+    let last = futures_util::stream::iter(0..log.partitions())
+        .map(|p| log.last_sequence(p))
+        .buffered(16)
+        .collect::<Vec<_>>()
+        .await;
+    let mut partitions = Vec::with_capacity(last.len());
+    for (p, last) in last.into_iter().enumerate() {
+        let holder = view.holders.iter().find(|h| h.partition == p as u32);
+        partitions.push(PartitionStatus {
+            partition: p as u32,
+            owner: holder.map(|h| h.node.clone()),
+            applied: holder.map_or(0, |h| h.applied),
+            last: last?,
+        });
+    }
+    Ok(Status {
+        nodes: view.nodes,
+        partitions,
+    })
+}
+
+/// A node of the cluster.
+pub struct Member {
+    config: ClusterConfig,
+    log: PingLog,
+    leases: Leases,
+    checkpoints: Checkpoints,
+    engine: Arc<Engine>,
+    /// Tells this process's batch ids from an earlier one's of the same name.
+    boot: u64,
+    next_batch: AtomicU64,
+    owned: Mutex<HashMap<u32, Owned>>,
+    /// When each partition was last seen free and not this node's to take.
+    free_since: Mutex<HashMap<u32, Instant>>,
+    pub stats: MemberStats,
+}
+
+impl Member {
+    /// Joins the cluster at `config.url` with `engine` (configured with the
+    /// log's partition count): refused at once if the cluster does not
+    /// answer, or runs another partition count. The supervisor starts on
+    /// the current tokio runtime; `about` is what the heartbeat tells of
+    /// this node (its addresses).
+    pub async fn join(
+        config: ClusterConfig,
+        engine: Arc<Engine>,
+        about: String,
+    ) -> anyhow::Result<Arc<Self>> {
+        let partitions = config.log.partitions;
+        if engine.partition_count() != partitions as usize {
+            bail!(
+                "the engine has {} partitions, the cluster {partitions}",
+                engine.partition_count()
+            );
+        }
+        let js = crate::connect(&config.url, config.log.connect_timeout).await?;
+        let member = Self::open(&js, config, engine).await?;
+        let member = Arc::new(member);
+        member.leases.beat(&about).await?;
+        tokio::spawn(supervise(member.clone(), about));
+        Ok(member)
+    }
+
+    async fn open(
+        js: &Context,
+        config: ClusterConfig,
+        engine: Arc<Engine>,
+    ) -> anyhow::Result<Self> {
+        let replicas = config.log.replicas;
+        let log = PingLog::open(js, &config.log).await?;
+        let leases = Leases::open(js, &config.node, config.lease, replicas).await?;
+        let checkpoints = Checkpoints::open(js, engine.graph().fingerprint(), replicas).await?;
+        let boot = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        Ok(Self {
+            config,
+            log,
+            leases,
+            checkpoints,
+            engine,
+            boot,
+            next_batch: AtomicU64::new(0),
+            owned: Mutex::default(),
+            free_since: Mutex::default(),
+            stats: MemberStats::default(),
+        })
+    }
+
+    pub fn config(&self) -> &ClusterConfig {
+        &self.config
+    }
+
+    /// Partitions this node drives now.
+    pub fn owned(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = self.lock_owned().keys().copied().collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Batches stored but not yet offered, over the partitions this node drives.
+    pub fn lag(&self) -> u64 {
+        self.lock_owned()
+            .values()
+            .map(|o| o.progress.lag.load(Relaxed))
+            .sum()
+    }
+
+    pub async fn status(&self) -> anyhow::Result<Status> {
+        status(&self.leases, &self.log).await
+    }
+
+    fn lock_owned(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Owned>> {
+        self.owned.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Puts `pings` on the log and returns once all of them are stored
+    /// (replicated). An error means some may be stored and some not: the
+    /// device sends the batch again, and a ping the engine had already is
+    /// dropped there as a duplicate.
+    pub async fn publish(&self, pings: &[(VehicleId, Ping)]) -> anyhow::Result<usize> {
+        let partitions = self.config.log.partitions as usize;
+        let mut parts: HashMap<u32, Vec<(VehicleId, Ping)>> = HashMap::new();
+        for &(v, p) in pings {
+            parts
+                .entry(partition_of(v, partitions) as u32)
+                .or_default()
+                .push((v, p));
+        }
+        let publishes = parts.into_iter().flat_map(|(p, pings)| {
+            pings
+                .chunks(records::MAX_BATCH)
+                .map(|chunk| (p, Bytes::from(records::encode(chunk)), chunk.len()))
+                .collect::<Vec<_>>()
+        });
+        let results = futures_util::future::join_all(
+            publishes
+                .map(|(p, bytes, n)| async move { self.publish_one(p, bytes).await.map(|()| n) }),
+        )
+        .await;
+        let mut stored = 0;
+        for r in results {
+            stored += r?;
+        }
+        self.stats.published_pings.fetch_add(stored as u64, Relaxed);
+        Ok(stored)
+    }
+
+    async fn publish_one(&self, partition: u32, bytes: Bytes) -> anyhow::Result<()> {
+        let id = format!(
+            "{}-{:x}-{}",
+            self.config.node,
+            self.boot,
+            self.next_batch.fetch_add(1, Relaxed)
+        );
+        let deadline = Instant::now() + self.config.publish_patience;
+        loop {
+            let attempt = tokio::time::timeout(
+                Duration::from_secs(3),
+                self.log.publish(partition, &id, bytes.clone()),
+            )
+            .await;
+            match attempt {
+                Ok(Ok(stored)) => {
+                    self.stats.published_batches.fetch_add(1, Relaxed);
+                    if stored.duplicate {
+                        self.stats.publish_duplicates.fetch_add(1, Relaxed);
+                    }
+                    return Ok(());
+                }
+                Ok(Err(_)) | Err(_) if Instant::now() < deadline => {
+                    self.stats.publish_retries.fetch_add(1, Relaxed);
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Ok(Err(e)) => {
+                    self.stats.publish_failures.fetch_add(1, Relaxed);
+                    return Err(e);
+                }
+                Err(_) => {
+                    self.stats.publish_failures.fetch_add(1, Relaxed);
+                    bail!("the NATS cluster did not acknowledge batch {id}");
+                }
+            }
+        }
+    }
+
+    /// Stops driving every partition, checkpointing each and giving its
+    /// lease up (a clean shutdown: the others take over at once).
+    pub async fn leave(&self) {
+        let owned: Vec<Owned> = self.lock_owned().drain().map(|(_, o)| o).collect();
+        for o in owned {
+            self.hand_over(o).await;
+        }
+    }
+
+    /// One driver stopped after a final checkpoint, its lease given up.
+    async fn hand_over(&self, mut o: Owned) {
+        if let Some(stop) = o.stop.take() {
+            let _ = stop.send(true);
+        }
+        let _ = (&mut o.task).await;
+        self.leases.release(o.lease).await;
+        let engine = self.engine.clone();
+        let p = o.lease.partition as usize;
+        let _ = tokio::task::spawn_blocking(move || engine.release_partition(p)).await;
+        self.stats.handed_over.fetch_add(1, Relaxed);
+    }
+
+    /// A lease lost: the driver stops where it is, the vehicles go.
+    async fn lose(&self, o: Owned) {
+        o.task.abort();
+        let _ = o.task.await;
+        let engine = self.engine.clone();
+        let p = o.lease.partition as usize;
+        let _ = tokio::task::spawn_blocking(move || engine.release_partition(p)).await;
+        self.stats.leases_lost.fetch_add(1, Relaxed);
+    }
+
+    fn start(self: &Arc<Self>, lease: Lease) {
+        let progress = Arc::new(Progress::default());
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(drive(self.clone(), lease, progress.clone(), stopped));
+        self.stats.leases_taken.fetch_add(1, Relaxed);
+        self.lock_owned().insert(
+            lease.partition,
+            Owned {
+                lease,
+                task,
+                stop: Some(stop),
+                progress,
+            },
+        );
+    }
+
+    /// One round of the supervisor: heartbeat, renewals, then the
+    /// partitions taken and handed over.
+    async fn round(self: &Arc<Self>, about: &str) {
+        let beat = self.leases.beat(about).await;
+        if beat.is_err() {
+            self.stats.heartbeat_failures.fetch_add(1, Relaxed);
+        }
+        // Renewals: a driver that ended on its own (an error) is let go too.
+        let mine: Vec<(u32, Lease, u64, bool)> = self
+            .lock_owned()
+            .iter()
+            .map(|(&p, o)| {
+                (
+                    p,
+                    o.lease,
+                    o.progress.applied.load(Relaxed),
+                    o.task.is_finished(),
+                )
+            })
+            .collect();
+        for (p, mut lease, applied, finished) in mine {
+            let renewed = !finished && self.leases.renew(&mut lease, applied).await.is_ok();
+            let Some(o) = self.lock_owned().remove(&p) else {
+                continue;
+            };
+            if renewed {
+                self.lock_owned().insert(p, Owned { lease, ..o });
+            } else if finished {
+                self.leases.release(o.lease).await;
+                self.lose(o).await;
+            } else {
+                self.lose(o).await;
+            }
+        }
+        if beat.is_err() {
+            // Unsure whether the others see this node: take nothing and
+            // hand nothing over until they do.
+            return;
+        }
+        let Ok(view) = self.leases.view().await else {
+            return;
+        };
+        let nodes: Vec<String> = view.nodes.iter().map(|(n, _)| n.clone()).collect();
+        if !nodes.iter().any(|n| n == self.leases.node()) {
+            return;
+        }
+        let me = self.leases.node();
+        for p in 0..self.config.log.partitions {
+            let preferred = leases::preferred(p, &nodes);
+            let holder = view.holders.iter().find(|h| h.partition == p);
+            let owned_here = self.lock_owned().contains_key(&p);
+            if owned_here {
+                if preferred != Some(me) && holder.is_some_and(|h| h.node == me) {
+                    let o = self.lock_owned().remove(&p);
+                    if let Some(o) = o {
+                        self.hand_over(o).await;
+                    }
+                }
+                continue;
+            }
+            if holder.is_some() {
+                self.lock_free_since().remove(&p);
+                continue;
+            }
+            // Free: the preferred node takes it; any node does once it has
+            // stayed free for three lease times (the preferred one cannot).
+            let since = *self.lock_free_since().entry(p).or_insert_with(Instant::now);
+            let orphaned = since.elapsed() > 3 * self.config.lease;
+            if preferred == Some(me) || orphaned {
+                if let Ok(Some(lease)) = self.leases.acquire(p, 0).await {
+                    self.lock_free_since().remove(&p);
+                    self.start(lease);
+                }
+            }
+        }
+    }
+
+    fn lock_free_since(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Instant>> {
+        self.free_since.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The supervisor: a round every fifth of the lease time, for as long as
+/// the member exists.
+async fn supervise(member: Arc<Member>, about: String) {
+    let mut every = tokio::time::interval(member.config.lease / 5);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if Arc::strong_count(&member) == 1 {
+            return;
+        }
+        member.round(&about).await;
+    }
+}
+
+/// Drives one owned partition until stopped: the checkpoint in, then the
+/// log from the sequence after it, checkpointing every so often.
+async fn drive(
+    member: Arc<Member>,
+    lease: Lease,
+    progress: Arc<Progress>,
+    mut stop: oneshot::Receiver<bool>,
+) {
+    let p = lease.partition;
+    let engine = member.engine.clone();
+    let stats = &member.stats;
+    // Whatever this node held of the partition before (a lease lost and
+    // taken again) gives way to the checkpoint.
+    let e = engine.clone();
+    let _ = tokio::task::spawn_blocking(move || e.release_partition(p as usize)).await;
+    let from = match member.checkpoints.get(p).await {
+        Ok(Some(ckpt)) => {
+            let e = engine.clone();
+            let adopted =
+                tokio::task::spawn_blocking(move || e.adopt_partition(ckpt.records)).await;
+            match adopted {
+                Ok(Ok(_)) => ckpt.sequence,
+                _ => {
+                    stats.checkpoints_unreadable.fetch_add(1, Relaxed);
+                    0
+                }
+            }
+        }
+        Ok(None) => 0,
+        Err(_) => {
+            stats.checkpoints_unreadable.fetch_add(1, Relaxed);
+            0
+        }
+    };
+    progress.applied.store(from, Relaxed);
+    let Ok(batches) = member.log.read(p, from + 1).await else {
+        return;
+    };
+    let mut batches = std::pin::pin!(batches);
+    let mut saved_at = from;
+    let mut every = tokio::time::interval(member.config.checkpoint_every);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    every.tick().await;
+    let (mut pings, mut refused) = (Vec::new(), Vec::new());
+    loop {
+        tokio::select! {
+            batch = batches.next() => {
+                let Some(Ok(batch)) = batch else { return };
+                pings.clear();
+                match records::decode(&batch.bytes, &mut pings) {
+                    Ok(_) => {
+                        offer(&engine, &mut pings, &mut refused).await;
+                        stats.applied_batches.fetch_add(1, Relaxed);
+                        stats.applied_pings.fetch_add(pings.len() as u64, Relaxed);
+                    }
+                    Err(_) => {
+                        stats.bad_batches.fetch_add(1, Relaxed);
+                    }
+                }
+                progress.applied.store(batch.sequence, Relaxed);
+                progress.lag.store(batch.pending, Relaxed);
+            }
+            _ = every.tick() => {
+                let applied = progress.applied.load(Relaxed);
+                if applied > saved_at && checkpoint(&member, lease, applied).await {
+                    saved_at = applied;
+                }
+            }
+            handing_over = &mut stop => {
+                if handing_over == Ok(true) {
+                    checkpoint(&member, lease, progress.applied.load(Relaxed)).await;
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Hands pings to the engine, waiting while its queues are full.
+async fn offer(
+    engine: &Arc<Engine>,
+    pings: &mut [(VehicleId, Ping)],
+    refused: &mut Vec<(VehicleId, Ping)>,
+) {
+    refused.clear();
+    engine.offer(pings, refused);
+    while !refused.is_empty() {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let again = std::mem::take(refused);
+        engine.offer(&again, refused);
+    }
+}
+
+/// The partition's vehicles as of sequence `applied`, to the object store.
+async fn checkpoint(member: &Arc<Member>, lease: Lease, applied: u64) -> bool {
+    let engine = member.engine.clone();
+    let p = lease.partition as usize;
+    let Ok(save) = tokio::task::spawn_blocking(move || engine.save_partition(p)).await else {
+        return false;
+    };
+    let ckpt = PartitionCheckpoint {
+        sequence: applied,
+        epoch: lease.epoch,
+        records: save.records,
+    };
+    match member.checkpoints.put(lease.partition, &ckpt).await {
+        Ok(bytes) => {
+            member.stats.checkpoints.fetch_add(1, Relaxed);
+            member
+                .stats
+                .checkpoint_bytes
+                .fetch_add(bytes as u64, Relaxed);
+            true
+        }
+        Err(_) => {
+            member.stats.checkpoint_failures.fetch_add(1, Relaxed);
+            false
+        }
+    }
+}

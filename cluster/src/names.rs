@@ -1,0 +1,190 @@
+//! The fleets' names for their vehicles, stops and zones, shared by every
+//! node: a key-value bucket, `LASTMILE_NAMES`, kept for good (no TTL).
+//!
+//! A node allocating an id for a new name must not collide with another
+//! node doing the same, and two nodes meeting the same new name at once
+//! must agree on one id. So, per (kind, fleet slot):
+//!
+//! - `next.<kind>.<slot>` counts the ids drawn, advanced by
+//!   compare-and-swap (a node losing the race reads it again);
+//! - `name.<kind>.<slot>.<name in hex>` binds a name to its number, made
+//!   with `create`: the first node to bind a name wins, the other reads the
+//!   winner's number (its own drawn number stays unused);
+//! - `label.<kind>.<slot>.<number>` names a number, for the nodes that see
+//!   only the id (an owner labelling its events), written before the
+//!   binding.
+//!
+//! The node composes the engine id from the number (see the node's `ids`).
+//! Lookups of names another node bound are read from the bucket, then
+//! cached by the node.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use async_nats::jetstream::Context;
+use async_nats::jetstream::kv::{self, CreateErrorKind, Store};
+use async_nats::jetstream::stream::StorageType;
+use bytes::Bytes;
+
+pub const BUCKET: &str = "LASTMILE_NAMES";
+/// Compare-and-swap attempts on a counter before giving up (each lost race
+/// is another node's allocation going through).
+const CAS_ATTEMPTS: usize = 64;
+/// Each call gives up after this long (the cluster in election, or gone).
+const PATIENCE: Duration = Duration::from_secs(10);
+
+#[derive(Clone)]
+pub struct Names {
+    kv: Store,
+}
+
+fn name_key(kind: u8, slot: u32, name: &str) -> String {
+    let mut key = format!("name.{kind}.{slot}.");
+    for b in name.bytes() {
+        key.push_str(&format!("{b:02x}"));
+    }
+    key
+}
+
+fn label_key(kind: u8, slot: u32, n: u64) -> String {
+    format!("label.{kind}.{slot}.{n}")
+}
+
+fn number(value: &[u8]) -> anyhow::Result<u64> {
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .context("a damaged entry in the names bucket")
+}
+
+impl Names {
+    pub async fn open(js: &Context, replicas: usize) -> anyhow::Result<Self> {
+        let kv = match js.get_key_value(BUCKET).await {
+            Ok(kv) => kv,
+            Err(_) => js
+                .create_key_value(kv::Config {
+                    bucket: BUCKET.into(),
+                    history: 1,
+                    storage: StorageType::File,
+                    num_replicas: replicas,
+                    ..kv::Config::default()
+                })
+                .await
+                .with_context(|| format!("JetStream refused the bucket {BUCKET}"))?,
+        };
+        Ok(Self { kv })
+    }
+
+    /// The number `name` is bound to, if any node bound it.
+    pub async fn lookup(&self, kind: u8, slot: u32, name: &str) -> anyhow::Result<Option<u64>> {
+        let got = tokio::time::timeout(PATIENCE, self.kv.get(name_key(kind, slot, name)))
+            .await
+            .context("the names bucket did not answer")?
+            .context("reading the names bucket")?;
+        got.map(|v| number(&v)).transpose()
+    }
+
+    /// The name number `n` of (kind, slot) is bound to, if any.
+    pub async fn label(&self, kind: u8, slot: u32, n: u64) -> anyhow::Result<Option<String>> {
+        let got = tokio::time::timeout(PATIENCE, self.kv.get(label_key(kind, slot, n)))
+            .await
+            .context("the names bucket did not answer")?
+            .context("reading the names bucket")?;
+        Ok(got.map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// The number bound to `name`, binding the next free one if none is;
+    /// `limit` bounds the numbers drawn in this (kind, slot) (`None`: all
+    /// drawn).
+    pub async fn bind(
+        &self,
+        kind: u8,
+        slot: u32,
+        name: &str,
+        limit: u64,
+    ) -> anyhow::Result<Option<u64>> {
+        tokio::time::timeout(PATIENCE, self.bind_now(kind, slot, name, limit))
+            .await
+            .context("the names bucket did not answer")?
+    }
+
+    async fn bind_now(
+        &self,
+        kind: u8,
+        slot: u32,
+        name: &str,
+        limit: u64,
+    ) -> anyhow::Result<Option<u64>> {
+        if let Some(n) = self.lookup(kind, slot, name).await? {
+            return Ok(Some(n));
+        }
+        let Some(n) = self.draw(kind, slot, limit).await? else {
+            return Ok(None);
+        };
+        // The number's label first: once the name is bound, it has one.
+        self.kv
+            .put(label_key(kind, slot, n), Bytes::from(name.to_owned()))
+            .await
+            .context("writing the names bucket")?;
+        let key = name_key(kind, slot, name);
+        match self.kv.create(&key, Bytes::from(n.to_string())).await {
+            Ok(_) => Ok(Some(n)),
+            Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {
+                let theirs = self
+                    .kv
+                    .get(&key)
+                    .await
+                    .context("reading the names bucket")?;
+                number(&theirs.context("a name bound and gone")?).map(Some)
+            }
+            Err(e) => Err(anyhow::anyhow!("binding a name: {e}")),
+        }
+    }
+
+    /// The next number of (kind, slot), taken (`None`: `limit` reached).
+    async fn draw(&self, kind: u8, slot: u32, limit: u64) -> anyhow::Result<Option<u64>> {
+        let key = format!("next.{kind}.{slot}");
+        for _ in 0..CAS_ATTEMPTS {
+            let entry = self
+                .kv
+                .entry(&key)
+                .await
+                .context("reading the names bucket")?;
+            let (n, revision) = match &entry {
+                Some(e) => (number(&e.value)?, e.revision),
+                None => (0, 0),
+            };
+            if n >= limit {
+                return Ok(None);
+            }
+            let next = Bytes::from((n + 1).to_string());
+            let won = if revision == 0 {
+                self.kv.create(&key, next).await.is_ok()
+            } else {
+                self.kv.update(&key, next, revision).await.is_ok()
+            };
+            if won {
+                return Ok(Some(n));
+            }
+        }
+        bail!("too many nodes drawing names at once")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_hold_any_name() {
+        assert_eq!(name_key(1, 7, "van 1"), "name.1.7.76616e2031");
+        // Dots, stars and non-ASCII are only hex digits in the key.
+        let k = name_key(2, 0, "a.*>é");
+        assert!(
+            k["name.2.0.".len()..]
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit()),
+            "{k}"
+        );
+    }
+}

@@ -1,0 +1,181 @@
+//! The cluster's commands: joining one (`serve --cluster`, wired here) and
+//! looking at one (`lastmile cluster status`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use lastmile_cluster::names::Names;
+use lastmile_cluster::{ClusterConfig, Member, Status};
+use lastmile_engine::fleet::Journal;
+use lastmile_node::Node;
+use lastmile_node::cluster::SharedNames;
+use lastmile_node::ids::Directory;
+use serde_json::json;
+
+/// The cluster's shared names, for a node about to start.
+pub async fn shared_names(c: &ClusterConfig) -> Result<Arc<dyn Directory>> {
+    let js = lastmile_cluster::connect(&c.url, c.log.connect_timeout).await?;
+    let names = Names::open(&js, c.log.replicas).await?;
+    Ok(SharedNames::new(names, tokio::runtime::Handle::current()))
+}
+
+/// Joins the cluster with the node's engine: its front ends publish from
+/// now on, and its engine drives the partitions it comes to own.
+pub async fn join(node: &Arc<Node>, c: ClusterConfig) -> Result<()> {
+    let engine = node
+        .sink
+        .engine()
+        .context("a cluster node runs the engine")?
+        .clone();
+    // Dispatchers' commands are not on the cluster's log yet: refused on
+    // every door alike rather than applied on one node.
+    engine.set_journal(Arc::new(NoCommandLog));
+    let about = format!("quic={} pid={}", node.config.listen, std::process::id());
+    let (url, name) = (c.url.clone(), c.node.clone());
+    let member = Member::join(c, engine, about)
+        .await
+        .with_context(|| format!("joining the cluster at {url}"))?;
+    tracing::info!(node = %name, url = %url, "joined the cluster");
+    let _ = node.cluster.set(member);
+    Ok(())
+}
+
+/// Refuses every command: in cluster mode routes, stops and zones are not
+/// carried by the log yet.
+struct NoCommandLog;
+
+impl Journal for NoCommandLog {
+    fn append(
+        &self,
+        _: &[lastmile_engine::fleet::Command],
+        _: &[lastmile_engine::fleet::StopPlan],
+        _: f64,
+    ) -> Result<u64, String> {
+        Err(
+            "routes, stops and zones are not carried by a cluster in this version: send them to a single node"
+                .into(),
+        )
+    }
+
+    fn sync(&self, _: u64) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// A node's name by default: the host's, and the QUIC port (two nodes on
+/// one host differ by port).
+pub fn default_node_name(port: u16) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host: String = host
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let host = if host.is_empty() {
+        "lastmile".into()
+    } else {
+        host
+    };
+    format!("{host}-{port}")
+}
+
+#[derive(Args)]
+pub struct ClusterArgs {
+    #[command(subcommand)]
+    command: ClusterCommand,
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Nodes alive, and each partition's owner, last applied batch and lag.
+    Status {
+        /// The NATS servers, comma-separated (nats://host:port).
+        #[arg(long)]
+        cluster: String,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn cluster(a: ClusterArgs) -> Result<()> {
+    let ClusterCommand::Status { cluster, json } = a.command;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let status = runtime.block_on(Status::fetch(&cluster, Duration::from_secs(5)))?;
+    if json {
+        let partitions: Vec<_> = status
+            .partitions
+            .iter()
+            .map(|p| {
+                json!({
+                    "partition": p.partition,
+                    "owner": p.owner,
+                    "applied": p.applied,
+                    "last": p.last,
+                    "lag": p.lag(),
+                })
+            })
+            .collect();
+        let nodes: Vec<_> = status
+            .nodes
+            .iter()
+            .map(|(name, about)| {
+                let owned = status
+                    .partitions
+                    .iter()
+                    .filter(|p| p.owner.as_deref() == Some(name))
+                    .count();
+                json!({"node": name, "about": about, "partitions": owned})
+            })
+            .collect();
+        println!("{}", json!({"nodes": nodes, "partitions": partitions}));
+        return Ok(());
+    }
+    println!("{:<24} {:>10}  about", "node", "partitions");
+    for (name, about) in &status.nodes {
+        let owned = status
+            .partitions
+            .iter()
+            .filter(|p| p.owner.as_deref() == Some(name))
+            .count();
+        println!("{name:<24} {owned:>10}  {about}");
+    }
+    println!();
+    println!(
+        "{:>9}  {:<24} {:>10} {:>10} {:>8}",
+        "partition", "owner", "applied", "last", "lag"
+    );
+    for p in &status.partitions {
+        println!(
+            "{:>9}  {:<24} {:>10} {:>10} {:>8}",
+            p.partition,
+            p.owner.as_deref().unwrap_or("-"),
+            p.applied,
+            p.last,
+            p.lag()
+        );
+    }
+    let free = status
+        .partitions
+        .iter()
+        .filter(|p| p.owner.is_none())
+        .count();
+    let lag: u64 = status.partitions.iter().map(|p| p.lag()).sum();
+    println!(
+        "{} nodes, {} partitions ({free} without an owner), {lag} batches not yet applied",
+        status.nodes.len(),
+        status.partitions.len()
+    );
+    Ok(())
+}
