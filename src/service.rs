@@ -78,7 +78,7 @@ pub struct ServeArgs {
 pub fn serve(a: ServeArgs) -> Result<()> {
     let started = Instant::now();
     let filter = tracing_subscriber::EnvFilter::try_from_env("LASTMILE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn"));
     let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(filter);

@@ -359,6 +359,7 @@ impl Member {
 
     /// One driver stopped after a final checkpoint, its lease given up.
     async fn hand_over(&self, mut o: Owned) {
+        tracing::info!(partition = o.lease.partition, "partition handed over");
         if let Some(stop) = o.stop.take() {
             let _ = stop.send(true);
         }
@@ -381,6 +382,7 @@ impl Member {
     }
 
     fn start(self: &Arc<Self>, lease: Lease) {
+        tracing::info!(partition = lease.partition, epoch = lease.epoch, "partition taken");
         let progress = Arc::new(Progress::default());
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(drive(self.clone(), lease, progress.clone(), stopped));
@@ -417,17 +419,25 @@ impl Member {
             })
             .collect();
         for (p, mut lease, applied, finished) in mine {
-            let renewed = !finished && self.leases.renew(&mut lease, applied).await.is_ok();
+            let renewed = if finished {
+                Err(anyhow::anyhow!("its driver stopped"))
+            } else {
+                self.leases.renew(&mut lease, applied).await
+            };
             let Some(o) = self.lock_owned().remove(&p) else {
                 continue;
             };
-            if renewed {
-                self.lock_owned().insert(p, Owned { lease, ..o });
-            } else if finished {
-                self.leases.release(o.lease).await;
-                self.lose(o).await;
-            } else {
-                self.lose(o).await;
+            match renewed {
+                Ok(()) => {
+                    self.lock_owned().insert(p, Owned { lease, ..o });
+                }
+                Err(e) => {
+                    tracing::warn!(partition = p, error = %format!("{e:#}"), "partition lost");
+                    if finished {
+                        self.leases.release(o.lease).await;
+                    }
+                    self.lose(o).await;
+                }
             }
         }
         if beat.is_err() {
