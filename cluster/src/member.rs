@@ -382,7 +382,11 @@ impl Member {
     }
 
     fn start(self: &Arc<Self>, lease: Lease) {
-        tracing::info!(partition = lease.partition, epoch = lease.epoch, "partition taken");
+        tracing::info!(
+            partition = lease.partition,
+            epoch = lease.epoch,
+            "partition taken"
+        );
         let progress = Arc::new(Progress::default());
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(drive(self.clone(), lease, progress.clone(), stopped));

@@ -10,7 +10,9 @@ use std::time::Duration;
 use lastmile_cluster::names::Names;
 
 async fn open(url: &str) -> Names {
-    let js = lastmile_cluster::connect(url, Duration::from_secs(5)).await.unwrap();
+    let js = lastmile_cluster::connect(url, Duration::from_secs(5))
+        .await
+        .unwrap();
     Names::open(&js, 3).await.unwrap()
 }
 
@@ -35,14 +37,20 @@ async fn nodes_binding_the_same_names_agree() {
     };
     let mut reversed = names.clone();
     reversed.reverse();
-    let (x, y) = (bind_all(a.clone(), names.clone()), bind_all(b.clone(), reversed));
+    let (x, y) = (
+        bind_all(a.clone(), names.clone()),
+        bind_all(b.clone(), reversed),
+    );
     let (x, y) = (x.await.unwrap(), y.await.unwrap());
     assert_eq!(x, y, "both nodes see one number per name");
     let numbers: HashSet<u64> = x.values().copied().collect();
     assert_eq!(numbers.len(), names.len(), "no number twice");
     for (name, &n) in &x {
         assert_eq!(a.lookup(1, 7, name).await.unwrap(), Some(n));
-        assert_eq!(b.label(1, 7, n).await.unwrap().as_deref(), Some(name.as_str()));
+        assert_eq!(
+            b.label(1, 7, n).await.unwrap().as_deref(),
+            Some(name.as_str())
+        );
     }
     // Another kind or fleet is another space; an unknown name is none.
     assert_eq!(a.lookup(2, 7, "van 1").await.unwrap(), None);
@@ -51,5 +59,9 @@ async fn nodes_binding_the_same_names_agree() {
     assert_eq!(a.bind(1, 9, "one", 2).await.unwrap(), Some(0));
     assert_eq!(b.bind(1, 9, "two", 2).await.unwrap(), Some(1));
     assert_eq!(a.bind(1, 9, "three", 2).await.unwrap(), None);
-    assert_eq!(b.bind(1, 9, "one", 2).await.unwrap(), Some(0), "bound before");
+    assert_eq!(
+        b.bind(1, 9, "one", 2).await.unwrap(),
+        Some(0),
+        "bound before"
+    );
 }

