@@ -34,7 +34,13 @@ pub async fn join(node: &Arc<Node>, c: ClusterConfig) -> Result<()> {
     engine.set_journal(Arc::new(NoCommandLog));
     let about = format!("quic={} pid={}", node.config.listen, std::process::id());
     let (url, name) = (c.url.clone(), c.node.clone());
-    let member = Member::join(c, engine, about)
+    let weak = Arc::downgrade(node);
+    let observe = Box::new(move |t: f64| {
+        if let Some(node) = weak.upgrade() {
+            node.clock.observe(t);
+        }
+    });
+    let member = Member::join(c, engine, about, observe)
         .await
         .with_context(|| format!("joining the cluster at {url}"))?;
     tracing::info!(node = %name, url = %url, "joined the cluster");

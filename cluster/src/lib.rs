@@ -16,6 +16,7 @@ pub mod leases;
 pub mod member;
 pub mod names;
 pub mod ping_log;
+mod publisher;
 pub mod records;
 
 use std::time::Duration;

@@ -23,18 +23,18 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use async_nats::jetstream::Context;
-use bytes::Bytes;
 use futures_util::StreamExt;
 use lastmile_engine::Ping;
-use lastmile_engine::fleet::{Engine, VehicleId, partition_of};
+use lastmile_engine::fleet::{Engine, VehicleId};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::checkpoints::{Checkpoints, PartitionCheckpoint};
 use crate::leases::{self, Lease, Leases};
 use crate::ping_log::{LogConfig, PingLog};
+use crate::publisher::Publisher;
 use crate::records;
 
 /// How a node takes part.
@@ -144,19 +144,34 @@ impl Status {
     /// Reads the cluster's state at `url` without joining it.
     pub async fn fetch(url: &str, timeout: Duration) -> anyhow::Result<Self> {
         let js = crate::connect(url, timeout).await?;
-        let partitions = PingLog::existing_partitions(&js)
-            .await?
-            .context("no lastmile node has run on this NATS cluster yet")?;
-        let leases = Leases::observe(&js).await?;
-        let log = PingLog::open(
-            &js,
-            &LogConfig {
-                partitions,
-                ..LogConfig::default()
-            },
-        )
-        .await?;
-        status(&leases, &log).await
+        // Right after a server's loss the cluster elects new leaders (3 to
+        // 8 s): requests fail meanwhile, and are tried again that long.
+        let patience = Instant::now() + Duration::from_secs(15).max(timeout);
+        loop {
+            let partitions = match PingLog::existing_partitions(&js).await {
+                Ok(Some(p)) => p,
+                Ok(None) => bail!("no lastmile node has run on this NATS cluster yet"),
+                Err(e) if Instant::now() > patience => return Err(e),
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    continue;
+                }
+            };
+            let read = async {
+                let leases = Leases::observe(&js).await?;
+                let config = LogConfig {
+                    partitions,
+                    ..LogConfig::default()
+                };
+                let log = PingLog::open(&js, &config).await?;
+                status(&leases, &log).await
+            };
+            match read.await {
+                Ok(s) => return Ok(s),
+                Err(e) if Instant::now() > patience => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
+            }
+        }
     }
 }
 
@@ -190,25 +205,31 @@ pub struct Member {
     leases: Leases,
     checkpoints: Checkpoints,
     engine: Arc<Engine>,
-    /// Tells this process's batch ids from an earlier one's of the same name.
-    boot: u64,
-    next_batch: AtomicU64,
+    publisher: Publisher,
     owned: Mutex<HashMap<u32, Owned>>,
     /// When each partition was last seen free and not this node's to take.
     free_since: Mutex<HashMap<u32, Instant>>,
-    pub stats: MemberStats,
+    pub stats: Arc<MemberStats>,
+    observe: Observer,
 }
+
+/// Told the newest time of each batch applied.
+pub type Observer = Box<dyn Fn(f64) + Send + Sync>;
 
 impl Member {
     /// Joins the cluster at `config.url` with `engine` (configured with the
     /// log's partition count): refused at once if the cluster does not
     /// answer, or runs another partition count. The supervisor starts on
     /// the current tokio runtime; `about` is what the heartbeat tells of
-    /// this node (its addresses).
+    /// this node (its addresses). `observe` is told the time of every ping
+    /// this node's engine applies, so the node's event-time clock (its
+    /// ticks: offline checks, traffic) follows the partitions it drives,
+    /// whichever node's front end took their pings.
     pub async fn join(
         config: ClusterConfig,
         engine: Arc<Engine>,
         about: String,
+        observe: Observer,
     ) -> anyhow::Result<Arc<Self>> {
         let partitions = config.log.partitions;
         if engine.partition_count() != partitions as usize {
@@ -218,7 +239,8 @@ impl Member {
             );
         }
         let js = crate::connect(&config.url, config.log.connect_timeout).await?;
-        let member = Self::open(&js, config, engine).await?;
+        let mut member = Self::open(&js, config, engine).await?;
+        member.observe = observe;
         let member = Arc::new(member);
         member.leases.beat(&about).await?;
         tokio::spawn(supervise(member.clone(), about));
@@ -234,20 +256,29 @@ impl Member {
         let log = PingLog::open(js, &config.log).await?;
         let leases = Leases::open(js, &config.node, config.lease, replicas).await?;
         let checkpoints = Checkpoints::open(js, engine.graph().fingerprint(), replicas).await?;
+        let stats = Arc::new(MemberStats::default());
+        // Tells this process's message ids from an earlier one's of the
+        // same node name.
         let boot = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
+        let publisher = Publisher::start(
+            log.clone(),
+            format!("{}-{boot:x}", config.node),
+            config.publish_patience,
+            stats.clone(),
+        );
         Ok(Self {
             config,
             log,
             leases,
             checkpoints,
             engine,
-            boot,
-            next_batch: AtomicU64::new(0),
+            publisher,
             owned: Mutex::default(),
             free_since: Mutex::default(),
-            stats: MemberStats::default(),
+            stats,
+            observe: Box::new(|_| {}),
         })
     }
 
@@ -283,69 +314,7 @@ impl Member {
     /// device sends the batch again, and a ping the engine had already is
     /// dropped there as a duplicate.
     pub async fn publish(&self, pings: &[(VehicleId, Ping)]) -> anyhow::Result<usize> {
-        let partitions = self.config.log.partitions as usize;
-        let mut parts: HashMap<u32, Vec<(VehicleId, Ping)>> = HashMap::new();
-        for &(v, p) in pings {
-            parts
-                .entry(partition_of(v, partitions) as u32)
-                .or_default()
-                .push((v, p));
-        }
-        let publishes = parts.into_iter().flat_map(|(p, pings)| {
-            pings
-                .chunks(records::MAX_BATCH)
-                .map(|chunk| (p, Bytes::from(records::encode(chunk)), chunk.len()))
-                .collect::<Vec<_>>()
-        });
-        let results = futures_util::future::join_all(
-            publishes
-                .map(|(p, bytes, n)| async move { self.publish_one(p, bytes).await.map(|()| n) }),
-        )
-        .await;
-        let mut stored = 0;
-        for r in results {
-            stored += r?;
-        }
-        self.stats.published_pings.fetch_add(stored as u64, Relaxed);
-        Ok(stored)
-    }
-
-    async fn publish_one(&self, partition: u32, bytes: Bytes) -> anyhow::Result<()> {
-        let id = format!(
-            "{}-{:x}-{}",
-            self.config.node,
-            self.boot,
-            self.next_batch.fetch_add(1, Relaxed)
-        );
-        let deadline = Instant::now() + self.config.publish_patience;
-        loop {
-            let attempt = tokio::time::timeout(
-                Duration::from_secs(3),
-                self.log.publish(partition, &id, bytes.clone()),
-            )
-            .await;
-            match attempt {
-                Ok(Ok(stored)) => {
-                    self.stats.published_batches.fetch_add(1, Relaxed);
-                    if stored.duplicate {
-                        self.stats.publish_duplicates.fetch_add(1, Relaxed);
-                    }
-                    return Ok(());
-                }
-                Ok(Err(_)) | Err(_) if Instant::now() < deadline => {
-                    self.stats.publish_retries.fetch_add(1, Relaxed);
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                }
-                Ok(Err(e)) => {
-                    self.stats.publish_failures.fetch_add(1, Relaxed);
-                    return Err(e);
-                }
-                Err(_) => {
-                    self.stats.publish_failures.fetch_add(1, Relaxed);
-                    bail!("the NATS cluster did not acknowledge batch {id}");
-                }
-            }
-        }
+        self.publisher.publish(pings).await
     }
 
     /// Stops driving every partition, checkpointing each and giving its
@@ -560,6 +529,8 @@ async fn drive(
                         offer(&engine, &mut pings, &mut refused).await;
                         stats.applied_batches.fetch_add(1, Relaxed);
                         stats.applied_pings.fetch_add(pings.len() as u64, Relaxed);
+                        let newest = pings.iter().map(|(_, p)| p.time).fold(f64::NAN, f64::max);
+                        (member.observe)(newest);
                     }
                     Err(_) => {
                         stats.bad_batches.fetch_add(1, Relaxed);

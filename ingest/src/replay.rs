@@ -469,10 +469,10 @@ pub async fn replay(
     // the time until the engine has worked through everything (when the
     // token may read the server's counters).
     // A node of a cluster has the pings once the cluster's log holds
-    // them: its own engine drives only some partitions, so its count is
-    // not the measure (`lastmile cluster status` shows the owners' lag).
+    // them: unless it drives every partition, its engine's count is not
+    // the measure (`lastmile cluster status` shows the owners' lag).
     let processed = |s: &HashMap<String, u64>| {
-        if s.contains_key("cluster_published_pings") {
+        if s.get("cluster_partitions_owned") != s.get("cluster_partitions") {
             return None;
         }
         s.get("engine_pings_processed")

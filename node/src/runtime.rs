@@ -525,6 +525,7 @@ fn cluster_stats(m: &lastmile_cluster::Member) -> Vec<(String, u64)> {
     let s = &m.stats;
     let c = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed);
     [
+        ("partitions", u64::from(m.config().log.partitions)),
         ("partitions_owned", m.owned().len() as u64),
         ("lag_batches", m.lag()),
         ("published_batches", c(&s.published_batches)),
