@@ -23,10 +23,13 @@ use serde_json::Value;
 
 const PARTITIONS: usize = 8;
 /// Learnt traffic is fleet-wide state each node learns from the partitions
-/// it drives, at its own moments: with it, odometers that bridge a gap by
-/// the road route differ by a few metres between a cluster and one node.
-/// Routing on the free-flow metric alone, the days must agree exactly.
+/// it drives, at its own moments, and a vehicle is judged offline at a tick
+/// of the node's wall-clock ticker: either changes how a gap in a drive is
+/// bridged, by a few metres. With the free-flow metric alone and no
+/// offline verdicts, a day's outcome is a function of its pings, and the
+/// cluster's must equal one node's exactly.
 const FIXED_METRIC: &str = "learning = false\n";
+const NO_TICK_VERDICTS: &str = "[detect]\noffline_s = 86400\n";
 const LEASE_S: f64 = 2.0;
 
 /// A vehicle at the end of the day: where it is, how far it went, how
@@ -123,7 +126,13 @@ fn ends(servers: &[&Server], vehicles: &[String]) -> BTreeMap<String, End> {
 /// The same day on one node alone: the reference.
 fn reference(dir: &Path, trace: &Path, vehicles: &[String]) -> BTreeMap<String, End> {
     std::fs::create_dir_all(dir.join("alone")).unwrap();
-    let alone = serve_on(&town(dir), &dir.join("alone"), FIXED_METRIC, "", &[]);
+    let alone = serve_on(
+        &town(dir),
+        &dir.join("alone"),
+        FIXED_METRIC,
+        NO_TICK_VERDICTS,
+        &[],
+    );
     replay(&alone, trace);
     ends(&[&alone], vehicles)
 }
@@ -188,7 +197,7 @@ fn settle(url: &str, nodes: &[&str], within: Duration) -> Duration {
 
 fn node(graph: &Path, dir: &Path, name: &str, url: &str) -> Server {
     let section = format!(
-        "[cluster]\npartitions = {PARTITIONS}\nlease_s = {LEASE_S}\ncheckpoint_every_s = 1\n"
+        "{NO_TICK_VERDICTS}[cluster]\npartitions = {PARTITIONS}\nlease_s = {LEASE_S}\ncheckpoint_every_s = 1\n"
     );
     std::fs::create_dir_all(dir.join(name)).unwrap();
     serve_on(

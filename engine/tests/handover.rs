@@ -103,6 +103,12 @@ fn a_partition_moves_between_engines_mid_day() {
         let got = owner.vehicle(id).unwrap();
         assert_eq!(got.matched_time, expected.matched_time, "{id}");
         assert_eq!(got.lifetime_m, expected.lifetime_m, "{id}");
+        assert_eq!(got.odometer_m, expected.odometer_m, "{id}");
+        assert_eq!(
+            (got.pos.lat.to_bits(), got.pos.lon.to_bits()),
+            (expected.pos.lat.to_bits(), expected.pos.lon.to_bits()),
+            "{id}"
+        );
         assert_eq!(got.stops, expected.stops, "{id}");
         compared += 1;
     }
