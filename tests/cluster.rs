@@ -321,3 +321,56 @@ fn a_frozen_node_and_a_joining_node_keep_one_owner_per_vehicle() {
     settle(&url, &["a", "b"], Duration::from_secs(30));
     assert_same_day(&ends(&[&a, &b], &vehicles), &want);
 }
+
+#[test]
+fn an_unreachable_or_misconfigured_cluster_is_refused_at_start() {
+    let dir = tmpdir("cluster-refused");
+    let graph = town(&dir);
+    // Nothing listens on a port just freed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let data = dir.join("data");
+    let serve = |extra: &[&str]| {
+        let mut args = vec![
+            "serve",
+            "--graph",
+            graph.to_str().unwrap(),
+            "--dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        lastmile(&args)
+    };
+    let o = serve(&["--cluster", &url]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("error: cannot reach the NATS cluster at")),
+        "{err}"
+    );
+    let o = serve(&["--cluster", "not a url"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("is not a list of NATS servers"));
+    let config = dir.join("bad.toml");
+    std::fs::write(
+        &config,
+        "[cluster]\nurl = \"nats://127.0.0.1:4222\"\npartitions = 0\n",
+    )
+    .unwrap();
+    let o = serve(&["--config", config.to_str().unwrap()]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("cluster.partitions must be within"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = lastmile(&["cluster", "status", "--cluster", &url]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).starts_with("error: cannot reach the NATS cluster"));
+}

@@ -210,7 +210,7 @@ impl Leases {
 /// The node that should own `partition` among `nodes` (highest random
 /// weight): every node computes the same answer from the same list, and a
 /// node joining or leaving moves only its share of partitions.
-pub fn preferred<'a>(partition: u32, nodes: &'a [String]) -> Option<&'a str> {
+pub fn preferred(partition: u32, nodes: &[String]) -> Option<&str> {
     nodes
         .iter()
         .max_by_key(|n| {

@@ -447,11 +447,11 @@ impl Member {
             // stayed free for three lease times (the preferred one cannot).
             let since = *self.lock_free_since().entry(p).or_insert_with(Instant::now);
             let orphaned = since.elapsed() > 3 * self.config.lease;
-            if preferred == Some(me) || orphaned {
-                if let Ok(Some(lease)) = self.leases.acquire(p, 0).await {
-                    self.lock_free_since().remove(&p);
-                    self.start(lease);
-                }
+            if (preferred == Some(me) || orphaned)
+                && let Ok(Some(lease)) = self.leases.acquire(p, 0).await
+            {
+                self.lock_free_since().remove(&p);
+                self.start(lease);
             }
         }
     }
