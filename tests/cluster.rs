@@ -374,3 +374,40 @@ fn an_unreachable_or_misconfigured_cluster_is_refused_at_start() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).starts_with("error: cannot reach the NATS cluster"));
 }
+
+#[test]
+fn a_node_without_nats_goes_on_answering_and_resumes() {
+    if !nats::available() {
+        return;
+    }
+    let mut cluster = nats::Nats::start("outage");
+    let url = cluster.url();
+    let dir = tmpdir("cluster-outage");
+    let (trace, _) = simulate(&dir, 30, 1200);
+    let vehicles = names(&trace);
+    let parts = split(&trace, 2);
+    let want_half = reference(&dir.join("half"), &parts[0], &names(&parts[0]));
+    let want = reference(&dir, &trace, &vehicles);
+    let graph = town(&dir);
+
+    let a = node(&graph, &dir, "a", &url);
+    settle(&url, &["a"], Duration::from_secs(20));
+    replay(&a, &parts[0]);
+    settle(&url, &["a"], Duration::from_secs(20));
+    // Two of three servers gone: no quorum, no renewal, no publish.
+    cluster.kill(1);
+    cluster.kill(2);
+    std::thread::sleep(Duration::from_secs_f64(2.0 * LEASE_S + 1.0));
+    let s = stats(&a);
+    assert!(s["cluster_leases_suspended"] > 0, "{s:?}");
+    assert_eq!(s["cluster_partitions_owned"], 0);
+    // Queries are still answered, from the day so far.
+    assert_same_day(&ends(&[&a], &names(&parts[0])), &want_half);
+    // Quorum back: the node takes its partitions again and goes on.
+    cluster.restart(1);
+    cluster.restart(2);
+    settle(&url, &["a"], Duration::from_secs(40));
+    replay(&a, &parts[1]);
+    settle(&url, &["a"], Duration::from_secs(20));
+    assert_same_day(&ends(&[&a], &vehicles), &want);
+}

@@ -20,7 +20,7 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, Store};
+use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, Store, UpdateErrorKind};
 use async_nats::jetstream::{Context, stream::StorageType};
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
@@ -35,6 +35,24 @@ pub struct Lease {
     pub revision: u64,
     /// The revision at which the lease was taken.
     pub epoch: u64,
+}
+
+/// Why a renewal failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RenewError {
+    /// The key moved on: another node took the partition (or it expired).
+    Taken,
+    /// The bucket did not answer: whether another node took it is not known.
+    Unreachable(String),
+}
+
+impl std::fmt::Display for RenewError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Taken => f.write_str("another node holds it"),
+            Self::Unreachable(e) => write!(f, "the leases did not answer: {e}"),
+        }
+    }
 }
 
 /// A partition's holder as the bucket says.
@@ -138,20 +156,25 @@ impl Leases {
         }
     }
 
-    /// Renews a lease, saying the last sequence applied; an error is a lost
-    /// lease (stop driving the partition).
-    pub async fn renew(&self, lease: &mut Lease, applied: u64) -> anyhow::Result<()> {
-        let revision = self
+    /// Renews a lease, saying the last sequence applied. Either error
+    /// means the partition is not this node's to drive any more.
+    pub async fn renew(&self, lease: &mut Lease, applied: u64) -> Result<(), RenewError> {
+        let update = self
             .kv
             .update(
                 key(lease.partition),
                 value(&self.node, applied),
                 lease.revision,
             )
-            .await
-            .with_context(|| format!("renewing partition {}", lease.partition))?;
-        lease.revision = revision;
-        Ok(())
+            .await;
+        match update {
+            Ok(revision) => {
+                lease.revision = revision;
+                Ok(())
+            }
+            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Err(RenewError::Taken),
+            Err(e) => Err(RenewError::Unreachable(e.to_string())),
+        }
     }
 
     /// Gives a partition up now (rather than at expiry), if still held.

@@ -32,7 +32,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::checkpoints::{Checkpoints, PartitionCheckpoint};
-use crate::leases::{self, Lease, Leases};
+use crate::leases::{self, Lease, Leases, RenewError};
 use crate::ping_log::{LogConfig, PingLog};
 use crate::publisher::Publisher;
 use crate::records;
@@ -85,6 +85,8 @@ pub struct MemberStats {
     pub bad_batches: AtomicU64,
     pub leases_taken: AtomicU64,
     pub leases_lost: AtomicU64,
+    /// Renewals NATS did not answer (the partition kept for queries).
+    pub leases_suspended: AtomicU64,
     pub handed_over: AtomicU64,
     pub checkpoints: AtomicU64,
     pub checkpoint_bytes: AtomicU64,
@@ -207,6 +209,9 @@ pub struct Member {
     engine: Arc<Engine>,
     publisher: Publisher,
     owned: Mutex<HashMap<u32, Owned>>,
+    /// Partitions whose renewal NATS did not answer: driven no more, their
+    /// vehicles kept for queries.
+    suspended: Mutex<std::collections::HashSet<u32>>,
     /// When each partition was last seen free and not this node's to take.
     free_since: Mutex<HashMap<u32, Instant>>,
     pub stats: Arc<MemberStats>,
@@ -276,6 +281,7 @@ impl Member {
             engine,
             publisher,
             owned: Mutex::default(),
+            suspended: Mutex::default(),
             free_since: Mutex::default(),
             stats,
             observe: Box::new(|_| {}),
@@ -340,6 +346,21 @@ impl Member {
         self.stats.handed_over.fetch_add(1, Relaxed);
     }
 
+    /// A renewal NATS did not answer: the driver stops where it is (it
+    /// could not read on anyway), and the vehicles stay for queries, as
+    /// they were at the last batch applied, until the partition is taken
+    /// again by this node or is seen held by another.
+    async fn suspend(&self, o: Owned) {
+        o.task.abort();
+        let _ = o.task.await;
+        self.lock_suspended().insert(o.lease.partition);
+        self.stats.leases_suspended.fetch_add(1, Relaxed);
+    }
+
+    fn lock_suspended(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<u32>> {
+        self.suspended.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// A lease lost: the driver stops where it is, the vehicles go.
     async fn lose(&self, o: Owned) {
         o.task.abort();
@@ -351,6 +372,7 @@ impl Member {
     }
 
     fn start(self: &Arc<Self>, lease: Lease) {
+        self.lock_suspended().remove(&lease.partition);
         tracing::info!(
             partition = lease.partition,
             epoch = lease.epoch,
@@ -393,7 +415,7 @@ impl Member {
             .collect();
         for (p, mut lease, applied, finished) in mine {
             let renewed = if finished {
-                Err(anyhow::anyhow!("its driver stopped"))
+                Err(RenewError::Taken)
             } else {
                 self.leases.renew(&mut lease, applied).await
             };
@@ -404,8 +426,12 @@ impl Member {
                 Ok(()) => {
                     self.lock_owned().insert(p, Owned { lease, ..o });
                 }
+                Err(RenewError::Unreachable(e)) => {
+                    tracing::warn!(partition = p, error = %e, "partition suspended: NATS does not answer");
+                    self.suspend(o).await;
+                }
                 Err(e) => {
-                    tracing::warn!(partition = p, error = %format!("{e:#}"), "partition lost");
+                    tracing::warn!(partition = p, error = %e, "partition lost");
                     if finished {
                         self.leases.release(o.lease).await;
                     }
@@ -421,6 +447,19 @@ impl Member {
         let Ok(view) = self.leases.view().await else {
             return;
         };
+        // Suspended partitions another node took meanwhile go; the others
+        // stay (answering queries) until taken again below.
+        let suspended: Vec<u32> = self.lock_suspended().iter().copied().collect();
+        for p in suspended {
+            let holder = view.holders.iter().find(|h| h.partition == p);
+            if holder.is_some_and(|h| h.node != self.leases.node()) {
+                self.lock_suspended().remove(&p);
+                let engine = self.engine.clone();
+                let _ =
+                    tokio::task::spawn_blocking(move || engine.release_partition(p as usize)).await;
+                self.stats.leases_lost.fetch_add(1, Relaxed);
+            }
+        }
         let nodes: Vec<String> = view.nodes.iter().map(|(n, _)| n.clone()).collect();
         if !nodes.iter().any(|n| n == self.leases.node()) {
             return;

@@ -538,6 +538,7 @@ fn cluster_stats(m: &lastmile_cluster::Member) -> Vec<(String, u64)> {
         ("bad_batches", c(&s.bad_batches)),
         ("leases_taken", c(&s.leases_taken)),
         ("leases_lost", c(&s.leases_lost)),
+        ("leases_suspended", c(&s.leases_suspended)),
         ("handed_over", c(&s.handed_over)),
         ("checkpoints", c(&s.checkpoints)),
         ("checkpoint_bytes", c(&s.checkpoint_bytes)),

@@ -38,6 +38,7 @@ fn free_port() -> u16 {
 pub struct Nats {
     servers: Vec<Option<Child>>,
     pub client_ports: Vec<u16>,
+    cluster_ports: Vec<u16>,
     dir: PathBuf,
 }
 
@@ -49,39 +50,13 @@ impl Nats {
         std::fs::create_dir_all(&dir).unwrap();
         let client_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let cluster_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-        let routes = cluster_ports
-            .iter()
-            .map(|p| format!("nats://127.0.0.1:{p}"))
-            .collect::<Vec<_>>()
-            .join(",");
-        let servers = (0..3)
-            .map(|i| {
-                let store = dir.join(format!("n{i}"));
-                let child = Command::new("nats-server")
-                    .args(["-a", "127.0.0.1", "-p", &client_ports[i].to_string()])
-                    .args([
-                        "--server_name",
-                        &format!("n{i}"),
-                        "--cluster_name",
-                        "lastmile-test",
-                    ])
-                    .args([
-                        "--cluster",
-                        &format!("nats://127.0.0.1:{}", cluster_ports[i]),
-                    ])
-                    .args(["--routes", &routes, "-js", "-sd", store.to_str().unwrap()])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("start nats-server");
-                Some(child)
-            })
-            .collect();
-        let nats = Self {
-            servers,
+        let mut nats = Self {
+            servers: Vec::new(),
             client_ports,
+            cluster_ports,
             dir,
         };
+        nats.servers = (0..3).map(|i| Some(nats.spawn(i))).collect();
         // Every server listening.
         let t = Instant::now();
         for &p in &nats.client_ports {
@@ -94,6 +69,41 @@ impl Nats {
             }
         }
         nats
+    }
+
+    /// Server `i` with its store, in the cluster.
+    fn spawn(&self, i: usize) -> Child {
+        let routes = self
+            .cluster_ports
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let store = self.dir.join(format!("n{i}"));
+        Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &self.client_ports[i].to_string()])
+            .args([
+                "--server_name",
+                &format!("n{i}"),
+                "--cluster_name",
+                "lastmile-test",
+            ])
+            .args([
+                "--cluster",
+                &format!("nats://127.0.0.1:{}", self.cluster_ports[i]),
+            ])
+            .args(["--routes", &routes, "-js", "-sd", store.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server")
+    }
+
+    /// Server `i` started again on its store (after [`Nats::kill`]).
+    pub fn restart(&mut self, i: usize) {
+        if self.servers[i].is_none() {
+            self.servers[i] = Some(self.spawn(i));
+        }
     }
 
     /// The cluster's address as a client gives it (every server).
