@@ -97,8 +97,8 @@ mod tests {
             1.7e9 + f64::from(i),
             LatLon::new(43.7 + 1e-5 * f64::from(i), 7.42),
         );
-        p.speed = (i % 2 == 0).then_some(12.5);
-        p.heading = (i % 3 == 0).then_some(270.0);
+        p.speed = i.is_multiple_of(2).then_some(12.5);
+        p.heading = i.is_multiple_of(3).then_some(270.0);
         p.accuracy = Some(4.0);
         (u64::from(i) << 40 | 7, p)
     }

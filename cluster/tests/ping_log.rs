@@ -89,8 +89,8 @@ async fn acknowledged_batches_survive_a_killed_server_and_retries_are_stored_onc
                 })
                 .expect("the stream goes on")
                 .unwrap();
-            let n = u32::from_le_bytes(next.1[..4].try_into().unwrap());
-            got.push((next.0, n));
+            let n = u32::from_le_bytes(next.bytes[..4].try_into().unwrap());
+            got.push((next.sequence, n));
         }
         assert_eq!(&got, want, "partition {partition}");
     }
@@ -98,7 +98,7 @@ async fn acknowledged_batches_survive_a_killed_server_and_retries_are_stored_onc
     let third = acked[&3][2].0;
     let mut read = log.read(3, third + 1).await.unwrap();
     let first = read.next().await.unwrap().unwrap();
-    assert_eq!(first.0, acked[&3][3].0);
+    assert_eq!(first.sequence, acked[&3][3].0);
 }
 
 #[tokio::test]
