@@ -9,7 +9,8 @@
 //! - [`checkpoints`]: each partition's vehicles with the last sequence they
 //!   include, for whoever owns it next;
 //! - [`member`]: a node's part in it all: publishing its front ends'
-//!   pings, and owning, driving, checkpointing and handing over partitions.
+//!   pings (a writer per partition, `publisher`), and owning, driving,
+//!   checkpointing and handing over partitions.
 
 pub mod checkpoints;
 pub mod leases;

@@ -96,6 +96,11 @@ pub struct MemberStats {
     pub heartbeat_failures: AtomicU64,
 }
 
+/// Renewals in flight at once.
+const RENEWALS_AT_ONCE: usize = 32;
+/// Partitions a node hands over in one supervisor round at most.
+const HANDOVERS_PER_ROUND: usize = 4;
+
 /// A partition this node drives.
 struct Owned {
     lease: Lease,
@@ -413,12 +418,21 @@ impl Member {
                 )
             })
             .collect();
-        for (p, mut lease, applied, finished) in mine {
-            let renewed = if finished {
-                Err(RenewError::Taken)
-            } else {
-                self.leases.renew(&mut lease, applied).await
-            };
+        // All at once: one at a time, a node of many partitions on a slow
+        // link would take longer than a lease to renew them.
+        let renewals = futures_util::stream::iter(mine)
+            .map(|(p, mut lease, applied, finished)| async move {
+                let renewed = if finished {
+                    Err(RenewError::Taken)
+                } else {
+                    self.leases.renew(&mut lease, applied).await
+                };
+                (p, lease, finished, renewed)
+            })
+            .buffer_unordered(RENEWALS_AT_ONCE)
+            .collect::<Vec<_>>()
+            .await;
+        for (p, lease, finished, renewed) in renewals {
             let Some(o) = self.lock_owned().remove(&p) else {
                 continue;
             };
@@ -465,15 +479,22 @@ impl Member {
             return;
         }
         let me = self.leases.node();
+        let mut handed = 0;
         for p in 0..self.config.log.partitions {
             let preferred = leases::preferred(p, &nodes);
             let holder = view.holders.iter().find(|h| h.partition == p);
             let owned_here = self.lock_owned().contains_key(&p);
             if owned_here {
-                if preferred != Some(me) && holder.is_some_and(|h| h.node == me) {
+                // A few hand-overs a round (each waits for a checkpoint),
+                // so the round stays well inside a lease.
+                if preferred != Some(me)
+                    && holder.is_some_and(|h| h.node == me)
+                    && handed < HANDOVERS_PER_ROUND
+                {
                     let o = self.lock_owned().remove(&p);
                     if let Some(o) = o {
                         self.hand_over(o).await;
+                        handed += 1;
                     }
                 }
                 continue;
