@@ -280,8 +280,8 @@ fn a_killed_node_and_a_killed_nats_server_lose_nothing() {
     let want = reference(&day, "alone", &day.trace, vehicles);
     let parts = split(&day.trace, 3);
 
-    let a = node(&graph, &dir, "a", &url);
-    let b = node(&graph, &dir, "b", &url);
+    let a = node(graph, dir, "a", &url);
+    let b = node(graph, dir, "b", &url);
     settle(&url, &["a", "b"], Duration::from_secs(20));
     // The first third through a; then a dies without a word.
     replay(&a, &parts[0]);
@@ -297,7 +297,7 @@ fn a_killed_node_and_a_killed_nats_server_lose_nothing() {
     cluster.kill(1);
     replay(&b, &parts[2]);
     settle(&url, &["b"], Duration::from_secs(30));
-    assert_same_day(&ends(&[&b], &vehicles), &want);
+    assert_same_day(&ends(&[&b], vehicles), &want);
     let stats = stats(&b);
     assert!(
         stats["cluster_leases_taken"] >= PARTITIONS as u64,
@@ -322,11 +322,11 @@ fn a_frozen_node_and_a_joining_node_keep_one_owner_per_vehicle() {
     let parts = split(&day.trace, 4);
 
     // a alone holds the day's first quarter...
-    let a = node(&graph, &dir, "a", &url);
+    let a = node(graph, dir, "a", &url);
     settle(&url, &["a"], Duration::from_secs(20));
     replay(&a, &parts[0]);
     // ...then b joins and takes its share, checkpointed by a.
-    let b = node(&graph, &dir, "b", &url);
+    let b = node(graph, dir, "b", &url);
     settle(&url, &["a", "b"], Duration::from_secs(20));
     let handed = stats(&a)["cluster_handed_over"];
     assert!(handed > 0, "a handed nothing to b");
@@ -361,7 +361,7 @@ fn a_frozen_node_and_a_joining_node_keep_one_owner_per_vehicle() {
     assert!(lost > 0, "b never noticed it had lost its partitions");
     replay(&a, &parts[3]);
     settle(&url, &["a", "b"], Duration::from_secs(30));
-    assert_same_day(&ends(&[&a, &b], &vehicles), &want);
+    assert_same_day(&ends(&[&a, &b], vehicles), &want);
 }
 
 #[test]
@@ -432,7 +432,7 @@ fn a_node_without_nats_goes_on_answering_and_resumes() {
     let want_half = reference(&day, "alone-half", &parts[0], &names(&parts[0]));
     let want = reference(&day, "alone", &day.trace, vehicles);
 
-    let a = node(&graph, &dir, "a", &url);
+    let a = node(graph, dir, "a", &url);
     settle(&url, &["a"], Duration::from_secs(20));
     replay(&a, &parts[0]);
     settle(&url, &["a"], Duration::from_secs(20));
@@ -451,5 +451,5 @@ fn a_node_without_nats_goes_on_answering_and_resumes() {
     settle(&url, &["a"], Duration::from_secs(40));
     replay(&a, &parts[1]);
     settle(&url, &["a"], Duration::from_secs(20));
-    assert_same_day(&ends(&[&a], &vehicles), &want);
+    assert_same_day(&ends(&[&a], vehicles), &want);
 }
