@@ -401,7 +401,10 @@ impl Member {
     /// One round of the supervisor: heartbeat, renewals, then the
     /// partitions taken and handed over.
     async fn round(self: &Arc<Self>, about: &str) {
-        let beat = self.leases.beat(about).await;
+        let patience = self.config.lease / 2;
+        let beat = tokio::time::timeout(patience, self.leases.beat(about))
+            .await
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer")));
         if beat.is_err() {
             self.stats.heartbeat_failures.fetch_add(1, Relaxed);
         }
@@ -425,7 +428,12 @@ impl Member {
                 let renewed = if finished {
                     Err(RenewError::Taken)
                 } else {
-                    self.leases.renew(&mut lease, applied).await
+                    // Bounded well inside the lease: a NATS without quorum
+                    // holds a request for seconds.
+                    let patience = self.config.lease / 2;
+                    tokio::time::timeout(patience, self.leases.renew(&mut lease, applied))
+                        .await
+                        .unwrap_or_else(|_| Err(RenewError::Unreachable("no answer".into())))
                 };
                 (p, lease, finished, renewed)
             })
@@ -458,7 +466,7 @@ impl Member {
             // hand nothing over until they do.
             return;
         }
-        let Ok(view) = self.leases.view().await else {
+        let Ok(Ok(view)) = tokio::time::timeout(patience, self.leases.view()).await else {
             return;
         };
         // Suspended partitions another node took meanwhile go; the others
