@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::server::{Server, ServerExt, serve_on, town};
+use common::server::{Server, ServerExt, serve_on, simulate_on, town};
 use common::{lastmile, tmpdir};
 use lastmile_roadgraph::testdata;
 use serde_json::Value;
@@ -62,23 +62,7 @@ fn day(name: &str, vehicles: usize, duration_s: u32) -> Option<Day> {
         "--out",
         graph.to_str().unwrap(),
     ]));
-    let trace = dir.join("trace.csv");
-    ok(&lastmile(&[
-        "simulate",
-        graph.to_str().unwrap(),
-        "--vehicles",
-        &vehicles.to_string(),
-        "--duration",
-        &duration_s.to_string(),
-        "--interval",
-        "5",
-        "--noise",
-        "5",
-        "--seed",
-        "1",
-        "--out",
-        trace.to_str().unwrap(),
-    ]));
+    let (trace, _) = simulate_on(&graph, &dir, vehicles, duration_s);
     let vehicles = names(&trace);
     Some(Day {
         dir,

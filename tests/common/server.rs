@@ -88,11 +88,18 @@ pub fn town(dir: &Path) -> PathBuf {
     g
 }
 
+/// A day on the town (see [`simulate_on`]).
 pub fn simulate(dir: &Path, vehicles: usize, duration: u32) -> (PathBuf, PathBuf) {
+    simulate_on(&town(dir), dir, vehicles, duration)
+}
+
+/// `lastmile simulate` of a fleet on `graph` (5 s pings, 5 m noise, seed
+/// 1): the trace and the stops CSV in `dir`.
+pub fn simulate_on(graph: &Path, dir: &Path, vehicles: usize, duration: u32) -> (PathBuf, PathBuf) {
     let (trace, stops) = (dir.join("trace.csv"), dir.join("stops.csv"));
     let o = lastmile(&[
         "simulate",
-        town(dir).to_str().unwrap(),
+        graph.to_str().unwrap(),
         "--vehicles",
         &vehicles.to_string(),
         "--duration",
