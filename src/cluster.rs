@@ -8,7 +8,6 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use lastmile_cluster::names::Names;
 use lastmile_cluster::{ClusterConfig, Member, Status};
-use lastmile_engine::fleet::Journal;
 use lastmile_node::Node;
 use lastmile_node::cluster::SharedNames;
 use lastmile_node::ids::Directory;
@@ -29,9 +28,6 @@ pub async fn join(node: &Arc<Node>, c: ClusterConfig) -> Result<()> {
         .engine()
         .context("a cluster node runs the engine")?
         .clone();
-    // Dispatchers' commands are not on the cluster's log yet: refused on
-    // every door alike rather than applied on one node.
-    engine.set_journal(Arc::new(NoCommandLog));
     let about = format!("quic={} pid={}", node.config.listen, std::process::id());
     let (url, name) = (c.url.clone(), c.node.clone());
     let weak = Arc::downgrade(node);
@@ -40,34 +36,15 @@ pub async fn join(node: &Arc<Node>, c: ClusterConfig) -> Result<()> {
             node.clock.observe(t);
         }
     });
-    let member = Member::join(c, engine, about, observe)
+    let member = Member::join(c, engine.clone(), about, observe)
         .await
         .with_context(|| format!("joining the cluster at {url}"))?;
+    // Dispatchers' commands are ordered by the cluster's log, on every
+    // node alike, from before any front end takes one.
+    engine.set_command_log(member.commands());
     tracing::info!(node = %name, url = %url, "joined the cluster");
     let _ = node.cluster.set(member);
     Ok(())
-}
-
-/// Refuses every command: in cluster mode routes, stops and zones are not
-/// carried by the log yet.
-struct NoCommandLog;
-
-impl Journal for NoCommandLog {
-    fn append(
-        &self,
-        _: &[lastmile_engine::fleet::Command],
-        _: &[lastmile_engine::fleet::StopPlan],
-        _: f64,
-    ) -> Result<u64, String> {
-        Err(
-            "routes, stops and zones are not carried by a cluster in this version: send them to a single node"
-                .into(),
-        )
-    }
-
-    fn sync(&self, _: u64) -> Result<(), String> {
-        Ok(())
-    }
 }
 
 /// A node's name by default: the host's, and the QUIC port (two nodes on

@@ -34,12 +34,13 @@ const NO_TICK_VERDICTS: &str = "[detect]\noffline_s = 86400\n";
 const LEASE_S: f64 = 2.0;
 
 /// A vehicle at the end of the day: where it is, how far it went, how
-/// its last ping matched.
+/// its last ping matched, and its stops (status, ETA, distance left).
 #[derive(Debug, Clone, PartialEq)]
 struct End {
     position: Option<(f64, f64)>,
     odometer_m: f64,
     status: String,
+    stops: Vec<Value>,
 }
 
 /// A day on a real map: Monaco imported with `lastmile import`, a fleet
@@ -48,6 +49,8 @@ struct Day {
     dir: PathBuf,
     graph: PathBuf,
     trace: PathBuf,
+    /// The simulator's routes (a stops CSV).
+    stops: PathBuf,
     vehicles: Vec<String>,
 }
 
@@ -62,14 +65,52 @@ fn day(name: &str, vehicles: usize, duration_s: u32) -> Option<Day> {
         "--out",
         graph.to_str().unwrap(),
     ]));
-    let (trace, _) = simulate_on(&graph, &dir, vehicles, duration_s);
+    let (trace, stops) = simulate_on(&graph, &dir, vehicles, duration_s);
     let vehicles = names(&trace);
     Some(Day {
         dir,
         graph,
         trace,
+        stops,
         vehicles,
     })
+}
+
+/// The simulated day's start (epoch s), and a moment in its first third.
+const DAY_START: &str = "1767225600";
+const MIDDAY: &str = "1767226200";
+
+/// The dispatcher's morning, through `via`: every van's route.
+fn dispatch_routes(day: &Day, via: &Server) {
+    let stops = day.stops.to_str().unwrap();
+    ok(&lastmile(&via.cli(&["assign", stops, "--time", DAY_START])));
+}
+
+/// The dispatcher's midday, through `via`: the first van's last stop moved
+/// to the second van, the third van's last stop completed.
+fn dispatch_changes(day: &Day, via: &Server) {
+    let text = std::fs::read_to_string(&day.stops).unwrap();
+    let mut last: BTreeMap<&str, &str> = BTreeMap::new();
+    for row in text.lines().skip(1) {
+        let mut f = row.split(',');
+        last.insert(f.next().unwrap(), f.next().unwrap());
+    }
+    let vans: Vec<(&str, &str)> = last.into_iter().take(3).collect();
+    let (moved, to) = (vans[0].1, vans[1].0);
+    let (van, done) = vans[2];
+    ok(&lastmile(&via.cli(&[
+        "dispatch", "reassign", "--stop", moved, "--to", to, "--time", MIDDAY,
+    ])));
+    ok(&lastmile(&via.cli(&[
+        "dispatch",
+        "complete",
+        "--vehicle",
+        van,
+        "--stop",
+        done,
+        "--time",
+        MIDDAY,
+    ])));
 }
 
 fn ok(o: &std::process::Output) -> String {
@@ -139,6 +180,25 @@ fn end_on(server: &Server, vehicle: &str) -> Option<End> {
             .map(|p| (p[0].as_f64().unwrap(), p[1].as_f64().unwrap())),
         odometer_m: v["odometer_m"].as_f64().unwrap(),
         status: v["match_status"].as_str().unwrap().to_string(),
+        // Lateness is judged at the node's wall-clock ticks: left out.
+        stops: v["stops"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                let keep = [
+                    "stop",
+                    "status",
+                    "eta",
+                    "eta_window",
+                    "stops_before",
+                    "remaining_m",
+                ];
+                keep.iter()
+                    .map(|k| (k.to_string(), s[*k].clone()))
+                    .collect()
+            })
+            .collect(),
     })
 }
 
@@ -154,12 +214,28 @@ fn ends(servers: &[&Server], vehicles: &[String]) -> BTreeMap<String, End> {
         .collect()
 }
 
-/// `trace` on one node alone: the reference.
-fn reference(day: &Day, name: &str, trace: &Path, vehicles: &[String]) -> BTreeMap<String, End> {
+/// The day's `parts` on one node alone, in order: the reference. With
+/// `dispatched`, the routes go in first and the midday changes after the
+/// first part.
+fn reference(
+    day: &Day,
+    name: &str,
+    parts: &[&Path],
+    dispatched: bool,
+    vehicles: &[String],
+) -> BTreeMap<String, End> {
     let dir = day.dir.join(name);
     std::fs::create_dir_all(&dir).unwrap();
     let alone = serve_on(&day.graph, &dir, FIXED_METRIC, NO_TICK_VERDICTS, &[]);
-    replay(&alone, trace);
+    if dispatched {
+        dispatch_routes(day, &alone);
+    }
+    for (i, part) in parts.iter().enumerate() {
+        replay(&alone, part);
+        if dispatched && i == 0 {
+            dispatch_changes(day, &alone);
+        }
+    }
     ends(&[&alone], vehicles)
 }
 
@@ -169,6 +245,7 @@ fn assert_same_day(got: &BTreeMap<String, End>, want: &BTreeMap<String, End>) {
         let g = &got[v];
         assert_eq!(g.position, w.position, "{v}: {g:?} vs {w:?}");
         assert_eq!(g.status, w.status, "{v}");
+        assert_eq!(g.stops, w.stops, "{v}'s stops");
         assert!(
             (g.odometer_m - w.odometer_m).abs() < 1e-6 * w.odometer_m.max(1.0),
             "{v}: odometer {} vs {}",
@@ -261,13 +338,16 @@ fn a_killed_node_and_a_killed_nats_server_lose_nothing() {
     let mut cluster = nats::Nats::start("failover");
     let url = cluster.url();
     let (dir, graph, vehicles) = (&day.dir, &day.graph, &day.vehicles);
-    let want = reference(&day, "alone", &day.trace, vehicles);
     let parts = split(&day.trace, 3);
+    let thirds: Vec<&Path> = parts.iter().map(PathBuf::as_path).collect();
+    let want = reference(&day, "alone", &thirds, true, vehicles);
 
     let a = node(graph, dir, "a", &url);
     let b = node(graph, dir, "b", &url);
     settle(&url, &["a", "b"], Duration::from_secs(20));
-    // The first third through a; then a dies without a word.
+    // The routes and the first third through a (half the vans are b's);
+    // then a dies without a word.
+    dispatch_routes(&day, &a);
     replay(&a, &parts[0]);
     settle(&url, &["a", "b"], Duration::from_secs(20));
     a.kill9();
@@ -276,7 +356,9 @@ fn a_killed_node_and_a_killed_nats_server_lose_nothing() {
         failover < Duration::from_secs(10),
         "b owned everything again after {failover:?}"
     );
-    // The rest through b, one NATS server killed between the thirds.
+    // The midday changes and the rest through b, one NATS server killed
+    // between the thirds.
+    dispatch_changes(&day, &b);
     replay(&b, &parts[1]);
     cluster.kill(1);
     replay(&b, &parts[2]);
@@ -289,6 +371,12 @@ fn a_killed_node_and_a_killed_nats_server_lose_nothing() {
     );
     assert_eq!(stats["cluster_bad_batches"], 0);
     assert_eq!(stats["cluster_publish_failures"], 0);
+    // b read every unit back: a's routes (one per van) and its own two.
+    assert!(
+        stats["cluster_commands_recorded"] >= vehicles.len() as u64 + 2,
+        "{stats:?}"
+    );
+    assert_eq!(stats["cluster_command_failures"], 0);
 }
 
 #[test]
@@ -302,7 +390,7 @@ fn a_frozen_node_and_a_joining_node_keep_one_owner_per_vehicle() {
     let cluster = nats::Nats::start("rebalance");
     let url = cluster.url();
     let (dir, graph, vehicles) = (&day.dir, &day.graph, &day.vehicles);
-    let want = reference(&day, "alone", &day.trace, vehicles);
+    let want = reference(&day, "alone", &[&day.trace], false, vehicles);
     let parts = split(&day.trace, 4);
 
     // a alone holds the day's first quarter...
@@ -413,8 +501,8 @@ fn a_node_without_nats_goes_on_answering_and_resumes() {
     let url = cluster.url();
     let (dir, graph, vehicles) = (&day.dir, &day.graph, &day.vehicles);
     let parts = split(&day.trace, 2);
-    let want_half = reference(&day, "alone-half", &parts[0], &names(&parts[0]));
-    let want = reference(&day, "alone", &day.trace, vehicles);
+    let want_half = reference(&day, "alone-half", &[&parts[0]], false, &names(&parts[0]));
+    let want = reference(&day, "alone", &[&day.trace], false, vehicles);
 
     let a = node(graph, dir, "a", &url);
     settle(&url, &["a"], Duration::from_secs(20));

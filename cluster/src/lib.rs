@@ -4,6 +4,8 @@
 //! - [`ping_log`]: the partitioned ping log front ends publish to and
 //!   engines read from, a batch acknowledged once replicated;
 //! - [`records`]: what a stored batch holds;
+//! - [`commands`]: the dispatchers' commands on the same log, every
+//!   node's registry following them;
 //! - [`leases`]: which node owns which partition, fenced by revision;
 //! - [`names`]: the fleets' names for their vehicles and stops, shared;
 //! - [`checkpoints`]: each partition's vehicles with the last sequence they
@@ -13,6 +15,7 @@
 //!   checkpointing and handing over partitions.
 
 pub mod checkpoints;
+pub mod commands;
 pub mod leases;
 pub mod member;
 pub mod names;
@@ -48,4 +51,23 @@ pub async fn connect(
         })?
         .with_context(|| format!("cannot reach the NATS cluster at {url}"))?;
     Ok(async_nats::jetstream::new(client))
+}
+
+/// Runs `f` on `runtime` (where the NATS connection lives) and waits for
+/// it, from any thread: a tokio worker hands its other tasks on first
+/// (`block_in_place`); a current-thread runtime cannot block in place, so
+/// the call goes to a helper thread and this one waits.
+pub fn block_on<T: Send>(runtime: &tokio::runtime::Handle, f: impl Future<Output = T> + Send) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(|| h.block_on(f))
+        }
+        Ok(_) => std::thread::scope(|s| {
+            s.spawn(|| runtime.block_on(f))
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        }),
+        Err(_) => runtime.block_on(f),
+    }
 }

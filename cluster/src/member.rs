@@ -14,6 +14,11 @@
 //!   driver task: it loads the partition's checkpoint into the engine,
 //!   reads the log from the sequence after it, offers each batch to the
 //!   engine in order, and checkpoints now and then and when handing over.
+//! - **commands**: [`Member::commands`] is the engine's command log (a
+//!   dispatcher's command is appended to the log, see [`crate::commands`]);
+//!   a follower task keeps the engine's registry on the log's commands, and
+//!   each partition's driver reads the commands with the partition's pings
+//!   and applies its vehicles' where the log puts them.
 //!
 //! The engine is the single node's, given only the partitions this node
 //! owns: a vehicle's partition here is the engine's ([`partition_of`]).
@@ -27,11 +32,12 @@ use anyhow::bail;
 use async_nats::jetstream::Context;
 use futures_util::StreamExt;
 use lastmile_engine::Ping;
-use lastmile_engine::fleet::{Engine, VehicleId};
+use lastmile_engine::fleet::{Engine, VehicleId, partition_of};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::checkpoints::{Checkpoints, PartitionCheckpoint};
+use crate::commands::{self, SharedCommands};
 use crate::leases::{self, Lease, Leases, RenewError};
 use crate::ping_log::{LogConfig, PingLog};
 use crate::publisher::Publisher;
@@ -94,6 +100,15 @@ pub struct MemberStats {
     /// Partitions whose checkpoint could not be read (replayed from the log's start).
     pub checkpoints_unreadable: AtomicU64,
     pub heartbeat_failures: AtomicU64,
+    /// Dispatchers' command units this node put on the log.
+    pub commands_appended: AtomicU64,
+    /// Appends refused because another node's command got in first (the
+    /// command was checked again).
+    pub command_conflicts: AtomicU64,
+    /// Appends not acknowledged within the patience (refused to the caller).
+    pub command_failures: AtomicU64,
+    /// Command units this node's registry read from the log.
+    pub commands_recorded: AtomicU64,
 }
 
 /// Renewals in flight at once.
@@ -221,6 +236,15 @@ pub struct Member {
     free_since: Mutex<HashMap<u32, Instant>>,
     pub stats: Arc<MemberStats>,
     observe: Observer,
+    commands: Arc<SharedCommands>,
+    /// Keeps the registry on the log's commands.
+    follower: JoinHandle<()>,
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        self.follower.abort();
+    }
 }
 
 /// Told the newest time of each batch applied.
@@ -278,6 +302,14 @@ impl Member {
             config.publish_patience,
             stats.clone(),
         );
+        let commands = Arc::new(SharedCommands::new(
+            log.clone(),
+            tokio::runtime::Handle::current(),
+            format!("{}-{boot:x}", config.node),
+            config.publish_patience,
+            stats.clone(),
+        ));
+        let follower = tokio::spawn(commands::follow(log.clone(), engine.clone(), stats.clone()));
         Ok(Self {
             config,
             log,
@@ -290,11 +322,19 @@ impl Member {
             free_since: Mutex::default(),
             stats,
             observe: Box::new(|_| {}),
+            commands,
+            follower,
         })
     }
 
     pub fn config(&self) -> &ClusterConfig {
         &self.config
+    }
+
+    /// The engine's command log on the cluster (for
+    /// [`Engine::set_command_log`]).
+    pub fn commands(&self) -> Arc<SharedCommands> {
+        self.commands.clone()
     }
 
     /// Partitions this node drives now.
@@ -591,6 +631,11 @@ async fn drive(
         tokio::select! {
             batch = batches.next() => {
                 let Some(Ok(batch)) = batch else { return };
+                if batch.commands {
+                    apply_commands(&engine, p, &batch.bytes).await;
+                    progress.applied.store(batch.sequence, Relaxed);
+                    continue;
+                }
                 pings.clear();
                 match records::decode(&batch.bytes, &mut pings) {
                     Ok(_) => {
@@ -635,6 +680,27 @@ async fn offer(
         tokio::time::sleep(Duration::from_millis(2)).await;
         let again = std::mem::take(refused);
         engine.offer(&again, refused);
+    }
+}
+
+/// Hands partition `p`'s vehicle commands of a unit to the engine, in the
+/// order of the log, waiting while a queue is full. A unit that does not
+/// read back is skipped (the registry's follower counts it).
+async fn apply_commands(engine: &Arc<Engine>, p: u32, bytes: &[u8]) {
+    let Ok(unit) = commands::decode(bytes) else {
+        return;
+    };
+    let partitions = engine.partition_count();
+    for cmd in &unit.commands {
+        let ours = cmd
+            .vehicle()
+            .is_some_and(|v| partition_of(v, partitions) == p as usize);
+        if !ours {
+            continue;
+        }
+        while !engine.offer_command(cmd, unit.time) {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
     }
 }
 

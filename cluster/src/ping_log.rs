@@ -1,6 +1,8 @@
 //! The partitioned ping log: one JetStream stream, `LASTMILE_PINGS`, whose
 //! subjects `lastmile.pings.<partition>` carry the device batches of each
-//! partition in order. A front end publishes a batch under an id of its
+//! partition in order, and whose subject `lastmile.commands` carries the
+//! dispatchers' commands (see [`crate::commands`]): one stream, so each
+//! command has one place among every partition's pings. A front end publishes a batch under an id of its
 //! own (the device's connection and batch number) and tells the device it
 //! has the batch only once the stream acknowledged it, stored on as many
 //! servers as the stream has replicas; a retried publish of the same id
@@ -30,6 +32,8 @@ pub const STREAM: &str = "LASTMILE_PINGS";
 /// The stream's metadata key for its partition count.
 const PARTITIONS_KEY: &str = "lastmile.partitions";
 const SUBJECT: &str = "lastmile.pings";
+/// The subject of the dispatchers' commands.
+pub const COMMANDS: &str = "lastmile.commands";
 
 /// How the log is laid out and bounded.
 #[derive(Clone, Debug)]
@@ -95,7 +99,7 @@ impl PingLog {
         let stream = Config {
             name: STREAM.into(),
             metadata: [(PARTITIONS_KEY.to_owned(), partitions.clone())].into(),
-            subjects: vec![format!("{SUBJECT}.*")],
+            subjects: vec![format!("{SUBJECT}.*"), COMMANDS.into()],
             num_replicas: config.replicas,
             duplicate_window: config.duplicate_window,
             max_bytes: config.max_bytes,
@@ -116,6 +120,14 @@ impl PingLog {
                 "the cluster's log has {} partitions, this node is configured with {partitions}",
                 theirs.map_or("an unknown number of", String::as_str)
             );
+        }
+        // A log made before commands went through it gains their subject.
+        let mut theirs = stream.cached_info().config.clone();
+        if !theirs.subjects.iter().any(|s| s == COMMANDS) {
+            theirs.subjects.push(COMMANDS.into());
+            js.update_stream(theirs)
+                .await
+                .with_context(|| format!("JetStream refused {COMMANDS} on {STREAM}"))?;
         }
         Ok(Self {
             js: js.clone(),
@@ -172,15 +184,49 @@ impl PingLog {
         })
     }
 
+    /// Appends a command unit under `id` if the log's last command is
+    /// still at `after` (0: none yet); returns its sequence. A retry under
+    /// the same id is answered with the first one's sequence.
+    pub async fn append_command(
+        &self,
+        id: &str,
+        unit: Bytes,
+        after: u64,
+    ) -> Result<u64, crate::commands::AppendError> {
+        use crate::commands::AppendError;
+        let publish = PublishMessage::build()
+            .payload(unit)
+            .message_id(id)
+            .expected_last_subject_sequence(after);
+        let ack = self
+            .js
+            .send_publish(COMMANDS, publish)
+            .await
+            .map_err(|e| AppendError::Failed(format!("appending command {id}: {e}")))?
+            .await;
+        match ack {
+            Ok(ack) => Ok(ack.sequence),
+            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Err(AppendError::Moved),
+            Err(e) => Err(AppendError::Failed(format!(
+                "command {id} was not acknowledged: {e}"
+            ))),
+        }
+    }
+
+    /// The sequence of the log's newest command (0: none kept).
+    pub async fn last_command(&self) -> anyhow::Result<u64> {
+        self.last_of(COMMANDS).await
+    }
+
     async fn open_reader(
         &self,
-        partition: u32,
+        subjects: &[String],
         from: u64,
     ) -> anyhow::Result<async_nats::jetstream::consumer::pull::Ordered> {
         let stream = self.js.get_stream(STREAM).await?;
         let consumer = stream
             .create_consumer(OrderedConfig {
-                filter_subject: format!("{SUBJECT}.{partition}"),
+                filter_subjects: subjects.to_vec(),
                 deliver_policy: DeliverPolicy::ByStartSequence {
                     start_sequence: from.max(1),
                 },
@@ -190,23 +236,44 @@ impl PingLog {
         Ok(consumer.messages().await?)
     }
 
-    /// The batches of `partition` from stream sequence `from` on, in order,
-    /// then the new ones as they come.
+    /// The batches of `partition` and the commands, from stream sequence
+    /// `from` on, in the stream's order, then the new ones as they come.
     pub async fn read(
         &self,
         partition: u32,
+        from: u64,
+    ) -> anyhow::Result<impl Stream<Item = anyhow::Result<Batch>> + use<>> {
+        let subjects = [format!("{SUBJECT}.{partition}"), COMMANDS.to_owned()];
+        self.read_subjects(&subjects, from)
+            .await
+            .with_context(|| format!("reading partition {partition}"))
+    }
+
+    /// The commands alone from stream sequence `from` on, then the new ones.
+    pub async fn read_commands(
+        &self,
+        from: u64,
+    ) -> anyhow::Result<impl Stream<Item = anyhow::Result<Batch>> + use<>> {
+        self.read_subjects(&[COMMANDS.to_owned()], from)
+            .await
+            .context("reading the commands")
+    }
+
+    async fn read_subjects(
+        &self,
+        subjects: &[String],
         from: u64,
     ) -> anyhow::Result<impl Stream<Item = anyhow::Result<Batch>> + use<>> {
         // Right after a server's loss the stream's leader may be in
         // election (3 to 8 s on loopback): opening is retried that long.
         let started = tokio::time::Instant::now();
         let messages = loop {
-            match self.open_reader(partition, from).await {
+            match self.open_reader(subjects, from).await {
                 Ok(m) => break m,
                 Err(_) if started.elapsed() < ELECTION_WAIT => {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
-                Err(e) => return Err(e.context(format!("reading partition {partition}"))),
+                Err(e) => return Err(e),
             }
         };
         Ok(messages.map(|m| {
@@ -215,6 +282,7 @@ impl PingLog {
             Ok(Batch {
                 sequence: info.stream_sequence,
                 pending: info.pending,
+                commands: m.subject.as_str() == COMMANDS,
                 bytes: m.payload.clone(),
             })
         }))
@@ -222,14 +290,15 @@ impl PingLog {
 
     /// The sequence of `partition`'s newest batch (0: none yet).
     pub async fn last_sequence(&self, partition: u32) -> anyhow::Result<u64> {
+        self.last_of(&format!("{SUBJECT}.{partition}")).await
+    }
+
+    async fn last_of(&self, subject: &str) -> anyhow::Result<u64> {
         let stream = self.js.get_stream_no_info(STREAM).await?;
-        match stream
-            .get_last_raw_message_by_subject(&format!("{SUBJECT}.{partition}"))
-            .await
-        {
+        match stream.get_last_raw_message_by_subject(subject).await {
             Ok(m) => Ok(m.sequence),
             Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(0),
-            Err(e) => Err(anyhow::anyhow!("partition {partition}'s last batch: {e}")),
+            Err(e) => Err(anyhow::anyhow!("the last message of {subject}: {e}")),
         }
     }
 }
@@ -241,5 +310,7 @@ pub struct Batch {
     /// Batches of the partition after this one, stored already: the
     /// reader's lag.
     pub pending: u64,
+    /// A command unit (see [`crate::commands`]) rather than pings.
+    pub commands: bool,
     pub bytes: Bytes,
 }

@@ -17,7 +17,7 @@ use anyhow::bail;
 use lastmile_cluster::names::Names;
 use lastmile_cluster::{ClusterConfig, LogConfig};
 use serde::Deserialize;
-use tokio::runtime::{Handle, RuntimeFlavor};
+use tokio::runtime::Handle;
 
 use crate::ids::{Directory, IdError, Kind, slot_of_id};
 
@@ -141,19 +141,7 @@ impl SharedNames {
     where
         T: Send,
     {
-        let done = match Handle::try_current() {
-            Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(|| h.block_on(f))
-            }
-            // A current-thread runtime cannot block in place: the call
-            // goes to a helper thread and this one waits.
-            Ok(_) => std::thread::scope(|s| {
-                s.spawn(|| self.runtime.block_on(f))
-                    .join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("the names call panicked")))
-            }),
-            Err(_) => self.runtime.block_on(f),
-        };
+        let done = lastmile_cluster::block_on(&self.runtime, f);
         done.map_err(|e| IdError::Unavailable(format!("{e:#}")))
     }
 }

@@ -545,6 +545,10 @@ fn cluster_stats(m: &lastmile_cluster::Member) -> Vec<(String, u64)> {
         ("checkpoint_failures", c(&s.checkpoint_failures)),
         ("checkpoints_unreadable", c(&s.checkpoints_unreadable)),
         ("heartbeat_failures", c(&s.heartbeat_failures)),
+        ("commands_appended", c(&s.commands_appended)),
+        ("command_conflicts", c(&s.command_conflicts)),
+        ("command_failures", c(&s.command_failures)),
+        ("commands_recorded", c(&s.commands_recorded)),
     ]
     .into_iter()
     .map(|(k, v)| (format!("cluster_{k}"), v))

@@ -20,6 +20,7 @@
 //! [`queries`].
 
 pub mod checkpoint;
+pub mod command_log;
 pub mod detect;
 pub mod eta;
 pub mod events;
@@ -52,6 +53,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 use lastmile_roadgraph::{Cch, CchMetric, Graph, LatLon, Metric};
 
 pub use checkpoint::{Checkpoint, CheckpointError};
+pub use command_log::{AppendError, CommandLog};
 pub use detect::DetectConfig;
 pub use eta::EtaConfig;
 pub use events::{Event, EventBus, EventFilter, EventKind, ReadReport};
@@ -312,6 +314,11 @@ pub struct Engine {
     journal: OnceLock<Arc<dyn Journal>>,
     /// Sequence number of the last journalled command.
     journal_seq: AtomicU64,
+    /// Where commands are ordered when several engines share them (a
+    /// cluster's log), instead of by the registry lock.
+    command_log: OnceLock<Arc<dyn CommandLog>>,
+    /// How far the registry has read that log.
+    recorded: command_log::Recorded,
     /// Finalised path pieces gathered at ticks, for [`Engine::take_history`].
     history: Mutex<Vec<PathPiece>>,
     /// Whether ticks learn ETA errors (with [`FleetConfig::learning`]),
@@ -403,6 +410,8 @@ impl Engine {
             queue_full: 0.into(),
             journal: OnceLock::new(),
             journal_seq: 0.into(),
+            command_log: OnceLock::new(),
+            recorded: Default::default(),
             history: Mutex::new(Vec::new()),
             window_learning: true.into(),
         }
@@ -592,6 +601,12 @@ impl Engine {
         if !time.is_finite() {
             return Err(CommandError::NotFinite);
         }
+        if let Some(log) = self.logged() {
+            return self.append_logged(log, time, |reg| {
+                self.validate(reg, &cmd)?;
+                Ok(vec![cmd.clone()])
+            });
+        }
         let seq = {
             let mut reg = self.registry.write().unwrap_or_else(|p| p.into_inner());
             self.validate(&reg, &cmd)?;
@@ -612,31 +627,47 @@ impl Engine {
         if !time.is_finite() {
             return Err(CommandError::NotFinite);
         }
+        if let Some(log) = self.logged() {
+            return self.append_logged(log, time, |reg| self.reassignment(reg, stop, to, index));
+        }
         let seq = {
             let mut reg = self.registry.write().unwrap_or_else(|p| p.into_inner());
-            let r = reg
-                .stops
-                .get(&stop)
-                .ok_or(CommandError::UnknownStop(stop))?;
-            if r.outcome.is_some() {
-                return Err(CommandError::StopClosed(stop));
-            }
-            let remove = Command::RemoveStop {
-                vehicle: r.vehicle,
-                stop,
-            };
-            // The plan was checked when it was added; the stop is free for
-            // the other vehicle once removed.
-            let add = Command::AddStop {
-                vehicle: to,
-                stop: r.plan.clone(),
-                index,
-            };
-            self.validate(&reg, &remove)?;
+            let unit = self.reassignment(&reg, stop, to, index)?;
             let wait = Admission::Wait(Duration::from_secs(5));
-            self.execute(&mut reg, vec![remove, add], time, wait)?
+            self.execute(&mut reg, unit, time, wait)?
         };
         self.durable(seq)
+    }
+
+    /// A reassignment as one unit: the stop's removal from its vehicle and
+    /// its addition to `to`, checked.
+    fn reassignment(
+        &self,
+        reg: &Registry,
+        stop: StopId,
+        to: VehicleId,
+        index: Option<usize>,
+    ) -> Result<Vec<Command>, CommandError> {
+        let r = reg
+            .stops
+            .get(&stop)
+            .ok_or(CommandError::UnknownStop(stop))?;
+        if r.outcome.is_some() {
+            return Err(CommandError::StopClosed(stop));
+        }
+        let remove = Command::RemoveStop {
+            vehicle: r.vehicle,
+            stop,
+        };
+        // The plan was checked when it was added; the stop is free for
+        // the other vehicle once removed.
+        let add = Command::AddStop {
+            vehicle: to,
+            stop: r.plan.clone(),
+            index,
+        };
+        self.validate(reg, &remove)?;
+        Ok(vec![remove, add])
     }
 
     /// Applies validated commands: room in their shards' queues first (so

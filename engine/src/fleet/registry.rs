@@ -31,6 +31,8 @@ pub(super) struct Registry {
     /// Every fleet's zones, and what the shards were last sent of them.
     pub(super) zones: ZoneBook,
     pub(super) zone_sets: Arc<FleetZones>,
+    /// With a shared command log: the position of the last unit recorded.
+    pub(super) log_position: u64,
 }
 
 /// Records an accepted command in the registry.
