@@ -194,3 +194,55 @@ pub(crate) async fn follow(log: PingLog, engine: Arc<Engine>, stats: Arc<MemberS
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lastmile_engine::fleet::StopPlan;
+    use lastmile_roadgraph::LatLon;
+
+    fn unit() -> Vec<Command> {
+        vec![
+            Command::RemoveStop {
+                vehicle: 1,
+                stop: 9,
+            },
+            Command::AddStop {
+                vehicle: 2,
+                stop: StopPlan::new(9, LatLon::new(43.73, 7.42)),
+                index: Some(0),
+            },
+        ]
+    }
+
+    #[test]
+    fn a_unit_reads_back_as_written() {
+        let bytes = encode(&unit(), 1_767_225_600.5).unwrap();
+        let back = decode(&bytes).unwrap();
+        assert_eq!(back.commands, unit());
+        assert_eq!(back.time, 1_767_225_600.5);
+    }
+
+    #[test]
+    fn a_damaged_or_foreign_unit_is_refused_whole() {
+        let bytes = encode(&unit(), 0.0).unwrap();
+        assert!(decode(&[]).is_err());
+        assert!(decode(&bytes[..bytes.len() / 2]).is_err());
+        let mut other = bytes.clone();
+        other[0] = 2;
+        assert!(decode(&other).unwrap_err().contains("version 2"));
+        let mut flipped = bytes.clone();
+        let last = flipped.len() - 3;
+        flipped[last] ^= 0xff;
+        assert!(decode(&flipped).is_err());
+    }
+
+    #[test]
+    fn a_unit_larger_than_the_log_takes_is_refused() {
+        let stops = (0..20_000)
+            .map(|i| StopPlan::new(i, LatLon::new(43.73, 7.42)))
+            .collect();
+        let route = Command::AssignRoute { vehicle: 1, stops };
+        assert!(encode(&[route], 0.0).unwrap_err().contains("more than"));
+    }
+}

@@ -42,13 +42,16 @@ const PATIENCE: Duration = Duration::from_secs(10);
 /// Numbers a node draws at once (fewer near the limit).
 const BLOCK: u64 = 64;
 
+/// Numbers drawn and not handed out yet, per (kind, slot).
+type Blocks = HashMap<(u8, u32), Range<u64>>;
+
 #[derive(Clone)]
 pub struct Names {
     kv: Store,
     /// The numbers this node drew and has not handed out yet, per (kind,
     /// slot); held across a draw, so this node's draws queue rather than
     /// race each other.
-    blocks: std::sync::Arc<tokio::sync::Mutex<HashMap<(u8, u32), Range<u64>>>>,
+    blocks: std::sync::Arc<tokio::sync::Mutex<Blocks>>,
 }
 
 fn name_key(kind: u8, slot: u32, name: &str) -> String {
