@@ -3,6 +3,9 @@
 //! vehicles as the engine saves them alone, with the last stream sequence
 //! they include. The owner writes one every so often; whoever owns the
 //! partition next loads it and reads the log from the sequence after.
+//! Beside them, the object `registry`: the stops, routes and zones as of a
+//! command's sequence, written with partition 0's checkpoints, for a node
+//! that starts after the log dropped its oldest commands.
 //!
 //! An engine's output is a function of the log (pings in order, time from
 //! the pings), so any checkpoint read back whole is a valid starting
@@ -41,6 +44,9 @@ pub struct Checkpoints {
     graph: u64,
 }
 
+/// The registry's object.
+const REGISTRY: &str = "registry";
+
 fn name(partition: u32) -> String {
     format!("partition-{partition}")
 }
@@ -65,6 +71,35 @@ impl Checkpoints {
     }
 
     pub async fn put(&self, partition: u32, ckpt: &PartitionCheckpoint) -> anyhow::Result<usize> {
+        self.put_named(&name(partition), ckpt)
+            .await
+            .with_context(|| format!("writing partition {partition}'s checkpoint"))
+    }
+
+    /// The partition's checkpoint (`None`: there is none yet, start from
+    /// the log's first sequence). One of another graph or version, or
+    /// damaged, is an error: replaying the whole log would silently take
+    /// long, so the operator is told.
+    pub async fn get(&self, partition: u32) -> anyhow::Result<Option<PartitionCheckpoint>> {
+        self.get_named(&name(partition))
+            .await
+            .with_context(|| format!("reading partition {partition}'s checkpoint"))
+    }
+
+    /// The registry (the engine's `save_registry`, `sequence` its command).
+    pub async fn put_registry(&self, ckpt: &PartitionCheckpoint) -> anyhow::Result<usize> {
+        self.put_named(REGISTRY, ckpt)
+            .await
+            .context("writing the registry")
+    }
+
+    pub async fn get_registry(&self) -> anyhow::Result<Option<PartitionCheckpoint>> {
+        self.get_named(REGISTRY)
+            .await
+            .context("reading the registry")
+    }
+
+    async fn put_named(&self, name: &str, ckpt: &PartitionCheckpoint) -> anyhow::Result<usize> {
         let mut bytes = Vec::with_capacity(HEADER + ckpt.records.len());
         bytes.extend_from_slice(MAGIC);
         bytes.push(VERSION);
@@ -73,32 +108,18 @@ impl Checkpoints {
         bytes.extend_from_slice(&ckpt.epoch.to_le_bytes());
         bytes.extend_from_slice(&ckpt.records);
         let n = bytes.len();
-        self.store
-            .put(name(partition).as_str(), &mut bytes.as_slice())
-            .await
-            .with_context(|| format!("writing partition {partition}'s checkpoint"))?;
+        self.store.put(name, &mut bytes.as_slice()).await?;
         Ok(n)
     }
 
-    /// The partition's checkpoint (`None`: there is none yet, start from
-    /// the log's first sequence). One of another graph or version, or
-    /// damaged, is an error: replaying the whole log would silently take
-    /// long, so the operator is told.
-    pub async fn get(&self, partition: u32) -> anyhow::Result<Option<PartitionCheckpoint>> {
-        let mut object = match self.store.get(name(partition)).await {
+    async fn get_named(&self, name: &str) -> anyhow::Result<Option<PartitionCheckpoint>> {
+        let mut object = match self.store.get(name).await {
             Ok(o) => o,
             Err(e) if e.kind() == GetErrorKind::NotFound => return Ok(None),
-            Err(e) => {
-                return Err(anyhow::anyhow!(
-                    "reading partition {partition}'s checkpoint: {e}"
-                ));
-            }
+            Err(e) => bail!("{e}"),
         };
         let mut bytes = Vec::new();
-        object
-            .read_to_end(&mut bytes)
-            .await
-            .with_context(|| format!("reading partition {partition}'s checkpoint"))?;
+        object.read_to_end(&mut bytes).await?;
         decode(&bytes, self.graph).map(Some)
     }
 }

@@ -27,6 +27,7 @@ use tokio::runtime::Handle;
 
 pub use lastmile_engine::fleet::AppendError;
 
+use crate::checkpoints::Checkpoints;
 use crate::member::MemberStats;
 use crate::ping_log::PingLog;
 
@@ -154,10 +155,41 @@ impl CommandLog for SharedCommands {
     }
 }
 
-/// Keeps `engine`'s registry on the log's commands, from the first kept on,
-/// until the log can no longer be read. A unit that does not read back is
-/// counted and skipped (every node skips it alike).
-pub(crate) async fn follow(log: PingLog, engine: Arc<Engine>, stats: Arc<MemberStats>) {
+/// Keeps `engine`'s registry on the log's commands: from the registry
+/// saved last (if the log has moved past it since, the commands before may
+/// be gone), then from the log, for as long as the member lives. A unit
+/// that does not read back is counted and skipped (every node skips it
+/// alike).
+pub(crate) async fn follow(
+    log: PingLog,
+    checkpoints: Checkpoints,
+    engine: Arc<Engine>,
+    stats: Arc<MemberStats>,
+) {
+    match checkpoints.get_registry().await {
+        Ok(Some(saved)) => {
+            let e = engine.clone();
+            let taken = tokio::task::spawn_blocking(move || {
+                e.adopt_registry(saved.sequence, &saved.records)
+            })
+            .await;
+            match taken {
+                Ok(Ok(Some(refused))) if !refused.is_empty() => {
+                    tracing::warn!(?refused, "zones of the saved registry left out");
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "the saved registry is unreadable: reading every command kept");
+                    stats.checkpoints_unreadable.fetch_add(1, Relaxed);
+                }
+                _ => {}
+            }
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "the saved registry is unreadable: reading every command kept");
+            stats.checkpoints_unreadable.fetch_add(1, Relaxed);
+        }
+    }
     loop {
         let from = engine.log_position() + 1;
         let Ok(units) = log.read_commands(from).await else {

@@ -309,7 +309,12 @@ impl Member {
             config.publish_patience,
             stats.clone(),
         ));
-        let follower = tokio::spawn(commands::follow(log.clone(), engine.clone(), stats.clone()));
+        let follower = tokio::spawn(commands::follow(
+            log.clone(),
+            checkpoints.clone(),
+            engine.clone(),
+            stats.clone(),
+        ));
         Ok(Self {
             config,
             log,
@@ -716,6 +721,22 @@ async fn checkpoint(member: &Arc<Member>, lease: Lease, applied: u64) -> bool {
         epoch: lease.epoch,
         records: save.records,
     };
+    // The registry goes with partition 0's: one node writes it at a time.
+    if lease.partition == 0 {
+        let e = member.engine.clone();
+        if let Ok((sequence, records)) =
+            tokio::task::spawn_blocking(move || e.save_registry()).await
+        {
+            let registry = PartitionCheckpoint {
+                sequence,
+                epoch: lease.epoch,
+                records,
+            };
+            if member.checkpoints.put_registry(&registry).await.is_err() {
+                member.stats.checkpoint_failures.fetch_add(1, Relaxed);
+            }
+        }
+    }
     match member.checkpoints.put(lease.partition, &ckpt).await {
         Ok(bytes) => {
             member.stats.checkpoints.fetch_add(1, Relaxed);

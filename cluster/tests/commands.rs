@@ -3,20 +3,26 @@
 //! is accepted and the other refused as a duplicate, every accepted
 //! command is on both nodes' registries in the same state, and a stop
 //! moved between vehicles of different partitions through one node is
-//! moved on the other.
+//! moved on the other. A node that starts after the log has dropped those
+//! commands (its byte limit) has them from the registry saved with
+//! partition 0's checkpoint.
 
 mod common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use lastmile_cluster::checkpoints::Checkpoints;
 use lastmile_cluster::{ClusterConfig, LogConfig, Member};
+use lastmile_engine::Ping;
 use lastmile_engine::fleet::{Admission, Command, CommandError, Engine, FleetConfig, StopPlan};
 use lastmile_roadgraph::{CityParams, Graph, synthetic};
 
 const PARTITIONS: u32 = 8;
 const STOPS: u64 = 40;
 const VEHICLES: u64 = 6;
+/// The log's byte limit: small, so that pings push the commands out.
+const LOG_BYTES: i64 = 256 << 10;
 
 async fn node(url: &str, name: &str, graph: &Arc<Graph>) -> (Arc<Engine>, Arc<Member>) {
     let engine = Arc::new(Engine::new(
@@ -33,13 +39,21 @@ async fn node(url: &str, name: &str, graph: &Arc<Graph>) -> (Arc<Engine>, Arc<Me
         partitions: PARTITIONS,
         replicas: 3,
         connect_timeout: Duration::from_secs(2),
-        max_bytes: 64 << 20,
+        max_bytes: LOG_BYTES,
         ..LogConfig::default()
     };
     config.lease = Duration::from_secs(2);
+    config.checkpoint_every = Duration::from_secs(1);
     let t = Instant::now();
     let member = loop {
-        match Member::join(config.clone(), engine.clone(), name.into(), Box::new(|_| {})).await {
+        match Member::join(
+            config.clone(),
+            engine.clone(),
+            name.into(),
+            Box::new(|_| {}),
+        )
+        .await
+        {
             Ok(m) => break m,
             Err(e) if t.elapsed() < Duration::from_secs(30) => {
                 eprintln!("waiting for the cluster: {e:#}");
@@ -133,4 +147,41 @@ async fn two_nodes_adding_the_same_stops_at_once_agree_on_one_owner_each() {
     assert!(ra.iter().all(Option::is_some), "every stop on a");
     assert_eq!(ra, rb, "both nodes hold the same stops");
     assert_eq!(ra[moved as usize].as_ref().unwrap().0, to);
+
+    // The registry saved with partition 0's checkpoint catches up.
+    let js = lastmile_cluster::connect(&url, Duration::from_secs(2))
+        .await
+        .unwrap();
+    let saved = Checkpoints::open(&js, graph.fingerprint(), 3)
+        .await
+        .unwrap();
+    let t = Instant::now();
+    while saved.get_registry().await.unwrap().map(|c| c.sequence) != Some(a.log_position()) {
+        assert!(t.elapsed() < Duration::from_secs(20), "no registry saved");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Pings through a until the log holds none of the commands.
+    let mut stream = js
+        .get_stream(lastmile_cluster::ping_log::STREAM)
+        .await
+        .unwrap();
+    let pos = graph.node_pos(0);
+    let mut time = 1_767_225_800.0;
+    while stream.info().await.unwrap().state.first_sequence <= a.log_position() {
+        let pings: Vec<(u64, Ping)> = (0..200)
+            .map(|v| {
+                time += 0.01;
+                (v, Ping::new(time, pos))
+            })
+            .collect();
+        _ma.publish(&pings).await.unwrap();
+    }
+    // A node starting now has every stop all the same.
+    let (c, _mc) = node(&url, "c", &graph).await;
+    let t = Instant::now();
+    while c.log_position() < a.log_position() {
+        assert!(t.elapsed() < Duration::from_secs(10), "c did not catch up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(registry(&c), ra, "the new node holds the same stops");
 }

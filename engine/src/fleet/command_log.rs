@@ -15,9 +15,13 @@
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use super::registry::{Registry, apply};
+use rkyv::rancor;
+
+use super::fleet_zones::ZoneBook;
+use super::registry::{Registry, StopRecord, apply};
 use super::shard::Msg;
-use super::{Admission, Command, CommandError, Engine, shard_of};
+use super::{Admission, Command, CommandError, Engine, StopId, VehicleId, shard_of};
+use crate::zones::ZoneDef;
 
 /// How long a dispatcher's command waits for the log, and for this
 /// engine's registry to read its own command back.
@@ -176,5 +180,68 @@ impl Engine {
             time,
         };
         self.send(shard, msg, Admission::Shed).is_ok()
+    }
+}
+
+/// The registry alone, as a log follower saves it for nodes that start
+/// after the log has dropped its oldest commands.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct RegistryRecords {
+    stops: Vec<(StopId, StopRecord)>,
+    routes: Vec<(VehicleId, Vec<StopId>)>,
+    zones: Vec<(u32, Vec<ZoneDef>)>,
+}
+
+impl Engine {
+    /// The registry as of log position `.0` (see [`Engine::adopt_registry`]).
+    pub fn save_registry(&self) -> (u64, Vec<u8>) {
+        let (position, records) = {
+            let reg = self.registry.read().unwrap_or_else(|p| p.into_inner());
+            let records = RegistryRecords {
+                stops: reg.stops.iter().map(|(k, v)| (*k, v.clone())).collect(),
+                routes: reg.routes.iter().map(|(k, v)| (*k, v.clone())).collect(),
+                zones: reg.zones.all(),
+            };
+            (reg.log_position, records)
+        };
+        let bytes =
+            rkyv::to_bytes::<rancor::Error>(&records).map_or_else(|_| Vec::new(), |b| b.to_vec());
+        (position, bytes)
+    }
+
+    /// Takes a registry another node saved at log position `position`, if
+    /// this one has read less of the log; the log is then read on from the
+    /// position after. `None`: not taken (this registry is as far);
+    /// `Some`: taken, with the zones this build refuses (left out). Refused
+    /// whole if it does not read back.
+    pub fn adopt_registry(
+        &self,
+        position: u64,
+        bytes: &[u8],
+    ) -> Result<Option<Vec<String>>, String> {
+        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
+        aligned.extend_from_slice(bytes);
+        let saved = rkyv::from_bytes::<RegistryRecords, rancor::Error>(&aligned)
+            .map_err(|e| format!("a saved registry that does not read back: {e}"))?;
+        let refused = {
+            let mut reg = self.registry.write().unwrap_or_else(|p| p.into_inner());
+            if position <= reg.log_position {
+                return Ok(None);
+            }
+            reg.stops = saved.stops.into_iter().collect();
+            reg.routes = saved.routes.into_iter().collect();
+            let (zones, refused) = ZoneBook::restore(saved.zones);
+            reg.zones = zones;
+            let margin = self.config.detect.zone_margin_m;
+            let sets = std::sync::Arc::new(reg.zones.publish(&reg.zone_sets, None, margin));
+            reg.zone_sets = sets.clone();
+            for shard in 0..self.shards.len() {
+                self.send_control(shard, Msg::Zones(sets.clone()));
+            }
+            reg.log_position = position;
+            refused
+        };
+        self.recorded.set(position);
+        Ok(Some(refused))
     }
 }
