@@ -42,6 +42,8 @@ pub async fn join(node: &Arc<Node>, c: ClusterConfig) -> Result<()> {
     // Dispatchers' commands are ordered by the cluster's log, on every
     // node alike, from before any front end takes one.
     engine.set_command_log(member.commands());
+    // A query for a vehicle another node drives is asked of its owner.
+    engine.set_remote_vehicles(member.remote_vehicles());
     tracing::info!(node = %name, url = %url, "joined the cluster");
     let _ = node.cluster.set(member);
     Ok(())

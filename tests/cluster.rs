@@ -202,14 +202,34 @@ fn end_on(server: &Server, vehicle: &str) -> Option<End> {
     })
 }
 
-/// Every vehicle's end from whichever node holds it; exactly one must.
+/// Every vehicle's end as each node answers for it (a node asks the owner
+/// of a vehicle it does not drive): all must agree. And exactly one node
+/// holds each: together the nodes' engines hold as many as there are.
 fn ends(servers: &[&Server], vehicles: &[String]) -> BTreeMap<String, End> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let held: u64 = servers.iter().map(|s| stats(s)["engine_vehicles"]).sum();
+        if held == vehicles.len() as u64 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the nodes hold {held} vehicles, not {}",
+            vehicles.len()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     vehicles
         .iter()
         .map(|v| {
-            let held: Vec<End> = servers.iter().filter_map(|s| end_on(s, v)).collect();
-            assert_eq!(held.len(), 1, "{v} held by {} nodes", held.len());
-            (v.clone(), held.into_iter().next().unwrap())
+            let answers: Vec<Option<End>> = servers.iter().map(|s| end_on(s, v)).collect();
+            let first = answers[0]
+                .clone()
+                .unwrap_or_else(|| panic!("no node answers for {v}"));
+            for a in &answers {
+                assert_eq!(a.as_ref(), Some(&first), "the nodes disagree on {v}");
+            }
+            (v.clone(), first)
         })
         .collect()
 }
@@ -434,6 +454,12 @@ fn a_frozen_node_and_a_joining_node_keep_one_owner_per_vehicle() {
     replay(&a, &parts[3]);
     settle(&url, &["a", "b"], Duration::from_secs(30));
     assert_same_day(&ends(&[&a, &b], vehicles), &want);
+    // Each node answered for the other's vehicles by asking it.
+    for n in [&a, &b] {
+        let s = stats(n);
+        assert!(s["cluster_remote_queries"] > 0, "{s:?}");
+        assert_eq!(s["cluster_remote_query_failures"], 0, "{s:?}");
+    }
 }
 
 #[test]

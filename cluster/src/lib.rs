@@ -10,6 +10,8 @@
 //! - [`names`]: the fleets' names for their vehicles and stops, shared;
 //! - [`checkpoints`]: each partition's vehicles with the last sequence they
 //!   include, for whoever owns it next;
+//! - [`queries`]: a query for a vehicle another node drives, asked of
+//!   its owner;
 //! - [`member`]: a node's part in it all: publishing its front ends'
 //!   pings (a writer per partition, `publisher`), and owning, driving,
 //!   checkpointing and handing over partitions.
@@ -21,6 +23,7 @@ pub mod member;
 pub mod names;
 pub mod ping_log;
 mod publisher;
+pub mod queries;
 pub mod records;
 
 use std::time::Duration;

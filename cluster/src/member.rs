@@ -41,6 +41,7 @@ use crate::commands::{self, SharedCommands};
 use crate::leases::{self, Lease, Leases, RenewError};
 use crate::ping_log::{LogConfig, PingLog};
 use crate::publisher::Publisher;
+use crate::queries::{self, OwnerQueries, Owners};
 use crate::records;
 
 /// How a node takes part.
@@ -109,6 +110,10 @@ pub struct MemberStats {
     pub command_failures: AtomicU64,
     /// Command units this node's registry read from the log.
     pub commands_recorded: AtomicU64,
+    /// Queries for another node's vehicle asked of its owner.
+    pub remote_queries: AtomicU64,
+    /// Of those, unanswered in time.
+    pub remote_query_failures: AtomicU64,
 }
 
 /// Renewals in flight at once.
@@ -239,11 +244,17 @@ pub struct Member {
     commands: Arc<SharedCommands>,
     /// Keeps the registry on the log's commands.
     follower: JoinHandle<()>,
+    /// Each partition's owner at the supervisor's last look.
+    owners: Owners,
+    remote: Arc<OwnerQueries>,
+    /// Answers other nodes' queries for this node's vehicles.
+    answering: JoinHandle<()>,
 }
 
 impl Drop for Member {
     fn drop(&mut self) {
         self.follower.abort();
+        self.answering.abort();
     }
 }
 
@@ -315,6 +326,19 @@ impl Member {
             engine.clone(),
             stats.clone(),
         ));
+        let owners = Owners::default();
+        let remote = Arc::new(OwnerQueries::new(
+            js.client(),
+            config.node.clone(),
+            config.log.partitions as usize,
+            owners.clone(),
+            stats.clone(),
+        ));
+        let answering = tokio::spawn(queries::answer(
+            js.client(),
+            config.node.clone(),
+            engine.clone(),
+        ));
         Ok(Self {
             config,
             log,
@@ -329,11 +353,20 @@ impl Member {
             observe: Box::new(|_| {}),
             commands,
             follower,
+            owners,
+            remote,
+            answering,
         })
     }
 
     pub fn config(&self) -> &ClusterConfig {
         &self.config
+    }
+
+    /// Where the engine asks for vehicles other nodes drive (for
+    /// [`Engine::set_remote_vehicles`]).
+    pub fn remote_vehicles(&self) -> Arc<OwnerQueries> {
+        self.remote.clone()
     }
 
     /// The engine's command log on the cluster (for
@@ -514,6 +547,11 @@ impl Member {
         let Ok(Ok(view)) = tokio::time::timeout(patience, self.leases.view()).await else {
             return;
         };
+        *self.owners.lock().unwrap_or_else(|p| p.into_inner()) = view
+            .holders
+            .iter()
+            .map(|h| (h.partition, h.node.clone()))
+            .collect();
         // Suspended partitions another node took meanwhile go; the others
         // stay (answering queries) until taken again below.
         let suspended: Vec<u32> = self.lock_suspended().iter().copied().collect();

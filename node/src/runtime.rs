@@ -549,6 +549,8 @@ fn cluster_stats(m: &lastmile_cluster::Member) -> Vec<(String, u64)> {
         ("command_conflicts", c(&s.command_conflicts)),
         ("command_failures", c(&s.command_failures)),
         ("commands_recorded", c(&s.commands_recorded)),
+        ("remote_queries", c(&s.remote_queries)),
+        ("remote_query_failures", c(&s.remote_query_failures)),
     ]
     .into_iter()
     .map(|(k, v)| (format!("cluster_{k}"), v))

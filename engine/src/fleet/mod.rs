@@ -36,6 +36,7 @@ mod path_code;
 mod persist;
 mod queries;
 mod registry;
+mod remote;
 mod shard;
 pub mod snapshot;
 pub mod stops;
@@ -65,6 +66,7 @@ pub use learning::background_priority;
 pub use partition::partition_of;
 pub use persist::{Restored, Saving};
 pub use registry::StopRecord;
+pub use remote::RemoteVehicles;
 pub use shard::ShardCounters;
 pub use snapshot::{EtaState, StopEta, VehicleSnapshot};
 pub use stops::{Command, ProofOfDelivery, Rating, StopOutcome, StopPlan, StopStatus, TimeWindow};
@@ -319,6 +321,8 @@ pub struct Engine {
     command_log: OnceLock<Arc<dyn CommandLog>>,
     /// How far the registry has read that log.
     recorded: command_log::Recorded,
+    /// Where vehicles another engine drives are asked for.
+    remote: OnceLock<Arc<dyn RemoteVehicles>>,
     /// Finalised path pieces gathered at ticks, for [`Engine::take_history`].
     history: Mutex<Vec<PathPiece>>,
     /// Whether ticks learn ETA errors (with [`FleetConfig::learning`]),
@@ -412,6 +416,7 @@ impl Engine {
             journal_seq: 0.into(),
             command_log: OnceLock::new(),
             recorded: Default::default(),
+            remote: OnceLock::new(),
             history: Mutex::new(Vec::new()),
             window_learning: true.into(),
         }

@@ -12,20 +12,22 @@ use super::{Engine, EngineStats, PathPiece, StopBrief, StopId, StopView, Vehicle
 use crate::live_index::Found;
 
 impl Engine {
-    /// A vehicle's latest state.
+    /// A vehicle's latest state (from its owner, in a cluster, when this
+    /// engine does not hold it).
     pub fn vehicle(&self, id: VehicleId) -> Option<VehicleSnapshot> {
-        let cell = self.snapshots.get(&id)?.clone();
-        let snapshot = snapshot::read(&cell).clone();
-        Some(snapshot)
+        self.local_vehicle(id).or_else(|| self.remote_vehicle(id))
     }
 
-    /// Reads a vehicle's latest state in place (no copy).
+    /// Reads a vehicle's latest state in place (no copy; a copy from its
+    /// owner, in a cluster, when this engine does not hold it).
     pub fn with_vehicle<R>(
         &self,
         id: VehicleId,
         f: impl FnOnce(&VehicleSnapshot) -> R,
     ) -> Option<R> {
-        let cell = self.snapshots.get(&id)?.clone();
+        let Some(cell) = self.snapshots.get(&id).map(|c| c.clone()) else {
+            return self.remote_vehicle(id).map(|v| f(&v));
+        };
         let snapshot = snapshot::read(&cell);
         Some(f(&snapshot))
     }

@@ -63,7 +63,7 @@ impl EtaState {
 }
 
 /// One stop as the vehicle's snapshot shows it.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Copy, Debug, PartialEq)]
 pub struct StopEta {
     pub stop: StopId,
     pub status: StopStatus,
@@ -95,8 +95,8 @@ pub struct StopEta {
     pub window_end: f64,
 }
 
-/// A vehicle's latest state.
-#[derive(Clone, Debug, PartialEq)]
+/// A vehicle's latest state (rkyv: a cluster node asks the owner for it).
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, PartialEq)]
 pub struct VehicleSnapshot {
     pub vehicle: VehicleId,
     /// Event time of the last ping taken (of any status).
