@@ -243,7 +243,7 @@ fn reference(
     parts: &[&Path],
     dispatched: bool,
     vehicles: &[String],
-) -> BTreeMap<String, End> {
+) -> (BTreeMap<String, End>, Vec<DayEvent>) {
     let dir = day.dir.join(name);
     std::fs::create_dir_all(&dir).unwrap();
     let alone = serve_on(&day.graph, &dir, FIXED_METRIC, NO_TICK_VERDICTS, &[]);
@@ -256,7 +256,38 @@ fn reference(
             dispatch_changes(day, &alone);
         }
     }
-    ends(&[&alone], vehicles)
+    let ends = ends(&[&alone], vehicles);
+    let events = day_events(&alone, 0);
+    (ends, events)
+}
+
+/// An event as the day's test compares it: vehicle, its number, kind,
+/// stop, time.
+type DayEvent = (String, u64, String, Option<String>, String);
+
+/// Every event `server`'s subscribers can read from id `from` on, sorted.
+fn day_events(server: &Server, from: u64) -> Vec<DayEvent> {
+    let count = stats(server)["engine_events"] - from;
+    let (from_s, count_s) = (from.to_string(), count.to_string());
+    let out =
+        ok(&lastmile(&server.cli(&[
+            "watch", "--from", &from_s, "--count", &count_s, "--json",
+        ])));
+    let mut events: Vec<DayEvent> = out
+        .lines()
+        .map(|l| {
+            let e: Value = serde_json::from_str(l).unwrap();
+            (
+                e["vehicle"].as_str().unwrap().to_string(),
+                e["seq"].as_u64().unwrap(),
+                e["kind"].as_str().unwrap().to_string(),
+                e["stop"].as_str().map(str::to_string),
+                format!("{:.3}", e["time"].as_f64().unwrap()),
+            )
+        })
+        .collect();
+    events.sort();
+    events
 }
 
 fn assert_same_day(got: &BTreeMap<String, End>, want: &BTreeMap<String, End>) {
@@ -273,6 +304,25 @@ fn assert_same_day(got: &BTreeMap<String, End>, want: &BTreeMap<String, End>) {
             w.odometer_m
         );
     }
+}
+
+fn assert_same_events(got: &[DayEvent], want: &[DayEvent]) {
+    let missing: Vec<_> = want
+        .iter()
+        .filter(|e| got.binary_search(e).is_err())
+        .collect();
+    let extra: Vec<_> = got
+        .iter()
+        .filter(|e| want.binary_search(e).is_err())
+        .collect();
+    assert!(
+        got == want,
+        "{} events wanted, {} got; {} missing: {missing:?}, {} extra: {extra:?}",
+        want.len(),
+        got.len(),
+        missing.len(),
+        extra.len()
+    );
 }
 
 fn status(url: &str) -> Value {
@@ -360,16 +410,16 @@ fn a_killed_node_and_a_killed_nats_server_lose_nothing() {
     let (dir, graph, vehicles) = (&day.dir, &day.graph, &day.vehicles);
     let parts = split(&day.trace, 3);
     let thirds: Vec<&Path> = parts.iter().map(PathBuf::as_path).collect();
-    let want = reference(&day, "alone", &thirds, true, vehicles);
+    let (want, want_events) = reference(&day, "alone", &thirds, true, vehicles);
 
     let a = node(graph, dir, "a", &url);
     let b = node(graph, dir, "b", &url);
     settle(&url, &["a", "b"], Duration::from_secs(20));
     // The routes and the first third through a (half the vans are b's);
-    // then a dies without a word.
+    // then a dies without a word, its engine behind the log and its
+    // checkpoints behind its engine.
     dispatch_routes(&day, &a);
     replay(&a, &parts[0]);
-    settle(&url, &["a", "b"], Duration::from_secs(20));
     a.kill9();
     let failover = settle(&url, &["b"], Duration::from_secs(20));
     assert!(
@@ -384,6 +434,8 @@ fn a_killed_node_and_a_killed_nats_server_lose_nothing() {
     replay(&b, &parts[2]);
     settle(&url, &["b"], Duration::from_secs(30));
     assert_same_day(&ends(&[&b], vehicles), &want);
+    // The day's events, from the cluster's event stream: each once.
+    assert_same_events(&day_events(&b, 1), &want_events);
     let stats = stats(&b);
     assert!(
         stats["cluster_leases_taken"] >= PARTITIONS as u64,
@@ -410,7 +462,7 @@ fn a_frozen_node_and_a_joining_node_keep_one_owner_per_vehicle() {
     let cluster = nats::Nats::start("rebalance");
     let url = cluster.url();
     let (dir, graph, vehicles) = (&day.dir, &day.graph, &day.vehicles);
-    let want = reference(&day, "alone", &[&day.trace], false, vehicles);
+    let (want, want_events) = reference(&day, "alone", &[&day.trace], false, vehicles);
     let parts = split(&day.trace, 4);
 
     // a alone holds the day's first quarter...
@@ -454,6 +506,10 @@ fn a_frozen_node_and_a_joining_node_keep_one_owner_per_vehicle() {
     replay(&a, &parts[3]);
     settle(&url, &["a", "b"], Duration::from_secs(30));
     assert_same_day(&ends(&[&a, &b], vehicles), &want);
+    // The day's events once each, whatever b emitted on waking, as either
+    // node's subscribers read them.
+    assert_same_events(&day_events(&a, 1), &want_events);
+    assert_same_events(&day_events(&b, 1), &want_events);
     // Each node answered for the other's vehicles by asking it.
     for n in [&a, &b] {
         let s = stats(n);
@@ -527,8 +583,8 @@ fn a_node_without_nats_goes_on_answering_and_resumes() {
     let url = cluster.url();
     let (dir, graph, vehicles) = (&day.dir, &day.graph, &day.vehicles);
     let parts = split(&day.trace, 2);
-    let want_half = reference(&day, "alone-half", &[&parts[0]], false, &names(&parts[0]));
-    let want = reference(&day, "alone", &[&day.trace], false, vehicles);
+    let want_half = reference(&day, "alone-half", &[&parts[0]], false, &names(&parts[0])).0;
+    let want = reference(&day, "alone", &[&day.trace], false, vehicles).0;
 
     let a = node(graph, dir, "a", &url);
     settle(&url, &["a"], Duration::from_secs(20));

@@ -10,6 +10,8 @@
 //! - [`names`]: the fleets' names for their vehicles and stops, shared;
 //! - [`checkpoints`]: each partition's vehicles with the last sequence they
 //!   include, for whoever owns it next;
+//! - [`events`]: the event log as a stream, each owner relaying its
+//!   partitions' events and every node's subscribers reading them all;
 //! - [`queries`]: a query for a vehicle another node drives, asked of
 //!   its owner;
 //! - [`member`]: a node's part in it all: publishing its front ends'
@@ -18,6 +20,7 @@
 
 pub mod checkpoints;
 pub mod commands;
+pub mod events;
 pub mod leases;
 pub mod member;
 pub mod names;

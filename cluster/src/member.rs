@@ -38,6 +38,7 @@ use tokio::task::JoinHandle;
 
 use crate::checkpoints::{Checkpoints, PartitionCheckpoint};
 use crate::commands::{self, SharedCommands};
+use crate::events::{self, Fence};
 use crate::leases::{self, Lease, Leases, RenewError};
 use crate::ping_log::{LogConfig, PingLog};
 use crate::publisher::Publisher;
@@ -114,6 +115,19 @@ pub struct MemberStats {
     pub remote_queries: AtomicU64,
     /// Of those, unanswered in time.
     pub remote_query_failures: AtomicU64,
+    /// Events this node put on the event stream.
+    pub events_published: AtomicU64,
+    /// Events published again that the stream had (a new owner's replay).
+    pub events_duplicate: AtomicU64,
+    /// Events of a partition this node no longer holds (lost, suspended):
+    /// not published; its next owner emits them again.
+    pub events_fenced: AtomicU64,
+    /// Events not published: the relay fell behind the engine's outbox, or
+    /// the stream did not acknowledge within the patience.
+    pub events_lost: AtomicU64,
+    /// Events read from the stream for this node's subscribers.
+    pub events_received: AtomicU64,
+    pub events_unreadable: AtomicU64,
 }
 
 /// Renewals in flight at once.
@@ -247,14 +261,21 @@ pub struct Member {
     /// Each partition's owner at the supervisor's last look.
     owners: Owners,
     remote: Arc<OwnerQueries>,
-    /// Answers other nodes' queries for this node's vehicles.
-    answering: JoinHandle<()>,
+    /// The partitions whose events this node may publish now.
+    fence: Arc<Fence>,
+    /// The engine's outbox position below which every event is relayed.
+    relayed: Arc<AtomicU64>,
+    /// Background tasks: answering other nodes' queries, relaying events
+    /// out and in.
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl Drop for Member {
     fn drop(&mut self) {
         self.follower.abort();
-        self.answering.abort();
+        for t in &self.tasks {
+            t.abort();
+        }
     }
 }
 
@@ -334,11 +355,25 @@ impl Member {
             owners.clone(),
             stats.clone(),
         ));
-        let answering = tokio::spawn(queries::answer(
-            js.client(),
-            config.node.clone(),
-            engine.clone(),
-        ));
+        events::open(js, replicas, config.log.max_bytes).await?;
+        let fence = Arc::new(Fence::default());
+        let relayed = Arc::new(AtomicU64::new(0));
+        let tasks = vec![
+            tokio::spawn(queries::answer(
+                js.client(),
+                config.node.clone(),
+                engine.clone(),
+            )),
+            tokio::spawn(events::relay_out(
+                js.clone(),
+                engine.clone(),
+                fence.clone(),
+                relayed.clone(),
+                config.publish_patience,
+                stats.clone(),
+            )),
+            tokio::spawn(events::relay_in(js.clone(), engine.clone(), stats.clone())),
+        ];
         Ok(Self {
             config,
             log,
@@ -355,7 +390,9 @@ impl Member {
             follower,
             owners,
             remote,
-            answering,
+            fence,
+            relayed,
+            tasks,
         })
     }
 
@@ -418,10 +455,13 @@ impl Member {
     /// One driver stopped after a final checkpoint, its lease given up.
     async fn hand_over(&self, mut o: Owned) {
         tracing::info!(partition = o.lease.partition, "partition handed over");
+        // Its last events go out with its final checkpoint, before the
+        // lease does.
         if let Some(stop) = o.stop.take() {
             let _ = stop.send(true);
         }
         let _ = (&mut o.task).await;
+        self.fence.revoke(o.lease.partition);
         self.leases.release(o.lease).await;
         let engine = self.engine.clone();
         let p = o.lease.partition as usize;
@@ -434,6 +474,7 @@ impl Member {
     /// they were at the last batch applied, until the partition is taken
     /// again by this node or is seen held by another.
     async fn suspend(&self, o: Owned) {
+        self.fence.revoke(o.lease.partition);
         o.task.abort();
         let _ = o.task.await;
         self.lock_suspended().insert(o.lease.partition);
@@ -446,6 +487,7 @@ impl Member {
 
     /// A lease lost: the driver stops where it is, the vehicles go.
     async fn lose(&self, o: Owned) {
+        self.fence.revoke(o.lease.partition);
         o.task.abort();
         let _ = o.task.await;
         let engine = self.engine.clone();
@@ -454,8 +496,11 @@ impl Member {
         self.stats.leases_lost.fetch_add(1, Relaxed);
     }
 
-    fn start(self: &Arc<Self>, lease: Lease) {
+    /// Drives a partition just taken with a request made at `asked`.
+    fn start(self: &Arc<Self>, lease: Lease, asked: Instant) {
         self.lock_suspended().remove(&lease.partition);
+        self.fence
+            .grant(lease.partition, lease.epoch, asked, self.config.lease);
         tracing::info!(
             partition = lease.partition,
             epoch = lease.epoch,
@@ -487,6 +532,7 @@ impl Member {
             self.stats.heartbeat_failures.fetch_add(1, Relaxed);
         }
         // Renewals: a driver that ended on its own (an error) is let go too.
+        let asked = Instant::now();
         let mine: Vec<(u32, Lease, u64, bool)> = self
             .lock_owned()
             .iter()
@@ -524,6 +570,7 @@ impl Member {
             };
             match renewed {
                 Ok(()) => {
+                    self.fence.grant(p, lease.epoch, asked, self.config.lease);
                     self.lock_owned().insert(p, Owned { lease, ..o });
                 }
                 Err(RenewError::Unreachable(e)) => {
@@ -598,11 +645,13 @@ impl Member {
             // stayed free for three lease times (the preferred one cannot).
             let since = *self.lock_free_since().entry(p).or_insert_with(Instant::now);
             let orphaned = since.elapsed() > 3 * self.config.lease;
-            if (preferred == Some(me) || orphaned)
-                && let Ok(Some(lease)) = self.leases.acquire(p, 0).await
-            {
+            if !(preferred == Some(me) || orphaned) {
+                continue;
+            }
+            let asked = Instant::now();
+            if let Ok(Some(lease)) = self.leases.acquire(p, 0).await {
                 self.lock_free_since().remove(&p);
-                self.start(lease);
+                self.start(lease, asked);
             }
         }
     }
@@ -754,6 +803,13 @@ async fn checkpoint(member: &Arc<Member>, lease: Lease, applied: u64) -> bool {
     let Ok(save) = tokio::task::spawn_blocking(move || engine.save_partition(p)).await else {
         return false;
     };
+    // The events of what the checkpoint holds must be on the stream first:
+    // the next owner replays only what comes after it.
+    let upto = member.engine.emitted().next_id();
+    if !events::relayed_up_to(&member.relayed, upto, member.config.publish_patience).await {
+        member.stats.checkpoint_failures.fetch_add(1, Relaxed);
+        return false;
+    }
     let ckpt = PartitionCheckpoint {
         sequence: applied,
         epoch: lease.epoch,

@@ -488,6 +488,8 @@ impl Config {
             } else {
                 0
             },
+            // A cluster node's subscribers read the cluster's event stream.
+            relay_events: self.cluster.url.is_some(),
             vehicle_fleets: self
                 .fleets
                 .iter()

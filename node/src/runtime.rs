@@ -551,6 +551,12 @@ fn cluster_stats(m: &lastmile_cluster::Member) -> Vec<(String, u64)> {
         ("commands_recorded", c(&s.commands_recorded)),
         ("remote_queries", c(&s.remote_queries)),
         ("remote_query_failures", c(&s.remote_query_failures)),
+        ("events_published", c(&s.events_published)),
+        ("events_duplicate", c(&s.events_duplicate)),
+        ("events_fenced", c(&s.events_fenced)),
+        ("events_lost", c(&s.events_lost)),
+        ("events_received", c(&s.events_received)),
+        ("events_unreadable", c(&s.events_unreadable)),
     ]
     .into_iter()
     .map(|(k, v)| (format!("cluster_{k}"), v))

@@ -411,6 +411,17 @@ impl EventBus {
         }
     }
 
+    /// Numbers events from `next_id` on even if some are held: those go
+    /// (a subscriber behind is told it lost them). For a relay that finds a
+    /// gap in its source; nothing when `next_id` is not ahead.
+    pub fn skip_to(&self, next_id: u64) {
+        let mut ring = self.lock();
+        if next_id > ring.next_id() {
+            ring.events.clear();
+            ring.first_id = next_id;
+        }
+    }
+
     /// From now on subscribers see an event only once [`EventBus::mark_durable`]
     /// has covered it.
     pub fn hold_until_durable(&self) {

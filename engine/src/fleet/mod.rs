@@ -142,6 +142,11 @@ pub struct FleetConfig {
     pub working_hours: Vec<(u32, crate::zones::WorkingHours)>,
     /// Fleets' service intervals (by slot): `service_due` when reached.
     pub service: Vec<(u32, upkeep::ServiceInterval)>,
+    /// The events the shards emit go to [`Engine::emitted`] for a relay
+    /// (a cluster's event stream), and [`Engine::events`], which
+    /// subscribers read, is filled by that relay in the stream's order;
+    /// otherwise both are one bus.
+    pub relay_events: bool,
     /// Partitions the fleet's vehicles are spread over by id (0: one per
     /// shard); each shard drives those whose number modulo the shard
     /// count is its own. A vehicle's partition is the unit of its state
@@ -170,6 +175,7 @@ impl Default for FleetConfig {
             unranged_fleet: 0,
             working_hours: Vec::new(),
             service: Vec::new(),
+            relay_events: false,
             partitions: 0,
         }
     }
@@ -306,6 +312,8 @@ pub struct Engine {
     snapshots: Arc<SnapshotTable>,
     live: LiveIndex,
     events: Arc<EventBus>,
+    /// Where the shards publish: `events` itself, or a relay's outbox.
+    emitted: Arc<EventBus>,
     registry: RwLock<Registry>,
     coordinator: Mutex<Coordinator>,
     recycle: Receiver<Vec<(VehicleId, Ping)>>,
@@ -357,6 +365,11 @@ impl Engine {
         let snapshots = Arc::new(SnapshotTable::new());
         let live = LiveIndex::new();
         let events = Arc::new(EventBus::new(config.events_capacity));
+        let emitted = if config.relay_events {
+            Arc::new(EventBus::new(config.events_capacity))
+        } else {
+            events.clone()
+        };
         let (recycle_tx, recycle) = bounded(4 * config.shards * config.queue_capacity.min(64));
         let shards = (0..config.shards)
             .map(|i| {
@@ -365,7 +378,7 @@ impl Engine {
                 let queued = Arc::new(AtomicUsize::new(0));
                 let outlets = Outlets {
                     snapshots: snapshots.clone(),
-                    events: events.clone(),
+                    events: emitted.clone(),
                     report: report.clone(),
                     recycle: recycle_tx.clone(),
                     queued: queued.clone(),
@@ -407,6 +420,7 @@ impl Engine {
             snapshots,
             live,
             events,
+            emitted,
             registry: RwLock::new(registry),
             recycle,
             submitted: 0.into(),
@@ -460,8 +474,15 @@ impl Engine {
             .count()
     }
 
+    /// The events subscribers read.
     pub fn events(&self) -> &Arc<EventBus> {
         &self.events
+    }
+
+    /// The events this engine's shards emitted, for a relay (the same bus
+    /// as [`Engine::events`] unless [`FleetConfig::relay_events`]).
+    pub fn emitted(&self) -> &Arc<EventBus> {
+        &self.emitted
     }
 
     /// Sends one message to a shard under an admission policy. Ping batches
