@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use common::server::{Server, ServerExt, serve_on, simulate_on, town};
 use common::{lastmile, tmpdir};
+use lastmile_ingest::protocol::{Request, Response};
 use lastmile_roadgraph::testdata;
 use serde_json::Value;
 
@@ -306,6 +307,49 @@ fn assert_same_day(got: &BTreeMap<String, End>, want: &BTreeMap<String, End>) {
     }
 }
 
+/// The vehicles `server` finds with a spatial query (in its order).
+fn found(server: &Server, query: &Request) -> Vec<String> {
+    common::server::rt().block_on(async {
+        let c = server.admin().await;
+        match c.call(query).await.unwrap() {
+            Response::Vehicles { found, truncated } => {
+                assert!(!truncated);
+                found.into_iter().map(|f| f.vehicle).collect()
+            }
+            other => panic!("{other:?}"),
+        }
+    })
+}
+
+/// Every node finds every vehicle in a box round the world, and the same
+/// nearest ones to a point, whichever node drives them.
+fn assert_spatial_queries_span_the_cluster(servers: &[&Server], vehicles: &[String]) {
+    let world = Request::InBox {
+        min_lat_e7: -900_000_000,
+        min_lon_e7: -1_800_000_000,
+        max_lat_e7: 900_000_000,
+        max_lon_e7: 1_800_000_000,
+    };
+    let (lat, lon) = end_on(servers[0], &vehicles[0]).unwrap().position.unwrap();
+    let near = Request::Nearest {
+        lat_e7: (lat * 1e7) as i32,
+        lon_e7: (lon * 1e7) as i32,
+        k: 5,
+    };
+    let nearest: Vec<Vec<String>> = servers.iter().map(|s| found(s, &near)).collect();
+    for s in servers {
+        let mut all = found(s, &world);
+        all.sort();
+        assert_eq!(all, vehicles, "a box round the world");
+    }
+    assert_eq!(nearest[0].len(), 5);
+    assert_eq!(
+        nearest[0][0], vehicles[0],
+        "the nearest to a vehicle is itself"
+    );
+    assert!(nearest.iter().all(|n| *n == nearest[0]), "{nearest:?}");
+}
+
 fn assert_same_events(got: &[DayEvent], want: &[DayEvent]) {
     let missing: Vec<_> = want
         .iter()
@@ -510,6 +554,7 @@ fn a_frozen_node_and_a_joining_node_keep_one_owner_per_vehicle() {
     // node's subscribers read them.
     assert_same_events(&day_events(&a, 1), &want_events);
     assert_same_events(&day_events(&b, 1), &want_events);
+    assert_spatial_queries_span_the_cluster(&[&a, &b], vehicles);
     // Each node answered for the other's vehicles by asking it.
     for n in [&a, &b] {
         let s = stats(n);

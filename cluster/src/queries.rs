@@ -1,13 +1,16 @@
 //! Queries from any node: a node asked for a vehicle it does not drive
 //! asks the vehicle's owner, by NATS request/reply on the owner's subject
-//! `lastmile.node.<name>.vehicle`, and answers with the owner's snapshot.
-//! The owner is the one the leases named at the supervisor's last look (a
-//! fifth of a lease ago at most); an owner that has just handed the
-//! partition over answers "not here", and the query says the vehicle is
-//! unknown until the next look.
+//! `lastmile.node.<name>.query`, and answers with the owner's snapshot; a
+//! spatial query ("nearest", "in a box") asks every other node at once and
+//! merges their answers with its own. The owners are those the leases
+//! named at the supervisor's last look (a fifth of a lease ago at most); an
+//! owner that has just handed a partition over answers "not here", and the
+//! query says the vehicle is unknown until the next look.
 //!
-//! Request: the vehicle id, u64 little-endian. Reply: empty (not held),
-//! or a version byte (1) and the rkyv archive of the snapshot.
+//! Request: a kind byte, then little-endian arguments: 1 vehicle (u64 id),
+//! 2 nearest (f64 lat, f64 lon, u32 k), 3 in a box (4 x f64). Reply: empty
+//! (not held, or a request not understood), or a version byte (1) and the
+//! rkyv archive of the snapshot or of the vehicles found.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
@@ -17,23 +20,32 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use lastmile_engine::fleet::{Engine, RemoteVehicles, VehicleId, VehicleSnapshot, partition_of};
+use lastmile_engine::live_index::Found;
+use lastmile_roadgraph::LatLon;
 use rkyv::rancor;
 use tokio::runtime::Handle;
 
 use crate::member::MemberStats;
 
 const VERSION: u8 = 1;
-/// How long a query waits for the owner.
+/// How long a query waits for the other nodes.
 const PATIENCE: Duration = Duration::from_secs(2);
+/// Vehicles a node answers a spatial query with at most: one more than a
+/// box query's answer holds, so the asker still sees it was cut.
+const MAX_FOUND: usize = 10_001;
+
+const VEHICLE: u8 = 1;
+const NEAREST: u8 = 2;
+const IN_BOX: u8 = 3;
 
 fn subject(node: &str) -> String {
-    format!("lastmile.node.{node}.vehicle")
+    format!("lastmile.node.{node}.query")
 }
 
 /// Each partition's owner as the leases said at the last look.
 pub(crate) type Owners = Arc<Mutex<HashMap<u32, String>>>;
 
-/// Answers other nodes' queries for the vehicles `engine` holds, for as
+/// Answers other nodes' queries about the vehicles `engine` holds, for as
 /// long as the subscription lasts.
 pub(crate) async fn answer(client: async_nats::Client, node: String, engine: Arc<Engine>) {
     let Ok(mut requests) = client.subscribe(subject(&node)).await else {
@@ -42,16 +54,57 @@ pub(crate) async fn answer(client: async_nats::Client, node: String, engine: Arc
     };
     while let Some(req) = requests.next().await {
         let Some(reply) = req.reply else { continue };
-        let id = <[u8; 8]>::try_from(req.payload.as_ref()).map(u64::from_le_bytes);
-        let body = match id.ok().and_then(|id| engine.local_vehicle(id)) {
-            Some(v) => encode(&v),
-            None => Bytes::new(),
-        };
+        let e = engine.clone();
+        let body = tokio::task::spawn_blocking(move || respond(&e, &req.payload))
+            .await
+            .unwrap_or_default();
         let _ = client.publish(reply, body).await;
     }
 }
 
-fn encode(v: &VehicleSnapshot) -> Bytes {
+/// The answer to one request, from this engine's own vehicles.
+fn respond(engine: &Engine, req: &[u8]) -> Bytes {
+    let f64_at = |i: usize| {
+        req.get(i..i + 8)
+            .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
+    };
+    match (req.first(), req.len()) {
+        (Some(&VEHICLE), 9) => {
+            let id = u64::from_le_bytes(req[1..9].try_into().expect("8 bytes"));
+            engine
+                .local_vehicle(id)
+                .map_or_else(Bytes::new, |v| encode(&v))
+        }
+        (Some(&NEAREST), 21) => {
+            let (Some(lat), Some(lon)) = (f64_at(1), f64_at(9)) else {
+                return Bytes::new();
+            };
+            let k = u32::from_le_bytes(req[17..21].try_into().expect("4 bytes")) as usize;
+            let mut found = Vec::new();
+            engine.local_nearest(LatLon::new(lat, lon), k.min(MAX_FOUND), &mut found);
+            encode(&found)
+        }
+        (Some(&IN_BOX), 33) => {
+            let b = [1, 9, 17, 25].map(|i| f64_at(i).unwrap_or(f64::NAN));
+            let mut found = Vec::new();
+            engine.local_in_box(b, &mut found);
+            found.truncate(MAX_FOUND);
+            encode(&found)
+        }
+        _ => Bytes::new(),
+    }
+}
+
+fn encode<T>(v: &T) -> Bytes
+where
+    T: for<'a> rkyv::Serialize<
+            rkyv::api::high::HighSerializer<
+                rkyv::util::AlignedVec,
+                rkyv::ser::allocator::ArenaHandle<'a>,
+                rancor::Error,
+            >,
+        >,
+{
     match rkyv::to_bytes::<rancor::Error>(v) {
         Ok(archive) => {
             let mut out = Vec::with_capacity(archive.len() + 1);
@@ -63,17 +116,25 @@ fn encode(v: &VehicleSnapshot) -> Bytes {
     }
 }
 
-fn decode(bytes: &[u8]) -> Option<VehicleSnapshot> {
+fn aligned(bytes: &[u8]) -> Option<rkyv::util::AlignedVec<16>> {
     let (&VERSION, archive) = bytes.split_first()? else {
         return None;
     };
     let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(archive.len());
     aligned.extend_from_slice(archive);
-    rkyv::from_bytes::<VehicleSnapshot, rancor::Error>(&aligned).ok()
+    Some(aligned)
 }
 
-/// The engine's [`RemoteVehicles`] on the cluster: asks the vehicle's
-/// owner (blocking the caller for the round trip, see [`crate::block_on`]).
+fn decode_vehicle(bytes: &[u8]) -> Option<VehicleSnapshot> {
+    rkyv::from_bytes::<VehicleSnapshot, rancor::Error>(&aligned(bytes)?).ok()
+}
+
+fn decode_found(bytes: &[u8]) -> Option<Vec<Found>> {
+    rkyv::from_bytes::<Vec<Found>, rancor::Error>(&aligned(bytes)?).ok()
+}
+
+/// The engine's [`RemoteVehicles`] on the cluster: asks the other nodes
+/// (blocking the caller for the round trip, see [`crate::block_on`]).
 pub struct OwnerQueries {
     client: async_nats::Client,
     runtime: Handle,
@@ -100,32 +161,75 @@ impl OwnerQueries {
             stats,
         }
     }
-}
 
-impl RemoteVehicles for OwnerQueries {
-    fn vehicle(&self, id: VehicleId) -> Option<VehicleSnapshot> {
-        let p = partition_of(id, self.partitions) as u32;
-        let owner = self
-            .owners
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&p)
-            .cloned()?;
-        if owner == self.node {
-            return None;
-        }
+    fn owners(&self) -> std::sync::MutexGuard<'_, HashMap<u32, String>> {
+        self.owners.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// One request to `node`: its reply's payload, or `None` (counted)
+    /// when it did not answer in time.
+    async fn ask(&self, node: &str, req: Bytes) -> Option<Bytes> {
         self.stats.remote_queries.fetch_add(1, Relaxed);
-        let ask = self
-            .client
-            .request(subject(&owner), Bytes::copy_from_slice(&id.to_le_bytes()));
-        let answer = crate::block_on(&self.runtime, tokio::time::timeout(PATIENCE, ask));
-        match answer {
-            Ok(Ok(msg)) => decode(&msg.payload),
+        match tokio::time::timeout(PATIENCE, self.client.request(subject(node), req)).await {
+            Ok(Ok(msg)) => Some(msg.payload),
             _ => {
                 self.stats.remote_query_failures.fetch_add(1, Relaxed);
                 None
             }
         }
+    }
+
+    /// `req` to every other node owning a partition, their vehicles merged.
+    fn ask_all(&self, req: Bytes) -> Vec<Found> {
+        let mut others: Vec<String> = self
+            .owners()
+            .values()
+            .filter(|n| **n != self.node)
+            .cloned()
+            .collect();
+        others.sort_unstable();
+        others.dedup();
+        if others.is_empty() {
+            return Vec::new();
+        }
+        let asks = others.iter().map(|n| self.ask(n, req.clone()));
+        let replies = crate::block_on(&self.runtime, futures_util::future::join_all(asks));
+        replies
+            .into_iter()
+            .flatten()
+            .filter_map(|r| decode_found(&r))
+            .flatten()
+            .collect()
+    }
+}
+
+impl RemoteVehicles for OwnerQueries {
+    fn vehicle(&self, id: VehicleId) -> Option<VehicleSnapshot> {
+        let p = partition_of(id, self.partitions) as u32;
+        let owner = self.owners().get(&p).cloned()?;
+        if owner == self.node {
+            return None;
+        }
+        let mut req = vec![VEHICLE];
+        req.extend_from_slice(&id.to_le_bytes());
+        let reply = crate::block_on(&self.runtime, self.ask(&owner, Bytes::from(req)))?;
+        decode_vehicle(&reply)
+    }
+
+    fn nearest(&self, p: LatLon, k: usize) -> Vec<Found> {
+        let mut req = vec![NEAREST];
+        req.extend_from_slice(&p.lat.to_le_bytes());
+        req.extend_from_slice(&p.lon.to_le_bytes());
+        req.extend_from_slice(&(k.min(MAX_FOUND) as u32).to_le_bytes());
+        self.ask_all(Bytes::from(req))
+    }
+
+    fn in_box(&self, b: [f64; 4]) -> Vec<Found> {
+        let mut req = vec![IN_BOX];
+        for x in b {
+            req.extend_from_slice(&x.to_le_bytes());
+        }
+        self.ask_all(Bytes::from(req))
     }
 }
 
@@ -139,14 +243,14 @@ mod tests {
         v.odometer_m = 1234.5;
         v.next_stop = Some(7);
         let bytes = encode(&v);
-        let back = decode(&bytes).unwrap();
+        let back = decode_vehicle(&bytes).unwrap();
         assert_eq!(
             (back.vehicle, back.odometer_m, back.next_stop),
             (42, 1234.5, Some(7))
         );
         assert_eq!(encode(&back), bytes);
-        assert!(decode(&[]).is_none());
-        assert!(decode(&bytes[..bytes.len() / 2]).is_none());
-        assert!(decode(&[2, 0, 0]).is_none());
+        assert!(decode_vehicle(&[]).is_none());
+        assert!(decode_vehicle(&bytes[..bytes.len() / 2]).is_none());
+        assert!(decode_vehicle(&[2, 0, 0]).is_none());
     }
 }

@@ -18,7 +18,7 @@ use lastmile_roadgraph::geo::{EARTH_RADIUS_M, haversine_m};
 use rstar::{AABB, PointDistance, RTree, RTreeObject};
 
 /// What the index knows of a vehicle: where and when it was last matched.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Copy, Debug, PartialEq)]
 pub struct LivePosition {
     /// Event time of the ping, seconds.
     pub time: f64,
@@ -61,7 +61,7 @@ fn xyz(p: LatLon) -> [f64; 3] {
 }
 
 /// A vehicle found by a spatial query.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Copy, Debug, PartialEq)]
 pub struct Found {
     pub vehicle: u64,
     pub at: LivePosition,

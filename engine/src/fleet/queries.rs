@@ -86,12 +86,15 @@ impl Engine {
 
     /// The `k` vehicles nearest to `p` (as of the last index refresh).
     pub fn nearest(&self, p: LatLon, k: usize, out: &mut Vec<Found>) {
-        self.live.nearest(p, k, out);
+        self.local_nearest(p, k, out);
+        self.remote_nearest(p, k, out);
     }
 
-    /// Vehicles in `[min_lon, min_lat, max_lon, max_lat]`.
+    /// Vehicles in `[min_lon, min_lat, max_lon, max_lat]` (in a cluster,
+    /// every node's).
     pub fn in_box(&self, b: [f64; 4], out: &mut Vec<Found>) {
-        self.live.in_box(b, out);
+        self.local_in_box(b, out);
+        self.remote_in_box(b, out);
     }
 
     /// Counters and latency so far.
