@@ -44,6 +44,9 @@ pub async fn join(node: &Arc<Node>, c: ClusterConfig) -> Result<()> {
     engine.set_command_log(member.commands());
     // A query for a vehicle another node drives is asked of its owner.
     engine.set_remote_vehicles(member.remote_vehicles());
+    // Learnt traffic and ETA errors are the fleet's: each node's ticks
+    // learn from every node's partitions.
+    engine.set_learning_exchange(member.learning());
     tracing::info!(node = %name, url = %url, "joined the cluster");
     let _ = node.cluster.set(member);
     Ok(())

@@ -15,17 +15,18 @@
 //! A deposed owner must emit nothing taken as current. A node publishes a
 //! partition's events only while its lease is certainly held: less than
 //! three quarters of a lease after the request that last renewed it
-//! started. Past that (NATS in election, or the node was frozen) its
-//! events wait for the next renewal, or are dropped once the partition is
-//! known lost: the next owner emits them again from its checkpoint, which
-//! precedes them (a checkpoint waits for the events before it to be
-//! published). Each event carries its owner's epoch in the header
-//! `Lastmile-Epoch`.
+//! started. Past that (NATS slow or in election, the node frozen, the
+//! partition lost) its events are dropped, and whoever drives the
+//! partition next from its last checkpoint emits them again: a checkpoint
+//! is written only once the events before it are published, never over
+//! dropped ones, and a node that dropped a partition's events and still
+//! holds it drives it again from its checkpoint. Each event carries its
+//! owner's epoch in the header `Lastmile-Epoch`.
 //!
 //! An event as stored: a version byte (1), then the rkyv archive of the
 //! engine's [`Event`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -53,46 +54,56 @@ const IN_FLIGHT: usize = 256;
 /// checkpoint interval plus a failover, what a new owner replays.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(600);
 
-/// The partitions whose events this node may publish now, with their epoch.
+/// The partitions whose events this node may publish now, with their
+/// epoch; and those whose events it dropped since it last drove them from
+/// a checkpoint ("tainted": no checkpoint of theirs may cover the dropped
+/// events, so the supervisor drives them again from the last one).
 #[derive(Default)]
-pub(crate) struct Fence(Mutex<HashMap<u32, (Instant, u64)>>);
+pub(crate) struct Fence {
+    leases: Mutex<HashMap<u32, (Instant, u64)>>,
+    tainted: Mutex<HashSet<u32>>,
+}
 
 impl Fence {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, (Instant, u64)>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    fn leases(&self) -> std::sync::MutexGuard<'_, HashMap<u32, (Instant, u64)>> {
+        self.leases.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn tainted(&self) -> std::sync::MutexGuard<'_, HashSet<u32>> {
+        self.tainted.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Partition `p`'s lease (epoch `epoch`) was taken or renewed by a
     /// request that started at `asked`, for `lease`.
     pub(crate) fn grant(&self, p: u32, epoch: u64, asked: Instant, lease: Duration) {
-        self.lock().insert(p, (asked + lease * 3 / 4, epoch));
+        self.leases().insert(p, (asked + lease * 3 / 4, epoch));
     }
 
     pub(crate) fn revoke(&self, p: u32) {
-        self.lock().remove(&p);
+        self.leases().remove(&p);
     }
 
-    /// What may be done with partition `p`'s events now.
-    fn check(&self, p: u32) -> Fenced {
-        match self.lock().get(&p) {
-            Some(&(until, epoch)) if Instant::now() < until => Fenced::Publish(epoch),
-            Some(_) => Fenced::Wait,
-            None => Fenced::Drop,
+    /// Partition `p` is driven afresh from its checkpoint.
+    pub(crate) fn cleanse(&self, p: u32) {
+        self.tainted().remove(&p);
+    }
+
+    /// Whether partition `p` dropped events since it was last driven from
+    /// its checkpoint.
+    pub(crate) fn is_tainted(&self, p: u32) -> bool {
+        self.tainted().contains(&p)
+    }
+
+    /// The epoch under which partition `p`'s events may be published now;
+    /// `None` (and `p` tainted) when its lease is not certainly held.
+    fn check(&self, p: u32) -> Option<u64> {
+        match self.leases().get(&p) {
+            Some(&(until, epoch)) if Instant::now() < until => return Some(epoch),
+            _ => {}
         }
+        self.tainted().insert(p);
+        None
     }
-}
-
-/// A partition's events, by the state of its lease.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Fenced {
-    /// Held for certain, under this epoch.
-    Publish(u64),
-    /// Held, but not renewed lately (NATS in election, or this node was
-    /// frozen): wait for the renewal, or for the loss.
-    Wait,
-    /// Not this node's (lost, given up, suspended): its next owner emits
-    /// them again from its checkpoint, which precedes them.
-    Drop,
 }
 
 /// The event stream, made if missing (`max_bytes` bounds it; the oldest
@@ -157,6 +168,7 @@ pub(crate) async fn relay_out(
         let report = outbox.read_pending(&mut cursor, READ_AT_ONCE, &mut batch);
         stats.events_lost.fetch_add(report.lost, Relaxed);
         if batch.is_empty() {
+            relayed.store(cursor, Relaxed);
             let (o, c) = (outbox.clone(), cursor);
             let _ = tokio::task::spawn_blocking(move || {
                 o.wait_published(c, Duration::from_millis(100))
@@ -167,12 +179,7 @@ pub(crate) async fn relay_out(
         let mut acks = futures_util::stream::FuturesOrdered::new();
         for (_, e) in &batch {
             let p = partition_of(e.vehicle, partitions) as u32;
-            let mut state = fence.check(p);
-            while state == Fenced::Wait {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                state = fence.check(p);
-            }
-            let Fenced::Publish(epoch) = state else {
+            let Some(epoch) = fence.check(p) else {
                 stats.events_fenced.fetch_add(1, Relaxed);
                 continue;
             };
@@ -355,13 +362,18 @@ mod tests {
         let fence = Fence::default();
         let lease = Duration::from_secs(4);
         fence.grant(1, 9, Instant::now(), lease);
-        assert_eq!(fence.check(1), Fenced::Publish(9));
-        assert_eq!(fence.check(2), Fenced::Drop);
+        assert_eq!(fence.check(1), Some(9));
+        assert!(!fence.is_tainted(1));
+        assert_eq!(fence.check(2), None, "not this node's");
         fence.grant(1, 9, Instant::now() - lease, lease);
-        assert_eq!(fence.check(1), Fenced::Wait, "renewed a whole lease ago");
+        assert_eq!(fence.check(1), None, "renewed a whole lease ago");
+        assert!(fence.is_tainted(1), "its events were dropped");
         fence.grant(1, 10, Instant::now(), lease);
-        assert_eq!(fence.check(1), Fenced::Publish(10));
+        assert_eq!(fence.check(1), Some(10));
+        assert!(fence.is_tainted(1), "a renewal does not bring them back");
+        fence.cleanse(1);
+        assert!(!fence.is_tainted(1));
         fence.revoke(1);
-        assert_eq!(fence.check(1), Fenced::Drop);
+        assert_eq!(fence.check(1), None);
     }
 }

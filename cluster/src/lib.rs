@@ -12,6 +12,8 @@
 //!   include, for whoever owns it next;
 //! - [`events`]: the event log as a stream, each owner relaying its
 //!   partitions' events and every node's subscribers reading them all;
+//! - [`learning`]: what each node's engine learns (traffic, ETA
+//!   outcomes) swapped with the others at ticks;
 //! - [`queries`]: a query for a vehicle another node drives, asked of
 //!   its owner;
 //! - [`member`]: a node's part in it all: publishing its front ends'
@@ -21,6 +23,7 @@
 pub mod checkpoints;
 pub mod commands;
 pub mod events;
+pub mod learning;
 pub mod leases;
 pub mod member;
 pub mod names;

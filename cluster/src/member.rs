@@ -39,6 +39,7 @@ use tokio::task::JoinHandle;
 use crate::checkpoints::{Checkpoints, PartitionCheckpoint};
 use crate::commands::{self, SharedCommands};
 use crate::events::{self, Fence};
+use crate::learning::ClusterLearning;
 use crate::leases::{self, Lease, Leases, RenewError};
 use crate::ping_log::{LogConfig, PingLog};
 use crate::publisher::Publisher;
@@ -119,8 +120,9 @@ pub struct MemberStats {
     pub events_published: AtomicU64,
     /// Events published again that the stream had (a new owner's replay).
     pub events_duplicate: AtomicU64,
-    /// Events of a partition this node no longer holds (lost, suspended):
-    /// not published; its next owner emits them again.
+    /// Events of a partition whose lease was not certainly held (NATS slow,
+    /// the node frozen, the partition lost): not published; whoever drives
+    /// it next from its checkpoint emits them again.
     pub events_fenced: AtomicU64,
     /// Events not published: the relay fell behind the engine's outbox, or
     /// the stream did not acknowledge within the patience.
@@ -128,6 +130,14 @@ pub struct MemberStats {
     /// Events read from the stream for this node's subscribers.
     pub events_received: AtomicU64,
     pub events_unreadable: AtomicU64,
+    /// Traffic observations this node shared with the others, took from
+    /// them, and dropped (a queue or an inbox full, a message unreadable).
+    pub learn_shared: AtomicU64,
+    pub learn_received: AtomicU64,
+    pub learn_dropped: AtomicU64,
+    /// Partitions driven again from their checkpoint after their events
+    /// were dropped (a lease uncertain for a while).
+    pub replays: AtomicU64,
 }
 
 /// Renewals in flight at once.
@@ -265,6 +275,7 @@ pub struct Member {
     fence: Arc<Fence>,
     /// The engine's outbox position below which every event is relayed.
     relayed: Arc<AtomicU64>,
+    learning: Arc<ClusterLearning>,
     /// Background tasks: answering other nodes' queries, relaying events
     /// out and in.
     tasks: Vec<JoinHandle<()>>,
@@ -298,6 +309,9 @@ impl Member {
         observe: Observer,
     ) -> anyhow::Result<Arc<Self>> {
         let partitions = config.log.partitions;
+        if !engine.config().relay_events {
+            bail!("a cluster node's engine relays its events (FleetConfig::relay_events)");
+        }
         if engine.partition_count() != partitions as usize {
             bail!(
                 "the engine has {} partitions, the cluster {partitions}",
@@ -358,7 +372,13 @@ impl Member {
         events::open(js, replicas, config.log.max_bytes).await?;
         let fence = Arc::new(Fence::default());
         let relayed = Arc::new(AtomicU64::new(0));
-        let tasks = vec![
+        let (learning, learning_tasks) = ClusterLearning::start(
+            js.client(),
+            config.node.clone(),
+            engine.config().max_observations_per_tick,
+            stats.clone(),
+        );
+        let mut tasks = vec![
             tokio::spawn(queries::answer(
                 js.client(),
                 config.node.clone(),
@@ -374,6 +394,7 @@ impl Member {
             )),
             tokio::spawn(events::relay_in(js.clone(), engine.clone(), stats.clone())),
         ];
+        tasks.extend(learning_tasks);
         Ok(Self {
             config,
             log,
@@ -392,6 +413,7 @@ impl Member {
             remote,
             fence,
             relayed,
+            learning,
             tasks,
         })
     }
@@ -404,6 +426,12 @@ impl Member {
     /// [`Engine::set_remote_vehicles`]).
     pub fn remote_vehicles(&self) -> Arc<OwnerQueries> {
         self.remote.clone()
+    }
+
+    /// Where the engine swaps what it learns with the other nodes' (for
+    /// [`Engine::set_learning_exchange`]).
+    pub fn learning(&self) -> Arc<ClusterLearning> {
+        self.learning.clone()
     }
 
     /// The engine's command log on the cluster (for
@@ -499,6 +527,7 @@ impl Member {
     /// Drives a partition just taken with a request made at `asked`.
     fn start(self: &Arc<Self>, lease: Lease, asked: Instant) {
         self.lock_suspended().remove(&lease.partition);
+        self.fence.cleanse(lease.partition);
         self.fence
             .grant(lease.partition, lease.epoch, asked, self.config.lease);
         tracing::info!(
@@ -569,6 +598,16 @@ impl Member {
                 continue;
             };
             match renewed {
+                Ok(()) if self.fence.is_tainted(p) => {
+                    // It dropped events (its lease was uncertain a while):
+                    // driven again from its checkpoint, which precedes them.
+                    tracing::info!(partition = p, "partition replayed from its checkpoint");
+                    self.fence.grant(p, lease.epoch, asked, self.config.lease);
+                    o.task.abort();
+                    let _ = o.task.await;
+                    self.stats.replays.fetch_add(1, Relaxed);
+                    self.start(lease, asked);
+                }
                 Ok(()) => {
                     self.fence.grant(p, lease.epoch, asked, self.config.lease);
                     self.lock_owned().insert(p, Owned { lease, ..o });
@@ -806,7 +845,9 @@ async fn checkpoint(member: &Arc<Member>, lease: Lease, applied: u64) -> bool {
     // The events of what the checkpoint holds must be on the stream first:
     // the next owner replays only what comes after it.
     let upto = member.engine.emitted().next_id();
-    if !events::relayed_up_to(&member.relayed, upto, member.config.publish_patience).await {
+    let relayed =
+        events::relayed_up_to(&member.relayed, upto, member.config.publish_patience).await;
+    if !relayed || member.fence.is_tainted(lease.partition) {
         member.stats.checkpoint_failures.fetch_add(1, Relaxed);
         return false;
     }

@@ -12,8 +12,8 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use lastmile_cluster::Member;
 use lastmile_cluster::checkpoints::Checkpoints;
-use lastmile_cluster::{ClusterConfig, LogConfig, Member};
 use lastmile_engine::Ping;
 use lastmile_engine::fleet::{Admission, Command, CommandError, Engine, FleetConfig, StopPlan};
 use lastmile_roadgraph::{CityParams, Graph, synthetic};
@@ -25,45 +25,13 @@ const VEHICLES: u64 = 6;
 const LOG_BYTES: i64 = 256 << 10;
 
 async fn node(url: &str, name: &str, graph: &Arc<Graph>) -> (Arc<Engine>, Arc<Member>) {
-    let engine = Arc::new(Engine::new(
-        graph.clone(),
-        FleetConfig {
-            shards: 1,
-            partitions: PARTITIONS as usize,
-            learning: false,
-            ..FleetConfig::default()
-        },
-    ));
-    let mut config = ClusterConfig::new(url, name);
-    config.log = LogConfig {
-        partitions: PARTITIONS,
-        replicas: 3,
-        connect_timeout: Duration::from_secs(2),
-        max_bytes: LOG_BYTES,
-        ..LogConfig::default()
+    let config = FleetConfig {
+        shards: 1,
+        partitions: PARTITIONS as usize,
+        learning: false,
+        ..FleetConfig::default()
     };
-    config.lease = Duration::from_secs(2);
-    config.checkpoint_every = Duration::from_secs(1);
-    let t = Instant::now();
-    let member = loop {
-        match Member::join(
-            config.clone(),
-            engine.clone(),
-            name.into(),
-            Box::new(|_| {}),
-        )
-        .await
-        {
-            Ok(m) => break m,
-            Err(e) if t.elapsed() < Duration::from_secs(30) => {
-                eprintln!("waiting for the cluster: {e:#}");
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            Err(e) => panic!("the cluster never came up: {e:#}"),
-        }
-    };
-    assert!(engine.set_command_log(member.commands()));
-    (engine, member)
+    common::join(url, name, graph, config, LOG_BYTES).await
 }
 
 /// Every stop's id, owner and plan as `engine`'s registry holds it.
@@ -157,7 +125,23 @@ async fn two_nodes_adding_the_same_stops_at_once_agree_on_one_owner_each() {
         .unwrap();
     let t = Instant::now();
     while saved.get_registry().await.unwrap().map(|c| c.sequence) != Some(a.log_position()) {
-        assert!(t.elapsed() < Duration::from_secs(20), "no registry saved");
+        let s = |m: &Member| {
+            use std::sync::atomic::Ordering::Relaxed;
+            let s = &m.stats;
+            (
+                s.checkpoints.load(Relaxed),
+                s.checkpoint_failures.load(Relaxed),
+                s.events_published.load(Relaxed),
+                s.events_fenced.load(Relaxed),
+                m.owned(),
+            )
+        };
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "no registry saved: {:?} {:?}",
+            s(&_ma),
+            s(&_mb)
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // Pings through a until the log holds none of the commands.

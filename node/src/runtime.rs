@@ -557,6 +557,10 @@ fn cluster_stats(m: &lastmile_cluster::Member) -> Vec<(String, u64)> {
         ("events_lost", c(&s.events_lost)),
         ("events_received", c(&s.events_received)),
         ("events_unreadable", c(&s.events_unreadable)),
+        ("learn_shared", c(&s.learn_shared)),
+        ("learn_received", c(&s.learn_received)),
+        ("learn_dropped", c(&s.learn_dropped)),
+        ("replays", c(&s.replays)),
     ]
     .into_iter()
     .map(|(k, v)| (format!("cluster_{k}"), v))

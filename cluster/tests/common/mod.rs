@@ -132,3 +132,51 @@ impl Drop for Nats {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A node of the cluster at `url` with an engine of `config` on `graph`
+/// (lease 2 s, checkpoints every second, a log of `log_bytes`), its
+/// engine's commands, queries and learning on the cluster as `lastmile
+/// serve --cluster` sets them; waits out the cluster's first election.
+pub async fn join(
+    url: &str,
+    name: &str,
+    graph: &std::sync::Arc<lastmile_roadgraph::Graph>,
+    config: lastmile_engine::fleet::FleetConfig,
+    log_bytes: i64,
+) -> (
+    std::sync::Arc<lastmile_engine::fleet::Engine>,
+    std::sync::Arc<lastmile_cluster::Member>,
+) {
+    use lastmile_cluster::{ClusterConfig, LogConfig, Member};
+    let partitions = config.partitions as u32;
+    let config = lastmile_engine::fleet::FleetConfig {
+        relay_events: true,
+        ..config
+    };
+    let engine = std::sync::Arc::new(lastmile_engine::fleet::Engine::new(graph.clone(), config));
+    let mut c = ClusterConfig::new(url, name);
+    c.log = LogConfig {
+        partitions,
+        replicas: 3,
+        connect_timeout: Duration::from_secs(2),
+        max_bytes: log_bytes,
+        ..LogConfig::default()
+    };
+    c.lease = Duration::from_secs(2);
+    c.checkpoint_every = Duration::from_secs(1);
+    let t = Instant::now();
+    let member = loop {
+        match Member::join(c.clone(), engine.clone(), name.into(), Box::new(|_| {})).await {
+            Ok(m) => break m,
+            Err(e) if t.elapsed() < Duration::from_secs(30) => {
+                eprintln!("waiting for the cluster: {e:#}");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => panic!("the cluster never came up: {e:#}"),
+        }
+    };
+    assert!(engine.set_command_log(member.commands()));
+    assert!(engine.set_remote_vehicles(member.remote_vehicles()));
+    assert!(engine.set_learning_exchange(member.learning()));
+    (engine, member)
+}

@@ -163,6 +163,8 @@ impl Engine {
         if !self.config.learning {
             return installed;
         }
+        // In a cluster: what the other nodes' partitions taught them.
+        self.exchange(&mut observations, &mut outcomes);
         if self
             .window_learning
             .load(std::sync::atomic::Ordering::Relaxed)

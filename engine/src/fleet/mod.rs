@@ -24,6 +24,7 @@ pub mod command_log;
 pub mod detect;
 pub mod eta;
 pub mod events;
+mod exchange;
 mod fleet_zones;
 mod handover;
 pub mod journal;
@@ -58,6 +59,7 @@ pub use command_log::{AppendError, CommandLog};
 pub use detect::DetectConfig;
 pub use eta::EtaConfig;
 pub use events::{Event, EventBus, EventFilter, EventKind, ReadReport};
+pub use exchange::LearningExchange;
 pub use fleet_zones::{MAX_POINTS_PER_FLEET, MAX_ZONES_PER_FLEET};
 pub use handover::{Adopted, PartitionSave};
 pub use journal::Journal;
@@ -331,6 +333,8 @@ pub struct Engine {
     recorded: command_log::Recorded,
     /// Where vehicles another engine drives are asked for.
     remote: OnceLock<Arc<dyn RemoteVehicles>>,
+    /// Where what the engines learn is swapped.
+    exchange: OnceLock<Arc<dyn LearningExchange>>,
     /// Finalised path pieces gathered at ticks, for [`Engine::take_history`].
     history: Mutex<Vec<PathPiece>>,
     /// Whether ticks learn ETA errors (with [`FleetConfig::learning`]),
@@ -431,6 +435,7 @@ impl Engine {
             command_log: OnceLock::new(),
             recorded: Default::default(),
             remote: OnceLock::new(),
+            exchange: OnceLock::new(),
             history: Mutex::new(Vec::new()),
             window_learning: true.into(),
         }
