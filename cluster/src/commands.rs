@@ -12,8 +12,7 @@
 //! the log ([`follow`]); each partition's driver applies the commands of
 //! its vehicles where the log puts them among their pings.
 //!
-//! A unit as stored: a version byte (1), then the rkyv archive of
-//! [`Unit`].
+//! A unit as stored: a [`Unit`], framed (see `framed`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -22,16 +21,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use lastmile_engine::fleet::{Command, CommandLog, Engine};
-use rkyv::rancor;
 use tokio::runtime::Handle;
 
 pub use lastmile_engine::fleet::AppendError;
 
 use crate::checkpoints::Checkpoints;
+use crate::framed;
 use crate::member::MemberStats;
 use crate::ping_log::PingLog;
-
-const VERSION: u8 = 1;
 
 /// Bytes a unit may take on the log (NATS refuses a message over 1 MiB by
 /// default; a route of a thousand stops takes about 100 kB).
@@ -51,31 +48,20 @@ pub fn encode(commands: &[Command], time: f64) -> Result<Vec<u8>, String> {
         time,
         commands: commands.to_vec(),
     };
-    let archive = rkyv::to_bytes::<rancor::Error>(&unit).map_err(|e| e.to_string())?;
-    if archive.len() + 1 > MAX_UNIT_BYTES {
+    let bytes = framed::encode(&unit)?;
+    if bytes.len() > MAX_UNIT_BYTES {
         return Err(format!(
             "the command takes {} bytes, more than the cluster's log takes ({MAX_UNIT_BYTES})",
-            archive.len() + 1
+            bytes.len()
         ));
     }
-    let mut out = Vec::with_capacity(archive.len() + 1);
-    out.push(VERSION);
-    out.extend_from_slice(&archive);
-    Ok(out)
+    Ok(bytes)
 }
 
 /// A stored unit read back; `Err` with the reason if it is not one this
 /// build reads (checked whole: a damaged archive is refused, not trusted).
 pub fn decode(bytes: &[u8]) -> Result<Unit, String> {
-    match bytes.split_first() {
-        Some((&VERSION, archive)) => {
-            let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(archive.len());
-            aligned.extend_from_slice(archive);
-            rkyv::from_bytes::<Unit, rancor::Error>(&aligned).map_err(|e| e.to_string())
-        }
-        Some((v, _)) => Err(format!("command unit version {v}")),
-        None => Err("an empty command unit".into()),
-    }
+    framed::decode(bytes)
 }
 
 /// The engine's [`CommandLog`] on the cluster's log. Its appends block the

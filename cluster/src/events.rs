@@ -23,8 +23,7 @@
 //! holds it drives it again from its checkpoint. Each event carries its
 //! owner's epoch in the header `Lastmile-Epoch`.
 //!
-//! An event as stored: a version byte (1), then the rkyv archive of the
-//! engine's [`Event`].
+//! An event as stored: the engine's [`Event`], framed (see `framed`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -39,13 +38,12 @@ use async_nats::jetstream::stream::{Config, DiscardPolicy, StorageType};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use lastmile_engine::fleet::{Engine, Event, partition_of};
-use rkyv::rancor;
 
+use crate::framed;
 use crate::member::MemberStats;
 
 pub const STREAM: &str = "LASTMILE_EVENTS";
 const SUBJECT: &str = "lastmile.events";
-const VERSION: u8 = 1;
 /// Events read from the engine's outbox at a time.
 const READ_AT_ONCE: usize = 1024;
 /// Publishes awaiting their acknowledgement at once.
@@ -125,23 +123,6 @@ pub(crate) async fn open(js: &Context, replicas: usize, max_bytes: i64) -> anyho
     Ok(())
 }
 
-fn encode(e: &Event) -> Option<Bytes> {
-    let archive = rkyv::to_bytes::<rancor::Error>(e).ok()?;
-    let mut out = Vec::with_capacity(archive.len() + 1);
-    out.push(VERSION);
-    out.extend_from_slice(&archive);
-    Some(Bytes::from(out))
-}
-
-fn decode(bytes: &[u8]) -> Option<Event> {
-    let (&VERSION, archive) = bytes.split_first()? else {
-        return None;
-    };
-    let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(archive.len());
-    aligned.extend_from_slice(archive);
-    rkyv::from_bytes::<Event, rancor::Error>(&aligned).ok()
-}
-
 /// Publishes what `engine` emits, for as long as the member lives: each
 /// event of a partition this node may publish for (see [`Fence`]), under
 /// its id, acknowledgements awaited in order with a bounded number in
@@ -183,10 +164,11 @@ pub(crate) async fn relay_out(
                 stats.events_fenced.fetch_add(1, Relaxed);
                 continue;
             };
-            let Some(payload) = encode(e) else {
+            let Ok(payload) = framed::encode(e) else {
                 stats.events_lost.fetch_add(1, Relaxed);
                 continue;
             };
+            let payload = Bytes::from(payload);
             let id = format!("{}-{}", e.vehicle, e.seq);
             let subject = format!("{SUBJECT}.{p}");
             let js = js.clone();
@@ -314,13 +296,13 @@ pub(crate) async fn relay_in(js: Context, engine: Arc<Engine>, stats: Arc<Member
             // (events the stream dropped meanwhile, one unreadable) moves
             // its numbering on, so an id stays the stream's sequence.
             bus.skip_to(seq);
-            match decode(&m.payload) {
-                Some(e) => {
+            match framed::decode::<Event>(&m.payload) {
+                Ok(e) => {
                     batch.push(e);
                     bus.publish(&mut batch);
                     stats.events_received.fetch_add(1, Relaxed);
                 }
-                None => {
+                Err(_) => {
                     stats.events_unreadable.fetch_add(1, Relaxed);
                     bus.skip_to(seq + 1);
                 }
@@ -351,10 +333,10 @@ mod tests {
             reference: 30.0,
             window_s: Event::NO_WINDOW,
         };
-        let bytes = encode(&e).unwrap();
-        assert_eq!(decode(&bytes), Some(e));
-        assert_eq!(decode(&bytes[..bytes.len() - 4]), None);
-        assert_eq!(decode(&[]), None);
+        let bytes = framed::encode(&e).unwrap();
+        assert_eq!(framed::decode::<Event>(&bytes), Ok(e));
+        assert!(framed::decode::<Event>(&bytes[..bytes.len() - 4]).is_err());
+        assert!(framed::decode::<Event>(&[]).is_err());
     }
 
     #[test]

@@ -4,9 +4,8 @@
 //! `lastmile.learn`, and learns at its next tick from what the others
 //! published. Best effort, as the learning is: a node that is down or
 //! behind misses some (counted), and a node that starts learns from then
-//! on. Each message: a version byte (1), then the rkyv archive of
-//! [`Shared`] (at most [`CHUNK`] observations, well under NATS's payload
-//! limit).
+//! on. Each message: a [`Shared`], framed (see `framed`; at most
+//! [`CHUNK`] observations, well under NATS's payload limit).
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
@@ -15,13 +14,12 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use lastmile_engine::fleet::{LearningExchange, Outcome};
 use lastmile_engine::traffic::EdgeObservation;
-use rkyv::rancor;
 use tokio::sync::mpsc;
 
+use crate::framed;
 use crate::member::MemberStats;
 
 const SUBJECT: &str = "lastmile.learn";
-const VERSION: u8 = 1;
 /// Observations (or outcomes) in one message at most.
 pub const CHUNK: usize = 8192;
 /// Messages waiting to be published at most (beyond: dropped, counted).
@@ -33,23 +31,6 @@ pub struct Shared {
     pub node: String,
     pub observations: Vec<EdgeObservation>,
     pub outcomes: Vec<Outcome>,
-}
-
-fn encode(s: &Shared) -> Option<Bytes> {
-    let archive = rkyv::to_bytes::<rancor::Error>(s).ok()?;
-    let mut out = Vec::with_capacity(archive.len() + 1);
-    out.push(VERSION);
-    out.extend_from_slice(&archive);
-    Some(Bytes::from(out))
-}
-
-fn decode(bytes: &[u8]) -> Option<Shared> {
-    let (&VERSION, archive) = bytes.split_first()? else {
-        return None;
-    };
-    let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(archive.len());
-    aligned.extend_from_slice(archive);
-    rkyv::from_bytes::<Shared, rancor::Error>(&aligned).ok()
 }
 
 /// The exchange on the cluster: [`LearningExchange::share`] queues for the
@@ -103,11 +84,13 @@ impl ClusterLearning {
     }
 
     fn receive(&self, payload: &[u8]) {
-        let Some(s) = decode(payload) else {
+        let Ok(s) = framed::decode::<Shared>(payload) else {
             self.stats.learn_dropped.fetch_add(1, Relaxed);
             return;
         };
         if s.node == self.node {
+            // Another connection of this node's name (the connection itself
+            // gets no echo): a node restarted, its old self not gone yet.
             return;
         }
         let mut inbox = self.inbox.lock().unwrap_or_else(|p| p.into_inner());
@@ -135,7 +118,8 @@ impl LearningExchange for ClusterLearning {
                 observations: observations[range(observations.len())].to_vec(),
                 outcomes: outcomes[range(outcomes.len())].to_vec(),
             };
-            let sent = encode(&s).is_some_and(|b| self.outbox.try_send(b).is_ok());
+            let sent =
+                framed::encode(&s).is_ok_and(|b| self.outbox.try_send(Bytes::from(b)).is_ok());
             let counter = if sent {
                 &self.stats.learn_shared
             } else {
@@ -166,9 +150,9 @@ mod tests {
             }],
             outcomes: Vec::new(),
         };
-        let bytes = encode(&s).unwrap();
-        assert_eq!(decode(&bytes), Some(s));
-        assert_eq!(decode(&bytes[..bytes.len() - 3]), None);
-        assert_eq!(decode(&[]), None);
+        let bytes = framed::encode(&s).unwrap();
+        assert_eq!(framed::decode::<Shared>(&bytes), Ok(s));
+        assert!(framed::decode::<Shared>(&bytes[..bytes.len() - 3]).is_err());
+        assert!(framed::decode::<Shared>(&[]).is_err());
     }
 }

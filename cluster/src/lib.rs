@@ -23,6 +23,7 @@
 pub mod checkpoints;
 pub mod commands;
 pub mod events;
+mod framed;
 pub mod learning;
 pub mod leases;
 pub mod member;
@@ -50,8 +51,11 @@ pub async fn connect(
         .map(|u| u.trim().parse::<async_nats::ServerAddr>())
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| format!("{url:?} is not a list of NATS servers"))?;
+    // No echo: a node never needs its own plain messages back (what it
+    // shares with the others at ticks is not for itself).
     let options = async_nats::ConnectOptions::new()
         .connection_timeout(timeout)
+        .no_echo()
         .name("lastmile");
     let client = tokio::time::timeout(timeout, async_nats::connect_with_options(servers, options))
         .await

@@ -9,8 +9,8 @@
 //!
 //! Request: a kind byte, then little-endian arguments: 1 vehicle (u64 id),
 //! 2 nearest (f64 lat, f64 lon, u32 k), 3 in a box (4 x f64). Reply: empty
-//! (not held, or a request not understood), or a version byte (1) and the
-//! rkyv archive of the snapshot or of the vehicles found.
+//! (not held, or a request not understood), or the snapshot or the
+//! vehicles found, framed (see `framed`).
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
@@ -22,12 +22,11 @@ use futures_util::StreamExt;
 use lastmile_engine::fleet::{Engine, RemoteVehicles, VehicleId, VehicleSnapshot, partition_of};
 use lastmile_engine::live_index::Found;
 use lastmile_roadgraph::LatLon;
-use rkyv::rancor;
 use tokio::runtime::Handle;
 
+use crate::framed;
 use crate::member::MemberStats;
 
-const VERSION: u8 = 1;
 /// How long a query waits for the other nodes.
 const PATIENCE: Duration = Duration::from_secs(2);
 /// Vehicles a node answers a spatial query with at most: one more than a
@@ -101,36 +100,19 @@ where
             rkyv::api::high::HighSerializer<
                 rkyv::util::AlignedVec,
                 rkyv::ser::allocator::ArenaHandle<'a>,
-                rancor::Error,
+                rkyv::rancor::Error,
             >,
         >,
 {
-    match rkyv::to_bytes::<rancor::Error>(v) {
-        Ok(archive) => {
-            let mut out = Vec::with_capacity(archive.len() + 1);
-            out.push(VERSION);
-            out.extend_from_slice(&archive);
-            Bytes::from(out)
-        }
-        Err(_) => Bytes::new(),
-    }
-}
-
-fn aligned(bytes: &[u8]) -> Option<rkyv::util::AlignedVec<16>> {
-    let (&VERSION, archive) = bytes.split_first()? else {
-        return None;
-    };
-    let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(archive.len());
-    aligned.extend_from_slice(archive);
-    Some(aligned)
+    framed::encode(v).map_or_else(|_| Bytes::new(), Bytes::from)
 }
 
 fn decode_vehicle(bytes: &[u8]) -> Option<VehicleSnapshot> {
-    rkyv::from_bytes::<VehicleSnapshot, rancor::Error>(&aligned(bytes)?).ok()
+    framed::decode(bytes).ok()
 }
 
 fn decode_found(bytes: &[u8]) -> Option<Vec<Found>> {
-    rkyv::from_bytes::<Vec<Found>, rancor::Error>(&aligned(bytes)?).ok()
+    framed::decode(bytes).ok()
 }
 
 /// The engine's [`RemoteVehicles`] on the cluster: asks the other nodes
