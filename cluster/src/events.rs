@@ -81,6 +81,11 @@ impl Fence {
         self.leases().remove(&p);
     }
 
+    /// Partition `p` lost an event on the way to the stream.
+    fn taint(&self, p: u32) {
+        self.tainted().insert(p);
+    }
+
     /// Partition `p` is driven afresh from its checkpoint.
     pub(crate) fn cleanse(&self, p: u32) {
         self.tainted().remove(&p);
@@ -99,7 +104,7 @@ impl Fence {
             Some(&(until, epoch)) if Instant::now() < until => return Some(epoch),
             _ => {}
         }
-        self.tainted().insert(p);
+        self.taint(p);
         None
     }
 }
@@ -172,15 +177,17 @@ pub(crate) async fn relay_out(
             let id = format!("{}-{}", e.vehicle, e.seq);
             let subject = format!("{SUBJECT}.{p}");
             let js = js.clone();
-            acks.push_back(
-                async move { publish(&js, subject, id, epoch, payload, patience).await },
-            );
-            if acks.len() >= IN_FLIGHT {
-                count(acks.next().await, &stats);
+            acks.push_back(async move {
+                (p, publish(&js, subject, id, epoch, payload, patience).await)
+            });
+            if acks.len() >= IN_FLIGHT
+                && let Some(done) = acks.next().await
+            {
+                count(done, &fence, &stats);
             }
         }
         while let Some(done) = acks.next().await {
-            count(Some(done), &stats);
+            count(done, &fence, &stats);
         }
         relayed.store(cursor, Relaxed);
         outbox.mark_durable(cursor);
@@ -203,11 +210,16 @@ pub(crate) async fn relayed_up_to(relayed: &AtomicU64, upto: u64, within: Durati
     true
 }
 
-fn count(done: Option<Result<bool, ()>>, stats: &MemberStats) {
+/// Counts a publish; one given up taints its partition, as a dropped
+/// event does (no checkpoint over it; driven again from the last one).
+fn count((p, done): (u32, Result<bool, ()>), fence: &Fence, stats: &MemberStats) {
     match done {
-        Some(Ok(false)) => stats.events_published.fetch_add(1, Relaxed),
-        Some(Ok(true)) => stats.events_duplicate.fetch_add(1, Relaxed),
-        Some(Err(())) | None => stats.events_lost.fetch_add(1, Relaxed),
+        Ok(false) => stats.events_published.fetch_add(1, Relaxed),
+        Ok(true) => stats.events_duplicate.fetch_add(1, Relaxed),
+        Err(()) => {
+            fence.taint(p);
+            stats.events_lost.fetch_add(1, Relaxed)
+        }
     };
 }
 

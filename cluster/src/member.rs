@@ -125,7 +125,8 @@ pub struct MemberStats {
     /// it next from its checkpoint emits them again.
     pub events_fenced: AtomicU64,
     /// Events not published: the relay fell behind the engine's outbox, or
-    /// the stream did not acknowledge within the patience.
+    /// the stream did not acknowledge within the patience (the partition is
+    /// then driven again from its checkpoint).
     pub events_lost: AtomicU64,
     /// Events read from the stream for this node's subscribers.
     pub events_received: AtomicU64,
