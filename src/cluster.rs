@@ -16,7 +16,11 @@ use serde_json::json;
 /// The cluster's shared names, for a node about to start.
 pub async fn shared_names(c: &ClusterConfig) -> Result<Arc<dyn Directory>> {
     let js = lastmile_cluster::connect(&c.url, c.log.connect_timeout).await?;
-    let names = Names::open(&js, c.log.replicas).await?;
+    let within = c.log.connect_timeout * 4;
+    let names = lastmile_cluster::retrying("opening the names bucket", within, || {
+        Names::open(&js, c.log.replicas)
+    })
+    .await?;
     Ok(SharedNames::new(names, tokio::runtime::Handle::current()))
 }
 

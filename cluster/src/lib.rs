@@ -84,3 +84,37 @@ pub fn block_on<T: Send>(runtime: &tokio::runtime::Handle, f: impl Future<Output
         Err(_) => runtime.block_on(f),
     }
 }
+
+/// A node configured otherwise than the cluster it joins: refused at once,
+/// not tried again.
+#[derive(Debug)]
+pub struct Misconfigured(pub String);
+
+impl std::fmt::Display for Misconfigured {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Misconfigured {}
+
+/// `f` until it succeeds, every quarter second for up to `within` (a NATS
+/// cluster electing its leaders); its last error after that, or at once
+/// a [`Misconfigured`] one.
+pub async fn retrying<T, F, Fut>(what: &str, within: Duration, mut f: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<T>>,
+{
+    let started = tokio::time::Instant::now();
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) if started.elapsed() < within && e.downcast_ref::<Misconfigured>().is_none() => {
+                tracing::debug!(error = %format!("{e:#}"), "{what}: trying again");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}

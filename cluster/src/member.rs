@@ -320,7 +320,14 @@ impl Member {
             );
         }
         let js = crate::connect(&config.url, config.log.connect_timeout).await?;
-        let mut member = Self::open(&js, config, engine).await?;
+        // A NATS cluster that has just started answers before it can make
+        // replicated streams (its JetStream leader elected, its peers
+        // known): the opening is tried again for a while.
+        let within = config.log.connect_timeout * 4;
+        let mut member = crate::retrying("opening the cluster's streams", within, || {
+            Self::open(&js, config.clone(), engine.clone())
+        })
+        .await?;
         member.observe = observe;
         let member = Arc::new(member);
         member.leases.beat(&about).await?;
@@ -337,6 +344,9 @@ impl Member {
         let log = PingLog::open(js, &config.log).await?;
         let leases = Leases::open(js, &config.node, config.lease, replicas).await?;
         let checkpoints = Checkpoints::open(js, engine.graph().fingerprint(), replicas).await?;
+        // Everything that can fail comes before any task starts, so a
+        // failed opening can be tried again.
+        events::open(js, replicas, config.log.max_bytes).await?;
         let stats = Arc::new(MemberStats::default());
         // Tells this process's message ids from an earlier one's of the
         // same node name.
@@ -370,7 +380,6 @@ impl Member {
             owners.clone(),
             stats.clone(),
         ));
-        events::open(js, replicas, config.log.max_bytes).await?;
         let fence = Arc::new(Fence::default());
         let relayed = Arc::new(AtomicU64::new(0));
         let (learning, learning_tasks) = ClusterLearning::start(

@@ -116,10 +116,11 @@ impl PingLog {
         // would each drive vehicles the other does.
         let theirs = stream.cached_info().config.metadata.get(PARTITIONS_KEY);
         if theirs != Some(&partitions) {
-            bail!(
+            return Err(crate::Misconfigured(format!(
                 "the cluster's log has {} partitions, this node is configured with {partitions}",
                 theirs.map_or("an unknown number of", String::as_str)
-            );
+            ))
+            .into());
         }
         // A log made before commands went through it gains their subject.
         let mut theirs = stream.cached_info().config.clone();
