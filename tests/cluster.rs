@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use common::receiver::Receiver;
 use common::server::{Server, ServerExt, serve_on, simulate_on, town};
 use common::{lastmile, tmpdir};
 use lastmile_ingest::protocol::{Request, Response};
@@ -33,6 +34,10 @@ const PARTITIONS: usize = 8;
 const FIXED_METRIC: &str = "learning = false\n";
 const NO_TICK_VERDICTS: &str = "[detect]\noffline_s = 86400\n";
 const LEASE_S: f64 = 2.0;
+/// The day is fleet acme's, as its systems send it: the vans' pings with
+/// a device token, routes and queries with a dispatcher's.
+const DEVICE: &str = "acme-device-token-000001";
+const DISPATCHER: &str = "acme-dispatcher-token-01";
 
 /// A vehicle at the end of the day: where it is, how far it went, how
 /// its last ping matched, and its stops (status, ETA, distance left).
@@ -84,7 +89,10 @@ const MIDDAY: &str = "1767226200";
 /// The dispatcher's morning, through `via`: every van's route.
 fn dispatch_routes(day: &Day, via: &Server) {
     let stops = day.stops.to_str().unwrap();
-    ok(&lastmile(&via.cli(&["assign", stops, "--time", DAY_START])));
+    ok(&lastmile(&via.cli_as(
+        &["assign", stops, "--time", DAY_START],
+        DISPATCHER,
+    )));
 }
 
 /// The dispatcher's midday, through `via`: the first van's last stop moved
@@ -99,19 +107,25 @@ fn dispatch_changes(day: &Day, via: &Server) {
     let vans: Vec<(&str, &str)> = last.into_iter().take(3).collect();
     let (moved, to) = (vans[0].1, vans[1].0);
     let (van, done) = vans[2];
-    ok(&lastmile(&via.cli(&[
-        "dispatch", "reassign", "--stop", moved, "--to", to, "--time", MIDDAY,
-    ])));
-    ok(&lastmile(&via.cli(&[
-        "dispatch",
-        "complete",
-        "--vehicle",
-        van,
-        "--stop",
-        done,
-        "--time",
-        MIDDAY,
-    ])));
+    ok(&lastmile(&via.cli_as(
+        &[
+            "dispatch", "reassign", "--stop", moved, "--to", to, "--time", MIDDAY,
+        ],
+        DISPATCHER,
+    )));
+    ok(&lastmile(&via.cli_as(
+        &[
+            "dispatch",
+            "complete",
+            "--vehicle",
+            van,
+            "--stop",
+            done,
+            "--time",
+            MIDDAY,
+        ],
+        DISPATCHER,
+    )));
 }
 
 fn ok(o: &std::process::Output) -> String {
@@ -162,13 +176,15 @@ fn names(trace: &Path) -> Vec<String> {
 }
 
 fn replay(server: &Server, part: &Path) {
-    let out = ok(&lastmile(&server.cli(&["replay", part.to_str().unwrap()])));
+    let out = ok(&lastmile(
+        &server.cli_as(&["replay", part.to_str().unwrap()], DEVICE),
+    ));
     assert!(out.contains(" 0 rejected, 0 shed"), "{out}");
 }
 
 /// The vehicle as `server` answers for it (`None`: it does not hold it).
 fn end_on(server: &Server, vehicle: &str) -> Option<End> {
-    let o = lastmile(&server.cli(&["eta", "--vehicle", vehicle]));
+    let o = lastmile(&server.cli_as(&["eta", "--vehicle", vehicle], DISPATCHER));
     if !o.status.success() {
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains("no vehicle"), "{err}");
@@ -288,10 +304,10 @@ fn stream_events(server: &Server, want: usize) -> Vec<DayEvent> {
 
 fn day_events_upto(server: &Server, from: u64, count: u64) -> Vec<DayEvent> {
     let (from_s, count_s) = (from.to_string(), count.to_string());
-    let out =
-        ok(&lastmile(&server.cli(&[
-            "watch", "--from", &from_s, "--count", &count_s, "--json",
-        ])));
+    let out = ok(&lastmile(&server.cli_as(
+        &["watch", "--from", &from_s, "--count", &count_s, "--json"],
+        DISPATCHER,
+    )));
     let mut events: Vec<DayEvent> = out
         .lines()
         .map(|l| {
@@ -307,6 +323,44 @@ fn day_events_upto(server: &Server, from: u64, count: u64) -> Vec<DayEvent> {
         .collect();
     events.sort();
     events
+}
+
+/// The events the receiver took (verified, answered 200), each once
+/// (by its `webhook-id`), as the day's test compares them.
+fn delivered_events(rx: &Receiver) -> Vec<DayEvent> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut events: Vec<DayEvent> = rx
+        .records()
+        .iter()
+        .filter(|r| r["verified"] == true && r["status"] == 200)
+        .filter(|r| seen.insert(r["webhook_id"].as_str().unwrap().to_string()))
+        .map(|r| {
+            let body: Value = serde_json::from_str(r["body"].as_str().unwrap()).unwrap();
+            let e = &body["data"];
+            (
+                e["vehicle"].as_str().unwrap().to_string(),
+                e["seq"].as_u64().unwrap(),
+                e["kind"].as_str().unwrap().to_string(),
+                e["stop"].as_str().map(str::to_string),
+                format!("{:.3}", e["time"].as_f64().unwrap()),
+            )
+        })
+        .collect();
+    events.sort();
+    events
+}
+
+/// An endpoint name that `first` is the preferred node for among `nodes`
+/// (the cluster spreads endpoints by name), so a test knows which node
+/// delivers it.
+fn endpoint_preferring(first: &str, nodes: &[&str]) -> String {
+    let nodes: Vec<String> = nodes.iter().map(|n| n.to_string()).collect();
+    (0..)
+        .map(|i| format!("notify_{i}"))
+        .find(|name| {
+            lastmile_cluster::leases::preferred_for(name.as_bytes(), &nodes) == Some(first)
+        })
+        .unwrap()
 }
 
 fn assert_same_day(got: &BTreeMap<String, End>, want: &BTreeMap<String, End>) {
@@ -431,8 +485,13 @@ fn settle(url: &str, nodes: &[&str], within: Duration) -> Duration {
 }
 
 fn node(graph: &Path, dir: &Path, name: &str, url: &str) -> Server {
+    node_with(graph, dir, name, url, "")
+}
+
+/// A node with `extra` in its config (webhook endpoints).
+fn node_with(graph: &Path, dir: &Path, name: &str, url: &str, extra: &str) -> Server {
     let section = format!(
-        "{NO_TICK_VERDICTS}[cluster]\npartitions = {PARTITIONS}\nlease_s = {LEASE_S}\ncheckpoint_every_s = 1\n"
+        "{NO_TICK_VERDICTS}{extra}\n[cluster]\npartitions = {PARTITIONS}\nlease_s = {LEASE_S}\ncheckpoint_every_s = 1\n"
     );
     std::fs::create_dir_all(dir.join(name)).unwrap();
     serve_on(
@@ -474,14 +533,33 @@ fn a_killed_node_and_a_killed_nats_server_lose_nothing() {
     let thirds: Vec<&Path> = parts.iter().map(PathBuf::as_path).collect();
     let (want, want_events) = reference(&day, "alone", &thirds, true, vehicles);
 
-    let a = node(graph, dir, "a", &url);
-    let b = node(graph, dir, "b", &url);
+    // A webhook endpoint, configured on both nodes, that a delivers.
+    let rx = Receiver::start(dir);
+    let hook = endpoint_preferring("a", &["a", "b"]);
+    let hooks = rx.config_named(&hook, "");
+    let a = node_with(graph, dir, "a", &url, &hooks);
+    let b = node_with(graph, dir, "b", &url, &hooks);
     settle(&url, &["a", "b"], Duration::from_secs(20));
     // The routes and the first third through a (half the vans are b's);
     // then a dies without a word, its engine behind the log and its
-    // checkpoints behind its engine.
+    // checkpoints behind its engine, its endpoint part-delivered.
     dispatch_routes(&day, &a);
     replay(&a, &parts[0]);
+    let delivered = format!("webhook_{hook}_delivered");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stats(&a)[&delivered] == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        stats(&a)[&delivered] > 0,
+        "a delivered nothing: {:?} {:?}",
+        stats(&a)
+            .into_iter()
+            .filter(|(k, _)| k.contains("webhook"))
+            .collect::<Vec<_>>(),
+        rx.records().len()
+    );
+    assert_eq!(stats(&b)[&delivered], 0, "b delivered while a held it");
     a.kill9();
     let failover = settle(&url, &["b"], Duration::from_secs(20));
     assert!(
@@ -498,7 +576,28 @@ fn a_killed_node_and_a_killed_nats_server_lose_nothing() {
     assert_same_day(&ends(&[&b], vehicles), &want);
     // The day's events, from the cluster's event stream: each once.
     assert_same_events(&stream_events(&b, want_events.len()), &want_events);
+    // Every one reached the receiver, a's and then b's deliveries, signed.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while delivered_events(&rx).len() < want_events.len() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_same_events(&delivered_events(&rx), &want_events);
     let stats = stats(&b);
+    let hooks: Vec<_> = stats
+        .iter()
+        .filter(|(k, _)| k.contains("webhook"))
+        .collect();
+    // Taken once after the failover, and again after each renewal the NATS
+    // server's kill left unanswered (a renewal not known to have landed
+    // counts as lost).
+    let (taken, lost) = (
+        stats["cluster_webhooks_taken"],
+        stats["cluster_webhooks_lost"],
+    );
+    assert!(
+        stats[&delivered] > 0 && taken >= 1 && (lost..=lost + 1).contains(&taken),
+        "{hooks:?}"
+    );
     assert!(
         stats["cluster_leases_taken"] >= PARTITIONS as u64,
         "{stats:?}"

@@ -290,6 +290,7 @@ pub(crate) async fn relay_in(js: Context, engine: Arc<Engine>, stats: Arc<Member
                 deliver_policy: DeliverPolicy::ByStartSequence {
                     start_sequence: next,
                 },
+                max_expires: crate::READ_STALL,
                 ..OrderedConfig::default()
             })
             .await;

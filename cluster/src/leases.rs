@@ -14,6 +14,8 @@
 //!   epochs is a deposed owner's.
 //! - `node.<name>` is a node's heartbeat, written as often: the nodes
 //!   alive are the keys present.
+//! - `webhook.<name>`: which node delivers a webhook endpoint's events
+//!   (see `deliveries`), a claim like a partition's.
 //!
 //! The bucket's TTL is fixed when it is made (the first node's lease time).
 
@@ -71,6 +73,8 @@ pub struct View {
     /// Nodes alive: name and what the node says of itself.
     pub nodes: Vec<(String, String)>,
     pub holders: Vec<Holder>,
+    /// Every other claim (`webhook.<name>`): its key and holder.
+    pub claims: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Clone)]
@@ -141,48 +145,64 @@ impl Leases {
 
     /// Takes `partition` if nobody holds it (`None`: somebody does).
     pub async fn acquire(&self, partition: u32, applied: u64) -> anyhow::Result<Option<Lease>> {
-        match self
-            .kv
-            .create(key(partition), value(&self.node, applied))
+        let taken = self
+            .claim(&key(partition), value(&self.node, applied))
             .await
-        {
-            Ok(revision) => Ok(Some(Lease {
-                partition,
-                revision,
-                epoch: revision,
-            })),
-            Err(e) if e.kind() == CreateErrorKind::AlreadyExists => Ok(None),
-            Err(e) => Err(anyhow::anyhow!("taking partition {partition}: {e}")),
-        }
+            .with_context(|| format!("taking partition {partition}"))?;
+        Ok(taken.map(|revision| Lease {
+            partition,
+            revision,
+            epoch: revision,
+        }))
     }
 
     /// Renews a lease, saying the last sequence applied. Either error
     /// means the partition is not this node's to drive any more.
     pub async fn renew(&self, lease: &mut Lease, applied: u64) -> Result<(), RenewError> {
-        let update = self
-            .kv
-            .update(
-                key(lease.partition),
+        lease.revision = self
+            .renew_claim(
+                &key(lease.partition),
                 value(&self.node, applied),
                 lease.revision,
             )
+            .await?;
+        Ok(())
+    }
+
+    /// Gives a partition up now (rather than at expiry), if still held.
+    pub async fn release(&self, lease: Lease) {
+        self.release_claim(&key(lease.partition), lease.revision)
             .await;
-        match update {
-            Ok(revision) => {
-                lease.revision = revision;
-                Ok(())
-            }
+    }
+
+    /// Takes the key `key` if nobody holds it: its revision (`None`:
+    /// somebody does). Partitions' leases are such claims; so is the right
+    /// to deliver a webhook endpoint's events.
+    pub async fn claim(&self, key: &str, value: Bytes) -> anyhow::Result<Option<u64>> {
+        match self.kv.create(key, value).await {
+            Ok(revision) => Ok(Some(revision)),
+            Err(e) if e.kind() == CreateErrorKind::AlreadyExists => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Renews a claim written at `revision`: the new revision.
+    pub async fn renew_claim(
+        &self,
+        key: &str,
+        value: Bytes,
+        revision: u64,
+    ) -> Result<u64, RenewError> {
+        match self.kv.update(key, value, revision).await {
+            Ok(revision) => Ok(revision),
             Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Err(RenewError::Taken),
             Err(e) => Err(RenewError::Unreachable(e.to_string())),
         }
     }
 
-    /// Gives a partition up now (rather than at expiry), if still held.
-    pub async fn release(&self, lease: Lease) {
-        let _ = self
-            .kv
-            .delete_expect_revision(key(lease.partition), Some(lease.revision))
-            .await;
+    /// Gives a claim up now, if still held at `revision`.
+    pub async fn release_claim(&self, key: &str, revision: u64) {
+        let _ = self.kv.delete_expect_revision(key, Some(revision)).await;
     }
 
     /// This node's heartbeat, with what it says of itself (its addresses).
@@ -222,6 +242,8 @@ impl Leases {
                     applied: applied.parse().unwrap_or(0),
                     revision: e.revision,
                 });
+            } else {
+                view.claims.insert(e.key, text);
             }
         }
         view.nodes.sort();
@@ -234,15 +256,21 @@ impl Leases {
 /// weight): every node computes the same answer from the same list, and a
 /// node joining or leaving moves only its share of partitions.
 pub fn preferred(partition: u32, nodes: &[String]) -> Option<&str> {
+    preferred_for(&partition.to_le_bytes(), nodes)
+}
+
+/// The node that should hold what `what` names among `nodes`, as for
+/// partitions (a webhook endpoint, by its name).
+pub fn preferred_for<'a>(what: &[u8], nodes: &'a [String]) -> Option<&'a str> {
     nodes
         .iter()
         .max_by_key(|n| {
             let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-            for b in n.bytes().chain(partition.to_le_bytes()) {
+            for &b in n.as_bytes().iter().chain(what) {
                 h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
             }
-            // A final mix: FNV alone leaves the partition's bytes, added
-            // last, too little room to spread.
+            // A final mix: FNV alone leaves the bytes added last too
+            // little room to spread.
             h ^= h >> 33;
             h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
             h ^ (h >> 33)

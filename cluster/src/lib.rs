@@ -12,6 +12,8 @@
 //!   include, for whoever owns it next;
 //! - [`events`]: the event log as a stream, each owner relaying its
 //!   partitions' events and every node's subscribers reading them all;
+//! - [`deliveries`]: which node delivers each webhook endpoint, and
+//!   where in the event stream its delivery stands;
 //! - [`learning`]: what each node's engine learns (traffic, ETA
 //!   outcomes) swapped with the others at ticks;
 //! - [`queries`]: a query for a vehicle another node drives, asked of
@@ -22,6 +24,7 @@
 
 pub mod checkpoints;
 pub mod commands;
+pub mod deliveries;
 pub mod events;
 mod framed;
 pub mod learning;
@@ -34,6 +37,15 @@ pub mod queries;
 pub mod records;
 
 use std::time::Duration;
+
+/// How long a reader of a stream waits on one pull before asking again.
+/// An ordered consumer notices that its pull died with a NATS server (its
+/// connection moved to another) by two missed idle heartbeats, and the
+/// client's heartbeat is half a pull's expiry: by default a pull lasts
+/// 30 s and a partition's driver stood still for 30 s after such a loss.
+/// With 2 s pulls it reads on within a few seconds, at the cost of one
+/// pull request every 2 s per idle reader.
+pub(crate) const READ_STALL: Duration = Duration::from_secs(2);
 
 use anyhow::Context as _;
 pub use member::{ClusterConfig, Member, MemberStats, Status};

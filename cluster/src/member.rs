@@ -38,6 +38,7 @@ use tokio::task::JoinHandle;
 
 use crate::checkpoints::{Checkpoints, PartitionCheckpoint};
 use crate::commands::{self, SharedCommands};
+use crate::deliveries::Deliveries;
 use crate::events::{self, Fence};
 use crate::learning::ClusterLearning;
 use crate::leases::{self, Lease, Leases, RenewError};
@@ -139,6 +140,15 @@ pub struct MemberStats {
     /// Partitions driven again from their checkpoint after their events
     /// were dropped (a lease uncertain for a while).
     pub replays: AtomicU64,
+    /// Webhook endpoints this node took to deliver, handed over to the
+    /// node that should deliver them, and lost to another node.
+    pub webhooks_taken: AtomicU64,
+    pub webhooks_handed_over: AtomicU64,
+    pub webhooks_lost: AtomicU64,
+    /// Events the event stream dropped (its size bound) before a webhook
+    /// endpoint this node delivers read them, and events it could not read.
+    pub webhook_events_skipped: AtomicU64,
+    pub webhook_events_unreadable: AtomicU64,
 }
 
 /// Renewals in flight at once.
@@ -277,6 +287,7 @@ pub struct Member {
     /// The engine's outbox position below which every event is relayed.
     relayed: Arc<AtomicU64>,
     learning: Arc<ClusterLearning>,
+    deliveries: Arc<Deliveries>,
     /// Background tasks: answering other nodes' queries, relaying events
     /// out and in.
     tasks: Vec<JoinHandle<()>>,
@@ -348,6 +359,9 @@ impl Member {
         // failed opening can be tried again.
         events::open(js, replicas, config.log.max_bytes).await?;
         let stats = Arc::new(MemberStats::default());
+        let deliveries = Arc::new(
+            Deliveries::open(js, leases.clone(), config.lease, replicas, stats.clone()).await?,
+        );
         // Tells this process's message ids from an earlier one's of the
         // same node name.
         let boot = std::time::SystemTime::now()
@@ -424,6 +438,7 @@ impl Member {
             fence,
             relayed,
             learning,
+            deliveries,
             tasks,
         })
     }
@@ -442,6 +457,11 @@ impl Member {
     /// [`Engine::set_learning_exchange`]).
     pub fn learning(&self) -> Arc<ClusterLearning> {
         self.learning.clone()
+    }
+
+    /// Where webhook endpoints are claimed and their places kept.
+    pub fn deliveries(&self) -> Arc<Deliveries> {
+        self.deliveries.clone()
     }
 
     /// The engine's command log on the cluster (for
@@ -482,12 +502,14 @@ impl Member {
     }
 
     /// Stops driving every partition, checkpointing each and giving its
-    /// lease up (a clean shutdown: the others take over at once).
+    /// lease up, and lets go of its webhook endpoints (a clean shutdown:
+    /// the others take over at once).
     pub async fn leave(&self) {
         let owned: Vec<Owned> = self.lock_owned().drain().map(|(_, o)| o).collect();
         for o in owned {
             self.hand_over(o).await;
         }
+        self.deliveries.let_go().await;
     }
 
     /// One driver stopped after a final checkpoint, its lease given up.

@@ -231,6 +231,7 @@ impl PingLog {
                 deliver_policy: DeliverPolicy::ByStartSequence {
                     start_sequence: from.max(1),
                 },
+                max_expires: crate::READ_STALL,
                 ..OrderedConfig::default()
             })
             .await?;

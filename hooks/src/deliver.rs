@@ -31,6 +31,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::links::Links;
+use crate::log::Log;
 use crate::sign::{self, Secret};
 
 /// Events read from the log at once (a batch)…
@@ -52,6 +53,17 @@ pub struct Endpoint {
     /// Tracking links for customer milestones (`None`: none wanted).
     links: Option<Arc<Links>>,
     http: reqwest::Client,
+    /// Where the events are read and the place kept (`None`: a single node
+    /// without its store has no log to deliver from).
+    log: Option<Log>,
+}
+
+/// How a turn of delivery ended.
+enum Turn {
+    /// Closing, or the endpoint disabled.
+    Ended,
+    /// Another node holds the endpoint now.
+    Deposed,
 }
 
 /// An event waiting for delivery: its id, itself, when it was stored (ms),
@@ -203,6 +215,11 @@ impl Endpoint {
             .pool_max_idle_per_host(entry.max_in_flight)
             .user_agent(concat!("lastmile/", env!("CARGO_PKG_VERSION")))
             .build()?;
+        let log = match (node.cluster.get(), &node.durable) {
+            (Some(member), _) => Some(Log::cluster(member.deliveries())),
+            (None, Some(d)) => Some(Log::Store(d.clone())),
+            (None, None) => None,
+        };
         Ok(Self {
             status: Arc::new(EndpointStatus::new(&entry)),
             reader: Principal {
@@ -220,66 +237,94 @@ impl Endpoint {
             secrets,
             links,
             http,
+            log,
         })
     }
 
     /// Delivers until `closing`.
     pub async fn run(self, mut closing: watch::Receiver<bool>) {
-        let Some(d) = self.node.durable.clone() else {
+        let Some(log) = &self.log else {
             self.status
                 .failed("the store is disabled: no event log to deliver from".into());
             return;
         };
-        let store = &d.store;
-        let (ck, dk) = (self.entry.cursor_key(), self.entry.disabled_key());
-        if store.mark(&dk).ok().flatten() == Some(self.entry.url_mark()) {
-            self.status.disabled.store(true, Relaxed);
-            self.status
-                .failed("disabled by 410 Gone from this URL".into());
-            return;
-        }
-        // A new endpoint starts at the log's end, not its first week.
-        let mut cursor = match store.mark(&ck) {
-            Ok(Some(c)) => c,
-            _ => {
-                let c = store.next_event_id().unwrap_or(0);
-                let _ = store.set_mark(&ck, c);
-                c
+        // Each turn delivers from the place kept: on a cluster, once for
+        // each time this node comes to hold the endpoint.
+        loop {
+            if *closing.borrow() {
+                return;
             }
-        };
-        let mut saved = cursor;
+            if log.disabled(&self.entry).await == Some(self.entry.url_mark()) {
+                self.status.disabled.store(true, Relaxed);
+                self.status
+                    .failed("disabled by 410 Gone from this URL".into());
+                return;
+            }
+            let cursor = match log.begin(&self.entry, &mut closing).await {
+                Ok(Some(c)) => c,
+                Ok(None) => return,
+                Err(e) => {
+                    self.status
+                        .failed(format!("finding where delivery stands: {e:#}"));
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            match self.deliver_from(log, cursor, &mut closing).await {
+                Turn::Ended => return,
+                Turn::Deposed => {
+                    tracing::info!(endpoint = %self.entry.name, "another node delivers the endpoint now")
+                }
+            }
+        }
+    }
+
+    /// Delivers from `cursor` on while this node holds the endpoint.
+    async fn deliver_from(
+        &self,
+        log: &Log,
+        mut cursor: u64,
+        closing: &mut watch::Receiver<bool>,
+    ) -> Turn {
         let mut events = self.node.events.clone();
         let batch_len = BATCH.max(BATCH_PER_IN_FLIGHT * self.entry.max_in_flight);
         let mut batch = Vec::with_capacity(batch_len);
         loop {
             if *closing.borrow() {
-                break;
+                let _ = log.save(&self.entry, cursor).await;
+                return Turn::Ended;
             }
-            let until = store.next_event_id().unwrap_or(cursor);
+            if !log.holds(&self.entry) {
+                return Turn::Deposed;
+            }
+            let until = log.end().await.unwrap_or(cursor);
             self.status
                 .backlog
                 .store(until.saturating_sub(cursor), Relaxed);
-            let mut scan = cursor;
             batch.clear();
-            let read = {
-                let (node, durable, filter) = (self.node.clone(), d.clone(), self.filter.clone());
-                let (reader, links) = (self.reader.clone(), self.links.clone());
-                let mut out = std::mem::take(&mut batch);
-                tokio::task::spawn_blocking(move || {
-                    let r = durable
-                        .store
-                        .read_events_stored(&mut scan, until, &filter, batch_len, &mut out)
-                        .and_then(|_missing| {
-                            out.retain(|(_, e, _)| node.auth.covers(&reader, e.vehicle));
-                            customers(&node, &reader, links.as_deref(), &out)
-                        });
-                    (r, out, scan)
-                })
-                .await
+            let read = log
+                .read(cursor, until, &self.filter, batch_len, &mut batch)
+                .await;
+            let customers = match read {
+                Ok(scanned) => {
+                    let (node, reader, links) =
+                        (self.node.clone(), self.reader.clone(), self.links.clone());
+                    let mut out = std::mem::take(&mut batch);
+                    let c = tokio::task::spawn_blocking(move || {
+                        out.retain(|(_, e, _)| node.auth.covers(&reader, e.vehicle));
+                        let c = customers(&node, &reader, links.as_deref(), &out);
+                        (c, out)
+                    })
+                    .await;
+                    let Ok((c, out)) = c else {
+                        return Turn::Ended;
+                    };
+                    batch = out;
+                    c.map(|c| (c, scanned))
+                }
+                Err(e) => Err(e),
             };
-            let Ok((r, out, scanned)) = read else { break };
-            batch = out;
-            let mut customers = match r {
+            let (mut customers, scanned) = match customers {
                 Ok(c) => c,
                 Err(e) => {
                     self.status.failed(format!("reading the event log: {e:#}"));
@@ -287,23 +332,22 @@ impl Endpoint {
                     continue;
                 }
             };
-            match self.deliver_batch(&batch, &mut customers, &closing).await {
+            match self.deliver_batch(&batch, &mut customers, closing).await {
                 (Stop::Disabled, unfinished) => {
-                    let _ = store.set_mark(&dk, self.entry.url_mark());
+                    log.disable(&self.entry).await;
                     self.status.disabled.store(true, Relaxed);
-                    let _ = store.set_mark(&ck, unfinished.unwrap_or(scanned));
-                    return;
+                    let _ = log.save(&self.entry, unfinished.unwrap_or(scanned)).await;
+                    return Turn::Ended;
                 }
                 (Stop::Closing, unfinished) => {
-                    let _ = store.set_mark(&ck, unfinished.unwrap_or(scanned));
-                    return;
+                    let _ = log.save(&self.entry, unfinished.unwrap_or(scanned)).await;
+                    return Turn::Ended;
                 }
                 (Stop::Done, _) => {}
             }
             cursor = scanned;
-            if cursor != saved {
-                let _ = store.set_mark(&ck, cursor);
-                saved = cursor;
+            if log.save(&self.entry, cursor).await.is_err() {
+                return Turn::Deposed;
             }
             if batch.is_empty() && cursor >= until {
                 // Caught up: wait for the next event, or a second.
@@ -314,7 +358,6 @@ impl Endpoint {
                 }
             }
         }
-        let _ = store.set_mark(&ck, cursor);
     }
 
     /// Delivers a batch: in the log's order, one at a time, or (with
@@ -464,9 +507,10 @@ impl Endpoint {
             }
             self.status.failed_attempts.fetch_add(1, Relaxed);
             // What waits behind this event, while it does.
-            if let Some(d) = &self.node.durable
-                && let Ok(until) = d.store.next_event_id()
-            {
+            if let Some(until) = match &self.log {
+                Some(log) => log.end().await,
+                None => None,
+            } {
                 self.status.backlog.store(until.saturating_sub(id), Relaxed);
             }
             let Some(&next) = schedule.get(attempt) else {

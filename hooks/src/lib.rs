@@ -3,11 +3,14 @@
 //! Webhooks v1 ([`sign`]), at least once and in order per endpoint, with
 //! the specification's retries ([`deliver`]), never to the server's own
 //! network unless allowed ([`address`]). Each endpoint is one task that
-//! reads the log from the store; ingest never waits on it.
+//! reads the log from the store, or on a cluster from the cluster's event
+//! stream on whichever node holds the endpoint (`log`); ingest never
+//! waits on it.
 
 pub mod address;
 pub mod deliver;
 pub mod links;
+mod log;
 pub mod sign;
 
 use std::sync::Arc;
@@ -30,6 +33,12 @@ pub fn start(
         .collect::<anyhow::Result<Vec<_>>>()?;
     if endpoints.is_empty() {
         return Ok(Vec::new());
+    }
+    // On a cluster each endpoint is delivered by one node at a time: this
+    // node claims those it should (see `lastmile_cluster::deliveries`).
+    if let Some(member) = node.cluster.get() {
+        let names = endpoints.iter().map(|e| e.entry.name.clone()).collect();
+        member.deliveries().hold(names);
     }
     let registry = Arc::downgrade(node);
     node.add_stats(Arc::new(move || {

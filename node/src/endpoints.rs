@@ -176,6 +176,7 @@ impl EndpointStatus {
     }
 
     pub fn failed(&self, what: String) {
+        tracing::debug!(endpoint = %self.name, "{what}");
         let now = crate::auth::epoch_ms(std::time::SystemTime::now());
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some((now, what));
     }

@@ -560,6 +560,11 @@ fn cluster_stats(m: &lastmile_cluster::Member) -> Vec<(String, u64)> {
         ("learn_shared", c(&s.learn_shared)),
         ("learn_received", c(&s.learn_received)),
         ("learn_dropped", c(&s.learn_dropped)),
+        ("webhooks_taken", c(&s.webhooks_taken)),
+        ("webhooks_handed_over", c(&s.webhooks_handed_over)),
+        ("webhooks_lost", c(&s.webhooks_lost)),
+        ("webhook_events_skipped", c(&s.webhook_events_skipped)),
+        ("webhook_events_unreadable", c(&s.webhook_events_unreadable)),
         ("replays", c(&s.replays)),
     ]
     .into_iter()

@@ -3,6 +3,7 @@
 
 pub mod browser;
 pub mod pbf;
+pub mod receiver;
 pub mod server;
 
 use std::path::{Path, PathBuf};
