@@ -131,7 +131,15 @@ pub fn cluster(a: ClusterArgs) -> Result<()> {
                 json!({"node": name, "about": about, "partitions": owned})
             })
             .collect();
-        println!("{}", json!({"nodes": nodes, "partitions": partitions}));
+        let webhooks: Vec<_> = status
+            .webhooks
+            .iter()
+            .map(|(name, node)| json!({"webhook": name, "node": node}))
+            .collect();
+        println!(
+            "{}",
+            json!({"nodes": nodes, "partitions": partitions, "webhooks": webhooks})
+        );
         return Ok(());
     }
     println!("{:<24} {:>10}  about", "node", "partitions");
@@ -157,6 +165,13 @@ pub fn cluster(a: ClusterArgs) -> Result<()> {
             p.last,
             p.lag()
         );
+    }
+    if !status.webhooks.is_empty() {
+        println!();
+        println!("{:<24} delivered by", "webhook");
+        for (name, node) in &status.webhooks {
+            println!("{name:<24} {node}");
+        }
     }
     let free = status
         .partitions

@@ -200,6 +200,8 @@ pub struct Status {
     /// Nodes alive, with what each says of itself.
     pub nodes: Vec<(String, String)>,
     pub partitions: Vec<PartitionStatus>,
+    /// Webhook endpoints being delivered, and by which node.
+    pub webhooks: Vec<(String, String)>,
 }
 
 impl Status {
@@ -254,9 +256,15 @@ async fn status(leases: &Leases, log: &PingLog) -> anyhow::Result<Status> {
             last: last?,
         });
     }
+    let webhooks = view
+        .claims
+        .iter()
+        .filter_map(|(k, node)| Some((k.strip_prefix("webhook.")?.to_owned(), node.clone())))
+        .collect();
     Ok(Status {
         nodes: view.nodes,
         partitions,
+        webhooks,
     })
 }
 

@@ -5,10 +5,9 @@
 //! fleets' names are bound in the cluster's directory, shared by every
 //! node, rather than in this node's store.
 //!
-//! What the cluster does not carry yet is refused in cluster mode rather
-//! than kept on one node: dispatchers' commands (routes, stops, zones,
-//! outcomes) go to a single node for now, and this node's own store (its
-//! whole-engine checkpoints and journal) is not used.
+//! This node's own store (its whole-engine checkpoints, journal, event
+//! log and history) is not used: the cluster's log, checkpoints and event
+//! stream hold the state instead.
 
 use std::sync::Arc;
 use std::time::Duration;
