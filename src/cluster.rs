@@ -51,6 +51,20 @@ pub async fn join(node: &Arc<Node>, c: ClusterConfig) -> Result<()> {
     // Learnt traffic and ETA errors are the fleet's: each node's ticks
     // learn from every node's partitions.
     engine.set_learning_exchange(member.learning());
+    // A customer's tracking link opens on any node: each follows the
+    // grants every node shares.
+    let weak = Arc::downgrade(node);
+    member.grants().follow(move |g| {
+        if let Some(node) = weak.upgrade() {
+            node.auth
+                .restore_tracking(&lastmile_node::store::StoredGrant {
+                    digest: g.digest,
+                    fleet: g.fleet,
+                    stop: g.stop,
+                    expires_ms: g.expires_ms,
+                });
+        }
+    });
     tracing::info!(node = %name, url = %url, "joined the cluster");
     let _ = node.cluster.set(member);
     Ok(())

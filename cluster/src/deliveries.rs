@@ -339,9 +339,7 @@ impl Deliveries {
 
     /// The sequence the next event will have.
     pub async fn end(&self) -> anyhow::Result<u64> {
-        let stream = self.js.get_stream(crate::events::STREAM).await?;
-        let info = stream.get_info().await?;
-        Ok(info.state.last_sequence + 1)
+        stream_end(&self.js).await
     }
 
     /// A reader of the event stream.
@@ -351,8 +349,15 @@ impl Deliveries {
             stats: self.stats.clone(),
             next: 0,
             messages: None,
+            idle_since: None,
         }
     }
+}
+
+/// The sequence the event stream's next event will have.
+async fn stream_end(js: &Context) -> anyhow::Result<u64> {
+    let stream = js.get_stream(crate::events::STREAM).await?;
+    Ok(stream.get_info().await?.state.last_sequence + 1)
 }
 
 /// What one [`EventReader::read`] got to.
@@ -372,6 +377,8 @@ pub struct EventReader {
     /// The sequence `messages` yields next.
     next: u64,
     messages: Option<Ordered>,
+    /// Since when reads found nothing.
+    idle_since: Option<Instant>,
 }
 
 impl EventReader {
@@ -411,6 +418,7 @@ impl EventReader {
             return Ok(read);
         };
         let mut first = true;
+        let before = out.len();
         while out.len() < max {
             // The first event is waited for; the rest are taken while the
             // consumer has them at hand.
@@ -456,6 +464,19 @@ impl EventReader {
             };
         }
         self.next = read.next;
+        // Nothing for a while though the stream holds more: the consumer
+        // may have lost its pull with a NATS server; a new one reads on.
+        if out.len() == before && read.next == from {
+            let since = *self.idle_since.get_or_insert_with(Instant::now);
+            if since.elapsed() > crate::READ_STALL
+                && stream_end(&self.js).await.is_ok_and(|end| end > from)
+            {
+                self.messages = None;
+                self.idle_since = None;
+            }
+        } else {
+            self.idle_since = None;
+        }
         Ok(read)
     }
 }

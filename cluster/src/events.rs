@@ -302,7 +302,24 @@ pub(crate) async fn relay_in(js: Context, engine: Arc<Engine>, stats: Arc<Member
             continue;
         };
         let mut batch = Vec::with_capacity(1);
-        while let Some(Ok(m)) = messages.next().await {
+        loop {
+            // A consumer whose pull died with a NATS server may take tens
+            // of seconds to notice: past `READ_STALL` without an event
+            // while the stream holds newer ones, read on with a new one.
+            let m = match tokio::time::timeout(crate::READ_STALL, messages.next()).await {
+                Ok(Some(Ok(m))) => m,
+                Ok(_) => break,
+                Err(_) => {
+                    let newer = match stream.get_info().await {
+                        Ok(info) => info.state.last_sequence >= next,
+                        Err(_) => false,
+                    };
+                    if newer {
+                        break;
+                    }
+                    continue;
+                }
+            };
             let Ok(info) = m.info() else { break };
             let seq = info.stream_sequence;
             // The bus numbers events in order from where it started: a gap

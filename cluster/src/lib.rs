@@ -14,6 +14,7 @@
 //!   partitions' events and every node's subscribers reading them all;
 //! - [`deliveries`]: which node delivers each webhook endpoint, and
 //!   where in the event stream its delivery stands;
+//! - [`grants`]: customers' tracking grants, so a link opens on any node;
 //! - [`learning`]: what each node's engine learns (traffic, ETA
 //!   outcomes) swapped with the others at ticks;
 //! - [`queries`]: a query for a vehicle another node drives, asked of
@@ -27,6 +28,7 @@ pub mod commands;
 pub mod deliveries;
 pub mod events;
 mod framed;
+pub mod grants;
 pub mod learning;
 pub mod leases;
 pub mod member;

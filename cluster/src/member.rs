@@ -40,6 +40,7 @@ use crate::checkpoints::{Checkpoints, PartitionCheckpoint};
 use crate::commands::{self, SharedCommands};
 use crate::deliveries::Deliveries;
 use crate::events::{self, Fence};
+use crate::grants::Grants;
 use crate::learning::ClusterLearning;
 use crate::leases::{self, Lease, Leases, RenewError};
 use crate::ping_log::{LogConfig, PingLog};
@@ -149,6 +150,11 @@ pub struct MemberStats {
     /// endpoint this node delivers read them, and events it could not read.
     pub webhook_events_skipped: AtomicU64,
     pub webhook_events_unreadable: AtomicU64,
+    /// Customers' tracking grants this node shared, took from the bucket
+    /// (its own too), and could not read.
+    pub grants_shared: AtomicU64,
+    pub grants_received: AtomicU64,
+    pub grants_unreadable: AtomicU64,
 }
 
 /// Renewals in flight at once.
@@ -296,6 +302,7 @@ pub struct Member {
     relayed: Arc<AtomicU64>,
     learning: Arc<ClusterLearning>,
     deliveries: Arc<Deliveries>,
+    grants: Grants,
     /// Background tasks: answering other nodes' queries, relaying events
     /// out and in.
     tasks: Vec<JoinHandle<()>>,
@@ -370,6 +377,7 @@ impl Member {
         let deliveries = Arc::new(
             Deliveries::open(js, leases.clone(), config.lease, replicas, stats.clone()).await?,
         );
+        let grants = Grants::open(js, replicas, stats.clone()).await?;
         // Tells this process's message ids from an earlier one's of the
         // same node name.
         let boot = std::time::SystemTime::now()
@@ -447,6 +455,7 @@ impl Member {
             relayed,
             learning,
             deliveries,
+            grants,
             tasks,
         })
     }
@@ -470,6 +479,11 @@ impl Member {
     /// Where webhook endpoints are claimed and their places kept.
     pub fn deliveries(&self) -> Arc<Deliveries> {
         self.deliveries.clone()
+    }
+
+    /// Customers' tracking grants, shared by every node.
+    pub fn grants(&self) -> &Grants {
+        &self.grants
     }
 
     /// The engine's command log on the cluster (for

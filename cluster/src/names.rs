@@ -29,7 +29,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use async_nats::jetstream::Context;
 use async_nats::jetstream::kv::{self, CreateErrorKind, Store};
-use async_nats::jetstream::stream::StorageType;
+use async_nats::jetstream::stream::{LastRawMessageErrorKind, StorageType};
 use bytes::Bytes;
 
 pub const BUCKET: &str = "LASTMILE_NAMES";
@@ -96,20 +96,57 @@ impl Names {
 
     /// The number `name` is bound to, if any node bound it.
     pub async fn lookup(&self, kind: u8, slot: u32, name: &str) -> anyhow::Result<Option<u64>> {
-        let got = tokio::time::timeout(PATIENCE, self.kv.get(name_key(kind, slot, name)))
+        let got = tokio::time::timeout(PATIENCE, self.read(&name_key(kind, slot, name)))
             .await
-            .context("the names bucket did not answer")?
-            .context("reading the names bucket")?;
+            .context("the names bucket did not answer")??;
         got.map(|v| number(&v)).transpose()
     }
 
     /// The name number `n` of (kind, slot) is bound to, if any.
     pub async fn label(&self, kind: u8, slot: u32, n: u64) -> anyhow::Result<Option<String>> {
-        let got = tokio::time::timeout(PATIENCE, self.kv.get(label_key(kind, slot, n)))
+        let got = tokio::time::timeout(PATIENCE, self.read(&label_key(kind, slot, n)))
             .await
-            .context("the names bucket did not answer")?
-            .context("reading the names bucket")?;
+            .context("the names bucket did not answer")??;
         Ok(got.map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// A key's value. A read may be answered by any of the bucket's
+    /// servers, and one a moment behind does not have a name bound
+    /// milliseconds ago: a miss is asked again of the stream's leader,
+    /// which has everything acknowledged (names are never deleted).
+    ///
+    /// A read that fails (a NATS server lost, its stream in election) is
+    /// tried again until the caller's patience runs out: a name rendered
+    /// as `#<id>` because an election was under way would reach a webhook
+    /// receiver for good.
+    async fn read(&self, key: &str) -> anyhow::Result<Option<Bytes>> {
+        loop {
+            match self.read_once(key).await {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    tracing::debug!(error = %format!("{e:#}"), "reading the names bucket: trying again");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+        }
+    }
+
+    async fn read_once(&self, key: &str) -> anyhow::Result<Option<Bytes>> {
+        if let Some(v) = self.kv.get(key).await.context("reading the names bucket")? {
+            return Ok(Some(v));
+        }
+        let subject = format!("{}{key}", self.kv.prefix);
+        match self
+            .kv
+            .stream
+            .get_last_raw_message_by_subject(&subject)
+            .await
+        {
+            Ok(m) if !m.payload.is_empty() => Ok(Some(m.payload)),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(anyhow::anyhow!("reading the names bucket: {e}")),
+        }
     }
 
     /// The number bound to `name`, binding the next free one if none is;
@@ -149,11 +186,7 @@ impl Names {
         match self.kv.create(&key, Bytes::from(n.to_string())).await {
             Ok(_) => Ok(Some(n)),
             Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {
-                let theirs = self
-                    .kv
-                    .get(&key)
-                    .await
-                    .context("reading the names bucket")?;
+                let theirs = self.read(&key).await?;
                 number(&theirs.context("a name bound and gone")?).map(Some)
             }
             Err(e) => Err(anyhow::anyhow!("binding a name: {e}")),

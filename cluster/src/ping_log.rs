@@ -244,7 +244,7 @@ impl PingLog {
         &self,
         partition: u32,
         from: u64,
-    ) -> anyhow::Result<impl Stream<Item = anyhow::Result<Batch>> + use<>> {
+    ) -> anyhow::Result<impl Stream<Item = anyhow::Result<Batch>> + Unpin + use<>> {
         let subjects = [format!("{SUBJECT}.{partition}"), COMMANDS.to_owned()];
         self.read_subjects(&subjects, from)
             .await
@@ -255,7 +255,7 @@ impl PingLog {
     pub async fn read_commands(
         &self,
         from: u64,
-    ) -> anyhow::Result<impl Stream<Item = anyhow::Result<Batch>> + use<>> {
+    ) -> anyhow::Result<impl Stream<Item = anyhow::Result<Batch>> + Unpin + use<>> {
         self.read_subjects(&[COMMANDS.to_owned()], from)
             .await
             .context("reading the commands")
@@ -265,29 +265,51 @@ impl PingLog {
         &self,
         subjects: &[String],
         from: u64,
-    ) -> anyhow::Result<impl Stream<Item = anyhow::Result<Batch>> + use<>> {
-        // Right after a server's loss the stream's leader may be in
-        // election (3 to 8 s on loopback): opening is retried that long.
+    ) -> anyhow::Result<impl Stream<Item = anyhow::Result<Batch>> + Unpin + use<>> {
+        let messages = self.open_patiently(subjects, from).await?;
+        let reader = Reader {
+            log: self.clone(),
+            subjects: subjects.to_vec(),
+            next: from.max(1),
+            messages: Some(messages),
+        };
+        Ok(Box::pin(futures_util::stream::unfold(
+            reader,
+            |mut r| async move {
+                let batch = r.next_batch().await;
+                Some((batch, r))
+            },
+        )))
+    }
+
+    /// A reader of `subjects` from `from` on; right after a server's loss
+    /// the stream's leader may be in election (3 to 8 s on loopback):
+    /// opening is retried that long.
+    async fn open_patiently(
+        &self,
+        subjects: &[String],
+        from: u64,
+    ) -> anyhow::Result<async_nats::jetstream::consumer::pull::Ordered> {
         let started = tokio::time::Instant::now();
-        let messages = loop {
+        loop {
             match self.open_reader(subjects, from).await {
-                Ok(m) => break m,
+                Ok(m) => return Ok(m),
                 Err(_) if started.elapsed() < ELECTION_WAIT => {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
                 Err(e) => return Err(e),
             }
-        };
-        Ok(messages.map(|m| {
-            let m = m?;
-            let info = m.info().map_err(|e| anyhow::anyhow!("{e}"))?;
-            Ok(Batch {
-                sequence: info.stream_sequence,
-                pending: info.pending,
-                commands: m.subject.as_str() == COMMANDS,
-                bytes: m.payload.clone(),
-            })
-        }))
+        }
+    }
+
+    /// Whether the stream holds a message of `subjects` at `from` or after.
+    async fn holds_from(&self, subjects: &[String], from: u64) -> bool {
+        for s in subjects {
+            if self.last_of(s).await.is_ok_and(|last| last >= from) {
+                return true;
+            }
+        }
+        false
     }
 
     /// The sequence of `partition`'s newest batch (0: none yet).
@@ -301,6 +323,57 @@ impl PingLog {
             Ok(m) => Ok(m.sequence),
             Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(0),
             Err(e) => Err(anyhow::anyhow!("the last message of {subject}: {e}")),
+        }
+    }
+}
+
+/// Reads a partition's subjects in order, opening its consumer again when
+/// it stalls. An ordered consumer whose pull died with a NATS server (the
+/// connection moved to another) may wait tens of seconds before it
+/// notices; the reader does not wait for it: after [`crate::READ_STALL`]
+/// without a message while the stream holds newer ones, it reads on from
+/// the sequence after the last it got with a new consumer.
+struct Reader {
+    log: PingLog,
+    subjects: Vec<String>,
+    /// The sequence after the last one read.
+    next: u64,
+    messages: Option<async_nats::jetstream::consumer::pull::Ordered>,
+}
+
+impl Reader {
+    async fn next_batch(&mut self) -> anyhow::Result<Batch> {
+        loop {
+            let Some(messages) = self.messages.as_mut() else {
+                match self.log.open_reader(&self.subjects, self.next).await {
+                    Ok(m) => self.messages = Some(m),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+                continue;
+            };
+            match tokio::time::timeout(crate::READ_STALL, messages.next()).await {
+                Ok(Some(Ok(m))) => {
+                    let info = m.info().map_err(|e| anyhow::anyhow!("{e}"))?;
+                    self.next = info.stream_sequence + 1;
+                    return Ok(Batch {
+                        sequence: info.stream_sequence,
+                        pending: info.pending,
+                        commands: m.subject.as_str() == COMMANDS,
+                        bytes: m.payload.clone(),
+                    });
+                }
+                // Broken: read on with a new consumer.
+                Ok(Some(Err(_)) | None) => {
+                    self.messages = None;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(_) => {
+                    if self.log.holds_from(&self.subjects, self.next).await {
+                        tracing::debug!(next = self.next, "a stalled reader opened again");
+                        self.messages = None;
+                    }
+                }
+            }
         }
     }
 }

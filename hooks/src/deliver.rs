@@ -26,6 +26,7 @@ use lastmile_engine::fleet::{Event, EventFilter, EventKind, StopId};
 use lastmile_node::Node;
 use lastmile_node::auth::{Principal, Role};
 use lastmile_node::endpoints::{EndpointStatus, WebhookEntry};
+use lastmile_node::ids::Kind;
 use rand::Rng;
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -39,6 +40,9 @@ const BATCH: usize = 256;
 /// …and at least this many per request in flight, so that a batch's
 /// slowest vehicle does not leave the others idle at its end.
 const BATCH_PER_IN_FLIGHT: usize = 16;
+/// Seconds an event waits for its names (a cluster's names bucket in
+/// election takes seconds) before it is sent as it can be rendered.
+const NAME_ATTEMPTS: usize = 60;
 /// The longest `Retry-After` honoured.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(86_400);
 
@@ -440,6 +444,20 @@ impl Endpoint {
         )
     }
 
+    /// Reads the names `e` mentions (its vehicle, stop and zone) into the
+    /// node's table, if it does not hold them yet.
+    fn names_of(&self, e: &Event) -> Result<(), lastmile_node::ids::IdError> {
+        let ids = &self.node.ids;
+        ids.fetch(Kind::Vehicle, e.vehicle)?;
+        if let Some(s) = e.stop {
+            ids.fetch(Kind::Stop, s)?;
+        }
+        if let Some(z) = e.zone {
+            ids.fetch(Kind::Zone, z)?;
+        }
+        Ok(())
+    }
+
     /// One event, until delivered, given up, disabled or closing.
     async fn deliver(
         &self,
@@ -448,6 +466,22 @@ impl Endpoint {
         customer: Option<Value>,
         closing: &mut watch::Receiver<bool>,
     ) -> Outcome {
+        // Its names at hand first: an event rendered with `#<id>` because
+        // the cluster's names could not be read would reach the receiver
+        // for good; it waits for them like for a failed attempt.
+        let mut waited = 0;
+        while let Err(why) = self.names_of(e) {
+            self.status
+                .failed(format!("event {id}: its names could not be read: {why}"));
+            waited += 1;
+            if waited > NAME_ATTEMPTS {
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = closing.wait_for(|c| *c) => return Outcome::Closing,
+            }
+        }
         let mut data = lastmile_node::event_json::event(&self.node, &self.reader, id, e);
         if let Some(c) = customer {
             data["customer"] = c;

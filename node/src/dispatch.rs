@@ -339,18 +339,34 @@ impl Node {
         Ok(())
     }
 
-    /// Keeps grants in the store (when there is one) before they are
-    /// handed out, so the links survive a restart.
+    /// Keeps grants in the store (when there is one), or on a cluster in
+    /// the shared grants, before they are handed out, so the links survive
+    /// a restart and open on any node.
     fn save_grants(
         &self,
         who: &Principal,
         tokens: &[(StopId, &str)],
         expires_ms: i64,
     ) -> Result<(), Refusal> {
+        let fleet = who.fleet.map(|f| self.auth.fleet_name(Some(f)).to_string());
+        if let Some(member) = self.cluster.get() {
+            // On a cluster every node follows the shared grants.
+            let grants: Vec<_> = tokens
+                .iter()
+                .map(|(stop, token)| lastmile_cluster::grants::Grant {
+                    digest: crate::auth::digest(token),
+                    fleet: fleet.clone(),
+                    stop: *stop,
+                    expires_ms,
+                })
+                .collect();
+            return member.grants().share(&grants).map_err(|e| {
+                Refusal::new(RefusalKind::Internal, format!("sharing the token: {e:#}"))
+            });
+        }
         let Some(d) = &self.durable else {
             return Ok(());
         };
-        let fleet = who.fleet.map(|f| self.auth.fleet_name(Some(f)).to_string());
         let grants: Vec<_> = tokens
             .iter()
             .map(|(stop, token)| crate::store::StoredGrant {

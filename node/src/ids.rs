@@ -229,6 +229,22 @@ impl Ids {
     }
 
     /// A name the directory bound, cached here.
+    /// Makes sure the name of `id` is at hand, read from the directory
+    /// if this node has not seen it: `Err` when the directory could not
+    /// be read (a cluster's names bucket in election), so that a caller
+    /// that must not render `#<id>` for good (a webhook) can try again.
+    pub fn fetch(&self, kind: Kind, id: u64) -> Result<(), IdError> {
+        if id < ALLOCATED || self.read().names.contains_key(&(kind, id)) {
+            return Ok(());
+        }
+        if let Some(d) = &self.directory
+            && let Some(name) = d.label(kind, id)?
+        {
+            self.cache(kind, id, &name);
+        }
+        Ok(())
+    }
+
     fn cache(&self, kind: Kind, id: u64, name: &str) {
         let Some(slot) = slot_of_id(id) else { return };
         let mut inner = self.write();
@@ -382,13 +398,7 @@ impl Ids {
         if id < ALLOCATED {
             return id.to_string();
         }
-        let cached = self.read().names.contains_key(&(kind, id));
-        if !cached
-            && let Some(d) = &self.directory
-            && let Ok(Some(name)) = d.label(kind, id)
-        {
-            self.cache(kind, id, &name);
-        }
+        let _ = self.fetch(kind, id);
         let inner = self.read();
         match inner.names.get(&(kind, id)) {
             Some(name)

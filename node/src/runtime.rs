@@ -565,6 +565,9 @@ fn cluster_stats(m: &lastmile_cluster::Member) -> Vec<(String, u64)> {
         ("webhooks_lost", c(&s.webhooks_lost)),
         ("webhook_events_skipped", c(&s.webhook_events_skipped)),
         ("webhook_events_unreadable", c(&s.webhook_events_unreadable)),
+        ("grants_shared", c(&s.grants_shared)),
+        ("grants_received", c(&s.grants_received)),
+        ("grants_unreadable", c(&s.grants_unreadable)),
         ("replays", c(&s.replays)),
     ]
     .into_iter()
