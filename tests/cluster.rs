@@ -334,19 +334,21 @@ fn day_events_upto(server: &Server, from: u64, count: u64) -> Vec<DayEvent> {
     )));
     let mut events: Vec<DayEvent> = out
         .lines()
-        .map(|l| {
-            let e: Value = serde_json::from_str(l).unwrap();
-            (
-                e["vehicle"].as_str().unwrap().to_string(),
-                e["seq"].as_u64().unwrap(),
-                e["kind"].as_str().unwrap().to_string(),
-                e["stop"].as_str().map(str::to_string),
-                format!("{:.3}", e["time"].as_f64().unwrap()),
-            )
-        })
+        .map(|l| day_event(&serde_json::from_str(l).unwrap()))
         .collect();
     events.sort();
     events
+}
+
+/// An event as the event feed's JSON (and a webhook's `data`) tells it.
+fn day_event(e: &Value) -> DayEvent {
+    (
+        e["vehicle"].as_str().unwrap().to_string(),
+        e["seq"].as_u64().unwrap(),
+        e["kind"].as_str().unwrap().to_string(),
+        e["stop"].as_str().map(str::to_string),
+        format!("{:.3}", e["time"].as_f64().unwrap()),
+    )
 }
 
 /// The events the receiver took (verified, answered 200), each once
@@ -360,14 +362,7 @@ fn delivered_events(rx: &Receiver) -> Vec<DayEvent> {
         .filter(|r| seen.insert(r["webhook_id"].as_str().unwrap().to_string()))
         .map(|r| {
             let body: Value = serde_json::from_str(r["body"].as_str().unwrap()).unwrap();
-            let e = &body["data"];
-            (
-                e["vehicle"].as_str().unwrap().to_string(),
-                e["seq"].as_u64().unwrap(),
-                e["kind"].as_str().unwrap().to_string(),
-                e["stop"].as_str().map(str::to_string),
-                format!("{:.3}", e["time"].as_f64().unwrap()),
-            )
+            day_event(&body["data"])
         })
         .collect();
     events.sort();

@@ -117,19 +117,17 @@ impl Deliveries {
         replicas: usize,
         stats: Arc<MemberStats>,
     ) -> anyhow::Result<Self> {
-        let places = match js.get_key_value(BUCKET).await {
-            Ok(kv) => kv,
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: BUCKET.into(),
-                    history: 1,
-                    storage: StorageType::File,
-                    num_replicas: replicas,
-                    ..kv::Config::default()
-                })
-                .await
-                .with_context(|| format!("JetStream refused the bucket {BUCKET}"))?,
-        };
+        let places = crate::bucket(
+            js,
+            kv::Config {
+                bucket: BUCKET.into(),
+                history: 1,
+                storage: StorageType::File,
+                num_replicas: replicas,
+                ..kv::Config::default()
+            },
+        )
+        .await?;
         Ok(Self {
             js: js.clone(),
             leases,

@@ -65,20 +65,18 @@ impl Grants {
         replicas: usize,
         stats: Arc<MemberStats>,
     ) -> anyhow::Result<Self> {
-        let kv = match js.get_key_value(BUCKET).await {
-            Ok(kv) => kv,
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: BUCKET.into(),
-                    history: 1,
-                    max_age: KEEP,
-                    storage: StorageType::File,
-                    num_replicas: replicas,
-                    ..kv::Config::default()
-                })
-                .await
-                .with_context(|| format!("JetStream refused the bucket {BUCKET}"))?,
-        };
+        let kv = crate::bucket(
+            js,
+            kv::Config {
+                bucket: BUCKET.into(),
+                history: 1,
+                max_age: KEEP,
+                storage: StorageType::File,
+                num_replicas: replicas,
+                ..kv::Config::default()
+            },
+        )
+        .await?;
         Ok(Self {
             kv,
             runtime: tokio::runtime::Handle::current(),

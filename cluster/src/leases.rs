@@ -114,13 +114,7 @@ impl Leases {
             num_replicas: replicas,
             ..kv::Config::default()
         };
-        let kv = match js.get_key_value(BUCKET).await {
-            Ok(kv) => kv,
-            Err(_) => js
-                .create_key_value(config)
-                .await
-                .with_context(|| format!("JetStream refused the bucket {BUCKET}"))?,
-        };
+        let kv = crate::bucket(js, config).await?;
         Ok(Self {
             kv,
             node: node.into(),

@@ -80,6 +80,21 @@ pub async fn connect(
     Ok(async_nats::jetstream::new(client))
 }
 
+/// The key-value bucket `config` names, made with `config` if it is not
+/// there yet (a bucket's settings are the first node's).
+pub(crate) async fn bucket(
+    js: &async_nats::jetstream::Context,
+    config: async_nats::jetstream::kv::Config,
+) -> anyhow::Result<async_nats::jetstream::kv::Store> {
+    if let Ok(kv) = js.get_key_value(&config.bucket).await {
+        return Ok(kv);
+    }
+    let name = config.bucket.clone();
+    js.create_key_value(config)
+        .await
+        .with_context(|| format!("JetStream refused the bucket {name}"))
+}
+
 /// Runs `f` on `runtime` (where the NATS connection lives) and waits for
 /// it, from any thread: a tokio worker hands its other tasks on first
 /// (`block_in_place`); a current-thread runtime cannot block in place, so

@@ -75,19 +75,17 @@ fn number(value: &[u8]) -> anyhow::Result<u64> {
 
 impl Names {
     pub async fn open(js: &Context, replicas: usize) -> anyhow::Result<Self> {
-        let kv = match js.get_key_value(BUCKET).await {
-            Ok(kv) => kv,
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: BUCKET.into(),
-                    history: 1,
-                    storage: StorageType::File,
-                    num_replicas: replicas,
-                    ..kv::Config::default()
-                })
-                .await
-                .with_context(|| format!("JetStream refused the bucket {BUCKET}"))?,
-        };
+        let kv = crate::bucket(
+            js,
+            kv::Config {
+                bucket: BUCKET.into(),
+                history: 1,
+                storage: StorageType::File,
+                num_replicas: replicas,
+                ..kv::Config::default()
+            },
+        )
+        .await?;
         Ok(Self {
             kv,
             blocks: Default::default(),
