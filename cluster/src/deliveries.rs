@@ -63,10 +63,7 @@ fn disabled_key(endpoint: &str) -> String {
 }
 
 fn number(value: &[u8]) -> anyhow::Result<u64> {
-    std::str::from_utf8(value)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .context("not a number")
+    crate::decimal(value).context("not a number")
 }
 
 /// A claim this node holds: the revision it wrote last, and until when

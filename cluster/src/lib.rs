@@ -80,6 +80,11 @@ pub async fn connect(
     Ok(async_nats::jetstream::new(client))
 }
 
+/// A decimal number as a bucket's value holds it.
+pub(crate) fn decimal(value: &[u8]) -> Option<u64> {
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
 /// The key-value bucket `config` names, made with `config` if it is not
 /// there yet (a bucket's settings are the first node's).
 pub(crate) async fn bucket(

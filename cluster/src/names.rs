@@ -67,10 +67,7 @@ fn label_key(kind: u8, slot: u32, n: u64) -> String {
 }
 
 fn number(value: &[u8]) -> anyhow::Result<u64> {
-    std::str::from_utf8(value)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .context("a damaged entry in the names bucket")
+    crate::decimal(value).context("a damaged entry in the names bucket")
 }
 
 impl Names {
