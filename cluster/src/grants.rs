@@ -87,21 +87,26 @@ impl Grants {
     /// Writes `grants`, waiting for the bucket to acknowledge each (from
     /// any thread: it blocks the caller).
     pub fn share(&self, grants: &[Grant]) -> anyhow::Result<()> {
-        let puts = async {
-            for g in grants {
-                let value = framed::encode(g).map_err(anyhow::Error::msg)?;
-                self.kv
-                    .put(key(&g.digest), Bytes::from(value))
+        // All at once (a webhook batch's milestones at most, a few
+        // hundred): they wait one round trip, not one each.
+        let mut puts = Vec::with_capacity(grants.len());
+        for g in grants {
+            let value = Bytes::from(framed::encode(g).map_err(anyhow::Error::msg)?);
+            let (kv, stats, key) = (self.kv.clone(), self.stats.clone(), key(&g.digest));
+            puts.push(async move {
+                kv.put(key, value)
                     .await
                     .context("writing the grants bucket")?;
-                self.stats.grants_shared.fetch_add(1, Relaxed);
-            }
-            anyhow::Ok(())
-        };
+                stats.grants_shared.fetch_add(1, Relaxed);
+                anyhow::Ok(())
+            });
+        }
+        let puts = futures_util::future::try_join_all(puts);
         crate::block_on(&self.runtime, async {
             tokio::time::timeout(PATIENCE, puts)
                 .await
                 .context("the grants bucket did not answer")?
+                .map(drop)
         })
     }
 
