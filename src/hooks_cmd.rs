@@ -49,6 +49,8 @@ pub fn webhooks(a: WebhooksArgs) -> Result<()> {
     for e in &endpoints {
         let state = if e["disabled"] == true {
             "disabled"
+        } else if e["delivering"] == false {
+            "standing by: another node delivers it"
         } else {
             "active"
         };

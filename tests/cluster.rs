@@ -632,6 +632,8 @@ fn a_killed_node_and_a_killed_nats_server_lose_nothing() {
     };
     let minted = mint_link(&a, &link.0);
     assert_eq!(stats(&b)[&delivered], 0, "b delivered while a held it");
+    let delivering = format!("webhook_{hook}_delivering");
+    assert_eq!((stats(&a)[&delivering], stats(&b)[&delivering]), (1, 0));
     a.kill9();
     let failover = settle(&url, &["b"], Duration::from_secs(20));
     assert!(
@@ -658,6 +660,7 @@ fn a_killed_node_and_a_killed_nats_server_lose_nothing() {
     assert_link_opens_on(&link, &b);
     assert_link_opens_on(&minted, &b);
     let stats = stats(&b);
+    assert_eq!(stats[&delivering], 1, "b delivers after a's death");
     let hooks: Vec<_> = stats
         .iter()
         .filter(|(k, _)| k.contains("webhook"))

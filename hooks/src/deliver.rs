@@ -274,7 +274,10 @@ impl Endpoint {
                     continue;
                 }
             };
-            match self.deliver_from(log, cursor, &mut closing).await {
+            self.status.delivering.store(true, Relaxed);
+            let turn = self.deliver_from(log, cursor, &mut closing).await;
+            self.status.delivering.store(false, Relaxed);
+            match turn {
                 Turn::Ended => return,
                 Turn::Deposed => {
                     tracing::info!(endpoint = %self.entry.name, "another node delivers the endpoint now")

@@ -153,6 +153,8 @@ pub struct EndpointStatus {
     pub backlog: AtomicU64,
     /// A `410 Gone` (or an address it may not reach) disabled it.
     pub disabled: AtomicBool,
+    /// This node delivers it now (on a cluster, one node at a time does).
+    pub delivering: AtomicBool,
     /// The last failure: when (ms since the epoch) and what.
     pub last_error: Mutex<Option<(i64, String)>>,
     /// From an event's storing to its delivery.
@@ -170,6 +172,7 @@ impl EndpointStatus {
             gave_up: AtomicU64::new(0),
             backlog: AtomicU64::new(0),
             disabled: AtomicBool::new(false),
+            delivering: AtomicBool::new(false),
             last_error: Mutex::new(None),
             latency: Mutex::new(Histogram::default()),
         }
@@ -200,6 +203,10 @@ impl EndpointStatus {
             (
                 format!("webhook_{n}_disabled"),
                 u64::from(self.disabled.load(Relaxed)),
+            ),
+            (
+                format!("webhook_{n}_delivering"),
+                u64::from(self.delivering.load(Relaxed)),
             ),
             (format!("webhook_{n}_latency_p50_us"), us(0.5)),
             (format!("webhook_{n}_latency_p99_us"), us(0.99)),

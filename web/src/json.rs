@@ -208,6 +208,7 @@ pub fn endpoint(e: &lastmile_node::endpoints::EndpointStatus) -> Value {
         "gave_up": e.gave_up.load(Relaxed),
         "backlog": e.backlog.load(Relaxed),
         "disabled": e.disabled.load(Relaxed),
+        "delivering": e.delivering.load(Relaxed),
         "latency_p50_s": l.quantile(0.5).as_secs_f64(),
         "latency_p99_s": l.quantile(0.99).as_secs_f64(),
         "last_error": last_error,

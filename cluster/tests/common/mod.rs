@@ -43,32 +43,51 @@ pub struct Nats {
 }
 
 impl Nats {
-    /// Three servers in one cluster, JetStream on.
+    /// Three servers in one cluster, JetStream on. Ports are picked free
+    /// and then bound by the servers: another process may take one in
+    /// between (a server then exits at once), so the cluster is started
+    /// again on fresh ports, up to three times.
     pub fn start(name: &str) -> Self {
         let dir = std::env::temp_dir().join(format!("lastmile-nats-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let client_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-        let cluster_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-        let mut nats = Self {
-            servers: Vec::new(),
-            client_ports,
-            cluster_ports,
-            dir,
-        };
-        nats.servers = (0..3).map(|i| Some(nats.spawn(i))).collect();
-        // Every server listening.
+        for attempt in 1.. {
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let mut nats = Self {
+                servers: Vec::new(),
+                client_ports: (0..3).map(|_| free_port()).collect(),
+                cluster_ports: (0..3).map(|_| free_port()).collect(),
+                dir: dir.clone(),
+            };
+            nats.servers = (0..3).map(|i| Some(nats.spawn(i))).collect();
+            match nats.listening() {
+                Ok(()) => return nats,
+                Err(why) if attempt < 3 => eprintln!("nats-server: {why}; starting again"),
+                Err(why) => panic!("nats-server did not start: {why}"),
+            }
+        }
+        unreachable!()
+    }
+
+    /// Waits until every server listens; `Err` when one exited or 20 s
+    /// passed.
+    fn listening(&mut self) -> Result<(), String> {
         let t = Instant::now();
-        for &p in &nats.client_ports {
-            while std::net::TcpStream::connect(("127.0.0.1", p)).is_err() {
-                assert!(
-                    t.elapsed() < Duration::from_secs(20),
-                    "nats-server did not start"
-                );
+        for i in 0..3 {
+            let port = self.client_ports[i];
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                let exited = self.servers[i]
+                    .as_mut()
+                    .is_some_and(|c| c.try_wait().is_ok_and(|s| s.is_some()));
+                if exited {
+                    return Err(format!("server {i} exited (port {port} taken?)"));
+                }
+                if t.elapsed() > Duration::from_secs(20) {
+                    return Err("not listening after 20 s".into());
+                }
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
-        nats
+        Ok(())
     }
 
     /// Server `i` with its store, in the cluster.
