@@ -352,9 +352,12 @@ impl Endpoint {
                 }
                 (Stop::Done, _) => {}
             }
-            cursor = scanned;
-            if log.save(&self.entry, cursor).await.is_err() {
-                return Turn::Deposed;
+            // Kept (a synced write) only when it moved.
+            if scanned != cursor {
+                cursor = scanned;
+                if log.save(&self.entry, cursor).await.is_err() {
+                    return Turn::Deposed;
+                }
             }
             if batch.is_empty() && cursor >= until {
                 // Caught up: wait for the next event, or a second.
