@@ -184,7 +184,13 @@ impl Names {
                 let theirs = self.read(&key).await?;
                 number(&theirs.context("a name bound and gone")?).map(Some)
             }
-            Err(e) => Err(anyhow::anyhow!("binding a name: {e}")),
+            // The client checks a refused create against a read that a
+            // replica a moment behind may answer ("wrong last sequence"
+            // then comes back as another error): the name may be bound.
+            Err(e) => match self.read(&key).await? {
+                Some(theirs) => number(&theirs).map(Some),
+                None => Err(anyhow::anyhow!("binding a name: {e}")),
+            },
         }
     }
 
