@@ -1,5 +1,5 @@
 //! `lastmile history`: a vehicle's finalised matched path between two times,
-//! read from a server's store, as GeoJSON (one LineString per connected
+//! read from a server's store (or its cluster's history), as GeoJSON (one LineString per connected
 //! stretch, with the time of every vertex) or CSV.
 
 use anyhow::{Result, bail};

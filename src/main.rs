@@ -68,7 +68,7 @@ enum Command {
     Eta(service::EtaArgs),
     /// Follow the event stream (optionally filtered).
     Watch(service::WatchArgs),
-    /// A vehicle's matched path over a time range, from a server's store (GeoJSON or CSV).
+    /// A vehicle's matched path over a time range, from a server's store or its cluster's (GeoJSON or CSV).
     History(history::HistoryArgs),
     /// Dispatcher commands on stops: complete, fail, remove, reassign, track.
     Dispatch(service::DispatchArgs),

@@ -217,7 +217,10 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     };
     runtime.block_on(async move {
         let (http_listen, osmand_listen) = (config.http.listen, config.osmand.listen);
-        let member_config = config.cluster.member_config(&crate::cluster::default_node_name(config.listen.port()));
+        let member_config = config.cluster.member_config(
+            &crate::cluster::default_node_name(config.listen.port()),
+            config.store.history_retention_s,
+        );
         let names = match &member_config {
             Some(c) => Some(crate::cluster::shared_names(c).await?),
             None => None,

@@ -269,16 +269,16 @@ fn ends(servers: &[&Server], vehicles: &[String]) -> BTreeMap<String, End> {
         .collect()
 }
 
-/// The day's `parts` on one node alone, in order: the reference. With
-/// `dispatched`, the routes go in first and the midday changes after the
-/// first part.
+/// The day's `parts` on one node alone, in order: the reference (and the
+/// node, still serving). With `dispatched`, the routes go in first and the
+/// midday changes after the first part.
 fn reference(
     day: &Day,
     name: &str,
     parts: &[&Path],
     dispatched: bool,
     vehicles: &[String],
-) -> (BTreeMap<String, End>, Vec<DayEvent>) {
+) -> (BTreeMap<String, End>, Vec<DayEvent>, Server) {
     let dir = day.dir.join(name);
     std::fs::create_dir_all(&dir).unwrap();
     let alone = serve_on(&day.graph, &dir, FIXED_METRIC, NO_TICK_VERDICTS, &[]);
@@ -294,7 +294,38 @@ fn reference(
     }
     let ends = ends(&[&alone], vehicles);
     let events = day_events(&alone, 0);
-    (ends, events)
+    (ends, events, alone)
+}
+
+/// A vehicle's matched path as `lastmile history` prints it: the edges
+/// driven in order (each once while on it), a stretch's first marked.
+type Drive = Vec<(u32, bool)>;
+
+/// Each vehicle's whole path as `server` answers it, after the pieces its
+/// engine finalised last were gathered (a tick). Its times never go back.
+fn drives(server: &Server, vehicles: &[String]) -> BTreeMap<String, Drive> {
+    std::thread::sleep(Duration::from_secs(2));
+    vehicles
+        .iter()
+        .map(|v| {
+            let csv = ok(&lastmile(
+                &server.cli_as(&["history", "--vehicle", v, "--csv"], DISPATCHER),
+            ));
+            let mut drive: Drive = Vec::new();
+            let mut last_ms = i64::MIN;
+            for row in csv.lines().skip(1) {
+                let f: Vec<&str> = row.split(',').collect();
+                let t = (f[0].parse::<f64>().unwrap() * 1e3).round() as i64;
+                assert!(t >= last_ms, "{v}'s path goes back in time at {row}");
+                last_ms = t;
+                let (edge, stretch) = (f[3].parse().unwrap(), f[4] == "1");
+                if stretch || drive.last().is_none_or(|&(e, _)| e != edge) {
+                    drive.push((edge, stretch));
+                }
+            }
+            (v.clone(), drive)
+        })
+        .collect()
 }
 
 /// An event as the day's test compares it: vehicle, its number, kind,
@@ -562,10 +593,13 @@ fn node(graph: &Path, dir: &Path, name: &str, url: &str) -> Server {
     node_with(graph, dir, name, url, "")
 }
 
-/// A node with `extra` in its config (webhook endpoints).
+/// A node with `extra` in its config (webhook endpoints). Its history is
+/// written before each checkpoint and when it is asked for, not on a
+/// timer: a vehicle's path read after a failover is whole only if every
+/// checkpoint's history went out before the checkpoint did.
 fn node_with(graph: &Path, dir: &Path, name: &str, url: &str, extra: &str) -> Server {
     let section = format!(
-        "{NO_TICK_VERDICTS}{extra}\n[cluster]\npartitions = {PARTITIONS}\nlease_s = {LEASE_S}\ncheckpoint_every_s = 1\n"
+        "{NO_TICK_VERDICTS}{extra}\n[cluster]\npartitions = {PARTITIONS}\nlease_s = {LEASE_S}\ncheckpoint_every_s = 1\nhistory_flush_s = 86400\n"
     );
     std::fs::create_dir_all(dir.join(name)).unwrap();
     serve_on(
@@ -605,7 +639,9 @@ fn a_killed_node_and_a_killed_nats_server_lose_nothing() {
     let (dir, graph, vehicles) = (&day.dir, &day.graph, &day.vehicles);
     let parts = split(&day.trace, 3);
     let thirds: Vec<&Path> = parts.iter().map(PathBuf::as_path).collect();
-    let (want, want_events) = reference(&day, "alone", &thirds, true, vehicles);
+    let (want, want_events, alone) = reference(&day, "alone", &thirds, true, vehicles);
+    let want_drives = drives(&alone, vehicles);
+    drop(alone);
 
     // A webhook endpoint, configured on both nodes, that a delivers.
     let rx = Receiver::start(dir);
@@ -648,6 +684,12 @@ fn a_killed_node_and_a_killed_nats_server_lose_nothing() {
     replay(&b, &parts[2]);
     settle(&url, &["b"], Duration::from_secs(30));
     assert_same_day(&ends(&[&b], vehicles), &want);
+    // Every van's path, a's part of it from a's writes and b's drive from
+    // a's checkpoints, as one node's.
+    let got_drives = drives(&b, vehicles);
+    for (v, want) in &want_drives {
+        assert_eq!(&got_drives[v], want, "{v}'s path");
+    }
     // The day's events, from the cluster's event stream: each once.
     assert_same_events(&stream_events(&b, want_events.len()), &want_events);
     // Every one reached the receiver, a's and then b's deliveries, signed.
@@ -701,7 +743,9 @@ fn a_frozen_node_and_a_joining_node_keep_one_owner_per_vehicle() {
     let cluster = nats::Nats::start("rebalance");
     let url = cluster.url();
     let (dir, graph, vehicles) = (&day.dir, &day.graph, &day.vehicles);
-    let (want, want_events) = reference(&day, "alone", &[&day.trace], false, vehicles);
+    let (want, want_events, alone) = reference(&day, "alone", &[&day.trace], false, vehicles);
+    let want_drives = drives(&alone, vehicles);
+    drop(alone);
     let parts = split(&day.trace, 4);
 
     // a alone holds the day's first quarter...
@@ -750,6 +794,14 @@ fn a_frozen_node_and_a_joining_node_keep_one_owner_per_vehicle() {
     assert_same_events(&stream_events(&a, want_events.len()), &want_events);
     assert_same_events(&stream_events(&b, want_events.len()), &want_events);
     assert_spatial_queries_span_the_cluster(&[&a, &b], vehicles);
+    // Every van's path, on either node (written by both, handed over both
+    // ways), as one node's.
+    for n in [&a, &b] {
+        let got = drives(n, vehicles);
+        for (v, want) in &want_drives {
+            assert_eq!(&got[v], want, "{v}'s path");
+        }
+    }
     // Each node answered for the other's vehicles by asking it.
     for n in [&a, &b] {
         let s = stats(n);

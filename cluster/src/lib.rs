@@ -15,6 +15,8 @@
 //! - [`deliveries`]: which node delivers each webhook endpoint, and
 //!   where in the event stream its delivery stands;
 //! - [`grants`]: customers' tracking grants, so a link opens on any node;
+//! - [`history`]: vehicles' matched paths, written by their partitions'
+//!   owners and read from any node;
 //! - [`learning`]: what each node's engine learns (traffic, ETA
 //!   outcomes) swapped with the others at ticks;
 //! - [`queries`]: a query for a vehicle another node drives, asked of
@@ -29,6 +31,7 @@ pub mod deliveries;
 pub mod events;
 mod framed;
 pub mod grants;
+pub mod history;
 pub mod learning;
 pub mod leases;
 pub mod member;

@@ -32,7 +32,7 @@ use anyhow::bail;
 use async_nats::jetstream::Context;
 use futures_util::StreamExt;
 use lastmile_engine::Ping;
-use lastmile_engine::fleet::{Engine, VehicleId, partition_of};
+use lastmile_engine::fleet::{Engine, PathPiece, VehicleId, partition_of};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -41,6 +41,7 @@ use crate::commands::{self, SharedCommands};
 use crate::deliveries::Deliveries;
 use crate::events::{self, Fence};
 use crate::grants::Grants;
+use crate::history::{HistoryConfig, PathLog, Writer};
 use crate::learning::ClusterLearning;
 use crate::leases::{self, Lease, Leases, RenewError};
 use crate::ping_log::{LogConfig, PingLog};
@@ -64,6 +65,7 @@ pub struct ClusterConfig {
     /// How long a front end keeps publishing a batch the cluster does not
     /// acknowledge (an election takes 3 to 8 s) before refusing it.
     pub publish_patience: Duration,
+    pub history: HistoryConfig,
 }
 
 impl ClusterConfig {
@@ -75,6 +77,7 @@ impl ClusterConfig {
             lease: Duration::from_secs(5),
             checkpoint_every: Duration::from_secs(30),
             publish_patience: Duration::from_secs(15),
+            history: HistoryConfig::default(),
         }
     }
 }
@@ -155,6 +158,16 @@ pub struct MemberStats {
     pub grants_shared: AtomicU64,
     pub grants_received: AtomicU64,
     pub grants_unreadable: AtomicU64,
+    /// History chunks and pieces this node wrote; pieces read back that a
+    /// new owner had written again (left out); chunks that did not read
+    /// back; pieces dropped unwritten (the stream refusing for long);
+    /// writes that left pieces for the next.
+    pub history_chunks: AtomicU64,
+    pub history_pieces: AtomicU64,
+    pub history_pieces_repeated: AtomicU64,
+    pub history_unreadable: AtomicU64,
+    pub history_pieces_lost: AtomicU64,
+    pub history_flush_failures: AtomicU64,
 }
 
 /// Renewals in flight at once.
@@ -303,6 +316,11 @@ pub struct Member {
     learning: Arc<ClusterLearning>,
     deliveries: Arc<Deliveries>,
     grants: Grants,
+    paths: PathLog,
+    /// Writes the owned partitions' history.
+    history: Arc<Writer>,
+    /// The runtime the connection lives on, for callers off it.
+    runtime: tokio::runtime::Handle,
     /// Background tasks: answering other nodes' queries, relaying events
     /// out and in.
     tasks: Vec<JoinHandle<()>>,
@@ -378,6 +396,8 @@ impl Member {
             Deliveries::open(js, leases.clone(), config.lease, replicas, stats.clone()).await?,
         );
         let grants = Grants::open(js, replicas, stats.clone()).await?;
+        let paths = PathLog::open(js, replicas, &config.history, stats.clone()).await?;
+        let history = Arc::new(Writer::new(paths.clone(), engine.clone()));
         // Tells this process's message ids from an earlier one's of the
         // same node name.
         let boot = std::time::SystemTime::now()
@@ -435,6 +455,9 @@ impl Member {
             tokio::spawn(events::relay_in(js.clone(), engine.clone(), stats.clone())),
         ];
         tasks.extend(learning_tasks);
+        tasks.push(tokio::spawn(
+            history.clone().run(config.history.flush_every),
+        ));
         Ok(Self {
             config,
             log,
@@ -456,6 +479,9 @@ impl Member {
             learning,
             deliveries,
             grants,
+            paths,
+            history,
+            runtime: tokio::runtime::Handle::current(),
             tasks,
         })
     }
@@ -484,6 +510,45 @@ impl Member {
     /// Customers' tracking grants, shared by every node.
     pub fn grants(&self) -> &Grants {
         &self.grants
+    }
+
+    /// `vehicle`'s matched path pieces overlapping `[from, to]` (event
+    /// time, s), after its predecessor, at most `max` into `out` (`true`:
+    /// more remain), from the history stream. A vehicle this node drives
+    /// has its newest pieces written first, so the answer reaches its
+    /// finalised path's end; another node's is up to
+    /// [`HistoryConfig::flush_every`] behind that. Blocks the calling
+    /// thread for the round trips (see [`crate::block_on`]).
+    pub fn history(
+        &self,
+        vehicle: VehicleId,
+        window: (f64, f64),
+        max: usize,
+        out: &mut Vec<PathPiece>,
+    ) -> anyhow::Result<bool> {
+        let p = partition_of(vehicle, self.engine.partition_count()) as u32;
+        let ours = self.lock_owned().contains_key(&p);
+        crate::block_on(&self.runtime, async {
+            if ours {
+                self.history.flush().await;
+            }
+            self.paths.read(vehicle, window, max, out).await
+        })
+    }
+
+    /// Writes late-matched pieces (one vehicle's, in time order: a
+    /// phone's offline buffer) into the history; blocks like
+    /// [`Self::history`].
+    pub fn insert_history(&self, pieces: Vec<PathPiece>) -> anyhow::Result<()> {
+        crate::block_on(&self.runtime, async {
+            let mut pieces = pieces;
+            self.paths.append(&mut pieces).await;
+            if pieces.is_empty() {
+                Ok(())
+            } else {
+                anyhow::bail!("the history stream did not take {} pieces", pieces.len())
+            }
+        })
     }
 
     /// The engine's command log on the cluster (for
@@ -896,6 +961,11 @@ async fn checkpoint(member: &Arc<Member>, lease: Lease, applied: u64) -> bool {
     let Ok(save) = tokio::task::spawn_blocking(move || engine.save_partition(p)).await else {
         return false;
     };
+    // So must the history: the save's is in the engine's hands now.
+    if !member.history.flush().await {
+        member.stats.checkpoint_failures.fetch_add(1, Relaxed);
+        return false;
+    }
     // The events of what the checkpoint holds must be on the stream first:
     // the next owner replays only what comes after it.
     let upto = member.engine.emitted().next_id();

@@ -24,12 +24,16 @@ pub struct Backfill {
 
 impl Node {
     /// Matches `pings` (one vehicle's, oldest first) on their own and
-    /// writes their path into its history; returns the pieces written (0
-    /// without an engine or a store). Blocks: call it off the async threads.
+    /// writes their path into its history (the store's, or a cluster's);
+    /// returns the pieces written (0 without an engine, or neither a store
+    /// nor a cluster). Blocks: call it off the async threads.
     pub fn backfill(&self, vehicle: VehicleId, pings: &[Ping]) -> anyhow::Result<usize> {
-        let (Some(d), Some(e)) = (self.durable.as_ref(), self.sink.engine()) else {
+        let Some(e) = self.sink.engine() else {
             return Ok(0);
         };
+        if self.durable.is_none() && self.cluster.get().is_none() {
+            return Ok(0);
+        }
         let _one = self.backfill.busy.lock().unwrap_or_else(|p| p.into_inner());
         let mut matcher = Matcher::new(e.graph(), e.config().matcher.clone());
         let (mut track, mut out) = (VehicleTrack::new(), MatchOutput::default());
@@ -50,7 +54,12 @@ impl Node {
         }
         matcher.flush(&mut track, &mut out);
         keep(&out);
-        d.store.insert_history(vehicle, &pieces)?;
-        Ok(pieces.len())
+        let n = pieces.len();
+        match (&self.durable, self.cluster.get()) {
+            (Some(d), _) => d.store.insert_history(vehicle, &pieces)?,
+            (None, Some(member)) => member.insert_history(pieces)?,
+            (None, None) => {}
+        }
+        Ok(n)
     }
 }

@@ -6,13 +6,14 @@
 //! node, rather than in this node's store.
 //!
 //! This node's own store (its whole-engine checkpoints, journal, event
-//! log and history) is not used: the cluster's log, checkpoints and event
-//! stream hold the state instead.
+//! log and history) is not used: the cluster's log, checkpoints, event
+//! and history streams hold the state instead.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::bail;
+use lastmile_cluster::history::HistoryConfig;
 use lastmile_cluster::names::Names;
 use lastmile_cluster::{ClusterConfig, LogConfig};
 use serde::Deserialize;
@@ -45,6 +46,14 @@ pub struct ClusterSection {
     pub connect_timeout_s: f64,
     /// Bytes the ping log keeps; the oldest batches go first.
     pub log_max_bytes: i64,
+    /// Bytes the history stream keeps (per server holding it); the oldest
+    /// chunks go first. Chunks older than `[store] history_retention_s`
+    /// go too.
+    pub history_max_bytes: i64,
+    /// How often an owner writes its vehicles' newest matched path to the
+    /// history stream (a history asked of another node is this much
+    /// behind the owner's).
+    pub history_flush_s: f64,
 }
 
 impl Default for ClusterSection {
@@ -60,6 +69,8 @@ impl Default for ClusterSection {
             publish_patience_s: 15.0,
             connect_timeout_s: log.connect_timeout.as_secs_f64(),
             log_max_bytes: log.max_bytes,
+            history_max_bytes: HistoryConfig::default().max_bytes,
+            history_flush_s: HistoryConfig::default().flush_every.as_secs_f64(),
         }
     }
 }
@@ -84,23 +95,29 @@ impl ClusterSection {
             self.checkpoint_every_s,
             self.publish_patience_s,
             self.connect_timeout_s,
+            self.history_flush_s,
         ];
         if secs
             .iter()
             .any(|s| !(s.is_finite() && *s >= 0.5 && *s <= 86_400.0))
         {
             bail!(
-                "cluster: lease_s, checkpoint_every_s, publish_patience_s and connect_timeout_s must be within 0.5..=86400"
+                "cluster: lease_s, checkpoint_every_s, publish_patience_s, connect_timeout_s and history_flush_s must be within 0.5..=86400"
             );
         }
-        if self.log_max_bytes < 1 << 20 {
-            bail!("cluster.log_max_bytes must be at least 1 MiB");
+        if self.log_max_bytes < 1 << 20 || self.history_max_bytes < 1 << 20 {
+            bail!("cluster.log_max_bytes and cluster.history_max_bytes must be at least 1 MiB");
         }
         Ok(())
     }
 
-    /// The member's configuration (`None`: not clustered).
-    pub fn member_config(&self, default_node: &str) -> Option<ClusterConfig> {
+    /// The member's configuration (`None`: not clustered); history is
+    /// kept `history_retention_s`.
+    pub fn member_config(
+        &self,
+        default_node: &str,
+        history_retention_s: f64,
+    ) -> Option<ClusterConfig> {
         let url = self.url.as_ref()?;
         let node = self.node.clone().unwrap_or_else(|| default_node.to_owned());
         let mut c = ClusterConfig::new(url, &node);
@@ -114,6 +131,11 @@ impl ClusterSection {
         c.lease = Duration::from_secs_f64(self.lease_s);
         c.checkpoint_every = Duration::from_secs_f64(self.checkpoint_every_s);
         c.publish_patience = Duration::from_secs_f64(self.publish_patience_s);
+        c.history = HistoryConfig {
+            retention: Duration::from_secs_f64(history_retention_s),
+            max_bytes: self.history_max_bytes,
+            flush_every: Duration::from_secs_f64(self.history_flush_s),
+        };
         Some(c)
     }
 }

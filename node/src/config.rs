@@ -480,7 +480,8 @@ impl Config {
             traffic_every_s: self.engine.traffic_every_s,
             events_capacity: self.engine.events_capacity,
             closed_retention_s: self.engine.closed_retention_s,
-            history: self.store.enabled,
+            // A cluster keeps history on its stream whatever `[store]` says.
+            history: self.store.enabled || self.cluster.url.is_some(),
             // A cluster's partitions are the engine's: a vehicle's is the
             // same on every node.
             partitions: if self.cluster.url.is_some() {

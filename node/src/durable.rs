@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use anyhow::Context;
-use lastmile_engine::fleet::{Checkpoint, Engine, Journal, PathPiece, VehicleId};
+use lastmile_engine::fleet::{Checkpoint, Engine, Journal, PathPiece, VehicleId, path_history};
 
 use crate::auth::{Auth, epoch_ms};
 use crate::store::Store;
@@ -78,11 +78,7 @@ impl HistoryBuffer {
         for p in pieces {
             let v = self.by_vehicle.entry(p.vehicle).or_default();
             match v.last_mut() {
-                Some(last)
-                    if last.edge == p.edge
-                        && (p.from_m - last.to_m).abs() < 0.5
-                        && p.t_start - last.t_end < 1.0 =>
-                {
+                Some(last) if path_history::continues(last, p) => {
                     last.to_m = p.to_m;
                     last.t_end = p.t_end;
                 }

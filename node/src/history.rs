@@ -48,29 +48,33 @@ fn e7(deg: f64) -> i32 {
 
 impl Node {
     /// A vehicle's matched path between two times (s; infinite: open), at
-    /// most `max` points, from the store: the points, and whether more
-    /// follow the last. What is still buffered is written first, so the
-    /// answer reaches the finalised path's end (a few pings behind live).
-    /// `None` without a store or an engine. Reads the store: call it off
-    /// the async threads.
+    /// most `max` points, from the store or, on a cluster, the cluster's
+    /// history stream: the points, and whether more follow the last. What
+    /// is still buffered is written first, so the answer reaches the
+    /// finalised path's end (a few pings behind live; on a cluster, a
+    /// vehicle another node drives up to its flush interval more). `None`
+    /// without a store, a cluster or an engine. Blocks on the store or the
+    /// cluster: call it off the async threads.
     pub fn history(
         &self,
         vehicle: u64,
         (from, to): (f64, f64),
         max: usize,
     ) -> Option<anyhow::Result<(Vec<PathPoint>, bool)>> {
-        let (d, e) = (self.durable.as_ref()?, self.sink.engine()?);
-        d.gather_history(e, true);
+        let e = self.sink.engine()?;
         // A piece is at least two points: this many pieces fill an answer.
         let mut pieces = Vec::new();
-        Some(
-            d.store
-                .history(vehicle, from, to, max / 2, &mut pieces)
-                .map(|more| {
-                    let (points, used) = path_points(e.graph(), &pieces, (from, to), max);
-                    (points, more || used < pieces.len())
-                }),
-        )
+        let read = if let Some(d) = &self.durable {
+            d.gather_history(e, true);
+            d.store.history(vehicle, from, to, max / 2, &mut pieces)
+        } else {
+            let member = self.cluster.get()?;
+            member.history(vehicle, (from, to), max / 2, &mut pieces)
+        };
+        Some(read.map(|more| {
+            let (points, used) = path_points(e.graph(), &pieces, (from, to), max);
+            (points, more || used < pieces.len())
+        }))
     }
 }
 

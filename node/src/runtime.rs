@@ -569,6 +569,12 @@ fn cluster_stats(m: &lastmile_cluster::Member) -> Vec<(String, u64)> {
         ("grants_received", c(&s.grants_received)),
         ("grants_unreadable", c(&s.grants_unreadable)),
         ("replays", c(&s.replays)),
+        ("history_chunks", c(&s.history_chunks)),
+        ("history_pieces", c(&s.history_pieces)),
+        ("history_pieces_repeated", c(&s.history_pieces_repeated)),
+        ("history_unreadable", c(&s.history_unreadable)),
+        ("history_pieces_lost", c(&s.history_pieces_lost)),
+        ("history_flush_failures", c(&s.history_flush_failures)),
     ]
     .into_iter()
     .map(|(k, v)| (format!("cluster_{k}"), v))

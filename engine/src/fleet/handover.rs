@@ -30,7 +30,9 @@ pub struct Adopted {
 }
 
 impl Engine {
-    /// Partition `p`'s vehicles after everything offered before the call.
+    /// Partition `p`'s vehicles after everything offered before the call;
+    /// the history they finalised until then is in [`Engine::take_history`]
+    /// when it returns.
     pub fn save_partition(&self, p: usize) -> PartitionSave {
         let (tx, rx) = bounded(1);
         let shard = p % self.shards.len();
@@ -41,7 +43,10 @@ impl Engine {
                 reply: tx,
             },
         );
-        let (records, vehicles, failed) = rx.recv().unwrap_or_default();
+        let (records, vehicles, failed, mut history) = rx.recv().unwrap_or_default();
+        // Gathered now rather than at the next tick: whoever writes the
+        // save down takes the history of what it holds first.
+        self.keep_history(&mut history);
         PartitionSave {
             records,
             vehicles,

@@ -126,21 +126,11 @@ impl Engine {
             .collect();
         let mut observations: Vec<EdgeObservation> = Vec::new();
         let mut outcomes: Vec<Outcome> = Vec::new();
-        let mut dropped = 0;
         for r in replies {
             if let Ok(mut g) = r.recv() {
                 observations.append(&mut g.observations);
                 outcomes.append(&mut g.outcomes);
-                if self.config.history {
-                    let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
-                    h.append(&mut g.history);
-                    let cap = self.config.max_history_pieces;
-                    if h.len() > cap {
-                        let extra = h.len() - cap;
-                        dropped += extra as u64;
-                        h.drain(..extra);
-                    }
-                }
+                self.keep_history(&mut g.history);
             }
         }
         let forgotten = {
@@ -154,7 +144,6 @@ impl Engine {
         let mut co = self.coordinator.lock().unwrap_or_else(|p| p.into_inner());
         co.stats.ticks += 1;
         co.stats.stops_forgotten += forgotten;
-        co.stats.history_dropped += dropped;
         co.last_tick = co.last_tick.max(now);
         // The metric customized since the last publication goes in now:
         // every shard takes it at this tick's place in its queue, so the

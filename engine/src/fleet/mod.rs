@@ -34,6 +34,7 @@ mod legs;
 mod milestones;
 mod partition;
 mod path_code;
+pub mod path_history;
 mod persist;
 mod queries;
 mod registry;

@@ -242,8 +242,11 @@ impl<'g> Partitions<'g> {
 
     /// Partition `p`'s vehicles alone as checkpoint records (a partition
     /// handed to another node), with the number saved and of those that
-    /// failed to serialise.
-    pub fn save_partition(&self, p: usize) -> (Vec<u8>, usize, usize) {
+    /// failed to serialise, and the path pieces finalised since the last
+    /// tick (every partition's of this worker): the history of what the
+    /// records hold is then all out of the worker, to be written before
+    /// the records are.
+    pub fn save_partition(&mut self, p: usize) -> (Vec<u8>, usize, usize, Vec<PathPiece>) {
         let (mut buf, mut saved, mut failed) = (Vec::new(), 0, 0);
         for slot in self
             .parts
@@ -256,7 +259,8 @@ impl<'g> Partitions<'g> {
                 Err(_) => failed += 1,
             }
         }
-        (buf, saved, failed)
+        let history = self.ctx.history.as_mut().map(std::mem::take);
+        (buf, saved, failed, history.unwrap_or_default())
     }
 
     /// Takes the vehicles of records saved by [`Self::save_partition`]

@@ -161,6 +161,24 @@ impl Engine {
         out.append(&mut self.history.lock().unwrap_or_else(|p| p.into_inner()));
     }
 
+    /// Adds gathered pieces for [`Self::take_history`] (when history is
+    /// on), the oldest dropped and counted beyond the bound.
+    pub(crate) fn keep_history(&self, pieces: &mut Vec<PathPiece>) {
+        if !self.config.history || pieces.is_empty() {
+            return;
+        }
+        let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        h.append(pieces);
+        let cap = self.config.max_history_pieces;
+        if h.len() > cap {
+            let extra = h.len() - cap;
+            h.drain(..extra);
+            drop(h);
+            let mut co = self.coordinator.lock().unwrap_or_else(|p| p.into_inner());
+            co.stats.history_dropped += extra as u64;
+        }
+    }
+
     /// Rebuilds the live-vehicle R-tree from the latest positions (call it
     /// about once a second for nearest/box answers that fresh).
     pub fn refresh_index(&self, now: f64) {

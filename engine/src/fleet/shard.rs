@@ -70,10 +70,10 @@ pub(crate) enum Msg {
         reply: Sender<(usize, Vec<String>)>,
     },
     /// One partition's vehicles as checkpoint records: (records, saved,
-    /// failed).
+    /// failed, the history gathered since the last tick).
     SavePartition {
         partition: usize,
-        reply: Sender<(Vec<u8>, usize, usize)>,
+        reply: Sender<(Vec<u8>, usize, usize, Vec<super::PathPiece>)>,
     },
     /// Vehicles of a partition taken over (this shard's records at `ranges`).
     Adopt {

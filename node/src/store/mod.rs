@@ -32,6 +32,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
 use anyhow::Context;
+use lastmile_engine::fleet::path_history::{decode_chunk, encode_chunk};
 use lastmile_engine::fleet::{
     Command, Event, EventFilter, EventKind, Histogram, PathPiece, Rating, StopId, StopOutcome,
     StopPlan, VehicleId,
@@ -679,58 +680,6 @@ impl Store {
         })?;
         Ok(out)
     }
-}
-
-/// Bytes of one history piece in a chunk.
-const PIECE_BYTES: usize = 20;
-
-/// A chunk: its start (ms, i64), then per piece: edge u32, from and to
-/// metres f32, start offset from the chunk's start ms u32, duration ms u32.
-fn encode_chunk(pieces: &[PathPiece]) -> Vec<u8> {
-    let start = pieces
-        .first()
-        .map_or(0, |p| (p.t_start * 1e3).round() as i64);
-    let mut b = Vec::with_capacity(8 + pieces.len() * PIECE_BYTES);
-    b.extend_from_slice(&start.to_le_bytes());
-    for p in pieces {
-        // Both ends rounded to the millisecond on their own, so a piece
-        // that starts where the previous ended still does after decoding.
-        let (t0, t1) = (
-            (p.t_start * 1e3).round() as i64,
-            (p.t_end * 1e3).round() as i64,
-        );
-        let s = (t0 - start).clamp(0, i64::from(u32::MAX)) as u32;
-        let d = (t1 - t0).clamp(0, i64::from(u32::MAX)) as u32;
-        b.extend_from_slice(&p.edge.to_le_bytes());
-        b.extend_from_slice(&(p.from_m as f32).to_le_bytes());
-        b.extend_from_slice(&(p.to_m as f32).to_le_bytes());
-        b.extend_from_slice(&s.to_le_bytes());
-        b.extend_from_slice(&d.to_le_bytes());
-    }
-    b
-}
-
-fn decode_chunk(vehicle: VehicleId, b: &[u8]) -> Vec<PathPiece> {
-    if b.len() < 8 {
-        return Vec::new();
-    }
-    let start = i64::from_le_bytes(b[..8].try_into().expect("8 bytes"));
-    b[8..]
-        .chunks_exact(PIECE_BYTES)
-        .map(|c| {
-            let u = |i: usize| u32::from_le_bytes(c[i..i + 4].try_into().expect("4 bytes"));
-            let f = |i: usize| f64::from(f32::from_bits(u(i)));
-            let t_start = (start + i64::from(u(12))) as f64 / 1e3;
-            PathPiece {
-                vehicle,
-                edge: u(0),
-                from_m: f(4),
-                to_m: f(8),
-                t_start,
-                t_end: t_start + f64::from(u(16)) / 1e3,
-            }
-        })
-        .collect()
 }
 
 /// An event's kind and ETA window in one word: the kind in the low byte,
