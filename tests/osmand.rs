@@ -6,6 +6,8 @@
 //! through the door matched as the same trace over QUIC is.
 
 mod common;
+#[path = "../cluster/tests/common/mod.rs"]
+mod nats;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -346,7 +348,22 @@ async fn edges_between(s: &Server, v: &str, from: f64, to: f64) -> Vec<i64> {
 /// sent in order is matched, and its live state stays the newest.
 #[test]
 fn an_offline_buffer_uploaded_late_fills_the_gap_in_the_history() {
-    let dir = tmpdir("osmand-late");
+    offline_buffer_fills_the_gap("osmand-late", None);
+}
+
+/// The same on a node of a cluster: the stretch goes to the cluster's
+/// history stream, and the history is read back from it.
+#[test]
+fn an_offline_buffer_fills_the_gap_on_a_cluster() {
+    if !nats::available() {
+        return;
+    }
+    let cluster = nats::Nats::start("osmand-late");
+    offline_buffer_fills_the_gap("osmand-late-cluster", Some(&cluster.url()));
+}
+
+fn offline_buffer_fills_the_gap(name: &str, cluster: Option<&str>) {
+    let dir = tmpdir(name);
     let (trace, _) = simulate(&dir, 4, 900);
     let any = "[[devices]]\nid = \"*\"\nfleet = \"acme\"\n";
     let args = ["--http", "127.0.0.1:0", "--osmand", "127.0.0.1:0"];
@@ -354,7 +371,20 @@ fn an_offline_buffer_uploaded_late_fills_the_gap_in_the_history() {
         std::fs::create_dir_all(dir.join(d)).unwrap();
     }
     let quic = serve_with(&dir.join("quic"), "", any, &args);
-    let door = serve_with(&dir.join("door"), "", any, &args);
+    let door = match cluster {
+        None => serve_with(&dir.join("door"), "", any, &args),
+        Some(url) => {
+            let clustered = format!("{any}\n[cluster]\npartitions = 4\nlease_s = 2\n");
+            let mut args = args.to_vec();
+            args.extend(["--cluster", url, "--node", "door"]);
+            let door = serve_with(&dir.join("door"), "", &clustered, &args);
+            rt().block_on(common::server::eventually(
+                "the node owning every partition",
+                async || door.stats().await["cluster_partitions_owned"] == 4,
+            ));
+            door
+        }
+    };
     let o = lastmile(&quic.cli_as(&["replay", trace.to_str().unwrap()], ACME_DEVICE));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // Four minutes offline while driving: the vehicle and stretch that

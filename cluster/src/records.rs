@@ -261,8 +261,12 @@ mod tests {
                 f64::from(-74_198_765 - 7 * i as i32) * 1e-7,
             ),
         );
-        p.speed = i.is_multiple_of(2).then(|| f32::from(1250 + i as u16) / 100.0);
-        p.heading = i.is_multiple_of(3).then(|| f32::from(27_000 + i as u16) / 100.0);
+        p.speed = i
+            .is_multiple_of(2)
+            .then(|| f32::from(1250 + i as u16) / 100.0);
+        p.heading = i
+            .is_multiple_of(3)
+            .then(|| f32::from(27_000 + i as u16) / 100.0);
         p.accuracy = Some(f32::from(40 + i as u16) / 10.0);
         (u64::from(i) << 40 | 7, p)
     }
