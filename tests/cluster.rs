@@ -593,13 +593,10 @@ fn node(graph: &Path, dir: &Path, name: &str, url: &str) -> Server {
     node_with(graph, dir, name, url, "")
 }
 
-/// A node with `extra` in its config (webhook endpoints). Its history is
-/// written before each checkpoint and when it is asked for, not on a
-/// timer: a vehicle's path read after a failover is whole only if every
-/// checkpoint's history went out before the checkpoint did.
+/// A node with `extra` in its config (webhook endpoints).
 fn node_with(graph: &Path, dir: &Path, name: &str, url: &str, extra: &str) -> Server {
     let section = format!(
-        "{NO_TICK_VERDICTS}{extra}\n[cluster]\npartitions = {PARTITIONS}\nlease_s = {LEASE_S}\ncheckpoint_every_s = 1\nhistory_flush_s = 86400\n"
+        "{NO_TICK_VERDICTS}{extra}\n[cluster]\npartitions = {PARTITIONS}\nlease_s = {LEASE_S}\ncheckpoint_every_s = 1\n"
     );
     std::fs::create_dir_all(dir.join(name)).unwrap();
     serve_on(

@@ -6,12 +6,15 @@
 //! window spans and no other vehicle's; the stream keeps chunks for the
 //! history retention (by when they were written) and bounded bytes.
 //!
-//! Each partition's owner writes its vehicles' pieces ([`Writer`]) every
-//! few seconds and before each checkpoint of the partition, so what a
-//! checkpoint holds has its history on the stream; the next owner drives
-//! the partition again from that checkpoint and writes the pieces since
-//! then a second time, which readers leave out
-//! ([`lastmile_engine::fleet::path_history::settle`]).
+//! Each partition's owner writes its vehicles' pieces ([`Writer`]) before
+//! each checkpoint of the partition (a chunk per vehicle per checkpoint
+//! interval: the stream's cost is per message), so what a checkpoint
+//! holds has its history on the stream; the next owner drives the
+//! partition again from that checkpoint and writes the pieces since then
+//! a second time, which readers leave out
+//! ([`lastmile_engine::fleet::path_history::settle`]). A history asked of
+//! the owner has its newest pieces written first; asked of another node,
+//! it is up to a checkpoint interval behind.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,7 +28,7 @@ use async_nats::jetstream::stream::{Config, DiscardPolicy, LastRawMessageErrorKi
 use bytes::Bytes;
 use futures_util::StreamExt;
 use lastmile_engine::fleet::path_history::{self, decode_chunk, encode_chunk, is_chunk};
-use lastmile_engine::fleet::{Engine, PathPiece, VehicleId};
+use lastmile_engine::fleet::{Engine, PathPiece, VehicleId, partition_of};
 
 use crate::member::MemberStats;
 
@@ -47,8 +50,6 @@ pub struct HistoryConfig {
     pub retention: Duration,
     /// Bytes the stream keeps at most; the oldest chunks go first.
     pub max_bytes: i64,
-    /// How often an owner writes its vehicles' new pieces.
-    pub flush_every: Duration,
 }
 
 impl Default for HistoryConfig {
@@ -56,7 +57,6 @@ impl Default for HistoryConfig {
         Self {
             retention: Duration::from_secs(30 * 86_400),
             max_bytes: 1 << 30,
-            flush_every: Duration::from_secs(10),
         }
     }
 }
@@ -254,14 +254,43 @@ impl PathLog {
     }
 }
 
-/// An owner's writer of its vehicles' history: the pieces its engine
-/// finalised go to the stream every [`HistoryConfig::flush_every`] and
-/// before each checkpoint; those the stream did not take are kept for the
-/// next write (bounded).
+/// An owner's writer of its partitions' history: the pieces its engine
+/// finalised wait, by partition, until the partition is checkpointed (or
+/// its history asked for here); those the stream did not take wait for
+/// the next write (bounded).
 pub(crate) struct Writer {
     log: PathLog,
     engine: Arc<Engine>,
-    held: tokio::sync::Mutex<Vec<PathPiece>>,
+    held: tokio::sync::Mutex<Held>,
+}
+
+#[derive(Default)]
+struct Held {
+    by_partition: HashMap<u32, Vec<PathPiece>>,
+    pieces: usize,
+}
+
+impl Held {
+    /// Takes the engine's newest pieces in, each to its partition's.
+    fn gather(&mut self, engine: &Engine, stats: &MemberStats) {
+        let mut new = Vec::new();
+        engine.take_history(&mut new);
+        let partitions = engine.partition_count();
+        self.pieces += new.len();
+        for p in new {
+            let part = partition_of(p.vehicle, partitions) as u32;
+            self.by_partition.entry(part).or_default().push(p);
+        }
+        if self.pieces > MAX_HELD {
+            // The stream has refused for long: the biggest waits go first.
+            if let Some(v) = self.by_partition.values_mut().max_by_key(|v| v.len()) {
+                let n = v.len() as u64;
+                self.pieces -= v.len();
+                v.clear();
+                stats.history_pieces_lost.fetch_add(n, Relaxed);
+            }
+        }
+    }
 }
 
 impl Writer {
@@ -273,36 +302,32 @@ impl Writer {
         }
     }
 
-    /// Writes every piece the engine finalised so far; `true` when none is
-    /// left unwritten. Writes one at a time: a checkpoint's write waits for
-    /// one under way, which may hold its partition's pieces.
-    pub(crate) async fn flush(&self) -> bool {
+    /// Writes every piece of partition `p` its engine finalised so far;
+    /// `true` when none is left unwritten. Writes go one at a time.
+    pub(crate) async fn flush(&self, p: u32) -> bool {
         let mut held = self.held.lock().await;
-        self.engine.take_history(&mut held);
-        if held.is_empty() {
+        held.gather(&self.engine, &self.log.stats);
+        let Some(mut pieces) = held.by_partition.remove(&p) else {
             return true;
+        };
+        let before = pieces.len();
+        self.log.append(&mut pieces).await;
+        held.pieces -= before - pieces.len();
+        let written = pieces.is_empty();
+        if !written {
+            self.log.stats.history_flush_failures.fetch_add(1, Relaxed);
+            held.by_partition.insert(p, pieces);
         }
-        self.log.append(&mut held).await;
-        if held.len() > MAX_HELD {
-            let extra = held.len() - MAX_HELD;
-            held.drain(..extra);
-            self.log
-                .stats
-                .history_pieces_lost
-                .fetch_add(extra as u64, Relaxed);
-        }
-        held.is_empty()
+        written
     }
 
-    /// Flushes every `every` for as long as the member lives.
-    pub(crate) async fn run(self: Arc<Self>, every: Duration) {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            if !self.flush().await {
-                self.log.stats.history_flush_failures.fetch_add(1, Relaxed);
-            }
+    /// Drops what partition `p` holds unwritten: it is driven again from
+    /// its checkpoint, which writes those pieces again.
+    pub(crate) async fn forget(&self, p: u32) {
+        let mut held = self.held.lock().await;
+        held.gather(&self.engine, &self.log.stats);
+        if let Some(v) = held.by_partition.remove(&p) {
+            held.pieces -= v.len();
         }
     }
 }

@@ -455,9 +455,6 @@ impl Member {
             tokio::spawn(events::relay_in(js.clone(), engine.clone(), stats.clone())),
         ];
         tasks.extend(learning_tasks);
-        tasks.push(tokio::spawn(
-            history.clone().run(config.history.flush_every),
-        ));
         Ok(Self {
             config,
             log,
@@ -516,9 +513,9 @@ impl Member {
     /// time, s), after its predecessor, at most `max` into `out` (`true`:
     /// more remain), from the history stream. A vehicle this node drives
     /// has its newest pieces written first, so the answer reaches its
-    /// finalised path's end; another node's is up to
-    /// [`HistoryConfig::flush_every`] behind that. Blocks the calling
-    /// thread for the round trips (see [`crate::block_on`]).
+    /// finalised path's end; another node's is up to a checkpoint
+    /// interval behind that. Blocks the calling thread for the round
+    /// trips (see [`crate::block_on`]).
     pub fn history(
         &self,
         vehicle: VehicleId,
@@ -530,7 +527,7 @@ impl Member {
         let ours = self.lock_owned().contains_key(&p);
         crate::block_on(&self.runtime, async {
             if ours {
-                self.history.flush().await;
+                self.history.flush(p).await;
             }
             self.paths.read(vehicle, window, max, out).await
         })
@@ -848,6 +845,7 @@ async fn drive(
     // taken again) gives way to the checkpoint.
     let e = engine.clone();
     let _ = tokio::task::spawn_blocking(move || e.release_partition(p as usize)).await;
+    member.history.forget(p).await;
     let from = match member.checkpoints.get(p).await {
         Ok(Some(ckpt)) => {
             let e = engine.clone();
@@ -962,7 +960,7 @@ async fn checkpoint(member: &Arc<Member>, lease: Lease, applied: u64) -> bool {
         return false;
     };
     // So must the history: the save's is in the engine's hands now.
-    if !member.history.flush().await {
+    if !member.history.flush(lease.partition).await {
         member.stats.checkpoint_failures.fetch_add(1, Relaxed);
         return false;
     }

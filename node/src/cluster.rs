@@ -48,12 +48,9 @@ pub struct ClusterSection {
     pub log_max_bytes: i64,
     /// Bytes the history stream keeps (per server holding it); the oldest
     /// chunks go first. Chunks older than `[store] history_retention_s`
-    /// go too.
+    /// go too. An owner writes its vehicles' matched path there with each
+    /// checkpoint (`checkpoint_every_s`).
     pub history_max_bytes: i64,
-    /// How often an owner writes its vehicles' newest matched path to the
-    /// history stream (a history asked of another node is this much
-    /// behind the owner's).
-    pub history_flush_s: f64,
 }
 
 impl Default for ClusterSection {
@@ -70,7 +67,6 @@ impl Default for ClusterSection {
             connect_timeout_s: log.connect_timeout.as_secs_f64(),
             log_max_bytes: log.max_bytes,
             history_max_bytes: HistoryConfig::default().max_bytes,
-            history_flush_s: HistoryConfig::default().flush_every.as_secs_f64(),
         }
     }
 }
@@ -95,14 +91,13 @@ impl ClusterSection {
             self.checkpoint_every_s,
             self.publish_patience_s,
             self.connect_timeout_s,
-            self.history_flush_s,
         ];
         if secs
             .iter()
             .any(|s| !(s.is_finite() && *s >= 0.5 && *s <= 86_400.0))
         {
             bail!(
-                "cluster: lease_s, checkpoint_every_s, publish_patience_s, connect_timeout_s and history_flush_s must be within 0.5..=86400"
+                "cluster: lease_s, checkpoint_every_s, publish_patience_s and connect_timeout_s must be within 0.5..=86400"
             );
         }
         if self.log_max_bytes < 1 << 20 || self.history_max_bytes < 1 << 20 {
@@ -134,7 +129,6 @@ impl ClusterSection {
         c.history = HistoryConfig {
             retention: Duration::from_secs_f64(history_retention_s),
             max_bytes: self.history_max_bytes,
-            flush_every: Duration::from_secs_f64(self.history_flush_s),
         };
         Some(c)
     }
