@@ -443,6 +443,7 @@ impl Member {
                 js.client(),
                 config.node.clone(),
                 engine.clone(),
+                history.clone(),
             )),
             tokio::spawn(events::relay_out(
                 js.clone(),
@@ -511,11 +512,12 @@ impl Member {
 
     /// `vehicle`'s matched path pieces overlapping `[from, to]` (event
     /// time, s), after its predecessor, at most `max` into `out` (`true`:
-    /// more remain), from the history stream. A vehicle this node drives
-    /// has its newest pieces written first, so the answer reaches its
-    /// finalised path's end; another node's is up to a checkpoint
-    /// interval behind that. Blocks the calling thread for the round
-    /// trips (see [`crate::block_on`]).
+    /// more remain), from the history stream. The vehicle's owner (this
+    /// node, or asked by request) writes its newest pieces first, so the
+    /// answer reaches the finalised path's end; if the owner does not
+    /// answer in time, it is up to a checkpoint interval behind that.
+    /// Blocks the calling thread for the round trips (see
+    /// [`crate::block_on`]).
     pub fn history(
         &self,
         vehicle: VehicleId,
@@ -528,6 +530,8 @@ impl Member {
         crate::block_on(&self.runtime, async {
             if ours {
                 self.history.flush(p).await;
+            } else {
+                self.remote.flush_history(p).await;
             }
             self.paths.read(vehicle, window, max, out).await
         })

@@ -8,9 +8,12 @@
 //! query says the vehicle is unknown until the next look.
 //!
 //! Request: a kind byte, then little-endian arguments: 1 vehicle (u64 id),
-//! 2 nearest (f64 lat, f64 lon, u32 k), 3 in a box (4 x f64). Reply: empty
-//! (not held, or a request not understood), or the snapshot or the
-//! vehicles found, framed (see `framed`).
+//! 2 nearest (f64 lat, f64 lon, u32 k), 3 in a box (4 x f64), 4 write a
+//! partition's history now (u32 partition: a history asked of another
+//! node reaches the finalised path's end, as it does on the owner). Reply:
+//! empty (not held, or a request not understood), the snapshot or the
+//! vehicles found, framed (see `framed`), or for 4 one byte, 1 when
+//! everything was written.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
@@ -25,6 +28,7 @@ use lastmile_roadgraph::LatLon;
 use tokio::runtime::Handle;
 
 use crate::framed;
+use crate::history::Writer;
 use crate::member::MemberStats;
 
 /// How long a query waits for the other nodes.
@@ -36,6 +40,7 @@ const MAX_FOUND: usize = 10_001;
 const VEHICLE: u8 = 1;
 const NEAREST: u8 = 2;
 const IN_BOX: u8 = 3;
+const HISTORY: u8 = 4;
 
 fn subject(node: &str) -> String {
     format!("lastmile.node.{node}.query")
@@ -44,15 +49,32 @@ fn subject(node: &str) -> String {
 /// Each partition's owner as the leases said at the last look.
 pub(crate) type Owners = Arc<Mutex<HashMap<u32, String>>>;
 
-/// Answers other nodes' queries about the vehicles `engine` holds, for as
-/// long as the subscription lasts.
-pub(crate) async fn answer(client: async_nats::Client, node: String, engine: Arc<Engine>) {
+/// Answers other nodes' queries about the vehicles `engine` holds (and
+/// the history `history` writes), for as long as the subscription lasts.
+pub(crate) async fn answer(
+    client: async_nats::Client,
+    node: String,
+    engine: Arc<Engine>,
+    history: Arc<Writer>,
+) {
     let Ok(mut requests) = client.subscribe(subject(&node)).await else {
         tracing::warn!("cannot answer other nodes' queries: the subscription was refused");
         return;
     };
     while let Some(req) = requests.next().await {
         let Some(reply) = req.reply else { continue };
+        if let (Some(&HISTORY), Some(p)) = (req.payload.first(), req.payload.get(1..5)) {
+            let p = u32::from_le_bytes(p.try_into().expect("4 bytes"));
+            // Off this loop: a write waits for the stream.
+            let (client, history) = (client.clone(), history.clone());
+            tokio::spawn(async move {
+                let written = history.flush(p).await;
+                let _ = client
+                    .publish(reply, Bytes::from(vec![u8::from(written)]))
+                    .await;
+            });
+            continue;
+        }
         let e = engine.clone();
         let body = tokio::task::spawn_blocking(move || respond(&e, &req.payload))
             .await
@@ -159,6 +181,22 @@ impl OwnerQueries {
                 None
             }
         }
+    }
+
+    /// Asks partition `p`'s owner, when another node, to write the
+    /// partition's history now; `true` once it did.
+    pub(crate) async fn flush_history(&self, p: u32) -> bool {
+        let Some(owner) = self.owners().get(&p).cloned() else {
+            return false;
+        };
+        if owner == self.node {
+            return false;
+        }
+        let mut req = vec![HISTORY];
+        req.extend_from_slice(&p.to_le_bytes());
+        self.ask(&owner, Bytes::from(req))
+            .await
+            .is_some_and(|r| r[..] == [1])
     }
 
     /// `req` to every other node owning a partition, their vehicles merged.

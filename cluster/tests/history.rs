@@ -2,7 +2,9 @@
 //! first writes a stretch and dies after its checkpoint, the next drives the
 //! partition again from that checkpoint and writes part of the stretch a
 //! second time, cut into other chunks. A reader on any node gets each piece
-//! once, in time order, across a day boundary, and no other vehicle's.
+//! once, in time order, across a day boundary, and no other vehicle's. And
+//! a node asked for a vehicle another node drives has the owner write it
+//! first: the answer does not wait for the owner's next checkpoint.
 
 mod common;
 
@@ -11,7 +13,10 @@ use std::time::Duration;
 
 use lastmile_cluster::MemberStats;
 use lastmile_cluster::history::{HistoryConfig, PathLog};
-use lastmile_engine::fleet::PathPiece;
+use lastmile_engine::bench::Day;
+use lastmile_engine::fleet::{FleetConfig, PathPiece, partition_of};
+use lastmile_engine::simulate::SimParams;
+use lastmile_roadgraph::{CityParams, Graph, synthetic};
 
 async fn open(url: &str) -> (PathLog, Arc<MemberStats>) {
     let js = lastmile_cluster::connect(url, Duration::from_secs(5))
@@ -120,4 +125,99 @@ async fn a_stretch_written_by_two_owners_reads_once() {
     assert!(theirs.iter().all(|p| p.vehicle == 8));
     let (none, more) = read(&reader, 9, (f64::NEG_INFINITY, f64::INFINITY), 1000).await;
     assert!(none.is_empty() && !more);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_path_asked_of_another_node_is_the_owners_up_to_now() {
+    if !common::available() {
+        return;
+    }
+    const PARTITIONS: usize = 4;
+    let nats = common::Nats::start("history-nodes");
+    let url = nats.url();
+    let graph = Arc::new(Graph::from_data(&synthetic::generate_city(
+        &CityParams::new(3_000, 5),
+    )));
+    let config = FleetConfig {
+        shards: 1,
+        partitions: PARTITIONS,
+        history: true,
+        ..FleetConfig::default()
+    };
+    // No checkpoint within the test: nothing reaches the stream unless
+    // asked for.
+    let hour = Duration::from_secs(3_600);
+    let (a, ma) =
+        common::join_checkpointing(&url, "a", &graph, config.clone(), 64 << 20, hour).await;
+    let (b, mb) = common::join_checkpointing(&url, "b", &graph, config, 64 << 20, hour).await;
+    let t = std::time::Instant::now();
+    while ma.owned().len() + mb.owned().len() < PARTITIONS || mb.owned().is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "partitions not shared"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Each node learns the owners at its supervisor's next rounds (every
+    // fifth of the 2 s lease).
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let params = SimParams {
+        vehicles: 12,
+        duration_s: 600.0,
+        interval_s: 5.0,
+        seed: 8,
+        ..SimParams::default()
+    };
+    let day = Day::simulate(&graph, &params, &|_| {});
+    for chunk in day.pings.chunks(500) {
+        ma.publish(chunk).await.unwrap();
+    }
+    let t = std::time::Instant::now();
+    while ma.lag() + mb.lag() > 0
+        || a.stats().shards.pings + b.stats().shards.pings < day.pings.len() as u64
+    {
+        assert!(t.elapsed() < Duration::from_secs(30), "the day not driven");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The engines' ticks gather what they finalised.
+    let end = day
+        .pings
+        .iter()
+        .map(|(_, p)| p.time)
+        .fold(f64::MIN, f64::max);
+    for e in [a.clone(), b.clone()] {
+        tokio::task::spawn_blocking(move || {
+            e.sync();
+            e.tick(end);
+        })
+        .await
+        .unwrap();
+    }
+    let bs = mb.owned();
+    let theirs: Vec<u64> = {
+        let mut v: Vec<u64> = day
+            .pings
+            .iter()
+            .map(|(v, _)| *v)
+            .filter(|v| bs.contains(&(partition_of(*v, PARTITIONS) as u32)))
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    };
+    assert!(!theirs.is_empty(), "b drives some vans");
+    let everything = (f64::NEG_INFINITY, f64::INFINITY);
+    for v in theirs {
+        let (ma2, mb2) = (ma.clone(), mb.clone());
+        let (on_a, on_b) = tokio::task::spawn_blocking(move || {
+            let (mut on_a, mut on_b) = (Vec::new(), Vec::new());
+            ma2.history(v, everything, 10_000, &mut on_a).unwrap();
+            mb2.history(v, everything, 10_000, &mut on_b).unwrap();
+            (on_a, on_b)
+        })
+        .await
+        .unwrap();
+        assert!(on_b.len() > 2, "van {v} drove: {on_b:?}");
+        assert_eq!(on_a, on_b, "van {v} asked of a and of its owner b");
+    }
 }

@@ -166,6 +166,21 @@ pub async fn join(
     std::sync::Arc<lastmile_engine::fleet::Engine>,
     std::sync::Arc<lastmile_cluster::Member>,
 ) {
+    join_checkpointing(url, name, graph, config, log_bytes, Duration::from_secs(1)).await
+}
+
+/// [`join`] with checkpoints every `checkpoint_every`.
+pub async fn join_checkpointing(
+    url: &str,
+    name: &str,
+    graph: &std::sync::Arc<lastmile_roadgraph::Graph>,
+    config: lastmile_engine::fleet::FleetConfig,
+    log_bytes: i64,
+    checkpoint_every: Duration,
+) -> (
+    std::sync::Arc<lastmile_engine::fleet::Engine>,
+    std::sync::Arc<lastmile_cluster::Member>,
+) {
     use lastmile_cluster::{ClusterConfig, LogConfig, Member};
     let partitions = config.partitions as u32;
     let config = lastmile_engine::fleet::FleetConfig {
@@ -182,7 +197,7 @@ pub async fn join(
         ..LogConfig::default()
     };
     c.lease = Duration::from_secs(2);
-    c.checkpoint_every = Duration::from_secs(1);
+    c.checkpoint_every = checkpoint_every;
     let t = Instant::now();
     let member = loop {
         match Member::join(c.clone(), engine.clone(), name.into(), Box::new(|_| {})).await {
