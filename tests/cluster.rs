@@ -796,7 +796,21 @@ fn a_frozen_node_and_a_joining_node_keep_one_owner_per_vehicle() {
     for n in [&a, &b] {
         let got = drives(n, vehicles);
         for (v, want) in &want_drives {
-            assert_eq!(&got[v], want, "{v}'s path");
+            let g = &got[v];
+            let at = g
+                .iter()
+                .zip(want)
+                .position(|(x, y)| x != y)
+                .unwrap_or(g.len().min(want.len()));
+            assert_eq!(
+                g,
+                want,
+                "{v}'s path differs at {at}: {:?} vs {:?} (lengths {} and {})",
+                &g[at.saturating_sub(2)..(at + 4).min(g.len())],
+                &want[at.saturating_sub(2)..(at + 4).min(want.len())],
+                g.len(),
+                want.len()
+            );
         }
     }
     // Each node answered for the other's vehicles by asking it.

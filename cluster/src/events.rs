@@ -99,7 +99,7 @@ impl Fence {
 
     /// The epoch under which partition `p`'s events may be published now;
     /// `None` (and `p` tainted) when its lease is not certainly held.
-    fn check(&self, p: u32) -> Option<u64> {
+    pub(crate) fn check(&self, p: u32) -> Option<u64> {
         match self.leases().get(&p) {
             Some(&(until, epoch)) if Instant::now() < until => return Some(epoch),
             _ => {}

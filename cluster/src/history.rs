@@ -30,6 +30,7 @@ use futures_util::StreamExt;
 use lastmile_engine::fleet::path_history::{self, decode_chunk, encode_chunk, is_chunk};
 use lastmile_engine::fleet::{Engine, PathPiece, VehicleId, partition_of};
 
+use crate::events::Fence;
 use crate::member::MemberStats;
 
 pub const STREAM: &str = "LASTMILE_HISTORY";
@@ -261,6 +262,7 @@ impl PathLog {
 pub(crate) struct Writer {
     log: PathLog,
     engine: Arc<Engine>,
+    fence: Arc<Fence>,
     held: tokio::sync::Mutex<Held>,
 }
 
@@ -294,22 +296,33 @@ impl Held {
 }
 
 impl Writer {
-    pub(crate) fn new(log: PathLog, engine: Arc<Engine>) -> Self {
+    pub(crate) fn new(log: PathLog, engine: Arc<Engine>, fence: Arc<Fence>) -> Self {
         Self {
             log,
             engine,
+            fence,
             held: tokio::sync::Mutex::default(),
         }
     }
 
     /// Writes every piece of partition `p` its engine finalised so far;
-    /// `true` when none is left unwritten. Writes go one at a time.
+    /// `true` when none is left unwritten. Writes go one at a time. Only
+    /// while the partition's lease is certainly this node's, as for its
+    /// events ([`Fence`]): a deposed owner (frozen past its lease, then
+    /// woken) writes nothing; what it drops, whoever drives the partition
+    /// from its checkpoint writes.
     pub(crate) async fn flush(&self, p: u32) -> bool {
         let mut held = self.held.lock().await;
         held.gather(&self.engine, &self.log.stats);
         let Some(mut pieces) = held.by_partition.remove(&p) else {
             return true;
         };
+        if self.fence.check(p).is_none() {
+            held.pieces -= pieces.len();
+            let n = pieces.len() as u64;
+            self.log.stats.history_pieces_fenced.fetch_add(n, Relaxed);
+            return false;
+        }
         let before = pieces.len();
         self.log.append(&mut pieces).await;
         held.pieces -= before - pieces.len();

@@ -168,12 +168,16 @@ pub struct MemberStats {
     pub history_unreadable: AtomicU64,
     pub history_pieces_lost: AtomicU64,
     pub history_flush_failures: AtomicU64,
+    /// Pieces of a partition whose lease was not certainly held: not
+    /// written (whoever drives it next from its checkpoint writes them).
+    pub history_pieces_fenced: AtomicU64,
 }
 
 /// Renewals in flight at once.
 const RENEWALS_AT_ONCE: usize = 32;
-/// Partitions a node hands over in one supervisor round at most.
-const HANDOVERS_PER_ROUND: usize = 4;
+/// Partitions a node hands over at once at most (each waits for its
+/// final checkpoint, off the supervisor's rounds).
+const HANDOVERS_AT_ONCE: usize = 4;
 
 /// A partition this node drives.
 struct Owned {
@@ -299,6 +303,8 @@ pub struct Member {
     /// Partitions whose renewal NATS did not answer: driven no more, their
     /// vehicles kept for queries.
     suspended: Mutex<std::collections::HashSet<u32>>,
+    /// Hand-overs under way.
+    handing: AtomicU64,
     /// When each partition was last seen free and not this node's to take.
     free_since: Mutex<HashMap<u32, Instant>>,
     pub stats: Arc<MemberStats>,
@@ -397,7 +403,6 @@ impl Member {
         );
         let grants = Grants::open(js, replicas, stats.clone()).await?;
         let paths = PathLog::open(js, replicas, &config.history, stats.clone()).await?;
-        let history = Arc::new(Writer::new(paths.clone(), engine.clone()));
         // Tells this process's message ids from an earlier one's of the
         // same node name.
         let boot = std::time::SystemTime::now()
@@ -431,6 +436,7 @@ impl Member {
             stats.clone(),
         ));
         let fence = Arc::new(Fence::default());
+        let history = Arc::new(Writer::new(paths.clone(), engine.clone(), fence.clone()));
         let relayed = Arc::new(AtomicU64::new(0));
         let (learning, learning_tasks) = ClusterLearning::start(
             js.client(),
@@ -465,6 +471,7 @@ impl Member {
             publisher,
             owned: Mutex::default(),
             suspended: Mutex::default(),
+            handing: AtomicU64::new(0),
             free_since: Mutex::default(),
             stats,
             observe: Box::new(|_| {}),
@@ -596,6 +603,11 @@ impl Member {
         let owned: Vec<Owned> = self.lock_owned().drain().map(|(_, o)| o).collect();
         for o in owned {
             self.hand_over(o).await;
+        }
+        // And those a round started.
+        let deadline = Instant::now() + self.config.publish_patience;
+        while self.handing.load(Relaxed) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.deliveries.let_go().await;
     }
@@ -776,23 +788,27 @@ impl Member {
             return;
         }
         let me = self.leases.node();
-        let mut handed = 0;
         for p in 0..self.config.log.partitions {
             let preferred = leases::preferred(p, &nodes);
             let holder = view.holders.iter().find(|h| h.partition == p);
             let owned_here = self.lock_owned().contains_key(&p);
             if owned_here {
-                // A few hand-overs a round (each waits for a checkpoint),
-                // so the round stays well inside a lease.
+                // A few hand-overs at once, each on its own task: one
+                // waits for a checkpoint (seconds for a big partition), and
+                // the rounds renewing the other leases go on meanwhile.
+                // The lease stays this node's until the hand-over gives it
+                // up, so no round takes the partition back meanwhile.
                 if preferred != Some(me)
                     && holder.is_some_and(|h| h.node == me)
-                    && handed < HANDOVERS_PER_ROUND
+                    && self.handing.load(Relaxed) < HANDOVERS_AT_ONCE as u64
+                    && let Some(o) = self.lock_owned().remove(&p)
                 {
-                    let o = self.lock_owned().remove(&p);
-                    if let Some(o) = o {
-                        self.hand_over(o).await;
-                        handed += 1;
-                    }
+                    self.handing.fetch_add(1, Relaxed);
+                    let member = self.clone();
+                    tokio::spawn(async move {
+                        member.hand_over(o).await;
+                        member.handing.fetch_sub(1, Relaxed);
+                    });
                 }
                 continue;
             }

@@ -575,6 +575,7 @@ fn cluster_stats(m: &lastmile_cluster::Member) -> Vec<(String, u64)> {
         ("history_unreadable", c(&s.history_unreadable)),
         ("history_pieces_lost", c(&s.history_pieces_lost)),
         ("history_flush_failures", c(&s.history_flush_failures)),
+        ("history_pieces_fenced", c(&s.history_pieces_fenced)),
     ]
     .into_iter()
     .map(|(k, v)| (format!("cluster_{k}"), v))
